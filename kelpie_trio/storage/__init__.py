@@ -1,0 +1,46 @@
+"""The transactional store: one interface with FoundationDB's semantics, several backends.
+
+    store = MemoryStore()            # or SqliteStore(path), FdbStore(cluster_file)
+    async def incr(tr):
+        tr.add(key, 1)
+    await store.transact(incr)
+
+See base.py for the contract, errors.py for what can go wrong, limits.py for
+the sizes every backend enforces, keys.py for the key layout.
+"""
+
+from kelpie_trio.storage.base import Store, Transaction, decode_counter
+from kelpie_trio.storage.errors import (
+    CommitUnknownResult,
+    KeyTooLarge,
+    LimitExceeded,
+    NodeFenced,
+    NotCommitted,
+    RetryLimitReached,
+    StorageUnavailable,
+    StoreClosed,
+    StoreError,
+    TransactionTooLarge,
+    TransactionTooOld,
+    ValueTooLarge,
+)
+from kelpie_trio.storage.memory import MemoryStore
+
+__all__ = [
+    "CommitUnknownResult",
+    "KeyTooLarge",
+    "LimitExceeded",
+    "MemoryStore",
+    "NodeFenced",
+    "NotCommitted",
+    "RetryLimitReached",
+    "StorageUnavailable",
+    "Store",
+    "StoreClosed",
+    "StoreError",
+    "Transaction",
+    "TransactionTooLarge",
+    "TransactionTooOld",
+    "ValueTooLarge",
+    "decode_counter",
+]

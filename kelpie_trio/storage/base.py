@@ -1,0 +1,469 @@
+"""The store interface: ordered key-value transactions with FoundationDB's semantics.
+
+A transaction reads a consistent snapshot, buffers its writes, and commits
+atomically; two transactions that conflict (one wrote what the other read)
+cannot both commit: the loser fails with `NotCommitted` and `Store.transact`
+runs it again. Keys and values are bytes; keys are normally made with
+`kelpie_trio.storage.keys` (fdb tuple encoding).
+
+Three layers live here:
+
+- `Transaction`, the interface every backend's transactions implement;
+- `BufferedTransaction`, the shared machinery for backends that are not FDB
+  (memory, SQLite, the simulator): the write buffer, read-your-writes, conflict
+  ranges, FDB's size and age limits; a backend only supplies raw reads at its
+  read version and an atomic commit of a `CommitRequest`;
+- `Store.transact`, the retry loop (like `@fdb.transactional`), which also makes
+  `CommitUnknownResult` safe: every write transaction writes an idempotency
+  marker, and a retry after an unknown result first looks for it.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import attrs
+import trio
+from sortedcontainers import SortedDict
+
+from kelpie_trio.env import Env
+from kelpie_trio.storage import keys
+from kelpie_trio.storage.errors import (
+    CommitUnknownResult,
+    RetryLimitReached,
+    StoreError,
+    TransactionTooOld,
+)
+from kelpie_trio.storage.limits import (
+    MAX_TRANSACTION_SECONDS,
+    check_key,
+    check_transaction_size,
+    check_value,
+)
+
+__all__ = [
+    "BufferedTransaction",
+    "CommitRequest",
+    "Mutation",
+    "MutationKind",
+    "Store",
+    "Transaction",
+    "add_to_value",
+    "decode_counter",
+    "key_after",
+]
+
+T = TypeVar("T")
+
+_ADD_WIDTH = 8  # atomic add works on 8-byte little-endian integers, as FDB's ADD does
+_MARKER_BUCKET_SECONDS = 60.0
+_MARKER_KEEP_BUCKETS = 10  # markers live >= 9 minutes: far beyond any retry loop
+
+
+def key_after(key: bytes) -> bytes:
+    """The first key after `key`: `[key, key_after(key))` holds exactly `key`."""
+    return key + b"\x00"
+
+
+def add_to_value(existing: bytes | None, delta: int) -> bytes:
+    """FDB's ADD on an 8-byte operand: little-endian, missing bytes are zero, wraps."""
+    current = int.from_bytes((existing or b"")[:_ADD_WIDTH].ljust(_ADD_WIDTH, b"\0"), "little")
+    return ((current + delta) % (1 << 64)).to_bytes(_ADD_WIDTH, "little")
+
+
+def decode_counter(value: bytes | None) -> int:
+    """Read a value written by `Transaction.add` as a signed integer (None -> 0)."""
+    if value is None:
+        return 0
+    return struct.unpack("<q", value[:_ADD_WIDTH].ljust(_ADD_WIDTH, b"\0"))[0]
+
+
+class Transaction(abc.ABC):
+    """One transaction. Reads are awaited; writes are buffered until commit."""
+
+    @abc.abstractmethod
+    async def get(self, key: bytes) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def get_range(
+        self, begin: bytes, end: bytes, *, limit: int = 0, reverse: bool = False
+    ) -> list[tuple[bytes, bytes]]:
+        """Key-value pairs with begin <= key < end, in key order (or reversed); limit 0 = all."""
+
+    @abc.abstractmethod
+    def set(self, key: bytes, value: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def clear(self, key: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def clear_range(self, begin: bytes, end: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def add(self, key: bytes, delta: int) -> None:
+        """Atomic add of a signed integer, without a read conflict (FDB's ADD)."""
+
+    @property
+    @abc.abstractmethod
+    def has_writes(self) -> bool: ...
+
+    @abc.abstractmethod
+    async def commit(self) -> None: ...
+
+    @abc.abstractmethod
+    async def on_error(self, error: StoreError) -> None:
+        """Raise `error` if it may not be retried; else back off and reset for the next attempt."""
+
+    async def get_prefix(
+        self, prefix: bytes, *, limit: int = 0, reverse: bool = False
+    ) -> list[tuple[bytes, bytes]]:
+        """Every pair whose key starts with the tuple-packed `prefix`."""
+        begin, end = keys.prefix_range(prefix)
+        return await self.get_range(begin, end, limit=limit, reverse=reverse)
+
+
+class Store(abc.ABC):
+    """A transactional key-value store. Use `transact`; it retries for you."""
+
+    env: Env
+    max_attempts: int = 100
+
+    @abc.abstractmethod
+    def create_transaction(self) -> Transaction: ...
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The store's own background work, as a child of the node's nursery.
+
+        Backends that need a task (SQLite's writer) override this; every store
+        collects expired idempotency markers here.
+        """
+        task_status.started()
+        while True:
+            await trio.sleep(_MARKER_BUCKET_SECONDS)
+            await self.collect_garbage()
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
+        """Release the backend's resources."""
+
+    async def transact(
+        self, fn: Callable[[Transaction], Awaitable[T]], *, max_attempts: int | None = None
+    ) -> T:
+        """Run `fn(tr)` in a transaction and commit, retrying retryable failures.
+
+        `fn` may run several times, so it must not have effects outside the
+        transaction. A commit whose result is unknown is never applied twice:
+        each attempt that writes also writes a marker naming itself, and the
+        attempt after an unknown result reads that marker first; the marker's
+        read conflict stops the retry from committing beside a late landing of
+        the earlier attempt.
+        """
+        limit = max_attempts or self.max_attempts
+        marker = keys.TXN_MARKERS.pack(
+            (int(self.env.now() // _MARKER_BUCKET_SECONDS), self.env.new_uuid().bytes)
+        )
+        unknown_results: dict[int, T] = {}  # attempt number -> its result, commit unknown
+        tr = self.create_transaction()
+        for attempt in range(1, limit + 1):
+            result: T | None = None
+            try:
+                if unknown_results:
+                    landed = await tr.get(marker)
+                    if landed is not None:
+                        return unknown_results[int(landed)]
+                result = await fn(tr)
+                if tr.has_writes:
+                    tr.set(marker, str(attempt).encode())
+                    await tr.commit()
+                return result
+            except StoreError as error:
+                if isinstance(error, CommitUnknownResult):
+                    unknown_results[attempt] = result  # type: ignore[assignment]
+                if attempt == limit:
+                    if error.retryable:
+                        raise RetryLimitReached(
+                            f"gave up after {limit} attempts; last error: {error!r}"
+                        ) from error
+                    raise
+                await tr.on_error(error)
+        raise AssertionError("unreachable")
+
+    async def collect_garbage(self) -> None:
+        """Clear idempotency markers old enough that no retry loop still needs them."""
+        horizon = int(self.env.now() // _MARKER_BUCKET_SECONDS) - _MARKER_KEEP_BUCKETS
+        if horizon <= 0:
+            return
+        begin = keys.TXN_MARKERS.range().start
+        end = keys.TXN_MARKERS.pack((horizon,))
+
+        async def clear(tr: Transaction) -> None:
+            tr.clear_range(begin, end)
+
+        await self.transact(clear)
+
+
+class MutationKind(enum.Enum):
+    SET = "set"
+    CLEAR = "clear"
+    ADD = "add"
+
+
+@attrs.frozen
+class Mutation:
+    kind: MutationKind
+    key: bytes
+    value: bytes = b""  # SET: the value; ADD: the 8-byte little-endian delta
+
+
+@attrs.frozen
+class CommitRequest:
+    """Everything a backend needs to check and apply one transaction atomically.
+
+    Apply `cleared_ranges` first, then `mutations` (at most one per key): the
+    write buffer has already folded every later write over earlier ones.
+    Conflict: if any key in `read_ranges` was written by a commit after
+    `read_version`, the transaction must fail with NotCommitted.
+    """
+
+    read_version: int | None  # None: the transaction read nothing
+    read_ranges: list[tuple[bytes, bytes]]
+    cleared_ranges: list[tuple[bytes, bytes]]
+    mutations: list[Mutation]
+
+    def write_ranges(self) -> list[tuple[bytes, bytes]]:
+        return [*self.cleared_ranges, *((m.key, key_after(m.key)) for m in self.mutations)]
+
+
+class _Pending:
+    """A buffered atomic add on a key whose stored value this transaction has not seen."""
+
+    __slots__ = ("delta",)
+
+    def __init__(self, delta: int) -> None:
+        self.delta = delta
+
+
+_Buffered = bytes | None | _Pending  # a key's state in the write buffer
+
+
+class BufferedTransaction(Transaction):
+    """Write buffer, read-your-writes, conflict ranges and limits, for non-FDB backends.
+
+    Subclasses implement `_read`, `_read_range` (raw reads at the backend's
+    read version, chosen at the first read) and `_commit`.
+    """
+
+    def __init__(self, env: Env) -> None:
+        self._env = env
+        self._attempt = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._started = self._env.monotonic()
+        self._writes: SortedDict = SortedDict()  # key -> _Buffered
+        self._cleared: list[tuple[bytes, bytes]] = []
+        self._read_ranges: list[tuple[bytes, bytes]] = []
+        self._size = 0
+        self._committed = False
+        self._forget_read_version()
+
+    # -- the backend's part --------------------------------------------------
+
+    @abc.abstractmethod
+    async def _read(self, key: bytes) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def _read_range(
+        self, begin: bytes, end: bytes, limit: int, reverse: bool
+    ) -> list[tuple[bytes, bytes]]: ...
+
+    @abc.abstractmethod
+    async def _commit(self, request: CommitRequest) -> None: ...
+
+    @abc.abstractmethod
+    def _read_version(self) -> int | None:
+        """The version reads were served at, or None if nothing was read."""
+
+    @abc.abstractmethod
+    def _forget_read_version(self) -> None:
+        """Start afresh: the next read picks a new read version."""
+
+    # -- reads ---------------------------------------------------------------
+
+    def _check_age(self) -> None:
+        if self._env.monotonic() - self._started > MAX_TRANSACTION_SECONDS:
+            raise TransactionTooOld(
+                f"transaction is older than {MAX_TRANSACTION_SECONDS:g} s; "
+                "it is retried from the start"
+            )
+
+    def _is_cleared(self, key: bytes) -> bool:
+        return any(b <= key < e for b, e in self._cleared)
+
+    async def get(self, key: bytes) -> bytes | None:
+        check_key(key)
+        self._check_age()
+        state = self._writes.get(key, _MISSING)
+        if state is _MISSING:
+            if self._is_cleared(key):
+                return None
+            value = await self._read(key)
+            self._add_read_range(key, key_after(key))
+            return value
+        if isinstance(state, _Pending):
+            value = await self._read(key)
+            self._add_read_range(key, key_after(key))
+            return add_to_value(value, state.delta)
+        return state
+
+    async def get_range(
+        self, begin: bytes, end: bytes, *, limit: int = 0, reverse: bool = False
+    ) -> list[tuple[bytes, bytes]]:
+        check_key(begin)
+        check_key(end)
+        self._check_age()
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        results: list[tuple[bytes, bytes]] = []
+        for sub_begin, sub_end, cleared in self._segments(begin, end, reverse):
+            need = limit - len(results) if limit else 0
+            local = list(
+                self._writes.irange(sub_begin, sub_end, inclusive=(True, False), reverse=reverse)
+            )
+            stored: list[tuple[bytes, bytes]] = []
+            if not cleared:
+                # Local clears may hide up to len(local) stored pairs: ask for that many more.
+                ask = need + len(local) if limit else 0
+                stored = await self._read_range(sub_begin, sub_end, ask, reverse)
+                if ask and len(stored) == ask:
+                    last = stored[-1][0]
+                    scanned = (last, sub_end) if reverse else (sub_begin, key_after(last))
+                    local = [k for k in local if (k >= last if reverse else k <= last)]
+                else:
+                    scanned = (sub_begin, sub_end)
+                self._add_read_range(*scanned)
+            results.extend(self._merge(stored, local, reverse))
+            if limit and len(results) >= limit:
+                return results[:limit]
+        return results
+
+    def _segments(self, begin: bytes, end: bytes, reverse: bool) -> list[tuple[bytes, bytes, bool]]:
+        """[begin, end) cut into (begin, end, cleared) pieces by this transaction's clear_ranges.
+
+        A cleared piece reads nothing from storage, only writes made after the clear.
+        """
+        parts: list[tuple[bytes, bytes, bool]] = []
+        cursor = begin
+        for b, e in sorted(self._cleared):
+            if e <= cursor or b >= end:
+                continue
+            if b > cursor:
+                parts.append((cursor, b, False))
+            parts.append((max(cursor, b), min(e, end), True))
+            cursor = max(cursor, e)
+            if cursor >= end:
+                break
+        if cursor < end:
+            parts.append((cursor, end, False))
+        return parts[::-1] if reverse else parts
+
+    def _merge(
+        self, stored: list[tuple[bytes, bytes]], local: list[bytes], reverse: bool
+    ) -> list[tuple[bytes, bytes]]:
+        merged: dict[bytes, bytes | None] = dict(stored)
+        for key in local:
+            state = self._writes[key]
+            if isinstance(state, _Pending):
+                merged[key] = add_to_value(merged.get(key), state.delta)
+            else:
+                merged[key] = state
+        return [(k, v) for k, v in sorted(merged.items(), reverse=reverse) if v is not None]
+
+    def _add_read_range(self, begin: bytes, end: bytes) -> None:
+        if begin < end:
+            self._read_ranges.append((begin, end))
+            self._size += len(begin) + len(end)
+
+    # -- writes --------------------------------------------------------------
+
+    def set(self, key: bytes, value: bytes) -> None:
+        check_key(key)
+        check_value(value)
+        self._writes[key] = value
+        self._size += len(key) + len(value)
+
+    def clear(self, key: bytes) -> None:
+        check_key(key)
+        self._writes[key] = None
+        self._size += len(key)
+
+    def clear_range(self, begin: bytes, end: bytes) -> None:
+        check_key(begin)
+        check_key(end)
+        if begin >= end:
+            return
+        for key in list(self._writes.irange(begin, end, inclusive=(True, False))):
+            del self._writes[key]
+        self._cleared.append((begin, end))
+        self._size += len(begin) + len(end)
+
+    def add(self, key: bytes, delta: int) -> None:
+        check_key(key)
+        state = self._writes.get(key, _MISSING)
+        if state is _MISSING:
+            if self._is_cleared(key):
+                self._writes[key] = add_to_value(None, delta)
+            else:
+                self._writes[key] = _Pending(delta)
+        elif isinstance(state, _Pending):
+            state.delta += delta
+        else:
+            self._writes[key] = add_to_value(state, delta)
+        self._size += len(key) + _ADD_WIDTH
+
+    @property
+    def has_writes(self) -> bool:
+        return bool(self._writes or self._cleared)
+
+    # -- commit --------------------------------------------------------------
+
+    def _commit_request(self) -> CommitRequest:
+        mutations = []
+        for key, state in self._writes.items():
+            if isinstance(state, _Pending):
+                delta = (state.delta % (1 << 64)).to_bytes(_ADD_WIDTH, "little")
+                mutations.append(Mutation(MutationKind.ADD, key, delta))
+            elif state is None:
+                mutations.append(Mutation(MutationKind.CLEAR, key))
+            else:
+                mutations.append(Mutation(MutationKind.SET, key, state))
+        return CommitRequest(
+            read_version=self._read_version(),
+            read_ranges=list(self._read_ranges),
+            cleared_ranges=list(self._cleared),
+            mutations=mutations,
+        )
+
+    async def commit(self) -> None:
+        if self._committed:
+            raise RuntimeError("transaction already committed")
+        self._check_age()
+        check_transaction_size(self._size)
+        self._committed = True
+        if self.has_writes:
+            await self._commit(self._commit_request())
+
+    async def on_error(self, error: StoreError) -> None:
+        if not error.retryable:
+            raise error
+        self._attempt += 1
+        # FDB's schedule: 10 ms doubling to 1 s, jittered so that losers spread out.
+        delay = min(1.0, 0.01 * 2 ** min(self._attempt - 1, 7))
+        await self._env.sleep(delay * self._env.jitter(0.5, 1.0))
+        self._reset()
+
+
+_MISSING: Any = object()

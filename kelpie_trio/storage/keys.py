@@ -1,0 +1,54 @@
+"""Key layout: fdb tuple encoding in named subspaces.
+
+`fdb.tuple` and `Subspace` work without libfdb_c, so every backend stores the
+same bytes FoundationDB would, and a dump from one backend loads into another.
+Each concern gets its own subspace under one root; add new ones here so the
+whole layout reads in one place.
+"""
+
+from __future__ import annotations
+
+import fdb.tuple
+from fdb.subspace_impl import Subspace
+
+__all__ = [
+    "AGENTS",
+    "BLOCKS",
+    "CHECKPOINTS",
+    "LEASES",
+    "MESSAGES",
+    "NODES",
+    "OUTBOX",
+    "PASSAGES",
+    "ROOT",
+    "SESSIONS",
+    "SIM",
+    "TXN_MARKERS",
+    "Subspace",
+    "pack",
+    "prefix_range",
+    "unpack",
+]
+
+pack = fdb.tuple.pack
+unpack = fdb.tuple.unpack
+
+ROOT = Subspace(("kelpie",))
+
+AGENTS = ROOT["agents"]  # (agent_id,) -> agent record
+BLOCKS = ROOT["blocks"]  # (block_id,) -> block record
+MESSAGES = ROOT["messages"]  # (agent_id, seq) -> message record
+PASSAGES = ROOT["passages"]  # (agent_id, passage_id) -> archival passage
+SESSIONS = ROOT["sessions"]  # (agent_id, session_id) -> session record
+CHECKPOINTS = ROOT["checkpoints"]  # (session_id, iteration) -> SessionCheckpoint
+LEASES = ROOT["leases"]  # (agent_id,) -> lease (node id, epoch, expiry)
+NODES = ROOT["nodes"]  # (node_id,) -> node registry entry
+OUTBOX = ROOT["outbox"]  # (seq,) -> search index change
+SIM = ROOT["sim"]  # keys of simulation scenarios, never used by the server
+# Idempotency markers of Store.transact: (minute bucket, token) -> attempt number.
+TXN_MARKERS = ROOT["system"]["txn"]
+
+
+def prefix_range(prefix: bytes) -> tuple[bytes, bytes]:
+    """[begin, end) of every key inside a tuple-packed prefix (as `Subspace.range()`)."""
+    return prefix + b"\x00", prefix + b"\xff"

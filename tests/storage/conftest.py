@@ -1,0 +1,75 @@
+"""Every backend behind one `store` fixture, so one suite proves they agree.
+
+A backend that needs something this machine lacks (a FoundationDB cluster)
+skips with that reason; everything else runs everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import trio
+
+from kelpie_trio.storage import MemoryStore, Store
+
+
+def _memory(tmp_path: Path) -> Store:
+    return MemoryStore()
+
+
+def _sqlite(tmp_path: Path) -> Store:
+    from kelpie_trio.storage.sqlite import SqliteStore
+
+    return SqliteStore(tmp_path / "kelpie.db")
+
+
+def _fdb_fake(tmp_path: Path) -> Store:
+    from kelpie_trio.storage.foundationdb import FdbStore
+
+    from tests.storage.fake_fdb import FakeFdbApi
+
+    return FdbStore(cluster_file=None, fdb_api=FakeFdbApi())
+
+
+def _fdb_real(tmp_path: Path) -> Store:
+    cluster_file = os.environ.get("KELPIE_FDB_CLUSTER_FILE")
+    if not cluster_file:
+        pytest.skip("no FoundationDB cluster: set KELPIE_FDB_CLUSTER_FILE to run against one")
+    from kelpie_trio.storage.foundationdb import FdbStore, fdb_available
+
+    if not fdb_available():
+        pytest.skip("libfdb_c is not installed on this machine (not on PyPI or Debian)")
+    return FdbStore(cluster_file=cluster_file)
+
+
+BACKENDS: dict[str, Callable[[Path], Store]] = {
+    "memory": _memory,
+    "sqlite": _sqlite,
+    "fdb-fake": _fdb_fake,
+    "fdb": _fdb_real,
+}
+
+
+@pytest.fixture(params=list(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def store(backend: str, tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Store]:
+    s = BACKENDS[backend](tmp_path)
+    await nursery.start(s.run)
+    try:
+        yield s
+    finally:
+        await s.aclose()
+
+
+@pytest.fixture
+def k() -> Callable[[str], bytes]:
+    """Key maker with a prefix of its own per test, so a shared FDB cluster stays clean."""
+    prefix = b"t" + os.urandom(6).hex().encode() + b"/"
+    return lambda name: prefix + name.encode()
