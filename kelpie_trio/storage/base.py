@@ -107,6 +107,11 @@ class Transaction(abc.ABC):
     def add(self, key: bytes, delta: int) -> None:
         """Atomic add of a signed integer, without a read conflict (FDB's ADD)."""
 
+    def add_read_conflict_key(self, key: bytes) -> None:
+        """Conflict with any commit that writes `key` after this transaction's read version,
+        without reading it (FDB's add_read_conflict_key)."""
+        raise NotImplementedError
+
     @property
     @abc.abstractmethod
     def has_writes(self) -> bool: ...
@@ -176,6 +181,9 @@ class Store(abc.ABC):
                         return unknown_results[int(landed)]
                 result = await fn(tr)
                 if tr.has_writes:
+                    # The read conflict makes a late landing of this attempt fail
+                    # once a later attempt has written the marker.
+                    tr.add_read_conflict_key(marker)
                     tr.set(marker, str(attempt).encode())
                     await tr.commit()
                 return result
@@ -225,7 +233,11 @@ class CommitRequest:
     Apply `cleared_ranges` first, then `mutations` (at most one per key): the
     write buffer has already folded every later write over earlier ones.
     Conflict: if any key in `read_ranges` was written by a commit after
-    `read_version`, the transaction must fail with NotCommitted.
+    `read_version`, the transaction must fail with NotCommitted. With
+    `read_version` None nothing was read, and `read_ranges` holds only
+    explicit conflict keys: read as of the commit itself, they cannot conflict
+    unless the commit lands later than it was submitted (the simulator's
+    late-landing unknown results fix a read version for that case).
     """
 
     read_version: int | None  # None: the transaction read nothing
@@ -381,6 +393,10 @@ class BufferedTransaction(Transaction):
             else:
                 merged[key] = state
         return [(k, v) for k, v in sorted(merged.items(), reverse=reverse) if v is not None]
+
+    def add_read_conflict_key(self, key: bytes) -> None:
+        check_key(key)
+        self._add_read_range(key, key_after(key))
 
     def _add_read_range(self, begin: bytes, end: bytes) -> None:
         if begin < end:

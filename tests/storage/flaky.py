@@ -28,6 +28,9 @@ class _FlakyTransaction(Transaction):
     def add(self, key, delta):
         self._inner.add(key, delta)
 
+    def add_read_conflict_key(self, key):
+        self._inner.add_read_conflict_key(key)
+
     @property
     def has_writes(self) -> bool:
         return self._inner.has_writes

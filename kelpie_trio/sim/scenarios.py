@@ -1,0 +1,219 @@
+"""Named simulation scenarios, run by `kelpie-trio sim` and by the DST tests.
+
+`bank` (the default) is the storage storm: client nodes move money between
+accounts in read-modify-write transactions on the SimStore, under storage and
+crash faults; crashed clients restart as new incarnations. At the end, with
+faults off, the invariants are checked:
+
+- the total is conserved;
+- every acknowledged transfer is in the store (no acknowledged write lost);
+- every balance equals its opening balance plus the transfers recorded in the
+  store, and the atomic transfer counter equals the number of records (no
+  write applied twice, even through CommitUnknownResult and late landings);
+- every request was answered or failed cleanly (none hung: the world's
+  virtual-time limit would have caught it).
+
+Later issues add their scenarios (agents, actors, handoff) to `SCENARIOS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import attrs
+import trio
+
+from kelpie_trio.sim.world import SimNode, SimWorld
+from kelpie_trio.storage import keys
+from kelpie_trio.storage.base import (
+    CommitRequest,
+    Mutation,
+    MutationKind,
+    Transaction,
+    decode_counter,
+)
+from kelpie_trio.storage.errors import StoreError
+
+__all__ = ["SCENARIOS", "BankReport", "InvariantViolation", "Scenario", "bank"]
+
+
+class InvariantViolation(AssertionError):
+    """A simulation ended in a state the system promises never to reach."""
+
+
+BANK = keys.SIM["bank"]
+ACCOUNTS = BANK["account"]
+RECORDS = BANK["transfer"]
+COUNTER = BANK.pack(("count",))
+
+
+@attrs.define
+class BankReport:
+    acknowledged: int = 0
+    declined: int = 0
+    failed: int = 0  # the store refused after retries, or the client crashed mid-transfer
+    crashes: int = 0
+    records: int = 0
+    commits: int = 0
+    failures: list[str] = attrs.field(factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"bank: {self.acknowledged} transfers acknowledged, {self.declined} declined, "
+            f"{self.failed} failed cleanly, {self.crashes} client crashes, "
+            f"{self.records} records in the store"
+        )
+
+
+def _encode(n: int) -> bytes:
+    return str(n).encode()
+
+
+async def bank(
+    world: SimWorld,
+    *,
+    clients: int = 4,
+    accounts: int = 6,
+    transfers_per_client: int = 20,
+    opening_balance: int = 100,
+    restart_delay: float = 0.5,
+) -> BankReport:
+    report = BankReport()
+    # Opening balances go straight into the engine: the scenario's setup is not under test.
+    world.engine.apply(
+        CommitRequest(
+            read_version=None,
+            read_ranges=[],
+            cleared_ranges=[],
+            mutations=[
+                Mutation(MutationKind.SET, ACCOUNTS.pack((a,)), _encode(opening_balance))
+                for a in range(accounts)
+            ],
+        ),
+        now=0.0,
+    )
+    acknowledged: dict[str, tuple[int, int, int]] = {}
+    declined: set[str] = set()
+
+    def transfer(tid: str, src: int, dst: int, amount: int) -> Callable[[Transaction], Awaitable]:
+        async def fn(tr: Transaction) -> bool:
+            src_balance = int(await tr.get(ACCOUNTS.pack((src,))) or b"0")
+            if src_balance < amount:
+                return False
+            dst_balance = int(await tr.get(ACCOUNTS.pack((dst,))) or b"0")
+            tr.set(ACCOUNTS.pack((src,)), _encode(src_balance - amount))
+            tr.set(ACCOUNTS.pack((dst,)), _encode(dst_balance + amount))
+            tr.set(RECORDS.pack((tid,)), keys.pack((src, dst, amount)))
+            tr.add(COUNTER, 1)
+            return True
+
+        return fn
+
+    async def client(name: str) -> None:
+        rng = world.rng(f"bank:{name}")
+        todo = []
+        for n in range(transfers_per_client):
+            src, dst = rng.sample(range(accounts), 2)
+            todo.append((f"{name}-{n}", src, dst, rng.randint(1, opening_balance // 2)))
+
+        async def work(node: SimNode) -> None:
+            while todo:
+                tid, src, dst, amount = todo.pop(0)
+                try:
+                    done = await node.store.transact(transfer(tid, src, dst, amount))
+                except StoreError as error:
+                    report.failed += 1
+                    world.trace.record(f"failed {tid} {error.__class__.__name__}")
+                    if node.crashed:
+                        return
+                    continue
+                if done:
+                    acknowledged[tid] = (src, dst, amount)
+                else:
+                    declined.add(tid)
+                world.trace.record(f"{'ack' if done else 'declined'} {tid}")
+
+        while todo:
+            node = world.new_node(name)
+            await world.run_node(node, work)
+            report.commits += node.store.commits
+            if node.crashed:
+                report.crashes += 1
+                await trio.sleep(restart_delay)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(clients):
+            nursery.start_soon(client, f"client{i}")
+
+    world.faults.enabled = False
+    await _check_bank(world, report, accounts, opening_balance, acknowledged, declined)
+    report.acknowledged = len(acknowledged)
+    report.declined = len(declined)
+    return report
+
+
+async def _check_bank(
+    world: SimWorld,
+    report: BankReport,
+    accounts: int,
+    opening_balance: int,
+    acknowledged: dict[str, tuple[int, int, int]],
+    declined: set[str],
+) -> None:
+    checker = world.new_node("checker")
+
+    async def read_all(tr: Transaction) -> tuple[list, list, bytes | None]:
+        return (
+            await tr.get_range(*_range(ACCOUNTS)),
+            await tr.get_range(*_range(RECORDS)),
+            await tr.get(COUNTER),
+        )
+
+    balances_kv, records_kv, counter = await checker.store.transact(read_all)
+    balances = {ACCOUNTS.unpack(k)[0]: int(v) for k, v in balances_kv}
+    records = {RECORDS.unpack(k)[0]: keys.unpack(v) for k, v in records_kv}
+    report.records = len(records)
+    problems: list[str] = []
+
+    total = sum(balances.values())
+    if total != accounts * opening_balance:
+        problems.append(f"total {total} != {accounts * opening_balance}: money created or lost")
+    lost = sorted(set(acknowledged) - set(records))
+    if lost:
+        problems.append(f"acknowledged transfers missing from the store: {lost[:10]}")
+    wrong = sorted(tid for tid in declined if tid in records)
+    if wrong:
+        problems.append(f"declined transfers recorded as done: {wrong[:10]}")
+    expected = dict.fromkeys(range(accounts), opening_balance)
+    for src, dst, amount in records.values():
+        expected[src] -= amount
+        expected[dst] += amount
+    if expected != balances:
+        problems.append(f"balances {balances} != opening + recorded transfers {expected}")
+    count = decode_counter(counter)
+    if count != len(records):
+        problems.append(
+            f"transfer counter {count} != {len(records)} records: a write applied twice"
+        )
+    if problems:
+        report.failures = problems
+        raise InvariantViolation(f"seed {world.seed}: " + "; ".join(problems))
+
+
+def _range(space: keys.Subspace) -> tuple[bytes, bytes]:
+    r = space.range()
+    return r.start, r.stop
+
+
+@attrs.frozen
+class Scenario:
+    run: Callable[[SimWorld], Awaitable[object]]
+    default_faults: str
+    description: str
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "bank": Scenario(
+        bank, "chaos", "concurrent transfers on the SimStore under storage and crash faults"
+    ),
+}

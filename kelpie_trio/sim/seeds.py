@@ -1,0 +1,63 @@
+"""Which seeds a DST test runs, and how a failing seed is reported.
+
+- `DST_SEED=N`: run exactly seed N (replaying a failure);
+- `DST_SEEDS=K`: run K seeds (the default keeps CI in minutes; the deep run
+  is `DST_SEEDS=10000`).
+
+A failing seed is reported with the two commands that replay it: the test
+with DST_SEED, and `kelpie-trio sim` when the test is a named scenario.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+__all__ = ["SeedFailure", "replay_command", "run_seeds", "seeds"]
+
+
+class SeedFailure(AssertionError):
+    """A simulation failed for one seed; the message says how to replay it."""
+
+
+def seeds(default_count: int, *, first: int = 0) -> list[int]:
+    pinned = os.environ.get("DST_SEED")
+    if pinned:
+        return [int(pinned)]
+    count = int(os.environ.get("DST_SEEDS", default_count))
+    return list(range(first, first + count))
+
+
+def replay_command(seed: int, *, scenario: str | None = None, faults: str | None = None) -> str:
+    lines = []
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
+    if test:
+        lines.append(f"DST_SEED={seed} pytest '{test}'")
+    if scenario:
+        sim = f"kelpie-trio sim --seed {seed} --scenario {scenario}"
+        lines.append(sim + (f" --faults {faults}" if faults else ""))
+    return "\n".join(f"  replay: {line}" for line in lines)
+
+
+def run_seeds(
+    run: Callable[[int], object],
+    default_count: int,
+    *,
+    first: int = 0,
+    scenario: str | None = None,
+    faults: str | None = None,
+) -> int:
+    """Run `run(seed)` for each seed; on the first failure raise with its replay commands."""
+    ran = 0
+    for seed in seeds(default_count, first=first):
+        try:
+            run(seed)
+        except Exception as error:
+            message = (
+                f"seed {seed} failed: {error.__class__.__name__}: {error}\n"
+                f"{replay_command(seed, scenario=scenario, faults=faults)}"
+            )
+            print(message)  # also in the captured output, where pytest shows it
+            raise SeedFailure(message) from error
+        ran += 1
+    return ran

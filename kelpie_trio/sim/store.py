@@ -1,0 +1,147 @@
+"""SimStore: the memory backend behind the fault injector, with crash semantics.
+
+Every node of a `SimWorld` has its own `SimStore` handle on the world's shared
+engine. Each store call is a place where the fault table may fire:
+
+- reads: StorageLatency, StorageReadFail, CrashDuringTransaction;
+- commits: StorageLatency, StorageWriteFail, TransactionConflict,
+  CrashBeforeWrite, CrashDuringTransaction (the commit lands or not, never
+  half), CommitUnknownResult (the commit lands now, never, or later, after the
+  caller has already retried), CrashAfterWrite.
+
+A crashed node is fenced: from that instant every call through its handle,
+shielded or not, raises NodeFenced. A commit already in flight is atomic: it
+is applied whole or not at all.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from kelpie_trio.sim.faults import FaultType
+from kelpie_trio.storage.base import CommitRequest
+from kelpie_trio.storage.errors import (
+    CommitUnknownResult,
+    NodeFenced,
+    NotCommitted,
+    StorageUnavailable,
+    StoreError,
+)
+from kelpie_trio.storage.memory import MemoryStore, MemoryTransaction
+
+if TYPE_CHECKING:
+    from kelpie_trio.sim.world import SimNode, SimWorld
+
+__all__ = ["SimStore", "SimTransaction"]
+
+
+class SimTransaction(MemoryTransaction):
+    _store: SimStore
+
+    async def _read(self, key: bytes) -> bytes | None:
+        await self._store.before_read("get")
+        return await super()._read(key)
+
+    async def _read_range(
+        self, begin: bytes, end: bytes, limit: int, reverse: bool
+    ) -> list[tuple[bytes, bytes]]:
+        await self._store.before_read("get_range")
+        return await super()._read_range(begin, end, limit, reverse)
+
+    async def _commit(self, request: CommitRequest) -> None:
+        await self._store.commit(request)
+
+
+class SimStore(MemoryStore):
+    def __init__(self, world: SimWorld, node: SimNode) -> None:
+        super().__init__(node.env, world.engine)
+        self.world = world
+        self.node = node
+        self.commits = 0  # commits applied through this handle
+
+    def create_transaction(self) -> SimTransaction:
+        return SimTransaction(self)
+
+    # -- injection points ----------------------------------------------------
+
+    def _fires(self, fault: FaultType, op: str) -> bool:
+        fired = self.world.faults.fires(fault, op)
+        if fired:
+            self.world.trace.record(f"fault {fault.value} node={self.node.id} op={op}")
+        return fired
+
+    def _check_fence(self) -> None:
+        if self.node.crashed:
+            raise NodeFenced(f"node {self.node.id} is fenced off the store")
+
+    def _crash(self, fault: FaultType) -> NodeFenced:
+        self.node.crash(fault.value)
+        return NodeFenced(f"node {self.node.id} crashed ({fault.value})")
+
+    async def _latency(self, op: str) -> None:
+        if self._fires(FaultType.STORAGE_LATENCY, op):
+            await trio.sleep(self.world.faults.uniform(0.005, 0.2))
+        else:
+            await trio.sleep(0.0005)  # a normal store round trip: lets other tasks in
+        self._check_fence()
+
+    async def before_read(self, op: str) -> None:
+        self._check_fence()
+        await self._latency(op)
+        if self._fires(FaultType.CRASH_DURING_TRANSACTION, op):
+            raise self._crash(FaultType.CRASH_DURING_TRANSACTION)
+        if self._fires(FaultType.STORAGE_READ_FAIL, op):
+            raise StorageUnavailable(f"injected read failure ({op})")
+
+    async def commit(self, request: CommitRequest) -> None:
+        self._check_fence()
+        await self._latency("commit")
+        if self._fires(FaultType.CRASH_BEFORE_WRITE, "commit"):
+            raise self._crash(FaultType.CRASH_BEFORE_WRITE)
+        if self._fires(FaultType.STORAGE_WRITE_FAIL, "commit"):
+            raise StorageUnavailable("injected write failure; nothing was written")
+        if self._fires(FaultType.TRANSACTION_CONFLICT, "commit"):
+            raise NotCommitted("injected conflict")
+        if self._fires(FaultType.CRASH_DURING_TRANSACTION, "commit"):
+            # The node dies with its commit in flight: it lands whole or not at all.
+            if self.world.faults.uniform(0, 1) < 0.5:
+                self._apply(request, "crash-landed")
+            raise self._crash(FaultType.CRASH_DURING_TRANSACTION)
+        if self._fires(FaultType.COMMIT_UNKNOWN_RESULT, "commit"):
+            self._unknown_result(request)
+            raise CommitUnknownResult("injected: the commit may or may not have landed")
+        self._apply(request, "commit")
+        if self._fires(FaultType.CRASH_AFTER_WRITE, "commit"):
+            raise self._crash(FaultType.CRASH_AFTER_WRITE)
+
+    def _apply(self, request: CommitRequest, how: str) -> None:
+        version = self.world.engine.commit(request, self.env.monotonic())
+        self.commits += 1
+        self.world.trace.record(f"{how} node={self.node.id} version={version}")
+
+    def _unknown_result(self, request: CommitRequest) -> None:
+        """Land the commit now, never, or later; the caller is told none of it."""
+        fate = self.world.faults.uniform(0, 3)
+        if fate < 1:
+            self._apply(request, "unknown-landed")
+        elif fate < 2:
+            self.world.trace.record(f"unknown-lost node={self.node.id}")
+        else:
+            # Still in flight: it lands (if it still passes the conflict check)
+            # after a delay, possibly after the caller's retry has committed.
+            # Its read version is fixed now, as the cluster would have fixed it.
+            if request.read_version is None:
+                request = attrs.evolve(request, read_version=self.world.engine.read_version())
+            delay = self.world.faults.uniform(0.0, 0.05)
+            assert self.world.system_nursery is not None
+            self.world.system_nursery.start_soon(self._land_late, request, delay)
+
+    async def _land_late(self, request: CommitRequest, delay: float) -> None:
+        await trio.sleep(delay)
+        try:
+            self._apply(request, "unknown-landed-late")
+        except StoreError as error:
+            self.world.trace.record(f"unknown-lost-late node={self.node.id} ({error.code})")

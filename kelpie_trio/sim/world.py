@@ -1,0 +1,182 @@
+"""SimWorld: one seed in, one reproducible run out.
+
+A simulation is one `trio.run` on a `MockClock` (autojump: virtual time leaps
+whenever every task is blocked) with trio's scheduler made deterministic from
+the seed, and every random choice drawn from RNG streams derived from the same
+seed. Simulated nodes share one in-memory store engine, each through its own
+`SimStore` handle, so crashing a node fences exactly that node off the store.
+
+The deterministic-scheduling recipe relies on two private names of trio (see
+shared/stack-notes.md); they are asserted at import so a trio upgrade that
+moves them fails loudly here instead of silently making runs differ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import random
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import outcome
+import trio
+import trio._core._run as _trio_run
+import trio.testing
+
+from kelpie_trio.env import SimEnv
+from kelpie_trio.sim.faults import FaultConfig, FaultInjector, FaultType, preset
+from kelpie_trio.sim.trace import Trace
+from kelpie_trio.storage.engine import MemoryEngine
+
+if TYPE_CHECKING:
+    from kelpie_trio.sim.store import SimStore
+
+__all__ = ["SimDeadlock", "SimNode", "SimWorld", "deterministic_scheduling"]
+
+T = TypeVar("T")
+
+if not (
+    hasattr(_trio_run, "_ALLOW_DETERMINISTIC_SCHEDULING")
+    and isinstance(getattr(_trio_run, "_r", None), random.Random)
+):
+    raise ImportError(
+        "this trio no longer has _core._run._ALLOW_DETERMINISTIC_SCHEDULING and _r; "
+        "the simulator cannot make scheduling deterministic. Pin trio to the version "
+        "in pyproject.toml."
+    )
+
+
+@contextlib.contextmanager
+def deterministic_scheduling(seed: int) -> Iterator[None]:
+    """Make trio's run-queue shuffle a function of `seed`; restore trio's state after."""
+    old_flag = _trio_run._ALLOW_DETERMINISTIC_SCHEDULING
+    old_state = _trio_run._r.getstate()
+    _trio_run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
+    _trio_run._r.seed(seed)
+    try:
+        yield
+    finally:
+        _trio_run._ALLOW_DETERMINISTIC_SCHEDULING = old_flag  # type: ignore[misc]
+        _trio_run._r.setstate(old_state)
+
+
+class SimDeadlock(AssertionError):
+    """The simulation did not finish within its virtual-time limit."""
+
+
+class SimNode:
+    """One simulated process: its own env (and clock skew), store handle and cancel scope.
+
+    A crash fences the node off the store at that instant and cancels all its
+    tasks; a restarted node is a new incarnation with a new id.
+    """
+
+    def __init__(self, world: SimWorld, name: str, incarnation: int) -> None:
+        from kelpie_trio.sim.store import SimStore
+
+        self.world = world
+        self.name = name
+        self.incarnation = incarnation
+        self.id = f"{name}.{incarnation}"
+        skew = 0.0
+        if world.faults.fires(FaultType.CLOCK_SKEW, "node.start"):
+            skew = world.faults.uniform(-3.0, 3.0)
+            world.trace.record(f"fault ClockSkew node={self.id} skew={skew:+.3f}")
+        self.env = SimEnv(world.rng(f"node:{self.id}"), clock_skew=skew)
+        self.store: SimStore = SimStore(world, self)
+        self.cancel_scope = trio.CancelScope()
+        self.crashed = False
+
+    def crash(self, reason: str) -> None:
+        if self.crashed:
+            return
+        self.crashed = True
+        self.world.trace.record(f"crash node={self.id} reason={reason}")
+        self.cancel_scope.cancel()
+
+    def __repr__(self) -> str:
+        return f"SimNode({self.id})"
+
+
+class SimWorld:
+    """The whole simulated system of one seed."""
+
+    def __init__(
+        self,
+        seed: int,
+        faults: FaultConfig | str = "none",
+        *,
+        time_limit: float = 3600.0,
+        record_steps: bool = True,
+    ) -> None:
+        self.seed = seed
+        self.fault_config = preset(faults) if isinstance(faults, str) else faults
+        self.faults = FaultInjector(self.fault_config, self.rng("faults"))
+        self.env = SimEnv(self.rng("world"))
+        self.trace = Trace(record_steps=record_steps)
+        self.engine = MemoryEngine()
+        self.time_limit = time_limit
+        self._incarnations: dict[str, int] = {}
+        self.system_nursery: trio.Nursery | None = None
+        self.end_time = 0.0
+
+    def rng(self, stream: str) -> random.Random:
+        """An RNG of its own for each stream, so one consumer's draws never shift another's."""
+        digest = hashlib.sha256(f"{self.seed}:{stream}".encode()).digest()
+        return random.Random(int.from_bytes(digest[:16], "big"))
+
+    # -- running -------------------------------------------------------------
+
+    def run(self, main: Callable[[SimWorld], Awaitable[T]]) -> T:
+        """Run `main(world)` to completion in virtual time and return its result."""
+        instruments = [self.trace.instrument] if self.trace.instrument else []
+        with deterministic_scheduling(self.seed):
+            return trio.run(
+                self._main,
+                main,
+                clock=trio.testing.MockClock(autojump_threshold=0),
+                instruments=instruments,
+            )
+
+    async def _main(self, main: Callable[[SimWorld], Awaitable[T]]) -> T:
+        try:
+            with trio.fail_after(self.time_limit):
+                async with trio.open_nursery() as system:
+                    self.system_nursery = system
+                    # Captured, so main's own error comes out as itself, not
+                    # wrapped in the system nursery's ExceptionGroup.
+                    result = await outcome.acapture(main, self)
+                    self.end_time = trio.current_time()
+                    system.cancel_scope.cancel()
+                return result.unwrap()
+        except trio.TooSlowError:
+            raise SimDeadlock(
+                f"seed {self.seed}: not finished after {self.time_limit:g} s of virtual time "
+                f"(a deadlock or a livelock); last events:\n  " + "\n  ".join(self.trace.tail)
+            ) from None
+
+    # -- nodes ---------------------------------------------------------------
+
+    def new_node(self, name: str) -> SimNode:
+        """A fresh incarnation of the node `name` (its first start or a restart)."""
+        incarnation = self._incarnations.get(name, 0) + 1
+        self._incarnations[name] = incarnation
+        node = SimNode(self, name, incarnation)
+        self.trace.record(f"start node={node.id}")
+        return node
+
+    async def run_node(self, node: SimNode, fn: Callable[[SimNode], Awaitable[Any]]) -> bool:
+        """Run `fn(node)` until it returns or the node crashes; True if it returned."""
+        with node.cancel_scope:
+            try:
+                await fn(node)
+            except Exception:
+                if not node.crashed:
+                    raise
+        # A crashed node's tasks may end with errors the crash itself caused
+        # (a store call refused as fenced); those die with the node.
+        return not node.crashed
+
+    def hexdigest(self) -> str:
+        return self.trace.hexdigest()
