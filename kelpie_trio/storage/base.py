@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import logging
 import struct
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -58,6 +59,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _ADD_WIDTH = 8  # atomic add works on 8-byte little-endian integers, as FDB's ADD does
 _MARKER_BUCKET_SECONDS = 60.0
@@ -107,10 +109,10 @@ class Transaction(abc.ABC):
     def add(self, key: bytes, delta: int) -> None:
         """Atomic add of a signed integer, without a read conflict (FDB's ADD)."""
 
+    @abc.abstractmethod
     def add_read_conflict_key(self, key: bytes) -> None:
         """Conflict with any commit that writes `key` after this transaction's read version,
         without reading it (FDB's add_read_conflict_key)."""
-        raise NotImplementedError
 
     @property
     @abc.abstractmethod
@@ -149,7 +151,11 @@ class Store(abc.ABC):
         task_status.started()
         while True:
             await trio.sleep(_MARKER_BUCKET_SECONDS)
-            await self.collect_garbage()
+            try:
+                await self.collect_garbage()
+            except StoreError as error:
+                # Old markers only cost space; an outage must not take the node down.
+                log.warning("idempotency marker collection failed, retrying later: %r", error)
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release the backend's resources."""
@@ -167,20 +173,20 @@ class Store(abc.ABC):
         the earlier attempt.
         """
         limit = max_attempts or self.max_attempts
-        marker = keys.TXN_MARKERS.pack(
-            (int(self.env.now() // _MARKER_BUCKET_SECONDS), self.env.new_uuid().bytes)
-        )
+        marker: bytes | None = None  # made at the first write: read-only work needs none
         unknown_results: dict[int, T] = {}  # attempt number -> its result, commit unknown
         tr = self.create_transaction()
         for attempt in range(1, limit + 1):
             result: T | None = None
             try:
                 if unknown_results:
+                    assert marker is not None
                     landed = await tr.get(marker)
                     if landed is not None:
                         return unknown_results[int(landed)]
                 result = await fn(tr)
                 if tr.has_writes:
+                    marker = marker or self._new_marker()
                     # The read conflict makes a late landing of this attempt fail
                     # once a later attempt has written the marker.
                     tr.add_read_conflict_key(marker)
@@ -198,6 +204,10 @@ class Store(abc.ABC):
                     raise
                 await tr.on_error(error)
         raise AssertionError("unreachable")
+
+    def _new_marker(self) -> bytes:
+        bucket = int(self.env.now() // _MARKER_BUCKET_SECONDS)
+        return keys.TXN_MARKERS.pack((bucket, self.env.new_uuid().bytes))
 
     async def collect_garbage(self) -> None:
         """Clear idempotency markers old enough that no retry loop still needs them."""

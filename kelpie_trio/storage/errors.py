@@ -57,7 +57,7 @@ class TransactionTooOld(StoreError):
 class StorageUnavailable(StoreError):
     """The storage could not serve the operation; nothing was written."""
 
-    code = 1031
+    code = 4103  # ours: FDB's nearest (1031, transaction_timed_out) is not retryable
     retryable = True
 
 

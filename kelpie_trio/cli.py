@@ -1,0 +1,76 @@
+"""The `kelpie-trio` command: `serve` the API, `sim` one simulated scenario."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import trio
+
+from kelpie_trio import __version__
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from kelpie_trio.config import ServerConfig
+    from kelpie_trio.nursery.node import run_node
+
+    try:
+        config = ServerConfig.from_env(
+            host=args.host,
+            port=args.port,
+            store=args.store,
+            data_dir=args.data_dir,
+            db=args.db,
+            fdb_cluster_file=args.fdb_cluster_file,
+        )
+    except ValueError as error:
+        print(f"kelpie-trio: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    trio.run(run_node, config)
+    return 0
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from kelpie_trio.sim import cli
+
+    return cli.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kelpie-trio", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"kelpie-trio {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the Letta-compatible API")
+    serve.add_argument("--host", help="address to bind (KELPIE_HOST; default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (KELPIE_PORT; default 8283)")
+    serve.add_argument(
+        "--store", choices=["sqlite", "memory", "fdb"], help="backend (KELPIE_STORE; sqlite)"
+    )
+    serve.add_argument(
+        "--data-dir", type=Path, help="data directory (KELPIE_DATA_DIR; ~/.kelpie-trio)"
+    )
+    serve.add_argument("--db", type=Path, help="SQLite file (KELPIE_DB; <data-dir>/kelpie.db)")
+    serve.add_argument(
+        "--fdb-cluster-file", help="FoundationDB cluster file (KELPIE_FDB_CLUSTER_FILE)"
+    )
+    serve.set_defaults(func=_serve)
+
+    from kelpie_trio.sim.cli import add_arguments
+
+    sim = commands.add_parser("sim", help="run one deterministic simulation from a seed")
+    add_arguments(sim)
+    sim.set_defaults(func=_sim)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

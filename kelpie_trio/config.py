@@ -1,0 +1,59 @@
+"""Server settings: command-line flags over `KELPIE_*` environment variables over defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import attrs
+
+__all__ = ["ServerConfig"]
+
+StoreKind = Literal["sqlite", "memory", "fdb"]
+
+
+def _default_data_dir() -> Path:
+    return Path("~/.kelpie-trio").expanduser()
+
+
+@attrs.frozen
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8283
+    store: StoreKind = "sqlite"
+    data_dir: Path = attrs.field(factory=_default_data_dir)
+    db: Path | None = None  # the SQLite file; default: <data_dir>/kelpie.db
+    fdb_cluster_file: str | None = None
+    graceful_timeout: float = 10.0
+
+    @property
+    def db_path(self) -> Path:
+        return self.db or self.data_dir / "kelpie.db"
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: object
+    ) -> ServerConfig:
+        """Defaults, then KELPIE_* variables, then `overrides` (flags given on the command line)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        if "KELPIE_HOST" in env:
+            values["host"] = env["KELPIE_HOST"]
+        if "KELPIE_PORT" in env:
+            values["port"] = int(env["KELPIE_PORT"])
+        if "KELPIE_DATA_DIR" in env:
+            values["data_dir"] = Path(env["KELPIE_DATA_DIR"]).expanduser()
+        if "KELPIE_DB" in env:
+            values["db"] = Path(env["KELPIE_DB"]).expanduser()
+        if "KELPIE_FDB_CLUSTER_FILE" in env:
+            values["fdb_cluster_file"] = env["KELPIE_FDB_CLUSTER_FILE"]
+            values["store"] = "fdb"
+        if "KELPIE_STORE" in env:
+            values["store"] = env["KELPIE_STORE"]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        config = cls(**values)  # type: ignore[arg-type]
+        if config.store not in ("sqlite", "memory", "fdb"):
+            raise ValueError(f"unknown store {config.store!r}: use sqlite, memory or fdb")
+        return config

@@ -1,0 +1,1 @@
+"""The node and its nursery tree (the actor runtime grows here)."""

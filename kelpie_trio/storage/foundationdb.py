@@ -1,0 +1,415 @@
+"""The FoundationDB backend: the store interface over the official `fdb` binding, on trio.
+
+FDB is the reference the other backends imitate, so this room is thin: FDB
+itself buffers writes, serves reads-your-writes, tracks conflicts, enforces the
+10 MB transaction limit and retries with backoff (`Transaction.on_error`). What
+lives here is the glue:
+
+- the bridge from fdb futures to trio (`await_future`): a future's callback
+  fires on FDB's network thread and only wakes the waiting trio task through
+  its `TrioToken`; the task then reads the result without blocking the loop;
+- the mapping of `fdb.FDBError` codes onto the store's own errors, so callers
+  and `Store.transact` see a conflict on FDB exactly as on SQLite;
+- paging of range reads through the binding's async primitive `_get_range`.
+
+The binding is imported lazily: this module imports (and the tests run with a
+fake of the binding, tests/storage/fake_fdb.py) on machines without libfdb_c;
+only opening a real database needs the client library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import trio
+
+from kelpie_trio.env import Env, RealEnv
+from kelpie_trio.storage.base import Store, Transaction
+from kelpie_trio.storage.errors import (
+    CommitUnknownResult,
+    KeyTooLarge,
+    NotCommitted,
+    StoreClosed,
+    StoreError,
+    TransactionTooLarge,
+    TransactionTooOld,
+    ValueTooLarge,
+)
+from kelpie_trio.storage.limits import MAX_TRANSACTION_SECONDS, check_key, check_value
+
+__all__ = [
+    "DEFAULT_API_VERSION",
+    "FdbError",
+    "FdbStore",
+    "FdbTransaction",
+    "await_future",
+    "fdb_available",
+    "map_fdb_error",
+]
+
+DEFAULT_API_VERSION = 730
+_ADD_WIDTH = 8  # FDB's ADD on an 8-byte little-endian operand, as base.add_to_value
+_ADD_MODULUS = 1 << (8 * _ADD_WIDTH)
+
+# FDB's codes that have a name of their own in errors.py.
+_NAMED_ERRORS: dict[int, type[StoreError]] = {
+    NotCommitted.code: NotCommitted,  # 1020 not_committed
+    CommitUnknownResult.code: CommitUnknownResult,  # 1021 commit_unknown_result
+    TransactionTooOld.code: TransactionTooOld,  # 1007 transaction_too_old
+    TransactionTooLarge.code: TransactionTooLarge,  # 2101 transaction_too_large
+    KeyTooLarge.code: KeyTooLarge,  # 2102 key_too_large
+    ValueTooLarge.code: ValueTooLarge,  # 2103 value_too_large
+}
+
+# fdb.api_version() is process-wide and may be chosen only once; stores opened
+# from several threads (to_thread) must not race to choose it.
+_API_VERSION_LOCK = threading.Lock()
+
+
+@functools.cache
+def fdb_available() -> bool:
+    """Whether the FoundationDB client library (libfdb_c) can be loaded here.
+
+    Cached: a failed load costs a library search (ldconfig) every time.
+    """
+    try:
+        import fdb.impl  # noqa: F401 - loading fdb.impl is what locates libfdb_c
+    except Exception:  # the binding raises a bare Exception when the library is missing
+        return False
+    return True
+
+
+class FdbError(StoreError):
+    """A FoundationDB error with no name of its own in errors.py; `code` is FDB's."""
+
+    def __init__(self, code: int, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retryable = retryable
+
+
+def _describe(error: Any) -> str:
+    try:
+        description = error.description
+    except Exception:  # the real binding asks libfdb_c for the text; never fail on that
+        return "FoundationDB error"
+    if isinstance(description, bytes):  # the binding returns the C string undecoded
+        return description.decode("utf-8", "replace")
+    return str(description)
+
+
+def _predicate(api: Any, name: str, code: int) -> bool:
+    """One of FDB's error predicates (is_retryable, is_maybe_committed) on a code."""
+    return bool(getattr(api.predicates, name)(api.FDBError(code)))
+
+
+def map_fdb_error(api: Any, error: Any) -> StoreError:
+    """The store error for an `FDBError` of the binding `api` (raise it `from error`)."""
+    code = error.code
+    message = f"{_describe(error)} (fdb error {code})"
+    named = _NAMED_ERRORS.get(code)
+    if named is not None:
+        return named(message)
+    if _predicate(api, "is_maybe_committed", code):
+        # e.g. 1039 cluster_version_changed: the commit may have landed, so the
+        # retry loop must look for its idempotency marker, as after 1021.
+        return CommitUnknownResult(message)
+    return FdbError(code, message, retryable=_predicate(api, "is_retryable", code))
+
+
+async def await_future(future: Any) -> Any:
+    """Wait for an fdb future without blocking trio, then return `future.wait()`.
+
+    `on_ready` callbacks run on FDB's network thread (or at once on this thread
+    if the future is ready by then); they only hand a wake-up to trio, and the
+    task reads the result here, where `wait()` no longer blocks. If the task is
+    cancelled, the future is cancelled too; its callback may still fire later
+    and finds nobody waiting, harmlessly, even after the trio run has ended.
+    """
+    if future.is_ready():
+        await trio.lowlevel.checkpoint()  # every store call stays a scheduling point
+        return future.wait()
+    token = trio.lowlevel.current_trio_token()
+    ready = trio.Event()
+
+    def on_ready(_future: Any) -> None:
+        # A late callback after the run is over has nobody left to wake.
+        with contextlib.suppress(trio.RunFinishedError):
+            token.run_sync_soon(ready.set)
+
+    future.on_ready(on_ready)
+    try:
+        await ready.wait()
+    except BaseException:
+        # Cancelled (or interrupted): stop FDB's work for a result nobody will read.
+        future.cancel()
+        raise
+    return future.wait()
+
+
+def _add_param(delta: int) -> bytes:
+    """The 8-byte little-endian two's-complement operand of FDB's ADD."""
+    return (delta % _ADD_MODULUS).to_bytes(_ADD_WIDTH, "little")
+
+
+class FdbTransaction(Transaction):
+    """One fdb transaction. FDB buffers, reads its own writes and detects conflicts.
+
+    Created by `FdbStore.create_transaction`; `Store.transact` reuses one across
+    attempts and calls `on_error` between them, like `@fdb.transactional`.
+    """
+
+    def __init__(self, store: FdbStore, tr: Any) -> None:
+        self._api = store.api
+        self._env = store.env
+        self._tr = tr
+        self._reset()
+
+    def _reset(self) -> None:
+        self._started = self._env.monotonic()
+        self._has_writes = False
+        self._committed = False
+
+    @contextlib.contextmanager
+    def _mapped_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except self._api.FDBError as error:
+            raise map_fdb_error(self._api, error) from error
+
+    async def _result(self, future: Any) -> Any:
+        with self._mapped_errors():
+            return await await_future(future)
+
+    def _check_age(self) -> None:
+        # FDB enforces its 5 s on its own clock (versions); this check on the
+        # store's clock makes the limit bite under a virtual clock too, so a
+        # transaction fails here exactly when it fails on every other backend.
+        if self._env.monotonic() - self._started > MAX_TRANSACTION_SECONDS:
+            raise TransactionTooOld(
+                f"transaction is older than {MAX_TRANSACTION_SECONDS:g} s; "
+                "it is retried from the start"
+            )
+
+    # -- reads ---------------------------------------------------------------
+
+    async def get(self, key: bytes) -> bytes | None:
+        check_key(key)
+        self._check_age()
+        with self._mapped_errors():
+            future = self._tr.get(key)
+        # The binding's Value future returns itself from wait(); `.value` is bytes or None.
+        return (await self._result(future)).value
+
+    async def get_range(
+        self, begin: bytes, end: bytes, *, limit: int = 0, reverse: bool = False
+    ) -> list[tuple[bytes, bytes]]:
+        check_key(begin)
+        check_key(end)
+        self._check_age()
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        if begin >= end:  # an empty range reads nothing (FDB would refuse an inverted one)
+            await trio.lowlevel.checkpoint()
+            return []
+        api = self._api
+        selector = api.KeySelector
+        begin_sel = selector.first_greater_or_equal(begin)
+        end_sel = selector.first_greater_or_equal(end)
+        # As FDBRange.to_list: EXACT needs a row limit; without one, fetch it all.
+        mode = api.StreamingMode.exact if limit else api.StreamingMode.want_all
+        remaining = limit
+        iteration = 1
+        results: list[tuple[bytes, bytes]] = []
+        while True:
+            with self._mapped_errors():
+                future = self._tr._get_range(
+                    begin_sel, end_sel, remaining, mode, iteration, reverse
+                )
+            kvs, _count, more = await self._result(future)
+            results.extend((kv.key, kv.value) for kv in kvs)
+            # FDB may stop a batch early (byte limits) and say `more`: page on from
+            # the last key, as FDBRange.__iter__ does, until the range or limit is done.
+            if not kvs or not more or (limit and len(kvs) >= remaining):
+                return results
+            if limit:
+                remaining -= len(kvs)
+            iteration += 1
+            last = kvs[-1].key
+            if reverse:
+                end_sel = selector.first_greater_or_equal(last)
+            else:
+                begin_sel = selector.first_greater_than(last)
+
+    # -- writes (buffered by FDB itself; the checks give every backend's errors) --
+
+    def set(self, key: bytes, value: bytes) -> None:
+        check_key(key)
+        check_value(value)
+        with self._mapped_errors():
+            self._tr.set(key, value)
+        self._has_writes = True
+
+    def clear(self, key: bytes) -> None:
+        check_key(key)
+        with self._mapped_errors():
+            self._tr.clear(key)
+        self._has_writes = True
+
+    def clear_range(self, begin: bytes, end: bytes) -> None:
+        check_key(begin)
+        check_key(end)
+        if begin >= end:  # nothing to clear; FDB would call an inverted range an error
+            return
+        with self._mapped_errors():
+            self._tr.clear_range(begin, end)
+        self._has_writes = True
+
+    def add(self, key: bytes, delta: int) -> None:
+        check_key(key)
+        with self._mapped_errors():
+            self._tr.add(key, _add_param(delta))
+        self._has_writes = True
+
+    def add_read_conflict_key(self, key: bytes) -> None:
+        check_key(key)
+        with self._mapped_errors():
+            self._tr.add_read_conflict_key(key)
+
+    @property
+    def has_writes(self) -> bool:
+        return self._has_writes
+
+    # -- commit and retry ----------------------------------------------------
+
+    async def commit(self) -> None:
+        if self._committed:
+            raise RuntimeError("transaction already committed")
+        self._check_age()
+        self._committed = True
+        if not self._has_writes:
+            # A read-only commit is a no-op on FDB too: it never reaches the cluster.
+            await trio.lowlevel.checkpoint()
+            return
+        with self._mapped_errors():
+            future = self._tr.commit()
+        await self._result(future)
+
+    def _fdb_code(self, error: StoreError) -> int:
+        """The FDB error code to hand to fdb's on_error for `error`."""
+        cause = error.__cause__
+        if isinstance(cause, self._api.FDBError):
+            return int(cause.code)  # FDB's own error (1039 stays 1039, not 1021)
+        if _predicate(self._api, "is_retryable", error.code):
+            return error.code  # ours, with FDB's meaning: e.g. the flaky wrapper's 1021
+        # Ours, retryable, with a code FDB does not know as retryable (such as
+        # StorageUnavailable's): nothing was written, so ask for FDB's plain
+        # retry after a conflict.
+        return NotCommitted.code
+
+    async def on_error(self, error: StoreError) -> None:
+        if not error.retryable:
+            raise error
+        with self._mapped_errors():
+            future = self._tr.on_error(self._fdb_code(error))
+        # Resolves after FDB's own backoff, with the fdb transaction reset for the
+        # next attempt; raises (mapped) if FDB will not retry this code.
+        await self._result(future)
+        self._reset()
+
+
+def _open_database(api: Any, cluster_file: str | None, api_version: int) -> Any:
+    """Choose the API version (once per process) and open the database. Blocking."""
+    with _API_VERSION_LOCK:
+        selected = api.get_api_version() if api.is_api_version_selected() else None
+        if selected is None:
+            api.api_version(api_version)
+        elif selected != api_version:
+            # The binding raises on a second, different version; say which and why.
+            raise StoreError(
+                f"the fdb API version of this process is already {selected}; "
+                f"a store asking for {api_version} cannot open"
+            )
+    return api.open(cluster_file)
+
+
+class FdbStore(Store):
+    """A store on a FoundationDB cluster (`cluster_file`; None = FDB's default file).
+
+    `fdb_api` is the binding (the `fdb` module, imported when the store opens) or
+    an object with its surface, such as the tests' fake. Start `run` in the
+    node's nursery before use: it opens the database.
+    """
+
+    def __init__(
+        self,
+        cluster_file: str | None,
+        env: Env | None = None,
+        *,
+        fdb_api: Any = None,
+        api_version: int = DEFAULT_API_VERSION,
+    ) -> None:
+        self.cluster_file = cluster_file
+        self.env = env or RealEnv()
+        self.api_version = api_version
+        self._api = fdb_api
+        self._db: Any = None
+        self._closed = False
+        self._run_scope: trio.CancelScope | None = None
+
+    @property
+    def api(self) -> Any:
+        """The binding in use (None before `run` when it is the real `fdb` module)."""
+        return self._api
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Open the database, report started, then do every store's background work."""
+        if self._closed:
+            raise StoreClosed("the store is closed")
+        if self._db is not None:
+            raise RuntimeError("FdbStore.run is already running")
+        api = self._api
+        if api is None:
+            if not fdb_available():
+                raise StoreError(
+                    "cannot open FoundationDB: the client library libfdb_c is not "
+                    "installed on this machine"
+                )
+            import fdb
+
+            api = fdb
+        # Selecting the API version loads libfdb_c and opening may touch the
+        # cluster file: both can block, so keep them off the trio thread.
+        db = await trio.to_thread.run_sync(_open_database, api, self.cluster_file, self.api_version)
+        self._api = api
+        self._db = db
+        with trio.CancelScope() as self._run_scope:
+            task_status.started()
+            # The base loop collects idempotency markers; its own started() call
+            # goes to TASK_STATUS_IGNORED, a no-op, since we reported above.
+            await super().run()
+
+    def create_transaction(self) -> FdbTransaction:
+        if self._closed:
+            raise StoreClosed("the store is closed")
+        if self._db is None:
+            raise RuntimeError(
+                "FdbStore is not open: start it first with `await nursery.start(store.run)`"
+            )
+        return FdbTransaction(self, self._db.create_transaction())
+
+    async def aclose(self) -> None:
+        """Stop the background work and drop the database.
+
+        The binding's network thread is process-wide and cannot be restarted,
+        so it stays up (the binding stops it at exit).
+        """
+        self._closed = True
+        self._db = None
+        if self._run_scope is not None:
+            self._run_scope.cancel()
+        await trio.lowlevel.checkpoint()

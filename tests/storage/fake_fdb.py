@@ -1,0 +1,726 @@
+"""A fake of the fdb binding's surface, for machines without libfdb_c.
+
+`FdbStore(cluster_file=None, fdb_api=FakeFdbApi())` runs the real backend code
+(kelpie_trio/storage/foundationdb.py) against this: the same calls
+(`api_version`, `open`, `create_transaction`, `get`, `_get_range`, `set`,
+`clear`, `clear_range`, `add`, `commit`, `on_error`), the same futures
+(`on_ready`, `is_ready`, `wait`, `cancel`) and FDB's error codes.
+
+What makes it worth testing against:
+
+- futures complete on a background "network" thread, one per process like the
+  binding's, and their callbacks run there: the backend's trio bridge is really
+  crossed by another thread (`pause()` holds completions back, for tests of
+  cancellation and of callbacks arriving after the trio run);
+- transactions have FDB's semantics, on the shared MVCC engine
+  (kelpie_trio/storage/engine.py): a snapshot at the first read's version,
+  read-your-writes, read conflict ranges, ADD without a read conflict, commit
+  refused with 1020 on conflict, 2101 over 10 MB, 1007 when the read version is
+  older than 5 s; `on_error` retries FDB's retryable codes after a backoff and
+  resets the transaction, and raises the others;
+- tests can inject the next commit's failure (`inject_commit_error`), e.g.
+  1021 commit_unknown_result after the commit was applied.
+
+Every result is computed when the operation is issued (under one lock: calls
+come from the trio thread, completions from the network thread); only its
+delivery is deferred to the network thread. That is one valid order of FDB's
+asynchronous execution, and it keeps reads-your-writes well defined.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import random
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from sortedcontainers import SortedDict
+
+from kelpie_trio.storage.base import CommitRequest, Mutation, MutationKind, add_to_value, key_after
+from kelpie_trio.storage.engine import MemoryEngine
+from kelpie_trio.storage.errors import StoreError
+from kelpie_trio.storage.limits import (
+    MAX_KEY_BYTES,
+    MAX_TRANSACTION_BYTES,
+    MAX_TRANSACTION_SECONDS,
+    MAX_VALUE_BYTES,
+)
+
+__all__ = ["FDBError", "FakeDatabase", "FakeFdbApi", "FakeFuture", "FakeTransaction"]
+
+LATEST_API_VERSION = 800
+
+# FDB's error predicates (fdb_c's fdb_error_predicate), by code.
+MAYBE_COMMITTED = frozenset({1021, 1039})  # commit_unknown_result, cluster_version_changed
+RETRYABLE_NOT_COMMITTED = frozenset(
+    {
+        1007,  # transaction_too_old
+        1009,  # future_version
+        1020,  # not_committed
+        1037,  # process_behind
+        1038,  # database_locked
+        1042,  # commit_proxy_memory_limit_exceeded
+        1051,  # batch_transaction_throttled
+        1078,  # grv_proxy_memory_limit_exceeded
+        1213,  # tag_throttled
+        1223,  # proxy_tag_throttled
+    }
+)
+RETRYABLE = MAYBE_COMMITTED | RETRYABLE_NOT_COMMITTED
+
+DESCRIPTIONS = {
+    1007: "Transaction is too old to perform reads or be committed",
+    1009: "Request for future version",
+    1020: "Transaction not committed due to conflict with another transaction",
+    1021: "Transaction may or may not have committed",
+    1025: "Operation aborted because the transaction was cancelled",
+    1031: "Operation aborted because the transaction timed out",
+    1039: "Cluster has been upgraded to a new protocol version",
+    1101: "Asynchronous operation cancelled",
+    2000: "Invalid API call",
+    2004: "Key outside legal range",
+    2005: "Range begin key larger than end key",
+    2101: "Transaction exceeds byte limit",
+    2102: "Key length exceeds limit",
+    2103: "Value length exceeds limit",
+    2210: "EXACT streaming mode requires limits, but none were given",
+    4000: "An unknown error occurred",
+}
+
+_LEGAL_END = b"\xff"  # keys at or past \xff are the system keyspace
+
+
+class FDBError(Exception):
+    """As `fdb.FDBError`: `code`, and a `description` that is bytes (a C string)."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    @property
+    def description(self) -> bytes:
+        return DESCRIPTIONS.get(self.code, "Unknown error").encode()
+
+    def __str__(self) -> str:
+        return f"{self.description!r} ({self.code})"
+
+    def __repr__(self) -> str:
+        return f"FDBError({self.code})"
+
+
+class KeySelector:
+    """As `fdb.KeySelector` (fdb.impl cannot be imported without libfdb_c)."""
+
+    def __init__(self, key: bytes, or_equal: bool, offset: int) -> None:
+        self.key = key
+        self.or_equal = or_equal
+        self.offset = offset
+
+    @classmethod
+    def last_less_than(cls, key: bytes) -> KeySelector:
+        return cls(key, False, 0)
+
+    @classmethod
+    def last_less_or_equal(cls, key: bytes) -> KeySelector:
+        return cls(key, True, 0)
+
+    @classmethod
+    def first_greater_than(cls, key: bytes) -> KeySelector:
+        return cls(key, True, 1)
+
+    @classmethod
+    def first_greater_or_equal(cls, key: bytes) -> KeySelector:
+        return cls(key, False, 1)
+
+    def __repr__(self) -> str:
+        return f"KeySelector({self.key!r}, {self.or_equal!r}, {self.offset!r})"
+
+
+class StreamingMode:
+    """As `fdb.StreamingMode` (the values of fdb.fdboptions)."""
+
+    want_all = -2
+    iterator = -1
+    exact = 0
+    small = 1
+    medium = 2
+    large = 3
+    serial = 4
+
+
+class KeyValue:
+    def __init__(self, key: bytes, value: bytes) -> None:
+        self.key = key
+        self.value = value
+
+    def __iter__(self):
+        return iter((self.key, self.value))
+
+    def __repr__(self) -> str:
+        return f"{self.key!r}: {self.value!r}"
+
+
+class _Predicates:
+    """As `fdb.predicates`: each takes an error with a `.code`."""
+
+    @staticmethod
+    def is_retryable(error: Any) -> bool:
+        return error.code in RETRYABLE
+
+    @staticmethod
+    def is_maybe_committed(error: Any) -> bool:
+        return error.code in MAYBE_COMMITTED
+
+    @staticmethod
+    def is_retryable_not_committed(error: Any) -> bool:
+        return error.code in RETRYABLE_NOT_COMMITTED
+
+
+# -- the network thread -------------------------------------------------------------
+
+
+class _Network:
+    """One daemon thread per process running scheduled jobs, like fdb's network thread."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._jobs: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, delay: float, job: Callable[[], None]) -> None:
+        with self._cond:
+            heapq.heappush(self._jobs, (time.monotonic() + delay, next(self._seq), job))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="fake-fdb-network", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    now = time.monotonic()
+                    if self._jobs and self._jobs[0][0] <= now:
+                        _, _, job = heapq.heappop(self._jobs)
+                        break
+                    self._cond.wait(self._jobs[0][0] - now if self._jobs else None)
+            job()  # jobs report their own errors (FakeFdbApi._run_callback)
+
+
+_NETWORK = _Network()
+
+
+# -- futures ------------------------------------------------------------------------------
+
+
+class FakeFuture:
+    """As the binding's Future: completes once, with a result or an FDBError."""
+
+    def __init__(self, api: FakeFdbApi) -> None:
+        self._api = api
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._result: Any = None
+        self._error: FDBError | None = None
+        self._callbacks: list[Callable[[Any], None]] = []
+
+    def is_ready(self) -> bool:
+        return self._done.is_set()
+
+    def on_ready(self, callback: Callable[[Any], None]) -> None:
+        with self._lock:
+            if not self._done.is_set():
+                self._callbacks.append(callback)
+                return
+        # Ready already: libfdb_c calls back at once, on the calling thread.
+        self._api._run_callback(callback, self)
+
+    def _complete(
+        self, result: Any, error: FDBError | None
+    ) -> tuple[bool, list[Callable[[Any], None]]]:
+        """Set the outcome unless already set; say whether it was, and whom to call back."""
+        with self._lock:
+            if self._done.is_set():
+                return False, []
+            self._result, self._error = result, error
+            self._done.set()
+            callbacks, self._callbacks = self._callbacks, []
+            return True, callbacks
+
+    def _outcome(self) -> Any:
+        if not self._done.is_set():
+            # The binding blocks here; the trio backend must never get here early.
+            self._api.blocking_waits += 1
+            self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def wait(self) -> Any:
+        return self._outcome()
+
+    def cancel(self) -> None:
+        """As fdb_future_cancel: an unfinished future fails with 1101 operation_cancelled."""
+        cancelled, callbacks = self._complete(None, FDBError(1101))
+        if cancelled:
+            self._api.cancelled_futures += 1
+            # Callbacks of a cancelled future still run, from the network thread.
+            self._api._dispatch(self, callbacks)
+
+
+class FakeValue(FakeFuture):
+    """As the binding's Value: `wait()` returns the future itself; `.value` is bytes or None."""
+
+    def wait(self) -> FakeValue:
+        self._outcome()
+        return self
+
+    @property
+    def value(self) -> bytes | None:
+        return self._outcome()
+
+    def present(self) -> bool:
+        return self.value is not None
+
+
+# -- transactions -----------------------------------------------------------------------
+
+
+class _Add:
+    """A buffered ADD on a key whose stored value the transaction has not seen."""
+
+    __slots__ = ("delta",)
+
+    def __init__(self, delta: int) -> None:
+        self.delta = delta
+
+
+class FakeTransaction:
+    """An FDB transaction: snapshot reads, read-your-writes, conflict ranges, limits."""
+
+    def __init__(self, api: FakeFdbApi) -> None:
+        self._api = api
+        self._backoff = api.initial_backoff
+        self._reset()
+
+    def _reset(self) -> None:
+        self._rv: int | None = None
+        self._rv_time: float | None = None
+        self._writes: SortedDict = SortedDict()  # key -> bytes | None | _Add
+        self._cleared: list[tuple[bytes, bytes]] = []
+        self._read_ranges: list[tuple[bytes, bytes]] = []
+        self._size = 0
+        self._deferred: FDBError | None = None  # the first error of a void call
+        self._cancelled = False
+
+    # -- the binding's plumbing ---------------------------------------------------
+
+    def _issue(self, future: FakeFuture, compute: Callable[[], Any]) -> FakeFuture:
+        """Compute the outcome now, under the engine lock; deliver it from the network."""
+        error: FDBError | None = None
+        result: Any = None
+        with self._api.lock:
+            try:
+                if self._cancelled:
+                    raise FDBError(1025)
+                result = compute()
+            except FDBError as exc:
+                error = exc
+        self._api._deliver(future, result, error, self._api.latency)
+        return future
+
+    def _defer(self, code: int) -> None:
+        # The binding's set/clear/atomic_op are void C calls: the fault shows at commit.
+        if self._deferred is None:
+            self._deferred = FDBError(code)
+
+    def _check_write_key(self, key: bytes) -> bool:
+        if len(key) > MAX_KEY_BYTES:
+            self._defer(2102)
+            return False
+        if key >= _LEGAL_END:
+            self._defer(2004)
+            return False
+        return True
+
+    def _now(self) -> float:
+        return self._api.clock()
+
+    def _version_for_read(self) -> int:
+        if self._rv is None:
+            self._rv = self._api.engine.read_version()
+            self._rv_time = self._now()
+        elif self._now() - self._rv_time > MAX_TRANSACTION_SECONDS:  # type: ignore[operator]
+            raise FDBError(1007)
+        return self._rv
+
+    def _engine_call(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except StoreError as exc:  # the engine speaks the store's errors, with FDB's codes
+            raise FDBError(exc.code) from exc
+
+    def _add_read_range(self, begin: bytes, end: bytes) -> None:
+        if begin < end:
+            self._read_ranges.append((begin, end))
+            self._size += len(begin) + len(end)
+
+    def _is_cleared(self, key: bytes) -> bool:
+        return any(b <= key < e for b, e in self._cleared)
+
+    # -- reads ----------------------------------------------------------------------
+
+    def get(self, key: bytes) -> FakeValue:
+        def compute() -> bytes | None:
+            if len(key) > MAX_KEY_BYTES:
+                raise FDBError(2102)
+            if key >= _LEGAL_END:
+                raise FDBError(2004)
+            state = self._writes.get(key, _MISSING)
+            if state is not _MISSING and not isinstance(state, _Add):
+                return state  # set or cleared here: storage is not consulted
+            if state is _MISSING and self._is_cleared(key):
+                return None
+            rv = self._version_for_read()
+            stored = self._engine_call(lambda: self._api.engine.get(key, rv))
+            self._add_read_range(key, key_after(key))
+            return stored if state is _MISSING else add_to_value(stored, state.delta)
+
+        return self._issue(FakeValue(self._api), compute)  # type: ignore[return-value]
+
+    @staticmethod
+    def _resolve(selector: KeySelector) -> bytes:
+        if selector.offset == 1 and not selector.or_equal:  # first_greater_or_equal
+            return selector.key
+        if selector.offset == 1 and selector.or_equal:  # first_greater_than
+            return key_after(selector.key)
+        raise NotImplementedError(f"the fake resolves only first_greater_* selectors: {selector}")
+
+    def _get_range(
+        self,
+        begin: KeySelector,
+        end: KeySelector,
+        limit: int,
+        streaming_mode: int,
+        iteration: int,
+        reverse: bool,
+    ) -> FakeFuture:
+        def compute() -> tuple[list[KeyValue], int, bool]:
+            b, e = self._resolve(begin), self._resolve(end)
+            if b > _LEGAL_END or e > _LEGAL_END:
+                raise FDBError(2004)
+            if streaming_mode == StreamingMode.exact and limit <= 0:
+                raise FDBError(2210)
+            self._api.range_requests += 1
+            if b >= e:
+                return [], 0, False
+            rows = self._view(b, e, reverse)
+            # Pages smaller than FDB's, in every mode, so the caller's paging runs.
+            take = self._api.page_size if not limit else min(limit, self._api.page_size)
+            page = rows[:take]
+            more = len(rows) > len(page)
+            if more and page:
+                last = page[-1][0]
+                self._add_read_range(*((last, e) if reverse else (b, key_after(last))))
+            else:
+                self._add_read_range(b, e)
+            kvs = [KeyValue(k, v) for k, v in page]
+            return kvs, len(kvs), more
+
+        return self._issue(FakeFuture(self._api), compute)
+
+    def _view(self, begin: bytes, end: bytes, reverse: bool) -> list[tuple[bytes, bytes]]:
+        """[begin, end) as this transaction sees it: its snapshot plus its own writes."""
+        rv = self._version_for_read()
+        stored = self._engine_call(lambda: self._api.engine.get_range(begin, end, 0, False, rv))
+        merged: dict[bytes, bytes | None] = {k: v for k, v in stored if not self._is_cleared(k)}
+        for key in self._writes.irange(begin, end, inclusive=(True, False)):
+            state = self._writes[key]
+            if isinstance(state, _Add):
+                merged[key] = add_to_value(merged.get(key), state.delta)
+            else:
+                merged[key] = state
+        return [(k, v) for k, v in sorted(merged.items(), reverse=reverse) if v is not None]
+
+    # -- writes ---------------------------------------------------------------------
+
+    def set(self, key: bytes, value: bytes) -> None:
+        with self._api.lock:
+            if not self._check_write_key(key):
+                return
+            if len(value) > MAX_VALUE_BYTES:
+                self._defer(2103)
+                return
+            self._writes[key] = value
+            self._size += len(key) + len(value)
+
+    def clear(self, key: bytes) -> None:
+        with self._api.lock:
+            if not self._check_write_key(key):
+                return
+            self._writes[key] = None
+            self._size += len(key)
+
+    def clear_range(self, begin: bytes, end: bytes) -> None:
+        with self._api.lock:
+            if begin > end:
+                self._defer(2005)
+                return
+            if end > _LEGAL_END:
+                self._defer(2004)
+                return
+            for key in list(self._writes.irange(begin, end, inclusive=(True, False))):
+                del self._writes[key]
+            self._cleared.append((begin, end))
+            self._size += len(begin) + len(end)
+
+    def add(self, key: bytes, param: bytes) -> None:
+        if len(param) != 8:
+            raise NotImplementedError("the fake's ADD takes 8-byte operands only")
+        delta = int.from_bytes(param, "little")
+        with self._api.lock:
+            if not self._check_write_key(key):
+                return
+            state = self._writes.get(key, _MISSING)
+            if state is _MISSING:
+                # After a clear of its range the stored value is known: nothing.
+                self._writes[key] = (
+                    add_to_value(None, delta) if self._is_cleared(key) else _Add(delta)
+                )
+            elif isinstance(state, _Add):
+                state.delta += delta
+            else:
+                self._writes[key] = add_to_value(state, delta)
+            self._size += len(key) + len(param)
+
+    def add_read_conflict_key(self, key: bytes) -> None:
+        with self._api.lock:
+            if self._check_write_key(key):
+                # No read version is taken: without reads, FDB takes it at commit,
+                # where nothing can have been written after it (see CommitRequest).
+                self._add_read_range(key, key_after(key))
+
+    # -- commit, errors, reset ----------------------------------------------------------
+
+    def _commit_request(self) -> CommitRequest:
+        mutations = []
+        for key, state in self._writes.items():
+            if isinstance(state, _Add):
+                param = (state.delta % (1 << 64)).to_bytes(8, "little")
+                mutations.append(Mutation(MutationKind.ADD, key, param))
+            elif state is None:
+                mutations.append(Mutation(MutationKind.CLEAR, key))
+            else:
+                mutations.append(Mutation(MutationKind.SET, key, state))
+        return CommitRequest(
+            read_version=self._rv,
+            read_ranges=list(self._read_ranges),
+            cleared_ranges=list(self._cleared),
+            mutations=mutations,
+        )
+
+    def commit(self) -> FakeFuture:
+        def compute() -> None:
+            api = self._api
+            api.commit_attempts += 1
+            if self._deferred is not None:
+                raise self._deferred
+            if self._rv_time is not None and self._now() - self._rv_time > MAX_TRANSACTION_SECONDS:
+                raise FDBError(1007)
+            if self._size > MAX_TRANSACTION_BYTES:
+                raise FDBError(2101)
+            injected = api._injected.popleft() if api._injected else None
+            if injected is not None and not injected[1]:
+                raise FDBError(injected[0])
+            if self._writes or self._cleared:
+                request = self._commit_request()
+                self._engine_call(lambda: api.engine.commit(request, self._now()))
+                api.commits += 1
+            if injected is not None:  # applied, and yet reported as failed
+                raise FDBError(injected[0])
+
+        return self._issue(FakeFuture(self._api), compute)
+
+    def on_error(self, error: FDBError | int) -> FakeFuture:
+        """FDB's on_error: retryable codes back off then reset; others come back raised."""
+        code = error.code if isinstance(error, FDBError) else error
+        future = FakeFuture(self._api)
+        with self._api.lock:
+            if code not in RETRYABLE:
+                error_out: FDBError | None = FDBError(code)
+                delay = self._api.latency
+            else:
+                # Reset now rather than when the backoff ends: nobody uses the
+                # transaction while its on_error is pending.
+                delay = self._backoff * self._api.rng.uniform(0.5, 1.0)
+                self._backoff = min(self._backoff * 2, self._api.max_backoff)
+                self._reset()
+                self._api.retries += 1
+                error_out = None
+        self._api._deliver(future, None, error_out, delay)
+        return future
+
+    def reset(self) -> None:
+        with self._api.lock:
+            self._reset()
+            self._backoff = self._api.initial_backoff
+
+    def cancel(self) -> None:
+        with self._api.lock:
+            self._cancelled = True
+
+
+_MISSING: Any = object()
+
+
+class FakeDatabase:
+    def __init__(self, api: FakeFdbApi, cluster_file: str | None) -> None:
+        self._api = api
+        self.cluster_file = cluster_file
+
+    def create_transaction(self) -> FakeTransaction:
+        return FakeTransaction(self._api)
+
+
+# -- the module --------------------------------------------------------------------------
+
+
+class FakeFdbApi:
+    """Stands in for the `fdb` module: one fake cluster (a `MemoryEngine`) per instance.
+
+    clock: seconds for FDB's 5 s limit (wall-clock by default, as the cluster's);
+    page_size: most rows per `_get_range` reply; latency: seconds before each
+    completion; initial_backoff/max_backoff: on_error's schedule (FDB: 10 ms to 1 s,
+    shorter here to keep tests quick).
+    """
+
+    FDBError = FDBError
+    KeySelector = KeySelector
+    StreamingMode = StreamingMode
+    KeyValue = KeyValue
+    predicates = _Predicates()
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        page_size: int = 2,
+        latency: float = 0.0,
+        initial_backoff: float = 0.001,
+        max_backoff: float = 0.02,
+        seed: int | None = None,
+    ) -> None:
+        self.engine = MemoryEngine()
+        self.lock = threading.RLock()  # the engine and every transaction's buffer
+        self.clock = clock
+        self.page_size = page_size
+        self.latency = latency
+        self.initial_backoff = initial_backoff
+        self.max_backoff = max_backoff
+        self.rng = random.Random(seed)
+        self._version: int | None = None
+        self._injected: collections.deque[tuple[int, bool]] = collections.deque()
+        self._gate = threading.Lock()  # guards _paused and _held
+        self._paused = False
+        self._held: list[Callable[[], None]] = []
+        # What tests look at.
+        self.callback_threads: collections.Counter[int] = collections.Counter()  # ident -> runs
+        self.callback_errors: list[BaseException] = []
+        self.blocking_waits = 0
+        self.cancelled_futures = 0
+        self.commit_attempts = 0
+        self.commits = 0
+        self.retries = 0
+        self.range_requests = 0
+
+    # -- fdb's module functions -------------------------------------------------------
+
+    def api_version(self, version: int) -> None:
+        if self._version is not None:
+            if self._version != version:
+                raise RuntimeError(f"FDB API already loaded at version {self._version}")
+            return
+        if version > LATEST_API_VERSION:
+            raise RuntimeError(f"Latest known FDB API version is {LATEST_API_VERSION}")
+        self._version = version
+
+    def is_api_version_selected(self) -> bool:
+        return self._version is not None
+
+    def get_api_version(self) -> int:
+        if self._version is None:
+            raise RuntimeError("API version is not set")
+        return self._version
+
+    def open(self, cluster_file: str | None = None) -> FakeDatabase:
+        if self._version is None:
+            raise RuntimeError("You must call api_version() before using any fdb methods")
+        return FakeDatabase(self, cluster_file)
+
+    # -- test controls ----------------------------------------------------------------
+
+    def inject_commit_error(self, code: int, *, applied: bool = False) -> None:
+        """Make the next commit fail with `code`; with `applied`, after applying it."""
+        with self.lock:
+            self._injected.append((code, applied))
+
+    def pause(self) -> None:
+        """Hold every completion and callback until `resume()`."""
+        with self._gate:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._gate:
+            self._paused = False
+            held, self._held = self._held, []
+        for job in held:
+            _NETWORK.schedule(0.0, job)
+
+    def snapshot(self) -> dict[bytes, bytes]:
+        with self.lock:
+            return self.engine.snapshot()
+
+    # -- delivery -----------------------------------------------------------------------
+
+    def _through_gate(self, job: Callable[[], None]) -> None:
+        with self._gate:
+            if self._paused:
+                self._held.append(job)
+                return
+        job()
+
+    def _deliver(
+        self, future: FakeFuture, result: Any, error: FDBError | None, delay: float
+    ) -> None:
+        def job() -> None:
+            _, callbacks = future._complete(result, error)
+            self._run_callbacks(future, callbacks)
+
+        _NETWORK.schedule(delay, lambda: self._through_gate(job))
+
+    def _dispatch(self, future: FakeFuture, callbacks: list[Callable[[Any], None]]) -> None:
+        if callbacks:
+            _NETWORK.schedule(
+                0.0, lambda: self._through_gate(lambda: self._run_callbacks(future, callbacks))
+            )
+
+    def _run_callbacks(self, future: FakeFuture, callbacks: list[Callable[[Any], None]]) -> None:
+        for callback in callbacks:
+            self._run_callback(callback, future)
+
+    def _run_callback(self, callback: Callable[[Any], None], future: FakeFuture) -> None:
+        self.callback_threads[threading.get_ident()] += 1
+        try:
+            callback(future)
+        except Exception as exc:  # as the binding: report and discard, never kill the thread
+            self.callback_errors.append(exc)
+            sys.stderr.write("Discarding uncaught exception from user FDB callback:\n")
+            traceback.print_exception(exc, file=sys.stderr)

@@ -1,0 +1,468 @@
+"""The FoundationDB backend's own logic, against the fake binding (tests/storage/fake_fdb.py).
+
+The conformance suite (test_conformance.py, params fdb-fake and fdb) proves the
+backend keeps the store contract; these tests look at what only this backend
+has: the trio bridge over futures completed on another thread, cancellation,
+the mapping of FDB's error codes, `on_error` driving FDB's own retry, range
+paging, opening (API version, lazy import). The last test runs on a real
+cluster when one is given, and says why it skips otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+import trio.testing
+
+from kelpie_trio.storage import (
+    CommitUnknownResult,
+    KeyTooLarge,
+    NotCommitted,
+    StorageUnavailable,
+    StoreClosed,
+    StoreError,
+    Transaction,
+    TransactionTooLarge,
+    TransactionTooOld,
+    ValueTooLarge,
+    decode_counter,
+)
+from kelpie_trio.storage.foundationdb import (
+    FdbError,
+    FdbStore,
+    fdb_available,
+    map_fdb_error,
+)
+from kelpie_trio.storage.limits import MAX_VALUE_BYTES
+from tests.storage.fake_fdb import FakeFdbApi, FDBError
+
+
+@pytest.fixture
+def api() -> FakeFdbApi:
+    return FakeFdbApi()
+
+
+@pytest.fixture
+async def fdb_store(api: FakeFdbApi, nursery: trio.Nursery) -> AsyncIterator[FdbStore]:
+    store = FdbStore(cluster_file=None, fdb_api=api)
+    await nursery.start(store.run)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+async def put(store: FdbStore, items: dict[bytes, bytes]) -> None:
+    async def fn(tr: Transaction) -> None:
+        for key, value in items.items():
+            tr.set(key, value)
+
+    await store.transact(fn)
+
+
+async def read(store: FdbStore, key: bytes) -> bytes | None:
+    async def fn(tr: Transaction) -> bytes | None:
+        return await tr.get(key)
+
+    return await store.transact(fn)
+
+
+# -- opening ------------------------------------------------------------------------------
+
+
+def test_module_imports_without_loading_libfdb_c() -> None:
+    # A fresh interpreter: importing the backend must not touch fdb.impl (libfdb_c).
+    code = (
+        "import sys, kelpie_trio.storage.foundationdb as m; "
+        "assert 'fdb.impl' not in sys.modules, 'fdb.impl imported eagerly'; "
+        "assert isinstance(m.fdb_available(), bool)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+async def test_real_binding_without_libfdb_c_fails_clearly(nursery: trio.Nursery) -> None:
+    if fdb_available():
+        return  # this machine has the library: nothing to refuse (the cluster test covers it)
+    store = FdbStore(cluster_file="/nonexistent/fdb.cluster")
+    with pytest.raises(StoreError, match="libfdb_c"):
+        await nursery.start(store.run)
+
+
+async def test_create_transaction_needs_run_and_refuses_after_close(api: FakeFdbApi) -> None:
+    store = FdbStore(cluster_file=None, fdb_api=api)
+    with pytest.raises(RuntimeError, match="not open"):
+        store.create_transaction()
+    ended = trio.Event()
+
+    async def run_then_note(task_status: trio.TaskStatus[None]) -> None:
+        await store.run(task_status=task_status)
+        ended.set()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_then_note)
+        assert isinstance(store.create_transaction(), Transaction)
+        await store.aclose()
+        with trio.fail_after(5):
+            await ended.wait()  # aclose ended the background task; the nursery can close
+    with pytest.raises(StoreClosed):
+        store.create_transaction()
+
+
+async def test_api_version_is_chosen_once_per_process(api: FakeFdbApi) -> None:
+    async with trio.open_nursery() as nursery:
+        first = FdbStore(cluster_file=None, fdb_api=api)
+        second = FdbStore(cluster_file=None, fdb_api=api)  # same version: fine
+        await nursery.start(first.run)
+        await nursery.start(second.run)
+        assert api.get_api_version() == 730
+        other = FdbStore(cluster_file=None, fdb_api=api, api_version=710)
+        with pytest.raises(StoreError, match="already 730"):
+            await nursery.start(other.run)
+        await first.aclose()
+        await second.aclose()
+
+
+# -- the bridge ---------------------------------------------------------------------------
+
+
+async def test_callbacks_come_from_the_network_thread_and_wake_trio(
+    api: FakeFdbApi, fdb_store: FdbStore
+) -> None:
+    await put(fdb_store, {b"k": b"v"})
+    tr = fdb_store.create_transaction()
+    got: list[bytes | None] = []
+
+    async def reader() -> None:
+        got.append(await tr.get(b"k"))
+
+    api.pause()  # the get stays in flight until the trio task is surely waiting
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == []
+        api.resume()
+    assert got == [b"v"]
+    trio_thread = threading.get_ident()
+    assert trio_thread not in api.callback_threads
+    assert sum(api.callback_threads.values()) > 0
+    assert api.blocking_waits == 0  # the trio thread never blocked in future.wait()
+
+
+async def test_cancelling_a_waiting_get_cancels_its_future(
+    api: FakeFdbApi, fdb_store: FdbStore
+) -> None:
+    await put(fdb_store, {b"k": b"v"})
+    tr = fdb_store.create_transaction()
+    api.pause()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tr.get, b"k")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert api.cancelled_futures == 1
+    api.resume()  # the cancelled future's callback now fires, and finds nobody waiting
+    # The transaction is still usable after one of its reads was cancelled.
+    assert await tr.get(b"k") == b"v"
+    assert api.callback_errors == []
+
+
+def test_a_callback_after_the_trio_run_has_ended_is_harmless() -> None:
+    api = FakeFdbApi()
+    tokens: list[trio.lowlevel.TrioToken] = []
+
+    async def main() -> None:
+        store = FdbStore(cluster_file=None, fdb_api=api)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)
+            tokens.append(trio.lowlevel.current_trio_token())
+            tr = store.create_transaction()
+            api.pause()
+            nursery.start_soon(tr.get, b"k")
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    with pytest.raises(trio.RunFinishedError):  # what the late callback meets
+        tokens[0].run_sync_soon(lambda: None)
+    before = sum(api.callback_threads.values())
+    api.resume()
+    deadline = time.monotonic() + 5
+    while sum(api.callback_threads.values()) == before:
+        assert time.monotonic() < deadline, "the held callback never ran"
+        time.sleep(0.001)
+    time.sleep(0.01)  # let it finish
+    assert api.callback_errors == []
+
+
+async def test_many_concurrent_transactions_over_a_slow_network(nursery: trio.Nursery) -> None:
+    api = FakeFdbApi(latency=0.002)
+    store = FdbStore(cluster_file=None, fdb_api=api)
+    await nursery.start(store.run)
+
+    async def increment(tr: Transaction) -> None:
+        value = int(await tr.get(b"counter") or b"0")
+        tr.set(b"counter", str(value + 1).encode())
+        tr.add(b"adds", 1)
+
+    async with trio.open_nursery() as inner:
+        for _ in range(25):
+            inner.start_soon(store.transact, increment)
+    assert await read(store, b"counter") == b"25"
+    assert decode_counter(await read(store, b"adds")) == 25
+    assert api.retries > 0  # they did conflict, and FDB's on_error drove the retries
+    assert api.blocking_waits == 0
+    await store.aclose()
+
+
+# -- retries through FDB's on_error ------------------------------------------------------
+
+
+async def test_an_injected_conflict_is_retried_and_applied_once(
+    api: FakeFdbApi, fdb_store: FdbStore
+) -> None:
+    calls = 0
+
+    async def fn(tr: Transaction) -> None:
+        nonlocal calls
+        calls += 1
+        value = int(await tr.get(b"n") or b"0")
+        tr.set(b"n", str(value + 1).encode())
+
+    api.inject_commit_error(1020)
+    await fdb_store.transact(fn)
+    assert calls == 2
+    assert api.retries == 1
+    assert await read(fdb_store, b"n") == b"1"
+
+
+@pytest.mark.parametrize(
+    ("code", "applied", "calls_expected"),
+    [(1021, True, 1), (1021, False, 2), (1039, True, 1)],
+    ids=["1021-landed", "1021-lost", "1039-landed"],
+)
+async def test_maybe_committed_errors_apply_exactly_once(
+    api: FakeFdbApi, fdb_store: FdbStore, code: int, applied: bool, calls_expected: int
+) -> None:
+    calls = 0
+
+    async def deposit(tr: Transaction) -> int:
+        nonlocal calls
+        calls += 1
+        balance = int(await tr.get(b"balance") or b"0")
+        tr.set(b"balance", str(balance + 10).encode())
+        return calls
+
+    api.inject_commit_error(code, applied=applied)
+    result = await fdb_store.transact(deposit)
+    # Landed: the retry found the first attempt's marker and returned its result.
+    assert (result, calls) == ((1 if applied else 2), calls_expected)
+    assert await read(fdb_store, b"balance") == b"10"
+
+
+async def test_on_error_takes_our_own_errors(api: FakeFdbApi, fdb_store: FdbStore) -> None:
+    tr = fdb_store.create_transaction()
+    tr.set(b"a", b"1")
+    # Retryable, no FDB cause: handed to FDB by code (1021 is FDB's too).
+    await tr.on_error(CommitUnknownResult("raised by a wrapper"))
+    assert not tr.has_writes  # reset for the next attempt
+    # Retryable, but with a code of ours that FDB does not know as retryable:
+    # asked as a plain conflict retry instead.
+    tr.set(b"a", b"1")
+    await tr.on_error(StorageUnavailable())
+    assert api.retries == 2
+    assert not tr.has_writes
+    # Not retryable: raised as it is, FDB not asked.
+    error = KeyTooLarge("too long")
+    with pytest.raises(KeyTooLarge) as raised:
+        await tr.on_error(error)
+    assert raised.value is error
+    assert api.retries == 2
+
+
+async def test_on_error_surfaces_fdbs_refusal_mapped(fdb_store: FdbStore) -> None:
+    tr = fdb_store.create_transaction()
+    # Claimed retryable, but caused by an FDB code FDB will not retry: FDB says no.
+    error = FdbError(1031, "timed out", retryable=True)
+    error.__cause__ = FDBError(1031)
+    with pytest.raises(FdbError) as raised:
+        await tr.on_error(error)
+    assert raised.value.code == 1031
+    assert not raised.value.retryable
+    assert isinstance(raised.value.__cause__, FDBError)
+
+
+# -- error mapping ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "retryable"),
+    [
+        (1020, NotCommitted, True),
+        (1021, CommitUnknownResult, True),
+        (1039, CommitUnknownResult, True),  # cluster_version_changed: maybe committed
+        (1007, TransactionTooOld, True),
+        (2101, TransactionTooLarge, False),
+        (2102, KeyTooLarge, False),
+        (2103, ValueTooLarge, False),
+        (1009, FdbError, True),  # future_version: retryable, no name of ours
+        (1031, FdbError, False),  # transaction_timed_out: FDB does not retry it
+        (2004, FdbError, False),  # key_outside_legal_range
+        (4000, FdbError, False),
+    ],
+)
+def test_fdb_error_codes_map_to_store_errors(
+    api: FakeFdbApi, code: int, kind: type[StoreError], retryable: bool
+) -> None:
+    mapped = map_fdb_error(api, FDBError(code))
+    assert type(mapped) is kind
+    assert mapped.retryable is retryable
+    assert f"fdb error {code}" in str(mapped)
+    if kind is FdbError:
+        assert mapped.code == code
+    else:
+        assert mapped.code == kind.code
+
+
+async def test_a_non_retryable_fdb_error_surfaces_mapped(
+    api: FakeFdbApi, fdb_store: FdbStore
+) -> None:
+    calls = 0
+
+    async def write_system_key(tr: Transaction) -> None:
+        nonlocal calls
+        calls += 1
+        tr.set(b"\xff/not-ours", b"x")  # within our limits; FDB refuses it at commit
+
+    with pytest.raises(FdbError, match="Key outside legal range") as raised:
+        await fdb_store.transact(write_system_key)
+    assert (raised.value.code, raised.value.retryable, calls) == (2004, False, 1)
+    assert isinstance(raised.value.__cause__, FDBError)
+
+    tr = fdb_store.create_transaction()
+    with pytest.raises(FdbError, match="Key outside legal range"):
+        await tr.get(b"\xff/read")
+
+
+async def test_fdbs_own_size_limit_maps_to_transaction_too_large(fdb_store: FdbStore) -> None:
+    async def too_big(tr: Transaction) -> None:
+        for i in range(101):
+            tr.set(b"big%04d" % i, b"x" * MAX_VALUE_BYTES)
+
+    with pytest.raises(TransactionTooLarge) as raised:
+        await fdb_store.transact(too_big)
+    cause = raised.value.__cause__
+    assert isinstance(cause, FDBError) and cause.code == 2101  # FDB's verdict, mapped
+
+
+async def test_fdbs_own_age_limit_maps_to_too_old_and_retries(nursery: trio.Nursery) -> None:
+    now = [1000.0]
+    api = FakeFdbApi(clock=lambda: now[0])
+    store = FdbStore(cluster_file=None, fdb_api=api)
+    await nursery.start(store.run)
+    await put(store, {b"a": b"1"})
+    tr = store.create_transaction()
+    assert await tr.get(b"a") == b"1"
+    now[0] += 6  # the cluster's clock, not trio's: only FDB can tell
+    with pytest.raises(TransactionTooOld) as raised:
+        await tr.get(b"a")
+    assert isinstance(raised.value.__cause__, FDBError)
+    await tr.on_error(raised.value)
+    assert await tr.get(b"a") == b"1"  # a fresh read version after the reset
+    await store.aclose()
+
+
+# -- range reads --------------------------------------------------------------------------
+
+
+async def test_range_reads_page_through_small_replies(api: FakeFdbApi, fdb_store: FdbStore) -> None:
+    names = [b"a", b"b", b"c", b"d", b"e", b"f", b"g"]
+    await put(fdb_store, {b"r/" + n: n for n in names})
+
+    async def scan(limit: int, reverse: bool) -> list[bytes]:
+        async def fn(tr: Transaction) -> list[bytes]:
+            return [v for _, v in await tr.get_range(b"r/", b"r0", limit=limit, reverse=reverse)]
+
+        return await fdb_store.transact(fn)
+
+    before = api.range_requests
+    assert await scan(0, False) == names
+    assert api.range_requests - before == 4  # 7 rows in pages of 2
+    assert await scan(0, True) == names[::-1]
+    assert await scan(3, False) == names[:3]
+    assert await scan(5, True) == names[::-1][:5]
+    assert await scan(7, False) == names
+    assert await scan(20, True) == names[::-1]
+
+    async def with_local_writes(tr: Transaction) -> list[bytes]:
+        tr.clear_range(b"r/b", b"r/e")
+        tr.set(b"r/c", b"C")
+        tr.add(b"r/z", 2)
+        return [v for _, v in await tr.get_range(b"r/", b"r0", limit=4)]
+
+    assert await fdb_store.transact(with_local_writes) == [b"a", b"C", b"e", b"f"]
+    assert await scan(0, False) == [b"a", b"C", b"e", b"f", b"g", (2).to_bytes(8, "little")]
+
+
+async def test_empty_and_inverted_ranges_read_nothing(fdb_store: FdbStore) -> None:
+    tr = fdb_store.create_transaction()
+    assert await tr.get_range(b"b", b"b") == []
+    assert await tr.get_range(b"c", b"b") == []
+    tr.clear_range(b"c", b"b")  # as on every backend: a no-op, not FDB's inverted_range
+    assert not tr.has_writes
+    with pytest.raises(ValueError, match="limit"):
+        await tr.get_range(b"a", b"b", limit=-1)
+
+
+# -- a real cluster ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def cluster_file() -> str:
+    # A sync fixture: under pytest-trio, a skip raised in async code loses its reason.
+    if not fdb_available():
+        pytest.skip("libfdb_c is not installed on this machine (not on PyPI or Debian)")
+    path = os.environ.get("KELPIE_FDB_CLUSTER_FILE")
+    if not path:
+        pytest.skip("no FoundationDB cluster: set KELPIE_FDB_CLUSTER_FILE to run against one")
+    return path
+
+
+async def test_real_cluster_round_trip_and_conflict(
+    cluster_file: str, nursery: trio.Nursery
+) -> None:
+    store = FdbStore(cluster_file=cluster_file)
+    await nursery.start(store.run)
+    prefix = b"kelpie-test/" + os.urandom(6).hex().encode() + b"/"
+    try:
+        await put(store, {prefix + b"x": b"0"})
+        assert await read(store, prefix + b"x") == b"0"
+
+        async def add(tr: Transaction) -> None:
+            tr.add(prefix + b"n", 5)
+
+        await store.transact(add)
+        assert decode_counter(await read(store, prefix + b"n")) == 5
+
+        t1, t2 = store.create_transaction(), store.create_transaction()
+        assert await t1.get(prefix + b"x") == b"0"
+        assert await t2.get(prefix + b"x") == b"0"
+        t1.set(prefix + b"x", b"1")
+        t2.set(prefix + b"x", b"2")
+        await t1.commit()
+        with pytest.raises(NotCommitted) as raised:
+            await t2.commit()
+        await t2.on_error(raised.value)  # FDB's backoff and reset
+        assert await t2.get(prefix + b"x") == b"1"
+    finally:
+
+        async def clean(tr: Transaction) -> None:
+            tr.clear_range(prefix, prefix + b"\xff")
+
+        await store.transact(clean)
+        await store.aclose()
