@@ -42,6 +42,7 @@ from kelpie_trio.storage.errors import (
 from kelpie_trio.storage.limits import (
     MAX_TRANSACTION_SECONDS,
     check_key,
+    check_range,
     check_transaction_size,
     check_value,
 )
@@ -344,11 +345,8 @@ class BufferedTransaction(Transaction):
     async def get_range(
         self, begin: bytes, end: bytes, *, limit: int = 0, reverse: bool = False
     ) -> list[tuple[bytes, bytes]]:
-        check_key(begin)
-        check_key(end)
+        check_range(begin, end, limit)
         self._check_age()
-        if limit < 0:
-            raise ValueError("limit must be >= 0")
         results: list[tuple[bytes, bytes]] = []
         for sub_begin, sub_end, cleared in self._segments(begin, end, reverse):
             need = limit - len(results) if limit else 0

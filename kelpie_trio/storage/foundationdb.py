@@ -39,7 +39,12 @@ from kelpie_trio.storage.errors import (
     TransactionTooOld,
     ValueTooLarge,
 )
-from kelpie_trio.storage.limits import MAX_TRANSACTION_SECONDS, check_key, check_value
+from kelpie_trio.storage.limits import (
+    MAX_TRANSACTION_SECONDS,
+    check_key,
+    check_range,
+    check_value,
+)
 
 __all__ = [
     "DEFAULT_API_VERSION",
@@ -208,11 +213,8 @@ class FdbTransaction(Transaction):
     async def get_range(
         self, begin: bytes, end: bytes, *, limit: int = 0, reverse: bool = False
     ) -> list[tuple[bytes, bytes]]:
-        check_key(begin)
-        check_key(end)
+        check_range(begin, end, limit)
         self._check_age()
-        if limit < 0:
-            raise ValueError("limit must be >= 0")
         if begin >= end:  # an empty range reads nothing (FDB would refuse an inverted one)
             await trio.lowlevel.checkpoint()
             return []

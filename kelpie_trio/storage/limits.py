@@ -26,6 +26,13 @@ def check_value(value: bytes) -> None:
         )
 
 
+def check_range(begin: bytes, end: bytes, limit: int) -> None:
+    check_key(begin)
+    check_key(end)
+    if limit < 0:
+        raise ValueError("limit must be >= 0 (0 means no limit)")
+
+
 def check_transaction_size(size: int) -> None:
     if size > MAX_TRANSACTION_BYTES:
         raise TransactionTooLarge(

@@ -26,30 +26,9 @@ from kelpie_trio.storage import (
 from kelpie_trio.storage.chunks import clear_blob, get_blob, set_blob
 from kelpie_trio.storage.limits import MAX_KEY_BYTES, MAX_VALUE_BYTES
 from tests.storage.flaky import FlakyCommitStore
+from tests.storage.helpers import put, read, read_range
 
 Key = Callable[[str], bytes]
-
-
-async def put(store: Store, items: dict[bytes, bytes]) -> None:
-    async def fn(tr: Transaction) -> None:
-        for key, value in items.items():
-            tr.set(key, value)
-
-    await store.transact(fn)
-
-
-async def read(store: Store, key: bytes) -> bytes | None:
-    async def fn(tr: Transaction) -> bytes | None:
-        return await tr.get(key)
-
-    return await store.transact(fn)
-
-
-async def read_range(store: Store, begin: bytes, end: bytes, **kw) -> list[tuple[bytes, bytes]]:
-    async def fn(tr: Transaction) -> list[tuple[bytes, bytes]]:
-        return await tr.get_range(begin, end, **kw)
-
-    return await store.transact(fn)
 
 
 # -- basic reads and writes ---------------------------------------------------

@@ -42,6 +42,7 @@ from kelpie_trio.storage.foundationdb import (
 )
 from kelpie_trio.storage.limits import MAX_VALUE_BYTES
 from tests.storage.fake_fdb import FakeFdbApi, FDBError
+from tests.storage.helpers import put, read
 
 
 @pytest.fixture
@@ -57,21 +58,6 @@ async def fdb_store(api: FakeFdbApi, nursery: trio.Nursery) -> AsyncIterator[Fdb
         yield store
     finally:
         await store.aclose()
-
-
-async def put(store: FdbStore, items: dict[bytes, bytes]) -> None:
-    async def fn(tr: Transaction) -> None:
-        for key, value in items.items():
-            tr.set(key, value)
-
-    await store.transact(fn)
-
-
-async def read(store: FdbStore, key: bytes) -> bytes | None:
-    async def fn(tr: Transaction) -> bytes | None:
-        return await tr.get(key)
-
-    return await store.transact(fn)
 
 
 # -- opening ------------------------------------------------------------------------------

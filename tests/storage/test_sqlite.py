@@ -27,6 +27,7 @@ from kelpie_trio.storage import (
 )
 from kelpie_trio.storage.base import CommitRequest, Mutation, MutationKind
 from kelpie_trio.storage.sqlite import SqliteStore, _Commit
+from tests.storage.helpers import put, read, read_range
 from tests.storage.sqlite_crash_child import pair_keys
 
 CRASH_CHILD = Path(__file__).with_name("sqlite_crash_child.py")
@@ -47,28 +48,6 @@ async def running(path: Path, **kw) -> AsyncIterator[SqliteStore]:
             yield store
         finally:
             await store.aclose()
-
-
-async def put(store: SqliteStore, items: dict[bytes, bytes]) -> None:
-    async def fn(tr: Transaction) -> None:
-        for key, value in items.items():
-            tr.set(key, value)
-
-    await store.transact(fn)
-
-
-async def get(store: SqliteStore, key: bytes) -> bytes | None:
-    async def fn(tr: Transaction) -> bytes | None:
-        return await tr.get(key)
-
-    return await store.transact(fn)
-
-
-async def get_range(store: SqliteStore, begin: bytes, end: bytes) -> list[tuple[bytes, bytes]]:
-    async def fn(tr: Transaction) -> list[tuple[bytes, bytes]]:
-        return await tr.get_range(begin, end)
-
-    return await store.transact(fn)
 
 
 def increment(key: bytes) -> Callable[[Transaction], object]:
@@ -98,16 +77,16 @@ async def test_committed_data_survives_close_and_reopen(db: Path) -> None:
 
         await store.transact(drop)
     async with running(db) as store:
-        assert await get(store, b"a") == b"1"
-        assert await get(store, b"b") is None
-        assert decode_counter(await get(store, b"n")) == 7
+        assert await read(store, b"a") == b"1"
+        assert await read(store, b"b") is None
+        assert decode_counter(await read(store, b"n")) == 7
 
 
 async def test_normal_durability_is_a_working_store(db: Path) -> None:
     async with running(db, durability="normal") as store:
         await put(store, {b"a": b"1"})
     async with running(db) as store:
-        assert await get(store, b"a") == b"1"
+        assert await read(store, b"a") == b"1"
 
 
 def test_unknown_durability_is_refused(db: Path) -> None:
@@ -146,7 +125,7 @@ async def test_acknowledged_commits_survive_sigkill_and_none_is_half_applied(db:
         all_acked |= acked
 
         async with running(db) as store:
-            pairs = await get_range(store, b"crash/", b"crash0")
+            pairs = await read_range(store, b"crash/", b"crash0")
         a_ids = {int(k.rsplit(b"/", 1)[1]) for k, _ in pairs if k.startswith(b"crash/a/")}
         b_ids = {int(k.rsplit(b"/", 1)[1]) for k, _ in pairs if k.startswith(b"crash/b/")}
         assert a_ids == b_ids, f"half-applied transactions: {sorted(a_ids ^ b_ids)}"
@@ -169,7 +148,7 @@ async def test_conflict_across_two_stores_on_one_file_is_detected(db: Path) -> N
         await t1.commit()
         with pytest.raises(NotCommitted):
             await t2.commit()
-        assert await get(two, b"x") == b"1"
+        assert await read(two, b"x") == b"1"
 
 
 async def test_concurrent_increments_through_two_stores_end_at_the_exact_total(db: Path) -> None:
@@ -177,8 +156,8 @@ async def test_concurrent_increments_through_two_stores_end_at_the_exact_total(d
         async with trio.open_nursery() as nursery:
             for i in range(40):
                 nursery.start_soon((one, two)[i % 2].transact, increment(b"counter"))
-        assert await get(one, b"counter") == b"40"
-        assert await get(two, b"counter") == b"40"
+        assert await read(one, b"counter") == b"40"
+        assert await read(two, b"counter") == b"40"
 
 
 async def test_a_store_sees_the_other_stores_deletions(db: Path) -> None:
@@ -193,7 +172,7 @@ async def test_a_store_sees_the_other_stores_deletions(db: Path) -> None:
         await one.transact(drop)
         with pytest.raises(NotCommitted):  # the snapshot would mix before and after
             await tr.get_range(b"k/", b"k0")
-        assert await get_range(two, b"k/", b"k0") == []
+        assert await read_range(two, b"k/", b"k0") == []
 
 
 # -- group commit ----------------------------------------------------------------------
@@ -216,7 +195,7 @@ async def test_concurrent_commits_share_thread_hops(db: Path) -> None:
         assert store.stats.commits - commits_before == 100
         assert store.stats.hops - hops_before <= 50
         assert store.stats.largest_batch > 1
-        assert decode_counter(await get(store, b"total")) == 100
+        assert decode_counter(await read(store, b"total")) == 100
 
 
 async def test_conflicting_commits_in_one_batch_fail_alone(db: Path) -> None:
@@ -243,7 +222,7 @@ async def test_conflicting_commits_in_one_batch_fail_alone(db: Path) -> None:
                 nursery.start_soon(commit, tr)
         assert store.stats.hops - hops_before == 1  # all three in one group commit
         assert sorted(outcomes) == ["committed", "committed", "conflict"]
-        assert await get(store, b"y") == b"1"
+        assert await read(store, b"y") == b"1"
 
 
 async def test_a_transaction_failing_inside_a_group_commit_rolls_back_alone(db: Path) -> None:
@@ -274,7 +253,7 @@ async def test_a_transaction_failing_inside_a_group_commit_rolls_back_alone(db: 
             nursery.start_soon(submit, "good", good)
         assert store.stats.hops - hops_before == 1
         assert outcomes == {"bad": "ProgrammingError", "good": "committed"}
-        assert await get_range(store, b"a", b"z") == [(b"c", b"1")]
+        assert await read_range(store, b"a", b"z") == [(b"c", b"1")]
 
 
 # -- tombstone GC ----------------------------------------------------------------------
@@ -301,7 +280,7 @@ async def test_transaction_behind_the_tombstone_horizon_is_too_old(db: Path) -> 
             await old.commit()
         # Retryable: the retry loop starts again at a fresh read version.
         await store.transact(increment(b"a"))
-        assert await get(store, b"a") == b"2"
+        assert await read(store, b"a") == b"2"
 
 
 async def test_commit_behind_the_tombstone_horizon_is_too_old(db: Path) -> None:
@@ -334,7 +313,7 @@ async def test_periodic_gc_collects_tombstones_once_they_are_old_enough(db: Path
             while tombstones(db):  # noqa: ASYNC110
                 await trio.sleep(0.02)
         assert store.stats.tombstones_collected == 10
-        assert await get_range(store, b"k", b"l") == []
+        assert await read_range(store, b"k", b"l") == []
         await store.aclose()
 
 
@@ -362,9 +341,9 @@ async def test_cancelled_commit_still_lands_whole_and_the_store_goes_on(db: Path
             blocker.execute("COMMIT")
             blocker.close()
         # The next batch runs after the cancelled one: its commit landed, whole.
-        assert await get_range(store, b"x", b"z") == [(b"x", b"1"), (b"y", b"1")]
+        assert await read_range(store, b"x", b"z") == [(b"x", b"1"), (b"y", b"1")]
         await store.transact(increment(b"x"))
-        assert await get(store, b"x") == b"2"
+        assert await read(store, b"x") == b"2"
 
 
 async def test_write_lock_held_past_the_busy_timeout_is_storage_unavailable(db: Path) -> None:
@@ -381,13 +360,13 @@ async def test_write_lock_held_past_the_busy_timeout_is_storage_unavailable(db: 
             blocker.execute("COMMIT")
             blocker.close()
         await put(store, {b"x": b"2"})  # the retry, once the lock is free, succeeds
-        assert await get(store, b"x") == b"2"
+        assert await read(store, b"x") == b"2"
 
 
 async def test_a_store_that_is_not_running_refuses_clearly(db: Path) -> None:
     store = SqliteStore(db)
     with pytest.raises(StoreClosed, match=r"nursery\.start"):
-        await get(store, b"x")
+        await read(store, b"x")
 
 
 async def test_closed_store_refuses_and_fails_queued_operations(db: Path) -> None:
@@ -419,7 +398,7 @@ async def test_closed_store_refuses_and_fails_queued_operations(db: Path) -> Non
     # The batch in flight completed; the queued one never ran.
     assert sorted(outcomes) == ["closed", "committed"]
     with pytest.raises(StoreClosed):
-        await get(store, b"first")
+        await read(store, b"first")
     async with running(db) as reopened:
-        assert await get(reopened, b"first") == b"1"
-        assert await get(reopened, b"second") is None
+        assert await read(reopened, b"first") == b"1"
+        assert await read(reopened, b"second") is None
