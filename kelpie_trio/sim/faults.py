@@ -83,25 +83,29 @@ LLM_FAULTS = (
 
 @attrs.frozen
 class FaultConfig:
-    """Probability per fault type, optionally narrowed to some operations.
+    """Probability per fault type, and per operation where one is given.
 
-    `only_ops[fault]`, when given, lists the operation names (e.g. "commit",
-    "get", "llm.complete") at which that fault may fire; elsewhere it never does.
+    `op_rates[fault][op]` (op names such as "commit", "get", "llm.complete")
+    overrides `rates[fault]` at that operation: `rates={F: 0.0}, op_rates={F:
+    {"commit": 0.5}}` makes F fire at commits only.
     """
 
     rates: Mapping[FaultType, float] = attrs.field(factory=dict)
-    only_ops: Mapping[FaultType, frozenset[str]] = attrs.field(factory=dict)
+    op_rates: Mapping[FaultType, Mapping[str, float]] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
-        for fault, rate in self.rates.items():
+        every = [*self.rates.items()]
+        every += [(f, r) for f, ops in self.op_rates.items() for r in ops.values()]
+        for fault, rate in every:
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"{fault.value}: probability {rate} is not in [0, 1]")
 
     def rate(self, fault: FaultType, op: str | None = None) -> float:
-        rate = self.rates.get(fault, 0.0)
-        if rate and op is not None and fault in self.only_ops and op not in self.only_ops[fault]:
-            return 0.0
-        return rate
+        base = self.rates.get(fault, 0.0)
+        by_op = self.op_rates.get(fault)
+        if by_op is None or op is None:
+            return base
+        return by_op.get(op, base)
 
     def with_rates(self, rates: Mapping[FaultType, float]) -> FaultConfig:
         return attrs.evolve(self, rates={**self.rates, **rates})

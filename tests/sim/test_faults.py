@@ -26,14 +26,16 @@ def test_new_fault_types(fault: FaultType) -> None:
             assert injector.drawn[other] == 0
 
 
-def test_fault_can_be_narrowed_to_some_operations() -> None:
-    config = FaultConfig(
-        {FaultType.STORAGE_WRITE_FAIL: 1.0},
-        only_ops={FaultType.STORAGE_WRITE_FAIL: frozenset({"commit"})},
-    )
+def test_rates_can_be_set_per_operation() -> None:
+    fault = FaultType.CRASH_DURING_TRANSACTION
+    config = FaultConfig({fault: 0.0}, op_rates={fault: {"commit": 1.0, "get_range": 0.5}})
     injector = FaultInjector(config, random.Random(0))
-    assert injector.fires(FaultType.STORAGE_WRITE_FAIL, "commit")
-    assert not injector.fires(FaultType.STORAGE_WRITE_FAIL, "get")
+    assert injector.fires(fault, "commit")
+    assert not injector.fires(fault, "get")
+    fired = sum(injector.fires(fault, "get_range") for _ in range(2000))
+    assert 850 < fired < 1150
+    with pytest.raises(ValueError, match="not in"):
+        FaultConfig(op_rates={fault: {"commit": 2.0}})
 
 
 def test_disabled_injector_fires_nothing() -> None:
