@@ -76,6 +76,8 @@ class SimStore(MemoryStore):
     def _check_fence(self) -> None:
         if self.node.crashed:
             raise NodeFenced(f"node {self.node.id} is fenced off the store")
+        if trio.current_time() < self.node.store_cut_until:
+            raise StorageUnavailable(f"node {self.node.id} is partitioned from the store")
 
     def _crash(self, fault: FaultType) -> NodeFenced:
         self.node.crash(fault.value)

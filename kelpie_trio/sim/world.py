@@ -87,6 +87,12 @@ class SimNode:
         self.store: SimStore = SimStore(world, self)
         self.cancel_scope = trio.CancelScope()
         self.crashed = False
+        self.store_cut_until = -1.0  # virtual time until which the store is out of reach
+
+    def cut_off_store(self, duration: float) -> None:
+        """Partition this node from the store: every store call fails until then."""
+        self.store_cut_until = trio.current_time() + duration
+        self.world.trace.record(f"partition node={self.id} store for={duration:g}")
 
     def crash(self, reason: str) -> None:
         if self.crashed:

@@ -1,0 +1,298 @@
+"""One active agent: its task, its mailbox, its supervision.
+
+An `ActorHost` is the trio task that owns one activation of one agent under
+the dispatcher's supervisor nursery. It loads the agent (`Actor.on_activate`),
+then takes messages from its bounded mailbox one at a time, in arrival order.
+A handler that raises is restarted from stored state with backoff, and the
+message is tried again; after `max_failures` tries the caller gets
+ActorFailed and the next message goes on. An idle actor deactivates; a closed
+mailbox (node shutdown) is drained first. Whatever ends the activation, the
+host leaves the dispatcher's table, fails what it could not deliver with a
+reroute (the dispatcher tries again, here or on another node) and releases
+its lease so another node can take over at once.
+
+What an agent *is* comes from the `Actor` the factory builds; the runtime
+knows only these three hooks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import attrs
+import trio
+
+from kelpie_trio.nursery import lease as leases
+from kelpie_trio.nursery.errors import ActorFailed, LeaseLost, MailboxFull
+from kelpie_trio.storage.base import Transaction
+from kelpie_trio.storage.errors import StoreError
+
+if TYPE_CHECKING:
+    from kelpie_trio.nursery.dispatcher import Dispatcher
+
+__all__ = ["Actor", "ActorContext", "ActorFactory", "ActorHost", "Reroute"]
+
+log = logging.getLogger("kelpie_trio.actor")
+T = TypeVar("T")
+
+
+class Reroute(Exception):
+    """Internal: this activation ended before the message ran; route it again."""
+
+
+class Actor(Protocol):
+    async def on_activate(self) -> None:
+        """Load state from the store. Raising fails the activation (the caller retries)."""
+
+    async def handle(self, message: Any) -> Any:
+        """Handle one message; the return value is the caller's reply."""
+
+    async def on_deactivate(self) -> None:
+        """Last words before the activation ends (state is already stored per message)."""
+
+
+@attrs.define
+class ActorContext:
+    """What an actor may use: its identity, the node's env, and fenced transactions."""
+
+    agent_id: str
+    node_id: str
+    dispatcher: Dispatcher
+    lease: leases.Lease
+
+    @property
+    def env(self) -> Any:
+        return self.dispatcher.env
+
+    async def transact(self, fn: Callable[[Transaction], Awaitable[T]]) -> T:
+        """A store transaction that commits only while this activation holds the lease."""
+        mine = self.lease
+
+        async def fenced(tr: Transaction) -> T:
+            await leases.fence(tr, mine)
+            return await fn(tr)
+
+        return await self.dispatcher.store.transact(fenced)
+
+
+ActorFactory = Callable[[ActorContext], Actor]
+
+
+class _Envelope:
+    """A message in a mailbox and the slot its reply goes to."""
+
+    __slots__ = ("done", "error", "message", "reply")
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+        self.reply: Any = None
+        self.error: BaseException | None = None
+        self.done = trio.Event()
+
+    def succeed(self, reply: Any) -> None:
+        if not self.done.is_set():
+            self.reply = reply
+            self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
+
+    async def result(self) -> Any:
+        # If the caller is cancelled here, the message still runs; its reply is dropped.
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.reply
+
+
+class ActorHost:
+    def __init__(self, dispatcher: Dispatcher, agent_id: str, lease: leases.Lease) -> None:
+        self.dispatcher = dispatcher
+        self.agent_id = agent_id
+        self.context = ActorContext(agent_id, dispatcher.node_id, dispatcher, lease)
+        config = dispatcher.config
+        self._send, self._receive = trio.open_memory_channel[_Envelope](config.mailbox_size)
+        self._scope = trio.CancelScope()
+        self._stop_reason: BaseException | None = None
+        self._current: _Envelope | None = None
+        self.finished = trio.Event()  # set when the activation has ended, lease released
+
+    @property
+    def lease(self) -> leases.Lease:
+        return self.context.lease
+
+    @lease.setter
+    def lease(self, value: leases.Lease) -> None:
+        self.context.lease = value
+
+    @property
+    def mailbox_depth(self) -> int:
+        return self._receive.statistics().current_buffer_used
+
+    # -- the caller's side ---------------------------------------------------
+
+    def ask(self, message: Any) -> _Envelope:
+        """Queue `message`; raise MailboxFull, or Reroute if this activation is ending."""
+        envelope = _Envelope(message)
+        try:
+            self._send.send_nowait(envelope)
+        except trio.WouldBlock:
+            raise MailboxFull(self.agent_id, self.dispatcher.config.retry_after) from None
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise Reroute(self.agent_id) from None
+        self.dispatcher.observer.enqueued(
+            self.dispatcher.node_id, self.agent_id, self.mailbox_depth
+        )
+        return envelope
+
+    def close_mailbox(self) -> None:
+        """No new messages; the ones queued are still handled (graceful shutdown)."""
+        self._send.close()
+
+    def stop(self, reason: BaseException) -> None:
+        """End this activation now (its lease is lost): in-flight work is cancelled."""
+        self._stop_reason = reason
+        self._send.close()
+        self._scope.cancel()
+
+    # -- the actor's task ----------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Activate, report started, serve the mailbox until idle, closed or stopped.
+
+        Before `started`, a failure propagates to the activating caller; after
+        it, nothing propagates into the supervisor nursery but cancellation.
+        """
+        dispatcher = self.dispatcher
+        started = False
+        try:
+            with self._scope:
+                actor = await self._activate()
+                dispatcher._register(self)
+                started = True
+                task_status.started(self)
+                dispatcher.observer.activated(dispatcher.node_id, self.agent_id, self.lease.epoch)
+                last = await self._serve(actor)
+                if last is not None:
+                    self._end_intake()
+                    with trio.CancelScope(shield=True), trio.move_on_after(5):
+                        await self._quietly(last.on_deactivate(), "deactivate")
+        except LeaseLost as lost:
+            if not started:
+                raise
+            self._stop_reason = lost
+        except Exception as error:
+            if not started:
+                raise
+            log.exception("actor %s ended with an unexpected error", self.agent_id)
+            self._stop_reason = error
+        finally:
+            self._end_intake()
+            self._fail_undelivered()
+            if started:
+                dispatcher.observer.deactivated(dispatcher.node_id, self.agent_id, self.lease.epoch)
+            if not isinstance(self._stop_reason, LeaseLost):
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await self._release_lease()
+            dispatcher._finished(self)
+            self.finished.set()
+
+    def _end_intake(self) -> None:
+        self.dispatcher._unregister(self)
+        self._send.close()
+
+    async def _activate(self) -> Actor:
+        config = self.dispatcher.config
+        for attempt in range(1, config.max_failures + 1):
+            actor = self.dispatcher.factory(self.context)
+            try:
+                await actor.on_activate()
+                return actor
+            except LeaseLost:
+                raise
+            except Exception:
+                if attempt == config.max_failures:
+                    raise
+                self.dispatcher.observer.restarted(self.dispatcher.node_id, self.agent_id)
+                await trio.sleep(self._backoff(attempt))
+        raise AssertionError("unreachable")
+
+    async def _serve(self, actor: Actor) -> Actor | None:
+        """Handle messages until idle or closed (returns the actor) or the lease is lost (None)."""
+        idle_timeout = self.dispatcher.config.idle_timeout
+        while True:
+            with trio.move_on_after(idle_timeout) as idle:
+                try:
+                    envelope = await self._receive.receive()
+                except trio.EndOfChannel:
+                    return actor  # mailbox closed and drained
+            if idle.cancelled_caught:
+                if self.mailbox_depth == 0:
+                    return actor  # idle: deactivate (no await since the check, so no race)
+                continue
+            self._current = envelope
+            next_actor = await self._deliver(actor, envelope)
+            self._current = None
+            if next_actor is None:
+                return None
+            actor = next_actor
+
+    async def _deliver(self, actor: Actor, envelope: _Envelope) -> Actor | None:
+        """Handle one message with supervision: the actor to go on with, None if fenced."""
+        config = self.dispatcher.config
+        for attempt in range(1, config.max_failures + 1):
+            try:
+                envelope.succeed(await actor.handle(envelope.message))
+                return actor
+            except LeaseLost as lost:
+                envelope.fail(Reroute(self.agent_id))
+                self._stop_reason = lost
+                return None
+            except Exception as error:
+                self.dispatcher.observer.restarted(self.dispatcher.node_id, self.agent_id)
+                if attempt == config.max_failures:
+                    envelope.fail(ActorFailed(self.agent_id, attempt, repr(error)))
+                    return actor
+                log.warning("actor %s failed (try %d): %r", self.agent_id, attempt, error)
+                await trio.sleep(self._backoff(attempt))
+                actor = await self._restart()
+        return actor
+
+    async def _restart(self) -> Actor:
+        """A fresh actor from stored state: whatever the failed one held in memory is gone."""
+        return await self._activate()
+
+    def _backoff(self, attempt: int) -> float:
+        config = self.dispatcher.config
+        return min(config.max_backoff, config.restart_backoff * 2 ** (attempt - 1))
+
+    async def _quietly(self, awaitable: Awaitable[Any], what: str) -> None:
+        try:
+            await awaitable
+        except (StoreError, LeaseLost) as error:
+            log.info("actor %s could not %s: %r", self.agent_id, what, error)
+
+    def _fail_undelivered(self) -> None:
+        if self._current is not None:
+            self._current.fail(Reroute(self.agent_id))
+        while True:
+            try:
+                self._receive.receive_nowait().fail(Reroute(self.agent_id))
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+
+    async def _release_lease(self) -> None:
+        mine = self.lease
+
+        async def release(tr: Transaction) -> None:
+            await leases.release(tr, mine)
+
+        try:
+            await self.dispatcher.store.transact(release, max_attempts=3)
+        except StoreError as error:
+            # It expires by itself; another node just waits for that.
+            log.info("could not release the lease of %s: %r", self.agent_id, error)

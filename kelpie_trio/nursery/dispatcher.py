@@ -1,0 +1,302 @@
+"""The dispatcher: `await dispatcher.invoke(agent_id, message)`, wherever the agent lives.
+
+    Dispatcher.run
+      supervisor nursery
+        lease keeper          renews this node's leases in batches; stops what it lost
+        ActorHost per agent   (actor.py): one trio task per active agent
+
+A message for an agent active here goes to its mailbox. Otherwise the
+dispatcher takes the agent's lease (free, expired, or this node's) and
+activates it under the supervisor, or, if another live node holds the lease,
+forwards the message there through the transport and relays the reply. A
+message that meets an activation as it ends is routed again; a node that
+cannot be reached is retried until the owner's lease expires, and then this
+node takes over. Callers never need to know where an agent lives.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+import orjson
+import trio
+
+from kelpie_trio.env import Env
+from kelpie_trio.nursery import lease as leases
+from kelpie_trio.nursery.actor import ActorFactory, ActorHost, Reroute
+from kelpie_trio.nursery.errors import (
+    AgentUnavailable,
+    LeaseLost,
+    NodeShuttingDown,
+    NotOwner,
+    RuntimeFailure,
+)
+from kelpie_trio.nursery.observer import RuntimeObserver
+from kelpie_trio.nursery.transport import Transport, TransportError
+from kelpie_trio.storage import keys
+from kelpie_trio.storage.base import Store, Transaction
+from kelpie_trio.storage.errors import StoreError
+
+__all__ = ["Dispatcher", "NodeInfo", "RuntimeConfig"]
+
+log = logging.getLogger("kelpie_trio.dispatcher")
+
+_RENEW_BATCH = 200  # leases renewed per transaction: well inside FDB's limits
+
+
+@attrs.frozen
+class RuntimeConfig:
+    mailbox_size: int = 64
+    idle_timeout: float = 300.0  # deactivate after this long without a message
+    lease_ttl: float = 10.0
+    renew_interval: float = 3.0  # well under the ttl: two renewals may fail in a row
+    max_failures: int = 3  # tries per message (and per activation) before giving up
+    restart_backoff: float = 0.1  # doubles per failure
+    max_backoff: float = 5.0
+    route_attempts: int = 8  # routing retries (activation, forwarding) per message
+    store_attempts: int = 5  # per routing transaction: fail fast, the router retries
+    forward_timeout: float = 30.0
+    retry_after: float = 1.0  # what a full mailbox tells the caller
+
+
+@attrs.frozen
+class NodeInfo:
+    node_id: str
+    address: str
+    heartbeat_at: float
+
+    def encode(self) -> bytes:
+        return orjson.dumps([self.address, self.heartbeat_at])
+
+    @classmethod
+    def decode(cls, node_id: str, raw: bytes) -> NodeInfo:
+        address, heartbeat_at = orjson.loads(raw)
+        return cls(node_id, address, heartbeat_at)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        address: str,
+        env: Env,
+        store: Store,
+        factory: ActorFactory,
+        transport: Transport,
+        config: RuntimeConfig | None = None,
+        observer: RuntimeObserver | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.address = address
+        self.env = env
+        self.store = store
+        self.factory = factory
+        self.transport = transport
+        self.config = config or RuntimeConfig()
+        self.observer = observer or RuntimeObserver()
+        self._active: dict[str, ActorHost] = {}
+        self._running: set[ActorHost] = set()  # registered and not yet finished (lease released)
+        self._activating: dict[str, trio.Event] = {}
+        self._supervisor: trio.Nursery | None = None
+        self._closing = False
+        self._drained = trio.Event()  # closing, and no activation left or starting
+
+    # -- life ------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Register the node, then supervise actors and keep leases until cancelled."""
+        await self.store.transact(self._heartbeat)
+        async with trio.open_nursery() as supervisor:
+            self._supervisor = supervisor
+            supervisor.start_soon(self._keep_leases)
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop intake; let queued messages finish within `grace`; leases are released."""
+        self._closing = True
+        for host in list(self._active.values()):
+            host.close_mailbox()
+        self._check_drained()
+        with trio.move_on_after(grace):
+            await self._drained.wait()
+        if self._supervisor is not None:
+            self._supervisor.cancel_scope.cancel()
+
+    @property
+    def active_agents(self) -> list[str]:
+        return list(self._active)
+
+    def _register(self, host: ActorHost) -> None:
+        self._active[host.agent_id] = host
+        self._running.add(host)
+        if self._closing:  # activated while the node began to stop: take nothing new
+            host.close_mailbox()
+
+    def _unregister(self, host: ActorHost) -> None:
+        if self._active.get(host.agent_id) is host:
+            del self._active[host.agent_id]
+
+    def _finished(self, host: ActorHost) -> None:
+        """The host's task is over, its lease released: shutdown may count it done."""
+        self._unregister(host)
+        self._running.discard(host)
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if self._closing and not self._running and not self._activating:
+            self._drained.set()
+
+    # -- routing ---------------------------------------------------------------
+
+    async def invoke(self, agent_id: str, message: Any, *, forwarded: bool = False) -> Any:
+        """Deliver `message` to the agent's one activation and return its reply.
+
+        `forwarded` marks a message another node sent here because this node
+        holds the lease: if it no longer does, say NotOwner rather than
+        forward it a second time.
+        """
+        last: BaseException | None = None
+        for attempt in range(1, self.config.route_attempts + 1):
+            if self._closing:
+                raise NodeShuttingDown(f"node {self.node_id} is shutting down")
+            host = self._active.get(agent_id)
+            if host is None:
+                try:
+                    located = await self._activate(agent_id)
+                except (StoreError, LeaseLost, RuntimeFailure) as error:
+                    last = error
+                    await self._route_backoff(attempt)
+                    continue
+                if isinstance(located, leases.Lease):
+                    if forwarded:
+                        raise NotOwner(f"node {self.node_id} does not own agent {agent_id}")
+                    try:
+                        return await self._forward(located, agent_id, message)
+                    except (
+                        TransportError,
+                        NotOwner,
+                        AgentUnavailable,
+                        NodeShuttingDown,  # the owner is stopping: its lease is about to free
+                        StoreError,
+                    ) as error:
+                        last = error
+                        await self._route_backoff(attempt)
+                        continue
+                if located is None:
+                    continue  # another task's activation here ended: look again
+                host = located
+            try:
+                return await host.ask(message).result()
+            except Reroute as error:
+                last = error  # that activation ended before it ran the message: route again
+        raise AgentUnavailable(
+            f"agent {agent_id} could not be reached after {self.config.route_attempts} "
+            f"attempts; last error: {last!r}"
+        ) from last
+
+    async def _route_backoff(self, attempt: int) -> None:
+        delay = min(self.config.max_backoff, self.config.restart_backoff * 2 ** (attempt - 1))
+        await trio.sleep(delay * self.env.jitter(0.5, 1.0))
+
+    async def _activate(self, agent_id: str) -> ActorHost | leases.Lease | None:
+        """Activate here (the host), or the live lease of the node that owns the agent.
+
+        One activation at a time per agent on this node: a second caller waits
+        for the first and then looks again (None).
+        """
+        pending = self._activating.get(agent_id)
+        if pending is not None:
+            await pending.wait()
+            return self._active.get(agent_id)
+        if self._supervisor is None:
+            raise RuntimeError("Dispatcher.run is not running: start it in the node's nursery")
+        done = self._activating[agent_id] = trio.Event()
+        try:
+
+            async def take(tr: Transaction) -> leases.Acquired | leases.HeldElsewhere:
+                return await leases.acquire(
+                    tr, agent_id, self.node_id, self.env.now(), self.config.lease_ttl
+                )
+
+            decision = await self.store.transact(take, max_attempts=self.config.store_attempts)
+            if isinstance(decision, leases.HeldElsewhere):
+                return decision.lease
+            host = ActorHost(self, agent_id, decision.lease)
+            return await self._supervisor.start(host.run)
+        finally:
+            del self._activating[agent_id]
+            done.set()
+            self._check_drained()
+
+    async def _forward(self, owner: leases.Lease, agent_id: str, message: Any) -> Any:
+        async def lookup(tr: Transaction) -> bytes | None:
+            return await tr.get(keys.NODES.pack((owner.node_id,)))
+
+        raw = await self.store.transact(lookup, max_attempts=self.config.store_attempts)
+        if raw is None:
+            raise AgentUnavailable(f"owner node {owner.node_id} of {agent_id} is not registered")
+        address = NodeInfo.decode(owner.node_id, raw).address
+        self.observer.forwarded(self.node_id, owner.node_id, agent_id)
+        with trio.fail_after(self.config.forward_timeout):
+            return await self.transport.invoke(address, agent_id, message)
+
+    # -- leases ----------------------------------------------------------------
+
+    async def _heartbeat(self, tr: Transaction) -> None:
+        info = NodeInfo(self.node_id, self.address, self.env.now())
+        tr.set(keys.NODES.pack((self.node_id,)), info.encode())
+
+    async def _keep_leases(self) -> None:
+        while True:
+            await trio.sleep(self.config.renew_interval)
+            await self.renew_leases()
+
+    async def renew_leases(self) -> None:
+        """Renew every lease of this node, a batch per transaction; stop what was lost."""
+        hosts = list(self._active.values())
+        started = trio.current_time()
+        for first in range(0, max(len(hosts), 1), _RENEW_BATCH):
+            batch = hosts[first : first + _RENEW_BATCH]
+            now = self.env.now()
+
+            async def renew(tr: Transaction, batch=batch, now=now) -> list:
+                await self._heartbeat(tr)
+                renewed = []
+                for h in batch:
+                    if self._active.get(h.agent_id) is not h:
+                        # Ended since the batch was taken: renewing would revive the
+                        # lease it just released, and make the next owner wait.
+                        renewed.append(h.lease)
+                        continue
+                    renewed.append(await leases.renew(tr, h.lease, now, self.config.lease_ttl))
+                return renewed
+
+            renewed = None
+            try:
+                # Bounded: a node cut off from the store must notice in time
+                # that its leases are running out, not retry for a minute.
+                with trio.move_on_after(self.config.renew_interval):
+                    renewed = await self.store.transact(renew, max_attempts=3)
+            except StoreError as error:
+                log.warning("lease renewal failed: %r", error)
+            if renewed is None:
+                self._stop_expired(batch)
+                continue
+            for host, lease in zip(batch, renewed, strict=True):
+                if lease is None:
+                    host.stop(LeaseLost(f"{self.node_id} lost the lease of {host.agent_id}"))
+                else:
+                    host.lease = lease
+        self.observer.leases_renewed(self.node_id, len(hosts), trio.current_time() - started)
+
+    def _stop_expired(self, hosts: list[ActorHost]) -> None:
+        """Cut off from the store: an activation whose lease ran out by our clock must stop,
+        since another node may take the agent over now."""
+        now = self.env.now()
+        for host in hosts:
+            if not host.lease.live(now):
+                host.stop(LeaseLost(f"{self.node_id} could not renew {host.agent_id} in time"))

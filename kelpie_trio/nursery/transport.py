@@ -1,0 +1,113 @@
+"""How one node hands a message to another: one interface, two carriers.
+
+`Transport.invoke(address, agent_id, message)` delivers to the dispatcher of
+the node at `address` (as a forwarded message) and returns its reply or
+raises its error. In production the carrier is HTTP (the node's internal
+route); in the simulator it is `SimNetwork`, with its delays, losses and
+partitions. Replies and errors cross the wire in one shape (`encode_outcome`
+/ `decode_outcome`), so both carriers behave the same to the dispatcher.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from kelpie_trio.nursery.errors import (
+    ActorFailed,
+    AgentUnavailable,
+    MailboxFull,
+    NodeShuttingDown,
+    NotOwner,
+    RuntimeFailure,
+)
+
+if TYPE_CHECKING:
+    from kelpie_trio.nursery.dispatcher import Dispatcher
+    from kelpie_trio.sim.network import SimNetwork
+
+__all__ = [
+    "SimTransport",
+    "Transport",
+    "TransportError",
+    "decode_outcome",
+    "encode_outcome",
+    "serve_forwarded",
+]
+
+
+class TransportError(Exception):
+    """The other node did not answer (down, cut off, lost): the message may or may not have run."""
+
+
+class Transport(abc.ABC):
+    @abc.abstractmethod
+    async def invoke(self, address: str, agent_id: str, message: Any) -> Any: ...
+
+
+async def serve_forwarded(dispatcher: Dispatcher, request: dict[str, Any]) -> dict[str, Any]:
+    """The receiving side of any carrier: run a forwarded message, encode its outcome."""
+    try:
+        reply = await dispatcher.invoke(request["agent_id"], request["message"], forwarded=True)
+    except RuntimeFailure as error:
+        return encode_error(error)
+    return encode_outcome(reply)
+
+
+def encode_error(error: RuntimeFailure) -> dict[str, Any]:
+    wire: dict[str, Any] = {"ok": False, "kind": type(error).__name__, "message": str(error)}
+    if isinstance(error, MailboxFull):
+        wire |= {"agent_id": error.agent_id, "retry_after": error.retry_after}
+    elif isinstance(error, ActorFailed):
+        wire |= {"agent_id": error.agent_id, "attempts": error.attempts, "cause": error.cause}
+    return wire
+
+
+def encode_outcome(reply: Any) -> dict[str, Any]:
+    return {"ok": True, "reply": reply}
+
+
+def decode_outcome(wire: dict[str, Any]) -> Any:
+    """The reply, or the remote node's error raised here as the same kind of error."""
+    if wire.get("ok"):
+        return wire["reply"]
+    kind, message = wire.get("kind"), wire.get("message", "remote error")
+    if kind == "MailboxFull":
+        raise MailboxFull(wire["agent_id"], wire["retry_after"])
+    if kind == "ActorFailed":
+        raise ActorFailed(wire["agent_id"], wire["attempts"], wire["cause"])
+    if kind == "NotOwner":
+        raise NotOwner(message)
+    if kind == "NodeShuttingDown":
+        raise NodeShuttingDown(message)
+    # AgentUnavailable, or anything this version does not know: worth a retry.
+    raise AgentUnavailable(message)
+
+
+class SimTransport(Transport):
+    """The simulator's carrier: addresses are node ids on a SimNetwork."""
+
+    def __init__(self, network: SimNetwork, node_id: str, *, timeout: float = 10.0) -> None:
+        self.network = network
+        self.node_id = node_id
+        self.timeout = timeout
+
+    async def invoke(self, address: str, agent_id: str, message: Any) -> Any:
+        from kelpie_trio.sim.network import NetworkUnreachable
+
+        request = {"agent_id": agent_id, "message": message}
+        try:
+            wire = await self.network.request(self.node_id, address, request, timeout=self.timeout)
+        except NetworkUnreachable as error:
+            raise TransportError(str(error)) from error
+        return decode_outcome(wire)
+
+    async def serve(
+        self, dispatcher: Dispatcher, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async def handle(source: str, request: Any) -> Any:
+            return await serve_forwarded(dispatcher, request)
+
+        await self.network.serve(self.node_id, handle, task_status=task_status)

@@ -1,0 +1,279 @@
+"""SimAgentEnv: N simulated nodes running the real actor runtime, and the invariants.
+
+Each node runs a real `Dispatcher` (supervisor, lease keeper, ActorHosts) on
+its own `SimStore` handle, and forwards to the others over a `SimNetwork`.
+The agents are `JournalActor`s: each message appends an entry (message id,
+epoch, node) to the agent's log in the store, idempotently by message id,
+through the runtime's fenced transactions. The checkers run as the runtime
+reports activations (continuously) and over the stored logs at the end:
+
+- SingleActivation: one node never hosts two activations of one agent;
+- LeaseUniqueness: an epoch of an agent is activated by one node only;
+- FencingTokenMonotonic: a new activation's epoch exceeds every earlier one,
+  and the stored log's epochs never go down (no write from a lost owner after
+  the new owner wrote);
+- NoAckedMessageLost: every acknowledged message is in the log, at the
+  position its reply gave, exactly once; the log has no gaps;
+- EveryRequestAnswered: every request was answered or failed cleanly (the
+  world's virtual-time limit fails a hang at once).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+
+from kelpie_trio.nursery.actor import ActorContext
+from kelpie_trio.nursery.dispatcher import Dispatcher, RuntimeConfig
+from kelpie_trio.nursery.errors import RuntimeFailure
+from kelpie_trio.nursery.observer import RuntimeObserver
+from kelpie_trio.nursery.transport import SimTransport
+from kelpie_trio.sim.faults import FaultType
+from kelpie_trio.sim.network import SimNetwork
+from kelpie_trio.sim.scenarios import InvariantViolation
+from kelpie_trio.sim.world import SimNode, SimWorld
+from kelpie_trio.storage import keys
+from kelpie_trio.storage.base import Transaction
+
+__all__ = ["InvariantChecker", "JournalActor", "Outcome", "SimAgentEnv"]
+
+JOURNAL = keys.MESSAGES  # (agent_id, seq) -> (message id, epoch, node id)
+
+
+class JournalActor:
+    """The simulation's agent: an append-only, idempotent log of the messages it got."""
+
+    def __init__(self, ctx: ActorContext, world: SimWorld) -> None:
+        self.ctx = ctx
+        self.world = world
+        self.seq = 0
+        self.positions: dict[str, int] = {}
+
+    async def on_activate(self) -> None:
+        agent = self.ctx.agent_id
+
+        async def load(tr: Transaction) -> list[tuple[bytes, bytes]]:
+            return await tr.get_prefix(JOURNAL.pack((agent,)))
+
+        entries = await self.ctx.transact(load)
+        self.positions = {keys.unpack(v)[0]: JOURNAL.unpack(k)[1] for k, v in entries}
+        self.seq = len(entries)
+
+    async def handle(self, message: dict[str, Any]) -> int:
+        if self.world.faults.fires(FaultType.AGENT_LOOP_PANIC, "actor.handle"):
+            self.world.trace.record(f"fault AgentLoopPanic agent={self.ctx.agent_id}")
+            raise RuntimeError("injected agent loop panic")
+        mid = message["id"]
+        if mid in self.positions:
+            return self.positions[mid]  # a retried message: answered, not appended again
+        seq, ctx = self.seq, self.ctx
+        entry = keys.pack((mid, ctx.lease.epoch, ctx.node_id))
+
+        async def append(tr: Transaction) -> None:
+            tr.set(JOURNAL.pack((ctx.agent_id, seq)), entry)
+
+        await ctx.transact(append)
+        self.seq += 1
+        self.positions[mid] = seq
+        return seq
+
+    async def on_deactivate(self) -> None:
+        pass  # every message is stored as it is handled
+
+
+class InvariantChecker(RuntimeObserver):
+    def __init__(self, world: SimWorld) -> None:
+        self.world = world
+        self.violations: list[str] = []
+        self.hosts: dict[str, dict[str, int]] = defaultdict(dict)  # agent -> node -> epoch
+        self.epoch_owner: dict[tuple[str, int], str] = {}
+        self.max_epoch: dict[str, int] = defaultdict(int)
+        self.activations = 0
+        self.forwards = 0
+        self.restarts = 0
+
+    def _violate(self, what: str) -> None:
+        self.violations.append(what)
+        self.world.trace.record(f"VIOLATION {what}")
+
+    def activated(self, node_id: str, agent_id: str, epoch: int) -> None:
+        self.activations += 1
+        self.world.trace.record(f"activate agent={agent_id} node={node_id} epoch={epoch}")
+        if node_id in self.hosts[agent_id]:
+            self._violate(f"SingleActivation: {agent_id} activated twice on {node_id}")
+        owner = self.epoch_owner.setdefault((agent_id, epoch), node_id)
+        if owner != node_id:
+            self._violate(f"LeaseUniqueness: {agent_id} epoch {epoch} on {owner} and {node_id}")
+        if epoch <= self.max_epoch[agent_id]:
+            self._violate(
+                f"FencingTokenMonotonic: {agent_id} epoch {epoch} after {self.max_epoch[agent_id]}"
+            )
+        self.max_epoch[agent_id] = max(self.max_epoch[agent_id], epoch)
+        self.hosts[agent_id][node_id] = epoch
+
+    def deactivated(self, node_id: str, agent_id: str, epoch: int) -> None:
+        self.world.trace.record(f"deactivate agent={agent_id} node={node_id} epoch={epoch}")
+        if self.hosts[agent_id].get(node_id) == epoch:
+            del self.hosts[agent_id][node_id]
+
+    def forwarded(self, from_node: str, to_node: str, agent_id: str) -> None:
+        self.forwards += 1
+
+    def restarted(self, node_id: str, agent_id: str) -> None:
+        self.restarts += 1
+
+
+@attrs.frozen
+class Outcome:
+    """What a client got back: a reply (acknowledged) or a clean error."""
+
+    message_id: str
+    agent_id: str
+    reply: Any = None
+    error: str | None = None
+
+    @property
+    def acked(self) -> bool:
+        return self.error is None
+
+
+class SimAgentEnv:
+    """Nodes, clients and checkers of one simulated cluster; use inside `SimWorld.run`."""
+
+    def __init__(
+        self,
+        world: SimWorld,
+        *,
+        nodes: int = 3,
+        config: RuntimeConfig | None = None,
+        actor: Callable[[ActorContext, SimWorld], Any] = JournalActor,
+    ) -> None:
+        self.world = world
+        self.names = [f"node{i}" for i in range(nodes)]
+        self.config = config or RuntimeConfig(lease_ttl=5.0, renew_interval=1.0)
+        self.actor = actor
+        self.network = SimNetwork(world)
+        self.checker = InvariantChecker(world)
+        self.dispatchers: dict[str, Dispatcher] = {}
+        self.nodes: dict[str, SimNode] = {}
+        self.outcomes: list[Outcome] = []
+        self._nursery: trio.Nursery | None = None
+        self._rng = world.rng("clients")
+
+    # -- nodes -------------------------------------------------------------------
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        for name in self.names:
+            await self.start_node(name)
+
+    async def start_node(self, name: str) -> SimNode:
+        """Start (or restart, as a new incarnation) the node `name`; returns once it serves."""
+        assert self._nursery is not None, "call start() first"
+        node = self.world.new_node(name)
+        self.nodes[name] = node
+        self.dispatchers.pop(name, None)
+        ready = trio.Event()
+
+        async def life(node: SimNode) -> None:
+            try:
+                await self._life(node, ready)
+            finally:
+                ready.set()  # also when it crashed while starting: the caller goes on
+
+        self._nursery.start_soon(self.world.run_node, node, life)
+        await ready.wait()
+        return node
+
+    async def _life(self, node: SimNode, ready: trio.Event) -> None:
+        transport = SimTransport(self.network, node.id)
+        dispatcher = Dispatcher(
+            node_id=node.id,
+            address=node.id,
+            env=node.env,
+            store=node.store,
+            factory=lambda ctx: self.actor(ctx, self.world),
+            transport=transport,
+            config=self.config,
+            observer=self.checker,
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(dispatcher.run)
+            await nursery.start(transport.serve, dispatcher)
+            self.dispatchers[node.name] = dispatcher
+            ready.set()
+            await trio.sleep_forever()
+
+    def crash(self, name: str) -> None:
+        self.nodes[name].crash("test")
+
+    async def shutdown(self, name: str, grace: float = 10.0) -> None:
+        await self.dispatchers[name].shutdown(grace)
+
+    # -- clients -------------------------------------------------------------------
+
+    async def send(self, agent_id: str, message_id: str, via: str | None = None) -> Outcome:
+        """Send one message through a node (random if not given); record what came back."""
+        name = via or self._rng.choice(self.names)
+        if self.nodes[name].crashed or name not in self.dispatchers:  # "connection refused"
+            outcome = Outcome(message_id, agent_id, error=f"NodeDown: {name} is down")
+        else:
+            try:
+                reply = await self.dispatchers[name].invoke(agent_id, {"id": message_id})
+                outcome = Outcome(message_id, agent_id, reply=reply)
+            except RuntimeFailure as error:
+                outcome = Outcome(message_id, agent_id, error=f"{type(error).__name__}: {error}")
+        self.outcomes.append(outcome)
+        self.world.trace.record(
+            f"client {message_id} via={name} "
+            + (f"ack={outcome.reply}" if outcome.acked else f"error={outcome.error[:40]}")
+        )
+        return outcome
+
+    # -- the end ---------------------------------------------------------------------
+
+    async def journal(self, agent_id: str) -> list[tuple[str, int, str]]:
+        """The stored log of an agent: (message id, epoch, node) in order."""
+        reader = self.world.new_node("checker")
+
+        async def load(tr: Transaction) -> list[tuple[bytes, bytes]]:
+            return await tr.get_prefix(JOURNAL.pack((agent_id,)))
+
+        entries = await reader.store.transact(load)
+        seqs = [JOURNAL.unpack(k)[1] for k, _ in entries]
+        if seqs != list(range(len(seqs))):
+            self.checker._violate(f"NoAckedMessageLost: {agent_id} log has gaps: {seqs[:20]}")
+        return [keys.unpack(v) for _, v in entries]
+
+    async def check(self) -> None:
+        """Every invariant, over what happened and what is stored; raise on any violation."""
+        self.world.faults.enabled = False
+        by_agent: dict[str, list[Outcome]] = defaultdict(list)
+        for outcome in self.outcomes:
+            by_agent[outcome.agent_id].append(outcome)
+        for agent_id, outcomes in sorted(by_agent.items()):
+            log = await self.journal(agent_id)
+            ids = [mid for mid, _, _ in log]
+            if len(ids) != len(set(ids)):
+                self.checker._violate(f"NoAckedMessageLost: {agent_id} has a message twice")
+            epochs = [epoch for _, epoch, _ in log]
+            if epochs != sorted(epochs):
+                self.checker._violate(
+                    f"FencingTokenMonotonic: {agent_id} log epochs go down: {epochs[:30]}"
+                )
+            for outcome in outcomes:
+                if outcome.acked and (
+                    outcome.reply >= len(ids) or ids[outcome.reply] != outcome.message_id
+                ):
+                    self.checker._violate(
+                        f"NoAckedMessageLost: {outcome.message_id} acked at "
+                        f"{outcome.reply}, not in {agent_id}'s log there"
+                    )
+        if self.checker.violations:
+            raise InvariantViolation(
+                f"seed {self.world.seed}: " + "; ".join(self.checker.violations[:10])
+            )
