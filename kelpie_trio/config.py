@@ -27,6 +27,11 @@ class ServerConfig:
     db: Path | None = None  # the SQLite file; default: <data_dir>/kelpie.db
     fdb_cluster_file: str | None = None
     graceful_timeout: float = 10.0
+    # How other nodes reach this one (default: the address it binds); a secret
+    # every node of a cluster shares for its internal routes.
+    advertise_url: str | None = None
+    cluster_token: str | None = None
+    idle_timeout: float = 300.0  # deactivate an agent after this long without a message
 
     @property
     def db_path(self) -> Path:
@@ -52,6 +57,12 @@ class ServerConfig:
             values["store"] = "fdb"
         if "KELPIE_STORE" in env:
             values["store"] = env["KELPIE_STORE"]
+        if "KELPIE_ADVERTISE_URL" in env:
+            values["advertise_url"] = env["KELPIE_ADVERTISE_URL"]
+        if "KELPIE_CLUSTER_TOKEN" in env:
+            values["cluster_token"] = env["KELPIE_CLUSTER_TOKEN"]
+        if "KELPIE_IDLE_TIMEOUT" in env:
+            values["idle_timeout"] = float(env["KELPIE_IDLE_TIMEOUT"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         config = cls(**values)  # type: ignore[arg-type]
         if config.store not in ("sqlite", "memory", "fdb"):

@@ -108,7 +108,7 @@ class Dispatcher:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Register the node, then supervise actors and keep leases until cancelled."""
-        await self.store.transact(self._heartbeat)
+        await self.store.transact(self.heartbeat)
         async with trio.open_nursery() as supervisor:
             self._supervisor = supervisor
             supervisor.start_soon(self._keep_leases)
@@ -246,7 +246,8 @@ class Dispatcher:
 
     # -- leases ----------------------------------------------------------------
 
-    async def _heartbeat(self, tr: Transaction) -> None:
+    async def heartbeat(self, tr: Transaction) -> None:
+        """Register (or refresh) this node and its address in the node registry."""
         info = NodeInfo(self.node_id, self.address, self.env.now())
         tr.set(keys.NODES.pack((self.node_id,)), info.encode())
 
@@ -264,7 +265,7 @@ class Dispatcher:
             now = self.env.now()
 
             async def renew(tr: Transaction, batch=batch, now=now) -> list:
-                await self._heartbeat(tr)
+                await self.heartbeat(tr)
                 renewed = []
                 for h in batch:
                     if self._active.get(h.agent_id) is not h:

@@ -2,13 +2,16 @@
 
     kelpie-trio serve
       root nursery
-        store            (SQLite writer / FDB network bridge)   nursery.start
-        HTTP server      (hypercorn.trio.serve)                 nursery.start
-      on SIGINT/SIGTERM: stop HTTP intake (graceful), then the rest.
+        store            SQLite writer / FDB network bridge        nursery.start
+        dispatcher       supervisor nursery -> one task per agent,  nursery.start
+                         lease keeper (renews leases in batches)
+        HTTP server      hypercorn.trio.serve                        nursery.start
+      on SIGINT/SIGTERM: stop HTTP intake (in-flight requests finish), drain
+      the actors' mailboxes within the grace period and release their leases
+      (another node takes over at once), then stop the rest.
 
-The lease keeper, the indexer and the supervisor of agent actors join this
-tree in their own issues, each started with `nursery.start` so readiness is
-explicit.
+The indexer joins this tree with the search issue, each child started with
+`nursery.start` so readiness is explicit.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ import trio
 from kelpie_trio.api.app import create_app
 from kelpie_trio.config import ServerConfig
 from kelpie_trio.env import Env, RealEnv
+from kelpie_trio.nursery.actor import Actor, ActorContext, ActorFactory
+from kelpie_trio.nursery.dispatcher import Dispatcher, RuntimeConfig
+from kelpie_trio.nursery.errors import AgentUnavailable
+from kelpie_trio.nursery.metrics import RuntimeMetrics
+from kelpie_trio.nursery.transport import HttpTransport
 from kelpie_trio.storage import MemoryStore, Store
 
 __all__ = ["open_store", "run_node"]
@@ -45,6 +53,11 @@ def open_store(config: ServerConfig, env: Env) -> Store:
     return SqliteStore(config.db_path, env)
 
 
+def _no_agent_behaviour(ctx: ActorContext) -> Actor:
+    # The agent loop (its own issue) installs the real factory.
+    raise AgentUnavailable(f"node {ctx.node_id} has no agent behaviour installed")
+
+
 def _hypercorn_config(config: ServerConfig) -> hypercorn.config.Config:
     hc = hypercorn.config.Config()
     hc.bind = [f"{config.host}:{config.port}"]
@@ -57,30 +70,56 @@ async def run_node(
     config: ServerConfig,
     *,
     env: Env | None = None,
+    actor_factory: ActorFactory | None = None,
+    runtime: RuntimeConfig | None = None,
     shutdown: trio.Event | None = None,
+    handle_signals: bool = True,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until SIGINT/SIGTERM (or `shutdown` is set), then stop cleanly."""
+    """Serve until SIGINT/SIGTERM (or `shutdown` is set), then stop cleanly.
+
+    `task_status.started` gets the node's dispatcher once it serves.
+    """
     env = env or RealEnv()
-    shutdown = shutdown or trio.Event()
+    if shutdown is None:
+        shutdown = trio.Event()
     store = open_store(config, env)
+    metrics = RuntimeMetrics()
+    transport = HttpTransport(token=config.cluster_token)
+    dispatcher = Dispatcher(
+        node_id=env.new_id("node"),
+        address=config.advertise_url or f"http://{config.host}:{config.port}",
+        env=env,
+        store=store,
+        factory=actor_factory or _no_agent_behaviour,
+        transport=transport,
+        config=runtime or RuntimeConfig(idle_timeout=config.idle_timeout),
+        observer=metrics,
+    )
+    app = create_app(store, dispatcher, metrics, cluster_token=config.cluster_token)
+    serve = functools.partial(
+        hypercorn.trio.serve, app, _hypercorn_config(config), shutdown_trigger=shutdown.wait
+    )
     try:
         async with trio.open_nursery() as root:
             await root.start(store.run)
-            root.start_soon(_shutdown_on_signal, shutdown)
-            app = create_app(store)
-            serve = functools.partial(
-                hypercorn.trio.serve, app, _hypercorn_config(config), shutdown_trigger=shutdown.wait
-            )
+            await root.start(dispatcher.run)
+            if handle_signals:
+                root.start_soon(_shutdown_on_signal, shutdown)
             # The HTTP server gets a nursery of its own: it returns once `shutdown`
             # is set and in-flight requests are done (hypercorn's graceful_timeout).
             async with trio.open_nursery() as http:
                 binds = await http.start(serve)
+                if config.advertise_url is None:
+                    dispatcher.address = binds[0]  # the port, if it was 0, is known now
+                    await store.transact(dispatcher.heartbeat)
                 log.info("kelpie-trio serving on %s (store: %s)", binds, config.store)
-                task_status.started(binds)
+                task_status.started(dispatcher)
+            await dispatcher.shutdown(config.graceful_timeout)
             root.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
+            await transport.aclose()
             await store.aclose()
 
 

@@ -111,3 +111,40 @@ class SimTransport(Transport):
             return await serve_forwarded(dispatcher, request)
 
         await self.network.serve(self.node_id, handle, task_status=task_status)
+
+
+INTERNAL_INVOKE_PATH = "/internal/v1/agents/{agent_id}/invoke"
+
+
+class HttpTransport(Transport):
+    """Production's carrier: a POST to the owner node's internal route, over httpx.
+
+    `token`, when the cluster has one, goes in `Authorization: Bearer`; every node
+    of a cluster shares it.
+    """
+
+    def __init__(self, *, token: str | None = None, timeout: float = 30.0) -> None:
+        import httpx
+
+        headers = {"content-type": "application/json"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self._client = httpx.AsyncClient(headers=headers, timeout=timeout)
+
+    async def invoke(self, address: str, agent_id: str, message: Any) -> Any:
+        import httpx
+        import orjson
+
+        url = address.rstrip("/") + INTERNAL_INVOKE_PATH.format(agent_id=agent_id)
+        try:
+            response = await self._client.post(url, content=orjson.dumps({"message": message}))
+        except httpx.HTTPError as error:
+            raise TransportError(f"{address} did not answer: {error!r}") from error
+        if response.status_code != 200:
+            raise TransportError(
+                f"{address} answered {response.status_code}: {response.text[:200]}"
+            )
+        return decode_outcome(orjson.loads(response.content))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,76 @@
+"""The runtime's metrics, in Prometheus text format at /metrics.
+
+One registry per node (not prometheus_client's global one), so several nodes
+in one process (tests, the simulator) never mix their numbers.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from kelpie_trio.nursery.observer import RuntimeObserver
+
+__all__ = ["RuntimeMetrics"]
+
+
+class RuntimeMetrics(RuntimeObserver):
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.active = Gauge("kelpie_active_actors", "Agents active on this node", registry=r)
+        self.activations = Counter("kelpie_activations", "Agent activations", registry=r)
+        self.deactivations = Counter("kelpie_deactivations", "Agent deactivations", registry=r)
+        self.restarts = Counter(
+            "kelpie_actor_restarts", "Actor restarts after a failed handler", registry=r
+        )
+        self.forwards = Counter(
+            "kelpie_forwards", "Messages forwarded to the node owning the agent", registry=r
+        )
+        self.mailbox_depth = Histogram(
+            "kelpie_mailbox_depth",
+            "Mailbox depth seen as each message is queued",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
+        self.lease_renew_seconds = Histogram(
+            "kelpie_lease_renew_seconds",
+            "Time one round of lease renewals took",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0),
+            registry=r,
+        )
+        self.leases_held = Gauge(
+            "kelpie_leases_held", "Leases renewed in the last round", registry=r
+        )
+
+    def activated(self, node_id: str, agent_id: str, epoch: int) -> None:
+        self.activations.inc()
+        self.active.inc()
+
+    def deactivated(self, node_id: str, agent_id: str, epoch: int) -> None:
+        self.deactivations.inc()
+        self.active.dec()
+
+    def restarted(self, node_id: str, agent_id: str) -> None:
+        self.restarts.inc()
+
+    def forwarded(self, from_node: str, to_node: str, agent_id: str) -> None:
+        self.forwards.inc()
+
+    def enqueued(self, node_id: str, agent_id: str, depth: int) -> None:
+        self.mailbox_depth.observe(depth)
+
+    def leases_renewed(self, node_id: str, count: int, seconds: float) -> None:
+        self.lease_renew_seconds.observe(seconds)
+        self.leases_held.set(count)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
