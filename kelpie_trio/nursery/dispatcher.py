@@ -158,6 +158,10 @@ class Dispatcher:
         `forwarded` marks a message another node sent here because this node
         holds the lease: if it no longer does, say NotOwner rather than
         forward it a second time.
+
+        Delivery is at least once: a message cut short by the loss of the
+        lease (or a crash) is routed again, so handlers keep their writes
+        idempotent (keyed by message id).
         """
         last: BaseException | None = None
         for attempt in range(1, self.config.route_attempts + 1):
