@@ -8,17 +8,27 @@ own issue.
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import Any
 
 import orjson
 from quart import Response, request
 from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
 
 from kelpie_trio import __version__
+from kelpie_trio.api.blocks import blocks
+from kelpie_trio.env import Env, RealEnv
+from kelpie_trio.errors import ServiceError
 from kelpie_trio.nursery.dispatcher import Dispatcher
 from kelpie_trio.nursery.metrics import RuntimeMetrics
 from kelpie_trio.nursery.transport import serve_forwarded
-from kelpie_trio.storage import Store
+from kelpie_trio.service import AgentService
+from kelpie_trio.storage import Store, StoreError
+
+log = logging.getLogger("kelpie_trio.api")
+
+MAX_BODY_BYTES = 16 * 1024 * 1024  # a request body above this gets 413
 
 __all__ = ["create_app"]
 
@@ -32,10 +42,31 @@ def create_app(
     dispatcher: Dispatcher | None = None,
     metrics: RuntimeMetrics | None = None,
     *,
+    env: Env | None = None,
     cluster_token: str | None = None,
 ) -> QuartTrio:
     app = QuartTrio("kelpie_trio")
     app.config["KELPIE_STORE"] = store
+    app.config["KELPIE_SERVICE"] = AgentService(store, env or RealEnv())
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.register_blueprint(blocks)
+
+    # Every error in Letta's shape: {"detail": ...}, never an HTML page.
+    @app.errorhandler(ServiceError)
+    async def service_error(error: ServiceError) -> Response:
+        return _json({"detail": error.detail()}, error.status)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        return _json({"detail": error.name}, error.code or 500)
+
+    @app.errorhandler(StoreError)
+    async def store_error(error: StoreError) -> Response:
+        # The store gave up after its retries: nothing was written; the client may retry.
+        log.warning("store unavailable: %r", error)
+        response = _json({"detail": "storage is unavailable; retry shortly"}, 503)
+        response.headers["Retry-After"] = "1"
+        return response
 
     # Letta's SDK calls /v1/health/ with the slash; serve both forms without a redirect.
     @app.get("/v1/health/")

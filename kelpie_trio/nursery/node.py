@@ -96,7 +96,7 @@ async def run_node(
         config=runtime or RuntimeConfig(idle_timeout=config.idle_timeout),
         observer=metrics,
     )
-    app = create_app(store, dispatcher, metrics, cluster_token=config.cluster_token)
+    app = create_app(store, dispatcher, metrics, env=env, cluster_token=config.cluster_token)
     serve = functools.partial(
         hypercorn.trio.serve, app, _hypercorn_config(config), shutdown_trigger=shutdown.wait
     )

@@ -1,0 +1,39 @@
+"""/v1/blocks/: standalone memory blocks (Letta's client.blocks)."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, request
+
+from kelpie_trio.api.common import body, check_id, json_response, page_args, render, service
+
+blocks = Blueprint("blocks", __name__)
+
+
+@blocks.post("/v1/blocks/")
+@blocks.post("/v1/blocks")
+async def create_block() -> Response:
+    return json_response(render(await service().create_block(await body())))
+
+
+@blocks.get("/v1/blocks/")
+@blocks.get("/v1/blocks")
+async def list_blocks() -> Response:
+    found = await service().list_blocks(page_args(), label=request.args.get("label"))
+    return json_response([render(b) for b in found])
+
+
+@blocks.get("/v1/blocks/<block_id>")
+async def retrieve_block(block_id: str) -> Response:
+    return json_response(render(await service().get_block(check_id(block_id, "block", "block_id"))))
+
+
+@blocks.patch("/v1/blocks/<block_id>")
+async def modify_block(block_id: str) -> Response:
+    block_id = check_id(block_id, "block", "block_id")
+    return json_response(render(await service().update_block(block_id, await body())))
+
+
+@blocks.delete("/v1/blocks/<block_id>")
+async def delete_block(block_id: str) -> Response:
+    await service().delete_block(check_id(block_id, "block", "block_id"))
+    return json_response(None)

@@ -1,0 +1,96 @@
+"""The converters: attrs values to JSON for the API and to bytes for the store.
+
+Both are the same cattrs configuration with two differences: API input
+ignores fields it does not know (Letta does, and the SDK sends many), stored
+records refuse them (a record we cannot read fully is a bug, not a guess).
+Scalars are strict: a number where a string belongs is a 422, not a silent
+`str(3)` (cattrs' default would convert).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+import cattrs
+import orjson
+from cattrs.preconf.orjson import make_converter
+
+from kelpie_trio.errors import Invalid, InvalidField
+
+__all__ = ["api", "decode_record", "encode_record", "parse_body", "store", "structure_api"]
+
+T = TypeVar("T")
+
+
+def _strict(converter: cattrs.Converter) -> cattrs.Converter:
+    def string(value: Any, _: type) -> str:
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {type(value).__name__}")
+        return value
+
+    def integer(value: Any, _: type) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"expected an integer, got {type(value).__name__}")
+        return value
+
+    def number(value: Any, _: type) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"expected a number, got {type(value).__name__}")
+        return float(value)
+
+    def boolean(value: Any, _: type) -> bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"expected a boolean, got {type(value).__name__}")
+        return value
+
+    converter.register_structure_hook(str, string)
+    converter.register_structure_hook(int, integer)
+    converter.register_structure_hook(float, number)
+    converter.register_structure_hook(bool, boolean)
+    return converter
+
+
+api = _strict(make_converter())
+store = _strict(make_converter(forbid_extra_keys=True))
+
+_PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[['\"]?([^\]'\"]+)['\"]?\]")
+
+
+def _loc(path: str) -> list[str | int]:
+    head, _, rest = path.partition(".")
+    loc: list[str | int] = [head]
+    for name, index in _PATH_PART.findall("." + rest if rest else ""):
+        loc.append(name or (int(index) if index.isdigit() else index))
+    return loc
+
+
+def structure_api(data: Any, cls: type[T], *, where: str = "body") -> T:
+    """`data` (parsed JSON) as `cls`, or Invalid listing every bad field as Letta does."""
+    if not isinstance(data, dict):
+        raise Invalid([InvalidField([where], "expected a JSON object", "model_type")])
+    try:
+        return api.structure(data, cls)
+    except (cattrs.BaseValidationError, ValueError, TypeError) as error:
+        fields = []
+        for line in cattrs.transform_error(error, path=where):
+            message, _, path = line.rpartition(" @ ")
+            kind = "missing" if "required field missing" in message else "value_error"
+            fields.append(InvalidField(_loc(path), message, kind))
+        raise Invalid(fields) from None
+
+
+def parse_body(raw: bytes) -> Any:
+    """Parsed JSON, or Invalid naming the body (never a 500 for a client's typo)."""
+    try:
+        return orjson.loads(raw or b"{}")
+    except orjson.JSONDecodeError as error:
+        raise Invalid([InvalidField(["body"], f"invalid JSON: {error}", "json_invalid")]) from None
+
+
+def encode_record(value: Any) -> bytes:
+    return orjson.dumps(store.unstructure(value))
+
+
+def decode_record(raw: bytes, cls: type[T]) -> T:
+    return store.structure(orjson.loads(raw), cls)

@@ -1,0 +1,64 @@
+"""An in-process app on the memory store, and a real server for the SDK tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from quart.testing import QuartClient
+
+from kelpie_trio.api.app import create_app
+from kelpie_trio.storage import MemoryStore
+
+
+@pytest.fixture
+async def client(nursery: trio.Nursery) -> AsyncIterator[QuartClient]:
+    store = MemoryStore()
+    await nursery.start(store.run)
+    app = create_app(store)
+    async with app.test_app() as test_app:
+        yield test_app.test_client()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `kelpie-trio serve` on loopback (SQLite in a temp dir), for letta-client."""
+    port = _free_port()
+    data_dir: Path = tmp_path_factory.mktemp("server")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kelpie_trio.cli", "serve", "--port", str(port),
+         "--data-dir", str(data_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if not k.startswith("KELPIE_")},
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    # Readiness: the health route answers (a bounded wait for a process to start).
+    while True:
+        try:
+            if httpx.get(f"{url}/v1/health/").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"server did not start: {process.stderr.read().decode()[-2000:]}")
+        time.sleep(0.05)
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
