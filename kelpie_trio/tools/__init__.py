@@ -1,0 +1,1 @@
+"""Custom tools: deriving a tool's JSON schema from its Python source, without running it."""
