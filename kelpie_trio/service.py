@@ -20,18 +20,39 @@ from typing import Any, Literal, TypeVar
 import attrs
 
 from kelpie_trio.env import Env
-from kelpie_trio.errors import Invalid, NotFound
+from kelpie_trio.errors import Conflict, Invalid, NotFound
+from kelpie_trio.llm.catalog import (
+    SIM_CHAT_HANDLE,
+    CatalogConfig,
+    ModelCatalog,
+    UnknownModel,
+    model_settings_from_llm_config,
+)
 from kelpie_trio.models import convert
+from kelpie_trio.models.agents import (
+    AGENT_TYPES,
+    DEFAULT_SYSTEM,
+    UPDATABLE_AGENT_FIELDS,
+    Agent,
+    AgentView,
+    CreateAgent,
+)
 from kelpie_trio.models.blocks import UPDATABLE_BLOCK_FIELDS, Block, CreateBlock
 from kelpie_trio.storage import Store, keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import clear_blob, get_blob, set_blob
 
-__all__ = ["AgentService", "Page"]
+__all__ = ["AgentService", "Page", "window"]
 
 T = TypeVar("T")
 
 BLOCK_INDEX = keys.ROOT["index"]["blocks"]  # (created_us, block_id) -> b""
+AGENT_INDEX = keys.ROOT["index"]["agents"]  # (created_us, agent_id) -> b""
+TAG_INDEX = keys.ROOT["index"]["agent_tags"]  # (tag, agent_id) -> b""
+BLOCK_AGENTS = keys.ROOT["index"]["block_agents"]  # (block_id, agent_id) -> b""
+
+_ADJECTIVES = ("brave", "calm", "clever", "eager", "gentle", "keen", "lucky", "quiet", "swift")
+_ANIMALS = ("kelpie", "otter", "heron", "lynx", "marten", "osprey", "seal", "wren", "yak")
 
 MAX_PAGE = 1000
 
@@ -104,9 +125,18 @@ async def _page_ids(
 
 
 class AgentService:
-    def __init__(self, store: Store, env: Env) -> None:
+    def __init__(self, store: Store, env: Env, catalog: ModelCatalog | None = None) -> None:
         self.store = store
         self.env = env
+        self.catalog = catalog or ModelCatalog.from_config(CatalogConfig.from_env())
+        # An agent created without a model gets a real one when a provider is
+        # configured, else the simulated model (offline, and labeled so).
+        offered = self.catalog.handles()
+        self.default_model = next(
+            (h for h in ("openai/gpt-4o-mini", *offered) if h in offered and not
+             self.catalog.is_simulated(h)),
+            SIM_CHAT_HANDLE,
+        )  # fmt: skip
 
     # -- blocks --------------------------------------------------------------
 
@@ -194,7 +224,290 @@ class AgentService:
     async def delete_block(self, block_id: str) -> None:
         async def delete(tr: Transaction) -> None:
             block = await self._block(tr, block_id)
+            # Detached from every agent that has it, in the same transaction.
+            for key, _ in await tr.get_prefix(BLOCK_AGENTS.pack((block_id,))):
+                agent = await self._agent(tr, BLOCK_AGENTS.unpack(key)[1])
+                agent.block_ids = [b for b in agent.block_ids if b != block_id]
+                self._write_agent(tr, agent)
+            tr.clear_range(*keys.prefix_range(BLOCK_AGENTS.pack((block_id,))))
             clear_blob(tr, keys.BLOCKS.pack((block_id,)))
             tr.clear(BLOCK_INDEX.pack((_micros(block.created_at), block_id)))
 
         await self.store.transact(delete)
+
+    async def agents_of_block(self, block_id: str, page: Page) -> list[AgentView]:
+        async def listing(tr: Transaction) -> list[AgentView]:
+            await self._block(tr, block_id)
+            ids = [
+                BLOCK_AGENTS.unpack(k)[1]
+                for k, _ in await tr.get_prefix(BLOCK_AGENTS.pack((block_id,)))
+            ]
+            return [await self._view(tr, await self._agent(tr, i)) for i in window(ids, page)]
+
+        return await self.store.transact(listing)
+
+    # -- agents ----------------------------------------------------------------
+
+    def _resolve_model(self, create: CreateAgent) -> dict[str, Any]:
+        """The model fields of a new agent, filled in for its handles as Letta does."""
+        handle = create.model or (create.llm_config or {}).get("handle") or self.default_model
+        embedding = create.embedding or (create.embedding_config or {}).get("handle")
+        try:
+            llm_config = self.catalog.llm_config_for(
+                handle, context_window_limit=create.context_window_limit
+            )
+        except UnknownModel as error:
+            raise Invalid.field(["body", "model"], str(error)) from None
+        try:
+            embedding_config = self.catalog.embedding_config_for(embedding) if embedding else None
+        except UnknownModel as error:
+            raise Invalid.field(["body", "embedding"], str(error)) from None
+        settings = model_settings_from_llm_config(llm_config)
+        if create.model_settings:
+            settings = {**settings, **create.model_settings}
+        return {
+            "model": handle,
+            "embedding": embedding,
+            "llm_config": llm_config,
+            "embedding_config": embedding_config,
+            "model_settings": settings,
+        }
+
+    def _new_name(self) -> str:
+        rng = self.env.rng
+        return f"{rng.choice(_ADJECTIVES)}-{rng.choice(_ANIMALS)}-{rng.randrange(1000)}"
+
+    @staticmethod
+    def _write_agent(tr: Transaction, agent: Agent) -> None:
+        set_blob(tr, keys.AGENTS.pack((agent.id,)), convert.encode_record(agent))
+
+    async def _agent(self, tr: Transaction, agent_id: str) -> Agent:
+        agent = await _read(tr, keys.AGENTS.pack((agent_id,)), Agent)
+        if agent is None:
+            raise NotFound("Agent", agent_id)
+        return agent
+
+    async def _view(self, tr: Transaction, agent: Agent) -> AgentView:
+        blocks = [await self._block(tr, b) for b in agent.block_ids]
+        return AgentView(agent, blocks, [])
+
+    @staticmethod
+    def _check_labels(blocks: list[Block]) -> None:
+        seen: set[str | None] = set()
+        for block in blocks:
+            if block.label in seen:
+                raise Conflict(
+                    f"an agent's core memory already has a block labeled {block.label!r}"
+                )
+            seen.add(block.label)
+
+    def _link(self, tr: Transaction, agent: Agent, old: Agent | None = None) -> None:
+        """Keep the tag and block indexes in step with `agent` (replacing `old`'s)."""
+        old_tags, old_blocks = (set(old.tags), set(old.block_ids)) if old else (set(), set())
+        for tag in old_tags - set(agent.tags):
+            tr.clear(TAG_INDEX.pack((tag, agent.id)))
+        for tag in set(agent.tags) - old_tags:
+            tr.set(TAG_INDEX.pack((tag, agent.id)), b"")
+        for block_id in old_blocks - set(agent.block_ids):
+            tr.clear(BLOCK_AGENTS.pack((block_id, agent.id)))
+        for block_id in set(agent.block_ids) - old_blocks:
+            tr.set(BLOCK_AGENTS.pack((block_id, agent.id)), b"")
+
+    async def create_agent(self, body: Any) -> AgentView:
+        create = convert.structure_api(body, CreateAgent)
+        if create.agent_type not in AGENT_TYPES:
+            raise Invalid.field(["body", "agent_type"], f"unknown agent type {create.agent_type!r}")
+        if create.tool_ids or create.tools:
+            raise Invalid.field(
+                ["body", "tool_ids" if create.tool_ids else "tools"],
+                "custom tools are not available on this server yet",
+            )
+        model = self._resolve_model(create)
+        new_blocks = [
+            self._new_block(b, "body") for b in (create.memory_blocks or [])
+        ]  # validated before anything is written
+        now = self.env.now()
+        agent = Agent(
+            id=self.env.new_id("agent"),
+            name=create.name or self._new_name(),
+            system=create.system or DEFAULT_SYSTEM,
+            agent_type=create.agent_type,
+            description=create.description,
+            metadata=create.metadata,
+            tags=list(dict.fromkeys(create.tags or [])),
+            tool_rules=create.tool_rules,
+            project_id=create.project_id,
+            template_id=create.template_id,
+            base_template_id=create.base_template_id,
+            timezone=create.timezone or "UTC",
+            hidden=create.hidden,
+            message_buffer_autoclear=create.message_buffer_autoclear,
+            enable_sleeptime=create.enable_sleeptime,
+            max_files_open=create.max_files_open,
+            per_file_view_window_char_limit=create.per_file_view_window_char_limit,
+            created_at=now,
+            updated_at=now,
+            **model,
+        )
+
+        async def create_(tr: Transaction) -> AgentView:
+            attached = [await self._block(tr, b) for b in dict.fromkeys(create.block_ids or [])]
+            blocks = new_blocks + attached
+            self._check_labels(blocks)
+            for block in new_blocks:
+                self._write_block(tr, block, new=True)
+            agent.block_ids = [b.id for b in blocks]
+            self._write_agent(tr, agent)
+            tr.set(AGENT_INDEX.pack((_micros(agent.created_at), agent.id)), b"")
+            self._link(tr, agent)
+            return AgentView(agent, blocks, [])
+
+        return await self.store.transact(create_)
+
+    async def get_agent(self, agent_id: str) -> AgentView:
+        async def get(tr: Transaction) -> AgentView:
+            return await self._view(tr, await self._agent(tr, agent_id))
+
+        return await self.store.transact(get)
+
+    async def list_agents(
+        self,
+        page: Page,
+        *,
+        name: str | None = None,
+        tags: list[str] | None = None,
+        match_all_tags: bool = False,
+        query_text: str | None = None,
+    ) -> list[AgentView]:
+        wanted_tags = set(tags or [])
+        needle = query_text.lower() if query_text else None
+
+        async def listing(tr: Transaction) -> list[AgentView]:
+            cache: dict[str, Agent | None] = {}
+
+            async def load(ident: str) -> Agent | None:
+                if ident not in cache:
+                    cache[ident] = await _read(tr, keys.AGENTS.pack((ident,)), Agent)
+                return cache[ident]
+
+            async def position(ident: str) -> tuple | None:
+                agent = await load(ident)
+                return None if agent is None else (_micros(agent.created_at), agent.id)
+
+            async def keep(ident: str) -> bool:
+                agent = await load(ident)
+                if agent is None or (name is not None and agent.name != name):
+                    return False
+                if needle is not None and needle not in agent.name.lower():
+                    return False
+                if wanted_tags:
+                    have = set(agent.tags)
+                    return wanted_tags <= have if match_all_tags else bool(wanted_tags & have)
+                return True
+
+            filtered = name is not None or needle is not None or bool(wanted_tags)
+            ids = await _page_ids(tr, AGENT_INDEX, page, position, keep if filtered else None)
+            agents = [await load(i) for i in ids]
+            return [await self._view(tr, a) for a in agents if a is not None]
+
+        return await self.store.transact(listing)
+
+    async def update_agent(self, agent_id: str, body: Any) -> AgentView:
+        if not isinstance(body, dict):
+            raise Invalid.field(["body"], "expected a JSON object", "model_type")
+        changes = {k: v for k, v in body.items() if k in UPDATABLE_AGENT_FIELDS}
+        model_change = None
+        if any(body.get(k) is not None for k in ("model", "embedding", "llm_config")):
+            model_change = self._resolve_model(convert.structure_api(
+                {k: body[k] for k in ("model", "embedding", "llm_config", "embedding_config",
+                                       "model_settings") if body.get(k) is not None},
+                CreateAgent,
+            ))  # fmt: skip
+        elif body.get("model_settings") is not None:
+            changes["model_settings"] = body["model_settings"]
+
+        async def update(tr: Transaction) -> AgentView:
+            current = await self._agent(tr, agent_id)
+            merged = {**convert.api.unstructure(current), **changes}
+            if model_change:
+                merged |= convert.api.unstructure(model_change)
+            if body.get("block_ids") is not None:
+                merged["block_ids"] = body["block_ids"]
+            agent = convert.structure_api(merged, Agent)
+            agent.tags = list(dict.fromkeys(agent.tags))
+            agent.updated_at = self.env.now()
+            blocks = [await self._block(tr, b) for b in dict.fromkeys(agent.block_ids)]
+            self._check_labels(blocks)
+            agent.block_ids = [b.id for b in blocks]
+            self._write_agent(tr, agent)
+            self._link(tr, agent, current)
+            return AgentView(agent, blocks, [])
+
+        return await self.store.transact(update)
+
+    async def delete_agent(self, agent_id: str) -> None:
+        async def delete(tr: Transaction) -> None:
+            agent = await self._agent(tr, agent_id)
+            cleared = attrs.evolve(agent, tags=[], block_ids=[])
+            self._link(tr, cleared, agent)
+            clear_blob(tr, keys.AGENTS.pack((agent_id,)))
+            tr.clear(AGENT_INDEX.pack((_micros(agent.created_at), agent_id)))
+
+        await self.store.transact(delete)
+
+    # -- an agent's core memory --------------------------------------------------
+
+    async def agent_block(self, agent_id: str, label: str) -> Block:
+        async def get(tr: Transaction) -> Block:
+            return await self._labeled(tr, await self._agent(tr, agent_id), label)
+
+        return await self.store.transact(get)
+
+    async def _labeled(self, tr: Transaction, agent: Agent, label: str) -> Block:
+        for block_id in agent.block_ids:
+            block = await self._block(tr, block_id)
+            if block.label == label:
+                return block
+        raise NotFound("Block", f"{label}' (label) of agent '{agent.id}")
+
+    async def update_agent_block(self, agent_id: str, label: str, body: Any) -> Block:
+        async def find(tr: Transaction) -> str:
+            return (await self._labeled(tr, await self._agent(tr, agent_id), label)).id
+
+        return await self.update_block(await self.store.transact(find), body)
+
+    async def attach_block(self, agent_id: str, block_id: str, attach: bool) -> AgentView:
+        async def change(tr: Transaction) -> AgentView:
+            current = await self._agent(tr, agent_id)
+            await self._block(tr, block_id)
+            ids = [b for b in current.block_ids if b != block_id]
+            if attach:
+                ids.append(block_id)
+            agent = attrs.evolve(current, block_ids=ids, updated_at=self.env.now())
+            blocks = [await self._block(tr, b) for b in ids]
+            self._check_labels(blocks)
+            self._write_agent(tr, agent)
+            self._link(tr, agent, current)
+            return AgentView(agent, blocks, [])
+
+        return await self.store.transact(change)
+
+    async def list_tags(self, page: Page, *, query_text: str | None = None) -> list[str]:
+        async def listing(tr: Transaction) -> list[str]:
+            tags = dict.fromkeys(
+                TAG_INDEX.unpack(k)[0] for k, _ in await tr.get_prefix(TAG_INDEX.key())
+            )
+            found = [t for t in tags if query_text is None or query_text.lower() in t.lower()]
+            return window(sorted(found), page)
+
+        return await self.store.transact(listing)
+
+
+def window(items: list[str], page: Page) -> list[str]:
+    """Cursor paging over a small in-memory list of ids (an agent's blocks, tags)."""
+    ordered = items if page.order == "asc" else items[::-1]
+    if page.after is not None:
+        ordered = ordered[ordered.index(page.after) + 1 :] if page.after in ordered else []
+    if page.before is not None:
+        ordered = ordered[: ordered.index(page.before)] if page.before in ordered else []
+    return ordered[: min(page.limit or MAX_PAGE, MAX_PAGE)]

@@ -17,9 +17,12 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from kelpie_trio import __version__
+from kelpie_trio.api.agents import agents
 from kelpie_trio.api.blocks import blocks
+from kelpie_trio.api.models import models
 from kelpie_trio.env import Env, RealEnv
 from kelpie_trio.errors import ServiceError
+from kelpie_trio.llm.catalog import ModelCatalog
 from kelpie_trio.nursery.dispatcher import Dispatcher
 from kelpie_trio.nursery.metrics import RuntimeMetrics
 from kelpie_trio.nursery.transport import serve_forwarded
@@ -43,13 +46,16 @@ def create_app(
     metrics: RuntimeMetrics | None = None,
     *,
     env: Env | None = None,
+    catalog: ModelCatalog | None = None,
     cluster_token: str | None = None,
 ) -> QuartTrio:
     app = QuartTrio("kelpie_trio")
     app.config["KELPIE_STORE"] = store
-    app.config["KELPIE_SERVICE"] = AgentService(store, env or RealEnv())
+    app.config["KELPIE_SERVICE"] = AgentService(store, env or RealEnv(), catalog)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.register_blueprint(blocks)
+    app.register_blueprint(agents)
+    app.register_blueprint(models)
 
     # Every error in Letta's shape: {"detail": ...}, never an HTML page.
     @app.errorhandler(ServiceError)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import trio
 
 from kelpie_trio.api.app import create_app
-from kelpie_trio.service import BLOCK_INDEX
+from kelpie_trio.service import AGENT_INDEX, BLOCK_AGENTS, BLOCK_INDEX
 from kelpie_trio.sim import FaultConfig, SimWorld
 from kelpie_trio.sim.faults import STORAGE_FAULTS
 from kelpie_trio.sim.seeds import run_seeds
@@ -71,3 +71,63 @@ def test_dst_api_requests_succeed_whole_or_fail_cleanly_under_storage_faults() -
 
     run_seeds(one, 20)
     assert totals.get("200", 0) > 0 and totals.get("503", 0) > 0  # both paths really ran
+
+
+async def agents_under_faults(world: SimWorld) -> dict[str, int]:
+    node = world.new_node("api")
+    node.store.max_attempts = 4
+    app = create_app(node.store, env=node.env)
+    created: set[str] = set()
+    statuses: dict[str, int] = {}
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+
+        async def one(i: int) -> None:
+            response = await client.post(
+                "/v1/agents/",
+                json={
+                    "name": f"a{i}",
+                    "tags": [f"t{i % 3}"],
+                    "memory_blocks": [
+                        {"label": "human", "value": f"h{i}"},
+                        {"label": "persona", "value": f"p{i}"},
+                    ],
+                },
+            )
+            key = str(response.status_code)
+            statuses[key] = statuses.get(key, 0) + 1
+            if response.status_code == 200:
+                created.add((await response.get_json())["id"])
+            else:
+                assert response.status_code == 503
+
+        async with trio.open_nursery() as nursery:
+            for i in range(30):
+                nursery.start_soon(one, i)
+        world.faults.enabled = False
+        await trio.sleep(1)
+
+    async def stored(tr: Transaction) -> tuple[set[str], set[str], set[str], set[tuple]]:
+        agents = {keys.AGENTS.unpack(k)[0] for k, _ in await tr.get_prefix(keys.AGENTS.key())}
+        index = {AGENT_INDEX.unpack(k)[1] for k, _ in await tr.get_prefix(AGENT_INDEX.key())}
+        blocks = {keys.BLOCKS.unpack(k)[0] for k, _ in await tr.get_prefix(keys.BLOCKS.key())}
+        links = {BLOCK_AGENTS.unpack(k) for k, _ in await tr.get_prefix(BLOCK_AGENTS.key())}
+        return agents, index, blocks, links
+
+    agents, index, blocks, links = await node.store.transact(stored)
+    assert agents == index and created <= agents
+    assert {block for block, _ in links} == blocks, "an orphan block, or a link to nothing"
+    assert {agent for _, agent in links} == agents
+    assert len(blocks) == 2 * len(agents)
+    return statuses
+
+
+def test_dst_api_agent_creation_is_all_or_nothing_under_storage_faults() -> None:
+    totals: dict[str, int] = {}
+
+    def one(seed: int) -> None:
+        for status, count in SimWorld(seed, FAULTS).run(agents_under_faults).items():
+            totals[status] = totals.get(status, 0) + count
+
+    run_seeds(one, 20)
+    assert totals.get("200", 0) > 0 and totals.get("503", 0) > 0

@@ -1,0 +1,143 @@
+"""/v1/agents/: agents, their core memory blocks, and /v1/tags/ (Letta's client.agents)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from quart import Blueprint, Response, request
+
+from kelpie_trio.api.common import body, check_id, json_response, page_args, render, service
+from kelpie_trio.models.agents import AgentView
+from kelpie_trio.service import window
+
+agents = Blueprint("agents", __name__)
+
+# Relations the record holds as ids; the AgentState carries the records themselves.
+_RECORD_ONLY = ("block_ids", "tool_ids", "created_at", "updated_at")
+
+
+def _iso(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()
+
+
+def render_agent(view: AgentView) -> dict[str, Any]:
+    """Letta's AgentState: every field the SDK requires, relations filled in."""
+    state = render(view.agent)
+    for name in _RECORD_ONLY:
+        state.pop(name, None)
+    blocks = [render(b) for b in view.blocks]
+    state.update(
+        created_at=_iso(view.agent.created_at),
+        updated_at=_iso(view.agent.updated_at),
+        blocks=blocks,
+        memory={
+            "agent_type": view.agent.agent_type,
+            "git_enabled": False,
+            "blocks": blocks,
+            "file_blocks": [],
+            "prompt_template": "",
+        },
+        tools=[render(t) for t in view.tools],
+        sources=[],
+        identities=[],
+        identity_ids=[],
+        secrets=[],
+        tool_exec_environment_variables=[],
+        message_ids=[],
+        pending_approval=None,
+        multi_agent_group=None,
+        managed_group=None,
+        last_run_completion=None,
+        last_run_duration_ms=None,
+        last_stop_reason=None,
+    )
+    return state
+
+
+@agents.post("/v1/agents/")
+@agents.post("/v1/agents")
+async def create_agent() -> Response:
+    return json_response(render_agent(await service().create_agent(await body())))
+
+
+@agents.get("/v1/agents/")
+@agents.get("/v1/agents")
+async def list_agents() -> Response:
+    args = request.args
+    found = await service().list_agents(
+        page_args(),
+        name=args.get("name"),
+        tags=args.getlist("tags") or None,
+        match_all_tags=args.get("match_all_tags", "false").lower() == "true",
+        query_text=args.get("query_text"),
+    )
+    return json_response([render_agent(v) for v in found])
+
+
+@agents.get("/v1/agents/<agent_id>")
+async def retrieve_agent(agent_id: str) -> Response:
+    view = await service().get_agent(check_id(agent_id, "agent", "agent_id"))
+    return json_response(render_agent(view))
+
+
+@agents.patch("/v1/agents/<agent_id>")
+async def modify_agent(agent_id: str) -> Response:
+    agent_id = check_id(agent_id, "agent", "agent_id")
+    return json_response(render_agent(await service().update_agent(agent_id, await body())))
+
+
+@agents.delete("/v1/agents/<agent_id>")
+async def delete_agent(agent_id: str) -> Response:
+    await service().delete_agent(check_id(agent_id, "agent", "agent_id"))
+    return json_response(None)
+
+
+@agents.get("/v1/agents/<agent_id>/core-memory/blocks")
+@agents.get("/v1/agents/<agent_id>/core-memory/blocks/")
+async def list_agent_blocks(agent_id: str) -> Response:
+    view = await service().get_agent(check_id(agent_id, "agent", "agent_id"))
+    by_id = {b.id: b for b in view.blocks}
+    ids = window([b.id for b in view.blocks], page_args())
+    return json_response([render(by_id[i]) for i in ids])
+
+
+@agents.get("/v1/agents/<agent_id>/core-memory/blocks/<label>")
+async def retrieve_agent_block(agent_id: str, label: str) -> Response:
+    block = await service().agent_block(check_id(agent_id, "agent", "agent_id"), label)
+    return json_response(render(block))
+
+
+@agents.patch("/v1/agents/<agent_id>/core-memory/blocks/<label>")
+async def modify_agent_block(agent_id: str, label: str) -> Response:
+    agent_id = check_id(agent_id, "agent", "agent_id")
+    return json_response(render(await service().update_agent_block(agent_id, label, await body())))
+
+
+@agents.patch("/v1/agents/<agent_id>/core-memory/blocks/attach/<block_id>")
+async def attach_block(agent_id: str, block_id: str) -> Response:
+    view = await service().attach_block(
+        check_id(agent_id, "agent", "agent_id"), check_id(block_id, "block", "block_id"), True
+    )
+    return json_response(render_agent(view))
+
+
+@agents.patch("/v1/agents/<agent_id>/core-memory/blocks/detach/<block_id>")
+async def detach_block(agent_id: str, block_id: str) -> Response:
+    view = await service().attach_block(
+        check_id(agent_id, "agent", "agent_id"), check_id(block_id, "block", "block_id"), False
+    )
+    return json_response(render_agent(view))
+
+
+@agents.get("/v1/blocks/<block_id>/agents")
+async def agents_of_block(block_id: str) -> Response:
+    found = await service().agents_of_block(check_id(block_id, "block", "block_id"), page_args())
+    return json_response([render_agent(v) for v in found])
+
+
+@agents.get("/v1/tags/")
+@agents.get("/v1/tags")
+async def list_tags() -> Response:
+    found = await service().list_tags(page_args(), query_text=request.args.get("query_text"))
+    return json_response(found)

@@ -1,0 +1,658 @@
+"""Which models this server offers, and the Letta-shaped records that describe them (sans-IO).
+
+A model is named by a handle, `provider/model` (`openai/gpt-4o-mini`, `sim/agent`). For each
+handle the catalog fills in what Letta 0.16.8 would: the `llm_config` an agent created with
+`model=<handle>` carries, the `embedding_config` for `embedding=<handle>`, the agent's
+`model_settings`, and the `/v1/models/` and `/v1/models/embedding` list entries. The SDK's own
+tests compare some of these objects as whole dicts, so the values follow Letta's code paths
+(the provider lists it syncs into its database, `get_llm_config_from_handle`, the
+`letta_v1_agent` reasoning policy, `LLMConfig._to_model_settings`), not the schema defaults.
+
+Nothing here does I/O: Letta asks each provider's `/models` endpoint, the catalog lists a fixed
+set of the usual models for each configured provider instead, and the models of a local
+OpenAI-compatible server (vLLM, Ollama, llama.cpp) are named in the configuration.
+
+The simulated models (`sim/agent`, `sim/embedding`) are always offered and say so wherever a
+client looks: `provider_name`, `display_name` and a `sim://` endpoint that no HTTP client can
+reach by accident.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, cast
+
+import attrs
+
+__all__ = [
+    "ANTHROPIC_BASE_URL",
+    "OPENAI_BASE_URL",
+    "SIM_CHAT_HANDLE",
+    "SIM_EMBEDDING_DIM",
+    "SIM_EMBEDDING_HANDLE",
+    "SIM_ENDPOINT",
+    "SIM_PROVIDER_NAME",
+    "CatalogConfig",
+    "LocalEmbedding",
+    "LocalServer",
+    "ModelCatalog",
+    "UnknownModel",
+    "model_settings_from_llm_config",
+]
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+ANTHROPIC_BASE_URL = "https://api.anthropic.com/v1"
+
+# Both endpoint-type enums (LLMConfig.model_endpoint_type, Model.provider_type) are closed, so
+# the simulator cannot name itself there: it claims "openai", the closest kin (it implements the
+# same LlmClient interface as the OpenAI-compatible provider, and its model_settings take the
+# OpenAI shape every client knows). The free-text fields carry the truth instead.
+SIM_PROVIDER_NAME = "sim (simulated, offline)"
+# Not a URL any HTTP client can open: code that mistakes a sim config for a real OpenAI one fails
+# loudly instead of falling back to api.openai.com (which a missing endpoint would invite).
+SIM_ENDPOINT = "sim://offline"
+SIM_CHAT_HANDLE = "sim/agent"
+SIM_EMBEDDING_HANDLE = "sim/embedding"
+# The width of text-embedding-3-small, so archives and tests written for the usual OpenAI
+# embedding model see the same shape from the simulated one.
+SIM_EMBEDDING_DIM = 1536
+
+# Letta 0.16.8 `model_settings.global_max_context_window_limit`: an agent's context window is
+# the model's, capped at this, unless the request names `context_window_limit`.
+GLOBAL_MAX_CONTEXT_WINDOW = 128_000
+# Letta's DEFAULT_CONTEXT_WINDOW: what it assumes for an Ollama model that reports none.
+DEFAULT_LOCAL_CONTEXT_WINDOW = 128_000
+DEFAULT_EMBEDDING_CHUNK_SIZE = 300
+# The EmbeddingConfig default. Letta's OpenAI provider says 1024, but agents and list entries are
+# rebuilt from Letta's database, which does not keep it, so clients see 32.
+_EMBEDDING_BATCH_SIZE = 32
+# Letta's base Provider.get_default_max_output_tokens, used by vLLM and Ollama.
+_LOCAL_MAX_TOKENS = 4096
+
+LocalKind = Literal["vllm", "ollama", "llamacpp"]
+
+# Letta's constants.PROVIDER_ORDER (the providers this catalog can offer); others sort after.
+_PROVIDER_ORDER = {"letta": 0, "openai": 1, "anthropic": 2, "ollama": 3, "vllm": 9}
+
+# (model, context window) of the usual OpenAI chat models. Context windows are Letta 0.16.8's
+# (litellm's max_input_tokens); every one gets 16384 output tokens, the value Letta's
+# `get_default_max_output_tokens` gives them when it rebuilds configs from its database.
+_OPENAI_CHAT = (
+    ("gpt-4.1", 1_047_576),
+    ("gpt-4.1-mini", 1_047_576),
+    ("gpt-4.1-nano", 1_047_576),
+    ("gpt-4o", 128_000),
+    ("gpt-4o-mini", 128_000),
+    ("gpt-5", 272_000),
+    ("gpt-5-mini", 272_000),
+    ("gpt-5-nano", 272_000),
+    ("o3", 200_000),
+    ("o4-mini", 200_000),
+)
+_OPENAI_MAX_TOKENS = 16_384
+_OPENAI_EMBEDDING = (
+    ("text-embedding-3-large", 3072),
+    ("text-embedding-3-small", 1536),
+    ("text-embedding-ada-002", 1536),
+)
+# Letta's hardcoded Anthropic MODEL_LIST gives 200k to every model.
+_ANTHROPIC_CHAT = (
+    "claude-haiku-4-5-20251001",
+    "claude-opus-4-1-20250805",
+    "claude-opus-4-5-20251101",
+    "claude-opus-4-6",
+    "claude-sonnet-4-20250514",
+    "claude-sonnet-4-5-20250929",
+    "claude-sonnet-4-6",
+)
+_ANTHROPIC_CONTEXT_WINDOW = 200_000
+
+
+class UnknownModel(ValueError):
+    """No model with this handle is offered (the API answers 4xx)."""
+
+    def __init__(self, handle: str, known: Iterable[str], *, kind: str = "model") -> None:
+        self.handle = handle
+        self.known = tuple(known)
+        shown = ", ".join(self.known[:6])
+        more = f" and {len(self.known) - 6} more" if len(self.known) > 6 else ""
+        provider = handle.split("/", 1)[0] if "/" in handle else None
+        # The usual cause: a handle of a provider whose key was never given.
+        hint = (
+            f" (no {provider!r} provider is configured)"
+            if provider and not any(h.startswith(provider + "/") for h in self.known)
+            else ""
+        )
+        super().__init__(f"{kind} {handle!r} not found{hint}; known handles: {shown}{more}")
+
+
+@attrs.frozen
+class LocalEmbedding:
+    name: str
+    dim: int  # the server's embedding width; Letta skips Ollama models that do not report one
+
+
+def _tuple_of_str(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _tuple_of_embeddings(value: Iterable[LocalEmbedding]) -> tuple[LocalEmbedding, ...]:
+    return tuple(value)
+
+
+@attrs.frozen
+class LocalServer:
+    """A local OpenAI-compatible server and the models it serves.
+
+    Handles are `<kind>/<model>`, as Letta names its vLLM and Ollama providers; llama.cpp has no
+    Letta provider, and takes the shape of an OpenAI-compatible one named `llamacpp`.
+    """
+
+    base_url: str
+    kind: LocalKind = "vllm"
+    models: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
+    embedding_models: tuple[LocalEmbedding, ...] = attrs.field(
+        default=(), converter=_tuple_of_embeddings
+    )
+    # The server knows each model's window (vLLM's max_model_len); offline we cannot ask it.
+    context_window: int = DEFAULT_LOCAL_CONTEXT_WINDOW
+    api_key: str | None = attrs.field(default=None, repr=False)
+
+    @property
+    def openai_base_url(self) -> str:
+        """The base URL with `/v1`, as Letta appends it for vLLM and Ollama."""
+        url = self.base_url.rstrip("/")
+        return url if url.endswith("/v1") else url + "/v1"
+
+
+@attrs.frozen
+class CatalogConfig:
+    """Which providers are configured. Keys are kept out of reprs so they never reach a log."""
+
+    openai_api_key: str | None = attrs.field(default=None, repr=False)
+    # An OpenAI-compatible endpoint (a proxy, a mock) serving the usual OpenAI models. Letta
+    # would name them `openai-proxy/...`; they keep their `openai/...` handles here, which is
+    # what Letta's own SDK tests ask for.
+    openai_base_url: str | None = None
+    anthropic_api_key: str | None = attrs.field(default=None, repr=False)
+    local: LocalServer | None = None
+
+    @property
+    def openai_enabled(self) -> bool:
+        return bool(self.openai_api_key or self.openai_base_url)
+
+    @property
+    def anthropic_enabled(self) -> bool:
+        return bool(self.anthropic_api_key)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> CatalogConfig:
+        """OPENAI_API_KEY, OPENAI_BASE_URL (or Letta's OPENAI_API_BASE), ANTHROPIC_API_KEY, and
+        KELPIE_LOCAL_LLM_URL / _KIND / _MODELS (comma-separated) with
+        KELPIE_LOCAL_EMBEDDING_MODELS (`name:dim`, comma-separated). Empty values count as unset.
+        """
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            return env.get(name) or None
+
+        local = None
+        if url := get("KELPIE_LOCAL_LLM_URL"):
+            kind = get("KELPIE_LOCAL_LLM_KIND") or "vllm"
+            if kind not in ("vllm", "ollama", "llamacpp"):
+                raise ValueError(f"KELPIE_LOCAL_LLM_KIND {kind!r}: use vllm, ollama or llamacpp")
+            embeddings = []
+            for item in _split(get("KELPIE_LOCAL_EMBEDDING_MODELS")):
+                name, sep, dim = item.rpartition(":")
+                if not sep or not name or not dim.isdigit():
+                    raise ValueError(f"KELPIE_LOCAL_EMBEDDING_MODELS wants name:dim, got {item!r}")
+                embeddings.append(LocalEmbedding(name, int(dim)))
+            local = LocalServer(
+                base_url=url,
+                kind=cast(LocalKind, kind),
+                models=_split(get("KELPIE_LOCAL_LLM_MODELS")),
+                embedding_models=embeddings,
+                api_key=get("KELPIE_LOCAL_LLM_API_KEY"),
+            )
+        return cls(
+            openai_api_key=get("OPENAI_API_KEY"),
+            openai_base_url=get("OPENAI_BASE_URL") or get("OPENAI_API_BASE"),
+            anthropic_api_key=get("ANTHROPIC_API_KEY"),
+            local=local,
+        )
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
+@attrs.frozen
+class _Llm:
+    handle: str
+    model: str
+    endpoint_type: str  # LLMConfig.model_endpoint_type
+    endpoint: str
+    context_window: int  # the model's own maximum, before the global cap
+    max_tokens: int
+    provider_name: str
+    display_name: str | None = None
+    simulated: bool = False
+
+
+@attrs.frozen
+class _Embedding:
+    handle: str
+    model: str
+    endpoint_type: str  # EmbeddingConfig.embedding_endpoint_type
+    endpoint: str
+    dim: int
+    # Letta lists an embedding model's provider as its endpoint type ("openai" even for Ollama);
+    # only the simulator departs from that, to say what it is.
+    list_provider_name: str
+    display_name: str | None = None
+    simulated: bool = False
+
+
+def _sort_key(provider_name: str, model: str) -> tuple[int, str, str]:
+    return (_PROVIDER_ORDER.get(provider_name, 999), provider_name, model)
+
+
+def _offered_llms(config: CatalogConfig) -> list[_Llm]:
+    llms: list[_Llm] = []
+    if config.openai_enabled:
+        endpoint = config.openai_base_url or OPENAI_BASE_URL
+        llms += [
+            _Llm(f"openai/{m}", m, "openai", endpoint, cw, _OPENAI_MAX_TOKENS, "openai")
+            for m, cw in _OPENAI_CHAT
+        ]
+    if config.anthropic_enabled:
+        llms += [
+            _Llm(
+                f"anthropic/{m}",
+                m,
+                "anthropic",
+                ANTHROPIC_BASE_URL,
+                _ANTHROPIC_CONTEXT_WINDOW,
+                _anthropic_max_tokens(m),
+                "anthropic",
+            )
+            for m in _ANTHROPIC_CHAT
+        ]
+    if (local := config.local) is not None:
+        llms += [
+            _Llm(
+                f"{local.kind}/{m}",
+                m,
+                "openai",  # Letta's vLLM and Ollama providers both speak the OpenAI API
+                local.openai_base_url,
+                local.context_window,
+                _LOCAL_MAX_TOKENS,
+                local.kind,
+            )
+            for m in local.models
+        ]
+    # Mirrors gpt-4o-mini, the model Letta's SDK tests use, so the sim can stand in for it.
+    llms.append(
+        _Llm(
+            SIM_CHAT_HANDLE,
+            "agent",
+            "openai",
+            SIM_ENDPOINT,
+            128_000,
+            16_384,
+            SIM_PROVIDER_NAME,
+            display_name="Simulated agent model (offline, deterministic; not a language model)",
+            simulated=True,
+        )
+    )
+    llms.sort(key=lambda e: _sort_key(e.provider_name, e.model))
+    return llms
+
+
+def _offered_embeddings(config: CatalogConfig) -> list[_Embedding]:
+    embeddings: list[_Embedding] = []
+    if config.openai_enabled:
+        endpoint = config.openai_base_url or OPENAI_BASE_URL
+        embeddings += [
+            _Embedding(f"openai/{m}", m, "openai", endpoint, dim, "openai")
+            for m, dim in _OPENAI_EMBEDDING
+        ]
+    if (local := config.local) is not None:
+        embeddings += [
+            _Embedding(
+                f"{local.kind}/{e.name}", e.name, "openai", local.openai_base_url, e.dim, "openai"
+            )
+            for e in local.embedding_models
+        ]
+    embeddings.append(
+        _Embedding(
+            SIM_EMBEDDING_HANDLE,
+            "embedding",
+            "openai",
+            SIM_ENDPOINT,
+            SIM_EMBEDDING_DIM,
+            SIM_PROVIDER_NAME,
+            display_name="Simulated embedding model (offline, deterministic; not semantic)",
+            simulated=True,
+        )
+    )
+    # Letta sorts embedding models by the provider named in the handle, then by model.
+    embeddings.sort(key=lambda e: _sort_key(e.handle.split("/", 1)[0], e.model))
+    return embeddings
+
+
+def _anthropic_max_tokens(model: str) -> int:
+    # AnthropicProvider.get_default_max_output_tokens in Letta 0.16.8.
+    if "claude-opus-4-6" in model or "claude-sonnet-4-6" in model:
+        return 21_000
+    if "opus" in model or "sonnet" in model:
+        return 16_384
+    return 8_192
+
+
+def _is_openai_reasoner(model: str) -> bool:
+    return model.startswith(("o1", "o3", "o4", "gpt-5"))
+
+
+def _is_anthropic_reasoner(model: str) -> bool:
+    return model.startswith(
+        ("claude-opus-4", "claude-sonnet-4", "claude-3-7-sonnet", "claude-haiku-4-5")
+    )
+
+
+def _base_llm_config(entry: _Llm, context_window: int) -> dict[str, Any]:
+    """An LLMConfig as Letta builds it from its database row: every field, schema order."""
+    return {
+        "model": entry.model,
+        "display_name": entry.display_name,
+        "model_endpoint_type": entry.endpoint_type,
+        "model_endpoint": entry.endpoint,
+        "provider_name": entry.provider_name,
+        "provider_category": "base",
+        "model_wrapper": None,
+        "context_window": context_window,
+        "put_inner_thoughts_in_kwargs": False,
+        "handle": entry.handle,
+        "temperature": 1.0,
+        "max_tokens": entry.max_tokens,
+        "enable_reasoner": True,
+        "reasoning_effort": None,
+        "max_reasoning_tokens": 0,
+        "effort": None,
+        "frequency_penalty": None,
+        "compatibility_type": None,
+        # LLMConfig's validator gives every gpt-5 model a verbosity.
+        "verbosity": "medium" if entry.model.startswith("gpt-5") else None,
+        "tier": None,
+        "parallel_tool_calls": False,
+        "response_format": None,
+        "strict": False,
+        "return_logprobs": False,
+        "top_logprobs": None,
+        "return_token_ids": False,
+        "tool_call_parser": None,
+    }
+
+
+def _apply_v1_reasoning(config: dict[str, Any], reasoning: bool) -> None:
+    """Letta's `apply_reasoning_setting_to_config` for a letta_v1_agent, the default agent type."""
+    model = config["model"]
+    endpoint_type = config["model_endpoint_type"]
+    if endpoint_type == "openai" and _is_openai_reasoner(model):
+        # Native reasoners cannot be switched off.
+        config["put_inner_thoughts_in_kwargs"] = False
+        config["enable_reasoner"] = True
+        if config["reasoning_effort"] is None:
+            if model.startswith(("gpt-5.1", "gpt-5.2", "gpt-5.3", "gpt-5.4")):
+                config["reasoning_effort"] = "none"
+            elif model.startswith("gpt-5") and "codex" not in model.lower():
+                config["reasoning_effort"] = "minimal"
+            else:
+                config["reasoning_effort"] = "medium"
+        if model.startswith("gpt-5") and config["verbosity"] is None:
+            config["verbosity"] = "medium"
+    elif endpoint_type in ("anthropic", "bedrock") and _is_anthropic_reasoner(model):
+        config["enable_reasoner"] = reasoning
+        config["put_inner_thoughts_in_kwargs"] = False
+        # The 4.6 models think adaptively: no budget to set.
+        adaptive = model.startswith(("claude-opus-4-6", "claude-sonnet-4-6"))
+        if reasoning and config["max_reasoning_tokens"] == 0 and not adaptive:
+            config["max_reasoning_tokens"] = 1024
+        if (
+            model.startswith(("claude-opus-4-5", "claude-opus-4-6", "claude-sonnet-4-6"))
+            and config["effort"] is None
+        ):
+            config["effort"] = "medium"
+    else:
+        # Everything else: no simulated reasoning through tool-call kwargs.
+        config["put_inner_thoughts_in_kwargs"] = False
+        config["enable_reasoner"] = False
+        config["max_reasoning_tokens"] = 0
+
+
+# Provider families whose model_settings are just the common fields.
+_PLAIN_SETTINGS = ("azure", "xai", "groq", "deepseek", "together", "bedrock", "openrouter")
+
+
+def model_settings_from_llm_config(llm_config: Mapping[str, Any]) -> dict[str, Any]:
+    """An agent's `model_settings`, derived from its `llm_config` as Letta's
+    `LLMConfig._to_model_settings` does (Letta stores only the llm_config).
+
+    The values come from the llm_config, not from the ModelSettings schema defaults (which say
+    4096 tokens, temperature 0.7, reasoning "high", strict true for OpenAI): the SDK's tests
+    compare the result as a whole dict.
+    """
+
+    def get(name: str, default: Any = None) -> Any:
+        value = llm_config.get(name)
+        return default if value is None else value
+
+    endpoint_type = llm_config.get("model_endpoint_type")
+    max_tokens = get("max_tokens")
+    temperature = get("temperature", 1.0)
+    reasoning_tokens = get("max_reasoning_tokens", 0)
+    thinking_type = "enabled" if get("enable_reasoner", True) else "disabled"
+
+    if endpoint_type == "openai":
+        handle = get("handle", "")
+        if handle.startswith("sglang/") or "sglang" in get("provider_name", "").lower():
+            return {
+                "max_output_tokens": max_tokens or 4096,
+                "parallel_tool_calls": True,
+                "provider_type": "sglang",
+                "temperature": temperature,
+                "reasoning": {"reasoning_effort": get("reasoning_effort", "minimal")},
+                "response_format": None,
+                "strict": get("strict", False),
+                "tool_call_parser": llm_config.get("tool_call_parser"),
+            }
+        return {
+            "max_output_tokens": max_tokens or 4096,
+            "parallel_tool_calls": True,
+            "provider_type": "openai",
+            "temperature": temperature,
+            "reasoning": {"reasoning_effort": get("reasoning_effort", "minimal")},
+            "response_format": None,
+            "strict": get("strict", False),
+        }
+    if endpoint_type in ("anthropic", "minimax"):  # MiniMax speaks Anthropic's API
+        return {
+            "max_output_tokens": max_tokens or 4096,
+            "parallel_tool_calls": True,
+            "provider_type": "anthropic",
+            "temperature": temperature,
+            "thinking": {"type": thinking_type, "budget_tokens": reasoning_tokens or 1024},
+            "response_format": None,
+            "verbosity": llm_config.get("verbosity"),
+            # Letta's minimax branch does not pass effort.
+            "effort": llm_config.get("effort") if endpoint_type == "anthropic" else None,
+            "strict": get("strict", False),
+        }
+    if endpoint_type in ("google_ai", "google_vertex"):
+        return {
+            "max_output_tokens": max_tokens or 65536,
+            "parallel_tool_calls": True,
+            "provider_type": endpoint_type,
+            "temperature": temperature,
+            "thinking_config": {
+                "include_thoughts": reasoning_tokens > 0,
+                "thinking_budget": reasoning_tokens or 1024,
+            },
+            "response_schema": None,
+        }
+    if endpoint_type in ("zai", "zai_coding"):
+        return {
+            "max_output_tokens": max_tokens or 4096,
+            "parallel_tool_calls": True,
+            "provider_type": "zai",
+            "temperature": temperature,
+            "response_format": None,
+            "thinking": {"type": thinking_type, "clear_thinking": False},
+        }
+    if endpoint_type == "chatgpt_oauth":
+        return {
+            "max_output_tokens": max_tokens or 4096,
+            "parallel_tool_calls": True,
+            "provider_type": "chatgpt_oauth",
+            "temperature": temperature,
+            "reasoning": {"reasoning_effort": get("reasoning_effort", "medium")},
+        }
+    if endpoint_type == "baseten":
+        return {
+            "max_output_tokens": max_tokens or 4096,
+            "parallel_tool_calls": True,
+            "provider_type": "baseten",
+            "temperature": temperature,
+        }
+    if endpoint_type in _PLAIN_SETTINGS:
+        return {
+            "max_output_tokens": max_tokens or 4096,
+            "parallel_tool_calls": True,
+            "provider_type": endpoint_type,
+            "temperature": temperature,
+            "response_format": None,
+        }
+    # Letta's fallback for endpoint types it has no settings class for (ollama, vllm, ...).
+    return {"max_output_tokens": max_tokens or 4096, "parallel_tool_calls": True}
+
+
+@attrs.frozen
+class ModelCatalog:
+    """The models offered under one `CatalogConfig`. Every call returns fresh dicts."""
+
+    _llms: tuple[_Llm, ...]
+    _embeddings: tuple[_Embedding, ...]
+
+    @classmethod
+    def from_config(cls, config: CatalogConfig | None = None) -> ModelCatalog:
+        config = config or CatalogConfig()
+        return cls(tuple(_offered_llms(config)), tuple(_offered_embeddings(config)))
+
+    def handles(self) -> list[str]:
+        """Chat model handles, in list order."""
+        return [e.handle for e in self._llms]
+
+    def embedding_handles(self) -> list[str]:
+        return [e.handle for e in self._embeddings]
+
+    def is_simulated(self, handle: str) -> bool:
+        """Whether `handle` names a simulated model (chat or embedding) of this catalog."""
+        return any(e.handle == handle and e.simulated for e in (*self._llms, *self._embeddings))
+
+    def _llm(self, handle: str) -> _Llm:
+        for entry in self._llms:
+            if entry.handle == handle:
+                return entry
+        raise UnknownModel(handle, self.handles())
+
+    def _embedding(self, handle: str) -> _Embedding:
+        for entry in self._embeddings:
+            if entry.handle == handle:
+                return entry
+        raise UnknownModel(handle, self.embedding_handles(), kind="embedding model")
+
+    def llm_config_for(
+        self,
+        handle: str,
+        *,
+        context_window_limit: int | None = None,
+        max_tokens: int | None = None,
+        reasoning: bool | None = None,
+    ) -> dict[str, Any]:
+        """The `llm_config` of a new agent created with `model=handle` (a letta_v1_agent).
+
+        `context_window_limit`, `max_tokens` and `reasoning` are the CreateAgent fields of the
+        same names. Like Letta, a limit above the model's own window is taken as given.
+        """
+        entry = self._llm(handle)
+        if context_window_limit is None:
+            context_window = min(entry.context_window, GLOBAL_MAX_CONTEXT_WINDOW)
+        else:
+            context_window = context_window_limit
+        config = _base_llm_config(entry, context_window)
+        if max_tokens is not None:
+            config["max_tokens"] = max_tokens
+        # Unset, Letta falls back to the config's enable_reasoner, which is True by default.
+        _apply_v1_reasoning(config, config["enable_reasoner"] if reasoning is None else reasoning)
+        return config
+
+    def model_settings_for(self, handle: str) -> dict[str, Any]:
+        """The `model_settings` of a new agent created with `model=handle`."""
+        return model_settings_from_llm_config(self.llm_config_for(handle))
+
+    def embedding_config_for(
+        self, handle: str, *, embedding_chunk_size: int | None = None
+    ) -> dict[str, Any]:
+        """The `embedding_config` of a new agent created with `embedding=handle`."""
+        entry = self._embedding(handle)
+        return {
+            "embedding_endpoint_type": entry.endpoint_type,
+            "embedding_endpoint": entry.endpoint,
+            "embedding_model": entry.model,
+            "embedding_dim": entry.dim,
+            "embedding_chunk_size": embedding_chunk_size or DEFAULT_EMBEDDING_CHUNK_SIZE,
+            "handle": entry.handle,
+            "batch_size": _EMBEDDING_BATCH_SIZE,
+            "azure_endpoint": None,
+            "azure_version": None,
+            "azure_deployment": None,
+        }
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """`GET /v1/models/`: Letta's `Model.from_llm_config` over its provider configs, which
+        carry the model's full window and no agent's reasoning policy."""
+        models = []
+        for entry in self._llms:
+            config = _base_llm_config(entry, entry.context_window)
+            models.append(
+                {
+                    "handle": entry.handle,
+                    "name": entry.model,
+                    "display_name": entry.display_name or entry.model,
+                    "provider_type": entry.endpoint_type,
+                    "provider_name": entry.provider_name,
+                    "model_type": "llm",
+                    **{k: v for k, v in config.items() if k != "display_name"},
+                    "max_context_window": entry.context_window,
+                }
+            )
+        return models
+
+    def list_embedding_models(self) -> list[dict[str, Any]]:
+        """`GET /v1/models/embedding`: Letta's `EmbeddingModel.from_embedding_config`."""
+        models = []
+        for entry in self._embeddings:
+            config = self.embedding_config_for(entry.handle)
+            models.append(
+                {
+                    "handle": entry.handle,
+                    "name": entry.model,
+                    "display_name": entry.display_name or entry.model,
+                    "provider_type": entry.endpoint_type,
+                    "provider_name": entry.list_provider_name,
+                    "model_type": "embedding",
+                    **{k: v for k, v in config.items() if k != "handle"},
+                }
+            )
+        return models
