@@ -1,33 +1,13 @@
-"""The use cases behind the API: create a block, list agents, send a message...
-
-CRUD goes straight to the store, one transaction per use case, so a request
-either happens whole or not at all; anything that runs an agent goes through
-the dispatcher. Input arrives as parsed JSON and is validated here (through
-the models' converter), so the API layer stays a thin shell and the whole
-service runs inside the simulator.
-
-Layout in the store (kelpie_trio/storage/keys.py): each record at
-`<subspace>(id)` (chunked when large), and a creation-order index per
-collection, `<index>(created_us, id)`, which gives stable pagination even for
-records created in the same microsecond.
-"""
+"""Agents: create, read, list, edit, delete; their core memory; tags."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 import attrs
 
-from kelpie_trio.env import Env
 from kelpie_trio.errors import Conflict, Invalid, NotFound
-from kelpie_trio.llm.catalog import (
-    SIM_CHAT_HANDLE,
-    CatalogConfig,
-    ModelCatalog,
-    UnknownModel,
-    model_settings_from_llm_config,
-)
+from kelpie_trio.llm.catalog import UnknownModel, model_settings_from_llm_config
 from kelpie_trio.models import convert
 from kelpie_trio.models.agents import (
     AGENT_TYPES,
@@ -37,217 +17,23 @@ from kelpie_trio.models.agents import (
     AgentView,
     CreateAgent,
 )
-from kelpie_trio.models.blocks import UPDATABLE_BLOCK_FIELDS, Block, CreateBlock
-from kelpie_trio.storage import Store, keys
+from kelpie_trio.models.blocks import Block
+from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX, BlockCases
+from kelpie_trio.service.common import Page, micros, page_ids, read_record, window
+from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
-from kelpie_trio.storage.chunks import clear_blob, get_blob, set_blob
+from kelpie_trio.storage.chunks import clear_blob, set_blob
 
-__all__ = ["AgentService", "Page", "window"]
+__all__ = ["AGENT_INDEX", "TAG_INDEX", "AgentCases"]
 
-T = TypeVar("T")
-
-BLOCK_INDEX = keys.ROOT["index"]["blocks"]  # (created_us, block_id) -> b""
 AGENT_INDEX = keys.ROOT["index"]["agents"]  # (created_us, agent_id) -> b""
 TAG_INDEX = keys.ROOT["index"]["agent_tags"]  # (tag, agent_id) -> b""
-BLOCK_AGENTS = keys.ROOT["index"]["block_agents"]  # (block_id, agent_id) -> b""
 
 _ADJECTIVES = ("brave", "calm", "clever", "eager", "gentle", "keen", "lucky", "quiet", "swift")
 _ANIMALS = ("kelpie", "otter", "heron", "lynx", "marten", "osprey", "seal", "wren", "yak")
 
-MAX_PAGE = 1000
 
-
-@attrs.frozen
-class Page:
-    """Cursor pagination as the SDK drives it: `after`/`before` are ids of the last page."""
-
-    after: str | None = None
-    before: str | None = None
-    limit: int | None = 50
-    order: Literal["asc", "desc"] = "asc"
-
-
-def _micros(seconds: float) -> int:
-    return round(seconds * 1_000_000)
-
-
-async def _read(tr: Transaction, key: bytes, cls: type[T]) -> T | None:
-    raw = await get_blob(tr, key)
-    return None if raw is None else convert.decode_record(raw, cls)
-
-
-async def _page_ids(
-    tr: Transaction,
-    index: keys.Subspace,
-    page: Page,
-    position: Callable[[str], Awaitable[tuple | None]],
-    keep: Callable[[str], Awaitable[bool]] | None = None,
-) -> list[str]:
-    """Ids from a (created_us, id) index, in `page.order`, strictly between the cursors.
-
-    An unknown cursor gives an empty page: the SDK stops iterating rather than
-    looping forever over a page it has already seen.
-    """
-    begin, end = index.range().start, index.range().stop
-    for cursor, is_lower in ((page.after, page.order == "asc"), (page.before, page.order != "asc")):
-        if cursor is None:
-            continue
-        where = await position(cursor)
-        if where is None:
-            return []
-        key = index.pack(where)
-        if is_lower:
-            begin = max(begin, key + b"\x00")
-        else:
-            end = min(end, key)
-    if begin >= end:
-        return []
-    limit = min(page.limit or MAX_PAGE, MAX_PAGE)
-    ids: list[str] = []
-    reverse = page.order == "desc"
-    # Filtered listings read in batches until the page is full or the index ends.
-    while begin < end and len(ids) < limit:
-        batch = await tr.get_range(begin, end, limit=limit * (4 if keep else 1), reverse=reverse)
-        if not batch:
-            break
-        for key, _ in batch:
-            ident = index.unpack(key)[1]
-            if keep is None or await keep(ident):
-                ids.append(ident)
-                if len(ids) == limit:
-                    break
-        last = batch[-1][0]
-        if reverse:
-            end = last
-        else:
-            begin = last + b"\x00"
-    return ids
-
-
-class AgentService:
-    def __init__(self, store: Store, env: Env, catalog: ModelCatalog | None = None) -> None:
-        self.store = store
-        self.env = env
-        self.catalog = catalog or ModelCatalog.from_config(CatalogConfig.from_env())
-        # An agent created without a model gets a real one when a provider is
-        # configured, else the simulated model (offline, and labeled so).
-        offered = self.catalog.handles()
-        self.default_model = next(
-            (h for h in ("openai/gpt-4o-mini", *offered) if h in offered and not
-             self.catalog.is_simulated(h)),
-            SIM_CHAT_HANDLE,
-        )  # fmt: skip
-
-    # -- blocks --------------------------------------------------------------
-
-    @staticmethod
-    def _check_block(block: Block, where: str = "body") -> None:
-        if block.limit <= 0:
-            raise Invalid.field([where, "limit"], "limit must be a positive number of characters")
-        if len(block.value) > block.limit:
-            raise Invalid.field(
-                [where, "value"],
-                f"value has {len(block.value)} characters, over the block's limit of {block.limit}",
-            )
-
-    def _new_block(self, create: CreateBlock, where: str = "body") -> Block:
-        block = Block(
-            id=self.env.new_id("block"),
-            created_at=self.env.now(),
-            **attrs.asdict(create, recurse=False),
-        )
-        self._check_block(block, where)
-        return block
-
-    @staticmethod
-    def _write_block(tr: Transaction, block: Block, *, new: bool) -> None:
-        set_blob(tr, keys.BLOCKS.pack((block.id,)), convert.encode_record(block))
-        if new:
-            tr.set(BLOCK_INDEX.pack((_micros(block.created_at), block.id)), b"")
-
-    async def _block(self, tr: Transaction, block_id: str) -> Block:
-        block = await _read(tr, keys.BLOCKS.pack((block_id,)), Block)
-        if block is None:
-            raise NotFound("Block", block_id)
-        return block
-
-    async def create_block(self, body: Any) -> Block:
-        block = self._new_block(convert.structure_api(body, CreateBlock))
-
-        async def create(tr: Transaction) -> None:
-            self._write_block(tr, block, new=True)
-
-        await self.store.transact(create)
-        return block
-
-    async def get_block(self, block_id: str) -> Block:
-        return await self.store.transact(lambda tr: self._block(tr, block_id))
-
-    async def list_blocks(self, page: Page, *, label: str | None = None) -> list[Block]:
-        async def listing(tr: Transaction) -> list[Block]:
-            cache: dict[str, Block | None] = {}
-
-            async def load(ident: str) -> Block | None:
-                if ident not in cache:
-                    cache[ident] = await _read(tr, keys.BLOCKS.pack((ident,)), Block)
-                return cache[ident]
-
-            async def position(ident: str) -> tuple | None:
-                block = await load(ident)
-                return None if block is None else (_micros(block.created_at), block.id)
-
-            async def keep(ident: str) -> bool:
-                block = await load(ident)
-                return block is not None and block.label == label
-
-            ids = await _page_ids(tr, BLOCK_INDEX, page, position, keep if label else None)
-            blocks = [await load(i) for i in ids]
-            return [b for b in blocks if b is not None]
-
-        return await self.store.transact(listing)
-
-    async def update_block(self, block_id: str, body: Any) -> Block:
-        if not isinstance(body, dict):
-            raise Invalid.field(["body"], "expected a JSON object", "model_type")
-        changes = {k: v for k, v in body.items() if k in UPDATABLE_BLOCK_FIELDS}
-
-        async def update(tr: Transaction) -> Block:
-            current = await self._block(tr, block_id)
-            merged = {**convert.api.unstructure(current), **changes}
-            block = convert.structure_api(merged, Block)
-            self._check_block(block)
-            self._write_block(tr, block, new=False)
-            return block
-
-        return await self.store.transact(update)
-
-    async def delete_block(self, block_id: str) -> None:
-        async def delete(tr: Transaction) -> None:
-            block = await self._block(tr, block_id)
-            # Detached from every agent that has it, in the same transaction.
-            for key, _ in await tr.get_prefix(BLOCK_AGENTS.pack((block_id,))):
-                agent = await self._agent(tr, BLOCK_AGENTS.unpack(key)[1])
-                agent.block_ids = [b for b in agent.block_ids if b != block_id]
-                self._write_agent(tr, agent)
-            tr.clear_range(*keys.prefix_range(BLOCK_AGENTS.pack((block_id,))))
-            clear_blob(tr, keys.BLOCKS.pack((block_id,)))
-            tr.clear(BLOCK_INDEX.pack((_micros(block.created_at), block_id)))
-
-        await self.store.transact(delete)
-
-    async def agents_of_block(self, block_id: str, page: Page) -> list[AgentView]:
-        async def listing(tr: Transaction) -> list[AgentView]:
-            await self._block(tr, block_id)
-            ids = [
-                BLOCK_AGENTS.unpack(k)[1]
-                for k, _ in await tr.get_prefix(BLOCK_AGENTS.pack((block_id,)))
-            ]
-            return [await self._view(tr, await self._agent(tr, i)) for i in window(ids, page)]
-
-        return await self.store.transact(listing)
-
-    # -- agents ----------------------------------------------------------------
-
+class AgentCases(BlockCases):
     def _resolve_model(self, create: CreateAgent) -> dict[str, Any]:
         """The model fields of a new agent, filled in for its handles as Letta does."""
         handle = create.model or (create.llm_config or {}).get("handle") or self.default_model
@@ -282,7 +68,7 @@ class AgentService:
         set_blob(tr, keys.AGENTS.pack((agent.id,)), convert.encode_record(agent))
 
     async def _agent(self, tr: Transaction, agent_id: str) -> Agent:
-        agent = await _read(tr, keys.AGENTS.pack((agent_id,)), Agent)
+        agent = await read_record(tr, keys.AGENTS.pack((agent_id,)), Agent)
         if agent is None:
             raise NotFound("Agent", agent_id)
         return agent
@@ -358,7 +144,7 @@ class AgentService:
                 self._write_block(tr, block, new=True)
             agent.block_ids = [b.id for b in blocks]
             self._write_agent(tr, agent)
-            tr.set(AGENT_INDEX.pack((_micros(agent.created_at), agent.id)), b"")
+            tr.set(AGENT_INDEX.pack((micros(agent.created_at), agent.id)), b"")
             self._link(tr, agent)
             return AgentView(agent, blocks, [])
 
@@ -387,12 +173,12 @@ class AgentService:
 
             async def load(ident: str) -> Agent | None:
                 if ident not in cache:
-                    cache[ident] = await _read(tr, keys.AGENTS.pack((ident,)), Agent)
+                    cache[ident] = await read_record(tr, keys.AGENTS.pack((ident,)), Agent)
                 return cache[ident]
 
             async def position(ident: str) -> tuple | None:
                 agent = await load(ident)
-                return None if agent is None else (_micros(agent.created_at), agent.id)
+                return None if agent is None else (micros(agent.created_at), agent.id)
 
             async def keep(ident: str) -> bool:
                 agent = await load(ident)
@@ -406,7 +192,7 @@ class AgentService:
                 return True
 
             filtered = name is not None or needle is not None or bool(wanted_tags)
-            ids = await _page_ids(tr, AGENT_INDEX, page, position, keep if filtered else None)
+            ids = await page_ids(tr, AGENT_INDEX, page, position, keep if filtered else None)
             agents = [await load(i) for i in ids]
             return [await self._view(tr, a) for a in agents if a is not None]
 
@@ -451,7 +237,7 @@ class AgentService:
             cleared = attrs.evolve(agent, tags=[], block_ids=[])
             self._link(tr, cleared, agent)
             clear_blob(tr, keys.AGENTS.pack((agent_id,)))
-            tr.clear(AGENT_INDEX.pack((_micros(agent.created_at), agent_id)))
+            tr.clear(AGENT_INDEX.pack((micros(agent.created_at), agent_id)))
 
         await self.store.transact(delete)
 
@@ -502,12 +288,29 @@ class AgentService:
 
         return await self.store.transact(listing)
 
+    # -- blocks as agents hold them ------------------------------------------
 
-def window(items: list[str], page: Page) -> list[str]:
-    """Cursor paging over a small in-memory list of ids (an agent's blocks, tags)."""
-    ordered = items if page.order == "asc" else items[::-1]
-    if page.after is not None:
-        ordered = ordered[ordered.index(page.after) + 1 :] if page.after in ordered else []
-    if page.before is not None:
-        ordered = ordered[: ordered.index(page.before)] if page.before in ordered else []
-    return ordered[: min(page.limit or MAX_PAGE, MAX_PAGE)]
+    async def delete_block(self, block_id: str) -> None:
+        async def delete(tr: Transaction) -> None:
+            block = await self._block(tr, block_id)
+            # Detached from every agent that has it, in the same transaction.
+            for key, _ in await tr.get_prefix(BLOCK_AGENTS.pack((block_id,))):
+                agent = await self._agent(tr, BLOCK_AGENTS.unpack(key)[1])
+                agent.block_ids = [b for b in agent.block_ids if b != block_id]
+                self._write_agent(tr, agent)
+            tr.clear_range(*keys.prefix_range(BLOCK_AGENTS.pack((block_id,))))
+            clear_blob(tr, keys.BLOCKS.pack((block_id,)))
+            tr.clear(BLOCK_INDEX.pack((micros(block.created_at), block_id)))
+
+        await self.store.transact(delete)
+
+    async def agents_of_block(self, block_id: str, page: Page) -> list[AgentView]:
+        async def listing(tr: Transaction) -> list[AgentView]:
+            await self._block(tr, block_id)
+            ids = [
+                BLOCK_AGENTS.unpack(k)[1]
+                for k, _ in await tr.get_prefix(BLOCK_AGENTS.pack((block_id,)))
+            ]
+            return [await self._view(tr, await self._agent(tr, i)) for i in window(ids, page)]
+
+        return await self.store.transact(listing)

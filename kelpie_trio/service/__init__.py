@@ -1,0 +1,34 @@
+"""The use cases behind the API: create a block, list agents, send a message...
+
+CRUD goes straight to the store, one transaction per use case, so a request
+either happens whole or not at all; anything that runs an agent goes through
+the dispatcher. Input arrives as parsed JSON and is validated here (through
+the models' converter), so the API layer stays a thin shell and the whole
+service runs inside the simulator.
+
+Layout in the store (kelpie_trio/storage/keys.py): each record at
+`<subspace>(id)` (chunked when large), and a creation-order index per
+collection, `<index>(created_us, id)`, which gives stable pagination even for
+records created in the same microsecond.
+"""
+
+from __future__ import annotations
+
+from kelpie_trio.service.agents import AGENT_INDEX, TAG_INDEX, AgentCases
+from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX
+from kelpie_trio.service.common import MAX_PAGE, Page, window
+
+__all__ = [
+    "AGENT_INDEX",
+    "BLOCK_AGENTS",
+    "BLOCK_INDEX",
+    "MAX_PAGE",
+    "TAG_INDEX",
+    "AgentService",
+    "Page",
+    "window",
+]
+
+
+class AgentService(AgentCases):
+    """Every use case of the API, over one store (see the modules of this package)."""
