@@ -24,6 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             db=args.db,
             fdb_cluster_file=args.fdb_cluster_file,
+            password=args.password,
         )
     except ValueError as error:
         print(f"kelpie-trio: {error}", file=sys.stderr)
@@ -56,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--db", type=Path, help="SQLite file (KELPIE_DB; <data-dir>/kelpie.db)")
     serve.add_argument(
         "--fdb-cluster-file", help="FoundationDB cluster file (KELPIE_FDB_CLUSTER_FILE)"
+    )
+    serve.add_argument(
+        "--password",
+        help="require `Authorization: Bearer <password>` on every route but health "
+        "(KELPIE_SERVER_PASSWORD)",
     )
     serve.set_defaults(func=_serve)
 

@@ -31,6 +31,7 @@ class ServerConfig:
     # every node of a cluster shares for its internal routes.
     advertise_url: str | None = None
     cluster_token: str | None = None
+    password: str | None = None  # when set, every route but health needs it as a Bearer token
     idle_timeout: float = 300.0  # deactivate an agent after this long without a message
 
     @property
@@ -61,6 +62,8 @@ class ServerConfig:
             values["advertise_url"] = env["KELPIE_ADVERTISE_URL"]
         if "KELPIE_CLUSTER_TOKEN" in env:
             values["cluster_token"] = env["KELPIE_CLUSTER_TOKEN"]
+        if env.get("KELPIE_SERVER_PASSWORD"):
+            values["password"] = env["KELPIE_SERVER_PASSWORD"]
         if "KELPIE_IDLE_TIMEOUT" in env:
             values["idle_timeout"] = float(env["KELPIE_IDLE_TIMEOUT"])
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 from kelpie_trio import __version__
 from kelpie_trio.api.agents import agents
 from kelpie_trio.api.blocks import blocks
+from kelpie_trio.api.middleware import install as install_middleware
 from kelpie_trio.api.models import models
 from kelpie_trio.env import Env, RealEnv
 from kelpie_trio.errors import ServiceError
@@ -48,11 +49,15 @@ def create_app(
     env: Env | None = None,
     catalog: ModelCatalog | None = None,
     cluster_token: str | None = None,
+    password: str | None = None,
 ) -> QuartTrio:
     app = QuartTrio("kelpie_trio")
     app.config["KELPIE_STORE"] = store
     app.config["KELPIE_SERVICE"] = AgentService(store, env or RealEnv(), catalog)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    install_middleware(app, password=password)
+    # Without a cluster token of its own, the internal route is guarded by the password.
+    cluster_token = cluster_token or password
     app.register_blueprint(blocks)
     app.register_blueprint(agents)
     app.register_blueprint(models)
@@ -88,12 +93,12 @@ def create_app(
     @app.post("/internal/v1/agents/<agent_id>/invoke")
     async def invoke_forwarded(agent_id: str) -> Response:
         """A message another node forwarded here, because this node holds the agent's lease."""
-        if dispatcher is None:
-            return _json({"detail": "this node runs no agents"}, 503)
         if cluster_token is not None:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {cluster_token}".encode()):
                 return _json({"detail": "Unauthorized"}, 401)
+        if dispatcher is None:
+            return _json({"detail": "this node runs no agents"}, 503)
         try:
             body = orjson.loads(await request.get_data())
             message = body["message"]

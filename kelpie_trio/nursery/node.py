@@ -85,7 +85,7 @@ async def run_node(
         shutdown = trio.Event()
     store = open_store(config, env)
     metrics = RuntimeMetrics()
-    transport = HttpTransport(token=config.cluster_token)
+    transport = HttpTransport(token=config.cluster_token or config.password)
     dispatcher = Dispatcher(
         node_id=env.new_id("node"),
         address=config.advertise_url or f"http://{config.host}:{config.port}",
@@ -96,7 +96,14 @@ async def run_node(
         config=runtime or RuntimeConfig(idle_timeout=config.idle_timeout),
         observer=metrics,
     )
-    app = create_app(store, dispatcher, metrics, env=env, cluster_token=config.cluster_token)
+    app = create_app(
+        store,
+        dispatcher,
+        metrics,
+        env=env,
+        cluster_token=config.cluster_token,
+        password=config.password,
+    )
     serve = functools.partial(
         hypercorn.trio.serve, app, _hypercorn_config(config), shutdown_trigger=shutdown.wait
     )

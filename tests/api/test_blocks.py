@@ -119,3 +119,17 @@ async def test_unknown_route_is_a_json_404(client: QuartClient) -> None:
     response = await client.get("/v1/nothing-here")
     assert response.status_code == 404
     assert await response.get_json() == {"detail": "Not Found"}
+
+
+async def test_a_body_over_the_size_limit_is_a_413_and_changes_nothing(
+    client: QuartClient,
+) -> None:
+    from kelpie_trio.api.app import MAX_BODY_BYTES
+
+    huge = b'{"label": "l", "value": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    response = await client.post(
+        "/v1/blocks/", data=huge, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert "detail" in await response.get_json()
+    assert await (await client.get("/v1/blocks/")).get_json() == []
