@@ -7,11 +7,16 @@ holds half a request: no record without its index entry, none without a 200.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
 import trio
+from quart.testing import QuartClient
+from quart_trio import QuartTrio
 
 from kelpie_trio.api.app import create_app
 from kelpie_trio.service import AGENT_INDEX, BLOCK_AGENTS, BLOCK_INDEX
-from kelpie_trio.sim import FaultConfig, SimWorld
+from kelpie_trio.sim import FaultConfig, SimNode, SimWorld
 from kelpie_trio.sim.faults import STORAGE_FAULTS
 from kelpie_trio.sim.seeds import run_seeds
 from kelpie_trio.storage import keys
@@ -20,30 +25,46 @@ from kelpie_trio.storage.base import Transaction
 FAULTS = FaultConfig(dict.fromkeys(STORAGE_FAULTS, 0.15))
 
 
-async def blocks_under_faults(world: SimWorld) -> dict[str, int]:
+def api_on_a_sim_node(world: SimWorld) -> tuple[SimNode, QuartTrio]:
     node = world.new_node("api")
     node.store.max_attempts = 4  # give up sooner than production would: more 503s to see
-    app = create_app(node.store, env=node.env)
+    return node, create_app(node.store, env=node.env)
+
+
+async def post_concurrently(
+    client: QuartClient, path: str, bodies: list[dict], statuses: Counter[int]
+) -> set[str]:
+    """POST every body at once; the ids of those answered 200. Others must be clean 503s."""
     created: set[str] = set()
-    statuses: dict[str, int] = {}
+
+    async def one(body: dict) -> None:
+        response = await client.post(path, json=body)
+        answer = await response.get_json()
+        statuses[response.status_code] += 1
+        if response.status_code == 200:
+            created.add(answer["id"])
+        else:
+            assert response.status_code == 503, answer
+            assert response.headers["Retry-After"] and "detail" in answer
+
+    async with trio.open_nursery() as nursery:
+        for body in bodies:
+            nursery.start_soon(one, body)
+    return created
+
+
+def run_over_seeds(scenario: Callable[[SimWorld, Counter[int]], Awaitable[None]]) -> None:
+    statuses: Counter[int] = Counter()
+    run_seeds(lambda seed: SimWorld(seed, FAULTS).run(lambda w: scenario(w, statuses)), 20)
+    assert statuses[200] > 0 and statuses[503] > 0  # both paths really ran
+
+
+async def blocks_under_faults(world: SimWorld, statuses: Counter[int]) -> None:
+    node, app = api_on_a_sim_node(world)
     async with app.test_app() as test_app:
         client = test_app.test_client()
-
-        async def one(i: int) -> None:
-            response = await client.post("/v1/blocks/", json={"label": "l", "value": f"v{i}"})
-            body = await response.get_json()
-            key = str(response.status_code)
-            statuses[key] = statuses.get(key, 0) + 1
-            if response.status_code == 200:
-                created.add(body["id"])
-            else:
-                assert response.status_code == 503, body
-                assert response.headers["Retry-After"] and "detail" in body
-
-        async with trio.open_nursery() as nursery:
-            for i in range(40):
-                nursery.start_soon(one, i)
-
+        bodies = [{"label": "l", "value": f"v{i}"} for i in range(40)]
+        created = await post_concurrently(client, "/v1/blocks/", bodies, statuses)
         world.faults.enabled = False
         await trio.sleep(1)  # commits still in flight (unknown results) land or fail by now
         listed = {b["id"] for b in await (await client.get("/v1/blocks/?limit=1000")).get_json()}
@@ -59,51 +80,27 @@ async def blocks_under_faults(world: SimWorld) -> dict[str, int]:
     assert listed == records
     # A 503 may still have landed (the store gave up after an unknown result),
     # but never as half a block: the sets above match.
-    return statuses
 
 
 def test_dst_api_requests_succeed_whole_or_fail_cleanly_under_storage_faults() -> None:
-    totals: dict[str, int] = {}
-
-    def one(seed: int) -> None:
-        for status, count in SimWorld(seed, FAULTS).run(blocks_under_faults).items():
-            totals[status] = totals.get(status, 0) + count
-
-    run_seeds(one, 20)
-    assert totals.get("200", 0) > 0 and totals.get("503", 0) > 0  # both paths really ran
+    run_over_seeds(blocks_under_faults)
 
 
-async def agents_under_faults(world: SimWorld) -> dict[str, int]:
-    node = world.new_node("api")
-    node.store.max_attempts = 4
-    app = create_app(node.store, env=node.env)
-    created: set[str] = set()
-    statuses: dict[str, int] = {}
+async def agents_under_faults(world: SimWorld, statuses: Counter[int]) -> None:
+    node, app = api_on_a_sim_node(world)
+    bodies = [
+        {
+            "name": f"a{i}",
+            "tags": [f"t{i % 3}"],
+            "memory_blocks": [
+                {"label": "human", "value": f"h{i}"},
+                {"label": "persona", "value": f"p{i}"},
+            ],
+        }
+        for i in range(30)
+    ]
     async with app.test_app() as test_app:
-        client = test_app.test_client()
-
-        async def one(i: int) -> None:
-            response = await client.post(
-                "/v1/agents/",
-                json={
-                    "name": f"a{i}",
-                    "tags": [f"t{i % 3}"],
-                    "memory_blocks": [
-                        {"label": "human", "value": f"h{i}"},
-                        {"label": "persona", "value": f"p{i}"},
-                    ],
-                },
-            )
-            key = str(response.status_code)
-            statuses[key] = statuses.get(key, 0) + 1
-            if response.status_code == 200:
-                created.add((await response.get_json())["id"])
-            else:
-                assert response.status_code == 503
-
-        async with trio.open_nursery() as nursery:
-            for i in range(30):
-                nursery.start_soon(one, i)
+        created = await post_concurrently(test_app.test_client(), "/v1/agents/", bodies, statuses)
         world.faults.enabled = False
         await trio.sleep(1)
 
@@ -119,15 +116,7 @@ async def agents_under_faults(world: SimWorld) -> dict[str, int]:
     assert {block for block, _ in links} == blocks, "an orphan block, or a link to nothing"
     assert {agent for _, agent in links} == agents
     assert len(blocks) == 2 * len(agents)
-    return statuses
 
 
 def test_dst_api_agent_creation_is_all_or_nothing_under_storage_faults() -> None:
-    totals: dict[str, int] = {}
-
-    def one(seed: int) -> None:
-        for status, count in SimWorld(seed, FAULTS).run(agents_under_faults).items():
-            totals[status] = totals.get(status, 0) + count
-
-    run_seeds(one, 20)
-    assert totals.get("200", 0) > 0 and totals.get("503", 0) > 0
+    run_over_seeds(agents_under_faults)
