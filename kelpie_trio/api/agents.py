@@ -8,10 +8,14 @@ from typing import Any
 from quart import Blueprint, Response, request
 
 from kelpie_trio.api.common import body, check_id, json_response, page_args, render, service
-from kelpie_trio.models.agents import AgentView
+from kelpie_trio.api.spec import documented
+from kelpie_trio.models.agents import AgentView, CreateAgent
+from kelpie_trio.models.blocks import Block
 from kelpie_trio.service import window
 
 agents = Blueprint("agents", __name__)
+
+PAGING = ("after", "before", "limit", "order")
 
 # Relations the record holds as ids; the AgentState carries the records themselves.
 _RECORD_ONLY = ("block_ids", "tool_ids", "created_at", "updated_at")
@@ -57,12 +61,14 @@ def render_agent(view: AgentView) -> dict[str, Any]:
 
 @agents.post("/v1/agents/")
 @agents.post("/v1/agents")
+@documented("Create an agent", request=CreateAgent)
 async def create_agent() -> Response:
     return json_response(render_agent(await service().create_agent(await body())))
 
 
 @agents.get("/v1/agents/")
 @agents.get("/v1/agents")
+@documented("List agents", query=(*PAGING, "name", "tags", "match_all_tags", "query_text"))
 async def list_agents() -> Response:
     args = request.args
     found = await service().list_agents(
@@ -76,18 +82,21 @@ async def list_agents() -> Response:
 
 
 @agents.get("/v1/agents/<agent_id>")
+@documented("Retrieve an agent")
 async def retrieve_agent(agent_id: str) -> Response:
     view = await service().get_agent(check_id(agent_id, "agent", "agent_id"))
     return json_response(render_agent(view))
 
 
 @agents.patch("/v1/agents/<agent_id>")
+@documented("Modify an agent: only the fields given change")
 async def modify_agent(agent_id: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
     return json_response(render_agent(await service().update_agent(agent_id, await body())))
 
 
 @agents.delete("/v1/agents/<agent_id>")
+@documented("Delete an agent (its blocks stay)")
 async def delete_agent(agent_id: str) -> Response:
     await service().delete_agent(check_id(agent_id, "agent", "agent_id"))
     return json_response(None)
@@ -95,6 +104,7 @@ async def delete_agent(agent_id: str) -> Response:
 
 @agents.get("/v1/agents/<agent_id>/core-memory/blocks")
 @agents.get("/v1/agents/<agent_id>/core-memory/blocks/")
+@documented("List an agent's core memory blocks", response=Block, many=True, query=PAGING)
 async def list_agent_blocks(agent_id: str) -> Response:
     view = await service().get_agent(check_id(agent_id, "agent", "agent_id"))
     by_id = {b.id: b for b in view.blocks}
@@ -103,18 +113,21 @@ async def list_agent_blocks(agent_id: str) -> Response:
 
 
 @agents.get("/v1/agents/<agent_id>/core-memory/blocks/<label>")
+@documented("Retrieve a core memory block by label", response=Block)
 async def retrieve_agent_block(agent_id: str, label: str) -> Response:
     block = await service().agent_block(check_id(agent_id, "agent", "agent_id"), label)
     return json_response(render(block))
 
 
 @agents.patch("/v1/agents/<agent_id>/core-memory/blocks/<label>")
+@documented("Modify a core memory block by label", request=Block, response=Block)
 async def modify_agent_block(agent_id: str, label: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
     return json_response(render(await service().update_agent_block(agent_id, label, await body())))
 
 
 @agents.patch("/v1/agents/<agent_id>/core-memory/blocks/attach/<block_id>")
+@documented("Attach a block to an agent's core memory")
 async def attach_block(agent_id: str, block_id: str) -> Response:
     view = await service().attach_block(
         check_id(agent_id, "agent", "agent_id"), check_id(block_id, "block", "block_id"), True
@@ -123,6 +136,7 @@ async def attach_block(agent_id: str, block_id: str) -> Response:
 
 
 @agents.patch("/v1/agents/<agent_id>/core-memory/blocks/detach/<block_id>")
+@documented("Detach a block from an agent's core memory")
 async def detach_block(agent_id: str, block_id: str) -> Response:
     view = await service().attach_block(
         check_id(agent_id, "agent", "agent_id"), check_id(block_id, "block", "block_id"), False
@@ -131,6 +145,7 @@ async def detach_block(agent_id: str, block_id: str) -> Response:
 
 
 @agents.get("/v1/blocks/<block_id>/agents")
+@documented("List the agents that hold a block", query=PAGING)
 async def agents_of_block(block_id: str) -> Response:
     found = await service().agents_of_block(check_id(block_id, "block", "block_id"), page_args())
     return json_response([render_agent(v) for v in found])
@@ -138,6 +153,7 @@ async def agents_of_block(block_id: str) -> Response:
 
 @agents.get("/v1/tags/")
 @agents.get("/v1/tags")
+@documented("List the tags in use", query=(*PAGING, "query_text"))
 async def list_tags() -> Response:
     found = await service().list_tags(page_args(), query_text=request.args.get("query_text"))
     return json_response(found)

@@ -21,6 +21,7 @@ from kelpie_trio.api.agents import agents
 from kelpie_trio.api.blocks import blocks
 from kelpie_trio.api.middleware import install as install_middleware
 from kelpie_trio.api.models import models
+from kelpie_trio.api.spec import build_openapi
 from kelpie_trio.env import Env, RealEnv
 from kelpie_trio.errors import ServiceError
 from kelpie_trio.llm.catalog import ModelCatalog
@@ -84,6 +85,15 @@ def create_app(
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
+
+    @app.get("/openapi.json")
+    async def openapi() -> Response:
+        """This API, described from its routes and models."""
+        if "openapi" not in spec_cache:
+            spec_cache["openapi"] = orjson.dumps(build_openapi(app))
+        return Response(spec_cache["openapi"], content_type="application/json")
+
+    spec_cache: dict[str, bytes] = {}
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
