@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -34,14 +35,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `kelpie-trio serve` on loopback (SQLite in a temp dir), for letta-client."""
+@contextlib.contextmanager
+def running_server(data_dir: Path, *extra: str) -> Iterator[str]:
+    """`kelpie-trio serve` on a free loopback port over `data_dir`, until the block ends."""
     port = _free_port()
-    data_dir: Path = tmp_path_factory.mktemp("server")
     process = subprocess.Popen(
         [sys.executable, "-m", "kelpie_trio.cli", "serve", "--port", str(port),
-         "--data-dir", str(data_dir)],
+         "--data-dir", str(data_dir), *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env={k: v for k, v in os.environ.items() if not k.startswith("KELPIE_")},
@@ -59,6 +59,15 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             process.kill()
             raise RuntimeError(f"server did not start: {process.stderr.read().decode()[-2000:]}")
         time.sleep(0.05)
-    yield url
-    process.terminate()
-    process.wait(timeout=20)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real server (SQLite in a temp dir) shared by a module's letta-client tests."""
+    with running_server(tmp_path_factory.mktemp("server")) as url:
+        yield url
