@@ -1,6 +1,6 @@
 """What a use case can refuse, independent of HTTP; the API maps each to its status.
 
-NotFound -> 404, Conflict -> 409, Invalid -> 422 (Letta's list of {loc, msg,
+NotFound -> 404, Forbidden -> 403, Conflict -> 409, Invalid -> 422 (Letta's list of {loc, msg,
 type}), TooLarge -> 413. Raised before anything is written, so a refused
 request changes nothing.
 """
@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["Conflict", "Invalid", "InvalidField", "NotFound", "ServiceError", "TooLarge"]
+__all__ = [
+    "Conflict",
+    "Forbidden",
+    "Invalid",
+    "InvalidField",
+    "NotFound",
+    "ServiceError",
+    "TooLarge",
+]
 
 
 class ServiceError(Exception):
@@ -26,6 +34,10 @@ class NotFound(ServiceError):
         super().__init__(f"{kind} with id '{ident}' not found")
         self.kind = kind
         self.ident = ident
+
+
+class Forbidden(ServiceError):
+    status = 403
 
 
 class Conflict(ServiceError):

@@ -21,7 +21,9 @@ from kelpie_trio.api.agents import agents
 from kelpie_trio.api.blocks import blocks
 from kelpie_trio.api.middleware import install as install_middleware
 from kelpie_trio.api.models import models
+from kelpie_trio.api.passages import passages
 from kelpie_trio.api.spec import build_openapi
+from kelpie_trio.api.tools import tools
 from kelpie_trio.env import Env, RealEnv
 from kelpie_trio.errors import ServiceError
 from kelpie_trio.llm.catalog import ModelCatalog
@@ -62,6 +64,8 @@ def create_app(
     app.register_blueprint(blocks)
     app.register_blueprint(agents)
     app.register_blueprint(models)
+    app.register_blueprint(passages)
+    app.register_blueprint(tools)
 
     # Every error in Letta's shape: {"detail": ...}, never an HTML page.
     @app.errorhandler(ServiceError)

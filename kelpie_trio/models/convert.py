@@ -10,6 +10,8 @@ Scalars are strict: a number where a string belongs is a 422, not a silent
 from __future__ import annotations
 
 import re
+import typing
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import cattrs
@@ -48,6 +50,24 @@ def _strict(converter: cattrs.Converter) -> cattrs.Converter:
     converter.register_structure_hook(int, integer)
     converter.register_structure_hook(float, number)
     converter.register_structure_hook(bool, boolean)
+
+    # A sequence must be a JSON array: cattrs would take "abc" as ["a", "b", "c"].
+    plain = converter.copy()
+
+    def is_sequence(tp: Any) -> bool:
+        return typing.get_origin(tp) in (list, tuple, set, frozenset) or tp in (list, tuple)
+
+    def sequence(tp: Any) -> Callable[[Any, Any], Any]:
+        base = plain.get_structure_hook(tp)
+
+        def structure(value: Any, _: Any) -> Any:
+            if not isinstance(value, list | tuple):
+                raise TypeError(f"expected a list, got {type(value).__name__}")
+            return base(value, tp)
+
+        return structure
+
+    converter.register_structure_hook_factory(is_sequence, sequence)
     return converter
 
 

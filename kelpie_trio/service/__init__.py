@@ -17,12 +17,14 @@ from __future__ import annotations
 from kelpie_trio.service.agents import AGENT_INDEX, TAG_INDEX, AgentCases
 from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX
 from kelpie_trio.service.common import MAX_PAGE, Page, window
+from kelpie_trio.service.passages import PASSAGE_INDEX, PassageCases
 
 __all__ = [
     "AGENT_INDEX",
     "BLOCK_AGENTS",
     "BLOCK_INDEX",
     "MAX_PAGE",
+    "PASSAGE_INDEX",
     "TAG_INDEX",
     "AgentService",
     "Page",
@@ -30,5 +32,5 @@ __all__ = [
 ]
 
 
-class AgentService(AgentCases):
+class AgentService(AgentCases, PassageCases):
     """Every use case of the API, over one store (see the modules of this package)."""

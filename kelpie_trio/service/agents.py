@@ -20,9 +20,12 @@ from kelpie_trio.models.agents import (
 from kelpie_trio.models.blocks import Block
 from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX, BlockCases
 from kelpie_trio.service.common import Page, micros, page_ids, read_record, window
+from kelpie_trio.service.passages import clear_agent_passages
+from kelpie_trio.service.tools import ToolCases
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import clear_blob, set_blob
+from kelpie_trio.tools.base import base_tool_names
 
 __all__ = ["AGENT_INDEX", "TAG_INDEX", "AgentCases"]
 
@@ -33,7 +36,7 @@ _ADJECTIVES = ("brave", "calm", "clever", "eager", "gentle", "keen", "lucky", "q
 _ANIMALS = ("kelpie", "otter", "heron", "lynx", "marten", "osprey", "seal", "wren", "yak")
 
 
-class AgentCases(BlockCases):
+class AgentCases(BlockCases, ToolCases):
     def _resolve_model(self, create: CreateAgent) -> dict[str, Any]:
         """The model fields of a new agent, filled in for its handles as Letta does."""
         handle = create.model or (create.llm_config or {}).get("handle") or self.default_model
@@ -75,7 +78,7 @@ class AgentCases(BlockCases):
 
     async def _view(self, tr: Transaction, agent: Agent) -> AgentView:
         blocks = [await self._block(tr, b) for b in agent.block_ids]
-        return AgentView(agent, blocks, [])
+        return AgentView(agent, blocks, await self._tools(tr, agent.tool_ids))
 
     @staticmethod
     def _check_labels(blocks: list[Block]) -> None:
@@ -98,20 +101,21 @@ class AgentCases(BlockCases):
             tr.clear(BLOCK_AGENTS.pack((block_id, agent.id)))
         for block_id in set(agent.block_ids) - old_blocks:
             tr.set(BLOCK_AGENTS.pack((block_id, agent.id)), b"")
+        self._link_tools(tr, agent, old)
 
     async def create_agent(self, body: Any) -> AgentView:
         create = convert.structure_api(body, CreateAgent)
         if create.agent_type not in AGENT_TYPES:
             raise Invalid.field(["body", "agent_type"], f"unknown agent type {create.agent_type!r}")
-        if create.tool_ids or create.tools:
-            raise Invalid.field(
-                ["body", "tool_ids" if create.tool_ids else "tools"],
-                "custom tools are not available on this server yet",
-            )
         model = self._resolve_model(create)
         new_blocks = [
             self._new_block(b, "body") for b in (create.memory_blocks or [])
         ]  # validated before anything is written
+        base = (
+            base_tool_names(create.agent_type, enable_sleeptime=create.enable_sleeptime)
+            if create.include_base_tools
+            else []
+        )
         now = self.env.now()
         agent = Agent(
             id=self.env.new_id("agent"),
@@ -143,10 +147,14 @@ class AgentCases(BlockCases):
             for block in new_blocks:
                 self._write_block(tr, block, new=True)
             agent.block_ids = [b.id for b in blocks]
+            tools = await self._agent_tools(
+                tr, names=create.tools or [], tool_ids=create.tool_ids or [], base=base
+            )
+            agent.tool_ids = [t.id for t in tools]
             self._write_agent(tr, agent)
             tr.set(AGENT_INDEX.pack((micros(agent.created_at), agent.id)), b"")
             self._link(tr, agent)
-            return AgentView(agent, blocks, [])
+            return AgentView(agent, blocks, tools)
 
         return await self.store.transact(create_)
 
@@ -219,25 +227,30 @@ class AgentCases(BlockCases):
                 merged |= convert.api.unstructure(model_change)
             if body.get("block_ids") is not None:
                 merged["block_ids"] = body["block_ids"]
+            if body.get("tool_ids") is not None:
+                merged["tool_ids"] = body["tool_ids"]
             agent = convert.structure_api(merged, Agent)
             agent.tags = list(dict.fromkeys(agent.tags))
             agent.updated_at = self.env.now()
             blocks = [await self._block(tr, b) for b in dict.fromkeys(agent.block_ids)]
             self._check_labels(blocks)
             agent.block_ids = [b.id for b in blocks]
+            tools = [await self._tool(tr, t) for t in dict.fromkeys(agent.tool_ids)]
+            agent.tool_ids = [t.id for t in tools]
             self._write_agent(tr, agent)
             self._link(tr, agent, current)
-            return AgentView(agent, blocks, [])
+            return AgentView(agent, blocks, tools)
 
         return await self.store.transact(update)
 
     async def delete_agent(self, agent_id: str) -> None:
         async def delete(tr: Transaction) -> None:
             agent = await self._agent(tr, agent_id)
-            cleared = attrs.evolve(agent, tags=[], block_ids=[])
+            cleared = attrs.evolve(agent, tags=[], block_ids=[], tool_ids=[])
             self._link(tr, cleared, agent)
             clear_blob(tr, keys.AGENTS.pack((agent_id,)))
             tr.clear(AGENT_INDEX.pack((micros(agent.created_at), agent_id)))
+            clear_agent_passages(tr, agent_id)
 
         await self.store.transact(delete)
 
@@ -274,7 +287,23 @@ class AgentCases(BlockCases):
             self._check_labels(blocks)
             self._write_agent(tr, agent)
             self._link(tr, agent, current)
-            return AgentView(agent, blocks, [])
+            return AgentView(agent, blocks, await self._tools(tr, agent.tool_ids))
+
+        return await self.store.transact(change)
+
+    async def attach_tool(self, agent_id: str, tool_id: str, attach: bool) -> AgentView:
+        """Attach or detach a tool, base or custom; doing either twice changes nothing."""
+
+        async def change(tr: Transaction) -> AgentView:
+            current = await self._agent(tr, agent_id)
+            await self._tool(tr, tool_id)
+            ids = [t for t in current.tool_ids if t != tool_id]
+            if attach:  # at the end, unless attached already (then it keeps its place)
+                ids = list(dict.fromkeys([*current.tool_ids, tool_id]))
+            agent = attrs.evolve(current, tool_ids=ids, updated_at=self.env.now())
+            self._write_agent(tr, agent)
+            self._link(tr, agent, current)
+            return await self._view(tr, agent)
 
         return await self.store.transact(change)
 

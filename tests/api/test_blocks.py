@@ -133,3 +133,9 @@ async def test_a_body_over_the_size_limit_is_a_413_and_changes_nothing(
     assert response.status_code == 413
     assert "detail" in await response.get_json()
     assert await (await client.get("/v1/blocks/")).get_json() == []
+
+
+async def test_a_string_where_a_list_belongs_is_a_422(client: QuartClient) -> None:
+    response = await client.post("/v1/blocks/", json={"label": "l", "value": "v", "tags": "abc"})
+    assert response.status_code == 422
+    assert (await response.get_json())["detail"][0]["loc"] == ["body", "tags"]

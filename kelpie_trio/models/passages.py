@@ -1,0 +1,189 @@
+"""Archival memory: passages, the insert request, and the plain rules over them.
+
+Everything here is pure (no store, no trio): how long text is split into
+passages, how a timestamp argument is read, and how a simple search ranks an
+agent's passages. The service loads the passages and applies these rules, so
+they are tested without a store; the real search index (BM25 and vectors) is
+its own issue and will replace `rank`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import uuid
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import attrs
+
+__all__ = [
+    "CHARS_PER_TOKEN",
+    "DEFAULT_TOP_K",
+    "MAX_INSERT_CHARS",
+    "CreateArchivalMemory",
+    "Passage",
+    "SearchQuery",
+    "SearchResult",
+    "default_archive_id",
+    "parse_timestamp",
+    "rank",
+    "split_text",
+    "terms",
+]
+
+# Letta embeds passages in chunks of `embedding_chunk_size` tokens (300 by
+# default) and splits inserted text to fit; without a tokenizer we count about
+# four characters to a token, the usual figure for English.
+CHARS_PER_TOKEN = 4
+
+# One insert is one transaction; this keeps it well inside FDB's 10 MB even
+# for four-byte characters (the split passages and their records included).
+MAX_INSERT_CHARS = 1_000_000
+
+DEFAULT_TOP_K = 5  # Letta's RETRIEVAL_QUERY_DEFAULT_PAGE_SIZE
+
+_WORD = re.compile(r"\w+")
+
+
+@attrs.define
+class Passage:
+    """A stored passage, in Letta's Passage shape plus the agent that owns it."""
+
+    id: str
+    agent_id: str
+    text: str
+    archive_id: str | None = None
+    tags: list[str] = attrs.Factory(list)
+    metadata: dict[str, Any] | None = attrs.Factory(dict)
+    embedding: list[float] | None = None
+    embedding_config: dict[str, Any] | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@attrs.define
+class CreateArchivalMemory:
+    """POST /v1/agents/{id}/archival-memory: only `text` is required."""
+
+    text: str
+    tags: list[str] | None = None
+    created_at: str | None = None
+
+
+@attrs.frozen
+class SearchQuery:
+    """What GET .../archival-memory/search asks for; times are epoch seconds, inclusive."""
+
+    query: str
+    tags: tuple[str, ...] = ()
+    tag_match_mode: Literal["any", "all"] = "any"
+    top_k: int = DEFAULT_TOP_K
+    start: float | None = None
+    end: float | None = None
+
+
+@attrs.frozen
+class SearchResult:
+    """A passage found by search, with its creation time in the agent's timezone (ISO 8601)."""
+
+    passage: Passage
+    timestamp: str
+
+
+def default_archive_id(agent_id: str) -> str:
+    """The id of an agent's own archive, the same every time it is asked for.
+
+    Letta keeps an agent's passages in a default archive created on first
+    insert; deriving its id from the agent's keeps it stable without a record
+    (archives as resources of their own are another issue).
+    """
+    digest = hashlib.sha256(f"archive:{agent_id}".encode()).digest()
+    return f"archive-{uuid.UUID(bytes=digest[:16], version=4)}"
+
+
+def split_text(text: str, max_chars: int) -> list[str]:
+    """`text` as passages of at most `max_chars` characters, in order.
+
+    A text that fits is kept exactly as given. A longer one is cut at the last
+    paragraph break, line break, sentence end or space in the second half of
+    each window (so no piece is tiny), else at `max_chars`; whitespace at the
+    cuts is dropped, nothing else. Letta's splitter overlaps its chunks; ours
+    do not, so the pieces read back as the text.
+    """
+    if len(text) <= max_chars:
+        return [text]
+    pieces: list[str] = []
+    rest = text.strip()
+    while len(rest) > max_chars:
+        cut = max_chars
+        for separator in ("\n\n", "\n", ". ", "! ", "? ", " "):
+            found = rest.rfind(separator, max_chars // 2, max_chars)
+            if found != -1:
+                cut = found + len(separator)
+                break
+        pieces.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest:
+        pieces.append(rest)
+    return pieces
+
+
+def terms(text: str) -> set[str]:
+    """The words of `text`, case-folded: what the simple search matches on."""
+    return set(_WORD.findall(text.casefold()))
+
+
+def parse_timestamp(value: str, *, end_of_day: bool = False) -> float:
+    """An ISO 8601 date or date-time as epoch seconds; raises ValueError.
+
+    A time without a zone is UTC (Letta's default for `created_at`). A bare
+    date means its first moment, or its last when it closes a range, so
+    `end_datetime=2025-01-31` includes the whole of the 31st.
+    """
+    text = value.strip()
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        day = dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+        if end_of_day:
+            day += dt.timedelta(days=1, microseconds=-1)
+        return day.timestamp()
+    moment = dt.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()
+
+
+def _tags_match(have: list[str], wanted: tuple[str, ...], mode: str) -> bool:
+    if not wanted:
+        return True
+    if mode == "all":
+        return set(wanted) <= set(have)
+    return not set(wanted).isdisjoint(have)
+
+
+def rank(passages: Iterable[Passage], search: SearchQuery) -> list[Passage]:
+    """The best `top_k` passages for `search`: a correct, simple ranking over the store.
+
+    Filters first (tags any/all, created_at within [start, end]); then a
+    passage scores the number of distinct query words it contains (whole
+    words, case-insensitive), and only passages that score are returned. An
+    empty query scores nothing and so returns the filtered passages by
+    recency. Ties go to the newest passage (then the larger id, so the order
+    is total).
+    """
+    wanted = terms(search.query)
+    scored: list[tuple[int, float, str, Passage]] = []
+    for passage in passages:
+        if not _tags_match(passage.tags, search.tags, search.tag_match_mode):
+            continue
+        if search.start is not None and passage.created_at < search.start:
+            continue
+        if search.end is not None and passage.created_at > search.end:
+            continue
+        score = len(wanted & terms(passage.text))
+        if wanted and score == 0:
+            continue
+        scored.append((score, passage.created_at, passage.id, passage))
+    scored.sort(key=lambda item: item[:3], reverse=True)
+    return [passage for *_, passage in scored[: search.top_k]]

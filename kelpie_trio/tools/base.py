@@ -1,0 +1,300 @@
+"""The base tools: the ones every server has, which agents get unless they opt out.
+
+Each is written here as a Python stub with the signature Letta's agents know
+(same names, parameters and types, so prompts and tool rules written for Letta
+still fit) and a docstring of our own; its JSON schema is derived from the stub
+by the same code as a custom tool's. The stubs never run: what a base tool does
+is the agent loop's business, which recognizes them by name.
+
+Base tools are not stored. They exist on every node from the first moment, with
+ids derived from their names, so all nodes agree without writing anything:
+`tool-<uuid>` where the uuid is uuid5(BASE_TOOL_NAMESPACE, name) with the version
+bits set to 4, which keeps the id in the `tool-<uuid4>` form Letta validates.
+
+Which base tools a new agent gets (`include_base_tools`, true by default) follows
+its agent type as Letta 0.16 does:
+
+- letta_v1_agent (the default): conversation_search, archival_memory_insert,
+  archival_memory_search, memory_insert, memory_replace (it answers in plain
+  text, so no send_message);
+- memgpt_v2_agent: the same plus send_message;
+- sleeptime_agent: memory_insert, memory_replace, memory_rethink;
+- any agent with enable_sleeptime: send_message, conversation_search,
+  archival_memory_search (its memory is edited by its sleep-time companion);
+- react_agent, workflow_agent and the voice agents: none;
+- every other type (memgpt_agent, split_thread_agent): send_message,
+  conversation_search, archival_memory_insert, archival_memory_search,
+  core_memory_append, core_memory_replace.
+"""
+
+from __future__ import annotations
+
+import textwrap
+import uuid
+
+from kelpie_trio.models.tools import Tool
+from kelpie_trio.tools.schema import derive_tool_schema
+
+__all__ = [
+    "BASE_TOOLS",
+    "BASE_TOOLS_BY_ID",
+    "BASE_TOOLS_BY_NAME",
+    "BASE_TOOL_NAMESPACE",
+    "base_tool_id",
+    "base_tool_names",
+]
+
+BASE_TOOL_NAMESPACE = uuid.UUID("6b656c70-6965-5472-696f-746f6f6c7321")
+
+_NOT_RUN = 'raise NotImplementedError("a base tool: the agent loop carries it out")'
+
+# (name, tool_type, source), in the order they are listed.
+_STUBS: list[tuple[str, str, str]] = [
+    (
+        "send_message",
+        "letta_core",
+        '''
+        def send_message(message: str) -> None:
+            """Say something to the user: this is the only way the user hears from you.
+
+            Args:
+                message (str): What to say. Any Unicode text, emoji included.
+            """
+        ''',
+    ),
+    (
+        "conversation_search",
+        "letta_core",
+        '''
+        def conversation_search(
+            query: str | None = None,
+            roles: list[Literal["assistant", "user", "tool"]] | None = None,
+            limit: int | None = None,
+            start_date: str | None = None,
+            end_date: str | None = None,
+        ) -> str | None:
+            """Search earlier messages of this conversation, including ones out of context.
+
+            Args:
+                query (str | None): Words or an idea to look for. Leave it out to filter by
+                    date and role alone.
+                roles (list | None): Only messages from these senders.
+                limit (int | None): At most this many results; the server picks when left out.
+                start_date (str | None): Only messages from this moment on, inclusive. ISO 8601:
+                    "2024-05-01" (the whole day counts) or "2024-05-01T09:30".
+                end_date (str | None): Only messages up to this moment, inclusive; a date alone
+                    includes that whole day.
+
+            Returns:
+                str: The matching messages with their times.
+            """
+        ''',
+    ),
+    (
+        "archival_memory_insert",
+        "letta_core",
+        '''
+        def archival_memory_insert(content: str, tags: list[str] | None = None) -> str | None:
+            """Keep a piece of information in archival memory, your long-term store.
+
+            Archival memory outlives every conversation and is searched by meaning. Write
+            entries that make sense on their own (a fact, a decision, a summary), not
+            fragments of chat, and tag them so they are easy to find again.
+
+            Args:
+                content (str): The information to keep, complete in itself.
+                tags (list[str] | None): Labels for the entry, such as ["travel", "plans"].
+
+            Returns:
+                str: A confirmation naming the stored entry.
+            """
+        ''',
+    ),
+    (
+        "archival_memory_search",
+        "letta_core",
+        '''
+        def archival_memory_search(
+            query: str,
+            tags: list[str] | None = None,
+            tag_match_mode: Literal["any", "all"] = "any",
+            top_k: int | None = None,
+            start_datetime: str | None = None,
+            end_datetime: str | None = None,
+        ) -> str | None:
+            """Find entries in archival memory whose meaning is close to a query.
+
+            Describe what you need in plain words; the best matches come first. Narrow the
+            search with tags or a time range when you know them.
+
+            Args:
+                query (str): What you are looking for, in natural language.
+                tags (list[str] | None): Only entries carrying these tags.
+                tag_match_mode (str): "any" for entries with at least one of the tags, "all"
+                    for entries with every one of them.
+                top_k (int | None): How many entries to return at most (10 when left out).
+                start_datetime (str | None): Only entries stored at or after this ISO 8601 time.
+                end_datetime (str | None): Only entries stored at or before this ISO 8601 time.
+
+            Returns:
+                str: The matching entries with their ids, times and text.
+            """
+        ''',
+    ),
+    (
+        "core_memory_append",
+        "letta_memory_core",
+        '''
+        def core_memory_append(agent_state: "AgentState", label: str, content: str) -> str | None:
+            """Add text to the end of one of your core memory blocks.
+
+            Args:
+                label (str): The label of the block to extend.
+                content (str): The text to add, on a new line. Any Unicode text.
+            """
+        ''',
+    ),
+    (
+        "core_memory_replace",
+        "letta_memory_core",
+        '''
+        def core_memory_replace(
+            agent_state: "AgentState", label: str, old_content: str, new_content: str
+        ) -> str | None:
+            """Swap a passage of a core memory block for new text; empty new text deletes it.
+
+            Args:
+                label (str): The label of the block to edit.
+                old_content (str): The exact text to take out.
+                new_content (str): The text to put in its place. Any Unicode text.
+            """
+        ''',
+    ),
+    (
+        "memory_insert",
+        "letta_memory_core",
+        '''
+        def memory_insert(
+            agent_state: "AgentState", label: str, new_str: str, insert_line: int = -1
+        ) -> str | None:
+            """Put new lines into a memory block at a chosen line.
+
+            Args:
+                label (str): The label of the block to edit.
+                new_str (str): The text to insert, without any line-number prefixes.
+                insert_line (int): Insert after this line; 0 puts the text first, and the
+                    default -1 puts it at the end.
+
+            Returns:
+                str: A confirmation that the block changed.
+            """
+        ''',
+    ),
+    (
+        "memory_replace",
+        "letta_memory_core",
+        '''
+        def memory_replace(
+            agent_state: "AgentState", label: str, old_str: str, new_str: str
+        ) -> str:
+            """Make a precise edit to a memory block: one exact string becomes another.
+
+            The old text has to occur exactly once in the block. For rewriting most of a
+            block, use memory_rethink instead.
+
+            Args:
+                label (str): The label of the block to edit.
+                old_str (str): The text to replace, matching the block exactly (whitespace
+                    too), without the line numbers shown to you.
+                new_str (str): The replacement text, without line-number prefixes; empty
+                    removes the old text.
+
+            Returns:
+                str: A confirmation that the block changed.
+            """
+        ''',
+    ),
+    (
+        "memory_rethink",
+        "letta_sleeptime_core",
+        '''
+        def memory_rethink(agent_state: "AgentState", label: str, new_memory: str) -> str | None:
+            """Rewrite a memory block from scratch, to reorganize or condense it.
+
+            Meant for sweeping changes; small edits are safer with memory_replace or
+            memory_insert. A block that does not exist yet is created.
+
+            Args:
+                label (str): The label of the block to rewrite.
+                new_memory (str): The block's complete new text, keeping whatever still holds.
+            """
+        ''',
+    ),
+    (
+        "pause_heartbeats",
+        "letta_core",
+        '''
+        def pause_heartbeats(minutes: int) -> str | None:
+            """Stop timed heartbeats for a while; messages and other events still wake you.
+
+            Args:
+                minutes (int): How long to pause them, up to 360 (six hours).
+            """
+        ''',
+    ),
+]
+
+# Agent types that get no base tools, and the sets the others get (see the module docstring).
+_CORE = ["send_message", "conversation_search", "archival_memory_insert", "archival_memory_search"]
+_V2 = [*_CORE, "memory_insert", "memory_replace"]
+_V1 = [n for n in _V2 if n != "send_message"]
+_CORE_MEMORY = ["core_memory_append", "core_memory_replace"]
+_SLEEPTIME = ["memory_insert", "memory_replace", "memory_rethink"]
+_SLEEPTIME_CHAT = ["send_message", "conversation_search", "archival_memory_search"]
+_NO_BASE_TOOLS = frozenset(
+    {"react_agent", "workflow_agent", "voice_convo_agent", "voice_sleeptime_agent"}
+)
+
+
+def base_tool_id(name: str) -> str:
+    """The fixed id of the base tool `name`, the same on every node."""
+    return f"tool-{uuid.UUID(bytes=uuid.uuid5(BASE_TOOL_NAMESPACE, name).bytes, version=4)}"
+
+
+def _base_tool(name: str, tool_type: str, stub: str) -> Tool:
+    source = textwrap.dedent(stub).strip() + "\n    " + _NOT_RUN + "\n"
+    if "Literal[" in source:
+        source = "from typing import Literal\n\n\n" + source
+    derived = derive_tool_schema(source, name=name)
+    return Tool(
+        id=base_tool_id(name),
+        name=name,
+        tool_type=tool_type,
+        description=derived.description,
+        source_type="python",
+        tags=[tool_type],
+        source_code=source,
+        json_schema=derived.json_schema,
+    )
+
+
+BASE_TOOLS: tuple[Tool, ...] = tuple(_base_tool(*stub) for stub in _STUBS)
+BASE_TOOLS_BY_ID: dict[str, Tool] = {t.id: t for t in BASE_TOOLS}
+BASE_TOOLS_BY_NAME: dict[str, Tool] = {t.name: t for t in BASE_TOOLS}
+
+
+def base_tool_names(agent_type: str, *, enable_sleeptime: bool | None = None) -> list[str]:
+    """The base tools a new agent of `agent_type` gets, in listing order."""
+    if agent_type in _NO_BASE_TOOLS:
+        wanted: list[str] = []
+    elif agent_type == "sleeptime_agent":
+        wanted = _SLEEPTIME
+    elif enable_sleeptime:
+        wanted = _SLEEPTIME_CHAT
+    elif agent_type == "letta_v1_agent":
+        wanted = _V1
+    elif agent_type == "memgpt_v2_agent":
+        wanted = _V2
+    else:
+        wanted = [*_CORE, *_CORE_MEMORY]
+    return [t.name for t in BASE_TOOLS if t.name in wanted]
