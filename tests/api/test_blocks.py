@@ -139,3 +139,12 @@ async def test_a_string_where_a_list_belongs_is_a_422(client: QuartClient) -> No
     response = await client.post("/v1/blocks/", json={"label": "l", "value": "v", "tags": "abc"})
     assert response.status_code == 422
     assert (await response.get_json())["detail"][0]["loc"] == ["body", "tags"]
+
+
+async def test_a_block_value_beyond_the_stores_value_limit_is_stored_in_chunks(
+    client: QuartClient,
+) -> None:
+    value = "é" * 100_000  # 200 kB of UTF-8: twice FDB's value limit, within the block's
+    block = await create(client, value=value)
+    got = await (await client.get(f"/v1/blocks/{block['id']}")).get_json()
+    assert got["value"] == value
