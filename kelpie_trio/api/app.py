@@ -70,7 +70,11 @@ def create_app(
     # Every error in Letta's shape: {"detail": ...}, never an HTML page.
     @app.errorhandler(ServiceError)
     async def service_error(error: ServiceError) -> Response:
-        return _json({"detail": error.detail()}, error.status)
+        response = _json({"detail": error.detail()}, error.status)
+        if error.status == 409:
+            # The SDK retries 409s by default; a conflict of ours does not go away.
+            response.headers["x-should-retry"] = "false"
+        return response
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:

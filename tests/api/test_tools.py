@@ -111,6 +111,7 @@ async def test_a_second_tool_with_the_same_name_is_a_409(client: QuartClient) ->
     response = await client.post("/v1/tools/", json={"source_code": ROLL + "\n# v2\n"})
     assert response.status_code == 409
     assert first["id"] in (await response.get_json())["detail"]
+    assert response.headers["x-should-retry"] == "false"  # the SDK would retry a 409
     clash = await client.post("/v1/tools/", json={"source_code": source("send_message")})
     assert clash.status_code == 409
     assert "base tool" in (await clash.get_json())["detail"]
