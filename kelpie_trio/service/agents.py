@@ -19,7 +19,7 @@ from kelpie_trio.models.agents import (
 )
 from kelpie_trio.models.blocks import Block
 from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX, BlockCases
-from kelpie_trio.service.common import Page, micros, page_ids, read_record, window
+from kelpie_trio.service.common import Page, micros, page_records, read_record, window
 from kelpie_trio.service.passages import clear_agent_passages
 from kelpie_trio.service.tools import ToolCases
 from kelpie_trio.storage import keys
@@ -176,33 +176,28 @@ class AgentCases(BlockCases, ToolCases):
         wanted_tags = set(tags or [])
         needle = query_text.lower() if query_text else None
 
+        def keep(agent: Agent) -> bool:
+            if name is not None and agent.name != name:
+                return False
+            if needle is not None and needle not in agent.name.lower():
+                return False
+            if wanted_tags:
+                have = set(agent.tags)
+                return wanted_tags <= have if match_all_tags else bool(wanted_tags & have)
+            return True
+
+        filtered = name is not None or needle is not None or bool(wanted_tags)
+
         async def listing(tr: Transaction) -> list[AgentView]:
-            cache: dict[str, Agent | None] = {}
-
-            async def load(ident: str) -> Agent | None:
-                if ident not in cache:
-                    cache[ident] = await read_record(tr, keys.AGENTS.pack((ident,)), Agent)
-                return cache[ident]
-
-            async def position(ident: str) -> tuple | None:
-                agent = await load(ident)
-                return None if agent is None else (micros(agent.created_at), agent.id)
-
-            async def keep(ident: str) -> bool:
-                agent = await load(ident)
-                if agent is None or (name is not None and agent.name != name):
-                    return False
-                if needle is not None and needle not in agent.name.lower():
-                    return False
-                if wanted_tags:
-                    have = set(agent.tags)
-                    return wanted_tags <= have if match_all_tags else bool(wanted_tags & have)
-                return True
-
-            filtered = name is not None or needle is not None or bool(wanted_tags)
-            ids = await page_ids(tr, AGENT_INDEX, page, position, keep if filtered else None)
-            agents = [await load(i) for i in ids]
-            return [await self._view(tr, a) for a in agents if a is not None]
+            agents = await page_records(
+                tr,
+                AGENT_INDEX,
+                page,
+                lambda ident: keys.AGENTS.pack((ident,)),
+                Agent,
+                keep if filtered else None,
+            )
+            return [await self._view(tr, a) for a in agents]
 
         return await self.store.transact(listing)
 

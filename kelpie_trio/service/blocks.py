@@ -9,7 +9,7 @@ import attrs
 from kelpie_trio.errors import Invalid, NotFound
 from kelpie_trio.models import convert
 from kelpie_trio.models.blocks import UPDATABLE_BLOCK_FIELDS, Block, CreateBlock
-from kelpie_trio.service.common import Page, ServiceBase, micros, page_ids, read_record
+from kelpie_trio.service.common import Page, ServiceBase, micros, page_records, read_record
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import set_blob
@@ -66,24 +66,14 @@ class BlockCases(ServiceBase):
 
     async def list_blocks(self, page: Page, *, label: str | None = None) -> list[Block]:
         async def listing(tr: Transaction) -> list[Block]:
-            cache: dict[str, Block | None] = {}
-
-            async def load(ident: str) -> Block | None:
-                if ident not in cache:
-                    cache[ident] = await read_record(tr, keys.BLOCKS.pack((ident,)), Block)
-                return cache[ident]
-
-            async def position(ident: str) -> tuple | None:
-                block = await load(ident)
-                return None if block is None else (micros(block.created_at), block.id)
-
-            async def keep(ident: str) -> bool:
-                block = await load(ident)
-                return block is not None and block.label == label
-
-            ids = await page_ids(tr, BLOCK_INDEX, page, position, keep if label else None)
-            blocks = [await load(i) for i in ids]
-            return [b for b in blocks if b is not None]
+            return await page_records(
+                tr,
+                BLOCK_INDEX,
+                page,
+                lambda ident: keys.BLOCKS.pack((ident,)),
+                Block,
+                (lambda block: block.label == label) if label else None,
+            )
 
         return await self.store.transact(listing)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import attrs
 
@@ -14,7 +14,16 @@ from kelpie_trio.storage import Store, keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import get_blob
 
-__all__ = ["MAX_PAGE", "Page", "ServiceBase", "micros", "page_ids", "read_record", "window"]
+__all__ = [
+    "MAX_PAGE",
+    "Page",
+    "ServiceBase",
+    "micros",
+    "page_ids",
+    "page_records",
+    "read_record",
+    "window",
+]
 
 T = TypeVar("T")
 
@@ -86,6 +95,36 @@ async def page_ids(
         else:
             begin = last + b"\x00"
     return ids
+
+
+async def page_records(
+    tr: Transaction,
+    index: keys.Subspace,
+    page: Page,
+    key_of: Callable[[str], bytes],
+    cls: type[T],
+    keep: Callable[[T], bool] | None = None,
+) -> list[T]:
+    """One page of records (with `id` and `created_at`) from a (created_us, id) index,
+    those that `keep` accepts when it is given; each record is read once."""
+    cache: dict[str, T | None] = {}
+
+    async def load(ident: str) -> T | None:
+        if ident not in cache:
+            cache[ident] = await read_record(tr, key_of(ident), cls)
+        return cache[ident]
+
+    async def position(ident: str) -> tuple | None:
+        record: Any = await load(ident)
+        return None if record is None else (micros(record.created_at), record.id)
+
+    async def kept(ident: str) -> bool:
+        record = await load(ident)
+        return record is not None and keep is not None and keep(record)
+
+    ids = await page_ids(tr, index, page, position, kept if keep else None)
+    records = [await load(i) for i in ids]
+    return [r for r in records if r is not None]
 
 
 class ServiceBase:
