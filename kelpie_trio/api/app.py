@@ -17,6 +17,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from kelpie_trio import __version__
+from kelpie_trio.api.agentfile import agentfile
 from kelpie_trio.api.agents import agents
 from kelpie_trio.api.blocks import blocks
 from kelpie_trio.api.middleware import install as install_middleware
@@ -61,6 +62,7 @@ def create_app(
     install_middleware(app, password=password)
     # Without a cluster token of its own, the internal route is guarded by the password.
     cluster_token = cluster_token or password
+    app.register_blueprint(agentfile)
     app.register_blueprint(blocks)
     app.register_blueprint(agents)
     app.register_blueprint(models)

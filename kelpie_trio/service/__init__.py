@@ -14,6 +14,7 @@ records created in the same microsecond.
 
 from __future__ import annotations
 
+from kelpie_trio.service.agentfile import AgentFileCases
 from kelpie_trio.service.agents import AGENT_INDEX, TAG_INDEX, AgentCases
 from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX
 from kelpie_trio.service.common import MAX_PAGE, Page, window
@@ -32,5 +33,5 @@ __all__ = [
 ]
 
 
-class AgentService(AgentCases, PassageCases):
+class AgentService(AgentFileCases, AgentCases, PassageCases):
     """Every use case of the API, over one store (see the modules of this package)."""

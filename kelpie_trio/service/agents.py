@@ -62,6 +62,47 @@ class AgentCases(BlockCases, ToolCases):
             "model_settings": settings,
         }
 
+    def _new_agent(
+        self,
+        spec: Any,
+        model: dict[str, Any],
+        *,
+        name: str | None = None,
+        project_id: str | None = None,
+    ) -> Agent:
+        """A new agent record from a create request or an agent file's entry (which
+        share their field names); `name` and `project_id` override the spec's."""
+        now = self.env.now()
+        return Agent(
+            id=self.env.new_id("agent"),
+            name=name or spec.name or self._new_name(),
+            system=spec.system or DEFAULT_SYSTEM,
+            agent_type=spec.agent_type,
+            description=spec.description,
+            metadata=spec.metadata,
+            tags=list(dict.fromkeys(spec.tags or [])),
+            tool_rules=spec.tool_rules,
+            project_id=project_id or spec.project_id,
+            template_id=spec.template_id,
+            base_template_id=spec.base_template_id,
+            timezone=spec.timezone or "UTC",
+            hidden=spec.hidden,
+            message_buffer_autoclear=spec.message_buffer_autoclear,
+            enable_sleeptime=spec.enable_sleeptime,
+            max_files_open=spec.max_files_open,
+            per_file_view_window_char_limit=spec.per_file_view_window_char_limit,
+            created_at=now,
+            updated_at=now,
+            **model,
+        )
+
+    @staticmethod
+    def _base_tools_for(spec: Any) -> list[str]:
+        """The base tools an agent of this type gets, unless the spec says none."""
+        if not spec.include_base_tools:
+            return []
+        return base_tool_names(spec.agent_type, enable_sleeptime=spec.enable_sleeptime)
+
     def _new_name(self) -> str:
         rng = self.env.rng
         return f"{rng.choice(_ADJECTIVES)}-{rng.choice(_ANIMALS)}-{rng.randrange(1000)}"
@@ -111,34 +152,8 @@ class AgentCases(BlockCases, ToolCases):
         new_blocks = [
             self._new_block(b, "body") for b in (create.memory_blocks or [])
         ]  # validated before anything is written
-        base = (
-            base_tool_names(create.agent_type, enable_sleeptime=create.enable_sleeptime)
-            if create.include_base_tools
-            else []
-        )
-        now = self.env.now()
-        agent = Agent(
-            id=self.env.new_id("agent"),
-            name=create.name or self._new_name(),
-            system=create.system or DEFAULT_SYSTEM,
-            agent_type=create.agent_type,
-            description=create.description,
-            metadata=create.metadata,
-            tags=list(dict.fromkeys(create.tags or [])),
-            tool_rules=create.tool_rules,
-            project_id=create.project_id,
-            template_id=create.template_id,
-            base_template_id=create.base_template_id,
-            timezone=create.timezone or "UTC",
-            hidden=create.hidden,
-            message_buffer_autoclear=create.message_buffer_autoclear,
-            enable_sleeptime=create.enable_sleeptime,
-            max_files_open=create.max_files_open,
-            per_file_view_window_char_limit=create.per_file_view_window_char_limit,
-            created_at=now,
-            updated_at=now,
-            **model,
-        )
+        base = self._base_tools_for(create)
+        agent = self._new_agent(create, model)
 
         async def create_(tr: Transaction) -> AgentView:
             attached = [await self._block(tr, b) for b in dict.fromkeys(create.block_ids or [])]

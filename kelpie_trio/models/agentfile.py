@@ -1,0 +1,290 @@
+"""Letta's agent file (.af, the v2 multi-entity format): the file, its entities, and import options.
+
+An agent file holds agents, blocks and tools side by side; the agents refer to
+the others by *file-local* ids ("agent-0", "block-1", "tool-2"), never by a
+server's ids, so a file moves between servers and imports any number of times.
+The classes mirror Letta's AgentFileSchema, AgentSchema, BlockSchema, ToolSchema
+and MessageSchema (letta/schemas/agent_file.py); what this server does not keep
+yet (groups, files, sources, MCP servers, skills) is read as plain JSON objects
+and left out of an import.
+
+`export_agent_file` and `check_agent_file` are pure: the service reads and
+writes the store around them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from typing import Any
+
+import attrs
+
+from kelpie_trio import __version__
+from kelpie_trio.errors import Invalid, InvalidField
+from kelpie_trio.models.agents import AgentView, CreateAgent
+from kelpie_trio.models.blocks import Block, CreateBlock
+from kelpie_trio.models.tools import (
+    DEFAULT_RETURN_CHAR_LIMIT,
+    NpmRequirement,
+    PipRequirement,
+    Tool,
+)
+
+__all__ = [
+    "AgentFileSchema",
+    "AgentSchema",
+    "BlockSchema",
+    "ImportOptions",
+    "ImportedAgentsResponse",
+    "MessageSchema",
+    "ToolSchema",
+    "check_agent_file",
+    "export_agent_file",
+]
+
+Loc = list[str | int]
+
+
+@attrs.define(kw_only=True)
+class BlockSchema(CreateBlock):
+    """A memory block in an agent file: a CreateBlock with its file-local id."""
+
+    id: str
+
+    def as_create(self) -> CreateBlock:
+        return CreateBlock(**{f.name: getattr(self, f.name) for f in attrs.fields(CreateBlock)})
+
+
+@attrs.define
+class ToolSchema:
+    """A tool in an agent file: Letta's Tool fields, with a file-local id."""
+
+    id: str
+    tool_type: str = "custom"
+    description: str | None = None
+    source_type: str | None = None
+    name: str | None = None
+    tags: list[str] = attrs.Factory(list)
+    source_code: str | None = None
+    json_schema: dict[str, Any] | None = None
+    args_json_schema: dict[str, Any] | None = None
+    return_char_limit: int = DEFAULT_RETURN_CHAR_LIMIT
+    pip_requirements: list[PipRequirement] | None = None
+    npm_requirements: list[NpmRequirement] | None = None
+    default_requires_approval: bool | None = None
+    enable_parallel_execution: bool | None = False
+    created_by_id: str | None = None
+    last_updated_by_id: str | None = None
+    metadata_: dict[str, Any] | None = None
+    project_id: str | None = None
+
+
+@attrs.define
+class MessageSchema:
+    """A message in an agent file; read for its shape only until messages are kept here."""
+
+    id: str
+    role: str
+    content: Any
+
+
+@attrs.define(kw_only=True)
+class AgentSchema(CreateAgent):
+    """An agent in an agent file: a CreateAgent whose block and tool ids are file-local."""
+
+    id: str
+    source_ids: list[str] | None = None
+    identity_ids: list[str] | None = None
+    include_multi_agent_tools: bool = False
+    include_base_tool_rules: bool | None = None
+    secrets: dict[str, str] | None = None
+    tool_exec_environment_variables: dict[str, str] | None = None
+    response_format: dict[str, Any] | None = None
+    compaction_settings: dict[str, Any] | None = None
+    in_context_message_ids: list[str] = attrs.Factory(list)
+    messages: list[MessageSchema] = attrs.Factory(list)
+    files_agents: list[dict[str, Any]] = attrs.Factory(list)
+    group_ids: list[str] = attrs.Factory(list)
+
+
+@attrs.define
+class AgentFileSchema:
+    """A whole agent file, as GET /v1/agents/{id}/export writes it and POST /import reads it."""
+
+    agents: list[AgentSchema]
+    groups: list[dict[str, Any]]
+    blocks: list[BlockSchema]
+    files: list[dict[str, Any]]
+    sources: list[dict[str, Any]]
+    tools: list[ToolSchema]
+    mcp_servers: list[dict[str, Any]]
+    skills: list[dict[str, Any]] = attrs.Factory(list)
+    metadata: dict[str, str] = attrs.Factory(dict)
+    created_at: str | None = None
+
+
+@attrs.frozen
+class ImportOptions:
+    """The form fields of POST /v1/agents/import this server acts on (Letta's Body_import_agent).
+
+    `name`, `model` and `embedding` replace what the file says for every agent in
+    it; `override_existing_tools` lets the file's source replace that of a custom
+    tool of the same name (base tools are never replaced); `append_copy_suffix`
+    adds "_copy" to the names, but only when asked for explicitly (see the API).
+    """
+
+    name: str | None = None
+    model: str | None = None
+    embedding: str | None = None
+    override_existing_tools: bool = True
+    append_copy_suffix: bool = False
+    project_id: str | None = None
+
+
+@attrs.define
+class ImportedAgentsResponse:
+    """The answer to an import: the new server ids of the agents, in the file's order."""
+
+    agent_ids: list[str]
+
+
+# -- export ----------------------------------------------------------------------
+
+
+def _iso(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()
+
+
+def _block_entry(block: Block, file_id: str) -> BlockSchema:
+    fields = {f.name: getattr(block, f.name) for f in attrs.fields(CreateBlock)}
+    fields["label"] = block.label or ""
+    return BlockSchema(id=file_id, **fields)
+
+
+def _tool_entry(tool: Tool, file_id: str) -> ToolSchema:
+    fields = attrs.asdict(tool, recurse=False)
+    fields.pop("created_at")
+    fields["id"] = file_id
+    return ToolSchema(**fields)
+
+
+def export_agent_file(view: AgentView, *, now: float) -> AgentFileSchema:
+    """One agent, its blocks and its tools (base tools too) as an agent file.
+
+    File-local ids are numbered as Letta's exporter numbers them: in the order
+    the agent refers to its tools, then its blocks; the lists are sorted as
+    Letta sorts them (tools by name, blocks by label), so a Letta server and
+    this one write the same file for the same agent.
+    """
+    agent = view.agent
+    tool_ids = {t.id: f"tool-{i}" for i, t in enumerate(view.tools)}
+    block_ids = {b.id: f"block-{i}" for i, b in enumerate(view.blocks)}
+    entry = AgentSchema(
+        id="agent-0",
+        name=agent.name,
+        system=agent.system,
+        agent_type=agent.agent_type,
+        description=agent.description,
+        metadata=agent.metadata,
+        tags=list(agent.tags),
+        memory_blocks=[],
+        block_ids=[block_ids[b.id] for b in view.blocks],
+        tools=[],
+        tool_ids=[tool_ids[t.id] for t in view.tools],
+        # tool_ids lists every tool, base tools included: importing adds none.
+        include_base_tools=False,
+        tool_rules=agent.tool_rules,
+        model=agent.model,
+        embedding=agent.embedding,
+        model_settings=agent.model_settings,
+        llm_config=agent.llm_config,
+        embedding_config=agent.embedding_config,
+        project_id=agent.project_id,
+        template_id=agent.template_id,
+        base_template_id=agent.base_template_id,
+        timezone=agent.timezone,
+        hidden=agent.hidden,
+        message_buffer_autoclear=agent.message_buffer_autoclear,
+        enable_sleeptime=agent.enable_sleeptime,
+        max_files_open=agent.max_files_open,
+        per_file_view_window_char_limit=agent.per_file_view_window_char_limit,
+        source_ids=[],
+        # Messages are not kept by this server yet (a later issue brings them):
+        # the file says so with an empty history, as Letta's scrub_messages does.
+        messages=[],
+        in_context_message_ids=[],
+    )
+    return AgentFileSchema(
+        agents=[entry],
+        groups=[],
+        blocks=sorted(
+            (_block_entry(b, block_ids[b.id]) for b in view.blocks), key=lambda b: b.label
+        ),
+        files=[],
+        sources=[],
+        tools=sorted(
+            (_tool_entry(t, tool_ids[t.id]) for t in view.tools), key=lambda t: t.name or ""
+        ),
+        mcp_servers=[],
+        skills=[],
+        # Letta writes its database revision here; ours names the server that wrote the file.
+        metadata={"revision_id": f"kelpie-trio-{__version__}"},
+        created_at=_iso(now),
+    )
+
+
+# -- import: what a file must satisfy before anything is written ------------------
+
+
+def check_agent_file(file: AgentFileSchema, at: Loc) -> None:
+    """Invalid listing every dangling or duplicate file-local id of `file` (found at `at`)."""
+    problems: list[InvalidField] = []
+
+    def unique(kind: str, ids: list[str]) -> None:
+        for ident, count in Counter(ids).items():
+            if count > 1:
+                problems.append(InvalidField([*at, kind], f"{count} {kind} have the id {ident!r}"))
+
+    unique("agents", [a.id for a in file.agents])
+    unique("blocks", [b.id for b in file.blocks])
+    unique("tools", [t.id for t in file.tools])
+    by_id = {b.id: b for b in file.blocks}
+    blocks = set(by_id)
+    tools = {t.id for t in file.tools}
+    for i, agent in enumerate(file.agents):
+        here = [*at, "agents", i]
+        for field, known, kind in (
+            ("block_ids", blocks, "block"),
+            ("tool_ids", tools, "tool"),
+        ):
+            for j, ref in enumerate(getattr(agent, field) or []):
+                if ref not in known:
+                    problems.append(
+                        InvalidField(
+                            [*here, field, j],
+                            f"no {kind} with the file-local id {ref!r} in the file's {kind}s",
+                        )
+                    )
+        labels = Counter(
+            [by_id[ref].label for ref in dict.fromkeys(agent.block_ids or []) if ref in by_id]
+            + [b.label for b in agent.memory_blocks or []]
+        )
+        for label, count in labels.items():
+            if count > 1:
+                problems.append(
+                    InvalidField(
+                        [*here, "block_ids"], f"{count} of the agent's blocks are labeled {label!r}"
+                    )
+                )
+        unique_messages = {m.id for m in agent.messages}
+        for j, ref in enumerate(agent.in_context_message_ids):
+            if ref not in unique_messages:
+                problems.append(
+                    InvalidField(
+                        [*here, "in_context_message_ids", j],
+                        f"no message with the file-local id {ref!r} in the agent's messages",
+                    )
+                )
+    if problems:
+        raise Invalid(problems)

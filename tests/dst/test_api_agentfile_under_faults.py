@@ -1,0 +1,139 @@
+"""Agent file imports in the simulator: concurrent imports under storage faults, all or nothing.
+
+Each import writes blocks, custom tools and an agent in one transaction. Under
+storage faults an import answers 200 or a clean 503, and the store never holds
+part of one: every agent has all its blocks and tools, no block is orphaned, a
+tool name several imports race to create exists once, and every acknowledged
+import is there.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+
+import orjson
+import trio
+from werkzeug.datastructures import FileStorage
+
+from kelpie_trio.service import AGENT_INDEX, BLOCK_AGENTS, BLOCK_INDEX
+from kelpie_trio.service.tools import TOOL_AGENTS, TOOL_INDEX, TOOL_NAMES, TOOLS
+from kelpie_trio.sim import SimWorld
+from kelpie_trio.storage import keys
+from kelpie_trio.storage.base import Transaction
+from kelpie_trio.tools.base import BASE_TOOLS_BY_ID
+from tests.dst.test_api_under_faults import api_on_a_sim_node, run_over_seeds
+
+IMPORTS = 24
+
+
+def source(name: str, doc: str) -> str:
+    return f'def {name}(x: int) -> int:\n    """{doc}"""\n    return x\n'
+
+
+def variant(exported: dict, i: int) -> dict:
+    """The exported file, with tools that make imports race: a new name several share."""
+    copy = json.loads(json.dumps(exported))
+    tool = next(t for t in copy["tools"] if t["name"] == "greet")
+    tool.update(source_code=source("greet", f"Version {i}."), json_schema=None)
+    copy["tools"].append(
+        {"id": "tool-90", "name": f"wave_{i % 3}", "tool_type": "custom",
+         "source_code": source(f"wave_{i % 3}", f"Wave {i}.")}
+    )  # fmt: skip
+    copy["agents"][0]["tool_ids"].append("tool-90")
+    return copy
+
+
+async def imports_under_faults(world: SimWorld, statuses: Counter[int]) -> None:
+    node, app = api_on_a_sim_node(world)
+    acknowledged: dict[str, str] = {}  # agent id -> name, of every 200
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        world.faults.enabled = False
+        await client.post("/v1/tools/", json={"source_code": source("greet", "Version 0.")})
+        body = {
+            "name": "original",
+            "memory_blocks": [{"label": "human", "value": "h"}, {"label": "persona", "value": "p"}],
+            "tools": ["greet"],
+        }
+        original = await (await client.post("/v1/agents/", json=body)).get_json()
+        exported = json.loads(
+            await (await client.get(f"/v1/agents/{original['id']}/export")).get_data()
+        )
+        world.faults.enabled = True
+
+        async def one(i: int) -> None:
+            raw = orjson.dumps(variant(exported, i))
+            response = await client.post(
+                "/v1/agents/import",
+                files={"file": FileStorage(io.BytesIO(raw), filename="a.af", name="file")},
+                form={"name": f"copy-{i}", "override_existing_tools": str(i % 2 == 0).lower()},
+            )
+            answer = await response.get_json()
+            statuses[response.status_code] += 1
+            if response.status_code == 200:
+                (agent_id,) = answer["agent_ids"]
+                acknowledged[agent_id] = f"copy-{i}"
+            else:
+                assert response.status_code == 503, answer
+                assert response.headers["Retry-After"] and "detail" in answer
+
+        async with trio.open_nursery() as nursery:
+            for i in range(IMPORTS):
+                nursery.start_soon(one, i)
+        world.faults.enabled = False
+        await trio.sleep(1)  # commits still in flight (unknown results) land or fail by now
+
+    async def stored(tr: Transaction) -> tuple:
+        agents = {
+            keys.AGENTS.unpack(k)[0]: orjson.loads(v)
+            for k, v in await tr.get_prefix(keys.AGENTS.key())
+        }
+        agent_index = {AGENT_INDEX.unpack(k)[1] for k, _ in await tr.get_prefix(AGENT_INDEX.key())}
+        blocks = {keys.BLOCKS.unpack(k)[0] for k, _ in await tr.get_prefix(keys.BLOCKS.key())}
+        block_index = {BLOCK_INDEX.unpack(k)[1] for k, _ in await tr.get_prefix(BLOCK_INDEX.key())}
+        block_links = {BLOCK_AGENTS.unpack(k) for k, _ in await tr.get_prefix(BLOCK_AGENTS.key())}
+        tools = {TOOLS.unpack(k)[0] for k, _ in await tr.get_prefix(TOOLS.key())}
+        tool_index = {TOOL_INDEX.unpack(k)[1] for k, _ in await tr.get_prefix(TOOL_INDEX.key())}
+        names = {
+            TOOL_NAMES.unpack(k)[0]: v.decode() for k, v in await tr.get_prefix(TOOL_NAMES.key())
+        }
+        tool_links = {TOOL_AGENTS.unpack(k) for k, _ in await tr.get_prefix(TOOL_AGENTS.key())}
+        return agents, agent_index, blocks, block_index, block_links, tools, tool_index, names, \
+            tool_links  # fmt: skip
+
+    (
+        agents,
+        agent_index,
+        blocks,
+        block_index,
+        block_links,
+        tools,
+        tool_index,
+        names,
+        tool_links,
+    ) = await node.store.transact(stored)
+    assert set(agents) == agent_index, "an agent without its index entry, or the reverse"
+    assert acknowledged.keys() <= agents.keys(), "an acknowledged import is missing"
+    imported = [a for a in agents.values() if a["name"] != "original"]
+    counts = Counter(a["name"] for a in imported)
+    assert all(n == 1 for n in counts.values()), "an import landed twice"
+    # Whole imports only: every agent has both its blocks, and every block belongs to one.
+    assert blocks == block_index
+    assert {(b, a) for a, r in agents.items() for b in r["block_ids"]} == block_links
+    assert {b for b, _ in block_links} == blocks, "a block without an agent: half an import"
+    assert all(len(a["block_ids"]) == 2 for a in agents.values())
+    # Tools: every name once, every tool an agent holds exists, the links agree.
+    assert tools == tool_index == set(names.values())
+    assert set(names) <= {"greet", "wave_0", "wave_1", "wave_2"}
+    held = {(t, a) for a, r in agents.items() for t in r["tool_ids"]}
+    assert held == tool_links
+    assert {t for t, _ in held} <= tools | BASE_TOOLS_BY_ID.keys()
+    for record in imported:
+        custom = [t for t in record["tool_ids"] if t not in BASE_TOOLS_BY_ID]
+        assert len(custom) == 2, record  # greet and its wave: never one without the other
+
+
+def test_dst_agent_file_imports_are_all_or_nothing_under_storage_faults() -> None:
+    run_over_seeds(imports_under_faults)
