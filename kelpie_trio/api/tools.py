@@ -72,6 +72,24 @@ async def list_tools() -> Response:
     return json_response([render(t) for t in found])
 
 
+@tools.post("/v1/tools/search")
+@documented("Search tools by words of their name and description")
+async def search_tools() -> Response:
+    hits = await service().search_tools(await body())
+    return json_response(
+        [
+            {
+                "tool": render(hit.tool),
+                "embedded_text": hit.embedded_text,
+                "fts_rank": hit.fts_rank,
+                "vector_rank": None,
+                "combined_score": hit.combined_score,
+            }
+            for hit in hits
+        ]
+    )
+
+
 @tools.get("/v1/tools/<tool_id>")
 @documented("Retrieve a tool", response=Tool)
 async def retrieve_tool(tool_id: str) -> Response:

@@ -14,6 +14,7 @@ and the `after`/`before` cursors may be any tool of either kind.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -411,3 +412,57 @@ class ToolCases(ServiceBase):
             tr.clear(TOOL_AGENTS.pack((tool_id, agent.id)))
         for tool_id in set(agent.tool_ids) - before:
             tr.set(TOOL_AGENTS.pack((tool_id, agent.id)), b"")
+
+    # -- search ----------------------------------------------------------------
+
+    async def search_tools(self, body: Any) -> list[ToolHit]:
+        """POST /v1/tools/search: tools ranked by how many query words their name and
+        description hold (whole words; a name's parts count: core_memory_append has
+        "core", "memory", "append"). Ties go by name. Without a query, every tool that
+        passes the filters, by name. Vector search comes with the search issue: every
+        mode ranks this way for now."""
+        request = convert.structure_api(body, ToolSearch)
+        if request.search_mode not in ("vector", "fts", "hybrid"):
+            raise Invalid.field(["body", "search_mode"], "expected vector, fts or hybrid")
+        if not 1 <= request.limit <= MAX_PAGE:
+            raise Invalid.field(["body", "limit"], f"limit must be between 1 and {MAX_PAGE}")
+        types = frozenset(request.tool_types) if request.tool_types else None
+        found = await self.list_tools(Page(limit=MAX_PAGE), ToolFilter(tool_types=types))
+        if request.tags:
+            wanted = set(request.tags)
+            found = [t for t in found if wanted & set(t.tags)]
+        terms = set(_words(request.query or ""))
+        hits = []
+        for tool in found:
+            text = f"{tool.name}: {tool.description or ''}"
+            score = len(terms & set(_words(text)))
+            if score or not terms:
+                hits.append((score, tool.name, tool, text))
+        hits.sort(key=lambda h: (-h[0], h[1]))
+        return [
+            ToolHit(tool, text, rank, float(score))
+            for rank, (score, _, tool, text) in enumerate(hits[: request.limit], start=1)
+        ]
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+@attrs.define
+class ToolSearch:
+    """Letta's ToolSearchRequest."""
+
+    query: str | None = None
+    search_mode: str = "hybrid"
+    tool_types: list[str] | None = None
+    tags: list[str] | None = None
+    limit: int = 50
+
+
+@attrs.frozen
+class ToolHit:
+    tool: Tool
+    embedded_text: str
+    fts_rank: int
+    combined_score: float

@@ -97,3 +97,9 @@ def test_sdk_agent_tools_list_attach_detach(letta: Letta) -> None:
     letta.agents.tools.detach(tool.id, agent_id=bare.id)
     assert list(letta.agents.tools.list(bare.id)) == []
     assert [t.name for t in letta.agents.retrieve(agent.id).tools].count("moon_phase") == 1
+
+
+def test_sdk_searches_tools(letta: Letta) -> None:
+    results = letta.tools.search(query="core memory append", limit=3)
+    assert results[0].tool.name == "core_memory_append"
+    assert {"tool", "combined_score"} <= results[0].model_fields_set

@@ -385,3 +385,22 @@ async def test_a_chosen_description_survives_a_new_source(client: QuartClient) -
     tool = await create(client, description="my words")
     response = await client.patch(f"/v1/tools/{tool['id']}", json={"source_code": source("echo")})
     assert (await response.get_json())["description"] == "my words"
+
+
+async def test_search_ranks_tools_by_the_query_words_they_hold(client: QuartClient) -> None:
+    await create(client)  # roll_dice
+    response = await client.post("/v1/tools/search", json={"query": "archival memory search"})
+    assert response.status_code == 200
+    hits = await response.get_json()
+    assert hits[0]["tool"]["name"] == "archival_memory_search"
+    assert hits[0]["combined_score"] == 3.0 and hits[0]["fts_rank"] == 1
+    scores = [h["combined_score"] for h in hits]
+    assert scores == sorted(scores, reverse=True) and min(scores) > 0
+    dice = await (await client.post("/v1/tools/search", json={"query": "dice"})).get_json()
+    assert [h["tool"]["name"] for h in dice] == ["roll_dice"]
+    custom_only = await (
+        await client.post("/v1/tools/search", json={"tool_types": ["custom"], "limit": 5})
+    ).get_json()
+    assert [h["tool"]["name"] for h in custom_only] == ["roll_dice"]
+    bad = await client.post("/v1/tools/search", json={"search_mode": "telepathy"})
+    assert bad.status_code == 422
