@@ -17,6 +17,7 @@ __all__ = [
     "NotFound",
     "ServiceError",
     "TooLarge",
+    "Unavailable",
 ]
 
 
@@ -46,6 +47,12 @@ class Conflict(ServiceError):
 
 class TooLarge(ServiceError):
     status = 413
+
+
+class Unavailable(ServiceError):
+    """The server cannot do this now (a part of it is missing or stopping); retry later."""
+
+    status = 503
 
 
 @attrs.frozen

@@ -20,6 +20,7 @@ from kelpie_trio import __version__
 from kelpie_trio.api.agentfile import agentfile
 from kelpie_trio.api.agents import agents
 from kelpie_trio.api.blocks import blocks
+from kelpie_trio.api.messages import messages
 from kelpie_trio.api.middleware import install as install_middleware
 from kelpie_trio.api.models import models
 from kelpie_trio.api.passages import passages
@@ -29,6 +30,7 @@ from kelpie_trio.env import Env, RealEnv
 from kelpie_trio.errors import ServiceError
 from kelpie_trio.llm.catalog import ModelCatalog
 from kelpie_trio.nursery.dispatcher import Dispatcher
+from kelpie_trio.nursery.errors import ActorFailed, MailboxFull, RuntimeFailure
 from kelpie_trio.nursery.metrics import RuntimeMetrics
 from kelpie_trio.nursery.transport import serve_forwarded
 from kelpie_trio.service import AgentService
@@ -54,10 +56,13 @@ def create_app(
     catalog: ModelCatalog | None = None,
     cluster_token: str | None = None,
     password: str | None = None,
+    service: AgentService | None = None,
 ) -> QuartTrio:
     app = QuartTrio("kelpie_trio")
     app.config["KELPIE_STORE"] = store
-    app.config["KELPIE_SERVICE"] = AgentService(store, env or RealEnv(), catalog)
+    service = service or AgentService(store, env or RealEnv(), catalog)
+    service.dispatcher = dispatcher
+    app.config["KELPIE_SERVICE"] = service
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     install_middleware(app, password=password)
     # Without a cluster token of its own, the internal route is guarded by the password.
@@ -68,6 +73,7 @@ def create_app(
     app.register_blueprint(models)
     app.register_blueprint(passages)
     app.register_blueprint(tools)
+    app.register_blueprint(messages)
 
     # Every error in Letta's shape: {"detail": ...}, never an HTML page.
     @app.errorhandler(ServiceError)
@@ -81,6 +87,19 @@ def create_app(
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
         return _json({"detail": error.name}, error.code or 500)
+
+    @app.errorhandler(RuntimeFailure)
+    async def runtime_error(error: RuntimeFailure) -> Response:
+        if isinstance(error, MailboxFull):
+            response = _json({"detail": str(error)}, 429)
+            response.headers["Retry-After"] = str(max(1, round(error.retry_after)))
+            return response
+        if isinstance(error, ActorFailed):
+            log.warning("agent failed: %s", error)
+            return _json({"detail": str(error)}, 500)
+        response = _json({"detail": str(error)}, 503)  # unavailable now: retry
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.errorhandler(StoreError)
     async def store_error(error: StoreError) -> Response:

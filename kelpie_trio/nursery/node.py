@@ -25,14 +25,16 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
+from kelpie_trio.agent.actor import AgentActor
+from kelpie_trio.agent.llms import llm_factory
 from kelpie_trio.api.app import create_app
 from kelpie_trio.config import ServerConfig
 from kelpie_trio.env import Env, RealEnv
 from kelpie_trio.nursery.actor import Actor, ActorContext, ActorFactory
 from kelpie_trio.nursery.dispatcher import Dispatcher, RuntimeConfig
-from kelpie_trio.nursery.errors import AgentUnavailable
 from kelpie_trio.nursery.metrics import RuntimeMetrics
 from kelpie_trio.nursery.transport import HttpTransport
+from kelpie_trio.service import AgentService
 from kelpie_trio.storage import MemoryStore, Store
 
 __all__ = ["open_store", "run_node"]
@@ -51,11 +53,6 @@ def open_store(config: ServerConfig, env: Env) -> Store:
 
     config.db_path.parent.mkdir(parents=True, exist_ok=True)
     return SqliteStore(config.db_path, env)
-
-
-def _no_agent_behaviour(ctx: ActorContext) -> Actor:
-    # The agent loop (its own issue) installs the real factory.
-    raise AgentUnavailable(f"node {ctx.node_id} has no agent behaviour installed")
 
 
 def _hypercorn_config(config: ServerConfig) -> hypercorn.config.Config:
@@ -86,12 +83,19 @@ async def run_node(
     store = open_store(config, env)
     metrics = RuntimeMetrics()
     transport = HttpTransport(token=config.cluster_token or config.password)
+    service = AgentService(store, env)
+    if actor_factory is None:
+        llm_for = llm_factory(env)
+
+        def actor_factory(ctx: ActorContext) -> Actor:
+            return AgentActor(ctx, service, llm_for)
+
     dispatcher = Dispatcher(
         node_id=env.new_id("node"),
         address=config.advertise_url or f"http://{config.host}:{config.port}",
         env=env,
         store=store,
-        factory=actor_factory or _no_agent_behaviour,
+        factory=actor_factory,
         transport=transport,
         config=runtime or RuntimeConfig(idle_timeout=config.idle_timeout),
         observer=metrics,
@@ -103,6 +107,7 @@ async def run_node(
         env=env,
         cluster_token=config.cluster_token,
         password=config.password,
+        service=service,
     )
     serve = functools.partial(
         hypercorn.trio.serve, app, _hypercorn_config(config), shutdown_trigger=shutdown.wait

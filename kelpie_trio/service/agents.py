@@ -272,6 +272,16 @@ class AgentCases(BlockCases, ToolCases):
 
         return await self.store.transact(get)
 
+    async def block_by_label(self, tr: Transaction, agent_id: str, label: str) -> Block:
+        """Within a caller's transaction: the agent's block with this label (the agent loop's
+        memory tools edit blocks inside their step's transaction)."""
+        return await self._labeled(tr, await self._agent(tr, agent_id), label)
+
+    def save_block(self, tr: Transaction, block: Block) -> None:
+        """Within a caller's transaction: store an edited block (checked against its limit)."""
+        self._check_block(block)
+        self._write_block(tr, block, new=False)
+
     async def _labeled(self, tr: Transaction, agent: Agent, label: str) -> Block:
         for block_id in agent.block_ids:
             block = await self._block(tr, block_id)

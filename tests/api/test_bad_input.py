@@ -14,7 +14,13 @@ import pytest
 import trio
 from quart.testing import QuartClient
 
+from kelpie_trio.agent.actor import AgentActor
+from kelpie_trio.agent.llms import llm_factory
 from kelpie_trio.api.app import create_app
+from kelpie_trio.env import RealEnv
+from kelpie_trio.nursery.dispatcher import Dispatcher
+from kelpie_trio.nursery.transport import HttpTransport
+from kelpie_trio.service import AgentService
 from kelpie_trio.storage import MemoryStore
 
 UNKNOWN = {
@@ -30,9 +36,22 @@ WRONG_VALUES: list[Any] = [12345, None, ["a", "list"], {"an": "object"}, True, "
 
 @pytest.fixture
 async def app_and_store(nursery: trio.Nursery) -> AsyncIterator[tuple[QuartClient, MemoryStore]]:
-    store = MemoryStore()
+    """The whole app with its agent runtime (one node, the offline sim model)."""
+    env = RealEnv()
+    store = MemoryStore(env)
     await nursery.start(store.run)
-    async with create_app(store).test_app() as test_app:
+    service = AgentService(store, env)
+    llm_for = llm_factory(env)
+    dispatcher = Dispatcher(
+        node_id="node-test",
+        address="http://127.0.0.1:9",  # one node: never forwards
+        env=env,
+        store=store,
+        factory=lambda ctx: AgentActor(ctx, service, llm_for),
+        transport=HttpTransport(),
+    )
+    await nursery.start(dispatcher.run)
+    async with create_app(store, dispatcher, service=service).test_app() as test_app:
         yield test_app.test_client(), store
 
 

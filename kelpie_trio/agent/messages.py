@@ -1,0 +1,119 @@
+"""An agent's history: the stored Message, and the Letta message shapes the API shows.
+
+One stored message can show as several Letta messages (an assistant reply with
+inner thoughts and a tool call is a reasoning_message and a tool_call_message),
+all sharing the stored message's id, as Letta does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import attrs
+
+__all__ = ["Message", "StoredToolCall", "to_letta_messages"]
+
+
+@attrs.define(kw_only=True)
+class StoredToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as the model wrote it
+
+
+@attrs.define(kw_only=True)
+class Message:
+    id: str
+    agent_id: str
+    seq: int  # position in the agent's history
+    role: str  # "user" | "assistant" | "tool" | "system"
+    content: str | None = None  # user text, assistant text, or a tool's return
+    reasoning: str | None = None  # an assistant's inner thoughts beside its tool calls
+    tool_calls: list[StoredToolCall] = attrs.Factory(list)
+    tool_call_id: str | None = None  # role "tool": the call this answers
+    tool_name: str | None = None
+    tool_status: str | None = None  # role "tool": "success" | "error"
+    otid: str | None = None
+    run_id: str | None = None
+    step: int = 0
+    created_at: float = 0.0
+
+
+def _iso(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()
+
+
+def to_letta_messages(
+    message: Message,
+    *,
+    use_assistant_message: bool = True,
+    assistant_tool: str = "send_message",
+    assistant_kwarg: str = "message",
+) -> list[dict[str, Any]]:
+    """The Letta messages one stored message shows as (LettaMessage union members)."""
+    base = {
+        "id": message.id,
+        "date": _iso(message.created_at),
+        "name": None,
+        "otid": message.otid,
+        "sender_id": None,
+        "step_id": None,
+        "is_err": None,
+        "seq_id": message.seq,
+        "run_id": message.run_id,
+    }
+    if message.role == "user":
+        return [{**base, "message_type": "user_message", "content": message.content or ""}]
+    if message.role == "system":
+        return [{**base, "message_type": "system_message", "content": message.content or ""}]
+    if message.role == "tool":
+        return [
+            {
+                **base,
+                "message_type": "tool_return_message",
+                "tool_return": message.content or "",
+                "status": message.tool_status or "success",
+                "tool_call_id": message.tool_call_id or "",
+                "stdout": None,
+                "stderr": None,
+            }
+        ]
+    shown: list[dict[str, Any]] = []
+    if message.reasoning:
+        shown.append(
+            {
+                **base,
+                "message_type": "reasoning_message",
+                "source": "non_reasoner_model",
+                "reasoning": message.reasoning,
+                "signature": None,
+            }
+        )
+    for call in message.tool_calls:
+        if use_assistant_message and call.name == assistant_tool:
+            shown.append(
+                {
+                    **base,
+                    "message_type": "assistant_message",
+                    "content": _kwarg(call.arguments, assistant_kwarg),
+                }
+            )
+            continue
+        wire = {"name": call.name, "arguments": call.arguments, "tool_call_id": call.id}
+        shown.append(
+            {**base, "message_type": "tool_call_message", "tool_call": wire, "tool_calls": [wire]}
+        )
+    if message.content and not message.tool_calls:
+        shown.append({**base, "message_type": "assistant_message", "content": message.content})
+    return shown
+
+
+def _kwarg(arguments: str, name: str) -> str:
+    import orjson
+
+    try:
+        value = orjson.loads(arguments).get(name, "")
+    except (orjson.JSONDecodeError, AttributeError):
+        return arguments
+    return value if isinstance(value, str) else str(value)
