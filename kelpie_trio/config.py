@@ -33,6 +33,7 @@ class ServerConfig:
     cluster_token: str | None = None
     password: str | None = None  # when set, every route but health needs it as a Bearer token
     idle_timeout: float = 300.0  # deactivate an agent after this long without a message
+    lease_ttl: float = 10.0  # how long a crashed node's agents wait before another takes over
 
     @property
     def db_path(self) -> Path:
@@ -64,6 +65,8 @@ class ServerConfig:
             values["cluster_token"] = env["KELPIE_CLUSTER_TOKEN"]
         if env.get("KELPIE_SERVER_PASSWORD"):
             values["password"] = env["KELPIE_SERVER_PASSWORD"]
+        if "KELPIE_LEASE_TTL" in env:
+            values["lease_ttl"] = float(env["KELPIE_LEASE_TTL"])
         if "KELPIE_IDLE_TIMEOUT" in env:
             values["idle_timeout"] = float(env["KELPIE_IDLE_TIMEOUT"])
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -97,7 +97,12 @@ async def run_node(
         store=store,
         factory=actor_factory,
         transport=transport,
-        config=runtime or RuntimeConfig(idle_timeout=config.idle_timeout),
+        config=runtime
+        or RuntimeConfig(
+            idle_timeout=config.idle_timeout,
+            lease_ttl=config.lease_ttl,
+            renew_interval=config.lease_ttl / 3,
+        ),
         observer=metrics,
     )
     app = create_app(
