@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -36,12 +36,16 @@ from kelpie_trio.storage.chunks import set_blob
 if TYPE_CHECKING:
     from kelpie_trio.models.agents import Agent
     from kelpie_trio.service import AgentService
+    from kelpie_trio.tools.sandbox import ToolResult
 
 __all__ = ["AgentActor", "LlmFactory", "history_key"]
 
 log = logging.getLogger("kelpie_trio.agent")
 
 LlmFactory = Callable[["Agent"], LlmClient]
+# Runs one custom tool call (its record, the arguments) outside the server: the
+# sandbox in production, a scripted runner in the simulator.
+ToolRunner = Callable[[Any, dict[str, Any]], Awaitable["ToolResult"]]
 HISTORY_WINDOW = 200  # messages read back into context, newest last
 TOOL_RETURN_LIMIT = 50_000  # characters of a tool's return kept (Letta's default)
 TERMINAL_TOOLS = frozenset({"send_message"})
@@ -52,10 +56,17 @@ def history_key(agent_id: str, seq: int) -> bytes:
 
 
 class AgentActor:
-    def __init__(self, ctx: ActorContext, service: AgentService, llm_for: LlmFactory) -> None:
+    def __init__(
+        self,
+        ctx: ActorContext,
+        service: AgentService,
+        llm_for: LlmFactory,
+        run_tool: ToolRunner | None = None,
+    ) -> None:
         self.ctx = ctx
         self.service = service
         self.llm_for = llm_for
+        self.run_tool = run_tool
         self.next_seq = 0
 
     # -- lifecycle -----------------------------------------------------------
@@ -146,7 +157,7 @@ class AgentActor:
                 run_id=run_id,
             )
             self.next_seq += 1
-            outside = await self._run_outside_tools(interpretation.calls)
+            outside = await self._run_outside_tools(interpretation.calls, view.tools)
 
             results = await self.ctx.transact(
                 functools.partial(
@@ -224,17 +235,21 @@ class AgentActor:
     # -- tools ---------------------------------------------------------------
 
     async def _run_outside_tools(
-        self, calls: list[tuple[StoredToolCall, dict[str, Any] | None]]
+        self, calls: list[tuple[StoredToolCall, dict[str, Any] | None]], tools: list[Any]
     ) -> dict[str, tuple[str, str]]:
-        """Tools that are their own transactions (archival memory, search): run first."""
+        """Tools that are not part of the step's transaction, run first: archival memory and
+        search (their own transactions) and custom tools (in the sandbox)."""
         agent_id = self.ctx.agent_id
+        custom = {t.name: t for t in tools if t.tool_type == "custom"}
         done: dict[str, tuple[str, str]] = {}
         for call, args in calls:
             if args is None:
                 done[call.id] = ("error", "the arguments were not a JSON object")
                 continue
             try:
-                if call.name == "archival_memory_insert":
+                if call.name in custom:
+                    done[call.id] = await self._run_custom(custom[call.name], args)
+                elif call.name == "archival_memory_insert":
                     body = {"text": args.get("content", ""), "tags": args.get("tags")}
                     await self.service.create_passages(agent_id, body)
                     done[call.id] = ("success", "None")
@@ -249,6 +264,15 @@ class AgentActor:
             except (Invalid, TypeError, ValueError) as error:
                 done[call.id] = ("error", f"{type(error).__name__}: {error}")
         return done
+
+    async def _run_custom(self, tool: Any, args: dict[str, Any]) -> tuple[str, str]:
+        if self.run_tool is None:
+            return "error", "custom tools cannot run on this server (no sandbox configured)"
+        result = await self.run_tool(tool, args)
+        if result.status == "error":
+            return "error", result.error or "the tool failed"
+        value = result.func_return
+        return "success", value if isinstance(value, str) else orjson.dumps(value).decode()
 
     async def _conversation_search(self, query: str) -> list[dict[str, Any]]:
         words = set(query.lower().split())
@@ -292,7 +316,7 @@ class AgentActor:
             elif name == "memory_rethink":
                 new = memory.rethink(str(args.get("new_memory", "")), limit)
             else:
-                return "error", f"tool {name!r} cannot run here yet (custom tools need the sandbox)"
+                return "error", f"no tool named {name!r} is attached to this agent"
         except memory.ToolError as error:
             return "error", str(error)
         except (NotFound, KeyError, ValueError, TypeError) as error:

@@ -36,6 +36,7 @@ from kelpie_trio.nursery.metrics import RuntimeMetrics
 from kelpie_trio.nursery.transport import HttpTransport
 from kelpie_trio.service import AgentService
 from kelpie_trio.storage import MemoryStore, Store
+from kelpie_trio.tools.sandbox import ToolSandbox
 
 __all__ = ["open_store", "run_node"]
 
@@ -86,9 +87,18 @@ async def run_node(
     service = AgentService(store, env)
     if actor_factory is None:
         llm_for = llm_factory(env)
+        sandbox = ToolSandbox()
+
+        async def run_tool(tool: Any, arguments: dict[str, Any]) -> Any:
+            return await sandbox.run(
+                tool.source_code or "",
+                tool.name,
+                arguments,
+                pip_requirements=tool.pip_requirements,
+            )
 
         def actor_factory(ctx: ActorContext) -> Actor:
-            return AgentActor(ctx, service, llm_for)
+            return AgentActor(ctx, service, llm_for, run_tool)
 
     dispatcher = Dispatcher(
         node_id=env.new_id("node"),

@@ -26,24 +26,30 @@ from kelpie_trio.sim.faults import STORAGE_FAULTS
 from kelpie_trio.sim.llm import SimLlmClient, text, tool_call
 from kelpie_trio.sim.network import SimNetwork
 from kelpie_trio.sim.seeds import run_seeds
+from kelpie_trio.sim.tools import SimToolRunner
 from kelpie_trio.storage import StoreError
 
 Scenario = Callable[[AgentService, SimLlmClient, SimWorld], Awaitable[Any]]
 
 
 def simulate(
-    seed: int, scenario: Scenario, faults: FaultConfig | str = "none", script: list | None = None
+    seed: int,
+    scenario: Scenario,
+    faults: FaultConfig | str = "none",
+    script: list | None = None,
+    tools: Callable[[Any, dict], Any] = lambda tool, args: None,
 ) -> Any:
     async def main(world: SimWorld) -> Any:
         node = world.new_node("n")
         service = AgentService(node.store, node.env, ModelCatalog.from_config(CatalogConfig()))
         llm = SimLlmClient.for_world(world, script=script, latency=(0.01, 0.1), timeout=5.0)
+        runner = SimToolRunner(world, tools, timeout=5.0)
         dispatcher = Dispatcher(
             node_id=node.id,
             address=node.id,
             env=node.env,
             store=node.store,
-            factory=lambda ctx: AgentActor(ctx, service, lambda agent: llm),
+            factory=lambda ctx: AgentActor(ctx, service, lambda agent: llm, runner),
             transport=SimTransport(SimNetwork(world), node.id),
             config=RuntimeConfig(),
         )
@@ -209,6 +215,46 @@ def test_dst_agent_loop_under_storage_and_llm_faults_keeps_history_whole() -> No
 
     run_seeds(one, 20)
     assert answered["reply"] > 0
+
+
+ROLL = '''
+def roll_dice(sides: int) -> int:
+    """Roll one die.
+
+    Args:
+        sides: how many sides it has
+    """
+    return 4
+'''
+
+
+def _custom_tool_turn(faults: FaultConfig | str) -> Any:
+    script = [tool_call("roll_dice", {"sides": 6}, call_id="c1"), text("Rolled.")]
+
+    async def scenario(service: AgentService, llm: SimLlmClient, world: SimWorld) -> Any:
+        tool = await service.create_tool({"source_code": ROLL})
+        agent = await new_agent(service, tool_ids=[tool.id])
+        world.faults.enabled = True
+        reply = await service.send_message(agent, {"input": "roll"})
+        return reply, llm.requests[0]
+
+    return simulate(5, scenario, faults, script=script, tools=lambda tool, args: args["sides"] - 2)
+
+
+def test_dst_agent_tool_execution() -> None:
+    reply, request = _custom_tool_turn("none")
+    assert "roll_dice" in {t.name for t in request.tools}  # offered to the model
+    [result] = [m for m in reply["messages"] if m["message_type"] == "tool_return_message"]
+    assert (result["status"], result["tool_return"]) == ("success", "4")
+    assert reply["stop_reason"]["stop_reason"] == "end_turn"
+
+
+def test_tool_timeout_and_crash_become_error_returns_and_the_agent_goes_on() -> None:
+    for fault, words in ((FaultType.TOOL_TIMEOUT, "timed out"), (FaultType.TOOL_FAIL, "failure")):
+        reply, _ = _custom_tool_turn(FaultConfig({fault: 1.0}))
+        [result] = [m for m in reply["messages"] if m["message_type"] == "tool_return_message"]
+        assert result["status"] == "error" and words in result["tool_return"]
+        assert reply["messages"][-1]["message_type"] == "assistant_message"
 
 
 def _page() -> Any:
