@@ -1,1 +1,2 @@
-"""Custom tools: deriving a tool's JSON schema from its Python source, without running it."""
+"""Tools: schemas derived from source (schema.py), the base tools (base.py), and the
+sandbox custom tools run in, outside the server (sandbox.py, _runner.py)."""
