@@ -176,6 +176,8 @@ class CatalogConfig:
     # what Letta's own SDK tests ask for.
     openai_base_url: str | None = None
     anthropic_api_key: str | None = attrs.field(default=None, repr=False)
+    # An Anthropic-compatible endpoint (a proxy, a mock); Anthropic's own by default.
+    anthropic_base_url: str = ANTHROPIC_BASE_URL
     local: LocalServer | None = None
 
     @property
@@ -219,6 +221,7 @@ class CatalogConfig:
             openai_api_key=get("OPENAI_API_KEY"),
             openai_base_url=get("OPENAI_BASE_URL") or get("OPENAI_API_BASE"),
             anthropic_api_key=get("ANTHROPIC_API_KEY"),
+            anthropic_base_url=get("ANTHROPIC_BASE_URL") or ANTHROPIC_BASE_URL,
             local=local,
         )
 
@@ -272,7 +275,7 @@ def _offered_llms(config: CatalogConfig) -> list[_Llm]:
                 f"anthropic/{m}",
                 m,
                 "anthropic",
-                ANTHROPIC_BASE_URL,
+                config.anthropic_base_url,
                 _ANTHROPIC_CONTEXT_WINDOW,
                 _anthropic_max_tokens(m),
                 "anthropic",

@@ -17,6 +17,7 @@ import trio
 from kelpie_trio.agent.actor import AgentActor, read_history
 from kelpie_trio.errors import ServiceError
 from kelpie_trio.llm.catalog import CatalogConfig, ModelCatalog
+from kelpie_trio.llm.retry import RetryingLlmClient
 from kelpie_trio.nursery.dispatcher import Dispatcher, RuntimeConfig
 from kelpie_trio.nursery.errors import RuntimeFailure
 from kelpie_trio.nursery.transport import SimTransport
@@ -44,12 +45,13 @@ def simulate(
         service = AgentService(node.store, node.env, ModelCatalog.from_config(CatalogConfig()))
         llm = SimLlmClient.for_world(world, script=script, latency=(0.01, 0.1), timeout=5.0)
         runner = SimToolRunner(world, tools, timeout=5.0)
+        retrying = RetryingLlmClient(llm, node.env)  # the faults take production's retry path
         dispatcher = Dispatcher(
             node_id=node.id,
             address=node.id,
             env=node.env,
             store=node.store,
-            factory=lambda ctx: AgentActor(ctx, service, lambda agent: llm, runner),
+            factory=lambda ctx: AgentActor(ctx, service, lambda agent: retrying, runner),
             transport=SimTransport(SimNetwork(world), node.id),
             config=RuntimeConfig(),
         )
@@ -147,9 +149,10 @@ def _llm_fault_ends_the_turn(fault: FaultType) -> None:
         agent = await new_agent(service)
         world.faults.enabled = True
         reply = await service.send_message(agent, {"input": "hello"})
-        return reply, await service.list_messages(agent, _page())
+        return reply, await service.list_messages(agent, _page()), len(llm.requests)
 
-    reply, listed = simulate(4, scenario, FaultConfig({fault: 1.0}))
+    reply, listed, asked = simulate(4, scenario, FaultConfig({fault: 1.0}))
+    assert asked == 4  # production's retry policy: four tries, then the turn gives up
     assert reply["stop_reason"]["stop_reason"] == "llm_api_error"
     assert kinds(reply) == ["user_message"]
     assert [m["message_type"] for m in listed] == ["user_message"]  # the user's message kept
