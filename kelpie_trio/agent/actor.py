@@ -85,9 +85,23 @@ class AgentActor:
         pass  # every step is stored as it completes
 
     async def handle(self, message: dict[str, Any]) -> dict[str, Any]:
-        if message.get("kind") != "send":
-            raise ValueError(f"unknown request kind {message.get('kind')!r}")
-        return await self._turn(message)
+        kind = message.get("kind")
+        if kind == "send":
+            return await self._turn(message)
+        if kind == "reset":
+            return await self._reset()
+        raise ValueError(f"unknown request kind {kind!r}")
+
+    async def _reset(self) -> dict[str, Any]:
+        """Forget the history (not the memory): in the actor, so no turn runs meanwhile.
+        Sequence numbers go on from where they were, so no message id is ever reused."""
+        agent_id = self.ctx.agent_id
+
+        async def clear(tr: Transaction) -> None:
+            tr.clear_range(*keys.prefix_range(keys.MESSAGES.pack((agent_id,))))
+
+        await self.ctx.transact(clear)
+        return {"reset": True}
 
     # -- a turn --------------------------------------------------------------
 

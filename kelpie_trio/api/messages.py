@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import orjson
 from quart import Blueprint, Response, make_response, request
 
+from kelpie_trio.api.agents import render_agent
 from kelpie_trio.api.common import body, check_id, json_response, page_args, service
 from kelpie_trio.api.spec import documented
 from kelpie_trio.service.messages import SendRequest
@@ -64,3 +65,11 @@ async def list_messages(agent_id: str) -> Response:
         agent_id, page_args(), use_assistant_message=use_assistant
     )
     return json_response(found)
+
+
+@messages.patch("/v1/agents/<agent_id>/reset-messages")
+@documented("Forget an agent's message history (its memory stays)")
+async def reset_messages(agent_id: str) -> Response:
+    agent_id = check_id(agent_id, "agent", "agent_id")
+    await service().reset_messages(agent_id)
+    return json_response(render_agent(await service().get_agent(agent_id)))

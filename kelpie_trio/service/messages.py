@@ -92,6 +92,16 @@ class MessageCases(ServiceBase):
             },
         )
 
+    async def reset_messages(self, agent_id: str) -> None:
+        async def exists(tr: Transaction) -> bool:
+            return await get_blob(tr, keys.AGENTS.pack((agent_id,))) is not None
+
+        if not await self.store.transact(exists):
+            raise NotFound("Agent", agent_id)
+        if self.dispatcher is None:
+            raise Unavailable("this server runs no agents")
+        await self.dispatcher.invoke(agent_id, {"kind": "reset"})
+
     async def list_messages(
         self, agent_id: str, page: Page, *, use_assistant_message: bool = True
     ) -> list[dict[str, Any]]:

@@ -57,3 +57,11 @@ def test_sdk_streams_a_turn_as_events(letta: Letta) -> None:
     assert again[-2].stop_reason == "end_turn"
     stored = list(letta.agents.messages.list(agent.id))
     assert len(stored) >= 4  # both turns are in the history
+
+
+def test_sdk_resets_the_history(letta: Letta) -> None:
+    agent = letta.agents.create(name="forgetful")
+    letta.agents.messages.create(agent.id, messages=[{"role": "user", "content": "hi"}])
+    state = letta.agents.messages.reset(agent.id)
+    assert state.id == agent.id
+    assert list(letta.agents.messages.list(agent.id)) == []

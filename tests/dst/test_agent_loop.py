@@ -260,6 +260,27 @@ def test_tool_timeout_and_crash_become_error_returns_and_the_agent_goes_on() -> 
         assert reply["messages"][-1]["message_type"] == "assistant_message"
 
 
+def test_reset_forgets_the_history_but_not_the_memory_and_the_agent_goes_on() -> None:
+    script = [text("one"), text("two")]
+
+    async def scenario(service: AgentService, llm: SimLlmClient, world: SimWorld) -> Any:
+        agent = await new_agent(service)
+        first = await service.send_message(agent, {"input": "a"})
+        await service.reset_messages(agent)
+        after_reset = await service.list_messages(agent, _page())
+        second = await service.send_message(agent, {"input": "b"})
+        listed = await service.list_messages(agent, _page())
+        block = await service.agent_block(agent, "human")
+        return first, after_reset, second, listed, block, llm.requests[1]
+
+    first, after_reset, second, listed, block, request = simulate(6, scenario, script=script)
+    assert after_reset == []
+    assert [m["id"] for m in listed] == [m["id"] for m in second["messages"]]
+    assert not {m["id"] for m in first["messages"]} & {m["id"] for m in listed}
+    assert block.value == "Name: Ada"
+    assert [m.content for m in request.messages[1:]] == ["b"]  # the model sees only "b"
+
+
 def _page() -> Any:
     from kelpie_trio.service import Page
 
