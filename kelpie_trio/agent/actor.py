@@ -136,10 +136,10 @@ class AgentActor:
         produced: list[Message] = list(inputs)
         usage = {"completion_tokens": 0, "prompt_tokens": 0, "total_tokens": 0, "step_count": 0}
         stop = "end_turn"
-        view = await self.service.get_agent(agent_id)
-        llm = self.llm_for(view.agent)
+        llm: LlmClient | None = None
         for step in range(1, max_steps + 1):
             view = await self.service.get_agent(agent_id)  # memory as the last step left it
+            llm = llm or self.llm_for(view.agent)
             history = await self._history()
             llm_request = build_request(
                 model=view.agent.model or "",
