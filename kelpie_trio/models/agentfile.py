@@ -25,10 +25,8 @@ from kelpie_trio.errors import Invalid, InvalidField
 from kelpie_trio.models.agents import AgentView, CreateAgent
 from kelpie_trio.models.blocks import Block, CreateBlock
 from kelpie_trio.models.tools import (
-    DEFAULT_RETURN_CHAR_LIMIT,
-    NpmRequirement,
-    PipRequirement,
     Tool,
+    ToolFields,
 )
 
 __all__ = [
@@ -56,28 +54,13 @@ class BlockSchema(CreateBlock):
         return CreateBlock(**{f.name: getattr(self, f.name) for f in attrs.fields(CreateBlock)})
 
 
-@attrs.define
-class ToolSchema:
+@attrs.define(kw_only=True)
+class ToolSchema(ToolFields):
     """A tool in an agent file: Letta's Tool fields, with a file-local id."""
 
     id: str
-    tool_type: str = "custom"
-    description: str | None = None
     source_type: str | None = None
     name: str | None = None
-    tags: list[str] = attrs.Factory(list)
-    source_code: str | None = None
-    json_schema: dict[str, Any] | None = None
-    args_json_schema: dict[str, Any] | None = None
-    return_char_limit: int = DEFAULT_RETURN_CHAR_LIMIT
-    pip_requirements: list[PipRequirement] | None = None
-    npm_requirements: list[NpmRequirement] | None = None
-    default_requires_approval: bool | None = None
-    enable_parallel_execution: bool | None = False
-    created_by_id: str | None = None
-    last_updated_by_id: str | None = None
-    metadata_: dict[str, Any] | None = None
-    project_id: str | None = None
 
 
 @attrs.define

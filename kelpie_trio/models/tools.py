@@ -55,15 +55,12 @@ class NpmRequirement:
     version: str | None = None
 
 
-@attrs.define
-class Tool:
-    """A tool as Letta's API shows it (plus `created_at`, used for ordering)."""
+@attrs.define(kw_only=True)
+class ToolFields:
+    """What a stored tool and an agent file's tool share (Letta's Tool fields)."""
 
-    id: str
-    name: str
     tool_type: str = "custom"
     description: str | None = None
-    source_type: str | None = "python"
     tags: list[str] = attrs.Factory(list)
     source_code: str | None = None
     json_schema: dict[str, Any] | None = None
@@ -77,6 +74,15 @@ class Tool:
     last_updated_by_id: str | None = None
     metadata_: dict[str, Any] | None = None  # Letta's wire name, trailing underscore included
     project_id: str | None = None
+
+
+@attrs.define(kw_only=True)
+class Tool(ToolFields):
+    """A tool as Letta's API shows it (plus `created_at`, used for ordering)."""
+
+    id: str
+    name: str
+    source_type: str | None = "python"
     created_at: float = 0.0
 
 
