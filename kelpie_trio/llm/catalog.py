@@ -458,19 +458,7 @@ def model_settings_from_llm_config(llm_config: Mapping[str, Any]) -> dict[str, A
     thinking_type = "enabled" if get("enable_reasoner", True) else "disabled"
 
     if endpoint_type == "openai":
-        handle = get("handle", "")
-        if handle.startswith("sglang/") or "sglang" in get("provider_name", "").lower():
-            return {
-                "max_output_tokens": max_tokens or 4096,
-                "parallel_tool_calls": True,
-                "provider_type": "sglang",
-                "temperature": temperature,
-                "reasoning": {"reasoning_effort": get("reasoning_effort", "minimal")},
-                "response_format": None,
-                "strict": get("strict", False),
-                "tool_call_parser": llm_config.get("tool_call_parser"),
-            }
-        return {
+        settings = {
             "max_output_tokens": max_tokens or 4096,
             "parallel_tool_calls": True,
             "provider_type": "openai",
@@ -479,6 +467,14 @@ def model_settings_from_llm_config(llm_config: Mapping[str, Any]) -> dict[str, A
             "response_format": None,
             "strict": get("strict", False),
         }
+        handle = get("handle", "")
+        if handle.startswith("sglang/") or "sglang" in get("provider_name", "").lower():
+            # SGLang is OpenAI-compatible; its settings name it and its tool-call parser.
+            settings |= {
+                "provider_type": "sglang",
+                "tool_call_parser": llm_config.get("tool_call_parser"),
+            }
+        return settings
     if endpoint_type in ("anthropic", "minimax"):  # MiniMax speaks Anthropic's API
         return {
             "max_output_tokens": max_tokens or 4096,
