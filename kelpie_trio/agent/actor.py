@@ -18,15 +18,37 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from kelpie_trio.agent import memory
-from kelpie_trio.agent.messages import Message, StoredToolCall, to_letta_messages
-from kelpie_trio.agent.step import build_request, continues, interpret
+from kelpie_trio.agent import memory, runs
+from kelpie_trio.agent.context import (
+    DEFAULT_CONTEXT_WINDOW,
+    DEFAULT_REPLY_TOKENS,
+    SUMMARY_CHARS,
+    AgentContext,
+    estimate_tokens,
+    plan_eviction,
+    recap,
+    summary_message,
+    summary_request,
+)
+from kelpie_trio.agent.messages import Message, StoredToolCall, iso, to_letta_messages
+from kelpie_trio.agent.runs import Run
+from kelpie_trio.agent.step import HEARTBEAT_TYPES, build_request, continues, interpret
 from kelpie_trio.errors import Invalid, NotFound
-from kelpie_trio.llm.types import LlmClient, LlmError
+from kelpie_trio.llm.types import (
+    Completed,
+    ContentDelta,
+    LlmClient,
+    LlmError,
+    LlmFailure,
+    LlmRequest,
+    LlmResponse,
+    ToolCallDelta,
+)
 from kelpie_trio.models import convert
 from kelpie_trio.nursery.actor import ActorContext
 from kelpie_trio.storage import keys
@@ -46,9 +68,13 @@ LlmFactory = Callable[["Agent"], LlmClient]
 # Runs one custom tool call (its record, the arguments) outside the server: the
 # sandbox in production, a scripted runner in the simulator.
 ToolRunner = Callable[[Any, dict[str, Any]], Awaitable["ToolResult"]]
-HISTORY_WINDOW = 200  # messages read back into context, newest last
+HISTORY_WINDOW = 1000  # at most this many messages in context, whatever the window
 TOOL_RETURN_LIMIT = 50_000  # characters of a tool's return kept (Letta's default)
 TERMINAL_TOOLS = frozenset({"send_message"})
+
+
+class RunGone(Exception):
+    """The run's record is gone (its agent was deleted): the turn stops, nothing stored."""
 
 
 def history_key(agent_id: str, seq: int) -> bytes:
@@ -68,6 +94,7 @@ class AgentActor:
         self.llm_for = llm_for
         self.run_tool = run_tool
         self.next_seq = 0
+        self.context = AgentContext()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -86,10 +113,16 @@ class AgentActor:
 
     async def handle(self, message: dict[str, Any]) -> dict[str, Any]:
         kind = message.get("kind")
-        if kind == "send":
-            return await self._turn(message)
+        if kind == "run":
+            try:
+                return await self._run(message["run_id"])
+            except RunGone as gone:
+                # The agent was deleted under the turn: its runs went with it.
+                return {"gone": str(gone)}
         if kind == "reset":
             return await self._reset()
+        if kind == "tool":
+            return await self._run_tool_directly(message["tool_name"], message["args"])
         raise ValueError(f"unknown request kind {kind!r}")
 
     async def _reset(self) -> dict[str, Any]:
@@ -99,6 +132,7 @@ class AgentActor:
 
         async def clear(tr: Transaction) -> None:
             tr.clear_range(*keys.prefix_range(keys.MESSAGES.pack((agent_id,))))
+            tr.clear(keys.CONTEXT.pack((agent_id,)))  # the summary was of that history
 
         await self.ctx.transact(clear)
         return {"reset": True}
@@ -120,106 +154,207 @@ class AgentActor:
         for m in messages:
             set_blob(tr, history_key(m.agent_id, m.seq), convert.encode_record(m))
 
-    async def _turn(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _run(self, run_id: str) -> dict[str, Any]:
+        """Run a stored run to its end: start it, resume it after its checkpoint, or,
+        when it has already ended (a retried send), only answer with it."""
         agent_id = self.ctx.agent_id
-        run_id = self.ctx.env.new_id("run")
-        max_steps = int(request.get("max_steps") or 50)
+
+        async def load(tr: Transaction) -> Run | None:
+            return await runs.load_run(tr, run_id)
+
+        run = await self.ctx.transact(load)
+        if run is None or run.agent_id != agent_id:
+            raise RunGone(run_id)
+        if run.finished:
+            return self._response(run, await self._run_messages(run))
+        if run.first_seq is None:
+            return await self._start(run)
+        log.info("agent %s: resuming %s after iteration %d", agent_id, run_id,
+                 run.checkpoint.iteration)  # fmt: skip
+        return await self._iterate(run, await self._run_messages(run))
+
+    async def _start(self, run: Run) -> dict[str, Any]:
+        first_seq = self.next_seq
         inputs = [
-            self._new_message(role="user", content=text, otid=otid, run_id=run_id)
-            for text, otid in request["inputs"]
+            self._new_message(role="user", content=i.text, otid=i.otid, run_id=run.id)
+            for i in run.inputs
         ]
 
-        async def store_inputs(tr: Transaction) -> None:
+        async def start(tr: Transaction) -> Run:
+            current = await runs.load_run(tr, run.id)  # a cancel may have come meanwhile
+            if current is None:
+                raise RunGone(run.id)
             await self._store(tr, inputs)
+            current.first_seq = first_seq
+            current.status = "running"
+            runs.save_run(tr, current)
+            return current
 
-        await self.ctx.transact(store_inputs)
-        produced: list[Message] = list(inputs)
-        usage = {"completion_tokens": 0, "prompt_tokens": 0, "total_tokens": 0, "step_count": 0}
-        stop = "end_turn"
+        started = await self.ctx.transact(start)
+        for m in inputs:
+            self._publish(started, m)
+        return await self._iterate(started, inputs)
+
+    async def _iterate(self, run: Run, produced: list[Message]) -> dict[str, Any]:
+        """Steps from the one after the checkpoint until a stop reason. Each step's
+        messages, memory edits and checkpoint land in one fenced transaction."""
+        agent_id = self.ctx.agent_id
+        events = self.service.run_events
+        stop: str | None = None
         llm: LlmClient | None = None
-        for step in range(1, max_steps + 1):
-            view = await self.service.get_agent(agent_id)  # memory as the last step left it
-            llm = llm or self.llm_for(view.agent)
-            history = await self._history()
-            llm_request = build_request(
-                model=view.agent.model or "",
-                system=view.agent.system,
-                blocks=view.blocks,
-                tools=view.tools,
-                agent_type=view.agent.agent_type,
-                history=history,
-                max_tokens=(view.agent.llm_config or {}).get("max_tokens"),
-            )
+        for step in range(run.checkpoint.iteration + 1, run.max_steps + 1):
+            if run.cancel_requested:
+                stop = "cancelled"
+                break
             try:
-                reply = await llm.complete(llm_request)
+                view = await self.service.get_agent(agent_id)  # memory as the last step left it
+            except NotFound:
+                raise RunGone(run.id) from None
+            llm = llm or self.llm_for(view.agent)
+            message_id = self.ctx.env.new_id("message")
+            reply = None
+            try:
+                with events.in_flight(run.id):
+                    llm_request = await self._prompt(llm, view)
+                    reply = await self._complete(llm, llm_request, run, message_id, view)
             except LlmError as error:
                 log.warning("agent %s: the LLM failed: %r", agent_id, error)
+                run.error = f"{type(error).__name__}: {error}"
                 stop = "llm_api_error"
                 break
-            usage["prompt_tokens"] += reply.usage.prompt_tokens
-            usage["completion_tokens"] += reply.usage.completion_tokens
-            usage["total_tokens"] += reply.usage.total_tokens
-            usage["step_count"] = step
+            if reply is None:  # cancelled while the LLM was writing
+                stop = "cancelled"
+                break
             seq_before = self.next_seq
             interpretation = interpret(
                 reply,
-                message_id=self.ctx.env.new_id("message"),
+                message_id=message_id,
                 agent_id=agent_id,
                 seq=self.next_seq,
                 step=step,
                 created_at=self.ctx.env.now(),
-                run_id=run_id,
+                run_id=run.id,
             )
             self.next_seq += 1
             outside = await self._run_outside_tools(interpretation.calls, view.tools)
-
-            results = await self.ctx.transact(
+            run, results, stop = await self.ctx.transact(
                 functools.partial(
                     self._commit_step,
+                    run=run,
                     interpretation=interpretation,
                     outside=outside,
                     step=step,
-                    run_id=run_id,
+                    usage=(run.prompt_tokens + reply.usage.prompt_tokens,
+                           run.completion_tokens + reply.usage.completion_tokens),
+                    agent_type=view.agent.agent_type,
                     first_result_seq=seq_before + 1,
                 )
-            )
+            )  # fmt: skip
             produced += [interpretation.assistant, *results]
-            terminal = any(c.name in TERMINAL_TOOLS for c, _ in interpretation.calls)
-            failed = any(r.tool_status == "error" for r in results)
-            if not continues(
-                interpretation,
-                agent_type=view.agent.agent_type,
-                any_tool_failed=failed,
-                terminal=terminal,
-            ):
+            for m in [interpretation.assistant, *results]:
+                self._publish(run, m)
+            if stop is not None:
                 break
-        else:
-            stop = "max_steps"
+        if not run.finished:
+            run = await self._finish(run, stop or "max_steps")
+        return self._response(run, produced)
+
+    async def _complete(
+        self, llm: LlmClient, request: Any, run: Run, message_id: str, view: Any
+    ) -> LlmResponse:
+        """The LLM's reply; streamed, with token deltas published, when a stream wants them."""
+        events = self.service.run_events
+        if not events.wants_tokens(run.id):
+            return await llm.complete(request)
+        base = {"id": message_id, "date": iso(self.ctx.env.now()), "otid": None,
+                "run_id": run.id, "seq_id": self.next_seq}  # fmt: skip
+        content_type = (
+            "reasoning_message" if view.agent.agent_type in HEARTBEAT_TYPES else "assistant_message"
+        )
+        names: dict[int, str] = {}
+        async with aclosing(llm.stream(request)) as stream:
+            async for event in stream:
+                if isinstance(event, Completed):
+                    return event.response
+                if isinstance(event, ContentDelta) and event.text:
+                    field = "reasoning" if content_type == "reasoning_message" else "content"
+                    delta = {**base, "message_type": content_type, field: event.text}
+                    events.publish(run.id, delta, token=True)
+                elif isinstance(event, ToolCallDelta):
+                    if event.name:
+                        names[event.index] = event.name
+                    name = names.get(event.index, "")
+                    if run.use_assistant_message and name in TERMINAL_TOOLS:
+                        continue  # shown whole, as the assistant message, once stored
+                    wire = {"name": event.name, "arguments": event.arguments,
+                            "tool_call_id": event.id}  # fmt: skip
+                    delta = {**base, "message_type": "tool_call_message", "tool_call": wire}
+                    events.publish(run.id, delta, token=True)
+        raise LlmFailure("the stream ended without a reply")
+
+    def _publish(self, run: Run, message: Message) -> None:
+        for shown in to_letta_messages(message, use_assistant_message=run.use_assistant_message):
+            self.service.run_events.publish(run.id, shown)
+
+    async def _finish(self, run: Run, stop: str) -> Run:
+        now = self.ctx.env.now()
+        error = run.error
+
+        async def finish(tr: Transaction) -> Run:
+            current = await runs.load_run(tr, run.id)
+            if current is None:
+                raise RunGone(run.id)
+            current.error = error
+            runs.finish_run(tr, current, stop, now)
+            return current
+
+        return await self.ctx.transact(finish)
+
+    def _response(self, run: Run, produced: list[Message]) -> dict[str, Any]:
         shown = [
             letta
             for m in produced
-            for letta in to_letta_messages(
-                m, use_assistant_message=request.get("use_assistant_message", True)
-            )
+            for letta in to_letta_messages(m, use_assistant_message=run.use_assistant_message)
         ]
         return {
             "messages": shown,
-            "stop_reason": {"message_type": "stop_reason", "stop_reason": stop},
-            "usage": {"message_type": "usage_statistics", "run_ids": [run_id], **usage},
+            "stop_reason": {
+                "message_type": "stop_reason",
+                "stop_reason": run.checkpoint.stop_reason,
+            },
+            "usage": run.usage(),
         }
+
+    async def _run_messages(self, run: Run) -> list[Message]:
+        """The messages a run stored (its input first), for a resumed or retried run."""
+        if run.first_seq is None:
+            return []
+        agent_id = self.ctx.agent_id
+
+        async def read(tr: Transaction) -> list[Message]:
+            begin = keys.MESSAGES.pack((agent_id, run.first_seq))
+            end = keys.prefix_range(keys.MESSAGES.pack((agent_id,)))[1]
+            return decode_messages(await tr.get_range(begin, end))
+
+        return [m for m in await self.ctx.transact(read) if m.run_id == run.id]
 
     async def _commit_step(
         self,
         tr: Transaction,
         *,
+        run: Run,
         interpretation: Any,
         outside: dict[str, tuple[str, str]],
         step: int,
-        run_id: str,
+        usage: tuple[int, int],
+        agent_type: str,
         first_result_seq: int,
-    ) -> list[Message]:
-        """The step's memory tools, its assistant message and its tool results: one
-        transaction, so the step lands whole or not at all."""
+    ) -> tuple[Run, list[Message], str | None]:
+        """The step's memory tools, its assistant message, its tool results and the run's
+        checkpoint: one transaction, so the step lands whole or not at all."""
+        current = await runs.load_run(tr, run.id)  # a cancel written meanwhile conflicts
+        if current is None:
+            raise RunGone(run.id)
         self.next_seq = first_result_seq  # a retried transaction numbers again
         results = []
         for call, args in interpretation.calls:
@@ -231,22 +366,127 @@ class AgentActor:
                     tool_call_id=call.id,
                     tool_name=call.name,
                     tool_status=status,
-                    run_id=run_id,
+                    run_id=run.id,
                     step=step,
                 )
             )
         await self._store(tr, [interpretation.assistant, *results])
-        return results
+        terminal = any(c.name in TERMINAL_TOOLS for c, _ in interpretation.calls)
+        failed = any(r.tool_status == "error" for r in results)
+        goes_on = continues(
+            interpretation, agent_type=agent_type, any_tool_failed=failed, terminal=terminal
+        )
+        stop = None
+        if not goes_on:
+            stop = "end_turn"
+        elif current.cancel_requested:
+            stop = "cancelled"
+        elif step >= current.max_steps:
+            stop = "max_steps"
+        current.checkpoint.iteration = step
+        current.checkpoint.last_tool_result = results[-1].content if results else None
+        current.prompt_tokens, current.completion_tokens = usage
+        if stop is None:
+            runs.save_run(tr, current)
+        else:
+            runs.finish_run(tr, current, stop, self.ctx.env.now())
+        return current, results, stop
 
     async def _history(self) -> list[Message]:
+        """The in-context history: from the context's start, at most HISTORY_WINDOW."""
         agent_id = self.ctx.agent_id
 
-        async def read(tr: Transaction) -> list[Message]:
-            return await read_history(tr, agent_id, limit=HISTORY_WINDOW)
+        async def read(tr: Transaction) -> tuple[AgentContext, list[Message]]:
+            raw = await tr.get(keys.CONTEXT.pack((agent_id,)))
+            context = AgentContext() if raw is None else convert.decode_record(raw, AgentContext)
+            history = await read_history(tr, agent_id, limit=HISTORY_WINDOW)
+            return context, [m for m in history if m.seq >= context.start_seq]
 
-        return await self.ctx.transact(read)
+        self.context, history = await self.ctx.transact(read)
+        return history
+
+    async def _prompt(self, llm: LlmClient, view: Any) -> LlmRequest:
+        """The step's request, within the agent's context window: when it would not fit,
+        the oldest messages are summarized (by the model, or a recap if it fails) and
+        leave the context (context.py)."""
+        history = await self._history()
+        context = self.context
+        agent = view.agent
+        config = agent.llm_config or {}
+
+        def request(history: list[Message], context: AgentContext) -> LlmRequest:
+            return build_request(
+                model=agent.model or "",
+                system=agent.system,
+                blocks=view.blocks,
+                tools=view.tools,
+                agent_type=agent.agent_type,
+                history=history,
+                max_tokens=config.get("max_tokens"),
+                summary=summary_message(context),
+            )
+
+        built = request(history, context)
+        window = config.get("context_window") or DEFAULT_CONTEXT_WINDOW
+        budget = window - min(config.get("max_tokens") or DEFAULT_REPLY_TOKENS, window // 4)
+        fixed = len(built.messages) - len(history)
+        cut = plan_eviction(
+            estimate_tokens(built.messages[:fixed], built.tools),
+            [estimate_tokens([m]) for m in built.messages[fixed:]],
+            [m.role for m in history],
+            budget,
+        )
+        if cut == 0:
+            return built
+        evicted = history[:cut]
+        try:
+            asked = summary_request(agent.model or "", context.summary, evicted, budget)
+            summary = (await llm.complete(asked)).message.content or ""
+        except LlmError as error:
+            log.warning("agent %s: summarizing failed (%r); keeping a recap", agent.id, error)
+            summary = ""
+        new = AgentContext(
+            start_seq=history[cut].seq,
+            summary=(summary.strip() or recap(context.summary, evicted))[:SUMMARY_CHARS],
+            evicted=context.evicted + cut,
+        )
+
+        async def save(tr: Transaction) -> None:
+            tr.set(keys.CONTEXT.pack((agent.id,)), convert.encode_record(new))
+
+        await self.ctx.transact(save)
+        self.context = new
+        log.info("agent %s: %d messages left the context window", agent.id, cut)
+        return request(history[cut:], new)
 
     # -- tools ---------------------------------------------------------------
+
+    async def _run_tool_directly(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        """One of the agent's tools, run outside any turn (Letta's tools/{name}/run):
+        memory tools in a fenced transaction, the others as a step would run them."""
+        view = await self.service.get_agent(self.ctx.agent_id)
+        if not any(t.name == name for t in view.tools):  # detached since the route looked
+            return {"status": "error", "func_return": None, "stdout": [],
+                    "stderr": [f"no tool named {name!r} is attached to this agent"],
+                    "agent_state": None, "sandbox_config_fingerprint": None}  # fmt: skip
+        call = StoredToolCall(id=self.ctx.env.new_id("call"), name=name, arguments="")
+        outside = await self._run_outside_tools([(call, args)], view.tools)
+        if call.id in outside:
+            status, text = outside[call.id]
+        else:
+
+            async def run(tr: Transaction) -> tuple[str, str]:
+                return await self._run_memory_tool(tr, call, args)
+
+            status, text = await self.ctx.transact(run)
+        return {
+            "status": status,
+            "func_return": text if status == "success" else None,
+            "stdout": [],
+            "stderr": [text] if status == "error" else [],
+            "agent_state": None,
+            "sandbox_config_fingerprint": None,
+        }
 
     async def _run_outside_tools(
         self, calls: list[tuple[StoredToolCall, dict[str, Any] | None]], tools: list[Any]
@@ -339,6 +579,18 @@ class AgentActor:
         block.value = new
         self.service.save_block(tr, block)
         return "success", "None"
+
+
+def decode_messages(rows: list[tuple[bytes, bytes]]) -> list[Message]:
+    """Stored messages from a range read in key order (each a blob of one or more chunks)."""
+    chunks: dict[int, list[tuple[int, bytes]]] = {}
+    for key, value in rows:
+        _, seq, index = keys.MESSAGES.unpack(key)
+        chunks.setdefault(seq, []).append((index, value))
+    return [
+        convert.decode_record(b"".join(v for _, v in sorted(chunks[seq])), Message)
+        for seq in sorted(chunks)
+    ]
 
 
 async def read_history(tr: Transaction, agent_id: str, *, limit: int = 0) -> list[Message]:

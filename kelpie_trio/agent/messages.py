@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["Message", "StoredToolCall", "to_letta_messages"]
+__all__ = ["Message", "StoredToolCall", "iso", "to_letta_messages"]
 
 
 @attrs.define(kw_only=True)
@@ -40,7 +40,7 @@ class Message:
     created_at: float = 0.0
 
 
-def _iso(seconds: float) -> str:
+def iso(seconds: float) -> str:
     return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()
 
 
@@ -54,7 +54,7 @@ def to_letta_messages(
     """The Letta messages one stored message shows as (LettaMessage union members)."""
     base = {
         "id": message.id,
-        "date": _iso(message.created_at),
+        "date": iso(message.created_at),
         "name": None,
         "otid": message.otid,
         "sender_id": None,

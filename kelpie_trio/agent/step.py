@@ -77,8 +77,14 @@ def build_request(
     agent_type: str,
     history: list[Message],
     max_tokens: int | None = None,
+    summary: ChatMessage | None = None,
 ) -> LlmRequest:
-    messages = (ChatMessage("system", compile_system(system, blocks)), *map(_chat, history))
+    """The request for one step: the system prompt with core memory, the summary of
+    evicted history if there is one (context.py), then the in-context history."""
+    head = (ChatMessage("system", compile_system(system, blocks)),)
+    if summary is not None:
+        head += (summary,)
+    messages = (*head, *map(_chat, history))
     return LlmRequest(
         model=model,
         messages=messages,

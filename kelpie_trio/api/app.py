@@ -24,6 +24,7 @@ from kelpie_trio.api.messages import messages
 from kelpie_trio.api.middleware import install as install_middleware
 from kelpie_trio.api.models import models
 from kelpie_trio.api.passages import passages
+from kelpie_trio.api.runs import runs
 from kelpie_trio.api.spec import build_openapi
 from kelpie_trio.api.tools import tools
 from kelpie_trio.env import Env, RealEnv
@@ -74,6 +75,13 @@ def create_app(
     app.register_blueprint(passages)
     app.register_blueprint(tools)
     app.register_blueprint(messages)
+    app.register_blueprint(runs)
+
+    @app.before_serving
+    async def background() -> None:
+        # Turns that outlive their request (streams, async runs) run in the app's nursery.
+        if service.background is None:
+            service.background = app.nursery
 
     # Every error in Letta's shape: {"detail": ...}, never an HTML page.
     @app.errorhandler(ServiceError)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import orjson
 from quart import Blueprint, Response, make_response, request
@@ -10,9 +11,18 @@ from quart import Blueprint, Response, make_response, request
 from kelpie_trio.api.agents import render_agent
 from kelpie_trio.api.common import body, check_id, json_response, page_args, service
 from kelpie_trio.api.spec import documented
-from kelpie_trio.service.messages import SendRequest
+from kelpie_trio.errors import Invalid
+from kelpie_trio.service.messages import CancelRequest, SendRequest
 
 messages = Blueprint("messages", __name__)
+
+
+def _idempotency_key() -> str | None:
+    """The client's key for a send: a retry with the same key joins the first turn."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 255:
+        raise Invalid.field(["header", "Idempotency-Key"], "must be 1 to 255 characters")
+    return key
 
 
 @messages.post("/v1/agents/<agent_id>/messages")
@@ -23,34 +33,49 @@ messages = Blueprint("messages", __name__)
 async def send_message(agent_id: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
     payload = await body()
-    reply = await service().send_message(agent_id, payload)
-    if isinstance(payload, dict) and payload.get("streaming"):
-        return await _stream(reply)
-    return json_response(reply)
+    key = _idempotency_key()
+    if isinstance(payload, dict) and payload.get("streaming") is True:
+        return await _stream(await service().open_stream(agent_id, payload, idempotency_key=key))
+    return json_response(await service().send_message(agent_id, payload, idempotency_key=key))
 
 
 @messages.post("/v1/agents/<agent_id>/messages/stream")
 @documented("Send messages and read the reply as server-sent events", request=SendRequest)
 async def stream_message(agent_id: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
-    return await _stream(await service().send_message(agent_id, await body()))
+    key = _idempotency_key()
+    return await _stream(await service().open_stream(agent_id, await body(), idempotency_key=key))
 
 
-async def _stream(reply: dict) -> Response:
-    """The turn's messages as SSE events, then its stop reason, usage and [DONE].
+@messages.post("/v1/agents/<agent_id>/messages/async")
+@documented("Start a turn as a run and answer at once with the run", request=SendRequest)
+async def send_async(agent_id: str) -> Response:
+    agent_id = check_id(agent_id, "agent", "agent_id")
+    key = _idempotency_key()
+    return json_response(await service().send_async(agent_id, await body(), idempotency_key=key))
 
-    The turn runs in the agent's actor and is complete (and stored) before the
-    first event, so a client that hangs up cancels nothing; events carry whole
-    messages, not token deltas (`stream_tokens` is accepted and reads the same).
-    """
 
-    async def events() -> AsyncIterator[bytes]:
-        for message in [*reply["messages"], reply["stop_reason"], reply["usage"]]:
-            yield b"data: " + orjson.dumps(message) + b"\n\n"
+@messages.post("/v1/agents/<agent_id>/messages/cancel")
+@documented("Cancel the agent's running turns (all, or the `run_ids` given)", request=CancelRequest)
+async def cancel(agent_id: str) -> Response:
+    agent_id = check_id(agent_id, "agent", "agent_id")
+    raw = await request.get_data()
+    payload = await body() if raw.strip() else None
+    return json_response(await service().cancel_runs(agent_id, payload))
+
+
+async def _stream(events: AsyncIterator[dict]) -> Response:
+    """The turn's events as SSE, then [DONE]. The turn itself runs in the background
+    (see `MessageCases.open_stream`), so a client that hangs up cancels nothing."""
+
+    async def sse() -> AsyncIterator[bytes]:
+        async with aclosing(events):
+            async for event in events:
+                yield b"data: " + orjson.dumps(event) + b"\n\n"
         yield b"data: [DONE]\n\n"
 
     response = await make_response(
-        events(), 200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        sse(), 200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     response.timeout = None  # Quart would cut a stream at 60 s otherwise
     return response

@@ -10,6 +10,7 @@ from kelpie_trio.api.spec import documented
 from kelpie_trio.errors import Invalid
 from kelpie_trio.models.tools import CreateTool, Tool
 from kelpie_trio.service import window
+from kelpie_trio.service.messages import ToolRunRequest
 from kelpie_trio.service.tools import ToolFilter
 
 PAGING = ("after", "before", "limit", "order")
@@ -135,3 +136,12 @@ async def detach_tool(agent_id: str, tool_id: str) -> Response:
         check_id(agent_id, "agent", "agent_id"), check_id(tool_id, "tool", "tool_id"), False
     )
     return json_response(render_agent(view))
+
+
+@tools.post("/v1/agents/<agent_id>/tools/<tool_name>/run")
+@documented("Run one of the agent's tools directly, outside a turn", request=ToolRunRequest)
+async def run_agent_tool(agent_id: str, tool_name: str) -> Response:
+    agent_id = check_id(agent_id, "agent", "agent_id")
+    raw = await request.get_data()
+    payload = await body() if raw.strip() else None
+    return json_response(await service().run_tool(agent_id, tool_name, payload))

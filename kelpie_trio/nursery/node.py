@@ -131,6 +131,7 @@ async def run_node(
         async with trio.open_nursery() as root:
             await root.start(store.run)
             await root.start(dispatcher.run)
+            service.background = root  # turns that outlive their request
             if handle_signals:
                 root.start_soon(_shutdown_on_signal, shutdown)
             # The HTTP server gets a nursery of its own: it returns once `shutdown`
@@ -141,6 +142,7 @@ async def run_node(
                     dispatcher.address = binds[0]  # the port, if it was 0, is known now
                     await store.transact(dispatcher.heartbeat)
                 log.info("kelpie-trio serving on %s (store: %s)", binds, config.store)
+                root.start_soon(service.keep_runs_going, config.lease_ttl)
                 task_status.started(dispatcher)
             await dispatcher.shutdown(config.graceful_timeout)
             root.cancel_scope.cancel()

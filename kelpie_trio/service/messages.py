@@ -1,17 +1,26 @@
-"""Messages: send one to an agent (through the dispatcher, to its one activation), list them."""
+"""Messages and runs: send to an agent (through the dispatcher, to its one activation) and
+wait, stream or start a run; list the history; read, list and cancel runs."""
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import trio
 
-from kelpie_trio.agent.actor import read_history
-from kelpie_trio.agent.messages import to_letta_messages
-from kelpie_trio.errors import Invalid, NotFound, Unavailable
+from kelpie_trio.agent import runs
+from kelpie_trio.agent.actor import decode_messages, read_history
+from kelpie_trio.agent.events import RunEvents
+from kelpie_trio.agent.messages import iso, to_letta_messages
+from kelpie_trio.agent.runs import Run, RunInput, SessionCheckpoint
+from kelpie_trio.errors import Conflict, Invalid, NotFound, ServiceError, Unavailable
 from kelpie_trio.models import convert
-from kelpie_trio.service.common import MAX_PAGE, Page, ServiceBase
-from kelpie_trio.storage import keys
+from kelpie_trio.nursery.errors import RuntimeFailure
+from kelpie_trio.service.common import MAX_PAGE, Page, ServiceBase, window
+from kelpie_trio.storage import StoreError, keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import get_blob
 
@@ -19,6 +28,8 @@ if TYPE_CHECKING:
     from kelpie_trio.nursery.dispatcher import Dispatcher
 
 __all__ = ["MessageCases", "SendRequest"]
+
+log = logging.getLogger("kelpie_trio.service")
 
 
 @attrs.define
@@ -41,6 +52,13 @@ class SendRequest:
     use_assistant_message: bool = True
     streaming: bool = False
     stream_tokens: bool = False
+    include_pings: bool = True
+    background: bool = False
+
+
+@attrs.define
+class ToolRunRequest:
+    args: dict[str, Any] | None = None
 
 
 def _text(content: Any, where: list[str | int]) -> str:
@@ -56,41 +74,379 @@ def _text(content: Any, where: list[str | int]) -> str:
     raise Invalid.field(where, "content must be a string or a list of text parts")
 
 
+@attrs.define
+class CancelRequest:
+    run_ids: list[str] | None = None
+
+
+@attrs.define
+class _Outcome:
+    reply: dict[str, Any] | None = None
+    error: BaseException | None = None
+
+
 class MessageCases(ServiceBase):
     dispatcher: Dispatcher | None = None
+    # Where turns that outlive their request run (streams, async runs, resumed runs):
+    # the node's nursery, set when the node serves.
+    background: trio.Nursery | None = None
+    ping_interval: float = 10.0  # seconds between keep-alive pings on a quiet stream
 
-    async def send_message(self, agent_id: str, body: Any) -> dict[str, Any]:
-        async def exists(tr: Transaction) -> bool:
-            return await get_blob(tr, keys.AGENTS.pack((agent_id,))) is not None
+    @functools.cached_property
+    def run_events(self) -> RunEvents:
+        return RunEvents()
 
-        if not await self.store.transact(exists):
-            raise NotFound("Agent", agent_id)
+    # -- starting a turn -------------------------------------------------------
+
+    def _parse_send(self, body: Any) -> tuple[SendRequest, list[RunInput]]:
         request = convert.structure_api(body, SendRequest)
-        inputs: list[tuple[str, str | None]] = []
+        inputs: list[RunInput] = []
         for i, message in enumerate(request.messages or []):
             if message.role != "user":
                 raise Invalid.field(["body", "messages", i, "role"], "only user messages")
-            inputs.append(
-                (_text(message.content, ["body", "messages", i, "content"]), message.otid)
-            )
+            text = _text(message.content, ["body", "messages", i, "content"])
+            inputs.append(RunInput(text=text, otid=message.otid))
         if request.input is not None:
-            inputs.append((_text(request.input, ["body", "input"]), None))
+            inputs.append(RunInput(text=_text(request.input, ["body", "input"])))
         if not inputs:
             raise Invalid.field(["body", "messages"], "give at least one message (or input)")
         if not 1 <= request.max_steps <= 1000:
             raise Invalid.field(["body", "max_steps"], "max_steps must be between 1 and 1000")
+        return request, inputs
 
+    async def start_run(
+        self,
+        agent_id: str,
+        body: Any,
+        *,
+        idempotency_key: str | None = None,
+        background: bool = False,
+    ) -> tuple[Run, SendRequest]:
+        """The stored run for this send: a new one, or, for a key seen before, the
+        run that key started (a retried send joins it instead of running twice)."""
+        request, inputs = self._parse_send(body)
         if self.dispatcher is None:
             raise Unavailable("this server runs no agents")
-        return await self.dispatcher.invoke(
-            agent_id,
-            {
-                "kind": "send",
-                "inputs": inputs,
-                "max_steps": request.max_steps,
-                "use_assistant_message": request.use_assistant_message,
-            },
+        if idempotency_key is None and inputs[0].otid:
+            idempotency_key = f"otid:{inputs[0].otid}"
+        run_id = self.env.new_id("run")
+        wanted = Run(
+            id=run_id,
+            agent_id=agent_id,
+            created_at=self.env.now(),
+            checkpoint=SessionCheckpoint(session_id=run_id, agent_id=agent_id),
+            inputs=inputs,
+            max_steps=request.max_steps,
+            use_assistant_message=request.use_assistant_message,
+            idempotency_key=idempotency_key,
+            background=background,
         )
+
+        async def create(tr: Transaction) -> Run:
+            if await get_blob(tr, keys.AGENTS.pack((agent_id,))) is None:
+                raise NotFound("Agent", agent_id)
+            if idempotency_key is not None:
+                found = await runs.find_by_key(tr, agent_id, idempotency_key)
+                if found is not None:
+                    if not found.same_request(wanted):
+                        raise Conflict(
+                            f"the idempotency key {idempotency_key!r} was used by run "
+                            f"{found.id} for a different request"
+                        )
+                    return found
+            runs.create_run(tr, wanted)
+            return wanted
+
+        return await self.store.transact(create), request
+
+    async def _drive(self, run: Run) -> dict[str, Any]:
+        assert self.dispatcher is not None
+        reply = await self.dispatcher.invoke(run.agent_id, {"kind": "run", "run_id": run.id})
+        if "gone" in reply:
+            raise NotFound("Agent", run.agent_id)
+        return reply
+
+    def _spawn(self, fn: Any, *args: Any) -> None:
+        if self.background is None:
+            raise Unavailable("this server cannot run turns in the background")
+        self.background.start_soon(fn, *args)
+
+    # -- the three ways to send --------------------------------------------------
+
+    async def send_message(
+        self, agent_id: str, body: Any, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Send and wait: Letta's LettaResponse."""
+        run, _ = await self.start_run(agent_id, body, idempotency_key=idempotency_key)
+        return await self._drive(run)
+
+    async def send_async(
+        self, agent_id: str, body: Any, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Start the turn as a run and answer at once with the run (Letta's Run)."""
+        run, _ = await self.start_run(
+            agent_id, body, idempotency_key=idempotency_key, background=True
+        )
+        self._spawn(self._drive_quietly, run)
+        return runs.render_run(run)
+
+    async def _drive_quietly(self, run: Run) -> None:
+        """A background turn: the run's record says how it went; a failure that leaves
+        it open is picked up again by `resume_open_runs`."""
+        try:
+            await self._drive(run)
+        except (ServiceError, RuntimeFailure, StoreError) as error:
+            log.warning("run %s of agent %s did not finish: %r", run.id, run.agent_id, error)
+
+    async def open_stream(
+        self, agent_id: str, body: Any, *, idempotency_key: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Start (or join) the turn and return its events: each message as its step is
+        stored (with `stream_tokens`, token deltas as the LLM writes), pings while quiet
+        (`include_pings`), then the stop reason and usage, or an error message.
+
+        The turn runs in the background nursery, not in the stream: a reader that
+        leaves cancels nothing. Errors in the request itself raise here, before any
+        event, so they reach the client as a 4xx."""
+        run, request = await self.start_run(agent_id, body, idempotency_key=idempotency_key)
+        subscription = self.run_events.subscribe(run.id, tokens=request.stream_tokens)
+        outcome = _Outcome()
+
+        async def drive() -> None:
+            try:
+                outcome.reply = await self._drive(run)
+            except Exception as error:  # told to the reader as an error event
+                outcome.error = error
+            finally:
+                subscription.send.close()
+
+        try:
+            self._spawn(drive)
+        except BaseException:
+            self.run_events.unsubscribe(subscription)
+            raise
+        return self._events(run, subscription, outcome, pings=request.include_pings)
+
+    async def _events(
+        self, run: Run, subscription: Any, outcome: _Outcome, *, pings: bool
+    ) -> AsyncIterator[dict[str, Any]]:
+        shown: set[tuple[str, str]] = set()  # (id, message_type) already sent
+        try:
+            while True:
+                with trio.move_on_after(self.ping_interval) as quiet:
+                    try:
+                        event, delta = await subscription.receive.receive()
+                    except trio.EndOfChannel:
+                        break
+                if quiet.cancelled_caught:
+                    if pings:
+                        yield {"message_type": "ping", "id": self.env.new_id("message"),
+                               "date": iso(self.env.now()), "run_id": run.id}  # fmt: skip
+                    continue
+                seen = (event["id"], event["message_type"])
+                if delta:
+                    shown.add(seen)
+                elif seen in shown:
+                    continue  # shown already, delta by delta
+                else:
+                    shown.add(seen)
+                yield event
+        finally:
+            self.run_events.unsubscribe(subscription)
+        if outcome.reply is None:
+            error = outcome.error
+            yield {
+                "message_type": "error_message",
+                "run_id": run.id,
+                "error_type": "internal_error",
+                "message": "the turn did not finish; send again with the same "
+                "idempotency key to resume it",
+                "detail": f"{type(error).__name__}: {error}",
+                "seq_id": None,
+            }
+            yield {"message_type": "stop_reason", "stop_reason": "error"}
+            return
+        reply = outcome.reply
+        # What ran on another node, or before this reader joined, comes from the reply.
+        for message in reply["messages"]:
+            if (message["id"], message["message_type"]) not in shown:
+                yield message
+        stop = reply["stop_reason"]["stop_reason"]
+        if stop in ("llm_api_error", "error"):
+            finished = await self.get_run_record(run.id)
+            yield {
+                "message_type": "error_message",
+                "run_id": run.id,
+                "error_type": stop,
+                "message": "the LLM failed after its retries" if stop == "llm_api_error"
+                else "the turn failed",
+                "detail": finished.error,
+                "seq_id": None,
+            }  # fmt: skip
+        yield reply["stop_reason"]
+        yield reply["usage"]
+
+    # -- runs --------------------------------------------------------------------
+
+    async def get_run_record(self, run_id: str) -> Run:
+        async def get(tr: Transaction) -> Run | None:
+            return await runs.load_run(tr, run_id)
+
+        run = await self.store.transact(get)
+        if run is None:
+            raise NotFound("Run", run_id)
+        return run
+
+    async def get_run(self, run_id: str) -> dict[str, Any]:
+        return runs.render_run(await self.get_run_record(run_id))
+
+    async def list_runs(
+        self,
+        page: Page,
+        *,
+        agent_id: str | None = None,
+        statuses: list[str] | None = None,
+        active: bool = False,
+    ) -> list[dict[str, Any]]:
+        async def read(tr: Transaction) -> list[Run]:
+            if agent_id is not None:
+                ids = await runs.agent_run_ids(tr, agent_id)
+            else:
+                ids = await runs.all_run_ids(tr)
+            found = [await runs.load_run(tr, i) for i in ids]
+            return [r for r in found if r is not None]
+
+        listed = await self.store.transact(read)
+        if statuses:
+            listed = [r for r in listed if r.status in statuses]
+        if active:
+            listed = [r for r in listed if not r.finished]
+        ids = window([r.id for r in listed], page)
+        by_id = {r.id: r for r in listed}
+        return [runs.render_run(by_id[i]) for i in ids]
+
+    async def run_messages(self, run_id: str, page: Page) -> list[dict[str, Any]]:
+        run = await self.get_run_record(run_id)
+
+        async def read(tr: Transaction) -> list[Any]:
+            if run.first_seq is None:
+                return []
+            begin = keys.MESSAGES.pack((run.agent_id, run.first_seq))
+            end = keys.prefix_range(keys.MESSAGES.pack((run.agent_id,)))[1]
+            return [m for m in decode_messages(await tr.get_range(begin, end))
+                    if m.run_id == run.id]  # fmt: skip
+
+        stored = await self.store.transact(read)
+        ids = window([m.id for m in stored], page)
+        by_id = {m.id: m for m in stored}
+        return [
+            shown
+            for i in ids
+            for shown in to_letta_messages(
+                by_id[i], use_assistant_message=run.use_assistant_message
+            )
+        ]
+
+    async def run_usage(self, run_id: str) -> dict[str, Any]:
+        usage = (await self.get_run_record(run_id)).usage()
+        usage.pop("message_type")
+        return usage
+
+    async def delete_run(self, run_id: str) -> None:
+        async def delete(tr: Transaction) -> None:
+            run = await runs.load_run(tr, run_id)
+            if run is None:
+                raise NotFound("Run", run_id)
+            if not run.finished:
+                raise Conflict(f"run {run_id} is still running; cancel it first")
+            runs.delete_run(tr, run)
+
+        await self.store.transact(delete)
+
+    async def cancel_runs(self, agent_id: str, body: Any) -> dict[str, Any]:
+        """Cancel the agent's unfinished runs (all, or those named): a flag on each run,
+        which the actor sees at its next step boundary; a turn running on this node is
+        also interrupted in its LLM call at once. Finished runs are left as they are."""
+        request = convert.structure_api(body if body is not None else {}, CancelRequest)
+
+        async def flag(tr: Transaction) -> dict[str, str]:
+            if await get_blob(tr, keys.AGENTS.pack((agent_id,))) is None:
+                raise NotFound("Agent", agent_id)
+            wanted = request.run_ids
+            if wanted is None:
+                wanted = await runs.open_runs(tr, agent_id)
+            outcome: dict[str, str] = {}
+            for run_id in wanted:
+                run = await runs.load_run(tr, run_id)
+                if run is None or run.agent_id != agent_id:
+                    outcome[run_id] = "not_found"
+                elif run.finished:
+                    outcome[run_id] = run.status
+                else:
+                    run.cancel_requested = True
+                    runs.save_run(tr, run)
+                    outcome[run_id] = "cancelled"
+            return outcome
+
+        outcome = await self.store.transact(flag)
+        for run_id, what in outcome.items():
+            if what == "cancelled":
+                self.run_events.cancel(run_id)
+        return outcome
+
+    async def resume_open_runs(self) -> int:
+        """Drive every unfinished run (after a crash or restart) to its end, in the
+        background; the agent's actor resumes each after its checkpoint. Returns how
+        many were found."""
+
+        async def read(tr: Transaction) -> list[tuple[str, str]]:
+            rows = await tr.get_prefix(runs.OPEN_RUNS.key())
+            return [runs.OPEN_RUNS.unpack(k) for k, _ in rows]
+
+        found = await self.store.transact(read)
+        for agent_id, run_id in found:
+            if run_id in self._driving:
+                continue
+            self._driving.add(run_id)
+            self._spawn(self._resume, agent_id, run_id)
+        return len(found)
+
+    async def keep_runs_going(self, interval: float) -> None:
+        """Resume unfinished runs now and every `interval` seconds: those a crashed
+        node left behind, and those whose background driver failed."""
+        while True:
+            try:
+                found = await self.resume_open_runs()
+                if found:
+                    log.info("%d unfinished run(s): driving them to their end", found)
+            except StoreError as error:
+                log.warning("looking for unfinished runs failed: %r", error)
+            await self.env.sleep(interval)
+
+    @functools.cached_property
+    def _driving(self) -> set[str]:
+        return set()
+
+    async def _resume(self, agent_id: str, run_id: str) -> None:
+        try:
+            assert self.dispatcher is not None
+            await self.dispatcher.invoke(agent_id, {"kind": "run", "run_id": run_id})  # ends it
+        except (ServiceError, RuntimeFailure, StoreError) as error:
+            log.warning("resuming run %s of agent %s failed: %r", run_id, agent_id, error)
+        finally:
+            self._driving.discard(run_id)
+
+    async def run_tool(self, agent_id: str, tool_name: str, body: Any) -> dict[str, Any]:
+        """One of the agent's tools, run directly (outside a turn), in the agent's actor."""
+        request = convert.structure_api(body if body is not None else {}, ToolRunRequest)
+
+        view = await self.get_agent(agent_id)  # type: ignore[attr-defined]
+        if not any(t.name == tool_name for t in view.tools):
+            raise NotFound("Tool", f"{tool_name}' (name) attached to agent '{agent_id}")
+        if self.dispatcher is None:
+            raise Unavailable("this server runs no agents")
+        message = {"kind": "tool", "tool_name": tool_name, "args": request.args or {}}
+        return await self.dispatcher.invoke(agent_id, message)
 
     async def reset_messages(self, agent_id: str) -> None:
         async def exists(tr: Transaction) -> bool:

@@ -15,6 +15,7 @@ __all__ = [
     "AGENTS",
     "BLOCKS",
     "CHECKPOINTS",
+    "CONTEXT",
     "LEASES",
     "MESSAGES",
     "NODES",
@@ -41,6 +42,7 @@ MESSAGES = ROOT["messages"]  # (agent_id, seq) -> message record
 PASSAGES = ROOT["passages"]  # (agent_id, passage_id) -> archival passage
 SESSIONS = ROOT["sessions"]  # (agent_id, session_id) -> session record
 CHECKPOINTS = ROOT["checkpoints"]  # (session_id, iteration) -> SessionCheckpoint
+CONTEXT = ROOT["context"]  # (agent_id,) -> AgentContext: in-context start, summary
 LEASES = ROOT["leases"]  # (agent_id,) -> lease (node id, epoch, expiry)
 NODES = ROOT["nodes"]  # (node_id,) -> node registry entry
 OUTBOX = ROOT["outbox"]  # (seq,) -> search index change

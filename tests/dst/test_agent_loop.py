@@ -9,69 +9,22 @@ sequence without gaps).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
-from kelpie_trio.agent.actor import AgentActor, read_history
+from kelpie_trio.agent.actor import read_history
 from kelpie_trio.errors import ServiceError
-from kelpie_trio.llm.catalog import CatalogConfig, ModelCatalog
-from kelpie_trio.llm.retry import RetryingLlmClient
-from kelpie_trio.nursery.dispatcher import Dispatcher, RuntimeConfig
 from kelpie_trio.nursery.errors import RuntimeFailure
-from kelpie_trio.nursery.transport import SimTransport
 from kelpie_trio.service import AgentService
 from kelpie_trio.sim import FaultConfig, FaultType, SimWorld
 from kelpie_trio.sim.faults import STORAGE_FAULTS
 from kelpie_trio.sim.llm import SimLlmClient, text, tool_call
-from kelpie_trio.sim.network import SimNetwork
 from kelpie_trio.sim.seeds import run_seeds
-from kelpie_trio.sim.tools import SimToolRunner
 from kelpie_trio.storage import StoreError
+from tests.dst.agent_harness import kinds, new_agent, page, simulate
 
-Scenario = Callable[[AgentService, SimLlmClient, SimWorld], Awaitable[Any]]
-
-
-def simulate(
-    seed: int,
-    scenario: Scenario,
-    faults: FaultConfig | str = "none",
-    script: list | None = None,
-    tools: Callable[[Any, dict], Any] = lambda tool, args: None,
-) -> Any:
-    async def main(world: SimWorld) -> Any:
-        node = world.new_node("n")
-        service = AgentService(node.store, node.env, ModelCatalog.from_config(CatalogConfig()))
-        llm = SimLlmClient.for_world(world, script=script, latency=(0.01, 0.1), timeout=5.0)
-        runner = SimToolRunner(world, tools, timeout=5.0)
-        retrying = RetryingLlmClient(llm, node.env)  # the faults take production's retry path
-        dispatcher = Dispatcher(
-            node_id=node.id,
-            address=node.id,
-            env=node.env,
-            store=node.store,
-            factory=lambda ctx: AgentActor(ctx, service, lambda agent: retrying, runner),
-            transport=SimTransport(SimNetwork(world), node.id),
-            config=RuntimeConfig(),
-        )
-        service.dispatcher = dispatcher
-        async with trio.open_nursery() as nursery:
-            await nursery.start(dispatcher.run)
-            result = await scenario(service, llm, world)
-            nursery.cancel_scope.cancel()
-        return result
-
-    return SimWorld(seed, faults).run(main)
-
-
-async def new_agent(service: AgentService, **fields: Any) -> str:
-    body = {"memory_blocks": [{"label": "human", "value": "Name: Ada"}], **fields}
-    return (await service.create_agent(body)).agent.id
-
-
-def kinds(response: dict) -> list[str]:
-    return [m["message_type"] for m in response["messages"]]
+_page = page
 
 
 def test_dst_agent_handle_message_basic() -> None:
@@ -279,9 +232,3 @@ def test_reset_forgets_the_history_but_not_the_memory_and_the_agent_goes_on() ->
     assert not {m["id"] for m in first["messages"]} & {m["id"] for m in listed}
     assert block.value == "Name: Ada"
     assert [m.content for m in request.messages[1:]] == ["b"]  # the model sees only "b"
-
-
-def _page() -> Any:
-    from kelpie_trio.service import Page
-
-    return Page(limit=1000)

@@ -1,0 +1,139 @@
+"""The context window: what of the history the model sees, and the summary of the rest.
+
+Plain functions, no I/O. An agent's in-context history starts at a stored sequence
+number; everything before it is summarized in one text the prompt carries right
+after the system message (as Letta does). When a step's prompt would not fit the
+agent's context window (less room for the reply), the oldest messages are evicted
+until the prompt takes at most `TARGET` of the window, so eviction happens now and
+then, not at every step. A tool's result is never separated from the call that
+asked for it, and the newest message is never evicted: a turn never fails for lack
+of room. The actor asks the model for the new summary and, if the model fails,
+falls back to `recap`, a mechanical one.
+
+Tokens are estimated at four characters each, plus a small overhead per message:
+close enough for budgeting, and the same on every provider.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+import orjson
+
+from kelpie_trio.agent.messages import Message
+from kelpie_trio.llm.types import ChatMessage, LlmRequest, ToolSchema
+
+__all__ = [
+    "AgentContext",
+    "estimate_tokens",
+    "plan_eviction",
+    "recap",
+    "summary_message",
+    "summary_request",
+]
+
+CHARS_PER_TOKEN = 4
+MESSAGE_OVERHEAD = 4  # role and framing tokens per message
+TARGET = 0.7  # after an eviction the prompt takes at most this share of the window
+SUMMARY_CHARS = 4_000  # a summary is kept to about 1,000 tokens
+DEFAULT_CONTEXT_WINDOW = 32_000
+DEFAULT_REPLY_TOKENS = 4_096
+
+
+@attrs.define(kw_only=True)
+class AgentContext:
+    """Stored per agent: where the in-context history starts, and what came before."""
+
+    start_seq: int = 0
+    summary: str | None = None
+    evicted: int = 0  # messages evicted so far, for the summary's header
+
+
+def _chars(message: ChatMessage) -> int:
+    size = len(message.content or "")
+    for call in message.tool_calls:
+        size += len(call.name) + len(call.arguments)
+    return size
+
+
+def estimate_tokens(messages: Sequence[ChatMessage], tools: Sequence[ToolSchema] = ()) -> int:
+    chars = sum(_chars(m) for m in messages)
+    chars += sum(len(t.name) + len(t.description) + len(orjson.dumps(t.parameters)) for t in tools)
+    return chars // CHARS_PER_TOKEN + MESSAGE_OVERHEAD * len(messages)
+
+
+def plan_eviction(
+    fixed_tokens: int, history_tokens: Sequence[int], roles: Sequence[str], budget: int
+) -> int:
+    """How many of the oldest history messages to evict (0: the prompt fits).
+
+    `fixed_tokens` is what stays whatever happens (system prompt, memory, tools, the
+    summary); `history_tokens[i]` and `roles[i]` describe history message i, oldest
+    first. A cut never leaves a tool result first (it goes with its call) and never
+    takes the newest message."""
+    total = fixed_tokens + sum(history_tokens)
+    if total <= budget or not history_tokens:
+        return 0
+    goal = int(budget * TARGET)
+    cut = 0
+    while cut < len(history_tokens) - 1 and total > goal:
+        total -= history_tokens[cut]
+        cut += 1
+    while 0 < cut < len(roles) and roles[cut] == "tool":  # keep a result with its call
+        cut -= 1
+    while cut < len(roles) - 1 and roles[cut] == "tool":  # or evict both
+        cut += 1
+    return cut
+
+
+def _line(message: Message) -> str:
+    if message.role == "tool":
+        return f"[tool {message.tool_name} returned] {message.content or ''}"
+    if message.role == "assistant":
+        parts = [message.reasoning or message.content or ""]
+        parts += [f"(called {c.name} {c.arguments})" for c in message.tool_calls]
+        return "[assistant] " + " ".join(p for p in parts if p)
+    return f"[{message.role}] {message.content or ''}"
+
+
+def transcript(messages: Sequence[Message], limit: int) -> str:
+    """The evicted messages as text, newest kept when it must be cut to `limit`."""
+    text = "\n".join(_line(m) for m in messages)
+    return text if len(text) <= limit else "…" + text[-limit:]
+
+
+def summary_request(
+    model: str, previous: str | None, evicted: Sequence[Message], budget_tokens: int
+) -> LlmRequest:
+    """Ask the model to fold the evicted messages into the running summary."""
+    room = max(1_000, budget_tokens * CHARS_PER_TOKEN // 2)
+    instructions = (
+        "You maintain the memory of a conversation whose oldest messages no longer fit in "
+        "the context window. Write a concise summary (at most 150 words) of the previous "
+        "summary and the messages below: facts about the user, decisions, open tasks. "
+        "Reply with the summary only."
+    )
+    body = f"Previous summary:\n{previous or '(none)'}\n\nMessages:\n{transcript(evicted, room)}"
+    return LlmRequest(
+        model=model,
+        messages=(ChatMessage("system", instructions), ChatMessage("user", body)),
+        tools=(),
+        max_tokens=SUMMARY_CHARS // CHARS_PER_TOKEN,
+    )
+
+
+def recap(previous: str | None, evicted: Sequence[Message]) -> str:
+    """A summary without the model: the previous one and the newest evicted lines."""
+    head = f"{previous}\n" if previous else ""
+    return (head + transcript(evicted, SUMMARY_CHARS))[-SUMMARY_CHARS:]
+
+
+def summary_message(context: AgentContext) -> ChatMessage | None:
+    if not context.summary:
+        return None
+    return ChatMessage(
+        "user",
+        f"Note: {context.evicted} earlier messages of this conversation were evicted from "
+        f"the context window. Summary of them:\n{context.summary}",
+    )

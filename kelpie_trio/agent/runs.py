@@ -1,0 +1,237 @@
+"""Runs: one turn of an agent, stored, so it can be resumed, joined, cancelled and listed.
+
+A run is what Letta calls a run and what the plan calls a session: the user's
+input, then iterations (agent steps) until a stop reason. It is stored before
+the turn starts; after each iteration its `SessionCheckpoint` is written in the
+same transaction as that iteration's messages and memory edits. So:
+
+- a send with an idempotency key (an `Idempotency-Key` header, or the first
+  message's otid) finds its run instead of starting another: a retried POST
+  joins the turn, or returns it when it is done, and never runs it twice;
+- an activation that finds a run without a final stop reason resumes it at the
+  iteration after its checkpoint (see `AgentActor`);
+- cancel is a flag on the stored run, seen by the actor at its next step
+  boundary (and at once, by the node-local `RunEvents`, when the turn runs here).
+
+Keys (all under `keys.SESSIONS`):
+  run   (run_id,)                       -> Run
+  agent (agent_id, created_us, run_id)  -> b""       an agent's runs, oldest first
+  all   (created_us, run_id)            -> agent_id  every run, oldest first
+  key   (agent_id, idempotency_key)     -> run_id
+  open  (agent_id, run_id)              -> b""       runs not finished yet
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import attrs
+
+from kelpie_trio.models import convert
+from kelpie_trio.storage import keys
+from kelpie_trio.storage.base import Transaction
+from kelpie_trio.storage.chunks import clear_blob, get_blob, set_blob
+
+__all__ = [
+    "FINAL_STATUS",
+    "OPEN_RUNS",
+    "Run",
+    "RunInput",
+    "SessionCheckpoint",
+    "find_by_key",
+    "load_run",
+    "render_run",
+    "save_run",
+]
+
+RUNS = keys.SESSIONS["run"]
+AGENT_RUNS = keys.SESSIONS["agent"]
+ALL_RUNS = keys.SESSIONS["all"]
+RUN_KEYS = keys.SESSIONS["key"]
+OPEN_RUNS = keys.SESSIONS["open"]
+
+# The run status a stop reason ends in.
+FINAL_STATUS = {
+    "end_turn": "completed",
+    "max_steps": "completed",
+    "cancelled": "cancelled",
+    "llm_api_error": "failed",
+    "error": "failed",
+}
+
+
+@attrs.define(kw_only=True)
+class RunInput:
+    text: str
+    otid: str | None = None
+
+
+@attrs.define(kw_only=True)
+class PendingToolCall:
+    id: str
+    name: str
+    arguments: str
+
+
+@attrs.define(kw_only=True)
+class SessionCheckpoint:
+    """Where a run stands after its last completed iteration (the plan's struct)."""
+
+    session_id: str
+    agent_id: str
+    iteration: int = 0  # completed agent steps; 0 = the input is stored, no step yet
+    is_paused: bool = False
+    pause_until: float | None = None  # seconds on the env's clock
+    pending_tool_calls: list[PendingToolCall] = attrs.Factory(list)
+    last_tool_result: str | None = None
+    stop_reason: str | None = None  # set once, when the run ends
+
+
+@attrs.define(kw_only=True)
+class Run:
+    id: str
+    agent_id: str
+    created_at: float
+    checkpoint: SessionCheckpoint
+    inputs: list[RunInput]
+    max_steps: int = 50
+    use_assistant_message: bool = True
+    idempotency_key: str | None = None
+    background: bool = False
+    status: str = "created"  # created | running | completed | failed | cancelled
+    first_seq: int | None = None  # the first input's place in the history, once stored
+    completed_at: float | None = None
+    cancel_requested: bool = False
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.checkpoint.stop_reason is not None
+
+    def usage(self) -> dict[str, Any]:
+        return {
+            "message_type": "usage_statistics",
+            "completion_tokens": self.completion_tokens,
+            "prompt_tokens": self.prompt_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "step_count": self.checkpoint.iteration,
+            "run_ids": [self.id],
+        }
+
+    def same_request(self, other: Run) -> bool:
+        """Whether a retried send asks for what this run was started with."""
+        return [(i.text, i.otid) for i in self.inputs] == [
+            (i.text, i.otid) for i in other.inputs
+        ] and (self.max_steps, self.use_assistant_message) == (
+            other.max_steps,
+            other.use_assistant_message,
+        )
+
+
+def _micros(seconds: float) -> int:
+    return round(seconds * 1_000_000)
+
+
+async def load_run(tr: Transaction, run_id: str) -> Run | None:
+    raw = await get_blob(tr, RUNS.pack((run_id,)))
+    return None if raw is None else convert.decode_record(raw, Run)
+
+
+def save_run(tr: Transaction, run: Run) -> None:
+    set_blob(tr, RUNS.pack((run.id,)), convert.encode_record(run))
+
+
+def create_run(tr: Transaction, run: Run) -> None:
+    """A new run and its index entries, in the caller's transaction."""
+    save_run(tr, run)
+    tr.set(AGENT_RUNS.pack((run.agent_id, _micros(run.created_at), run.id)), b"")
+    tr.set(ALL_RUNS.pack((_micros(run.created_at), run.id)), run.agent_id.encode())
+    tr.set(OPEN_RUNS.pack((run.agent_id, run.id)), b"")
+    if run.idempotency_key is not None:
+        tr.set(RUN_KEYS.pack((run.agent_id, run.idempotency_key)), run.id.encode())
+
+
+def finish_run(tr: Transaction, run: Run, stop_reason: str, now: float) -> None:
+    run.checkpoint.stop_reason = stop_reason
+    run.checkpoint.pending_tool_calls = []
+    run.status = FINAL_STATUS.get(stop_reason, "failed")
+    run.completed_at = now
+    save_run(tr, run)
+    tr.clear(OPEN_RUNS.pack((run.agent_id, run.id)))
+
+
+def delete_run(tr: Transaction, run: Run) -> None:
+    clear_blob(tr, RUNS.pack((run.id,)))
+    tr.clear(AGENT_RUNS.pack((run.agent_id, _micros(run.created_at), run.id)))
+    tr.clear(ALL_RUNS.pack((_micros(run.created_at), run.id)))
+    tr.clear(OPEN_RUNS.pack((run.agent_id, run.id)))
+    if run.idempotency_key is not None:
+        tr.clear(RUN_KEYS.pack((run.agent_id, run.idempotency_key)))
+
+
+async def find_by_key(tr: Transaction, agent_id: str, key: str) -> Run | None:
+    run_id = await tr.get(RUN_KEYS.pack((agent_id, key)))
+    return None if run_id is None else await load_run(tr, run_id.decode())
+
+
+async def open_runs(tr: Transaction, agent_id: str) -> list[str]:
+    rows = await tr.get_prefix(OPEN_RUNS.pack((agent_id,)))
+    return [OPEN_RUNS.unpack(k)[1] for k, _ in rows]
+
+
+async def agent_run_ids(tr: Transaction, agent_id: str) -> list[str]:
+    rows = await tr.get_prefix(AGENT_RUNS.pack((agent_id,)))
+    return [AGENT_RUNS.unpack(k)[2] for k, _ in rows]
+
+
+async def all_run_ids(tr: Transaction) -> list[str]:
+    rows = await tr.get_prefix(ALL_RUNS.key())
+    return [ALL_RUNS.unpack(k)[1] for k, _ in rows]
+
+
+def _iso(seconds: float | None) -> str | None:
+    return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()
+
+
+def render_run(run: Run) -> dict[str, Any]:
+    """Letta's Run."""
+    duration = None
+    if run.completed_at is not None:
+        duration = _micros(run.completed_at - run.created_at) * 1000
+    return {
+        "id": run.id,
+        "status": run.status,
+        "created_at": _iso(run.created_at),
+        "completed_at": _iso(run.completed_at),
+        "agent_id": run.agent_id,
+        "conversation_id": None,
+        "base_template_id": None,
+        "background": run.background,
+        "metadata": {"error": run.error} if run.error else {},
+        "request_config": {
+            "use_assistant_message": run.use_assistant_message,
+            "assistant_message_tool_name": "send_message",
+            "assistant_message_tool_kwarg": "message",
+            "include_return_message_types": None,
+        },
+        "stop_reason": run.checkpoint.stop_reason,
+        "callback_url": None,
+        "callback_sent_at": None,
+        "callback_status_code": None,
+        "callback_error": None,
+        "ttft_ns": None,
+        "total_duration_ns": duration,
+    }
+
+
+def render_checkpoint(run: Run) -> dict[str, Any]:
+    """A session as /v1/agents/{id}/sessions shows it: the run and its checkpoint."""
+    return {
+        **convert.api.unstructure(run.checkpoint),
+        "status": run.status,
+        "created_at": _iso(run.created_at),
+        "completed_at": _iso(run.completed_at),
+    }

@@ -1,0 +1,62 @@
+"""/v1/runs: turns as runs (Letta's client.runs): status, messages, usage."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, request
+
+from kelpie_trio.agent.runs import FINAL_STATUS
+from kelpie_trio.api.common import check_id, json_response, page_args, service
+from kelpie_trio.api.spec import documented
+from kelpie_trio.errors import Invalid
+
+runs = Blueprint("runs", __name__)
+
+PAGING = ("after", "before", "limit", "order")
+STATUSES = frozenset({"created", "running", *FINAL_STATUS.values()})
+
+
+def _run_id(value: str) -> str:
+    return check_id(value, "run", "run_id")
+
+
+@runs.get("/v1/runs/")
+@runs.get("/v1/runs")
+@documented("List runs, oldest first", query=(*PAGING, "agent_id", "statuses", "active"))
+async def list_runs() -> Response:
+    agent_id = request.args.get("agent_id")
+    if agent_id is not None:
+        check_id(agent_id, "agent", "agent_id")
+    statuses = [s for raw in request.args.getlist("statuses") for s in raw.split(",") if s]
+    unknown = sorted(set(statuses) - STATUSES)
+    if unknown:
+        raise Invalid.field(["query", "statuses"], f"unknown run status {unknown[0]!r}")
+    active = request.args.get("active", "false").lower() in ("true", "1")
+    found = await service().list_runs(
+        page_args(), agent_id=agent_id, statuses=statuses or None, active=active
+    )
+    return json_response(found)
+
+
+@runs.get("/v1/runs/<run_id>")
+@documented("A run: its status and stop reason")
+async def get_run(run_id: str) -> Response:
+    return json_response(await service().get_run(_run_id(run_id)))
+
+
+@runs.delete("/v1/runs/<run_id>")
+@documented("Delete a finished run's record (its messages stay in the history)")
+async def delete_run(run_id: str) -> Response:
+    await service().delete_run(_run_id(run_id))
+    return json_response(None)
+
+
+@runs.get("/v1/runs/<run_id>/messages")
+@documented("The messages a run produced, its input first", query=PAGING)
+async def run_messages(run_id: str) -> Response:
+    return json_response(await service().run_messages(_run_id(run_id), page_args()))
+
+
+@runs.get("/v1/runs/<run_id>/usage")
+@documented("A run's token usage")
+async def run_usage(run_id: str) -> Response:
+    return json_response(await service().run_usage(_run_id(run_id)))
