@@ -9,10 +9,17 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from letta_client import AsyncLetta
 
 from kelpie_trio.config import ServerConfig
 from kelpie_trio.nursery.node import run_node
-from tests.llm.fake_providers import anthropic_message, openai_completion, serving
+from tests.llm.fake_providers import (
+    anthropic_message,
+    anthropic_stream,
+    openai_completion,
+    openai_stream,
+    serving,
+)
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
@@ -58,3 +65,55 @@ async def test_an_agent_edits_its_memory_through_a_real_provider(
     assert reply["messages"][-1]["content"] == "Noted!"
     assert block["value"] == "Ada\nLikes tea."
     assert len(fake.received) == 2  # one request per step, over real HTTP
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_the_sdk_streams_tokens_and_cancels_through_a_real_provider(
+    provider: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """letta-client's async client: a token stream relayed from the provider's own
+    stream, then an async run whose slow provider call is cancelled mid-flight."""
+    with trio.fail_after(60):
+        async with serving() as fake, trio.open_nursery() as nursery:
+            if provider == "openai":
+                monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+                monkeypatch.setenv("OPENAI_BASE_URL", fake.url + "/v1")
+                model = "openai/gpt-4o-mini"
+                fake.script(openai_stream(["Hel", "lo, ", "Ada", "!"]),
+                            openai_completion("too late").slow(30))  # fmt: skip
+            else:
+                monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+                monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.url + "/v1")
+                model = "anthropic/claude-sonnet-4-5-20250929"
+                fake.script(anthropic_stream(["Hel", "lo, ", "Ada", "!"]),
+                            anthropic_message("too late").slow(30))  # fmt: skip
+            stop = trio.Event()
+            config = ServerConfig(port=0, db=tmp_path / "k.db", graceful_timeout=1)
+            dispatcher = await nursery.start(
+                functools.partial(run_node, config, shutdown=stop, handle_signals=False)
+            )
+            letta = AsyncLetta(base_url=dispatcher.address, max_retries=0)
+            agent = await letta.agents.create(model=model)
+            stream = await letta.agents.messages.create(
+                agent.id, input="hi", streaming=True, stream_tokens=True
+            )
+            events = [event async for event in stream]
+            started = await letta.agents.messages.create_async(agent.id, input="again")
+            while len(fake.received) < 2:  # noqa: ASYNC110 - the slow call is in flight
+                await trio.sleep(0.01)
+            cancelled = await letta.agents.messages.cancel(agent.id)
+            run = await letta.runs.retrieve(started.id)
+            while run.status == "running":  # a client polls its run
+                await trio.sleep(0.01)
+                run = await letta.runs.retrieve(started.id)
+            listed = [m async for m in letta.runs.messages.list(started.id)]
+            await letta.close()
+            stop.set()
+    answer = [e for e in events if e.message_type == "assistant_message"]
+    assert [e.content for e in answer] == ["Hel", "lo, ", "Ada", "!"]  # token by token
+    assert len({e.id for e in answer}) == 1
+    assert [e.message_type for e in events][-2:] == ["stop_reason", "usage_statistics"]
+    assert fake.received[0].json["stream"] is True  # the provider was asked to stream
+    assert cancelled == {started.id: "cancelled"}
+    assert (run.status, run.stop_reason) == ("cancelled", "cancelled")
+    assert [m.message_type for m in listed] == ["user_message"]
