@@ -18,7 +18,7 @@ from kelpie_trio.agent.messages import iso, to_letta_messages
 from kelpie_trio.agent.runs import Run, RunInput, SessionCheckpoint
 from kelpie_trio.errors import Conflict, Invalid, NotFound, ServiceError, Unavailable
 from kelpie_trio.models import convert
-from kelpie_trio.nursery.errors import RuntimeFailure
+from kelpie_trio.nursery.errors import ActorFailed, RuntimeFailure
 from kelpie_trio.service.common import MAX_PAGE, Page, ServiceBase, window
 from kelpie_trio.storage import StoreError, keys
 from kelpie_trio.storage.base import Transaction
@@ -161,10 +161,29 @@ class MessageCases(ServiceBase):
 
     async def _drive(self, run: Run) -> dict[str, Any]:
         assert self.dispatcher is not None
-        reply = await self.dispatcher.invoke(run.agent_id, {"kind": "run", "run_id": run.id})
+        try:
+            reply = await self.dispatcher.invoke(run.agent_id, {"kind": "run", "run_id": run.id})
+        except ActorFailed as failed:
+            await self._fail_run(run.id, failed)
+            raise
         if "gone" in reply:
             raise NotFound("Agent", run.agent_id)
         return reply
+
+    async def _fail_run(self, run_id: str, failed: ActorFailed) -> None:
+        """The actor failed on the run every time it tried (a bug, not a fault): the run
+        ends with stop reason `error` rather than be resumed again and again."""
+
+        async def fail(tr: Transaction) -> None:
+            run = await runs.load_run(tr, run_id)
+            if run is not None and not run.finished:
+                run.error = failed.cause
+                runs.finish_run(tr, run, "error", self.env.now())
+
+        try:
+            await self.store.transact(fail)
+        except StoreError as error:  # left open: the next sweep tries the run again
+            log.warning("could not mark run %s failed: %r", run_id, error)
 
     def _spawn(self, fn: Any, *args: Any) -> None:
         if self.background is None:
@@ -431,6 +450,8 @@ class MessageCases(ServiceBase):
         try:
             assert self.dispatcher is not None
             await self.dispatcher.invoke(agent_id, {"kind": "run", "run_id": run_id})  # ends it
+        except ActorFailed as failed:
+            await self._fail_run(run_id, failed)
         except (ServiceError, RuntimeFailure, StoreError) as error:
             log.warning("resuming run %s of agent %s failed: %r", run_id, agent_id, error)
         finally:

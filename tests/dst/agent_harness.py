@@ -20,7 +20,7 @@ from kelpie_trio.llm.retry import RetryingLlmClient
 from kelpie_trio.nursery.dispatcher import Dispatcher, RuntimeConfig
 from kelpie_trio.nursery.transport import SimTransport
 from kelpie_trio.service import AgentService, Page
-from kelpie_trio.sim import FaultConfig, SimNode, SimWorld
+from kelpie_trio.sim import FaultConfig, FaultType, SimNode, SimWorld
 from kelpie_trio.sim.llm import SimLlmClient
 from kelpie_trio.sim.network import SimNetwork
 from kelpie_trio.sim.tools import SimToolRunner
@@ -29,6 +29,27 @@ from kelpie_trio.storage.base import Transaction
 __all__ = ["AgentCluster", "history_of", "kinds", "new_agent", "page", "simulate", "wait_until"]
 
 ToolFn = Callable[[Any, dict], Any]
+
+
+class Panicky:
+    """An actor that the fault table's AgentLoopPanic makes raise before a message:
+    the runtime restarts it from stored state and tries the message again."""
+
+    def __init__(self, actor: AgentActor, world: SimWorld) -> None:
+        self.actor = actor
+        self.world = world
+
+    async def on_activate(self) -> None:
+        await self.actor.on_activate()
+
+    async def on_deactivate(self) -> None:
+        await self.actor.on_deactivate()
+
+    async def handle(self, message: Any) -> Any:
+        if self.world.faults.fires(FaultType.AGENT_LOOP_PANIC, "actor.handle"):
+            self.world.trace.record(f"fault AgentLoopPanic agent={self.actor.ctx.agent_id}")
+            raise RuntimeError("injected agent loop panic")
+        return await self.actor.handle(message)
 
 
 class AgentCluster:
@@ -75,7 +96,9 @@ class AgentCluster:
                 address=node.id,
                 env=node.env,
                 store=node.store,
-                factory=lambda ctx: AgentActor(ctx, service, lambda agent: retrying, self.tools),
+                factory=lambda ctx: Panicky(
+                    AgentActor(ctx, service, lambda agent: retrying, self.tools), self.world
+                ),
                 transport=transport,
                 config=self.config,
             )

@@ -216,3 +216,44 @@ def test_deleting_an_agent_deletes_its_messages_and_runs() -> None:
 
     history, listed = simulate(16, scenario, script=[text("hello")])
     assert history == [] and listed == []
+
+
+def test_dst_a_turn_the_actor_keeps_failing_on_ends_with_stop_reason_error() -> None:
+    async def scenario(service: AgentService, llm: SimLlmClient, world: SimWorld) -> Any:
+        agent = await new_agent(service)
+        world.faults.enabled = True
+        with pytest.raises(RuntimeFailure):
+            await service.send_message(agent, {"input": "hi"}, idempotency_key="k")
+        world.faults.enabled = False
+        [run] = await service.list_runs(page(), agent_id=agent)
+        again = await service.send_message(agent, {"input": "hi"}, idempotency_key="k")
+        return run, again
+
+    run, again = simulate(17, scenario, FaultConfig({FaultType.AGENT_LOOP_PANIC: 1.0}))
+    assert (run["status"], run["stop_reason"]) == ("failed", "error")
+    assert "injected agent loop panic" in run["metadata"]["error"]
+    assert again["stop_reason"]["stop_reason"] == "error"  # the retry gets the same run back
+
+
+def test_dst_turns_survive_panics_of_their_actor() -> None:
+    def one(seed: int) -> None:
+        async def scenario(service: AgentService, llm: SimLlmClient, world: SimWorld) -> Any:
+            agent = await new_agent(service, agent_type="memgpt_v2_agent")
+            world.faults.enabled = True
+            replies = []
+            for i in range(6):
+                body = {"messages": [{"role": "user", "content": f"m{i}", "otid": f"o{i}"}]}
+                replies.append(await send_until_answered(service, agent, body))
+            world.faults.enabled = False
+            return replies, await history_of(service, agent)
+
+        replies, history = simulate(seed, scenario, FaultConfig({FaultType.AGENT_LOOP_PANIC: 0.2}))
+        assert [m.content for m in history if m.role == "user"] == [f"m{i}" for i in range(6)]
+        for reply in replies:
+            assert reply["stop_reason"]["stop_reason"] in ("end_turn", "max_steps", "error")
+            run_id = reply["usage"]["run_ids"][0]
+            assert [m.id for m in history if m.run_id == run_id] == list(
+                dict.fromkeys(m["id"] for m in reply["messages"])
+            )
+
+    run_seeds(one, 10)
