@@ -21,7 +21,9 @@ from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import orjson
+import trio
 
 from kelpie_trio.agent import memory, runs
 from kelpie_trio.agent.context import (
@@ -36,8 +38,15 @@ from kelpie_trio.agent.context import (
     summary_request,
 )
 from kelpie_trio.agent.messages import Message, StoredToolCall, iso, to_letta_messages
-from kelpie_trio.agent.runs import Run
-from kelpie_trio.agent.step import HEARTBEAT_TYPES, build_request, continues, interpret
+from kelpie_trio.agent.runs import PendingToolCall, Run
+from kelpie_trio.agent.step import (
+    HEARTBEAT_TYPES,
+    Interpretation,
+    build_request,
+    continues,
+    interpret,
+    parse_calls,
+)
 from kelpie_trio.errors import Invalid, NotFound
 from kelpie_trio.llm.types import (
     Completed,
@@ -54,6 +63,7 @@ from kelpie_trio.nursery.actor import ActorContext
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import set_blob
+from kelpie_trio.storage.errors import StorageUnavailable
 
 if TYPE_CHECKING:
     from kelpie_trio.models.agents import Agent
@@ -71,6 +81,11 @@ ToolRunner = Callable[[Any, dict[str, Any]], Awaitable["ToolResult"]]
 HISTORY_WINDOW = 1000  # at most this many messages in context, whatever the window
 TOOL_RETURN_LIMIT = 50_000  # characters of a tool's return kept (Letta's default)
 TERMINAL_TOOLS = frozenset({"send_message"})
+# Base tools that run outside the step's transaction (custom tools do too).
+OUTSIDE_TOOLS = frozenset({"archival_memory_insert", "archival_memory_search",
+                           "conversation_search"})  # fmt: skip
+CHECKPOINT_DEADLINE = 30.0  # seconds a checkpoint may take before the turn gives up
+MAX_PAUSE_MINUTES = 24 * 60
 
 
 class RunGone(Exception):
@@ -119,6 +134,8 @@ class AgentActor:
             except RunGone as gone:
                 # The agent was deleted under the turn: its runs went with it.
                 return {"gone": str(gone)}
+        if kind == "handoff":
+            return await self._handoff_request(message["run_id"])
         if kind == "reset":
             return await self._reset()
         if kind == "tool":
@@ -163,10 +180,14 @@ class AgentActor:
             return await runs.load_run(tr, run_id)
 
         run = await self.ctx.transact(load)
-        if run is None or run.agent_id != agent_id:
+        if run is None:
             raise RunGone(run_id)
+        if run.agent_id != agent_id:
+            return {"handoff": run.agent_id}  # transferred: the caller follows it there
         if run.finished:
             return self._response(run, await self._run_messages(run))
+        if run.history_agent is not None:
+            run = await self._adopt(run)
         if run.first_seq is None:
             return await self._start(run)
         log.info("agent %s: resuming %s after iteration %d", agent_id, run_id,
@@ -179,85 +200,353 @@ class AgentActor:
             self._new_message(role="user", content=i.text, otid=i.otid, run_id=run.id)
             for i in run.inputs
         ]
+        now = self.ctx.env.now()
 
         async def start(tr: Transaction) -> Run:
             current = await runs.load_run(tr, run.id)  # a cancel may have come meanwhile
             if current is None:
                 raise RunGone(run.id)
+            # A new message ends a paused session of this agent: it is answered now.
+            for other_id in await runs.open_runs(tr, self.ctx.agent_id):
+                other = await runs.load_run(tr, other_id)
+                if other is not None and other.id != run.id and other.checkpoint.is_paused:
+                    runs.finish_run(tr, other, "end_turn", now)
             await self._store(tr, inputs)
             current.first_seq = first_seq
             current.status = "running"
             runs.save_run(tr, current)
             return current
 
-        started = await self.ctx.transact(start)
+        started = await self._checkpointed(start)
         for m in inputs:
             self._publish(started, m)
         return await self._iterate(started, inputs)
 
     async def _iterate(self, run: Run, produced: list[Message]) -> dict[str, Any]:
-        """Steps from the one after the checkpoint until a stop reason. Each step's
-        messages, memory edits and checkpoint land in one fenced transaction."""
+        """Steps from the one after the checkpoint until a stop reason.
+
+        A step whose tools all run in the store (memory tools, send_message) lands in
+        one fenced transaction with its checkpoint. A step that calls tools outside the
+        store (custom tools, archival memory, conversation search) checkpoints the
+        model's reply with those calls pending first, then each result as it comes,
+        then the rest: after a crash the step goes on from there, without asking the
+        model again, and a call whose result was stored is not run again. A call cut
+        short before its result was stored runs again (at least once).
+        """
         agent_id = self.ctx.agent_id
         events = self.service.run_events
+        produced = list(produced)
         stop: str | None = None
         llm: LlmClient | None = None
-        for step in range(run.checkpoint.iteration + 1, run.max_steps + 1):
+        step = run.checkpoint.iteration + 1
+        while step <= run.max_steps:
+            if run.transfer_to is not None:
+                return await self._hand_off(run)
             if run.cancel_requested:
                 stop = "cancelled"
                 break
+            if run.checkpoint.is_paused:
+                if (run.checkpoint.pause_until or 0) > self.ctx.env.now():
+                    return self._response(run, produced, stop="end_turn")
+                run = await self._unpause(run)
             try:
                 view = await self.service.get_agent(agent_id)  # memory as the last step left it
             except NotFound:
                 raise RunGone(run.id) from None
-            llm = llm or self.llm_for(view.agent)
-            message_id = self.ctx.env.new_id("message")
-            reply = None
-            try:
-                with events.in_flight(run.id):
-                    llm_request = await self._prompt(llm, view)
-                    reply = await self._complete(llm, llm_request, run, message_id, view)
-            except LlmError as error:
-                log.warning("agent %s: the LLM failed: %r", agent_id, error)
-                run.error = f"{type(error).__name__}: {error}"
-                stop = "llm_api_error"
-                break
-            if reply is None:  # cancelled while the LLM was writing
-                stop = "cancelled"
-                break
-            seq_before = self.next_seq
-            interpretation = interpret(
-                reply,
-                message_id=message_id,
-                agent_id=agent_id,
-                seq=self.next_seq,
-                step=step,
-                created_at=self.ctx.env.now(),
-                run_id=run.id,
-            )
-            self.next_seq += 1
-            outside = await self._run_outside_tools(interpretation.calls, view.tools)
-            run, results, stop = await self.ctx.transact(
+            pending = run.checkpoint.pending_seq
+            if pending is not None:  # the step's reply is stored; its tools were cut short
+                assistant = next(m for m in produced if m.seq == pending)
+                calls, heartbeat = parse_calls(assistant.tool_calls)
+                interpretation = Interpretation(assistant, calls, heartbeat)
+                usage = (run.prompt_tokens, run.completion_tokens)
+            else:
+                llm = llm or self.llm_for(view.agent)
+                message_id = self.ctx.env.new_id("message")
+                reply = None
+                try:
+                    with events.in_flight(run.id):
+                        llm_request = await self._prompt(llm, view)
+                        reply = await self._complete(llm, llm_request, run, message_id, view)
+                except LlmError as error:
+                    log.warning("agent %s: the LLM failed: %r", agent_id, error)
+                    run.error = f"{type(error).__name__}: {error}"
+                    stop = "llm_api_error"
+                    break
+                if reply is None:  # cancelled while the LLM was writing
+                    stop = "cancelled"
+                    break
+                interpretation = interpret(
+                    reply,
+                    message_id=message_id,
+                    agent_id=agent_id,
+                    seq=self.next_seq,
+                    step=step,
+                    created_at=self.ctx.env.now(),
+                    run_id=run.id,
+                )
+                usage = (run.prompt_tokens + reply.usage.prompt_tokens,
+                         run.completion_tokens + reply.usage.completion_tokens)  # fmt: skip
+            assistant = interpretation.assistant
+            # The step's messages take fixed places: its reply, then one per call.
+            self.next_seq = max(self.next_seq, assistant.seq + 1 + len(interpretation.calls))
+            outside = self._outside_calls(interpretation.calls, view.tools)
+            if outside and pending is None:
+                run = await self._checkpointed(
+                    functools.partial(self._commit_reply, run=run, assistant=assistant,
+                                      usage=usage)
+                )  # fmt: skip
+                produced.append(assistant)
+                self._publish(run, assistant)
+            stored = {
+                m.tool_call_id for m in produced if m.role == "tool" and m.seq > assistant.seq
+            }
+            for index, (call, args) in enumerate(interpretation.calls):
+                if call.id in outside and call.id not in stored:
+                    status, text = await self._run_outside_tool(call, args, view.tools)
+                    result = self._tool_message(run, assistant, index, call, status, text)
+                    run = await self._checkpointed(
+                        functools.partial(self._commit_result, run=run, result=result)
+                    )
+                    produced.append(result)
+                    self._publish(run, result)
+            step_results = [
+                m for m in produced if m.role == "tool" and m.seq > assistant.seq
+            ]  # the outside ones, stored already
+            run, new, stop = await self._checkpointed(
                 functools.partial(
                     self._commit_step,
                     run=run,
                     interpretation=interpretation,
-                    outside=outside,
+                    done=step_results,
+                    reply_stored=bool(outside) or pending is not None,
                     step=step,
-                    usage=(run.prompt_tokens + reply.usage.prompt_tokens,
-                           run.completion_tokens + reply.usage.completion_tokens),
+                    usage=usage,
                     agent_type=view.agent.agent_type,
-                    first_result_seq=seq_before + 1,
                 )
-            )  # fmt: skip
-            produced += [interpretation.assistant, *results]
-            for m in [interpretation.assistant, *results]:
+            )
+            produced += new
+            for m in new:
                 self._publish(run, m)
             if stop is not None:
                 break
+            step += 1
         if not run.finished:
             run = await self._finish(run, stop or "max_steps")
         return self._response(run, produced)
+
+    async def _checkpointed(self, fn: Callable[[Transaction], Awaitable[Any]]) -> Any:
+        """A fenced transaction that writes the run's checkpoint: shielded, so a cancel
+        (a client leaving, a node stopping) never cuts it in half, with a deadline of
+        its own, so a store that hangs cannot hold the turn forever."""
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + CHECKPOINT_DEADLINE):
+            return await self.ctx.transact(fn)
+        raise StorageUnavailable(f"a checkpoint did not commit within {CHECKPOINT_DEADLINE:g} s")
+
+    def _outside_calls(
+        self, calls: list[tuple[StoredToolCall, dict[str, Any] | None]], tools: list[Any]
+    ) -> set[str]:
+        """The calls whose tools run outside the step's transaction."""
+        custom = {t.name for t in tools if t.tool_type == "custom"}
+        return {
+            c.id for c, args in calls
+            if args is not None and (c.name in custom or c.name in OUTSIDE_TOOLS)
+        }  # fmt: skip
+
+    def _tool_message(
+        self, run: Run, assistant: Message, index: int, call: StoredToolCall, status: str,
+        text: str,
+    ) -> Message:  # fmt: skip
+        return Message(
+            id=self.ctx.env.new_id("message"),
+            agent_id=self.ctx.agent_id,
+            seq=assistant.seq + 1 + index,
+            created_at=self.ctx.env.now(),
+            role="tool",
+            content=text[:TOOL_RETURN_LIMIT],
+            tool_call_id=call.id,
+            tool_name=call.name,
+            tool_status=status,
+            run_id=run.id,
+            step=assistant.step,
+        )
+
+    async def _load_current(self, tr: Transaction, run: Run) -> Run:
+        current = await runs.load_run(tr, run.id)  # a cancel or transfer written meanwhile
+        if current is None or current.agent_id != self.ctx.agent_id:  # conflicts this one
+            raise RunGone(run.id)
+        return current
+
+    async def _commit_reply(
+        self, tr: Transaction, *, run: Run, assistant: Message, usage: tuple[int, int]
+    ) -> Run:
+        """The model's reply, with its calls pending (their tools run outside the store)."""
+        current = await self._load_current(tr, run)
+        await self._store(tr, [assistant])
+        current.checkpoint.pending_seq = assistant.seq
+        current.checkpoint.pending_tool_calls = [
+            PendingToolCall(id=c.id, name=c.name, arguments=c.arguments)
+            for c in assistant.tool_calls
+        ]
+        current.prompt_tokens, current.completion_tokens = usage
+        runs.save_run(tr, current)
+        return current
+
+    async def _commit_result(self, tr: Transaction, *, run: Run, result: Message) -> Run:
+        """One outside tool's result, no longer pending."""
+        current = await self._load_current(tr, run)
+        await self._store(tr, [result])
+        checkpoint = current.checkpoint
+        checkpoint.pending_tool_calls = [
+            c for c in checkpoint.pending_tool_calls if c.id != result.tool_call_id
+        ]
+        checkpoint.last_tool_result = result.content
+        runs.save_run(tr, current)
+        return current
+
+    async def _commit_step(
+        self,
+        tr: Transaction,
+        *,
+        run: Run,
+        interpretation: Interpretation,
+        done: list[Message],
+        reply_stored: bool,
+        step: int,
+        usage: tuple[int, int],
+        agent_type: str,
+    ) -> tuple[Run, list[Message], str | None]:
+        """The rest of the step in one transaction: its memory tools and their results
+        (and its reply, unless stored already), and the checkpoint of the iteration."""
+        current = await self._load_current(tr, run)
+        assistant = interpretation.assistant
+        ready = {m.tool_call_id: m for m in done}
+        new = [] if reply_stored else [assistant]
+        results = []
+        for index, (call, args) in enumerate(interpretation.calls):
+            if call.id in ready:
+                results.append(ready[call.id])
+                continue
+            status, text = await self._run_memory_tool(tr, call, args)
+            result = self._tool_message(current, assistant, index, call, status, text)
+            results.append(result)
+            new.append(result)
+        await self._store(tr, new)
+        terminal = any(c.name in TERMINAL_TOOLS for c, _ in interpretation.calls)
+        failed = any(r.tool_status == "error" for r in results)
+        goes_on = continues(
+            interpretation, agent_type=agent_type, any_tool_failed=failed, terminal=terminal
+        )
+        checkpoint = current.checkpoint
+        pause = _pause_minutes(interpretation, results)
+        if pause is not None:  # the session sleeps; its next step comes at pause_until
+            checkpoint.is_paused = True
+            checkpoint.pause_until = self.ctx.env.now() + pause * 60
+            goes_on = True
+        stop = None
+        if not goes_on:
+            stop = "end_turn"
+        elif current.cancel_requested:
+            stop = "cancelled"
+        elif step >= current.max_steps:
+            stop = "max_steps"
+        checkpoint.iteration = step
+        checkpoint.pending_seq = None
+        checkpoint.pending_tool_calls = []
+        if results:
+            checkpoint.last_tool_result = results[-1].content
+        current.prompt_tokens, current.completion_tokens = usage
+        if stop is None:
+            runs.save_run(tr, current)
+        else:
+            runs.finish_run(tr, current, stop, self.ctx.env.now())
+        return current, new, stop
+
+    async def _unpause(self, run: Run) -> Run:
+        async def wake(tr: Transaction) -> Run:
+            current = await self._load_current(tr, run)
+            current.checkpoint.is_paused = False
+            current.checkpoint.pause_until = None
+            runs.save_run(tr, current)
+            return current
+
+        return await self._checkpointed(wake)
+
+    # -- handoff -------------------------------------------------------------
+
+    async def _hand_off(self, run: Run) -> dict[str, Any]:
+        """Give the session to the agent it is being transferred to (the run's
+        `transfer_to`): the run and its open entry move to the target, which copies the
+        session's messages into its own history when it takes the session over."""
+        target = run.transfer_to
+        assert target is not None
+        me = self.ctx.agent_id
+
+        async def move(tr: Transaction) -> None:
+            current = await self._load_current(tr, run)
+            runs.move_run(tr, current, target, history_agent=me)
+
+        await self._checkpointed(move)
+        log.info("agent %s: session %s handed to %s", me, run.id, target)
+        return {"handoff": target}
+
+    async def _handoff_request(self, run_id: str) -> dict[str, Any]:
+        """A transfer of a session this agent is not running right now (a running one
+        is handed over by its turn, at its next step boundary, before this arrives)."""
+
+        async def load(tr: Transaction) -> Run | None:
+            return await runs.load_run(tr, run_id)
+
+        run = await self.ctx.transact(load)
+        if run is None:
+            return {"finished": True}
+        if run.agent_id != self.ctx.agent_id:
+            return {"handoff": run.agent_id}  # handed over already
+        if run.transfer_to is None:
+            return {"finished": run.finished}
+        if run.finished:
+
+            async def clear(tr: Transaction) -> None:
+                current = await self._load_current(tr, run)
+                current.transfer_to = None
+                runs.save_run(tr, current)
+
+            await self.ctx.transact(clear)
+            return {"finished": True}
+        return await self._hand_off(run)
+
+    async def _adopt(self, run: Run) -> Run:
+        """Take over a session transferred here: copy its messages from the agent it
+        came from into this history (same ids, new places), in one transaction."""
+        base = self.next_seq
+        me = self.ctx.agent_id
+
+        async def adopt(tr: Transaction) -> tuple[Run, int]:
+            current = await self._load_current(tr, run)
+            source = current.history_agent
+            if source is None:
+                return current, 0
+            copied: list[Message] = []
+            places: dict[int, int] = {}
+            if current.first_seq is not None:
+                begin = keys.MESSAGES.pack((source, current.first_seq))
+                end = keys.prefix_range(keys.MESSAGES.pack((source,)))[1]
+                for m in decode_messages(await tr.get_range(begin, end)):
+                    if m.run_id == current.id:
+                        places[m.seq] = base + len(copied)
+                        copied.append(attrs.evolve(m, agent_id=me, seq=places[m.seq]))
+                current.first_seq = base if copied else None
+            await self._store(tr, copied)
+            checkpoint = current.checkpoint
+            if checkpoint.pending_seq is not None:
+                checkpoint.pending_seq = places[checkpoint.pending_seq]
+            current.history_agent = None
+            runs.save_run(tr, current)
+            return current, len(copied)
+
+        adopted, count = await self._checkpointed(adopt)
+        self.next_seq = base + count
+        log.info("agent %s: took over session %s (%d messages)", me, run.id, count)
+        return adopted
 
     async def _complete(
         self, llm: LlmClient, request: Any, run: Run, message_id: str, view: Any
@@ -310,17 +599,20 @@ class AgentActor:
 
         return await self.ctx.transact(finish)
 
-    def _response(self, run: Run, produced: list[Message]) -> dict[str, Any]:
+    def _response(
+        self, run: Run, produced: list[Message], stop: str | None = None
+    ) -> dict[str, Any]:
+        """Letta's LettaResponse; `stop` for a session that pauses (still open)."""
         shown = [
             letta
-            for m in produced
+            for m in sorted(produced, key=lambda m: m.seq)
             for letta in to_letta_messages(m, use_assistant_message=run.use_assistant_message)
         ]
         return {
             "messages": shown,
             "stop_reason": {
                 "message_type": "stop_reason",
-                "stop_reason": run.checkpoint.stop_reason,
+                "stop_reason": stop or run.checkpoint.stop_reason,
             },
             "usage": run.usage(),
         }
@@ -337,60 +629,6 @@ class AgentActor:
             return decode_messages(await tr.get_range(begin, end))
 
         return [m for m in await self.ctx.transact(read) if m.run_id == run.id]
-
-    async def _commit_step(
-        self,
-        tr: Transaction,
-        *,
-        run: Run,
-        interpretation: Any,
-        outside: dict[str, tuple[str, str]],
-        step: int,
-        usage: tuple[int, int],
-        agent_type: str,
-        first_result_seq: int,
-    ) -> tuple[Run, list[Message], str | None]:
-        """The step's memory tools, its assistant message, its tool results and the run's
-        checkpoint: one transaction, so the step lands whole or not at all."""
-        current = await runs.load_run(tr, run.id)  # a cancel written meanwhile conflicts
-        if current is None:
-            raise RunGone(run.id)
-        self.next_seq = first_result_seq  # a retried transaction numbers again
-        results = []
-        for call, args in interpretation.calls:
-            status, text = outside.get(call.id) or await self._run_memory_tool(tr, call, args)
-            results.append(
-                self._new_message(
-                    role="tool",
-                    content=text[:TOOL_RETURN_LIMIT],
-                    tool_call_id=call.id,
-                    tool_name=call.name,
-                    tool_status=status,
-                    run_id=run.id,
-                    step=step,
-                )
-            )
-        await self._store(tr, [interpretation.assistant, *results])
-        terminal = any(c.name in TERMINAL_TOOLS for c, _ in interpretation.calls)
-        failed = any(r.tool_status == "error" for r in results)
-        goes_on = continues(
-            interpretation, agent_type=agent_type, any_tool_failed=failed, terminal=terminal
-        )
-        stop = None
-        if not goes_on:
-            stop = "end_turn"
-        elif current.cancel_requested:
-            stop = "cancelled"
-        elif step >= current.max_steps:
-            stop = "max_steps"
-        current.checkpoint.iteration = step
-        current.checkpoint.last_tool_result = results[-1].content if results else None
-        current.prompt_tokens, current.completion_tokens = usage
-        if stop is None:
-            runs.save_run(tr, current)
-        else:
-            runs.finish_run(tr, current, stop, self.ctx.env.now())
-        return current, results, stop
 
     async def _history(self) -> list[Message]:
         """The in-context history: from the context's start, at most HISTORY_WINDOW."""
@@ -470,9 +708,8 @@ class AgentActor:
                     "stderr": [f"no tool named {name!r} is attached to this agent"],
                     "agent_state": None, "sandbox_config_fingerprint": None}  # fmt: skip
         call = StoredToolCall(id=self.ctx.env.new_id("call"), name=name, arguments="")
-        outside = await self._run_outside_tools([(call, args)], view.tools)
-        if call.id in outside:
-            status, text = outside[call.id]
+        if self._outside_calls([(call, args)], view.tools):
+            status, text = await self._run_outside_tool(call, args, view.tools)
         else:
 
             async def run(tr: Transaction) -> tuple[str, str]:
@@ -488,36 +725,33 @@ class AgentActor:
             "sandbox_config_fingerprint": None,
         }
 
-    async def _run_outside_tools(
-        self, calls: list[tuple[StoredToolCall, dict[str, Any] | None]], tools: list[Any]
-    ) -> dict[str, tuple[str, str]]:
-        """Tools that are not part of the step's transaction, run first: archival memory and
-        search (their own transactions) and custom tools (in the sandbox)."""
+    async def _run_outside_tool(
+        self, call: StoredToolCall, args: dict[str, Any] | None, tools: list[Any]
+    ) -> tuple[str, str]:
+        """A tool that does not run in the step's transaction: archival memory and search
+        (their own transactions) and custom tools (in the sandbox)."""
         agent_id = self.ctx.agent_id
         custom = {t.name: t for t in tools if t.tool_type == "custom"}
-        done: dict[str, tuple[str, str]] = {}
-        for call, args in calls:
-            if args is None:
-                done[call.id] = ("error", "the arguments were not a JSON object")
-                continue
-            try:
-                if call.name in custom:
-                    done[call.id] = await self._run_custom(custom[call.name], args)
-                elif call.name == "archival_memory_insert":
-                    body = {"text": args.get("content", ""), "tags": args.get("tags")}
-                    await self.service.create_passages(agent_id, body)
-                    done[call.id] = ("success", "None")
-                elif call.name == "archival_memory_search":
-                    found = await self.service.search_passages(
-                        agent_id, str(args.get("query", "")), top_k=args.get("top_k") or 5
-                    )
-                    done[call.id] = ("success", orjson.dumps(found).decode())
-                elif call.name == "conversation_search":
-                    hits = await self._conversation_search(str(args.get("query", "")))
-                    done[call.id] = ("success", orjson.dumps(hits).decode())
-            except (Invalid, TypeError, ValueError) as error:
-                done[call.id] = ("error", f"{type(error).__name__}: {error}")
-        return done
+        if args is None:
+            return "error", "the arguments were not a JSON object"
+        try:
+            if call.name in custom:
+                return await self._run_custom(custom[call.name], args)
+            if call.name == "archival_memory_insert":
+                body = {"text": args.get("content", ""), "tags": args.get("tags")}
+                await self.service.create_passages(agent_id, body)
+                return "success", "None"
+            if call.name == "archival_memory_search":
+                found = await self.service.search_passages(
+                    agent_id, str(args.get("query", "")), top_k=args.get("top_k") or 5
+                )
+                return "success", orjson.dumps(found).decode()
+            if call.name == "conversation_search":
+                hits = await self._conversation_search(str(args.get("query", "")))
+                return "success", orjson.dumps(hits).decode()
+        except (Invalid, TypeError, ValueError) as error:
+            return "error", f"{type(error).__name__}: {error}"
+        return "error", f"no tool named {call.name!r} is attached to this agent"
 
     async def _run_custom(self, tool: Any, args: dict[str, Any]) -> tuple[str, str]:
         if self.run_tool is None:
@@ -613,3 +847,15 @@ async def read_history(tr: Transaction, agent_id: str, *, limit: int = 0) -> lis
     return [
         convert.decode_record(b"".join(v for _, v in sorted(chunks[seq])), Message) for seq in seqs
     ]
+
+
+def _pause_minutes(interpretation: Interpretation, results: list[Message]) -> float | None:
+    """Minutes a successful pause_heartbeats call asked for (clamped), else None."""
+    ok = {r.tool_call_id for r in results if r.tool_status == "success"}
+    for call, args in interpretation.calls:
+        if call.name == "pause_heartbeats" and call.id in ok and args is not None:
+            minutes = args.get("minutes", 0)
+            if isinstance(minutes, int | float) and not isinstance(minutes, bool):
+                return float(min(max(minutes, 0), MAX_PAUSE_MINUTES))
+            return 0.0
+    return None

@@ -84,6 +84,7 @@ class SessionCheckpoint:
     is_paused: bool = False
     pause_until: float | None = None  # seconds on the env's clock
     pending_tool_calls: list[PendingToolCall] = attrs.Factory(list)
+    pending_seq: int | None = None  # the stored reply whose calls are pending
     last_tool_result: str | None = None
     stop_reason: str | None = None  # set once, when the run ends
 
@@ -103,6 +104,8 @@ class Run:
     first_seq: int | None = None  # the first input's place in the history, once stored
     completed_at: float | None = None
     cancel_requested: bool = False
+    transfer_to: str | None = None  # a transfer asked for, not yet handed over
+    history_agent: str | None = None  # moved here; its messages still in this agent's history
     error: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -161,6 +164,22 @@ def finish_run(tr: Transaction, run: Run, stop_reason: str, now: float) -> None:
     run.completed_at = now
     save_run(tr, run)
     tr.clear(OPEN_RUNS.pack((run.agent_id, run.id)))
+
+
+def move_run(tr: Transaction, run: Run, target: str, *, history_agent: str) -> None:
+    """Hand a run to another agent: its record and index entries follow it. The
+    idempotency key stays where the send came in; it still finds the run."""
+    stamp = _micros(run.created_at)
+    tr.clear(AGENT_RUNS.pack((run.agent_id, stamp, run.id)))
+    tr.clear(OPEN_RUNS.pack((run.agent_id, run.id)))
+    run.agent_id = target
+    run.checkpoint.agent_id = target
+    run.history_agent = history_agent
+    run.transfer_to = None
+    tr.set(AGENT_RUNS.pack((target, stamp, run.id)), b"")
+    tr.set(ALL_RUNS.pack((stamp, run.id)), target.encode())
+    tr.set(OPEN_RUNS.pack((target, run.id)), b"")
+    save_run(tr, run)
 
 
 def delete_run(tr: Transaction, run: Run) -> None:

@@ -13,6 +13,7 @@ turn ends at `max_steps`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -21,7 +22,14 @@ import orjson
 from kelpie_trio.agent.messages import Message, StoredToolCall
 from kelpie_trio.llm.types import ChatMessage, LlmRequest, LlmResponse, ToolCall, ToolSchema
 
-__all__ = ["Interpretation", "build_request", "compile_system", "interpret", "tool_schemas"]
+__all__ = [
+    "Interpretation",
+    "build_request",
+    "compile_system",
+    "interpret",
+    "parse_calls",
+    "tool_schemas",
+]
 
 HEARTBEAT_TYPES = frozenset({"memgpt_agent", "memgpt_v2_agent", "sleeptime_agent"})
 HEARTBEAT_PARAM = {
@@ -100,14 +108,14 @@ class Interpretation:
     wants_heartbeat: bool  # some call asked for a follow-up step
 
 
-def interpret(reply: LlmResponse, *, message_id: str, agent_id: str, seq: int, step: int,
-              created_at: float, run_id: str | None) -> Interpretation:  # fmt: skip
-    calls = []
+def parse_calls(
+    calls: Sequence[StoredToolCall],
+) -> tuple[list[tuple[StoredToolCall, dict[str, Any] | None]], bool]:
+    """Each call with its parsed arguments (None if not a JSON object), and whether
+    any asked for a heartbeat (the `request_heartbeat` argument is taken out)."""
+    parsed = []
     heartbeat = False
-    stored = []
-    for call in reply.message.tool_calls:
-        stored_call = StoredToolCall(id=call.id, name=call.name, arguments=call.arguments)
-        stored.append(stored_call)
+    for call in calls:
         try:
             args = orjson.loads(call.arguments or "{}")
             if not isinstance(args, dict):
@@ -116,7 +124,17 @@ def interpret(reply: LlmResponse, *, message_id: str, agent_id: str, seq: int, s
             args = None
         if args is not None and args.pop("request_heartbeat", False) is True:
             heartbeat = True
-        calls.append((stored_call, args))
+        parsed.append((call, args))
+    return parsed, heartbeat
+
+
+def interpret(reply: LlmResponse, *, message_id: str, agent_id: str, seq: int, step: int,
+              created_at: float, run_id: str | None) -> Interpretation:  # fmt: skip
+    stored = [
+        StoredToolCall(id=call.id, name=call.name, arguments=call.arguments)
+        for call in reply.message.tool_calls
+    ]
+    calls, heartbeat = parse_calls(stored)
     text = reply.message.content
     assistant = Message(
         id=message_id,

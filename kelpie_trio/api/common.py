@@ -12,7 +12,7 @@ from kelpie_trio.errors import Invalid
 from kelpie_trio.models import convert
 from kelpie_trio.service import MAX_PAGE, AgentService, Page
 
-__all__ = ["body", "check_id", "json_response", "page_args", "render", "service"]
+__all__ = ["body", "check_id", "is_id", "json_response", "page_args", "render", "service"]
 
 _ID = re.compile(r"^[a-z_]+-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -40,9 +40,13 @@ async def body() -> Any:
     return convert.parse_body(await request.get_data())
 
 
+def is_id(value: str, prefix: str) -> bool:
+    return bool(_ID.match(value)) and value.startswith(prefix + "-")
+
+
 def check_id(value: str, prefix: str, name: str) -> str:
     """Letta answers 422 for an id that is not `<prefix>-<uuid>`, 404 for an unknown one."""
-    if not _ID.match(value) or not value.startswith(prefix + "-"):
+    if not is_id(value, prefix):
         raise Invalid.field(["path", name], f"expected an id of the form {prefix}-<uuid4>")
     return value
 

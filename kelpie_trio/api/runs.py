@@ -5,9 +5,10 @@ from __future__ import annotations
 from quart import Blueprint, Response, request
 
 from kelpie_trio.agent.runs import FINAL_STATUS
-from kelpie_trio.api.common import check_id, json_response, page_args, service
+from kelpie_trio.api.common import body, check_id, is_id, json_response, page_args, service
 from kelpie_trio.api.spec import documented
 from kelpie_trio.errors import Invalid
+from kelpie_trio.service.messages import TransferRequest
 
 runs = Blueprint("runs", __name__)
 
@@ -60,3 +61,34 @@ async def run_messages(run_id: str) -> Response:
 @documented("A run's token usage")
 async def run_usage(run_id: str) -> Response:
     return json_response(await service().run_usage(_run_id(run_id)))
+
+
+@runs.get("/v1/agents/<agent_id>/sessions")
+@runs.get("/v1/agents/<agent_id>/sessions/")
+@documented("An agent's sessions (its runs) with their checkpoints", query=PAGING)
+async def list_sessions(agent_id: str) -> Response:
+    agent_id = check_id(agent_id, "agent", "agent_id")
+    return json_response(await service().list_sessions(agent_id, page_args()))
+
+
+@runs.get("/v1/agents/<agent_id>/sessions/<session_id>")
+@documented("One session: its status and checkpoint")
+async def get_session(agent_id: str, session_id: str) -> Response:
+    agent_id = check_id(agent_id, "agent", "agent_id")
+    session_id = check_id(session_id, "run", "session_id")
+    return json_response(await service().get_session(agent_id, session_id))
+
+
+@runs.post("/v1/agents/<agent_id>/sessions/<session_id>/transfer")
+@documented(
+    "Move an unfinished session to another agent, which goes on from its checkpoint",
+    request=TransferRequest,
+)
+async def transfer_session(agent_id: str, session_id: str) -> Response:
+    agent_id = check_id(agent_id, "agent", "agent_id")
+    session_id = check_id(session_id, "run", "session_id")
+    payload = await body()
+    target = payload.get("target_agent_id") if isinstance(payload, dict) else None
+    if isinstance(target, str) and not is_id(target, "agent"):
+        raise Invalid.field(["body", "target_agent_id"], "expected an id of the form agent-<uuid4>")
+    return json_response(await service().transfer_session(agent_id, session_id, payload))

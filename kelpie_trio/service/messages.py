@@ -31,6 +31,8 @@ __all__ = ["MessageCases", "SendRequest"]
 
 log = logging.getLogger("kelpie_trio.service")
 
+MAX_HANDOFFS = 8  # transfers a waiting caller follows before it is told to ask again
+
 
 @attrs.define
 class MessageIn:
@@ -54,6 +56,11 @@ class SendRequest:
     stream_tokens: bool = False
     include_pings: bool = True
     background: bool = False
+
+
+@attrs.define
+class TransferRequest:
+    target_agent_id: str
 
 
 @attrs.define
@@ -160,15 +167,22 @@ class MessageCases(ServiceBase):
         return await self.store.transact(create), request
 
     async def _drive(self, run: Run) -> dict[str, Any]:
+        """Run the run to its end wherever its agent lives, following it when it is
+        transferred to another agent on the way."""
         assert self.dispatcher is not None
-        try:
-            reply = await self.dispatcher.invoke(run.agent_id, {"kind": "run", "run_id": run.id})
-        except ActorFailed as failed:
-            await self._fail_run(run.id, failed)
-            raise
-        if "gone" in reply:
-            raise NotFound("Agent", run.agent_id)
-        return reply
+        agent_id = run.agent_id
+        for _ in range(MAX_HANDOFFS):
+            try:
+                reply = await self.dispatcher.invoke(agent_id, {"kind": "run", "run_id": run.id})
+            except ActorFailed as failed:
+                await self._fail_run(run.id, failed)
+                raise
+            if "gone" in reply:
+                raise NotFound("Agent", agent_id)
+            if "handoff" not in reply:
+                return reply
+            agent_id = reply["handoff"]
+        raise Unavailable(f"run {run.id} moved more than {MAX_HANDOFFS} times; ask again")
 
     async def _fail_run(self, run_id: str, failed: ActorFailed) -> None:
         """The actor failed on the run every time it tried (a bug, not a fault): the run
@@ -418,17 +432,24 @@ class MessageCases(ServiceBase):
         background; the agent's actor resumes each after its checkpoint. Returns how
         many were found."""
 
-        async def read(tr: Transaction) -> list[tuple[str, str]]:
+        now = self.env.now()
+
+        async def read(tr: Transaction) -> list[Run]:
             rows = await tr.get_prefix(runs.OPEN_RUNS.key())
-            return [runs.OPEN_RUNS.unpack(k) for k, _ in rows]
+            found = [await runs.load_run(tr, runs.OPEN_RUNS.unpack(k)[1]) for k, _ in rows]
+            return [r for r in found if r is not None]
 
         found = await self.store.transact(read)
-        for agent_id, run_id in found:
-            if run_id in self._driving:
+        due = [
+            r for r in found
+            if not (r.checkpoint.is_paused and (r.checkpoint.pause_until or 0) > now)
+        ]  # fmt: skip
+        for run in due:
+            if run.id in self._driving:
                 continue
-            self._driving.add(run_id)
-            self._spawn(self._resume, agent_id, run_id)
-        return len(found)
+            self._driving.add(run.id)
+            self._spawn(self._resume, run)
+        return len(due)
 
     async def keep_runs_going(self, interval: float) -> None:
         """Resume unfinished runs now and every `interval` seconds: those a crashed
@@ -446,16 +467,74 @@ class MessageCases(ServiceBase):
     def _driving(self) -> set[str]:
         return set()
 
-    async def _resume(self, agent_id: str, run_id: str) -> None:
+    async def _resume(self, run: Run) -> None:
         try:
-            assert self.dispatcher is not None
-            await self.dispatcher.invoke(agent_id, {"kind": "run", "run_id": run_id})  # ends it
-        except ActorFailed as failed:
-            await self._fail_run(run_id, failed)
+            await self._drive(run)
         except (ServiceError, RuntimeFailure, StoreError) as error:
-            log.warning("resuming run %s of agent %s failed: %r", run_id, agent_id, error)
+            log.warning("resuming run %s of agent %s failed: %r", run.id, run.agent_id, error)
         finally:
-            self._driving.discard(run_id)
+            self._driving.discard(run.id)
+
+    # -- sessions: a run seen as the plan's session, and its transfer ---------------
+
+    async def list_sessions(self, agent_id: str, page: Page) -> list[dict[str, Any]]:
+        async def read(tr: Transaction) -> list[Run]:
+            if await get_blob(tr, keys.AGENTS.pack((agent_id,))) is None:
+                raise NotFound("Agent", agent_id)
+            found = [await runs.load_run(tr, i) for i in await runs.agent_run_ids(tr, agent_id)]
+            return [r for r in found if r is not None]
+
+        listed = await self.store.transact(read)
+        by_id = {r.id: r for r in listed}
+        return [runs.render_checkpoint(by_id[i]) for i in window(list(by_id), page)]
+
+    async def get_session(self, agent_id: str, session_id: str) -> dict[str, Any]:
+        run = await self.get_run_record(session_id)
+        if run.agent_id != agent_id:
+            raise NotFound("Session", session_id)
+        return runs.render_checkpoint(run)
+
+    async def transfer_session(self, source: str, session_id: str, body: Any) -> dict[str, Any]:
+        """Move an unfinished session to another agent: the source hands it over at its
+        next step boundary (or at once if it is not running), the target copies its
+        messages and goes on from the last checkpoint. Refused, changing nothing: a
+        missing agent or session (404), a finished session, a target with a session of
+        its own still open, or a session already moving (409)."""
+        request = convert.structure_api(body, TransferRequest)
+        target = request.target_agent_id
+        if target == source:
+            raise Invalid.field(["body", "target_agent_id"], "the target is the source")
+        if self.dispatcher is None:
+            raise Unavailable("this server runs no agents")
+
+        async def ask(tr: Transaction) -> Run:
+            for agent_id in (source, target):
+                if await get_blob(tr, keys.AGENTS.pack((agent_id,))) is None:
+                    raise NotFound("Agent", agent_id)
+            run = await runs.load_run(tr, session_id)
+            if run is None or run.agent_id != source:
+                raise NotFound("Session", session_id)
+            if run.finished:
+                raise Conflict(f"session {session_id} has finished ({run.status})")
+            if run.transfer_to == target:
+                return run  # asked again (a retry): go on with it
+            if run.transfer_to is not None:
+                raise Conflict(f"session {session_id} is already moving to {run.transfer_to}")
+            if await runs.open_runs(tr, target):
+                raise Conflict(f"agent {target} is busy with a session of its own")
+            run.transfer_to = target
+            runs.save_run(tr, run)
+            return run
+
+        run = await self.store.transact(ask)
+        reply = await self.dispatcher.invoke(source, {"kind": "handoff", "run_id": run.id})
+        if reply.get("finished"):
+            raise Conflict(f"session {session_id} finished before it could move")
+        moved = await self.get_run_record(session_id)
+        if moved.id not in self._driving:  # the target goes on from the checkpoint
+            self._driving.add(moved.id)
+            self._spawn(self._resume, moved)
+        return runs.render_checkpoint(moved)
 
     async def run_tool(self, agent_id: str, tool_name: str, body: Any) -> dict[str, Any]:
         """One of the agent's tools, run directly (outside a turn), in the agent's actor."""

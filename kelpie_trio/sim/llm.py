@@ -87,6 +87,18 @@ def tool_call(
     )
 
 
+def tool_calls(*calls: tuple[str, str, dict[str, Any]], model: str = "sim/llm") -> LlmResponse:
+    """A reply that calls several tools at once: (call id, tool name, arguments) each."""
+    wire = tuple(ToolCall(id=i, name=n, arguments=json.dumps(a, sort_keys=True))
+                 for i, n, a in calls)  # fmt: skip
+    return LlmResponse(
+        message=ChatMessage(role="assistant", content=None, tool_calls=wire),
+        finish_reason="tool_calls",
+        usage=Usage(completion_tokens=sum(_tokens(c.arguments) for c in wire)),
+        model=model,
+    )
+
+
 def send_message(message: str, **kw: Any) -> LlmResponse:
     """The Letta way of answering the user: a send_message tool call."""
     return tool_call("send_message", {"message": message}, **kw)

@@ -134,10 +134,15 @@ def simulate_cluster(
     seed: int,
     scenario: Callable[[AgentCluster], Awaitable[Any]],
     faults: FaultConfig | str = "none",
+    *,
+    quiet_start: bool = False,
     **cluster: Any,
 ) -> Any:
+    """`quiet_start`: the faults wait until the scenario turns them on."""
+
     async def main(world: SimWorld) -> Any:
         sim = AgentCluster(world, **cluster)
+        world.faults.enabled = not quiet_start
         async with trio.open_nursery() as nursery:
             await sim.start(nursery)
             result = await scenario(sim)
