@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import httpx
 import letta_client
 import pytest
 from letta_client import Letta
@@ -117,3 +118,24 @@ def test_sdk_runs_a_tool_directly(letta: Letta) -> None:
     assert failed.status == "error"
     with pytest.raises(letta_client.NotFoundError):
         letta.agents.tools.run("no_such_tool", agent_id=agent.id, args={})
+
+
+def test_sessions_are_listed_and_a_finished_one_cannot_move(server_url: str) -> None:
+    with httpx.Client(base_url=server_url, timeout=30) as http:
+        source = http.post("/v1/agents/", json={"name": "from"}).json()["id"]
+        target = http.post("/v1/agents/", json={"name": "to"}).json()["id"]
+        reply = http.post(f"/v1/agents/{source}/messages", json={"input": "hi"}).json()
+        run_id = reply["usage"]["run_ids"][0]
+        [session] = http.get(f"/v1/agents/{source}/sessions").json()
+        assert session["session_id"] == run_id and session["status"] == "completed"
+        assert session["iteration"] == reply["usage"]["step_count"]
+        assert http.get(f"/v1/agents/{source}/sessions/{run_id}").json() == session
+        moved = http.post(f"/v1/agents/{source}/sessions/{run_id}/transfer",
+                          json={"target_agent_id": target})  # fmt: skip
+        assert moved.status_code == 409 and "finished" in moved.json()["detail"]
+        bad = http.post(f"/v1/agents/{source}/sessions/{run_id}/transfer",
+                        json={"target_agent_id": "bob"})  # fmt: skip
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == [
+            "body", "target_agent_id",
+        ]  # fmt: skip
+        assert http.get(f"/v1/agents/{target}/sessions").json() == []

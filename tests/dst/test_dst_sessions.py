@@ -496,3 +496,64 @@ def test_dst_determinism_of_a_crash_and_recover_scenario() -> None:
     seed = int(os.environ.get("DST_SEED", "12345"))
     assert run(seed) == run(seed)
     assert run(seed) != run(seed + 1)
+
+
+def test_dst_fdb_agent_crud() -> None:
+    """Agent CRUD through the service on the simulator's store, which has FoundationDB's
+    semantics (optimistic conflicts, commits of unknown result that land now, late or
+    never, the 5 s transaction limit), under storage faults. Checked against what the
+    clients were told: an acknowledged create exists unless an acknowledged delete came
+    after; an acknowledged rename shows unless a later attempt may have landed; nothing
+    half-written (every agent has its blocks)."""
+    faults = FaultConfig(dict.fromkeys(STORAGE_FAULTS, 0.1))
+
+    def one(seed: int) -> None:
+        async def scenario(sim: AgentCluster) -> Any:
+            service = sim.service()
+            rng = sim.world.rng("crud")
+            model: dict[str, dict[str, Any]] = {}  # agent id -> what we may see
+
+            async def client(c: int) -> None:
+                for i in range(8):
+                    op = rng.choice(["create", "create", "rename", "delete"])
+                    known = [a for a, m in model.items() if m["exists"]]
+                    try:
+                        if op == "create" or not known:
+                            blocks = [{"label": "human", "value": "v"}]
+                            body = {"name": f"c{c}-{i}", "memory_blocks": blocks}
+                            view = await service.create_agent(body)
+                            model[view.agent.id] = {"exists": True, "names": {f"c{c}-{i}"}}
+                        elif op == "rename":
+                            agent = rng.choice(known)
+                            name = f"r{c}-{i}"
+                            model[agent]["names"].add(name)  # may land even if we hear nothing
+                            await service.update_agent(agent, {"name": name})
+                            model[agent]["names"] = {name}
+                        else:
+                            agent = rng.choice(known)
+                            model[agent]["exists"] = None  # unknown until acknowledged
+                            await service.delete_agent(agent)
+                            model[agent]["exists"] = False
+                    except NotFound:
+                        pass  # deleted by another client meanwhile
+                    except CLEAN:
+                        pass  # may or may not have landed: the model allows both
+
+            async with trio.open_nursery() as nursery:
+                for c in range(4):
+                    nursery.start_soon(client, c)
+            sim.world.faults.enabled = False
+            listed = {v.agent.id: v for v in await service.list_agents(page())}
+            return model, listed
+
+        model, listed = simulate_cluster(seed, scenario, faults)
+        for agent, seen in model.items():
+            if seen["exists"] is True:
+                assert agent in listed, f"acknowledged {agent} is gone"
+                assert listed[agent].agent.name in seen["names"]
+            elif seen["exists"] is False:
+                assert agent not in listed, f"deleted {agent} is back"
+        for view in listed.values():
+            assert [b.label for b in view.blocks] == ["human"]  # never half an agent
+
+    run_seeds(one, 15)
