@@ -1,16 +1,16 @@
 """AgentActor: the I/O shell around the agent step, one per active agent (nursery/actor.py).
 
-A turn: store the user's messages; then, step by step, build the request from
-the agent's current memory and history (step.py), await the LLM, and in ONE
-fenced transaction run the memory tools and store the assistant's message and
-the tool results, so a step lands whole or not at all; go on while the step
-logic says so, up to max_steps. An LLM that keeps failing ends the turn with
-stop reason llm_api_error, its user message kept. The reply is JSON (it may
-cross nodes): Letta's LettaResponse.
+Every turn is a stored run (runs.py), and the actor runs runs: it stores the user's
+messages, then step by step builds the request from the agent's memory and the
+in-context history (step.py, context.py), awaits the LLM, runs the tools it calls,
+and writes the step with the run's checkpoint in fenced transactions, until a stop
+reason. A run found unfinished (a crash, a lost lease, a transfer) goes on from its
+checkpoint; a finished one is only answered again (a retried send). The reply is
+JSON (it may cross nodes): Letta's LettaResponse.
 
-Delivery is at least once (a crash or a lost lease re-runs a step): memory
-edits are idempotent per step because they land with the step's messages;
-archival inserts run in their own transaction and may repeat after a crash.
+Exactly-once per step: memory edits land in the transaction that stores the step.
+Tools outside the store (custom tools, archival memory, conversation search) run at
+least once: a result stored before a crash is not run again, a call cut short is.
 """
 
 from __future__ import annotations
