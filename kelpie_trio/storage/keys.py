@@ -14,7 +14,6 @@ from fdb.subspace_impl import Subspace
 __all__ = [
     "AGENTS",
     "BLOCKS",
-    "CHECKPOINTS",
     "CONTEXT",
     "LEASES",
     "MESSAGES",
@@ -40,8 +39,7 @@ AGENTS = ROOT["agents"]  # (agent_id,) -> agent record
 BLOCKS = ROOT["blocks"]  # (block_id,) -> block record
 MESSAGES = ROOT["messages"]  # (agent_id, seq) -> message record
 PASSAGES = ROOT["passages"]  # (agent_id, passage_id) -> archival passage
-SESSIONS = ROOT["sessions"]  # (agent_id, session_id) -> session record
-CHECKPOINTS = ROOT["checkpoints"]  # (session_id, iteration) -> SessionCheckpoint
+SESSIONS = ROOT["sessions"]  # runs (sessions) with their checkpoints: agent/runs.py
 CONTEXT = ROOT["context"]  # (agent_id,) -> AgentContext: in-context start, summary
 LEASES = ROOT["leases"]  # (agent_id,) -> lease (node id, epoch, expiry)
 NODES = ROOT["nodes"]  # (node_id,) -> node registry entry
