@@ -29,6 +29,7 @@ from kelpie_trio.errors import Invalid, NotFound
 from kelpie_trio.llm.types import LlmClient, LlmError
 from kelpie_trio.models import convert
 from kelpie_trio.nursery.actor import ActorContext
+from kelpie_trio.search import conversation_search, outbox
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import set_blob
@@ -99,6 +100,7 @@ class AgentActor:
 
         async def clear(tr: Transaction) -> None:
             tr.clear_range(*keys.prefix_range(keys.MESSAGES.pack((agent_id,))))
+            await outbox.record(tr, agent_id, resync=True)
 
         await self.ctx.transact(clear)
         return {"reset": True}
@@ -119,6 +121,7 @@ class AgentActor:
     async def _store(self, tr: Transaction, messages: list[Message]) -> None:
         for m in messages:
             set_blob(tr, history_key(m.agent_id, m.seq), convert.encode_record(m))
+        await outbox.record(tr, self.ctx.agent_id, messages=[m.seq for m in messages])
 
     async def _turn(self, request: dict[str, Any]) -> dict[str, Any]:
         agent_id = self.ctx.agent_id
@@ -273,7 +276,7 @@ class AgentActor:
                     )
                     done[call.id] = ("success", orjson.dumps(found).decode())
                 elif call.name == "conversation_search":
-                    hits = await self._conversation_search(str(args.get("query", "")))
+                    hits = await self._conversation_search(str(args.get("query") or ""), args)
                     done[call.id] = ("success", orjson.dumps(hits).decode())
             except (Invalid, TypeError, ValueError) as error:
                 done[call.id] = ("error", f"{type(error).__name__}: {error}")
@@ -288,15 +291,13 @@ class AgentActor:
         value = result.func_return
         return "success", value if isinstance(value, str) else orjson.dumps(value).decode()
 
-    async def _conversation_search(self, query: str) -> list[dict[str, Any]]:
-        words = set(query.lower().split())
-        history = await self._history()
-        hits = [
-            {"role": m.role, "content": m.content, "date": m.created_at}
-            for m in history
-            if m.content and words & set(m.content.lower().split())
-        ]
-        return hits[-10:]
+    async def _conversation_search(
+        self, query: str, args: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """The search index over this agent's history (kelpie_trio/search/)."""
+        return await conversation_search(
+            self.service, self.ctx.agent_id, {**(args or {}), "query": query}
+        )
 
     async def _run_memory_tool(
         self, tr: Transaction, call: StoredToolCall, args: dict[str, Any] | None

@@ -18,6 +18,7 @@ from kelpie_trio.models.agents import (
     CreateAgent,
 )
 from kelpie_trio.models.blocks import Block
+from kelpie_trio.search import outbox
 from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX, BlockCases
 from kelpie_trio.service.common import Page, micros, page_records, read_record, window
 from kelpie_trio.service.passages import clear_agent_passages
@@ -261,6 +262,7 @@ class AgentCases(BlockCases, ToolCases):
             clear_blob(tr, keys.AGENTS.pack((agent_id,)))
             tr.clear(AGENT_INDEX.pack((micros(agent.created_at), agent_id)))
             clear_agent_passages(tr, agent_id)
+            await outbox.record(tr, agent_id, resync=True)  # the index forgets the agent
 
         await self.store.transact(delete)
 
