@@ -29,7 +29,7 @@ from kelpie_trio.errors import Invalid, NotFound
 from kelpie_trio.llm.types import LlmClient, LlmError
 from kelpie_trio.models import convert
 from kelpie_trio.nursery.actor import ActorContext
-from kelpie_trio.search import conversation_search, outbox
+from kelpie_trio.search import archival_tool_results, conversation_search, outbox
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import set_blob
@@ -274,7 +274,7 @@ class AgentActor:
                     found = await self.service.search_passages(
                         agent_id, str(args.get("query", "")), top_k=args.get("top_k") or 5
                     )
-                    done[call.id] = ("success", orjson.dumps(found).decode())
+                    done[call.id] = ("success", orjson.dumps(archival_tool_results(found)).decode())
                 elif call.name == "conversation_search":
                     hits = await self._conversation_search(str(args.get("query") or ""), args)
                     done[call.id] = ("success", orjson.dumps(hits).decode())

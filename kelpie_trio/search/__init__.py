@@ -17,6 +17,7 @@ from kelpie_trio.search.indexer import Indexer, IndexerConfig
 from kelpie_trio.search.layer import (
     SearchLayer,
     archival_search,
+    archival_tool_results,
     conversation_search,
     search_layer,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "SearchIndex",
     "SearchLayer",
     "archival_search",
+    "archival_tool_results",
     "conversation_search",
     "outbox",
     "search_layer",

@@ -33,6 +33,7 @@ __all__ = [
     "CONVERSATION_DEFAULT_LIMIT",
     "SearchLayer",
     "archival_search",
+    "archival_tool_results",
     "conversation_search",
     "search_layer",
 ]
@@ -93,6 +94,14 @@ async def archival_search(service: Any, agent_id: str, search: SearchQuery) -> l
         end=search.end,
     )
     return [hit.key for hit in await search_layer(service).search(query)]
+
+
+def archival_tool_results(results: list[Any]) -> list[dict[str, Any]]:
+    """What the archival_memory_search tool returns to the model (Letta's shape)."""
+    return [
+        {"timestamp": r.timestamp, "content": r.passage.text, "tags": r.passage.tags}
+        for r in results
+    ]
 
 
 def _when(name: str, value: Any, *, end_of_day: bool = False) -> float | None:
