@@ -68,8 +68,12 @@ class SearchLayer:
         return hits
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """The indexer, as a child of the node's nursery."""
-        await self.indexer.run(task_status=task_status)
+        """The indexer, as a child of the node's nursery; the index closes with it."""
+        try:
+            await self.indexer.run(task_status=task_status)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.index.aclose()
 
 
 def search_layer(service: Any) -> SearchLayer:
