@@ -10,6 +10,7 @@ import trio
 
 from kelpie_trio.config import ServerConfig
 from kelpie_trio.env import RealEnv
+from kelpie_trio.search.embeddings import embedder_from_env
 from kelpie_trio.search.index import MemoryIndex
 from kelpie_trio.search.indexer import Indexer
 from kelpie_trio.search.open import open_index
@@ -39,7 +40,7 @@ async def reindex(config: ServerConfig) -> int:
         async with trio.open_nursery() as nursery:
             await nursery.start(store.run)
             await index.clear()
-            count = await Indexer(store, env, index).warm()
+            count = await Indexer(store, env, index, embedder=embedder_from_env()).warm()
             await index.mark_warmed()
             nursery.cancel_scope.cancel()
         return count

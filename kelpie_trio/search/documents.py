@@ -45,6 +45,7 @@ class Document:
     created_at: float
     role: str | None = None  # messages only
     tags: tuple[str, ...] = ()  # passages only
+    vector: tuple[float, ...] | None = None  # L2-normalized, when an embedding model is on
 
 
 @attrs.frozen

@@ -29,6 +29,7 @@ from kelpie_trio.search.documents import Document, Hit, Kind, Query, tags_match
 from kelpie_trio.search.index import DocRef, SearchIndex
 from kelpie_trio.search.ranking import order
 from kelpie_trio.search.text import terms
+from kelpie_trio.search.vectors import nearest, pack_vector, unpack_vector
 
 __all__ = ["Fts5Index", "index_path_for"]
 
@@ -47,6 +48,7 @@ _SCHEMA = (
         tags TEXT NOT NULL,
         created_at REAL NOT NULL,
         retrievals INTEGER NOT NULL DEFAULT 0,
+        vector BLOB,
         UNIQUE (agent_id, kind, key)
     )""",
     "CREATE INDEX IF NOT EXISTS docs_by_time ON docs (agent_id, kind, created_at)",
@@ -217,21 +219,29 @@ class Fts5Index(SearchIndex):
 
     # -- reads ---------------------------------------------------------------------
 
+    async def search_vectors(self, query: Query, vector: Sequence[float], k: int) -> list[Hit]:
+        where, params = _filters(query)
+        sql = (
+            "SELECT d.key, d.vector, d.created_at, d.retrievals, d.tags FROM docs AS d "
+            f"WHERE d.vector IS NOT NULL AND {' AND '.join(where)}"
+        )
+
+        def read(db: sqlite3.Connection) -> list[tuple]:
+            return db.execute(sql, params).fetchall()
+
+        rows = {
+            key: (unpack_vector(raw), created_at, retrievals)
+            for key, raw, created_at, retrievals, tags in await self._run(read)
+            if tags_match(tuple(json.loads(tags)), query.tags, query.tag_match_mode)
+        }
+        ranked = nearest(vector, ((key, row[0]) for key, row in rows.items()), k)
+        return [Hit(key, score, rows[key][1], rows[key][2]) for key, score in ranked]
+
     async def search(self, query: Query) -> list[Hit]:
         wanted = sorted(set(terms(query.text)))
         if query.text.strip() and not wanted:
             return []
-        where = ["d.agent_id = ?", "d.kind = ?"]
-        params: list[Any] = [query.agent_id, query.kind]
-        if query.start is not None:
-            where.append("d.created_at >= ?")
-            params.append(query.start)
-        if query.end is not None:
-            where.append("d.created_at <= ?")
-            params.append(query.end)
-        if query.roles:
-            where.append(f"d.role IN ({', '.join('?' * len(query.roles))})")
-            params += list(query.roles)
+        where, params = _filters(query)
         if wanted:
             table = f"fts_{query.kind}"
             sql = (
@@ -257,6 +267,22 @@ class Fts5Index(SearchIndex):
         return order(hits)[query.offset : query.offset + query.limit]
 
 
+def _filters(query: Query) -> tuple[list[str], list[Any]]:
+    """SQL conditions on `docs AS d` for the query's agent, kind, time range and roles."""
+    where = ["d.agent_id = ?", "d.kind = ?"]
+    params: list[Any] = [query.agent_id, query.kind]
+    if query.start is not None:
+        where.append("d.created_at >= ?")
+        params.append(query.start)
+    if query.end is not None:
+        where.append("d.created_at <= ?")
+        params.append(query.end)
+    if query.roles:
+        where.append(f"d.role IN ({', '.join('?' * len(query.roles))})")
+        params += list(query.roles)
+    return where, params
+
+
 def _delete(db: sqlite3.Connection, agent_id: str, kind: str, key: str) -> None:
     row = db.execute(
         "SELECT id FROM docs WHERE agent_id = ? AND kind = ? AND key = ?", (agent_id, kind, key)
@@ -277,10 +303,10 @@ def _upsert(db: sqlite3.Connection, doc: Document) -> None:
         db.execute(f"DELETE FROM fts_{doc.kind} WHERE rowid = ?", (row[0],))
         db.execute("DELETE FROM docs WHERE id = ?", (row[0],))
     cursor = db.execute(
-        "INSERT INTO docs (agent_id, kind, key, role, tags, created_at, retrievals) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO docs (agent_id, kind, key, role, tags, created_at, retrievals, vector) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (doc.agent_id, doc.kind, doc.key, doc.role, json.dumps(list(doc.tags)), doc.created_at,
-         kept),
+         kept, None if doc.vector is None else pack_vector(doc.vector)),
     )  # fmt: skip
     db.execute(
         f"INSERT INTO fts_{doc.kind} (rowid, terms) VALUES (?, ?)",

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from kelpie_trio.search.documents import Document, Hit, Kind, Query
 from kelpie_trio.search.ranking import bm25_term, idf, order
 from kelpie_trio.search.text import terms
+from kelpie_trio.search.vectors import nearest
 
 __all__ = ["DocRef", "MemoryIndex", "SearchIndex"]
 
@@ -56,6 +57,10 @@ class SearchIndex(abc.ABC):
     @abc.abstractmethod
     async def search(self, query: Query) -> list[Hit]:
         """The ranked hits for `query` (filters, BM25, promotion), one page of them."""
+
+    @abc.abstractmethod
+    async def search_vectors(self, query: Query, vector: Sequence[float], k: int) -> list[Hit]:
+        """The `k` admitted documents nearest to `vector` (cosine), best first."""
 
     @abc.abstractmethod
     async def note_retrievals(self, agent_id: str, kind: Kind, keys: Iterable[str]) -> None:
@@ -193,6 +198,19 @@ class MemoryIndex(SearchIndex):
         else:
             hits = self._ranked(query, wanted)
         return hits[query.offset : query.offset + query.limit]
+
+    async def search_vectors(self, query: Query, vector: Sequence[float], k: int) -> list[Hit]:
+        docs = {}
+        for key in self._by_agent.get((query.agent_id, query.kind), ()):
+            doc = self._docs[(query.agent_id, query.kind, key)][0]
+            if doc.vector is not None and query.admits(doc):
+                docs[key] = doc
+        ranked = nearest(vector, ((key, doc.vector) for key, doc in docs.items()), k)  # type: ignore[misc]
+        return [
+            Hit(key, score, docs[key].created_at,
+                self._retrievals.get((query.agent_id, query.kind, key), 0))
+            for key, score in ranked
+        ]  # fmt: skip
 
     def _recent(self, query: Query) -> list[Hit]:
         """No query words: the admitted documents, newest first (no promotion)."""

@@ -31,12 +31,14 @@ from kelpie_trio.models import convert
 from kelpie_trio.models.passages import Passage
 from kelpie_trio.search import outbox
 from kelpie_trio.search.documents import MESSAGE, PASSAGE, Document, from_message, from_passage
+from kelpie_trio.search.embeddings import Embedder, EmbeddingError
 from kelpie_trio.search.index import DocRef, SearchIndex
+from kelpie_trio.search.vectors import Vector, digest, pack_vector, unpack_vector
 from kelpie_trio.storage import Store, StoreError, keys
 from kelpie_trio.storage.base import Transaction, key_after
 from kelpie_trio.storage.chunks import get_blob
 
-__all__ = ["Indexer", "IndexerConfig", "agent_exists", "read_agent_documents"]
+__all__ = ["VECTORS", "Indexer", "IndexerConfig", "agent_exists", "read_agent_documents"]
 
 log = logging.getLogger("kelpie_trio.search")
 
@@ -131,14 +133,38 @@ async def _read_batch(tr: Transaction, agent_id: str, after: int | None, limit: 
     return _Batch(upserts, deletes, position, False, pending.more)
 
 
+VECTORS = keys.SEARCH["vector"]  # (agent_id, kind, key) -> (model, text digest, float32s)
+
+
+async def _stored_vectors(
+    tr: Transaction, model: str, docs: list[Document]
+) -> dict[tuple[str, str], Vector]:
+    found: dict[tuple[str, str], Vector] = {}
+    for doc in docs:
+        raw = await tr.get(VECTORS.pack((doc.agent_id, doc.kind, doc.key)))
+        if raw is None:
+            continue
+        name, text_digest, packed = keys.unpack(raw)
+        if name == model and text_digest == digest(doc.text):
+            found[(doc.kind, doc.key)] = unpack_vector(packed)
+    return found
+
+
 class Indexer:
     def __init__(
-        self, store: Store, env: Env, index: SearchIndex, config: IndexerConfig | None = None
+        self,
+        store: Store,
+        env: Env,
+        index: SearchIndex,
+        config: IndexerConfig | None = None,
+        embedder: Embedder | None = None,
     ) -> None:
         self.store = store
         self.env = env
         self.index = index
         self.config = config or IndexerConfig()
+        self.embedder = embedder
+        self.embedded = 0  # texts sent to the embedding model
         self._locks: dict[str, trio.Lock] = {}
         self._wake = trio.Event()
         self._last_heartbeat: float | None = None
@@ -167,11 +193,14 @@ class Indexer:
             )
             if not batch.rebuild and batch.position == after:
                 break  # nothing new
+            upserts = batch.upserts
+            if self.embedder is not None:
+                upserts = await self._with_vectors(agent_id, batch)
             applied = await self.index.apply(
                 agent_id,
                 expected=after,
                 position=batch.position,
-                upserts=batch.upserts,
+                upserts=upserts,
                 deletes=batch.deletes,
                 replace=batch.rebuild,
             )
@@ -186,6 +215,60 @@ class Indexer:
         if position is not None and position != start:
             await self._advance(agent_id, position)
         return position or 0
+
+    async def _with_vectors(self, agent_id: str, batch: _Batch) -> list[Document]:
+        """The batch's documents with their vectors: from the store when it has them for
+        this model and text, else from the model (then kept in the store). Vectors are
+        best effort: a model that fails leaves documents to BM25 alone until reindexed."""
+        assert self.embedder is not None
+        model = self.embedder.name
+        docs = [d for d in batch.upserts if d.text.strip()]
+        known = await self.store.transact(lambda tr: _stored_vectors(tr, model, docs))
+        missing = [d for d in docs if (d.kind, d.key) not in known]
+        made: dict[tuple[str, str], Vector] = {}
+        step = self.config.batch
+        for start in range(0, len(missing), step):
+            chunk = missing[start : start + step]
+            try:
+                vectors = await self.embedder.embed([d.text for d in chunk])
+            except EmbeddingError as error:
+                log.warning("search: no vectors for %d documents of %s: %s",
+                            len(chunk), agent_id, error)  # fmt: skip
+                continue
+            self.embedded += len(chunk)
+            # As stored (float32): a vector read back later ranks exactly as this one.
+            vectors = [unpack_vector(pack_vector(v)) for v in vectors]
+            fresh = dict(zip(((d.kind, d.key) for d in chunk), vectors, strict=True))
+            made.update(fresh)
+
+            async def keep(tr: Transaction, chunk: list[Document] = chunk) -> None:
+                for doc in chunk:
+                    value = keys.pack(
+                        (model, digest(doc.text), pack_vector(made[(doc.kind, doc.key)]))
+                    )
+                    tr.set(VECTORS.pack((agent_id, doc.kind, doc.key)), value)
+
+            try:
+                await self.store.transact(keep)
+            except StoreError as error:  # embedded again next time: only a cost
+                log.info("search: vectors of %s not kept: %r", agent_id, error)
+        vectors = {**known, **made}
+
+        async def forget(tr: Transaction) -> None:
+            if batch.rebuild and not batch.upserts:
+                tr.clear_range(*keys.prefix_range(VECTORS.pack((agent_id,))))
+            for kind, key in batch.deletes:
+                tr.clear(VECTORS.pack((agent_id, kind, key)))
+
+        if batch.deletes or (batch.rebuild and not batch.upserts):
+            try:
+                await self.store.transact(forget)
+            except StoreError as error:
+                log.info("search: stale vectors of %s not cleared: %r", agent_id, error)
+        return [
+            attrs.evolve(d, vector=vectors[(d.kind, d.key)]) if (d.kind, d.key) in vectors else d
+            for d in batch.upserts
+        ]
 
     async def _advance(self, agent_id: str, position: int) -> None:
         now = self.env.now()

@@ -13,8 +13,10 @@ first use; the node sets the configured one and runs its indexer.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import attrs
 import trio
 
 from kelpie_trio.agent.messages import Message
@@ -23,8 +25,10 @@ from kelpie_trio.errors import Invalid
 from kelpie_trio.models import convert
 from kelpie_trio.models.passages import SearchQuery, parse_timestamp
 from kelpie_trio.search.documents import MESSAGE, PASSAGE, Hit, Query, message_text
+from kelpie_trio.search.embeddings import Embedder, EmbeddingError
 from kelpie_trio.search.index import MemoryIndex, SearchIndex
 from kelpie_trio.search.indexer import Indexer, IndexerConfig
+from kelpie_trio.search.ranking import order, rrf
 from kelpie_trio.storage import Store, keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import get_blob
@@ -38,6 +42,9 @@ __all__ = [
     "search_layer",
 ]
 
+log = logging.getLogger("kelpie_trio.search")
+
+HYBRID_DEPTH = 50  # candidates taken from each ranking before fusion
 CONVERSATION_DEFAULT_LIMIT = 10
 CONVERSATION_MAX_LIMIT = 100
 CONVERSATION_DEFAULT_ROLES = ("user", "assistant")
@@ -51,21 +58,40 @@ class SearchLayer:
         index: SearchIndex | None = None,
         *,
         config: IndexerConfig | None = None,
+        embedder: Embedder | None = None,
         wait_bound: float = 2.0,
     ) -> None:
         self.store = store
         self.env = env
         self.index = index or MemoryIndex(env.new_id("index"))
-        self.indexer = Indexer(store, env, self.index, config)
+        self.embedder = embedder
+        self.indexer = Indexer(store, env, self.index, config, embedder)
         self.wait_bound = wait_bound
 
     async def search(self, query: Query) -> list[Hit]:
         """Catch the agent up (bounded), then rank; the hits returned count as retrieved."""
         with trio.move_on_after(self.wait_bound):
             await self.indexer.catch_up(query.agent_id)
-        hits = await self.index.search(query)
+        hits = await self._rank(query)
         await self.index.note_retrievals(query.agent_id, query.kind, [h.key for h in hits])
         return hits
+
+    async def _rank(self, query: Query) -> list[Hit]:
+        """BM25 alone, or BM25 and vectors merged by reciprocal rank fusion."""
+        if self.embedder is None or not query.text.strip():
+            return await self.index.search(query)
+        try:
+            [vector] = await self.embedder.embed([query.text])
+        except EmbeddingError as error:
+            log.warning("search: the query was not embedded, BM25 alone: %s", error)
+            return await self.index.search(query)
+        depth = max(HYBRID_DEPTH, (query.offset + query.limit) * 2)
+        lexical = await self.index.search(attrs.evolve(query, offset=0, limit=depth))
+        semantic = await self.index.search_vectors(query, vector, depth)
+        fused = rrf([[h.key for h in lexical], [h.key for h in semantic]])
+        seen = {h.key: h for h in [*semantic, *lexical]}
+        hits = [attrs.evolve(seen[key], score=score) for key, score in fused.items()]
+        return order(hits)[query.offset : query.offset + query.limit]
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """The indexer, as a child of the node's nursery; the index closes with it."""
@@ -74,6 +100,8 @@ class SearchLayer:
         finally:
             with trio.CancelScope(shield=True):
                 await self.index.aclose()
+                if self.embedder is not None:
+                    await self.embedder.aclose()
 
 
 def search_layer(service: Any) -> SearchLayer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kelpie_trio.env import Env
+from kelpie_trio.search.embeddings import embedder_from_env
 from kelpie_trio.search.fts import Fts5Index, index_path_for
 from kelpie_trio.search.index import MemoryIndex, SearchIndex
 from kelpie_trio.search.layer import SearchLayer
@@ -28,4 +29,4 @@ def open_index(config: ServerConfig, env: Env) -> SearchIndex:
 
 def open_search(config: ServerConfig, store: Store, env: Env) -> SearchLayer:
     """The node's search layer: the configured index; its indexer runs in the node."""
-    return SearchLayer(store, env, open_index(config, env))
+    return SearchLayer(store, env, open_index(config, env), embedder=embedder_from_env())

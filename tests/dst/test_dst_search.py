@@ -23,7 +23,9 @@ from kelpie_trio.agent.messages import Message
 from kelpie_trio.errors import NotFound
 from kelpie_trio.models import convert
 from kelpie_trio.search import IndexerConfig, MemoryIndex, Query, SearchLayer, outbox, search_layer
+from kelpie_trio.search.embeddings import HashingEmbedder
 from kelpie_trio.search.indexer import read_agent_documents
+from kelpie_trio.search.vectors import pack_vector, unpack_vector
 from kelpie_trio.service import AgentService
 from kelpie_trio.sim import FaultConfig, SimWorld
 from kelpie_trio.sim.faults import STORAGE_FAULTS
@@ -79,9 +81,12 @@ def _index_view(index: MemoryIndex, agent_id: str) -> set:
 async def search_converges(world: SimWorld) -> Counter:
     stats: Counter = Counter()
     rng = world.rng("test")
+    # Half the seeds run hybrid: vectors made by the indexer and kept in the store too.
+    embedder = HashingEmbedder(dimensions=32) if world.seed % 2 else None
     api = world.new_node("api")
     api.store.max_attempts = 6  # give up sooner: failed writes, whose fate is unknown, happen
     service = AgentService(api.store, api.env)
+    service.search_layer = SearchLayer(api.store, api.env, embedder=embedder)
     world.faults.enabled = False
     agents = [(await service.create_agent({"name": f"a{i}"})).agent.id for i in range(3)]
     world.faults.enabled = True
@@ -94,7 +99,7 @@ async def search_converges(world: SimWorld) -> Counter:
         index = durable
         for _ in range(rng.randint(2, 4)):
             node = world.new_node("indexer")
-            layer = SearchLayer(node.store, node.env, index, config=CONFIG)
+            layer = SearchLayer(node.store, node.env, index, config=CONFIG, embedder=embedder)
             world.system_nursery.start_soon(world.run_node, node, lambda n, lay=layer: lay.run())
             indexer_up.set()
             await trio.sleep(rng.uniform(0.5, 6.0))
@@ -106,7 +111,7 @@ async def search_converges(world: SimWorld) -> Counter:
             else:
                 index = durable
         node = world.new_node("indexer")
-        final = SearchLayer(node.store, node.env, index, config=CONFIG)
+        final = SearchLayer(node.store, node.env, index, config=CONFIG, embedder=embedder)
         world.system_nursery.start_soon(world.run_node, node, lambda n: final.run())
         final_layer.append(final)
 
@@ -203,6 +208,14 @@ async def search_converges(world: SimWorld) -> Counter:
         assert _index_view(inline.index, agent_id) == stored[agent_id]
     for index in (background.index, inline.index):
         assert isinstance(index, MemoryIndex)
+        if embedder is not None:  # every document has its vector, made from its current text
+            for agent_id in agents:
+                for kind in ("passage", "message"):
+                    docs = index.documents(agent_id, kind)
+                    made = [unpack_vector(pack_vector(v))  # as stored: float32
+                            for v in await embedder.embed([d.text for d in docs])]  # fmt: skip
+                    assert [d.vector for d in docs] == made
+                    stats["vectors checked"] += len(docs)
         for kind, corpus in index._corpora.items():  # no document counted twice
             total = sum(len(index.documents(a, kind)) for a in agents)
             assert corpus.documents == total, "the index's statistics count a document twice"
@@ -238,5 +251,6 @@ def test_dst_search_after_store_write() -> None:
     print(dict(totals))
     # Every path really ran across the seeds.
     for what in ("inserts", "deletes", "resets", "message writes", "searches",
-                 "indexer crashes", "indexes lost", "agents deleted", "writes failed"):  # fmt: skip
+                 "indexer crashes", "indexes lost", "agents deleted", "writes failed",
+                 "vectors checked"):  # fmt: skip
         assert totals[what] > 0, what
