@@ -29,13 +29,14 @@ from kelpie_trio.search.documents import Document, Hit, Kind, Query, tags_match
 from kelpie_trio.search.index import DocRef, SearchIndex
 from kelpie_trio.search.ranking import order
 from kelpie_trio.search.text import terms
-from kelpie_trio.search.vectors import nearest, pack_vector, unpack_vector
+from kelpie_trio.search.vectors import Vector, nearest, pack_vector, unpack_vector
 
 __all__ = ["Fts5Index", "index_path_for"]
 
 T = TypeVar("T")
 
 _KINDS: tuple[Kind, ...] = ("passage", "message")
+_VECTOR_CACHE_AGENTS = 256  # (agent, kind) vector sets kept in memory
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS positions (agent_id TEXT PRIMARY KEY, position INTEGER NOT NULL)",
@@ -78,6 +79,7 @@ class Fts5Index(SearchIndex):
         self._lock = trio.Lock()
         self._positions: dict[str, int] = {}
         self._warmed = False
+        self._vector_cache: dict[tuple[str, Kind], dict[str, Vector]] = {}
 
     # -- the thread shell ----------------------------------------------------------
 
@@ -169,6 +171,8 @@ class Fts5Index(SearchIndex):
             return True, position
 
         applied, now = await self._run(write)
+        for kind in _KINDS:
+            self._vector_cache.pop((agent_id, kind), None)
         # On a refusal the cache learns where another process moved the agent.
         if now is None:
             self._positions.pop(agent_id, None)
@@ -215,6 +219,7 @@ class Fts5Index(SearchIndex):
 
         await self._run(wipe)
         self._positions.clear()
+        self._vector_cache.clear()
         self._warmed = False
 
     # -- reads ---------------------------------------------------------------------
@@ -222,7 +227,7 @@ class Fts5Index(SearchIndex):
     async def search_vectors(self, query: Query, vector: Sequence[float], k: int) -> list[Hit]:
         where, params = _filters(query)
         sql = (
-            "SELECT d.key, d.vector, d.created_at, d.retrievals, d.tags FROM docs AS d "
+            "SELECT d.key, d.created_at, d.retrievals, d.tags FROM docs AS d "
             f"WHERE d.vector IS NOT NULL AND {' AND '.join(where)}"
         )
 
@@ -230,12 +235,32 @@ class Fts5Index(SearchIndex):
             return db.execute(sql, params).fetchall()
 
         rows = {
-            key: (unpack_vector(raw), created_at, retrievals)
-            for key, raw, created_at, retrievals, tags in await self._run(read)
+            key: (created_at, retrievals)
+            for key, created_at, retrievals, tags in await self._run(read)
             if tags_match(tuple(json.loads(tags)), query.tags, query.tag_match_mode)
         }
-        ranked = nearest(vector, ((key, row[0]) for key, row in rows.items()), k)
-        return [Hit(key, score, rows[key][1], rows[key][2]) for key, score in ranked]
+        vectors = await self._vectors(query.agent_id, query.kind)
+        ranked = nearest(vector, ((key, vectors[key]) for key in rows if key in vectors), k)
+        return [Hit(key, score, *rows[key]) for key, score in ranked]
+
+    async def _vectors(self, agent_id: str, kind: Kind) -> dict[str, Vector]:
+        """The agent's vectors of this kind, read once and kept until the agent changes."""
+        cached = self._vector_cache.get((agent_id, kind))
+        if cached is not None:
+            return cached
+
+        def read(db: sqlite3.Connection) -> list[tuple]:
+            return db.execute(
+                "SELECT key, vector FROM docs WHERE agent_id = ? AND kind = ? "
+                "AND vector IS NOT NULL",
+                (agent_id, kind),
+            ).fetchall()
+
+        vectors = {key: unpack_vector(raw) for key, raw in await self._run(read)}
+        if len(self._vector_cache) >= _VECTOR_CACHE_AGENTS:
+            self._vector_cache.pop(next(iter(self._vector_cache)))  # the oldest entry
+        self._vector_cache[(agent_id, kind)] = vectors
+        return vectors
 
     async def search(self, query: Query) -> list[Hit]:
         wanted = sorted(set(terms(query.text)))

@@ -13,6 +13,11 @@ import math
 import sys
 from collections.abc import Iterable, Sequence
 
+try:  # optional: the embeddings extra brings it
+    import numpy as _np
+except ImportError:  # pragma: no cover - the pure-Python path serves
+    _np = None
+
 __all__ = ["digest", "dot", "nearest", "normalize", "pack_vector", "unpack_vector"]
 
 Vector = tuple[float, ...]
@@ -50,7 +55,18 @@ def digest(text: str) -> str:
 
 def nearest(query: Sequence[float], candidates: Iterable[tuple[str, Sequence[float]]], k: int
             ) -> list[tuple[str, float]]:  # fmt: skip
-    """The `k` keys most similar to `query` (cosine), best first; ties by key."""
-    scored = [(key, dot(query, vector)) for key, vector in candidates if len(vector) == len(query)]
+    """The `k` keys most similar to `query` (cosine), best first; ties by key.
+
+    Exact search: one agent's memory is thousands of vectors, which a matrix
+    product (numpy, when installed) scans in milliseconds; an approximate index
+    would pay off only far beyond that.
+    """
+    pairs = [(key, vector) for key, vector in candidates if len(vector) == len(query)]
+    if _np is not None and len(pairs) > 64:
+        matrix = _np.asarray([vector for _, vector in pairs], dtype=_np.float64)
+        similarities = (matrix @ _np.asarray(query, dtype=_np.float64)).tolist()
+        scored = [(key, float(s)) for (key, _), s in zip(pairs, similarities, strict=True)]
+    else:
+        scored = [(key, dot(query, vector)) for key, vector in pairs]
     scored.sort(key=lambda item: (-item[1], item[0]))
     return scored[:k]

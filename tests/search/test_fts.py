@@ -5,8 +5,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import attrs
+
 from kelpie_trio.search import MemoryIndex, Query
 from kelpie_trio.search.documents import Document
+from kelpie_trio.search.embeddings import HashingEmbedder
 from kelpie_trio.search.fts import Fts5Index, index_path_for
 from tests.search.relevance import AGENT, evaluate, load_corpus
 
@@ -53,3 +56,31 @@ async def test_fts5_keeps_positions_and_documents_across_reopening(tmp_path: Pat
 
 def test_the_index_file_sits_beside_the_store_file() -> None:
     assert index_path_for(Path("/d/kelpie.db")) == Path("/d/kelpie.search.db")
+
+
+async def test_fts5_vector_search_matches_the_memory_index_and_sees_changes(
+    tmp_path: Path,
+) -> None:
+    corpus = load_corpus()
+    embedder = HashingEmbedder()
+    docs = corpus.documents[:120]
+    vectors = await embedder.embed([d.text for d in docs])
+    docs = [attrs.evolve(d, vector=v) for d, v in zip(docs, vectors, strict=True)]
+    fts = await Fts5Index(tmp_path / "s.db", "index-fts").open()
+    memory = MemoryIndex("index-memory")
+    for index in (fts, memory):
+        assert await index.apply(AGENT, expected=None, position=1, upserts=docs)
+    for text, _ in corpus.queries[:20]:
+        [vector] = await embedder.embed([text])
+        query = Query(AGENT, "passage", text, tags=("pets", "music"))
+        a, b = (
+            await fts.search_vectors(query, vector, 8),
+            await memory.search_vectors(query, vector, 8),
+        )
+        assert [h.key for h in a] == [h.key for h in b], text
+    [vector] = await embedder.embed([docs[0].text])
+    query = Query(AGENT, "passage", docs[0].text)
+    assert [h.key for h in await fts.search_vectors(query, vector, 1)] == [docs[0].key]
+    assert await fts.apply(AGENT, expected=1, position=2, deletes=[("passage", docs[0].key)])
+    assert docs[0].key not in [h.key for h in await fts.search_vectors(query, vector, 5)]
+    await fts.aclose()
