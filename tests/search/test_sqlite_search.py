@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 
+from kelpie_trio.cli import main
 from kelpie_trio.config import ServerConfig
 from kelpie_trio.env import RealEnv
 from kelpie_trio.search import SearchLayer, outbox
@@ -74,3 +76,15 @@ async def test_sqlite_index_resumes_from_its_cursor_after_a_restart(tmp_path: Pa
         nursery.cancel_scope.cancel()
     await layer.index.aclose()
     await store.aclose()
+
+
+def test_reindex_command_rebuilds_the_index_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("KELPIE_STORE", "KELPIE_DB", "KELPIE_FDB_CLUSTER_FILE", "KELPIE_EMBEDDING_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["reindex", "--data-dir", str(tmp_path)]) == 0
+    assert "0 agents" in capsys.readouterr().out
+    assert (tmp_path / "kelpie.search.db").exists()
+    monkeypatch.setenv("KELPIE_STORE", "memory")
+    assert main(["reindex", "--data-dir", str(tmp_path)]) == 2
