@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import trio
 
 from kelpie_trio.search.documents import Document, Hit, Kind, Query, tags_match
-from kelpie_trio.search.index import DocRef, SearchIndex
+from kelpie_trio.search.index import DocRef, IndexUnavailable, SearchIndex
 from kelpie_trio.search.ranking import order
 from kelpie_trio.search.text import terms
 from kelpie_trio.search.vectors import Vector, nearest, pack_vector, unpack_vector
@@ -85,11 +85,14 @@ class Fts5Index(SearchIndex):
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         async with self._lock:
-            if self._db is None:
-                await trio.to_thread.run_sync(self._open)
-            db = self._db
-            assert db is not None
-            return await trio.to_thread.run_sync(fn, db)
+            try:
+                if self._db is None:
+                    await trio.to_thread.run_sync(self._open)
+                db = self._db
+                assert db is not None
+                return await trio.to_thread.run_sync(fn, db)
+            except (sqlite3.OperationalError, OSError) as error:  # busy, locked, full, I/O
+                raise IndexUnavailable(f"search index {self.path}: {error}") from error
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,10 +22,17 @@ from kelpie_trio.search.documents import Document, Hit, Kind, Query
 from kelpie_trio.search.ranking import bm25_term, idf, order
 from kelpie_trio.search.text import terms
 from kelpie_trio.search.vectors import nearest
+from kelpie_trio.storage.errors import StorageUnavailable
 
-__all__ = ["DocRef", "MemoryIndex", "SearchIndex"]
+__all__ = ["DocRef", "IndexUnavailable", "MemoryIndex", "SearchIndex"]
 
 DocRef = tuple[Kind, str]  # (kind, key) within one agent
+
+
+class IndexUnavailable(StorageUnavailable):
+    """The index's own storage failed (a full disk, a locked file): retry later.
+
+    A StorageUnavailable, so a search it fails answers 503 with Retry-After."""
 
 
 class SearchIndex(abc.ABC):

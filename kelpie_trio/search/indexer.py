@@ -360,8 +360,9 @@ class Indexer:
                     log.info("search: index %s built from %d agents", self.index.index_id, count)
                 for agent_id in await self.pending_agents():
                     await self.catch_up(agent_id)
-            except StoreError as error:
-                log.warning("search: indexer paused by the store: %r", error)
+            except StoreError as error:  # the store's, or the index's own (IndexUnavailable)
+                # The index lags meanwhile; the node and its writes go on.
+                log.warning("search: indexer paused: %r", error)
                 await trio.sleep(self.config.error_backoff)
                 continue
             with trio.move_on_after(self.config.poll_interval):

@@ -254,3 +254,13 @@ def test_dst_search_after_store_write() -> None:
                  "indexer crashes", "indexes lost", "agents deleted", "writes failed",
                  "vectors checked"):  # fmt: skip
         assert totals[what] > 0, what
+
+
+def test_dst_search_run_is_a_function_of_its_seed() -> None:
+    def trace(seed: int) -> tuple[str, Counter]:
+        world = SimWorld(seed, FAULTS)
+        stats = world.run(search_converges)
+        return world.hexdigest(), stats
+
+    assert trace(5) == trace(5)
+    assert trace(5)[0] != trace(6)[0]

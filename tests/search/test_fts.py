@@ -6,11 +6,14 @@ import math
 from pathlib import Path
 
 import attrs
+import pytest
 
 from kelpie_trio.search import MemoryIndex, Query
 from kelpie_trio.search.documents import Document
 from kelpie_trio.search.embeddings import HashingEmbedder
 from kelpie_trio.search.fts import Fts5Index, index_path_for
+from kelpie_trio.search.index import IndexUnavailable
+from kelpie_trio.storage import StoreError
 from tests.search.relevance import AGENT, evaluate, load_corpus
 
 
@@ -84,3 +87,12 @@ async def test_fts5_vector_search_matches_the_memory_index_and_sees_changes(
     assert await fts.apply(AGENT, expected=1, position=2, deletes=[("passage", docs[0].key)])
     assert docs[0].key not in [h.key for h in await fts.search_vectors(query, vector, 5)]
     await fts.aclose()
+
+
+async def test_a_failing_index_file_is_unavailable_not_a_crash(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    index = Fts5Index(blocker / "s.db", "index-broken")
+    with pytest.raises(IndexUnavailable) as caught:
+        await index.open()
+    assert isinstance(caught.value, StoreError) and caught.value.retryable  # 503 at the API
