@@ -150,7 +150,11 @@ class MiniLmEmbedder(Embedder):
             from kelpie_trio.search.minilm import NumpyMiniLm
 
             model = NumpyMiniLm(self._package.get_model_path())
-            return lambda texts: [model.encode_one(t) for t in texts]
+            return lambda texts: [
+                row
+                for start in range(0, len(texts), 32)
+                for row in model.encode(texts[start : start + 32])
+            ]
         except ImportError:
             loaded = self._package.load_model(device="cpu")
             return lambda texts: loaded.encode(texts, normalize_embeddings=True)

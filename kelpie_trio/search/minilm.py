@@ -62,32 +62,44 @@ class NumpyMiniLm:
         return x @ self.w[name + ".weight"].T + self.w[name + ".bias"]
 
     def encode_one(self, text: str) -> list[float]:
+        return self.encode([text])[0]
+
+    def encode(self, texts: list[str]) -> list[list[float]]:
+        """Embeddings of `texts`, computed as one padded batch (padding is masked out)."""
         np = self._np
-        encoding = self.tokenizer.encode(text)
-        ids = np.array(encoding.ids)
-        types = np.array(encoding.type_ids)
+        encodings = self.tokenizer.encode_batch(texts)
+        width = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(texts), width), dtype=np.int64)
+        types = np.zeros_like(ids)
+        mask = np.zeros((len(texts), width), dtype=np.float32)
+        for row, encoding in enumerate(encodings):
+            n = len(encoding.ids)
+            ids[row, :n], types[row, :n], mask[row, :n] = encoding.ids, encoding.type_ids, 1.0
         w = self.w
         x = (w["embeddings.word_embeddings.weight"][ids]
-             + w["embeddings.position_embeddings.weight"][np.arange(len(ids))]
+             + w["embeddings.position_embeddings.weight"][np.arange(width)][None, :, :]
              + w["embeddings.token_type_embeddings.weight"][types])  # fmt: skip
         x = self._norm(x, "embeddings.LayerNorm")
-        n, d = x.shape
+        b, n, d = x.shape
         head = d // self.heads
+        blocked = (1.0 - mask)[:, None, None, :] * -1e9  # padding keys get no attention
         for i in range(self.layers):
             at = f"encoder.layer.{i}.attention"
             q, k, v = (
-                self._dense(x, f"{at}.self.{p}").reshape(n, self.heads, head).transpose(1, 0, 2)
+                self._dense(x, f"{at}.self.{p}").reshape(b, n, self.heads, head)
+                .transpose(0, 2, 1, 3)
                 for p in ("query", "key", "value")
-            )
-            scores = q @ k.transpose(0, 2, 1) / math.sqrt(head)
+            )  # fmt: skip
+            scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(head) + blocked
             scores = np.exp(scores - scores.max(-1, keepdims=True))
             scores /= scores.sum(-1, keepdims=True)
-            context = (scores @ v).transpose(1, 0, 2).reshape(n, d)
+            context = (scores @ v).transpose(0, 2, 1, 3).reshape(b, n, d)
             x = self._norm(x + self._dense(context, f"{at}.output.dense"),
                            f"{at}.output.LayerNorm")  # fmt: skip
             hidden = self._dense(x, f"encoder.layer.{i}.intermediate.dense")
             hidden = 0.5 * hidden * (1.0 + _erf(hidden / math.sqrt(2.0)))
             x = self._norm(x + self._dense(hidden, f"encoder.layer.{i}.output.dense"),
                            f"encoder.layer.{i}.output.LayerNorm")  # fmt: skip
-        pooled = x.mean(0)  # one text, no padding: every token counts
-        return [float(v) for v in pooled / np.linalg.norm(pooled)]
+        pooled = (x * mask[:, :, None]).sum(1) / mask.sum(1, keepdims=True)  # mean of real tokens
+        pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
+        return pooled.astype(float).tolist()
