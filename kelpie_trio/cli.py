@@ -1,4 +1,5 @@
-"""The `kelpie-trio` command: `serve` the API, `sim` one simulated scenario."""
+"""The `kelpie-trio` command: `serve` the API, `sim` one simulated scenario, `reindex`
+the search index."""
 
 from __future__ import annotations
 
@@ -40,6 +41,12 @@ def _sim(args: argparse.Namespace) -> int:
     return cli.main(args)
 
 
+def _reindex(args: argparse.Namespace) -> int:
+    from kelpie_trio.search import cli
+
+    return cli.main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kelpie-trio", description=__doc__)
     parser.add_argument("--version", action="version", version=f"kelpie-trio {__version__}")
@@ -65,7 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_serve)
 
+    from kelpie_trio.search.cli import add_arguments as add_reindex_arguments
     from kelpie_trio.sim.cli import add_arguments
+
+    reindex = commands.add_parser("reindex", help="rebuild the search index from the store")
+    add_reindex_arguments(reindex)
+    reindex.set_defaults(func=_reindex)
 
     sim = commands.add_parser("sim", help="run one deterministic simulation from a seed")
     add_arguments(sim)

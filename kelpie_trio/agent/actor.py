@@ -60,6 +60,7 @@ from kelpie_trio.llm.types import (
 )
 from kelpie_trio.models import convert
 from kelpie_trio.nursery.actor import ActorContext
+from kelpie_trio.search import archival_tool_results, conversation_search, outbox
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import set_blob
@@ -150,6 +151,7 @@ class AgentActor:
         async def clear(tr: Transaction) -> None:
             tr.clear_range(*keys.prefix_range(keys.MESSAGES.pack((agent_id,))))
             tr.clear(keys.CONTEXT.pack((agent_id,)))  # the summary was of that history
+            await outbox.record(tr, agent_id, resync=True)
 
         await self.ctx.transact(clear)
         return {"reset": True}
@@ -170,6 +172,7 @@ class AgentActor:
     async def _store(self, tr: Transaction, messages: list[Message]) -> None:
         for m in messages:
             set_blob(tr, history_key(m.agent_id, m.seq), convert.encode_record(m))
+        await outbox.record(tr, self.ctx.agent_id, messages=[m.seq for m in messages])
 
     async def _run(self, run_id: str) -> dict[str, Any]:
         """Run a stored run to its end: start it, resume it after its checkpoint, or,
@@ -742,12 +745,23 @@ class AgentActor:
                 await self.service.create_passages(agent_id, body)
                 return "success", "None"
             if call.name == "archival_memory_search":
+                tags = args.get("tags")
+                if tags is not None and not (
+                    isinstance(tags, list) and all(isinstance(t, str) for t in tags)
+                ):
+                    return "error", "tags must be a list of strings"
                 found = await self.service.search_passages(
-                    agent_id, str(args.get("query", "")), top_k=args.get("top_k") or 5
+                    agent_id,
+                    str(args.get("query", "")),
+                    tags=args.get("tags"),
+                    tag_match_mode=args.get("tag_match_mode") or "any",
+                    top_k=args.get("top_k") or 5,
+                    start_datetime=args.get("start_datetime"),
+                    end_datetime=args.get("end_datetime"),
                 )
-                return "success", orjson.dumps(found).decode()
+                return "success", orjson.dumps(archival_tool_results(found)).decode()
             if call.name == "conversation_search":
-                hits = await self._conversation_search(str(args.get("query", "")))
+                hits = await self._conversation_search(str(args.get("query") or ""), args)
                 return "success", orjson.dumps(hits).decode()
         except (Invalid, TypeError, ValueError) as error:
             return "error", f"{type(error).__name__}: {error}"
@@ -762,15 +776,13 @@ class AgentActor:
         value = result.func_return
         return "success", value if isinstance(value, str) else orjson.dumps(value).decode()
 
-    async def _conversation_search(self, query: str) -> list[dict[str, Any]]:
-        words = set(query.lower().split())
-        history = await self._history()
-        hits = [
-            {"role": m.role, "content": m.content, "date": m.created_at}
-            for m in history
-            if m.content and words & set(m.content.lower().split())
-        ]
-        return hits[-10:]
+    async def _conversation_search(
+        self, query: str, args: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """The search index over this agent's history (kelpie_trio/search/)."""
+        return await conversation_search(
+            self.service, self.ctx.agent_id, {**(args or {}), "query": query}
+        )
 
     async def _run_memory_tool(
         self, tr: Transaction, call: StoredToolCall, args: dict[str, Any] | None

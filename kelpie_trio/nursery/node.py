@@ -3,6 +3,7 @@
     kelpie-trio serve
       root nursery
         store            SQLite writer / FDB network bridge        nursery.start
+        indexer          drains the search outbox into the index   nursery.start
         dispatcher       supervisor nursery -> one task per agent,  nursery.start
                          lease keeper (renews leases in batches)
         HTTP server      hypercorn.trio.serve                        nursery.start
@@ -10,8 +11,7 @@
       the actors' mailboxes within the grace period and release their leases
       (another node takes over at once), then stop the rest.
 
-The indexer joins this tree with the search issue, each child started with
-`nursery.start` so readiness is explicit.
+Each child is started with `nursery.start`, so readiness is explicit.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from kelpie_trio.nursery.actor import Actor, ActorContext, ActorFactory
 from kelpie_trio.nursery.dispatcher import Dispatcher, RuntimeConfig
 from kelpie_trio.nursery.metrics import RuntimeMetrics
 from kelpie_trio.nursery.transport import HttpTransport
+from kelpie_trio.search.open import open_search
 from kelpie_trio.service import AgentService
 from kelpie_trio.storage import MemoryStore, Store
 from kelpie_trio.tools.sandbox import ToolSandbox
@@ -85,6 +86,7 @@ async def run_node(
     metrics = RuntimeMetrics()
     transport = HttpTransport(token=config.cluster_token or config.password)
     service = AgentService(store, env)
+    service.search_layer = open_search(config, store, env)
     if actor_factory is None:
         llm_for = llm_factory(env)
         sandbox = ToolSandbox()
@@ -130,6 +132,7 @@ async def run_node(
     try:
         async with trio.open_nursery() as root:
             await root.start(store.run)
+            await root.start(service.search_layer.run)  # the indexer drains the search outbox
             await root.start(dispatcher.run)
             service.background = root  # turns that outlive their request
             if handle_signals:

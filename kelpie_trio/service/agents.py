@@ -19,6 +19,7 @@ from kelpie_trio.models.agents import (
     CreateAgent,
 )
 from kelpie_trio.models.blocks import Block
+from kelpie_trio.search import outbox
 from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX, BlockCases
 from kelpie_trio.service.common import Page, micros, page_records, read_record, window
 from kelpie_trio.service.passages import clear_agent_passages
@@ -268,6 +269,7 @@ class AgentCases(BlockCases, ToolCases):
                 run = await runs.load_run(tr, run_id)
                 if run is not None:
                     runs.delete_run(tr, run)
+            await outbox.record(tr, agent_id, resync=True)  # the index forgets the agent
 
         await self.store.transact(delete)
 

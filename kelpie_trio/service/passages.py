@@ -28,9 +28,9 @@ from kelpie_trio.models.passages import (
     SearchResult,
     default_archive_id,
     parse_timestamp,
-    rank,
     split_text,
 )
+from kelpie_trio.search import archival_search, outbox
 from kelpie_trio.service.common import Page, ServiceBase, micros, page_ids, read_record
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
@@ -131,6 +131,7 @@ class PassageCases(ServiceBase):
                 set_blob(tr, self._key(agent_id, passage.id), convert.encode_record(passage))
                 tr.set(self._index_key(passage), b"")
                 made.append(passage)
+            await outbox.record(tr, agent_id, passages=[p.id for p in made])
             return made
 
         return await self.store.transact(insert)
@@ -173,6 +174,7 @@ class PassageCases(ServiceBase):
                 raise NotFound("Passage", passage_id)
             clear_blob(tr, self._key(agent_id, passage_id))
             tr.clear(self._index_key(passage))
+            await outbox.record(tr, agent_id, passages=[passage_id])
 
         await self.store.transact(delete)
 
@@ -200,9 +202,12 @@ class PassageCases(ServiceBase):
             end=_moment(["query", "end_datetime"], end_datetime, end_of_day=True),
         )
 
+        ids = await archival_search(self, agent_id, search)  # the index, caught up first
+
         async def find(tr: Transaction) -> list[SearchResult]:
             agent = await self._owner(tr, agent_id)
-            best = rank(await self._all_passages(tr, agent_id), search)
+            found = [await read_record(tr, self._key(agent_id, i), Passage) for i in ids]
+            best = [p for p in found if p is not None]  # a passage deleted since is left out
             return [SearchResult(p, _local_iso(p.created_at, agent.timezone)) for p in best]
 
         return await self.store.transact(find)

@@ -21,6 +21,7 @@ __all__ = [
     "OUTBOX",
     "PASSAGES",
     "ROOT",
+    "SEARCH",
     "SESSIONS",
     "SIM",
     "TXN_MARKERS",
@@ -43,7 +44,8 @@ SESSIONS = ROOT["sessions"]  # runs (sessions) with their checkpoints: agent/run
 CONTEXT = ROOT["context"]  # (agent_id,) -> AgentContext: in-context start, summary
 LEASES = ROOT["leases"]  # (agent_id,) -> lease (node id, epoch, expiry)
 NODES = ROOT["nodes"]  # (node_id,) -> node registry entry
-OUTBOX = ROOT["outbox"]  # (seq,) -> search index change
+OUTBOX = ROOT["outbox"]  # (agent_id, position) -> search index change (search/outbox.py)
+SEARCH = ROOT["search"]  # the outbox's heads, cursors and consumers (search/outbox.py)
 SIM = ROOT["sim"]  # keys of simulation scenarios, never used by the server
 # Idempotency markers of Store.transact: (minute bucket, token) -> attempt number.
 TXN_MARKERS = ROOT["system"]["txn"]

@@ -1,0 +1,381 @@
+"""The indexer: drains the outbox into one search index, and catches an agent up on demand.
+
+`catch_up(agent_id)` is the unit of work: under a per-agent lock, read the
+agent's entries after the index's position (and the records they name) in one
+snapshot, apply them to the index with a compare-and-set on the position,
+repeat until none are left, then advance the index's cursor in the store and
+trim what every consumer has applied. An agent the index has never seen, or
+whose entries were trimmed past the index's position, or whose stream says
+"resync", is rebuilt instead: every passage and message of the agent, read in
+one snapshot together with the agent's head position.
+
+`run` is the node's background task (a child of the node's nursery): at start
+an empty index is warmed from the store, agent by agent; then it finds the
+agents with entries past the index's position and catches each up, polling,
+and heartbeats the index's registration. A search calls `catch_up` itself
+before it reads the index (read-your-writes); the lock keeps the two from
+doing the same work twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+import trio
+
+from kelpie_trio.agent.messages import Message
+from kelpie_trio.env import Env
+from kelpie_trio.models import convert
+from kelpie_trio.models.passages import Passage
+from kelpie_trio.search import outbox
+from kelpie_trio.search.documents import MESSAGE, PASSAGE, Document, from_message, from_passage
+from kelpie_trio.search.embeddings import Embedder, EmbeddingError
+from kelpie_trio.search.index import DocRef, SearchIndex
+from kelpie_trio.search.vectors import Vector, digest, pack_vector, unpack_vector
+from kelpie_trio.storage import Store, StoreError, keys
+from kelpie_trio.storage.base import Transaction, key_after
+from kelpie_trio.storage.chunks import get_blob
+
+__all__ = ["VECTORS", "Indexer", "IndexerConfig", "agent_exists", "read_agent_documents"]
+
+log = logging.getLogger("kelpie_trio.search")
+
+
+@attrs.frozen
+class IndexerConfig:
+    batch: int = 128  # outbox entries read per snapshot
+    poll_interval: float = 0.5  # seconds between scans for new entries
+    heartbeat_interval: float = 30.0
+    consumer_ttl: float = 600.0  # a consumer silent this long no longer holds entries back
+    scan_agents: int = 100  # agents looked at per scan of the outbox
+    error_backoff: float = 1.0
+
+
+def _decode(raw: bytes, cls: type, what: str) -> Any:
+    try:
+        return convert.decode_record(raw, cls)
+    except Exception:  # a record this version cannot read must not stop the index
+        log.warning("search: skipping an unreadable %s record", what, exc_info=True)
+        return None
+
+
+async def agent_exists(tr: Transaction, agent_id: str) -> bool:
+    return bool(await tr.get_prefix(keys.AGENTS.pack((agent_id,)), limit=1))
+
+
+async def read_agent_documents(tr: Transaction, agent_id: str) -> list[Document]:
+    """Every searchable record of the agent, as documents, in one snapshot.
+
+    A deleted agent has none: what it left behind (a history written by an
+    actor still running when the agent went) is not searchable by anyone.
+    """
+    if not await agent_exists(tr, agent_id):
+        return []
+    docs: list[Document] = []
+    for subspace, cls, convert_doc, what in (
+        (keys.PASSAGES, Passage, from_passage, PASSAGE),
+        (keys.MESSAGES, Message, from_message, MESSAGE),
+    ):
+        parts: dict[Any, list[bytes]] = {}
+        for key, value in await tr.get_prefix(subspace.pack((agent_id,))):
+            parts.setdefault(subspace.unpack(key)[1], []).append(value)
+        for raw in parts.values():
+            record = _decode(b"".join(raw), cls, what)
+            if record is not None:
+                docs.append(convert_doc(record))
+    return docs
+
+
+@attrs.frozen
+class _Batch:
+    upserts: list[Document]
+    deletes: list[DocRef]
+    position: int
+    rebuild: bool
+    more: bool
+
+
+async def _read_batch(tr: Transaction, agent_id: str, after: int | None, limit: int) -> _Batch:
+    pending = await outbox.read_pending(tr, agent_id, after or 0, limit)
+    rebuild = (
+        after is None
+        or pending.trimmed > after
+        or any(change.what == outbox.RESYNC for _, change in pending.entries)
+        or (bool(pending.entries) and not await agent_exists(tr, agent_id))
+    )
+    if rebuild:
+        head = await outbox.read_head(tr, agent_id)
+        return _Batch(await read_agent_documents(tr, agent_id), [], head, True, False)
+    upserts: list[Document] = []
+    deletes: list[DocRef] = []
+    seen: set[tuple[str, Any]] = set()
+    for _, change in pending.entries:
+        if (change.what, change.ref) in seen:
+            continue
+        seen.add((change.what, change.ref))
+        if change.what == outbox.PASSAGE:
+            raw = await get_blob(tr, keys.PASSAGES.pack((agent_id, change.ref)))
+            passage = None if raw is None else _decode(raw, Passage, PASSAGE)
+            if passage is None:
+                deletes.append((PASSAGE, str(change.ref)))
+            else:
+                upserts.append(from_passage(passage))
+        elif change.what == outbox.MESSAGE:
+            raw = await get_blob(tr, keys.MESSAGES.pack((agent_id, change.ref)))
+            message = None if raw is None else _decode(raw, Message, MESSAGE)
+            if message is None:
+                deletes.append((MESSAGE, str(change.ref)))
+            else:
+                upserts.append(from_message(message))
+    position = pending.entries[-1][0] if pending.entries else (after or 0)
+    return _Batch(upserts, deletes, position, False, pending.more)
+
+
+VECTORS = keys.SEARCH["vector"]  # (agent_id, kind, key) -> (model, text digest, float32s)
+
+
+async def _stored_vectors(
+    tr: Transaction, model: str, docs: list[Document]
+) -> dict[tuple[str, str], Vector]:
+    found: dict[tuple[str, str], Vector] = {}
+    for doc in docs:
+        raw = await tr.get(VECTORS.pack((doc.agent_id, doc.kind, doc.key)))
+        if raw is None:
+            continue
+        name, text_digest, packed = keys.unpack(raw)
+        if name == model and text_digest == digest(doc.text):
+            found[(doc.kind, doc.key)] = unpack_vector(packed)
+    return found
+
+
+class Indexer:
+    def __init__(
+        self,
+        store: Store,
+        env: Env,
+        index: SearchIndex,
+        config: IndexerConfig | None = None,
+        embedder: Embedder | None = None,
+    ) -> None:
+        self.store = store
+        self.env = env
+        self.index = index
+        self.config = config or IndexerConfig()
+        self.embedder = embedder
+        self.embedded = 0  # texts sent to the embedding model
+        self._locks: dict[str, trio.Lock] = {}
+        self._wake = trio.Event()
+        self._last_heartbeat: float | None = None
+        self.applied = 0  # batches applied (for tests and metrics)
+        self.rebuilds = 0
+
+    # -- one agent ---------------------------------------------------------------
+
+    async def catch_up(self, agent_id: str) -> int:
+        """Apply every entry of the agent committed before this call; its new position."""
+        lock = self._locks.setdefault(agent_id, trio.Lock())
+        try:
+            async with lock:
+                return await self._catch_up(agent_id)
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._locks.pop(agent_id, None)
+
+    async def _catch_up(self, agent_id: str) -> int:
+        start = await self.index.position(agent_id)
+        position = start
+        while True:
+            after = position
+            batch = await self.store.transact(
+                lambda tr, after=after: _read_batch(tr, agent_id, after, self.config.batch)
+            )
+            if not batch.rebuild and batch.position == after:
+                break  # nothing new
+            upserts = batch.upserts
+            if self.embedder is not None:
+                upserts = await self._with_vectors(agent_id, batch)
+            applied = await self.index.apply(
+                agent_id,
+                expected=after,
+                position=batch.position,
+                upserts=upserts,
+                deletes=batch.deletes,
+                replace=batch.rebuild,
+            )
+            if applied:
+                self.applied += 1
+                self.rebuilds += batch.rebuild
+                position = batch.position
+                if not batch.more:
+                    break
+            else:
+                position = await self.index.position(agent_id)  # another process moved it
+        if position is not None and position != start:
+            await self._advance(agent_id, position)
+        return position or 0
+
+    async def _with_vectors(self, agent_id: str, batch: _Batch) -> list[Document]:
+        """The batch's documents with their vectors: from the store when it has them for
+        this model and text, else from the model (then kept in the store). Vectors are
+        best effort: a model that fails leaves documents to BM25 alone until reindexed."""
+        assert self.embedder is not None
+        model = self.embedder.name
+        docs = [d for d in batch.upserts if d.text.strip()]
+        known = await self.store.transact(lambda tr: _stored_vectors(tr, model, docs))
+        missing = [d for d in docs if (d.kind, d.key) not in known]
+        made: dict[tuple[str, str], Vector] = {}
+        step = self.config.batch
+        for start in range(0, len(missing), step):
+            chunk = missing[start : start + step]
+            try:
+                vectors = await self.embedder.embed([d.text for d in chunk])
+            except EmbeddingError as error:
+                log.warning("search: no vectors for %d documents of %s: %s",
+                            len(chunk), agent_id, error)  # fmt: skip
+                continue
+            self.embedded += len(chunk)
+            # As stored (float32): a vector read back later ranks exactly as this one.
+            vectors = [unpack_vector(pack_vector(v)) for v in vectors]
+            fresh = dict(zip(((d.kind, d.key) for d in chunk), vectors, strict=True))
+            made.update(fresh)
+
+            async def keep(tr: Transaction, chunk: list[Document] = chunk) -> None:
+                for doc in chunk:
+                    value = keys.pack(
+                        (model, digest(doc.text), pack_vector(made[(doc.kind, doc.key)]))
+                    )
+                    tr.set(VECTORS.pack((agent_id, doc.kind, doc.key)), value)
+
+            try:
+                await self.store.transact(keep)
+            except StoreError as error:  # embedded again next time: only a cost
+                log.info("search: vectors of %s not kept: %r", agent_id, error)
+        vectors = {**known, **made}
+
+        async def forget(tr: Transaction) -> None:
+            if batch.rebuild and not batch.upserts:
+                tr.clear_range(*keys.prefix_range(VECTORS.pack((agent_id,))))
+            for kind, key in batch.deletes:
+                tr.clear(VECTORS.pack((agent_id, kind, key)))
+
+        if batch.deletes or (batch.rebuild and not batch.upserts):
+            try:
+                await self.store.transact(forget)
+            except StoreError as error:
+                log.info("search: stale vectors of %s not cleared: %r", agent_id, error)
+        return [
+            attrs.evolve(d, vector=vectors[(d.kind, d.key)]) if (d.kind, d.key) in vectors else d
+            for d in batch.upserts
+        ]
+
+    async def _advance(self, agent_id: str, position: int) -> None:
+        now = self.env.now()
+        ttl = self.config.consumer_ttl
+        index_id = self.index.index_id
+
+        async def write(tr: Transaction) -> None:
+            await outbox.advance(tr, index_id, agent_id, position, now, ttl)
+
+        try:
+            await self.store.transact(write)
+        except StoreError as error:
+            # The index has the changes; only trimming waits for the next advance.
+            log.info("search: cursor of %s not advanced yet: %r", agent_id, error)
+
+    # -- the background task ---------------------------------------------------------
+
+    def wake(self) -> None:
+        """Look for new entries now rather than at the next poll."""
+        self._wake.set()
+
+    async def all_agents(self) -> list[str]:
+        """Every agent in the store, in id order (read in pages, each its own snapshot)."""
+        found: list[str] = []
+        begin, end = keys.AGENTS.range().start, keys.AGENTS.range().stop
+        while True:
+
+            async def page(tr: Transaction, begin: bytes = begin) -> list[str]:
+                ids: list[str] = []
+                cursor = begin
+                for _ in range(500):
+                    rows = await tr.get_range(cursor, end, limit=1)
+                    if not rows:
+                        break
+                    (agent_id, *_) = keys.AGENTS.unpack(rows[0][0])
+                    ids.append(agent_id)
+                    cursor = keys.AGENTS.range((agent_id,)).stop
+                return ids
+
+            ids = await self.store.transact(page)
+            if not ids:
+                return found
+            found += ids
+            begin = keys.AGENTS.range((ids[-1],)).stop
+
+    async def pending_agents(self) -> list[str]:
+        """Agents with outbox entries past this index's position (up to `scan_agents`)."""
+
+        async def scan(tr: Transaction) -> list[str]:
+            found: list[str] = []
+            begin, end = outbox.ENTRIES.range().start, outbox.ENTRIES.range().stop
+            for _ in range(self.config.scan_agents * 2):
+                rows = await tr.get_range(begin, end, limit=1)
+                if not rows:
+                    break
+                agent_id, position = outbox.ENTRIES.unpack(rows[0][0])
+                known = await self.index.position(agent_id)
+                if known is None or position > known:
+                    found.append(agent_id)
+                    if len(found) == self.config.scan_agents:
+                        break
+                    begin = outbox.ENTRIES.range((agent_id,)).stop
+                else:
+                    begin = key_after(outbox.ENTRIES.pack((agent_id, known)))
+            return found
+
+        return await self.store.transact(scan)
+
+    async def warm(self) -> int:
+        """Rebuild every agent of the store into the index; the number of agents."""
+        agents = await self.all_agents()
+        for agent_id in agents:
+            await self.catch_up(agent_id)
+        return len(agents)
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            try:
+                # Registered first: from then on no entry this index has not applied is
+                # trimmed, so what the warm-up does not see, the scan below will.
+                if self._last_heartbeat is None or (
+                    self.env.now() - self._last_heartbeat >= self.config.heartbeat_interval
+                ):
+                    await self._heartbeat()
+                if not await self.index.warmed():
+                    count = await self.warm()
+                    await self.index.mark_warmed()
+                    log.info("search: index %s built from %d agents", self.index.index_id, count)
+                for agent_id in await self.pending_agents():
+                    await self.catch_up(agent_id)
+            except StoreError as error:  # the store's, or the index's own (IndexUnavailable)
+                # The index lags meanwhile; the node and its writes go on.
+                log.warning("search: indexer paused: %r", error)
+                await trio.sleep(self.config.error_backoff)
+                continue
+            with trio.move_on_after(self.config.poll_interval):
+                await self._wake.wait()
+            self._wake = trio.Event()
+
+    async def _heartbeat(self) -> None:
+        now = self.env.now()
+
+        async def beat(tr: Transaction) -> list[str]:
+            return await outbox.heartbeat(tr, self.index.index_id, now, self.config.consumer_ttl)
+
+        gone = await self.store.transact(beat)
+        if gone:
+            log.info("search: forgot silent index consumers %s", gone)
+        self._last_heartbeat = now

@@ -1,0 +1,187 @@
+"""The search layer as the service and the agent loop use it.
+
+One `SearchLayer` per service (so one per node): an index, the indexer that
+feeds it, and the query path. A query first catches its agent up (bounded by
+`wait_bound` seconds), so a search issued right after a write sees it; past
+the bound it answers from the index as it stands (lagging, never wrong about
+what exists: results are loaded from the store, and a record deleted since is
+dropped). Every hit returned counts as one retrieval (promotion, ranking.py).
+
+A service without a layer of its own (tests, tools) gets an in-memory one on
+first use; the node sets the configured one and runs its indexer.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+import trio
+
+from kelpie_trio.agent.messages import Message
+from kelpie_trio.env import Env
+from kelpie_trio.errors import Invalid
+from kelpie_trio.models import convert
+from kelpie_trio.models.passages import SearchQuery, parse_timestamp
+from kelpie_trio.search.documents import MESSAGE, PASSAGE, Hit, Query, message_text
+from kelpie_trio.search.embeddings import Embedder, EmbeddingError
+from kelpie_trio.search.index import MemoryIndex, SearchIndex
+from kelpie_trio.search.indexer import Indexer, IndexerConfig
+from kelpie_trio.search.ranking import order, rrf
+from kelpie_trio.storage import Store, keys
+from kelpie_trio.storage.base import Transaction
+from kelpie_trio.storage.chunks import get_blob
+
+__all__ = [
+    "CONVERSATION_DEFAULT_LIMIT",
+    "SearchLayer",
+    "archival_search",
+    "archival_tool_results",
+    "conversation_search",
+    "search_layer",
+]
+
+log = logging.getLogger("kelpie_trio.search")
+
+HYBRID_DEPTH = 50  # candidates taken from each ranking before fusion
+CONVERSATION_DEFAULT_LIMIT = 10
+CONVERSATION_MAX_LIMIT = 100
+CONVERSATION_DEFAULT_ROLES = ("user", "assistant")
+
+
+class SearchLayer:
+    def __init__(
+        self,
+        store: Store,
+        env: Env,
+        index: SearchIndex | None = None,
+        *,
+        config: IndexerConfig | None = None,
+        embedder: Embedder | None = None,
+        wait_bound: float = 2.0,
+    ) -> None:
+        self.store = store
+        self.env = env
+        self.index = index or MemoryIndex(env.new_id("index"))
+        self.embedder = embedder
+        self.indexer = Indexer(store, env, self.index, config, embedder)
+        self.wait_bound = wait_bound
+
+    async def search(self, query: Query) -> list[Hit]:
+        """Catch the agent up (bounded), then rank; the hits returned count as retrieved."""
+        with trio.move_on_after(self.wait_bound):
+            await self.indexer.catch_up(query.agent_id)
+        hits = await self._rank(query)
+        await self.index.note_retrievals(query.agent_id, query.kind, [h.key for h in hits])
+        return hits
+
+    async def _rank(self, query: Query) -> list[Hit]:
+        """BM25 alone, or BM25 and vectors merged by reciprocal rank fusion."""
+        if self.embedder is None or not query.text.strip():
+            return await self.index.search(query)
+        try:
+            [vector] = await self.embedder.embed([query.text])
+        except EmbeddingError as error:
+            log.warning("search: the query was not embedded, BM25 alone: %s", error)
+            return await self.index.search(query)
+        depth = max(HYBRID_DEPTH, (query.offset + query.limit) * 2)
+        lexical = await self.index.search(attrs.evolve(query, offset=0, limit=depth))
+        semantic = await self.index.search_vectors(query, vector, depth)
+        fused = rrf([[h.key for h in lexical], [h.key for h in semantic]])
+        seen = {h.key: h for h in [*semantic, *lexical]}
+        hits = [attrs.evolve(seen[key], score=score) for key, score in fused.items()]
+        return order(hits)[query.offset : query.offset + query.limit]
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The indexer, as a child of the node's nursery; the index closes with it."""
+        try:
+            await self.indexer.run(task_status=task_status)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.index.aclose()
+                if self.embedder is not None:
+                    await self.embedder.aclose()
+
+
+def search_layer(service: Any) -> SearchLayer:
+    """The service's search layer; an in-memory one is made on first use."""
+    layer = getattr(service, "search_layer", None)
+    if layer is None:
+        layer = SearchLayer(service.store, service.env)
+        service.search_layer = layer
+    return layer
+
+
+async def archival_search(service: Any, agent_id: str, search: SearchQuery) -> list[str]:
+    """The ids of the agent's passages that best match `search`, best first."""
+    query = Query(
+        agent_id=agent_id,
+        kind=PASSAGE,
+        text=search.query,
+        limit=search.top_k,
+        tags=search.tags,
+        tag_match_mode=search.tag_match_mode,
+        start=search.start,
+        end=search.end,
+    )
+    return [hit.key for hit in await search_layer(service).search(query)]
+
+
+def archival_tool_results(results: list[Any]) -> list[dict[str, Any]]:
+    """What the archival_memory_search tool returns to the model (Letta's shape)."""
+    return [
+        {"timestamp": r.timestamp, "content": r.passage.text, "tags": r.passage.tags}
+        for r in results
+    ]
+
+
+def _when(name: str, value: Any, *, end_of_day: bool = False) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return parse_timestamp(str(value), end_of_day=end_of_day)
+    except ValueError:
+        raise Invalid.field([name], "expected an ISO 8601 date or date-time") from None
+
+
+def _conversation_query(agent_id: str, args: dict[str, Any]) -> Query:
+    roles = args.get("roles") or CONVERSATION_DEFAULT_ROLES
+    if isinstance(roles, str):
+        roles = [roles]
+    limit = args.get("limit") or CONVERSATION_DEFAULT_LIMIT
+    page = args.get("page") or 0
+    if not isinstance(limit, int) or not isinstance(page, int) or limit < 1 or page < 0:
+        raise Invalid.field(["limit"], "limit must be a positive integer, page at least 0")
+    limit = min(limit, CONVERSATION_MAX_LIMIT)
+    return Query(
+        agent_id=agent_id,
+        kind=MESSAGE,
+        text=str(args.get("query") or ""),
+        limit=limit,
+        offset=page * limit,
+        roles=tuple(str(r) for r in roles),
+        start=_when("start_date", args.get("start_date")),
+        end=_when("end_date", args.get("end_date"), end_of_day=True),
+    )
+
+
+async def conversation_search(service: Any, agent_id: str, args: dict[str, Any]) -> list[dict]:
+    """conversation_search: the agent's messages that best match, best first.
+
+    `args` as the tool takes them: query, roles (default user and assistant),
+    limit (default 10), start_date, end_date, and page (Letta's older form).
+    """
+    query = _conversation_query(agent_id, args)
+    hits = await search_layer(service).search(query)
+
+    async def load(tr: Transaction) -> list[Message]:
+        found = []
+        for hit in hits:
+            raw = await get_blob(tr, keys.MESSAGES.pack((agent_id, int(hit.key))))
+            if raw is not None:
+                found.append(convert.decode_record(raw, Message))
+        return found
+
+    messages = await service.store.transact(load)
+    return [{"role": m.role, "content": message_text(m), "date": m.created_at} for m in messages]

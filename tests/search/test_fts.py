@@ -1,0 +1,98 @@
+"""The FTS5 index (the SQLite store's) against the pure-Python one, and its file."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import attrs
+import pytest
+
+from kelpie_trio.search import MemoryIndex, Query
+from kelpie_trio.search.documents import Document
+from kelpie_trio.search.embeddings import HashingEmbedder
+from kelpie_trio.search.fts import Fts5Index, index_path_for
+from kelpie_trio.search.index import IndexUnavailable
+from kelpie_trio.storage import StoreError
+from tests.search.relevance import AGENT, evaluate, load_corpus
+
+
+async def test_fts5_ranks_the_corpus_as_the_memory_index_does(tmp_path: Path) -> None:
+    corpus = load_corpus()
+    fts = await Fts5Index(tmp_path / "s.db", "index-fts").open()
+    memory = MemoryIndex("index-memory")
+    for index in (fts, memory):
+        assert await index.apply(AGENT, expected=None, position=1, upserts=corpus.documents)
+    for text, _ in corpus.queries[:60]:
+        query = Query(AGENT, "passage", text, limit=10)
+        a, b = await fts.search(query), await memory.search(query)
+        assert [h.key for h in a] == [h.key for h in b], text
+        assert all(math.isclose(x.score, y.score, rel_tol=1e-6) for x, y in zip(a, b, strict=True))
+
+    async def search(text: str) -> list[str]:
+        return [h.key for h in await fts.search(Query(AGENT, "passage", text, limit=10))]
+
+    print(f"\nFTS5 BM25: {await evaluate(corpus, search)}")
+    await fts.aclose()
+
+
+async def test_fts5_keeps_positions_and_documents_across_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    doc = Document("message", AGENT, "3", "the harbour lights", 5.0, role="user")
+    first = await Fts5Index(path, "index-one").open()
+    assert await first.apply(AGENT, expected=None, position=4, upserts=[doc])
+    assert not await first.apply(AGENT, expected=1, position=9, deletes=[("message", "3")])
+    await first.mark_warmed()
+    await first.aclose()
+    again = await Fts5Index(path, "index-two").open()
+    assert again.index_id == "index-one"  # the file's id: its cursors in the store are its own
+    assert await again.position(AGENT) == 4 and await again.warmed()
+    hits = await again.search(Query(AGENT, "message", "harbours", roles=("user",)))
+    assert [h.key for h in hits] == ["3"]
+    assert await again.search(Query(AGENT, "message", "harbour", roles=("assistant",))) == []
+    assert await again.apply(AGENT, expected=4, position=5, deletes=[("message", "3")])
+    assert await again.search(Query(AGENT, "message", "harbour")) == []
+    await again.clear()
+    assert await again.position(AGENT) is None and not await again.warmed()
+    await again.aclose()
+
+
+def test_the_index_file_sits_beside_the_store_file() -> None:
+    assert index_path_for(Path("/d/kelpie.db")) == Path("/d/kelpie.search.db")
+
+
+async def test_fts5_vector_search_matches_the_memory_index_and_sees_changes(
+    tmp_path: Path,
+) -> None:
+    corpus = load_corpus()
+    embedder = HashingEmbedder()
+    docs = corpus.documents[:120]
+    vectors = await embedder.embed([d.text for d in docs])
+    docs = [attrs.evolve(d, vector=v) for d, v in zip(docs, vectors, strict=True)]
+    fts = await Fts5Index(tmp_path / "s.db", "index-fts").open()
+    memory = MemoryIndex("index-memory")
+    for index in (fts, memory):
+        assert await index.apply(AGENT, expected=None, position=1, upserts=docs)
+    for text, _ in corpus.queries[:20]:
+        [vector] = await embedder.embed([text])
+        query = Query(AGENT, "passage", text, tags=("pets", "music"))
+        a, b = (
+            await fts.search_vectors(query, vector, 8),
+            await memory.search_vectors(query, vector, 8),
+        )
+        assert [h.key for h in a] == [h.key for h in b], text
+    [vector] = await embedder.embed([docs[0].text])
+    query = Query(AGENT, "passage", docs[0].text)
+    assert [h.key for h in await fts.search_vectors(query, vector, 1)] == [docs[0].key]
+    assert await fts.apply(AGENT, expected=1, position=2, deletes=[("passage", docs[0].key)])
+    assert docs[0].key not in [h.key for h in await fts.search_vectors(query, vector, 5)]
+    await fts.aclose()
+
+
+async def test_a_failing_index_file_is_unavailable_not_a_crash(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    index = Fts5Index(blocker / "s.db", "index-broken")
+    with pytest.raises(IndexUnavailable) as caught:
+        await index.open()
+    assert isinstance(caught.value, StoreError) and caught.value.retryable  # 503 at the API
