@@ -21,11 +21,9 @@ from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
-import attrs
-import orjson
 import trio
 
-from kelpie_trio.agent import memory, runs
+from kelpie_trio.agent import runs
 from kelpie_trio.agent.context import (
     DEFAULT_CONTEXT_WINDOW,
     DEFAULT_REPLY_TOKENS,
@@ -37,6 +35,8 @@ from kelpie_trio.agent.context import (
     summary_message,
     summary_request,
 )
+from kelpie_trio.agent.handoff import SessionHandoff
+from kelpie_trio.agent.history import decode_messages, history_key, read_history
 from kelpie_trio.agent.messages import Message, StoredToolCall, iso, to_letta_messages
 from kelpie_trio.agent.runs import PendingToolCall, Run
 from kelpie_trio.agent.step import (
@@ -47,7 +47,8 @@ from kelpie_trio.agent.step import (
     interpret,
     parse_calls,
 )
-from kelpie_trio.errors import Invalid, NotFound
+from kelpie_trio.agent.tool_calls import AgentTools
+from kelpie_trio.errors import NotFound
 from kelpie_trio.llm.types import (
     Completed,
     ContentDelta,
@@ -60,7 +61,7 @@ from kelpie_trio.llm.types import (
 )
 from kelpie_trio.models import convert
 from kelpie_trio.nursery.actor import ActorContext
-from kelpie_trio.search import archival_tool_results, conversation_search, outbox
+from kelpie_trio.search import outbox
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import set_blob
@@ -82,9 +83,6 @@ ToolRunner = Callable[[Any, dict[str, Any]], Awaitable["ToolResult"]]
 HISTORY_WINDOW = 1000  # at most this many messages in context, whatever the window
 TOOL_RETURN_LIMIT = 50_000  # characters of a tool's return kept (Letta's default)
 TERMINAL_TOOLS = frozenset({"send_message"})
-# Base tools that run outside the step's transaction (custom tools do too).
-OUTSIDE_TOOLS = frozenset({"archival_memory_insert", "archival_memory_search",
-                           "conversation_search"})  # fmt: skip
 CHECKPOINT_DEADLINE = 30.0  # seconds a checkpoint may take before the turn gives up
 MAX_PAUSE_MINUTES = 24 * 60
 
@@ -93,11 +91,7 @@ class RunGone(Exception):
     """The run's record is gone (its agent was deleted): the turn stops, nothing stored."""
 
 
-def history_key(agent_id: str, seq: int) -> bytes:
-    return keys.MESSAGES.pack((agent_id, seq))
-
-
-class AgentActor:
+class AgentActor(SessionHandoff, AgentTools):
     def __init__(
         self,
         ctx: ActorContext,
@@ -345,16 +339,6 @@ class AgentActor:
             return await self.ctx.transact(fn)
         raise StorageUnavailable(f"a checkpoint did not commit within {CHECKPOINT_DEADLINE:g} s")
 
-    def _outside_calls(
-        self, calls: list[tuple[StoredToolCall, dict[str, Any] | None]], tools: list[Any]
-    ) -> set[str]:
-        """The calls whose tools run outside the step's transaction."""
-        custom = {t.name for t in tools if t.tool_type == "custom"}
-        return {
-            c.id for c, args in calls
-            if args is not None and (c.name in custom or c.name in OUTSIDE_TOOLS)
-        }  # fmt: skip
-
     def _tool_message(
         self, run: Run, assistant: Message, index: int, call: StoredToolCall, status: str,
         text: str,
@@ -473,83 +457,6 @@ class AgentActor:
             return current
 
         return await self._checkpointed(wake)
-
-    # -- handoff -------------------------------------------------------------
-
-    async def _hand_off(self, run: Run) -> dict[str, Any]:
-        """Give the session to the agent it is being transferred to (the run's
-        `transfer_to`): the run and its open entry move to the target, which copies the
-        session's messages into its own history when it takes the session over."""
-        target = run.transfer_to
-        assert target is not None
-        me = self.ctx.agent_id
-
-        async def move(tr: Transaction) -> None:
-            current = await self._load_current(tr, run)
-            runs.move_run(tr, current, target, history_agent=me)
-
-        await self._checkpointed(move)
-        log.info("agent %s: session %s handed to %s", me, run.id, target)
-        return {"handoff": target}
-
-    async def _handoff_request(self, run_id: str) -> dict[str, Any]:
-        """A transfer of a session this agent is not running right now (a running one
-        is handed over by its turn, at its next step boundary, before this arrives)."""
-
-        async def load(tr: Transaction) -> Run | None:
-            return await runs.load_run(tr, run_id)
-
-        run = await self.ctx.transact(load)
-        if run is None:
-            return {"finished": True}
-        if run.agent_id != self.ctx.agent_id:
-            return {"handoff": run.agent_id}  # handed over already
-        if run.transfer_to is None:
-            return {"finished": run.finished}
-        if run.finished:
-
-            async def clear(tr: Transaction) -> None:
-                current = await self._load_current(tr, run)
-                current.transfer_to = None
-                runs.save_run(tr, current)
-
-            await self.ctx.transact(clear)
-            return {"finished": True}
-        return await self._hand_off(run)
-
-    async def _adopt(self, run: Run) -> Run:
-        """Take over a session transferred here: copy its messages from the agent it
-        came from into this history (same ids, new places), in one transaction."""
-        base = self.next_seq
-        me = self.ctx.agent_id
-
-        async def adopt(tr: Transaction) -> tuple[Run, int]:
-            current = await self._load_current(tr, run)
-            source = current.history_agent
-            if source is None:
-                return current, 0
-            copied: list[Message] = []
-            places: dict[int, int] = {}
-            if current.first_seq is not None:
-                begin = keys.MESSAGES.pack((source, current.first_seq))
-                end = keys.prefix_range(keys.MESSAGES.pack((source,)))[1]
-                for m in decode_messages(await tr.get_range(begin, end)):
-                    if m.run_id == current.id:
-                        places[m.seq] = base + len(copied)
-                        copied.append(attrs.evolve(m, agent_id=me, seq=places[m.seq]))
-                current.first_seq = base if copied else None
-            await self._store(tr, copied)
-            checkpoint = current.checkpoint
-            if checkpoint.pending_seq is not None:
-                checkpoint.pending_seq = places[checkpoint.pending_seq]
-            current.history_agent = None
-            runs.save_run(tr, current)
-            return current, len(copied)
-
-        adopted, count = await self._checkpointed(adopt)
-        self.next_seq = base + count
-        log.info("agent %s: took over session %s (%d messages)", me, run.id, count)
-        return adopted
 
     async def _complete(
         self, llm: LlmClient, request: Any, run: Run, message_id: str, view: Any
@@ -699,166 +606,6 @@ class AgentActor:
         self.context = new
         log.info("agent %s: %d messages left the context window", agent.id, cut)
         return request(history[cut:], new)
-
-    # -- tools ---------------------------------------------------------------
-
-    async def _run_tool_directly(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
-        """One of the agent's tools, run outside any turn (Letta's tools/{name}/run):
-        memory tools in a fenced transaction, the others as a step would run them."""
-        view = await self.service.get_agent(self.ctx.agent_id)
-        if not any(t.name == name for t in view.tools):  # detached since the route looked
-            return {"status": "error", "func_return": None, "stdout": [],
-                    "stderr": [f"no tool named {name!r} is attached to this agent"],
-                    "agent_state": None, "sandbox_config_fingerprint": None}  # fmt: skip
-        call = StoredToolCall(id=self.ctx.env.new_id("call"), name=name, arguments="")
-        if self._outside_calls([(call, args)], view.tools):
-            status, text = await self._run_outside_tool(call, args, view.tools)
-        else:
-
-            async def run(tr: Transaction) -> tuple[str, str]:
-                return await self._run_memory_tool(tr, call, args)
-
-            status, text = await self.ctx.transact(run)
-        return {
-            "status": status,
-            "func_return": text if status == "success" else None,
-            "stdout": [],
-            "stderr": [text] if status == "error" else [],
-            "agent_state": None,
-            "sandbox_config_fingerprint": None,
-        }
-
-    async def _run_outside_tool(
-        self, call: StoredToolCall, args: dict[str, Any] | None, tools: list[Any]
-    ) -> tuple[str, str]:
-        """A tool that does not run in the step's transaction: archival memory and search
-        (their own transactions) and custom tools (in the sandbox)."""
-        agent_id = self.ctx.agent_id
-        custom = {t.name: t for t in tools if t.tool_type == "custom"}
-        if args is None:
-            return "error", "the arguments were not a JSON object"
-        try:
-            if call.name in custom:
-                return await self._run_custom(custom[call.name], args)
-            if call.name == "archival_memory_insert":
-                body = {"text": args.get("content", ""), "tags": args.get("tags")}
-                await self.service.create_passages(agent_id, body)
-                return "success", "None"
-            if call.name == "archival_memory_search":
-                tags = args.get("tags")
-                if tags is not None and not (
-                    isinstance(tags, list) and all(isinstance(t, str) for t in tags)
-                ):
-                    return "error", "tags must be a list of strings"
-                found = await self.service.search_passages(
-                    agent_id,
-                    str(args.get("query", "")),
-                    tags=args.get("tags"),
-                    tag_match_mode=args.get("tag_match_mode") or "any",
-                    top_k=args.get("top_k") or 5,
-                    start_datetime=args.get("start_datetime"),
-                    end_datetime=args.get("end_datetime"),
-                )
-                return "success", orjson.dumps(archival_tool_results(found)).decode()
-            if call.name == "conversation_search":
-                hits = await self._conversation_search(str(args.get("query") or ""), args)
-                return "success", orjson.dumps(hits).decode()
-        except (Invalid, TypeError, ValueError) as error:
-            return "error", f"{type(error).__name__}: {error}"
-        return "error", f"no tool named {call.name!r} is attached to this agent"
-
-    async def _run_custom(self, tool: Any, args: dict[str, Any]) -> tuple[str, str]:
-        if self.run_tool is None:
-            return "error", "custom tools cannot run on this server (no sandbox configured)"
-        result = await self.run_tool(tool, args)
-        if result.status == "error":
-            return "error", result.error or "the tool failed"
-        value = result.func_return
-        return "success", value if isinstance(value, str) else orjson.dumps(value).decode()
-
-    async def _conversation_search(
-        self, query: str, args: dict[str, Any] | None = None
-    ) -> list[dict[str, Any]]:
-        """The search index over this agent's history (kelpie_trio/search/)."""
-        return await conversation_search(
-            self.service, self.ctx.agent_id, {**(args or {}), "query": query}
-        )
-
-    async def _run_memory_tool(
-        self, tr: Transaction, call: StoredToolCall, args: dict[str, Any] | None
-    ) -> tuple[str, str]:
-        """Memory tools and send_message, inside the step's transaction."""
-        if args is None:
-            return "error", "the arguments were not a JSON object"
-        name = call.name
-        try:
-            if name == "send_message":
-                return "success", "Sent message successfully."
-            if name == "pause_heartbeats":
-                return "success", f"Pausing timed heartbeats for {args.get('minutes', 0)} min"
-            label = args.get("label")
-            if not isinstance(label, str):
-                raise memory.ToolError("a block label is required")
-            block = await self.service.block_by_label(tr, self.ctx.agent_id, label)
-            limit = block.limit
-            if name == "core_memory_append":
-                new = memory.append(block.value, str(args.get("content", "")), limit)
-            elif name == "core_memory_replace":
-                old, rep = str(args.get("old_content", "")), str(args.get("new_content", ""))
-                new = memory.replace(block.value, old, rep, limit)
-            elif name == "memory_replace":
-                old, rep = str(args.get("old_str", "")), str(args.get("new_str", ""))
-                new = memory.replace_once(block.value, old, rep, limit)
-            elif name == "memory_insert":
-                line = args.get("insert_line", -1)
-                text = str(args.get("new_str", ""))
-                new = memory.insert(block.value, text, int(line), limit)
-            elif name == "memory_rethink":
-                new = memory.rethink(str(args.get("new_memory", "")), limit)
-            else:
-                return "error", f"no tool named {name!r} is attached to this agent"
-        except memory.ToolError as error:
-            return "error", str(error)
-        except (NotFound, KeyError, ValueError, TypeError) as error:
-            # A missing block, an argument of the wrong type: the model's to fix.
-            return "error", f"{type(error).__name__}: {error}"
-        block.value = new
-        self.service.save_block(tr, block)
-        return "success", "None"
-
-
-def decode_messages(rows: list[tuple[bytes, bytes]]) -> list[Message]:
-    """Stored messages from a range read in key order (each a blob of one or more chunks)."""
-    chunks: dict[int, list[tuple[int, bytes]]] = {}
-    for key, value in rows:
-        _, seq, index = keys.MESSAGES.unpack(key)
-        chunks.setdefault(seq, []).append((index, value))
-    return [
-        convert.decode_record(b"".join(v for _, v in sorted(chunks[seq])), Message)
-        for seq in sorted(chunks)
-    ]
-
-
-async def read_history(tr: Transaction, agent_id: str, *, limit: int = 0) -> list[Message]:
-    """The agent's stored messages in order: all of them, or about the last `limit`.
-
-    One range read: each message is a blob of one or more chunk keys, read newest
-    first and regrouped by message; when the read stops at its limit, the oldest
-    message in it may be cut, so it is left out.
-    """
-    prefix = keys.MESSAGES.pack((agent_id,))
-    ask = limit * 2 if limit else 0  # most messages are one chunk
-    rows = await tr.get_prefix(prefix, limit=ask, reverse=True)
-    chunks: dict[int, list[tuple[int, bytes]]] = {}
-    for key, value in rows:
-        _, seq, index = keys.MESSAGES.unpack(key)
-        chunks.setdefault(seq, []).append((index, value))
-    if ask and len(rows) == ask and chunks:
-        del chunks[min(chunks)]
-    seqs = sorted(chunks)[-limit:] if limit else sorted(chunks)
-    return [
-        convert.decode_record(b"".join(v for _, v in sorted(chunks[seq])), Message) for seq in seqs
-    ]
 
 
 def _pause_minutes(interpretation: Interpretation, results: list[Message]) -> float | None:

@@ -12,8 +12,8 @@ import attrs
 import trio
 
 from kelpie_trio.agent import runs
-from kelpie_trio.agent.actor import decode_messages, read_history
 from kelpie_trio.agent.events import RunEvents
+from kelpie_trio.agent.history import decode_messages, read_history
 from kelpie_trio.agent.messages import iso, to_letta_messages
 from kelpie_trio.agent.runs import Run, RunInput, SessionCheckpoint
 from kelpie_trio.errors import Conflict, Invalid, NotFound, ServiceError, Unavailable

@@ -14,7 +14,8 @@ from typing import Any
 
 import trio
 
-from kelpie_trio.agent.actor import AgentActor, read_history
+from kelpie_trio.agent.actor import AgentActor
+from kelpie_trio.agent.history import read_history
 from kelpie_trio.llm.catalog import CatalogConfig, ModelCatalog
 from kelpie_trio.llm.retry import RetryingLlmClient
 from kelpie_trio.nursery.dispatcher import Dispatcher, RuntimeConfig

@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-from kelpie_trio.agent.actor import read_history
+from kelpie_trio.agent.history import read_history
 from kelpie_trio.errors import ServiceError
 from kelpie_trio.nursery.errors import RuntimeFailure
 from kelpie_trio.service import AgentService

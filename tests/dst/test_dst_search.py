@@ -18,7 +18,7 @@ from collections import Counter
 
 import trio
 
-from kelpie_trio.agent.actor import history_key
+from kelpie_trio.agent.history import history_key
 from kelpie_trio.agent.messages import Message
 from kelpie_trio.errors import NotFound
 from kelpie_trio.models import convert

@@ -62,7 +62,7 @@ def chain(steps: int, *, custom_every: int = 0) -> list:
 
 async def snapshot(service: AgentService, run_id: str, agent_id: str) -> tuple[Any, list]:
     """The run and its agent's history, read in one transaction (what a crash would leave)."""
-    from kelpie_trio.agent.actor import read_history
+    from kelpie_trio.agent.history import read_history
 
     async def read(tr: Transaction) -> tuple[Any, list]:
         return await load_run(tr, run_id), await read_history(tr, agent_id)

@@ -1,0 +1,166 @@
+"""The agent's tools as its actor runs them (a mixin of AgentActor, actor.py).
+
+Memory tools and send_message run inside the step's transaction (`_run_memory_tool`),
+so a step's edits land with its messages. The others run outside it: archival memory
+and the search tools (their own transactions, through the service and the search
+layer) and custom tools (in the sandbox, tools/sandbox.py); a step checkpoints their
+results one by one. `_run_tool_directly` serves POST /v1/agents/{id}/tools/{name}/run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from kelpie_trio.agent import memory
+from kelpie_trio.agent.messages import StoredToolCall
+from kelpie_trio.errors import Invalid, NotFound
+from kelpie_trio.search import archival_tool_results, conversation_search
+from kelpie_trio.storage.base import Transaction
+
+__all__ = ["OUTSIDE_TOOLS", "AgentTools"]
+
+# Base tools that run outside the step's transaction (custom tools do too).
+OUTSIDE_TOOLS = frozenset({"archival_memory_insert", "archival_memory_search",
+                           "conversation_search"})  # fmt: skip
+
+
+class AgentTools:
+    ctx: Any
+    service: Any
+    run_tool: Any
+
+    def _outside_calls(
+        self, calls: list[tuple[StoredToolCall, dict[str, Any] | None]], tools: list[Any]
+    ) -> set[str]:
+        """The calls whose tools run outside the step's transaction."""
+        custom = {t.name for t in tools if t.tool_type == "custom"}
+        return {
+            c.id for c, args in calls
+            if args is not None and (c.name in custom or c.name in OUTSIDE_TOOLS)
+        }  # fmt: skip
+
+    async def _run_tool_directly(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        """One of the agent's tools, run outside any turn (Letta's tools/{name}/run):
+        memory tools in a fenced transaction, the others as a step would run them."""
+        view = await self.service.get_agent(self.ctx.agent_id)
+        if not any(t.name == name for t in view.tools):  # detached since the route looked
+            return {"status": "error", "func_return": None, "stdout": [],
+                    "stderr": [f"no tool named {name!r} is attached to this agent"],
+                    "agent_state": None, "sandbox_config_fingerprint": None}  # fmt: skip
+        call = StoredToolCall(id=self.ctx.env.new_id("call"), name=name, arguments="")
+        if self._outside_calls([(call, args)], view.tools):
+            status, text = await self._run_outside_tool(call, args, view.tools)
+        else:
+
+            async def run(tr: Transaction) -> tuple[str, str]:
+                return await self._run_memory_tool(tr, call, args)
+
+            status, text = await self.ctx.transact(run)
+        return {
+            "status": status,
+            "func_return": text if status == "success" else None,
+            "stdout": [],
+            "stderr": [text] if status == "error" else [],
+            "agent_state": None,
+            "sandbox_config_fingerprint": None,
+        }
+
+    async def _run_outside_tool(
+        self, call: StoredToolCall, args: dict[str, Any] | None, tools: list[Any]
+    ) -> tuple[str, str]:
+        """A tool that does not run in the step's transaction: archival memory and search
+        (their own transactions) and custom tools (in the sandbox)."""
+        agent_id = self.ctx.agent_id
+        custom = {t.name: t for t in tools if t.tool_type == "custom"}
+        if args is None:
+            return "error", "the arguments were not a JSON object"
+        try:
+            if call.name in custom:
+                return await self._run_custom(custom[call.name], args)
+            if call.name == "archival_memory_insert":
+                body = {"text": args.get("content", ""), "tags": args.get("tags")}
+                await self.service.create_passages(agent_id, body)
+                return "success", "None"
+            if call.name == "archival_memory_search":
+                tags = args.get("tags")
+                if tags is not None and not (
+                    isinstance(tags, list) and all(isinstance(t, str) for t in tags)
+                ):
+                    return "error", "tags must be a list of strings"
+                found = await self.service.search_passages(
+                    agent_id,
+                    str(args.get("query", "")),
+                    tags=args.get("tags"),
+                    tag_match_mode=args.get("tag_match_mode") or "any",
+                    top_k=args.get("top_k") or 5,
+                    start_datetime=args.get("start_datetime"),
+                    end_datetime=args.get("end_datetime"),
+                )
+                return "success", orjson.dumps(archival_tool_results(found)).decode()
+            if call.name == "conversation_search":
+                hits = await self._conversation_search(str(args.get("query") or ""), args)
+                return "success", orjson.dumps(hits).decode()
+        except (Invalid, TypeError, ValueError) as error:
+            return "error", f"{type(error).__name__}: {error}"
+        return "error", f"no tool named {call.name!r} is attached to this agent"
+
+    async def _run_custom(self, tool: Any, args: dict[str, Any]) -> tuple[str, str]:
+        if self.run_tool is None:
+            return "error", "custom tools cannot run on this server (no sandbox configured)"
+        result = await self.run_tool(tool, args)
+        if result.status == "error":
+            return "error", result.error or "the tool failed"
+        value = result.func_return
+        return "success", value if isinstance(value, str) else orjson.dumps(value).decode()
+
+    async def _conversation_search(
+        self, query: str, args: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """The search index over this agent's history (kelpie_trio/search/)."""
+        return await conversation_search(
+            self.service, self.ctx.agent_id, {**(args or {}), "query": query}
+        )
+
+    async def _run_memory_tool(
+        self, tr: Transaction, call: StoredToolCall, args: dict[str, Any] | None
+    ) -> tuple[str, str]:
+        """Memory tools and send_message, inside the step's transaction."""
+        if args is None:
+            return "error", "the arguments were not a JSON object"
+        name = call.name
+        try:
+            if name == "send_message":
+                return "success", "Sent message successfully."
+            if name == "pause_heartbeats":
+                return "success", f"Pausing timed heartbeats for {args.get('minutes', 0)} min"
+            label = args.get("label")
+            if not isinstance(label, str):
+                raise memory.ToolError("a block label is required")
+            block = await self.service.block_by_label(tr, self.ctx.agent_id, label)
+            limit = block.limit
+            if name == "core_memory_append":
+                new = memory.append(block.value, str(args.get("content", "")), limit)
+            elif name == "core_memory_replace":
+                old, rep = str(args.get("old_content", "")), str(args.get("new_content", ""))
+                new = memory.replace(block.value, old, rep, limit)
+            elif name == "memory_replace":
+                old, rep = str(args.get("old_str", "")), str(args.get("new_str", ""))
+                new = memory.replace_once(block.value, old, rep, limit)
+            elif name == "memory_insert":
+                line = args.get("insert_line", -1)
+                text = str(args.get("new_str", ""))
+                new = memory.insert(block.value, text, int(line), limit)
+            elif name == "memory_rethink":
+                new = memory.rethink(str(args.get("new_memory", "")), limit)
+            else:
+                return "error", f"no tool named {name!r} is attached to this agent"
+        except memory.ToolError as error:
+            return "error", str(error)
+        except (NotFound, KeyError, ValueError, TypeError) as error:
+            # A missing block, an argument of the wrong type: the model's to fix.
+            return "error", f"{type(error).__name__}: {error}"
+        block.value = new
+        self.service.save_block(tr, block)
+        return "success", "None"
