@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.api.conftest import _free_port
+from tests.api.conftest import _free_port, wait_until_serving
 
 KILLS = 20
 AGENTS = 3
@@ -41,16 +41,7 @@ class Server:
              "--data-dir", str(self.data_dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env,
         )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:  # readiness: a bounded wait for the process to serve
-            try:
-                if httpx.get(f"{self.url}/v1/health/").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert self.process.poll() is None, "the server exited"
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
+        wait_until_serving(self.url, self.process)
 
     def kill(self) -> None:
         assert self.process is not None

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.conftest import _free_port
+from tests.api.conftest import _free_port, wait_until_serving
 
 LEASE_TTL = 2.0
 
@@ -39,15 +39,7 @@ def two_nodes(tmp_path: Path) -> Iterator[list[tuple[str, subprocess.Popen]]]:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:  # readiness: a bounded wait for the process to serve
-            try:
-                if httpx.get(f"{url}/v1/health/").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
+        wait_until_serving(url, process)
         nodes.append((url, process))
     yield nodes
     for _, process in nodes:

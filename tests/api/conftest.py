@@ -35,6 +35,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
+    """Readiness: a bounded wait until the server's health route answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/v1/health/").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError("the server exited")
+        if time.monotonic() > deadline:
+            raise RuntimeError("the server did not start")
+        time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def running_server(data_dir: Path, *extra: str) -> Iterator[str]:
     """`kelpie-trio serve` on a free loopback port over `data_dir`, until the block ends."""
@@ -47,18 +63,11 @@ def running_server(data_dir: Path, *extra: str) -> Iterator[str]:
         env={k: v for k, v in os.environ.items() if not k.startswith("KELPIE_")},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    # Readiness: the health route answers (a bounded wait for a process to start).
-    while True:
-        try:
-            if httpx.get(f"{url}/v1/health/").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"server did not start: {process.stderr.read().decode()[-2000:]}")
-        time.sleep(0.05)
+    try:
+        wait_until_serving(url, process)
+    except RuntimeError as error:
+        process.kill()
+        raise RuntimeError(f"{error}: {process.stderr.read().decode()[-2000:]}") from None
     try:
         yield url
     finally:
