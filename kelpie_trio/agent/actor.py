@@ -152,17 +152,6 @@ class AgentActor(SessionHandoff, AgentTools):
 
     # -- a turn --------------------------------------------------------------
 
-    def _new_message(self, **fields: Any) -> Message:
-        message = Message(
-            id=self.ctx.env.new_id("message"),
-            agent_id=self.ctx.agent_id,
-            seq=self.next_seq,
-            created_at=self.ctx.env.now(),
-            **fields,
-        )
-        self.next_seq += 1
-        return message
-
     async def _store(self, tr: Transaction, messages: list[Message]) -> None:
         for m in messages:
             set_blob(tr, history_key(m.agent_id, m.seq), convert.encode_record(m))
@@ -170,54 +159,62 @@ class AgentActor(SessionHandoff, AgentTools):
 
     async def _run(self, run_id: str) -> dict[str, Any]:
         """Run a stored run to its end: start it, resume it after its checkpoint, or,
-        when it has already ended (a retried send), only answer with it."""
+        when it has already ended (a retried send), only answer with it. A new run is
+        loaded and started (its input stored) in one transaction."""
         agent_id = self.ctx.agent_id
-
-        async def load(tr: Transaction) -> Run | None:
-            return await runs.load_run(tr, run_id)
-
-        run = await self.ctx.transact(load)
+        run, inputs = await self._checkpointed(functools.partial(self._load_or_start, run_id))
         if run is None:
             raise RunGone(run_id)
+        if inputs:
+            self.next_seq = inputs[-1].seq + 1
+            for m in inputs:
+                self._publish(run, m)
+            return await self._iterate(run, inputs)
         if run.agent_id != agent_id:
             return {"handoff": run.agent_id}  # transferred: the caller follows it there
         if run.finished:
             return self._response(run, await self._run_messages(run))
         if run.history_agent is not None:
             run = await self._adopt(run)
-        if run.first_seq is None:
-            return await self._start(run)
+            if run.first_seq is None:  # moved before it started: start it here
+                return await self._run(run_id)
         log.info("agent %s: resuming %s after iteration %d", agent_id, run_id,
                  run.checkpoint.iteration)  # fmt: skip
         return await self._iterate(run, await self._run_messages(run))
 
-    async def _start(self, run: Run) -> dict[str, Any]:
-        first_seq = self.next_seq
-        inputs = [
-            self._new_message(role="user", content=i.text, otid=i.otid, run_id=run.id)
-            for i in run.inputs
-        ]
+    async def _load_or_start(
+        self, run_id: str, tr: Transaction
+    ) -> tuple[Run | None, list[Message]]:
+        """The run; and if it is this agent's and not started yet, its input stored."""
+        run = await runs.load_run(tr, run_id)
+        startable = (
+            run is not None
+            and run.agent_id == self.ctx.agent_id
+            and run.first_seq is None
+            and run.history_agent is None
+            and not run.finished
+        )
+        if not startable:
+            return run, []
+        assert run is not None
         now = self.ctx.env.now()
-
-        async def start(tr: Transaction) -> Run:
-            current = await runs.load_run(tr, run.id)  # a cancel may have come meanwhile
-            if current is None:
-                raise RunGone(run.id)
-            # A new message ends a paused session of this agent: it is answered now.
-            for other_id in await runs.open_runs(tr, self.ctx.agent_id):
-                other = await runs.load_run(tr, other_id)
-                if other is not None and other.id != run.id and other.checkpoint.is_paused:
-                    runs.finish_run(tr, other, "end_turn", now)
-            await self._store(tr, inputs)
-            current.first_seq = first_seq
-            current.status = "running"
-            runs.save_run(tr, current)
-            return current
-
-        started = await self._checkpointed(start)
-        for m in inputs:
-            self._publish(started, m)
-        return await self._iterate(started, inputs)
+        base = self.next_seq  # not advanced until the transaction commits
+        inputs = [
+            Message(id=self.ctx.env.new_id("message"), agent_id=run.agent_id, seq=base + i,
+                    created_at=now, role="user", content=given.text, otid=given.otid,
+                    run_id=run.id)
+            for i, given in enumerate(run.inputs)
+        ]  # fmt: skip
+        # A new message ends a paused session of this agent: it is answered now.
+        for other_id in await runs.open_runs(tr, run.agent_id):
+            other = await runs.load_run(tr, other_id) if other_id != run.id else None
+            if other is not None and other.checkpoint.is_paused:
+                runs.finish_run(tr, other, "end_turn", now)
+        await self._store(tr, inputs)
+        run.first_seq = base
+        run.status = "running"
+        runs.save_run(tr, run)
+        return run, inputs
 
     async def _iterate(self, run: Run, produced: list[Message]) -> dict[str, Any]:
         """Steps from the one after the checkpoint until a stop reason.
@@ -247,7 +244,7 @@ class AgentActor(SessionHandoff, AgentTools):
                     return self._response(run, produced, stop="end_turn")
                 run = await self._unpause(run)
             try:
-                view = await self.service.get_agent(agent_id)  # memory as the last step left it
+                view, history = await self._step_state()
             except NotFound:
                 raise RunGone(run.id) from None
             pending = run.checkpoint.pending_seq
@@ -262,7 +259,7 @@ class AgentActor(SessionHandoff, AgentTools):
                 reply = None
                 try:
                     with events.in_flight(run.id):
-                        llm_request = await self._prompt(llm, view)
+                        llm_request = await self._prompt(llm, view, history)
                         reply = await self._complete(llm, llm_request, run, message_id, view)
                 except LlmError as error:
                     log.warning("agent %s: the LLM failed: %r", agent_id, error)
@@ -540,24 +537,27 @@ class AgentActor(SessionHandoff, AgentTools):
 
         return [m for m in await self.ctx.transact(read) if m.run_id == run.id]
 
-    async def _history(self) -> list[Message]:
-        """The in-context history: from the context's start, at most HISTORY_WINDOW."""
+    async def _step_state(self) -> tuple[Any, list[Message]]:
+        """What a step starts from, in one transaction: the agent (memory as the last
+        step left it, tools) and the in-context history, from the context's start."""
         agent_id = self.ctx.agent_id
 
-        async def read(tr: Transaction) -> tuple[AgentContext, list[Message]]:
+        async def read(tr: Transaction) -> tuple[Any, AgentContext, list[Message]]:
+            view = await self.service.view_in(tr, agent_id)
             raw = await tr.get(keys.CONTEXT.pack((agent_id,)))
             context = AgentContext() if raw is None else convert.decode_record(raw, AgentContext)
-            history = await read_history(tr, agent_id, limit=HISTORY_WINDOW)
-            return context, [m for m in history if m.seq >= context.start_seq]
+            history = await read_history(
+                tr, agent_id, limit=HISTORY_WINDOW, start_seq=context.start_seq
+            )
+            return view, context, history
 
-        self.context, history = await self.ctx.transact(read)
-        return history
+        view, self.context, history = await self.ctx.transact(read)
+        return view, history
 
-    async def _prompt(self, llm: LlmClient, view: Any) -> LlmRequest:
+    async def _prompt(self, llm: LlmClient, view: Any, history: list[Message]) -> LlmRequest:
         """The step's request, within the agent's context window: when it would not fit,
         the oldest messages are summarized (by the model, or a recap if it fails) and
         leave the context (context.py)."""
-        history = await self._history()
         context = self.context
         agent = view.agent
         config = agent.llm_config or {}

@@ -27,16 +27,20 @@ def decode_messages(rows: list[tuple[bytes, bytes]]) -> list[Message]:
     ]
 
 
-async def read_history(tr: Transaction, agent_id: str, *, limit: int = 0) -> list[Message]:
-    """The agent's stored messages in order: all of them, or about the last `limit`.
+async def read_history(
+    tr: Transaction, agent_id: str, *, limit: int = 0, start_seq: int = 0
+) -> list[Message]:
+    """The agent's stored messages in order, from `start_seq` on: all of them, or about
+    the last `limit`.
 
     One range read: each message is a blob of one or more chunk keys, read newest
     first and regrouped by message; when the read stops at its limit, the oldest
     message in it may be cut, so it is left out.
     """
-    prefix = keys.MESSAGES.pack((agent_id,))
+    begin = keys.MESSAGES.pack((agent_id, start_seq))
+    end = keys.prefix_range(keys.MESSAGES.pack((agent_id,)))[1]
     ask = limit * 2 if limit else 0  # most messages are one chunk
-    rows = await tr.get_prefix(prefix, limit=ask, reverse=True)
+    rows = await tr.get_range(begin, end, limit=ask, reverse=True)
     chunks: dict[int, list[tuple[int, bytes]]] = {}
     for key, value in rows:
         _, seq, index = keys.MESSAGES.unpack(key)

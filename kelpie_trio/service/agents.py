@@ -177,9 +177,14 @@ class AgentCases(BlockCases, ToolCases):
 
     async def get_agent(self, agent_id: str) -> AgentView:
         async def get(tr: Transaction) -> AgentView:
-            return await self._view(tr, await self._agent(tr, agent_id))
+            return await self.view_in(tr, agent_id)
 
         return await self.store.transact(get)
+
+    async def view_in(self, tr: Transaction, agent_id: str) -> AgentView:
+        """Within a caller's transaction: the agent with its blocks and tools (the agent
+        loop reads it with the history, in one transaction per step)."""
+        return await self._view(tr, await self._agent(tr, agent_id))
 
     async def list_agents(
         self,
