@@ -1,4 +1,4 @@
-"""The `kelpie-trio` command: `serve` the API, `sim` one simulated scenario."""
+"""The `kelpie-trio` command: `serve` the API, `sim` one simulated scenario, `bench` the server."""
 
 from __future__ import annotations
 
@@ -40,6 +40,12 @@ def _sim(args: argparse.Namespace) -> int:
     return cli.main(args)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from bench.cli import run  # bench/ ships beside kelpie_trio; its extras: pip install '.[bench]'
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kelpie-trio", description=__doc__)
     parser.add_argument("--version", action="version", version=f"kelpie-trio {__version__}")
@@ -70,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim = commands.add_parser("sim", help="run one deterministic simulation from a seed")
     add_arguments(sim)
     sim.set_defaults(func=_sim)
+
+    from bench.cli import add_arguments as add_bench_arguments
+
+    bench = commands.add_parser("bench", help="stress the server next to the framework floor")
+    add_bench_arguments(bench)
+    bench.set_defaults(func=_bench)
     return parser
 
 

@@ -86,7 +86,7 @@ async def run_node(
     transport = HttpTransport(token=config.cluster_token or config.password)
     service = AgentService(store, env)
     if actor_factory is None:
-        llm_for = llm_factory(env)
+        llm_for = llm_factory(env, sim_latency=(config.sim_latency, config.sim_latency))
         sandbox = ToolSandbox()
 
         async def run_tool(tool: Any, arguments: dict[str, Any]) -> Any:
