@@ -7,9 +7,11 @@ no access log), in a process of its own so its CPU can be read from its own acco
 
 - `POST /trivial`: parse a JSON body, answer a ~1 kB JSON object. Nothing can answer a JSON POST
   on this stack for less.
-- `POST /relay`: the same, plus one chat completion at the fake provider through an
-  `httpx.AsyncClient` (as kelpie-trio's provider client makes it). Every agent message costs at
-  least this: a JSON POST in, one LLM call out.
+- `POST /relay`: the same, plus one chat completion at the fake provider through httpx, on the
+  same small-pool client kelpie-trio's providers use (`_ClientPool` in
+  kelpie_trio/llm/openai_compat.py; one plain `httpx.AsyncClient` with hundreds of concurrent
+  calls spends more CPU in httpcore's pool bookkeeping than in HTTP: `--client httpx` shows it).
+  Every agent message costs at least this: a JSON POST in, one LLM call out.
 
 kelpie-trio's CPU per message is reported as a ratio to these, measured in the same run under the
 same load, because absolute numbers on a shared machine drift.
@@ -20,6 +22,7 @@ Prints `ready http://127.0.0.1:<port>` on stdout once it listens.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import signal
 import sys
@@ -33,6 +36,8 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from kelpie_trio.llm.openai_compat import _ClientPool
+
 __all__ = ["create_floor_app", "main"]
 
 # A ~1 kB reply, about the size of a one-step LettaResponse.
@@ -43,22 +48,27 @@ def _json(body: Any) -> Response:
     return Response(orjson.dumps(body), content_type="application/json")
 
 
-def create_floor_app(provider_url: str | None) -> QuartTrio:
+def create_floor_app(provider_url: str | None, client: str = "pool") -> QuartTrio:
     app = QuartTrio("bench_floor")
-    state: dict[str, httpx.AsyncClient] = {}
+    state: dict[str, Any] = {}
 
     @app.before_serving
     async def open_client() -> None:
-        if provider_url:
-            # No pool limit: kelpie-trio's provider client keeps one connection per
-            # concurrent call too (a pool capped below the load queues calls).
+        if not provider_url:
+            return
+        if client == "pool":
+            pool = _ClientPool(base_url=provider_url, timeout=120)
+            state["client"], state["close"] = pool.client, pool.aclose
+        else:
+            # One client, no limit below the load (a capped pool would queue calls).
             limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-            state["http"] = httpx.AsyncClient(base_url=provider_url, timeout=120, limits=limits)
+            http = httpx.AsyncClient(base_url=provider_url, timeout=120, limits=limits)
+            state["client"], state["close"] = (lambda: contextlib.nullcontext(http)), http.aclose
 
     @app.after_serving
     async def close_client() -> None:
-        if "http" in state:
-            await state["http"].aclose()
+        if "close" in state:
+            await state["close"]()
 
     @app.post("/trivial")
     async def trivial() -> Response:
@@ -71,10 +81,11 @@ def create_floor_app(provider_url: str | None) -> QuartTrio:
         content = ""
         if isinstance(body, dict) and body.get("messages"):
             content = str(body["messages"][0].get("content", ""))
-        reply = await state["http"].post(
-            "chat/completions",
-            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]},
-        )
+        with state["client"]() as http:
+            reply = await http.post(
+                "chat/completions",
+                json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]},
+            )
         answer = reply.json()["choices"][0]["message"]["content"]
         return _json({"id": "floor", "answer": answer, "filler": _FILLER})
 
@@ -85,8 +96,8 @@ def create_floor_app(provider_url: str | None) -> QuartTrio:
     return app
 
 
-async def serve(host: str, port: int, provider_url: str | None) -> None:
-    app = create_floor_app(provider_url)
+async def serve(host: str, port: int, provider_url: str | None, client: str) -> None:
+    app = create_floor_app(provider_url, client)
     config = hypercorn.config.Config()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
@@ -107,8 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--provider", help="the fake provider's base URL (ending in /v1)")
+    parser.add_argument(
+        "--client",
+        choices=["pool", "httpx"],
+        default="pool",
+        help="pool: kelpie-trio's small-pool httpx clients (default); httpx: one AsyncClient",
+    )
     args = parser.parse_args(argv)
-    trio.run(serve, args.host, args.port, args.provider)
+    trio.run(serve, args.host, args.port, args.provider, args.client)
     return 0
 
 

@@ -125,8 +125,8 @@ async def start_fake_provider(
 
 
 @contextlib.asynccontextmanager
-async def start_floor(provider_url: str | None) -> AsyncIterator[Child]:
-    command = [sys.executable, "-m", "bench.floor", "--port", "0"]
+async def start_floor(provider_url: str | None, client: str = "pool") -> AsyncIterator[Child]:
+    command = [sys.executable, "-m", "bench.floor", "--port", "0", "--client", client]
     if provider_url:
         command += ["--provider", provider_url]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, env=_bench_env({}))

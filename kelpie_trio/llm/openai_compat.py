@@ -48,6 +48,50 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 
 # -- HTTP plumbing shared with anthropic.py -------------------------------------------------
 
+# Concurrent calls one httpx client carries. httpcore 1.0.9's pool walks all its connections
+# for each connection on every request and release (`_assign_requests_to_connections`), and
+# closes idle connections once it holds more than max_keepalive in all: at 200 concurrent calls
+# one client burnt 16-25 ms of CPU per call in that bookkeeping (bench/RESULTS.md). Small pools,
+# added as the load needs them, keep the bookkeeping constant per call.
+_CALLS_PER_CLIENT = 8
+
+
+class _Shard:
+    __slots__ = ("client", "in_flight")
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.in_flight = 0
+
+
+class _ClientPool:
+    """httpx clients of at most `_CALLS_PER_CLIENT` connections each; a call takes the least
+    busy one, or a new one when all are full. Clients are only closed with the pool."""
+
+    def __init__(self, **client_kwargs: Any) -> None:
+        limits = httpx.Limits(
+            max_connections=_CALLS_PER_CLIENT, max_keepalive_connections=_CALLS_PER_CLIENT
+        )
+        self._kwargs = {"limits": limits, **client_kwargs}
+        self._shards: list[_Shard] = []
+
+    @contextlib.contextmanager
+    def client(self) -> Iterator[httpx.AsyncClient]:
+        shard = min(self._shards, key=lambda s: s.in_flight, default=None)
+        if shard is None or shard.in_flight >= _CALLS_PER_CLIENT:
+            shard = _Shard(httpx.AsyncClient(**self._kwargs))
+            self._shards.append(shard)
+        shard.in_flight += 1
+        try:
+            yield shard.client
+        finally:
+            shard.in_flight -= 1
+
+    async def aclose(self) -> None:
+        shards, self._shards = self._shards, []
+        for shard in shards:
+            await shard.client.aclose()
+
 
 class _HttpTransport:
     """One provider's HTTP connection pool, speaking JSON in and JSON or SSE out."""
@@ -63,15 +107,15 @@ class _HttpTransport:
     ) -> None:
         self.provider = provider
         self.base_url = base_url
-        self._http = httpx.AsyncClient(
+        self._http = _ClientPool(
             base_url=base_url,
             headers=dict(headers),
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
         )
 
     async def post_json(self, path: str, body: Mapping[str, Any]) -> Any:
-        with self._mapped_errors():
-            response = await self._http.post(path, json=body)
+        with self._mapped_errors(), self._http.client() as http:
+            response = await http.post(path, json=body)
             if response.is_error:
                 raise self._error_for(response)
             try:
@@ -83,8 +127,8 @@ class _HttpTransport:
 
     async def sse_data(self, path: str, body: Mapping[str, Any]) -> AsyncIterator[str]:
         """The `data` of each server-sent event, in order, until the provider closes."""
-        with self._mapped_errors():
-            async with self._http.stream("POST", path, json=body) as response:
+        with self._mapped_errors(), self._http.client() as http:
+            async with http.stream("POST", path, json=body) as response:
                 if response.is_error:
                     await response.aread()
                     raise self._error_for(response)
