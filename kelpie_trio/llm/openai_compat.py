@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Literal
 
 import httpx
+import orjson
 
 from kelpie_trio.llm.retry import parse_retry_after
 from kelpie_trio.llm.types import (
@@ -54,6 +55,15 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 # one client burnt 16-25 ms of CPU per call in that bookkeeping (bench/RESULTS.md). Small pools,
 # added as the load needs them, keep the bookkeeping constant per call.
 _CALLS_PER_CLIENT = 8
+
+
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def _dumps(body: Mapping[str, Any]) -> bytes:
+    """The request body, by orjson: the prompt (system text, tool schemas, history) is the
+    biggest thing the server serializes per step, and httpx's `json=` uses the stdlib."""
+    return orjson.dumps(body)
 
 
 class _Shard:
@@ -118,11 +128,11 @@ class _HttpTransport:
 
     async def post_json(self, path: str, body: Mapping[str, Any]) -> Any:
         with self._mapped_errors(), self._http.client() as http:
-            response = await http.post(path, json=body)
+            response = await http.post(path, content=_dumps(body), headers=_JSON_HEADERS)
             if response.is_error:
                 raise self._error_for(response)
             try:
-                return response.json()
+                return orjson.loads(response.content)
             except ValueError as error:
                 raise LlmFailure(
                     f"{self.provider} answered with a body that is not JSON"
@@ -131,7 +141,9 @@ class _HttpTransport:
     async def sse_data(self, path: str, body: Mapping[str, Any]) -> AsyncIterator[str]:
         """The `data` of each server-sent event, in order, until the provider closes."""
         with self._mapped_errors(), self._http.client() as http:
-            async with http.stream("POST", path, json=body) as response:
+            async with http.stream(
+                "POST", path, content=_dumps(body), headers=_JSON_HEADERS
+            ) as response:
                 if response.is_error:
                     await response.aread()
                     raise self._error_for(response)
