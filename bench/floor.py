@@ -8,8 +8,8 @@ no access log), in a process of its own so its CPU can be read from its own acco
 - `POST /trivial`: parse a JSON body, answer a ~1 kB JSON object. Nothing can answer a JSON POST
   on this stack for less.
 - `POST /relay`: the same, plus one chat completion at the fake provider through httpx, on the
-  same small-pool client kelpie-trio's providers use (`_ClientPool` in
-  kelpie_trio/llm/openai_compat.py; one plain `httpx.AsyncClient` with hundreds of concurrent
+  same small-pool client kelpie-trio's providers use (`ClientPool` in
+  kelpie_trio/http_pool.py; one plain `httpx.AsyncClient` with hundreds of concurrent
   calls spends more CPU in httpcore's pool bookkeeping than in HTTP: `--client httpx` shows it).
   Every agent message costs at least this: a JSON POST in, one LLM call out.
 
@@ -36,7 +36,7 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from kelpie_trio.llm.openai_compat import _ClientPool
+from kelpie_trio.http_pool import ClientPool
 
 __all__ = ["create_floor_app", "main"]
 
@@ -57,7 +57,7 @@ def create_floor_app(provider_url: str | None, client: str = "pool") -> QuartTri
         if not provider_url:
             return
         if client == "pool":
-            pool = _ClientPool(base_url=provider_url, timeout=120)
+            pool = ClientPool(base_url=provider_url, timeout=120)
             state["client"], state["close"] = pool.client, pool.aclose
         else:
             # One client, no limit below the load (a capped pool would queue calls).

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import httpx
 import orjson
 
+from kelpie_trio.http_pool import ClientPool
 from kelpie_trio.llm.retry import parse_retry_after
 from kelpie_trio.llm.types import (
     ChatMessage,
@@ -49,14 +50,6 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 
 # -- HTTP plumbing shared with anthropic.py -------------------------------------------------
 
-# Concurrent calls one httpx client carries. httpcore 1.0.9's pool walks all its connections
-# for each connection on every request and release (`_assign_requests_to_connections`), and
-# closes idle connections once it holds more than max_keepalive in all: at 200 concurrent calls
-# one client burnt 16-25 ms of CPU per call in that bookkeeping (bench/RESULTS.md). Small pools,
-# added as the load needs them, keep the bookkeeping constant per call.
-_CALLS_PER_CLIENT = 8
-
-
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -64,46 +57,6 @@ def _dumps(body: Mapping[str, Any]) -> bytes:
     """The request body, by orjson: the prompt (system text, tool schemas, history) is the
     biggest thing the server serializes per step, and httpx's `json=` uses the stdlib."""
     return orjson.dumps(body)
-
-
-class _Shard:
-    __slots__ = ("client", "in_flight")
-
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
-        self.in_flight = 0
-
-
-class _ClientPool:
-    """httpx clients of at most `_CALLS_PER_CLIENT` connections each; a call takes the least
-    busy one, or a new one when all are full. Clients are only closed with the pool."""
-
-    def __init__(self, **client_kwargs: Any) -> None:
-        limits = httpx.Limits(
-            max_connections=_CALLS_PER_CLIENT, max_keepalive_connections=_CALLS_PER_CLIENT
-        )
-        # One TLS context for all of them: httpx builds one per client otherwise, loading the
-        # CA bundle each time (~25 ms of CPU).
-        verify = httpx.create_ssl_context()
-        self._kwargs = {"limits": limits, "verify": verify, **client_kwargs}
-        self._shards: list[_Shard] = []
-
-    @contextlib.contextmanager
-    def client(self) -> Iterator[httpx.AsyncClient]:
-        shard = min(self._shards, key=lambda s: s.in_flight, default=None)
-        if shard is None or shard.in_flight >= _CALLS_PER_CLIENT:
-            shard = _Shard(httpx.AsyncClient(**self._kwargs))
-            self._shards.append(shard)
-        shard.in_flight += 1
-        try:
-            yield shard.client
-        finally:
-            shard.in_flight -= 1
-
-    async def aclose(self) -> None:
-        shards, self._shards = self._shards, []
-        for shard in shards:
-            await shard.client.aclose()
 
 
 class _HttpTransport:
@@ -120,7 +73,7 @@ class _HttpTransport:
     ) -> None:
         self.provider = provider
         self.base_url = base_url
-        self._http = _ClientPool(
+        self._http = ClientPool(
             base_url=base_url,
             headers=dict(headers),
             timeout=httpx.Timeout(timeout, connect=connect_timeout),

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import trio
 
-from kelpie_trio.llm import openai_compat
-from kelpie_trio.llm.openai_compat import _ClientPool
+from kelpie_trio.http_pool import CALLS_PER_CLIENT, ClientPool
 
 
 async def test_concurrent_calls_spread_over_clients_of_bounded_size() -> None:
-    pool = _ClientPool(base_url="http://127.0.0.1:9")
+    pool = ClientPool(base_url="http://127.0.0.1:9")
     per_client: dict[int, int] = {}
     peak: dict[int, int] = {}
     release = trio.Event()
@@ -26,7 +25,7 @@ async def test_concurrent_calls_spread_over_clients_of_bounded_size() -> None:
             nursery.start_soon(call)
         await trio.testing.wait_all_tasks_blocked()
         release.set()
-    limit = openai_compat._CALLS_PER_CLIENT
+    limit = CALLS_PER_CLIENT
     assert len(peak) == -(-50 // limit)  # as few clients as the load needs
     assert max(peak.values()) <= limit
     with pool.client() as again:  # idle clients are reused, not added
