@@ -57,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile",
         choices=["py-spy"],
-        help="record the server with py-spy during steady's window (collapsed stacks)",
+        help="record the server with py-spy during each measured window (collapsed stacks, "
+        "written beside the JSON)",
     )
     parser.add_argument("--model", help="model handle for the agents (default by --llm)")
     parser.add_argument("--embedding", help="embedding handle for the agents")
@@ -159,14 +160,13 @@ def run(args: argparse.Namespace) -> int:
 
             trio.run(main)
     finally:
+        import shutil
+
+        for profile in sorted(work.glob("profile-*.txt")):
+            shutil.copy(profile, args.out / f"{stamp}-{profile.name}")
         if args.keep_data:
             print(f"data kept in {work}", file=sys.stderr)
         else:
-            import shutil
-
-            profiles = sorted(work.glob("profile-*.txt"))
-            for profile in profiles:
-                shutil.copy(profile, args.out / f"{stamp}-{profile.name}")
             shutil.rmtree(work, ignore_errors=True)
     run_info["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     report.print_table(run_info["scenarios"])

@@ -84,7 +84,7 @@ class Options:
     chunk_gap: float = 0.005  # streaming: seconds between the fake provider's chunks
     seed: int = 7
     work_dir: Path = Path(".")
-    profile: str | None = None  # "py-spy": record the server during steady's window
+    profile: str | None = None  # "py-spy": record the server during each measured window
     model: str | None = None
     embedding: str | None = None
 
@@ -220,7 +220,7 @@ class Runner:
         metrics_before = [await read_metrics(self._url(s), self.options.headers) for s in servers]
         before = [s.usage() if s else None for s in servers]
         provider_before = provider.usage() if provider else None
-        profiler = self._start_profiler(label, servers[0]) if label == "steady" else None
+        profiler = self._start_profiler(label, servers[0])
         samples = await self._load(label, url, agents, total, concurrency, **kw)
         after = [s.usage() if s else None for s in servers]
         provider_after = provider.usage() if provider else None
@@ -250,7 +250,7 @@ class Runner:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         out = self.options.work_dir / f"profile-{label}"
         process = subprocess.Popen(
-            [spy, "record", "--pid", str(server.pid), "--rate", "200", "--nonblocking",
+            [spy, "record", "--pid", str(server.pid), "--rate", "200",
              "--format", "raw", "--output", f"{out}.txt"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
