@@ -72,8 +72,12 @@ async def run_load(
     on_done: Callable[[Sample], None] | None = None,
     base_urls: Sequence[str] | None = None,
     reply_within: float = 120.0,
+    one_each: bool = False,
 ) -> list[Sample]:
     """Send `total` messages from `concurrency` workers; every sample, in completion order.
+
+    With `one_each`, message i goes to `agents[i]`: every agent gets exactly one (activating
+    each agent once, whatever the concurrency).
 
     With `base_urls`, request i goes to `base_urls[i % len]` (two nodes: half the requests land
     on the node that does not hold the agent and are forwarded).
@@ -90,7 +94,12 @@ async def run_load(
                 i = next(counter)
                 if i >= total:
                     return
-                agent = agents[(w + k * concurrency) % n] if n else ""
+                if not n:
+                    agent = ""
+                elif one_each:
+                    agent = agents[i % n]
+                else:
+                    agent = agents[(w + k * concurrency) % n]
                 conn = conns[i % len(conns)]
                 body = message_body(f"Message {i} from conversation {w}.", streaming=streaming)
                 start = time.perf_counter()

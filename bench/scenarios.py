@@ -481,6 +481,7 @@ class Runner:
                     len(rest),
                     p["concurrency"],
                     p["latency"],
+                    one_each=True,
                 )
                 await trio.sleep(2.0)  # idle
                 rss1 = server.usage().rss if server else None
