@@ -2,7 +2,8 @@
 
     python -m bench.profile_summary bench-results/<stamp>-profile-steady.txt [--cpu-ms 4.5]
 
-Each sample is put in the first category whose marker appears anywhere in its stack (so the
+Samples of a thread sleeping (the idle SQLite worker, epoll_wait) are left out. Each other
+sample is put in the first category whose marker appears anywhere in its stack (so the
 order below matters: the LLM call inside an actor's turn counts as the LLM call), then the
 functions with the most samples of their own are listed. With `--cpu-ms` (the bench's CPU ms
 per message) each category is also given in ms per message.
@@ -29,6 +30,9 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("HTTP server: hypercorn + quart", ("hypercorn", "quart", "TrioASGI")),
 )
 OTHER = "unattributed: trio scheduler, epoll, partial stacks"
+# Leaf frames where a thread sleeps with the GIL released, which py-spy may still sample as
+# active: the idle worker thread waiting for its next job, trio's epoll_wait.
+WAITING = ("WorkerThread._work (", "EpollIOManager.get_events (")
 
 
 def _read(path: Path) -> list[tuple[list[str], int]]:
@@ -42,7 +46,7 @@ def _read(path: Path) -> list[tuple[list[str], int]]:
 
 def summarize(path: Path, top: int = 15) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
     """(category, share) and (function, share of samples on top of the stack), largest first."""
-    stacks = _read(path)
+    stacks = [(frames, n) for frames, n in _read(path) if not frames[-1].startswith(WAITING)]
     total = sum(n for _, n in stacks) or 1
     categories: collections.Counter[str] = collections.Counter()
     leaves: collections.Counter[str] = collections.Counter()
