@@ -11,9 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import trio
-
-from bench.scenarios import SCENARIOS, Options, Runner
+from bench import SCENARIOS
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -100,7 +98,12 @@ def _progress() -> Iterator[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The bench's own dependencies (psutil, rich, matplotlib: the `bench` extra) load here, not
+    # when the parser is built.
+    import trio
+
     from bench import report
+    from bench.scenarios import Options, Runner
 
     names = list(args.scenarios or [])
     unknown = [n for n in names if n not in (*SCENARIOS, "all")]

@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 import trio
 
+from bench import SCENARIOS
 from bench.http1 import Connection, HttpError
 from bench.load import Sample, create_agents, run_load
 from bench.procs import Child, Usage, start_fake_provider, start_floor, start_server
@@ -29,14 +30,6 @@ from bench.stats import percentiles, summarize, throughput_series, usage_delta
 
 __all__ = ["SCENARIOS", "Options", "Runner"]
 
-SCENARIOS = (
-    "steady",
-    "hot-agent",
-    "cold-activation",
-    "streaming",
-    "idle-footprint",
-    "two-nodes",
-)
 
 # Per scenario: agents, messages, concurrency, provider latency (s). Flags override them.
 DEFAULTS: dict[str, dict[str, Any]] = {
