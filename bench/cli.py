@@ -35,7 +35,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bench an already running Letta-compatible server instead of starting one",
     )
     parser.add_argument("--base-url-b", help="two-nodes with --base-url: the second node")
+    parser.add_argument(
+        "--provider-port",
+        type=int,
+        default=0,
+        help="port of the bench's fake provider (default: a free one); with --base-url, start "
+        "the server with OPENAI_BASE_URL=http://127.0.0.1:PORT/v1 so its LLM calls reach it",
+    )
     parser.add_argument("--password", help="Bearer token for --base-url")
+    parser.add_argument(
+        "--server-pid",
+        type=int,
+        help="with --base-url: the server's process id, to read its CPU and RSS (and its "
+        "children's) like those of a server the bench starts",
+    )
     parser.add_argument("--store", choices=["sqlite", "memory"], default="sqlite")
     parser.add_argument(
         "--llm",
@@ -44,7 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fake: the bench's OpenAI-compatible fake provider over loopback HTTP (default); "
         "sim: the server's in-process sim model with the same fixed latency",
     )
-    parser.add_argument("--latency", type=float, help="provider latency, seconds, per LLM call")
+    parser.add_argument(
+        "--latency",
+        type=float,
+        help="provider latency, seconds, per LLM call (subtracted per call for the overhead)",
+    )
     parser.add_argument("--agents", type=int, help="agents (stored agents for cold-activation)")
     parser.add_argument("--messages", type=int, help="messages in the measured window")
     parser.add_argument("--concurrency", type=int, help="concurrent conversations")
@@ -133,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
         },
         floor=not args.no_floor,
         floor_requests=args.floor_requests,
+        provider_port=args.provider_port,
+        server_pid=args.server_pid,
         seed=args.seed,
         work_dir=work,
         profile=args.profile,

@@ -25,7 +25,15 @@ import trio
 
 from bench.http1 import Connection, HttpError
 
-__all__ = ["Child", "Usage", "free_port", "start_fake_provider", "start_floor", "start_server"]
+__all__ = [
+    "Attached",
+    "Child",
+    "Usage",
+    "free_port",
+    "start_fake_provider",
+    "start_floor",
+    "start_server",
+]
 
 
 def free_port() -> int:
@@ -77,6 +85,29 @@ class Child:
         if self.log_path is None or not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@attrs.define
+class Attached:
+    """A server the bench did not start (`--base-url` with `--server-pid`): its accounting
+    is read all the same, so its CPU per message can be set beside the floor's."""
+
+    name: str
+    url: str
+    pid: int
+
+    def usage(self) -> Usage:
+        proc = psutil.Process(self.pid)
+        with proc.oneshot():
+            times = proc.cpu_times()
+            rss = proc.memory_info().rss
+        # Workers it forked (uvicorn --workers, a tool sandbox) count too.
+        for child in proc.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                ct = child.cpu_times()
+                times = type(times)(*(a + b for a, b in zip(times, ct, strict=False)))
+                rss += child.memory_info().rss
+        return Usage(times.user + times.system, rss, time.perf_counter())
 
 
 def _bench_env(extra: dict[str, str]) -> dict[str, str]:

@@ -25,7 +25,7 @@ import trio
 from bench import SCENARIOS
 from bench.http1 import Connection, HttpError
 from bench.load import Sample, create_agents, run_load
-from bench.procs import Child, Usage, start_fake_provider, start_floor, start_server
+from bench.procs import Attached, Child, Usage, start_fake_provider, start_floor, start_server
 from bench.stats import percentiles, summarize, throughput_series, usage_delta
 
 __all__ = ["SCENARIOS", "Options", "Runner"]
@@ -75,6 +75,8 @@ class Options:
     floor: bool = True
     floor_requests: int = 2000
     chunk_gap: float = 0.005  # streaming: seconds between the fake provider's chunks
+    provider_port: int = 0  # fixed, so a server started by hand can be pointed at it
+    server_pid: int | None = None  # with base_url: the server's process, for its CPU and RSS
     seed: int = 7
     work_dir: Path = Path(".")
     profile: str | None = None  # "py-spy": record the server during each measured window
@@ -142,7 +144,9 @@ class Runner:
     @contextlib.asynccontextmanager
     async def _provider(self, latency: float) -> AsyncIterator[Child | None]:
         if self.options.llm == "fake" or self.options.floor:
-            async with start_fake_provider(latency, chunk_gap=self.options.chunk_gap) as p:
+            async with start_fake_provider(
+                latency, chunk_gap=self.options.chunk_gap, port=self.options.provider_port
+            ) as p:
                 yield p
         else:
             yield None
@@ -152,7 +156,8 @@ class Runner:
         self, data_dir: Path, provider: Child | None, latency: float, **kw: Any
     ) -> AsyncIterator[Child | None]:
         if self.options.base_url:
-            yield None
+            pid = self.options.server_pid
+            yield Attached("server", self.options.base_url, pid) if pid else None  # type: ignore[misc]
             return
         provider_url = provider.url + "/v1" if provider and self.options.llm == "fake" else None
         sim_latency = latency if self.options.llm == "sim" else 0.0
