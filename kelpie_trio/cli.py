@@ -1,5 +1,5 @@
 """The `kelpie-trio` command: `serve` the API, `sim` one simulated scenario, `reindex`
-the search index."""
+the search index, `bench` the server."""
 
 from __future__ import annotations
 
@@ -47,6 +47,12 @@ def _reindex(args: argparse.Namespace) -> int:
     return cli.main(args)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from bench.cli import run  # bench/ ships beside kelpie_trio; its extras: pip install '.[bench]'
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kelpie-trio", description=__doc__)
     parser.add_argument("--version", action="version", version=f"kelpie-trio {__version__}")
@@ -82,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim = commands.add_parser("sim", help="run one deterministic simulation from a seed")
     add_arguments(sim)
     sim.set_defaults(func=_sim)
+
+    from bench.cli import add_arguments as add_bench_arguments
+
+    bench = commands.add_parser("bench", help="stress the server next to the framework floor")
+    add_bench_arguments(bench)
+    bench.set_defaults(func=_bench)
     return parser
 
 

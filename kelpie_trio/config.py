@@ -34,6 +34,9 @@ class ServerConfig:
     password: str | None = None  # when set, every route but health needs it as a Bearer token
     idle_timeout: float = 300.0  # deactivate an agent after this long without a message
     lease_ttl: float = 10.0  # how long a crashed node's agents wait before another takes over
+    # Seconds each reply of the simulated model (`sim/...`) takes: fixed, so a benchmark on the
+    # offline model can stand in for a provider of known latency.
+    sim_latency: float = 0.0
 
     @property
     def db_path(self) -> Path:
@@ -69,6 +72,8 @@ class ServerConfig:
             values["lease_ttl"] = float(env["KELPIE_LEASE_TTL"])
         if "KELPIE_IDLE_TIMEOUT" in env:
             values["idle_timeout"] = float(env["KELPIE_IDLE_TIMEOUT"])
+        if env.get("KELPIE_SIM_LATENCY"):
+            values["sim_latency"] = float(env["KELPIE_SIM_LATENCY"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         config = cls(**values)  # type: ignore[arg-type]
         if config.store not in ("sqlite", "memory", "fdb"):

@@ -19,7 +19,9 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Literal
 
 import httpx
+import orjson
 
+from kelpie_trio.http_pool import ClientPool
 from kelpie_trio.llm.retry import parse_retry_after
 from kelpie_trio.llm.types import (
     ChatMessage,
@@ -48,6 +50,14 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 
 # -- HTTP plumbing shared with anthropic.py -------------------------------------------------
 
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def _dumps(body: Mapping[str, Any]) -> bytes:
+    """The request body, by orjson: the prompt (system text, tool schemas, history) is the
+    biggest thing the server serializes per step, and httpx's `json=` uses the stdlib."""
+    return orjson.dumps(body)
+
 
 class _HttpTransport:
     """One provider's HTTP connection pool, speaking JSON in and JSON or SSE out."""
@@ -63,19 +73,19 @@ class _HttpTransport:
     ) -> None:
         self.provider = provider
         self.base_url = base_url
-        self._http = httpx.AsyncClient(
+        self._http = ClientPool(
             base_url=base_url,
             headers=dict(headers),
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
         )
 
     async def post_json(self, path: str, body: Mapping[str, Any]) -> Any:
-        with self._mapped_errors():
-            response = await self._http.post(path, json=body)
+        with self._mapped_errors(), self._http.client() as http:
+            response = await http.post(path, content=_dumps(body), headers=_JSON_HEADERS)
             if response.is_error:
                 raise self._error_for(response)
             try:
-                return response.json()
+                return orjson.loads(response.content)
             except ValueError as error:
                 raise LlmFailure(
                     f"{self.provider} answered with a body that is not JSON"
@@ -83,8 +93,10 @@ class _HttpTransport:
 
     async def sse_data(self, path: str, body: Mapping[str, Any]) -> AsyncIterator[str]:
         """The `data` of each server-sent event, in order, until the provider closes."""
-        with self._mapped_errors():
-            async with self._http.stream("POST", path, json=body) as response:
+        with self._mapped_errors(), self._http.client() as http:
+            async with http.stream(
+                "POST", path, content=_dumps(body), headers=_JSON_HEADERS
+            ) as response:
                 if response.is_error:
                     await response.aread()
                     raise self._error_for(response)

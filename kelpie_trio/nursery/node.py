@@ -88,7 +88,7 @@ async def run_node(
     service = AgentService(store, env)
     service.search_layer = open_search(config, store, env)
     if actor_factory is None:
-        llm_for = llm_factory(env)
+        llm_for = llm_factory(env, sim_latency=(config.sim_latency, config.sim_latency))
         sandbox = ToolSandbox()
 
         async def run_tool(tool: Any, arguments: dict[str, Any]) -> Any:

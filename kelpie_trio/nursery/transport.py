@@ -124,12 +124,14 @@ class HttpTransport(Transport):
     """
 
     def __init__(self, *, token: str | None = None, timeout: float = 30.0) -> None:
-        import httpx
+        from kelpie_trio.http_pool import ClientPool
 
         headers = {"content-type": "application/json"}
         if token:
             headers["authorization"] = f"Bearer {token}"
-        self._client = httpx.AsyncClient(headers=headers, timeout=timeout)
+        # Small pools: one httpx client under many concurrent forwards spends its CPU in
+        # httpcore's pool bookkeeping (kelpie_trio/http_pool.py).
+        self._clients = ClientPool(headers=headers, timeout=timeout)
 
     async def invoke(self, address: str, agent_id: str, message: Any) -> Any:
         import httpx
@@ -137,7 +139,8 @@ class HttpTransport(Transport):
 
         url = address.rstrip("/") + INTERNAL_INVOKE_PATH.format(agent_id=agent_id)
         try:
-            response = await self._client.post(url, content=orjson.dumps({"message": message}))
+            with self._clients.client() as client:
+                response = await client.post(url, content=orjson.dumps({"message": message}))
         except httpx.HTTPError as error:
             raise TransportError(f"{address} did not answer: {error!r}") from error
         if response.status_code != 200:
@@ -147,4 +150,4 @@ class HttpTransport(Transport):
         return decode_outcome(orjson.loads(response.content))
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._clients.aclose()

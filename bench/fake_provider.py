@@ -1,0 +1,165 @@
+"""An OpenAI-compatible fake provider for the bench: deterministic, cheap, fixed latency.
+
+    python -m bench.fake_provider --port 9100 --latency 0.5
+
+Answers `POST .../chat/completions` after exactly `--latency` seconds with the same assistant
+text every time (so a letta_v1 agent's turn is one LLM step), as JSON or, when the request asks
+for `"stream": true`, as SSE chunks `--chunk-gap` seconds apart. `GET .../models` lists one
+model. It runs on raw trio sockets (no HTTP framework), so its own CPU stays small next to the
+server's; the bench measures it anyway and keeps it out of the server's numbers.
+
+Prints `ready http://127.0.0.1:<port>` on stdout once it listens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import sys
+
+import trio
+
+from bench.http1 import HttpError, read_request, reader_for
+
+__all__ = ["REPLY_TEXT", "main"]
+
+REPLY_TEXT = "Noted. The fake provider answers every request with this same sentence."
+_WORDS = REPLY_TEXT.split(" ")
+
+
+def _completion_body(model: str) -> bytes:
+    return json.dumps(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": 0,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": REPLY_TEXT},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 14, "total_tokens": 114},
+        }
+    ).encode()
+
+
+def _sse_chunks(model: str) -> list[bytes]:
+    def chunk(delta: dict, finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        data = {"id": "chatcmpl-bench", "model": model, "choices": [choice]}
+        return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+    pieces = [w + " " for w in _WORDS[:-1]] + [_WORDS[-1]]
+    events = [chunk({"role": "assistant", "content": ""})]
+    events += [chunk({"content": p}) for p in pieces]
+    events.append(chunk({}, "stop"))
+    usage = {"prompt_tokens": 100, "completion_tokens": 14, "total_tokens": 114}
+    events.append(
+        b"data: "
+        + json.dumps({"id": "chatcmpl-bench", "choices": [], "usage": usage}).encode()
+        + b"\n\n"
+    )
+    events.append(b"data: [DONE]\n\n")
+    return events
+
+
+def _json_response(body: bytes, status: int = 200) -> bytes:
+    return (
+        b"HTTP/1.1 %d OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+        % (status, len(body))
+        + body
+    )
+
+
+def _chunked(data: bytes) -> bytes:
+    return b"%x\r\n" % len(data) + data + b"\r\n"
+
+
+class FakeProvider:
+    def __init__(self, latency: float, chunk_gap: float) -> None:
+        self.latency = latency
+        self.chunk_gap = chunk_gap
+        self.requests = 0
+        self._json: dict[str, bytes] = {}
+        self._sse: dict[str, list[bytes]] = {}
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        reader = reader_for(stream)
+        try:
+            while True:
+                method, target, _headers, body = await read_request(reader)
+                await self._answer(stream, method, target, body)
+        except (HttpError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client hung up: the usual end of a keep-alive connection
+
+    async def _answer(
+        self, stream: trio.SocketStream, method: str, target: str, body: bytes
+    ) -> None:
+        path = target.split("?", 1)[0].rstrip("/")
+        if method == "GET" and path.endswith("/models"):
+            listing = {"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model"}]}
+            await stream.send_all(_json_response(json.dumps(listing).encode()))
+            return
+        if method != "POST" or not path.endswith("/chat/completions"):
+            error = {"error": {"message": f"fake provider: no route {method} {path}"}}
+            await stream.send_all(_json_response(json.dumps(error).encode(), 404))
+            return
+        self.requests += 1
+        # Cheap: find the model and the stream flag without parsing the whole request.
+        try:
+            request = json.loads(body)
+            model = str(request.get("model") or "gpt-4o-mini")
+            streaming = bool(request.get("stream"))
+        except ValueError:
+            await stream.send_all(_json_response(b'{"error": {"message": "bad JSON"}}', 400))
+            return
+        await trio.sleep(self.latency)
+        if not streaming:
+            if model not in self._json:
+                self._json[model] = _json_response(_completion_body(model))
+            await stream.send_all(self._json[model])
+            return
+        if model not in self._sse:
+            self._sse[model] = _sse_chunks(model)
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        for event in self._sse[model]:
+            if self.chunk_gap:
+                await trio.sleep(self.chunk_gap)
+            await stream.send_all(_chunked(event))
+        await stream.send_all(b"0\r\n\r\n")
+
+
+async def serve(host: str, port: int, latency: float, chunk_gap: float) -> None:
+    provider = FakeProvider(latency, chunk_gap)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, provider.handle, port, host=host)
+        )
+        bound = listeners[0].socket.getsockname()[1]
+        print(f"ready http://{host}:{bound}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.fake_provider", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each reply")
+    parser.add_argument(
+        "--chunk-gap", type=float, default=0.0, help="seconds between streamed chunks"
+    )
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(serve, args.host, args.port, args.latency, args.chunk_gap)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

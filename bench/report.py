@@ -1,0 +1,168 @@
+"""What a bench run shows: the table (with the ratios and the targets), the JSON, the PNG."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from bench.load import Sample
+from bench.scenarios import TARGETS
+
+__all__ = ["machine", "print_table", "write_json", "write_plot"]
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _f(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _target(result: dict[str, Any]) -> str:
+    """The issue's target for this scenario, and whether this run met it."""
+    name = result["scenario"]
+    parts = []
+    if name == "steady":
+        ratio = result["ratios"]["cpu_vs_relay"]
+        if ratio is not None:
+            ok = "met" if ratio <= TARGETS["cpu_vs_relay"] else "MISSED"
+            parts.append(f"CPU <= {TARGETS['cpu_vs_relay']}x relay: {ok}")
+        p99 = result["overhead_ms"]["p99"]
+        if p99 is not None:
+            ok = "met" if p99 <= TARGETS["overhead_p99_ms"] else "MISSED"
+            parts.append(f"overhead p99 <= {TARGETS['overhead_p99_ms']:g} ms: {ok}")
+    elif name == "cold-activation":
+        p99 = (result.get("activation_ms") or {}).get("p99")
+        if p99 is not None:
+            ok = "met" if p99 <= TARGETS["activation_p99_ms"] else "MISSED"
+            parts.append(f"activation p99 {p99:.1f} ms <= {TARGETS['activation_p99_ms']:g}: {ok}")
+    elif name == "idle-footprint":
+        kb = (result.get("footprint") or {}).get("rss_kb_per_idle_agent")
+        if kb is not None:
+            ok = "met" if kb <= TARGETS["rss_kb_per_idle_agent"] else "MISSED"
+            parts.append(f"{kb:.1f} kB/agent <= {TARGETS['rss_kb_per_idle_agent']:g}: {ok}")
+    elif name == "streaming":
+        ttfc = (result.get("streaming") or {}).get("time_to_first_chunk_ms") or {}
+        if ttfc.get("p50") is not None:
+            parts.append(f"first chunk p50 {ttfc['p50']:.1f} ms, p99 {ttfc['p99']:.1f} ms")
+    elif name == "two-nodes" and result.get("forwarded_share") is not None:
+        parts.append(f"forwarded {result['forwarded_share'] * 100:.0f}%")
+    return "; ".join(parts)
+
+
+def print_table(results: list[dict[str, Any]], console: Console | None = None) -> None:
+    # Wide enough for every column when the output is a log, not a terminal.
+    console = console or Console(width=None if sys.stdout.isatty() else 200)
+    table = Table(title="kelpie-trio bench", show_lines=False)
+    for column in (
+        "scenario",
+        "msgs/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "overhead p99",
+        "CPU ms/msg",
+        "x relay",
+        "x trivial",
+        "RSS MB",
+        "act/s",
+        "target",
+    ):
+        table.add_column(column, justify="left" if column in ("scenario", "target") else "right")
+    for r in results:
+        lat, over = r["latency_ms"], r["overhead_ms"]
+        table.add_row(
+            r["scenario"],
+            _f(r["msgs_per_s"]),
+            _f(lat["p50"]),
+            _f(lat["p95"]),
+            _f(lat["p99"]),
+            _f(over["p99"]),
+            _f(r["server"]["cpu_ms_per_msg"], 2),
+            _f(r["ratios"]["cpu_vs_relay"], 2),
+            _f(r["ratios"]["cpu_vs_trivial"], 2),
+            _f(r["server"]["rss_mb"]),
+            _f(r.get("activations_per_s")),
+            _target(r),
+        )
+        if r.get("errors"):
+            table.add_row("", f"[red]{r['errors']} errors {r.get('error_statuses')}[/red]")
+    console.print(table)
+
+    floor = Table(title="framework floor (same run, same concurrency, server stopped)")
+    for column in ("scenario", "route", "reqs/s", "p50 ms", "p99 ms", "CPU ms/req", "provider ms"):
+        floor.add_column(column, justify="left" if column in ("scenario", "route") else "right")
+    for r in results:
+        for route, f in (r.get("floor") or {}).items():
+            floor.add_row(
+                r["scenario"],
+                route,
+                _f(f["reqs_per_s"]),
+                _f(f["latency_ms"]["p50"]),
+                _f(f["latency_ms"]["p99"]),
+                _f(f["cpu_ms_per_req"], 2),
+                _f(f["provider_cpu_ms_per_req"], 2),
+            )
+    if floor.row_count:
+        console.print(floor)
+
+
+def write_json(path: Path, run: dict[str, Any]) -> None:
+    path.write_text(json.dumps(run, indent=2, sort_keys=False) + "\n")
+
+
+def write_plot(path: Path, results: list[dict[str, Any]], samples: dict[str, list[Sample]]) -> None:
+    """Per scenario: a latency histogram (total and server overhead) and throughput over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in results if samples.get(r["scenario"])]
+    rows = max(1, len(shown))
+    fig, axes = plt.subplots(rows, 2, figsize=(12, 3.2 * rows), squeeze=False)
+    for row, r in zip(axes, shown, strict=False):
+        name = r["scenario"]
+        ok = [s for s in samples[name] if s.ok]
+        provider = r["params"].get("latency", 0.0)
+        latencies = [s.latency * 1000 for s in ok]
+        overhead = [max(0.0, (s.latency - s.steps * provider) * 1000) for s in ok]
+        row[0].hist(latencies, bins=60, alpha=0.6, label="latency")
+        if provider:
+            row[0].hist(overhead, bins=60, alpha=0.6, label="server overhead")
+        row[0].set_title(f"{name}: latency (ms)")
+        row[0].set_yscale("log")
+        row[0].legend()
+        series = r.get("throughput_per_s") or []
+        row[1].plot(range(len(series)), series, drawstyle="steps-post")
+        row[1].set_title(f"{name}: messages completed per second")
+        row[1].set_xlabel("s")
+    if not shown:
+        axes[0][0].text(0.5, 0.5, "no samples", ha="center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def python_line() -> str:
+    return f"Python {sys.version.split()[0]} on {platform.platform()}"

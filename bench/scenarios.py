@@ -1,0 +1,600 @@
+"""The bench's scenarios. Each starts what it needs, measures one window, and returns a dict.
+
+Every scenario that sends messages also measures the framework floor right after, with the
+server stopped, at the same concurrency and provider latency: the trivial route and the relay
+route of bench/floor.py, the same number of requests (capped by `floor_requests`). Its CPU per
+message is then reported as a ratio to the floor's CPU per request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from bench import SCENARIOS
+from bench.http1 import Connection, HttpError
+from bench.load import Sample, create_agents, run_load
+from bench.procs import Attached, Child, Usage, start_fake_provider, start_floor, start_server
+from bench.stats import percentiles, summarize, throughput_series, usage_delta
+
+__all__ = ["SCENARIOS", "Options", "Runner"]
+
+
+# Per scenario: agents, messages, concurrency, provider latency (s). Flags override them.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "steady": {"agents": 200, "messages": 4000, "concurrency": 200, "latency": 0.5},
+    "hot-agent": {"agents": 1, "messages": 300, "concurrency": 1, "latency": 0.0},
+    "cold-activation": {
+        "agents": 10_000,  # stored; --agents 100000 for the issue's full size
+        "messages": 1000,  # agents activated at random, each one cold then warm message
+        "concurrency": 4,
+        "latency": 0.0,
+    },
+    "streaming": {"agents": 50, "messages": 1000, "concurrency": 50, "latency": 0.2},
+    "idle-footprint": {"agents": 2000, "messages": 0, "concurrency": 32, "latency": 0.0},
+    "two-nodes": {"agents": 100, "messages": 2000, "concurrency": 100, "latency": 0.2},
+}
+SMOKE: dict[str, dict[str, Any]] = {
+    "steady": {"agents": 10, "messages": 60, "concurrency": 10, "latency": 0.05},
+    "hot-agent": {"agents": 1, "messages": 20, "concurrency": 1, "latency": 0.0},
+    "cold-activation": {"agents": 60, "messages": 20, "concurrency": 2, "latency": 0.0},
+    "streaming": {"agents": 5, "messages": 20, "concurrency": 5, "latency": 0.02},
+    "idle-footprint": {"agents": 80, "messages": 0, "concurrency": 8, "latency": 0.0},
+    "two-nodes": {"agents": 10, "messages": 40, "concurrency": 10, "latency": 0.02},
+}
+
+# The issue's targets, reported next to the numbers (never asserted).
+TARGETS = {
+    "cpu_vs_relay": 1.5,  # steady: CPU per message / relay CPU per request
+    "overhead_p99_ms": 25.0,  # steady at 200 conversations, 500 ms provider
+    "activation_p99_ms": 10.0,  # cold-activation, 100,000 agents stored
+    "rss_kb_per_idle_agent": 50.0,  # idle-footprint, 10,000 active agents
+}
+
+
+@attrs.define
+class Options:
+    base_url: str | None = None  # an already running Letta-compatible server
+    base_url_b: str | None = None  # two-nodes against running servers: the second node
+    password: str | None = None
+    store: str = "sqlite"
+    llm: str = "fake"  # fake: the fake provider over HTTP; sim: the sim model in-process
+    smoke: bool = False
+    overrides: dict[str, Any] = attrs.field(factory=dict)  # agents/messages/concurrency/latency
+    floor: bool = True
+    floor_requests: int = 2000
+    chunk_gap: float = 0.005  # streaming: seconds between the fake provider's chunks
+    provider_port: int = 0  # fixed, so a server started by hand can be pointed at it
+    server_pid: int | None = None  # with base_url: the server's process, for its CPU and RSS
+    seed: int = 7
+    work_dir: Path = Path(".")
+    profile: str | None = None  # "py-spy": record the server during each measured window
+    model: str | None = None
+    embedding: str | None = None
+
+    def params(self, scenario: str) -> dict[str, Any]:
+        base = dict((SMOKE if self.smoke else DEFAULTS)[scenario])
+        base.update({k: v for k, v in self.overrides.items() if v is not None})
+        return base
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.password}"} if self.password else {}
+
+    def handles(self) -> tuple[str, str]:
+        if self.llm == "sim":
+            return self.model or "sim/agent", self.embedding or "sim/embedding"
+        return (
+            self.model or "openai/gpt-4o-mini",
+            self.embedding or "openai/text-embedding-3-small",
+        )
+
+
+Progress = Callable[[str, int], Callable[[], None]]  # (description, total) -> advance
+
+
+def _no_progress(description: str, total: int) -> Callable[[], None]:
+    return lambda: None
+
+
+async def read_metrics(url: str, headers: dict[str, str]) -> dict[str, float]:
+    """kelpie-trio's /metrics counters the bench reads (empty for servers without them)."""
+    conn = Connection(url, headers=headers)
+    try:
+        reply = await conn.request("GET", "/metrics")
+    except (OSError, HttpError):
+        return {}
+    finally:
+        await conn.aclose()
+    if reply.status != 200:
+        return {}
+    found = {}
+    for name in ("kelpie_activations_total", "kelpie_forwards_total", "kelpie_active_actors"):
+        if match := re.search(rf"^{name} (\S+)$", reply.body.decode(errors="replace"), re.M):
+            found[name] = float(match.group(1))
+    return found
+
+
+class Runner:
+    def __init__(self, options: Options, progress: Progress | None = None) -> None:
+        self.options = options
+        self.progress = progress or _no_progress
+        self.samples: dict[str, list[Sample]] = {}  # for the plot
+        self._dirs = 0
+
+    # -- plumbing ------------------------------------------------------------
+
+    def _data_dir(self, name: str) -> Path:
+        self._dirs += 1
+        path = self.options.work_dir / f"{self._dirs:02d}-{name}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @contextlib.asynccontextmanager
+    async def _provider(self, latency: float) -> AsyncIterator[Child | None]:
+        if self.options.llm == "fake" or self.options.floor:
+            async with start_fake_provider(
+                latency, chunk_gap=self.options.chunk_gap, port=self.options.provider_port
+            ) as p:
+                yield p
+        else:
+            yield None
+
+    @contextlib.asynccontextmanager
+    async def _server(
+        self, data_dir: Path, provider: Child | None, latency: float, **kw: Any
+    ) -> AsyncIterator[Child | None]:
+        if self.options.base_url:
+            pid = self.options.server_pid
+            yield Attached("server", self.options.base_url, pid) if pid else None  # type: ignore[misc]
+            return
+        provider_url = provider.url + "/v1" if provider and self.options.llm == "fake" else None
+        sim_latency = latency if self.options.llm == "sim" else 0.0
+        async with start_server(
+            data_dir,
+            store=kw.pop("store", self.options.store),
+            provider_url=provider_url,
+            sim_latency=sim_latency,
+            **kw,
+        ) as server:
+            yield server
+
+    def _url(self, server: Child | None) -> str:
+        if server is not None:
+            return server.url
+        assert self.options.base_url
+        return self.options.base_url
+
+    async def _create(self, url: str, count: int, what: str = "creating agents") -> list[str]:
+        model, embedding = self.options.handles()
+        advance = self.progress(what, count)
+        return await create_agents(
+            url,
+            count,
+            model=model,
+            embedding=embedding,
+            headers=self.options.headers,
+            on_done=advance,
+        )
+
+    async def _load(
+        self, label: str, url: str, agents: list[str], total: int, concurrency: int, **kw: Any
+    ) -> list[Sample]:
+        advance = self.progress(label, total)
+        return await run_load(
+            url,
+            agents,
+            total=total,
+            concurrency=concurrency,
+            headers=self.options.headers,
+            on_done=lambda _s: advance(),
+            **kw,
+        )
+
+    async def _measured(
+        self,
+        label: str,
+        url: str,
+        servers: list[Child | None],
+        provider: Child | None,
+        agents: list[str],
+        total: int,
+        concurrency: int,
+        latency: float,
+        **kw: Any,
+    ) -> dict[str, Any]:
+        """One measured window: the load, and each process's accounting around it."""
+        metrics_before = [await read_metrics(self._url(s), self.options.headers) for s in servers]
+        before = [s.usage() if s else None for s in servers]
+        provider_before = provider.usage() if provider else None
+        profiler = self._start_profiler(label, servers[0])
+        samples = await self._load(label, url, agents, total, concurrency, **kw)
+        after = [s.usage() if s else None for s in servers]
+        provider_after = provider.usage() if provider else None
+        if profiler is not None:
+            await self._stop_profiler(profiler)
+        metrics_after = [await read_metrics(self._url(s), self.options.headers) for s in servers]
+        self.samples[label] = samples
+        result = summarize(samples, latency)
+        start = min((s.start for s in samples), default=0.0)
+        result["throughput_per_s"] = throughput_series(samples, start)
+        ok = result["messages"] - result["errors"]
+        result["server"] = _sum_usage(before, after, ok)
+        result["provider"] = usage_delta(provider_before, provider_after, ok)
+        window = result["window_s"] or 1.0
+        activations = _delta(metrics_before, metrics_after, "kelpie_activations_total")
+        forwards = _delta(metrics_before, metrics_after, "kelpie_forwards_total")
+        result["activations"] = activations
+        result["activations_per_s"] = (
+            round(activations / window, 2) if activations is not None else None
+        )
+        result["forwards"] = forwards
+        return result
+
+    def _start_profiler(self, label: str, server: Child | None) -> Any:
+        if self.options.profile != "py-spy" or server is None:
+            return None
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        out = self.options.work_dir / f"profile-{label}"
+        process = subprocess.Popen(
+            [spy, "record", "--pid", str(server.pid), "--rate", "200",
+             "--format", "raw", "--output", f"{out}.txt"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        return process
+
+    async def _stop_profiler(self, process: subprocess.Popen) -> None:
+        import signal
+
+        process.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
+        await trio.to_thread.run_sync(process.wait)
+
+    async def _floor(
+        self, provider: Child | None, total: int, concurrency: int
+    ) -> dict[str, Any] | None:
+        """The trivial and relay routes at the same concurrency, with nothing else running."""
+        if not self.options.floor or provider is None:
+            return None
+        total = max(concurrency, min(total, self.options.floor_requests))
+        results: dict[str, Any] = {}
+        async with start_floor(provider.url + "/v1") as floor:
+            for route in ("trivial", "relay"):
+                path = f"/{route}"
+                # Warm-up: imports, connections, the provider pool.
+                await run_load(
+                    floor.url, [""], total=concurrency, concurrency=concurrency,
+                    path_for=lambda _a, path=path: path,
+                )  # fmt: skip
+                before, p_before = floor.usage(), provider.usage()
+                advance = self.progress(f"floor: {route}", total)
+                samples = await run_load(
+                    floor.url,
+                    [""],
+                    total=total,
+                    concurrency=concurrency,
+                    path_for=lambda _a, path=path: path,
+                    on_done=lambda _s, advance=advance: advance(),
+                )
+                after, p_after = floor.usage(), provider.usage()
+                summary = summarize(samples, 0.0)
+                ok = summary["messages"] - summary["errors"]
+                results[route] = {
+                    "requests": summary["messages"],
+                    "errors": summary["errors"],
+                    "reqs_per_s": summary["msgs_per_s"],
+                    "latency_ms": summary["latency_ms"],
+                    "cpu_ms_per_req": usage_delta(before, after, ok)["cpu_ms_per_msg"],
+                    "rss_mb": usage_delta(before, after, ok)["rss_mb"],
+                    "provider_cpu_ms_per_req": usage_delta(p_before, p_after, ok)["cpu_ms_per_msg"],
+                }
+        return results
+
+    def _finish(
+        self, name: str, params: dict[str, Any], measured: dict[str, Any], floor: Any
+    ) -> dict[str, Any]:
+        cpu = measured["server"]["cpu_ms_per_msg"]
+        ratios = {"cpu_vs_relay": None, "cpu_vs_trivial": None}
+        if floor and cpu is not None:
+            for route, key in (("relay", "cpu_vs_relay"), ("trivial", "cpu_vs_trivial")):
+                floor_cpu = floor[route]["cpu_ms_per_req"]
+                if floor_cpu:
+                    ratios[key] = round(cpu / floor_cpu, 2)
+        return {
+            "scenario": name,
+            "params": {**params, "store": self.options.store, "llm": self.options.llm},
+            **measured,
+            "floor": floor,
+            "ratios": ratios,
+        }
+
+    # -- scenarios -----------------------------------------------------------
+
+    async def run(self, name: str) -> dict[str, Any]:
+        method = getattr(self, "scenario_" + name.replace("-", "_"))
+        started = time.time()
+        result = await method(self.options.params(name))
+        result["wall_s"] = round(time.time() - started, 1)
+        return result
+
+    async def _message_scenario(
+        self, name: str, p: dict[str, Any], *, streaming: bool = False
+    ) -> dict[str, Any]:
+        async with self._provider(p["latency"]) as provider:
+            async with self._server(self._data_dir(name), provider, p["latency"]) as server:
+                url = self._url(server)
+                agents = await self._create(url, p["agents"])
+                # Warm-up, not measured: every agent active, every connection open.
+                warm = max(p["agents"], p["concurrency"], 3)
+                await self._load(
+                    f"{name}: warm-up", url, agents, warm, min(p["concurrency"], len(agents))
+                )
+                measured = await self._measured(
+                    name,
+                    url,
+                    [server],
+                    provider,
+                    agents,
+                    p["messages"],
+                    p["concurrency"],
+                    p["latency"],
+                    streaming=streaming,
+                )
+                if streaming:
+                    measured["streaming"] = _streaming_stats(self.samples[name])
+            floor = await self._floor(provider, p["messages"], p["concurrency"])
+        return self._finish(name, p, measured, floor)
+
+    async def scenario_steady(self, p: dict[str, Any]) -> dict[str, Any]:
+        """Many agents, steady load: C conversations, each waiting for its reply."""
+        return await self._message_scenario("steady", p)
+
+    async def scenario_hot_agent(self, p: dict[str, Any]) -> dict[str, Any]:
+        """One agent, one conversation, messages one after another (its history grows)."""
+        return await self._message_scenario("hot-agent", p)
+
+    async def scenario_streaming(self, p: dict[str, Any]) -> dict[str, Any]:
+        """`streaming: true`: time to the first SSE chunk and the gaps between chunks."""
+        return await self._message_scenario("streaming", p, streaming=True)
+
+    async def scenario_cold_activation(self, p: dict[str, Any]) -> dict[str, Any]:
+        """N agents stored; K of them, drawn at random, get a first message (the agent is
+        activated from the store) and then a second one (already active). Activation latency is
+        the difference, agent by agent."""
+        rng = random.Random(self.options.seed)
+        data_dir = self._data_dir("cold-activation")
+        async with self._provider(p["latency"]) as provider:
+            async with self._server(data_dir, provider, p["latency"]) as server:
+                url = self._url(server)
+                stored = await self._create(url, p["agents"], "storing agents")
+            # A fresh process: nothing of the stored agents is in memory.
+            restart = self.options.store == "sqlite" or server is None
+            cm = (
+                self._server(data_dir, provider, p["latency"])
+                if restart
+                else contextlib.nullcontext(server)
+            )
+            async with cm as server2:
+                url = self._url(server2)
+                picked = rng.sample(stored, min(p["messages"], len(stored)))
+                measured = await self._measured_cold(
+                    url, server2, provider, picked, p["concurrency"], p["latency"]
+                )
+            floor = await self._floor(provider, p["messages"], p["concurrency"])
+        return self._finish("cold-activation", p, measured, floor)
+
+    async def _measured_cold(
+        self,
+        url: str,
+        server: Child | None,
+        provider: Child | None,
+        picked: list[str],
+        concurrency: int,
+        latency: float,
+    ) -> dict[str, Any]:
+        # Warm the process up on a few agents first (imports, caches, connections), unmeasured.
+        warmup, picked = picked[: min(10, len(picked) // 4)], picked[min(10, len(picked) // 4) :]
+        await run_load(url, warmup, total=len(warmup), concurrency=1, headers=self.options.headers)
+        advance = self.progress("cold-activation: first + second message", len(picked))
+        cold: list[Sample] = []
+        warm: list[Sample] = []
+        queue = iter(picked)
+        metrics_before = await read_metrics(url, self.options.headers)
+        before = server.usage() if server else None
+
+        async def worker() -> None:
+            conn = Connection(url, headers=self.options.headers)
+            try:
+                for agent in queue:
+                    for bucket in (cold, warm):
+                        body = b'{"messages": [{"role": "user", "content": "hello"}]}'
+                        start = time.perf_counter()
+                        reply = await conn.request("POST", f"/v1/agents/{agent}/messages", body)
+                        bucket.append(
+                            Sample(start, time.perf_counter(), reply.status, 1, agent=agent)
+                        )
+                    advance()
+            finally:
+                await conn.aclose()
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(concurrency):
+                nursery.start_soon(worker)
+        after = server.usage() if server else None
+        metrics_after = await read_metrics(url, self.options.headers)
+        self.samples["cold-activation"] = cold
+        pairs = {s.agent: s for s in warm if s.ok}
+        activation = [c.latency - pairs[c.agent].latency for c in cold if c.ok and c.agent in pairs]
+        result = summarize(cold, latency)
+        result["warm_latency_ms"] = percentiles([s.latency for s in warm if s.ok])
+        result["activation_ms"] = percentiles([max(0.0, a) for a in activation])
+        first = min((s.start for s in cold), default=0.0)
+        result["throughput_per_s"] = throughput_series(cold, first)
+        # CPU over both messages of each agent; per cold+warm pair.
+        result["server"] = usage_delta(before, after, len(cold) + len(warm))
+        activations = _delta([metrics_before], [metrics_after], "kelpie_activations_total")
+        result["activations"] = activations
+        result["activations_per_s"] = (
+            round(activations / result["window_s"], 2)
+            if activations is not None and result["window_s"]
+            else None
+        )
+        result["provider"] = None
+        result["forwards"] = None
+        return result
+
+    async def scenario_idle_footprint(self, p: dict[str, Any]) -> dict[str, Any]:
+        """A active agents, each activated by one message and then left idle: RSS per agent."""
+        baseline_agents = min(50, max(1, p["agents"] // 10))
+        async with self._provider(p["latency"]) as provider:
+            async with self._server(
+                self._data_dir("idle-footprint"), provider, p["latency"]
+            ) as server:
+                url = self._url(server)
+                agents = await self._create(url, p["agents"])
+                # Activate a few first, so the baseline already holds imports and warm caches.
+                await self._load(
+                    "idle-footprint: baseline", url, agents[:baseline_agents], baseline_agents, 1
+                )
+                await trio.sleep(1.0)
+                rss0 = server.usage().rss if server else None
+                m0 = await read_metrics(url, self.options.headers)
+                rest = agents[baseline_agents:]
+                measured = await self._measured(
+                    "idle-footprint",
+                    url,
+                    [server],
+                    provider,
+                    rest,
+                    len(rest),
+                    p["concurrency"],
+                    p["latency"],
+                    one_each=True,
+                )
+                await trio.sleep(2.0)  # idle
+                rss1 = server.usage().rss if server else None
+                m1 = await read_metrics(url, self.options.headers)
+            active_now = m1.get("kelpie_active_actors")
+            activated = (active_now - m0.get("kelpie_active_actors", 0.0)) if m1 else len(rest)
+            measured["footprint"] = {
+                "active_agents": active_now,
+                "rss_before_mb": round(rss0 / 2**20, 2) if rss0 else None,
+                "rss_after_mb": round(rss1 / 2**20, 2) if rss1 else None,
+                "rss_kb_per_idle_agent": (
+                    round((rss1 - rss0) / 1024 / activated, 2)
+                    if rss0 and rss1 and activated
+                    else None
+                ),
+            }
+            floor = await self._floor(provider, len(rest), p["concurrency"])
+        return self._finish("idle-footprint", p, measured, floor)
+
+    async def scenario_two_nodes(self, p: dict[str, Any]) -> dict[str, Any]:
+        """Two server processes on one SQLite file; requests alternate between them, so about
+        half land on the node that does not hold the agent and are forwarded to the one that
+        does. CPU per message is both processes' together."""
+        data_dir = self._data_dir("two-nodes")
+        db = data_dir / "shared.db"
+        async with self._provider(p["latency"]) as provider:
+            async with contextlib.AsyncExitStack() as stack:
+                if self.options.base_url:
+                    if not self.options.base_url_b:
+                        raise SystemExit("two-nodes against --base-url needs --base-url-b too")
+                    servers: list[Child | None] = [None, None]
+                    urls = [self.options.base_url, self.options.base_url_b]
+                else:
+                    servers = []
+                    for i in range(2):
+                        node = self._server(
+                            data_dir, provider, p["latency"], store="sqlite", db=db, name=f"node{i}"
+                        )
+                        servers.append(await stack.enter_async_context(node))
+                    urls = [self._url(s) for s in servers]
+                agents = await self._create(urls[0], p["agents"])
+                await self._load(
+                    "two-nodes: warm-up", urls[0], agents, len(agents),
+                    min(p["concurrency"], len(agents)), base_urls=urls,
+                )  # fmt: skip
+                metrics_before = [await read_metrics(u, self.options.headers) for u in urls]
+                measured = await self._measured_urls(
+                    urls, servers, provider, agents, p, metrics_before
+                )
+            floor = await self._floor(provider, p["messages"], p["concurrency"])
+        return self._finish("two-nodes", p, measured, floor)
+
+    async def _measured_urls(
+        self,
+        urls: list[str],
+        servers: list[Child | None],
+        provider: Child | None,
+        agents: list[str],
+        p: dict[str, Any],
+        metrics_before: list[dict[str, float]],
+    ) -> dict[str, Any]:
+        before = [s.usage() if s else None for s in servers]
+        provider_before = provider.usage() if provider else None
+        samples = await self._load(
+            "two-nodes",
+            urls[0],
+            agents,
+            p["messages"],
+            p["concurrency"],
+            base_urls=urls,
+        )
+        after = [s.usage() if s else None for s in servers]
+        provider_after = provider.usage() if provider else None
+        metrics_after = [await read_metrics(u, self.options.headers) for u in urls]
+        self.samples["two-nodes"] = samples
+        result = summarize(samples, p["latency"])
+        result["throughput_per_s"] = throughput_series(
+            samples, min((s.start for s in samples), default=0)
+        )
+        ok = result["messages"] - result["errors"]
+        result["server"] = _sum_usage(before, after, ok)
+        result["provider"] = usage_delta(provider_before, provider_after, ok)
+        result["activations"] = _delta(metrics_before, metrics_after, "kelpie_activations_total")
+        result["activations_per_s"] = None
+        forwards = _delta(metrics_before, metrics_after, "kelpie_forwards_total")
+        result["forwards"] = forwards
+        result["forwarded_share"] = round(forwards / ok, 3) if forwards is not None and ok else None
+        return result
+
+
+def _delta(before: list[dict[str, float]], after: list[dict[str, float]], name: str) -> Any:
+    values = [a[name] - b.get(name, 0.0) for b, a in zip(before, after, strict=True) if name in a]
+    return sum(values) if values else None
+
+
+def _sum_usage(before: list[Usage | None], after: list[Usage | None], count: int) -> dict:
+    """The CPU of every server process in the window, per message; their RSS, summed."""
+    if any(b is None for b in before) or any(a is None for a in after):
+        return {"cpu_s": None, "cpu_ms_per_msg": None, "rss_mb": None}
+    cpu = sum(a.cpu - b.cpu for a, b in zip(after, before, strict=True))  # type: ignore[union-attr]
+    rss = sum(a.rss for a in after)  # type: ignore[union-attr]
+    return {
+        "cpu_s": round(cpu, 4),
+        "cpu_ms_per_msg": round(cpu / count * 1000, 4) if count else None,
+        "rss_mb": round(rss / 2**20, 2),
+    }
+
+
+def _streaming_stats(samples: list[Sample]) -> dict[str, Any]:
+    ok = [s for s in samples if s.ok and s.first_chunk is not None]
+    first = [s.first_chunk - s.start for s in ok]  # type: ignore[operator]
+    gaps = [b - a for s in ok for a, b in zip(s.chunk_times, s.chunk_times[1:], strict=False)]
+    chunks = [len(s.chunk_times) for s in ok]
+    return {
+        "time_to_first_chunk_ms": percentiles(first),
+        "chunk_gap_ms": percentiles(gaps),
+        "chunks_per_reply": round(sum(chunks) / len(chunks), 2) if chunks else None,
+    }
