@@ -105,6 +105,10 @@ class AgentActor(SessionHandoff, AgentTools):
         self.run_tool = run_tool
         self.next_seq = 0
         self.context = AgentContext()
+        # The in-context history, kept here: this actor is the only writer of its agent's
+        # history, so it reads it once per activation and then adds what it commits.
+        self._window: dict[int, Message] | None = None
+        self._staged: list[Message] = []  # stored by the transaction in progress
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -148,6 +152,7 @@ class AgentActor(SessionHandoff, AgentTools):
             await outbox.record(tr, agent_id, resync=True)
 
         await self.ctx.transact(clear)
+        self._window = None
         return {"reset": True}
 
     # -- a turn --------------------------------------------------------------
@@ -156,6 +161,7 @@ class AgentActor(SessionHandoff, AgentTools):
         for m in messages:
             set_blob(tr, history_key(m.agent_id, m.seq), convert.encode_record(m))
         await outbox.record(tr, self.ctx.agent_id, messages=[m.seq for m in messages])
+        self._staged += messages  # into the window once the transaction commits
 
     async def _run(self, run_id: str) -> dict[str, Any]:
         """Run a stored run to its end: start it, resume it after its checkpoint, or,
@@ -332,8 +338,20 @@ class AgentActor(SessionHandoff, AgentTools):
         """A fenced transaction that writes the run's checkpoint: shielded, so a cancel
         (a client leaving, a node stopping) never cuts it in half, with a deadline of
         its own, so a store that hangs cannot hold the turn forever."""
+
+        async def attempt(tr: Transaction) -> Any:
+            self._staged = []  # a retried attempt stores again
+            return await fn(tr)
+
         with trio.CancelScope(shield=True, deadline=trio.current_time() + CHECKPOINT_DEADLINE):
-            return await self.ctx.transact(fn)
+            result = await self.ctx.transact(attempt)
+            if self._window is not None:
+                for m in self._staged:
+                    if m.agent_id == self.ctx.agent_id:
+                        self._window[m.seq] = m
+            self._staged = []
+            return result
+        self._window = None  # the transaction may or may not have landed: read it again
         raise StorageUnavailable(f"a checkpoint did not commit within {CHECKPOINT_DEADLINE:g} s")
 
     def _tool_message(
@@ -427,10 +445,10 @@ class AgentActor(SessionHandoff, AgentTools):
             checkpoint.pause_until = self.ctx.env.now() + pause * 60
             goes_on = True
         stop = None
-        if not goes_on:
-            stop = "end_turn"
-        elif current.cancel_requested:
+        if current.cancel_requested:  # what the canceller was told, even on a last step
             stop = "cancelled"
+        elif not goes_on:
+            stop = "end_turn"
         elif step >= current.max_steps:
             stop = "max_steps"
         checkpoint.iteration = step
@@ -501,10 +519,11 @@ class AgentActor(SessionHandoff, AgentTools):
             if current is None:
                 raise RunGone(run.id)
             current.error = error
-            runs.finish_run(tr, current, stop, now)
+            # A cancel acknowledged meanwhile is what the run ends as.
+            runs.finish_run(tr, current, "cancelled" if current.cancel_requested else stop, now)
             return current
 
-        return await self.ctx.transact(finish)
+        return await self._checkpointed(finish)
 
     def _response(
         self, run: Run, produced: list[Message], stop: str | None = None
@@ -539,11 +558,15 @@ class AgentActor(SessionHandoff, AgentTools):
 
     async def _step_state(self) -> tuple[Any, list[Message]]:
         """What a step starts from, in one transaction: the agent (memory as the last
-        step left it, tools) and the in-context history, from the context's start."""
+        step left it, tools) and, on the first step of an activation, the in-context
+        history from the context's start; later steps take it from the window."""
         agent_id = self.ctx.agent_id
+        window = self._window
 
-        async def read(tr: Transaction) -> tuple[Any, AgentContext, list[Message]]:
+        async def read(tr: Transaction) -> tuple[Any, AgentContext, list[Message] | None]:
             view = await self.service.view_in(tr, agent_id)
+            if window is not None:
+                return view, self.context, None
             raw = await tr.get(keys.CONTEXT.pack((agent_id,)))
             context = AgentContext() if raw is None else convert.decode_record(raw, AgentContext)
             history = await read_history(
@@ -552,7 +575,14 @@ class AgentActor(SessionHandoff, AgentTools):
             return view, context, history
 
         view, self.context, history = await self.ctx.transact(read)
-        return view, history
+        if history is not None:
+            self._window = {m.seq: m for m in history}
+        assert self._window is not None
+        ordered = [self._window[seq] for seq in sorted(self._window)]
+        if len(ordered) > HISTORY_WINDOW:
+            ordered = ordered[-HISTORY_WINDOW:]
+            self._window = {m.seq: m for m in ordered}
+        return view, ordered
 
     async def _prompt(self, llm: LlmClient, view: Any, history: list[Message]) -> LlmRequest:
         """The step's request, within the agent's context window: when it would not fit,
@@ -604,6 +634,8 @@ class AgentActor(SessionHandoff, AgentTools):
 
         await self.ctx.transact(save)
         self.context = new
+        if self._window is not None:
+            self._window = {seq: m for seq, m in self._window.items() if seq >= new.start_seq}
         log.info("agent %s: %d messages left the context window", agent.id, cut)
         return request(history[cut:], new)
 

@@ -232,3 +232,29 @@ def test_reset_forgets_the_history_but_not_the_memory_and_the_agent_goes_on() ->
     assert not {m["id"] for m in first["messages"]} & {m["id"] for m in listed}
     assert block.value == "Name: Ada"
     assert [m.content for m in request.messages[1:]] == ["b"]  # the model sees only "b"
+
+
+def test_every_prompt_carries_exactly_the_history_stored_before_it() -> None:
+    """The actor keeps the in-context history in memory between steps; each prompt
+    must still be what the store holds: every earlier message, in order, no more."""
+    from kelpie_trio.agent.step import _chat
+
+    async def scenario(service: AgentService, llm: SimLlmClient, world: SimWorld) -> Any:
+        agent = await new_agent(service, agent_type="memgpt_v2_agent")
+        for i in range(4):
+            await service.send_message(agent, {"input": f"message {i}"})
+            if i == 1:
+                await service.reset_messages(agent)
+
+        async def history(tr: Any) -> list:
+            return await read_history(tr, agent)
+
+        return llm.requests, await service.store.transact(history)
+
+    requests, history = simulate(7, scenario)
+    after_reset = [r for r in requests if r.messages[1].content == "message 2"]
+    assert after_reset, "the conversation went on after the reset"
+    for request in after_reset:
+        shown = request.messages[1:]
+        assert shown == tuple(_chat(m) for m in history[: len(shown)])
+        assert history[len(shown)].role == "assistant"  # the reply to this very prompt
