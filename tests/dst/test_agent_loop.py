@@ -254,7 +254,7 @@ def test_every_prompt_carries_exactly_the_history_stored_before_it() -> None:
     requests, history = simulate(7, scenario)
     after_reset = [r for r in requests if r.messages[1].content == "message 2"]
     assert after_reset, "the conversation went on after the reset"
-    for request in after_reset:
-        shown = request.messages[1:]
-        assert shown == tuple(_chat(m) for m in history[: len(shown)])
-        assert history[len(shown)].role == "assistant"  # the reply to this very prompt
+    replies = [i for i, m in enumerate(history) if m.role == "assistant"]
+    assert len(replies) == len(after_reset)  # one stored reply per prompt, in order
+    for request, reply_at in zip(after_reset, replies, strict=True):
+        assert request.messages[1:] == tuple(_chat(m) for m in history[:reply_at])
