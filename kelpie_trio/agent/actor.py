@@ -48,7 +48,7 @@ from kelpie_trio.agent.step import (
     parse_calls,
 )
 from kelpie_trio.agent.tool_calls import AgentTools
-from kelpie_trio.errors import NotFound
+from kelpie_trio.errors import Conflict, NotFound
 from kelpie_trio.llm.types import (
     Completed,
     ContentDelta,
@@ -109,6 +109,7 @@ class AgentActor(SessionHandoff, AgentTools):
         # history, so it reads it once per activation and then adds what it commits.
         self._window: dict[int, Message] | None = None
         self._staged: list[Message] = []  # stored by the transaction in progress
+        self._may_have_paused = True  # a paused session of this agent may be open
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -127,12 +128,18 @@ class AgentActor(SessionHandoff, AgentTools):
 
     async def handle(self, message: dict[str, Any]) -> dict[str, Any]:
         kind = message.get("kind")
-        if kind == "run":
+        if kind in ("run", "send"):
+            # "send" carries a new run, created here (or found by its idempotency key)
+            # in the transaction that starts it; "run" names a stored one.
+            wanted = convert.store.structure(message["run"], Run) if kind == "send" else None
+            run_id = wanted.id if wanted is not None else message["run_id"]
             try:
-                return await self._run(message["run_id"])
-            except RunGone as gone:
-                # The agent was deleted under the turn: its runs went with it.
+                return await self._run(run_id, wanted)
+            except (RunGone, NotFound) as gone:
+                # The agent was deleted, before or under the turn: its runs went with it.
                 return {"gone": str(gone)}
+            except Conflict as conflict:  # an idempotency key reused for another request
+                return {"conflict": str(conflict)}
         if kind == "handoff":
             return await self._handoff_request(message["run_id"])
         if kind == "reset":
@@ -163,21 +170,26 @@ class AgentActor(SessionHandoff, AgentTools):
         await outbox.record(tr, self.ctx.agent_id, messages=[m.seq for m in messages])
         self._staged += messages  # into the window once the transaction commits
 
-    async def _run(self, run_id: str) -> dict[str, Any]:
-        """Run a stored run to its end: start it, resume it after its checkpoint, or,
-        when it has already ended (a retried send), only answer with it. A new run is
-        loaded and started (its input stored) in one transaction."""
+    async def _run(self, run_id: str, wanted: Run | None = None) -> dict[str, Any]:
+        """Run a run to its end: start it, resume it after its checkpoint, or, when it
+        has already ended (a retried send), only answer with it. A new run is created
+        or loaded, and started (its input stored), in one transaction."""
         agent_id = self.ctx.agent_id
-        run, inputs = await self._checkpointed(functools.partial(self._load_or_start, run_id))
+        run, inputs = await self._checkpointed(
+            functools.partial(self._load_or_start, run_id, wanted)
+        )
         if run is None:
             raise RunGone(run_id)
+        run_id = run.id  # a retried send gets the run its key started
         if inputs:
+            self._may_have_paused = False  # the look above found them all, and ended them
             self.next_seq = inputs[-1].seq + 1
             for m in inputs:
                 self._publish(run, m)
             return await self._iterate(run, inputs)
         if run.agent_id != agent_id:
-            return {"handoff": run.agent_id}  # transferred: the caller follows it there
+            # Transferred: the caller follows it there.
+            return {"handoff": run.agent_id, "run_id": run.id}
         if run.finished:
             return self._response(run, await self._run_messages(run))
         if run.history_agent is not None:
@@ -189,10 +201,14 @@ class AgentActor(SessionHandoff, AgentTools):
         return await self._iterate(run, await self._run_messages(run))
 
     async def _load_or_start(
-        self, run_id: str, tr: Transaction
+        self, run_id: str, wanted: Run | None, tr: Transaction
     ) -> tuple[Run | None, list[Message]]:
-        """The run; and if it is this agent's and not started yet, its input stored."""
-        run = await runs.load_run(tr, run_id)
+        """The run (created first, for a new send); and if it is this agent's and not
+        started yet, its input stored."""
+        if wanted is not None:
+            run: Run | None = await runs.create_or_find(tr, wanted)
+        else:
+            run = await runs.load_run(tr, run_id)
         startable = (
             run is not None
             and run.agent_id == self.ctx.agent_id
@@ -211,11 +227,13 @@ class AgentActor(SessionHandoff, AgentTools):
                     run_id=run.id)
             for i, given in enumerate(run.inputs)
         ]  # fmt: skip
-        # A new message ends a paused session of this agent: it is answered now.
-        for other_id in await runs.open_runs(tr, run.agent_id):
-            other = await runs.load_run(tr, other_id) if other_id != run.id else None
-            if other is not None and other.checkpoint.is_paused:
-                runs.finish_run(tr, other, "end_turn", now)
+        # A new message ends a paused session of this agent: it is answered now. Only
+        # this actor pauses its sessions, so after one look it knows whether to look.
+        if self._may_have_paused:
+            for other_id in await runs.open_runs(tr, run.agent_id):
+                other = await runs.load_run(tr, other_id) if other_id != run.id else None
+                if other is not None and other.checkpoint.is_paused:
+                    runs.finish_run(tr, other, "end_turn", now)
         await self._store(tr, inputs)
         run.first_seq = base
         run.status = "running"
@@ -441,6 +459,7 @@ class AgentActor(SessionHandoff, AgentTools):
         checkpoint = current.checkpoint
         pause = _pause_minutes(interpretation, results)
         if pause is not None:  # the session sleeps; its next step comes at pause_until
+            self._may_have_paused = True
             checkpoint.is_paused = True
             checkpoint.pause_until = self.ctx.env.now() + pause * 60
             goes_on = True
@@ -507,8 +526,11 @@ class AgentActor(SessionHandoff, AgentTools):
         raise LlmFailure("the stream ended without a reply")
 
     def _publish(self, run: Run, message: Message) -> None:
+        events = self.service.run_events
+        if not events.watched(run.id):
+            return
         for shown in to_letta_messages(message, use_assistant_message=run.use_assistant_message):
-            self.service.run_events.publish(run.id, shown)
+            events.publish(run.id, shown)
 
     async def _finish(self, run: Run, stop: str) -> Run:
         now = self.ctx.env.now()

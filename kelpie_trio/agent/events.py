@@ -53,6 +53,10 @@ class RunEvents:
             self._subscribers.pop(subscription.run_id, None)
         subscription.send.close()
 
+    def watched(self, run_id: str) -> bool:
+        """Whether any stream watches the run (else its events need not be made)."""
+        return run_id in self._subscribers
+
     def wants_tokens(self, run_id: str) -> bool:
         return any(s.tokens for s in self._subscribers.get(run_id, ()))
 

@@ -30,6 +30,7 @@ log = logging.getLogger("kelpie_trio.agent")
 class SessionHandoff:
     ctx: Any
     next_seq: int
+    _may_have_paused: bool
 
     async def _hand_off(self, run: Run) -> dict[str, Any]:
         """Give the session to the agent it is being transferred to (the run's
@@ -45,7 +46,7 @@ class SessionHandoff:
 
         await self._checkpointed(move)
         log.info("agent %s: session %s handed to %s", me, run.id, target)
-        return {"handoff": target}
+        return {"handoff": target, "run_id": run.id}
 
     async def _handoff_request(self, run_id: str) -> dict[str, Any]:
         """A transfer of a session this agent is not running right now (a running one
@@ -58,7 +59,7 @@ class SessionHandoff:
         if run is None:
             return {"finished": True}
         if run.agent_id != self.ctx.agent_id:
-            return {"handoff": run.agent_id}  # handed over already
+            return {"handoff": run.agent_id, "run_id": run.id}  # handed over already
         if run.transfer_to is None:
             return {"finished": run.finished}
         if run.finished:
@@ -103,5 +104,6 @@ class SessionHandoff:
 
         adopted, count = await self._checkpointed(adopt)
         self.next_seq = base + count
+        self._may_have_paused = True  # the session that came may be a paused one
         log.info("agent %s: took over session %s (%d messages)", me, run.id, count)
         return adopted

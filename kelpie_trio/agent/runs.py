@@ -23,11 +23,13 @@ Keys (all under `keys.SESSIONS`):
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from typing import Any
 
 import attrs
 
+from kelpie_trio.errors import Conflict, NotFound
 from kelpie_trio.models import convert
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
@@ -155,6 +157,27 @@ def create_run(tr: Transaction, run: Run) -> None:
     tr.set(OPEN_RUNS.pack((run.agent_id, run.id)), b"")
     if run.idempotency_key is not None:
         tr.set(RUN_KEYS.pack((run.agent_id, run.idempotency_key)), run.id.encode())
+
+
+async def create_or_find(tr: Transaction, wanted: Run) -> Run:
+    """The run a send asks for: a new one, or, for an idempotency key seen before, the
+    run that key started (a retried send joins it instead of running twice). Raises
+    NotFound for a missing agent, Conflict for a key reused with another request."""
+    if await get_blob(tr, keys.AGENTS.pack((wanted.agent_id,))) is None:
+        raise NotFound("Agent", wanted.agent_id)
+    key = wanted.idempotency_key
+    if key is not None:
+        found = await find_by_key(tr, wanted.agent_id, key)
+        if found is not None:
+            if not found.same_request(wanted):
+                raise Conflict(
+                    f"the idempotency key {key!r} was used by run {found.id} "
+                    "for a different request"
+                )
+            return found
+    run = copy.deepcopy(wanted)  # the caller changes it; a retried attempt starts afresh
+    create_run(tr, run)
+    return run
 
 
 def finish_run(tr: Transaction, run: Run, stop_reason: str, now: float) -> None:

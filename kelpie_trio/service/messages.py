@@ -121,16 +121,10 @@ class MessageCases(ServiceBase):
             raise Invalid.field(["body", "max_steps"], "max_steps must be between 1 and 1000")
         return request, inputs
 
-    async def start_run(
-        self,
-        agent_id: str,
-        body: Any,
-        *,
-        idempotency_key: str | None = None,
-        background: bool = False,
+    def _wanted_run(
+        self, agent_id: str, body: Any, idempotency_key: str | None, background: bool
     ) -> tuple[Run, SendRequest]:
-        """The stored run for this send: a new one, or, for a key seen before, the
-        run that key started (a retried send joins it instead of running twice)."""
+        """The run a send asks for (not stored yet), and the parsed request."""
         request, inputs = self._parse_send(body)
         if self.dispatcher is None:
             raise Unavailable("this server runs no agents")
@@ -148,21 +142,22 @@ class MessageCases(ServiceBase):
             idempotency_key=idempotency_key,
             background=background,
         )
+        return wanted, request
+
+    async def start_run(
+        self,
+        agent_id: str,
+        body: Any,
+        *,
+        idempotency_key: str | None = None,
+        background: bool = False,
+    ) -> tuple[Run, SendRequest]:
+        """The stored run for this send: a new one, or, for a key seen before, the
+        run that key started (a retried send joins it instead of running twice)."""
+        wanted, request = self._wanted_run(agent_id, body, idempotency_key, background)
 
         async def create(tr: Transaction) -> Run:
-            if await get_blob(tr, keys.AGENTS.pack((agent_id,))) is None:
-                raise NotFound("Agent", agent_id)
-            if idempotency_key is not None:
-                found = await runs.find_by_key(tr, agent_id, idempotency_key)
-                if found is not None:
-                    if not found.same_request(wanted):
-                        raise Conflict(
-                            f"the idempotency key {idempotency_key!r} was used by run "
-                            f"{found.id} for a different request"
-                        )
-                    return found
-            runs.create_run(tr, wanted)
-            return wanted
+            return await runs.create_or_find(tr, wanted)
 
         return await self.store.transact(create), request
 
@@ -209,9 +204,40 @@ class MessageCases(ServiceBase):
     async def send_message(
         self, agent_id: str, body: Any, *, idempotency_key: str | None = None
     ) -> dict[str, Any]:
-        """Send and wait: Letta's LettaResponse."""
-        run, _ = await self.start_run(agent_id, body, idempotency_key=idempotency_key)
-        return await self._drive(run)
+        """Send and wait: Letta's LettaResponse. The run is created (or found, for a
+        key seen before) by the agent's actor, in the transaction that starts it."""
+        wanted, _ = self._wanted_run(agent_id, body, idempotency_key, background=False)
+
+        async def exists(tr: Transaction) -> bool:  # no activation for an unknown agent
+            return await get_blob(tr, keys.AGENTS.pack((agent_id,))) is not None
+
+        if not await self.store.transact(exists):
+            raise NotFound("Agent", agent_id)
+        assert self.dispatcher is not None
+        message = {"kind": "send", "run": convert.store.unstructure(wanted)}
+        try:
+            reply = await self.dispatcher.invoke(agent_id, message)
+        except ActorFailed as failed:
+            await self._fail_run_by_key(wanted, failed)
+            raise
+        if "conflict" in reply:
+            raise Conflict(reply["conflict"])
+        if "gone" in reply:
+            raise NotFound("Agent", agent_id)
+        if "handoff" in reply:  # transferred while it ran: follow it
+            return await self._drive(await self.get_run_record(reply["run_id"]))
+        return reply
+
+    async def _fail_run_by_key(self, wanted: Run, failed: ActorFailed) -> None:
+        async def find(tr: Transaction) -> Run | None:
+            found = await runs.load_run(tr, wanted.id)
+            if found is None and wanted.idempotency_key is not None:
+                found = await runs.find_by_key(tr, wanted.agent_id, wanted.idempotency_key)
+            return found
+
+        run = await self.store.transact(find)
+        if run is not None:
+            await self._fail_run(run.id, failed)
 
     async def send_async(
         self, agent_id: str, body: Any, *, idempotency_key: str | None = None

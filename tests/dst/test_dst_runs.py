@@ -222,17 +222,23 @@ def test_dst_a_turn_the_actor_keeps_failing_on_ends_with_stop_reason_error() -> 
     async def scenario(service: AgentService, llm: SimLlmClient, world: SimWorld) -> Any:
         agent = await new_agent(service)
         world.faults.enabled = True
-        with pytest.raises(RuntimeFailure):
+        with pytest.raises(RuntimeFailure):  # a send waits, and is told
             await service.send_message(agent, {"input": "hi"}, idempotency_key="k")
+        nothing = await service.list_runs(page(), agent_id=agent)  # nothing half-made
+        started = await service.send_async(agent, {"input": "later"})  # a run, stored first
+        await wait_until(lambda: finished(service, started["id"]))
         world.faults.enabled = False
-        [run] = await service.list_runs(page(), agent_id=agent)
+        failed = await service.get_run(started["id"])
         again = await service.send_message(agent, {"input": "hi"}, idempotency_key="k")
-        return run, again
+        return nothing, failed, again
 
-    run, again = simulate(17, scenario, FaultConfig({FaultType.AGENT_LOOP_PANIC: 1.0}))
-    assert (run["status"], run["stop_reason"]) == ("failed", "error")
-    assert "injected agent loop panic" in run["metadata"]["error"]
-    assert again["stop_reason"]["stop_reason"] == "error"  # the retry gets the same run back
+    nothing, failed, again = simulate(
+        17, scenario, FaultConfig({FaultType.AGENT_LOOP_PANIC: 1.0}), script=[text("hello")]
+    )
+    assert nothing == []
+    assert (failed["status"], failed["stop_reason"]) == ("failed", "error")
+    assert "injected agent loop panic" in failed["metadata"]["error"]
+    assert again["stop_reason"]["stop_reason"] == "end_turn"  # the retry runs it, once
 
 
 def test_dst_turns_survive_panics_of_their_actor() -> None:
