@@ -54,6 +54,17 @@ class Server:
             self.process.wait(timeout=20)
 
 
+def whole_history(url: str, agent: str) -> list[dict]:
+    """Every message of the agent, page after page."""
+    history: list[dict] = []
+    while True:
+        params = {"limit": 500, **({"after": history[-1]["id"]} if history else {})}
+        page = httpx.get(f"{url}/v1/agents/{agent}/messages", params=params).json()
+        if not page:
+            return history
+        history += page
+
+
 def test_sigkill_twenty_times_under_load_loses_and_repeats_nothing(tmp_path: Path) -> None:
     server = Server(tmp_path)
     server.start()
@@ -107,9 +118,7 @@ def test_sigkill_twenty_times_under_load_loses_and_repeats_nothing(tmp_path: Pat
         assert active == [], f"sessions left unfinished: {[r['id'] for r in active]}"
 
         for agent in agents:
-            history = httpx.get(
-                f"{server.url}/v1/agents/{agent}/messages", params={"limit": 1000}
-            ).json()
+            history = whole_history(server.url, agent)
             users = Counter(m["otid"] for m in history if m["message_type"] == "user_message")
             assert all(count == 1 for count in users.values()), "a message stored twice"
             assert set(acked[agent]) <= set(users), "an acknowledged message is missing"
