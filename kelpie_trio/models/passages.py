@@ -13,7 +13,6 @@ import datetime as dt
 import hashlib
 import re
 import uuid
-from collections.abc import Iterable
 from typing import Any, Literal
 
 import attrs
@@ -28,9 +27,7 @@ __all__ = [
     "SearchResult",
     "default_archive_id",
     "parse_timestamp",
-    "rank",
     "split_text",
-    "terms",
 ]
 
 # Letta embeds passages in chunks of `embedding_chunk_size` tokens (300 by
@@ -43,8 +40,6 @@ CHARS_PER_TOKEN = 4
 MAX_INSERT_CHARS = 1_000_000
 
 DEFAULT_TOP_K = 5  # Letta's RETRIEVAL_QUERY_DEFAULT_PAGE_SIZE
-
-_WORD = re.compile(r"\w+")
 
 
 @attrs.define
@@ -130,11 +125,6 @@ def split_text(text: str, max_chars: int) -> list[str]:
     return pieces
 
 
-def terms(text: str) -> set[str]:
-    """The words of `text`, case-folded: what the simple search matches on."""
-    return set(_WORD.findall(text.casefold()))
-
-
 def parse_timestamp(value: str, *, end_of_day: bool = False) -> float:
     """An ISO 8601 date or date-time as epoch seconds; raises ValueError.
 
@@ -152,38 +142,3 @@ def parse_timestamp(value: str, *, end_of_day: bool = False) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return moment.timestamp()
-
-
-def _tags_match(have: list[str], wanted: tuple[str, ...], mode: str) -> bool:
-    if not wanted:
-        return True
-    if mode == "all":
-        return set(wanted) <= set(have)
-    return not set(wanted).isdisjoint(have)
-
-
-def rank(passages: Iterable[Passage], search: SearchQuery) -> list[Passage]:
-    """The best `top_k` passages for `search`: a correct, simple ranking over the store.
-
-    Filters first (tags any/all, created_at within [start, end]); then a
-    passage scores the number of distinct query words it contains (whole
-    words, case-insensitive), and only passages that score are returned. An
-    empty query scores nothing and so returns the filtered passages by
-    recency. Ties go to the newest passage (then the larger id, so the order
-    is total).
-    """
-    wanted = terms(search.query)
-    scored: list[tuple[int, float, str, Passage]] = []
-    for passage in passages:
-        if not _tags_match(passage.tags, search.tags, search.tag_match_mode):
-            continue
-        if search.start is not None and passage.created_at < search.start:
-            continue
-        if search.end is not None and passage.created_at > search.end:
-            continue
-        score = len(wanted & terms(passage.text))
-        if wanted and score == 0:
-            continue
-        scored.append((score, passage.created_at, passage.id, passage))
-    scored.sort(key=lambda item: item[:3], reverse=True)
-    return [passage for *_, passage in scored[: search.top_k]]

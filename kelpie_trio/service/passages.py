@@ -81,16 +81,6 @@ class PassageCases(ServiceBase):
     def _index_key(passage: Passage) -> bytes:
         return PASSAGE_INDEX.pack((passage.agent_id, micros(passage.created_at), passage.id))
 
-    @staticmethod
-    async def _all_passages(tr: Transaction, agent_id: str) -> list[Passage]:
-        """Every passage of the agent, in one range read (records may span chunks)."""
-        where = keys.PASSAGES.range((agent_id,))
-        parts: dict[str, list[bytes]] = {}
-        for key, value in await tr.get_range(where.start, where.stop):
-            _, passage_id, _ = keys.PASSAGES.unpack(key)
-            parts.setdefault(passage_id, []).append(value)
-        return [convert.decode_record(b"".join(v), Passage) for v in parts.values()]
-
     async def create_passages(self, agent_id: str, body: Any) -> list[Passage]:
         """Insert text into the agent's archival memory: one passage, or several if long."""
         if isinstance(body, dict) and isinstance(body.get("tags"), str):

@@ -6,11 +6,8 @@ import pytest
 from quart.testing import QuartClient
 
 from kelpie_trio.models.passages import (
-    Passage,
-    SearchQuery,
     default_archive_id,
     parse_timestamp,
-    rank,
     split_text,
 )
 from kelpie_trio.service import PASSAGE_INDEX
@@ -359,11 +356,3 @@ def test_parse_timestamp_reads_dates_zones_and_naive_times_as_utc() -> None:
     assert parse_timestamp("2025-01-01T09:00:00+09:00") == parse_timestamp("2025-01-01T00:00:00")
     with pytest.raises(ValueError):
         parse_timestamp("not a date")
-
-
-def test_rank_breaks_ties_by_recency_then_id() -> None:
-    def p(ident: str, text: str, at: float) -> Passage:
-        return Passage(id=ident, agent_id="agent-x", text=text, created_at=at)
-
-    found = rank([p("b", "tea", 1.0), p("a", "tea", 1.0), p("c", "tea", 0.5)], SearchQuery("tea"))
-    assert [x.id for x in found] == ["b", "a", "c"]
