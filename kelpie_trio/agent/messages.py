@@ -7,10 +7,11 @@ all sharing the stored message's id, as Letta does.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import attrs
+
+from kelpie_trio.models.convert import iso
 
 __all__ = ["Message", "StoredToolCall", "iso", "to_letta_messages"]
 
@@ -38,10 +39,6 @@ class Message:
     run_id: str | None = None
     step: int = 0
     created_at: float = 0.0
-
-
-def iso(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()
 
 
 def to_letta_messages(

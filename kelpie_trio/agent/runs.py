@@ -24,7 +24,6 @@ Keys (all under `keys.SESSIONS`):
 from __future__ import annotations
 
 import copy
-import datetime as dt
 from typing import Any
 
 import attrs
@@ -159,12 +158,17 @@ def create_run(tr: Transaction, run: Run) -> None:
         tr.set(RUN_KEYS.pack((run.agent_id, run.idempotency_key)), run.id.encode())
 
 
+async def require_agent(tr: Transaction, agent_id: str) -> None:
+    """Within a caller's transaction: NotFound unless the agent exists."""
+    if await get_blob(tr, keys.AGENTS.pack((agent_id,))) is None:
+        raise NotFound("Agent", agent_id)
+
+
 async def create_or_find(tr: Transaction, wanted: Run) -> Run:
     """The run a send asks for: a new one, or, for an idempotency key seen before, the
     run that key started (a retried send joins it instead of running twice). Raises
     NotFound for a missing agent, Conflict for a key reused with another request."""
-    if await get_blob(tr, keys.AGENTS.pack((wanted.agent_id,))) is None:
-        raise NotFound("Agent", wanted.agent_id)
+    await require_agent(tr, wanted.agent_id)
     key = wanted.idempotency_key
     if key is not None:
         found = await find_by_key(tr, wanted.agent_id, key)
@@ -235,7 +239,7 @@ async def all_run_ids(tr: Transaction) -> list[str]:
 
 
 def _iso(seconds: float | None) -> str | None:
-    return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()
+    return None if seconds is None else convert.iso(seconds)
 
 
 def render_run(run: Run) -> dict[str, Any]:

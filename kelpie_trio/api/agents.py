@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from quart import Blueprint, Response, request
@@ -11,6 +10,7 @@ from kelpie_trio.api.common import body, check_id, json_response, page_args, ren
 from kelpie_trio.api.spec import documented
 from kelpie_trio.models.agents import AgentView, CreateAgent
 from kelpie_trio.models.blocks import Block
+from kelpie_trio.models.convert import iso
 from kelpie_trio.service import window
 
 agents = Blueprint("agents", __name__)
@@ -21,10 +21,6 @@ PAGING = ("after", "before", "limit", "order")
 _RECORD_ONLY = ("block_ids", "tool_ids", "created_at", "updated_at")
 
 
-def _iso(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()
-
-
 def render_agent(view: AgentView) -> dict[str, Any]:
     """Letta's AgentState: every field the SDK requires, relations filled in."""
     state = render(view.agent)
@@ -32,8 +28,8 @@ def render_agent(view: AgentView) -> dict[str, Any]:
         state.pop(name, None)
     blocks = [render(b) for b in view.blocks]
     state.update(
-        created_at=_iso(view.agent.created_at),
-        updated_at=_iso(view.agent.updated_at),
+        created_at=iso(view.agent.created_at),
+        updated_at=iso(view.agent.updated_at),
         blocks=blocks,
         memory={
             "agent_type": view.agent.agent_type,

@@ -7,7 +7,6 @@ are honoured), search answers `{count, results}`.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from quart import Blueprint, Response, request
@@ -15,16 +14,13 @@ from quart import Blueprint, Response, request
 from kelpie_trio.api.common import body, check_id, json_response, service
 from kelpie_trio.api.spec import documented
 from kelpie_trio.errors import Invalid
+from kelpie_trio.models.convert import iso
 from kelpie_trio.models.passages import CreateArchivalMemory, Passage, SearchResult
 from kelpie_trio.service import MAX_PAGE, Page
 
 passages = Blueprint("passages", __name__)
 
 _DEFAULT_LIMIT = 100  # Letta's default for this route
-
-
-def _iso(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()
 
 
 def render_passage(passage: Passage) -> dict[str, Any]:
@@ -37,8 +33,8 @@ def render_passage(passage: Passage) -> dict[str, Any]:
         "metadata": passage.metadata,
         "embedding": passage.embedding,
         "embedding_config": passage.embedding_config,
-        "created_at": _iso(passage.created_at),
-        "updated_at": _iso(passage.updated_at),
+        "created_at": iso(passage.created_at),
+        "updated_at": iso(passage.updated_at),
         "is_deleted": False,
         "organization_id": None,
         "source_id": None,

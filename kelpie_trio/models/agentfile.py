@@ -14,7 +14,6 @@ writes the store around them.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import Counter
 from typing import Any
 
@@ -24,6 +23,7 @@ from kelpie_trio import __version__
 from kelpie_trio.errors import Invalid, InvalidField
 from kelpie_trio.models.agents import AgentView, CreateAgent
 from kelpie_trio.models.blocks import Block, CreateBlock
+from kelpie_trio.models.convert import iso
 from kelpie_trio.models.tools import (
     Tool,
     ToolFields,
@@ -135,10 +135,6 @@ class ImportedAgentsResponse:
 # -- export ----------------------------------------------------------------------
 
 
-def _iso(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()
-
-
 def _block_entry(block: Block, file_id: str) -> BlockSchema:
     fields = {f.name: getattr(block, f.name) for f in attrs.fields(CreateBlock)}
     fields["label"] = block.label or ""
@@ -213,7 +209,7 @@ def export_agent_file(view: AgentView, *, now: float) -> AgentFileSchema:
         skills=[],
         # Letta writes its database revision here; ours names the server that wrote the file.
         metadata={"revision_id": f"kelpie-trio-{__version__}"},
-        created_at=_iso(now),
+        created_at=iso(now),
     )
 
 

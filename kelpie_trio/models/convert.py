@@ -9,6 +9,7 @@ Scalars are strict: a number where a string belongs is a 422, not a silent
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import typing
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from cattrs.preconf.orjson import make_converter
 
 from kelpie_trio.errors import Invalid, InvalidField
 
-__all__ = ["api", "decode_record", "encode_record", "parse_body", "store", "structure_api"]
+__all__ = ["api", "decode_record", "encode_record", "iso", "parse_body", "store", "structure_api"]
 
 T = TypeVar("T")
 
@@ -114,3 +115,8 @@ def encode_record(value: Any) -> bytes:
 
 def decode_record(raw: bytes, cls: type[T]) -> T:
     return store.structure(orjson.loads(raw), cls)
+
+
+def iso(seconds: float) -> str:
+    """Epoch seconds as the ISO 8601 UTC time the API shows."""
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()

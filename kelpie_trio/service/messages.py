@@ -22,7 +22,6 @@ from kelpie_trio.nursery.errors import ActorFailed, RuntimeFailure
 from kelpie_trio.service.common import MAX_PAGE, Page, ServiceBase, window
 from kelpie_trio.storage import StoreError, keys
 from kelpie_trio.storage.base import Transaction
-from kelpie_trio.storage.chunks import get_blob
 
 if TYPE_CHECKING:
     from kelpie_trio.nursery.dispatcher import Dispatcher
@@ -208,11 +207,10 @@ class MessageCases(ServiceBase):
         key seen before) by the agent's actor, in the transaction that starts it."""
         wanted, _ = self._wanted_run(agent_id, body, idempotency_key, background=False)
 
-        async def exists(tr: Transaction) -> bool:  # no activation for an unknown agent
-            return await get_blob(tr, keys.AGENTS.pack((agent_id,))) is not None
+        async def exists(tr: Transaction) -> None:  # no activation for an unknown agent
+            await runs.require_agent(tr, agent_id)
 
-        if not await self.store.transact(exists):
-            raise NotFound("Agent", agent_id)
+        await self.store.transact(exists)
         assert self.dispatcher is not None
         message = {"kind": "send", "run": convert.store.unstructure(wanted)}
         try:
@@ -429,8 +427,7 @@ class MessageCases(ServiceBase):
         request = convert.structure_api(body if body is not None else {}, CancelRequest)
 
         async def flag(tr: Transaction) -> dict[str, str]:
-            if await get_blob(tr, keys.AGENTS.pack((agent_id,))) is None:
-                raise NotFound("Agent", agent_id)
+            await runs.require_agent(tr, agent_id)
             wanted = request.run_ids
             if wanted is None:
                 wanted = await runs.open_runs(tr, agent_id)
@@ -505,8 +502,7 @@ class MessageCases(ServiceBase):
 
     async def list_sessions(self, agent_id: str, page: Page) -> list[dict[str, Any]]:
         async def read(tr: Transaction) -> list[Run]:
-            if await get_blob(tr, keys.AGENTS.pack((agent_id,))) is None:
-                raise NotFound("Agent", agent_id)
+            await runs.require_agent(tr, agent_id)
             found = [await runs.load_run(tr, i) for i in await runs.agent_run_ids(tr, agent_id)]
             return [r for r in found if r is not None]
 
@@ -535,8 +531,7 @@ class MessageCases(ServiceBase):
 
         async def ask(tr: Transaction) -> Run:
             for agent_id in (source, target):
-                if await get_blob(tr, keys.AGENTS.pack((agent_id,))) is None:
-                    raise NotFound("Agent", agent_id)
+                await runs.require_agent(tr, agent_id)
             run = await runs.load_run(tr, session_id)
             if run is None or run.agent_id != source:
                 raise NotFound("Session", session_id)
@@ -575,11 +570,10 @@ class MessageCases(ServiceBase):
         return await self.dispatcher.invoke(agent_id, message)
 
     async def reset_messages(self, agent_id: str) -> None:
-        async def exists(tr: Transaction) -> bool:
-            return await get_blob(tr, keys.AGENTS.pack((agent_id,))) is not None
+        async def exists(tr: Transaction) -> None:
+            await runs.require_agent(tr, agent_id)
 
-        if not await self.store.transact(exists):
-            raise NotFound("Agent", agent_id)
+        await self.store.transact(exists)
         if self.dispatcher is None:
             raise Unavailable("this server runs no agents")
         await self.dispatcher.invoke(agent_id, {"kind": "reset"})
@@ -588,8 +582,7 @@ class MessageCases(ServiceBase):
         self, agent_id: str, page: Page, *, use_assistant_message: bool = True
     ) -> list[dict[str, Any]]:
         async def read(tr: Transaction) -> list[Any]:
-            if await get_blob(tr, keys.AGENTS.pack((agent_id,))) is None:
-                raise NotFound("Agent", agent_id)
+            await runs.require_agent(tr, agent_id)
             return await read_history(tr, agent_id)
 
         history = await self.store.transact(read)

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from letta_client import Letta
 from quart.testing import QuartClient
 
 from kelpie_trio.api.app import create_app
@@ -80,3 +81,12 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real server (SQLite in a temp dir) shared by a module's letta-client tests."""
     with running_server(tmp_path_factory.mktemp("server")) as url:
         yield url
+
+
+@pytest.fixture
+def letta(server_url: str) -> Iterator[Letta]:
+    """letta-client on the module's server; closed after, so no idle keep-alive is left for
+    the server to wait out at shutdown."""
+    client = Letta(base_url=server_url, max_retries=0)
+    yield client
+    client.close()

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import letta_client
 import pytest
 from letta_client import Letta
 
 REQUIRED = {"id", "agent_type", "blocks", "llm_config", "memory", "name", "sources", "system",
             "tags", "tools"}  # fmt: skip
-
-
-@pytest.fixture
-def letta(server_url: str) -> Iterator[Letta]:
-    client = Letta(base_url=server_url, max_retries=0)
-    yield client
-    client.close()
 
 
 def test_sdk_agent_round_trip_with_memory_blocks(letta: Letta) -> None:

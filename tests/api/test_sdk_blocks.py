@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import letta_client
 import pytest
 from letta_client import Letta
-
-
-@pytest.fixture
-def letta(server_url: str) -> Iterator[Letta]:
-    client = Letta(base_url=server_url, max_retries=0)
-    yield client
-    client.close()  # no idle keep-alive left for the server to wait out at shutdown
 
 
 def test_sdk_creates_retrieves_updates_and_deletes_a_block(letta: Letta) -> None:

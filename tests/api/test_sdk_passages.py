@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import letta_client
 import pytest
 from letta_client import Letta
 
 PASSAGE_REQUIRED = {"text", "embedding", "embedding_config"}  # Letta's Passage schema
-
-
-@pytest.fixture
-def letta(server_url: str) -> Iterator[Letta]:
-    client = Letta(base_url=server_url, max_retries=0)
-    yield client
-    client.close()
 
 
 def test_sdk_inserts_lists_searches_and_deletes_passages(letta: Letta) -> None:

@@ -4,7 +4,6 @@ tools run directly (the offline sim model: what it says is not checked, only its
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import httpx
 import letta_client
@@ -12,13 +11,6 @@ import pytest
 from letta_client import Letta
 
 FINAL = ("completed", "failed", "cancelled")
-
-
-@pytest.fixture
-def letta(server_url: str) -> Iterator[Letta]:
-    client = Letta(base_url=server_url, max_retries=0)
-    yield client
-    client.close()
 
 
 def wait_for_run(letta: Letta, run_id: str) -> letta_client.types.Run:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import letta_client
 import pytest
 from letta_client import Letta
@@ -23,13 +21,6 @@ def source(name: str, doc: str) -> str:
         '    """\n'
         "    return city\n"
     )
-
-
-@pytest.fixture
-def letta(server_url: str) -> Iterator[Letta]:
-    client = Letta(base_url=server_url, max_retries=0)
-    yield client
-    client.close()
 
 
 def test_sdk_creates_retrieves_updates_and_deletes_a_tool(letta: Letta) -> None:
