@@ -145,7 +145,9 @@ class AgentActor(SessionHandoff, AgentTools):
         if kind == "reset":
             return await self._reset()
         if kind == "tool":
-            return await self._run_tool_directly(message["tool_name"], message["args"])
+            return await self._run_tool_directly(
+                message["tool_name"], message["args"], message["call_id"]
+            )
         raise ValueError(f"unknown request kind {kind!r}")
 
     async def _reset(self) -> dict[str, Any]:

@@ -17,9 +17,13 @@ from kelpie_trio.agent import memory
 from kelpie_trio.agent.messages import StoredToolCall
 from kelpie_trio.errors import Invalid, NotFound
 from kelpie_trio.search import archival_tool_results, conversation_search
+from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 
 __all__ = ["OUTSIDE_TOOLS", "AgentTools"]
+
+# Memory tools run directly, by request: (agent_id, call_id) -> [status, text].
+TOOL_RUNS = keys.SESSIONS["tool"]
 
 # Base tools that run outside the step's transaction (custom tools do too).
 OUTSIDE_TOOLS = frozenset({"archival_memory_insert", "archival_memory_search",
@@ -41,21 +45,34 @@ class AgentTools:
             if args is not None and (c.name in custom or c.name in OUTSIDE_TOOLS)
         }  # fmt: skip
 
-    async def _run_tool_directly(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    async def _run_tool_directly(
+        self, name: str, args: dict[str, Any], call_id: str
+    ) -> dict[str, Any]:
         """One of the agent's tools, run outside any turn (Letta's tools/{name}/run):
-        memory tools in a fenced transaction, the others as a step would run them."""
+        memory tools in a fenced transaction, the others as a step would run them.
+
+        A memory tool's result is stored under the request's `call_id` in the same
+        transaction as its edit: the runtime may deliver the request again (a restart
+        after a store error whose commit landed), and the edit must not land twice."""
         view = await self.service.get_agent(self.ctx.agent_id)
         if not any(t.name == name for t in view.tools):  # detached since the route looked
             return {"status": "error", "func_return": None, "stdout": [],
                     "stderr": [f"no tool named {name!r} is attached to this agent"],
                     "agent_state": None, "sandbox_config_fingerprint": None}  # fmt: skip
-        call = StoredToolCall(id=self.ctx.env.new_id("call"), name=name, arguments="")
+        call = StoredToolCall(id=call_id, name=name, arguments="")
         if self._outside_calls([(call, args)], view.tools):
             status, text = await self._run_outside_tool(call, args, view.tools)
         else:
+            done_key = TOOL_RUNS.pack((self.ctx.agent_id, call_id))
 
             async def run(tr: Transaction) -> tuple[str, str]:
-                return await self._run_memory_tool(tr, call, args)
+                done = await tr.get(done_key)
+                if done is not None:  # delivered again: the edit landed the first time
+                    status, text = orjson.loads(done)
+                    return status, text
+                result = await self._run_memory_tool(tr, call, args)
+                tr.set(done_key, orjson.dumps(result))
+                return result
 
             status, text = await self.ctx.transact(run)
         return {

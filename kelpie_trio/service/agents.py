@@ -7,6 +7,7 @@ from typing import Any
 import attrs
 
 from kelpie_trio.agent import runs
+from kelpie_trio.agent.tool_calls import TOOL_RUNS
 from kelpie_trio.errors import Conflict, Invalid, NotFound
 from kelpie_trio.llm.catalog import UnknownModel, model_settings_from_llm_config
 from kelpie_trio.models import convert
@@ -270,6 +271,7 @@ class AgentCases(BlockCases, ToolCases):
             clear_agent_passages(tr, agent_id)
             tr.clear_range(*keys.prefix_range(keys.MESSAGES.pack((agent_id,))))
             tr.clear(keys.CONTEXT.pack((agent_id,)))
+            tr.clear_range(*keys.prefix_range(TOOL_RUNS.pack((agent_id,))))
             for run_id in await runs.agent_run_ids(tr, agent_id):
                 run = await runs.load_run(tr, run_id)
                 if run is not None:

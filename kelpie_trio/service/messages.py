@@ -566,7 +566,8 @@ class MessageCases(ServiceBase):
             raise NotFound("Tool", f"{tool_name}' (name) attached to agent '{agent_id}")
         if self.dispatcher is None:
             raise Unavailable("this server runs no agents")
-        message = {"kind": "tool", "tool_name": tool_name, "args": request.args or {}}
+        message = {"kind": "tool", "tool_name": tool_name, "args": request.args or {},
+                   "call_id": self.env.new_id("call")}  # fmt: skip
         return await self.dispatcher.invoke(agent_id, message)
 
     async def reset_messages(self, agent_id: str) -> None:

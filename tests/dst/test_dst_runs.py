@@ -263,3 +263,39 @@ def test_dst_turns_survive_panics_of_their_actor() -> None:
             )
 
     run_seeds(one, 10)
+
+
+def test_dst_tools_run_directly_land_whole_or_fail_cleanly_under_storage_faults() -> None:
+    """A memory tool run directly is one fenced transaction: each call the client was
+    told succeeded is in the block once; a call that failed cleanly may or may not have
+    landed, but never twice and never in part."""
+    faults = FaultConfig(dict.fromkeys(STORAGE_FAULTS, 0.2))
+    outcomes = {"ok": 0, "failed": 0}
+
+    def one(seed: int) -> None:
+        async def scenario(service: AgentService, llm: SimLlmClient, world: SimWorld) -> Any:
+            agent = await new_agent(service)
+            service.store.max_attempts = 2  # type: ignore[attr-defined]  # errors to see
+            world.faults.enabled = True
+            told_ok: list[str] = []
+            failed: list[str] = []
+            for i in range(8):
+                args = {"args": {"label": "human", "new_str": f"fact {i}"}}
+                try:
+                    result = await service.run_tool(agent, "memory_insert", args)
+                    assert result["status"] == "success", result
+                    told_ok.append(f"fact {i}")
+                except CLEAN_ERRORS:
+                    failed.append(f"fact {i}")
+            world.faults.enabled = False
+            return told_ok, failed, (await service.agent_block(agent, "human")).value
+
+        told_ok, failed, value = simulate(seed, scenario, faults)
+        lines = value.split("\n")[1:]  # after "Name: Ada"
+        assert set(told_ok) <= set(lines) <= set(told_ok) | set(failed)
+        assert len(lines) == len(set(lines))  # none twice
+        outcomes["ok"] += len(told_ok)
+        outcomes["failed"] += len(failed)
+
+    run_seeds(one, 10)
+    assert outcomes["ok"] and outcomes["failed"]  # both paths really ran
