@@ -60,6 +60,17 @@ def chain(steps: int, *, custom_every: int = 0) -> list:
     return [*script, text("All done.")]
 
 
+def keyed_to_step(replies: list) -> list:
+    """The same replies, each chosen by the step that asks (the assistant messages already
+    in the prompt of this one-turn history), not by the order of calls: a call that a crash
+    cut short does not shift the rest of the turn. Spares, since any call may be repeated."""
+
+    def reply(request: Any) -> Any:
+        return replies[sum(m.role == "assistant" for m in request.messages)]
+
+    return [reply] * (4 * len(replies))
+
+
 async def snapshot(service: AgentService, run_id: str, agent_id: str) -> tuple[Any, list]:
     """The run and its agent's history, read in one transaction (what a crash would leave)."""
     from kelpie_trio.agent.history import read_history
@@ -142,7 +153,7 @@ def test_dst_crash_recovery_resume_from_checkpoint() -> None:
             return reply, stored_before, await history_of(away, agent)
 
         reply, stored_before, history = simulate_cluster(
-            seed, scenario, nodes=2, script=chain(8, custom_every=2), tools=roll,
+            seed, scenario, nodes=2, script=keyed_to_step(chain(8, custom_every=2)), tools=roll,
             config=FAST_TAKEOVER,
         )  # fmt: skip
         assert reply["stop_reason"]["stop_reason"] == "end_turn"
@@ -505,37 +516,43 @@ def test_dst_fdb_agent_crud() -> None:
     semantics (optimistic conflicts, commits of unknown result that land now, late or
     never, the 5 s transaction limit), under storage faults. Checked against what the
     clients were told: an acknowledged create exists unless an acknowledged delete came
-    after; an acknowledged rename shows unless a later attempt may have landed; nothing
-    half-written (every agent has its blocks)."""
+    after; the name shown is one a linearizable history allows; nothing half-written
+    (every agent has its blocks)."""
     faults = FaultConfig(dict.fromkeys(STORAGE_FAULTS, 0.1))
+    never = float("inf")
 
     def one(seed: int) -> None:
         async def scenario(sim: AgentCluster) -> Any:
             service = sim.service()
             rng = sim.world.rng("crud")
-            model: dict[str, dict[str, Any]] = {}  # agent id -> what we may see
+            clock = itertools.count()  # one logical clock: the order clients saw things in
+            exists: dict[str, bool | None] = {}  # None: a delete whose outcome is unknown
+            # agent -> [name, invoked, answered]; an unanswered write may land at any time.
+            writes: dict[str, list[list[Any]]] = {}
 
             async def client(c: int) -> None:
                 for i in range(8):
                     op = rng.choice(["create", "create", "rename", "delete"])
-                    known = [a for a, m in model.items() if m["exists"]]
+                    known = [a for a, e in exists.items() if e]
                     try:
                         if op == "create" or not known:
                             blocks = [{"label": "human", "value": "v"}]
                             body = {"name": f"c{c}-{i}", "memory_blocks": blocks}
+                            invoked = next(clock)
                             view = await service.create_agent(body)
-                            model[view.agent.id] = {"exists": True, "names": {f"c{c}-{i}"}}
+                            exists[view.agent.id] = True
+                            writes[view.agent.id] = [[f"c{c}-{i}", invoked, next(clock)]]
                         elif op == "rename":
                             agent = rng.choice(known)
-                            name = f"r{c}-{i}"
-                            model[agent]["names"].add(name)  # may land even if we hear nothing
-                            await service.update_agent(agent, {"name": name})
-                            model[agent]["names"] = {name}
+                            write = [f"r{c}-{i}", next(clock), never]
+                            writes[agent].append(write)
+                            await service.update_agent(agent, {"name": write[0]})
+                            write[2] = next(clock)
                         else:
                             agent = rng.choice(known)
-                            model[agent]["exists"] = None  # unknown until acknowledged
+                            exists[agent] = None
                             await service.delete_agent(agent)
-                            model[agent]["exists"] = False
+                            exists[agent] = False
                     except NotFound:
                         pass  # deleted by another client meanwhile
                     except CLEAN:
@@ -546,14 +563,24 @@ def test_dst_fdb_agent_crud() -> None:
                     nursery.start_soon(client, c)
             sim.world.faults.enabled = False
             listed = {v.agent.id: v for v in await service.list_agents(page())}
-            return model, listed
+            return exists, writes, listed
 
-        model, listed = simulate_cluster(seed, scenario, faults)
-        for agent, seen in model.items():
-            if seen["exists"] is True:
+        exists, writes, listed = simulate_cluster(seed, scenario, faults)
+        for agent, state in exists.items():
+            if state is True:
                 assert agent in listed, f"acknowledged {agent} is gone"
-                assert listed[agent].agent.name in seen["names"]
-            elif seen["exists"] is False:
+                # Linearizable: the last write is one that no acknowledged write follows
+                # in real time (invoked after it was answered).
+                allowed = {
+                    name
+                    for name, _, answered in writes[agent]
+                    if not any(
+                        later_answered != never and later_invoked > answered
+                        for _, later_invoked, later_answered in writes[agent]
+                    )
+                }
+                assert listed[agent].agent.name in allowed, (listed[agent].agent.name, allowed)
+            elif state is False:
                 assert agent not in listed, f"deleted {agent} is back"
         for view in listed.values():
             assert [b.label for b in view.blocks] == ["human"]  # never half an agent
