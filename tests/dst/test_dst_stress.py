@@ -29,7 +29,7 @@ CLEAN = (StoreError, ServiceError, RuntimeFailure)
 
 
 def check_whole(history: list[Any], acked: list[dict]) -> None:
-    assert [m.seq for m in history] == sorted({m.seq for m in history})
+    assert [m.seq for m in history] == list(range(len(history)))  # no gap, no repeat
     for i, message in enumerate(history):
         if message.role == "assistant" and message.tool_calls:
             following = [m.tool_call_id for m in history[i + 1 : i + 1 + len(message.tool_calls)]]
