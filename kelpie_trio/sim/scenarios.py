@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
+from kelpie_trio.sim.invariants import InvariantViolation
 from kelpie_trio.sim.world import SimNode, SimWorld
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import (
@@ -35,10 +36,6 @@ from kelpie_trio.storage.base import (
 from kelpie_trio.storage.errors import StoreError
 
 __all__ = ["SCENARIOS", "BankReport", "InvariantViolation", "Scenario", "bank"]
-
-
-class InvariantViolation(AssertionError):
-    """A simulation ended in a state the system promises never to reach."""
 
 
 BANK = keys.SIM["bank"]

@@ -22,6 +22,7 @@ import attrs
 import trio
 
 from kelpie_trio.sim.faults import FaultType
+from kelpie_trio.sim.invariants import unfenced_history_writes
 from kelpie_trio.storage.base import CommitRequest
 from kelpie_trio.storage.errors import (
     CommitUnknownResult,
@@ -121,6 +122,11 @@ class SimStore(MemoryStore):
 
     def _apply(self, request: CommitRequest, how: str) -> None:
         version = self.world.engine.commit(request, self.env.monotonic())
+        for agent in unfenced_history_writes(request):  # it landed: was it fenced?
+            self.world.violate(
+                f"FencedWrites: node {self.node.id} wrote {agent}'s history "
+                "without reading its lease"
+            )
         self.commits += 1
         self.world.trace.record(f"{how} node={self.node.id} version={version}")
 

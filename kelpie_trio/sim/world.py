@@ -26,6 +26,7 @@ import trio.testing
 
 from kelpie_trio.env import SimEnv
 from kelpie_trio.sim.faults import FaultConfig, FaultInjector, FaultType, preset
+from kelpie_trio.sim.invariants import InvariantViolation
 from kelpie_trio.sim.trace import Trace
 from kelpie_trio.storage.engine import MemoryEngine
 
@@ -126,6 +127,8 @@ class SimWorld:
         self._incarnations: dict[str, int] = {}
         self.system_nursery: trio.Nursery | None = None
         self.end_time = 0.0
+        # Broken by some commit or step of the run (sim/invariants.py); fails the run at its end.
+        self.violations: list[str] = []
 
     def rng(self, stream: str) -> random.Random:
         """An RNG of its own for each stream, so one consumer's draws never shift another's."""
@@ -155,6 +158,10 @@ class SimWorld:
                     result = await outcome.acapture(main, self)
                     self.end_time = trio.current_time()
                     system.cancel_scope.cancel()
+                if self.violations:
+                    raise InvariantViolation(
+                        f"seed {self.seed}: " + "; ".join(self.violations[:10])
+                    )
                 return result.unwrap()
         except trio.TooSlowError:
             raise SimDeadlock(
@@ -183,6 +190,10 @@ class SimWorld:
         # A crashed node's tasks may end with errors the crash itself caused
         # (a store call refused as fenced); those die with the node.
         return not node.crashed
+
+    def violate(self, what: str) -> None:
+        self.violations.append(what)
+        self.trace.record(f"VIOLATION {what}")
 
     def hexdigest(self) -> str:
         return self.trace.hexdigest()

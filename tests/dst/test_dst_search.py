@@ -22,6 +22,7 @@ from kelpie_trio.agent.history import history_key
 from kelpie_trio.agent.messages import Message
 from kelpie_trio.errors import NotFound
 from kelpie_trio.models import convert
+from kelpie_trio.nursery.lease import read_lease
 from kelpie_trio.search import IndexerConfig, MemoryIndex, Query, SearchLayer, outbox, search_layer
 from kelpie_trio.search.embeddings import HashingEmbedder
 from kelpie_trio.search.indexer import read_agent_documents
@@ -46,9 +47,11 @@ def _text(rng: random.Random) -> str:
 
 
 async def _write_messages(node: SimNode, agent_id: str, start: int, texts: list[str]) -> None:
-    """What the actor's _store does: the messages and their outbox entries, one transaction."""
+    """What the actor's _store does: the messages and their outbox entries, one transaction,
+    fenced by the agent's lease (read_lease is the fence's read; this writer holds none)."""
 
     async def write(tr: Transaction) -> None:
+        await read_lease(tr, agent_id)
         messages = [
             Message(id=node.env.new_id("message"), agent_id=agent_id, seq=start + i,
                     role="user" if i % 2 == 0 else "assistant", content=text,
