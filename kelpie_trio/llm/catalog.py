@@ -29,6 +29,7 @@ __all__ = [
     "ANTHROPIC_BASE_URL",
     "OPENAI_BASE_URL",
     "SIM_CHAT_HANDLE",
+    "SIM_CHAT_MODEL",
     "SIM_EMBEDDING_DIM",
     "SIM_EMBEDDING_HANDLE",
     "SIM_ENDPOINT",
@@ -39,6 +40,7 @@ __all__ = [
     "ModelCatalog",
     "UnknownModel",
     "model_settings_from_llm_config",
+    "provider_model",
 ]
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -53,6 +55,9 @@ SIM_PROVIDER_NAME = "sim (simulated, offline)"
 # loudly instead of falling back to api.openai.com (which a missing endpoint would invite).
 SIM_ENDPOINT = "sim://offline"
 SIM_CHAT_HANDLE = "sim/agent"
+# The name the simulated provider knows its chat model by, as `gpt-4o-mini` is OpenAI's name for
+# the handle `openai/gpt-4o-mini`: requests carry this, never the handle.
+SIM_CHAT_MODEL = "agent"
 SIM_EMBEDDING_HANDLE = "sim/embedding"
 # The width of text-embedding-3-small, so archives and tests written for the usual OpenAI
 # embedding model see the same shape from the simulated one.
@@ -125,6 +130,20 @@ class UnknownModel(ValueError):
             else ""
         )
         super().__init__(f"{kind} {handle!r} not found{hint}; known handles: {shown}{more}")
+
+
+def provider_model(handle: str | None, llm_config: Mapping[str, Any] | None) -> str:
+    """The name the provider knows an agent's model by: its llm_config's `model`.
+
+    A handle (`openai/gpt-4o-mini`) is this server's name for a model, not the provider's:
+    OpenAI, Anthropic, vLLM and Ollama answer 404 to it. Only an agent without a model name in
+    its llm_config falls back to the handle's part after the provider prefix.
+    """
+    model = (llm_config or {}).get("model")
+    if isinstance(model, str) and model:
+        return model
+    handle = handle or ""
+    return handle.split("/", 1)[1] if "/" in handle else handle
 
 
 @attrs.frozen
@@ -299,7 +318,7 @@ def _offered_llms(config: CatalogConfig) -> list[_Llm]:
     llms.append(
         _Llm(
             SIM_CHAT_HANDLE,
-            "agent",
+            SIM_CHAT_MODEL,
             "openai",
             SIM_ENDPOINT,
             128_000,
