@@ -14,7 +14,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from kelpie_trio.llm.catalog import ANTHROPIC_BASE_URL
+from kelpie_trio.llm.config import ANTHROPIC_BASE_URL
 from kelpie_trio.llm.openai_compat import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_TIMEOUT,

@@ -30,6 +30,8 @@ from kelpie_trio.agent.llms import llm_factory
 from kelpie_trio.api.app import create_app
 from kelpie_trio.config import ServerConfig
 from kelpie_trio.env import Env, RealEnv
+from kelpie_trio.llm.config import CatalogConfig
+from kelpie_trio.llm.discovery import discover_catalog
 from kelpie_trio.nursery.actor import Actor, ActorContext, ActorFactory
 from kelpie_trio.nursery.dispatcher import Dispatcher, RuntimeConfig
 from kelpie_trio.nursery.metrics import RuntimeMetrics
@@ -85,10 +87,17 @@ async def run_node(
     store = open_store(config, env)
     metrics = RuntimeMetrics()
     transport = HttpTransport(token=config.cluster_token or config.password)
-    service = AgentService(store, env)
+    # The models each provider has, asked once at start (a restart asks again); a provider
+    # that does not answer offers its fixed set.
+    catalog_config = CatalogConfig.from_env()
+    service = AgentService(store, env, await discover_catalog(catalog_config))
     service.search_layer = open_search(config, store, env)
     if actor_factory is None:
-        llm_for = llm_factory(env, sim_latency=(config.sim_latency, config.sim_latency))
+        llm_for = llm_factory(
+            env,
+            catalog_config=catalog_config,
+            sim_latency=(config.sim_latency, config.sim_latency),
+        )
         sandbox = ToolSandbox()
 
         async def run_tool(tool: Any, arguments: dict[str, Any]) -> Any:
