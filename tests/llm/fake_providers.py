@@ -207,9 +207,20 @@ def _as_asked(reply: Reply, path: str, body: Any) -> Reply:
         return reply
     options = body.get("stream_options") if isinstance(body, dict) else None
     if isinstance(options, dict) and options.get("include_usage"):
-        return reply
+        # Asked for, every chunk carries a `usage` field, null but in the last one.
+        return attrs.evolve(reply, events=tuple((n, _with_null_usage(d)) for n, d in reply.events))
     kept = tuple(e for e in reply.events if not _is_usage_chunk(e[1]))
     return attrs.evolve(reply, events=kept)
+
+
+def _with_null_usage(data: str) -> str:
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return data  # [DONE]
+    if isinstance(chunk, dict) and "usage" not in chunk:
+        chunk["usage"] = None
+    return json.dumps(chunk)
 
 
 def _is_usage_chunk(data: str) -> bool:

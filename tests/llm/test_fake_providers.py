@@ -144,6 +144,7 @@ async def test_an_openai_stream_carries_usage_in_its_last_chunk_only_when_asked(
     with_usage = [c for c in chunks if c.get("usage")]
     if include_usage:
         assert with_usage == [chunks[-1]] and chunks[-1]["choices"] == []
+        assert all(c["usage"] is None for c in chunks[:-1])  # present, and null
     else:
         assert with_usage == []
 
