@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from kelpie_trio.cli import main
 from kelpie_trio.llm.catalog import DiscoveredModel, ModelCatalog, UnknownModel
 from kelpie_trio.llm.config import CatalogConfig, LocalServer
 from kelpie_trio.llm.discovery import discover, parse_anthropic_models, parse_openai_models
@@ -266,3 +267,11 @@ def test_several_endpoints_are_configured_each_under_its_own_prefix() -> None:
 def test_a_bad_endpoint_list_is_refused_with_why(endpoints: str) -> None:
     with pytest.raises(ValueError, match="KELPIE_LLM_ENDPOINTS"):
         CatalogConfig.from_env({"KELPIE_LLM_ENDPOINTS": endpoints})
+
+
+def test_serve_refuses_a_bad_endpoint_list_before_starting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KELPIE_LLM_ENDPOINTS", "anthropic=http://127.0.0.1:1")
+    assert main(["serve", "--store", "memory", "--port", "0"]) == 2
+    assert "KELPIE_LLM_ENDPOINTS" in capsys.readouterr().err
