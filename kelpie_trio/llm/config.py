@@ -100,6 +100,8 @@ class CatalogConfig:
     anthropic_base_url: str = ANTHROPIC_BASE_URL
     local: LocalServer | None = None  # KELPIE_LOCAL_LLM_URL, the first way to name one
     servers: tuple[LocalServer, ...] = attrs.field(default=(), converter=_tuple_of_servers)
+    # Seconds between two askings of the providers for their models; None: at start only.
+    refresh_seconds: float | None = None
 
     @property
     def openai_enabled(self) -> bool:
@@ -120,7 +122,8 @@ class CatalogConfig:
         ANTHROPIC_BASE_URL; one local server by KELPIE_LOCAL_LLM_URL / _KIND / _MODELS
         (comma-separated) / _API_KEY with KELPIE_LOCAL_EMBEDDING_MODELS (`name:dim`,
         comma-separated); more by KELPIE_LLM_ENDPOINTS (`prefix=url`, comma-separated), each
-        with its key in KELPIE_LLM_API_KEY_<PREFIX> (upper case, `-` and `.` as `_`).
+        with its key in KELPIE_LLM_API_KEY_<PREFIX> (upper case, `-` and `.` as `_`);
+        KELPIE_MODELS_REFRESH (seconds between askings of the providers for their models).
         Empty values count as unset.
         """
         env = os.environ if environ is None else environ
@@ -168,6 +171,13 @@ class CatalogConfig:
                     prefix=prefix,
                 )
             )
+        refresh = get("KELPIE_MODELS_REFRESH")
+        try:
+            refresh_seconds = float(refresh) if refresh is not None else None
+        except ValueError:
+            refresh_seconds = -1.0
+        if refresh_seconds is not None and not refresh_seconds > 0:
+            raise ValueError(f"KELPIE_MODELS_REFRESH wants seconds above 0, got {refresh!r}")
         return cls(
             openai_api_key=get("OPENAI_API_KEY"),
             openai_base_url=get("OPENAI_BASE_URL") or get("OPENAI_API_BASE"),
@@ -175,6 +185,7 @@ class CatalogConfig:
             anthropic_base_url=get("ANTHROPIC_BASE_URL") or ANTHROPIC_BASE_URL,
             local=local,
             servers=servers,
+            refresh_seconds=refresh_seconds,
         )
 
 

@@ -10,13 +10,15 @@ server's start.
 
 It runs when the node starts (nursery/node.py): a restart asks again. Letta 0.16.8 does the
 same for the providers it is configured with by environment; its refresh route
-(`PATCH /v1/providers/{id}/refresh`) serves only providers added through the API.
+(`PATCH /v1/providers/{id}/refresh`) serves only providers added through the API, which this
+server does not have. With `KELPIE_MODELS_REFRESH` (seconds) the node also asks again on that
+period (`keep_catalog_fresh`), so a model pulled into Ollama shows up without a restart.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -29,7 +31,7 @@ from kelpie_trio.llm.config import OPENAI_BASE_URL, CatalogConfig
 __all__ = [
     "DISCOVERY_TIMEOUT",
     "discover",
-    "discover_catalog",
+    "keep_catalog_fresh",
     "parse_anthropic_models",
     "parse_openai_models",
 ]
@@ -203,8 +205,19 @@ async def discover(
     return found
 
 
-async def discover_catalog(
-    config: CatalogConfig, *, within: float = DISCOVERY_TIMEOUT
-) -> ModelCatalog:
-    """The catalog of `config`, with every provider's models as it lists them now."""
-    return ModelCatalog.from_config(config, await discover(config, within=within))
+async def keep_catalog_fresh(
+    config: CatalogConfig,
+    every: float,
+    publish: Callable[[ModelCatalog], None],
+    *,
+    found: Mapping[str, list[DiscoveredModel]] | None = None,
+    ask: Callable[[CatalogConfig], Awaitable[Mapping[str, list[DiscoveredModel]]]] = discover,
+) -> None:
+    """Every `every` seconds, ask the providers again and `publish` the new catalog. A provider
+    that does not answer this time keeps the list it gave last (`found`, the answers at start),
+    not the fixed set: one slow answer does not take its models away."""
+    known = dict(found or {})
+    while True:
+        await trio.sleep(every)
+        known.update(await ask(config))
+        publish(ModelCatalog.from_config(config, known))

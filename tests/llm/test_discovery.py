@@ -6,11 +6,18 @@ from __future__ import annotations
 import socket
 
 import pytest
+import trio
+import trio.testing
 
 from kelpie_trio.cli import main
 from kelpie_trio.llm.catalog import DiscoveredModel, ModelCatalog, UnknownModel
 from kelpie_trio.llm.config import CatalogConfig, LocalServer
-from kelpie_trio.llm.discovery import discover, parse_anthropic_models, parse_openai_models
+from kelpie_trio.llm.discovery import (
+    discover,
+    keep_catalog_fresh,
+    parse_anthropic_models,
+    parse_openai_models,
+)
 from kelpie_trio.llm.providers import client_for
 from tests.llm.fake_providers import serving
 
@@ -275,3 +282,40 @@ def test_serve_refuses_a_bad_endpoint_list_before_starting(
     monkeypatch.setenv("KELPIE_LLM_ENDPOINTS", "anthropic=http://127.0.0.1:1")
     assert main(["serve", "--store", "memory", "--port", "0"]) == 2
     assert "KELPIE_LLM_ENDPOINTS" in capsys.readouterr().err
+
+
+async def test_a_refresh_publishes_what_the_providers_list_now(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Every period the providers are asked again; one that does not answer this time keeps
+    the models it listed last instead of falling back to the fixed set."""
+    config = CatalogConfig(openai_api_key="sk", servers=[LocalServer("http://o", prefix="ollama")])
+    answers = [
+        {"openai": [DiscoveredModel("gpt-4o-mini")], "ollama": [DiscoveredModel("qwen3:8b")]},
+        {"ollama": [DiscoveredModel("qwen3:8b"), DiscoveredModel("llama3.2:latest")]},
+    ]
+    published: list[tuple[float, list[str]]] = []
+
+    async def ask(_: CatalogConfig) -> dict[str, list[DiscoveredModel]]:
+        return answers.pop(0)
+
+    def publish(catalog: ModelCatalog) -> None:
+        published.append((trio.current_time(), catalog.handles()))
+
+    start = trio.current_time()
+    with trio.move_on_after(250):
+        await keep_catalog_fresh(
+            config, 100, publish, found={"openai": [DiscoveredModel("gpt-4.1")]}, ask=ask
+        )
+    assert [(t - start, h) for t, h in published] == [
+        (100, ["openai/gpt-4o-mini", "ollama/qwen3:8b", "sim/agent"]),
+        (200, ["openai/gpt-4o-mini", "ollama/llama3.2:latest", "ollama/qwen3:8b", "sim/agent"]),
+    ]
+
+
+def test_the_refresh_period_is_read_from_the_environment() -> None:
+    assert CatalogConfig.from_env({}).refresh_seconds is None
+    assert CatalogConfig.from_env({"KELPIE_MODELS_REFRESH": "600"}).refresh_seconds == 600
+    for bad in ("0", "-5", "soon"):
+        with pytest.raises(ValueError, match="KELPIE_MODELS_REFRESH"):
+            CatalogConfig.from_env({"KELPIE_MODELS_REFRESH": bad})
