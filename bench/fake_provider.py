@@ -4,9 +4,11 @@
 
 Answers `POST .../chat/completions` after exactly `--latency` seconds with the same assistant
 text every time (so a letta_v1 agent's turn is one LLM step), as JSON or, when the request asks
-for `"stream": true`, as SSE chunks `--chunk-gap` seconds apart. `GET .../models` lists one
-model. It runs on raw trio sockets (no HTTP framework), so its own CPU stays small next to the
-server's; the bench measures it anyway and keeps it out of the server's numbers.
+for `"stream": true`, as SSE chunks `--chunk-gap` seconds apart. `GET .../models` lists the one
+model it serves, `gpt-4o-mini`; a request naming another (a handle such as `openai/gpt-4o-mini`
+among them) gets OpenAI's 404 `model_not_found`, as the real API would answer. It runs on raw
+trio sockets (no HTTP framework), so its own CPU stays small next to the server's; the bench
+measures it anyway and keeps it out of the server's numbers.
 
 Prints `ready http://127.0.0.1:<port>` on stdout once it listens.
 """
@@ -25,6 +27,7 @@ from bench.http1 import HttpError, read_request, reader_for
 
 __all__ = ["REPLY_TEXT", "main"]
 
+MODEL = "gpt-4o-mini"  # the one model served, as the server's catalog knows it
 REPLY_TEXT = "Noted. The fake provider answers every request with this same sentence."
 _WORDS = REPLY_TEXT.split(" ")
 
@@ -68,6 +71,13 @@ def _sse_chunks(model: str) -> list[bytes]:
     return events
 
 
+def _unknown_model(model: object) -> bytes:
+    message = f"The model `{model}` does not exist or you do not have access to it."
+    error = {"message": message, "type": "invalid_request_error", "param": None,
+             "code": "model_not_found"}  # fmt: skip
+    return json.dumps({"error": error}).encode()
+
+
 def _json_response(body: bytes, status: int = 200) -> bytes:
     return (
         b"HTTP/1.1 %d OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
@@ -102,7 +112,8 @@ class FakeProvider:
     ) -> None:
         path = target.split("?", 1)[0].rstrip("/")
         if method == "GET" and path.endswith("/models"):
-            listing = {"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model"}]}
+            model = {"id": MODEL, "object": "model", "created": 0, "owned_by": "bench"}
+            listing = {"object": "list", "data": [model]}
             await stream.send_all(_json_response(json.dumps(listing).encode()))
             return
         if method != "POST" or not path.endswith("/chat/completions"):
@@ -113,10 +124,13 @@ class FakeProvider:
         # Cheap: find the model and the stream flag without parsing the whole request.
         try:
             request = json.loads(body)
-            model = str(request.get("model") or "gpt-4o-mini")
+            model = request.get("model")
             streaming = bool(request.get("stream"))
-        except ValueError:
+        except (ValueError, AttributeError):
             await stream.send_all(_json_response(b'{"error": {"message": "bad JSON"}}', 400))
+            return
+        if model != MODEL:
+            await stream.send_all(_json_response(_unknown_model(model), 404))
             return
         await trio.sleep(self.latency)
         if not streaming:

@@ -15,6 +15,7 @@ from kelpie_trio import __version__
 
 def _serve(args: argparse.Namespace) -> int:
     from kelpie_trio.config import ServerConfig
+    from kelpie_trio.llm.config import CatalogConfig
     from kelpie_trio.nursery.node import run_node
 
     try:
@@ -27,6 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
             fdb_cluster_file=args.fdb_cluster_file,
             password=args.password,
         )
+        CatalogConfig.from_env()  # the providers' variables, refused before anything starts
     except ValueError as error:
         print(f"kelpie-trio: {error}", file=sys.stderr)
         return 2

@@ -49,6 +49,7 @@ from kelpie_trio.agent.step import (
 )
 from kelpie_trio.agent.tool_calls import AgentTools
 from kelpie_trio.errors import Conflict, NotFound
+from kelpie_trio.llm.catalog import provider_model
 from kelpie_trio.llm.types import (
     Completed,
     ContentDelta,
@@ -615,10 +616,12 @@ class AgentActor(SessionHandoff, AgentTools):
         context = self.context
         agent = view.agent
         config = agent.llm_config or {}
+        # The provider's name for the model, not the handle (which providers answer 404 to).
+        model = provider_model(agent.model, config)
 
         def request(history: list[Message], context: AgentContext) -> LlmRequest:
             return build_request(
-                model=agent.model or "",
+                model=model,
                 system=agent.system,
                 blocks=view.blocks,
                 tools=view.tools,
@@ -642,7 +645,7 @@ class AgentActor(SessionHandoff, AgentTools):
             return built
         evicted = history[:cut]
         try:
-            asked = summary_request(agent.model or "", context.summary, evicted, budget)
+            asked = summary_request(model, context.summary, evicted, budget)
             summary = (await llm.complete(asked)).message.content or ""
         except LlmError as error:
             log.warning("agent %s: summarizing failed (%r); keeping a recap", agent.id, error)

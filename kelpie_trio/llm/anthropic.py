@@ -14,7 +14,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from kelpie_trio.llm.catalog import ANTHROPIC_BASE_URL
+from kelpie_trio.llm.config import ANTHROPIC_BASE_URL
 from kelpie_trio.llm.openai_compat import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_TIMEOUT,
@@ -41,6 +41,8 @@ __all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "AnthropicClient"]
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
+
+_OPENING = {"type": "text", "text": "(The conversation so far.)"}
 
 _TOOL_CHOICE = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}
 
@@ -74,6 +76,10 @@ def _request_body(request: LlmRequest, *, stream: bool) -> dict[str, Any]:
             messages[-1]["content"].extend(blocks)
         else:
             messages.append({"role": role, "content": blocks})
+    if not messages or messages[0]["role"] != "user":
+        # Anthropic refuses a conversation that does not open with the user; a history may
+        # (an imported agent's greeting), so a user turn saying so goes first.
+        messages.insert(0, {"role": "user", "content": [_OPENING]})
     body: dict[str, Any] = {
         "model": request.model,
         "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,

@@ -8,9 +8,10 @@ tests compare some of these objects as whole dicts, so the values follow Letta's
 (the provider lists it syncs into its database, `get_llm_config_from_handle`, the
 `letta_v1_agent` reasoning policy, `LLMConfig._to_model_settings`), not the schema defaults.
 
-Nothing here does I/O: Letta asks each provider's `/models` endpoint, the catalog lists a fixed
-set of the usual models for each configured provider instead, and the models of a local
-OpenAI-compatible server (vLLM, Ollama, llama.cpp) are named in the configuration.
+Nothing here does I/O. Like Letta, the server asks each provider for its models at start
+(discovery.py) and hands the answers in as `DiscoveredModel`s; a provider that could not be
+asked offers a fixed set instead: the usual models of OpenAI and Anthropic, the models named in
+the configuration for a local OpenAI-compatible server (vLLM, Ollama, llama.cpp, LM Studio).
 
 The simulated models (`sim/agent`, `sim/embedding`) are always offered and say so wherever a
 client looks: `provider_name`, `display_name` and a `sim://` endpoint that no HTTP client can
@@ -19,30 +20,37 @@ reach by accident.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping
-from typing import Any, Literal, cast
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import attrs
+
+from kelpie_trio.llm.config import (
+    ANTHROPIC_BASE_URL,
+    OPENAI_BASE_URL,
+    CatalogConfig,
+    LocalEmbedding,
+    LocalServer,
+)
 
 __all__ = [
     "ANTHROPIC_BASE_URL",
     "OPENAI_BASE_URL",
     "SIM_CHAT_HANDLE",
+    "SIM_CHAT_MODEL",
     "SIM_EMBEDDING_DIM",
     "SIM_EMBEDDING_HANDLE",
     "SIM_ENDPOINT",
     "SIM_PROVIDER_NAME",
     "CatalogConfig",
+    "DiscoveredModel",
     "LocalEmbedding",
     "LocalServer",
     "ModelCatalog",
     "UnknownModel",
     "model_settings_from_llm_config",
+    "provider_model",
 ]
-
-OPENAI_BASE_URL = "https://api.openai.com/v1"
-ANTHROPIC_BASE_URL = "https://api.anthropic.com/v1"
 
 # Both endpoint-type enums (LLMConfig.model_endpoint_type, Model.provider_type) are closed, so
 # the simulator cannot name itself there: it claims "openai", the closest kin (it implements the
@@ -53,6 +61,9 @@ SIM_PROVIDER_NAME = "sim (simulated, offline)"
 # loudly instead of falling back to api.openai.com (which a missing endpoint would invite).
 SIM_ENDPOINT = "sim://offline"
 SIM_CHAT_HANDLE = "sim/agent"
+# The name the simulated provider knows its chat model by, as `gpt-4o-mini` is OpenAI's name for
+# the handle `openai/gpt-4o-mini`: requests carry this, never the handle.
+SIM_CHAT_MODEL = "agent"
 SIM_EMBEDDING_HANDLE = "sim/embedding"
 # The width of text-embedding-3-small, so archives and tests written for the usual OpenAI
 # embedding model see the same shape from the simulated one.
@@ -61,16 +72,15 @@ SIM_EMBEDDING_DIM = 1536
 # Letta 0.16.8 `model_settings.global_max_context_window_limit`: an agent's context window is
 # the model's, capped at this, unless the request names `context_window_limit`.
 GLOBAL_MAX_CONTEXT_WINDOW = 128_000
-# Letta's DEFAULT_CONTEXT_WINDOW: what it assumes for an Ollama model that reports none.
-DEFAULT_LOCAL_CONTEXT_WINDOW = 128_000
+# Letta's LLM_MAX_CONTEXT_WINDOW["DEFAULT"]: the window of an OpenAI-listed model it knows
+# nothing about (the OpenAI model list reports none).
+_UNKNOWN_OPENAI_CONTEXT_WINDOW = 30_000
 DEFAULT_EMBEDDING_CHUNK_SIZE = 300
 # The EmbeddingConfig default. Letta's OpenAI provider says 1024, but agents and list entries are
 # rebuilt from Letta's database, which does not keep it, so clients see 32.
 _EMBEDDING_BATCH_SIZE = 32
 # Letta's base Provider.get_default_max_output_tokens, used by vLLM and Ollama.
 _LOCAL_MAX_TOKENS = 4096
-
-LocalKind = Literal["vllm", "ollama", "llamacpp"]
 
 # Letta's constants.PROVIDER_ORDER (the providers this catalog can offer); others sort after.
 _PROVIDER_ORDER = {"letta": 0, "openai": 1, "anthropic": 2, "ollama": 3, "vllm": 9}
@@ -127,107 +137,18 @@ class UnknownModel(ValueError):
         super().__init__(f"{kind} {handle!r} not found{hint}; known handles: {shown}{more}")
 
 
-@attrs.frozen
-class LocalEmbedding:
-    name: str
-    dim: int  # the server's embedding width; Letta skips Ollama models that do not report one
+def provider_model(handle: str | None, llm_config: Mapping[str, Any] | None) -> str:
+    """The name the provider knows an agent's model by: its llm_config's `model`.
 
-
-def _tuple_of_str(value: Iterable[str]) -> tuple[str, ...]:
-    return tuple(value)
-
-
-def _tuple_of_embeddings(value: Iterable[LocalEmbedding]) -> tuple[LocalEmbedding, ...]:
-    return tuple(value)
-
-
-@attrs.frozen
-class LocalServer:
-    """A local OpenAI-compatible server and the models it serves.
-
-    Handles are `<kind>/<model>`, as Letta names its vLLM and Ollama providers; llama.cpp has no
-    Letta provider, and takes the shape of an OpenAI-compatible one named `llamacpp`.
+    A handle (`openai/gpt-4o-mini`) is this server's name for a model, not the provider's:
+    OpenAI, Anthropic, vLLM and Ollama answer 404 to it. Only an agent without a model name in
+    its llm_config falls back to the handle's part after the provider prefix.
     """
-
-    base_url: str
-    kind: LocalKind = "vllm"
-    models: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
-    embedding_models: tuple[LocalEmbedding, ...] = attrs.field(
-        default=(), converter=_tuple_of_embeddings
-    )
-    # The server knows each model's window (vLLM's max_model_len); offline we cannot ask it.
-    context_window: int = DEFAULT_LOCAL_CONTEXT_WINDOW
-    api_key: str | None = attrs.field(default=None, repr=False)
-
-    @property
-    def openai_base_url(self) -> str:
-        """The base URL with `/v1`, as Letta appends it for vLLM and Ollama."""
-        url = self.base_url.rstrip("/")
-        return url if url.endswith("/v1") else url + "/v1"
-
-
-@attrs.frozen
-class CatalogConfig:
-    """Which providers are configured. Keys are kept out of reprs so they never reach a log."""
-
-    openai_api_key: str | None = attrs.field(default=None, repr=False)
-    # An OpenAI-compatible endpoint (a proxy, a mock) serving the usual OpenAI models. Letta
-    # would name them `openai-proxy/...`; they keep their `openai/...` handles here, which is
-    # what Letta's own SDK tests ask for.
-    openai_base_url: str | None = None
-    anthropic_api_key: str | None = attrs.field(default=None, repr=False)
-    # An Anthropic-compatible endpoint (a proxy, a mock); Anthropic's own by default.
-    anthropic_base_url: str = ANTHROPIC_BASE_URL
-    local: LocalServer | None = None
-
-    @property
-    def openai_enabled(self) -> bool:
-        return bool(self.openai_api_key or self.openai_base_url)
-
-    @property
-    def anthropic_enabled(self) -> bool:
-        return bool(self.anthropic_api_key)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> CatalogConfig:
-        """OPENAI_API_KEY, OPENAI_BASE_URL (or Letta's OPENAI_API_BASE), ANTHROPIC_API_KEY, and
-        KELPIE_LOCAL_LLM_URL / _KIND / _MODELS (comma-separated) with
-        KELPIE_LOCAL_EMBEDDING_MODELS (`name:dim`, comma-separated). Empty values count as unset.
-        """
-        env = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            return env.get(name) or None
-
-        local = None
-        if url := get("KELPIE_LOCAL_LLM_URL"):
-            kind = get("KELPIE_LOCAL_LLM_KIND") or "vllm"
-            if kind not in ("vllm", "ollama", "llamacpp"):
-                raise ValueError(f"KELPIE_LOCAL_LLM_KIND {kind!r}: use vllm, ollama or llamacpp")
-            embeddings = []
-            for item in _split(get("KELPIE_LOCAL_EMBEDDING_MODELS")):
-                name, sep, dim = item.rpartition(":")
-                if not sep or not name or not dim.isdigit():
-                    raise ValueError(f"KELPIE_LOCAL_EMBEDDING_MODELS wants name:dim, got {item!r}")
-                embeddings.append(LocalEmbedding(name, int(dim)))
-            local = LocalServer(
-                base_url=url,
-                kind=cast(LocalKind, kind),
-                models=_split(get("KELPIE_LOCAL_LLM_MODELS")),
-                embedding_models=embeddings,
-                api_key=get("KELPIE_LOCAL_LLM_API_KEY"),
-            )
-        return cls(
-            openai_api_key=get("OPENAI_API_KEY"),
-            openai_base_url=get("OPENAI_BASE_URL") or get("OPENAI_API_BASE"),
-            anthropic_api_key=get("ANTHROPIC_API_KEY"),
-            anthropic_base_url=get("ANTHROPIC_BASE_URL") or ANTHROPIC_BASE_URL,
-            local=local,
-        )
-
-
-def _split(value: str | None) -> tuple[str, ...]:
-    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+    model = (llm_config or {}).get("model")
+    if isinstance(model, str) and model:
+        return model
+    handle = handle or ""
+    return handle.split("/", 1)[1] if "/" in handle else handle
 
 
 @attrs.frozen
@@ -257,49 +178,92 @@ class _Embedding:
     simulated: bool = False
 
 
+@attrs.frozen
+class DiscoveredModel:
+    """A model a provider listed when asked, with its context window when it reported one."""
+
+    name: str
+    context_window: int | None = None
+
+
+# What discovery found, by provider: "openai", "anthropic", or a local server's handle prefix.
+# A provider missing here could not be asked, and offers its fixed set.
+Discovered = Mapping[str, Sequence[DiscoveredModel]]
+
+
 def _sort_key(provider_name: str, model: str) -> tuple[int, str, str]:
     return (_PROVIDER_ORDER.get(provider_name, 999), provider_name, model)
 
 
-def _offered_llms(config: CatalogConfig) -> list[_Llm]:
+def _openai_llms(config: CatalogConfig, found: Sequence[DiscoveredModel] | None) -> list[_Llm]:
+    endpoint = config.openai_base_url or OPENAI_BASE_URL
+    known = dict(_OPENAI_CHAT)
+    if found is None:
+        offered = list(_OPENAI_CHAT)
+    else:
+        # A model this table knows keeps its values (gpt-4o-mini as Letta fills it in); one it
+        # does not gets the window it reported, else Letta's default.
+        offered = [
+            (m.name, known.get(m.name) or m.context_window or _UNKNOWN_OPENAI_CONTEXT_WINDOW)
+            for m in found
+        ]
+    return [
+        _Llm(f"openai/{m}", m, "openai", endpoint, cw, _OPENAI_MAX_TOKENS, "openai")
+        for m, cw in offered
+    ]
+
+
+def _anthropic_llms(config: CatalogConfig, found: Sequence[DiscoveredModel] | None) -> list[_Llm]:
+    if found is None:
+        offered = [(m, _ANTHROPIC_CONTEXT_WINDOW) for m in _ANTHROPIC_CHAT]
+    else:
+        offered = [(m.name, m.context_window or _ANTHROPIC_CONTEXT_WINDOW) for m in found]
+    return [
+        _Llm(
+            f"anthropic/{m}",
+            m,
+            "anthropic",
+            config.anthropic_base_url,
+            cw,
+            _anthropic_max_tokens(m),
+            "anthropic",
+        )
+        for m, cw in offered
+    ]
+
+
+def _local_llms(local: LocalServer, found: Sequence[DiscoveredModel] | None) -> list[_Llm]:
+    if found is None:
+        offered = [(m, local.context_window) for m in local.models]
+    else:
+        offered = [(m.name, m.context_window or local.context_window) for m in found]
+    return [
+        _Llm(
+            f"{local.handle_prefix}/{m}",
+            m,
+            "openai",  # Letta's vLLM and Ollama providers both speak the OpenAI API
+            local.openai_base_url,
+            cw,
+            _LOCAL_MAX_TOKENS,
+            local.handle_prefix,
+        )
+        for m, cw in offered
+    ]
+
+
+def _offered_llms(config: CatalogConfig, discovered: Discovered) -> list[_Llm]:
     llms: list[_Llm] = []
     if config.openai_enabled:
-        endpoint = config.openai_base_url or OPENAI_BASE_URL
-        llms += [
-            _Llm(f"openai/{m}", m, "openai", endpoint, cw, _OPENAI_MAX_TOKENS, "openai")
-            for m, cw in _OPENAI_CHAT
-        ]
+        llms += _openai_llms(config, discovered.get("openai"))
     if config.anthropic_enabled:
-        llms += [
-            _Llm(
-                f"anthropic/{m}",
-                m,
-                "anthropic",
-                config.anthropic_base_url,
-                _ANTHROPIC_CONTEXT_WINDOW,
-                _anthropic_max_tokens(m),
-                "anthropic",
-            )
-            for m in _ANTHROPIC_CHAT
-        ]
-    if (local := config.local) is not None:
-        llms += [
-            _Llm(
-                f"{local.kind}/{m}",
-                m,
-                "openai",  # Letta's vLLM and Ollama providers both speak the OpenAI API
-                local.openai_base_url,
-                local.context_window,
-                _LOCAL_MAX_TOKENS,
-                local.kind,
-            )
-            for m in local.models
-        ]
+        llms += _anthropic_llms(config, discovered.get("anthropic"))
+    for local in config.local_servers:
+        llms += _local_llms(local, discovered.get(local.handle_prefix))
     # Mirrors gpt-4o-mini, the model Letta's SDK tests use, so the sim can stand in for it.
     llms.append(
         _Llm(
             SIM_CHAT_HANDLE,
-            "agent",
+            SIM_CHAT_MODEL,
             "openai",
             SIM_ENDPOINT,
             128_000,
@@ -321,10 +285,15 @@ def _offered_embeddings(config: CatalogConfig) -> list[_Embedding]:
             _Embedding(f"openai/{m}", m, "openai", endpoint, dim, "openai")
             for m, dim in _OPENAI_EMBEDDING
         ]
-    if (local := config.local) is not None:
+    for local in config.local_servers:
         embeddings += [
             _Embedding(
-                f"{local.kind}/{e.name}", e.name, "openai", local.openai_base_url, e.dim, "openai"
+                f"{local.handle_prefix}/{e.name}",
+                e.name,
+                "openai",
+                local.openai_base_url,
+                e.dim,
+                "openai",
             )
             for e in local.embedding_models
         ]
@@ -544,9 +513,14 @@ class ModelCatalog:
     _embeddings: tuple[_Embedding, ...]
 
     @classmethod
-    def from_config(cls, config: CatalogConfig | None = None) -> ModelCatalog:
+    def from_config(
+        cls, config: CatalogConfig | None = None, discovered: Discovered | None = None
+    ) -> ModelCatalog:
+        """The models `config` offers: each provider's `discovered` list where it was asked,
+        else its fixed set."""
         config = config or CatalogConfig()
-        return cls(tuple(_offered_llms(config)), tuple(_offered_embeddings(config)))
+        llms = _offered_llms(config, discovered or {})
+        return cls(tuple(llms), tuple(_offered_embeddings(config)))
 
     def handles(self) -> list[str]:
         """Chat model handles, in list order."""
@@ -563,6 +537,13 @@ class ModelCatalog:
         for entry in self._llms:
             if entry.handle == handle:
                 return entry
+        # Letta names the models of an OpenAI-compatible OPENAI_BASE_URL `openai-proxy/...`
+        # (an agent file from such a server carries that handle); here they are `openai/...`.
+        if handle.startswith("openai-proxy/"):
+            alias = "openai/" + handle.removeprefix("openai-proxy/")
+            for entry in self._llms:
+                if entry.handle == alias and entry.endpoint != OPENAI_BASE_URL:
+                    return entry
         raise UnknownModel(handle, self.handles())
 
     def _embedding(self, handle: str) -> _Embedding:

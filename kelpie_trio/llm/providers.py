@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kelpie_trio.llm.anthropic import AnthropicClient
-from kelpie_trio.llm.catalog import ANTHROPIC_BASE_URL, OPENAI_BASE_URL, CatalogConfig
+from kelpie_trio.llm.config import ANTHROPIC_BASE_URL, OPENAI_BASE_URL, CatalogConfig
 from kelpie_trio.llm.openai_compat import DEFAULT_TIMEOUT, OpenAiCompatibleClient
 
 __all__ = ["OPENAI_COMPATIBLE_TYPES", "ProviderClient", "ProviderUnavailable", "client_for"]
@@ -77,12 +77,11 @@ def _anthropic(endpoint: str, config: CatalogConfig, timeout: float) -> Anthropi
 def _openai_compatible(
     endpoint: str, endpoint_type: str, config: CatalogConfig, timeout: float
 ) -> OpenAiCompatibleClient:
-    local = config.local
-    if local is not None and (
-        endpoint in (_url(local.openai_base_url), _url(local.base_url))
-        or (not endpoint and endpoint_type == local.kind)
-    ):
-        return OpenAiCompatibleClient(local.openai_base_url, local.api_key, timeout=timeout)
+    for local in config.local_servers:
+        if endpoint in (_url(local.openai_base_url), _url(local.base_url)) or (
+            not endpoint and endpoint_type == local.kind
+        ):
+            return OpenAiCompatibleClient(local.openai_base_url, local.api_key, timeout=timeout)
     if config.openai_enabled:
         base = _url(config.openai_base_url or OPENAI_BASE_URL)
         # Agents made for api.openai.com follow OPENAI_BASE_URL when it is set: the operator
@@ -93,14 +92,8 @@ def _openai_compatible(
             return OpenAiCompatibleClient(
                 base, config.openai_api_key, timeout=timeout, max_tokens_field=field
             )
-    configured = [
-        url
-        for url in (
-            (config.openai_base_url or OPENAI_BASE_URL) if config.openai_enabled else None,
-            local.openai_base_url if local is not None else None,
-        )
-        if url
-    ]
+    configured = [(config.openai_base_url or OPENAI_BASE_URL)] if config.openai_enabled else []
+    configured += [local.openai_base_url for local in config.local_servers]
     raise ProviderUnavailable(
         f"{endpoint_type} endpoint {endpoint or '(none)'!r} is not one this server is "
         f"configured for (configured: {', '.join(configured) or 'none'})"

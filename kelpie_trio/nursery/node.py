@@ -30,6 +30,9 @@ from kelpie_trio.agent.llms import llm_factory
 from kelpie_trio.api.app import create_app
 from kelpie_trio.config import ServerConfig
 from kelpie_trio.env import Env, RealEnv
+from kelpie_trio.llm.catalog import ModelCatalog
+from kelpie_trio.llm.config import CatalogConfig
+from kelpie_trio.llm.discovery import discover, keep_catalog_fresh
 from kelpie_trio.nursery.actor import Actor, ActorContext, ActorFactory
 from kelpie_trio.nursery.dispatcher import Dispatcher, RuntimeConfig
 from kelpie_trio.nursery.metrics import RuntimeMetrics
@@ -85,10 +88,18 @@ async def run_node(
     store = open_store(config, env)
     metrics = RuntimeMetrics()
     transport = HttpTransport(token=config.cluster_token or config.password)
-    service = AgentService(store, env)
+    # The models each provider has, asked at start (and every KELPIE_MODELS_REFRESH seconds);
+    # a provider that does not answer offers its fixed set.
+    catalog_config = CatalogConfig.from_env()
+    found = await discover(catalog_config)
+    service = AgentService(store, env, ModelCatalog.from_config(catalog_config, found))
     service.search_layer = open_search(config, store, env)
     if actor_factory is None:
-        llm_for = llm_factory(env, sim_latency=(config.sim_latency, config.sim_latency))
+        llm_for = llm_factory(
+            env,
+            catalog_config=catalog_config,
+            sim_latency=(config.sim_latency, config.sim_latency),
+        )
         sandbox = ToolSandbox()
 
         async def run_tool(tool: Any, arguments: dict[str, Any]) -> Any:
@@ -137,6 +148,16 @@ async def run_node(
             service.background = root  # turns that outlive their request
             if handle_signals:
                 root.start_soon(_shutdown_on_signal, shutdown)
+            if (every := catalog_config.refresh_seconds) is not None:
+
+                def publish(catalog: ModelCatalog) -> None:
+                    service.catalog = catalog  # read afresh by every request
+
+                root.start_soon(
+                    functools.partial(
+                        keep_catalog_fresh, catalog_config, every, publish, found=found
+                    )
+                )
             # The HTTP server gets a nursery of its own: it returns once `shutdown`
             # is set and in-flight requests are done (hypercorn's graceful_timeout).
             async with trio.open_nursery() as http:

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import trio
 
+from kelpie_trio.llm.config import OPENAI_BASE_URL, CatalogConfig
 from kelpie_trio.search.text import terms, tokenize
 from kelpie_trio.search.vectors import Vector, normalize
 
@@ -173,9 +174,11 @@ def embedder_from_env(environ: Mapping[str, str] | None = None) -> Embedder | No
     """The embedder the environment asks for, or None (BM25 alone).
 
     `KELPIE_EMBEDDING_MODEL`: `sim` (hashing, offline), `local` (all-MiniLM-L6-v2,
-    the `embeddings` extra), or a model name served at `KELPIE_EMBEDDING_URL`
-    (default `OPENAI_BASE_URL`, else OpenAI's) with `KELPIE_EMBEDDING_API_KEY`
-    (default `OPENAI_API_KEY`).
+    the `embeddings` extra), a handle of a configured provider (`openai/text-embedding-3-small`,
+    `ollama/nomic-embed-text`: that provider's endpoint and key, and its own name for the
+    model), or a model name served at `KELPIE_EMBEDDING_URL` (default `OPENAI_BASE_URL`, else
+    OpenAI's) with `KELPIE_EMBEDDING_API_KEY` (default `OPENAI_API_KEY`). `KELPIE_EMBEDDING_URL`
+    and `KELPIE_EMBEDDING_API_KEY` win over a handle's provider when set.
     """
     env = os.environ if environ is None else environ
     model = env.get("KELPIE_EMBEDDING_MODEL", "").strip()
@@ -185,9 +188,24 @@ def embedder_from_env(environ: Mapping[str, str] | None = None) -> Embedder | No
         return HashingEmbedder()
     if model == "local":
         return MiniLmEmbedder()
-    base = env.get("KELPIE_EMBEDDING_URL") or env.get("OPENAI_BASE_URL")
+    name, base, key = _provider_of(model, env)
     return OpenAiEmbedder(
-        model,
-        base_url=base or "https://api.openai.com/v1",
-        api_key=env.get("KELPIE_EMBEDDING_API_KEY") or env.get("OPENAI_API_KEY"),
+        name,
+        base_url=env.get("KELPIE_EMBEDDING_URL") or base,
+        api_key=env.get("KELPIE_EMBEDDING_API_KEY") or key,
     )
+
+
+def _provider_of(model: str, env: Mapping[str, str]) -> tuple[str, str, str | None]:
+    """(the provider's name for the model, its endpoint, its key) for `model`. A handle names
+    the provider in its prefix, and providers answer 404 to a handle sent as the model."""
+    openai_base = env.get("OPENAI_BASE_URL") or env.get("OPENAI_API_BASE") or OPENAI_BASE_URL
+    openai_key = env.get("OPENAI_API_KEY") or None
+    prefix, _, rest = model.partition("/")
+    if rest and prefix in ("openai", "openai-proxy"):
+        return rest, openai_base, openai_key
+    if rest:
+        for server in CatalogConfig.from_env(env).local_servers:
+            if server.handle_prefix == prefix:
+                return rest, server.openai_base_url, server.api_key
+    return model, openai_base, openai_key  # a plain name (which may hold a `/`: `BAAI/bge-m3`)

@@ -9,6 +9,11 @@ LlmLatency (a slow reply), LlmTimeout (no reply until the client's timeout),
 LlmFailure (a 5xx), LlmRateLimited (a 429 with Retry-After); a stream can
 fail midway.
 
+It is as strict about the model name as a real provider: it serves one model, `agent` (the
+catalog's name for the handle `sim/agent`), and answers any other name, a handle included, with
+the 404 OpenAI gives for an unknown model. A regression that sends the handle fails every
+simulated turn instead of passing unseen.
+
 It is a simulation, and says so: replies are not language, only shapes.
 """
 
@@ -21,6 +26,7 @@ from typing import Any
 
 import trio
 
+from kelpie_trio.llm.catalog import SIM_CHAT_MODEL
 from kelpie_trio.llm.types import (
     ChatMessage,
     Completed,
@@ -115,7 +121,9 @@ class SimLlmClient(LlmClient):
         latency: tuple[float, float] = (0.05, 0.3),
         timeout: float = 30.0,
         name: str = "llm",
+        model: str | None = SIM_CHAT_MODEL,
     ) -> None:
+        """`model`: the one model name served (None: any, for tests of other layers)."""
         self._rng = rng
         self._faults = faults or FaultInjector(FaultConfig(), rng)
         self._trace = trace
@@ -123,6 +131,7 @@ class SimLlmClient(LlmClient):
         self.latency = latency
         self.timeout = timeout
         self.name = name
+        self.model = model
         self.requests: list[LlmRequest] = []  # every request received, for assertions
 
     @classmethod
@@ -167,6 +176,13 @@ class SimLlmClient(LlmClient):
 
     async def _before_reply(self, request: LlmRequest, op: str) -> None:
         self.requests.append(request)
+        if self.model is not None and request.model != self.model:
+            # OpenAI's answer to a model it does not serve: a 4xx, so nothing retries it.
+            raise LlmFailure(
+                f"sim answered 404: The model `{request.model}` does not exist or you do not "
+                f"have access to it (this simulated provider serves `{self.model}`)",
+                status=404,
+            )
         await trio.sleep(self._rng.uniform(*self.latency))
         if self._fault(FaultType.LLM_LATENCY, op):
             await trio.sleep(self._faults.uniform(1.0, 10.0))

@@ -2,7 +2,15 @@
 
 `FakeProvider` is a raw ASGI app served by Hypercorn's trio worker on a free loopback port.
 A test scripts the replies it will give, in order (`provider.script(...)`), and reads back
-what the client sent (`provider.received`). Builders make the replies: JSON or SSE streams in
+what the client sent (`provider.received`).
+
+It is as strict as the real APIs (provider_rules.py): a request OpenAI or Anthropic would
+refuse (a model name it does not serve, such as a handle; `tool_choice` without tools; a tool
+result that answers no call; Anthropic's turn rules, `max_tokens`, headers) gets the provider's
+own status and error body and consumes no scripted reply. `GET /v1/models` lists the models it
+serves in OpenAI's shape, or in Anthropic's when asked with Anthropic's headers. A stream
+carries its usage chunk only when the request asked `stream_options.include_usage`, as OpenAI
+does. Builders make the replies: JSON or SSE streams in
 either format, errors with the provider's own error bodies (429 with Retry-After, 5xx, 4xx),
 and misbehaviour: a slow reply (`delay`), a stream that stalls (`stall_after`) or whose
 connection drops midway (`cut_after`). Delays are `trio.sleep`s, so under the `autojump_clock`
@@ -26,7 +34,17 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
+from tests.llm.provider_rules import (
+    Refusal,
+    anthropic_headers_refusal,
+    anthropic_refusal,
+    openai_refusal,
+)
+
 __all__ = [
+    "ANTHROPIC_MODELS",
+    "OPENAI_EMBEDDING_MODELS",
+    "OPENAI_MODELS",
     "FakeProvider",
     "Received",
     "Reply",
@@ -42,6 +60,12 @@ __all__ = [
 # (call id, tool name, arguments): arguments as a dict for JSON replies, as the pieces of the
 # JSON text for streams.
 ToolCallSpec = tuple[str, str, Any]
+
+# The models the fake serves unless a test says otherwise: the test suite's own names and the
+# real names behind the handles the end-to-end tests use.
+OPENAI_MODELS = ("gpt-test", "gpt-4o-mini", "gpt-4.1")
+OPENAI_EMBEDDING_MODELS = ("text-embedding-3-small",)
+ANTHROPIC_MODELS = ("claude-test", "claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001")
 
 
 @attrs.frozen
@@ -70,7 +94,32 @@ class FakeProvider:
     def __init__(self) -> None:
         self.url = ""  # http://127.0.0.1:<port>, once serving
         self.replies: list[Reply] = []
-        self.received: list[Received] = []
+        self.received: list[Received] = []  # every POST, refused or not
+        self.refused: list[Refusal] = []
+        self.listed = 0  # GET /v1/models answered
+        # What `GET /v1/models` lists (a test may edit the entries: context windows, extras);
+        # a model name outside these lists is refused.
+        self.openai_models: list[dict[str, Any]] = [
+            {"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "fake"}
+            for m in (*OPENAI_MODELS, *OPENAI_EMBEDDING_MODELS)
+        ]
+        self.anthropic_models: list[dict[str, Any]] = [
+            {"type": "model", "id": m, "display_name": m, "created_at": "2025-09-29T00:00:00Z"}
+            for m in ANTHROPIC_MODELS
+        ]
+        self.embedding_models = set(OPENAI_EMBEDDING_MODELS)
+
+    def serve_only(self, *, openai: Sequence[str] = (), anthropic: Sequence[str] = ()) -> None:
+        """Serve exactly these model names."""
+        self.openai_models = [
+            {"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "fake"}
+            for m in openai
+        ]
+        self.anthropic_models = [
+            {"type": "model", "id": m, "display_name": m, "created_at": "2025-09-29T00:00:00Z"}
+            for m in anthropic
+        ]
+        self.embedding_models &= set(openai)
 
     def script(self, *replies: Reply) -> None:
         self.replies.extend(replies)
@@ -91,9 +140,21 @@ class FakeProvider:
             if not message.get("more_body"):
                 break
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        self.received.append(
-            Received(scope["method"], scope["path"], headers, json.loads(body) if body else None)
-        )
+        method, path = scope["method"], scope["path"].rstrip("/")
+        if method == "GET" and path.endswith("/models"):
+            self.listed += 1
+            await _send_json(send, self._model_list(headers, scope.get("query_string", b"")))
+            return
+        try:
+            parsed = json.loads(body) if body else None
+        except ValueError:
+            parsed = body.decode("utf-8", "replace")
+        self.received.append(Received(method, scope["path"], headers, parsed))
+        refused = self._refusal(method, path, headers, parsed)
+        if refused is not None:
+            self.refused.append(refused)
+            await _send_json(send, Reply(status=refused[0], json=refused[1]))
+            return
         if self.replies:
             reply = self.replies.pop(0)
         else:  # a 4xx, so no client retries it: the test fails at once, saying why
@@ -103,7 +164,71 @@ class FakeProvider:
         if reply.events is None:
             await _send_json(send, reply)
         else:
-            await _send_sse(send, reply)
+            await _send_sse(send, _as_asked(reply, path, parsed))
+
+    def _refusal(self, method: str, path: str, headers: dict[str, str], body: Any) -> Any:
+        if method == "POST" and path.endswith("/chat/completions"):
+            return openai_refusal(body, [m["id"] for m in self.openai_models])
+        if method == "POST" and path.endswith("/messages"):
+            return anthropic_refusal(headers, body, [m["id"] for m in self.anthropic_models])
+        if method == "POST" and path.endswith("/embeddings"):
+            model = body.get("model") if isinstance(body, dict) else None
+            if model not in self.embedding_models:
+                return 404, openai_error(
+                    404, f"The model `{model}` does not exist or you do not have access to it."
+                ).json
+            return None
+        return 404, openai_error(404, f"Invalid URL ({method} {path})").json
+
+    def _model_list(self, headers: dict[str, str], query: bytes) -> Reply:
+        if "anthropic-version" not in headers and "x-api-key" not in headers:
+            return Reply(json={"object": "list", "data": self.openai_models})
+        if (refused := anthropic_headers_refusal(headers)) is not None:
+            return Reply(status=refused[0], json=refused[1])
+        # Anthropic pages its list: `limit` (default 20) after `after_id`.
+        params = dict(p.split("=", 1) for p in query.decode().split("&") if "=" in p)
+        ids = [m["id"] for m in self.anthropic_models]
+        start = ids.index(params["after_id"]) + 1 if params.get("after_id") in ids else 0
+        page = self.anthropic_models[start : start + int(params.get("limit", 20))]
+        return Reply(
+            json={
+                "data": page,
+                "has_more": start + len(page) < len(ids),
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+            }
+        )
+
+
+def _as_asked(reply: Reply, path: str, body: Any) -> Reply:
+    """An OpenAI stream as the request asked for it: the final usage chunk only with
+    `stream_options.include_usage`."""
+    if not path.endswith("/chat/completions") or reply.events is None:
+        return reply
+    options = body.get("stream_options") if isinstance(body, dict) else None
+    if isinstance(options, dict) and options.get("include_usage"):
+        # Asked for, every chunk carries a `usage` field, null but in the last one.
+        return attrs.evolve(reply, events=tuple((n, _with_null_usage(d)) for n, d in reply.events))
+    kept = tuple(e for e in reply.events if not _is_usage_chunk(e[1]))
+    return attrs.evolve(reply, events=kept)
+
+
+def _with_null_usage(data: str) -> str:
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return data  # [DONE]
+    if isinstance(chunk, dict) and "usage" not in chunk:
+        chunk["usage"] = None
+    return json.dumps(chunk)
+
+
+def _is_usage_chunk(data: str) -> bool:
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(chunk, dict) and chunk.get("choices") == [] and "usage" in chunk
 
 
 async def _send_json(send: Any, reply: Reply) -> None:

@@ -182,6 +182,20 @@ async def test_malformed_tool_arguments_are_replayed_as_an_empty_input(
     ]
 
 
+async def test_a_history_opening_with_the_assistant_still_opens_with_a_user_turn(
+    provider: FakeProvider, llm: AnthropicClient
+) -> None:
+    """Anthropic wants the user first; an imported history may open with the assistant."""
+    provider.script(anthropic_message("ok"))
+    reply = await llm.complete(
+        request(ChatMessage("assistant", "Hello, I am Sam."), ChatMessage("user", "hi Sam"))
+    )
+    assert reply.message.content == "ok" and provider.refused == []
+    turns = provider.received[0].json["messages"]
+    assert [t["role"] for t in turns] == ["user", "assistant", "user"]
+    assert turns[1]["content"] == [{"type": "text", "text": "Hello, I am Sam."}]
+
+
 def test_the_key_stays_out_of_the_repr() -> None:
     assert "sk-ant-secret" not in repr(AnthropicClient("sk-ant-secret"))
 

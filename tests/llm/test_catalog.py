@@ -26,6 +26,7 @@ from kelpie_trio.llm.catalog import (
     ModelCatalog,
     UnknownModel,
     model_settings_from_llm_config,
+    provider_model,
 )
 
 OPENAPI = Path("/work/shared/letta/openapi-letta-0.16.8.json")
@@ -378,3 +379,29 @@ def test_config_from_the_environment() -> None:
     )
     with pytest.raises(ValueError, match="KELPIE_LOCAL_LLM_KIND"):
         CatalogConfig.from_env({"KELPIE_LOCAL_LLM_URL": "http://x", "KELPIE_LOCAL_LLM_KIND": "tgi"})
+
+
+@pytest.mark.parametrize(
+    ("config", "handle"),
+    [
+        (CatalogConfig(openai_api_key="sk"), "openai/gpt-4o-mini"),
+        (CatalogConfig(anthropic_api_key="sk"), "anthropic/claude-sonnet-4-5-20250929"),
+        (
+            CatalogConfig(local=LocalServer("http://h:8000", models=("meta-llama/Llama-3.1-8B",))),
+            "vllm/meta-llama/Llama-3.1-8B",
+        ),
+        (CatalogConfig(), SIM_CHAT_HANDLE),
+    ],
+)
+def test_a_turn_asks_for_the_providers_model_name_not_the_handle(
+    config: CatalogConfig, handle: str
+) -> None:
+    llm_config = ModelCatalog.from_config(config).llm_config_for(handle)
+    name = provider_model(handle, llm_config)
+    assert name == llm_config["model"] == handle.split("/", 1)[1]
+
+
+def test_an_agent_without_a_model_name_in_its_config_falls_back_to_the_handles_tail() -> None:
+    assert provider_model("openai/gpt-4o-mini", None) == "gpt-4o-mini"
+    assert provider_model("openai/gpt-4o-mini", {"model": ""}) == "gpt-4o-mini"
+    assert provider_model(None, None) == ""

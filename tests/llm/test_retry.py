@@ -10,6 +10,7 @@ import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
@@ -33,7 +34,9 @@ from kelpie_trio.sim.faults import FaultConfig, FaultInjector, FaultType
 from kelpie_trio.sim.llm import SimLlmClient, text
 from tests.llm.fake_providers import openai_completion, openai_error, openai_stream, serving
 
-REQUEST = LlmRequest(model="m", messages=(ChatMessage("user", "hi"),))
+REQUEST = LlmRequest(model="gpt-test", messages=(ChatMessage("user", "hi"),))
+# The same, for the simulated provider, which serves the model named `agent`.
+SIM_REQUEST = attrs.evolve(REQUEST, model="agent")
 OK = text("fine")
 
 
@@ -261,7 +264,7 @@ async def test_simulated_llm_faults_are_retried_until_they_stop(
 
     env = RecordingEnv(on_sleep=fault_stops_after_two_retries)
     sim = SimLlmClient(random.Random(2), faults=faults, script=[text("recovered")])
-    response = await RetryingLlmClient(sim, env).complete(REQUEST)
+    response = await RetryingLlmClient(sim, env).complete(SIM_REQUEST)
     assert response.message.content == "recovered"
     assert len(sim.requests) == 3
     assert faults.fired[fault] == 2
@@ -274,7 +277,7 @@ async def test_simulated_rate_limits_are_waited_out_as_the_sim_asks(
     env = RecordingEnv()
     sim = SimLlmClient(random.Random(4), faults=faults, script=[])
     with pytest.raises(LlmRateLimited) as limited:
-        await RetryingLlmClient(sim, env, attempts=3).complete(REQUEST)
+        await RetryingLlmClient(sim, env, attempts=3).complete(SIM_REQUEST)
     assert len(sim.requests) == 3
     assert len(env.sleeps) == 2
     assert all(0.5 <= s <= 5.0 for s in env.sleeps)  # the sim's Retry-After range

@@ -116,3 +116,31 @@ async def test_local_model_embeds_offline() -> None:
     # sentence-transformers' own example for this model: 0.6660 and 0.1046.
     assert abs(dot(sunny, lovely) - 0.6660) < 1e-3
     assert abs(dot(lovely, stadium) - 0.1046) < 1e-3
+
+
+@pytest.mark.parametrize("handle", ["openai/text-embedding-3-small", "ollama/nomic-embed-text"])
+async def test_a_handle_as_the_embedding_model_asks_its_provider_by_the_providers_name(
+    handle: str,
+) -> None:
+    """The strict fake, like OpenAI and Ollama, answers 404 to a handle as the model name."""
+    async with serving() as provider:
+        provider.embedding_models |= {"nomic-embed-text"}
+        provider.script(Reply(json={"data": [{"index": 0, "embedding": [1.0, 0.0]}]}))
+        embedder = embedder_from_env(
+            {
+                "KELPIE_EMBEDDING_MODEL": handle,
+                "OPENAI_API_KEY": "sk-test",
+                "OPENAI_BASE_URL": provider.url + "/v1",
+                "KELPIE_LLM_ENDPOINTS": f"ollama={provider.url}",
+                "KELPIE_LLM_API_KEY_OLLAMA": "ollama-key",
+            }
+        )
+        assert isinstance(embedder, OpenAiEmbedder)
+        try:
+            assert await embedder.embed(["x"]) == [(1.0, 0.0)]
+        finally:
+            await embedder.aclose()
+    (sent,) = provider.received
+    assert sent.json["model"] == handle.split("/", 1)[1] and provider.refused == []
+    key = "sk-test" if handle.startswith("openai/") else "ollama-key"
+    assert sent.headers["authorization"] == f"Bearer {key}"

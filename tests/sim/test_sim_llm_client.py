@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 
+import attrs
 import pytest
 import trio
 
@@ -31,7 +32,7 @@ TOOLS = tuple(
 
 def request(*messages: ChatMessage, tools=TOOLS) -> LlmRequest:
     return LlmRequest(
-        model="sim/llm",
+        model="agent",
         messages=(ChatMessage("system", "be kind"), *messages),
         tools=tools,
     )
@@ -94,6 +95,19 @@ async def test_without_tools_the_reply_is_text() -> None:
     llm = SimLlmClient(random.Random(0), latency=(0.0, 0.0))
     reply = await llm.complete(request(ChatMessage("user", "hi"), tools=()))
     assert reply.finish_reason == "stop" and reply.message.content
+
+
+@pytest.mark.parametrize("model", ["sim/agent", "gpt-4o-mini", ""])
+async def test_a_model_name_it_does_not_serve_is_refused_like_a_providers_404(model: str) -> None:
+    """It serves `agent`: a handle (or any other name) as the model is a 4xx, not a reply."""
+    llm = SimLlmClient(random.Random(0), latency=(0.0, 0.0))
+    wrong = attrs.evolve(request(ChatMessage("user", "hi")), model=model)
+    with pytest.raises(LlmFailure) as refused:
+        await llm.complete(wrong)
+    assert refused.value.status == 404 and "does not exist" in str(refused.value)
+    with pytest.raises(LlmFailure):
+        [event async for event in llm.stream(wrong)]
+    assert (await llm.complete(request(ChatMessage("user", "hi")))).model == "agent"
 
 
 @pytest.mark.parametrize(

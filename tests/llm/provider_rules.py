@@ -1,0 +1,220 @@
+"""What the real OpenAI and Anthropic APIs refuse, as the fake providers enforce it (sans-IO).
+
+Each check takes a request body (and headers) and returns the refusal the real API gives, as
+(status, error body), or None when the request is one the real API accepts. Statuses, error
+types and the substance of the messages follow the providers' published API references
+(OpenAI: chat/create, models/list, the error codes guide; Anthropic: messages, models/list,
+errors); the messages are close to the real ones so a test reading them reads what a user of
+the real API would. A fake that accepted more than the real API is how a handle sent as a model
+name went unseen: every rule here has a test in test_fake_providers.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+__all__ = ["Refusal", "anthropic_headers_refusal", "anthropic_refusal", "openai_refusal"]
+
+Refusal = tuple[int, dict[str, Any]]
+
+
+# -- OpenAI chat completions ----------------------------------------------------------------
+
+
+def _openai_error(
+    status: int, message: str, *, param: str | None = None, code: str | None = None
+) -> Refusal:
+    kind = "invalid_request_error"
+    return status, {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def openai_refusal(body: Any, models: Collection[str]) -> Refusal | None:
+    """Why OpenAI would refuse this `POST /v1/chat/completions` body, or None."""
+    if not isinstance(body, dict):
+        return _openai_error(400, "We could not parse the JSON body of your request.")
+    model = body.get("model")
+    if not model:
+        return _openai_error(400, "you must provide a model parameter")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return _openai_error(400, "[] is too short - 'messages'", param="messages")
+    if model not in models:
+        return _openai_error(
+            404,
+            f"The model `{model}` does not exist or you do not have access to it.",
+            code="model_not_found",
+        )
+    if "tool_choice" in body and not body.get("tools"):
+        return _openai_error(
+            400,
+            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are "
+            "specified.",
+            param="tool_choice",
+        )
+    if "stream_options" in body and not body.get("stream"):
+        return _openai_error(
+            400,
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            param="stream_options",
+        )
+    return _openai_tool_turns(messages)
+
+
+def _openai_tool_turns(messages: list[Any]) -> Refusal | None:
+    """A `tool` message answers a call of the assistant message before it; every call of an
+    assistant message is answered by the `tool` messages right after it."""
+    open_calls: dict[str, int] = {}  # call id -> index of the assistant message that made it
+    for i, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ("system", "developer", "user", "assistant", "tool"):
+            return _openai_error(
+                400, f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', "
+                "'user', 'tool', 'function' and 'developer'.",
+                param=f"messages[{i}].role",
+            )  # fmt: skip
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if call_id not in open_calls:
+                return _openai_error(
+                    400,
+                    "Invalid parameter: messages with role 'tool' must be a response to a "
+                    "preceeding message with 'tool_calls'.",
+                    param=f"messages.[{i}].role",
+                )
+            del open_calls[call_id]
+            continue
+        if open_calls:
+            first = min(open_calls.values())
+            return _openai_error(
+                400,
+                "An assistant message with 'tool_calls' must be followed by tool messages "
+                "responding to each 'tool_call_id'. The following tool_call_ids did not have "
+                f"response messages: {', '.join(open_calls)}",
+                param=f"messages.[{first}].role",
+            )
+        if role == "assistant":
+            open_calls = {c.get("id"): i for c in message.get("tool_calls") or ()}
+    if open_calls:
+        first = min(open_calls.values())
+        return _openai_error(
+            400,
+            "An assistant message with 'tool_calls' must be followed by tool messages "
+            "responding to each 'tool_call_id'. The following tool_call_ids did not have "
+            f"response messages: {', '.join(open_calls)}",
+            param=f"messages.[{first}].role",
+        )
+    return None
+
+
+# -- Anthropic Messages ---------------------------------------------------------------------
+
+
+def _anthropic_error(status: int, kind: str, message: str) -> Refusal:
+    return status, {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def _invalid(message: str) -> Refusal:
+    return _anthropic_error(400, "invalid_request_error", message)
+
+
+def anthropic_headers_refusal(headers: Mapping[str, str]) -> Refusal | None:
+    """Every Anthropic endpoint wants a key and an API version."""
+    if not headers.get("x-api-key"):
+        return _anthropic_error(401, "authentication_error", "x-api-key header is required")
+    if not headers.get("anthropic-version"):
+        return _invalid("anthropic-version: header is required")
+    return None
+
+
+def anthropic_refusal(
+    headers: Mapping[str, str], body: Any, models: Collection[str]
+) -> Refusal | None:
+    """Why Anthropic would refuse this `POST /v1/messages` request, or None."""
+    if (refused := anthropic_headers_refusal(headers)) is not None:
+        return refused
+    if not isinstance(body, dict):
+        return _invalid("There was an issue with your request body: not valid JSON")
+    if not body.get("model"):
+        return _invalid("model: Field required")
+    if "max_tokens" not in body:
+        return _invalid("max_tokens: Field required")
+    if not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1:
+        return _invalid("max_tokens: Input should be greater than or equal to 1")
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return _invalid("messages: Field required")
+    if body["model"] not in models:
+        return _anthropic_error(404, "not_found_error", f"model: {body['model']}")
+    if "tool_choice" in body and not body.get("tools"):
+        return _invalid("tool_choice: tool_choice may only be specified while providing tools")
+    return _anthropic_turns(messages)
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return [b for b in content or () if isinstance(b, dict)]
+
+
+def _anthropic_turns(messages: list[Any]) -> Refusal | None:
+    if not messages:
+        return _invalid("messages: at least one message is required")
+    pending: set[str] = set()  # tool_use ids the next user turn must answer
+    for i, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ("user", "assistant"):
+            return _invalid(
+                f'messages.{i}.role: Input should be "user" or "assistant"'
+                + (
+                    "; the Messages API takes the system prompt as the top-level `system` "
+                    "parameter, not as a message role"
+                    if role == "system"
+                    else ""
+                )
+            )
+        if i == 0 and role != "user":
+            return _invalid('messages: first message must use the "user" role')
+        if i > 0 and messages[i - 1].get("role") == role:
+            return _invalid(
+                f'messages: roles must alternate between "user" and "assistant", but found '
+                f'multiple "{role}" roles in a row'
+            )
+        content = message.get("content")
+        blocks = _blocks(content)
+        last_assistant = i == len(messages) - 1 and role == "assistant"
+        if not blocks and not last_assistant:
+            return _invalid(
+                f"messages.{i}: all messages must have non-empty content except for the "
+                "optional final assistant message"
+            )
+        for j, block in enumerate(blocks):
+            if block.get("type") == "text" and not block.get("text"):
+                return _invalid(f"messages.{i}.content.{j}.text: text content blocks must be "
+                                "non-empty")  # fmt: skip
+        answered = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
+        if role == "user" and (unknown := answered - pending):
+            return _invalid(
+                f"messages.{i}.content: unexpected `tool_use_id` found in `tool_result` "
+                f"blocks: {', '.join(sorted(map(str, unknown)))}. Each `tool_result` block "
+                "must have a corresponding `tool_use` block in the previous message."
+            )
+        if pending and (missing := pending - answered):
+            return _invalid(
+                f"messages.{i - 1}: `tool_use` ids were found without `tool_result` blocks "
+                f"immediately after: {', '.join(sorted(missing))}. Each `tool_use` block must "
+                "have a corresponding `tool_result` block in the next message."
+            )
+        pending = (
+            {str(b.get("id")) for b in blocks if b.get("type") == "tool_use"}
+            if role == "assistant"
+            else set()
+        )
+    if pending and messages[-1].get("role") == "assistant":
+        # A final assistant turn is a prefill: a tool call in it has no answer to wait for.
+        return _invalid(
+            f"messages.{len(messages) - 1}: `tool_use` ids were found without `tool_result` "
+            f"blocks immediately after: {', '.join(sorted(pending))}. Each `tool_use` block "
+            "must have a corresponding `tool_result` block in the next message."
+        )
+    return None
