@@ -8,6 +8,7 @@ import attrs
 
 from kelpie_trio.agent import runs
 from kelpie_trio.agent.tool_calls import TOOL_RUNS
+from kelpie_trio.agent.tool_rules import RuleError, parse_rules
 from kelpie_trio.errors import Conflict, Invalid, NotFound
 from kelpie_trio.llm.catalog import UnknownModel, model_settings_from_llm_config
 from kelpie_trio.models import convert
@@ -100,6 +101,27 @@ class AgentCases(BlockCases, ToolCases):
         )
 
     @staticmethod
+    def _check_rules(raw: Any) -> None:
+        """A 422 for tool rules the loop could not follow (before anything is written).
+        requires_approval is refused: approvals are not served yet, and a rule the loop
+        would ignore is worse than a refusal."""
+        if raw is None:
+            return
+        if not isinstance(raw, list):
+            raise Invalid.field(["body", "tool_rules"], "expected a list of tool rules")
+        try:
+            rules = parse_rules(raw)
+        except RuleError as error:
+            raise Invalid.field(["body", "tool_rules", *error.where], str(error)) from None
+        for i, rule in enumerate(rules):
+            if rule.type == "requires_approval":
+                raise Invalid.field(
+                    ["body", "tool_rules", i, "type"],
+                    f"requires_approval (for {rule.tool_name!r}) is not supported yet: this "
+                    "server cannot hold a tool call for approval, and will not run it unasked",
+                )
+
+    @staticmethod
     def _base_tools_for(spec: Any) -> list[str]:
         """The base tools an agent of this type gets, unless the spec says none."""
         if not spec.include_base_tools:
@@ -151,6 +173,7 @@ class AgentCases(BlockCases, ToolCases):
         create = convert.structure_api(body, CreateAgent)
         if create.agent_type not in AGENT_TYPES:
             raise Invalid.field(["body", "agent_type"], f"unknown agent type {create.agent_type!r}")
+        self._check_rules(create.tool_rules)
         model = self._resolve_model(create)
         new_blocks = [
             self._new_block(b, "body") for b in (create.memory_blocks or [])
@@ -228,6 +251,7 @@ class AgentCases(BlockCases, ToolCases):
         if not isinstance(body, dict):
             raise Invalid.field(["body"], "expected a JSON object", "model_type")
         changes = {k: v for k, v in body.items() if k in UPDATABLE_AGENT_FIELDS}
+        self._check_rules(changes.get("tool_rules"))
         model_change = None
         if any(body.get(k) is not None for k in ("model", "embedding", "llm_config")):
             model_change = self._resolve_model(convert.structure_api(
