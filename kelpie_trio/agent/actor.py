@@ -115,6 +115,7 @@ class AgentActor(SessionHandoff, AgentTools):
         self._window: dict[int, Message] | None = None
         self._staged: list[Message] = []  # stored by the transaction in progress
         self._may_have_paused = True  # a paused session of this agent may be open
+        self._cleared_to: int | None = None  # a finished turn cleared the context up to here
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -363,6 +364,7 @@ class AgentActor(SessionHandoff, AgentTools):
                     turn=turn,
                 )
             )
+            self._apply_clear()
             produced += new
             if new:  # a heartbeat note takes the place after a reply without calls
                 self.next_seq = max(self.next_seq, max(m.seq for m in new) + 1)
@@ -462,6 +464,7 @@ class AgentActor(SessionHandoff, AgentTools):
         """The rest of the step in one transaction: its memory tools and their results
         (and its reply, unless stored already), and the checkpoint of the iteration."""
         current = await self._load_current(tr, run)
+        self._cleared_to = None  # this attempt decides again
         interpretation = judged.interpretation
         assistant = interpretation.assistant
         ready = {m.tool_call_id: m for m in done}
@@ -515,6 +518,8 @@ class AgentActor(SessionHandoff, AgentTools):
             runs.save_run(tr, current)
         else:
             runs.finish_run(tr, current, stop, self.ctx.env.now())
+            if view.agent.message_buffer_autoclear:
+                self._clear_context(tr, max(m.seq for m in [assistant, *new, *results]) + 1)
         return current, new, stop
 
     def _note(self, run: Run, assistant: Message, reason: str) -> Message:
@@ -592,9 +597,31 @@ class AgentActor(SessionHandoff, AgentTools):
             current.error = error
             # A cancel acknowledged meanwhile is what the run ends as.
             runs.finish_run(tr, current, "cancelled" if current.cancel_requested else stop, now)
+            self._cleared_to = None
+            agent = await self.service.view_in(tr, self.ctx.agent_id)
+            if agent.agent.message_buffer_autoclear:
+                self._clear_context(tr, self.next_seq)
             return current
 
-        return await self._checkpointed(finish)
+        run = await self._checkpointed(finish)
+        self._apply_clear()
+        return run
+
+    def _clear_context(self, tr: Transaction, start_seq: int) -> None:
+        """message_buffer_autoclear (workflow agents): a finished turn leaves the context
+        empty, so the next turn sees only its own messages; the history stays stored."""
+        cleared = AgentContext(start_seq=start_seq)
+        tr.set(keys.CONTEXT.pack((self.ctx.agent_id,)), convert.encode_record(cleared))
+        self._cleared_to = start_seq
+
+    def _apply_clear(self) -> None:
+        """After the transaction that cleared the context committed: the actor's copy too."""
+        if self._cleared_to is None:
+            return
+        self.context = AgentContext(start_seq=self._cleared_to)
+        if self._window is not None:
+            self._window = {s: m for s, m in self._window.items() if s >= self._cleared_to}
+        self._cleared_to = None
 
     def _response(
         self, run: Run, produced: list[Message], stop: str | None = None

@@ -20,7 +20,7 @@ from kelpie_trio.models.agents import (
     AgentView,
     CreateAgent,
 )
-from kelpie_trio.models.blocks import Block
+from kelpie_trio.models.blocks import Block, CreateBlock
 from kelpie_trio.search import outbox
 from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX, BlockCases
 from kelpie_trio.service.common import Page, micros, page_records, read_record, window
@@ -91,7 +91,9 @@ class AgentCases(BlockCases, ToolCases):
             base_template_id=spec.base_template_id,
             timezone=spec.timezone or "UTC",
             hidden=spec.hidden,
-            message_buffer_autoclear=spec.message_buffer_autoclear,
+            # Letta forces it for workflow agents: each turn starts from a clean context.
+            message_buffer_autoclear=spec.message_buffer_autoclear
+            or spec.agent_type == "workflow_agent",
             enable_sleeptime=spec.enable_sleeptime,
             max_files_open=spec.max_files_open,
             per_file_view_window_char_limit=spec.per_file_view_window_char_limit,
@@ -316,6 +318,41 @@ class AgentCases(BlockCases, ToolCases):
         """Within a caller's transaction: the agent's block with this label (the agent loop's
         memory tools edit blocks inside their step's transaction)."""
         return await self._labeled(tr, await self._agent(tr, agent_id), label)
+
+    async def agent_blocks(self, tr: Transaction, agent_id: str) -> list[Block]:
+        """Within a caller's transaction: the agent's core memory blocks, in order."""
+        agent = await self._agent(tr, agent_id)
+        return [await self._block(tr, b) for b in agent.block_ids]
+
+    async def write_memory(
+        self, tr: Transaction, agent_id: str, before: list[Block], after: dict[str, Any]
+    ) -> None:
+        """Within a caller's transaction: the agent's memory as a memory tool left it
+        (`after`: label -> agent.memory.MemBlock): changed blocks saved, new ones created
+        and attached, missing ones detached (not deleted: other agents may share them)."""
+        kept = {m.id: m for m in after.values() if m.id is not None}
+        ids = []
+        for block in before:
+            edited = kept.get(block.id)
+            if edited is None:
+                continue
+            ids.append(block.id)
+            fields = (edited.value, edited.label, edited.description)
+            if fields != (block.value, block.label, block.description):
+                block.value, block.label, block.description = fields
+                self.save_block(tr, block)
+        for made in after.values():
+            if made.id is None:
+                create = CreateBlock(value=made.value, label=made.label, limit=made.limit,
+                                     description=made.description)  # fmt: skip
+                new = self._new_block(create)
+                self._write_block(tr, new, new=True)
+                ids.append(new.id)
+        current = await self._agent(tr, agent_id)
+        if ids != current.block_ids:
+            agent = attrs.evolve(current, block_ids=ids, updated_at=self.env.now())
+            self._write_agent(tr, agent)
+            self._link(tr, agent, current)
 
     def save_block(self, tr: Transaction, block: Block) -> None:
         """Within a caller's transaction: store an edited block (checked against its limit)."""
