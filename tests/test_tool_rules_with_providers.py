@@ -317,3 +317,53 @@ async def test_a_workflow_agent_starts_every_turn_from_a_clean_context(
     assert [m["role"] for m in second] == ["system", "user"]
     assert second[-1]["content"] == "second"
     assert len(history) == 4  # the history is kept; only the context was cleared
+
+
+async def test_a_tool_that_requires_approval_is_never_run(tmp_path, monkeypatch) -> None:
+    """Approvals are not served yet: a tool marked default_requires_approval is not run
+    without one, and the turn stops there instead of asking the model again."""
+    source = 'def wire_money(amount: int) -> str:\n    """Send money.\n\n    Args:\n        amount: how much\n    """\n    return "sent"\n'  # noqa: E501
+    script = [call("wire_money", amount=100)]
+    async with node(tmp_path, monkeypatch, *script) as (fake, letta):
+        tool = await letta.tools.create(source_code=source, default_requires_approval=True)
+        agent = await letta.agents.create(model=OPENAI, tool_ids=[tool.id])
+        reply = await letta.agents.messages.create(agent.id, input="pay")
+    (result,) = returns(reply)
+    assert result.status == "error" and "requires approval" in result.tool_return
+    assert "not run" in result.tool_return
+    assert reply.stop_reason.stop_reason == "tool_rule" and len(fake.received) == 1
+
+
+async def test_new_agents_get_letta_s_base_tool_rules(tmp_path, monkeypatch) -> None:
+    """As Letta 0.16.8: memgpt agents get rules for their base tools (send_message ends the
+    turn, the others keep it going); letta_v1_agent only when it has rules of its own."""
+    script = [call("memory_insert", label="human", new_string="x"),
+              call("send_message", "c2", message="Done.", request_heartbeat=True)]  # fmt: skip
+    async with node(tmp_path, monkeypatch, *script) as (fake, letta):
+        memgpt = await letta.agents.create(
+            model=OPENAI, agent_type="memgpt_v2_agent",
+            memory_blocks=[{"label": "human", "value": "Ada"}],
+        )  # fmt: skip
+        reply = await letta.agents.messages.create(memgpt.id, input="go")
+        v1 = await letta.agents.create(model=OPENAI)
+        v1_ruled = await letta.agents.create(
+            model=OPENAI, tool_rules=[{"type": "exit_loop", "tool_name": "memory_insert"}]
+        )
+        bare = await letta.agents.create(
+            model=OPENAI, agent_type="memgpt_v2_agent", include_base_tool_rules=False
+        )
+    rules = [(r.type, r.tool_name) for r in memgpt.tool_rules]
+    assert rules == [
+        ("exit_loop", "send_message"),
+        ("continue_loop", "conversation_search"),
+        ("continue_loop", "memory_insert"),
+        ("continue_loop", "memory_replace"),
+    ]
+    assert len(fake.received) == 2  # memory_insert went on without a heartbeat
+    assert reply.stop_reason.stop_reason == "tool_rule"  # send_message ended a heartbeat
+    assert not v1.tool_rules
+    assert [(r.type, r.tool_name) for r in v1_ruled.tool_rules] == [
+        ("exit_loop", "memory_insert"), ("continue_loop", "conversation_search"),
+        ("continue_loop", "memory_insert"), ("continue_loop", "memory_replace"),
+    ]  # fmt: skip
+    assert not bare.tool_rules

@@ -29,7 +29,7 @@ from kelpie_trio.service.tools import ToolCases
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import clear_blob, set_blob
-from kelpie_trio.tools.base import base_tool_names
+from kelpie_trio.tools.base import base_tool_names, base_tool_rules, wants_base_tool_rules
 
 __all__ = ["AGENT_INDEX", "TAG_INDEX", "AgentCases"]
 
@@ -182,6 +182,10 @@ class AgentCases(BlockCases, ToolCases):
         ]  # validated before anything is written
         base = self._base_tools_for(create)
         agent = self._new_agent(create, model)
+        with_base_rules = wants_base_tool_rules(
+            create.agent_type, model["model"] or "", create.tool_rules,
+            create.include_base_tool_rules,
+        )  # fmt: skip
 
         async def create_(tr: Transaction) -> AgentView:
             attached = [await self._block(tr, b) for b in dict.fromkeys(create.block_ids or [])]
@@ -194,6 +198,12 @@ class AgentCases(BlockCases, ToolCases):
                 tr, names=create.tools or [], tool_ids=create.tool_ids or [], base=base
             )
             agent.tool_ids = [t.id for t in tools]
+            if with_base_rules:  # as Letta: for the tools named or given as base tools
+                named = set(create.tools or []) | set(base)
+                extra = base_tool_rules([t.name for t in tools if t.name in named])
+                given = {(r.get("type"), r.get("tool_name")) for r in create.tool_rules or []}
+                extra = [r for r in extra if (r["type"], r["tool_name"]) not in given]
+                agent.tool_rules = [*(create.tool_rules or []), *extra] or create.tool_rules
             self._write_agent(tr, agent)
             tr.set(AGENT_INDEX.pack((micros(agent.created_at), agent.id)), b"")
             self._link(tr, agent)

@@ -374,3 +374,40 @@ def base_tool_names(agent_type: str, *, enable_sleeptime: bool | None = None) ->
     else:
         wanted = [*_CORE, *_CORE_MEMORY]
     return [t.name for t in BASE_TOOLS if t.name in wanted]
+
+
+# Letta gives agents rules for their base tools unless told not to: the tools that answer
+# or finish end the turn, the others keep it going (a memgpt agent then needs no heartbeat
+# after a memory edit). Models that do better without are left out, as Letta leaves them.
+_TERMINAL_BASE = ("send_message", "memory_finish_edits")
+_CONTINUE_BASE = frozenset(
+    {"conversation_search", "archival_memory_insert", "archival_memory_search",
+     "core_memory_append", "core_memory_replace", "memory", "memory_apply_patch",
+     "memory_insert", "memory_replace", "memory_rethink"}
+)  # fmt: skip
+_NO_RULES_MODELS = ("claude-4-sonnet", "claude-3-5-sonnet", "gpt-5", "gemini-2.5-pro")
+
+
+def wants_base_tool_rules(
+    agent_type: str, model: str, tool_rules: list | None, asked: bool | None
+) -> bool:
+    """Whether a new agent gets the base tool rules (`include_base_tool_rules`, as Letta
+    0.16.8 settles it: off for letta_v1_agent unless it has rules of its own, off for the
+    models that do without, unless asked for)."""
+    if asked is not None:
+        return asked
+    if agent_type == "letta_v1_agent" and not tool_rules:
+        return False
+    excluded = any(k in model for k in _NO_RULES_MODELS) and "mini" not in model
+    return not (excluded and agent_type != "sleeptime_agent")
+
+
+def base_tool_rules(tool_names: list[str]) -> list[dict[str, str]]:
+    """The base tool rules for an agent with these tools, in their order."""
+    rules = []
+    for name in tool_names:
+        if name in _TERMINAL_BASE:
+            rules.append({"type": "exit_loop", "tool_name": name, "prompt_template": None})
+        elif name in _CONTINUE_BASE:
+            rules.append({"type": "continue_loop", "tool_name": name, "prompt_template": None})
+    return rules
