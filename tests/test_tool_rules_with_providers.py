@@ -250,8 +250,18 @@ async def test_requires_approval_is_refused_until_approvals_exist(tmp_path, monk
                 tool_rules=[{"type": "requires_approval", "tool_name": "memory_insert"}],
             )
         agents = [a async for a in letta.agents.list()]
+        agent = await letta.agents.create(model=OPENAI)
+        with pytest.raises(letta_client.UnprocessableEntityError):
+            await letta.agents.update(
+                agent.id, tool_rules=[{"type": "requires_approval", "tool_name": "memory_insert"}]
+            )
+        with pytest.raises(letta_client.UnprocessableEntityError) as bad:
+            await letta.agents.update(agent.id, tool_rules=[{"type": "exit_loop"}])
+        unchanged = await letta.agents.retrieve(agent.id)
     assert "requires_approval" in str(refused.value) and "not supported yet" in str(refused.value)
     assert agents == []  # nothing was created
+    assert bad.value.body["detail"][0]["loc"] == ["body", "tool_rules", 0, "tool_name"]
+    assert not unchanged.tool_rules  # a refused request changes nothing
 
 
 async def test_a_call_to_a_tool_the_agent_lacks_is_not_run(tmp_path, monkeypatch) -> None:
