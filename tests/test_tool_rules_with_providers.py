@@ -377,3 +377,44 @@ async def test_new_agents_get_letta_s_base_tool_rules(tmp_path, monkeypatch) -> 
         ("continue_loop", "memory_insert"), ("continue_loop", "memory_replace"),
     ]  # fmt: skip
     assert not bare.tool_rules
+
+
+async def test_the_memory_tool_and_patches_through_a_memgpt_agent(tmp_path, monkeypatch) -> None:
+    patch = "@@\n Name: Ada\n-City: Paris\n+City: Lisbon"
+    script = [
+        call("memory", command="create", path="/memories/prefs", description="Likes.",
+             file_text="tea"),
+        call("memory_apply_patch", "c2", label="human", patch=patch),
+        call("memory", "c3", command="rename", old_path="/memories/prefs",
+             new_path="/memories/likes"),
+        call("send_message", "c4", message="Done."),
+    ]  # fmt: skip
+    async with node(tmp_path, monkeypatch, *script) as (fake, letta):
+        agent = await letta.agents.create(
+            model=OPENAI, agent_type="memgpt_agent",
+            memory_blocks=[{"label": "human", "value": "Name: Ada\nCity: Paris"}],
+        )  # fmt: skip
+        reply = await letta.agents.messages.create(agent.id, input="I moved to Lisbon")
+        blocks = {b.label: b async for b in letta.agents.blocks.list(agent.id)}
+    assert [r.status for r in returns(reply)] == ["success"] * 4
+    assert blocks["human"].value == "Name: Ada\nCity: Lisbon"
+    assert blocks["likes"].value == "tea" and blocks["likes"].description == "Likes."
+    assert "prefs" not in blocks
+    assert reply.stop_reason.stop_reason == "end_turn"  # send_message, no heartbeat asked
+    # the new block is in the prompt of the step after it was made
+    assert "<prefs>" in fake.received[1].json["messages"][0]["content"]
+
+
+async def test_memory_finish_edits_ends_a_sleeptime_agent_s_turn(tmp_path, monkeypatch) -> None:
+    script = [call("memory_rethink", label="human", new_memory="Ada, in Lisbon.",
+                   request_heartbeat=True),
+              call("memory_finish_edits", "c2", request_heartbeat=True)]  # fmt: skip
+    async with node(tmp_path, monkeypatch, *script) as (fake, letta):
+        agent = await letta.agents.create(
+            model=OPENAI, agent_type="sleeptime_agent",
+            memory_blocks=[{"label": "human", "value": "Ada"}],
+        )  # fmt: skip
+        reply = await letta.agents.messages.create(agent.id, input="Ada moved to Lisbon.")
+        block = await letta.agents.blocks.retrieve("human", agent_id=agent.id)
+    assert block.value == "Ada, in Lisbon."
+    assert len(fake.received) == 2 and reply.stop_reason.stop_reason == "tool_rule"
