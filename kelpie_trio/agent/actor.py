@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import trio
 
 from kelpie_trio.agent import runs
@@ -41,13 +42,18 @@ from kelpie_trio.agent.messages import Message, StoredToolCall, iso, to_letta_me
 from kelpie_trio.agent.runs import PendingToolCall, Run
 from kelpie_trio.agent.step import (
     HEARTBEAT_TYPES,
+    TERMINAL_TOOLS,
     Interpretation,
+    Judged,
     build_request,
-    continues,
     interpret,
+    judge_calls,
     parse_calls,
+    step_end,
+    turn_offer,
 )
 from kelpie_trio.agent.tool_calls import AgentTools
+from kelpie_trio.agent.tool_rules import Offer, ToolRule, TurnState, rules_of
 from kelpie_trio.errors import Conflict, NotFound
 from kelpie_trio.llm.catalog import provider_model
 from kelpie_trio.llm.types import (
@@ -83,7 +89,6 @@ LlmFactory = Callable[["Agent"], LlmClient]
 ToolRunner = Callable[[Any, dict[str, Any]], Awaitable["ToolResult"]]
 HISTORY_WINDOW = 1000  # at most this many messages in context, whatever the window
 TOOL_RETURN_LIMIT = 50_000  # characters of a tool's return kept (Letta's default)
-TERMINAL_TOOLS = frozenset({"send_message"})
 CHECKPOINT_DEADLINE = 30.0  # seconds a checkpoint may take before the turn gives up
 MAX_PAUSE_MINUTES = 24 * 60
 
@@ -111,6 +116,7 @@ class AgentActor(SessionHandoff, AgentTools):
         self._window: dict[int, Message] | None = None
         self._staged: list[Message] = []  # stored by the transaction in progress
         self._may_have_paused = True  # a paused session of this agent may be open
+        self._cleared_to: int | None = None  # a finished turn cleared the context up to here
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -274,6 +280,11 @@ class AgentActor(SessionHandoff, AgentTools):
                 view, history = await self._step_state()
             except NotFound:
                 raise RunGone(run.id) from None
+            # The tool rules decide from the turn as of the last completed step (kept in the
+            # checkpoint), so a step resumed after a crash is judged as it was the first time.
+            rules = rules_of(view.agent.tool_rules)
+            turn = TurnState(tuple(run.checkpoint.tools_called), run.checkpoint.last_tool_result)
+            offer = turn_offer(rules, view.tools, turn, view.agent.agent_type)
             pending = run.checkpoint.pending_seq
             if pending is not None:  # the step's reply is stored; its tools were cut short
                 assistant = next(m for m in produced if m.seq == pending)
@@ -286,7 +297,7 @@ class AgentActor(SessionHandoff, AgentTools):
                 reply = None
                 try:
                     with events.in_flight(run.id):
-                        llm_request = await self._prompt(llm, view, history)
+                        llm_request = await self._prompt(llm, view, history, rules, offer)
                         reply = await self._complete(llm, llm_request, run, message_id, view)
                 except LlmError as error:
                     log.warning("agent %s: the LLM failed: %r", agent_id, error)
@@ -307,10 +318,17 @@ class AgentActor(SessionHandoff, AgentTools):
                 )
                 usage = (run.prompt_tokens + reply.usage.prompt_tokens,
                          run.completion_tokens + reply.usage.completion_tokens)  # fmt: skip
+            judged = judge_calls(
+                interpretation, rules=rules, offer=offer, state=turn, tools=view.tools
+            )
+            interpretation = judged.interpretation
             assistant = interpretation.assistant
-            # The step's messages take fixed places: its reply, then one per call.
+            # The step's messages take fixed places: its reply, then one per call (or the
+            # one note of a tool rule that keeps a turn without calls going).
             self.next_seq = max(self.next_seq, assistant.seq + 1 + len(interpretation.calls))
-            outside = self._outside_calls(interpretation.calls, view.tools)
+            outside = self._outside_calls(
+                [(c, a) for c, a in interpretation.calls if c.id not in judged.refusals], view.tools
+            )
             if outside and pending is None:
                 run = await self._checkpointed(
                     functools.partial(self._commit_reply, run=run, assistant=assistant,
@@ -337,15 +355,20 @@ class AgentActor(SessionHandoff, AgentTools):
                 functools.partial(
                     self._commit_step,
                     run=run,
-                    interpretation=interpretation,
+                    judged=judged,
                     done=step_results,
                     reply_stored=bool(outside) or pending is not None,
                     step=step,
                     usage=usage,
-                    agent_type=view.agent.agent_type,
+                    view=view,
+                    rules=rules,
+                    turn=turn,
                 )
             )
+            self._apply_clear()
             produced += new
+            if new:  # a heartbeat note takes the place after a reply without calls
+                self.next_seq = max(self.next_seq, max(m.seq for m in new) + 1)
             for m in new:
                 self._publish(run, m)
             if stop is not None:
@@ -422,7 +445,6 @@ class AgentActor(SessionHandoff, AgentTools):
         checkpoint.pending_tool_calls = [
             c for c in checkpoint.pending_tool_calls if c.id != result.tool_call_id
         ]
-        checkpoint.last_tool_result = result.content
         runs.save_run(tr, current)
         return current
 
@@ -431,16 +453,20 @@ class AgentActor(SessionHandoff, AgentTools):
         tr: Transaction,
         *,
         run: Run,
-        interpretation: Interpretation,
+        judged: Judged,
         done: list[Message],
         reply_stored: bool,
         step: int,
         usage: tuple[int, int],
-        agent_type: str,
+        view: Any,
+        rules: tuple[ToolRule, ...],
+        turn: TurnState,
     ) -> tuple[Run, list[Message], str | None]:
         """The rest of the step in one transaction: its memory tools and their results
         (and its reply, unless stored already), and the checkpoint of the iteration."""
         current = await self._load_current(tr, run)
+        self._cleared_to = None  # this attempt decides again
+        interpretation = judged.interpretation
         assistant = interpretation.assistant
         ready = {m.tool_call_id: m for m in done}
         new = [] if reply_stored else [assistant]
@@ -449,16 +475,26 @@ class AgentActor(SessionHandoff, AgentTools):
             if call.id in ready:
                 results.append(ready[call.id])
                 continue
-            status, text = await self._run_memory_tool(tr, call, args)
+            if call.id in judged.refusals:  # not run: the model is told why
+                status, text = "error", judged.refusals[call.id]
+            else:
+                status, text = await self._run_memory_tool(tr, call, args)
             result = self._tool_message(current, assistant, index, call, status, text)
             results.append(result)
             new.append(result)
-        await self._store(tr, new)
-        terminal = any(c.name in TERMINAL_TOOLS for c, _ in interpretation.calls)
-        failed = any(r.tool_status == "error" for r in results)
-        goes_on = continues(
-            interpretation, agent_type=agent_type, any_tool_failed=failed, terminal=terminal
+        outcome, after = step_end(
+            judged,
+            results,
+            rules=rules,
+            tools=view.tools,
+            state=turn,
+            agent_type=view.agent.agent_type,
+            final_step=step >= current.max_steps,
         )
+        if outcome.heartbeat is not None:  # the model is told why the turn goes on
+            new.append(self._note(current, assistant, outcome.heartbeat))
+        await self._store(tr, new)
+        goes_on = outcome.goes_on
         checkpoint = current.checkpoint
         pause = _pause_minutes(interpretation, results)
         if pause is not None:  # the session sleeps; its next step comes at pause_until
@@ -470,20 +506,36 @@ class AgentActor(SessionHandoff, AgentTools):
         if current.cancel_requested:  # what the canceller was told, even on a last step
             stop = "cancelled"
         elif not goes_on:
-            stop = "end_turn"
+            stop = outcome.stop_reason or "end_turn"
         elif step >= current.max_steps:
             stop = "max_steps"
         checkpoint.iteration = step
         checkpoint.pending_seq = None
         checkpoint.pending_tool_calls = []
-        if results:
-            checkpoint.last_tool_result = results[-1].content
+        checkpoint.tools_called = list(after.called)
+        checkpoint.last_tool_result = after.last_result
         current.prompt_tokens, current.completion_tokens = usage
         if stop is None:
             runs.save_run(tr, current)
         else:
             runs.finish_run(tr, current, stop, self.ctx.env.now())
+            if view.agent.message_buffer_autoclear:
+                self._clear_context(tr, max(m.seq for m in [assistant, *new, *results]) + 1)
         return current, new, stop
+
+    def _note(self, run: Run, assistant: Message, reason: str) -> Message:
+        """A heartbeat note after a step without calls (Letta's shape: a user-role JSON)."""
+        body = {"type": "heartbeat", "reason": reason, "time": iso(self.ctx.env.now())}
+        return Message(
+            id=self.ctx.env.new_id("message"),
+            agent_id=self.ctx.agent_id,
+            seq=assistant.seq + 1,
+            created_at=self.ctx.env.now(),
+            role="user",
+            content=orjson.dumps(body).decode(),
+            run_id=run.id,
+            step=assistant.step,
+        )
 
     async def _unpause(self, run: Run) -> Run:
         async def wake(tr: Transaction) -> Run:
@@ -546,9 +598,31 @@ class AgentActor(SessionHandoff, AgentTools):
             current.error = error
             # A cancel acknowledged meanwhile is what the run ends as.
             runs.finish_run(tr, current, "cancelled" if current.cancel_requested else stop, now)
+            self._cleared_to = None
+            agent = await self.service.view_in(tr, self.ctx.agent_id)
+            if agent.agent.message_buffer_autoclear:
+                self._clear_context(tr, self.next_seq)
             return current
 
-        return await self._checkpointed(finish)
+        run = await self._checkpointed(finish)
+        self._apply_clear()
+        return run
+
+    def _clear_context(self, tr: Transaction, start_seq: int) -> None:
+        """message_buffer_autoclear (workflow agents): a finished turn leaves the context
+        empty, so the next turn sees only its own messages; the history stays stored."""
+        cleared = AgentContext(start_seq=start_seq)
+        tr.set(keys.CONTEXT.pack((self.ctx.agent_id,)), convert.encode_record(cleared))
+        self._cleared_to = start_seq
+
+    def _apply_clear(self) -> None:
+        """After the transaction that cleared the context committed: the actor's copy too."""
+        if self._cleared_to is None:
+            return
+        self.context = AgentContext(start_seq=self._cleared_to)
+        if self._window is not None:
+            self._window = {s: m for s, m in self._window.items() if s >= self._cleared_to}
+        self._cleared_to = None
 
     def _response(
         self, run: Run, produced: list[Message], stop: str | None = None
@@ -609,7 +683,14 @@ class AgentActor(SessionHandoff, AgentTools):
             self._window = {m.seq: m for m in ordered}
         return view, ordered
 
-    async def _prompt(self, llm: LlmClient, view: Any, history: list[Message]) -> LlmRequest:
+    async def _prompt(
+        self,
+        llm: LlmClient,
+        view: Any,
+        history: list[Message],
+        rules: tuple[ToolRule, ...] = (),
+        offer: Offer | None = None,
+    ) -> LlmRequest:
         """The step's request, within the agent's context window: when it would not fit,
         the oldest messages are summarized (by the model, or a recap if it fails) and
         leave the context (context.py)."""
@@ -629,6 +710,8 @@ class AgentActor(SessionHandoff, AgentTools):
                 history=history,
                 max_tokens=config.get("max_tokens"),
                 summary=summary_message(context),
+                rules=rules,
+                offer=offer,
             )
 
         built = request(history, context)

@@ -86,7 +86,8 @@ class SessionCheckpoint:
     pause_until: float | None = None  # seconds on the env's clock
     pending_tool_calls: list[PendingToolCall] = attrs.Factory(list)
     pending_seq: int | None = None  # the stored reply whose calls are pending
-    last_tool_result: str | None = None
+    last_tool_result: str | None = None  # as of the last completed step (tool rules read it)
+    tools_called: list[str] = attrs.Factory(list)  # in this run, for its tool rules
     stop_reason: str | None = None  # set once, when the run ends
 
 

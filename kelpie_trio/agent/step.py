@@ -8,7 +8,8 @@ here: the actor awaits the LLM and the store around these.
 Continuation follows the agent type: memgpt-style agents go on only when a
 tool call asks for it (`request_heartbeat`) or a tool failed; letta_v1_agent
 goes on after any tool call and ends on a reply of plain text. Either way the
-turn ends at `max_steps`.
+turn ends at `max_steps`. The agent's tool rules (tool_rules.py) narrow what a
+request offers and force calls; `judge_calls` refuses the calls they forbid.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from typing import Any
 import attrs
 import orjson
 
+from kelpie_trio.agent import tool_rules
 from kelpie_trio.agent.messages import Message, StoredToolCall
+from kelpie_trio.agent.tool_rules import Offer, ToolRule, TurnState
 from kelpie_trio.llm.types import ChatMessage, LlmRequest, LlmResponse, ToolCall, ToolSchema
 
 __all__ = [
@@ -27,10 +30,14 @@ __all__ = [
     "build_request",
     "compile_system",
     "interpret",
+    "judge_calls",
     "parse_calls",
     "tool_schemas",
 ]
 
+# Tools that end a letta_v1_agent's turn without a rule saying so (Letta's base rules make
+# send_message an exit_loop tool).
+TERMINAL_TOOLS = frozenset({"send_message"})
 HEARTBEAT_TYPES = frozenset({"memgpt_agent", "memgpt_v2_agent", "sleeptime_agent"})
 HEARTBEAT_PARAM = {
     "type": "boolean",
@@ -38,8 +45,9 @@ HEARTBEAT_PARAM = {
 }
 
 
-def compile_system(system: str, blocks: list[Any]) -> str:
-    """The system prompt: the agent's system text, then its core memory, block by block."""
+def compile_system(system: str, blocks: list[Any], rules_text: str | None = None) -> str:
+    """The system prompt: the agent's system text, then its core memory, block by block,
+    then its tool rules in words (when it has any)."""
     parts = [system.rstrip(), "", "<memory_blocks>"]
     for block in blocks:
         parts.append(f"<{block.label}>")
@@ -51,6 +59,8 @@ def compile_system(system: str, blocks: list[Any]) -> str:
         parts.append(f"<value>\n{block.value}\n</value>")
         parts.append(f"</{block.label}>")
     parts.append("</memory_blocks>")
+    if rules_text:
+        parts += ["", "<tool_usage_rules>", rules_text, "</tool_usage_rules>"]
     return "\n".join(parts)
 
 
@@ -86,19 +96,120 @@ def build_request(
     history: list[Message],
     max_tokens: int | None = None,
     summary: ChatMessage | None = None,
+    rules: tuple[ToolRule, ...] = (),
+    offer: Offer | None = None,
 ) -> LlmRequest:
     """The request for one step: the system prompt with core memory, the summary of
-    evicted history if there is one (context.py), then the in-context history."""
-    head = (ChatMessage("system", compile_system(system, blocks)),)
+    evicted history if there is one (context.py), then the in-context history. With an
+    `offer` (tool_rules.py), only the tools it allows, and the call it forces."""
+    head = (ChatMessage("system", compile_system(system, blocks, tool_rules.rules_prompt(rules))),)
     if summary is not None:
         head += (summary,)
     messages = (*head, *map(_chat, history))
+    if offer is not None:
+        tools = [t for t in tools if t.name in offer.allowed]
     return LlmRequest(
         model=model,
         messages=messages,
         tools=tool_schemas(tools, agent_type),
+        tool_choice="required" if offer is not None and offer.required else "auto",
+        forced_tool=offer.forced if offer is not None else None,
         max_tokens=max_tokens,
     )
+
+
+def turn_offer(rules: tuple[ToolRule, ...], tools: list[Any], state: TurnState,
+               agent_type: str) -> Offer:  # fmt: skip
+    """What the next step offers, for an agent of this type with these tools."""
+    return tool_rules.offer(
+        rules, [t.name for t in tools], state, always_force_single=agent_type in HEARTBEAT_TYPES
+    )
+
+
+def judge_calls(
+    interpretation: Interpretation,
+    *,
+    rules: tuple[ToolRule, ...],
+    offer: Offer,
+    state: TurnState,
+    tools: list[Any],
+) -> Judged:
+    """The step's calls as the rules let them run. A refused call is never run."""
+    by_name = {t.name: t for t in tools}
+    needs_approval = offer.approval | {
+        t.name for t in tools if getattr(t, "default_requires_approval", None)
+    }
+    refusals: dict[str, str] = {}
+    refused: set[str] = set()
+    halt: str | None = None
+    calls = []
+    for call, args in interpretation.calls:
+        name = call.name
+        if name not in by_name:
+            refusals[call.id] = (
+                f"[ToolConstraintError] Cannot call {name}: no tool named {name!r} is attached "
+                f"to this agent. Valid tools include: {list(offer.allowed)}."
+            )
+            refused.add(call.id)
+        elif name not in offer.allowed:
+            refusals[call.id] = tool_rules.constraint_error(rules, name, offer.allowed, state)
+            refused.add(call.id)
+        elif name in needs_approval:
+            # Never run without the approval it needs; approvals are not served yet.
+            refusals[call.id] = (
+                f"Cannot call {name}: it requires approval, and this server does not support "
+                "approvals yet. The call was not run."
+            )
+            refused.add(call.id)
+            halt = "tool_rule"  # the turn stops here: going on would only ask the model again
+        elif args is not None and name in offer.prefilled:
+            try:
+                args = tool_rules.prefill(args, offer.prefilled[name], by_name[name].json_schema)
+            except ValueError as error:
+                refusals[call.id] = f"Invalid prefilled tool arguments from tool rules: {error}"
+                halt = halt or "invalid_tool_call"  # the rule is wrong, not the model: stop
+        calls.append((call, args))
+    return Judged(attrs.evolve(interpretation, calls=calls), refusals, frozenset(refused), halt)
+
+
+@attrs.frozen
+class Judged:
+    interpretation: Interpretation  # allowed calls with their arguments (fixed ones applied)
+    refusals: dict[str, str]  # call id -> the error the model gets instead of a result
+    refused: frozenset[str]  # calls the rules refused: not counted as calls made
+    halt: str | None  # a stop reason when a refusal ends the turn
+
+
+def step_end(
+    judged: Judged,
+    results: list[Message],
+    *,
+    rules: tuple[ToolRule, ...],
+    tools: list[Any],
+    state: TurnState,
+    agent_type: str,
+    final_step: bool,
+) -> tuple[tool_rules.StepOutcome, TurnState]:
+    """Whether the turn goes on after this step, and the turn's state after it."""
+    calls = judged.interpretation.calls
+    ran = [c.name for c, _ in calls if c.id not in judged.refused]
+    last = results[-1].content if results else state.last_result
+    after = state.after(ran, last)
+    if judged.halt is not None:
+        return tool_rules.StepOutcome(False, judged.halt), after
+    heartbeat = agent_type in HEARTBEAT_TYPES
+    outcome = tool_rules.step_outcome(
+        rules,
+        [t.name for t in tools],
+        state,
+        [(c.name, c.id in judged.refused) for c, _ in calls],
+        heartbeat_agent=heartbeat,
+        wants_heartbeat=judged.interpretation.wants_heartbeat,
+        any_failed=any(r.tool_status == "error" for r in results),
+        implicit_terminal=frozenset() if heartbeat else TERMINAL_TOOLS,
+        final_step=final_step,
+    )
+    return outcome, after
 
 
 @attrs.frozen
@@ -149,14 +260,3 @@ def interpret(reply: LlmResponse, *, message_id: str, agent_id: str, seq: int, s
         created_at=created_at,
     )
     return Interpretation(assistant, calls, heartbeat)
-
-
-def continues(
-    interpretation: Interpretation, *, agent_type: str, any_tool_failed: bool, terminal: bool
-) -> bool:
-    """Whether the turn takes another step (before the max_steps bound)."""
-    if not interpretation.calls:
-        return False
-    if agent_type in HEARTBEAT_TYPES:
-        return interpretation.wants_heartbeat or any_tool_failed
-    return not terminal  # letta_v1: on after tools, unless the tool ends the turn

@@ -15,7 +15,8 @@ import orjson
 
 from kelpie_trio.agent import memory
 from kelpie_trio.agent.messages import StoredToolCall
-from kelpie_trio.errors import Invalid, NotFound
+from kelpie_trio.errors import Invalid
+from kelpie_trio.models.blocks import DEFAULT_BLOCK_LIMIT
 from kelpie_trio.search import archival_tool_results, conversation_search
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
@@ -143,41 +144,25 @@ class AgentTools:
     async def _run_memory_tool(
         self, tr: Transaction, call: StoredToolCall, args: dict[str, Any] | None
     ) -> tuple[str, str]:
-        """Memory tools and send_message, inside the step's transaction."""
+        """Memory tools and send_message, inside the step's transaction: the edit is worked
+        out on the agent's blocks (memory.py), then its difference written."""
         if args is None:
             return "error", "the arguments were not a JSON object"
         name = call.name
+        if name == "send_message":
+            return "success", "Sent message successfully."
+        if name == "pause_heartbeats":
+            return "success", f"Pausing timed heartbeats for {args.get('minutes', 0)} min"
+        if name not in memory.MEMORY_TOOLS:  # before any argument is looked at
+            return "error", f"no tool named {name!r} is attached to this agent"
+        blocks = await self.service.agent_blocks(tr, self.ctx.agent_id)
+        before = {
+            b.label: memory.MemBlock(b.id, b.label, b.value, b.limit, b.read_only, b.description)
+            for b in blocks
+        }
         try:
-            if name == "send_message":
-                return "success", "Sent message successfully."
-            if name == "pause_heartbeats":
-                return "success", f"Pausing timed heartbeats for {args.get('minutes', 0)} min"
-            label = args.get("label")
-            if not isinstance(label, str):
-                raise memory.ToolError("a block label is required")
-            block = await self.service.block_by_label(tr, self.ctx.agent_id, label)
-            limit = block.limit
-            if name == "core_memory_append":
-                new = memory.append(block.value, str(args.get("content", "")), limit)
-            elif name == "core_memory_replace":
-                old, rep = str(args.get("old_content", "")), str(args.get("new_content", ""))
-                new = memory.replace(block.value, old, rep, limit)
-            elif name == "memory_replace":
-                old, rep = str(args.get("old_str", "")), str(args.get("new_str", ""))
-                new = memory.replace_once(block.value, old, rep, limit)
-            elif name == "memory_insert":
-                line = args.get("insert_line", -1)
-                text = str(args.get("new_str", ""))
-                new = memory.insert(block.value, text, int(line), limit)
-            elif name == "memory_rethink":
-                new = memory.rethink(str(args.get("new_memory", "")), limit)
-            else:
-                return "error", f"no tool named {name!r} is attached to this agent"
+            text, after = memory.edit(name, args, before, DEFAULT_BLOCK_LIMIT)
         except memory.ToolError as error:
             return "error", str(error)
-        except (NotFound, KeyError, ValueError, TypeError) as error:
-            # A missing block, an argument of the wrong type: the model's to fix.
-            return "error", f"{type(error).__name__}: {error}"
-        block.value = new
-        self.service.save_block(tr, block)
-        return "success", "None"
+        await self.service.write_memory(tr, self.ctx.agent_id, blocks, after)
+        return "success", text

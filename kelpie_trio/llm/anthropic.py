@@ -92,7 +92,11 @@ def _request_body(request: LlmRequest, *, stream: bool) -> dict[str, Any]:
             {"name": t.name, "description": t.description, "input_schema": dict(t.parameters)}
             for t in request.tools
         ]
-        body["tool_choice"] = _TOOL_CHOICE[request.tool_choice]
+        body["tool_choice"] = (
+            {"type": "tool", "name": request.forced_tool}
+            if request.forced_tool
+            else _TOOL_CHOICE[request.tool_choice]
+        )
     if request.temperature is not None:
         body["temperature"] = request.temperature
     if stream:

@@ -196,7 +196,11 @@ def _request_body(
             for t in request.tools
         ]
         # Servers refuse a tool_choice without tools, so it only goes with them.
-        body["tool_choice"] = request.tool_choice
+        body["tool_choice"] = (
+            {"type": "function", "function": {"name": request.forced_tool}}
+            if request.forced_tool
+            else request.tool_choice
+        )
     if request.max_tokens is not None:
         body[max_tokens_field] = request.max_tokens
     if request.temperature is not None:

@@ -63,6 +63,8 @@ class LlmRequest:
     messages: tuple[ChatMessage, ...]
     tools: tuple[ToolSchema, ...] = ()
     tool_choice: Literal["auto", "required", "none"] = "auto"
+    # The one tool the model must call (a tool rule forces it); over `tool_choice`.
+    forced_tool: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None
 

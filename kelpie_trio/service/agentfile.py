@@ -234,6 +234,8 @@ class AgentFileCases(AgentCases):
     ) -> _AgentPlan:
         if entry.agent_type not in AGENT_TYPES:
             raise Invalid.field([*at, "agent_type"], f"unknown agent type {entry.agent_type!r}")
+        with _located(at):  # rules the loop could not follow are refused, as at create
+            self._check_rules(entry.tool_rules)
         model = self._import_model(entry, options, at, options_at)
         memory = []
         for j, create in enumerate(entry.memory_blocks or []):

@@ -8,6 +8,7 @@ import attrs
 
 from kelpie_trio.agent import runs
 from kelpie_trio.agent.tool_calls import TOOL_RUNS
+from kelpie_trio.agent.tool_rules import RuleError, parse_rules
 from kelpie_trio.errors import Conflict, Invalid, NotFound
 from kelpie_trio.llm.catalog import UnknownModel, model_settings_from_llm_config
 from kelpie_trio.models import convert
@@ -19,7 +20,7 @@ from kelpie_trio.models.agents import (
     AgentView,
     CreateAgent,
 )
-from kelpie_trio.models.blocks import Block
+from kelpie_trio.models.blocks import Block, CreateBlock
 from kelpie_trio.search import outbox
 from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX, BlockCases
 from kelpie_trio.service.common import Page, micros, page_records, read_record, window
@@ -28,7 +29,7 @@ from kelpie_trio.service.tools import ToolCases
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import clear_blob, set_blob
-from kelpie_trio.tools.base import base_tool_names
+from kelpie_trio.tools.base import base_tool_names, base_tool_rules, wants_base_tool_rules
 
 __all__ = ["AGENT_INDEX", "TAG_INDEX", "AgentCases"]
 
@@ -90,7 +91,9 @@ class AgentCases(BlockCases, ToolCases):
             base_template_id=spec.base_template_id,
             timezone=spec.timezone or "UTC",
             hidden=spec.hidden,
-            message_buffer_autoclear=spec.message_buffer_autoclear,
+            # Letta forces it for workflow agents: each turn starts from a clean context.
+            message_buffer_autoclear=spec.message_buffer_autoclear
+            or spec.agent_type == "workflow_agent",
             enable_sleeptime=spec.enable_sleeptime,
             max_files_open=spec.max_files_open,
             per_file_view_window_char_limit=spec.per_file_view_window_char_limit,
@@ -98,6 +101,27 @@ class AgentCases(BlockCases, ToolCases):
             updated_at=now,
             **model,
         )
+
+    @staticmethod
+    def _check_rules(raw: Any) -> None:
+        """A 422 for tool rules the loop could not follow (before anything is written).
+        requires_approval is refused: approvals are not served yet, and a rule the loop
+        would ignore is worse than a refusal."""
+        if raw is None:
+            return
+        if not isinstance(raw, list):
+            raise Invalid.field(["body", "tool_rules"], "expected a list of tool rules")
+        try:
+            rules = parse_rules(raw)
+        except RuleError as error:
+            raise Invalid.field(["body", "tool_rules", *error.where], str(error)) from None
+        for i, rule in enumerate(rules):
+            if rule.type == "requires_approval":
+                raise Invalid.field(
+                    ["body", "tool_rules", i, "type"],
+                    f"requires_approval (for {rule.tool_name!r}) is not supported yet: this "
+                    "server cannot hold a tool call for approval, and will not run it unasked",
+                )
 
     @staticmethod
     def _base_tools_for(spec: Any) -> list[str]:
@@ -151,12 +175,17 @@ class AgentCases(BlockCases, ToolCases):
         create = convert.structure_api(body, CreateAgent)
         if create.agent_type not in AGENT_TYPES:
             raise Invalid.field(["body", "agent_type"], f"unknown agent type {create.agent_type!r}")
+        self._check_rules(create.tool_rules)
         model = self._resolve_model(create)
         new_blocks = [
             self._new_block(b, "body") for b in (create.memory_blocks or [])
         ]  # validated before anything is written
         base = self._base_tools_for(create)
         agent = self._new_agent(create, model)
+        with_base_rules = wants_base_tool_rules(
+            create.agent_type, model["model"] or "", create.tool_rules,
+            create.include_base_tool_rules,
+        )  # fmt: skip
 
         async def create_(tr: Transaction) -> AgentView:
             attached = [await self._block(tr, b) for b in dict.fromkeys(create.block_ids or [])]
@@ -169,6 +198,12 @@ class AgentCases(BlockCases, ToolCases):
                 tr, names=create.tools or [], tool_ids=create.tool_ids or [], base=base
             )
             agent.tool_ids = [t.id for t in tools]
+            if with_base_rules:  # as Letta: for the tools named or given as base tools
+                named = set(create.tools or []) | set(base)
+                extra = base_tool_rules([t.name for t in tools if t.name in named])
+                given = {(r.get("type"), r.get("tool_name")) for r in create.tool_rules or []}
+                extra = [r for r in extra if (r["type"], r["tool_name"]) not in given]
+                agent.tool_rules = [*(create.tool_rules or []), *extra] or create.tool_rules
             self._write_agent(tr, agent)
             tr.set(AGENT_INDEX.pack((micros(agent.created_at), agent.id)), b"")
             self._link(tr, agent)
@@ -228,6 +263,7 @@ class AgentCases(BlockCases, ToolCases):
         if not isinstance(body, dict):
             raise Invalid.field(["body"], "expected a JSON object", "model_type")
         changes = {k: v for k, v in body.items() if k in UPDATABLE_AGENT_FIELDS}
+        self._check_rules(changes.get("tool_rules"))
         model_change = None
         if any(body.get(k) is not None for k in ("model", "embedding", "llm_config")):
             model_change = self._resolve_model(convert.structure_api(
@@ -292,6 +328,41 @@ class AgentCases(BlockCases, ToolCases):
         """Within a caller's transaction: the agent's block with this label (the agent loop's
         memory tools edit blocks inside their step's transaction)."""
         return await self._labeled(tr, await self._agent(tr, agent_id), label)
+
+    async def agent_blocks(self, tr: Transaction, agent_id: str) -> list[Block]:
+        """Within a caller's transaction: the agent's core memory blocks, in order."""
+        agent = await self._agent(tr, agent_id)
+        return [await self._block(tr, b) for b in agent.block_ids]
+
+    async def write_memory(
+        self, tr: Transaction, agent_id: str, before: list[Block], after: dict[str, Any]
+    ) -> None:
+        """Within a caller's transaction: the agent's memory as a memory tool left it
+        (`after`: label -> agent.memory.MemBlock): changed blocks saved, new ones created
+        and attached, missing ones detached (not deleted: other agents may share them)."""
+        kept = {m.id: m for m in after.values() if m.id is not None}
+        ids = []
+        for block in before:
+            edited = kept.get(block.id)
+            if edited is None:
+                continue
+            ids.append(block.id)
+            fields = (edited.value, edited.label, edited.description)
+            if fields != (block.value, block.label, block.description):
+                block.value, block.label, block.description = fields
+                self.save_block(tr, block)
+        for made in after.values():
+            if made.id is None:
+                create = CreateBlock(value=made.value, label=made.label, limit=made.limit,
+                                     description=made.description)  # fmt: skip
+                new = self._new_block(create)
+                self._write_block(tr, new, new=True)
+                ids.append(new.id)
+        current = await self._agent(tr, agent_id)
+        if ids != current.block_ids:
+            agent = attrs.evolve(current, block_ids=ids, updated_at=self.env.now())
+            self._write_agent(tr, agent)
+            self._link(tr, agent, current)
 
     def save_block(self, tr: Transaction, block: Block) -> None:
         """Within a caller's transaction: store an edited block (checked against its limit)."""

@@ -12,19 +12,20 @@ ids derived from their names, so all nodes agree without writing anything:
 bits set to 4, which keeps the id in the `tool-<uuid4>` form Letta validates.
 
 Which base tools a new agent gets (`include_base_tools`, true by default) follows
-its agent type as Letta 0.16 does:
+its agent type as Letta 0.16.8 does. The archival tools are left out of new agents
+(Letta deprecates them there) but stay attachable:
 
-- letta_v1_agent (the default): conversation_search, archival_memory_insert,
-  archival_memory_search, memory_insert, memory_replace (it answers in plain
-  text, so no send_message);
+- letta_v1_agent (the default): conversation_search, memory_insert, memory_replace
+  (it answers in plain text, so no send_message);
 - memgpt_v2_agent: the same plus send_message;
-- sleeptime_agent: memory_insert, memory_replace, memory_rethink;
+- sleeptime_agent: memory_insert, memory_replace, memory_rethink, memory_finish_edits;
 - any agent with enable_sleeptime: send_message, conversation_search,
   archival_memory_search (its memory is edited by its sleep-time companion);
-- react_agent, workflow_agent and the voice agents: none;
+- react_agent, workflow_agent and the voice agents: none (Letta gives the voice
+  agents voice tools this server does not have);
 - every other type (memgpt_agent, split_thread_agent): send_message,
-  conversation_search, archival_memory_insert, archival_memory_search,
-  core_memory_append, core_memory_replace.
+  conversation_search, core_memory_append, core_memory_replace, memory,
+  memory_apply_patch.
 """
 
 from __future__ import annotations
@@ -171,31 +172,94 @@ _STUBS: list[tuple[str, str, str]] = [
         ''',
     ),
     (
-        "memory_insert",
+        "memory",
         "letta_memory_core",
         '''
-        def memory_insert(
-            agent_state: "AgentState", label: str, new_str: str, insert_line: int = -1
+        def memory(
+            agent_state: "AgentState",
+            command: str,
+            path: str | None = None,
+            file_text: str | None = None,
+            description: str | None = None,
+            old_string: str | None = None,
+            new_string: str | None = None,
+            insert_line: int | None = None,
+            insert_text: str | None = None,
+            old_path: str | None = None,
+            new_path: str | None = None,
         ) -> str | None:
+            """Manage your memory blocks, addressed as paths like /memories/<label>.
+
+            Args:
+                command (str): What to do: "create" a block, "str_replace" text in one,
+                    "insert" text at a line, "delete" a block, or "rename" one (or, with
+                    path and description, change its description).
+                path (str | None): The block to act on, as /memories/<label>.
+                file_text (str | None): The first text of a block you create.
+                description (str | None): What a block is for (create; rename with path).
+                old_string (str | None): str_replace: the exact text to take out.
+                new_string (str | None): str_replace: the text to put in its place.
+                insert_line (int | None): insert: the line after which the text goes (0 for
+                    the top; leave it out, or -1, for the end).
+                insert_text (str | None): insert: the text to add.
+                old_path (str | None): rename: the block's current path.
+                new_path (str | None): rename: its new path.
+
+            Returns:
+                str: What changed, or the block's new text.
+            """
+        ''',
+    ),
+    (
+        "memory_apply_patch",
+        "letta_memory_core",
+        '''
+        def memory_apply_patch(agent_state: "AgentState", label: str, patch: str) -> str:
+            """Edit memory with a patch in a simple unified-diff form.
+
+            A patch without headers edits the block named by label: in each hunk, lines
+            starting with a space are context, "-" lines are taken out and "+" lines put in;
+            "@@" lines separate hunks. Headers act on several blocks at once:
+            "*** Add Block: <label>" (an optional "Description: ..." line, then "+" lines),
+            "*** Delete Block: <label>", "*** Update Block: <label>" (then hunks), and
+            "*** Move to: <label>" (renames the block of the header before it). Never include
+            the line numbers shown beside your memory.
+
+            Args:
+                label (str): The block to patch when the patch has no headers; "" otherwise.
+                patch (str): The patch.
+
+            Returns:
+                str: The block's new text, or a list of what the headers did.
+            """
+        ''',
+    ),
+    (
+        "memory_insert",
+        "letta_sleeptime_core",
+        '''
+        def memory_insert(
+            agent_state: "AgentState", label: str, new_string: str, insert_line: int = -1
+        ) -> str:
             """Put new lines into a memory block at a chosen line.
 
             Args:
                 label (str): The label of the block to edit.
-                new_str (str): The text to insert, without any line-number prefixes.
+                new_string (str): The text to insert, without any line-number prefixes.
                 insert_line (int): Insert after this line; 0 puts the text first, and the
                     default -1 puts it at the end.
 
             Returns:
-                str: A confirmation that the block changed.
+                str: The block's new text.
             """
         ''',
     ),
     (
         "memory_replace",
-        "letta_memory_core",
+        "letta_sleeptime_core",
         '''
         def memory_replace(
-            agent_state: "AgentState", label: str, old_str: str, new_str: str
+            agent_state: "AgentState", label: str, old_string: str, new_string: str
         ) -> str:
             """Make a precise edit to a memory block: one exact string becomes another.
 
@@ -204,13 +268,13 @@ _STUBS: list[tuple[str, str, str]] = [
 
             Args:
                 label (str): The label of the block to edit.
-                old_str (str): The text to replace, matching the block exactly (whitespace
+                old_string (str): The text to replace, matching the block exactly (whitespace
                     too), without the line numbers shown to you.
-                new_str (str): The replacement text, without line-number prefixes; empty
+                new_string (str): The replacement text, without line-number prefixes; empty
                     removes the old text.
 
             Returns:
-                str: A confirmation that the block changed.
+                str: The block's new text.
             """
         ''',
     ),
@@ -218,7 +282,7 @@ _STUBS: list[tuple[str, str, str]] = [
         "memory_rethink",
         "letta_sleeptime_core",
         '''
-        def memory_rethink(agent_state: "AgentState", label: str, new_memory: str) -> str | None:
+        def memory_rethink(agent_state: "AgentState", label: str, new_memory: str) -> str:
             """Rewrite a memory block from scratch, to reorganize or condense it.
 
             Meant for sweeping changes; small edits are safer with memory_replace or
@@ -227,7 +291,18 @@ _STUBS: list[tuple[str, str, str]] = [
             Args:
                 label (str): The label of the block to rewrite.
                 new_memory (str): The block's complete new text, keeping whatever still holds.
+
+            Returns:
+                str: The block's new text.
             """
+        ''',
+    ),
+    (
+        "memory_finish_edits",
+        "letta_sleeptime_core",
+        '''
+        def memory_finish_edits(agent_state: "AgentState") -> None:
+            """Say that you are done editing memory for now: this ends your turn."""
         ''',
     ),
     (
@@ -245,11 +320,12 @@ _STUBS: list[tuple[str, str, str]] = [
 ]
 
 # Agent types that get no base tools, and the sets the others get (see the module docstring).
-_CORE = ["send_message", "conversation_search", "archival_memory_insert", "archival_memory_search"]
+# The archival tools are attachable but no longer given by default (Letta 0.16 deprecates them).
+_CORE = ["send_message", "conversation_search"]
 _V2 = [*_CORE, "memory_insert", "memory_replace"]
 _V1 = [n for n in _V2 if n != "send_message"]
-_CORE_MEMORY = ["core_memory_append", "core_memory_replace"]
-_SLEEPTIME = ["memory_insert", "memory_replace", "memory_rethink"]
+_CORE_MEMORY = ["core_memory_append", "core_memory_replace", "memory", "memory_apply_patch"]
+_SLEEPTIME = ["memory_insert", "memory_replace", "memory_rethink", "memory_finish_edits"]
 _SLEEPTIME_CHAT = ["send_message", "conversation_search", "archival_memory_search"]
 _NO_BASE_TOOLS = frozenset(
     {"react_agent", "workflow_agent", "voice_convo_agent", "voice_sleeptime_agent"}
@@ -298,3 +374,40 @@ def base_tool_names(agent_type: str, *, enable_sleeptime: bool | None = None) ->
     else:
         wanted = [*_CORE, *_CORE_MEMORY]
     return [t.name for t in BASE_TOOLS if t.name in wanted]
+
+
+# Letta gives agents rules for their base tools unless told not to: the tools that answer
+# or finish end the turn, the others keep it going (a memgpt agent then needs no heartbeat
+# after a memory edit). Models that do better without are left out, as Letta leaves them.
+_TERMINAL_BASE = ("send_message", "memory_finish_edits")
+_CONTINUE_BASE = frozenset(
+    {"conversation_search", "archival_memory_insert", "archival_memory_search",
+     "core_memory_append", "core_memory_replace", "memory", "memory_apply_patch",
+     "memory_insert", "memory_replace", "memory_rethink"}
+)  # fmt: skip
+_NO_RULES_MODELS = ("claude-4-sonnet", "claude-3-5-sonnet", "gpt-5", "gemini-2.5-pro")
+
+
+def wants_base_tool_rules(
+    agent_type: str, model: str, tool_rules: list | None, asked: bool | None
+) -> bool:
+    """Whether a new agent gets the base tool rules (`include_base_tool_rules`, as Letta
+    0.16.8 settles it: off for letta_v1_agent unless it has rules of its own, off for the
+    models that do without, unless asked for)."""
+    if asked is not None:
+        return asked
+    if agent_type == "letta_v1_agent" and not tool_rules:
+        return False
+    excluded = any(k in model for k in _NO_RULES_MODELS) and "mini" not in model
+    return not (excluded and agent_type != "sleeptime_agent")
+
+
+def base_tool_rules(tool_names: list[str]) -> list[dict[str, str]]:
+    """The base tool rules for an agent with these tools, in their order."""
+    rules = []
+    for name in tool_names:
+        if name in _TERMINAL_BASE:
+            rules.append({"type": "exit_loop", "tool_name": name, "prompt_template": None})
+        elif name in _CONTINUE_BASE:
+            rules.append({"type": "continue_loop", "tool_name": name, "prompt_template": None})
+    return rules

@@ -232,7 +232,8 @@ async def test_base_tools_are_listed_and_retrievable_without_being_created(
     assert send["json_schema"]["parameters"]["required"] == ["message"]
     assert await (await client.get(f"/v1/tools/{send['id']}")).get_json() == send
     memory = next(t for t in listed if t["name"] == "memory_replace")
-    assert memory["tool_type"] == "letta_memory_core"
+    assert memory["tool_type"] == "letta_sleeptime_core"  # as Letta 0.16.8 files it
+    assert memory["json_schema"]["parameters"]["required"] == ["label", "old_string", "new_string"]
     # `agent_state` is the server's, never the model's.
     assert "agent_state" not in memory["json_schema"]["parameters"]["properties"]
 
@@ -266,7 +267,10 @@ async def test_list_filters_by_name_search_and_type(client: QuartClient) -> None
     assert await names_of(client, "/v1/tools/?tool_types=custom") == ["roll_dice", "echo"]
     assert await names_of(client, "/v1/tools/?return_only_letta_tools=true") == BASE_NAMES
     assert await names_of(client, "/v1/tools/?exclude_tool_types=letta_core,letta_memory_core") == [
+        "memory_insert",
+        "memory_replace",
         "memory_rethink",
+        "memory_finish_edits",
         "roll_dice",
         "echo",
     ]
@@ -305,17 +309,39 @@ async def test_before_cursor_and_filters_page_together(client: QuartClient) -> N
 
 async def test_new_agents_get_the_base_tools_for_their_type(client: QuartClient) -> None:
     agent = await create_agent(client)  # letta_v1_agent
+    # Letta 0.16.8 leaves the archival tools out of new agents; they stay attachable.
     assert [t["name"] for t in agent["tools"]] == [
         "conversation_search",
-        "archival_memory_insert",
-        "archival_memory_search",
         "memory_insert",
         "memory_replace",
     ]
     memgpt = await create_agent(client, agent_type="memgpt_agent")
-    assert {"send_message", "core_memory_append", "core_memory_replace"} <= {
-        t["name"] for t in memgpt["tools"]
-    }
+    assert [t["name"] for t in memgpt["tools"]] == [
+        "send_message",
+        "conversation_search",
+        "core_memory_append",
+        "core_memory_replace",
+        "memory",
+        "memory_apply_patch",
+    ]
+    v2 = await create_agent(client, agent_type="memgpt_v2_agent")
+    assert [t["name"] for t in v2["tools"]] == [
+        "send_message",
+        "conversation_search",
+        "memory_insert",
+        "memory_replace",
+    ]
+    sleeptime = await create_agent(client, agent_type="sleeptime_agent")
+    assert [t["name"] for t in sleeptime["tools"]] == [
+        "memory_insert",
+        "memory_replace",
+        "memory_rethink",
+        "memory_finish_edits",
+    ]
+    workflow = await create_agent(client, agent_type="workflow_agent")
+    assert workflow["tools"] == [] and workflow["message_buffer_autoclear"] is True
+    archival = await create_agent(client, tools=["archival_memory_insert"])
+    assert "archival_memory_insert" in [t["name"] for t in archival["tools"]]
     bare = await create_agent(client, include_base_tools=False)
     assert bare["tools"] == []
 

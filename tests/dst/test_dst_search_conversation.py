@@ -16,6 +16,9 @@ from kelpie_trio.sim import SimWorld
 from kelpie_trio.sim.llm import SimLlmClient, text, tool_call
 from tests.dst.agent_harness import new_agent, simulate
 
+# Attached by name: new agents no longer get them by default (as in Letta 0.16.8).
+ARCHIVAL = ["archival_memory_insert", "archival_memory_search"]
+
 
 def _tool_return(reply: dict) -> Any:
     [result] = [m for m in reply["messages"] if m["message_type"] == "tool_return_message"]
@@ -65,8 +68,8 @@ def test_dst_agent_searches_archival_memory_right_after_inserting() -> None:
     ]  # fmt: skip
 
     async def scenario(service: AgentService, llm: SimLlmClient, world: SimWorld) -> Any:
-        agent = await new_agent(service)
-        other = await new_agent(service)
+        agent = await new_agent(service, tools=ARCHIVAL)
+        other = await new_agent(service, tools=ARCHIVAL)
         await service.create_passages(other, {"text": "The other cat is called Pixel."})
         return await service.send_message(agent, _send("Remember Mara's cat, then recall it."))
 
@@ -86,7 +89,7 @@ def test_dst_archival_memory_search_honours_the_tools_filters() -> None:
     ]
 
     async def scenario(service: AgentService, llm: SimLlmClient, world: SimWorld) -> Any:
-        agent = await new_agent(service)
+        agent = await new_agent(service, tools=ARCHIVAL)
         await service.create_passages(agent, {"text": "The cat is Miso.", "tags": ["pets"]})
         await service.create_passages(agent, {"text": "The cat food brand is Acme."})
         return await service.send_message(agent, _send("Which cat?"))

@@ -468,7 +468,7 @@ def test_dst_a_paused_session_resumes_at_pause_until_even_across_a_crash() -> No
 
     async def scenario(sim: AgentCluster) -> Any:
         service = sim.service("n0")
-        agent = await new_agent(service, agent_type="memgpt_v2_agent")
+        agent = await new_agent(service, agent_type="memgpt_v2_agent", tools=["pause_heartbeats"])
         first = await service.send_message(agent, {"input": "wait for it"})
         answered_at = trio.current_time()
         paused = await service.get_run_record(first["usage"]["run_ids"][0])
