@@ -10,6 +10,7 @@ from kelpie_trio.errors import Invalid, NotFound
 from kelpie_trio.models import convert
 from kelpie_trio.models.blocks import UPDATABLE_BLOCK_FIELDS, Block, CreateBlock
 from kelpie_trio.service.common import Page, ServiceBase, micros, page_records, read_record
+from kelpie_trio.service.limits import check_record
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import set_blob
@@ -42,7 +43,7 @@ class BlockCases(ServiceBase):
 
     @staticmethod
     def _write_block(tr: Transaction, block: Block, *, new: bool) -> None:
-        set_blob(tr, keys.BLOCKS.pack((block.id,)), convert.encode_record(block))
+        set_blob(tr, keys.BLOCKS.pack((block.id,)), check_record(block, "block"))
         if new:
             tr.set(BLOCK_INDEX.pack((micros(block.created_at), block.id)), b"")
 

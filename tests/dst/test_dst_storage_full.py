@@ -1,0 +1,113 @@
+"""A disk that fills up (the fault table's StorageFull) under the agent server.
+
+A full disk is not a transient conflict: a request that meets it is answered at once,
+and honestly. A send answered with an error either stored nothing, or its answer says
+what it stored (the user's message, in which run) and what became of that run; one
+answered 2xx is stored whole. Sends carry otids, so each is found in the store.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+import trio
+
+from kelpie_trio.agent import runs
+from kelpie_trio.errors import InsufficientStorage
+from kelpie_trio.nursery.dispatcher import RuntimeConfig
+from kelpie_trio.sim import FaultConfig, FaultType
+from kelpie_trio.sim.llm import text
+from kelpie_trio.sim.seeds import run_seeds, seeds
+from kelpie_trio.storage.base import Transaction
+from tests.dst.agent_harness import AgentCluster, history_of, new_agent, simulate_cluster
+
+FULL = FaultConfig({FaultType.STORAGE_FULL: 0.15})
+SENDS = 8
+STORED = re.compile(r"was stored \(run (\S+)\) but the agent could not finish its turn: (.*)")
+
+
+def body(i: int) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": f"m{i}", "otid": f"otid-{i}"}]}
+
+
+async def sends_on_a_filling_disk(sim: AgentCluster) -> Any:
+    service = sim.service()
+    agent = await new_agent(service)
+    sim.world.faults.enabled = True
+    outcomes: dict[int, Any] = {}
+    for i in range(SENDS):
+        started = trio.current_time()
+        try:
+            outcomes[i] = await service.send_message(agent, body(i))
+        except InsufficientStorage as refused:
+            assert trio.current_time() - started < 1.0, "a full disk is answered at once"
+            # What the run had stored when the client was answered (reads still work).
+            said = STORED.search(str(refused))
+            run_id = said.group(1) if said else None
+            at_answer = {m.id for m in await history_of(service, agent) if m.run_id == run_id}
+            outcomes[i] = (refused, at_answer)
+    sim.world.faults.enabled = False
+    await trio.sleep(30)  # the sweep resumes what was left open, if anything was
+
+    async def stored_runs(tr: Transaction) -> dict[int, Any]:
+        found = {}
+        for i in range(SENDS):
+            found[i] = await runs.find_by_key(tr, agent, f"otid:otid-{i}")
+        return found
+
+    return outcomes, await service.store.transact(stored_runs), await history_of(service, agent)
+
+
+def check_honest_answers(seed: int) -> Counter[str]:
+    outcomes, stored, history = simulate_cluster(
+        seed,
+        sends_on_a_filling_disk,
+        FULL,
+        quiet_start=True,
+        script=[text(f"reply {i}") for i in range(4 * SENDS)],
+        config=RuntimeConfig(lease_ttl=3.0, renew_interval=1.0),
+        resume_interval=1.0,
+    )
+    by_otid = {m.otid: m for m in history if m.otid}
+    kept = {m.id for m in history}
+    kinds: Counter[str] = Counter()
+    for i, outcome in outcomes.items():
+        run = stored[i]
+        if not isinstance(outcome, tuple):  # 2xx: stored whole
+            kinds["answered"] += 1
+            assert run is not None and run.finished
+            assert f"otid-{i}" in by_otid
+            assert {m["id"] for m in outcome["messages"]} <= kept
+            continue
+        detail, at_answer = str(outcome[0]), outcome[1]
+        assert "storage is full" in detail
+        if "nothing was stored" in detail:
+            kinds["refused, nothing stored"] += 1
+            assert run is None and f"otid-{i}" not in by_otid, "a refused send changed something"
+            continue
+        # It says what it stored, in which run, and what became of the run.
+        said = STORED.search(detail)
+        assert said, detail
+        assert run is not None and run.id == said.group(1)
+        assert f"otid-{i}" in by_otid and by_otid[f"otid-{i}"].run_id == run.id
+        kinds["refused, said what it stored"] += 1
+        if said.group(2).startswith("it ended"):  # so its turn did not run later
+            assert run.finished and run.checkpoint.stop_reason == "error"
+            assert {m.id for m in history if m.run_id == run.id} == at_answer
+        else:  # it said the run stays open and goes on: the sweep finished it since
+            assert said.group(2).startswith("it stays open"), detail
+            assert run.finished
+    return kinds
+
+
+def test_dst_a_send_refused_by_a_full_disk_changed_nothing_or_says_what_it_stored() -> None:
+    totals: Counter[str] = Counter()
+
+    def one(seed: int) -> None:
+        totals.update(check_honest_answers(seed))
+
+    run_seeds(one, 8)
+    if len(seeds(8)) == 8:  # every kind of answer really happened (one seed may not show all)
+        assert len(totals) == 3, totals
