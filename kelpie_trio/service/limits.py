@@ -8,7 +8,8 @@ it can know up front here instead, and answers with the field and the limit:
 - a string of the client's that becomes part of a store key (a tag, a tool's name,
   a message's otid) has a budget well under the key limit (422);
 - one stored record (an agent with all its metadata, a block, a tool) must leave
-  room in one transaction for the records written beside it (413);
+  room in one transaction for the records written beside it (413), and a block's
+  limit must let a full block fit its record (422);
 - the text of one send is stored twice when its turn starts (as the run's input and
   as the messages) and the step that answers it must still fit (413).
 """
@@ -24,6 +25,7 @@ from kelpie_trio.models import convert
 from kelpie_trio.storage.limits import MAX_KEY_BYTES, MAX_TRANSACTION_BYTES
 
 __all__ = [
+    "MAX_BLOCK_CHARS",
     "MAX_KEY_PART_BYTES",
     "MAX_RECORD_BYTES",
     "MAX_SEND_BYTES",
@@ -35,8 +37,11 @@ __all__ = [
 ]
 
 MAX_KEY_PART_BYTES = MAX_KEY_BYTES // 10  # the rest of a key: subspace, ids, timestamps
-MAX_RECORD_BYTES = MAX_TRANSACTION_BYTES // 5
+MAX_RECORD_BYTES = MAX_TRANSACTION_BYTES * 9 // 20  # two fit in one transaction
 MAX_SEND_BYTES = MAX_TRANSACTION_BYTES // 10
+# A block's `limit` (characters): a full block, four UTF-8 bytes a character, still fits
+# its record, so memory tools that fill it inside an agent's turn are never refused.
+MAX_BLOCK_CHARS = 1_000_000
 
 Loc = list[str | int]
 

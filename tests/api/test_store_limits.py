@@ -16,12 +16,13 @@ import trio
 from quart.testing import QuartClient
 
 from kelpie_trio.api.app import create_app
-from kelpie_trio.service.limits import MAX_KEY_PART_BYTES, MAX_RECORD_BYTES
+from kelpie_trio.service.limits import MAX_BLOCK_CHARS, MAX_KEY_PART_BYTES, MAX_RECORD_BYTES
 from kelpie_trio.storage.limits import MAX_KEY_BYTES
 from kelpie_trio.storage.sqlite import SqliteStore
 from tests.storage.test_sqlite_full import CappedStore
 
 LONG = "x" * (MAX_KEY_BYTES + 1)  # past the store's own key limit, not only our budget
+WIDE = "\N{GRINNING FACE}"  # four bytes of UTF-8
 
 
 async def nothing_stored(client: QuartClient) -> None:
@@ -75,21 +76,39 @@ async def test_an_agent_with_12_mb_of_metadata_is_a_413_naming_it(client: QuartC
     await nothing_stored(client)
 
 
+async def test_a_block_limit_past_what_a_block_can_store_is_a_422(client: QuartClient) -> None:
+    body = {"label": "huge", "value": "v", "limit": MAX_BLOCK_CHARS + 1}
+    response = await client.post("/v1/blocks/", json=body)
+    refused_for_size(response, 422)
+    [field] = (await response.get_json())["detail"]
+    assert field["loc"] == ["body", "limit"] and f"{MAX_BLOCK_CHARS:,}" in field["msg"]
+    await nothing_stored(client)
+
+
+async def test_a_full_block_of_four_byte_characters_still_stores(client: QuartClient) -> None:
+    value = WIDE * MAX_BLOCK_CHARS
+    body = {"label": "wide", "value": value, "limit": MAX_BLOCK_CHARS}
+    response = await client.post("/v1/blocks/", json=body)
+    assert response.status_code == 200
+    stored = await (await client.get(f"/v1/blocks/{(await response.get_json())['id']}")).get_json()
+    assert stored["value"] == value
+
+
 async def test_a_block_too_large_to_store_is_a_413(client: QuartClient) -> None:
-    value = "v" * (MAX_RECORD_BYTES + 1)
+    metadata = {"notes": "n" * MAX_RECORD_BYTES}
     response = await client.post(
-        "/v1/blocks/", json={"label": "huge", "value": value, "limit": len(value)}
+        "/v1/blocks/", json={"label": "b", "value": "", "metadata": metadata}
     )
     refused_for_size(response, 413)
-    assert (await response.get_json())["detail"].startswith("body.value:")
+    assert (await response.get_json())["detail"].startswith("body.metadata:")
     await nothing_stored(client)
 
 
 async def test_records_that_fit_alone_but_not_together_are_a_413(client: QuartClient) -> None:
-    # Defence in depth: each block is under the record limit, all of them together over
-    # the store's 10 MB transaction. The store's TransactionTooLarge is the request's size.
-    value = "v" * (MAX_RECORD_BYTES - 100_000)
-    blocks = [{"label": f"b{i}", "value": value, "limit": len(value)} for i in range(6)]
+    # Defence in depth: each block fits its record, all of them together are over the
+    # store's 10 MB transaction. The store's TransactionTooLarge is the request's size.
+    value = "v" * MAX_BLOCK_CHARS
+    blocks = [{"label": f"b{i}", "value": value, "limit": MAX_BLOCK_CHARS} for i in range(11)]
     response = await client.post("/v1/agents/", json={"memory_blocks": blocks})
     refused_for_size(response, 413)
     assert "limit of 10000000 bytes" in (await response.get_json())["detail"]
