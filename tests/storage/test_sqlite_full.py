@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from kelpie_trio.storage import StorageFull, Transaction
+from kelpie_trio.storage import StorageFull, StorageUnavailable, Transaction
+from kelpie_trio.storage import sqlite as sqlite_backend
 from kelpie_trio.storage.sqlite import SqliteStore
 from tests.storage.helpers import put, read
 
@@ -112,3 +114,25 @@ async def test_a_full_file_system_fails_the_commit_fast_and_writes_nothing(
             assert await read(store, b"late") is None
             assert await read(store, b"fill%05d" % landed) is None
             assert await read(store, b"fill%05d" % (landed - 1)) is not None
+
+
+def _io_error() -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError("disk I/O error")
+    error.sqlite_errorcode = 10 | (13 << 8)  # SQLITE_IOERR_TRUNCATE: ftruncate failed
+    error.sqlite_errorname = "SQLITE_IOERR_TRUNCATE"
+    return error
+
+
+def test_an_io_error_with_no_room_left_is_storage_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ENOSPC from a call other than write() reaches us as an SQLITE_IOERR_* code.
+    monkeypatch.setattr(sqlite_backend, "_free_bytes", lambda path: 4096)
+    mapped = sqlite_backend._map_error(_io_error(), what="commit", path="/data/kelpie.db")
+    assert isinstance(mapped, StorageFull) and not mapped.retryable
+
+
+def test_an_io_error_with_room_left_stays_a_transient_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sqlite_backend, "_free_bytes", lambda path: 10 << 30)
+    mapped = sqlite_backend._map_error(_io_error(), what="commit", path="/data/kelpie.db")
+    assert isinstance(mapped, StorageUnavailable) and mapped.retryable
