@@ -4,6 +4,7 @@ A full disk is not a transient conflict: a request that meets it is answered at 
 and honestly. A send answered with an error either stored nothing, or its answer says
 what it stored (the user's message, in which run) and what became of that run; one
 answered 2xx is stored whole. Sends carry otids, so each is found in the store.
+CRUD through the API: a 200 is stored, a 507 (at once, "nothing was stored") is not.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from typing import Any
 import trio
 
 from kelpie_trio.agent import runs
+from kelpie_trio.api.app import create_app
 from kelpie_trio.errors import InsufficientStorage
 from kelpie_trio.nursery.dispatcher import RuntimeConfig
-from kelpie_trio.sim import FaultConfig, FaultType
+from kelpie_trio.sim import FaultConfig, FaultType, SimWorld
 from kelpie_trio.sim.llm import text
 from kelpie_trio.sim.seeds import run_seeds, seeds
+from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 from tests.dst.agent_harness import AgentCluster, history_of, new_agent, simulate_cluster
 
@@ -115,3 +118,50 @@ def test_dst_a_send_refused_by_a_full_disk_changed_nothing_or_says_what_it_store
     run_seeds(one, 8)
     if len(seeds(8)) == 8:  # every kind of answer really happened (one seed may not show all)
         assert len(totals) == 3, totals
+
+
+async def blocks_on_a_filling_disk(world: SimWorld) -> tuple[Counter[int], set[str], set[str]]:
+    node = world.new_node("api")
+    app = create_app(node.store, env=node.env)
+    statuses: Counter[int] = Counter()
+    answered: set[str] = set()
+
+    async def one(client: Any, i: int) -> None:
+        started = trio.current_time()
+        response = await client.post("/v1/blocks/", json={"label": "l", "value": f"v{i}"})
+        answer = await response.get_json()
+        statuses[response.status_code] += 1
+        assert trio.current_time() - started < 1.0  # a full disk is no reason to wait
+        if response.status_code == 200:
+            answered.add(answer["id"])
+            return
+        assert response.status_code == 507, answer
+        assert "storage is full" in answer["detail"] and "nothing was stored" in answer["detail"]
+        assert response.headers["x-should-retry"] == "false"
+        assert "Retry-After" not in response.headers
+
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        for i in range(40):
+            await one(client, i)
+            await trio.sleep(0.05)
+    world.faults.enabled = False
+
+    async def stored(tr: Transaction) -> set[str]:
+        return {keys.BLOCKS.unpack(k)[0] for k, _ in await tr.get_prefix(keys.BLOCKS.key())}
+
+    return statuses, answered, await node.store.transact(stored)
+
+
+def test_dst_crud_on_a_filling_disk_is_200_and_stored_or_507_and_not_stored() -> None:
+    totals: Counter[int] = Counter()
+
+    def one(seed: int) -> None:
+        statuses, answered, stored = SimWorld(seed, FULL).run(blocks_on_a_filling_disk)
+        # Exactly: a full disk writes nothing, so no refused block may be there.
+        assert stored == answered
+        totals.update(statuses)
+
+    run_seeds(one, 10)
+    if len(seeds(10)) == 10:
+        assert totals[200] > 0 and totals[507] > 0, totals
