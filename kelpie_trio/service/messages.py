@@ -268,13 +268,17 @@ class MessageCases(RunCases):
         its limits): that nothing was stored, or what was. A turn whose input is stored
         is ended if the store still takes that, so it does not run later unasked; if
         not, the answer says it stays open and goes on once the store has room."""
+        told = str(refusal).split("; nothing was stored")[0]
         try:
             run = await self._find_wanted(wanted)
-        except StoreError:
-            run = None  # reads fail too: say what the store said, no more
+        except StoreError:  # reads fail too: we cannot know, and say so
+            return type(refusal)(
+                f"{told}. Whether your message was stored is not known (the store cannot be "
+                "read either); send it again with the same otid or Idempotency-Key once the "
+                "store is back: it runs once, or answers with the turn it started"
+            )
         if run is None or run.first_seq is None:
             return refusal  # nothing of this send was stored
-        told = str(refusal).split("; nothing was stored")[0]
 
         async def end(tr: Transaction) -> bool:
             current = await runs.load_run(tr, run.id)

@@ -22,7 +22,7 @@ from kelpie_trio.nursery.dispatcher import RuntimeConfig
 from kelpie_trio.sim import FaultConfig, FaultType, SimWorld
 from kelpie_trio.sim.llm import text
 from kelpie_trio.sim.seeds import run_seeds, seeds
-from kelpie_trio.storage import keys
+from kelpie_trio.storage import StorageUnavailable, keys
 from kelpie_trio.storage.base import Transaction
 from tests.dst.agent_harness import AgentCluster, history_of, new_agent, simulate_cluster
 
@@ -165,3 +165,26 @@ def test_dst_crud_on_a_filling_disk_is_200_and_stored_or_507_and_not_stored() ->
     run_seeds(one, 10)
     if len(seeds(10)) == 10:
         assert totals[200] > 0 and totals[507] > 0, totals
+
+
+def test_a_refusal_whose_outcome_cannot_be_read_says_it_is_not_known() -> None:
+    async def scenario(sim: AgentCluster) -> str:
+        service = sim.service()
+        agent = await new_agent(service)
+
+        async def unreadable(wanted: Any) -> None:
+            raise StorageUnavailable("reads fail too")
+
+        service._find_wanted = unreadable  # type: ignore[method-assign]
+        sim.world.faults.enabled = True
+        try:
+            await service.send_message(agent, body(0))
+        except InsufficientStorage as refused:
+            return str(refused)
+        raise AssertionError("not refused")
+
+    detail = simulate_cluster(
+        5, scenario, FaultConfig({FaultType.STORAGE_FULL: 1.0}), quiet_start=True
+    )
+    assert "storage is full" in detail and "is not known" in detail
+    assert "nothing was stored" not in detail
