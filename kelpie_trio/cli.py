@@ -13,6 +13,19 @@ import trio
 from kelpie_trio import __version__
 
 
+def _startup_error(error: BaseException) -> BaseException | None:
+    from kelpie_trio.config import StartupError
+
+    if isinstance(error, StartupError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _startup_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
 def _serve(args: argparse.Namespace) -> int:
     from kelpie_trio.config import ServerConfig
     from kelpie_trio.llm.config import CatalogConfig
@@ -33,7 +46,14 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"kelpie-trio: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    trio.run(run_node, config)
+    try:
+        trio.run(run_node, config)
+    except BaseException as error:  # re-raised unless it is a start-up problem
+        problem = _startup_error(error)
+        if problem is None:
+            raise
+        print(f"kelpie-trio: {problem}", file=sys.stderr)
+        return 2
     return 0
 
 

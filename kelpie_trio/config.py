@@ -9,9 +9,22 @@ from typing import Literal
 
 import attrs
 
-__all__ = ["ServerConfig"]
+__all__ = ["ServerConfig", "StartupError"]
 
 StoreKind = Literal["sqlite", "memory", "fdb"]
+
+
+class StartupError(Exception):
+    """The server cannot start as configured (a port in use, a data directory that is a
+    file, a store whose library is missing): `kelpie-trio serve` prints it as one line
+    and exits with status 2."""
+
+
+def _number(env: Mapping[str, str], name: str, kind: type[int] | type[float]) -> object:
+    try:
+        return kind(env[name])
+    except ValueError:
+        raise ValueError(f"{name}={env[name]!r} is not a number") from None
 
 
 def _default_data_dir() -> Path:
@@ -52,7 +65,7 @@ class ServerConfig:
         if "KELPIE_HOST" in env:
             values["host"] = env["KELPIE_HOST"]
         if "KELPIE_PORT" in env:
-            values["port"] = int(env["KELPIE_PORT"])
+            values["port"] = _number(env, "KELPIE_PORT", int)
         if "KELPIE_DATA_DIR" in env:
             values["data_dir"] = Path(env["KELPIE_DATA_DIR"]).expanduser()
         if "KELPIE_DB" in env:
@@ -69,13 +82,15 @@ class ServerConfig:
         if env.get("KELPIE_SERVER_PASSWORD"):
             values["password"] = env["KELPIE_SERVER_PASSWORD"]
         if "KELPIE_LEASE_TTL" in env:
-            values["lease_ttl"] = float(env["KELPIE_LEASE_TTL"])
+            values["lease_ttl"] = _number(env, "KELPIE_LEASE_TTL", float)
         if "KELPIE_IDLE_TIMEOUT" in env:
-            values["idle_timeout"] = float(env["KELPIE_IDLE_TIMEOUT"])
+            values["idle_timeout"] = _number(env, "KELPIE_IDLE_TIMEOUT", float)
         if env.get("KELPIE_SIM_LATENCY"):
-            values["sim_latency"] = float(env["KELPIE_SIM_LATENCY"])
+            values["sim_latency"] = _number(env, "KELPIE_SIM_LATENCY", float)
         values.update({k: v for k, v in overrides.items() if v is not None})
         config = cls(**values)  # type: ignore[arg-type]
         if config.store not in ("sqlite", "memory", "fdb"):
             raise ValueError(f"unknown store {config.store!r}: use sqlite, memory or fdb")
+        if not 0 <= config.port <= 65535:
+            raise ValueError(f"port {config.port} is not a TCP port (0 to 65535; 0 picks one)")
         return config

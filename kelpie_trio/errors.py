@@ -1,23 +1,27 @@
 """What a use case can refuse, independent of HTTP; the API maps each to its status.
 
 NotFound -> 404, Forbidden -> 403, Conflict -> 409, Invalid -> 422 (Letta's list of {loc, msg,
-type}), TooLarge -> 413. Raised before anything is written, so a refused
-request changes nothing.
+type}), TooLarge -> 413, InsufficientStorage -> 507. Raised before anything is written, so a
+refused request changes nothing (a 507 that comes after a write says what was written).
 """
 
 from __future__ import annotations
 
 import attrs
 
+from kelpie_trio.storage.errors import LimitExceeded, StorageFull, StoreError
+
 __all__ = [
     "Conflict",
     "Forbidden",
+    "InsufficientStorage",
     "Invalid",
     "InvalidField",
     "NotFound",
     "ServiceError",
     "TooLarge",
     "Unavailable",
+    "refused_by_store",
 ]
 
 
@@ -49,6 +53,12 @@ class TooLarge(ServiceError):
     status = 413
 
 
+class InsufficientStorage(ServiceError):
+    """The server's disk is full: nothing more can be stored until an operator makes room."""
+
+    status = 507
+
+
 class Unavailable(ServiceError):
     """The server cannot do this now (a part of it is missing or stopping); retry later."""
 
@@ -75,3 +85,19 @@ class Invalid(ServiceError):
 
     def detail(self) -> object:
         return [{"loc": f.loc, "msg": f.msg, "type": f.type} for f in self.fields]
+
+
+STORAGE_FULL = "the server's storage is full"
+
+
+def refused_by_store(error: StoreError) -> ServiceError | None:
+    """What to answer for a store error that no retry can cure, or None for the others.
+
+    The service layer checks sizes before it writes (service/limits.py), so a store's
+    own LimitExceeded here is a defence in depth: still the client's request, a 413.
+    """
+    if isinstance(error, StorageFull):
+        return InsufficientStorage(f"{STORAGE_FULL}; nothing was stored. ({error})")
+    if isinstance(error, LimitExceeded):
+        return TooLarge(f"the request is larger than the store can take at once: {error}")
+    return None

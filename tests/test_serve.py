@@ -75,3 +75,74 @@ def test_config_flags_override_environment_over_defaults() -> None:
     assert ServerConfig.from_env({"KELPIE_FDB_CLUSTER_FILE": "/etc/fdb.cluster"}).store == "fdb"
     with pytest.raises(ValueError, match="unknown store"):
         ServerConfig.from_env({"KELPIE_STORE": "postgres"})
+
+
+async def test_serve_says_once_that_it_serves_and_what_it_waits_for_when_stopping(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    process = await start_server(tmp_path, port)
+    try:
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.stderr is not None
+    rest = b""
+    while chunk := await process.stderr.receive_some():
+        rest += chunk
+    log = rest.decode()
+    assert "Running on" not in log  # hypercorn's own start-up line: ours says it once
+    assert "waiting up to 10 s for open requests" in log
+    assert "waiting up to 10 s for 0 active agent(s)" in log
+    assert log.rstrip().endswith("kelpie-trio stopped")
+
+
+def serve_refused(*args: str, env: dict[str, str] | None = None) -> tuple[int, list[str]]:
+    """Run `kelpie-trio serve` with `args`; its exit status and its stderr's lines."""
+    done = subprocess.run(
+        [sys.executable, "-m", "kelpie_trio.cli", "serve", *args],
+        capture_output=True,
+        timeout=60,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("KELPIE_")}, **(env or {})},
+    )
+    return done.returncode, done.stderr.decode().splitlines()
+
+
+def test_a_port_in_use_is_one_line_and_status_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status, lines = serve_refused("--port", str(port), "--data-dir", str(tmp_path))
+    assert status == 2
+    assert lines == [f"kelpie-trio: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+def test_a_port_out_of_range_is_one_line_and_status_2(tmp_path: Path) -> None:
+    status, lines = serve_refused("--port", "99999", "--data-dir", str(tmp_path))
+    assert (status, len(lines)) == (2, 1)
+    assert "port 99999" in lines[0] and "65535" in lines[0]
+    status, lines = serve_refused("--data-dir", str(tmp_path), env={"KELPIE_PORT": "eighty"})
+    assert (status, len(lines)) == (2, 1) and "KELPIE_PORT" in lines[0]
+
+
+def test_a_data_dir_that_is_a_file_is_one_line_and_status_2(tmp_path: Path) -> None:
+    a_file = tmp_path / "not-a-dir"
+    a_file.write_text("x")
+    status, lines = serve_refused("--port", "0", "--data-dir", str(a_file))
+    assert status == 2
+    assert lines == [f"kelpie-trio: --data-dir {a_file} is a file, not a directory"]
+
+
+def test_store_fdb_without_its_client_library_is_one_line_and_status_2(tmp_path: Path) -> None:
+    from kelpie_trio.storage.foundationdb import fdb_available
+
+    if fdb_available():
+        pytest.skip("libfdb_c is installed here: this is about a machine without it")
+    status, lines = serve_refused("--port", "0", "--store", "fdb", "--data-dir", str(tmp_path))
+    assert status == 2
+    assert len(lines) == 1 and "libfdb_c" in lines[0] and "Traceback" not in lines[0]

@@ -28,7 +28,7 @@ from kelpie_trio.api.runs import runs
 from kelpie_trio.api.spec import build_openapi
 from kelpie_trio.api.tools import tools
 from kelpie_trio.env import Env, RealEnv
-from kelpie_trio.errors import ServiceError
+from kelpie_trio.errors import ServiceError, refused_by_store
 from kelpie_trio.llm.catalog import ModelCatalog
 from kelpie_trio.nursery.dispatcher import Dispatcher
 from kelpie_trio.nursery.errors import ActorFailed, MailboxFull, RuntimeFailure
@@ -87,8 +87,8 @@ def create_app(
     @app.errorhandler(ServiceError)
     async def service_error(error: ServiceError) -> Response:
         response = _json({"detail": error.detail()}, error.status)
-        if error.status == 409:
-            # The SDK retries 409s by default; a conflict of ours does not go away.
+        if error.status in (409, 507):
+            # The SDK retries 409s and 5xx by default; these do not go away by retrying.
             response.headers["x-should-retry"] = "false"
         return response
 
@@ -111,6 +111,10 @@ def create_app(
 
     @app.errorhandler(StoreError)
     async def store_error(error: StoreError) -> Response:
+        refused = refused_by_store(error)
+        if refused is not None:  # the request's size, or a full disk: a retry cannot help
+            log.warning("store refused a request: %r", error)
+            return await service_error(refused)
         # The store gave up after its retries: nothing was written; the client may retry.
         log.warning("store unavailable: %r", error)
         response = _json({"detail": "storage is unavailable; retry shortly"}, 503)

@@ -5,11 +5,12 @@ the dispatcher's supervisor nursery. It loads the agent (`Actor.on_activate`),
 then takes messages from its bounded mailbox one at a time, in arrival order.
 A handler that raises is restarted from stored state with backoff, and the
 message is tried again; after `max_failures` tries the caller gets
-ActorFailed and the next message goes on. An idle actor deactivates; a closed
-mailbox (node shutdown) is drained first. Whatever ends the activation, the
-host leaves the dispatcher's table, fails what it could not deliver with a
-reroute (the dispatcher tries again, here or on another node) and releases
-its lease so another node can take over at once.
+ActorFailed and the next message goes on. A store refusal no retry can cure
+(a size over the store's limits, a full disk) goes to the caller at once.
+An idle actor deactivates; a closed mailbox (node shutdown) is drained first.
+Whatever ends the activation, the host leaves the dispatcher's table, fails
+what it could not deliver with a reroute (the dispatcher tries again, here or
+on another node) and releases its lease so another node can take over at once.
 
 What an agent *is* comes from the `Actor` the factory builds; the runtime
 knows only these three hooks.
@@ -27,7 +28,7 @@ import trio
 from kelpie_trio.nursery import lease as leases
 from kelpie_trio.nursery.errors import ActorFailed, LeaseLost, MailboxFull
 from kelpie_trio.storage.base import Transaction
-from kelpie_trio.storage.errors import StoreError
+from kelpie_trio.storage.errors import StoreError, refused_for_good
 
 if TYPE_CHECKING:
     from kelpie_trio.nursery.dispatcher import Dispatcher
@@ -254,6 +255,12 @@ class ActorHost:
                 return None
             except Exception as error:
                 self.dispatcher.observer.restarted(self.dispatcher.node_id, self.agent_id)
+                if refused_for_good(error):
+                    # Too large for the store, or a full disk: the same message would fail
+                    # the same way. Its caller hears why at once; the actor goes on afresh.
+                    log.warning("actor %s: the store refused: %r", self.agent_id, error)
+                    envelope.fail(error)
+                    return await self._restart()
                 if attempt == config.max_failures:
                     envelope.fail(ActorFailed(self.agent_id, attempt, repr(error)))
                     return actor

@@ -37,7 +37,7 @@ from kelpie_trio.nursery.observer import RuntimeObserver
 from kelpie_trio.nursery.transport import Transport, TransportError
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Store, Transaction
-from kelpie_trio.storage.errors import StoreError
+from kelpie_trio.storage.errors import StoreError, refused_for_good
 
 __all__ = ["Dispatcher", "NodeInfo", "RuntimeConfig"]
 
@@ -172,6 +172,8 @@ class Dispatcher:
                 try:
                     located = await self._activate(agent_id)
                 except (StoreError, LeaseLost, RuntimeFailure) as error:
+                    if refused_for_good(error):
+                        raise  # a full disk: routing again cannot help
                     last = error
                     await self._route_backoff(attempt)
                     continue
@@ -187,6 +189,8 @@ class Dispatcher:
                         NodeShuttingDown,  # the owner is stopping: its lease is about to free
                         StoreError,
                     ) as error:
+                        if refused_for_good(error):
+                            raise
                         last = error
                         await self._route_backoff(attempt)
                         continue

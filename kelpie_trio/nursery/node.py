@@ -19,16 +19,18 @@ from __future__ import annotations
 import functools
 import logging
 import signal
+from pathlib import Path
 from typing import Any
 
 import hypercorn.config
 import hypercorn.trio
 import trio
 
+from kelpie_trio import __version__
 from kelpie_trio.agent.actor import AgentActor
 from kelpie_trio.agent.llms import llm_factory
 from kelpie_trio.api.app import create_app
-from kelpie_trio.config import ServerConfig
+from kelpie_trio.config import ServerConfig, StartupError
 from kelpie_trio.env import Env, RealEnv
 from kelpie_trio.llm.catalog import ModelCatalog
 from kelpie_trio.llm.config import CatalogConfig
@@ -39,7 +41,7 @@ from kelpie_trio.nursery.metrics import RuntimeMetrics
 from kelpie_trio.nursery.transport import HttpTransport
 from kelpie_trio.search.open import open_search
 from kelpie_trio.service import AgentService
-from kelpie_trio.storage import MemoryStore, Store
+from kelpie_trio.storage import MemoryStore, Store, StoreError
 from kelpie_trio.tools.sandbox import ToolSandbox
 
 __all__ = ["open_store", "run_node"]
@@ -51,13 +53,27 @@ def open_store(config: ServerConfig, env: Env) -> Store:
     if config.store == "memory":
         return MemoryStore(env)
     if config.store == "fdb":
-        from kelpie_trio.storage.foundationdb import FdbStore
+        from kelpie_trio.storage.foundationdb import FdbStore, fdb_available
 
+        if not fdb_available():
+            raise StartupError(
+                "--store fdb needs FoundationDB's client library (libfdb_c), which is not "
+                "installed here; install the FoundationDB client, or use --store sqlite"
+            )
         return FdbStore(config.fdb_cluster_file, env)
     from kelpie_trio.storage.sqlite import SqliteStore
 
-    config.db_path.parent.mkdir(parents=True, exist_ok=True)
+    _make_directory(config.db_path.parent, "--data-dir" if config.db is None else "--db's folder")
     return SqliteStore(config.db_path, env)
+
+
+def _make_directory(path: Path, what: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise StartupError(f"{what} {path} is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StartupError(f"cannot create {what} {path}: {error.strerror or error}") from None
 
 
 def _hypercorn_config(config: ServerConfig) -> hypercorn.config.Config:
@@ -65,7 +81,36 @@ def _hypercorn_config(config: ServerConfig) -> hypercorn.config.Config:
     hc.bind = [f"{config.host}:{config.port}"]
     hc.graceful_timeout = config.graceful_timeout
     hc.accesslog = None  # one structured line per request comes with the API issue
+    # Hypercorn's messages go through our logging, and its own "Running on" line is left
+    # out: the node says it is serving once, with what it serves from.
+    error_log = logging.getLogger("hypercorn.error")
+    error_log.setLevel(logging.WARNING)
+    hc.errorlog = error_log
     return hc
+
+
+def _first(error: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first exception of `kinds` in `error`, looking inside exception groups."""
+    if isinstance(error, kinds):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _first(inner, kinds)
+            if found is not None:
+                return found
+    return None
+
+
+async def _start(nursery: trio.Nursery, what: str, fn: Any) -> Any:
+    """`nursery.start(fn)`, with a failure to start told as a StartupError saying what."""
+    try:
+        return await nursery.start(fn)
+    except (OSError, OverflowError, StoreError, BaseExceptionGroup) as error:
+        cause = _first(error, (StartupError, OSError, OverflowError, StoreError))
+        if cause is None or isinstance(cause, StartupError):
+            raise
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else cause
+        raise StartupError(f"cannot {what}: {reason}") from None
 
 
 async def run_node(
@@ -140,9 +185,10 @@ async def run_node(
     serve = functools.partial(
         hypercorn.trio.serve, app, _hypercorn_config(config), shutdown_trigger=shutdown.wait
     )
+    grace = config.graceful_timeout
     try:
         async with trio.open_nursery() as root:
-            await root.start(store.run)
+            await _start(root, f"open the {_describe_store(config)}", store.run)
             await root.start(service.search_layer.run)  # the indexer drains the search outbox
             await root.start(dispatcher.run)
             service.background = root  # turns that outlive their request
@@ -161,19 +207,54 @@ async def run_node(
             # The HTTP server gets a nursery of its own: it returns once `shutdown`
             # is set and in-flight requests are done (hypercorn's graceful_timeout).
             async with trio.open_nursery() as http:
-                binds = await http.start(serve)
+                binds = await _start(http, f"listen on {config.host}:{config.port}", serve)
                 if config.advertise_url is None:
                     dispatcher.address = binds[0]  # the port, if it was 0, is known now
                     await store.transact(dispatcher.heartbeat)
-                log.info("kelpie-trio serving on %s (store: %s)", binds, config.store)
+                log.info(
+                    "kelpie-trio %s serving on %s (%s)",
+                    __version__,
+                    ", ".join(binds),
+                    _describe_store(config),
+                )
                 root.start_soon(service.keep_runs_going, config.lease_ttl)
+                root.start_soon(_say_when_stopping, shutdown, grace)
                 task_status.started(dispatcher)
-            await dispatcher.shutdown(config.graceful_timeout)
+            agents = len(dispatcher.active_agents)
+            log.info(
+                "HTTP stopped; waiting up to %g s for %d active agent(s) to finish their "
+                "queued messages, then releasing their leases",
+                grace,
+                agents,
+            )
+            started = trio.current_time()
+            await dispatcher.shutdown(grace)
+            left = len(dispatcher.active_agents)
+            if left:
+                log.warning("grace period over: %d agent(s) cancelled mid-turn", left)
+            log.info("agents stopped in %.1f s; closing the store", trio.current_time() - started)
             root.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await transport.aclose()
             await store.aclose()
+    log.info("kelpie-trio stopped")
+
+
+def _describe_store(config: ServerConfig) -> str:
+    if config.store == "sqlite":
+        return f"sqlite store {config.db_path}"
+    if config.store == "fdb":
+        return f"fdb store {config.fdb_cluster_file or '(default cluster file)'}"
+    return "memory store (nothing is kept after exit)"
+
+
+async def _say_when_stopping(shutdown: trio.Event, grace: float) -> None:
+    await shutdown.wait()
+    log.info(
+        "shutting down: no new connections; waiting up to %g s for open requests and streams",
+        grace,
+    )
 
 
 async def _shutdown_on_signal(shutdown: trio.Event) -> None:

@@ -23,6 +23,14 @@ from kelpie_trio.nursery.errors import (
     NotOwner,
     RuntimeFailure,
 )
+from kelpie_trio.storage.errors import (
+    KeyTooLarge,
+    StorageFull,
+    StoreError,
+    TransactionTooLarge,
+    ValueTooLarge,
+    refused_for_good,
+)
 
 if TYPE_CHECKING:
     from kelpie_trio.nursery.dispatcher import Dispatcher
@@ -53,10 +61,21 @@ async def serve_forwarded(dispatcher: Dispatcher, request: dict[str, Any]) -> di
         reply = await dispatcher.invoke(request["agent_id"], request["message"], forwarded=True)
     except RuntimeFailure as error:
         return encode_error(error)
+    except StoreError as error:
+        if not refused_for_good(error):
+            raise
+        return encode_error(error)
     return encode_outcome(reply)
 
 
-def encode_error(error: RuntimeFailure) -> dict[str, Any]:
+# Store refusals that cross the wire as themselves: the caller's node answers them as
+# the owner's would (413, 507), rather than as an unreachable agent.
+_REFUSALS: dict[str, type[StoreError]] = {
+    cls.__name__: cls for cls in (KeyTooLarge, ValueTooLarge, TransactionTooLarge, StorageFull)
+}
+
+
+def encode_error(error: RuntimeFailure | StoreError) -> dict[str, Any]:
     wire: dict[str, Any] = {"ok": False, "kind": type(error).__name__, "message": str(error)}
     if isinstance(error, MailboxFull):
         wire |= {"agent_id": error.agent_id, "retry_after": error.retry_after}
@@ -82,6 +101,8 @@ def decode_outcome(wire: dict[str, Any]) -> Any:
         raise NotOwner(message)
     if kind == "NodeShuttingDown":
         raise NodeShuttingDown(message)
+    if kind in _REFUSALS:
+        raise _REFUSALS[kind](message)
     # AgentUnavailable, or anything this version does not know: worth a retry.
     raise AgentUnavailable(message)
 

@@ -48,6 +48,7 @@ from kelpie_trio.models.blocks import Block
 from kelpie_trio.models.tools import CreateTool, Tool
 from kelpie_trio.service.agents import AGENT_INDEX, AgentCases
 from kelpie_trio.service.common import micros
+from kelpie_trio.service.tools import ToolsNotFound
 from kelpie_trio.storage import TransactionTooLarge
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.tools.base import BASE_TOOLS_BY_ID, BASE_TOOLS_BY_NAME
@@ -143,13 +144,16 @@ class AgentFileCases(AgentCases):
                     self._write_block(tr, block, new=True)
                 entry = plan.entry
                 with _located(plan.at):
-                    tools = await self._agent_tools(
-                        tr,
-                        names=entry.tools or [],
-                        # (tools of a kind not run here were left out of the import)
-                        tool_ids=[tool_ids[t] for t in entry.tool_ids or [] if t in tool_ids],
-                        base=plan.base,
-                    )
+                    try:
+                        tools = await self._agent_tools(
+                            tr,
+                            names=entry.tools or [],
+                            # (tools of a kind not run here were left out of the import)
+                            tool_ids=[tool_ids[t] for t in entry.tool_ids or [] if t in tool_ids],
+                            base=plan.base,
+                        )
+                    except ToolsNotFound as missing:
+                        raise missing.at(entry.tools or []) from None
                 held = [blocks[b].id for b in dict.fromkeys(entry.block_ids or [])]
                 agent = attrs.evolve(
                     plan.agent,

@@ -24,6 +24,7 @@ from kelpie_trio.models.blocks import Block, CreateBlock
 from kelpie_trio.search import outbox
 from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX, BlockCases
 from kelpie_trio.service.common import Page, micros, page_records, read_record, window
+from kelpie_trio.service.limits import check_key_parts, check_record
 from kelpie_trio.service.passages import clear_agent_passages
 from kelpie_trio.service.tools import ToolCases
 from kelpie_trio.storage import keys
@@ -136,7 +137,7 @@ class AgentCases(BlockCases, ToolCases):
 
     @staticmethod
     def _write_agent(tr: Transaction, agent: Agent) -> None:
-        set_blob(tr, keys.AGENTS.pack((agent.id,)), convert.encode_record(agent))
+        set_blob(tr, keys.AGENTS.pack((agent.id,)), check_record(agent, "agent"))
 
     async def _agent(self, tr: Transaction, agent_id: str) -> Agent:
         agent = await read_record(tr, keys.AGENTS.pack((agent_id,)), Agent)
@@ -173,6 +174,7 @@ class AgentCases(BlockCases, ToolCases):
 
     async def create_agent(self, body: Any) -> AgentView:
         create = convert.structure_api(body, CreateAgent)
+        check_key_parts(["body", "tags"], create.tags, "a tag")
         if create.agent_type not in AGENT_TYPES:
             raise Invalid.field(["body", "agent_type"], f"unknown agent type {create.agent_type!r}")
         self._check_rules(create.tool_rules)
@@ -264,6 +266,9 @@ class AgentCases(BlockCases, ToolCases):
             raise Invalid.field(["body"], "expected a JSON object", "model_type")
         changes = {k: v for k, v in body.items() if k in UPDATABLE_AGENT_FIELDS}
         self._check_rules(changes.get("tool_rules"))
+        if isinstance(changes.get("tags"), list):  # a wrong type is the converter's to name
+            tags = changes["tags"]
+            check_key_parts(["body", "tags"], [t for t in tags if isinstance(t, str)], "a tag")
         model_change = None
         if any(body.get(k) is not None for k in ("model", "embedding", "llm_config")):
             model_change = self._resolve_model(convert.structure_api(

@@ -10,6 +10,7 @@ from kelpie_trio.errors import Invalid, NotFound
 from kelpie_trio.models import convert
 from kelpie_trio.models.blocks import UPDATABLE_BLOCK_FIELDS, Block, CreateBlock
 from kelpie_trio.service.common import Page, ServiceBase, micros, page_records, read_record
+from kelpie_trio.service.limits import MAX_BLOCK_CHARS, check_record
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import set_blob
@@ -23,8 +24,11 @@ BLOCK_AGENTS = keys.ROOT["index"]["block_agents"]  # (block_id, agent_id) -> b""
 class BlockCases(ServiceBase):
     @staticmethod
     def _check_block(block: Block, where: str = "body") -> None:
-        if block.limit <= 0:
-            raise Invalid.field([where, "limit"], "limit must be a positive number of characters")
+        if not 0 < block.limit <= MAX_BLOCK_CHARS:
+            raise Invalid.field(
+                [where, "limit"],
+                f"limit must be a number of characters from 1 to {MAX_BLOCK_CHARS:,}",
+            )
         if len(block.value) > block.limit:
             raise Invalid.field(
                 [where, "value"],
@@ -42,7 +46,7 @@ class BlockCases(ServiceBase):
 
     @staticmethod
     def _write_block(tr: Transaction, block: Block, *, new: bool) -> None:
-        set_blob(tr, keys.BLOCKS.pack((block.id,)), convert.encode_record(block))
+        set_blob(tr, keys.BLOCKS.pack((block.id,)), check_record(block, "block"))
         if new:
             tr.set(BLOCK_INDEX.pack((micros(block.created_at), block.id)), b"")
 

@@ -13,14 +13,23 @@ import trio
 
 from kelpie_trio.agent import runs
 from kelpie_trio.agent.events import RunEvents
-from kelpie_trio.agent.history import decode_messages, read_history
+from kelpie_trio.agent.history import read_history
 from kelpie_trio.agent.messages import iso, to_letta_messages
 from kelpie_trio.agent.runs import Run, RunInput, SessionCheckpoint
-from kelpie_trio.errors import Conflict, Invalid, NotFound, ServiceError, Unavailable
+from kelpie_trio.errors import (
+    Conflict,
+    Invalid,
+    NotFound,
+    ServiceError,
+    Unavailable,
+    refused_by_store,
+)
 from kelpie_trio.models import convert
 from kelpie_trio.nursery.errors import ActorFailed, RuntimeFailure
-from kelpie_trio.service.common import MAX_PAGE, Page, ServiceBase, window
-from kelpie_trio.storage import StoreError, keys
+from kelpie_trio.service.common import MAX_PAGE, Page, window
+from kelpie_trio.service.limits import check_key_part, check_send
+from kelpie_trio.service.runs import RunCases
+from kelpie_trio.storage import StoreError
 from kelpie_trio.storage.base import Transaction
 
 if TYPE_CHECKING:
@@ -91,7 +100,7 @@ class _Outcome:
     error: BaseException | None = None
 
 
-class MessageCases(ServiceBase):
+class MessageCases(RunCases):
     dispatcher: Dispatcher | None = None
     # Where turns that outlive their request run (streams, async runs, resumed runs):
     # the node's nursery, set when the node serves.
@@ -107,13 +116,20 @@ class MessageCases(ServiceBase):
     def _parse_send(self, body: Any) -> tuple[SendRequest, list[RunInput]]:
         request = convert.structure_api(body, SendRequest)
         inputs: list[RunInput] = []
+        texts: list[tuple[list[str | int], str]] = []
         for i, message in enumerate(request.messages or []):
             if message.role != "user":
                 raise Invalid.field(["body", "messages", i, "role"], "only user messages")
-            text = _text(message.content, ["body", "messages", i, "content"])
+            where: list[str | int] = ["body", "messages", i, "content"]
+            text = _text(message.content, where)
+            if message.otid is not None:  # it keys the send's idempotency
+                check_key_part(["body", "messages", i, "otid"], message.otid, "an otid")
+            texts.append((where, text))
             inputs.append(RunInput(text=text, otid=message.otid))
         if request.input is not None:
-            inputs.append(RunInput(text=_text(request.input, ["body", "input"])))
+            texts.append((["body", "input"], _text(request.input, ["body", "input"])))
+            inputs.append(RunInput(text=texts[-1][1]))
+        check_send(texts)
         if not inputs:
             raise Invalid.field(["body", "messages"], "give at least one message (or input)")
         if not 1 <= request.max_steps <= 1000:
@@ -218,6 +234,11 @@ class MessageCases(ServiceBase):
         except ActorFailed as failed:
             await self._fail_run_by_key(wanted, failed)
             raise
+        except StoreError as error:
+            refusal = refused_by_store(error)
+            if refusal is None:
+                raise
+            raise await self._refused_turn(wanted, refusal) from error
         if "conflict" in reply:
             raise Conflict(reply["conflict"])
         if "gone" in reply:
@@ -226,16 +247,61 @@ class MessageCases(ServiceBase):
             return await self._drive(await self.get_run_record(reply["run_id"]))
         return reply
 
-    async def _fail_run_by_key(self, wanted: Run, failed: ActorFailed) -> None:
+    async def _find_wanted(self, wanted: Run) -> Run | None:
+        """The stored run of a send: by its id, or the one its idempotency key started."""
+
         async def find(tr: Transaction) -> Run | None:
             found = await runs.load_run(tr, wanted.id)
             if found is None and wanted.idempotency_key is not None:
                 found = await runs.find_by_key(tr, wanted.agent_id, wanted.idempotency_key)
             return found
 
-        run = await self.store.transact(find)
+        return await self.store.transact(find)
+
+    async def _fail_run_by_key(self, wanted: Run, failed: ActorFailed) -> None:
+        run = await self._find_wanted(wanted)
         if run is not None:
             await self._fail_run(run.id, failed)
+
+    async def _refused_turn(self, wanted: Run, refusal: ServiceError) -> ServiceError:
+        """What to answer when the store refused part of a turn (a full disk, a size over
+        its limits): that nothing was stored, or what was. A turn whose input is stored
+        is ended if the store still takes that, so it does not run later unasked; if
+        not, the answer says it stays open and goes on once the store has room."""
+        told = str(refusal).split("; nothing was stored")[0]
+        try:
+            run = await self._find_wanted(wanted)
+        except StoreError:  # reads fail too: we cannot know, and say so
+            return type(refusal)(
+                f"{told}. Whether your message was stored is not known (the store cannot be "
+                "read either); send it again with the same otid or Idempotency-Key once the "
+                "store is back: it runs once, or answers with the turn it started"
+            )
+        if run is None or run.first_seq is None:
+            return refusal  # nothing of this send was stored
+
+        async def end(tr: Transaction) -> bool:
+            current = await runs.load_run(tr, run.id)
+            if current is None or current.finished:
+                return False
+            current.error = told
+            runs.finish_run(tr, current, "error", self.env.now())
+            return True
+
+        try:
+            ended = await self.store.transact(end, max_attempts=3)
+        except StoreError as error:
+            log.warning("could not end run %s after a refusal: %r", run.id, error)
+            what = (
+                "it stays open and goes on when the store has room again "
+                f"(GET /v1/runs/{run.id} shows it)"
+            )
+        else:
+            what = "it ended with stop reason 'error'" if ended else "it had ended already"
+        return type(refusal)(
+            f"{told}. Your message was stored (run {run.id}) but the agent could not finish "
+            f"its turn: {what}"
+        )
 
     async def send_async(
         self, agent_id: str, body: Any, *, idempotency_key: str | None = None
@@ -343,82 +409,7 @@ class MessageCases(ServiceBase):
         yield reply["stop_reason"]
         yield reply["usage"]
 
-    # -- runs --------------------------------------------------------------------
-
-    async def get_run_record(self, run_id: str) -> Run:
-        async def get(tr: Transaction) -> Run | None:
-            return await runs.load_run(tr, run_id)
-
-        run = await self.store.transact(get)
-        if run is None:
-            raise NotFound("Run", run_id)
-        return run
-
-    async def get_run(self, run_id: str) -> dict[str, Any]:
-        return runs.render_run(await self.get_run_record(run_id))
-
-    async def list_runs(
-        self,
-        page: Page,
-        *,
-        agent_id: str | None = None,
-        statuses: list[str] | None = None,
-        active: bool = False,
-    ) -> list[dict[str, Any]]:
-        async def read(tr: Transaction) -> list[Run]:
-            if agent_id is not None:
-                ids = await runs.agent_run_ids(tr, agent_id)
-            else:
-                ids = await runs.all_run_ids(tr)
-            found = [await runs.load_run(tr, i) for i in ids]
-            return [r for r in found if r is not None]
-
-        listed = await self.store.transact(read)
-        if statuses:
-            listed = [r for r in listed if r.status in statuses]
-        if active:
-            listed = [r for r in listed if not r.finished]
-        ids = window([r.id for r in listed], page)
-        by_id = {r.id: r for r in listed}
-        return [runs.render_run(by_id[i]) for i in ids]
-
-    async def run_messages(self, run_id: str, page: Page) -> list[dict[str, Any]]:
-        run = await self.get_run_record(run_id)
-
-        async def read(tr: Transaction) -> list[Any]:
-            if run.first_seq is None:
-                return []
-            begin = keys.MESSAGES.pack((run.agent_id, run.first_seq))
-            end = keys.prefix_range(keys.MESSAGES.pack((run.agent_id,)))[1]
-            return [m for m in decode_messages(await tr.get_range(begin, end))
-                    if m.run_id == run.id]  # fmt: skip
-
-        stored = await self.store.transact(read)
-        ids = window([m.id for m in stored], page)
-        by_id = {m.id: m for m in stored}
-        return [
-            shown
-            for i in ids
-            for shown in to_letta_messages(
-                by_id[i], use_assistant_message=run.use_assistant_message
-            )
-        ]
-
-    async def run_usage(self, run_id: str) -> dict[str, Any]:
-        usage = (await self.get_run_record(run_id)).usage()
-        usage.pop("message_type")
-        return usage
-
-    async def delete_run(self, run_id: str) -> None:
-        async def delete(tr: Transaction) -> None:
-            run = await runs.load_run(tr, run_id)
-            if run is None:
-                raise NotFound("Run", run_id)
-            if not run.finished:
-                raise Conflict(f"run {run_id} is still running; cancel it first")
-            runs.delete_run(tr, run)
-
-        await self.store.transact(delete)
+    # -- runs (reading them: service/runs.py) -----------------------------------
 
     async def cancel_runs(self, agent_id: str, body: Any) -> dict[str, Any]:
         """Cancel the agent's unfinished runs (all, or those named): a flag on each run,

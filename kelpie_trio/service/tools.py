@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from kelpie_trio.errors import Conflict, Forbidden, Invalid, NotFound
+from kelpie_trio.errors import Conflict, Forbidden, Invalid, InvalidField, NotFound, ServiceError
 from kelpie_trio.models import convert
 from kelpie_trio.models.agents import Agent
 from kelpie_trio.models.tools import (
@@ -30,6 +30,7 @@ from kelpie_trio.models.tools import (
     Tool,
 )
 from kelpie_trio.service.common import MAX_PAGE, Page, ServiceBase, micros, page_ids, read_record
+from kelpie_trio.service.limits import check_key_part, check_record, fits_a_key
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import clear_blob, set_blob
@@ -44,6 +45,7 @@ __all__ = [
     "BaseToolProtected",
     "ToolCases",
     "ToolFilter",
+    "ToolsNotFound",
 ]
 
 TOOLS = keys.ROOT["tools"]  # (tool_id,) -> custom tool record
@@ -52,6 +54,35 @@ TOOL_NAMES = keys.ROOT["index"]["tool_names"]  # (name,) -> tool_id
 TOOL_AGENTS = keys.ROOT["index"]["tool_agents"]  # (tool_id, agent_id) -> b""
 
 _BASE_POSITION = {t.id: i for i, t in enumerate(BASE_TOOLS)}
+
+
+class ToolsNotFound(ServiceError):
+    """An agent asked for tools that do not exist. Letta answers this with 400 and a
+    detail that starts "Tools not found by name" (or "by id"); clients such as Letta's
+    own CLI match on those words to add the missing base tools, or retry without them."""
+
+    status = 400
+
+    def __init__(self, by: str, missing: list[str]) -> None:
+        listed = ", ".join(repr(m) for m in missing)
+        super().__init__(
+            f"Tools not found by {by}: {listed}. Create them first (POST /v1/tools/), "
+            "or leave them out"
+        )
+        self.by = by
+        self.missing = missing
+
+    def at(self, given: list[str], where: str = "tools") -> Invalid:
+        """The same refusal as a 422 naming where each missing tool was given (an agent
+        file's entries are located this way)."""
+        return Invalid(
+            [
+                InvalidField(["body", where, given.index(m)], f"no tool named '{m}' here")
+                for m in self.missing
+                if m in given
+            ]
+            or [InvalidField(["body", where], str(self))]
+        )
 
 
 class BaseToolProtected(Forbidden):
@@ -155,6 +186,8 @@ def _schema(
 
 
 def _check_tool(tool: Tool) -> None:
+    # The name is a key of the name index: a function name past the key budget is refused.
+    check_key_part(["body", "name"], tool.name, "the tool's name")
     if not 1 <= tool.return_char_limit <= MAX_RETURN_CHAR_LIMIT:
         raise Invalid.field(
             ["body", "return_char_limit"],
@@ -204,12 +237,14 @@ class ToolCases(ServiceBase):
         """The id of the tool called `name`, base or custom."""
         if name in BASE_TOOLS_BY_NAME:
             return BASE_TOOLS_BY_NAME[name].id
+        if not fits_a_key(name):
+            return None  # no tool can have it: names are checked when tools are made
         raw = await tr.get(TOOL_NAMES.pack((name,)))
         return None if raw is None else raw.decode()
 
     @staticmethod
     def _write_tool(tr: Transaction, tool: Tool, old: Tool | None = None) -> None:
-        set_blob(tr, TOOLS.pack((tool.id,)), convert.encode_record(tool))
+        set_blob(tr, TOOLS.pack((tool.id,)), check_record(tool, "tool"))
         if old is None:
             tr.set(TOOL_INDEX.pack((micros(tool.created_at), tool.id)), b"")
         elif old.name != tool.name:
@@ -393,16 +428,24 @@ class ToolCases(ServiceBase):
     ) -> list[Tool]:
         """A new agent's tools: the base ones, then those named, then those by id."""
         ids = [BASE_TOOLS_BY_NAME[n].id for n in base]
-        for i, name in enumerate(names):
+        missing = []
+        for name in dict.fromkeys(names):
             found = await self._named(tr, name)
             if found is None:
-                raise Invalid.field(
-                    ["body", "tools", i],
-                    f"no tool named '{name}'; create it first (POST /v1/tools/)",
-                )
-            ids.append(found)
-        ids += tool_ids
-        return [await self._tool(tr, t) for t in dict.fromkeys(ids)]
+                missing.append(name)
+            else:
+                ids.append(found)
+        if missing:
+            raise ToolsNotFound("name", missing)
+        tools = []
+        for tool_id in dict.fromkeys(ids + tool_ids):
+            try:
+                tools.append(await self._tool(tr, tool_id))
+            except NotFound:
+                missing.append(tool_id)
+        if missing:
+            raise ToolsNotFound("id", missing)
+        return tools
 
     @staticmethod
     def _link_tools(tr: Transaction, agent: Agent, old: Agent | None = None) -> None:

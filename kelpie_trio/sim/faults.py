@@ -26,6 +26,7 @@ class FaultType(enum.Enum):
     STORAGE_LATENCY = "StorageLatency"
     TRANSACTION_CONFLICT = "TransactionConflict"
     COMMIT_UNKNOWN_RESULT = "CommitUnknownResult"
+    STORAGE_FULL = "StorageFull"  # the disk is full: a commit is refused, nothing written
     # node crashes, at a store call
     CRASH_BEFORE_WRITE = "CrashBeforeWrite"
     CRASH_AFTER_WRITE = "CrashAfterWrite"
@@ -125,6 +126,9 @@ PRESETS: dict[str, FaultConfig] = {
     "crash": FaultConfig(_uniform(CRASH_FAULTS, 0.01)),
     # The storage storm of tests/dst: every storage fault often, crashes now and then.
     "storm": FaultConfig({**_uniform(STORAGE_FAULTS, 0.08), **_uniform(CRASH_FAULTS, 0.01)}),
+    # A disk that fills up now and then: not in STORAGE_FAULTS, whose presets it would
+    # change (a full disk is refused at once, not retried like the transient faults).
+    "full": FaultConfig({FaultType.STORAGE_FULL: 0.1}),
     "network": FaultConfig(_uniform(NETWORK_FAULTS, 0.05)),
     "llm": FaultConfig(_uniform(LLM_FAULTS, 0.1)),
     "chaos": FaultConfig(

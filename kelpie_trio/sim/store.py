@@ -4,7 +4,8 @@ Every node of a `SimWorld` has its own `SimStore` handle on the world's shared
 engine. Each store call is a place where the fault table may fire:
 
 - reads: StorageLatency, StorageReadFail, CrashDuringTransaction;
-- commits: StorageLatency, StorageWriteFail, TransactionConflict,
+- commits: StorageLatency, StorageWriteFail, StorageFull (the disk stays full for a
+  while, every node's commits fail), TransactionConflict,
   CrashBeforeWrite, CrashDuringTransaction (the commit lands or not, never
   half), CommitUnknownResult (the commit lands now, never, or later, after the
   caller has already retried), CrashAfterWrite.
@@ -28,6 +29,7 @@ from kelpie_trio.storage.errors import (
     CommitUnknownResult,
     NodeFenced,
     NotCommitted,
+    StorageFull,
     StorageUnavailable,
     StoreError,
 )
@@ -106,6 +108,8 @@ class SimStore(MemoryStore):
             raise self._crash(FaultType.CRASH_BEFORE_WRITE)
         if self._fires(FaultType.STORAGE_WRITE_FAIL, "commit"):
             raise StorageUnavailable("injected write failure; nothing was written")
+        if self._disk_full():
+            raise StorageFull("injected: the disk is full; nothing was written")
         if self._fires(FaultType.TRANSACTION_CONFLICT, "commit"):
             raise NotCommitted("injected conflict")
         if self._fires(FaultType.CRASH_DURING_TRANSACTION, "commit"):
@@ -119,6 +123,20 @@ class SimStore(MemoryStore):
         self._apply(request, "commit")
         if self._fires(FaultType.CRASH_AFTER_WRITE, "commit"):
             raise self._crash(FaultType.CRASH_AFTER_WRITE)
+
+    def _disk_full(self) -> bool:
+        """A full disk is a state, not a blip: once StorageFull fires, every commit fails
+        until someone has made room (a while later, in virtual time)."""
+        world = self.world
+        if not world.faults.enabled:
+            return False
+        now = trio.current_time()
+        if now < world.disk_full_until:
+            return True
+        if self._fires(FaultType.STORAGE_FULL, "commit"):
+            world.disk_full_until = now + world.faults.uniform(0.2, 2.0)
+            return True
+        return False
 
     def _apply(self, request: CommitRequest, how: str) -> None:
         version = self.world.engine.commit(request, self.env.monotonic())

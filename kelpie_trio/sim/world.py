@@ -123,6 +123,8 @@ class SimWorld:
         self.env = SimEnv(self.rng("world"))
         self.trace = Trace(record_steps=record_steps)
         self.engine = MemoryEngine()
+        # Virtual time until which the store's disk is full (the StorageFull fault).
+        self.disk_full_until = -1.0
         self.time_limit = time_limit
         self._incarnations: dict[str, int] = {}
         self.system_nursery: trio.Nursery | None = None

@@ -17,12 +17,14 @@ from kelpie_trio.storage.errors import (
     NodeFenced,
     NotCommitted,
     RetryLimitReached,
+    StorageFull,
     StorageUnavailable,
     StoreClosed,
     StoreError,
     TransactionTooLarge,
     TransactionTooOld,
     ValueTooLarge,
+    refused_for_good,
 )
 from kelpie_trio.storage.memory import MemoryStore
 
@@ -34,6 +36,7 @@ __all__ = [
     "NodeFenced",
     "NotCommitted",
     "RetryLimitReached",
+    "StorageFull",
     "StorageUnavailable",
     "Store",
     "StoreClosed",
@@ -43,4 +46,5 @@ __all__ = [
     "TransactionTooOld",
     "ValueTooLarge",
     "decode_counter",
+    "refused_for_good",
 ]

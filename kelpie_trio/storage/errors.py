@@ -14,12 +14,14 @@ __all__ = [
     "NodeFenced",
     "NotCommitted",
     "RetryLimitReached",
+    "StorageFull",
     "StorageUnavailable",
     "StoreClosed",
     "StoreError",
     "TransactionTooLarge",
     "TransactionTooOld",
     "ValueTooLarge",
+    "refused_for_good",
 ]
 
 
@@ -61,6 +63,16 @@ class StorageUnavailable(StoreError):
     retryable = True
 
 
+class StorageFull(StoreError):
+    """The storage has no room left for this write; nothing was written.
+
+    Not retried: space comes back only when someone makes room, so retrying
+    only delays an answer that will be the same.
+    """
+
+    code = 4104  # ours: FDB reports no such error (a full cluster throttles instead)
+
+
 class LimitExceeded(StoreError, ValueError):
     """A key, value or transaction exceeds FoundationDB's limits."""
 
@@ -99,3 +111,10 @@ class RetryLimitReached(StoreError):
     """The transaction kept failing with retryable errors; the last one is the cause."""
 
     code = 4102
+
+
+def refused_for_good(error: BaseException) -> bool:
+    """Whether trying the same work again cannot help: a size over FoundationDB's limits
+    (the request's own fault) or a full disk. Such an error is answered at once, not
+    retried by `Store.transact` nor by an actor's restarts."""
+    return isinstance(error, LimitExceeded | StorageFull)

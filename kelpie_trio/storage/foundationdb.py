@@ -112,6 +112,14 @@ def _predicate(api: Any, name: str, code: int) -> bool:
     return bool(getattr(api.predicates, name)(api.FDBError(code)))
 
 
+# FoundationDB never tells a client that a disk is full: a cluster whose storage
+# servers or logs run out of space is throttled by its ratekeeper (new read versions
+# wait) until someone makes room, and every transaction just waits. The transaction
+# timeout (FdbStore.transaction_timeout, set on the database) turns that wait into
+# 1031 transaction_timed_out, which is not retried: the caller hears within the timeout.
+_TRANSACTION_TIMED_OUT = 1031
+
+
 def map_fdb_error(api: Any, error: Any) -> StoreError:
     """The store error for an `FDBError` of the binding `api` (raise it `from error`)."""
     code = error.code
@@ -119,6 +127,14 @@ def map_fdb_error(api: Any, error: Any) -> StoreError:
     named = _NAMED_ERRORS.get(code)
     if named is not None:
         return named(message)
+    if code == _TRANSACTION_TIMED_OUT:
+        return FdbError(
+            code,
+            f"{message}: FoundationDB did not finish the transaction in time; the cluster "
+            "is unreachable or throttling writes (a full disk looks like this). A commit "
+            "in flight may or may not have landed",
+            retryable=False,
+        )
     if _predicate(api, "is_maybe_committed", code):
         # e.g. 1039 cluster_version_changed: the commit may have landed, so the
         # retry loop must look for its idempotency marker, as after 1021.
@@ -324,7 +340,7 @@ class FdbTransaction(Transaction):
         self._reset()
 
 
-def _open_database(api: Any, cluster_file: str | None, api_version: int) -> Any:
+def _open_database(api: Any, cluster_file: str | None, api_version: int, timeout_ms: int) -> Any:
     """Choose the API version (once per process) and open the database. Blocking."""
     with _API_VERSION_LOCK:
         selected = api.get_api_version() if api.is_api_version_selected() else None
@@ -336,7 +352,10 @@ def _open_database(api: Any, cluster_file: str | None, api_version: int) -> Any:
                 f"the fdb API version of this process is already {selected}; "
                 f"a store asking for {api_version} cannot open"
             )
-    return api.open(cluster_file)
+    db = api.open(cluster_file)
+    # From API 610 on, this bounds a transaction with all its retries (on_error keeps it).
+    db.options.set_transaction_timeout(timeout_ms)
+    return db
 
 
 class FdbStore(Store):
@@ -344,8 +363,12 @@ class FdbStore(Store):
 
     `fdb_api` is the binding (the `fdb` module, imported when the store opens) or
     an object with its surface, such as the tests' fake. Start `run` in the
-    node's nursery before use: it opens the database.
+    node's nursery before use: it opens the database. `transaction_timeout` bounds
+    each transaction with its retries, so a cluster that stalls (throttled by a full
+    disk, or gone) is an error within that time rather than a wait without end.
     """
+
+    transaction_timeout: float = 10.0
 
     def __init__(
         self,
@@ -386,7 +409,13 @@ class FdbStore(Store):
             api = fdb
         # Selecting the API version loads libfdb_c and opening may touch the
         # cluster file: both can block, so keep them off the trio thread.
-        db = await trio.to_thread.run_sync(_open_database, api, self.cluster_file, self.api_version)
+        db = await trio.to_thread.run_sync(
+            _open_database,
+            api,
+            self.cluster_file,
+            self.api_version,
+            round(self.transaction_timeout * 1000),
+        )
         self._api = api
         self._db = db
         with trio.CancelScope() as self._run_scope:

@@ -28,11 +28,14 @@ so off the trio thread:
   is recorded in `meta`, and a transaction whose read version is older fails
   with TransactionTooOld (retryable), since it could no longer see a deletion.
 - **Errors.** SQLite's transient failures (busy or locked past the busy timeout,
-  I/O errors, a full disk) surface as StorageUnavailable, retryable: the write
-  transaction is rolled back, so nothing was written. A failure inside COMMIT
-  after SQLite dropped the transaction is CommitUnknownResult (WAL frames may
-  already be on disk). Anything else (a corrupt or read-only file) is a plain
-  StoreError that retrying will not cure.
+  I/O errors) surface as StorageUnavailable, retryable: the write transaction is
+  rolled back, so nothing was written. A full disk (SQLITE_FULL, or an I/O error
+  while the file system has next to no room left) is StorageFull, which is not
+  retried: only an operator frees space, and the client should hear so at once.
+  A failure inside COMMIT after SQLite dropped the transaction is
+  CommitUnknownResult (WAL frames may already be on disk), except SQLITE_FULL,
+  which means the commit frame was never written. Anything else (a corrupt or
+  read-only file) is a plain StoreError that retrying will not cure.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from kelpie_trio.storage.base import (
 from kelpie_trio.storage.errors import (
     CommitUnknownResult,
     NotCommitted,
+    StorageFull,
     StorageUnavailable,
     StoreClosed,
     StoreError,
@@ -110,9 +114,10 @@ _SQL_CLEAR_RANGE = (
 _SQL_COLLECT = "DELETE FROM kv WHERE value IS NULL AND version <= ?"
 
 # Primary result codes after which the same operation may well succeed later
-# (another process holds the lock; the disk hiccuped or filled up). Anything
-# else (a corrupt file, a schema error, a read-only file) will not heal by
-# retrying, so it surfaces as a plain, non-retryable StoreError.
+# (another process holds the lock; the disk hiccuped). A full disk is not among
+# them: it heals only when someone makes room (StorageFull). Anything else (a
+# corrupt file, a schema error, a read-only file) will not heal by retrying, so
+# it surfaces as a plain, non-retryable StoreError.
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_NOMEM = 5, 6, 7
 _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_PROTOCOL = 10, 13, 14, 15
 _TRANSIENT = {
@@ -120,18 +125,50 @@ _TRANSIENT = {
     _SQLITE_LOCKED,
     _SQLITE_NOMEM,
     _SQLITE_IOERR,
-    _SQLITE_FULL,
     _SQLITE_CANTOPEN,
     _SQLITE_PROTOCOL,
 }
+# SQLite reports ENOSPC from write() as SQLITE_FULL, but from the other calls that
+# grow a file (ftruncate of the -shm, fallocate, fsync on some file systems) as one
+# of its SQLITE_IOERR_* codes; with less room than this left, such an error is
+# taken for a full disk.
+_LOW_SPACE_BYTES = 1 << 20
 
 
-def _map_error(exc: sqlite3.Error, *, what: str) -> StoreError:
-    """A store error for an sqlite3 failure after which nothing was written."""
+def _primary_code(exc: BaseException) -> int | None:
     code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
+
+
+def _free_bytes(path: str) -> int | None:
+    try:
+        stats = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
+def _disk_full(exc: sqlite3.Error, path: str | None) -> bool:
+    """Whether `exc` says the file system holding `path` has no room left."""
+    primary = _primary_code(exc)
+    if primary == _SQLITE_FULL:
+        return True
+    if primary != _SQLITE_IOERR or path is None:
+        return False
+    free = _free_bytes(path)
+    return free is not None and free < _LOW_SPACE_BYTES
+
+
+def _map_error(exc: sqlite3.Error, *, what: str, path: str | None = None) -> StoreError:
+    """A store error for an sqlite3 failure after which nothing was written."""
     name = getattr(exc, "sqlite_errorname", type(exc).__name__)
-    if isinstance(exc, sqlite3.OperationalError) and code is not None and code & 0xFF in _TRANSIENT:
-        error: StoreError = StorageUnavailable(f"SQLite could not {what} ({name}: {exc})")
+    if _disk_full(exc, path):
+        error: StoreError = StorageFull(
+            f"the disk holding the SQLite store is full: could not {what} ({name}); "
+            "nothing was written"
+        )
+    elif isinstance(exc, sqlite3.OperationalError) and _primary_code(exc) in _TRANSIENT:
+        error = StorageUnavailable(f"SQLite could not {what} ({name}: {exc})")
     else:
         error = StoreError(f"SQLite failed to {what} ({name}: {exc})")
     error.__cause__ = exc
@@ -339,7 +376,7 @@ class SqliteStore(Store):
             try:
                 self._conn, version = await trio.to_thread.run_sync(self._open)
             except sqlite3.Error as exc:
-                raise _map_error(exc, what=f"open {self.path}") from exc
+                raise _map_error(exc, what=f"open {self.path}", path=self.path) from exc
             self._observe(version)
             self._sample()
             limiter = trio.CapacityLimiter(1)  # our own: other to_thread users cannot starve us
@@ -577,7 +614,7 @@ class SqliteStore(Store):
             self._rollback()
             for op in reads:
                 if not op.finished:
-                    op.fail(_map_error(exc, what="read"))
+                    op.fail(_map_error(exc, what="read", path=self.path))
             return -1
         self.stats.reads += len(reads)
         return version
@@ -635,7 +672,7 @@ class SqliteStore(Store):
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             for op in commits:
-                op.fail(_map_error(exc, what="begin a write transaction"))
+                op.fail(_map_error(exc, what="begin a write transaction", path=self.path))
             return -1
         applied: list[_Commit] = []
         try:
@@ -673,7 +710,7 @@ class SqliteStore(Store):
             self._rollback()
             for op in commits:
                 if not op.finished:
-                    op.fail(_map_error(exc, what="commit"))
+                    op.fail(_map_error(exc, what="commit", path=self.path))
             return -1
         except BaseException:
             self._rollback()
@@ -686,10 +723,16 @@ class SqliteStore(Store):
             # error writing or syncing the WAL) and frames already on disk may
             # be recovered, so the outcome is unknown; Store.transact makes the
             # retry safe with its idempotency marker.
-            unknown = not conn.in_transaction
+            # SQLITE_FULL is the exception: SQLite writes the frame that marks
+            # the commit last, and ENOSPC means that write did not happen.
+            unknown = not conn.in_transaction and _primary_code(exc) != _SQLITE_FULL
             self._rollback()
             for op in applied:
-                op.fail(_commit_unknown(exc) if unknown else _map_error(exc, what="commit"))
+                op.fail(
+                    _commit_unknown(exc)
+                    if unknown
+                    else _map_error(exc, what="commit", path=self.path)
+                )
             return -1
         for op in applied:
             op.succeed(None)
@@ -753,7 +796,7 @@ class SqliteStore(Store):
                     self._rollback()
                     raise
         except sqlite3.Error as exc:
-            op.fail(_map_error(exc, what="collect tombstones"))
+            op.fail(_map_error(exc, what="collect tombstones", path=self.path))
             return -1
         self._known_horizon = max(self._known_horizon, horizon)
         self.stats.tombstones_collected += deleted

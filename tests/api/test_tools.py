@@ -362,13 +362,19 @@ async def test_agents_take_tools_by_name_and_by_id(client: QuartClient) -> None:
 
 
 async def test_unknown_tools_refuse_the_agent_and_write_nothing(client: QuartClient) -> None:
-    by_name = await client.post("/v1/agents/", json={"tools": ["send_message", "nope"]})
-    assert by_name.status_code == 422
-    assert (await by_name.get_json())["detail"][0]["loc"] == ["body", "tools", 1]
-    by_id = await client.post(
-        "/v1/agents/", json={"tool_ids": ["tool-00000000-0000-4000-8000-000000000000"]}
+    # Letta's status and words: clients (Letta's CLI) match "Tools not found by name"
+    # on a 400 to add the missing base tools, or to retry without them.
+    by_name = await client.post(
+        "/v1/agents/", json={"tools": ["send_message", "nope", "nada", "x" * 20_000]}
     )
-    assert by_id.status_code == 404
+    assert by_name.status_code == 400
+    detail = (await by_name.get_json())["detail"]
+    assert detail.startswith("Tools not found by name: 'nope', 'nada', 'xxx")
+    assert "send_message" not in detail
+    missing_id = "tool-00000000-0000-4000-8000-000000000000"
+    by_id = await client.post("/v1/agents/", json={"tool_ids": [missing_id]})
+    assert by_id.status_code == 400
+    assert (await by_id.get_json())["detail"].startswith(f"Tools not found by id: '{missing_id}'")
     assert await (await client.get("/v1/agents/")).get_json() == []
 
 

@@ -33,8 +33,8 @@ async def send(
 ) -> dict | None:
     """The answer of a 200, else None; anything else must be a clean refusal.
 
-    409: the name is taken; 404: the tool was deleted meanwhile; 422: an agent
-    names a tool that is gone; 503: the store gave up.
+    409: the name is taken; 404: the tool was deleted meanwhile; 400: an agent
+    names a tool that is gone (Letta's "Tools not found by name"); 503: the store gave up.
     """
     response = await client.open(path, method=method, json=body)
     answer = await response.get_json()
@@ -42,7 +42,7 @@ async def send(
     if response.status_code == 503:
         assert response.headers["Retry-After"] and "detail" in answer
     else:
-        assert response.status_code in (200, 404, 409, 422), (response.status_code, answer)
+        assert response.status_code in (200, 400, 404, 409), (response.status_code, answer)
     return answer if response.status_code == 200 else None
 
 

@@ -18,6 +18,8 @@ What makes it worth testing against:
   refused with 1020 on conflict, 2101 over 10 MB, 1007 when the read version is
   older than 5 s; `on_error` retries FDB's retryable codes after a backoff and
   resets the transaction, and raises the others;
+- `throttle()` holds every transaction as a cluster with full disks does; with the
+  database's transaction timeout set they fail with 1031 when it runs out;
 - tests can inject the next commit's failure (`inject_commit_error`), e.g.
   1021 commit_unknown_result after the commit was applied.
 
@@ -86,6 +88,7 @@ DESCRIPTIONS = {
     2000: "Invalid API call",
     2004: "Key outside legal range",
     2005: "Range begin key larger than end key",
+    2006: "Option set with an invalid value",
     2101: "Transaction exceeds byte limit",
     2102: "Key length exceeds limit",
     2103: "Value length exceeds limit",
@@ -327,6 +330,13 @@ class FakeTransaction:
         """Compute the outcome now, under the engine lock; deliver it from the network."""
         error: FDBError | None = None
         result: Any = None
+        if self._api.throttled:
+            # The ratekeeper holds every transaction: nothing happens, and with a
+            # transaction timeout the caller hears 1031 when it runs out.
+            timeout = self._api.transaction_timeout_ms
+            if timeout:
+                self._api._deliver(future, None, FDBError(1031), timeout / 1000)
+            return future
         with self._api.lock:
             try:
                 if self._cancelled:
@@ -581,10 +591,23 @@ class FakeTransaction:
 _MISSING: Any = object()
 
 
+class _DatabaseOptions:
+    """As `Database.options`: only the options the backend sets."""
+
+    def __init__(self, api: FakeFdbApi) -> None:
+        self._api = api
+
+    def set_transaction_timeout(self, milliseconds: int) -> None:
+        if not 0 <= milliseconds <= 2**31 - 1:
+            raise FDBError(2006)  # invalid_option_value
+        self._api.transaction_timeout_ms = milliseconds
+
+
 class FakeDatabase:
     def __init__(self, api: FakeFdbApi, cluster_file: str | None) -> None:
         self._api = api
         self.cluster_file = cluster_file
+        self.options = _DatabaseOptions(api)
 
     def create_transaction(self) -> FakeTransaction:
         return FakeTransaction(self._api)
@@ -640,6 +663,8 @@ class FakeFdbApi:
         self.commits = 0
         self.retries = 0
         self.range_requests = 0
+        self.transaction_timeout_ms = 0  # the database option; 0: no timeout, as FDB's
+        self.throttled = False  # see throttle()
 
     # -- fdb's module functions -------------------------------------------------------
 
@@ -666,6 +691,11 @@ class FakeFdbApi:
         return FakeDatabase(self, cluster_file)
 
     # -- test controls ----------------------------------------------------------------
+
+    def throttle(self, on: bool = True) -> None:
+        """Hold every transaction, as FDB's ratekeeper does when the cluster's disks are
+        (nearly) full: FDB reports no disk-full error, it only stops serving."""
+        self.throttled = on
 
     def inject_commit_error(self, code: int, *, applied: bool = False) -> None:
         """Make the next commit fail with `code`; with `applied`, after applying it."""

@@ -335,6 +335,36 @@ async def test_a_non_retryable_fdb_error_surfaces_mapped(
         await tr.get(b"\xff/read")
 
 
+async def test_a_cluster_that_stalls_on_full_disks_is_an_error_within_the_timeout(
+    api: FakeFdbApi, nursery: trio.Nursery
+) -> None:
+    """FDB reports no disk-full error: its ratekeeper holds every transaction. The store
+    sets the database's transaction timeout, so the caller hears 1031 in time, once,
+    instead of waiting without end."""
+    store = FdbStore(cluster_file=None, fdb_api=api)
+    store.transaction_timeout = 0.2
+    await nursery.start(store.run)
+    assert api.transaction_timeout_ms == 200
+    await put(store, {b"before": b"1"})
+    api.throttle()
+    attempts = 0
+
+    async def write(tr: Transaction) -> None:
+        nonlocal attempts
+        attempts += 1
+        await tr.get(b"before")
+        tr.set(b"during", b"1")
+
+    started = trio.current_time()
+    with trio.fail_after(5), pytest.raises(FdbError, match="throttling writes") as raised:
+        await store.transact(write)
+    assert trio.current_time() - started < 2.0
+    assert (raised.value.code, raised.value.retryable, attempts) == (1031, False, 1)
+    api.throttle(False)
+    assert await read(store, b"during") is None
+    await store.aclose()
+
+
 async def test_fdbs_own_size_limit_maps_to_transaction_too_large(fdb_store: FdbStore) -> None:
     async def too_big(tr: Transaction) -> None:
         for i in range(101):
