@@ -18,6 +18,8 @@ __all__ = [
     "Invalid",
     "InvalidField",
     "NotFound",
+    "PendingApproval",
+    "Relayed",
     "ServiceError",
     "TooLarge",
     "Unavailable",
@@ -47,6 +49,34 @@ class Forbidden(ServiceError):
 
 class Conflict(ServiceError):
     status = 409
+
+
+class PendingApproval(Conflict):
+    """A new message while the agent waits for the client to answer tool calls. The detail
+    is Letta's (clients match on its code), naming the approval request to answer."""
+
+    def __init__(self, request_id: str | None) -> None:
+        super().__init__(
+            "Cannot send a new message: The agent is waiting for approval on a tool call. "
+            "Answer the pending approval request (a message of type 'approval') first."
+        )
+        self.request_id = request_id
+
+    def detail(self) -> object:
+        return {"code": "PENDING_APPROVAL", "message": str(self),
+                "pending_request_id": self.request_id}  # fmt: skip
+
+
+class Relayed(ServiceError):
+    """A refusal an agent's actor made (possibly on another node), passed on as it was."""
+
+    def __init__(self, status: int, detail: object) -> None:
+        super().__init__(str(detail))
+        self.status = status
+        self._detail = detail
+
+    def detail(self) -> object:
+        return self._detail
 
 
 class TooLarge(ServiceError):

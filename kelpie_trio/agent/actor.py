@@ -21,7 +21,8 @@ from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
-from kelpie_trio.agent import runs
+from kelpie_trio.agent import approvals, runs
+from kelpie_trio.agent.approvals import ParkedRuns, results_at
 from kelpie_trio.agent.commits import RunCommits, RunGone
 from kelpie_trio.agent.context import (
     AgentContext,
@@ -42,7 +43,7 @@ from kelpie_trio.agent.step import (
 from kelpie_trio.agent.tool_calls import AgentTools
 from kelpie_trio.agent.tool_rules import TurnState, rules_of
 from kelpie_trio.agent.window import ContextWindow
-from kelpie_trio.errors import Conflict, NotFound
+from kelpie_trio.errors import Conflict, NotFound, ServiceError
 from kelpie_trio.llm.types import (
     Completed,
     ContentDelta,
@@ -74,7 +75,7 @@ LlmFactory = Callable[["Agent"], LlmClient]
 ToolRunner = Callable[[Any, dict[str, Any]], Awaitable["ToolResult"]]
 
 
-class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools):
+class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRuns):
     def __init__(
         self,
         ctx: ActorContext,
@@ -92,7 +93,6 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools):
         # history, so it reads it once per activation and then adds what it commits.
         self._window: dict[int, Message] | None = None
         self._staged: list[Message] = []  # stored by the transaction in progress
-        self._may_have_paused = True  # a paused session of this agent may be open
         self._cleared_to: int | None = None  # a finished turn cleared the context up to here
 
     # -- lifecycle -----------------------------------------------------------
@@ -124,6 +124,9 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools):
                 return {"gone": str(gone)}
             except Conflict as conflict:  # an idempotency key reused for another request
                 return {"conflict": str(conflict)}
+            except ServiceError as refused:  # an approval that answers nothing, a message
+                # while a run waits for one: the caller is told as it would have been here
+                return {"refused": {"status": refused.status, "detail": refused.detail()}}
         if kind == "handoff":
             return await self._handoff_request(message["run_id"])
         if kind == "reset":
@@ -140,6 +143,10 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools):
         agent_id = self.ctx.agent_id
 
         async def clear(tr: Transaction) -> None:
+            parked = await approvals.find_parked(tr, agent_id)
+            if parked is not None:  # its request goes with the history: nothing to answer
+                parked.checkpoint.awaiting_approval = False
+                runs.finish_run(tr, parked, "requires_approval", self.ctx.env.now())
             tr.clear_range(*keys.prefix_range(keys.MESSAGES.pack((agent_id,))))
             tr.clear(keys.CONTEXT.pack((agent_id,)))  # the summary was of that history
             await outbox.record(tr, agent_id, resync=True)
@@ -161,15 +168,19 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools):
         has already ended (a retried send), only answer with it. A new run is created
         or loaded, and started (its input stored), in one transaction."""
         agent_id = self.ctx.agent_id
-        run, inputs = await self._checkpointed(
-            functools.partial(self._load_or_start, run_id, wanted)
-        )
+        try:
+            run, inputs = await self._checkpointed(
+                functools.partial(self._load_or_start, run_id, wanted)
+            )
+        except ServiceError as refused:
+            if wanted is None:  # a stored run the service started: it ends, refused
+                await self._refuse_run(run_id, str(refused))
+            raise
         if run is None:
             raise RunGone(run_id)
         run_id = run.id  # a retried send gets the run its key started
         if inputs:
-            self._may_have_paused = False  # the look above found them all, and ended them
-            self.next_seq = inputs[-1].seq + 1
+            self.next_seq = max(self.next_seq, inputs[-1].seq + 1)
             for m in inputs:
                 self._publish(run, m)
             return await self._iterate(run, inputs)
@@ -206,6 +217,9 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools):
             return run, []
         assert run is not None
         now = self.ctx.env.now()
+        parked = await approvals.check_send(tr, run.agent_id, run.inputs)
+        if parked is not None:  # an approval: it answers the parked run's calls
+            return run, await self._take_over(tr, run, parked)
         base = self.next_seq  # not advanced until the transaction commits
         inputs = [
             Message(id=self.ctx.env.new_id("message"), agent_id=run.agent_id, seq=base + i,
@@ -213,13 +227,11 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools):
                     run_id=run.id)
             for i, given in enumerate(run.inputs)
         ]  # fmt: skip
-        # A new message ends a paused session of this agent: it is answered now. Only
-        # this actor pauses its sessions, so after one look it knows whether to look.
-        if self._may_have_paused:
-            for other_id in await runs.open_runs(tr, run.agent_id):
-                other = await runs.load_run(tr, other_id) if other_id != run.id else None
-                if other is not None and other.checkpoint.is_paused:
-                    runs.finish_run(tr, other, "end_turn", now)
+        # A new message ends a paused session of this agent: it is answered now.
+        for other_id in await runs.open_runs(tr, run.agent_id):
+            other = await runs.load_run(tr, other_id) if other_id != run.id else None
+            if other is not None and other.checkpoint.is_paused:
+                runs.finish_run(tr, other, "end_turn", now)
         await self._store(tr, inputs)
         run.first_seq = base
         run.status = "running"
@@ -246,6 +258,14 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools):
         while step <= run.max_steps:
             if run.transfer_to is not None:
                 return await self._hand_off(run)
+            if run.parked:  # waits for the client: answered by the run its answer starts
+                if not run.cancel_requested:
+                    return self._response(run, produced, stop="requires_approval")
+                run, denied = await self._deny_parked(run)
+                produced += denied
+                for m in denied:
+                    self._publish(run, m)
+                break
             if run.cancel_requested:
                 stop = "cancelled"
                 break
@@ -264,7 +284,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools):
             offer = turn_offer(rules, view.tools, turn, view.agent.agent_type)
             pending = run.checkpoint.pending_seq
             if pending is not None:  # the step's reply is stored; its tools were cut short
-                assistant = next(m for m in produced if m.seq == pending)
+                assistant = await self._pending_reply(run, produced)
                 calls, heartbeat = parse_calls(assistant.tool_calls)
                 interpretation = Interpretation(assistant, calls, heartbeat)
                 usage = (run.prompt_tokens, run.completion_tokens)
@@ -274,7 +294,9 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools):
                 reply = None
                 try:
                     with events.in_flight(run.id):
-                        llm_request = await self._prompt(llm, view, history, rules, offer)
+                        llm_request = await self._prompt(
+                            llm, view, history, rules, offer, run.client_tools
+                        )
                         reply = await self._complete(llm, llm_request, run, message_id, view)
                 except LlmError as error:
                     log.warning("agent %s: the LLM failed: %r", agent_id, error)
@@ -295,16 +317,29 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools):
                 )
                 usage = (run.prompt_tokens + reply.usage.prompt_tokens,
                          run.completion_tokens + reply.usage.completion_tokens)  # fmt: skip
+            answers = {c.id: c.answer for c in run.checkpoint.pending_tool_calls if c.answer}
             judged = judge_calls(
-                interpretation, rules=rules, offer=offer, state=turn, tools=view.tools
-            )
+                interpretation, rules=rules, offer=offer, state=turn, tools=view.tools,
+                client_tools=run.client_tools, answers=answers, resumed=pending is not None,
+            )  # fmt: skip
             interpretation = judged.interpretation
             assistant = interpretation.assistant
-            # The step's messages take fixed places: its reply, then one per call (or the
-            # one note of a tool rule that keeps a turn without calls going).
-            self.next_seq = max(self.next_seq, assistant.seq + 1 + len(interpretation.calls))
+            # The step's messages take fixed places: its reply, then one per call (after
+            # the client's answer, when a call waits for one), or the one note of a tool
+            # rule that keeps a turn without calls going.
+            first = results_at(assistant, waiting=bool(judged.waiting))
+            self.next_seq = max(self.next_seq, first + len(interpretation.calls))
+            if judged.waiting:  # none of the step's calls runs before the client answers
+                run, request = await self._checkpointed(
+                    functools.partial(self._commit_park, run=run, judged=judged, step=step,
+                                      usage=usage)
+                )  # fmt: skip
+                produced.append(request)
+                self._publish(run, request)
+                continue  # parked: the top of the loop answers (or denies, if cancelled)
+            settled = judged.refusals.keys() | judged.given.keys()
             outside = self._outside_calls(
-                [(c, a) for c, a in interpretation.calls if c.id not in judged.refusals], view.tools
+                [(c, a) for c, a in interpretation.calls if c.id not in settled], view.tools
             )
             if outside and pending is None:
                 run = await self._checkpointed(
@@ -425,3 +460,15 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools):
             return decode_messages(await tr.get_range(begin, end))
 
         return [m for m in await self.ctx.transact(read) if m.run_id == run.id]
+
+    async def _refuse_run(self, run_id: str, why: str) -> None:
+        """A stored run whose start was refused (it answered nothing, or came while a run
+        waited): it ends with stop reason `error`, so nothing resumes it later."""
+
+        async def end(tr: Transaction) -> None:
+            run = await runs.load_run(tr, run_id)
+            if run is not None and not run.finished and run.first_seq is None:
+                run.error = why
+                runs.finish_run(tr, run, "error", self.ctx.env.now())
+
+        await self._checkpointed(end)

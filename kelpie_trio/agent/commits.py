@@ -15,6 +15,7 @@ import orjson
 import trio
 
 from kelpie_trio.agent import runs
+from kelpie_trio.agent.approvals import results_at
 from kelpie_trio.agent.context import AgentContext
 from kelpie_trio.agent.messages import Message, StoredToolCall, iso
 from kelpie_trio.agent.runs import PendingToolCall, Run
@@ -43,7 +44,6 @@ class RunCommits:
     context: AgentContext
     _window: dict[int, Message] | None
     _staged: list[Message]
-    _may_have_paused: bool
     _cleared_to: int | None
 
     async def _checkpointed(self, fn: Callable[[Transaction], Awaitable[Any]]) -> Any:
@@ -73,7 +73,7 @@ class RunCommits:
         return Message(
             id=self.ctx.env.new_id("message"),
             agent_id=self.ctx.agent_id,
-            seq=assistant.seq + 1 + index,
+            seq=results_at(assistant) + index,
             created_at=self.ctx.env.now(),
             role="tool",
             content=text[:TOOL_RETURN_LIMIT],
@@ -143,7 +143,9 @@ class RunCommits:
             if call.id in ready:
                 results.append(ready[call.id])
                 continue
-            if call.id in judged.refusals:  # not run: the model is told why
+            if call.id in judged.given:  # a client-side tool's return, as the client sent it
+                status, text = judged.given[call.id]
+            elif call.id in judged.refusals:  # not run: the model is told why
                 status, text = "error", judged.refusals[call.id]
             else:
                 status, text = await self._run_memory_tool(tr, call, args)
@@ -166,7 +168,6 @@ class RunCommits:
         checkpoint = current.checkpoint
         pause = _pause_minutes(interpretation, results)
         if pause is not None:  # the session sleeps; its next step comes at pause_until
-            self._may_have_paused = True
             checkpoint.is_paused = True
             checkpoint.pause_until = self.ctx.env.now() + pause * 60
             goes_on = True

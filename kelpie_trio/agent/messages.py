@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from kelpie_trio.agent.runs import Answer
 from kelpie_trio.models.convert import iso
 
 __all__ = ["Message", "StoredToolCall", "iso", "to_letta_messages"]
@@ -21,6 +22,9 @@ class StoredToolCall:
     id: str
     name: str
     arguments: str  # JSON text, as the model wrote it
+    # "approval" | "client": the call waited for the client (an approval, or a client-side
+    # tool's return); shown in Letta's approval_request_message.
+    waits_for: str | None = None
 
 
 @attrs.define(kw_only=True)
@@ -28,7 +32,7 @@ class Message:
     id: str
     agent_id: str
     seq: int  # position in the agent's history
-    role: str  # "user" | "assistant" | "tool" | "system"
+    role: str  # "user" | "assistant" | "tool" | "system" | "approval" (a client's answers)
     content: str | None = None  # user text, assistant text, or a tool's return
     reasoning: str | None = None  # an assistant's inner thoughts beside its tool calls
     tool_calls: list[StoredToolCall] = attrs.Factory(list)
@@ -39,6 +43,8 @@ class Message:
     run_id: str | None = None
     step: int = 0
     created_at: float = 0.0
+    approvals: list[Answer] | None = None  # role "approval": the answers, per call
+    approval_request_id: str | None = None  # role "approval": Letta's legacy field, as sent
 
 
 def to_letta_messages(
@@ -64,6 +70,8 @@ def to_letta_messages(
         return [{**base, "message_type": "user_message", "content": message.content or ""}]
     if message.role == "system":
         return [{**base, "message_type": "system_message", "content": message.content or ""}]
+    if message.role == "approval":
+        return [_approval_response(message, base)]
     if message.role == "tool":
         return [
             {
@@ -77,6 +85,7 @@ def to_letta_messages(
             }
         ]
     shown: list[dict[str, Any]] = []
+    waiting = [c for c in message.tool_calls if c.waits_for is not None]
     if message.reasoning:
         shown.append(
             {
@@ -88,6 +97,8 @@ def to_letta_messages(
             }
         )
     for call in message.tool_calls:
+        if call.waits_for is not None:
+            continue  # in the approval request below
         if use_assistant_message and call.name == assistant_tool:
             shown.append(
                 {
@@ -103,7 +114,36 @@ def to_letta_messages(
         )
     if message.content and not message.tool_calls:
         shown.append({**base, "message_type": "assistant_message", "content": message.content})
+    if waiting:
+        wires = [{"name": c.name, "arguments": c.arguments, "tool_call_id": c.id} for c in waiting]
+        shown.append(
+            {**base, "message_type": "approval_request_message", "tool_call": wires[0],
+             "tool_calls": wires}
+        )  # fmt: skip
     return shown
+
+
+def _approval_response(message: Message, base: dict[str, Any]) -> dict[str, Any]:
+    """Letta's approval_response_message: the answers, and the first approval's fields
+    again in the legacy places."""
+    answers = []
+    for a in message.approvals or []:
+        if a.kind == "tool":
+            answers.append({"type": "tool", "tool_call_id": a.tool_call_id, "status": a.status,
+                            "tool_return": a.tool_return or "", "stdout": a.stdout,
+                            "stderr": a.stderr})  # fmt: skip
+        else:
+            answers.append({"type": "approval", "tool_call_id": a.tool_call_id,
+                            "approve": a.approve, "reason": a.reason})  # fmt: skip
+    first = next((a for a in message.approvals or [] if a.kind == "approval"), None)
+    return {
+        **base,
+        "message_type": "approval_response_message",
+        "approvals": answers,
+        "approve": first.approve if first else None,
+        "approval_request_id": first.tool_call_id if first else message.approval_request_id,
+        "reason": first.reason if first else None,
+    }
 
 
 def _kwarg(arguments: str, name: str) -> str:

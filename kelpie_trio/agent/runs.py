@@ -37,6 +37,8 @@ from kelpie_trio.storage.chunks import clear_blob, get_blob, set_blob
 __all__ = [
     "FINAL_STATUS",
     "OPEN_RUNS",
+    "Answer",
+    "ClientTool",
     "Run",
     "RunInput",
     "SessionCheckpoint",
@@ -59,13 +61,42 @@ FINAL_STATUS = {
     "cancelled": "cancelled",
     "llm_api_error": "failed",
     "error": "failed",
+    "tool_rule": "completed",
+    "requires_approval": "completed",  # a parked run, as Letta shows it (agent/approvals.py)
+    "invalid_tool_call": "failed",
 }
+
+
+@attrs.define(kw_only=True)
+class Answer:
+    """A client's answer to one call that waited (Letta's ApprovalReturn or ToolReturn)."""
+
+    tool_call_id: str
+    kind: str  # "approval": approve or deny it; "tool": the client ran it, here is its return
+    approve: bool | None = None
+    reason: str | None = None
+    status: str | None = None  # kind "tool": "success" | "error"
+    tool_return: str | None = None
+    stdout: list[str] | None = None
+    stderr: list[str] | None = None
+
+
+@attrs.define(kw_only=True)
+class ClientTool:
+    """A tool the client runs itself, offered for one request (Letta's ClientToolSchema)."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
 
 
 @attrs.define(kw_only=True)
 class RunInput:
     text: str
     otid: str | None = None
+    # An approval message (no text): the answers to the calls a parked run waits for.
+    answers: list[Answer] | None = None
+    approval_request_id: str | None = None  # Letta's legacy field, kept as it was sent
 
 
 @attrs.define(kw_only=True)
@@ -73,6 +104,8 @@ class PendingToolCall:
     id: str
     name: str
     arguments: str
+    waits_for: str | None = None  # "approval" | "client": the call waits for the client
+    answer: Answer | None = None  # the client's answer, once recorded
 
 
 @attrs.define(kw_only=True)
@@ -89,6 +122,11 @@ class SessionCheckpoint:
     last_tool_result: str | None = None  # as of the last completed step (tool rules read it)
     tools_called: list[str] = attrs.Factory(list)  # in this run, for its tool rules
     stop_reason: str | None = None  # set once, when the run ends
+    # Parked: the step's reply is stored (pending_seq) and some of its calls wait for the
+    # client; the run shows as completed with stop reason requires_approval until a run
+    # answering it takes the step over (`answered_by`), or a cancel denies the calls.
+    awaiting_approval: bool = False
+    answered_by: str | None = None
 
 
 @attrs.define(kw_only=True)
@@ -111,6 +149,7 @@ class Run:
     error: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    client_tools: list[ClientTool] = attrs.Factory(list)
 
     @property
     def finished(self) -> bool:
@@ -126,10 +165,15 @@ class Run:
             "run_ids": [self.id],
         }
 
+    @property
+    def parked(self) -> bool:
+        """Waiting for the client to answer calls (approvals, client-side tools)."""
+        return self.checkpoint.awaiting_approval and not self.finished
+
     def same_request(self, other: Run) -> bool:
         """Whether a retried send asks for what this run was started with."""
-        return [(i.text, i.otid) for i in self.inputs] == [
-            (i.text, i.otid) for i in other.inputs
+        return [(i.text, i.otid, i.answers) for i in self.inputs] == [
+            (i.text, i.otid, i.answers) for i in other.inputs
         ] and (self.max_steps, self.use_assistant_message) == (
             other.max_steps,
             other.use_assistant_message,
@@ -250,7 +294,7 @@ def render_run(run: Run) -> dict[str, Any]:
         duration = _micros(run.completed_at - run.created_at) * 1000
     return {
         "id": run.id,
-        "status": run.status,
+        "status": "completed" if run.parked else run.status,
         "created_at": _iso(run.created_at),
         "completed_at": _iso(run.completed_at),
         "agent_id": run.agent_id,
@@ -264,7 +308,7 @@ def render_run(run: Run) -> dict[str, Any]:
             "assistant_message_tool_kwarg": "message",
             "include_return_message_types": None,
         },
-        "stop_reason": run.checkpoint.stop_reason,
+        "stop_reason": "requires_approval" if run.parked else run.checkpoint.stop_reason,
         "callback_url": None,
         "callback_sent_at": None,
         "callback_status_code": None,

@@ -22,6 +22,7 @@ import orjson
 
 from kelpie_trio.agent import tool_rules
 from kelpie_trio.agent.messages import Message, StoredToolCall
+from kelpie_trio.agent.runs import Answer, ClientTool
 from kelpie_trio.agent.tool_rules import Offer, ToolRule, TurnState
 from kelpie_trio.llm.types import ChatMessage, LlmRequest, LlmResponse, ToolCall, ToolSchema
 
@@ -78,6 +79,7 @@ def tool_schemas(tools: list[Any], agent_type: str) -> tuple[ToolSchema, ...]:
 
 
 def _chat(message: Message) -> ChatMessage:
+    # (A client's answers, role "approval", are not shown to the model: the results are.)
     if message.role == "tool":
         return ChatMessage("tool", message.content, tool_call_id=message.tool_call_id)
     if message.role == "assistant":
@@ -98,24 +100,48 @@ def build_request(
     summary: ChatMessage | None = None,
     rules: tuple[ToolRule, ...] = (),
     offer: Offer | None = None,
+    client_tools: Sequence[ClientTool] = (),
 ) -> LlmRequest:
     """The request for one step: the system prompt with core memory, the summary of
     evicted history if there is one (context.py), then the in-context history. With an
-    `offer` (tool_rules.py), only the tools it allows, and the call it forces."""
+    `offer` (tool_rules.py), only the tools it allows, and the call it forces. The
+    request's client-side tools are always offered, and hide agent tools of their name."""
     head = (ChatMessage("system", compile_system(system, blocks, tool_rules.rules_prompt(rules))),)
     if summary is not None:
         head += (summary,)
-    messages = (*head, *map(_chat, history))
+    messages = (*head, *(_chat(m) for m in history if m.role != "approval"))
     if offer is not None:
         tools = [t for t in tools if t.name in offer.allowed]
+    client = {c.name for c in client_tools}
+    schemas = tool_schemas([t for t in tools if t.name not in client], agent_type)
+    schemas += tool_schemas([_ClientSchema(c) for c in client_tools], agent_type)
     return LlmRequest(
         model=model,
         messages=messages,
-        tools=tool_schemas(tools, agent_type),
+        tools=schemas,
         tool_choice="required" if offer is not None and offer.required else "auto",
         forced_tool=offer.forced if offer is not None else None,
         max_tokens=max_tokens,
     )
+
+
+@attrs.frozen
+class _ClientSchema:
+    """A client-side tool in the shape tool_schemas reads."""
+
+    tool: ClientTool
+
+    @property
+    def name(self) -> str:
+        return self.tool.name
+
+    @property
+    def description(self) -> str | None:
+        return self.tool.description
+
+    @property
+    def json_schema(self) -> dict[str, Any]:
+        return {"parameters": self.tool.parameters or {"type": "object", "properties": {}}}
 
 
 def turn_offer(rules: tuple[ToolRule, ...], tools: list[Any], state: TurnState,
@@ -133,19 +159,41 @@ def judge_calls(
     offer: Offer,
     state: TurnState,
     tools: list[Any],
+    client_tools: Sequence[ClientTool] = (),
+    answers: dict[str, Answer] | None = None,
+    resumed: bool = False,
 ) -> Judged:
-    """The step's calls as the rules let them run. A refused call is never run."""
-    by_name = {t.name: t for t in tools}
+    """The step's calls as the rules let them run. A refused call is never run; a call
+    that needs the client (an approval, or a client-side tool) waits until it answers,
+    and then runs (approved), gets the denial as its error, or gets the client's return."""
+    answers = answers or {}
+    client = {c.name for c in client_tools}
+    by_name = {t.name: t for t in tools if t.name not in client}
     needs_approval = offer.approval | {
         t.name for t in tools if getattr(t, "default_requires_approval", None)
     }
     refusals: dict[str, str] = {}
     refused: set[str] = set()
+    waiting: dict[str, str] = {}
+    given: dict[str, tuple[str, str]] = {}
     halt: str | None = None
     calls = []
     for call, args in interpretation.calls:
         name = call.name
-        if name not in by_name:
+        answer = answers.get(call.id)
+        if answer is not None:
+            if answer.kind == "tool":  # the client ran it: its return is the result
+                given[call.id] = (answer.status or "success", answer.tool_return or "")
+            elif not answer.approve:
+                refusals[call.id] = denial(name, answer.reason)
+                refused.add(call.id)
+            elif name not in by_name:  # never run here: not a tool of this server
+                refusals[call.id] = f"{name} is a client-side tool: it was not run."
+                refused.add(call.id)
+            # else approved: it runs (past the rules it passed when it was asked for)
+        elif name in client:
+            waiting[call.id] = "client"
+        elif name not in by_name:
             refusals[call.id] = (
                 f"[ToolConstraintError] Cannot call {name}: no tool named {name!r} is attached "
                 f"to this agent. Valid tools include: {list(offer.allowed)}."
@@ -155,21 +203,32 @@ def judge_calls(
             refusals[call.id] = tool_rules.constraint_error(rules, name, offer.allowed, state)
             refused.add(call.id)
         elif name in needs_approval:
-            # Never run without the approval it needs; approvals are not served yet.
-            refusals[call.id] = (
-                f"Cannot call {name}: it requires approval, and this server does not support "
-                "approvals yet. The call was not run."
-            )
-            refused.add(call.id)
-            halt = "tool_rule"  # the turn stops here: going on would only ask the model again
-        elif args is not None and name in offer.prefilled:
+            waiting[call.id] = "approval"  # never run before the client approves it
+        runs_here = not ({call.id} & (refusals.keys() | given.keys() | waiting.keys()))
+        if runs_here and args is not None and name in offer.prefilled:
             try:
                 args = tool_rules.prefill(args, offer.prefilled[name], by_name[name].json_schema)
             except ValueError as error:
                 refusals[call.id] = f"Invalid prefilled tool arguments from tool rules: {error}"
                 halt = halt or "invalid_tool_call"  # the rule is wrong, not the model: stop
         calls.append((call, args))
-    return Judged(attrs.evolve(interpretation, calls=calls), refusals, frozenset(refused), halt)
+    if resumed:  # the step's reply is stored: what did not wait then cannot start to now
+        for call_id in waiting:
+            refusals[call_id] = (
+                "Not run: the call did not wait for the client when it was made, and needs "
+                "its answer now (its tool's approval setting changed)."
+            )
+            refused.add(call_id)
+        waiting = {}
+    return Judged(
+        attrs.evolve(interpretation, calls=calls), refusals, frozenset(refused), halt,
+        waiting=waiting, given=given,
+    )  # fmt: skip
+
+
+def denial(name: str, reason: str | None) -> str:
+    """What the model is told of a call the client denied."""
+    return f"Error: the user denied the call to {name}. Reason given: {reason or 'none'}"
 
 
 @attrs.frozen
@@ -178,6 +237,8 @@ class Judged:
     refusals: dict[str, str]  # call id -> the error the model gets instead of a result
     refused: frozenset[str]  # calls the rules refused: not counted as calls made
     halt: str | None  # a stop reason when a refusal ends the turn
+    waiting: dict[str, str] = attrs.Factory(dict)  # call id -> "approval" | "client"
+    given: dict[str, tuple[str, str]] = attrs.Factory(dict)  # the client's (status, return)
 
 
 def step_end(

@@ -9,6 +9,7 @@ the oldest messages are summarized and leave the context (context.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from kelpie_trio.agent.context import (
@@ -24,6 +25,7 @@ from kelpie_trio.agent.context import (
 )
 from kelpie_trio.agent.history import read_history
 from kelpie_trio.agent.messages import Message
+from kelpie_trio.agent.runs import ClientTool
 from kelpie_trio.agent.step import build_request
 from kelpie_trio.agent.tool_rules import Offer, ToolRule
 from kelpie_trio.llm.catalog import provider_model
@@ -80,12 +82,15 @@ class ContextWindow:
         history: list[Message],
         rules: tuple[ToolRule, ...] = (),
         offer: Offer | None = None,
+        client_tools: Sequence[ClientTool] = (),
     ) -> LlmRequest:
         """The step's request, within the agent's context window: when it would not fit,
         the oldest messages are summarized (by the model, or a recap if it fails) and
         leave the context (context.py)."""
         context = self.context
         agent = view.agent
+        # A client's answers to waiting calls are not shown to the model (their results are).
+        history = [m for m in history if m.role != "approval"]
         config = agent.llm_config or {}
         # The provider's name for the model, not the handle (which providers answer 404 to).
         model = provider_model(agent.model, config)
@@ -102,6 +107,7 @@ class ContextWindow:
                 summary=summary_message(context),
                 rules=rules,
                 offer=offer,
+                client_tools=client_tools,
             )
 
         built = request(history, context)
