@@ -43,7 +43,7 @@ class RunCommits:
     context: AgentContext
     _window: dict[int, Message] | None
     _staged: list[Message]
-    _may_have_paused: bool
+    _may_have_open_runs: bool
     _cleared_to: int | None
 
     async def _checkpointed(self, fn: Callable[[Transaction], Awaitable[Any]]) -> Any:
@@ -166,7 +166,7 @@ class RunCommits:
         checkpoint = current.checkpoint
         pause = _pause_minutes(interpretation, results)
         if pause is not None:  # the session sleeps; its next step comes at pause_until
-            self._may_have_paused = True
+            self._may_have_open_runs = True
             checkpoint.is_paused = True
             checkpoint.pause_until = self.ctx.env.now() + pause * 60
             goes_on = True
