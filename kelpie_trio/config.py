@@ -9,6 +9,8 @@ from typing import Literal
 
 import attrs
 
+from kelpie_trio.tools.isolation import ToolSettings
+
 __all__ = ["ServerConfig"]
 
 StoreKind = Literal["sqlite", "memory", "fdb"]
@@ -37,6 +39,8 @@ class ServerConfig:
     # Seconds each reply of the simulated model (`sim/...`) takes: fixed, so a benchmark on the
     # offline model can stand in for a provider of known latency.
     sim_latency: float = 0.0
+    # Custom tools: the sandbox's limits and what to do without namespaces (KELPIE_TOOL_*).
+    tools: ToolSettings = attrs.Factory(ToolSettings)
 
     @property
     def db_path(self) -> Path:
@@ -74,6 +78,7 @@ class ServerConfig:
             values["idle_timeout"] = float(env["KELPIE_IDLE_TIMEOUT"])
         if env.get("KELPIE_SIM_LATENCY"):
             values["sim_latency"] = float(env["KELPIE_SIM_LATENCY"])
+        values["tools"] = ToolSettings.from_env(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         config = cls(**values)  # type: ignore[arg-type]
         if config.store not in ("sqlite", "memory", "fdb"):

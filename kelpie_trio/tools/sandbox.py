@@ -115,7 +115,9 @@ class ToolResult:
     limit: str | None = None
 
 
-def timed_out(seconds: float, out: list[str] | None = None, err: list[str] | None = None):
+def timed_out(
+    seconds: float, out: list[str] | None = None, err: list[str] | None = None
+) -> ToolResult:
     """The result of a call ended by its wall-clock limit (the simulator's too)."""
     return _failed(f"timed out after {seconds:g} s (wall time limit)", out, err, "wall_time")
 
