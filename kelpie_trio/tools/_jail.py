@@ -57,6 +57,9 @@ MS_RELATIME = 1 << 21
 MNT_DETACH = 2
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
@@ -130,42 +133,89 @@ def _write(path, text):
         f.write(text)
 
 
-def _map_ids(inside_uid, outside_uid, inside_gid, outside_gid):
-    _write("/proc/self/setgroups", "deny")
-    _write("/proc/self/uid_map", f"{inside_uid} {outside_uid} 1")
-    _write("/proc/self/gid_map", f"{inside_gid} {outside_gid} 1")
-
-
 def enter(spec, result_fd):
     """Build the boundary; return in PID 1 of the new namespaces, as the sandbox user.
 
-    The process that called `enter` stays outside: it waits for PID 1, writes the
-    trailer to `result_fd` and exits, never returning here.
+    Three processes: this one stays in the host's namespaces and writes the new user
+    namespace's id maps (a root server maps uid 65534 as well as 0, so the tool is not
+    kernel uid 0, which RLIMIT_NPROC would exempt); its child makes the namespaces and
+    waits, outside the new PID namespace, for PID 1, its own child. Neither of the
+    first two ever returns from here.
     """
     uid, gid = os.geteuid(), os.getegid()
+    # Paths to bind are worked out before the fork, in this interpreter (the tool's).
+    binds = _python_paths()
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    child = os.fork()
+    if child:
+        os.close(ready_w)
+        os.close(go_r)
+        _map_from_outside(child, uid, gid, ready_r, go_w, result_fd)  # never returns
+    os.close(ready_r)
+    os.close(go_w)
     flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
     if not spec.get("network"):
         flags |= CLONE_NEWNET
-    _check(_c().unshare(flags), "unshare (user namespaces unavailable?)")
-    _map_ids(0, uid, 0, gid)
-    # Paths to bind are worked out before the fork, in this interpreter (the tool's).
-    binds = _python_paths()
+    try:
+        _check(_c().unshare(flags), "unshare (are user namespaces available?)")
+    except JailError as e:
+        _report_setup_failure(result_fd, e)
+        os._exit(71)
+    os.write(ready_w, b"1")
+    mapped = os.read(go_r, 1)  # b"2": uid 65534 is mapped too; b"1": only 0; b"": failed
+    if not mapped:
+        os._exit(71)
     pid = os.fork()
     if pid:
         _wait_outside(pid, result_fd)  # never returns
     try:
-        # Whichever way the outside parent dies (the server kills its group), PID 1 follows.
+        # Whichever way the processes outside die (the server kills their group), PID 1
+        # follows; the lifeline covers the instant before this line.
         _c().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         _build_root(spec["root"], binds, spec["scratch_bytes"], spec.get("hide", ()))
         host = b"sandbox"
         _check(_c().sethostname(host, len(host)), "sethostname")
-        _become_sandbox_user()
+        _become_sandbox_user(SANDBOX_UID if mapped == b"2" else 0)
         _check(_c().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS")
         if spec.get("seccomp", True):
             install_seccomp()
     except BaseException as e:
         _report_setup_failure(result_fd, e)
         os._exit(71)
+
+
+def _map_from_outside(child, uid, gid, ready_r, go_w, result_fd):
+    """In the host's namespaces: map the child's new user namespace, then wait for it."""
+    if os.read(ready_r, 1):
+        proc = f"/proc/{child}"
+        try:
+            _write(f"{proc}/setgroups", "deny")
+            mapped = b"1"
+            if uid == 0:
+                try:  # root may map a second, unprivileged id for the tool to become
+                    _write(f"{proc}/uid_map", f"0 0 1\n{SANDBOX_UID} {SANDBOX_UID} 1")
+                    _write(f"{proc}/gid_map", f"0 0 1\n{SANDBOX_GID} {SANDBOX_GID} 1")
+                    mapped = b"2"
+                except OSError:
+                    pass
+            if mapped == b"1":
+                _write(f"{proc}/uid_map", f"0 {uid} 1")
+                _write(f"{proc}/gid_map", f"0 {gid} 1")
+            os.write(go_w, mapped)
+        except OSError as e:
+            _report_setup_failure(result_fd, JailError(f"map user ids: {e}"))
+    os.close(go_w)
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            status = 0
+            break
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF if os.WIFEXITED(status) else 70)
 
 
 def _report_setup_failure(result_fd, e):
@@ -328,16 +378,38 @@ def _hide(root, hide, binds):
             mount("/dev/null", target, None, MS_BIND)
 
 
-def _become_sandbox_user():
+def _become_sandbox_user(outer_uid):
     """Step into a user namespace nested in the one that owns our mounts, as uid 65534:
-    from there no mount can be changed and no capability is held."""
+    from there no mount can be changed and no capability is held. `outer_uid` is the id
+    it maps to in the namespace around (65534 where a root server mapped it, else 0)."""
+    if outer_uid != 0:
+        # A user namespace may only map the ids of the process that writes its maps.
+        os.setresgid(outer_uid, outer_uid, outer_uid)
+        os.setresuid(outer_uid, outer_uid, outer_uid)
+        # Changing uid made us undumpable, which would hand /proc/self to root.
+        _check(_c().prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "PR_SET_DUMPABLE")
+    _check(_c().unshare(CLONE_NEWUSER), "unshare a nested user namespace")
+    _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/uid_map", f"{SANDBOX_UID} {outer_uid} 1")
+    _write("/proc/self/gid_map", f"{SANDBOX_GID} {outer_uid} 1")
+    # A new user namespace starts with a full bounding set: empty it while we may.
     for cap in range(64):
         if _c().prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
             break  # past the last capability this kernel knows
-    _check(_c().unshare(CLONE_NEWUSER), "unshare a nested user namespace")
-    _map_ids(SANDBOX_UID, 0, SANDBOX_GID, 0)
     os.setresgid(SANDBOX_GID, SANDBOX_GID, SANDBOX_GID)
     os.setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
+    _drop_capabilities()
+
+
+def _drop_capabilities():
+    # A new user namespace grants every capability within it, whatever the uid; and
+    # 65534 -> 65534 is no change of uid that would clear them.
+    _c().prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = struct.pack("Ii", 0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
+    data = bytes(24)  # two empty {effective, permitted, inheritable} sets
+    hbuf = ctypes.create_string_buffer(header, len(header))
+    dbuf = ctypes.create_string_buffer(data, len(data))
+    _check(_c().capset(hbuf, dbuf), "drop capabilities")
 
 
 # x86_64 syscall numbers refused by the filter.
