@@ -103,7 +103,7 @@ async def run_node(
         )
         # Asked once, before serving: can this host isolate custom tools? (isolation.py)
         hidden = (str(config.data_dir), str(config.db_path))
-        sandbox, sandbox_status = await prepare(config.tools, hidden)
+        sandbox, sandbox_status = await prepare(config.tools, hidden, config.data_dir / "tool-envs")
         if sandbox_status.custom_tools == "isolated":
             log.info("%s", sandbox_status.message())
         else:

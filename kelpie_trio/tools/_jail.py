@@ -312,6 +312,10 @@ def _build_root(root, binds, scratch_bytes, hide):
     # Nothing done here may reach the host's mount table.
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+    # Scratch first: a Python kept under the host's /tmp is then bound on top of it.
+    tmp = _inside(root, "/tmp")
+    _mkdirs(tmp)
+    mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, f"size={scratch_bytes},mode=1777")
     for path in SYSTEM_PATHS:
         target = _inside(root, path)
         if os.path.islink(path):
@@ -350,9 +354,6 @@ def _build_root(root, binds, scratch_bytes, hide):
     os.symlink("/tmp", os.path.join(dev, "shm"))  # POSIX shm and semaphores land in /tmp
     _mkdirs(_inside(root, "/proc"))
     mount("proc", _inside(root, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    tmp = _inside(root, "/tmp")
-    _mkdirs(tmp)
-    mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, f"size={scratch_bytes},mode=1777")
     _hide(root, hide, binds)
     os.chdir(root)
     _check(_c().syscall(155 if platform.machine() == "x86_64" else 41, b".", b"."), "pivot_root")

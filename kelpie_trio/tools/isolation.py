@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import attrs
 
-from kelpie_trio.tools.sandbox import MAX_OUTPUT_BYTES, ToolResult, ToolSandbox
+from kelpie_trio.tools.envs import ToolEnvs
+from kelpie_trio.tools.sandbox import MAX_OUTPUT_BYTES, ToolResult, ToolSandbox, default_python
 
 __all__ = ["SandboxStatus", "ToolSettings", "prepare", "probe", "refused"]
 
@@ -47,6 +49,7 @@ class ToolSettings:
     isolation: Literal["auto", "off"] = "auto"
     fallback: Fallback = "refuse"
     python: str | None = None  # default: the system's Python
+    pip: Literal["install", "refuse"] = "install"  # tools' pip requirements: cached venvs
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ToolSettings:
@@ -71,6 +74,8 @@ class ToolSettings:
             values["fallback"] = env["KELPIE_TOOL_SANDBOX_FALLBACK"]
         if env.get("KELPIE_TOOL_PYTHON"):
             values["python"] = env["KELPIE_TOOL_PYTHON"]
+        if env.get("KELPIE_TOOL_PIP"):
+            values["pip"] = env["KELPIE_TOOL_PIP"]
         settings = cls(**values)
         if settings.isolation not in ("auto", "off"):
             raise ValueError(
@@ -81,11 +86,16 @@ class ToolSettings:
                 "KELPIE_TOOL_SANDBOX_FALLBACK must be refuse or unisolated, "
                 f"not {settings.fallback!r}"
             )
+        if settings.pip not in ("install", "refuse"):
+            raise ValueError(f"KELPIE_TOOL_PIP must be install or refuse, not {settings.pip!r}")
         settings.sandbox()  # the limits' own checks, at start-up rather than at a call
         return settings
 
-    def sandbox(self, hidden: tuple[str, ...] = ()) -> ToolSandbox:
-        extra = {"python": self.python} if self.python else {}
+    def sandbox(self, hidden: tuple[str, ...] = (), envs_root: Path | None = None) -> ToolSandbox:
+        python = self.python or default_python()
+        envs = None
+        if envs_root is not None and self.pip == "install":
+            envs = ToolEnvs(envs_root, python)
         return ToolSandbox(
             timeout=self.timeout,
             cpu_seconds=self.cpu_seconds,
@@ -96,7 +106,8 @@ class ToolSettings:
             max_output_bytes=self.max_output_bytes,
             network=self.network,
             hidden=hidden,
-            **extra,
+            python=python,
+            envs=envs,
         )
 
 
@@ -148,10 +159,10 @@ async def probe(sandbox: ToolSandbox) -> str | None:
 
 
 async def prepare(
-    settings: ToolSettings, hidden: tuple[str, ...] = ()
+    settings: ToolSettings, hidden: tuple[str, ...] = (), envs_root: Path | None = None
 ) -> tuple[ToolSandbox | None, SandboxStatus]:
     """The sandbox this node runs custom tools in (None: refuse them), and why."""
-    sandbox = settings.sandbox(hidden)
+    sandbox = settings.sandbox(hidden, envs_root)
     if settings.isolation == "off":
         reason: str | None = "isolation is turned off (KELPIE_TOOL_ISOLATION=off)"
     else:

@@ -38,9 +38,11 @@ Environment: the child gets only the `allowed_env` variables the server has, the
 agent's tool variables and secrets (`env_vars`), HOME and TMPDIR (the scratch
 directory) and MALLOC_ARENA_MAX; `env_vars` win. They are never logged.
 
-pip requirements are checked, never installed by a call: each must be installed in the
-sandbox's Python at the pinned version if one is given, or the call is refused saying
-so. Install packages into a venv of their own and name its Python as `python`.
+pip requirements: with `envs` (the node sets it unless KELPIE_TOOL_PIP=refuse), a call
+runs in a cached venv holding its requirements, made on first use (envs.py); without,
+each requirement must be installed in `python` at the pinned version if one is given.
+Either way the runner checks them before the tool's code runs and refuses the call,
+saying which, when one is missing. Nothing is installed into the server's environment.
 
 A tool call is at-least-once: after a crash, a call whose result was not yet
 checkpointed is run again. Custom tools should be idempotent, or tolerate running twice.
@@ -67,6 +69,7 @@ import attrs
 import trio
 
 from kelpie_trio.models.tools import PipRequirement
+from kelpie_trio.tools.envs import EnvError, ToolEnvs
 
 __all__ = [
     "DEFAULT_ALLOWED_ENV",
@@ -151,6 +154,9 @@ class ToolSandbox:
     # Paths tools must never see (the server's data directory, its store), even should
     # they lie inside the view (a Python installed under the data directory).
     hidden: tuple[str, ...] = ()
+    # Where tools with pip requirements get a venv of their own (envs.py); None: such a
+    # tool runs only if `python` has its requirements already.
+    envs: ToolEnvs | None = None
 
     async def run(
         self,
@@ -166,6 +172,12 @@ class ToolSandbox:
             requirements = _requirements(pip_requirements or ())
         except _Refused as e:
             return _failed(str(e))
+        python = self.python
+        if requirements and self.envs is not None:
+            try:
+                python = await self.envs.python_for(requirements)
+            except EnvError as e:
+                return _failed(f"the tool's pip requirements cannot be provided: {e}")
         try:
             # The host directory the namespace's root is mounted on (isolated), or the
             # scratch directory itself (unisolated).
@@ -176,7 +188,7 @@ class ToolSandbox:
             scratch = _SCRATCH if self.isolated else workdir
             env = self._child_env(env_vars or {}, scratch)
             request = self._request(tool_source, function_name, arguments, requirements, workdir)
-            return await self._execute(request, env, workdir)
+            return await self._execute(python, request, env, workdir)
         except _Refused as e:
             return _failed(str(e))
         finally:
@@ -236,7 +248,9 @@ class ToolSandbox:
             env[name] = value
         return env
 
-    async def _execute(self, request: bytes, env: dict[str, str], cwd: str) -> ToolResult:
+    async def _execute(
+        self, python: str, request: bytes, env: dict[str, str], cwd: str
+    ) -> ToolResult:
         result_read, result_write = os.pipe()
         # The server holds the lifeline's only write end while the call lasts: when it
         # closes (the call is over, or the server died) the runner ends itself.
@@ -244,7 +258,7 @@ class ToolSandbox:
         async with trio.lowlevel.FdStream(result_read) as results:
             try:
                 process = await trio.lowlevel.open_process(
-                    [self.python, "-I", str(_RUNNER), str(result_write), str(lifeline_read)],
+                    [python, "-I", str(_RUNNER), str(result_write), str(lifeline_read)],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
@@ -255,7 +269,7 @@ class ToolSandbox:
                 )
             except OSError as e:
                 os.close(lifeline_write)
-                return _failed(f"could not start the sandbox's Python {self.python!r}: {e}")
+                return _failed(f"could not start the sandbox's Python {python!r}: {e}")
             finally:
                 # The child holds the only write end, so its exit ends our reads.
                 os.close(result_write)
