@@ -249,6 +249,35 @@ async def test_a_process_in_a_session_of_its_own_dies_with_the_call() -> None:
     assert await all_gone(mark)
 
 
+async def test_unisolated_a_detached_child_does_not_turn_a_return_into_a_timeout() -> None:
+    # Outside the namespaces a child in a new session outlives the call (the README says
+    # so); it holds the tool's stdout open, yet the call reports what the function returned.
+    mark = token()
+    unisolated = ToolSandbox(timeout=5.0, isolated=False)
+    began = time.monotonic()
+    try:
+        result = await run(
+            """
+            import subprocess
+            import sys
+
+            def tool(token: str) -> str:
+                subprocess.Popen(
+                    [sys.executable, "-c", "import time; time.sleep(60)", token],
+                    start_new_session=True,
+                )
+                return "returned"
+            """,
+            arguments={"token": mark},
+            sandbox=unisolated,
+        )
+        assert result == ToolResult("success", func_return="returned")
+        assert time.monotonic() - began < 3.0
+    finally:
+        for pid in host_pids(mark):
+            os.kill(pid, 9)
+
+
 async def test_threads_left_running_do_not_hold_the_call() -> None:
     began = time.monotonic()
     result = await run(
