@@ -256,13 +256,11 @@ import ctypes
 import os
 import subprocess
 import sys
-import time
 
 def tool() -> dict:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
     sibling = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    time.sleep(0.2)
     PTRACE_ATTACH = 16
     attached = libc.ptrace(PTRACE_ATTACH, sibling.pid, None, None)
     err = ctypes.get_errno()
