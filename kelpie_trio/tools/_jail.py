@@ -166,6 +166,8 @@ def enter(spec, result_fd):
     mapped = os.read(go_r, 1)  # b"2": uid 65534 is mapped too; b"1": only 0; b"": failed
     if not mapped:
         os._exit(71)
+    os.close(ready_w)
+    os.close(go_r)
     pid = os.fork()
     if pid:
         _wait_outside(pid, result_fd)  # never returns
