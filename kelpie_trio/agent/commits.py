@@ -70,6 +70,8 @@ class RunCommits:
         self, run: Run, assistant: Message, index: int, call: StoredToolCall, status: str,
         text: str,
     ) -> Message:  # fmt: skip
+        # A custom tool's prints, if it ran (tool_calls.py); None for the others, as Letta.
+        stdout, stderr = self._tool_outputs().pop(call.id, (None, None))
         return Message(
             id=self.ctx.env.new_id("message"),
             agent_id=self.ctx.agent_id,
@@ -82,6 +84,8 @@ class RunCommits:
             tool_status=status,
             run_id=run.id,
             step=assistant.step,
+            tool_stdout=stdout,
+            tool_stderr=stderr,
         )
 
     async def _load_current(self, tr: Transaction, run: Run) -> Run:

@@ -35,6 +35,8 @@ class Message:
     tool_call_id: str | None = None  # role "tool": the call this answers
     tool_name: str | None = None
     tool_status: str | None = None  # role "tool": "success" | "error"
+    tool_stdout: list[str] | None = None  # role "tool", a custom tool's: its prints
+    tool_stderr: list[str] | None = None
     otid: str | None = None
     run_id: str | None = None
     step: int = 0
@@ -65,15 +67,19 @@ def to_letta_messages(
     if message.role == "system":
         return [{**base, "message_type": "system_message", "content": message.content or ""}]
     if message.role == "tool":
+        returned = {
+            "tool_return": message.content or "",
+            "status": message.tool_status or "success",
+            "tool_call_id": message.tool_call_id or "",
+            "stdout": message.tool_stdout,
+            "stderr": message.tool_stderr,
+        }
         return [
             {
                 **base,
                 "message_type": "tool_return_message",
-                "tool_return": message.content or "",
-                "status": message.tool_status or "success",
-                "tool_call_id": message.tool_call_id or "",
-                "stdout": None,
-                "stderr": None,
+                **returned,
+                "tool_returns": [{"type": "tool", **returned}],
             }
         ]
     shown: list[dict[str, Any]] = []

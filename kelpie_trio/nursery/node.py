@@ -42,7 +42,7 @@ from kelpie_trio.nursery.transport import HttpTransport
 from kelpie_trio.search.open import open_search
 from kelpie_trio.service import AgentService
 from kelpie_trio.storage import MemoryStore, Store, StoreError
-from kelpie_trio.tools.sandbox import ToolSandbox
+from kelpie_trio.tools.isolation import SandboxStatus, prepare, refused
 
 __all__ = ["open_store", "run_node"]
 
@@ -128,6 +128,7 @@ async def run_node(
     `task_status.started` gets the node's dispatcher once it serves.
     """
     env = env or RealEnv()
+    sandbox_status: SandboxStatus | None = None
     if shutdown is None:
         shutdown = trio.Event()
     store = open_store(config, env)
@@ -145,13 +146,24 @@ async def run_node(
             catalog_config=catalog_config,
             sim_latency=(config.sim_latency, config.sim_latency),
         )
-        sandbox = ToolSandbox()
+        # Asked once, before serving: can this host isolate custom tools? (isolation.py)
+        hidden = (str(config.data_dir), str(config.db_path))
+        sandbox, sandbox_status = await prepare(config.tools, hidden, config.data_dir / "tool-envs")
+        if sandbox_status.custom_tools == "isolated":
+            log.info("%s", sandbox_status.message())
+        else:
+            log.warning("%s", sandbox_status.message())
 
-        async def run_tool(tool: Any, arguments: dict[str, Any]) -> Any:
+        async def run_tool(
+            tool: Any, arguments: dict[str, Any], *, env_vars: dict[str, str] | None = None
+        ) -> Any:
+            if sandbox is None:
+                return refused(sandbox_status)
             return await sandbox.run(
                 tool.source_code or "",
                 tool.name,
                 arguments,
+                env_vars=env_vars,
                 pip_requirements=tool.pip_requirements,
             )
 
@@ -181,6 +193,7 @@ async def run_node(
         cluster_token=config.cluster_token,
         password=config.password,
         service=service,
+        sandbox_status=sandbox_status,
     )
     serve = functools.partial(
         hypercorn.trio.serve, app, _hypercorn_config(config), shutdown_trigger=shutdown.wait
