@@ -38,6 +38,6 @@ def check_transaction_size(size: int) -> None:
     (`CommitRequest.size`); FDB refuses only what is strictly over the limit."""
     if size > MAX_TRANSACTION_BYTES:
         raise TransactionTooLarge(
-            f"transaction of {size:,} bytes (its writes and their conflict ranges, as "
-            f"FoundationDB counts them) exceeds the limit of {MAX_TRANSACTION_BYTES:,} bytes"
+            f"transaction of {size} bytes (its writes and their conflict ranges, as "
+            f"FoundationDB counts them) exceeds the limit of {MAX_TRANSACTION_BYTES} bytes"
         )
