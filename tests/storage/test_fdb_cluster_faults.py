@@ -331,3 +331,61 @@ async def test_a_commit_cancelled_after_the_cluster_applied_it_has_landed(
             scope.cancel()
     api.resume()
     assert await read(store, b"k") == b"v"
+
+
+async def test_an_unreachable_cluster_is_a_503_at_the_api_within_the_timeout(
+    nursery: trio.Nursery,
+) -> None:
+    """Through the HTTP edge: a store that does not answer is a 503 with Retry-After
+    after one timeout, not a request that hangs, nor one retried timeout after timeout."""
+    from kelpie_trio.api.app import create_app
+
+    api = FakeFdbApi()
+    store = await _open(nursery, api, limit=0.3)
+    app = create_app(store)
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        assert (
+            await client.post("/v1/blocks/", json={"label": "x", "value": "y"})
+        ).status_code == 200
+        api.disconnect()
+        started = trio.current_time()
+        with trio.fail_after(10):
+            response = await client.post("/v1/blocks/", json={"label": "x", "value": "y"})
+        assert response.status_code == 503
+        assert response.headers["Retry-After"]
+        assert "detail" in await response.get_json()
+        assert trio.current_time() - started < 2.0
+        api.disconnect(False)
+
+
+async def test_an_unreachable_cluster_fails_a_message_after_one_timeout(
+    nursery: trio.Nursery,
+) -> None:
+    """The runtime does not route a message again after a timeout (8 routing attempts
+    would make the caller wait eight timeouts): the timeout already spanned the retries."""
+    from kelpie_trio.env import RealEnv
+    from kelpie_trio.nursery.dispatcher import Dispatcher
+    from kelpie_trio.nursery.transport import HttpTransport
+
+    api = FakeFdbApi()
+    store = await _open(nursery, api, limit=0.2)
+
+    def never(ctx: object) -> object:
+        raise AssertionError("no actor can activate without the store")
+
+    dispatcher = Dispatcher(
+        node_id="node-test",
+        address="http://127.0.0.1:9",  # one node: never forwards
+        env=RealEnv(),
+        store=store,
+        factory=never,  # type: ignore[arg-type]
+        transport=HttpTransport(),
+    )
+    await nursery.start(dispatcher.run)
+    api.disconnect()
+    started = trio.current_time()
+    with trio.fail_after(10), pytest.raises(TransactionTimedOut):
+        await dispatcher.invoke("agent-00000000-0000-4000-8000-000000000000", {"x": 1})
+    assert trio.current_time() - started < 0.6
+    api.disconnect(False)
