@@ -231,6 +231,22 @@ async def test_120k_small_writes_are_refused_as_fdb_refuses_them(nursery: trio.N
     assert api.commits == 0
 
 
+async def test_two_records_of_the_service_budget_still_fit_one_transaction() -> None:
+    """service/limits.py lets one transaction write two records of MAX_RECORD_BYTES
+    (chunked): with FDB's counting, they and their keys' conflict ranges still fit,
+    with room for the small records beside them."""
+    from kelpie_trio.service.limits import MAX_RECORD_BYTES
+    from kelpie_trio.storage import keys
+    from kelpie_trio.storage.chunks import set_blob
+
+    tr = MemoryStore().create_transaction()
+    for n in range(2):
+        agent_id = f"agent-{n:08d}-0000-4000-8000-000000000000"
+        set_blob(tr, keys.AGENTS.pack((agent_id,)), b"x" * MAX_RECORD_BYTES)
+    size = tr._commit_request().size()  # type: ignore[attr-defined]
+    assert MAX_TRANSACTION_BYTES - size > 900_000, size
+
+
 # -- 5. virtual time and the network thread -----------------------------------------------
 
 
