@@ -124,7 +124,8 @@ def fdb_unavailable_reason() -> str | None:
     except Exception:  # the binding raises a bare Exception when the library is missing
         return (
             "the FoundationDB client library libfdb_c is not installed on this machine "
-            "(it comes with FoundationDB's client packages, not from PyPI or Debian)"
+            "(it comes with FoundationDB's client packages, not from PyPI or Debian); "
+            "install them, or use --store sqlite"
         )
     import fdb
 
