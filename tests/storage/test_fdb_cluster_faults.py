@@ -85,9 +85,10 @@ async def test_dead_coordinators_fail_within_the_timeout(nursery: trio.Nursery) 
 async def test_the_timeout_spans_every_retry(nursery: trio.Nursery) -> None:
     """FDB keeps a transaction's timeout across on_error (API 610+): a transaction
     that keeps conflicting ends at the timeout, not after its 100 attempts."""
-    api = FakeFdbApi(initial_backoff=0.05)
+    # Backoffs far shorter than the timeout: only a timeout that on_error keeps ends it.
+    api = FakeFdbApi(initial_backoff=0.02, max_backoff=0.04)
     store = await _open(nursery, api, limit=0.3)
-    for _ in range(50):
+    for _ in range(150):
         api.inject_commit_error(1020)
 
     async def write(tr: Transaction) -> None:
