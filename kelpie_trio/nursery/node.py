@@ -53,13 +53,11 @@ def open_store(config: ServerConfig, env: Env) -> Store:
     if config.store == "memory":
         return MemoryStore(env)
     if config.store == "fdb":
-        from kelpie_trio.storage.foundationdb import FdbStore, fdb_available
+        from kelpie_trio.storage.foundationdb import FdbStore
 
-        if not fdb_available():
-            raise StartupError(
-                "--store fdb needs FoundationDB's client library (libfdb_c), which is not "
-                "installed here; install the FoundationDB client, or use --store sqlite"
-            )
+        # Whether libfdb_c loads (and serves the binding) is found out when the store
+        # starts, off the trio thread: loading it can block (the binding may run
+        # ldconfig). A failure is one line naming what to install, as a StartupError.
         return FdbStore(config.fdb_cluster_file, env)
     from kelpie_trio.storage.sqlite import SqliteStore
 
