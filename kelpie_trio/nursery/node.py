@@ -147,10 +147,6 @@ async def run_node(
         # Asked once, before serving: can this host isolate custom tools? (isolation.py)
         hidden = (str(config.data_dir), str(config.db_path))
         sandbox, sandbox_status = await prepare(config.tools, hidden, config.data_dir / "tool-envs")
-        if sandbox_status.custom_tools == "isolated":
-            log.info("%s", sandbox_status.message())
-        else:
-            log.warning("%s", sandbox_status.message())
 
         async def run_tool(
             tool: Any, arguments: dict[str, Any], *, env_vars: dict[str, str] | None = None
@@ -228,6 +224,9 @@ async def run_node(
                     ", ".join(binds),
                     _describe_store(config),
                 )
+                if sandbox_status is not None:  # told once serving: a refused start is one line
+                    isolated = sandbox_status.custom_tools == "isolated"
+                    (log.info if isolated else log.warning)("%s", sandbox_status.message())
                 root.start_soon(service.keep_runs_going, config.lease_ttl)
                 root.start_soon(_say_when_stopping, shutdown, grace)
                 task_status.started(dispatcher)
