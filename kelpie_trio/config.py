@@ -9,6 +9,8 @@ from typing import Literal
 
 import attrs
 
+from kelpie_trio.tools.isolation import ToolSettings
+
 __all__ = ["ServerConfig", "StartupError"]
 
 StoreKind = Literal["sqlite", "memory", "fdb"]
@@ -50,6 +52,8 @@ class ServerConfig:
     # Seconds each reply of the simulated model (`sim/...`) takes: fixed, so a benchmark on the
     # offline model can stand in for a provider of known latency.
     sim_latency: float = 0.0
+    # Custom tools: the sandbox's limits and what to do without namespaces (KELPIE_TOOL_*).
+    tools: ToolSettings = attrs.Factory(ToolSettings)
 
     @property
     def db_path(self) -> Path:
@@ -87,6 +91,7 @@ class ServerConfig:
             values["idle_timeout"] = _number(env, "KELPIE_IDLE_TIMEOUT", float)
         if env.get("KELPIE_SIM_LATENCY"):
             values["sim_latency"] = _number(env, "KELPIE_SIM_LATENCY", float)
+        values["tools"] = ToolSettings.from_env(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         config = cls(**values)  # type: ignore[arg-type]
         if config.store not in ("sqlite", "memory", "fdb"):

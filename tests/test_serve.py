@@ -49,7 +49,10 @@ async def test_serve_answers_health_and_stops_cleanly_on_sigterm(tmp_path: Path)
             for path in ("/v1/health/", "/v1/health"):
                 response = await client.get(path)
                 assert response.status_code == 200
-                assert response.json() == {"status": "ok", "version": __version__}
+                body = response.json()
+                assert (body["status"], body["version"]) == ("ok", __version__)
+                # Said at start-up and shown here: how this host runs custom tools.
+                assert body["details"]["tool_sandbox"]["custom_tools"] == "isolated"
         process.send_signal(signal.SIGTERM)
         with trio.fail_after(20):
             assert await process.wait() == 0

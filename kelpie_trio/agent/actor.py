@@ -93,6 +93,9 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         # history, so it reads it once per activation and then adds what it commits.
         self._window: dict[int, Message] | None = None
         self._staged: list[Message] = []  # stored by the transaction in progress
+        # A paused or unfinished run of this agent may be open (after a crash, a pause, a
+        # handoff): a new run looks once, and goes after them (_load_or_start).
+        self._may_have_open_runs = True
         self._cleared_to: int | None = None  # a finished turn cleared the context up to here
 
     # -- lifecycle -----------------------------------------------------------
@@ -163,14 +166,16 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         await outbox.record(tr, self.ctx.agent_id, messages=[m.seq for m in messages])
         self._staged += messages  # into the window once the transaction commits
 
-    async def _run(self, run_id: str, wanted: Run | None = None) -> dict[str, Any]:
+    async def _run(
+        self, run_id: str, wanted: Run | None = None, *, after_earlier: bool = False
+    ) -> dict[str, Any]:
         """Run a run to its end: start it, resume it after its checkpoint, or, when it
         has already ended (a retried send), only answer with it. A new run is created
         or loaded, and started (its input stored), in one transaction."""
         agent_id = self.ctx.agent_id
         try:
-            run, inputs = await self._checkpointed(
-                functools.partial(self._load_or_start, run_id, wanted)
+            run, inputs, earlier = await self._checkpointed(
+                functools.partial(self._load_or_start, run_id, wanted, after_earlier)
             )
         except ServiceError as refused:
             if wanted is None:  # a stored run the service started: it ends, refused
@@ -179,11 +184,21 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         if run is None:
             raise RunGone(run_id)
         run_id = run.id  # a retried send gets the run its key started
+        if earlier:
+            # Runs of this agent that a crash left unfinished come first, so each run's
+            # messages stay together and none takes the places of another's pending
+            # results; then this one starts.
+            for other in earlier:
+                await self._run(other)
+            # Created above; started now, even if one of them is still open (paused).
+            return await self._run(run_id, after_earlier=True)
         if inputs:
+            if inputs[0].role != "approval":  # the look above found them all, and ended them
+                self._may_have_open_runs = False
             self.next_seq = max(self.next_seq, inputs[-1].seq + 1)
             for m in inputs:
                 self._publish(run, m)
-            return await self._iterate(run, inputs)
+            return await self._guarded(run, inputs)
         if run.agent_id != agent_id:
             # Transferred: the caller follows it there.
             return {"handoff": run.agent_id, "run_id": run.id}
@@ -195,13 +210,23 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                 return await self._run(run_id)
         log.info("agent %s: resuming %s after iteration %d", agent_id, run_id,
                  run.checkpoint.iteration)  # fmt: skip
-        return await self._iterate(run, await self._run_messages(run))
+        return await self._guarded(run, await self._run_messages(run))
+
+    async def _guarded(self, run: Run, produced: list[Message]) -> dict[str, Any]:
+        """The run's steps; if they stop short (an error), the run stays open for a
+        resume, and the next new run of this agent looks for it first."""
+        try:
+            return await self._iterate(run, produced)
+        except BaseException:
+            self._may_have_open_runs = True
+            raise
 
     async def _load_or_start(
-        self, run_id: str, wanted: Run | None, tr: Transaction
-    ) -> tuple[Run | None, list[Message]]:
+        self, run_id: str, wanted: Run | None, after_earlier: bool, tr: Transaction
+    ) -> tuple[Run | None, list[Message], list[str]]:
         """The run (created first, for a new send); and if it is this agent's and not
-        started yet, its input stored."""
+        started yet, its input stored, unless earlier runs of this agent are unfinished:
+        then nothing is started and their ids come back, to be run first."""
         if wanted is not None:
             run: Run | None = await runs.create_or_find(tr, wanted)
         else:
@@ -214,12 +239,12 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
             and not run.finished
         )
         if not startable:
-            return run, []
+            return run, [], []
         assert run is not None
         now = self.ctx.env.now()
         parked = await approvals.check_send(tr, run.agent_id, run.inputs)
         if parked is not None:  # an approval: it answers the parked run's calls
-            return run, await self._take_over(tr, run, parked)
+            return run, await self._take_over(tr, run, parked), []
         base = self.next_seq  # not advanced until the transaction commits
         inputs = [
             Message(id=self.ctx.env.new_id("message"), agent_id=run.agent_id, seq=base + i,
@@ -227,16 +252,26 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                     run_id=run.id)
             for i, given in enumerate(run.inputs)
         ]  # fmt: skip
-        # A new message ends a paused session of this agent: it is answered now.
-        for other_id in await runs.open_runs(tr, run.agent_id):
-            other = await runs.load_run(tr, other_id) if other_id != run.id else None
-            if other is not None and other.checkpoint.is_paused:
-                runs.finish_run(tr, other, "end_turn", now)
+        # A new message ends a paused session of this agent: it is answered now. Only
+        # this actor pauses its sessions and runs its runs, so after one look it knows
+        # whether to look again.
+        if self._may_have_open_runs:
+            earlier = []
+            for other_id in await runs.open_runs(tr, run.agent_id):
+                other = await runs.load_run(tr, other_id) if other_id != run.id else None
+                if other is None or other.finished or other.agent_id != run.agent_id:
+                    continue
+                if other.checkpoint.is_paused:
+                    runs.finish_run(tr, other, "end_turn", now)
+                elif other.first_seq is not None or other.history_agent is not None:
+                    earlier.append(other.id)  # started (or handed over), not finished
+            if earlier and not after_earlier:
+                return run, [], earlier  # created (or found), started after them
         await self._store(tr, inputs)
         run.first_seq = base
         run.status = "running"
         runs.save_run(tr, run)
-        return run, inputs
+        return run, inputs, []
 
     async def _iterate(self, run: Run, produced: list[Message]) -> dict[str, Any]:
         """Steps from the one after the checkpoint until a stop reason.

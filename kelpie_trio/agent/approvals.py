@@ -118,6 +118,7 @@ class ParkedRuns:
     # AgentActor's, and its RunCommits' (_store, _load_current, _tool_message, _checkpointed).
     ctx: Any
     next_seq: int
+    _may_have_open_runs: bool
     _store: Any
     _load_current: Any
     _tool_message: Any
@@ -164,6 +165,7 @@ class ParkedRuns:
         current.status = "completed"  # as Letta shows a run stopped for approval
         current.completed_at = self.ctx.env.now()
         runs.save_run(tr, current)
+        self._may_have_open_runs = True
         return current, stored
 
     async def _take_over(self, tr: Transaction, run: Run, parked: Run) -> list[Message]:

@@ -44,6 +44,7 @@ class RunCommits:
     context: AgentContext
     _window: dict[int, Message] | None
     _staged: list[Message]
+    _may_have_open_runs: bool
     _cleared_to: int | None
 
     async def _checkpointed(self, fn: Callable[[Transaction], Awaitable[Any]]) -> Any:
@@ -70,6 +71,8 @@ class RunCommits:
         self, run: Run, assistant: Message, index: int, call: StoredToolCall, status: str,
         text: str,
     ) -> Message:  # fmt: skip
+        # A custom tool's prints, if it ran (tool_calls.py); None for the others, as Letta.
+        stdout, stderr = self._tool_outputs().pop(call.id, (None, None))
         return Message(
             id=self.ctx.env.new_id("message"),
             agent_id=self.ctx.agent_id,
@@ -82,6 +85,8 @@ class RunCommits:
             tool_status=status,
             run_id=run.id,
             step=assistant.step,
+            tool_stdout=stdout,
+            tool_stderr=stderr,
         )
 
     async def _load_current(self, tr: Transaction, run: Run) -> Run:
@@ -168,6 +173,7 @@ class RunCommits:
         checkpoint = current.checkpoint
         pause = _pause_minutes(interpretation, results)
         if pause is not None:  # the session sleeps; its next step comes at pause_until
+            self._may_have_open_runs = True
             checkpoint.is_paused = True
             checkpoint.pause_until = self.ctx.env.now() + pause * 60
             goes_on = True

@@ -30,6 +30,7 @@ log = logging.getLogger("kelpie_trio.agent")
 class SessionHandoff:
     ctx: Any
     next_seq: int
+    _may_have_open_runs: bool
 
     async def _hand_off(self, run: Run) -> dict[str, Any]:
         """Give the session to the agent it is being transferred to (the run's
@@ -103,5 +104,6 @@ class SessionHandoff:
 
         adopted, count = await self._checkpointed(adopt)
         self.next_seq = base + count
+        self._may_have_open_runs = True  # the session that came may be a paused one
         log.info("agent %s: took over session %s (%d messages)", me, run.id, count)
         return adopted

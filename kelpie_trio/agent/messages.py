@@ -39,6 +39,8 @@ class Message:
     tool_call_id: str | None = None  # role "tool": the call this answers
     tool_name: str | None = None
     tool_status: str | None = None  # role "tool": "success" | "error"
+    tool_stdout: list[str] | None = None  # role "tool", a custom tool's: its prints
+    tool_stderr: list[str] | None = None
     otid: str | None = None
     run_id: str | None = None
     step: int = 0
@@ -73,15 +75,19 @@ def to_letta_messages(
     if message.role == "approval":
         return [_approval_response(message, base)]
     if message.role == "tool":
+        returned = {
+            "tool_return": message.content or "",
+            "status": message.tool_status or "success",
+            "tool_call_id": message.tool_call_id or "",
+            "stdout": message.tool_stdout,
+            "stderr": message.tool_stderr,
+        }
         return [
             {
                 **base,
                 "message_type": "tool_return_message",
-                "tool_return": message.content or "",
-                "status": message.tool_status or "success",
-                "tool_call_id": message.tool_call_id or "",
-                "stdout": None,
-                "stderr": None,
+                **returned,
+                "tool_returns": [{"type": "tool", **returned}],
             }
         ]
     shown: list[dict[str, Any]] = []

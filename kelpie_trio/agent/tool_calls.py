@@ -26,15 +26,41 @@ __all__ = ["OUTSIDE_TOOLS", "AgentTools"]
 # Memory tools run directly, by request: (agent_id, call_id) -> [status, text].
 TOOL_RUNS = keys.SESSIONS["tool"]
 
+# Of a custom tool's stdout, and again of its stderr, the characters its tool_return
+# message keeps (the sandbox hands back up to a megabyte of each; a message is a record).
+STORED_OUTPUT_LIMIT = 8_000
+
 # Base tools that run outside the step's transaction (custom tools do too).
 OUTSIDE_TOOLS = frozenset({"archival_memory_insert", "archival_memory_search",
                            "conversation_search"})  # fmt: skip
+
+
+def kept_output(lines: list[str], limit: int = STORED_OUTPUT_LIMIT) -> list[str]:
+    """The first lines of a tool's output up to `limit` characters, and a note of the rest."""
+    kept: list[str] = []
+    used = 0
+    for n, line in enumerate(lines):
+        if used + len(line) > limit:
+            kept.append(line[: max(0, limit - used)])
+            dropped = sum(len(rest) for rest in lines[n:]) - len(kept[-1])
+            kept.append(f"[{dropped} more characters not kept]")
+            break
+        kept.append(line)
+        used += len(line)
+    return kept
 
 
 class AgentTools:
     ctx: Any
     service: Any
     run_tool: Any
+
+    def _tool_outputs(self) -> dict[str, tuple[list[str], list[str]]]:
+        """stdout and stderr of the custom tool calls run and not yet stored, by call id:
+        _tool_message (commits.py) takes them into the tool_return message."""
+        outputs: dict[str, tuple[list[str], list[str]]]
+        outputs = self.__dict__.setdefault("_pending_tool_outputs", {})
+        return outputs
 
     def _outside_calls(
         self, calls: list[tuple[StoredToolCall, dict[str, Any] | None]], tools: list[Any]
@@ -76,11 +102,12 @@ class AgentTools:
                 return result
 
             status, text = await self.ctx.transact(run)
+        stdout, stderr = self._tool_outputs().pop(call_id, ([], []))
         return {
             "status": status,
             "func_return": text if status == "success" else None,
-            "stdout": [],
-            "stderr": [text] if status == "error" else [],
+            "stdout": stdout,
+            "stderr": [*stderr, text] if status == "error" else stderr,
             "agent_state": None,
             "sandbox_config_fingerprint": None,
         }
@@ -96,7 +123,7 @@ class AgentTools:
             return "error", "the arguments were not a JSON object"
         try:
             if call.name in custom:
-                return await self._run_custom(custom[call.name], args)
+                return await self._run_custom(custom[call.name], args, call.id)
             if call.name == "archival_memory_insert":
                 body = {"text": args.get("content", ""), "tags": args.get("tags")}
                 await self.service.create_passages(agent_id, body)
@@ -124,10 +151,13 @@ class AgentTools:
             return "error", f"{type(error).__name__}: {error}"
         return "error", f"no tool named {call.name!r} is attached to this agent"
 
-    async def _run_custom(self, tool: Any, args: dict[str, Any]) -> tuple[str, str]:
+    async def _run_custom(self, tool: Any, args: dict[str, Any], call_id: str) -> tuple[str, str]:
         if self.run_tool is None:
             return "error", "custom tools cannot run on this server (no sandbox configured)"
-        result = await self.run_tool(tool, args)
+        # The agent's secrets go to the tool's process and nowhere else.
+        secrets = (await self.service.get_agent(self.ctx.agent_id)).agent.secrets
+        result = await self.run_tool(tool, args, env_vars=dict(secrets))
+        self._tool_outputs()[call_id] = (kept_output(result.stdout), kept_output(result.stderr))
         if result.status == "error":
             return "error", result.error or "the tool failed"
         value = result.func_return

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from typing import Any
 
 from quart import Blueprint, Response, request
 
 from kelpie_trio.api.common import body, check_id, json_response, page_args, render, service
 from kelpie_trio.api.spec import documented
-from kelpie_trio.models.agents import AgentView, CreateAgent
+from kelpie_trio.models.agents import SECRET_MASK, Agent, AgentView, CreateAgent
 from kelpie_trio.models.blocks import Block
 from kelpie_trio.models.convert import iso
 from kelpie_trio.service import window
@@ -24,6 +26,7 @@ _RECORD_ONLY = ("block_ids", "tool_ids", "created_at", "updated_at")
 def render_agent(view: AgentView) -> dict[str, Any]:
     """Letta's AgentState: every field the SDK requires, relations filled in."""
     state = render(view.agent)
+    shown_secrets = masked_secrets(view.agent)
     for name in _RECORD_ONLY:
         state.pop(name, None)
     blocks = [render(b) for b in view.blocks]
@@ -42,8 +45,8 @@ def render_agent(view: AgentView) -> dict[str, Any]:
         sources=[],
         identities=[],
         identity_ids=[],
-        secrets=[],
-        tool_exec_environment_variables=[],
+        secrets=shown_secrets,
+        tool_exec_environment_variables=shown_secrets,
         message_ids=[],
         pending_approval=None,
         multi_agent_group=None,
@@ -53,6 +56,24 @@ def render_agent(view: AgentView) -> dict[str, Any]:
         last_stop_reason=None,
     )
     return state
+
+
+def masked_secrets(agent: Agent) -> list[dict[str, Any]]:
+    """Letta's AgentEnvironmentVariable records, the value never shown once set."""
+    return [
+        {
+            # A stable id from (agent, name), in Letta's agent-env-<uuid> form.
+            "id": "agent-env-" + str(uuid.UUID(bytes=hashlib.sha256(
+                f"{agent.id}\0{name}".encode()).digest()[:16])),
+            "key": name,
+            "value": SECRET_MASK,
+            "description": None,
+            "organization_id": None,
+            "value_enc": None,
+            "agent_id": agent.id,
+        }
+        for name in sorted(agent.secrets)
+    ]  # fmt: skip
 
 
 @agents.post("/v1/agents/")

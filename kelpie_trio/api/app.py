@@ -58,6 +58,7 @@ def create_app(
     cluster_token: str | None = None,
     password: str | None = None,
     service: AgentService | None = None,
+    sandbox_status: Any = None,  # tools/isolation.py's SandboxStatus, shown in health
 ) -> QuartTrio:
     app = QuartTrio("kelpie_trio")
     app.config["KELPIE_STORE"] = store
@@ -125,6 +126,9 @@ def create_app(
     @app.get("/v1/health/")
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:
+        if sandbox_status is not None:
+            details = {"tool_sandbox": sandbox_status.details()}
+            return {"status": "ok", "version": __version__, "details": details}
         return {"status": "ok", "version": __version__}
 
     @app.get("/openapi.json")

@@ -49,6 +49,10 @@ with conversation_search and archival_memory_search when you need them.
 Answer the user with send_message."""
 
 
+# What the API shows in place of a secret's value; sent back on update, it keeps the value.
+SECRET_MASK = "********"
+
+
 @attrs.define
 class Agent:
     id: str
@@ -79,6 +83,9 @@ class Agent:
     per_file_view_window_char_limit: int | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+    # Environment variables for the agent's custom tools (Letta's `secrets`): passed to the
+    # tool's process only, shown masked by the API, kept out of repr (and so of logs).
+    secrets: dict[str, str] = attrs.field(factory=dict, repr=False)
 
 
 @attrs.define
@@ -113,6 +120,9 @@ class CreateAgent:
     enable_sleeptime: bool | None = None
     max_files_open: int | None = None
     per_file_view_window_char_limit: int | None = None
+    secrets: dict[str, str] | None = attrs.field(default=None, repr=False)
+    # Letta's older name for `secrets`, still accepted.
+    tool_exec_environment_variables: dict[str, str] | None = attrs.field(default=None, repr=False)
 
 
 # What PATCH /v1/agents/{id} may change directly; relations (blocks, tools) and

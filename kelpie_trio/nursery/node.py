@@ -42,7 +42,7 @@ from kelpie_trio.nursery.transport import HttpTransport
 from kelpie_trio.search.open import open_search
 from kelpie_trio.service import AgentService
 from kelpie_trio.storage import MemoryStore, Store, StoreError
-from kelpie_trio.tools.sandbox import ToolSandbox
+from kelpie_trio.tools.isolation import SandboxStatus, prepare, refused
 
 __all__ = ["open_store", "run_node"]
 
@@ -53,13 +53,11 @@ def open_store(config: ServerConfig, env: Env) -> Store:
     if config.store == "memory":
         return MemoryStore(env)
     if config.store == "fdb":
-        from kelpie_trio.storage.foundationdb import FdbStore, fdb_available
+        from kelpie_trio.storage.foundationdb import FdbStore
 
-        if not fdb_available():
-            raise StartupError(
-                "--store fdb needs FoundationDB's client library (libfdb_c), which is not "
-                "installed here; install the FoundationDB client, or use --store sqlite"
-            )
+        # Whether libfdb_c loads (and serves the binding) is found out when the store
+        # starts, off the trio thread: loading it can block (the binding may run
+        # ldconfig). A failure is one line naming what to install, as a StartupError.
         return FdbStore(config.fdb_cluster_file, env)
     from kelpie_trio.storage.sqlite import SqliteStore
 
@@ -128,6 +126,7 @@ async def run_node(
     `task_status.started` gets the node's dispatcher once it serves.
     """
     env = env or RealEnv()
+    sandbox_status: SandboxStatus | None = None
     if shutdown is None:
         shutdown = trio.Event()
     store = open_store(config, env)
@@ -145,13 +144,20 @@ async def run_node(
             catalog_config=catalog_config,
             sim_latency=(config.sim_latency, config.sim_latency),
         )
-        sandbox = ToolSandbox()
+        # Asked once, before serving: can this host isolate custom tools? (isolation.py)
+        hidden = (str(config.data_dir), str(config.db_path))
+        sandbox, sandbox_status = await prepare(config.tools, hidden, config.data_dir / "tool-envs")
 
-        async def run_tool(tool: Any, arguments: dict[str, Any]) -> Any:
+        async def run_tool(
+            tool: Any, arguments: dict[str, Any], *, env_vars: dict[str, str] | None = None
+        ) -> Any:
+            if sandbox is None:
+                return refused(sandbox_status)
             return await sandbox.run(
                 tool.source_code or "",
                 tool.name,
                 arguments,
+                env_vars=env_vars,
                 pip_requirements=tool.pip_requirements,
             )
 
@@ -181,6 +187,7 @@ async def run_node(
         cluster_token=config.cluster_token,
         password=config.password,
         service=service,
+        sandbox_status=sandbox_status,
     )
     serve = functools.partial(
         hypercorn.trio.serve, app, _hypercorn_config(config), shutdown_trigger=shutdown.wait
@@ -217,6 +224,9 @@ async def run_node(
                     ", ".join(binds),
                     _describe_store(config),
                 )
+                if sandbox_status is not None:  # told once serving: a refused start is one line
+                    isolated = sandbox_status.custom_tools == "isolated"
+                    (log.info if isolated else log.warning)("%s", sandbox_status.message())
                 root.start_soon(service.keep_runs_going, config.lease_ttl)
                 root.start_soon(_say_when_stopping, shutdown, grace)
                 task_status.started(dispatcher)

@@ -15,6 +15,7 @@ from kelpie_trio.models import convert
 from kelpie_trio.models.agents import (
     AGENT_TYPES,
     DEFAULT_SYSTEM,
+    SECRET_MASK,
     UPDATABLE_AGENT_FIELDS,
     Agent,
     AgentView,
@@ -184,6 +185,10 @@ class AgentCases(BlockCases, ToolCases):
         ]  # validated before anything is written
         base = self._base_tools_for(create)
         agent = self._new_agent(create, model)
+        given = (
+            create.secrets if create.secrets is not None else create.tool_exec_environment_variables
+        )
+        agent.secrets = _secrets(given, {})
         with_base_rules = wants_base_tool_rules(
             create.agent_type, model["model"] or "", create.tool_rules,
             create.include_base_tool_rules,
@@ -278,6 +283,9 @@ class AgentCases(BlockCases, ToolCases):
             ))  # fmt: skip
         elif body.get("model_settings") is not None:
             changes["model_settings"] = body["model_settings"]
+        secrets = body.get("secrets")
+        if secrets is None:
+            secrets = body.get("tool_exec_environment_variables")
 
         async def update(tr: Transaction) -> AgentView:
             current = await self._agent(tr, agent_id)
@@ -288,7 +296,10 @@ class AgentCases(BlockCases, ToolCases):
                 merged["block_ids"] = body["block_ids"]
             if body.get("tool_ids") is not None:
                 merged["tool_ids"] = body["tool_ids"]
+            merged["secrets"] = current.secrets if secrets is None else {}
             agent = convert.structure_api(merged, Agent)
+            if secrets is not None:  # the whole set is replaced, as in Letta
+                agent.secrets = _secrets(secrets, current.secrets)
             agent.tags = list(dict.fromkeys(agent.tags))
             agent.updated_at = self.env.now()
             blocks = [await self._block(tr, b) for b in dict.fromkeys(agent.block_ids)]
@@ -455,3 +466,22 @@ class AgentCases(BlockCases, ToolCases):
             return [await self._view(tr, await self._agent(tr, i)) for i in window(ids, page)]
 
         return await self.store.transact(listing)
+
+
+def _secrets(given: Any, current: dict[str, str]) -> dict[str, str]:
+    """An agent's tool secrets from a request (`secrets`, or the older
+    `tool_exec_environment_variables`): names an environment can hold, string values.
+    A value sent back as the mask the API shows keeps the value already stored."""
+    if given is None:
+        return {}
+    where = ["body", "secrets"]
+    if not isinstance(given, dict):
+        raise Invalid.field(where, "expected an object of variable names to string values")
+    checked: dict[str, str] = {}
+    for name, value in given.items():
+        if not name or "=" in name or "\0" in name:
+            raise Invalid.field([*where, name], "not a valid environment variable name")
+        if not isinstance(value, str) or "\0" in value:
+            raise Invalid.field([*where, name], "expected a string without NUL characters")
+        checked[name] = current[name] if value == SECRET_MASK and name in current else value
+    return checked

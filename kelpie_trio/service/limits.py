@@ -37,7 +37,10 @@ __all__ = [
 ]
 
 MAX_KEY_PART_BYTES = MAX_KEY_BYTES // 10  # the rest of a key: subspace, ids, timestamps
-MAX_RECORD_BYTES = MAX_TRANSACTION_BYTES * 9 // 20  # two fit in one transaction
+# Two fit in one transaction, as FoundationDB counts it: 2 x 4.5 MB of chunks, plus
+# each chunk's key, write conflict range and clear (~200 bytes a 90 kB chunk, ~20 kB
+# for both), leaves ~980 kB for the records written beside them.
+MAX_RECORD_BYTES = MAX_TRANSACTION_BYTES * 9 // 20
 MAX_SEND_BYTES = MAX_TRANSACTION_BYTES // 10
 # A block's `limit` (characters): a full block, four UTF-8 bytes a character, still fits
 # its record, so memory tools that fill it inside an agent's turn are never refused.

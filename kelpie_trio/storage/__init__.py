@@ -11,6 +11,7 @@ the sizes every backend enforces, keys.py for the key layout.
 
 from kelpie_trio.storage.base import Store, Transaction, decode_counter
 from kelpie_trio.storage.errors import (
+    CommitTimedOut,
     CommitUnknownResult,
     KeyTooLarge,
     LimitExceeded,
@@ -21,6 +22,7 @@ from kelpie_trio.storage.errors import (
     StorageUnavailable,
     StoreClosed,
     StoreError,
+    TransactionTimedOut,
     TransactionTooLarge,
     TransactionTooOld,
     ValueTooLarge,
@@ -29,6 +31,7 @@ from kelpie_trio.storage.errors import (
 from kelpie_trio.storage.memory import MemoryStore
 
 __all__ = [
+    "CommitTimedOut",
     "CommitUnknownResult",
     "KeyTooLarge",
     "LimitExceeded",
@@ -42,6 +45,7 @@ __all__ = [
     "StoreClosed",
     "StoreError",
     "Transaction",
+    "TransactionTimedOut",
     "TransactionTooLarge",
     "TransactionTooOld",
     "ValueTooLarge",

@@ -34,9 +34,11 @@ from sortedcontainers import SortedDict
 from kelpie_trio.env import Env
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.errors import (
+    CommitTimedOut,
     CommitUnknownResult,
     RetryLimitReached,
     StoreError,
+    TransactionTimedOut,
     TransactionTooOld,
 )
 from kelpie_trio.storage.limits import (
@@ -172,6 +174,11 @@ class Store(abc.ABC):
         attempt after an unknown result reads that marker first; the marker's
         read conflict stops the retry from committing beside a late landing of
         the earlier attempt.
+
+        Only a commit has an unknown result: the same error from a read or from `fn`
+        is an ordinary failure. A `transact` cancelled while it commits leaves the
+        outcome unknown on every backend (the commit may be applied, or on its way):
+        a caller that cancels must read back before assuming either.
         """
         limit = max_attempts or self.max_attempts
         marker: bytes | None = None  # made at the first write: read-only work needs none
@@ -179,9 +186,9 @@ class Store(abc.ABC):
         tr = self.create_transaction()
         for attempt in range(1, limit + 1):
             result: T | None = None
+            committing = False
             try:
-                if unknown_results:
-                    assert marker is not None
+                if marker is not None and unknown_results:
                     landed = await tr.get(marker)
                     if landed is not None:
                         return unknown_results[int(landed)]
@@ -192,10 +199,11 @@ class Store(abc.ABC):
                     # once a later attempt has written the marker.
                     tr.add_read_conflict_key(marker)
                     tr.set(marker, str(attempt).encode())
+                    committing = True
                     await tr.commit()
                 return result
             except StoreError as error:
-                if isinstance(error, CommitUnknownResult):
+                if committing and isinstance(error, CommitUnknownResult):
                     unknown_results[attempt] = result  # type: ignore[assignment]
                 if attempt == limit:
                     if error.retryable:
@@ -203,7 +211,16 @@ class Store(abc.ABC):
                             f"gave up after {limit} attempts; last error: {error!r}"
                         ) from error
                     raise
-                await tr.on_error(error)
+                try:
+                    await tr.on_error(error)
+                except TransactionTimedOut as timed_out:
+                    if unknown_results and not isinstance(timed_out, CommitTimedOut):
+                        # An earlier attempt's commit may still have landed.
+                        raise CommitTimedOut(
+                            f"{timed_out}; an earlier attempt's commit had an unknown "
+                            "outcome: it may or may not have landed"
+                        ) from timed_out
+                    raise
         raise AssertionError("unreachable")
 
     def _new_marker(self) -> bytes:
@@ -259,6 +276,42 @@ class CommitRequest:
     def write_ranges(self) -> list[tuple[bytes, bytes]]:
         return [*self.cleared_ranges, *((m.key, key_after(m.key)) for m in self.mutations)]
 
+    def size(self) -> int:
+        """The bytes FoundationDB counts against its 10 MB limit for this commit.
+
+        FDB's client (NativeAPI `Transaction::getSize`, fed by the read-your-writes
+        layer at commit) counts every mutation's parameters *plus* the read and the
+        write conflict ranges, each range as len(begin) + len(end) after coalescing
+        ranges that touch. So a `set` costs len(key) + len(value) and a write conflict
+        of 2 * len(key) + 1; a single-key clear is the range [key, key + \\x00) twice:
+        about 4 * len(key). Counting only keys and values lets through transactions of
+        many small writes that FDB refuses with 2101 transaction_too_large.
+        """
+        size = _ranges_bytes(_coalesced(self.cleared_ranges))  # the clear-range mutations
+        for mutation in self.mutations:
+            if mutation.kind is MutationKind.CLEAR:
+                size += 2 * len(mutation.key) + 1  # a clear of [key, key + \x00)
+            else:
+                size += len(mutation.key) + len(mutation.value)
+        size += _ranges_bytes(_coalesced(self.write_ranges()))
+        return size + _ranges_bytes(_coalesced(self.read_ranges))
+
+
+def _coalesced(ranges: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The union of `ranges` as disjoint ranges, touching ones merged (as FDB's RYW map)."""
+    merged: list[tuple[bytes, bytes]] = []
+    for begin, end in sorted(ranges):
+        if merged and begin <= merged[-1][1]:
+            if end > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((begin, end))
+    return merged
+
+
+def _ranges_bytes(ranges: list[tuple[bytes, bytes]]) -> int:
+    return sum(len(begin) + len(end) for begin, end in ranges)
+
 
 class _Pending:
     """A buffered atomic add on a key whose stored value this transaction has not seen."""
@@ -289,7 +342,6 @@ class BufferedTransaction(Transaction):
         self._writes: SortedDict = SortedDict()  # key -> _Buffered
         self._cleared: list[tuple[bytes, bytes]] = []
         self._read_ranges: list[tuple[bytes, bytes]] = []
-        self._size = 0
         self._committed = False
         self._forget_read_version()
 
@@ -409,7 +461,6 @@ class BufferedTransaction(Transaction):
     def _add_read_range(self, begin: bytes, end: bytes) -> None:
         if begin < end:
             self._read_ranges.append((begin, end))
-            self._size += len(begin) + len(end)
 
     # -- writes --------------------------------------------------------------
 
@@ -417,12 +468,10 @@ class BufferedTransaction(Transaction):
         check_key(key)
         check_value(value)
         self._writes[key] = value
-        self._size += len(key) + len(value)
 
     def clear(self, key: bytes) -> None:
         check_key(key)
         self._writes[key] = None
-        self._size += len(key)
 
     def clear_range(self, begin: bytes, end: bytes) -> None:
         check_key(begin)
@@ -432,7 +481,6 @@ class BufferedTransaction(Transaction):
         for key in list(self._writes.irange(begin, end, inclusive=(True, False))):
             del self._writes[key]
         self._cleared.append((begin, end))
-        self._size += len(begin) + len(end)
 
     def add(self, key: bytes, delta: int) -> None:
         check_key(key)
@@ -446,7 +494,6 @@ class BufferedTransaction(Transaction):
             state.delta += delta
         else:
             self._writes[key] = add_to_value(state, delta)
-        self._size += len(key) + _ADD_WIDTH
 
     @property
     def has_writes(self) -> bool:
@@ -475,10 +522,15 @@ class BufferedTransaction(Transaction):
         if self._committed:
             raise RuntimeError("transaction already committed")
         self._check_age()
-        check_transaction_size(self._size)
+        if not self.has_writes:
+            # Read-only: nothing reaches the cluster, and FDB checks no size.
+            self._committed = True
+            return
+        request = self._commit_request()
+        # Counted as FDB counts it, so no backend takes what FDB would refuse.
+        check_transaction_size(request.size())
         self._committed = True
-        if self.has_writes:
-            await self._commit(self._commit_request())
+        await self._commit(request)
 
     async def on_error(self, error: StoreError) -> None:
         if not error.retryable:

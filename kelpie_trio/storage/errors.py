@@ -8,6 +8,7 @@ says whether the retry loop may run the transaction again.
 from __future__ import annotations
 
 __all__ = [
+    "CommitTimedOut",
     "CommitUnknownResult",
     "KeyTooLarge",
     "LimitExceeded",
@@ -18,6 +19,7 @@ __all__ = [
     "StorageUnavailable",
     "StoreClosed",
     "StoreError",
+    "TransactionTimedOut",
     "TransactionTooLarge",
     "TransactionTooOld",
     "ValueTooLarge",
@@ -61,6 +63,25 @@ class StorageUnavailable(StoreError):
 
     code = 4103  # ours: FDB's nearest (1031, transaction_timed_out) is not retryable
     retryable = True
+
+
+class TransactionTimedOut(StoreError):
+    """The store did not finish the transaction, retries included, within its timeout.
+
+    FDB's 1031 transaction_timed_out: the cluster is unreachable (dead coordinators)
+    or holding every transaction (a full cluster's ratekeeper). Not retried: the
+    timeout already spans every retry, so the caller hears now rather than later.
+    """
+
+    code = 1031
+
+
+class CommitTimedOut(TransactionTimedOut):
+    """The timeout ran out while a commit was in flight: it may or may not have landed.
+
+    A late landing is still exactly-once for `Store.transact` (a later attempt would
+    find its marker), but this call cannot say which it was.
+    """
 
 
 class StorageFull(StoreError):
@@ -115,6 +136,8 @@ class RetryLimitReached(StoreError):
 
 def refused_for_good(error: BaseException) -> bool:
     """Whether trying the same work again cannot help: a size over FoundationDB's limits
-    (the request's own fault) or a full disk. Such an error is answered at once, not
-    retried by `Store.transact` nor by an actor's restarts."""
-    return isinstance(error, LimitExceeded | StorageFull)
+    (the request's own fault), a full disk, or a store that did not answer within its
+    transaction timeout (which already spans every retry: trying again only makes the
+    caller wait another timeout). Such an error is answered at once, not retried by
+    `Store.transact` nor by routing or an actor's restarts."""
+    return isinstance(error, LimitExceeded | StorageFull | TransactionTimedOut)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -30,11 +31,13 @@ import trio
 from kelpie_trio.env import Env, RealEnv
 from kelpie_trio.storage.base import Store, Transaction
 from kelpie_trio.storage.errors import (
+    CommitTimedOut,
     CommitUnknownResult,
     KeyTooLarge,
     NotCommitted,
     StoreClosed,
     StoreError,
+    TransactionTimedOut,
     TransactionTooLarge,
     TransactionTooOld,
     ValueTooLarge,
@@ -53,10 +56,17 @@ __all__ = [
     "FdbTransaction",
     "await_future",
     "fdb_available",
+    "fdb_unavailable_reason",
+    "library_mismatch",
     "map_fdb_error",
 ]
 
+log = logging.getLogger(__name__)
+
 DEFAULT_API_VERSION = 730
+# From 610 on, a transaction's timeout is not reset by on_error: the store's timeout
+# then bounds a transaction with all its retries, which is what it promises.
+MIN_API_VERSION = 610
 _ADD_WIDTH = 8  # FDB's ADD on an 8-byte little-endian operand, as base.add_to_value
 _ADD_MODULUS = 1 << (8 * _ADD_WIDTH)
 
@@ -75,17 +85,59 @@ _NAMED_ERRORS: dict[int, type[StoreError]] = {
 _API_VERSION_LOCK = threading.Lock()
 
 
-@functools.cache
-def fdb_available() -> bool:
-    """Whether the FoundationDB client library (libfdb_c) can be loaded here.
+def library_mismatch(api: Any) -> str | None:
+    """Why the client library behind the binding `api` cannot serve it, or None.
 
-    Cached: a failed load costs a library search (ldconfig) every time.
+    The binding hands libfdb_c its own header version (`LATEST_API_VERSION`) when it
+    selects an API version, and a library that does not know that version refuses
+    (2203), whatever version was asked for: the binding then raises a bare
+    RuntimeError. Asking the library for its newest version first gives a sentence
+    that says what to install.
+    """
+    header = getattr(api, "LATEST_API_VERSION", None)
+    try:
+        newest = int(api.impl._capi.fdb_get_max_api_version())
+    except AttributeError:  # a stand-in without a C library: nothing to compare
+        return None
+    if header is None or newest >= header:
+        return None
+    binding = getattr(api, "__version__", "?")
+    return (
+        f"the FoundationDB client library here (libfdb_c) supports API version {newest} "
+        f"at most, but the installed fdb binding {binding} needs {header}: install "
+        f"FoundationDB's client packages {header // 100}.{header % 100 // 10} or newer, "
+        f"or a binding of the library's version (pip install "
+        f"'foundationdb>={newest // 100}.{newest % 100 // 10},<{newest // 100}."
+        f"{newest % 100 // 10 + 1}')"
+    )
+
+
+@functools.cache
+def fdb_unavailable_reason() -> str | None:
+    """Why the real FoundationDB binding cannot be used here, or None if it can.
+
+    Loads libfdb_c (the binding may run `ldconfig` to find it): blocking, so call it
+    off the trio thread (`FdbStore.run` does). Cached: a failed load is slow to repeat.
     """
     try:
-        import fdb.impl  # noqa: F401 - loading fdb.impl is what locates libfdb_c
+        import fdb.impl
     except Exception:  # the binding raises a bare Exception when the library is missing
-        return False
-    return True
+        return (
+            "the FoundationDB client library libfdb_c is not installed on this machine "
+            "(it comes with FoundationDB's client packages, not from PyPI or Debian); "
+            "install them, or use --store sqlite"
+        )
+    import fdb
+
+    return library_mismatch(fdb)
+
+
+def fdb_available() -> bool:
+    """Whether the real binding can be used here: libfdb_c loads and serves the binding.
+
+    Blocking the first time (see `fdb_unavailable_reason`).
+    """
+    return fdb_unavailable_reason() is None
 
 
 class FdbError(StoreError):
@@ -114,31 +166,42 @@ def _predicate(api: Any, name: str, code: int) -> bool:
 
 # FoundationDB never tells a client that a disk is full: a cluster whose storage
 # servers or logs run out of space is throttled by its ratekeeper (new read versions
-# wait) until someone makes room, and every transaction just waits. The transaction
-# timeout (FdbStore.transaction_timeout, set on the database) turns that wait into
-# 1031 transaction_timed_out, which is not retried: the caller hears within the timeout.
+# wait) until someone makes room, and every transaction just waits; so does one whose
+# coordinators are gone. The transaction timeout (FdbStore.transaction_timeout, set on
+# the database) turns that wait into 1031 transaction_timed_out, which is not retried:
+# the caller hears within the timeout.
 _TRANSACTION_TIMED_OUT = 1031
 
 
-def map_fdb_error(api: Any, error: Any) -> StoreError:
-    """The store error for an `FDBError` of the binding `api` (raise it `from error`)."""
+def map_fdb_error(api: Any, error: Any, *, committing: bool = False) -> StoreError:
+    """The store error for an `FDBError` of the binding `api` (raise it `from error`).
+
+    `committing`: whether the error came from a commit. Only a commit can have an
+    unknown outcome; the same "maybe committed" code from a read (the client cancels
+    reads in flight with 1039 cluster_version_changed during an upgrade) is an
+    ordinary retryable failure, and must not send the retry loop looking for the
+    marker of an attempt that wrote nothing.
+    """
     code = error.code
     message = f"{_describe(error)} (fdb error {code})"
+    if code == _TRANSACTION_TIMED_OUT:
+        timed_out = (
+            f"{message}: FoundationDB did not finish the transaction within the store's "
+            "timeout; the cluster is unreachable or throttling writes (a full disk "
+            "looks like this)"
+        )
+        if committing:
+            return CommitTimedOut(f"{timed_out}. The commit may or may not have landed")
+        return TransactionTimedOut(f"{timed_out}. Nothing was committed")
+    if _predicate(api, "is_maybe_committed", code):
+        if committing:
+            # 1021, or 1039 cluster_version_changed: the commit may have landed, so
+            # the retry loop looks for its idempotency marker.
+            return CommitUnknownResult(message)
+        return FdbError(code, message, retryable=_predicate(api, "is_retryable", code))
     named = _NAMED_ERRORS.get(code)
     if named is not None:
         return named(message)
-    if code == _TRANSACTION_TIMED_OUT:
-        return FdbError(
-            code,
-            f"{message}: FoundationDB did not finish the transaction in time; the cluster "
-            "is unreachable or throttling writes (a full disk looks like this). A commit "
-            "in flight may or may not have landed",
-            retryable=False,
-        )
-    if _predicate(api, "is_maybe_committed", code):
-        # e.g. 1039 cluster_version_changed: the commit may have landed, so the
-        # retry loop must look for its idempotency marker, as after 1021.
-        return CommitUnknownResult(message)
     return FdbError(code, message, retryable=_predicate(api, "is_retryable", code))
 
 
@@ -192,25 +255,35 @@ class FdbTransaction(Transaction):
 
     def _reset(self) -> None:
         self._started = self._env.monotonic()
+        self._waited = 0.0  # store-clock seconds spent waiting on FDB (see _check_age)
         self._has_writes = False
         self._committed = False
 
     @contextlib.contextmanager
-    def _mapped_errors(self) -> Iterator[None]:
+    def _mapped_errors(self, *, committing: bool = False) -> Iterator[None]:
         try:
             yield
         except self._api.FDBError as error:
-            raise map_fdb_error(self._api, error) from error
+            raise map_fdb_error(self._api, error, committing=committing) from error
 
-    async def _result(self, future: Any) -> Any:
-        with self._mapped_errors():
-            return await await_future(future)
+    async def _result(self, future: Any, *, committing: bool = False) -> Any:
+        before = self._env.monotonic()
+        try:
+            with self._mapped_errors(committing=committing):
+                return await await_future(future)
+        finally:
+            self._waited += self._env.monotonic() - before
 
     def _check_age(self) -> None:
         # FDB enforces its 5 s on its own clock (versions); this check on the
         # store's clock makes the limit bite under a virtual clock too, so a
         # transaction fails here exactly when it fails on every other backend.
-        if self._env.monotonic() - self._started > MAX_TRANSACTION_SECONDS:
+        # Time spent waiting on FDB itself is left out: under trio's MockClock with
+        # autojump, the clock jumps to the next deadline while every task waits on
+        # the network thread (the store's 60 s marker sleep, say), and that virtual
+        # jump must not age the transaction. The real time of those waits is FDB's
+        # to judge, and it does (1007).
+        if self._env.monotonic() - self._started - self._waited > MAX_TRANSACTION_SECONDS:
             raise TransactionTooOld(
                 f"transaction is older than {MAX_TRANSACTION_SECONDS:g} s; "
                 "it is retried from the start"
@@ -313,9 +386,17 @@ class FdbTransaction(Transaction):
             # A read-only commit is a no-op on FDB too: it never reaches the cluster.
             await trio.lowlevel.checkpoint()
             return
-        with self._mapped_errors():
+        with self._mapped_errors(committing=True):
             future = self._tr.commit()
-        await self._result(future)
+        try:
+            await self._result(future, committing=True)
+        except trio.Cancelled:
+            # The commit may already be on its way to (or applied by) the cluster;
+            # cancelling the future does not take it back. Its outcome is unknown,
+            # as after 1021, and the caller, being cancelled, cannot retry and look:
+            # nothing here may assume either outcome.
+            log.debug("a commit was cancelled in flight: its outcome is unknown")
+            raise
 
     def _fdb_code(self, error: StoreError) -> int:
         """The FDB error code to hand to fdb's on_error for `error`."""
@@ -340,21 +421,48 @@ class FdbTransaction(Transaction):
         self._reset()
 
 
+def _load_binding() -> Any:
+    """Import the real `fdb` binding once libfdb_c is known to serve it. Blocking."""
+    reason = fdb_unavailable_reason()
+    if reason is not None:
+        raise StoreError(f"cannot open FoundationDB: {reason}")
+    import fdb
+
+    return fdb
+
+
 def _open_database(api: Any, cluster_file: str | None, api_version: int, timeout_ms: int) -> Any:
-    """Choose the API version (once per process) and open the database. Blocking."""
+    """Choose the API version (once per process) and open the database. Blocking.
+
+    Every failure is a StoreError that says what is wrong, so `serve` can print it.
+    """
+    mismatch = library_mismatch(api)
+    if mismatch is not None:
+        raise StoreError(f"cannot open FoundationDB: {mismatch}")
     with _API_VERSION_LOCK:
         selected = api.get_api_version() if api.is_api_version_selected() else None
         if selected is None:
-            api.api_version(api_version)
+            try:
+                api.api_version(api_version)
+            except RuntimeError as error:  # the binding's way to refuse a version
+                raise StoreError(f"cannot open FoundationDB: {error}") from error
         elif selected != api_version:
             # The binding raises on a second, different version; say which and why.
             raise StoreError(
                 f"the fdb API version of this process is already {selected}; "
                 f"a store asking for {api_version} cannot open"
             )
-    db = api.open(cluster_file)
-    # From API 610 on, this bounds a transaction with all its retries (on_error keeps it).
-    db.options.set_transaction_timeout(timeout_ms)
+    where = cluster_file or "the default cluster file"
+    try:
+        db = api.open(cluster_file)
+        # From API 610 on, this bounds a transaction with all its retries (on_error
+        # keeps it): a cluster that does not answer is an error within the timeout.
+        db.options.set_transaction_timeout(timeout_ms)
+    except api.FDBError as error:  # e.g. 1515 no cluster file, 2104 a malformed one
+        mapped = map_fdb_error(api, error)
+        raise FdbError(
+            error.code, f"cannot open FoundationDB with {where}: {mapped}", retryable=False
+        ) from error
     return db
 
 
@@ -378,6 +486,11 @@ class FdbStore(Store):
         fdb_api: Any = None,
         api_version: int = DEFAULT_API_VERSION,
     ) -> None:
+        if api_version < MIN_API_VERSION:
+            raise ValueError(
+                f"the FoundationDB store needs API version {MIN_API_VERSION} or later "
+                f"(got {api_version}): before it, on_error resets a transaction's timeout"
+            )
         self.cluster_file = cluster_file
         self.env = env or RealEnv()
         self.api_version = api_version
@@ -398,17 +511,10 @@ class FdbStore(Store):
         if self._db is not None:
             raise RuntimeError("FdbStore.run is already running")
         api = self._api
+        # Loading libfdb_c (the binding may run ldconfig to find it), selecting the
+        # API version and opening the cluster file all block: off the trio thread.
         if api is None:
-            if not fdb_available():
-                raise StoreError(
-                    "cannot open FoundationDB: the client library libfdb_c is not "
-                    "installed on this machine"
-                )
-            import fdb
-
-            api = fdb
-        # Selecting the API version loads libfdb_c and opening may touch the
-        # cluster file: both can block, so keep them off the trio thread.
+            api = await trio.to_thread.run_sync(_load_binding)
         db = await trio.to_thread.run_sync(
             _open_database,
             api,

@@ -34,7 +34,10 @@ def check_range(begin: bytes, end: bytes, limit: int) -> None:
 
 
 def check_transaction_size(size: int) -> None:
+    """`size` as FDB counts it: mutations plus read and write conflict ranges
+    (`CommitRequest.size`); FDB refuses only what is strictly over the limit."""
     if size > MAX_TRANSACTION_BYTES:
         raise TransactionTooLarge(
-            f"transaction of {size} bytes exceeds the limit of {MAX_TRANSACTION_BYTES} bytes"
+            f"transaction of {size} bytes (its writes and their conflict ranges, as "
+            f"FoundationDB counts them) exceeds the limit of {MAX_TRANSACTION_BYTES} bytes"
         )

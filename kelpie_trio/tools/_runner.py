@@ -1,20 +1,25 @@
 """The sandbox's child process: run one custom tool and report how it went.
 
-kelpie_trio/tools/sandbox.py starts this file as `python -I _runner.py RESULT_FD`;
-the server never imports it. It uses the standard library only and plain syntax,
-because it runs in whatever Python the sandbox is given, not the server's.
+kelpie_trio/tools/sandbox.py starts this file as
+`python -I _runner.py RESULT_FD LIFELINE_FD`; the server never imports it. It uses
+the standard library only and plain syntax, because it runs in whatever Python the
+sandbox is given, not the server's.
 
 Stdin carries one JSON document: `source`, `function`, `arguments`, `requirements`
-(`[{"name", "version"}]`), `memory_bytes`, `memory_mb` and `parent_pid`. The
-outcome is one JSON document written to RESULT_FD, so the tool's own prints on
-stdout and stderr never mix with it:
+(`[{"name", "version"}]`), `memory_bytes`, `memory_mb`, `limits` (`cpu_seconds`,
+`processes`, `open_files`, `scratch_mb`) and `jail` (None, or the spec _jail.py
+builds namespaces from). The outcome is one line on RESULT_FD, "R" and a JSON
+document, so the tool's own prints on stdout and stderr never mix with it:
 
     {"status": "success", "func_return": <JSON value, or str() of the value>}
-    {"status": "error", "error": "<ExceptionType: message, or why not run>"}
+    {"status": "error", "error": "<why>", "limit": <the limit that ended it, or null>}
+
+In the jail, the parent left outside adds an "X" line saying how PID 1 ended.
 """
 
 import asyncio
 import contextlib
+import errno
 import importlib.metadata
 import inspect
 import json
@@ -25,22 +30,30 @@ import resource
 import signal
 import sys
 import threading
-import time
 import traceback
 import types
 
 TOOL_FILENAME = "<tool source>"
 TOOL_MODULE = "__tool__"  # not "__main__": an `if __name__ == "__main__":` block stays idle
-_PARENT_POLL_SECONDS = 0.5
 
 
 def main():
     result_fd = int(sys.argv[1])
-    # Processes the tool starts must not inherit the result channel.
+    lifeline_fd = int(sys.argv[2])
+    # Processes the tool starts must not inherit the result channel or the lifeline.
     os.set_inheritable(result_fd, False)
+    os.set_inheritable(lifeline_fd, False)
     request = json.loads(sys.stdin.buffer.read())
-    _watch_parent(request["parent_pid"])
-    _limit_memory(request["memory_bytes"])
+    jail = request.get("jail")
+    if jail is not None:
+        # -I keeps this file's directory off sys.path; the jail sits beside it.
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import _jail
+
+        del sys.path[0]
+        _jail.enter(jail, result_fd)  # from here on: PID 1 of the namespaces, uid 65534
+    _watch_lifeline(lifeline_fd, jailed=jail is not None)
+    _set_limits(request)
     outcome = _run(request)
     try:
         payload = json.dumps(outcome, allow_nan=False)
@@ -49,42 +62,67 @@ def main():
     except (TypeError, ValueError, RecursionError):
         outcome["func_return"] = _text(outcome["func_return"])
         payload = json.dumps(outcome, allow_nan=False)
-    with os.fdopen(result_fd, "w", encoding="utf-8") as out:
-        out.write(payload)
+    # One line (JSON escapes every newline); the jail's outside parent may add its own after.
+    data = ("R" + payload + "\n").encode("utf-8")
+    with contextlib.suppress(OSError):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(result_fd, view) :]
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
     # Threads the tool left running must not keep the process (and the call) alive.
+    # In the jail this process is PID 1: its exit ends every process the tool started.
     os._exit(0)
 
 
-def _watch_parent(parent_pid):
-    """Kill this process group if the server dies, so no orphaned tool keeps running.
+def _watch_lifeline(lifeline_fd, jailed):
+    """End the call if the server goes away (or gives up on it) while the tool runs.
 
-    A tool call may be re-run after a server crash; an orphan of the first run must
-    not race the second. (PR_SET_PDEATHSIG would be simpler, but it fires when the
-    *thread* that started us exits, and trio starts processes from worker threads.)
+    The server holds the only write end of the lifeline until the call is over, so a
+    read returning means the server died or let go: a call may be re-run after a server
+    crash, and an orphan of the first run must not race the second. Outside the jail
+    the whole process group is killed (what the tool started with setsid escapes that);
+    in the jail, PID 1 exiting ends the namespace and everything in it.
     """
 
     def watch():
-        while os.getppid() == parent_pid:
-            time.sleep(_PARENT_POLL_SECONDS)
-        os.killpg(os.getpgid(0), signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            while os.read(lifeline_fd, 1):
+                pass
+        if not jailed:
+            with contextlib.suppress(OSError):
+                os.killpg(os.getpgid(0), signal.SIGKILL)
+        os._exit(70)
 
     threading.stack_size(256 * 1024)
-    threading.Thread(target=watch, name="kelpie-parent-watch", daemon=True).start()
+    threading.Thread(target=watch, name="kelpie-lifeline", daemon=True).start()
     threading.stack_size(0)
 
 
-def _limit_memory(memory_bytes):
+def _set_limits(request):
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if memory_bytes is None:
-        return
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        memory_bytes = min(memory_bytes, hard)
-    # Soft and hard alike, so the tool cannot raise its own limit.
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    limits = request.get("limits") or {}
+    memory_bytes = request.get("memory_bytes")
+    if memory_bytes is not None:
+        _cap(resource.RLIMIT_AS, memory_bytes)
+    if limits.get("cpu_seconds"):
+        # SIGXCPU at the soft limit; the hard one, a second later, is SIGKILL.
+        seconds = int(limits["cpu_seconds"])
+        _cap(resource.RLIMIT_CPU, seconds, seconds + 1)
+    if limits.get("open_files"):
+        _cap(resource.RLIMIT_NOFILE, limits["open_files"])
+    if limits.get("processes"):
+        _cap(resource.RLIMIT_NPROC, limits["processes"])
+
+
+def _cap(which, soft, hard=None):
+    """Soft and hard alike (or hard just above), so the tool cannot raise its own limit."""
+    hard = soft if hard is None else hard
+    _, current = resource.getrlimit(which)
+    if current != resource.RLIM_INFINITY:
+        soft, hard = min(soft, current), min(hard, current)
+    resource.setrlimit(which, (soft, hard))
 
 
 def _run(request):
@@ -120,8 +158,37 @@ def _run(request):
     except (Exception, SystemExit, KeyboardInterrupt) as e:
         # SystemExit too: a tool calling sys.exit() has failed, not ended the runner.
         _print_tool_traceback(e)
-        return _error(f"{type(e).__name__}: {_text(e)}")
+        message = f"{type(e).__name__}: {_text(e)}"
+        limit = _limit_hit(e, request)
+        if limit is not None:
+            name, shown = limit
+            return _error(f"{shown}: {message}", limit=name)
+        return _error(message)
     return {"status": "success", "func_return": value}
+
+
+# Functions in whose frames a failed fork or spawn surfaces.
+_SPAWNERS = {"_execute_child", "_fork_exec", "_launch", "fork", "posix_spawn", "spawnv"}
+
+
+def _limit_hit(e, request):
+    """Which of the sandbox's limits an exception the tool let escape comes from, if any."""
+    if not isinstance(e, OSError):
+        return None
+    limits = request.get("limits") or {}
+    if e.errno == errno.EMFILE and limits.get("open_files"):
+        return "open_files", f"open files limit reached ({limits['open_files']})"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT) and limits.get("scratch_mb"):
+        return "scratch", f"scratch space is full ({limits['scratch_mb']} MB)"
+    if e.errno == errno.EAGAIN and limits.get("processes"):
+        names, line, tb = [], "", e.__traceback__
+        while tb is not None:
+            names.append(tb.tb_frame.f_code.co_name)
+            line = linecache.getline(tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+            tb = tb.tb_next
+        if _SPAWNERS.intersection(names) or "fork" in line or "spawn" in line:
+            return "processes", f"process limit reached ({limits['processes']})"
+    return None
 
 
 def _missing_requirements(requirements):
@@ -169,11 +236,11 @@ def _print_tool_traceback(e):
 
 
 def _memory_error(request):
-    return _error(f"memory limit exceeded ({request['memory_mb']} MB)")
+    return _error(f"memory limit exceeded ({request['memory_mb']} MB)", limit="memory")
 
 
-def _error(message):
-    return {"status": "error", "error": message}
+def _error(message, limit=None):
+    return {"status": "error", "error": message, "limit": limit}
 
 
 def _text(value):

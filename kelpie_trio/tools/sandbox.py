@@ -1,52 +1,51 @@
-"""Custom tools run here: in a child process, never inside the server.
+"""Custom tools run here: in a child process, never inside the server, and (by default)
+inside namespaces that make it a boundary.
 
 `ToolSandbox.run` starts `python -I kelpie_trio/tools/_runner.py` for each call,
 hands it the tool's source, the function's name and the arguments as one JSON
-document on stdin, and reads back one JSON result on a pipe of its own; the
+document on stdin, and reads back one result line on a pipe of its own; the
 tool's prints arrive separately on stdout and stderr. Whatever goes wrong in the
-child -- an exception, a timeout, a memory limit, a crash -- comes back as a
-`ToolResult` with status "error" and a one-line `error`, never as an exception in
-the server, so the agent records a tool_return and goes on.
+child -- an exception, a limit, a crash -- comes back as a `ToolResult` with status
+"error", a one-line `error` and, when a limit ended it, `limit` naming it; never as
+an exception in the server, so the agent records a tool_return and goes on.
 
-The rules:
+Isolated (`isolated=True`, the default; how in _jail.py): the runner steps into new
+user, mount, PID, network, IPC and UTS namespaces before the tool's code is read, and
+runs it as uid 65534 with no capabilities, PR_SET_NO_NEW_PRIVS and a seccomp filter
+(x86_64). It sees the system's /usr, the tool's Python and a few /etc files,
+read-only; a private /tmp of `scratch_mb` (also HOME and the working directory); a
+/proc of its own processes; no network unless `network`. The server's data paths
+(`hidden`) are covered if they fall inside that view. PID 1 of the namespace is the
+runner: when it exits every process the tool started dies with it. Whether this host
+can do it is asked once at start-up (isolation.py).
 
-- Wall clock: a call gets `timeout` seconds. Then the child's whole process group
-  (the runner and anything the tool started) is killed with SIGKILL and the error
-  is "timed out after N s". When a call ends normally, processes the tool left
-  running are killed too. If the server itself dies, the runner notices within a
-  second and kills its group, so no orphan outlives the call.
-- Memory: the runner sets RLIMIT_AS to `memory_mb` before the tool's code runs; an
-  allocation past it is "memory limit exceeded (N MB)". RLIMIT_AS counts address
-  space, not resident memory, so the child gets MALLOC_ARENA_MAX=1 (glibc would
-  otherwise reserve 64 MB per thread); libraries that reserve large regions up
-  front need a larger limit.
-- Environment: the child gets only the `allowed_env` variables the server has, the
-  tool's own `env_vars`, HOME and TMPDIR pointing at a fresh scratch directory
-  (also its working directory, removed after the call) and MALLOC_ARENA_MAX; the
-  tool's `env_vars` win. `-I` makes Python ignore PYTHON* variables, the user's
-  site-packages and the working directory on sys.path.
-- Output: stdout and stderr are kept up to `max_output_bytes` each and the rest is
-  read and dropped (a last line says how much); the JSON result may be up to
-  MAX_RESULT_BYTES. A return value JSON cannot hold comes back as its str().
-- pip requirements are checked, never installed: installing per call is slow and
-  this server has no network to install from. In the child, each requirement's
-  distribution must be installed in the sandbox's Python (`importlib.metadata`), at
-  exactly the pinned version when one is given (Letta installs `name==version`).
-  Otherwise the call is refused with "requires packages not installed in the
-  sandbox: x==1.0; install them into the sandbox environment". To give tools
-  packages, install them into the Python named by `python` -- ideally a venv of
-  its own, since by default it is the server's, whose packages tools can import.
+Unisolated (`isolated=False`, only when the operator chooses it on a host without
+user namespaces): today's child process as the server's user, with the same limits
+but no boundary: it can read what the server reads and reach the network, and a
+process it starts in a new session can outlive the call.
+
+Limits (attributes here, settings in config.py): `timeout` (wall clock: the child's
+process group is killed, "wall_time"), `cpu_seconds` (RLIMIT_CPU, "cpu_time"),
+`memory_mb` (RLIMIT_AS, "memory"; MALLOC_ARENA_MAX=1 so glibc does not reserve 64 MB
+per thread), `max_processes` (RLIMIT_NPROC, isolated only, since outside a user
+namespace it counts every process of the server's user: "processes"),
+`max_open_files` (RLIMIT_NOFILE, "open_files"), `scratch_mb` (the size of /tmp,
+"scratch"), and the result's size (MAX_RESULT_BYTES, "output"). stdout and stderr are
+kept up to `max_output_bytes` each; the rest is read and dropped and a last line says
+how much (that is not an error).
+
+Environment: the child gets only the `allowed_env` variables the server has, the
+agent's tool variables and secrets (`env_vars`), HOME and TMPDIR (the scratch
+directory) and MALLOC_ARENA_MAX; `env_vars` win. They are never logged.
+
+pip requirements: with `envs` (the node sets it unless KELPIE_TOOL_PIP=refuse), a call
+runs in a cached venv holding its requirements, made on first use (envs.py); without,
+each requirement must be installed in `python` at the pinned version if one is given.
+Either way the runner checks them before the tool's code runs and refuses the call,
+saying which, when one is missing. Nothing is installed into the server's environment.
 
 A tool call is at-least-once: after a crash, a call whose result was not yet
-checkpointed is run again (only checkpointed results are never re-run). Custom
-tools should therefore be idempotent, or tolerate running twice.
-
-This isolates the server from a tool's failures, hangs and memory, and keeps the
-server's environment (KELPIE_*, API keys) out of the tool's. It is not a security
-boundary against hostile code: the child runs as the server's user, so it can
-read what the server can read (files, and /proc/<server pid>/environ unless the
-server makes itself non-dumpable), reach the network, or leave its process group.
-Untrusted tools need a separate user, container or VM around `python`.
+checkpointed is run again. Custom tools should be idempotent, or tolerate running twice.
 """
 
 from __future__ import annotations
@@ -70,35 +69,60 @@ import attrs
 import trio
 
 from kelpie_trio.models.tools import PipRequirement
+from kelpie_trio.tools.envs import EnvError, ToolEnvs
 
 __all__ = [
     "DEFAULT_ALLOWED_ENV",
+    "LIMITS",
     "MAX_OUTPUT_BYTES",
     "MAX_RESULT_BYTES",
     "ToolResult",
     "ToolSandbox",
+    "default_python",
+    "timed_out",
 ]
 
 DEFAULT_ALLOWED_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
 MAX_OUTPUT_BYTES = 1_000_000  # of stdout, and again of stderr
 # Above the largest return_char_limit (1,000,000 characters) with room for JSON escapes.
 MAX_RESULT_BYTES = 8_000_000
+# The names a result's `limit` takes.
+LIMITS = ("wall_time", "cpu_time", "memory", "processes", "open_files", "scratch", "output")
 
 _RUNNER = Path(__file__).with_name("_runner.py")
 _READ_SIZE = 65_536
 _REAP_SECONDS = 5.0  # a SIGKILLed child is gone at once unless stuck in the kernel
+# After the runner exits, how long its pipes may stay open (unisolated, a process the tool
+# started in a new session can hold them); the result is in hand by then.
+_DRAIN_GRACE = 0.5
 _ENV_NAME = re.compile(r"[^=\0]+")
+_SCRATCH = "/tmp"  # inside the namespaces
+
+
+def default_python() -> str:
+    """The system's Python: the interpreter the server's venv (if any) was made from, so
+    tools do not see the server's packages."""
+    return getattr(sys, "_base_executable", None) or sys.executable
 
 
 @attrs.frozen
 class ToolResult:
-    """How one tool call went; `error` is set exactly when status is "error"."""
+    """How one tool call went; `error` is set exactly when status is "error", and `limit`
+    when one of the sandbox's limits ended the call (one of LIMITS)."""
 
     status: Literal["success", "error"]
     func_return: Any = None  # the JSON value returned, or its str() if JSON cannot hold it
     stdout: list[str] = attrs.Factory(list)
     stderr: list[str] = attrs.Factory(list)
     error: str | None = None
+    limit: str | None = None
+
+
+def timed_out(
+    seconds: float, out: list[str] | None = None, err: list[str] | None = None
+) -> ToolResult:
+    """The result of a call ended by its wall-clock limit (the simulator's too)."""
+    return _failed(f"timed out after {seconds:g} s (wall time limit)", out, err, "wall_time")
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -116,10 +140,23 @@ class ToolSandbox:
     """Runs custom tools in child processes under the rules of the module docstring."""
 
     timeout: float = attrs.field(default=30.0, validator=_positive)
+    cpu_seconds: int = attrs.field(default=30, validator=_positive_int)
     memory_mb: int = attrs.field(default=512, validator=_positive_int)
-    python: str = sys.executable
-    allowed_env: tuple[str, ...] = DEFAULT_ALLOWED_ENV
+    max_processes: int = attrs.field(default=64, validator=_positive_int)
+    max_open_files: int = attrs.field(default=256, validator=_positive_int)
+    scratch_mb: int = attrs.field(default=64, validator=_positive_int)
     max_output_bytes: int = attrs.field(default=MAX_OUTPUT_BYTES, validator=_positive_int)
+    python: str = attrs.field(factory=default_python)
+    allowed_env: tuple[str, ...] = DEFAULT_ALLOWED_ENV
+    isolated: bool = True
+    network: bool = False  # isolated only: unisolated tools always have the host's network
+    seccomp: bool = True
+    # Paths tools must never see (the server's data directory, its store), even should
+    # they lie inside the view (a Python installed under the data directory).
+    hidden: tuple[str, ...] = ()
+    # Where tools with pip requirements get a venv of their own (envs.py); None: such a
+    # tool runs only if `python` has its requirements already.
+    envs: ToolEnvs | None = None
 
     async def run(
         self,
@@ -135,35 +172,70 @@ class ToolSandbox:
             requirements = _requirements(pip_requirements or ())
         except _Refused as e:
             return _failed(str(e))
+        python = self.python
+        if requirements and self.envs is not None:
+            try:
+                python = await self.envs.python_for(requirements)
+            except EnvError as e:
+                return _failed(f"the tool's pip requirements cannot be provided: {e}")
         try:
-            request = json.dumps(
-                {
-                    "source": tool_source,
-                    "function": function_name,
-                    "arguments": dict(arguments),
-                    "requirements": requirements,
-                    "memory_bytes": self.memory_mb * 1024 * 1024,
-                    "memory_mb": self.memory_mb,
-                    "parent_pid": os.getpid(),
-                },
-                allow_nan=False,
-            ).encode()
-        except (TypeError, ValueError) as e:
-            return _failed(f"tool call cannot be sent to the sandbox: {e}")
-        try:
-            scratch = tempfile.mkdtemp(prefix="kelpie-tool-")
+            # The host directory the namespace's root is mounted on (isolated), or the
+            # scratch directory itself (unisolated).
+            workdir = tempfile.mkdtemp(prefix="kelpie-tool-")
         except OSError as e:
             return _failed(f"could not create the tool's scratch directory: {e}")
         try:
+            scratch = _SCRATCH if self.isolated else workdir
             env = self._child_env(env_vars or {}, scratch)
-            return await self._execute(request, env, scratch)
+            request = self._request(tool_source, function_name, arguments, requirements, workdir)
+            return await self._execute(python, request, env, workdir)
         except _Refused as e:
             return _failed(str(e))
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(
-                    functools.partial(shutil.rmtree, scratch, ignore_errors=True)
+                    functools.partial(shutil.rmtree, workdir, ignore_errors=True)
                 )
+
+    def _request(
+        self,
+        source: str,
+        function: str,
+        arguments: Mapping[str, Any],
+        requirements: list[dict[str, str | None]],
+        workdir: str,
+    ) -> bytes:
+        jail = None
+        if self.isolated:
+            jail = {
+                "root": workdir,
+                "network": self.network,
+                "seccomp": self.seccomp,
+                "scratch_bytes": self.scratch_mb * 1024 * 1024,
+                "hide": [str(p) for p in self.hidden],
+            }
+        limits = {
+            "cpu_seconds": self.cpu_seconds,
+            "open_files": self.max_open_files,
+            "processes": self.max_processes if self.isolated else None,
+            "scratch_mb": self.scratch_mb if self.isolated else None,
+        }
+        try:
+            return json.dumps(
+                {
+                    "source": source,
+                    "function": function,
+                    "arguments": dict(arguments),
+                    "requirements": requirements,
+                    "memory_bytes": self.memory_mb * 1024 * 1024,
+                    "memory_mb": self.memory_mb,
+                    "limits": limits,
+                    "jail": jail,
+                },
+                allow_nan=False,
+            ).encode()
+        except (TypeError, ValueError) as e:
+            raise _Refused(f"tool call cannot be sent to the sandbox: {e}") from None
 
     def _child_env(self, env_vars: Mapping[str, str], scratch: str) -> dict[str, str]:
         env = {"HOME": scratch, "TMPDIR": scratch, "MALLOC_ARENA_MAX": "1"}
@@ -176,25 +248,32 @@ class ToolSandbox:
             env[name] = value
         return env
 
-    async def _execute(self, request: bytes, env: dict[str, str], cwd: str) -> ToolResult:
+    async def _execute(
+        self, python: str, request: bytes, env: dict[str, str], cwd: str
+    ) -> ToolResult:
         result_read, result_write = os.pipe()
+        # The server holds the lifeline's only write end while the call lasts: when it
+        # closes (the call is over, or the server died) the runner ends itself.
+        lifeline_read, lifeline_write = os.pipe()
         async with trio.lowlevel.FdStream(result_read) as results:
             try:
                 process = await trio.lowlevel.open_process(
-                    [self.python, "-I", str(_RUNNER), str(result_write)],
+                    [python, "-I", str(_RUNNER), str(result_write), str(lifeline_read)],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     env=env,
                     cwd=cwd,
                     start_new_session=True,  # its own process group, killed as one
-                    pass_fds=(result_write,),
+                    pass_fds=(result_write, lifeline_read),
                 )
             except OSError as e:
-                return _failed(f"could not start the sandbox's Python {self.python!r}: {e}")
+                os.close(lifeline_write)
+                return _failed(f"could not start the sandbox's Python {python!r}: {e}")
             finally:
                 # The child holds the only write end, so its exit ends our reads.
                 os.close(result_write)
+                os.close(lifeline_read)
 
             stdout = _Capture(self.max_output_bytes)
             stderr = _Capture(self.max_output_bytes)
@@ -203,15 +282,18 @@ class ToolSandbox:
                 with trio.move_on_after(self.timeout) as deadline:
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(_feed, process.stdin, request)
-                        nursery.start_soon(stdout.drain, process.stdout)
-                        nursery.start_soon(stderr.drain, process.stderr)
-                        nursery.start_soon(result.drain, results)
+                        drained = _Drains(3)
+                        nursery.start_soon(drained.run, stdout.drain, process.stdout)
+                        nursery.start_soon(drained.run, stderr.drain, process.stderr)
+                        nursery.start_soon(drained.run, result.drain, results)
                         await process.wait()
                         # Whatever the tool started dies with it, closing the pipes it held.
-                        # (The leader is reaped by now, but its group lives on while any
-                        # member does, and pids are not reused that fast.)
                         _kill_group(process.pid)
+                        with trio.move_on_after(_DRAIN_GRACE):
+                            await drained.done.wait()
+                        nursery.cancel_scope.cancel()
             finally:
+                os.close(lifeline_write)
                 _kill_group(process.pid)
                 with trio.CancelScope(shield=True), trio.move_on_after(_REAP_SECONDS):
                     for stream in (process.stdin, process.stdout, process.stderr):
@@ -220,13 +302,103 @@ class ToolSandbox:
                     await process.wait()
 
         out, err = stdout.lines("stdout"), stderr.lines("stderr")
-        if deadline.cancelled_caught:
-            return _failed(f"timed out after {self.timeout:g} s", out, err)
-        return _outcome(result, process.returncode, out, err)
+        reply, trailer = _records(result)
+        if reply is None and deadline.cancelled_caught:
+            # Only a call that had not answered by its deadline timed out.
+            return timed_out(self.timeout, out, err)
+        return self._outcome(result, reply, trailer, process.returncode, out, err)
+
+    def _outcome(
+        self,
+        result: _Capture,
+        reply: Any,
+        trailer: dict[str, Any] | None,
+        returncode: int | None,
+        out: list[str],
+        err: list[str],
+    ) -> ToolResult:
+        if result.dropped:
+            return _failed(
+                f"tool result is larger than {MAX_RESULT_BYTES} bytes (output limit)",
+                out,
+                err,
+                "output",
+            )
+        if reply is _MALFORMED:
+            return _failed("tool process sent a malformed result", out, err)
+        if reply is None:
+            return self._no_result(trailer, returncode, out, err)
+        if isinstance(reply, dict) and reply.get("status") == "success":
+            return ToolResult(
+                "success", func_return=reply.get("func_return"), stdout=out, stderr=err
+            )
+        if isinstance(reply, dict) and reply.get("status") == "error":
+            limit = reply.get("limit")
+            return _failed(str(reply.get("error")), out, err, limit if limit in LIMITS else None)
+        return _failed("tool process sent a malformed result", out, err)
+
+    def _no_result(
+        self,
+        trailer: dict[str, Any] | None,
+        returncode: int | None,
+        out: list[str],
+        err: list[str],
+    ) -> ToolResult:
+        """The tool's process ended without answering: say how, and which limit if one."""
+        signum: int | None = None
+        code = returncode
+        cpu: float | None = None
+        if trailer is not None:  # isolated: how PID 1 ended, seen from outside
+            signum, code, cpu = (
+                trailer.get("signal"),
+                trailer.get("code"),
+                trailer.get("cpu_seconds"),
+            )
+        elif returncode is not None and returncode < 0:
+            signum, code = -returncode, None
+        if signum == signal.SIGXCPU or (
+            signum == signal.SIGKILL and cpu is not None and cpu >= self.cpu_seconds
+        ):
+            return _failed(f"CPU time limit exceeded ({self.cpu_seconds} s)", out, err, "cpu_time")
+        if any("MemoryError" in line for line in err[-20:]):
+            return _failed(f"memory limit exceeded ({self.memory_mb} MB)", out, err, "memory")
+        if signum is not None:
+            try:
+                name = signal.Signals(signum).name
+            except ValueError:
+                name = f"signal {signum}"
+            return _failed(f"tool process was killed by {name} before returning", out, err)
+        return _failed(f"tool process exited with status {code} before returning", out, err)
 
 
 class _Refused(Exception):
     """A call the sandbox will not start; the message says why."""
+
+
+_MALFORMED = object()
+
+
+def _records(result: _Capture) -> tuple[Any, dict[str, Any] | None]:
+    """The runner's reply ("R" line: None if it sent none) and the jail's trailer ("X")."""
+    reply: Any = None
+    trailer = None
+    if result.dropped:
+        return None, None
+    for line in bytes(result.data).split(b"\n"):
+        if not line:
+            continue
+        kind, body = line[:1], line[1:]
+        try:
+            value = json.loads(body)
+        except ValueError:
+            value = _MALFORMED
+        if kind == b"R" and reply is None:
+            reply = value
+        elif kind == b"X" and isinstance(value, dict):
+            trailer = value
+        elif reply is None:
+            reply = _MALFORMED
+    return reply, trailer
 
 
 def _requirements(
@@ -246,6 +418,20 @@ def _requirements(
             raise _Refused(f"pip requirement {name!r} has a version that is not a string")
         checked.append({"name": name.strip(), "version": (version or "").strip() or None})
     return checked
+
+
+@attrs.define
+class _Drains:
+    """Counts the child's streams still open."""
+
+    left: int
+    done: trio.Event = attrs.Factory(trio.Event)
+
+    async def run(self, drain: Any, stream: trio.abc.ReceiveStream | None) -> None:
+        await drain(stream)
+        self.left -= 1
+        if self.left == 0:
+            self.done.set()
 
 
 @attrs.define
@@ -285,35 +471,10 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def _outcome(
-    result: _Capture, returncode: int | None, out: list[str], err: list[str]
+def _failed(
+    message: str,
+    out: list[str] | None = None,
+    err: list[str] | None = None,
+    limit: str | None = None,
 ) -> ToolResult:
-    if result.dropped:
-        return _failed(f"tool result is larger than {MAX_RESULT_BYTES} bytes", out, err)
-    if not result.data:
-        return _failed(_no_result(returncode, err), out, err)
-    try:
-        reply = json.loads(result.data)
-    except ValueError:
-        return _failed("tool process sent a malformed result", out, err)
-    if isinstance(reply, dict) and reply.get("status") == "success":
-        return ToolResult("success", func_return=reply.get("func_return"), stdout=out, stderr=err)
-    if isinstance(reply, dict) and reply.get("status") == "error":
-        return _failed(str(reply.get("error")), out, err)
-    return _failed("tool process sent a malformed result", out, err)
-
-
-def _no_result(returncode: int | None, err: list[str]) -> str:
-    if any("MemoryError" in line for line in err[-20:]):
-        return "memory limit exceeded"
-    if returncode is not None and returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"tool process was killed by {name} before returning"
-    return f"tool process exited with status {returncode} before returning"
-
-
-def _failed(message: str, out: list[str] | None = None, err: list[str] | None = None) -> ToolResult:
-    return ToolResult("error", stdout=out or [], stderr=err or [], error=message)
+    return ToolResult("error", stdout=out or [], stderr=err or [], error=message, limit=limit)

@@ -25,6 +25,7 @@ from kelpie_trio.sim import FaultConfig, FaultType, SimNode, SimWorld
 from kelpie_trio.sim.llm import SimLlmClient
 from kelpie_trio.sim.network import SimNetwork
 from kelpie_trio.sim.tools import SimToolRunner
+from kelpie_trio.storage import StoreError
 from kelpie_trio.storage.base import Transaction
 
 __all__ = ["AgentCluster", "history_of", "kinds", "new_agent", "page", "simulate", "wait_until"]
@@ -117,6 +118,12 @@ class AgentCluster:
         async def run(node: SimNode) -> None:
             try:
                 await self.world.run_node(node, life)
+            except* StoreError as refused:
+                if ready.is_set():
+                    raise
+                # It could not start (its registration refused: a full disk), so the
+                # process exits; a process manager may start it again later.
+                node.crash(f"start failed: {refused.exceptions[0]!r}")
             finally:
                 ready.set()
 

@@ -22,7 +22,7 @@ from kelpie_trio.nursery.errors import RuntimeFailure
 from kelpie_trio.service import AgentService
 from kelpie_trio.sim import FaultConfig, FaultType
 from kelpie_trio.sim.faults import CRASH_FAULTS, STORAGE_FAULTS
-from kelpie_trio.sim.llm import text, tool_call, tool_calls
+from kelpie_trio.sim.llm import send_message, text, tool_call, tool_calls
 from kelpie_trio.sim.seeds import run_seeds
 from kelpie_trio.storage import StoreError
 from kelpie_trio.storage.base import Transaction
@@ -282,10 +282,11 @@ async def _restart_crashed(sim: AgentCluster) -> None:
                 await sim.start_node(name)
 
 
-async def _send_anywhere(sim: AgentCluster, agent: str, body: dict) -> dict:
+async def _send_anywhere(sim: AgentCluster, agent: str, body: dict, first: int = 0) -> dict:
+    """Through the nodes in turn, from the `first`-th on, until one answers."""
     for attempt in itertools.count():
         assert attempt < 100, "no answer after 100 tries"
-        name = sim.names[attempt % len(sim.names)]
+        name = sim.names[(first + attempt) % len(sim.names)]
         if sim.nodes[name].crashed:
             await trio.sleep(0.5)
             continue
@@ -586,3 +587,48 @@ def test_dst_fdb_agent_crud() -> None:
             assert [b.label for b in view.blocks] == ["human"]  # never half an agent
 
     run_seeds(one, 15)
+
+
+def test_dst_a_new_message_waits_for_the_run_a_crash_left_unfinished() -> None:
+    """The node dies while a custom tool of a turn runs (the model's reply stored, the call
+    pending). Before anything resumes that turn, a different message arrives through the
+    other node: the unfinished turn is finished first, then the new one runs. Each run's
+    messages stay together, and the new message never takes the place that the pending
+    call's result was to have."""
+    cluster: list[AgentCluster] = []
+
+    def roll(tool: Any, args: dict) -> int:
+        if not cluster[1:]:
+            cluster.append(cluster[0])  # once: the node dies while this tool runs
+            cluster[0].crash("n0")
+        return args["n"]
+
+    def reply(request: Any) -> Any:  # by the request, not by call order
+        if request.messages[-1].role == "tool":
+            return send_message("rolled", call_id=f"s{len(request.messages)}")
+        return tool_call("roll", {"n": 1, "request_heartbeat": True},
+                         call_id=f"r{len(request.messages)}")  # fmt: skip
+
+    async def scenario(sim: AgentCluster) -> Any:
+        cluster.append(sim)
+        home, away = sim.service("n0"), sim.service("n1")
+        tool = await home.create_tool({"source_code": ROLL})
+        agent = await new_agent(home, agent_type="memgpt_v2_agent", tool_ids=[tool.id])
+        first = {"messages": [{"role": "user", "content": "first", "otid": "o1"}]}
+        await _send_quietly(home, agent, first)
+        second = {"messages": [{"role": "user", "content": "second", "otid": "o2"}]}
+        reply = await _send_until_answered(away, agent, second)
+        return reply, await history_of(away, agent)
+
+    reply, history = simulate_cluster(
+        55, scenario, nodes=2, script=[reply] * 20, tools=roll, config=FAST_TAKEOVER
+    )
+    assert reply["stop_reason"]["stop_reason"] == "end_turn"
+    assert [m.content for m in history if m.role == "user"] == ["first", "second"]
+    assert [m.seq for m in history] == list(range(len(history)))
+    runs_in_order = [m.run_id for m in history]
+    assert runs_in_order == sorted(runs_in_order, key=runs_in_order.index)  # not interleaved
+    assert len(set(runs_in_order)) == 2
+    first_run = [(m.role, m.tool_call_id) for m in history if m.run_id == runs_in_order[0]]
+    assert first_run == [("user", None), ("assistant", None), ("tool", "r2"),
+                         ("assistant", None), ("tool", "s4")]  # fmt: skip

@@ -40,12 +40,13 @@ def _fdb_real(tmp_path: Path) -> Store:
 
 
 def _skip_without_a_cluster() -> None:
-    from kelpie_trio.storage.foundationdb import fdb_available
+    from kelpie_trio.storage.foundationdb import fdb_unavailable_reason
 
     if not os.environ.get("KELPIE_FDB_CLUSTER_FILE"):
         pytest.skip("no FoundationDB cluster: set KELPIE_FDB_CLUSTER_FILE to run against one")
-    if not fdb_available():
-        pytest.skip("libfdb_c is not installed on this machine (not on PyPI or Debian)")
+    reason = fdb_unavailable_reason()
+    if reason is not None:  # a cluster was asked for: say why it cannot be reached
+        pytest.fail(f"KELPIE_FDB_CLUSTER_FILE is set, but {reason}")
 
 
 BACKENDS: dict[str, Callable[[Path], Store]] = {

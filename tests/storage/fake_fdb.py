@@ -15,30 +15,40 @@ What makes it worth testing against:
 - transactions have FDB's semantics, on the shared MVCC engine
   (kelpie_trio/storage/engine.py): a snapshot at the first read's version,
   read-your-writes, read conflict ranges, ADD without a read conflict, commit
-  refused with 1020 on conflict, 2101 over 10 MB, 1007 when the read version is
-  older than 5 s; `on_error` retries FDB's retryable codes after a backoff and
-  resets the transaction, and raises the others;
-- `throttle()` holds every transaction as a cluster with full disks does; with the
-  database's transaction timeout set they fail with 1031 when it runs out;
-- tests can inject the next commit's failure (`inject_commit_error`), e.g.
-  1021 commit_unknown_result after the commit was applied.
+  refused with 1020 on conflict, 2101 when the size *as FDB counts it* (mutations
+  plus coalesced read and write conflict ranges, NativeAPI's `getSize`) is over
+  10 MB, 1007 when the read version is older than 5 s; `on_error` retries FDB's
+  retryable codes after FDB's backoff (10 ms doubling to 1 s, jittered) and resets
+  the transaction, and raises the others;
+- the transaction timeout (the database option) runs from the transaction's
+  creation or explicit `reset()`, *not* from `on_error` (API 610+), and fails every
+  operation pending or issued after it with 1031; `throttle()` (or `disconnect()`)
+  holds every operation, as a cluster with full disks or dead coordinators does;
+- reads fail as on a real cluster when told to (`inject_read_error`: 1039 during an
+  upgrade, 1007, 1009); the next commit's failure can be injected too
+  (`inject_commit_error`), e.g. 1021 commit_unknown_result after it was applied;
+- `api_version` refuses as the binding does when the client library (its maximum
+  API version, `impl._capi.fdb_get_max_api_version()`) is older than the binding
+  (`LATEST_API_VERSION`); `open` refuses a missing or malformed cluster file.
 
-Every result is computed when the operation is issued (under one lock: calls
-come from the trio thread, completions from the network thread); only its
-delivery is deferred to the network thread. That is one valid order of FDB's
-asynchronous execution, and it keeps reads-your-writes well defined.
+Reads are computed when issued (under one lock: calls come from the trio thread,
+completions from the network thread) and delivered after `latency` from the
+network thread. A commit is decided and applied only when it completes: until
+then it can be cancelled, and a commit cancelled before completion never lands,
+while one whose reply is lost (`inject_commit_error(..., applied=True)`) did, as
+on FDB, where a cancelled commit's outcome is unknown.
 """
 
 from __future__ import annotations
 
 import collections
-import heapq
-import itertools
+import os
 import random
 import sys
 import threading
 import time
 import traceback
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -53,246 +63,21 @@ from kelpie_trio.storage.limits import (
     MAX_TRANSACTION_SECONDS,
     MAX_VALUE_BYTES,
 )
+from tests.storage.fake_fdb_surface import (
+    LATEST_API_VERSION,
+    LEGAL_END,
+    NETWORK,
+    RETRYABLE,
+    FakeFuture,
+    FakeValue,
+    FDBError,
+    KeySelector,
+    KeyValue,
+    Predicates,
+    StreamingMode,
+)
 
 __all__ = ["FDBError", "FakeDatabase", "FakeFdbApi", "FakeFuture", "FakeTransaction"]
-
-LATEST_API_VERSION = 800
-
-# FDB's error predicates (fdb_c's fdb_error_predicate), by code.
-MAYBE_COMMITTED = frozenset({1021, 1039})  # commit_unknown_result, cluster_version_changed
-RETRYABLE_NOT_COMMITTED = frozenset(
-    {
-        1007,  # transaction_too_old
-        1009,  # future_version
-        1020,  # not_committed
-        1037,  # process_behind
-        1038,  # database_locked
-        1042,  # commit_proxy_memory_limit_exceeded
-        1051,  # batch_transaction_throttled
-        1078,  # grv_proxy_memory_limit_exceeded
-        1213,  # tag_throttled
-        1223,  # proxy_tag_throttled
-    }
-)
-RETRYABLE = MAYBE_COMMITTED | RETRYABLE_NOT_COMMITTED
-
-DESCRIPTIONS = {
-    1007: "Transaction is too old to perform reads or be committed",
-    1009: "Request for future version",
-    1020: "Transaction not committed due to conflict with another transaction",
-    1021: "Transaction may or may not have committed",
-    1025: "Operation aborted because the transaction was cancelled",
-    1031: "Operation aborted because the transaction timed out",
-    1039: "Cluster has been upgraded to a new protocol version",
-    1101: "Asynchronous operation cancelled",
-    2000: "Invalid API call",
-    2004: "Key outside legal range",
-    2005: "Range begin key larger than end key",
-    2006: "Option set with an invalid value",
-    2101: "Transaction exceeds byte limit",
-    2102: "Key length exceeds limit",
-    2103: "Value length exceeds limit",
-    2210: "EXACT streaming mode requires limits, but none were given",
-    4000: "An unknown error occurred",
-}
-
-_LEGAL_END = b"\xff"  # keys at or past \xff are the system keyspace
-
-
-class FDBError(Exception):
-    """As `fdb.FDBError`: `code`, and a `description` that is bytes (a C string)."""
-
-    def __init__(self, code: int) -> None:
-        self.code = code
-
-    @property
-    def description(self) -> bytes:
-        return DESCRIPTIONS.get(self.code, "Unknown error").encode()
-
-    def __str__(self) -> str:
-        return f"{self.description!r} ({self.code})"
-
-    def __repr__(self) -> str:
-        return f"FDBError({self.code})"
-
-
-class KeySelector:
-    """As `fdb.KeySelector` (fdb.impl cannot be imported without libfdb_c)."""
-
-    def __init__(self, key: bytes, or_equal: bool, offset: int) -> None:
-        self.key = key
-        self.or_equal = or_equal
-        self.offset = offset
-
-    @classmethod
-    def last_less_than(cls, key: bytes) -> KeySelector:
-        return cls(key, False, 0)
-
-    @classmethod
-    def last_less_or_equal(cls, key: bytes) -> KeySelector:
-        return cls(key, True, 0)
-
-    @classmethod
-    def first_greater_than(cls, key: bytes) -> KeySelector:
-        return cls(key, True, 1)
-
-    @classmethod
-    def first_greater_or_equal(cls, key: bytes) -> KeySelector:
-        return cls(key, False, 1)
-
-    def __repr__(self) -> str:
-        return f"KeySelector({self.key!r}, {self.or_equal!r}, {self.offset!r})"
-
-
-class StreamingMode:
-    """As `fdb.StreamingMode` (the values of fdb.fdboptions)."""
-
-    want_all = -2
-    iterator = -1
-    exact = 0
-    small = 1
-    medium = 2
-    large = 3
-    serial = 4
-
-
-class KeyValue:
-    def __init__(self, key: bytes, value: bytes) -> None:
-        self.key = key
-        self.value = value
-
-    def __iter__(self):
-        return iter((self.key, self.value))
-
-    def __repr__(self) -> str:
-        return f"{self.key!r}: {self.value!r}"
-
-
-class _Predicates:
-    """As `fdb.predicates`: each takes an error with a `.code`."""
-
-    @staticmethod
-    def is_retryable(error: Any) -> bool:
-        return error.code in RETRYABLE
-
-    @staticmethod
-    def is_maybe_committed(error: Any) -> bool:
-        return error.code in MAYBE_COMMITTED
-
-    @staticmethod
-    def is_retryable_not_committed(error: Any) -> bool:
-        return error.code in RETRYABLE_NOT_COMMITTED
-
-
-# -- the network thread -------------------------------------------------------------
-
-
-class _Network:
-    """One daemon thread per process running scheduled jobs, like fdb's network thread."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._jobs: list[tuple[float, int, Callable[[], None]]] = []
-        self._seq = itertools.count()
-        self._thread: threading.Thread | None = None
-
-    def schedule(self, delay: float, job: Callable[[], None]) -> None:
-        with self._cond:
-            heapq.heappush(self._jobs, (time.monotonic() + delay, next(self._seq), job))
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="fake-fdb-network", daemon=True
-                )
-                self._thread.start()
-            self._cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while True:
-                    now = time.monotonic()
-                    if self._jobs and self._jobs[0][0] <= now:
-                        _, _, job = heapq.heappop(self._jobs)
-                        break
-                    self._cond.wait(self._jobs[0][0] - now if self._jobs else None)
-            job()  # jobs report their own errors (FakeFdbApi._run_callback)
-
-
-_NETWORK = _Network()
-
-
-# -- futures ------------------------------------------------------------------------------
-
-
-class FakeFuture:
-    """As the binding's Future: completes once, with a result or an FDBError."""
-
-    def __init__(self, api: FakeFdbApi) -> None:
-        self._api = api
-        self._lock = threading.Lock()
-        self._done = threading.Event()
-        self._result: Any = None
-        self._error: FDBError | None = None
-        self._callbacks: list[Callable[[Any], None]] = []
-
-    def is_ready(self) -> bool:
-        return self._done.is_set()
-
-    def on_ready(self, callback: Callable[[Any], None]) -> None:
-        with self._lock:
-            if not self._done.is_set():
-                self._callbacks.append(callback)
-                return
-        # Ready already: libfdb_c calls back at once, on the calling thread.
-        self._api._run_callback(callback, self)
-
-    def _complete(
-        self, result: Any, error: FDBError | None
-    ) -> tuple[bool, list[Callable[[Any], None]]]:
-        """Set the outcome unless already set; say whether it was, and whom to call back."""
-        with self._lock:
-            if self._done.is_set():
-                return False, []
-            self._result, self._error = result, error
-            self._done.set()
-            callbacks, self._callbacks = self._callbacks, []
-            return True, callbacks
-
-    def _outcome(self) -> Any:
-        if not self._done.is_set():
-            # The binding blocks here; the trio backend must never get here early.
-            self._api.blocking_waits += 1
-            self._done.wait()
-        if self._error is not None:
-            raise self._error
-        return self._result
-
-    def wait(self) -> Any:
-        return self._outcome()
-
-    def cancel(self) -> None:
-        """As fdb_future_cancel: an unfinished future fails with 1101 operation_cancelled."""
-        cancelled, callbacks = self._complete(None, FDBError(1101))
-        if cancelled:
-            self._api.cancelled_futures += 1
-            # Callbacks of a cancelled future still run, from the network thread.
-            self._api._dispatch(self, callbacks)
-
-
-class FakeValue(FakeFuture):
-    """As the binding's Value: `wait()` returns the future itself; `.value` is bytes or None."""
-
-    def wait(self) -> FakeValue:
-        self._outcome()
-        return self
-
-    @property
-    def value(self) -> bytes | None:
-        return self._outcome()
-
-    def present(self) -> bool:
-        return self.value is not None
-
 
 # -- transactions -----------------------------------------------------------------------
 
@@ -312,6 +97,8 @@ class FakeTransaction:
     def __init__(self, api: FakeFdbApi) -> None:
         self._api = api
         self._backoff = api.initial_backoff
+        # The timeout runs from here or an explicit reset(); on_error keeps it (API 610+).
+        self._timeout_start = api.clock()
         self._reset()
 
     def _reset(self) -> None:
@@ -320,32 +107,74 @@ class FakeTransaction:
         self._writes: SortedDict = SortedDict()  # key -> bytes | None | _Add
         self._cleared: list[tuple[bytes, bytes]] = []
         self._read_ranges: list[tuple[bytes, bytes]] = []
-        self._size = 0
         self._deferred: FDBError | None = None  # the first error of a void call
         self._cancelled = False
 
     # -- the binding's plumbing ---------------------------------------------------
 
-    def _issue(self, future: FakeFuture, compute: Callable[[], Any]) -> FakeFuture:
-        """Compute the outcome now, under the engine lock; deliver it from the network."""
-        error: FDBError | None = None
-        result: Any = None
-        if self._api.throttled:
-            # The ratekeeper holds every transaction: nothing happens, and with a
-            # transaction timeout the caller hears 1031 when it runs out.
-            timeout = self._api.transaction_timeout_ms
-            if timeout:
-                self._api._deliver(future, None, FDBError(1031), timeout / 1000)
+    def _timeout_left(self) -> float | None:
+        """Seconds until the transaction times out (<= 0: it has), None without a timeout."""
+        milliseconds = self._api.transaction_timeout_ms
+        if not milliseconds:
+            return None
+        return milliseconds / 1000 - (self._now() - self._timeout_start)
+
+    def _issue(
+        self, future: FakeFuture, compute: Callable[[], Any], *, at_completion: bool = False
+    ) -> FakeFuture:
+        """Run `compute` under the engine lock and deliver its outcome from the network.
+
+        Reads are computed now; a commit (`at_completion`) when it completes, so a
+        commit cancelled before then never happens. A timeout that runs out first
+        wins: the operation fails with 1031 when it does.
+        """
+        api = self._api
+        left = self._timeout_left()
+        if left is not None and left <= 0:
+            api._deliver(future, None, FDBError(1031), 0.0)
             return future
-        with self._api.lock:
-            try:
-                if self._cancelled:
-                    raise FDBError(1025)
-                result = compute()
-            except FDBError as exc:
-                error = exc
-        self._api._deliver(future, result, error, self._api.latency)
+        if api.throttled:
+            # The ratekeeper holds every transaction (or the coordinators are gone):
+            # nothing happens, and with a timeout the caller hears 1031 when it runs out.
+            if left is not None:
+                api._deliver(future, None, FDBError(1031), left)
+            return future
+        if left is not None and left < api.latency:
+            api._deliver(future, None, FDBError(1031), left)
+            return future
+
+        def outcome() -> tuple[Any, FDBError | None]:
+            with api.lock:
+                try:
+                    if self._cancelled:
+                        raise FDBError(1025)
+                    return compute(), None
+                except FDBError as exc:
+                    return None, exc
+
+        if not at_completion:
+            result, error = outcome()
+            api._deliver(future, result, error, api.latency)
+            return future
+
+        def complete() -> None:
+            if future.is_ready():
+                return  # cancelled before it completed: it never reached the cluster
+            result, error = outcome()
+
+            def reply() -> None:
+                _, callbacks = future._complete(result, error)
+                api._run_callbacks(future, callbacks)
+
+            api._through_gate(reply)
+
+        api._schedule(api.latency, complete, work=True)
         return future
+
+    def _read_fault(self) -> None:
+        """An error injected into the next read, as a cluster raises them (1039, 1007...)."""
+        if self._api._read_errors:
+            raise FDBError(self._api._read_errors.popleft())
 
     def _defer(self, code: int) -> None:
         # The binding's set/clear/atomic_op are void C calls: the fault shows at commit.
@@ -356,7 +185,7 @@ class FakeTransaction:
         if len(key) > MAX_KEY_BYTES:
             self._defer(2102)
             return False
-        if key >= _LEGAL_END:
+        if key >= LEGAL_END:
             self._defer(2004)
             return False
         return True
@@ -381,7 +210,6 @@ class FakeTransaction:
     def _add_read_range(self, begin: bytes, end: bytes) -> None:
         if begin < end:
             self._read_ranges.append((begin, end))
-            self._size += len(begin) + len(end)
 
     def _is_cleared(self, key: bytes) -> bool:
         return any(b <= key < e for b, e in self._cleared)
@@ -392,8 +220,9 @@ class FakeTransaction:
         def compute() -> bytes | None:
             if len(key) > MAX_KEY_BYTES:
                 raise FDBError(2102)
-            if key >= _LEGAL_END:
+            if key >= LEGAL_END:
                 raise FDBError(2004)
+            self._read_fault()
             state = self._writes.get(key, _MISSING)
             if state is not _MISSING and not isinstance(state, _Add):
                 return state  # set or cleared here: storage is not consulted
@@ -425,10 +254,11 @@ class FakeTransaction:
     ) -> FakeFuture:
         def compute() -> tuple[list[KeyValue], int, bool]:
             b, e = self._resolve(begin), self._resolve(end)
-            if b > _LEGAL_END or e > _LEGAL_END:
+            if b > LEGAL_END or e > LEGAL_END:
                 raise FDBError(2004)
             if streaming_mode == StreamingMode.exact and limit <= 0:
                 raise FDBError(2210)
+            self._read_fault()
             self._api.range_requests += 1
             if b >= e:
                 return [], 0, False
@@ -470,27 +300,24 @@ class FakeTransaction:
                 self._defer(2103)
                 return
             self._writes[key] = value
-            self._size += len(key) + len(value)
 
     def clear(self, key: bytes) -> None:
         with self._api.lock:
             if not self._check_write_key(key):
                 return
             self._writes[key] = None
-            self._size += len(key)
 
     def clear_range(self, begin: bytes, end: bytes) -> None:
         with self._api.lock:
             if begin > end:
                 self._defer(2005)
                 return
-            if end > _LEGAL_END:
+            if end > LEGAL_END:
                 self._defer(2004)
                 return
             for key in list(self._writes.irange(begin, end, inclusive=(True, False))):
                 del self._writes[key]
             self._cleared.append((begin, end))
-            self._size += len(begin) + len(end)
 
     def add(self, key: bytes, param: bytes) -> None:
         if len(param) != 8:
@@ -509,7 +336,6 @@ class FakeTransaction:
                 state.delta += delta
             else:
                 self._writes[key] = add_to_value(state, delta)
-            self._size += len(key) + len(param)
 
     def add_read_conflict_key(self, key: bytes) -> None:
         with self._api.lock:
@@ -537,6 +363,28 @@ class FakeTransaction:
             mutations=mutations,
         )
 
+    def size(self) -> int:
+        """The transaction's size as FDB's client counts it at commit.
+
+        The read-your-writes layer hands the native transaction one mutation per
+        written key (a clear of one key is the range [key, key + \\x00)), the clear
+        ranges merged, and the read and write conflict ranges merged where they touch;
+        `Transaction::getSize` sums the mutations' parameters and every range's ends.
+        """
+        with self._api.lock:
+            cleared = _merge(self._cleared)
+            mutations = sum(len(b) + len(e) for b, e in cleared)
+            for key, state in self._writes.items():
+                if state is None:
+                    mutations += len(key) + len(key_after(key))
+                elif isinstance(state, _Add):
+                    mutations += len(key) + 8
+                else:
+                    mutations += len(key) + len(state)
+            written = _merge(cleared + [(key, key_after(key)) for key in self._writes])
+            reads = _merge(self._read_ranges)
+            return mutations + sum(len(b) + len(e) for b, e in written + reads)
+
     def commit(self) -> FakeFuture:
         def compute() -> None:
             api = self._api
@@ -545,24 +393,29 @@ class FakeTransaction:
                 raise self._deferred
             if self._rv_time is not None and self._now() - self._rv_time > MAX_TRANSACTION_SECONDS:
                 raise FDBError(1007)
-            if self._size > MAX_TRANSACTION_BYTES:
+            if not (self._writes or self._cleared):
+                return  # read-only: nothing goes to the cluster, no size is checked
+            if self.size() > MAX_TRANSACTION_BYTES:
                 raise FDBError(2101)
             injected = api._injected.popleft() if api._injected else None
             if injected is not None and not injected[1]:
                 raise FDBError(injected[0])
-            if self._writes or self._cleared:
-                request = self._commit_request()
-                self._engine_call(lambda: api.engine.commit(request, self._now()))
-                api.commits += 1
+            request = self._commit_request()
+            self._engine_call(lambda: api.engine.commit(request, self._now()))
+            api.commits += 1
+            api.commit_applied.set()
             if injected is not None:  # applied, and yet reported as failed
                 raise FDBError(injected[0])
 
-        return self._issue(FakeFuture(self._api), compute)
+        return self._issue(FakeFuture(self._api), compute, at_completion=True)
 
     def on_error(self, error: FDBError | int) -> FakeFuture:
         """FDB's on_error: retryable codes back off then reset; others come back raised."""
         code = error.code if isinstance(error, FDBError) else error
         future = FakeFuture(self._api)
+        left = self._timeout_left()
+        if left is not None and left <= 0:
+            code = 1031  # a timed-out transaction answers every call with 1031
         with self._api.lock:
             if code not in RETRYABLE:
                 error_out: FDBError | None = FDBError(code)
@@ -575,6 +428,8 @@ class FakeTransaction:
                 self._reset()
                 self._api.retries += 1
                 error_out = None
+                if left is not None and left < delay:
+                    delay, error_out = left, FDBError(1031)
         self._api._deliver(future, None, error_out, delay)
         return future
 
@@ -582,6 +437,7 @@ class FakeTransaction:
         with self._api.lock:
             self._reset()
             self._backoff = self._api.initial_backoff
+            self._timeout_start = self._api.clock()
 
     def cancel(self) -> None:
         with self._api.lock:
@@ -589,6 +445,17 @@ class FakeTransaction:
 
 
 _MISSING: Any = object()
+
+
+def _merge(ranges: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Ranges merged where they overlap or touch, as FDB's coalesced range maps keep them."""
+    out: list[tuple[bytes, bytes]] = []
+    for begin, end in sorted(r for r in ranges if r[0] < r[1]):
+        if out and begin <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((begin, end))
+    return out
 
 
 class _DatabaseOptions:
@@ -619,27 +486,32 @@ class FakeDatabase:
 class FakeFdbApi:
     """Stands in for the `fdb` module: one fake cluster (a `MemoryEngine`) per instance.
 
-    clock: seconds for FDB's 5 s limit (wall-clock by default, as the cluster's);
-    page_size: most rows per `_get_range` reply; latency: seconds before each
-    completion; initial_backoff/max_backoff: on_error's schedule (FDB: 10 ms to 1 s,
-    shorter here to keep tests quick).
+    clock: seconds for FDB's 5 s limit and the timeout (wall-clock by default, as the
+    cluster's); page_size: most rows per `_get_range` reply; latency: seconds before
+    each completion (never zero by default: a real cluster answers later, and code
+    that only works when answers are instant must fail here); initial_backoff and
+    max_backoff: on_error's schedule (FDB's: 10 ms doubling to 1 s);
+    library_api_version: the newest API version the "installed libfdb_c" supports.
     """
 
+    LATEST_API_VERSION = LATEST_API_VERSION
+    __version__ = "8.0.0"
     FDBError = FDBError
     KeySelector = KeySelector
     StreamingMode = StreamingMode
     KeyValue = KeyValue
-    predicates = _Predicates()
+    predicates = Predicates()
 
     def __init__(
         self,
         *,
         clock: Callable[[], float] = time.monotonic,
         page_size: int = 2,
-        latency: float = 0.0,
-        initial_backoff: float = 0.001,
-        max_backoff: float = 0.02,
+        latency: float = 0.001,
+        initial_backoff: float = 0.01,
+        max_backoff: float = 1.0,
         seed: int | None = None,
+        library_api_version: int = LATEST_API_VERSION,
     ) -> None:
         self.engine = MemoryEngine()
         self.lock = threading.RLock()  # the engine and every transaction's buffer
@@ -651,8 +523,14 @@ class FakeFdbApi:
         self.rng = random.Random(seed)
         self._version: int | None = None
         self._injected: collections.deque[tuple[int, bool]] = collections.deque()
+        self._read_errors: collections.deque[int] = collections.deque()
+        # As `fdb.impl._capi`: the loaded C library, asked for its newest API version.
+        self.impl = types.SimpleNamespace(
+            _capi=types.SimpleNamespace(fdb_get_max_api_version=lambda: library_api_version)
+        )
+        self.library_threads: list[int] = []  # threads that "loaded libfdb_c" (api_version)
         self._gate = threading.Lock()  # guards _paused and _held
-        self._paused = False
+        self._paused: str | None = None  # "all", or "replies": the cluster works, replies wait
         self._held: list[Callable[[], None]] = []
         # What tests look at.
         self.callback_threads: collections.Counter[int] = collections.Counter()  # ident -> runs
@@ -661,6 +539,7 @@ class FakeFdbApi:
         self.cancelled_futures = 0
         self.commit_attempts = 0
         self.commits = 0
+        self.commit_applied = threading.Event()  # set by every commit the cluster applies
         self.retries = 0
         self.range_requests = 0
         self.transaction_timeout_ms = 0  # the database option; 0: no timeout, as FDB's
@@ -669,12 +548,24 @@ class FakeFdbApi:
     # -- fdb's module functions -------------------------------------------------------
 
     def api_version(self, version: int) -> None:
+        """As `fdb.api_version`, with the binding's messages (fdb/__init__.py)."""
         if self._version is not None:
             if self._version != version:
                 raise RuntimeError(f"FDB API already loaded at version {self._version}")
             return
         if version > LATEST_API_VERSION:
             raise RuntimeError(f"Latest known FDB API version is {LATEST_API_VERSION}")
+        self.library_threads.append(threading.get_ident())
+        # fdb_select_api_version_impl(version, header): 2203 when the library is older
+        # than the binding's header version, whatever version was asked for.
+        library = self.impl._capi.fdb_get_max_api_version()
+        if library < LATEST_API_VERSION:
+            raise RuntimeError(
+                "This version of the FoundationDB Python binding is not supported by the "
+                "installed FoundationDB C library. The binding requires a library that "
+                f"supports API version {LATEST_API_VERSION}, but the installed library "
+                f"supports a maximum version of {library}."
+            )
         self._version = version
 
     def is_api_version_selected(self) -> bool:
@@ -688,6 +579,15 @@ class FakeFdbApi:
     def open(self, cluster_file: str | None = None) -> FakeDatabase:
         if self._version is None:
             raise RuntimeError("You must call api_version() before using any fdb methods")
+        if cluster_file is not None:
+            # As fdb_create_database: a missing file is 1515, one that holds no
+            # connection string (description:id@address:port) 2104.
+            if not os.path.exists(cluster_file):
+                raise FDBError(1515)
+            with open(cluster_file, encoding="utf-8", errors="replace") as f:
+                text = f.read().strip()
+            if "@" not in text or ":" not in text.split("@", 1)[0]:
+                raise FDBError(2104)
         return FakeDatabase(self, cluster_file)
 
     # -- test controls ----------------------------------------------------------------
@@ -697,22 +597,33 @@ class FakeFdbApi:
         (nearly) full: FDB reports no disk-full error, it only stops serving."""
         self.throttled = on
 
+    def disconnect(self, on: bool = True) -> None:
+        """Dead coordinators: a read version is asked for and never given. To a client
+        this looks exactly like a throttled cluster: nothing answers."""
+        self.throttled = on
+
+    def inject_read_error(self, code: int) -> None:
+        """Make the next read (get or range) fail with `code`, e.g. 1039 during an upgrade."""
+        with self.lock:
+            self._read_errors.append(code)
+
     def inject_commit_error(self, code: int, *, applied: bool = False) -> None:
         """Make the next commit fail with `code`; with `applied`, after applying it."""
         with self.lock:
             self._injected.append((code, applied))
 
-    def pause(self) -> None:
-        """Hold every completion and callback until `resume()`."""
+    def pause(self, *, replies_only: bool = False) -> None:
+        """Hold every completion and callback until `resume()`. With `replies_only`,
+        the cluster still applies commits; only the replies wait (a lost connection)."""
         with self._gate:
-            self._paused = True
+            self._paused = "replies" if replies_only else "all"
 
     def resume(self) -> None:
         with self._gate:
-            self._paused = False
+            self._paused = None
             held, self._held = self._held, []
         for job in held:
-            _NETWORK.schedule(0.0, job)
+            NETWORK.schedule(0.0, job)
 
     def snapshot(self) -> dict[bytes, bytes]:
         with self.lock:
@@ -720,12 +631,15 @@ class FakeFdbApi:
 
     # -- delivery -----------------------------------------------------------------------
 
-    def _through_gate(self, job: Callable[[], None]) -> None:
+    def _through_gate(self, job: Callable[[], None], *, work: bool = False) -> None:
         with self._gate:
-            if self._paused:
+            if self._paused == "all" or (self._paused == "replies" and not work):
                 self._held.append(job)
                 return
         job()
+
+    def _schedule(self, delay: float, job: Callable[[], None], *, work: bool = False) -> None:
+        NETWORK.schedule(delay, lambda: self._through_gate(job, work=work))
 
     def _deliver(
         self, future: FakeFuture, result: Any, error: FDBError | None, delay: float
@@ -734,11 +648,11 @@ class FakeFdbApi:
             _, callbacks = future._complete(result, error)
             self._run_callbacks(future, callbacks)
 
-        _NETWORK.schedule(delay, lambda: self._through_gate(job))
+        self._schedule(delay, job)
 
     def _dispatch(self, future: FakeFuture, callbacks: list[Callable[[Any], None]]) -> None:
         if callbacks:
-            _NETWORK.schedule(
+            NETWORK.schedule(
                 0.0, lambda: self._through_gate(lambda: self._run_callbacks(future, callbacks))
             )
 

@@ -4,13 +4,14 @@ The conformance suite (test_conformance.py, params fdb-fake and fdb) proves the
 backend keeps the store contract; these tests look at what only this backend
 has: the trio bridge over futures completed on another thread, cancellation,
 the mapping of FDB's error codes, `on_error` driving FDB's own retry, range
-paging, opening (API version, lazy import). The last test runs on a real
-cluster when one is given, and says why it skips otherwise.
+paging, opening (API version, lazy import). What a real cluster does that an
+instant, well-behaved one does not (upgrades, timeouts, sizes, latency) is in
+test_fdb_cluster_faults.py; the tests against a real cluster are in
+test_fdb_real_cluster.py.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ import trio
 import trio.testing
 
 from kelpie_trio.storage import (
+    CommitTimedOut,
     CommitUnknownResult,
     KeyTooLarge,
     NotCommitted,
@@ -29,10 +31,12 @@ from kelpie_trio.storage import (
     StoreClosed,
     StoreError,
     Transaction,
+    TransactionTimedOut,
     TransactionTooLarge,
     TransactionTooOld,
     ValueTooLarge,
     decode_counter,
+    refused_for_good,
 )
 from kelpie_trio.storage.foundationdb import (
     FdbError,
@@ -274,11 +278,11 @@ async def test_on_error_takes_our_own_errors(api: FakeFdbApi, fdb_store: FdbStor
 async def test_on_error_surfaces_fdbs_refusal_mapped(fdb_store: FdbStore) -> None:
     tr = fdb_store.create_transaction()
     # Claimed retryable, but caused by an FDB code FDB will not retry: FDB says no.
-    error = FdbError(1031, "timed out", retryable=True)
-    error.__cause__ = FDBError(1031)
+    error = FdbError(2004, "outside the legal range", retryable=True)
+    error.__cause__ = FDBError(2004)
     with pytest.raises(FdbError) as raised:
         await tr.on_error(error)
-    assert raised.value.code == 1031
+    assert raised.value.code == 2004
     assert not raised.value.retryable
     assert isinstance(raised.value.__cause__, FDBError)
 
@@ -287,25 +291,28 @@ async def test_on_error_surfaces_fdbs_refusal_mapped(fdb_store: FdbStore) -> Non
 
 
 @pytest.mark.parametrize(
-    ("code", "kind", "retryable"),
+    ("code", "committing", "kind", "retryable"),
     [
-        (1020, NotCommitted, True),
-        (1021, CommitUnknownResult, True),
-        (1039, CommitUnknownResult, True),  # cluster_version_changed: maybe committed
-        (1007, TransactionTooOld, True),
-        (2101, TransactionTooLarge, False),
-        (2102, KeyTooLarge, False),
-        (2103, ValueTooLarge, False),
-        (1009, FdbError, True),  # future_version: retryable, no name of ours
-        (1031, FdbError, False),  # transaction_timed_out: FDB does not retry it
-        (2004, FdbError, False),  # key_outside_legal_range
-        (4000, FdbError, False),
+        (1020, True, NotCommitted, True),
+        (1021, True, CommitUnknownResult, True),
+        (1039, True, CommitUnknownResult, True),  # cluster_version_changed: maybe committed
+        (1039, False, FdbError, True),  # ...but from a read, nothing was committed
+        (1007, False, TransactionTooOld, True),
+        (1007, True, TransactionTooOld, True),
+        (2101, True, TransactionTooLarge, False),
+        (2102, True, KeyTooLarge, False),
+        (2103, True, ValueTooLarge, False),
+        (1009, False, FdbError, True),  # future_version: retryable, no name of ours
+        (1031, False, TransactionTimedOut, False),  # FDB does not retry it: neither do we
+        (1031, True, CommitTimedOut, False),  # ...and a commit it cut short may have landed
+        (2004, False, FdbError, False),  # key_outside_legal_range
+        (4000, False, FdbError, False),
     ],
 )
 def test_fdb_error_codes_map_to_store_errors(
-    api: FakeFdbApi, code: int, kind: type[StoreError], retryable: bool
+    api: FakeFdbApi, code: int, committing: bool, kind: type[StoreError], retryable: bool
 ) -> None:
-    mapped = map_fdb_error(api, FDBError(code))
+    mapped = map_fdb_error(api, FDBError(code), committing=committing)
     assert type(mapped) is kind
     assert mapped.retryable is retryable
     assert f"fdb error {code}" in str(mapped)
@@ -356,10 +363,14 @@ async def test_a_cluster_that_stalls_on_full_disks_is_an_error_within_the_timeou
         tr.set(b"during", b"1")
 
     started = trio.current_time()
-    with trio.fail_after(5), pytest.raises(FdbError, match="throttling writes") as raised:
+    with (
+        trio.fail_after(5),
+        pytest.raises(TransactionTimedOut, match="throttling writes") as raised,
+    ):
         await store.transact(write)
     assert trio.current_time() - started < 2.0
     assert (raised.value.code, raised.value.retryable, attempts) == (1031, False, 1)
+    assert refused_for_good(raised.value)  # answered now: not routed again nor restarted
     api.throttle(False)
     assert await read(store, b"during") is None
     await store.aclose()
@@ -433,52 +444,3 @@ async def test_empty_and_inverted_ranges_read_nothing(fdb_store: FdbStore) -> No
     assert not tr.has_writes
     with pytest.raises(ValueError, match="limit"):
         await tr.get_range(b"a", b"b", limit=-1)
-
-
-# -- a real cluster ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def cluster_file() -> str:
-    # A sync fixture: under pytest-trio, a skip raised in async code loses its reason.
-    if not fdb_available():
-        pytest.skip("libfdb_c is not installed on this machine (not on PyPI or Debian)")
-    path = os.environ.get("KELPIE_FDB_CLUSTER_FILE")
-    if not path:
-        pytest.skip("no FoundationDB cluster: set KELPIE_FDB_CLUSTER_FILE to run against one")
-    return path
-
-
-async def test_real_cluster_round_trip_and_conflict(
-    cluster_file: str, nursery: trio.Nursery
-) -> None:
-    store = FdbStore(cluster_file=cluster_file)
-    await nursery.start(store.run)
-    prefix = b"kelpie-test/" + os.urandom(6).hex().encode() + b"/"
-    try:
-        await put(store, {prefix + b"x": b"0"})
-        assert await read(store, prefix + b"x") == b"0"
-
-        async def add(tr: Transaction) -> None:
-            tr.add(prefix + b"n", 5)
-
-        await store.transact(add)
-        assert decode_counter(await read(store, prefix + b"n")) == 5
-
-        t1, t2 = store.create_transaction(), store.create_transaction()
-        assert await t1.get(prefix + b"x") == b"0"
-        assert await t2.get(prefix + b"x") == b"0"
-        t1.set(prefix + b"x", b"1")
-        t2.set(prefix + b"x", b"2")
-        await t1.commit()
-        with pytest.raises(NotCommitted) as raised:
-            await t2.commit()
-        await t2.on_error(raised.value)  # FDB's backoff and reset
-        assert await t2.get(prefix + b"x") == b"1"
-    finally:
-
-        async def clean(tr: Transaction) -> None:
-            tr.clear_range(prefix, prefix + b"\xff")
-
-        await store.transact(clean)
-        await store.aclose()
