@@ -20,6 +20,7 @@ from kelpie_trio import __version__
 from kelpie_trio.api.agentfile import agentfile
 from kelpie_trio.api.agents import agents
 from kelpie_trio.api.blocks import blocks
+from kelpie_trio.api.edge import BodyGuard
 from kelpie_trio.api.messages import messages
 from kelpie_trio.api.middleware import install as install_middleware
 from kelpie_trio.api.models import models
@@ -66,6 +67,7 @@ def create_app(
     app.config["KELPIE_SERVICE"] = service
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     install_middleware(app, password=password)
+    app.asgi_app = BodyGuard(app.asgi_app)  # type: ignore[method-assign]
     # Without a cluster token of its own, the internal route is guarded by the password.
     cluster_token = cluster_token or password
     app.register_blueprint(agentfile)
