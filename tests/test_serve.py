@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from kelpie_trio import __version__
+from kelpie_trio.api.app import LETTA_API_VERSION
 from kelpie_trio.config import ServerConfig
 
 
@@ -49,7 +50,11 @@ async def test_serve_answers_health_and_stops_cleanly_on_sigterm(tmp_path: Path)
             for path in ("/v1/health/", "/v1/health"):
                 response = await client.get(path)
                 assert response.status_code == 200
-                assert response.json() == {"status": "ok", "version": __version__}
+                assert response.json() == {
+                    "status": "ok",
+                    "version": LETTA_API_VERSION,
+                    "kelpie_trio_version": __version__,
+                }
         process.send_signal(signal.SIGTERM)
         with trio.fail_after(20):
             assert await process.wait() == 0

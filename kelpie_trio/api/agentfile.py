@@ -62,9 +62,14 @@ def _text(fields: Mapping[str, str], *names: str) -> str | None:
 
 def _parse_file(raw: bytes, at: Loc) -> Any:
     try:
-        return orjson.loads(raw.removeprefix(b"\xef\xbb\xbf"))
+        value = orjson.loads(raw.removeprefix(b"\xef\xbb\xbf"))
     except orjson.JSONDecodeError as error:
         raise Invalid.field(at, f"the agent file is not JSON: {error}", "json_invalid") from None
+    if convert.json_depth(value) > convert.MAX_JSON_DEPTH:
+        raise Invalid.field(
+            at, f"the agent file nests deeper than {convert.MAX_JSON_DEPTH} levels", "json_invalid"
+        )
+    return value
 
 
 async def _upload() -> tuple[Any, dict[str, str], Loc, str]:

@@ -6,7 +6,15 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
-from kelpie_trio.api.common import body, check_id, json_response, page_args, render, service
+from kelpie_trio.api.common import (
+    body,
+    bool_arg,
+    check_id,
+    json_response,
+    page_args,
+    render,
+    service,
+)
 from kelpie_trio.api.spec import documented
 from kelpie_trio.models.agents import AgentView, CreateAgent
 from kelpie_trio.models.blocks import Block
@@ -68,10 +76,10 @@ async def create_agent() -> Response:
 async def list_agents() -> Response:
     args = request.args
     found = await service().list_agents(
-        page_args(),
+        page_args("agent"),
         name=args.get("name"),
         tags=args.getlist("tags") or None,
-        match_all_tags=args.get("match_all_tags", "false").lower() == "true",
+        match_all_tags=bool_arg("match_all_tags", False),
         query_text=args.get("query_text"),
     )
     return json_response([render_agent(v) for v in found])
@@ -104,7 +112,7 @@ async def delete_agent(agent_id: str) -> Response:
 async def list_agent_blocks(agent_id: str) -> Response:
     view = await service().get_agent(check_id(agent_id, "agent", "agent_id"))
     by_id = {b.id: b for b in view.blocks}
-    ids = window([b.id for b in view.blocks], page_args())
+    ids = window([b.id for b in view.blocks], page_args("block"))
     return json_response([render(by_id[i]) for i in ids])
 
 
@@ -143,7 +151,9 @@ async def detach_block(agent_id: str, block_id: str) -> Response:
 @agents.get("/v1/blocks/<block_id>/agents")
 @documented("List the agents that hold a block", query=PAGING)
 async def agents_of_block(block_id: str) -> Response:
-    found = await service().agents_of_block(check_id(block_id, "block", "block_id"), page_args())
+    found = await service().agents_of_block(
+        check_id(block_id, "block", "block_id"), page_args("agent")
+    )
     return json_response([render_agent(v) for v in found])
 
 
@@ -151,5 +161,5 @@ async def agents_of_block(block_id: str) -> Response:
 @agents.get("/v1/tags")
 @documented("List the tags in use", query=(*PAGING, "query_text"))
 async def list_tags() -> Response:
-    found = await service().list_tags(page_args(), query_text=request.args.get("query_text"))
+    found = await service().list_tags(page_args(None), query_text=request.args.get("query_text"))
     return json_response(found)

@@ -14,23 +14,26 @@ from typing import Any
 import orjson
 from quart import Response, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from kelpie_trio import __version__
 from kelpie_trio.api.agentfile import agentfile
 from kelpie_trio.api.agents import agents
 from kelpie_trio.api.blocks import blocks
+from kelpie_trio.api.common import ID_PREFIXES, is_id
 from kelpie_trio.api.edge import BodyGuard
 from kelpie_trio.api.messages import messages
+from kelpie_trio.api.middleware import bearer_token
 from kelpie_trio.api.middleware import install as install_middleware
 from kelpie_trio.api.models import models
 from kelpie_trio.api.passages import passages
 from kelpie_trio.api.runs import runs
-from kelpie_trio.api.spec import build_openapi
+from kelpie_trio.api.spec import Health, build_openapi, documented
 from kelpie_trio.api.tools import tools
 from kelpie_trio.env import Env, RealEnv
 from kelpie_trio.errors import ServiceError
 from kelpie_trio.llm.catalog import ModelCatalog
+from kelpie_trio.models import convert
 from kelpie_trio.nursery.dispatcher import Dispatcher
 from kelpie_trio.nursery.errors import ActorFailed, MailboxFull, RuntimeFailure
 from kelpie_trio.nursery.metrics import RuntimeMetrics
@@ -41,6 +44,10 @@ from kelpie_trio.storage import Store, StoreError
 log = logging.getLogger("kelpie_trio.api")
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a request body above this gets 413
+
+# The Letta API version this server implements: Letta's clients compare the health route's
+# `version` with a minimum they support; kelpie-trio's own version has a field of its own.
+LETTA_API_VERSION = "0.16.8"
 
 __all__ = ["create_app"]
 
@@ -96,6 +103,8 @@ def create_app(
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
+        if isinstance(error, MethodNotAllowed):
+            return method_not_allowed(app, error)
         return _json({"detail": error.name}, error.code or 500)
 
     @app.errorhandler(RuntimeFailure)
@@ -122,8 +131,9 @@ def create_app(
     # Letta's SDK calls /v1/health/ with the slash; serve both forms without a redirect.
     @app.get("/v1/health/")
     @app.get("/v1/health")
+    @documented("Health: the Letta API version served, and kelpie-trio's own", response=Health)
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__}
+        return {"status": "ok", "version": LETTA_API_VERSION, "kelpie_trio_version": __version__}
 
     @app.get("/openapi.json")
     async def openapi() -> Response:
@@ -143,17 +153,40 @@ def create_app(
     async def invoke_forwarded(agent_id: str) -> Response:
         """A message another node forwarded here, because this node holds the agent's lease."""
         if cluster_token is not None:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {cluster_token}".encode()):
+            given = bearer_token(request.headers.get("authorization", ""))
+            if not hmac.compare_digest(given.encode(), cluster_token.encode()):
                 return _json({"detail": "Unauthorized"}, 401)
         if dispatcher is None:
             return _json({"detail": "this node runs no agents"}, 503)
-        try:
-            body = orjson.loads(await request.get_data())
-            message = body["message"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+        body = await request.get_data()
+        message = convert.parse_body(body).get("message") if body.strip() else None
+        if not isinstance(message, dict):
             return _json({"detail": "expected a JSON object with a 'message'"}, 422)
         wire = await serve_forwarded(dispatcher, {"agent_id": agent_id, "message": message})
         return _json(wire)
 
     return app
+
+
+def method_not_allowed(app: QuartTrio, error: MethodNotAllowed) -> Response:
+    """405 with `Allow` for a path that a route serves with other methods; 404 when the path
+    only looks like one (`/v1/tools/add-base-tools` is no `/v1/tools/{tool_id}`)."""
+    adapter = app.url_map.bind("localhost")
+    allowed: set[str] = set()
+    for method in error.valid_methods or ():
+        try:
+            _, args = adapter.match(request.path, method=method)
+        except HTTPException:
+            continue
+        if all(_plausible(name, value) for name, value in args.items()):
+            allowed.add(method)
+    if not allowed:
+        return _json({"detail": "Not Found"}, 404)
+    response = _json({"detail": "Method Not Allowed"}, 405)
+    response.headers["Allow"] = ", ".join(sorted(allowed | {"OPTIONS"}))
+    return response
+
+
+def _plausible(name: str, value: str) -> bool:
+    prefix = ID_PREFIXES.get(name)
+    return prefix is None or is_id(value, prefix)

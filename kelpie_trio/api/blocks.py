@@ -24,7 +24,7 @@ async def create_block() -> Response:
 @blocks.get("/v1/blocks")
 @documented("List blocks", response=Block, many=True, query=(*PAGING, "label"))
 async def list_blocks() -> Response:
-    found = await service().list_blocks(page_args(), label=request.args.get("label"))
+    found = await service().list_blocks(page_args("block"), label=request.args.get("label"))
     return json_response([render(b) for b in found])
 
 

@@ -19,7 +19,7 @@ from quart_trio import QuartTrio
 
 from kelpie_trio import __version__
 
-__all__ = ["build_openapi", "documented", "schema_of"]
+__all__ = ["Health", "build_openapi", "documented", "schema_of"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,6 +32,15 @@ _SCALARS: dict[Any, dict[str, Any]] = {
     dict: {"type": "object"},
     list: {"type": "array"},
 }
+
+
+@attrs.frozen
+class Health:
+    """The health route's answer: `version` is the Letta API version served."""
+
+    status: str
+    version: str
+    kelpie_trio_version: str
 
 
 @attrs.frozen

@@ -21,7 +21,16 @@ from cattrs.preconf.orjson import make_converter
 
 from kelpie_trio.errors import Invalid, InvalidField
 
-__all__ = ["api", "decode_record", "encode_record", "iso", "parse_body", "store", "structure_api"]
+__all__ = [
+    "api",
+    "decode_record",
+    "encode_record",
+    "iso",
+    "json_depth",
+    "parse_body",
+    "store",
+    "structure_api",
+]
 
 T = TypeVar("T")
 
@@ -101,12 +110,40 @@ def structure_api(data: Any, cls: type[T], *, where: str = "body") -> T:
         raise Invalid(fields) from None
 
 
+# Deeper JSON is refused before anything recurses into it (cattrs, the search indexer, the
+# renderers): a few hundred levels would exhaust Python's stack. No Letta object nests this deep.
+MAX_JSON_DEPTH = 64
+
+
 def parse_body(raw: bytes) -> Any:
     """Parsed JSON, or Invalid naming the body (never a 500 for a client's typo)."""
     try:
-        return orjson.loads(raw or b"{}")
+        value = orjson.loads(raw or b"{}")
     except orjson.JSONDecodeError as error:
         raise Invalid([InvalidField(["body"], f"invalid JSON: {error}", "json_invalid")]) from None
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise Invalid.field(
+            ["body"], f"JSON nested deeper than {MAX_JSON_DEPTH} levels", "json_invalid"
+        )
+    return value
+
+
+def json_depth(value: Any) -> int:
+    """How deep arrays and objects nest in a parsed JSON value (a scalar is 0); iterative, so
+    it cannot itself run out of stack."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def encode_record(value: Any) -> bytes:

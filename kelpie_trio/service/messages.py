@@ -597,8 +597,19 @@ class MessageCases(ServiceBase):
         if page.before is not None:
             ids = [m.id for m in history]
             history = history[: ids.index(page.before)] if page.before in ids else []
-        return [
-            shown
-            for stored in history[: min(page.limit or MAX_PAGE, MAX_PAGE)]
-            for shown in to_letta_messages(stored, use_assistant_message=use_assistant_message)
-        ]
+        return _fill_page(
+            [to_letta_messages(m, use_assistant_message=use_assistant_message) for m in history],
+            min(page.limit or MAX_PAGE, MAX_PAGE),
+        )
+
+
+def _fill_page(rendered: list[list[dict[str, Any]]], limit: int) -> list[dict[str, Any]]:
+    """At most `limit` items, counting each stored message as the items it renders to, and
+    keeping it whole so that `after=<its id>` goes on where the page ended. Only a first
+    message that alone renders to more than `limit` items is cut."""
+    page: list[dict[str, Any]] = []
+    for items in rendered:
+        if len(page) + len(items) > limit:
+            return page or items[:limit]
+        page.extend(items)
+    return page
