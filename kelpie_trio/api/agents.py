@@ -72,7 +72,9 @@ async def create_agent() -> Response:
 
 @agents.get("/v1/agents/")
 @agents.get("/v1/agents")
-@documented("List agents", query=(*PAGING, "name", "tags", "match_all_tags", "query_text"))
+@documented(
+    "List agents", query=(*PAGING, "name", "tags", "match_all_tags", "query_text"), cursor="agent"
+)
 async def list_agents() -> Response:
     args = request.args
     found = await service().list_agents(
@@ -93,7 +95,7 @@ async def retrieve_agent(agent_id: str) -> Response:
 
 
 @agents.patch("/v1/agents/<agent_id>")
-@documented("Modify an agent: only the fields given change")
+@documented("Modify an agent: only the fields given change", request=CreateAgent, partial=True)
 async def modify_agent(agent_id: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
     return json_response(render_agent(await service().update_agent(agent_id, await body())))
@@ -108,7 +110,9 @@ async def delete_agent(agent_id: str) -> Response:
 
 @agents.get("/v1/agents/<agent_id>/core-memory/blocks")
 @agents.get("/v1/agents/<agent_id>/core-memory/blocks/")
-@documented("List an agent's core memory blocks", response=Block, many=True, query=PAGING)
+@documented(
+    "List an agent's core memory blocks", response=Block, many=True, query=PAGING, cursor="block"
+)
 async def list_agent_blocks(agent_id: str) -> Response:
     view = await service().get_agent(check_id(agent_id, "agent", "agent_id"))
     by_id = {b.id: b for b in view.blocks}
@@ -124,7 +128,7 @@ async def retrieve_agent_block(agent_id: str, label: str) -> Response:
 
 
 @agents.patch("/v1/agents/<agent_id>/core-memory/blocks/<label>")
-@documented("Modify a core memory block by label", request=Block, response=Block)
+@documented("Modify a core memory block by label", request=Block, response=Block, partial=True)
 async def modify_agent_block(agent_id: str, label: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
     return json_response(render(await service().update_agent_block(agent_id, label, await body())))
@@ -149,7 +153,7 @@ async def detach_block(agent_id: str, block_id: str) -> Response:
 
 
 @agents.get("/v1/blocks/<block_id>/agents")
-@documented("List the agents that hold a block", query=PAGING)
+@documented("List the agents that hold a block", query=PAGING, cursor="agent")
 async def agents_of_block(block_id: str) -> Response:
     found = await service().agents_of_block(
         check_id(block_id, "block", "block_id"), page_args("agent")

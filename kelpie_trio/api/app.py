@@ -20,7 +20,7 @@ from kelpie_trio import __version__
 from kelpie_trio.api.agentfile import agentfile
 from kelpie_trio.api.agents import agents
 from kelpie_trio.api.blocks import blocks
-from kelpie_trio.api.common import ID_PREFIXES, is_id
+from kelpie_trio.api.common import is_id
 from kelpie_trio.api.edge import BodyGuard
 from kelpie_trio.api.messages import messages
 from kelpie_trio.api.middleware import bearer_token
@@ -28,7 +28,7 @@ from kelpie_trio.api.middleware import install as install_middleware
 from kelpie_trio.api.models import models
 from kelpie_trio.api.passages import passages
 from kelpie_trio.api.runs import runs
-from kelpie_trio.api.spec import Health, build_openapi, documented
+from kelpie_trio.api.spec import ID_PREFIXES, Health, build_openapi, documented
 from kelpie_trio.api.tools import tools
 from kelpie_trio.env import Env, RealEnv
 from kelpie_trio.errors import ServiceError
@@ -74,6 +74,7 @@ def create_app(
     app.config["KELPIE_SERVICE"] = service
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     install_middleware(app, password=password)
+    install_method_checks(app)
     app.asgi_app = BodyGuard(app.asgi_app)  # type: ignore[method-assign]
     # Without a cluster token of its own, the internal route is guarded by the password.
     cluster_token = cluster_token or password
@@ -136,6 +137,7 @@ def create_app(
         return {"status": "ok", "version": LETTA_API_VERSION, "kelpie_trio_version": __version__}
 
     @app.get("/openapi.json")
+    @documented("This API, described from its routes and models")
     async def openapi() -> Response:
         """This API, described from its routes and models."""
         if "openapi" not in spec_cache:
@@ -145,6 +147,7 @@ def create_app(
     spec_cache: dict[str, bytes] = {}
 
     @app.get("/metrics")
+    @documented("The node's metrics, in Prometheus' text format", media_type="text/plain")
     async def prometheus_metrics() -> Response:
         body = metrics.render() if metrics is not None else b""
         return Response(body, content_type=RuntimeMetrics.content_type)
@@ -170,23 +173,58 @@ def create_app(
 
 def method_not_allowed(app: QuartTrio, error: MethodNotAllowed) -> Response:
     """405 with `Allow` for a path that a route serves with other methods; 404 when the path
-    only looks like one (`/v1/tools/add-base-tools` is no `/v1/tools/{tool_id}`)."""
-    adapter = app.url_map.bind("localhost")
-    allowed: set[str] = set()
-    for method in error.valid_methods or ():
-        try:
-            _, args = adapter.match(request.path, method=method)
-        except HTTPException:
-            continue
-        if all(_plausible(name, value) for name, value in args.items()):
-            allowed.add(method)
+    only looks like one (`/v1/tools/not-a-route` is no `/v1/tools/{tool_id}`)."""
+    allowed = allowed_methods(app, request.path)
     if not allowed:
         return _json({"detail": "Not Found"}, 404)
+    return _method_not_allowed(allowed)
+
+
+def _method_not_allowed(allowed: set[str]) -> Response:
     response = _json({"detail": "Method Not Allowed"}, 405)
     response.headers["Allow"] = ", ".join(sorted(allowed | {"OPTIONS"}))
     return response
 
 
-def _plausible(name: str, value: str) -> bool:
-    prefix = ID_PREFIXES.get(name)
-    return prefix is None or is_id(value, prefix)
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(app: QuartTrio, path: str) -> set[str]:
+    """The methods some route serves `path` with, its ids well-formed: `/v1/tools/search`
+    is POST only, though GET /v1/tools/{tool_id} would match it with tool_id="search"."""
+    adapter = app.url_map.bind("localhost")
+    allowed: set[str] = set()
+    for method in _METHODS:
+        try:
+            _, args = adapter.match(path, method=method)
+        except HTTPException:
+            continue
+        if _plausible(args):
+            allowed.add(method)
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    return allowed
+
+
+def _plausible(args: dict[str, Any]) -> bool:
+    return all(
+        is_id(str(value), ID_PREFIXES[name]) for name, value in args.items() if name in ID_PREFIXES
+    )
+
+
+def install_method_checks(app: QuartTrio) -> None:
+    """OPTIONS answers the methods the path is really served with; a request whose path
+    matched a route only through a malformed id, while another route serves that path
+    (GET /v1/tools/search), is a 405 rather than that route's 422."""
+
+    @app.before_request
+    async def check_method() -> Response | None:
+        if request.url_rule is None:
+            return None
+        if request.method == "OPTIONS":
+            allowed = allowed_methods(app, request.path) | {"OPTIONS"}
+            return Response(b"", status=200, headers={"Allow": ", ".join(sorted(allowed))})
+        if _plausible(request.view_args or {}):
+            return None
+        allowed = allowed_methods(app, request.path)
+        return _method_not_allowed(allowed) if allowed else None

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from quart import Response, current_app, request
 
+from kelpie_trio.api.spec import ID_PREFIXES
 from kelpie_trio.errors import Invalid
 from kelpie_trio.models import convert
 from kelpie_trio.service import MAX_PAGE, AgentService, Page
@@ -28,16 +29,6 @@ __all__ = [
 ]
 
 _ID = re.compile(r"^[a-z_]+-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-# The id kind each path or query parameter of that name holds (`<prefix>-<uuid4>`).
-ID_PREFIXES = {
-    "agent_id": "agent",
-    "block_id": "block",
-    "tool_id": "tool",
-    "run_id": "run",
-    "session_id": "run",
-    "memory_id": "passage",
-}
 
 # Fields kept for the server's own use, never rendered.
 _INTERNAL = ("created_at",)
@@ -67,7 +58,7 @@ def _is_json(mimetype: str) -> bool:
 async def body() -> dict[str, Any]:
     """The request's JSON object: 422 when it is missing, not JSON, or not an object."""
     raw = await request.get_data()
-    if not raw.strip():
+    if not raw:
         raise Invalid.field(["body"], "Field required", "missing")
     return _object(raw)
 
@@ -75,7 +66,7 @@ async def body() -> dict[str, Any]:
 async def optional_body() -> dict[str, Any] | None:
     """The request's JSON object, or None for a route whose body may be left out."""
     raw = await request.get_data()
-    return _object(raw) if raw.strip() else None
+    return _object(raw) if raw else None
 
 
 def _object(raw: bytes) -> dict[str, Any]:
@@ -107,9 +98,10 @@ _FALSE = ("false", "0", "no", "off", "f", "n")
 
 
 def bool_arg(name: str, default: bool) -> bool:
-    """A boolean query parameter, spelled as FastAPI accepts one; anything else is a 422."""
+    """A boolean query parameter, spelled as FastAPI accepts one; anything else (an empty
+    value too) is a 422."""
     raw = request.args.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     if raw.lower() in _TRUE:
         return True
@@ -121,7 +113,7 @@ def bool_arg(name: str, default: bool) -> bool:
 def int_arg(name: str, *, low: int, high: int | None = None) -> int | None:
     """An integer query parameter within bounds; None when it is not given."""
     raw = request.args.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
     try:
         value = int(raw)
@@ -136,7 +128,7 @@ def int_arg(name: str, *, low: int, high: int | None = None) -> int | None:
 def cursor_arg(name: str, prefix: str | None) -> str | None:
     """A paging cursor: the id of an item of the listed kind (`prefix`), or None."""
     raw = request.args.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
     if prefix is not None and not is_id(raw, prefix):
         raise Invalid.field(["query", name], f"expected an id of the form {prefix}-<uuid4>")
@@ -146,7 +138,7 @@ def cursor_arg(name: str, prefix: str | None) -> str | None:
 def page_args(cursor: str | None, *, limit: int = 50, order: str = "asc") -> Page:
     """`after`, `before`, `limit`, `order`; `cursor` is the id prefix of what is listed (None
     where items are not ids, as tags are). A value of the wrong type is a 422."""
-    given = request.args.get("order") or order
+    given = request.args.get("order", order)
     if given not in ("asc", "desc"):
         raise Invalid.field(["query", "order"], "order must be 'asc' or 'desc'", "enum")
     return Page(

@@ -64,7 +64,11 @@ async def send_async(agent_id: str) -> Response:
 
 
 @messages.post("/v1/agents/<agent_id>/messages/cancel")
-@documented("Cancel the agent's running turns (all, or the `run_ids` given)", request=CancelRequest)
+@documented(
+    "Cancel the agent's running turns (all, or the `run_ids` given)",
+    request=CancelRequest,
+    body_optional=True,
+)
 async def cancel(agent_id: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
     return json_response(await service().cancel_runs(agent_id, await optional_body()))
@@ -88,7 +92,11 @@ async def _stream(events: AsyncIterator[dict]) -> Response:
 
 
 @messages.get("/v1/agents/<agent_id>/messages")
-@documented("List an agent's messages", query=("after", "before", "limit", "order"))
+@documented(
+    "List an agent's messages: at most `limit` items, stored messages kept whole",
+    query=("after", "before", "limit", "order", "use_assistant_message", "include_err"),
+    cursor="message",
+)
 async def list_messages(agent_id: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
     use_assistant = bool_arg("use_assistant_message", True)

@@ -77,7 +77,11 @@ async def create_passage(agent_id: str) -> Response:
 
 @passages.get("/v1/agents/<agent_id>/archival-memory")
 @passages.get("/v1/agents/<agent_id>/archival-memory/")
-@documented("List archival passages", query=("after", "before", "limit", "ascending", "search"))
+@documented(
+    "List archival passages",
+    query=("after", "before", "limit", "ascending", "search"),
+    cursor="passage",
+)
 async def list_passages(agent_id: str) -> Response:
     agent_id = _agent_id(agent_id)
     args = request.args
@@ -106,10 +110,10 @@ async def search_passages(agent_id: str) -> Response:
         agent_id,
         query,
         tags=args.getlist("tags") or None,
-        tag_match_mode=args.get("tag_match_mode") or "any",
+        tag_match_mode=args.get("tag_match_mode", "any"),
         top_k=int_arg("top_k", low=1),
-        start_datetime=args.get("start_datetime") or None,
-        end_datetime=args.get("end_datetime") or None,
+        start_datetime=args.get("start_datetime"),
+        end_datetime=args.get("end_datetime"),
     )
     return json_response({"count": len(results), "results": [render_result(r) for r in results]})
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, request
 
-from kelpie_trio.agent.runs import FINAL_STATUS
 from kelpie_trio.api.common import (
     body,
     bool_arg,
@@ -14,14 +13,14 @@ from kelpie_trio.api.common import (
     page_args,
     service,
 )
-from kelpie_trio.api.spec import documented
+from kelpie_trio.api.spec import RUN_STATUSES, documented
 from kelpie_trio.errors import Invalid
 from kelpie_trio.service.messages import TransferRequest
 
 runs = Blueprint("runs", __name__)
 
 PAGING = ("after", "before", "limit", "order")
-STATUSES = frozenset({"created", "running", *FINAL_STATUS.values()})
+STATUSES = frozenset(RUN_STATUSES)
 
 
 def _run_id(value: str) -> str:
@@ -30,7 +29,9 @@ def _run_id(value: str) -> str:
 
 @runs.get("/v1/runs/")
 @runs.get("/v1/runs")
-@documented("List runs, oldest first", query=(*PAGING, "agent_id", "statuses", "active"))
+@documented(
+    "List runs, oldest first", query=(*PAGING, "agent_id", "statuses", "active"), cursor="run"
+)
 async def list_runs() -> Response:
     agent_id = request.args.get("agent_id")
     if agent_id is not None:
@@ -60,7 +61,7 @@ async def delete_run(run_id: str) -> Response:
 
 
 @runs.get("/v1/runs/<run_id>/messages")
-@documented("The messages a run produced, its input first", query=PAGING)
+@documented("The messages a run produced, its input first", query=PAGING, cursor="message")
 async def run_messages(run_id: str) -> Response:
     return json_response(await service().run_messages(_run_id(run_id), page_args("message")))
 
@@ -73,7 +74,7 @@ async def run_usage(run_id: str) -> Response:
 
 @runs.get("/v1/agents/<agent_id>/sessions")
 @runs.get("/v1/agents/<agent_id>/sessions/")
-@documented("An agent's sessions (its runs) with their checkpoints", query=PAGING)
+@documented("An agent's sessions (its runs) with their checkpoints", query=PAGING, cursor="run")
 async def list_sessions(agent_id: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
     return json_response(await service().list_sessions(agent_id, page_args("run")))

@@ -19,7 +19,7 @@ from kelpie_trio.api.spec import documented
 from kelpie_trio.models.tools import CreateTool, Tool
 from kelpie_trio.service import window
 from kelpie_trio.service.messages import ToolRunRequest
-from kelpie_trio.service.tools import ToolFilter
+from kelpie_trio.service.tools import ToolFilter, ToolSearch
 from kelpie_trio.tools.base import BASE_TOOLS
 
 PAGING = ("after", "before", "limit", "order")
@@ -60,6 +60,7 @@ async def upsert_tool() -> Response:
     response=Tool,
     many=True,
     query=(*PAGING, *FILTERS),
+    cursor="tool",
 )
 async def list_tools() -> Response:
     where = ToolFilter(
@@ -76,7 +77,7 @@ async def list_tools() -> Response:
 
 
 @tools.post("/v1/tools/search")
-@documented("Search tools by words of their name and description")
+@documented("Search tools by words of their name and description", request=ToolSearch)
 async def search_tools() -> Response:
     hits = await service().search_tools(await body())
     return json_response(
@@ -111,7 +112,12 @@ async def retrieve_tool(tool_id: str) -> Response:
 
 
 @tools.patch("/v1/tools/<tool_id>")
-@documented("Modify a custom tool: only the fields given change", request=Tool, response=Tool)
+@documented(
+    "Modify a custom tool: only the fields given change",
+    request=Tool,
+    response=Tool,
+    partial=True,
+)
 async def modify_tool(tool_id: str) -> Response:
     tool_id = check_id(tool_id, "tool", "tool_id")
     return json_response(render(await service().update_tool(tool_id, await body())))
@@ -126,7 +132,7 @@ async def delete_tool(tool_id: str) -> Response:
 
 @tools.get("/v1/agents/<agent_id>/tools")
 @tools.get("/v1/agents/<agent_id>/tools/")
-@documented("List an agent's tools", response=Tool, many=True, query=PAGING)
+@documented("List an agent's tools", response=Tool, many=True, query=PAGING, cursor="tool")
 async def list_agent_tools(agent_id: str) -> Response:
     view = await service().get_agent(check_id(agent_id, "agent", "agent_id"))
     by_id = {t.id: t for t in view.tools}
@@ -152,7 +158,11 @@ async def detach_tool(agent_id: str, tool_id: str) -> Response:
 
 
 @tools.post("/v1/agents/<agent_id>/tools/<tool_name>/run")
-@documented("Run one of the agent's tools directly, outside a turn", request=ToolRunRequest)
+@documented(
+    "Run one of the agent's tools directly, outside a turn",
+    request=ToolRunRequest,
+    body_optional=True,
+)
 async def run_agent_tool(agent_id: str, tool_name: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
     return json_response(await service().run_tool(agent_id, tool_name, await optional_body()))

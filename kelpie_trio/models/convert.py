@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import cattrs
 import orjson
+from cattrs.errors import IterableValidationError, IterableValidationNote
 from cattrs.preconf.orjson import make_converter
 
 from kelpie_trio.errors import Invalid, InvalidField
@@ -68,12 +69,37 @@ def _strict(converter: cattrs.Converter) -> cattrs.Converter:
         return typing.get_origin(tp) in (list, tuple, set, frozenset) or tp in (list, tuple)
 
     def sequence(tp: Any) -> Callable[[Any, Any], Any]:
-        base = plain.get_structure_hook(tp)
+        origin = typing.get_origin(tp) or tp
+        args = typing.get_args(tp)
+        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            base = plain.get_structure_hook(tp)  # a fixed-shape tuple: no models inside
 
+            def fixed(value: Any, _: Any) -> Any:
+                if not isinstance(value, list | tuple):
+                    raise TypeError(f"expected a list, got {type(value).__name__}")
+                return base(value, tp)
+
+            return fixed
+        item_type = args[0] if args else Any
+
+        # The items go through this converter, so a model inside a list is as strict as one
+        # outside (the copy's own list hook would structure them leniently).
         def structure(value: Any, _: Any) -> Any:
             if not isinstance(value, list | tuple):
                 raise TypeError(f"expected a list, got {type(value).__name__}")
-            return base(value, tp)
+            items, errors = [], []
+            for index, item in enumerate(value):
+                try:
+                    items.append(converter.structure(item, item_type))
+                except Exception as error:
+                    note = IterableValidationNote(
+                        f"Structuring {tp!r} @ index {index}", index, item_type
+                    )
+                    error.__notes__ = [*getattr(error, "__notes__", []), note]
+                    errors.append(error)
+            if errors:
+                raise IterableValidationError(f"While structuring {tp!r}", errors, tp)
+            return items if origin is list else origin(items)
 
         return structure
 
