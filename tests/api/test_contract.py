@@ -219,3 +219,43 @@ async def test_a_message_page_holds_at_most_limit_items(
         seen += page
         after = f"&after={page[-1]['id']}"
     assert seen == everything
+
+
+async def test_options_and_405_name_only_methods_really_served(
+    app: tuple[QuartClient, MemoryStore],
+) -> None:
+    client, _ = app
+    # /v1/tools/search is POST only, though GET /v1/tools/{tool_id} matches its shape.
+    options = await client.options("/v1/tools/search")
+    assert set(options.headers["allow"].split(", ")) == {"OPTIONS", "POST"}
+    get = await client.get("/v1/tools/search")
+    assert get.status_code == 405 and get.headers["allow"] == "OPTIONS, POST"
+
+
+async def test_a_wrong_type_nested_in_a_list_of_models_is_a_422(
+    app: tuple[QuartClient, MemoryStore],
+) -> None:
+    client, _ = app
+    blocks = [{"label": "human", "value": "Ada", "tags": {}}]  # an object where a list goes
+    response = await client.post("/v1/agents/", json={"memory_blocks": blocks})
+    assert response.status_code == 422
+    detail = (await response.get_json())["detail"]
+    assert detail[0]["loc"] == ["body", "memory_blocks", 0, "tags"]
+    assert await _count_agents(client) == 0
+
+
+# Tags are names, not ids: any `after` is a cursor there.
+_PAGING_CASES = [
+    (path, query)
+    for path in ("/v1/blocks/", "/v1/tools/", "/v1/runs/", "/v1/tags/")
+    for query in ("limit=-1", "limit=0", "limit=", "order=", "after=garbage")
+    if (path, query) != ("/v1/tags/", "after=garbage")
+]
+
+
+@pytest.mark.parametrize(("path", "query"), _PAGING_CASES)
+async def test_every_listing_checks_its_paging_arguments(
+    app: tuple[QuartClient, MemoryStore], path: str, query: str
+) -> None:
+    client, _ = app
+    assert (await client.get(f"{path}?{query}")).status_code == 422
