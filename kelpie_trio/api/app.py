@@ -161,10 +161,11 @@ def create_app(
                 return _json({"detail": "Unauthorized"}, 401)
         if dispatcher is None:
             return _json({"detail": "this node runs no agents"}, 503)
-        body = await request.get_data()
-        message = convert.parse_body(body).get("message") if body.strip() else None
-        if not isinstance(message, dict):
+        raw = await request.get_data()
+        body = convert.parse_body(raw) if raw else None
+        if not isinstance(body, dict) or "message" not in body:
             return _json({"detail": "expected a JSON object with a 'message'"}, 422)
+        message = body["message"]
         wire = await serve_forwarded(dispatcher, {"agent_id": agent_id, "message": message})
         return _json(wire)
 
