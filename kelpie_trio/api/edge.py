@@ -28,7 +28,7 @@ from typing import Any
 import attrs
 import trio
 
-__all__ = ["BodyGuard", "DrainPolicy"]
+__all__ = ["BodyGuard", "BodyProgress", "DrainPolicy", "answer_headers"]
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -45,7 +45,7 @@ class DrainPolicy:
 
 
 @attrs.define
-class _Body:
+class BodyProgress:
     """What the client announced and what has come of it so far."""
 
     declared: int | None  # Content-Length; None when chunked
@@ -53,7 +53,7 @@ class _Body:
     complete: trio.Event = attrs.field(factory=trio.Event)
 
     @classmethod
-    def from_headers(cls, headers: list[tuple[bytes, bytes]]) -> _Body:
+    def from_headers(cls, headers: list[tuple[bytes, bytes]]) -> BodyProgress:
         declared: int | None = 0
         for name, value in headers:
             name = name.lower()
@@ -97,7 +97,7 @@ class BodyGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        body = _Body.from_headers(list(scope.get("headers", [])))
+        body = BodyProgress.from_headers(list(scope.get("headers", [])))
         policy = self.policy
 
         async def guarded_receive() -> dict[str, Any]:
