@@ -3,7 +3,7 @@ what a request's head says about its body."""
 
 from __future__ import annotations
 
-from kelpie_trio.api.edge import DrainPolicy, BodyProgress, answer_headers
+from kelpie_trio.api.edge import BodyProgress, DrainPolicy, answer_headers
 
 JSON = [(b"content-type", b"application/json")]
 
