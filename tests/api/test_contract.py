@@ -259,3 +259,30 @@ async def test_every_listing_checks_its_paging_arguments(
 ) -> None:
     client, _ = app
     assert (await client.get(f"{path}?{query}")).status_code == 422
+
+
+_UNKNOWN_AGENT = "agent-00000000-0000-4000-8000-000000000000"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/blocks/"),
+        ("PATCH", "/v1/blocks/block-00000000-0000-4000-8000-000000000000"),
+        ("POST", "/v1/tools/"),
+        ("PUT", "/v1/tools/"),
+        ("POST", "/v1/tools/search"),
+        ("PATCH", f"/v1/agents/{_UNKNOWN_AGENT}"),
+        ("POST", f"/v1/agents/{_UNKNOWN_AGENT}/archival-memory"),
+        ("POST", f"/v1/agents/{_UNKNOWN_AGENT}/messages"),
+        ("POST", f"/v1/agents/{_UNKNOWN_AGENT}/messages/cancel"),
+    ],
+)
+async def test_a_null_body_where_an_object_goes_is_a_422(
+    app: tuple[QuartClient, MemoryStore], method: str, path: str
+) -> None:
+    client, _ = app
+    headers = {"content-type": "application/json"}
+    response = await client.open(path, method=method, data=b"null", headers=headers)
+    assert response.status_code == 422
+    assert (await response.get_json())["detail"][0]["loc"] == ["body"]
