@@ -16,7 +16,7 @@ from kelpie_trio.api.common import (
     service,
 )
 from kelpie_trio.api.spec import documented
-from kelpie_trio.models.agents import AgentView, CreateAgent
+from kelpie_trio.models.agents import UPDATABLE_AGENT_FIELDS, AgentView, CreateAgent
 from kelpie_trio.models.blocks import Block
 from kelpie_trio.models.convert import iso
 from kelpie_trio.service import window
@@ -24,6 +24,11 @@ from kelpie_trio.service import window
 agents = Blueprint("agents", __name__)
 
 PAGING = ("after", "before", "limit", "order")
+
+# What a PATCH changes besides the plain fields: the model, through its handle or configs.
+_MODEL_FIELDS = frozenset(
+    {"model", "embedding", "llm_config", "embedding_config", "model_settings"}
+)
 
 # Relations the record holds as ids; the AgentState carries the records themselves.
 _RECORD_ONLY = ("block_ids", "tool_ids", "created_at", "updated_at")
@@ -95,7 +100,12 @@ async def retrieve_agent(agent_id: str) -> Response:
 
 
 @agents.patch("/v1/agents/<agent_id>")
-@documented("Modify an agent: only the fields given change", request=CreateAgent, partial=True)
+@documented(
+    "Modify an agent: only the fields given change",
+    request=CreateAgent,
+    partial=True,
+    fields=UPDATABLE_AGENT_FIELDS | _MODEL_FIELDS,
+)
 async def modify_agent(agent_id: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
     return json_response(render_agent(await service().update_agent(agent_id, await body())))

@@ -20,15 +20,15 @@ from kelpie_trio import __version__
 from kelpie_trio.api.agentfile import agentfile
 from kelpie_trio.api.agents import agents
 from kelpie_trio.api.blocks import blocks
-from kelpie_trio.api.common import is_id
 from kelpie_trio.api.edge import BodyGuard
 from kelpie_trio.api.messages import messages
 from kelpie_trio.api.middleware import bearer_token
 from kelpie_trio.api.middleware import install as install_middleware
 from kelpie_trio.api.models import models
 from kelpie_trio.api.passages import passages
+from kelpie_trio.api.routing import best_methods, misfit, misfits
 from kelpie_trio.api.runs import runs
-from kelpie_trio.api.spec import ID_PREFIXES, Health, build_openapi, documented
+from kelpie_trio.api.spec import Health, build_openapi, documented
 from kelpie_trio.api.tools import tools
 from kelpie_trio.env import Env, RealEnv
 from kelpie_trio.errors import ServiceError
@@ -105,7 +105,7 @@ def create_app(
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
         if isinstance(error, MethodNotAllowed):
-            return method_not_allowed(app, error)
+            return method_not_allowed(app)
         return _json({"detail": error.name}, error.code or 500)
 
     @app.errorhandler(RuntimeFailure)
@@ -172,13 +172,13 @@ def create_app(
     return app
 
 
-def method_not_allowed(app: QuartTrio, error: MethodNotAllowed) -> Response:
-    """405 with `Allow` for a path that a route serves with other methods; 404 when the path
-    only looks like one (`/v1/tools/not-a-route` is no `/v1/tools/{tool_id}`)."""
-    allowed = allowed_methods(app, request.path)
-    if not allowed:
+def method_not_allowed(app: QuartTrio) -> Response:
+    """No route serves the request's method here: 405 with `Allow` when routes serve the
+    path with other methods, 404 when they would only through a malformed id."""
+    fits = misfits(app.url_map, request.path)
+    if not fits or min(fits.values()) > 0:
         return _json({"detail": "Not Found"}, 404)
-    return _method_not_allowed(allowed)
+    return _method_not_allowed(best_methods(fits))
 
 
 def _method_not_allowed(allowed: set[str]) -> Response:
@@ -187,45 +187,21 @@ def _method_not_allowed(allowed: set[str]) -> Response:
     return response
 
 
-_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-
-
-def allowed_methods(app: QuartTrio, path: str) -> set[str]:
-    """The methods some route serves `path` with, its ids well-formed: `/v1/tools/search`
-    is POST only, though GET /v1/tools/{tool_id} would match it with tool_id="search"."""
-    adapter = app.url_map.bind("localhost")
-    allowed: set[str] = set()
-    for method in _METHODS:
-        try:
-            _, args = adapter.match(path, method=method)
-        except HTTPException:
-            continue
-        if _plausible(args):
-            allowed.add(method)
-    if "GET" in allowed:
-        allowed.add("HEAD")
-    return allowed
-
-
-def _plausible(args: dict[str, Any]) -> bool:
-    return all(
-        is_id(str(value), ID_PREFIXES[name]) for name, value in args.items() if name in ID_PREFIXES
-    )
-
-
 def install_method_checks(app: QuartTrio) -> None:
-    """OPTIONS answers the methods the path is really served with; a request whose path
-    matched a route only through a malformed id, while another route serves that path
-    (GET /v1/tools/search), is a 405 rather than that route's 422."""
+    """OPTIONS answers the methods that serve the path (see api/routing.py); a request that
+    reached its route only through a malformed id, while another route fits the path
+    better (GET /v1/tools/search), is a 405 rather than that route's 422."""
 
     @app.before_request
     async def check_method() -> Response | None:
         if request.url_rule is None:
             return None
+        if request.method != "OPTIONS" and misfit(request.view_args or {}) == 0:
+            return None  # every id well-formed: no route fits better (the common case)
+        fits = misfits(app.url_map, request.path)
         if request.method == "OPTIONS":
-            allowed = allowed_methods(app, request.path) | {"OPTIONS"}
+            allowed = best_methods(fits) | {"OPTIONS"}
             return Response(b"", status=200, headers={"Allow": ", ".join(sorted(allowed))})
-        if _plausible(request.view_args or {}):
+        if request.method not in fits or fits[request.method] == min(fits.values()):
             return None
-        allowed = allowed_methods(app, request.path)
-        return _method_not_allowed(allowed) if allowed else None
+        return _method_not_allowed(best_methods(fits))

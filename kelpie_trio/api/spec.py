@@ -75,6 +75,7 @@ class RouteDoc:
     body_optional: bool = False
     media_type: str = "application/json"
     partial: bool = False
+    fields: frozenset[str] | None = None
 
 
 def documented(
@@ -88,14 +89,25 @@ def documented(
     body_optional: bool = False,
     media_type: str = "application/json",
     partial: bool = False,
+    fields: frozenset[str] | None = None,
 ) -> Callable[[F], F]:
     """Attach what a route takes and returns, for /openapi.json. `cursor` is the id kind
     that its `after`/`before` take; `body_optional` for a body that may be left out;
-    `partial` for a PATCH whose body gives only the fields that change."""
+    `partial` for a PATCH whose body gives only the fields that change, `fields` when it
+    takes only some of the model's fields."""
 
     def mark(fn: F) -> F:
         fn.__kelpie_doc__ = RouteDoc(  # type: ignore[attr-defined]
-            summary, request, response, many, query, cursor, body_optional, media_type, partial
+            summary,
+            request,
+            response,
+            many,
+            query,
+            cursor,
+            body_optional,
+            media_type,
+            partial,
+            fields,
         )
         return fn
 
@@ -253,7 +265,7 @@ def build_openapi(app: QuartTrio) -> dict[str, Any]:
             if doc and doc.request is not None:
                 schema = schema_of(doc.request, components)
                 if doc.partial:
-                    schema = _partial(schema, components)
+                    schema = _partial(schema, components, doc.fields)
                 operation["requestBody"] = {
                     "required": not doc.body_optional,
                     "content": {"application/json": {"schema": schema}},
@@ -270,12 +282,18 @@ def build_openapi(app: QuartTrio) -> dict[str, Any]:
 _SERVER_SET = frozenset({"id", "created_by_id", "last_updated_by_id", "created_at", "updated_at"})
 
 
-def _partial(ref: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
-    """The schema of a PATCH body: the model's fields, none of them required."""
+def _partial(
+    ref: dict[str, Any], components: dict[str, Any], fields: frozenset[str] | None
+) -> dict[str, Any]:
+    """The schema of a PATCH body: the model's fields it takes, none of them required."""
     name = ref["$ref"].rsplit("/", 1)[1]
     patch = {k: v for k, v in components[name].items() if k != "required"}
-    # What the server sets itself is not taken from a PATCH (it would be ignored).
-    patch["properties"] = {k: v for k, v in patch["properties"].items() if k not in _SERVER_SET}
+    # What the server sets itself, or does not change, is not taken from a PATCH.
+    patch["properties"] = {
+        k: v
+        for k, v in patch["properties"].items()
+        if k not in _SERVER_SET and (fields is None or k in fields)
+    }
     patch["title"] = f"{name}Patch"
     components[f"{name}Patch"] = patch
     return {"$ref": f"#/components/schemas/{name}Patch"}

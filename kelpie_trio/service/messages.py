@@ -605,11 +605,15 @@ class MessageCases(ServiceBase):
 
 def _fill_page(rendered: list[list[dict[str, Any]]], limit: int) -> list[dict[str, Any]]:
     """At most `limit` items, counting each stored message as the items it renders to, and
-    keeping it whole so that `after=<its id>` goes on where the page ended. Only a first
-    message that alone renders to more than `limit` items is cut."""
+    keeping it whole: its items share its id, and `after=<that id>` must go on where the
+    page ended. So a first message that alone renders to more than `limit` items (reasoning
+    and a tool call, with `limit=1`) is the one page that holds more: cutting it would
+    lose the rest of it to the next page's cursor."""
     page: list[dict[str, Any]] = []
     for items in rendered:
-        if len(page) + len(items) > limit:
-            return page or items[:limit]
+        if page and len(page) + len(items) > limit:
+            break
         page.extend(items)
+        if len(page) >= limit:
+            break
     return page

@@ -209,6 +209,10 @@ async def test_a_message_page_holds_at_most_limit_items(
     for limit in (1, 2, 3):
         page = await (await client.get(f"{path}?limit={limit}")).get_json()
         assert len(page) <= limit
+    # The one exception: a message that alone shows as more items than the page holds comes
+    # whole, or the next page (after its id) would lose the rest of it.
+    after_user = f"{path}?limit=1&after={everything[0]['id']}"
+    assert len(await (await client.get(after_user)).get_json()) == 2
     # Paging by the last item's id walks the whole history, each item once.
     seen: list[dict[str, Any]] = []
     after = ""
@@ -286,3 +290,23 @@ async def test_a_null_body_where_an_object_goes_is_a_422(
     response = await client.open(path, method=method, data=b"null", headers=headers)
     assert response.status_code == 422
     assert (await response.get_json())["detail"][0]["loc"] == ["body"]
+
+
+async def test_the_route_that_fits_a_path_best_decides_its_methods(
+    app: tuple[QuartClient, MemoryStore],
+) -> None:
+    client, _ = app
+    # A malformed id still reaches its route (a 422), and OPTIONS names that route's methods.
+    options = await client.options("/v1/agents/0")
+    assert set(options.headers["allow"].split(", ")) == {
+        "DELETE",
+        "GET",
+        "HEAD",
+        "OPTIONS",
+        "PATCH",
+    }
+    assert (await client.get("/v1/agents/0")).status_code == 422
+    # DELETE .../archival-memory/{memory_id} matches with memory_id="search", but the search
+    # route fits better (one malformed id, not two): this path is GET only.
+    deleted = await client.delete("/v1/agents/0/archival-memory/search")
+    assert deleted.status_code == 405 and deleted.headers["allow"] == "GET, HEAD, OPTIONS"
