@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from kelpie_trio import __version__
+from kelpie_trio.api.app import LETTA_API_VERSION
 from kelpie_trio.config import ServerConfig
 
 
@@ -50,7 +51,11 @@ async def test_serve_answers_health_and_stops_cleanly_on_sigterm(tmp_path: Path)
                 response = await client.get(path)
                 assert response.status_code == 200
                 body = response.json()
-                assert (body["status"], body["version"]) == ("ok", __version__)
+                assert (body["status"], body["version"], body["kelpie_trio_version"]) == (
+                    "ok",
+                    LETTA_API_VERSION,
+                    __version__,
+                )
                 # Said at start-up and shown here: how this host runs custom tools.
                 assert body["details"]["tool_sandbox"]["custom_tools"] == "isolated"
         process.send_signal(signal.SIGTERM)

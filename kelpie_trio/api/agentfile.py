@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from quart import Blueprint, Response, request
 
-from kelpie_trio.api.common import check_id, service
+from kelpie_trio.api.common import check_id, int_arg, service
 from kelpie_trio.api.spec import documented
 from kelpie_trio.errors import Invalid
 from kelpie_trio.models import convert
@@ -62,9 +62,14 @@ def _text(fields: Mapping[str, str], *names: str) -> str | None:
 
 def _parse_file(raw: bytes, at: Loc) -> Any:
     try:
-        return orjson.loads(raw.removeprefix(b"\xef\xbb\xbf"))
+        value = orjson.loads(raw.removeprefix(b"\xef\xbb\xbf"))
     except orjson.JSONDecodeError as error:
         raise Invalid.field(at, f"the agent file is not JSON: {error}", "json_invalid") from None
+    if convert.json_depth(value) > convert.MAX_JSON_DEPTH:
+        raise Invalid.field(
+            at, f"the agent file nests deeper than {convert.MAX_JSON_DEPTH} levels", "json_invalid"
+        )
+    return value
 
 
 async def _upload() -> tuple[Any, dict[str, str], Loc, str]:
@@ -95,6 +100,8 @@ async def _upload() -> tuple[Any, dict[str, str], Loc, str]:
 )
 async def export_agent(agent_id: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
+    _flag(request.args, "scrub_messages", False, "query")
+    int_arg("max_steps", low=0)
     if _flag(request.args, "use_legacy_format", False, "query"):
         raise Invalid.field(
             ["query", "use_legacy_format"],
@@ -126,6 +133,7 @@ async def import_agent() -> Response:
         append_copy_suffix=_flag(fields, "append_copy_suffix", False, where),
         project_id=_text(fields, "project_id"),
     )
+    _flag(fields, "strip_messages", False, where)  # checked; messages are dropped anyway
     agent_ids = await service().import_agent_file(data, options, at, where)
     body = convert.api.unstructure(ImportedAgentsResponse(agent_ids))
     return Response(orjson.dumps(body), content_type="application/json")

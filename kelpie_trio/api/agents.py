@@ -8,9 +8,23 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
-from kelpie_trio.api.common import body, check_id, json_response, page_args, render, service
+from kelpie_trio.api.common import (
+    body,
+    bool_arg,
+    check_id,
+    json_response,
+    page_args,
+    render,
+    service,
+)
 from kelpie_trio.api.spec import documented
-from kelpie_trio.models.agents import SECRET_MASK, Agent, AgentView, CreateAgent
+from kelpie_trio.models.agents import (
+    SECRET_MASK,
+    UPDATABLE_AGENT_FIELDS,
+    Agent,
+    AgentView,
+    CreateAgent,
+)
 from kelpie_trio.models.blocks import Block
 from kelpie_trio.models.convert import iso
 from kelpie_trio.service import window
@@ -18,6 +32,11 @@ from kelpie_trio.service import window
 agents = Blueprint("agents", __name__)
 
 PAGING = ("after", "before", "limit", "order")
+
+# What a PATCH changes besides the plain fields: the model, through its handle or configs.
+_MODEL_FIELDS = frozenset(
+    {"model", "embedding", "llm_config", "embedding_config", "model_settings"}
+)
 
 # Relations the record holds as ids; the AgentState carries the records themselves.
 _RECORD_ONLY = ("block_ids", "tool_ids", "created_at", "updated_at")
@@ -85,14 +104,16 @@ async def create_agent() -> Response:
 
 @agents.get("/v1/agents/")
 @agents.get("/v1/agents")
-@documented("List agents", query=(*PAGING, "name", "tags", "match_all_tags", "query_text"))
+@documented(
+    "List agents", query=(*PAGING, "name", "tags", "match_all_tags", "query_text"), cursor="agent"
+)
 async def list_agents() -> Response:
     args = request.args
     found = await service().list_agents(
-        page_args(),
+        page_args("agent"),
         name=args.get("name"),
         tags=args.getlist("tags") or None,
-        match_all_tags=args.get("match_all_tags", "false").lower() == "true",
+        match_all_tags=bool_arg("match_all_tags", False),
         query_text=args.get("query_text"),
     )
     return json_response([render_agent(v) for v in found])
@@ -106,7 +127,12 @@ async def retrieve_agent(agent_id: str) -> Response:
 
 
 @agents.patch("/v1/agents/<agent_id>")
-@documented("Modify an agent: only the fields given change")
+@documented(
+    "Modify an agent: only the fields given change",
+    request=CreateAgent,
+    partial=True,
+    fields=UPDATABLE_AGENT_FIELDS | _MODEL_FIELDS,
+)
 async def modify_agent(agent_id: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
     return json_response(render_agent(await service().update_agent(agent_id, await body())))
@@ -121,11 +147,13 @@ async def delete_agent(agent_id: str) -> Response:
 
 @agents.get("/v1/agents/<agent_id>/core-memory/blocks")
 @agents.get("/v1/agents/<agent_id>/core-memory/blocks/")
-@documented("List an agent's core memory blocks", response=Block, many=True, query=PAGING)
+@documented(
+    "List an agent's core memory blocks", response=Block, many=True, query=PAGING, cursor="block"
+)
 async def list_agent_blocks(agent_id: str) -> Response:
     view = await service().get_agent(check_id(agent_id, "agent", "agent_id"))
     by_id = {b.id: b for b in view.blocks}
-    ids = window([b.id for b in view.blocks], page_args())
+    ids = window([b.id for b in view.blocks], page_args("block"))
     return json_response([render(by_id[i]) for i in ids])
 
 
@@ -137,7 +165,7 @@ async def retrieve_agent_block(agent_id: str, label: str) -> Response:
 
 
 @agents.patch("/v1/agents/<agent_id>/core-memory/blocks/<label>")
-@documented("Modify a core memory block by label", request=Block, response=Block)
+@documented("Modify a core memory block by label", request=Block, response=Block, partial=True)
 async def modify_agent_block(agent_id: str, label: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
     return json_response(render(await service().update_agent_block(agent_id, label, await body())))
@@ -162,9 +190,11 @@ async def detach_block(agent_id: str, block_id: str) -> Response:
 
 
 @agents.get("/v1/blocks/<block_id>/agents")
-@documented("List the agents that hold a block", query=PAGING)
+@documented("List the agents that hold a block", query=PAGING, cursor="agent")
 async def agents_of_block(block_id: str) -> Response:
-    found = await service().agents_of_block(check_id(block_id, "block", "block_id"), page_args())
+    found = await service().agents_of_block(
+        check_id(block_id, "block", "block_id"), page_args("agent")
+    )
     return json_response([render_agent(v) for v in found])
 
 
@@ -172,5 +202,5 @@ async def agents_of_block(block_id: str) -> Response:
 @agents.get("/v1/tags")
 @documented("List the tags in use", query=(*PAGING, "query_text"))
 async def list_tags() -> Response:
-    found = await service().list_tags(page_args(), query_text=request.args.get("query_text"))
+    found = await service().list_tags(page_args(None), query_text=request.args.get("query_text"))
     return json_response(found)

@@ -22,9 +22,9 @@ async def create_block() -> Response:
 
 @blocks.get("/v1/blocks/")
 @blocks.get("/v1/blocks")
-@documented("List blocks", response=Block, many=True, query=(*PAGING, "label"))
+@documented("List blocks", response=Block, many=True, query=(*PAGING, "label"), cursor="block")
 async def list_blocks() -> Response:
-    found = await service().list_blocks(page_args(), label=request.args.get("label"))
+    found = await service().list_blocks(page_args("block"), label=request.args.get("label"))
     return json_response([render(b) for b in found])
 
 
@@ -35,7 +35,9 @@ async def retrieve_block(block_id: str) -> Response:
 
 
 @blocks.patch("/v1/blocks/<block_id>")
-@documented("Modify a block: only the fields given change", request=Block, response=Block)
+@documented(
+    "Modify a block: only the fields given change", request=Block, response=Block, partial=True
+)
 async def modify_block(block_id: str) -> Response:
     block_id = check_id(block_id, "block", "block_id")
     return json_response(render(await service().update_block(block_id, await body())))

@@ -9,7 +9,15 @@ import orjson
 from quart import Blueprint, Response, make_response, request
 
 from kelpie_trio.api.agents import render_agent
-from kelpie_trio.api.common import body, check_id, json_response, page_args, service
+from kelpie_trio.api.common import (
+    body,
+    bool_arg,
+    check_id,
+    json_response,
+    optional_body,
+    page_args,
+    service,
+)
 from kelpie_trio.api.spec import documented
 from kelpie_trio.errors import Invalid
 from kelpie_trio.service.messages import CancelRequest, SendRequest
@@ -56,12 +64,14 @@ async def send_async(agent_id: str) -> Response:
 
 
 @messages.post("/v1/agents/<agent_id>/messages/cancel")
-@documented("Cancel the agent's running turns (all, or the `run_ids` given)", request=CancelRequest)
+@documented(
+    "Cancel the agent's running turns (all, or the `run_ids` given)",
+    request=CancelRequest,
+    body_optional=True,
+)
 async def cancel(agent_id: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
-    raw = await request.get_data()
-    payload = await body() if raw.strip() else None
-    return json_response(await service().cancel_runs(agent_id, payload))
+    return json_response(await service().cancel_runs(agent_id, await optional_body()))
 
 
 async def _stream(events: AsyncIterator[dict]) -> Response:
@@ -82,12 +92,17 @@ async def _stream(events: AsyncIterator[dict]) -> Response:
 
 
 @messages.get("/v1/agents/<agent_id>/messages")
-@documented("List an agent's messages", query=("after", "before", "limit", "order"))
+@documented(
+    "List an agent's messages: at most `limit` items, stored messages kept whole",
+    query=("after", "before", "limit", "order", "use_assistant_message", "include_err"),
+    cursor="message",
+)
 async def list_messages(agent_id: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
-    use_assistant = request.args.get("use_assistant_message", "true").lower() != "false"
+    use_assistant = bool_arg("use_assistant_message", True)
+    bool_arg("include_err", False)  # no stored message is an error one: nothing to filter
     found = await service().list_messages(
-        agent_id, page_args(), use_assistant_message=use_assistant
+        agent_id, page_args("message"), use_assistant_message=use_assistant
     )
     return json_response(found)
 

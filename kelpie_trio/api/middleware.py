@@ -17,7 +17,7 @@ import trio
 from quart import Response, g, request
 from quart_trio import QuartTrio
 
-__all__ = ["install"]
+__all__ = ["bearer_token", "install"]
 
 log = logging.getLogger("kelpie_trio.requests")
 
@@ -25,8 +25,15 @@ _OPEN_PATHS = ("/v1/health", "/v1/health/")
 _INTERNAL_PREFIX = "/internal/"  # guarded by the cluster token instead
 
 
+def bearer_token(authorization: str) -> str:
+    """The token of an `Authorization: Bearer <token>` header ("" for any other); the scheme
+    is matched case-insensitively, as RFC 7235 says."""
+    scheme, _, token = authorization.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 def install(app: QuartTrio, *, password: str | None) -> None:
-    expected = f"Bearer {password}".encode() if password else None
+    expected = password.encode() if password else None
 
     @app.before_request
     async def start() -> Response | None:
@@ -38,7 +45,7 @@ def install(app: QuartTrio, *, password: str | None) -> None:
             return None
         if request.path.startswith(_INTERNAL_PREFIX):
             return None
-        given = request.headers.get("authorization", "").encode()
+        given = bearer_token(request.headers.get("authorization", "")).encode()
         if not hmac.compare_digest(given, expected):
             return Response(
                 orjson.dumps({"detail": "Unauthorized"}),

@@ -11,7 +11,15 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
-from kelpie_trio.api.common import body, check_id, json_response, service
+from kelpie_trio.api.common import (
+    body,
+    bool_arg,
+    check_id,
+    cursor_arg,
+    int_arg,
+    json_response,
+    service,
+)
 from kelpie_trio.api.spec import documented
 from kelpie_trio.errors import Invalid
 from kelpie_trio.models.convert import iso
@@ -55,31 +63,6 @@ def render_result(result: SearchResult) -> dict[str, Any]:
     }
 
 
-def _int_arg(name: str, *, low: int, high: int | None = None) -> int | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise Invalid.field(["query", name], f"{name} must be an integer") from None
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise Invalid.field(["query", name], f"{name} must be {bound}")
-    return value
-
-
-def _bool_arg(name: str, default: bool) -> bool:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in ("true", "1"):
-        return True
-    if raw.lower() in ("false", "0"):
-        return False
-    raise Invalid.field(["query", name], f"{name} must be true or false")
-
-
 def _agent_id(agent_id: str) -> str:
     return check_id(agent_id, "agent", "agent_id")
 
@@ -94,15 +77,19 @@ async def create_passage(agent_id: str) -> Response:
 
 @passages.get("/v1/agents/<agent_id>/archival-memory")
 @passages.get("/v1/agents/<agent_id>/archival-memory/")
-@documented("List archival passages", query=("after", "before", "limit", "ascending", "search"))
+@documented(
+    "List archival passages",
+    query=("after", "before", "limit", "ascending", "search"),
+    cursor="passage",
+)
 async def list_passages(agent_id: str) -> Response:
     agent_id = _agent_id(agent_id)
     args = request.args
     page = Page(
-        after=args.get("after") or None,
-        before=args.get("before") or None,
-        limit=_int_arg("limit", low=1, high=MAX_PAGE) or _DEFAULT_LIMIT,
-        order="asc" if _bool_arg("ascending", True) else "desc",
+        after=cursor_arg("after", "passage"),
+        before=cursor_arg("before", "passage"),
+        limit=int_arg("limit", low=1, high=MAX_PAGE) or _DEFAULT_LIMIT,
+        order="asc" if bool_arg("ascending", True) else "desc",
     )
     found = await service().list_passages(agent_id, page, search=args.get("search") or None)
     return json_response([render_passage(p) for p in found])
@@ -123,10 +110,10 @@ async def search_passages(agent_id: str) -> Response:
         agent_id,
         query,
         tags=args.getlist("tags") or None,
-        tag_match_mode=args.get("tag_match_mode") or "any",
-        top_k=_int_arg("top_k", low=1),
-        start_datetime=args.get("start_datetime") or None,
-        end_datetime=args.get("end_datetime") or None,
+        tag_match_mode=args.get("tag_match_mode", "any"),
+        top_k=int_arg("top_k", low=1),
+        start_datetime=args.get("start_datetime"),
+        end_datetime=args.get("end_datetime"),
     )
     return json_response({"count": len(results), "results": [render_result(r) for r in results]})
 

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, request
 
-from kelpie_trio.agent.runs import FINAL_STATUS
-from kelpie_trio.api.common import body, check_id, is_id, json_response, page_args, service
-from kelpie_trio.api.spec import documented
+from kelpie_trio.api.common import (
+    body,
+    bool_arg,
+    check_id,
+    is_id,
+    json_response,
+    page_args,
+    service,
+)
+from kelpie_trio.api.spec import RUN_STATUSES, documented
 from kelpie_trio.errors import Invalid
 from kelpie_trio.service.messages import TransferRequest
 
 runs = Blueprint("runs", __name__)
 
 PAGING = ("after", "before", "limit", "order")
-STATUSES = frozenset({"created", "running", *FINAL_STATUS.values()})
+STATUSES = frozenset(RUN_STATUSES)
 
 
 def _run_id(value: str) -> str:
@@ -22,7 +29,9 @@ def _run_id(value: str) -> str:
 
 @runs.get("/v1/runs/")
 @runs.get("/v1/runs")
-@documented("List runs, oldest first", query=(*PAGING, "agent_id", "statuses", "active"))
+@documented(
+    "List runs, oldest first", query=(*PAGING, "agent_id", "statuses", "active"), cursor="run"
+)
 async def list_runs() -> Response:
     agent_id = request.args.get("agent_id")
     if agent_id is not None:
@@ -31,9 +40,9 @@ async def list_runs() -> Response:
     unknown = sorted(set(statuses) - STATUSES)
     if unknown:
         raise Invalid.field(["query", "statuses"], f"unknown run status {unknown[0]!r}")
-    active = request.args.get("active", "false").lower() in ("true", "1")
+    active = bool_arg("active", False)
     found = await service().list_runs(
-        page_args(), agent_id=agent_id, statuses=statuses or None, active=active
+        page_args("run"), agent_id=agent_id, statuses=statuses or None, active=active
     )
     return json_response(found)
 
@@ -52,9 +61,9 @@ async def delete_run(run_id: str) -> Response:
 
 
 @runs.get("/v1/runs/<run_id>/messages")
-@documented("The messages a run produced, its input first", query=PAGING)
+@documented("The messages a run produced, its input first", query=PAGING, cursor="message")
 async def run_messages(run_id: str) -> Response:
-    return json_response(await service().run_messages(_run_id(run_id), page_args()))
+    return json_response(await service().run_messages(_run_id(run_id), page_args("message")))
 
 
 @runs.get("/v1/runs/<run_id>/usage")
@@ -65,10 +74,10 @@ async def run_usage(run_id: str) -> Response:
 
 @runs.get("/v1/agents/<agent_id>/sessions")
 @runs.get("/v1/agents/<agent_id>/sessions/")
-@documented("An agent's sessions (its runs) with their checkpoints", query=PAGING)
+@documented("An agent's sessions (its runs) with their checkpoints", query=PAGING, cursor="run")
 async def list_sessions(agent_id: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
-    return json_response(await service().list_sessions(agent_id, page_args()))
+    return json_response(await service().list_sessions(agent_id, page_args("run")))
 
 
 @runs.get("/v1/agents/<agent_id>/sessions/<session_id>")

@@ -18,8 +18,29 @@ import attrs
 from quart_trio import QuartTrio
 
 from kelpie_trio import __version__
+from kelpie_trio.agent.runs import FINAL_STATUS
+from kelpie_trio.service import MAX_PAGE
 
-__all__ = ["build_openapi", "documented", "schema_of"]
+# The id kind of each parameter of that name (`<prefix>-<uuid4>`), path or query.
+ID_PREFIXES = {
+    "agent_id": "agent",
+    "block_id": "block",
+    "tool_id": "tool",
+    "run_id": "run",
+    "session_id": "run",
+    "memory_id": "passage",
+}
+RUN_STATUSES = ("created", "running", *dict.fromkeys(FINAL_STATUS.values()))
+
+__all__ = [
+    "ID_PREFIXES",
+    "RUN_STATUSES",
+    "Health",
+    "build_openapi",
+    "documented",
+    "id_schema",
+    "schema_of",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,12 +56,28 @@ _SCALARS: dict[Any, dict[str, Any]] = {
 
 
 @attrs.frozen
+class Health:
+    """The health route's answer: `version` is the Letta API version served."""
+
+    status: str
+    version: str
+    kelpie_trio_version: str
+    # How this host runs custom tools ({"tool_sandbox": {...}}), on a node that runs agents.
+    details: dict[str, Any] | None = None
+
+
+@attrs.frozen
 class RouteDoc:
     summary: str
     request: type | None = None
     response: type | None = None
     response_is_list: bool = False
     query: tuple[str, ...] = ()
+    cursor: str | None = None
+    body_optional: bool = False
+    media_type: str = "application/json"
+    partial: bool = False
+    fields: frozenset[str] | None = None
 
 
 def documented(
@@ -50,14 +87,77 @@ def documented(
     response: type | None = None,
     many: bool = False,
     query: tuple[str, ...] = (),
+    cursor: str | None = None,
+    body_optional: bool = False,
+    media_type: str = "application/json",
+    partial: bool = False,
+    fields: frozenset[str] | None = None,
 ) -> Callable[[F], F]:
-    """Attach what a route takes and returns, for /openapi.json."""
+    """Attach what a route takes and returns, for /openapi.json. `cursor` is the id kind
+    that its `after`/`before` take; `body_optional` for a body that may be left out;
+    `partial` for a PATCH whose body gives only the fields that change, `fields` when it
+    takes only some of the model's fields."""
 
     def mark(fn: F) -> F:
-        fn.__kelpie_doc__ = RouteDoc(summary, request, response, many, query)  # type: ignore[attr-defined]
+        fn.__kelpie_doc__ = RouteDoc(  # type: ignore[attr-defined]
+            summary,
+            request,
+            response,
+            many,
+            query,
+            cursor,
+            body_optional,
+            media_type,
+            partial,
+            fields,
+        )
         return fn
 
     return mark
+
+
+_UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def id_schema(prefix: str) -> dict[str, Any]:
+    return {"type": "string", "pattern": f"^{prefix}-{_UUID}$"}
+
+
+_BOOLEAN = {"type": "boolean"}
+_DATE_OR_TIME = {"type": "string", "anyOf": [{"format": "date"}, {"format": "date-time"}]}
+_BOOLEAN_QUERY = ("match_all_tags", "use_assistant_message", "include_err", "active", "ascending",
+                  "return_only_letta_tools", "use_legacy_format", "scrub_messages",
+                  "override_existing_tools", "append_copy_suffix", "strip_messages")  # fmt: skip
+
+# Query parameters by name: what the routes check (api/common.py and the routes).
+_QUERY: dict[str, dict[str, Any]] = {
+    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+    "top_k": {"type": "integer", "minimum": 1},
+    "max_steps": {"type": "integer", "minimum": 0},
+    "order": {"type": "string", "enum": ["asc", "desc"]},
+    "tag_match_mode": {"type": "string", "enum": ["any", "all"]},
+    "statuses": {"type": "array", "items": {"type": "string", "enum": list(RUN_STATUSES)}},
+    "tags": {"type": "array", "items": {"type": "string"}},
+    "agent_id": id_schema("agent"),
+    "start_datetime": _DATE_OR_TIME,
+    "end_datetime": _DATE_OR_TIME,
+    # Only the v2 agent file is exported: `true` is refused.
+    "use_legacy_format": {"type": "boolean", "enum": [False]},
+    **{name: _BOOLEAN for name in _BOOLEAN_QUERY if name != "use_legacy_format"},
+}
+_REQUIRED_QUERY = frozenset({"query"})  # the archival search's words
+
+
+def _query_schema(name: str, cursor: str | None) -> dict[str, Any]:
+    if name in ("after", "before"):
+        return id_schema(cursor) if cursor else {"type": "string"}
+    return dict(_QUERY.get(name, {"type": "string"}))
+
+
+def _path_schema(name: str) -> dict[str, Any]:
+    prefix = ID_PREFIXES.get(name)
+    # Anything else (a label, a tool name) is one non-empty path segment.
+    return id_schema(prefix) if prefix else {"type": "string", "pattern": "^[^/]+$"}
 
 
 def schema_of(tp: Any, components: dict[str, Any]) -> dict[str, Any]:
@@ -129,8 +229,8 @@ def build_openapi(app: QuartTrio) -> dict[str, Any]:
     # slash form (the SDK's) is documented.
     rules = sorted(app.url_map.iter_rules(), key=lambda r: (not r.rule.endswith("/"), r.rule))
     for rule in rules:
-        if rule.endpoint == "static":
-            continue
+        if rule.endpoint == "static" or rule.rule.startswith("/internal/"):
+            continue  # the node-to-node route is no part of the public API
         path = _CONVERTER_ARG.sub(r"{\1}", rule.rule)
         view = app.view_functions[rule.endpoint]
         doc: RouteDoc | None = getattr(view, "__kelpie_doc__", None)
@@ -142,17 +242,22 @@ def build_openapi(app: QuartTrio) -> dict[str, Any]:
                 "operationId": f"{rule.endpoint.replace('.', '_')}_{method.lower()}",
                 "summary": doc.summary if doc else (view.__doc__ or rule.endpoint).strip(),
                 "parameters": [
-                    {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                    {"name": name, "in": "path", "required": True, "schema": _path_schema(name)}
                     for name in _CONVERTER_ARG.findall(rule.rule)
                 ]
                 + [
-                    {"name": name, "in": "query", "required": False, "schema": {}}
+                    {
+                        "name": name,
+                        "in": "query",
+                        "required": name in _REQUIRED_QUERY,
+                        "schema": _query_schema(name, doc.cursor),
+                    }
                     for name in (doc.query if doc else ())
                 ],
                 "responses": {
                     "200": _response(doc, components),
                     "4XX": {
-                        "description": "A client error",
+                        "description": "A client error (a 405 names the methods in `Allow`)",
                         "content": {
                             "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
                         },
@@ -160,9 +265,12 @@ def build_openapi(app: QuartTrio) -> dict[str, Any]:
                 },
             }
             if doc and doc.request is not None:
+                schema = schema_of(doc.request, components)
+                if doc.partial:
+                    schema = _partial(schema, components, doc.fields)
                 operation["requestBody"] = {
-                    "required": True,
-                    "content": {"application/json": {"schema": schema_of(doc.request, components)}},
+                    "required": not doc.body_optional,
+                    "content": {"application/json": {"schema": schema}},
                 }
             paths.setdefault(path, {})[method.lower()] = operation
     return {
@@ -173,13 +281,33 @@ def build_openapi(app: QuartTrio) -> dict[str, Any]:
     }
 
 
+_SERVER_SET = frozenset({"id", "created_by_id", "last_updated_by_id", "created_at", "updated_at"})
+
+
+def _partial(
+    ref: dict[str, Any], components: dict[str, Any], fields: frozenset[str] | None
+) -> dict[str, Any]:
+    """The schema of a PATCH body: the model's fields it takes, none of them required."""
+    name = ref["$ref"].rsplit("/", 1)[1]
+    patch = {k: v for k, v in components[name].items() if k != "required"}
+    # What the server sets itself, or does not change, is not taken from a PATCH.
+    patch["properties"] = {
+        k: v
+        for k, v in patch["properties"].items()
+        if k not in _SERVER_SET and (fields is None or k in fields)
+    }
+    patch["title"] = f"{name}Patch"
+    components[f"{name}Patch"] = patch
+    return {"$ref": f"#/components/schemas/{name}Patch"}
+
+
 def _response(doc: RouteDoc | None, components: dict[str, Any]) -> dict[str, Any]:
     schema: dict[str, Any] = {}
     if doc and doc.response is not None:
         schema = schema_of(doc.response, components)
         if doc.response_is_list:
             schema = {"type": "array", "items": schema}
-    return {
-        "description": "Successful response",
-        "content": {"application/json": {"schema": schema}},
-    }
+    media_type = doc.media_type if doc else "application/json"
+    if media_type != "application/json":
+        schema = {"type": "string"}
+    return {"description": "Successful response", "content": {media_type: {"schema": schema}}}

@@ -5,13 +5,22 @@ from __future__ import annotations
 from quart import Blueprint, Response, request
 
 from kelpie_trio.api.agents import render_agent
-from kelpie_trio.api.common import body, check_id, json_response, page_args, render, service
+from kelpie_trio.api.common import (
+    body,
+    bool_arg,
+    check_id,
+    json_response,
+    optional_body,
+    page_args,
+    render,
+    service,
+)
 from kelpie_trio.api.spec import documented
-from kelpie_trio.errors import Invalid
 from kelpie_trio.models.tools import CreateTool, Tool
 from kelpie_trio.service import window
 from kelpie_trio.service.messages import ToolRunRequest
-from kelpie_trio.service.tools import ToolFilter
+from kelpie_trio.service.tools import ToolFilter, ToolSearch
+from kelpie_trio.tools.base import BASE_TOOLS
 
 PAGING = ("after", "before", "limit", "order")
 FILTERS = ("name", "names", "tool_ids", "search", "tool_types", "exclude_tool_types",
@@ -24,13 +33,6 @@ def _many(name: str) -> frozenset[str] | None:
     """A list query parameter, repeated (`?a=x&a=y`, the SDK's way) or comma-separated."""
     values = [v for raw in request.args.getlist(name) for v in raw.split(",") if v]
     return frozenset(values) if values else None
-
-
-def _flag(name: str) -> bool:
-    raw = request.args.get(name, "false").lower()
-    if raw not in ("true", "false", "1", "0"):
-        raise Invalid.field(["query", name], f"{name} must be true or false")
-    return raw in ("true", "1")
 
 
 @tools.post("/v1/tools/")
@@ -58,6 +60,7 @@ async def upsert_tool() -> Response:
     response=Tool,
     many=True,
     query=(*PAGING, *FILTERS),
+    cursor="tool",
 )
 async def list_tools() -> Response:
     where = ToolFilter(
@@ -67,14 +70,14 @@ async def list_tools() -> Response:
         search=request.args.get("search") or None,
         tool_types=_many("tool_types"),
         exclude_tool_types=_many("exclude_tool_types") or frozenset(),
-        only_letta_tools=_flag("return_only_letta_tools"),
+        only_letta_tools=bool_arg("return_only_letta_tools", False),
     )
-    found = await service().list_tools(page_args(), where)
+    found = await service().list_tools(page_args("tool"), where)
     return json_response([render(t) for t in found])
 
 
 @tools.post("/v1/tools/search")
-@documented("Search tools by words of their name and description")
+@documented("Search tools by words of their name and description", request=ToolSearch)
 async def search_tools() -> Response:
     hits = await service().search_tools(await body())
     return json_response(
@@ -91,6 +94,17 @@ async def search_tools() -> Response:
     )
 
 
+@tools.post("/v1/tools/add-base-tools")
+@tools.post("/v1/tools/add-base-tools/")
+@documented(
+    "Upsert the base tools: they are built in, so this answers them", response=Tool, many=True
+)
+async def add_base_tools() -> Response:
+    # Letta's CLI calls this at every start. The base tools here are part of the server,
+    # present from its first start and never changed by a client: nothing to write.
+    return json_response([render(t) for t in BASE_TOOLS])
+
+
 @tools.get("/v1/tools/<tool_id>")
 @documented("Retrieve a tool", response=Tool)
 async def retrieve_tool(tool_id: str) -> Response:
@@ -98,7 +112,12 @@ async def retrieve_tool(tool_id: str) -> Response:
 
 
 @tools.patch("/v1/tools/<tool_id>")
-@documented("Modify a custom tool: only the fields given change", request=Tool, response=Tool)
+@documented(
+    "Modify a custom tool: only the fields given change",
+    request=Tool,
+    response=Tool,
+    partial=True,
+)
 async def modify_tool(tool_id: str) -> Response:
     tool_id = check_id(tool_id, "tool", "tool_id")
     return json_response(render(await service().update_tool(tool_id, await body())))
@@ -113,11 +132,11 @@ async def delete_tool(tool_id: str) -> Response:
 
 @tools.get("/v1/agents/<agent_id>/tools")
 @tools.get("/v1/agents/<agent_id>/tools/")
-@documented("List an agent's tools", response=Tool, many=True, query=PAGING)
+@documented("List an agent's tools", response=Tool, many=True, query=PAGING, cursor="tool")
 async def list_agent_tools(agent_id: str) -> Response:
     view = await service().get_agent(check_id(agent_id, "agent", "agent_id"))
     by_id = {t.id: t for t in view.tools}
-    return json_response([render(by_id[i]) for i in window(list(by_id), page_args())])
+    return json_response([render(by_id[i]) for i in window(list(by_id), page_args("tool"))])
 
 
 @tools.patch("/v1/agents/<agent_id>/tools/attach/<tool_id>")
@@ -139,9 +158,11 @@ async def detach_tool(agent_id: str, tool_id: str) -> Response:
 
 
 @tools.post("/v1/agents/<agent_id>/tools/<tool_name>/run")
-@documented("Run one of the agent's tools directly, outside a turn", request=ToolRunRequest)
+@documented(
+    "Run one of the agent's tools directly, outside a turn",
+    request=ToolRunRequest,
+    body_optional=True,
+)
 async def run_agent_tool(agent_id: str, tool_name: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
-    raw = await request.get_data()
-    payload = await body() if raw.strip() else None
-    return json_response(await service().run_tool(agent_id, tool_name, payload))
+    return json_response(await service().run_tool(agent_id, tool_name, await optional_body()))

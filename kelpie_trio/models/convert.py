@@ -17,11 +17,21 @@ from typing import Any, TypeVar
 
 import cattrs
 import orjson
+from cattrs.errors import IterableValidationError, IterableValidationNote
 from cattrs.preconf.orjson import make_converter
 
 from kelpie_trio.errors import Invalid, InvalidField
 
-__all__ = ["api", "decode_record", "encode_record", "iso", "parse_body", "store", "structure_api"]
+__all__ = [
+    "api",
+    "decode_record",
+    "encode_record",
+    "iso",
+    "json_depth",
+    "parse_body",
+    "store",
+    "structure_api",
+]
 
 T = TypeVar("T")
 
@@ -59,12 +69,37 @@ def _strict(converter: cattrs.Converter) -> cattrs.Converter:
         return typing.get_origin(tp) in (list, tuple, set, frozenset) or tp in (list, tuple)
 
     def sequence(tp: Any) -> Callable[[Any, Any], Any]:
-        base = plain.get_structure_hook(tp)
+        origin = typing.get_origin(tp) or tp
+        args = typing.get_args(tp)
+        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            base = plain.get_structure_hook(tp)  # a fixed-shape tuple: no models inside
 
+            def fixed(value: Any, _: Any) -> Any:
+                if not isinstance(value, list | tuple):
+                    raise TypeError(f"expected a list, got {type(value).__name__}")
+                return base(value, tp)
+
+            return fixed
+        item_type = args[0] if args else Any
+
+        # The items go through this converter, so a model inside a list is as strict as one
+        # outside (the copy's own list hook would structure them leniently).
         def structure(value: Any, _: Any) -> Any:
             if not isinstance(value, list | tuple):
                 raise TypeError(f"expected a list, got {type(value).__name__}")
-            return base(value, tp)
+            items, errors = [], []
+            for index, item in enumerate(value):
+                try:
+                    items.append(converter.structure(item, item_type))
+                except Exception as error:
+                    note = IterableValidationNote(
+                        f"Structuring {tp!r} @ index {index}", index, item_type
+                    )
+                    error.__notes__ = [*getattr(error, "__notes__", []), note]
+                    errors.append(error)
+            if errors:
+                raise IterableValidationError(f"While structuring {tp!r}", errors, tp)
+            return items if origin is list else origin(items)
 
         return structure
 
@@ -101,12 +136,40 @@ def structure_api(data: Any, cls: type[T], *, where: str = "body") -> T:
         raise Invalid(fields) from None
 
 
+# Deeper JSON is refused before anything recurses into it (cattrs, the search indexer, the
+# renderers): a few hundred levels would exhaust Python's stack. No Letta object nests this deep.
+MAX_JSON_DEPTH = 64
+
+
 def parse_body(raw: bytes) -> Any:
     """Parsed JSON, or Invalid naming the body (never a 500 for a client's typo)."""
     try:
-        return orjson.loads(raw or b"{}")
+        value = orjson.loads(raw or b"{}")
     except orjson.JSONDecodeError as error:
         raise Invalid([InvalidField(["body"], f"invalid JSON: {error}", "json_invalid")]) from None
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise Invalid.field(
+            ["body"], f"JSON nested deeper than {MAX_JSON_DEPTH} levels", "json_invalid"
+        )
+    return value
+
+
+def json_depth(value: Any) -> int:
+    """How deep arrays and objects nest in a parsed JSON value (a scalar is 0); iterative, so
+    it cannot itself run out of stack."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def encode_record(value: Any) -> bytes:

@@ -588,8 +588,23 @@ class MessageCases(RunCases):
         if page.before is not None:
             ids = [m.id for m in history]
             history = history[: ids.index(page.before)] if page.before in ids else []
-        return [
-            shown
-            for stored in history[: min(page.limit or MAX_PAGE, MAX_PAGE)]
-            for shown in to_letta_messages(stored, use_assistant_message=use_assistant_message)
-        ]
+        return _fill_page(
+            [to_letta_messages(m, use_assistant_message=use_assistant_message) for m in history],
+            min(page.limit or MAX_PAGE, MAX_PAGE),
+        )
+
+
+def _fill_page(rendered: list[list[dict[str, Any]]], limit: int) -> list[dict[str, Any]]:
+    """At most `limit` items, counting each stored message as the items it renders to, and
+    keeping it whole: its items share its id, and `after=<that id>` must go on where the
+    page ended. So a first message that alone renders to more than `limit` items (reasoning
+    and a tool call, with `limit=1`) is the one page that holds more: cutting it would
+    lose the rest of it to the next page's cursor."""
+    page: list[dict[str, Any]] = []
+    for items in rendered:
+        if page and len(page) + len(items) > limit:
+            break
+        page.extend(items)
+        if len(page) >= limit:
+            break
+    return page

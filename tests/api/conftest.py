@@ -53,27 +53,40 @@ def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 30)
 
 
 @contextlib.contextmanager
-def running_server(data_dir: Path, *extra: str) -> Iterator[str]:
-    """`kelpie-trio serve` on a free loopback port over `data_dir`, until the block ends."""
+def server_process(data_dir: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`kelpie-trio serve` on a free loopback port over `data_dir`, until the block ends: its
+    URL and its process (for tests that look at its sockets and file descriptors)."""
     port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kelpie_trio.cli", "serve", "--port", str(port),
-         "--data-dir", str(data_dir), *extra],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={k: v for k, v in os.environ.items() if not k.startswith("KELPIE_")},
-    )  # fmt: skip
+    # The log goes to a file: a pipe nobody reads fills after a few hundred request lines,
+    # and then the server blocks on its next log write.
+    log_path = data_dir / "server.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kelpie_trio.cli", "serve", "--port", str(port),
+             "--data-dir", str(data_dir), *extra],
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            env={k: v for k, v in os.environ.items() if not k.startswith("KELPIE_")},
+        )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(url, process)
     except RuntimeError as error:
         process.kill()
-        raise RuntimeError(f"{error}: {process.stderr.read().decode()[-2000:]}") from None
+        process.wait(timeout=20)
+        raise RuntimeError(f"{error}: {log_path.read_text()[-2000:]}") from None
     try:
-        yield url
+        yield url, process
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@contextlib.contextmanager
+def running_server(data_dir: Path, *extra: str) -> Iterator[str]:
+    """`kelpie-trio serve` on a free loopback port over `data_dir`, until the block ends."""
+    with server_process(data_dir, *extra) as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="module")
