@@ -242,26 +242,20 @@ async def test_continue_loop_keeps_a_memgpt_agent_going_without_a_heartbeat(
     assert [m.content for m in reply.messages if m.message_type == "assistant_message"] == ["Done."]
 
 
-async def test_requires_approval_is_refused_until_approvals_exist(tmp_path, monkeypatch) -> None:
+async def test_a_requires_approval_rule_is_taken_and_a_bad_rule_refused(
+    tmp_path, monkeypatch
+) -> None:
     async with node(tmp_path, monkeypatch) as (_, letta):
-        with pytest.raises(letta_client.UnprocessableEntityError) as refused:
-            await letta.agents.create(
-                model=OPENAI,
-                tool_rules=[{"type": "requires_approval", "tool_name": "memory_insert"}],
-            )
-        agents = [a async for a in letta.agents.list()]
-        agent = await letta.agents.create(model=OPENAI)
-        with pytest.raises(letta_client.UnprocessableEntityError):
-            await letta.agents.update(
-                agent.id, tool_rules=[{"type": "requires_approval", "tool_name": "memory_insert"}]
-            )
+        agent = await letta.agents.create(
+            model=OPENAI, tool_rules=[{"type": "requires_approval", "tool_name": "memory_insert"}]
+        )
         with pytest.raises(letta_client.UnprocessableEntityError) as bad:
             await letta.agents.update(agent.id, tool_rules=[{"type": "exit_loop"}])
         unchanged = await letta.agents.retrieve(agent.id)
-    assert "requires_approval" in str(refused.value) and "not supported yet" in str(refused.value)
-    assert agents == []  # nothing was created
+    assert (agent.tool_rules[0].type, agent.tool_rules[0].tool_name) == (
+        "requires_approval", "memory_insert")  # fmt: skip
     assert bad.value.body["detail"][0]["loc"] == ["body", "tool_rules", 0, "tool_name"]
-    assert not unchanged.tool_rules  # a refused request changes nothing
+    assert unchanged.tool_rules == agent.tool_rules  # refused: unchanged
 
 
 async def test_a_call_to_a_tool_the_agent_lacks_is_not_run(tmp_path, monkeypatch) -> None:
@@ -327,21 +321,6 @@ async def test_a_workflow_agent_starts_every_turn_from_a_clean_context(
     assert [m["role"] for m in second] == ["system", "user"]
     assert second[-1]["content"] == "second"
     assert len(history) == 4  # the history is kept; only the context was cleared
-
-
-async def test_a_tool_that_requires_approval_is_never_run(tmp_path, monkeypatch) -> None:
-    """Approvals are not served yet: a tool marked default_requires_approval is not run
-    without one, and the turn stops there instead of asking the model again."""
-    source = 'def wire_money(amount: int) -> str:\n    """Send money.\n\n    Args:\n        amount: how much\n    """\n    return "sent"\n'  # noqa: E501
-    script = [call("wire_money", amount=100)]
-    async with node(tmp_path, monkeypatch, *script) as (fake, letta):
-        tool = await letta.tools.create(source_code=source, default_requires_approval=True)
-        agent = await letta.agents.create(model=OPENAI, tool_ids=[tool.id])
-        reply = await letta.agents.messages.create(agent.id, input="pay")
-    (result,) = returns(reply)
-    assert result.status == "error" and "requires approval" in result.tool_return
-    assert "not run" in result.tool_return
-    assert reply.stop_reason.stop_reason == "tool_rule" and len(fake.received) == 1
 
 
 async def test_new_agents_get_letta_s_base_tool_rules(tmp_path, monkeypatch) -> None:

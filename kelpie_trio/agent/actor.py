@@ -43,7 +43,7 @@ from kelpie_trio.agent.step import (
 from kelpie_trio.agent.tool_calls import AgentTools
 from kelpie_trio.agent.tool_rules import TurnState, rules_of
 from kelpie_trio.agent.window import ContextWindow
-from kelpie_trio.errors import Conflict, NotFound, ServiceError
+from kelpie_trio.errors import Conflict, NotFound, PendingApproval, ServiceError
 from kelpie_trio.llm.types import (
     Completed,
     ContentDelta,
@@ -126,6 +126,8 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                 # The agent was deleted, before or under the turn: its runs went with it.
                 return {"gone": str(gone)}
             except Conflict as conflict:  # an idempotency key reused for another request
+                if isinstance(conflict, PendingApproval):
+                    return {"refused": {"status": 409, "detail": conflict.detail()}}
                 return {"conflict": str(conflict)}
             except ServiceError as refused:  # an approval that answers nothing, a message
                 # while a run waits for one: the caller is told as it would have been here

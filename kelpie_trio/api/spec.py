@@ -127,7 +127,8 @@ _BOOLEAN = {"type": "boolean"}
 _DATE_OR_TIME = {"type": "string", "anyOf": [{"format": "date"}, {"format": "date-time"}]}
 _BOOLEAN_QUERY = ("match_all_tags", "use_assistant_message", "include_err", "active", "ascending",
                   "return_only_letta_tools", "use_legacy_format", "scrub_messages",
-                  "override_existing_tools", "append_copy_suffix", "strip_messages")  # fmt: skip
+                  "override_existing_tools", "append_copy_suffix", "strip_messages",
+                  "requires_approval")  # fmt: skip
 
 # Query parameters by name: what the routes check (api/common.py and the routes).
 _QUERY: dict[str, dict[str, Any]] = {

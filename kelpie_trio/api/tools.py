@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 from quart import Blueprint, Response, request
 
 from kelpie_trio.api.agents import render_agent
@@ -16,6 +17,8 @@ from kelpie_trio.api.common import (
     service,
 )
 from kelpie_trio.api.spec import documented
+from kelpie_trio.errors import Invalid
+from kelpie_trio.models import convert
 from kelpie_trio.models.tools import CreateTool, Tool
 from kelpie_trio.service import window
 from kelpie_trio.service.messages import ToolRunRequest
@@ -154,6 +157,38 @@ async def detach_tool(agent_id: str, tool_id: str) -> Response:
     view = await service().attach_tool(
         check_id(agent_id, "agent", "agent_id"), check_id(tool_id, "tool", "tool_id"), False
     )
+    return json_response(render_agent(view))
+
+
+@attrs.define
+class ModifyApproval:
+    """Letta's ModifyApprovalRequest."""
+
+    requires_approval: bool
+
+
+@tools.patch("/v1/agents/<agent_id>/tools/approval/<tool_name>")
+@documented(
+    "Require (or no longer require) approval before the agent's calls to a tool run: "
+    "`requires_approval` in the body (or, deprecated, the query)",
+    request=ModifyApproval,
+    body_optional=True,
+    query=("requires_approval",),
+)
+async def modify_approval(agent_id: str, tool_name: str) -> Response:
+    agent_id = check_id(agent_id, "agent", "agent_id")
+    payload = await optional_body()
+    if payload is not None:
+        wanted = convert.structure_api(payload, ModifyApproval).requires_approval
+    elif "requires_approval" in request.args:
+        wanted = bool_arg("requires_approval", False)
+    else:
+        raise Invalid.field(
+            ["body", "requires_approval"],
+            "requires_approval must be given in the body (or as a query parameter)",
+            "missing",
+        )
+    view = await service().set_tool_approval(agent_id, tool_name, wanted)
     return json_response(render_agent(view))
 
 

@@ -106,24 +106,15 @@ class AgentCases(BlockCases, ToolCases):
 
     @staticmethod
     def _check_rules(raw: Any) -> None:
-        """A 422 for tool rules the loop could not follow (before anything is written).
-        requires_approval is refused: approvals are not served yet, and a rule the loop
-        would ignore is worse than a refusal."""
+        """A 422 for tool rules the loop could not follow (before anything is written)."""
         if raw is None:
             return
         if not isinstance(raw, list):
             raise Invalid.field(["body", "tool_rules"], "expected a list of tool rules")
         try:
-            rules = parse_rules(raw)
+            parse_rules(raw)
         except RuleError as error:
             raise Invalid.field(["body", "tool_rules", *error.where], str(error)) from None
-        for i, rule in enumerate(rules):
-            if rule.type == "requires_approval":
-                raise Invalid.field(
-                    ["body", "tool_rules", i, "type"],
-                    f"requires_approval (for {rule.tool_name!r}) is not supported yet: this "
-                    "server cannot hold a tool call for approval, and will not run it unasked",
-                )
 
     @staticmethod
     def _base_tools_for(spec: Any) -> list[str]:
@@ -424,6 +415,34 @@ class AgentCases(BlockCases, ToolCases):
             if attach:  # at the end, unless attached already (then it keeps its place)
                 ids = list(dict.fromkeys([*current.tool_ids, tool_id]))
             agent = attrs.evolve(current, tool_ids=ids, updated_at=self.env.now())
+            self._write_agent(tr, agent)
+            self._link(tr, agent, current)
+            return await self._view(tr, agent)
+
+        return await self.store.transact(change)
+
+    async def set_tool_approval(self, agent_id: str, tool_name: str, wanted: bool) -> AgentView:
+        """Letta's approval switch: a requires_approval rule for the tool, added or taken
+        away (as Letta, whether or not the tool is attached; asking twice changes nothing)."""
+
+        def target(rule: Any) -> bool:
+            return (
+                isinstance(rule, dict)
+                and rule.get("type") == "requires_approval"
+                and rule.get("tool_name") == tool_name
+            )
+
+        async def change(tr: Transaction) -> AgentView:
+            current = await self._agent(tr, agent_id)
+            rules = list(current.tool_rules or [])
+            has = any(target(r) for r in rules)
+            if has == wanted:
+                return await self._view(tr, current)
+            if wanted:
+                rules.append({"type": "requires_approval", "tool_name": tool_name})
+            else:
+                rules = [r for r in rules if not target(r)]
+            agent = attrs.evolve(current, tool_rules=rules, updated_at=self.env.now())
             self._write_agent(tr, agent)
             self._link(tr, agent, current)
             return await self._view(tr, agent)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from kelpie_trio.agent import approvals as parked_runs
 from kelpie_trio.agent import runs
 from kelpie_trio.agent.events import RunEvents
 from kelpie_trio.agent.history import read_history
@@ -20,12 +21,14 @@ from kelpie_trio.errors import (
     Conflict,
     Invalid,
     NotFound,
+    Relayed,
     ServiceError,
     Unavailable,
     refused_by_store,
 )
 from kelpie_trio.models import convert
 from kelpie_trio.nursery.errors import ActorFailed, RuntimeFailure
+from kelpie_trio.service import approvals
 from kelpie_trio.service.common import MAX_PAGE, Page, window
 from kelpie_trio.service.limits import check_key_part, check_send
 from kelpie_trio.service.runs import RunCases
@@ -44,12 +47,18 @@ MAX_HANDOFFS = 8  # transfers a waiting caller follows before it is told to ask 
 
 @attrs.define
 class MessageIn:
-    """Letta's MessageCreate (what we use of it)."""
+    """Letta's MessageCreate, ApprovalCreate or ToolReturnCreate (what we use of them)."""
 
-    content: Any
+    content: Any = None
     role: str = "user"
     otid: str | None = None
     type: str | None = "message"
+    # type "approval" (ApprovalCreate) and "tool_return" (ToolReturnCreate): service/approvals.py
+    approvals: Any = None
+    approve: Any = None
+    approval_request_id: Any = None
+    reason: Any = None
+    tool_returns: Any = None
 
 
 @attrs.define
@@ -64,6 +73,7 @@ class SendRequest:
     stream_tokens: bool = False
     include_pings: bool = True
     background: bool = False
+    client_tools: Any = None  # Letta's ClientToolSchema list: service/approvals.py
 
 
 @attrs.define
@@ -118,6 +128,24 @@ class MessageCases(RunCases):
         inputs: list[RunInput] = []
         texts: list[tuple[list[str | int], str]] = []
         for i, message in enumerate(request.messages or []):
+            if message.type in ("approval", "tool_return"):
+                if i > 0 or len(request.messages or []) > 1 or request.input is not None:
+                    raise Invalid.field(["body", "messages", i], "an approval is sent alone")
+                answer, answer_texts = approvals.parse_answer(
+                    attrs.asdict(message), ["body", "messages", i]
+                )
+                if answer.otid is not None:
+                    check_key_part(["body", "messages", i, "otid"], answer.otid, "an otid")
+                texts += answer_texts
+                inputs.append(answer)
+                continue
+            if message.type not in (None, "message"):
+                raise Invalid.field(
+                    ["body", "messages", i, "type"],
+                    "a message is of type 'message', 'approval' or 'tool_return'",
+                )
+            if message.content is None:
+                raise Invalid.field(["body", "messages", i, "content"], "content is required")
             if message.role != "user":
                 raise Invalid.field(["body", "messages", i, "role"], "only user messages")
             where: list[str | int] = ["body", "messages", i, "content"]
@@ -156,6 +184,7 @@ class MessageCases(RunCases):
             use_assistant_message=request.use_assistant_message,
             idempotency_key=idempotency_key,
             background=background,
+            client_tools=approvals.client_tools(request.client_tools),
         )
         return wanted, request
 
@@ -172,7 +201,10 @@ class MessageCases(RunCases):
         wanted, request = self._wanted_run(agent_id, body, idempotency_key, background)
 
         async def create(tr: Transaction) -> Run:
-            return await runs.create_or_find(tr, wanted)
+            run = await runs.create_or_find(tr, wanted)
+            if run.id == wanted.id:  # new: refused (and so not created) as the actor would
+                await parked_runs.check_send(tr, agent_id, wanted.inputs)
+            return run
 
         return await self.store.transact(create), request
 
@@ -189,6 +221,8 @@ class MessageCases(RunCases):
                 raise
             if "gone" in reply:
                 raise NotFound("Agent", agent_id)
+            if "refused" in reply:
+                raise Relayed(reply["refused"]["status"], reply["refused"]["detail"])
             if "handoff" not in reply:
                 return reply
             agent_id = reply["handoff"]
@@ -241,6 +275,8 @@ class MessageCases(RunCases):
             raise await self._refused_turn(wanted, refusal) from error
         if "conflict" in reply:
             raise Conflict(reply["conflict"])
+        if "refused" in reply:
+            raise Relayed(reply["refused"]["status"], reply["refused"]["detail"])
         if "gone" in reply:
             raise NotFound("Agent", agent_id)
         if "handoff" in reply:  # transferred while it ran: follow it
@@ -417,8 +453,11 @@ class MessageCases(RunCases):
         also interrupted in its LLM call at once. Finished runs are left as they are."""
         request = convert.structure_api(body if body is not None else {}, CancelRequest)
 
+        parked: list[Run] = []
+
         async def flag(tr: Transaction) -> dict[str, str]:
             await runs.require_agent(tr, agent_id)
+            parked.clear()
             wanted = request.run_ids
             if wanted is None:
                 wanted = await runs.open_runs(tr, agent_id)
@@ -433,9 +472,15 @@ class MessageCases(RunCases):
                     run.cancel_requested = True
                     runs.save_run(tr, run)
                     outcome[run_id] = "cancelled"
+                    if run.parked:
+                        parked.append(run)
             return outcome
 
         outcome = await self.store.transact(flag)
+        for run in parked:  # nobody runs it: its actor denies its calls and ends it now
+            if run.id not in self._driving:
+                self._driving.add(run.id)
+                self._spawn(self._resume, run)
         for run_id, what in outcome.items():
             if what == "cancelled":
                 self.run_events.cancel(run_id)
@@ -457,6 +502,7 @@ class MessageCases(RunCases):
         due = [
             r for r in found
             if not (r.checkpoint.is_paused and (r.checkpoint.pause_until or 0) > now)
+            and not (r.parked and not r.cancel_requested)  # it waits for its client
         ]  # fmt: skip
         for run in due:
             if run.id in self._driving:
