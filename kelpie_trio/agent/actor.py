@@ -354,7 +354,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                 )
                 usage = (run.prompt_tokens + reply.usage.prompt_tokens,
                          run.completion_tokens + reply.usage.completion_tokens)  # fmt: skip
-            answers = {c.id: c.answer for c in run.checkpoint.pending_tool_calls if c.answer}
+            answers = {a.tool_call_id: a for a in run.checkpoint.answers}
             judged = judge_calls(
                 interpretation, rules=rules, offer=offer, state=turn, tools=view.tools,
                 client_tools=run.client_tools, answers=answers, resumed=pending is not None,

@@ -195,9 +195,8 @@ class ParkedRuns:
         await self._store(tr, [answer])
         checkpoint = run.checkpoint
         checkpoint.pending_seq = waited.pending_seq
-        checkpoint.pending_tool_calls = [
-            attrs.evolve(c, answer=answers.get(c.id)) for c in waited.pending_tool_calls
-        ]
+        checkpoint.pending_tool_calls = list(waited.pending_tool_calls)
+        checkpoint.answers = list(answers.values())
         checkpoint.tools_called = list(waited.tools_called)
         checkpoint.last_tool_result = waited.last_tool_result
         run.first_seq = answer.seq

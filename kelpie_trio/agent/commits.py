@@ -187,6 +187,7 @@ class RunCommits:
         checkpoint.iteration = step
         checkpoint.pending_seq = None
         checkpoint.pending_tool_calls = []
+        checkpoint.answers = []
         checkpoint.tools_called = list(after.called)
         checkpoint.last_tool_result = after.last_result
         current.prompt_tokens, current.completion_tokens = usage

@@ -105,7 +105,6 @@ class PendingToolCall:
     name: str
     arguments: str
     waits_for: str | None = None  # "approval" | "client": the call waits for the client
-    answer: Answer | None = None  # the client's answer, once recorded
 
 
 @attrs.define(kw_only=True)
@@ -127,6 +126,8 @@ class SessionCheckpoint:
     # answering it takes the step over (`answered_by`), or a cancel denies the calls.
     awaiting_approval: bool = False
     answered_by: str | None = None
+    # The client's answers to the pending step's waiting calls, recorded before any runs.
+    answers: list[Answer] = attrs.Factory(list)
 
 
 @attrs.define(kw_only=True)

@@ -19,8 +19,8 @@ Semantics follow Letta 0.16.8's ToolRulesSolver and its agent loops:
 - `exit_loop`: a call ends the turn (stop reason `tool_rule`); `continue_loop`: a call keeps
   it going (for heartbeat agents, without asking for a heartbeat).
 - `required_before_exit`: the turn does not end until each of these tools has run.
-- `requires_approval`: the call waits for a human. Approvals are not served yet: the API
-  refuses these rules, and the loop never runs such a call (`Offer.approval` names them).
+- `requires_approval`: the call waits for a human (`Offer.approval` names these tools); the
+  run parks until the client answers (approvals.py).
 
 The constraints intersect; when they leave nothing, every tool is offered (Letta does the
 same rather than offering none). A call to a tool not offered is not run: it gets a
