@@ -273,3 +273,20 @@ async def test_cancelling_a_waiting_run_denies_its_calls(tmp_path, monkeypatch) 
     assert [m.status for m in tool] == ["error"] and "cancelled" in tool[0].tool_return
     assert after.stop_reason.stop_reason == "end_turn"  # a new message is taken again
     assert block.value == "Ada"
+
+
+async def test_a_streamed_turn_shows_the_request_and_the_answer(tmp_path, monkeypatch) -> None:
+    script = [call("memory_insert", label="human", new_string="x"), openai_completion("Ok.")]
+    async with node(tmp_path, monkeypatch, *script) as (_, letta):
+        agent = await parked_agent(letta, tool_rules=APPROVE_INSERT)
+        first = [e async for e in await letta.agents.messages.create(
+            agent.id, input="go", streaming=True)]  # fmt: skip
+        second = [e async for e in await letta.agents.messages.create(
+            agent.id, messages=approve("c1"), streaming=True)]  # fmt: skip
+    kinds = [e.message_type for e in first]
+    assert kinds == ["user_message", "approval_request_message", "stop_reason",
+                     "usage_statistics"]  # fmt: skip
+    assert first[-2].stop_reason == "requires_approval"
+    kinds = [e.message_type for e in second]
+    assert kinds == ["approval_response_message", "tool_return_message", "assistant_message",
+                     "stop_reason", "usage_statistics"]  # fmt: skip

@@ -219,3 +219,42 @@ def test_dst_a_parked_run_outlives_crashes_and_a_stored_result_is_not_run_again(
         ("user", None), ("assistant", None), ("approval", None), ("tool", "t0-a"),
         ("tool", "t0-s"), ("tool", "t0-b"), ("assistant", None),
     ]  # fmt: skip
+
+
+def test_dst_a_parked_run_moves_with_its_session_and_is_answered_there() -> None:
+    """A parked session transferred to another agent waits there: the target refuses a new
+    message, takes the answer, runs the approved call, and its history holds the session."""
+    ledger = Ledger()
+
+    async def scenario(sim: AgentCluster) -> Any:
+        ledger.sim = sim
+        home, away = sim.service("n0"), sim.service("n1")
+        tool = await home.create_tool({"source_code": WIRE})
+        source = await new_agent(home, tool_ids=[tool.id], tool_rules=RULES)
+        target = await new_agent(home, tool_ids=[tool.id], tool_rules=RULES)
+        ledger.agent = target
+        asked = await answer(sim, "n0", source, {"input": "t0"})
+        run_id = asked["messages"][-1]["run_id"]
+        await away.transfer_session(source, run_id, {"target_agent_id": target})
+        probe = await answer(sim, "n1", target, {"input": "hello?"})
+        stale = await answer(sim, "n1", source, {"messages": approve_both()})
+        done = await answer(sim, "n1", target, {"messages": approve_both()})
+        return probe, stale, done, await history_of(home, target)
+
+    probe, stale, done, history = simulate_cluster(
+        5, scenario, nodes=2, script=[model] * 10, tools=ledger.wire, config=FAST_TAKEOVER
+    )
+    assert isinstance(probe, Relayed) and probe.status == 409
+    assert isinstance(stale, Relayed) and stale.status == 400  # the source has nothing waiting
+    assert done["stop_reason"]["stop_reason"] == "end_turn"
+    assert ledger.ran == {"t0-a": 1, "t0-b": 1}
+    assert [(m.role, m.tool_call_id) for m in history] == [
+        ("user", None), ("assistant", None), ("approval", None), ("tool", "t0-a"),
+        ("tool", "t0-s"), ("tool", "t0-b"), ("assistant", None),
+    ]  # fmt: skip
+
+
+def approve_both() -> list[dict]:
+    return [{"type": "approval", "approvals": [
+        {"type": "approval", "tool_call_id": "t0-a", "approve": True},
+        {"type": "approval", "tool_call_id": "t0-b", "approve": True}]}]  # fmt: skip
