@@ -290,3 +290,36 @@ async def test_a_streamed_turn_shows_the_request_and_the_answer(tmp_path, monkey
     kinds = [e.message_type for e in second]
     assert kinds == ["approval_response_message", "tool_return_message", "assistant_message",
                      "stop_reason", "usage_statistics"]  # fmt: skip
+
+
+async def test_request_options_are_honoured_or_refused_by_name(tmp_path, monkeypatch) -> None:
+    script = [call("memory_insert", label="human", new_string="Hello there."),
+              openai_completion("Done.")]  # fmt: skip
+    async with node(tmp_path, monkeypatch, *script) as (_, letta):
+        agent = await parked_agent(letta)
+        refused = {}
+        for name, value in [("override_model", "openai/gpt-4.1"), ("enable_thinking", "false"),
+                            ("return_logprobs", True), ("include_compaction_messages", True),
+                            ("override_system", "Be brief.")]:  # fmt: skip
+            with pytest.raises(letta_client.UnprocessableEntityError) as error:
+                await letta.agents.messages.create(agent.id, input="x", extra_body={name: value})
+            refused[name] = error.value.body["detail"][0]["loc"]
+        with pytest.raises(letta_client.UnprocessableEntityError):
+            await letta.agents.messages.create(
+                agent.id, input="x", include_return_message_types=["no_such_message"]
+            )
+        history = [m async for m in letta.agents.messages.list(agent.id)]
+        reply = await letta.agents.messages.create(
+            agent.id,
+            input="go",
+            assistant_message_tool_name="memory_insert",
+            assistant_message_tool_kwarg="new_string",
+            include_return_message_types=["assistant_message"],
+        )
+        run = await letta.runs.retrieve(reply.usage.run_ids[0])
+    assert refused == {name: ["body", name] for name in refused}
+    assert history == []  # refused: nothing stored
+    # The tool named as the assistant's shows as its messages; only those types come back.
+    assert [(m.message_type, m.content) for m in reply.messages] == [
+        ("assistant_message", "Hello there."), ("assistant_message", "Done.")]  # fmt: skip
+    assert run.request_config.assistant_message_tool_name == "memory_insert"

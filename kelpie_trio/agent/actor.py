@@ -33,7 +33,6 @@ from kelpie_trio.agent.messages import Message, iso, to_letta_messages
 from kelpie_trio.agent.runs import Run
 from kelpie_trio.agent.step import (
     HEARTBEAT_TYPES,
-    TERMINAL_TOOLS,
     Interpretation,
     interpret,
     judge_calls,
@@ -452,7 +451,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                     if event.name:
                         names[event.index] = event.name
                     name = names.get(event.index, "")
-                    if run.use_assistant_message and name in TERMINAL_TOOLS:
+                    if run.use_assistant_message and name == run.assistant_message_tool_name:
                         continue  # shown whole, as the assistant message, once stored
                     wire = {"name": event.name, "arguments": event.arguments,
                             "tool_call_id": event.id}  # fmt: skip
@@ -464,7 +463,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         events = self.service.run_events
         if not events.watched(run.id):
             return
-        for shown in to_letta_messages(message, use_assistant_message=run.use_assistant_message):
+        for shown in to_letta_messages(message, **run.render_options()):
             events.publish(run.id, shown)
 
     def _response(
@@ -474,7 +473,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         shown = [
             letta
             for m in sorted(produced, key=lambda m: m.seq)
-            for letta in to_letta_messages(m, use_assistant_message=run.use_assistant_message)
+            for letta in to_letta_messages(m, **run.render_options())
         ]
         return {
             "messages": shown,

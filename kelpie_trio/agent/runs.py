@@ -151,6 +151,15 @@ class Run:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     client_tools: list[ClientTool] = attrs.Factory(list)
+    # The tool (and its argument) shown as assistant messages (use_assistant_message).
+    assistant_message_tool_name: str = "send_message"
+    assistant_message_tool_kwarg: str = "message"
+
+    def render_options(self) -> dict[str, Any]:
+        """How this run's messages are shown (to_letta_messages' options)."""
+        return {"use_assistant_message": self.use_assistant_message,
+                "assistant_tool": self.assistant_message_tool_name,
+                "assistant_kwarg": self.assistant_message_tool_kwarg}  # fmt: skip
 
     @property
     def finished(self) -> bool:
@@ -305,8 +314,8 @@ def render_run(run: Run) -> dict[str, Any]:
         "metadata": {"error": run.error} if run.error else {},
         "request_config": {
             "use_assistant_message": run.use_assistant_message,
-            "assistant_message_tool_name": "send_message",
-            "assistant_message_tool_kwarg": "message",
+            "assistant_message_tool_name": run.assistant_message_tool_name,
+            "assistant_message_tool_kwarg": run.assistant_message_tool_kwarg,
             "include_return_message_types": None,
         },
         "stop_reason": "requires_approval" if run.parked else run.checkpoint.stop_reason,

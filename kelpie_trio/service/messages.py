@@ -28,7 +28,7 @@ from kelpie_trio.errors import (
 )
 from kelpie_trio.models import convert
 from kelpie_trio.nursery.errors import ActorFailed, RuntimeFailure
-from kelpie_trio.service import approvals
+from kelpie_trio.service import approvals, send_options
 from kelpie_trio.service.common import MAX_PAGE, Page, window
 from kelpie_trio.service.limits import check_key_part, check_send
 from kelpie_trio.service.runs import RunCases
@@ -74,6 +74,12 @@ class SendRequest:
     include_pings: bool = True
     background: bool = False
     client_tools: Any = None  # Letta's ClientToolSchema list: service/approvals.py
+    include_return_message_types: list[str] | None = None
+    assistant_message_tool_name: str = "send_message"
+    assistant_message_tool_kwarg: str = "message"
+    # Refused unless they ask for nothing (send_options.py): override_model,
+    # override_system, include_compaction_messages, return_logprobs, top_logprobs,
+    # return_token_ids, client_skills, enable_thinking.
 
 
 @attrs.define
@@ -125,6 +131,8 @@ class MessageCases(RunCases):
 
     def _parse_send(self, body: Any) -> tuple[SendRequest, list[RunInput]]:
         request = convert.structure_api(body, SendRequest)
+        send_options.check_unsupported(body)
+        send_options.check_return_types(request.include_return_message_types)
         inputs: list[RunInput] = []
         texts: list[tuple[list[str | int], str]] = []
         for i, message in enumerate(request.messages or []):
@@ -185,6 +193,8 @@ class MessageCases(RunCases):
             idempotency_key=idempotency_key,
             background=background,
             client_tools=approvals.client_tools(request.client_tools),
+            assistant_message_tool_name=request.assistant_message_tool_name,
+            assistant_message_tool_kwarg=request.assistant_message_tool_kwarg,
         )
         return wanted, request
 
@@ -255,7 +265,8 @@ class MessageCases(RunCases):
     ) -> dict[str, Any]:
         """Send and wait: Letta's LettaResponse. The run is created (or found, for a
         key seen before) by the agent's actor, in the transaction that starts it."""
-        wanted, _ = self._wanted_run(agent_id, body, idempotency_key, background=False)
+        wanted, request = self._wanted_run(agent_id, body, idempotency_key, background=False)
+        types = send_options.check_return_types(request.include_return_message_types)
 
         async def exists(tr: Transaction) -> None:  # no activation for an unknown agent
             await runs.require_agent(tr, agent_id)
@@ -280,8 +291,8 @@ class MessageCases(RunCases):
         if "gone" in reply:
             raise NotFound("Agent", agent_id)
         if "handoff" in reply:  # transferred while it ran: follow it
-            return await self._drive(await self.get_run_record(reply["run_id"]))
-        return reply
+            reply = await self._drive(await self.get_run_record(reply["run_id"]))
+        return {**reply, "messages": [m for m in reply["messages"] if send_options.shown(m, types)]}
 
     async def _find_wanted(self, wanted: Run) -> Run | None:
         """The stored run of a send: by its id, or the one its idempotency key started."""
@@ -384,10 +395,17 @@ class MessageCases(RunCases):
         except BaseException:
             self.run_events.unsubscribe(subscription)
             raise
-        return self._events(run, subscription, outcome, pings=request.include_pings)
+        types = send_options.check_return_types(request.include_return_message_types)
+        return self._events(run, subscription, outcome, pings=request.include_pings, types=types)
 
     async def _events(
-        self, run: Run, subscription: Any, outcome: _Outcome, *, pings: bool
+        self,
+        run: Run,
+        subscription: Any,
+        outcome: _Outcome,
+        *,
+        pings: bool,
+        types: frozenset[str] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         shown: set[tuple[str, str]] = set()  # (id, message_type) already sent
         try:
@@ -409,7 +427,8 @@ class MessageCases(RunCases):
                     continue  # shown already, delta by delta
                 else:
                     shown.add(seen)
-                yield event
+                if send_options.shown(event, types):
+                    yield event
         finally:
             self.run_events.unsubscribe(subscription)
         if outcome.reply is None:
@@ -428,7 +447,8 @@ class MessageCases(RunCases):
         reply = outcome.reply
         # What ran on another node, or before this reader joined, comes from the reply.
         for message in reply["messages"]:
-            if (message["id"], message["message_type"]) not in shown:
+            seen = (message["id"], message["message_type"])
+            if seen not in shown and send_options.shown(message, types):
                 yield message
         stop = reply["stop_reason"]["stop_reason"]
         if stop in ("llm_api_error", "error"):

@@ -71,13 +71,7 @@ class RunCases(ServiceBase):
         stored = await self.store.transact(read)
         ids = window([m.id for m in stored], page)
         by_id = {m.id: m for m in stored}
-        return [
-            shown
-            for i in ids
-            for shown in to_letta_messages(
-                by_id[i], use_assistant_message=run.use_assistant_message
-            )
-        ]
+        return [shown for i in ids for shown in to_letta_messages(by_id[i], **run.render_options())]
 
     async def run_usage(self, run_id: str) -> dict[str, Any]:
         usage = (await self.get_run_record(run_id)).usage()
