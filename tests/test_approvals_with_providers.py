@@ -323,3 +323,17 @@ async def test_request_options_are_honoured_or_refused_by_name(tmp_path, monkeyp
     assert [(m.message_type, m.content) for m in reply.messages] == [
         ("assistant_message", "Hello there."), ("assistant_message", "Done.")]  # fmt: skip
     assert run.request_config.assistant_message_tool_name == "memory_insert"
+
+
+async def test_the_agent_shows_the_call_that_waits(tmp_path, monkeypatch) -> None:
+    script = [call("memory_insert", label="human", new_string="x"), openai_completion("Ok.")]
+    async with node(tmp_path, monkeypatch, *script) as (_, letta):
+        agent = await parked_agent(letta, tool_rules=APPROVE_INSERT)
+        asked = await letta.agents.messages.create(agent.id, input="go")
+        waiting = await letta.agents.retrieve(agent.id)
+        await letta.agents.messages.create(agent.id, messages=approve("c1"))
+        done = await letta.agents.retrieve(agent.id)
+    (request,) = of_type(asked, "approval_request_message")
+    assert waiting.pending_approval.id == request.id
+    assert waiting.pending_approval.tool_call.tool_call_id == "c1"
+    assert done.pending_approval is None

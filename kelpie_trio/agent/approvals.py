@@ -94,7 +94,7 @@ async def find_parked(tr: Transaction, agent_id: str) -> Run | None:
     return None
 
 
-async def _message(tr: Transaction, agent_id: str, seq: int | None) -> Message | None:
+async def stored_message(tr: Transaction, agent_id: str, seq: int | None) -> Message | None:
     if seq is None:
         return None
     raw = await get_blob(tr, history_key(agent_id, seq))
@@ -109,7 +109,7 @@ async def check_send(tr: Transaction, agent_id: str, inputs: list[Any]) -> Run |
     if approval and parked is None:
         raise no_pending()
     if not approval and parked is not None:
-        request = await _message(tr, agent_id, parked.checkpoint.pending_seq)
+        request = await stored_message(tr, agent_id, parked.checkpoint.pending_seq)
         raise PendingApproval(request.id if request is not None else None)
     return parked
 
@@ -137,7 +137,7 @@ class ParkedRuns:
         agent_id = self.ctx.agent_id
 
         async def read(tr: Transaction) -> Message | None:
-            return await _message(tr, agent_id, seq)
+            return await stored_message(tr, agent_id, seq)
 
         found = await self.ctx.transact(read)
         if found is None:  # the history was reset under the run
@@ -175,7 +175,7 @@ class ParkedRuns:
         given = run.inputs[0]
         assert given.answers is not None
         waited = parked.checkpoint
-        request = await _message(tr, self.ctx.agent_id, waited.pending_seq)
+        request = await stored_message(tr, self.ctx.agent_id, waited.pending_seq)
         if request is None or waited.pending_seq is None:
             raise no_pending(" (the history holding the request was reset)")
         answers = match_answers(waited.pending_tool_calls, given.answers, request.id)
@@ -218,7 +218,7 @@ class ParkedRuns:
             if not current.parked:  # answered or ended meanwhile
                 return current, []
             checkpoint = current.checkpoint
-            request = await _message(tr, self.ctx.agent_id, checkpoint.pending_seq)
+            request = await stored_message(tr, self.ctx.agent_id, checkpoint.pending_seq)
             new: list[Message] = []
             if request is not None:
                 answers = [

@@ -122,8 +122,12 @@ async def list_agents() -> Response:
 @agents.get("/v1/agents/<agent_id>")
 @documented("Retrieve an agent")
 async def retrieve_agent(agent_id: str) -> Response:
-    view = await service().get_agent(check_id(agent_id, "agent", "agent_id"))
-    return json_response(render_agent(view))
+    agent_id = check_id(agent_id, "agent", "agent_id")
+    view = await service().get_agent(agent_id)
+    state = render_agent(view)
+    # The call waiting for the client, as Letta shows it (a client resumes from it).
+    state["pending_approval"] = await service().pending_approval(agent_id)
+    return json_response(state)
 
 
 @agents.patch("/v1/agents/<agent_id>")

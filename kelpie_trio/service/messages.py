@@ -627,6 +627,22 @@ class MessageCases(RunCases):
                    "call_id": self.env.new_id("call")}  # fmt: skip
         return await self.dispatcher.invoke(agent_id, message)
 
+    async def pending_approval(self, agent_id: str) -> dict[str, Any] | None:
+        """The approval_request_message of the agent's parked run, if one waits."""
+
+        async def read(tr: Transaction) -> dict[str, Any] | None:
+            parked = await parked_runs.find_parked(tr, agent_id)
+            if parked is None:
+                return None
+            request = await parked_runs.stored_message(tr, agent_id, parked.checkpoint.pending_seq)
+            if request is None:
+                return None
+            shown = to_letta_messages(request, **parked.render_options())
+            return next((m for m in shown if m["message_type"] == "approval_request_message"),
+                        None)  # fmt: skip
+
+        return await self.store.transact(read)
+
     async def reset_messages(self, agent_id: str) -> None:
         async def exists(tr: Transaction) -> None:
             await runs.require_agent(tr, agent_id)
