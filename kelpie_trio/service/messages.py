@@ -29,16 +29,17 @@ from kelpie_trio.errors import (
 from kelpie_trio.models import convert
 from kelpie_trio.nursery.errors import ActorFailed, RuntimeFailure
 from kelpie_trio.service import approvals, send_options
-from kelpie_trio.service.common import MAX_PAGE, Page, window
+from kelpie_trio.service.common import MAX_PAGE, Page
 from kelpie_trio.service.limits import check_key_part, check_send
 from kelpie_trio.service.runs import RunCases
+from kelpie_trio.service.sessions import SessionCases, TransferRequest
 from kelpie_trio.storage import StoreError
 from kelpie_trio.storage.base import Transaction
 
 if TYPE_CHECKING:
     from kelpie_trio.nursery.dispatcher import Dispatcher
 
-__all__ = ["MessageCases", "SendRequest"]
+__all__ = ["MessageCases", "SendRequest", "TransferRequest"]
 
 log = logging.getLogger("kelpie_trio.service")
 
@@ -83,11 +84,6 @@ class SendRequest:
 
 
 @attrs.define
-class TransferRequest:
-    target_agent_id: str
-
-
-@attrs.define
 class ToolRunRequest:
     args: dict[str, Any] | None = None
 
@@ -116,7 +112,7 @@ class _Outcome:
     error: BaseException | None = None
 
 
-class MessageCases(RunCases):
+class MessageCases(RunCases, SessionCases):
     dispatcher: Dispatcher | None = None
     # Where turns that outlive their request run (streams, async runs, resumed runs):
     # the node's nursery, set when the node serves.
@@ -554,65 +550,6 @@ class MessageCases(RunCases):
             log.warning("resuming run %s of agent %s failed: %r", run.id, run.agent_id, error)
         finally:
             self._driving.discard(run.id)
-
-    # -- sessions: a run seen as the plan's session, and its transfer ---------------
-
-    async def list_sessions(self, agent_id: str, page: Page) -> list[dict[str, Any]]:
-        async def read(tr: Transaction) -> list[Run]:
-            await runs.require_agent(tr, agent_id)
-            found = [await runs.load_run(tr, i) for i in await runs.agent_run_ids(tr, agent_id)]
-            return [r for r in found if r is not None]
-
-        listed = await self.store.transact(read)
-        by_id = {r.id: r for r in listed}
-        return [runs.render_checkpoint(by_id[i]) for i in window(list(by_id), page)]
-
-    async def get_session(self, agent_id: str, session_id: str) -> dict[str, Any]:
-        run = await self.get_run_record(session_id)
-        if run.agent_id != agent_id:
-            raise NotFound("Session", session_id)
-        return runs.render_checkpoint(run)
-
-    async def transfer_session(self, source: str, session_id: str, body: Any) -> dict[str, Any]:
-        """Move an unfinished session to another agent: the source hands it over at its
-        next step boundary (or at once if it is not running), the target copies its
-        messages and goes on from the last checkpoint. Refused, changing nothing: a
-        missing agent or session (404), a finished session, a target with a session of
-        its own still open, or a session already moving (409)."""
-        request = convert.structure_api(body, TransferRequest)
-        target = request.target_agent_id
-        if target == source:
-            raise Invalid.field(["body", "target_agent_id"], "the target is the source")
-        if self.dispatcher is None:
-            raise Unavailable("this server runs no agents")
-
-        async def ask(tr: Transaction) -> Run:
-            for agent_id in (source, target):
-                await runs.require_agent(tr, agent_id)
-            run = await runs.load_run(tr, session_id)
-            if run is None or run.agent_id != source:
-                raise NotFound("Session", session_id)
-            if run.finished:
-                raise Conflict(f"session {session_id} has finished ({run.status})")
-            if run.transfer_to == target:
-                return run  # asked again (a retry): go on with it
-            if run.transfer_to is not None:
-                raise Conflict(f"session {session_id} is already moving to {run.transfer_to}")
-            if await runs.open_runs(tr, target):
-                raise Conflict(f"agent {target} is busy with a session of its own")
-            run.transfer_to = target
-            runs.save_run(tr, run)
-            return run
-
-        run = await self.store.transact(ask)
-        reply = await self.dispatcher.invoke(source, {"kind": "handoff", "run_id": run.id})
-        if reply.get("finished"):
-            raise Conflict(f"session {session_id} finished before it could move")
-        moved = await self.get_run_record(session_id)
-        if moved.id not in self._driving:  # the target goes on from the checkpoint
-            self._driving.add(moved.id)
-            self._spawn(self._resume, moved)
-        return runs.render_checkpoint(moved)
 
     async def run_tool(self, agent_id: str, tool_name: str, body: Any) -> dict[str, Any]:
         """One of the agent's tools, run directly (outside a turn), in the agent's actor."""
