@@ -148,6 +148,7 @@ async def test_a_call_is_answered_once(tmp_path, monkeypatch) -> None:
         block = await letta.agents.blocks.retrieve("human", agent_id=agent.id)
     assert "Invalid tool call IDs" in str(wrong.value.body["detail"])
     assert "No tool call is currently awaiting approval" in again.value.body["detail"]
+    assert "answered already, by run run-" in again.value.body["detail"]
     assert block.value == "Ada\nx"  # run once
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import attrs
 
 from kelpie_trio.agent import runs
-from kelpie_trio.agent.history import history_key
+from kelpie_trio.agent.history import history_key, read_history
 from kelpie_trio.agent.messages import Message
 from kelpie_trio.agent.runs import Answer, PendingToolCall, Run
 from kelpie_trio.agent.step import Judged, denial
@@ -101,13 +101,22 @@ async def stored_message(tr: Transaction, agent_id: str, seq: int | None) -> Mes
     return None if raw is None else convert.decode_record(raw, Message)
 
 
+async def _answered_by(tr: Transaction, agent_id: str, answers: list[Answer]) -> str:
+    """For a refused answer: which run answered these calls already, if one recently did."""
+    ids = {a.tool_call_id for a in answers}
+    for m in reversed(await read_history(tr, agent_id, limit=20)):
+        if m.role == "approval" and ids & {a.tool_call_id for a in m.approvals or []}:
+            return f" These tool calls were answered already, by run {m.run_id}."
+    return ""
+
+
 async def check_send(tr: Transaction, agent_id: str, inputs: list[Any]) -> Run | None:
     """For a send about to start: the parked run an approval answers (a 400 when there is
     none), or a 409 for a new message while a run is parked."""
     parked = await find_parked(tr, agent_id)
     approval = bool(inputs) and inputs[0].answers is not None
     if approval and parked is None:
-        raise no_pending()
+        raise no_pending(await _answered_by(tr, agent_id, inputs[0].answers))
     if not approval and parked is not None:
         request = await stored_message(tr, agent_id, parked.checkpoint.pending_seq)
         raise PendingApproval(request.id if request is not None else None)

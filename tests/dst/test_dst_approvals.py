@@ -258,3 +258,31 @@ def approve_both() -> list[dict]:
     return [{"type": "approval", "approvals": [
         {"type": "approval", "tool_call_id": "t0-a", "approve": True},
         {"type": "approval", "tool_call_id": "t0-b", "approve": True}]}]  # fmt: skip
+
+
+def test_dst_the_resume_sweep_leaves_a_parked_run_waiting() -> None:
+    """Nodes that sweep for unfinished runs, restarted meanwhile, neither resume nor end a
+    run that waits for its client: nothing runs and the model is not asked until the answer
+    comes, 40 minutes later, and then the turn goes on."""
+    ledger = Ledger()
+
+    async def scenario(sim: AgentCluster) -> Any:
+        ledger.sim = sim
+        tool = await sim.service("n0").create_tool({"source_code": WIRE})
+        agent = await new_agent(sim.service("n0"), tool_ids=[tool.id], tool_rules=RULES)
+        ledger.agent = agent
+        asked = await answer(sim, "n0", agent, {"input": "t0"})
+        await crash_and_restart(sim, "n0", 5.0)
+        await trio.sleep(40 * 60)
+        waited = (len(sim.llm.requests), dict(ledger.ran))
+        run = await sim.service("n1").get_run(asked["messages"][-1]["run_id"])
+        done = await answer(sim, "n1", agent, {"messages": approve_both()})
+        return waited, run, done
+
+    (asked, ran), run, done = simulate_cluster(
+        9, scenario, nodes=2, script=[model] * 10, tools=ledger.wire, config=FAST_TAKEOVER,
+        resume_interval=1.0,
+    )  # fmt: skip
+    assert (asked, ran) == (1, {})
+    assert (run["status"], run["stop_reason"]) == ("completed", "requires_approval")
+    assert done["stop_reason"]["stop_reason"] == "end_turn"
