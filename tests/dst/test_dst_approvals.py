@@ -11,6 +11,7 @@ second answer was refused, denied calls never ran, and each call has one result.
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from typing import Any
 
@@ -48,7 +49,9 @@ TRANSIENT = (StoreError, RuntimeFailure)
 
 
 def model(request: LlmRequest) -> LlmResponse:
-    """Pays twice and searches in one step after each user message; then says it is done."""
+    """Pays three times and searches in one step after each user message; then says it is
+    done. The test approves two payments (a crash while the second runs comes after the
+    first one's result is stored) and denies the third."""
     last = request.messages[-1]
     if last.role != "user":
         return text("Done.")
@@ -56,17 +59,49 @@ def model(request: LlmRequest) -> LlmResponse:
     return tool_calls(
         (f"{turn}-a", "wire", {"ref": f"{turn}-a"}),
         (f"{turn}-s", "conversation_search", {"query": "pay"}),
+        (f"{turn}-c", "wire", {"ref": f"{turn}-c"}),
         (f"{turn}-b", "wire", {"ref": f"{turn}-b"}),
     )
 
 
 class Ledger:
-    """What the tool saw of the store each time it ran."""
+    """What the tool saw of the store each time it ran; and, with `crash_chance`, a crash of
+    the node running the agent while a tool runs or the model writes (restarted soon)."""
 
-    def __init__(self) -> None:
+    def __init__(self, crash_chance: float = 0.0) -> None:
         self.sim: AgentCluster | None = None
         self.agent = ""
         self.ran: Counter[str] = Counter()
+        self.crash_chance = crash_chance
+        self.crashes = 0
+        self.rng: random.Random | None = None  # one stream per seed
+
+    def maybe_crash(self) -> None:
+        sim = self.sim
+        assert sim is not None
+        if self.rng is None:
+            self.rng = sim.world.rng("crashes")
+        if self.crashes >= 4 or self.rng.random() >= self.crash_chance:
+            return
+        hosts = [n for n, svc in sim.services.items()
+                 if svc.dispatcher is not None and self.agent in svc.dispatcher.active_agents
+                 and not sim.nodes[n].crashed]  # fmt: skip
+        if not hosts:
+            return
+        self.crashes += 1
+        sim.crash(hosts[0])
+
+        async def restart() -> None:
+            await trio.sleep(0.5)
+            await sim.start_node(hosts[0])
+
+        assert sim.world.system_nursery is not None
+        sim.world.system_nursery.start_soon(restart)
+
+    def model(self, request: LlmRequest) -> LlmResponse:
+        if request.messages[-1].role == "tool":  # after the approved calls' results
+            self.maybe_crash()
+        return model(request)
 
     def committed(self) -> list[Any]:
         assert self.sim is not None
@@ -87,18 +122,21 @@ class Ledger:
             self.sim.world.violate(f"{ref} ran without a recorded approval")
         if any(m.role == "tool" and m.tool_call_id == ref for m in history):
             self.sim.world.violate(f"{ref} ran again after its result was stored")
+        self.maybe_crash()  # before its result is stored: it runs again, at least once
         return f"paid {ref}"
 
 
 async def answer(sim: AgentCluster, node: str, agent: str, body: dict) -> Any:
     """Send until the server answers: a reply, or a refusal (a 4xx is an answer too)."""
     for _ in range(100):
-        try:
-            return await sim.service(node).send_message(agent, body)
-        except (PendingApproval, Relayed) as refused:
-            return refused
-        except (*TRANSIENT, ServiceError, KeyError):  # KeyError: the node is restarting
-            await trio.sleep(1)
+        with trio.move_on_after(30):  # the node that ran it crashed: ask again
+            try:
+                return await sim.service(node).send_message(agent, body)
+            except (PendingApproval, Relayed) as refused:
+                return refused
+            except (*TRANSIENT, ServiceError, KeyError):  # KeyError: the node is restarting
+                pass
+        await trio.sleep(1)
     raise AssertionError("no answer after 100 tries")
 
 
@@ -110,10 +148,14 @@ async def crash_and_restart(sim: AgentCluster, name: str, after: float) -> None:
 
 
 def test_dst_parked_runs_under_faults_and_crashes() -> None:
-    ledger = Ledger()
+    ledger = Ledger(crash_chance=0.3)
+    crashed: list[int] = []
+    reran: list[int] = []
 
     def one(seed: int) -> None:
         ledger.ran.clear()
+        ledger.crashes = 0
+        ledger.rng = None
 
         async def scenario(sim: AgentCluster) -> Any:
             ledger.sim = sim
@@ -139,6 +181,7 @@ def test_dst_parked_runs_under_faults_and_crashes() -> None:
                 outcomes[turn]["probe"] = probe
                 body = {"messages": [{"type": "approval", "otid": f"a{i}", "approvals": [
                     {"type": "approval", "tool_call_id": f"{turn}-a", "approve": True},
+                    {"type": "approval", "tool_call_id": f"{turn}-c", "approve": True},
                     {"type": "approval", "tool_call_id": f"{turn}-b", "approve": False,
                      "reason": "twice"}]}]}  # fmt: skip
                 async with trio.open_nursery() as nursery:  # a crash while it is answered
@@ -151,7 +194,7 @@ def test_dst_parked_runs_under_faults_and_crashes() -> None:
             return outcomes, await history_of(sim.service("n1"), agent)
 
         outcomes, history = simulate_cluster(
-            seed, scenario, FAULTS, nodes=2, script=[model] * 200, tools=ledger.wire,
+            seed, scenario, FAULTS, nodes=2, script=[ledger.model] * 200, tools=ledger.wire,
             config=FAST_TAKEOVER,
         )  # fmt: skip
         assert [m.seq for m in history] == list(range(len(history))), "a gap or a duplicate"
@@ -171,10 +214,15 @@ def test_dst_parked_runs_under_faults_and_crashes() -> None:
             assert len(answers) == 1, f"{turn} answered {len(answers)} times"
             assert ledger.ran[f"{turn}-b"] == 0, "a denied call ran"
             if done["stop_reason"]["stop_reason"] == "end_turn":
-                assert {f"{turn}-a", f"{turn}-s", f"{turn}-b"} <= set(results)
-                assert ledger.ran[f"{turn}-a"] >= 1
+                assert {f"{turn}-a", f"{turn}-s", f"{turn}-c", f"{turn}-b"} <= set(results)
+                assert ledger.ran[f"{turn}-a"] >= 1 and ledger.ran[f"{turn}-c"] >= 1
+        crashed.append(ledger.crashes)
+        reran.append(sum(n - 1 for n in ledger.ran.values()))
 
     run_seeds(one, 8)
+    # The crashes hit: between a tool's run and its stored result (it ran again), and while
+    # the model was asked after the results.
+    assert sum(crashed) >= 5 and sum(reran) >= 1, (crashed, reran)
 
 
 def test_dst_a_parked_run_outlives_crashes_and_a_stored_result_is_not_run_again() -> None:
@@ -200,6 +248,7 @@ def test_dst_a_parked_run_outlives_crashes_and_a_stored_result_is_not_run_again(
         await crash_and_restart(sim, "n0", 0.0)
         body = {"messages": [{"type": "approval", "otid": "a0", "approvals": [
             {"type": "approval", "tool_call_id": "t0-a", "approve": True},
+            {"type": "approval", "tool_call_id": "t0-c", "approve": True},
             {"type": "approval", "tool_call_id": "t0-b", "approve": True}]}]}  # fmt: skip
         with trio.move_on_after(30):
             try:
@@ -213,11 +262,11 @@ def test_dst_a_parked_run_outlives_crashes_and_a_stored_result_is_not_run_again(
         3, scenario, nodes=2, script=[model] * 10, tools=wire, config=FAST_TAKEOVER
     )
     assert asked["stop_reason"]["stop_reason"] == "requires_approval"
-    assert ledger.ran == {"t0-a": 1, "t0-b": 2}  # the stored result is not run again
+    assert ledger.ran == {"t0-a": 1, "t0-c": 1, "t0-b": 2}  # stored results do not run again
     assert done["stop_reason"]["stop_reason"] == "end_turn" and llm_asked == 2
     assert [(m.role, m.tool_call_id) for m in history] == [
         ("user", None), ("assistant", None), ("approval", None), ("tool", "t0-a"),
-        ("tool", "t0-s"), ("tool", "t0-b"), ("assistant", None),
+        ("tool", "t0-s"), ("tool", "t0-c"), ("tool", "t0-b"), ("assistant", None),
     ]  # fmt: skip
 
 
@@ -237,8 +286,8 @@ def test_dst_a_parked_run_moves_with_its_session_and_is_answered_there() -> None
         run_id = asked["messages"][-1]["run_id"]
         await away.transfer_session(source, run_id, {"target_agent_id": target})
         probe = await answer(sim, "n1", target, {"input": "hello?"})
-        stale = await answer(sim, "n1", source, {"messages": approve_both()})
-        done = await answer(sim, "n1", target, {"messages": approve_both()})
+        stale = await answer(sim, "n1", source, {"messages": approve_all()})
+        done = await answer(sim, "n1", target, {"messages": approve_all()})
         return probe, stale, done, await history_of(home, target)
 
     probe, stale, done, history = simulate_cluster(
@@ -247,16 +296,17 @@ def test_dst_a_parked_run_moves_with_its_session_and_is_answered_there() -> None
     assert isinstance(probe, Relayed) and probe.status == 409
     assert isinstance(stale, Relayed) and stale.status == 400  # the source has nothing waiting
     assert done["stop_reason"]["stop_reason"] == "end_turn"
-    assert ledger.ran == {"t0-a": 1, "t0-b": 1}
+    assert ledger.ran == {"t0-a": 1, "t0-c": 1, "t0-b": 1}
     assert [(m.role, m.tool_call_id) for m in history] == [
         ("user", None), ("assistant", None), ("approval", None), ("tool", "t0-a"),
-        ("tool", "t0-s"), ("tool", "t0-b"), ("assistant", None),
+        ("tool", "t0-s"), ("tool", "t0-c"), ("tool", "t0-b"), ("assistant", None),
     ]  # fmt: skip
 
 
-def approve_both() -> list[dict]:
+def approve_all() -> list[dict]:
     return [{"type": "approval", "approvals": [
         {"type": "approval", "tool_call_id": "t0-a", "approve": True},
+        {"type": "approval", "tool_call_id": "t0-c", "approve": True},
         {"type": "approval", "tool_call_id": "t0-b", "approve": True}]}]  # fmt: skip
 
 
@@ -276,7 +326,7 @@ def test_dst_the_resume_sweep_leaves_a_parked_run_waiting() -> None:
         await trio.sleep(40 * 60)
         waited = (len(sim.llm.requests), dict(ledger.ran))
         run = await sim.service("n1").get_run(asked["messages"][-1]["run_id"])
-        done = await answer(sim, "n1", agent, {"messages": approve_both()})
+        done = await answer(sim, "n1", agent, {"messages": approve_all()})
         return waited, run, done
 
     (asked, ran), run, done = simulate_cluster(
