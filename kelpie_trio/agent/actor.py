@@ -179,7 +179,8 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                 functools.partial(self._load_or_start, run_id, wanted, after_earlier)
             )
         except ServiceError as refused:
-            if wanted is None:  # a stored run the service started: it ends, refused
+            if wanted is None and not isinstance(refused, NotFound):
+                # A stored run the service started, refused here: it ends, refused.
                 await self._refuse_run(run_id, str(refused))
             raise
         if run is None:
