@@ -19,26 +19,21 @@ import trio
 from kelpie_trio.nursery.dispatcher import RuntimeConfig
 from kelpie_trio.sim import FaultType
 from kelpie_trio.sim.faults import preset
-from kelpie_trio.sim.llm import send_message, tool_call
 from kelpie_trio.sim.seeds import run_seeds
 from tests.dst.agent_harness import AgentCluster, history_of, new_agent, simulate_cluster
-from tests.dst.test_dst_sessions import ROLL, _live, _restart_crashed, _send_anywhere
+from tests.dst.test_dst_sessions import (
+    ROLL,
+    _live,
+    _restart_crashed,
+    _send_anywhere,
+    roll_then_answer,
+)
 
 FAULTS = preset("chaos").with_rates(
     {FaultType.STORAGE_FULL: 0.003, FaultType.TOOL_TIMEOUT: 0.1, FaultType.TOOL_FAIL: 0.1}
 )
 TAKEOVER = RuntimeConfig(lease_ttl=3.0, renew_interval=1.0)
 TURNS = 4
-
-
-def _reply(request: Any) -> Any:
-    """Roll once, then answer: chosen by the request (its last message), not by call order,
-    so a call that a fault cut short does not shift the turn; call ids unique per step."""
-    step = f"{len(request.messages)}"
-    if request.messages[-1].role == "tool":
-        return send_message(f"rolled ({step})", call_id=f"s{step}")
-    return tool_call("roll", {"n": len(request.messages), "request_heartbeat": True},
-                     call_id=f"r{step}")  # fmt: skip
 
 
 def test_dst_chaos_every_fault_fires_against_the_real_agent() -> None:
@@ -70,7 +65,7 @@ def test_dst_chaos_every_fault_fires_against_the_real_agent() -> None:
             return replies, await history_of(_live(sim), agent)
 
         replies, history = simulate_cluster(
-            seed, scenario, FAULTS, nodes=3, script=[_reply] * 400, config=TAKEOVER,
+            seed, scenario, FAULTS, nodes=3, script=[roll_then_answer] * 400, config=TAKEOVER,
             resume_interval=2.0, quiet_start=True,
         )  # fmt: skip
         assert [m.seq for m in history] == list(range(len(history)))  # no gap, no repeat

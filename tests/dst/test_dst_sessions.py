@@ -71,6 +71,16 @@ def keyed_to_step(replies: list) -> list:
     return [reply] * (4 * len(replies))
 
 
+def roll_then_answer(request: Any) -> Any:
+    """A turn that rolls once, then answers: chosen by the request (its last message), not
+    by call order, so a call that a fault cut short does not shift the turn; call ids are
+    unique per step."""
+    step = len(request.messages)
+    if request.messages[-1].role == "tool":
+        return send_message(f"rolled ({step})", call_id=f"s{step}")
+    return tool_call("roll", {"n": step, "request_heartbeat": True}, call_id=f"r{step}")
+
+
 async def snapshot(service: AgentService, run_id: str, agent_id: str) -> tuple[Any, list]:
     """The run and its agent's history, read in one transaction (what a crash would leave)."""
     from kelpie_trio.agent.history import read_history
@@ -603,12 +613,6 @@ def test_dst_a_new_message_waits_for_the_run_a_crash_left_unfinished() -> None:
             cluster[0].crash("n0")
         return args["n"]
 
-    def reply(request: Any) -> Any:  # by the request, not by call order
-        if request.messages[-1].role == "tool":
-            return send_message("rolled", call_id=f"s{len(request.messages)}")
-        return tool_call("roll", {"n": 1, "request_heartbeat": True},
-                         call_id=f"r{len(request.messages)}")  # fmt: skip
-
     async def scenario(sim: AgentCluster) -> Any:
         cluster.append(sim)
         home, away = sim.service("n0"), sim.service("n1")
@@ -621,7 +625,7 @@ def test_dst_a_new_message_waits_for_the_run_a_crash_left_unfinished() -> None:
         return reply, await history_of(away, agent)
 
     reply, history = simulate_cluster(
-        55, scenario, nodes=2, script=[reply] * 20, tools=roll, config=FAST_TAKEOVER
+        55, scenario, nodes=2, script=[roll_then_answer] * 20, tools=roll, config=FAST_TAKEOVER
     )
     assert reply["stop_reason"]["stop_reason"] == "end_turn"
     assert [m.content for m in history if m.role == "user"] == ["first", "second"]
