@@ -11,7 +11,7 @@ from typing import Any
 import letta_client
 import pytest
 
-from tests.llm.fake_providers import openai_completion
+from tests.llm.fake_providers import openai_completion, openai_stream
 from tests.test_tool_rules_with_providers import OPENAI, V1_TOOLS, call, node, offered, returns
 
 APPROVE_INSERT = [{"type": "requires_approval", "tool_name": "memory_insert"}]
@@ -338,3 +338,19 @@ async def test_the_agent_shows_the_call_that_waits(tmp_path, monkeypatch) -> Non
     assert waiting.pending_approval.id == request.id
     assert waiting.pending_approval.tool_call.tool_call_id == "c1"
     assert done.pending_approval is None
+
+
+async def test_token_deltas_of_a_waiting_call_are_approval_requests(tmp_path, monkeypatch) -> None:
+    script = [
+        openai_stream(
+            tool_calls=[("c1", "memory_insert", ['{"label": "human", ', '"new_string": "x"}'])]
+        )
+    ]
+    async with node(tmp_path, monkeypatch, *script) as (_, letta):
+        agent = await parked_agent(letta, tool_rules=APPROVE_INSERT)
+        events = [e async for e in await letta.agents.messages.create(
+            agent.id, input="go", streaming=True, stream_tokens=True)]  # fmt: skip
+    kinds = [e.message_type for e in events]
+    assert "tool_call_message" not in kinds
+    assert kinds.count("approval_request_message") >= 2  # the deltas, then nothing repeated
+    assert events[-2].stop_reason == "requires_approval"

@@ -38,6 +38,7 @@ from kelpie_trio.agent.step import (
     judge_calls,
     parse_calls,
     turn_offer,
+    waiting_tools,
 )
 from kelpie_trio.agent.tool_calls import AgentTools
 from kelpie_trio.agent.tool_rules import TurnState, rules_of
@@ -334,7 +335,8 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                         llm_request = await self._prompt(
                             llm, view, history, rules, offer, run.client_tools
                         )
-                        reply = await self._complete(llm, llm_request, run, message_id, view)
+                        waits = waiting_tools(offer, view.tools, run.client_tools)
+                        reply = await self._complete(llm, llm_request, run, message_id, view, waits)
                 except LlmError as error:
                     log.warning("agent %s: the LLM failed: %r", agent_id, error)
                     run.error = f"{type(error).__name__}: {error}"
@@ -428,7 +430,13 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         return self._response(run, produced)
 
     async def _complete(
-        self, llm: LlmClient, request: Any, run: Run, message_id: str, view: Any
+        self,
+        llm: LlmClient,
+        request: Any,
+        run: Run,
+        message_id: str,
+        view: Any,
+        waits: frozenset[str] = frozenset(),
     ) -> LlmResponse:
         """The LLM's reply; streamed, with token deltas published, when a stream wants them."""
         events = self.service.run_events
@@ -456,7 +464,8 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                         continue  # shown whole, as the assistant message, once stored
                     wire = {"name": event.name, "arguments": event.arguments,
                             "tool_call_id": event.id}  # fmt: skip
-                    delta = {**base, "message_type": "tool_call_message", "tool_call": wire}
+                    kind = "approval_request_message" if name in waits else "tool_call_message"
+                    delta = {**base, "message_type": kind, "tool_call": wire}
                     events.publish(run.id, delta, token=True)
         raise LlmFailure("the stream ended without a reply")
 

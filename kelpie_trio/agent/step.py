@@ -152,6 +152,14 @@ def turn_offer(rules: tuple[ToolRule, ...], tools: list[Any], state: TurnState,
     )
 
 
+def waiting_tools(
+    offer: Offer, tools: list[Any], client_tools: Sequence[ClientTool]
+) -> frozenset[str]:
+    """The tools whose calls wait for the client (an approval, or a client-side tool)."""
+    needs_approval = {t.name for t in tools if getattr(t, "default_requires_approval", None)}
+    return frozenset(offer.approval | needs_approval | {c.name for c in client_tools})
+
+
 def judge_calls(
     interpretation: Interpretation,
     *,
@@ -169,9 +177,7 @@ def judge_calls(
     answers = answers or {}
     client = {c.name for c in client_tools}
     by_name = {t.name: t for t in tools if t.name not in client}
-    needs_approval = offer.approval | {
-        t.name for t in tools if getattr(t, "default_requires_approval", None)
-    }
+    needs_approval = waiting_tools(offer, tools, ())
     refusals: dict[str, str] = {}
     refused: set[str] = set()
     waiting: dict[str, str] = {}
