@@ -500,9 +500,6 @@ BAD_FILES: list[tuple[str, Any, list[str | int], str]] = [
      ["body", "file", "blocks", 0, "value"], "limit"),
     ("a legacy v1 file", {"name": "old", "core_memory": [], "llm_config": {}, "version": "0.6"},
      ["body", "file"], "v1"),
-    ("a requires_approval rule (approvals not served yet)",
-     changed(["agents", 0, "tool_rules"], [{"type": "requires_approval", "tool_name": "roll"}]),
-     ["body", "file", "agents", 0, "tool_rules", 0, "type"], "not supported yet"),
     ("a malformed tool rule", changed(["agents", 0, "tool_rules"], [{"type": "exit_loop"}]),
      ["body", "file", "agents", 0, "tool_rules", 0, "tool_name"], "required"),
 ]  # fmt: skip
