@@ -147,56 +147,62 @@ async def crash_and_restart(sim: AgentCluster, name: str, after: float) -> None:
     await sim.start_node(name)
 
 
+def parked_turns(seed: int, ledger: Ledger) -> tuple[dict[str, Any], list[Any]]:
+    """TURNS turns that park, are probed with a new message, answered (approve two, deny
+    one) while a node crashes, and answered again; under FAULTS and the ledger's crashes."""
+    ledger.ran.clear()
+    ledger.crashes = 0
+    ledger.rng = None
+
+    async def scenario(sim: AgentCluster) -> Any:
+        ledger.sim = sim
+        rng = sim.world.rng("scenario")
+        sim.world.faults.enabled = False
+        tool = await sim.service("n0").create_tool({"source_code": WIRE})
+        agent = await new_agent(sim.service("n0"), tool_ids=[tool.id], tool_rules=RULES)
+        ledger.agent = agent
+        sim.world.faults.enabled = True
+        outcomes: dict[str, Any] = {}
+        for i in range(TURNS):
+            turn = f"t{i}"
+            asked = await answer(sim, "n0", agent, {
+                "messages": [{"role": "user", "content": turn, "otid": f"u{i}"}]})  # fmt: skip
+            stop = asked["stop_reason"]["stop_reason"]
+            outcomes[turn] = {"asked": stop}
+            if stop != "requires_approval":
+                continue  # the LLM failed for good: nothing waits
+            # A parked run survives a crash of either node; a new message is refused.
+            victim, other = rng.sample(["n0", "n1"], 2)
+            await crash_and_restart(sim, victim, 0.0)
+            probe = await answer(sim, other, agent, {"input": "hello?"})
+            outcomes[turn]["probe"] = probe
+            body = {"messages": [{"type": "approval", "otid": f"a{i}", "approvals": [
+                {"type": "approval", "tool_call_id": f"{turn}-a", "approve": True},
+                {"type": "approval", "tool_call_id": f"{turn}-c", "approve": True},
+                {"type": "approval", "tool_call_id": f"{turn}-b", "approve": False,
+                 "reason": "twice"}]}]}  # fmt: skip
+            async with trio.open_nursery() as nursery:  # a crash while it is answered
+                nursery.start_soon(crash_and_restart, sim, victim, rng.uniform(0, 0.3))
+                done = await answer(sim, other, agent, body)
+            outcomes[turn]["answered"] = done
+            body["messages"][0]["otid"] = f"again{i}"
+            outcomes[turn]["again"] = await answer(sim, other, agent, body)
+        sim.world.faults.enabled = False
+        return outcomes, await history_of(sim.service("n1"), agent)
+
+    return simulate_cluster(  # type: ignore[no-any-return]
+        seed, scenario, FAULTS, nodes=2, script=[ledger.model] * 200, tools=ledger.wire,
+        config=FAST_TAKEOVER,
+    )  # fmt: skip
+
+
 def test_dst_parked_runs_under_faults_and_crashes() -> None:
     ledger = Ledger(crash_chance=0.3)
     crashed: list[int] = []
     reran: list[int] = []
 
     def one(seed: int) -> None:
-        ledger.ran.clear()
-        ledger.crashes = 0
-        ledger.rng = None
-
-        async def scenario(sim: AgentCluster) -> Any:
-            ledger.sim = sim
-            rng = sim.world.rng("scenario")
-            sim.world.faults.enabled = False
-            tool = await sim.service("n0").create_tool({"source_code": WIRE})
-            agent = await new_agent(sim.service("n0"), tool_ids=[tool.id], tool_rules=RULES)
-            ledger.agent = agent
-            sim.world.faults.enabled = True
-            outcomes: dict[str, Any] = {}
-            for i in range(TURNS):
-                turn = f"t{i}"
-                asked = await answer(sim, "n0", agent, {
-                    "messages": [{"role": "user", "content": turn, "otid": f"u{i}"}]})  # fmt: skip
-                stop = asked["stop_reason"]["stop_reason"]
-                outcomes[turn] = {"asked": stop}
-                if stop != "requires_approval":
-                    continue  # the LLM failed for good: nothing waits
-                # A parked run survives a crash of either node; a new message is refused.
-                victim, other = rng.sample(["n0", "n1"], 2)
-                await crash_and_restart(sim, victim, 0.0)
-                probe = await answer(sim, other, agent, {"input": "hello?"})
-                outcomes[turn]["probe"] = probe
-                body = {"messages": [{"type": "approval", "otid": f"a{i}", "approvals": [
-                    {"type": "approval", "tool_call_id": f"{turn}-a", "approve": True},
-                    {"type": "approval", "tool_call_id": f"{turn}-c", "approve": True},
-                    {"type": "approval", "tool_call_id": f"{turn}-b", "approve": False,
-                     "reason": "twice"}]}]}  # fmt: skip
-                async with trio.open_nursery() as nursery:  # a crash while it is answered
-                    nursery.start_soon(crash_and_restart, sim, victim, rng.uniform(0, 0.3))
-                    done = await answer(sim, other, agent, body)
-                outcomes[turn]["answered"] = done
-                body["messages"][0]["otid"] = f"again{i}"
-                outcomes[turn]["again"] = await answer(sim, other, agent, body)
-            sim.world.faults.enabled = False
-            return outcomes, await history_of(sim.service("n1"), agent)
-
-        outcomes, history = simulate_cluster(
-            seed, scenario, FAULTS, nodes=2, script=[ledger.model] * 200, tools=ledger.wire,
-            config=FAST_TAKEOVER,
-        )  # fmt: skip
+        outcomes, history = parked_turns(seed, ledger)
         assert [m.seq for m in history] == list(range(len(history))), "a gap or a duplicate"
         results = Counter(m.tool_call_id for m in history if m.role == "tool")
         assert all(n == 1 for n in results.values()), results
@@ -336,3 +342,14 @@ def test_dst_the_resume_sweep_leaves_a_parked_run_waiting() -> None:
     assert (asked, ran) == (1, {})
     assert (run["status"], run["stop_reason"]) == ("completed", "requires_approval")
     assert done["stop_reason"]["stop_reason"] == "end_turn"
+
+
+def test_dst_parked_runs_replay_the_same_for_the_same_seed() -> None:
+    first = parked_turns(4, Ledger(crash_chance=0.3))
+    again = parked_turns(4, Ledger(crash_chance=0.3))
+    other = parked_turns(5, Ledger(crash_chance=0.3))
+
+    def digest(run: Any) -> list[Any]:
+        return [(m.id, m.seq, m.role, m.tool_call_id, m.content) for m in run[1]]
+
+    assert digest(first) == digest(again) and digest(first) != digest(other)
