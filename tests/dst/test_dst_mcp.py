@@ -1,0 +1,189 @@
+"""MCP tools against the real agent actor in the simulator: SimMcpClient behind the
+node's McpSessions (one per node, in the node's nursery, so a crashed node's sessions
+end with it), with MCP servers that hang and crash (at connect and mid-call), storage
+faults and node crashes with restarts. Checked afterwards, faults off: every stored
+MCP result came from a call that was not made again after it (a call runs at least
+once, never again once its result is stored), each tool call has one result, every
+send is stored once, and no session is left open by a crashed node."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter, defaultdict
+from typing import Any
+
+import trio
+
+from kelpie_trio.mcp import McpSessions, McpSettings
+from kelpie_trio.nursery.dispatcher import RuntimeConfig
+from kelpie_trio.service import AgentService
+from kelpie_trio.sim import FaultConfig, FaultType, SimWorld
+from kelpie_trio.sim.faults import CRASH_FAULTS, STORAGE_FAULTS
+from kelpie_trio.sim.llm import send_message, tool_calls
+from kelpie_trio.sim.mcp import SimMcpClient, SimMcpTool
+from kelpie_trio.sim.seeds import run_seeds
+from tests.dst.agent_harness import AgentCluster, history_of, new_agent
+from tests.dst.test_dst_sessions import _live, _restart_crashed, _send_anywhere
+
+FAULTS = FaultConfig(
+    {**dict.fromkeys(STORAGE_FAULTS, 0.03), **dict.fromkeys(CRASH_FAULTS, 0.006)},
+    op_rates={
+        FaultType.TOOL_TIMEOUT: {"mcp.call": 0.15, "mcp.connect": 0.1},
+        FaultType.TOOL_FAIL: {"mcp.call": 0.2, "mcp.connect": 0.1},
+    },
+)
+SETTINGS = McpSettings(connect_timeout=2.0, list_timeout=2.0, call_timeout=3.0,
+                       idle_timeout=20.0, backoff_base=0.5, backoff_max=4.0)  # fmt: skip
+TAKEOVER = RuntimeConfig(lease_ttl=3.0, renew_interval=1.0)
+TOOLS = {
+    "lookup": SimMcpTool(
+        "Look a key up.",
+        {"type": "object", "properties": {"key": {"type": "string"}}, "required": ["key"]},
+        lambda args: f"value of {args.get('key')}",
+    )
+}
+TURNS = 5
+
+
+class McpCluster(AgentCluster):
+    """The agent harness with each node's MCP sessions, started in the node's nursery."""
+
+    def __init__(self, world: Any, **kw: Any) -> None:
+        super().__init__(world, **kw)
+        self.mcp = SimMcpClient(world, TOOLS)
+        self.sessions: list[McpSessions] = []
+
+    async def start_node(self, name: str) -> AgentService:
+        service = await super().start_node(name)
+        service.mcp = McpSessions(self.mcp, SETTINGS)
+        self.sessions.append(service.mcp)
+        # A new incarnation may have crashed already (its nursery closed to new tasks).
+        with contextlib.suppress(RuntimeError):
+            await service.background.start(service.mcp.run)
+        return service
+
+
+def simulate_mcp(seed: int, scenario: Any, **cluster: Any) -> tuple[McpCluster, Any]:
+    """simulate_cluster (agent_harness.py) with McpCluster; faults start off."""
+
+    async def main(world: SimWorld) -> tuple[McpCluster, Any]:
+        sim = McpCluster(world, **cluster)
+        world.faults.enabled = False
+        async with trio.open_nursery() as nursery:
+            await sim.start(nursery)
+            result = await scenario(sim)
+            nursery.cancel_scope.cancel()
+        return sim, result
+
+    return SimWorld(seed, FAULTS).run(main)
+
+
+def _reply(request: Any) -> Any:
+    """Two lookups at once per turn (a crash between their results leaves one stored and
+    one pending), then an answer; chosen by the request, so a step that a crash replays
+    asks with the same keys (the same logical calls)."""
+    step = len(request.messages)
+    if request.messages[-1].role == "tool":
+        return send_message(f"found ({step})", call_id=f"s{step}")
+    return tool_calls(
+        (f"a{step}", "lookup", {"key": f"k{step}a", "request_heartbeat": True}),
+        (f"b{step}", "lookup", {"key": f"k{step}b"}),
+    )
+
+
+def test_dst_mcp_tool_calls_never_repeat_once_their_result_is_stored() -> None:
+    def one(seed: int) -> None:
+        async def scenario(sim: McpCluster) -> Any:
+            home = sim.service("n0")
+            server = await home.create_mcp_server({"server_name": "kb", "config": {
+                "mcp_server_type": "stdio", "command": "kb-server", "args": []}})  # fmt: skip
+            [tool] = await home.list_mcp_tools(server.id)
+            agent = await new_agent(home, agent_type="memgpt_v2_agent", tool_ids=[tool.id])
+            sim.world.faults.enabled = True
+            replies: dict[str, dict] = {}
+
+            async def client(c: int) -> None:
+                for i in range(TURNS):
+                    otid = f"o{c}-{i}"
+                    body = {"messages": [{"role": "user", "content": otid, "otid": otid}],
+                            "max_steps": 6}  # fmt: skip
+                    replies[otid] = await _send_anywhere(sim, agent, body, first=c + i)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_restart_crashed, sim)
+                async with trio.open_nursery() as clients:
+                    for c in range(3):
+                        clients.start_soon(client, c)
+                nursery.cancel_scope.cancel()
+            sim.world.faults.enabled = False
+            await trio.sleep(SETTINGS.idle_timeout + 1)  # idle sessions close
+            return replies, await history_of(_live(sim), agent)
+
+        sim, (replies, history) = simulate_mcp(
+            seed, scenario, nodes=2, script=[_reply] * 300, config=TAKEOVER,
+            resume_interval=2.0,
+        )  # fmt: skip
+        calls = sim.mcp.calls
+        by_key: dict[str, list[int]] = defaultdict(list)
+        for call in calls:
+            by_key[call.arguments["key"]].append(call.index)
+        results = [m for m in history if m.role == "tool" and "(call #" in (m.content or "")]
+        for message in results:
+            index = int(message.content.rsplit("#", 1)[1].rstrip(")"))
+            key = calls[index].arguments["key"]
+            later = [i for i in by_key[key] if i > index]
+            assert not later, f"{key}: stored the result of call #{index}, then ran {later}"
+        # One result per tool call, whatever the retries.
+        per_call = Counter(m.tool_call_id for m in history if m.role == "tool")
+        assert all(n == 1 for n in per_call.values()), per_call
+        assert [m.seq for m in history] == list(range(len(history)))
+        users = Counter(m.content for m in history
+                        if m.role == "user" and not m.content.startswith("{"))  # fmt: skip
+        assert set(users) == set(replies) and all(n == 1 for n in users.values())
+        assert results, "no MCP call's result was stored"
+        assert sim.mcp.open == 0, "a session outlived its node or its idle time"
+
+    run_seeds(one, 6)
+
+
+def test_dst_a_node_crashing_between_two_mcp_results_runs_only_the_unfinished_one() -> None:
+    """The step calls two MCP tools; the node crashes as the second starts (the first's
+    result stored): another node resumes the step and runs the second only."""
+
+    def one(seed: int) -> None:
+        async def scenario(sim: McpCluster) -> Any:
+            home = sim.service("n0")
+            server = await home.create_mcp_server({"server_name": "kb", "config": {
+                "mcp_server_type": "stdio", "command": "kb-server", "args": []}})  # fmt: skip
+            [tool] = await home.list_mcp_tools(server.id)
+            agent = await new_agent(home, agent_type="memgpt_v2_agent", tool_ids=[tool.id])
+            crashed: list[str] = []
+
+            def crash_at_b(_server: Any, _name: str, args: dict[str, Any]) -> None:
+                if args["key"].endswith("b") and not crashed:
+                    crashed.append(args["key"])
+                    sim.crash("n0")
+
+            sim.mcp.on_call = crash_at_b
+            body = {"messages": [{"role": "user", "content": "go", "otid": "o1"}],
+                    "max_steps": 4}  # fmt: skip
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_restart_crashed, sim)
+                reply = await _send_anywhere(sim, agent, body, first=0)
+                nursery.cancel_scope.cancel()
+            assert reply["stop_reason"]["stop_reason"] == "end_turn", reply["stop_reason"]
+            return crashed, await history_of(_live(sim), agent)
+
+        sim, (crashed, history) = simulate_mcp(
+            seed, scenario, nodes=2, script=[_reply] * 20, config=TAKEOVER,
+            resume_interval=1.0,
+        )  # fmt: skip
+        assert crashed, "the crash point was never reached"
+        keys = [c.arguments["key"] for c in sim.mcp.calls]
+        [a_key] = {k for k in keys if k.endswith("a")}
+        assert keys.count(a_key) == 1, keys  # stored before the crash: never again
+        assert keys.count(crashed[0]) == 1, keys  # cut short before it ran: ran once, after
+        results = [m for m in history if m.role == "tool"]
+        assert len({m.tool_call_id for m in results}) == len(results)
+
+    run_seeds(one, 3)
