@@ -12,6 +12,7 @@ import contextlib
 import subprocess
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -56,8 +57,14 @@ class McpConnector(Protocol):
 
 
 def describe(server: McpServer) -> str:
-    """How an error names a server: its name and command or URL, no secrets."""
-    where = server.command if server.mcp_server_type == "stdio" else server.server_url
+    """How an error names a server: its name and command or URL, no secrets (a URL's
+    user, password and query, where tokens hide, are left out)."""
+    if server.mcp_server_type == "stdio":
+        where = server.command
+    else:
+        parts = urlsplit(server.server_url or "")
+        host = parts.hostname or ""
+        where = f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
     return f"MCP server '{server.server_name}' ({where})"
 
 

@@ -77,8 +77,12 @@ def _check_url(url: str | None, loc: list[str | int]) -> None:
     if not url:
         raise Invalid.field(loc, "a server_url is required for this server type", "missing")
     parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError:
+        raise Invalid.field(loc, "server_url has a port that is not a number") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise Invalid.field(loc, f"server_url must be an http:// or https:// URL, got {url!r}")
+        raise Invalid.field(loc, "server_url must be an http:// or https:// URL with a host")
 
 
 def _check_server(server: McpServer) -> None:
