@@ -2,6 +2,7 @@
 
     python -m tests.mcp.demo_server stdio
     python -m tests.mcp.demo_server http PORT     # streamable HTTP on 127.0.0.1:PORT/mcp
+    python -m tests.mcp.demo_server sse PORT      # SSE on 127.0.0.1:PORT/sse
 
 Environment: DEMO_GREETING (what `greet` says: a stdio server's env reaches it),
 DEMO_TOKEN (the HTTP server then wants `Authorization: Bearer <it>`, else 401),
@@ -79,10 +80,10 @@ def broken(x: str) -> str:
     return x
 
 
-def _http(port: int) -> None:
+def _http(port: int, sse: bool = False) -> None:
     import uvicorn
 
-    inner = app.streamable_http_app()
+    inner = app.sse_app() if sse else app.streamable_http_app()
     token = os.environ.get("DEMO_TOKEN")
 
     async def guarded(scope: dict, receive: Any, send: Any) -> None:
@@ -98,7 +99,7 @@ def _http(port: int) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "http":
-        _http(int(sys.argv[2]))
+    if sys.argv[1] in ("http", "sse"):
+        _http(int(sys.argv[2]), sse=sys.argv[1] == "sse")
     else:
         app.run()

@@ -68,11 +68,12 @@ def _free_port() -> int:
 
 
 @contextmanager
-def http_demo(**env: str) -> Iterator[str]:
-    """The demo server on streamable HTTP, on a free loopback port, until the block ends."""
+def http_demo(transport: str = "http", **env: str) -> Iterator[str]:
+    """The demo server on streamable HTTP (or SSE), on a free loopback port, until the
+    block ends: its URL."""
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, DEMO, "http", str(port)],
+        [sys.executable, DEMO, transport, str(port)],
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -87,7 +88,7 @@ def http_demo(**env: str) -> Iterator[str]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the demo MCP server did not start") from None
                 time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield f"http://127.0.0.1:{port}/{'sse' if transport == 'sse' else 'mcp'}"
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -202,6 +203,40 @@ async def test_a_streamable_http_server_with_a_bearer_token(
             detail = refused.value.body["detail"]
             assert detail["code"] == "MCPServerUnavailable"
             assert "401" in detail["error"] and "auth_token" in detail["error"]
+
+
+async def test_an_sse_server_and_a_tool_whose_name_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with http_demo("sse", DEMO_TOKEN=TOKEN) as mcp_url, trio.fail_after(60):
+        async with node(tmp_path, monkeypatch) as (letta, _, _):
+            mine = await letta.tools.create(source_code=GREET)
+            server = await letta.mcp_servers.create(
+                server_name="events",
+                config={"mcp_server_type": "sse", "server_url": mcp_url,
+                        "custom_headers": {"Authorization": f"Bearer {TOKEN}"}},
+            )  # fmt: skip
+            assert server.custom_headers == {"Authorization": "********"}
+            tools = {t.name: t for t in await letta.mcp_servers.tools.list(server.id)}
+            assert "greet" not in tools  # a custom tool has the name: kept, not replaced
+            assert (await letta.tools.retrieve(mine.id)).tool_type == "custom"
+            sync = await letta.mcp_servers.refresh(server.id)
+            assert sync["skipped"] == {"greet": f"another tool is named 'greet' ({mine.id})"}
+            result = await letta.mcp_servers.tools.run(
+                tools["add"].id, mcp_server_id=server.id, args={"a": 4, "b": 5}
+            )
+            assert (result.status, result.func_return) == ("success", "9")
+
+
+GREET = '''
+def greet(name: str) -> str:
+    """Greet.
+
+    Args:
+        name: who
+    """
+    return name
+'''
 
 
 async def test_a_published_server_from_pypi_over_stdio(
