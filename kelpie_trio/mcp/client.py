@@ -68,12 +68,22 @@ def describe(server: McpServer) -> str:
     return f"MCP server '{server.server_name}' ({where})"
 
 
-def _content_text(content: list[Any]) -> str:
+# Of a call's result, the characters kept (an agent's tool message keeps fewer still):
+# a server's answer is not trusted to be of a size the node can hold and hand on.
+MAX_RESULT_CHARS = 1_000_000
+
+
+def content_text(content: list[Any], limit: int = MAX_RESULT_CHARS) -> str:
+    """A call's content as one text, as Letta joins it: text pieces as they are, others
+    (images, resources) named by their type."""
     parts = []
     for piece in content:
         text = getattr(piece, "text", None)
         parts.append(text if isinstance(text, str) else f"[{getattr(piece, 'type', 'content')}]")
-    return " ".join(parts) if parts else "Empty response from tool"
+    joined = " ".join(parts) if parts else "Empty response from tool"
+    if len(joined) > limit:
+        joined = f"{joined[:limit]}[{len(joined) - limit} more characters not kept]"
+    return joined
 
 
 class _SdkConnection:
@@ -104,7 +114,7 @@ class _SdkConnection:
             result = await self.session.call_tool(name, arguments)
         except Exception as error:
             raise _failure(self.server, error) from None
-        return McpCallResult(bool(result.is_error), _content_text(result.content))
+        return McpCallResult(bool(result.is_error), content_text(result.content))
 
 
 def _failure(server: McpServer, error: BaseException) -> McpFailure:

@@ -142,7 +142,11 @@ async def run_node(
     service = AgentService(store, env, ModelCatalog.from_config(catalog_config, found))
     service.search_layer = open_search(config, store, env)
     # MCP servers' sessions: supervised children of the root nursery (kelpie_trio/mcp/).
-    service.mcp = McpSessions(SdkMcpConnector(), McpSettings.from_env())
+    try:
+        mcp_settings = McpSettings.from_env()
+    except ValueError as error:
+        raise StartupError(str(error)) from None
+    service.mcp = McpSessions(SdkMcpConnector(), mcp_settings)
     if actor_factory is None:
         llm_for = llm_factory(
             env,

@@ -187,3 +187,28 @@ def test_dst_a_node_crashing_between_two_mcp_results_runs_only_the_unfinished_on
         assert len({m.tool_call_id for m in results}) == len(results)
 
     run_seeds(one, 3)
+
+
+def test_dst_tool_rules_apply_to_mcp_tools() -> None:
+    """exit_loop on an MCP tool ends the turn after the step that calls it (stop reason
+    tool_rule): no heartbeat, no further LLM call."""
+
+    def one(seed: int) -> None:
+        async def scenario(sim: McpCluster) -> Any:
+            home = sim.service("n0")
+            server = await home.create_mcp_server({"server_name": "kb", "config": {
+                "mcp_server_type": "stdio", "command": "kb-server", "args": []}})  # fmt: skip
+            [tool] = await home.list_mcp_tools(server.id)
+            rules = [{"type": "exit_loop", "tool_name": "lookup"}]
+            agent = await new_agent(home, tool_ids=[tool.id], tool_rules=rules,
+                                    include_base_tool_rules=False)  # fmt: skip
+            body = {"messages": [{"role": "user", "content": "go"}], "max_steps": 4}
+            return await home.send_message(agent, body)
+
+        sim, reply = simulate_mcp(seed, scenario, script=[_reply] * 4)
+        assert reply["stop_reason"]["stop_reason"] == "tool_rule", reply["stop_reason"]
+        returns = [m for m in reply["messages"] if m["message_type"] == "tool_return_message"]
+        assert [r["status"] for r in returns] == ["success", "success"]
+        assert [c.arguments["key"] for c in sim.mcp.calls] == ["k2a", "k2b"]
+
+    run_seeds(one, 2)

@@ -64,3 +64,15 @@ def test_a_listing_adds_updates_removes_and_skips() -> None:
     assert [(old.name, new.description) for old, new in result.update] == [("changed", "New.")]
     assert [t.name for t in result.remove] == ["gone"]
     assert set(result.skipped) == {"broken", "twice"}
+
+
+def test_a_call_s_content_is_joined_and_bounded() -> None:
+    from types import SimpleNamespace
+
+    from kelpie_trio.mcp.client import content_text
+
+    pieces = [SimpleNamespace(type="text", text="a"), SimpleNamespace(type="image", text=None)]
+    assert content_text(pieces) == "a [image]"
+    assert content_text([]) == "Empty response from tool"
+    long = [SimpleNamespace(type="text", text="x" * 12)]
+    assert content_text(long, limit=10) == "xxxxxxxxxx[2 more characters not kept]"
