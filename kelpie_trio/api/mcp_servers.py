@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 from quart import Blueprint, Response, request
 
 from kelpie_trio.api.common import body, check_id, json_response, render, service
@@ -31,6 +32,17 @@ async def create_mcp_server() -> Response:
 @documented("List the MCP servers (secrets masked)")
 async def list_mcp_servers() -> Response:
     return json_response([shown(s) for s in await service().list_mcp_servers()])
+
+
+@mcp_servers.get("/v1/mcp-servers/connect/<mcp_server_id>")
+@documented(
+    "Check that an MCP server connects (Letta's events; OAuth is refused with a 422)",
+    media_type="text/event-stream",
+)
+async def connect_mcp_server(mcp_server_id: str) -> Response:
+    events = await service().connect_mcp_server(_server_id(mcp_server_id))
+    payload = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events)
+    return Response(payload, content_type="text/event-stream")
 
 
 @mcp_servers.get("/v1/mcp-servers/<mcp_server_id>")

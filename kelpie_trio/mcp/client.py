@@ -24,6 +24,7 @@ __all__ = [
     "McpConnectionLost",
     "McpConnector",
     "McpFailure",
+    "McpUnauthorized",
     "SdkMcpConnector",
 ]
 
@@ -31,6 +32,11 @@ __all__ = [
 class McpFailure(Exception):
     """An MCP server could not be reached, or a request to it failed (not a tool's own
     error result, which is an McpCallResult with is_error)."""
+
+
+class McpUnauthorized(McpFailure):
+    """The server answered 401 or 403: it wants credentials (or an OAuth flow, which this
+    server does not run)."""
 
 
 class McpConnectionLost(McpFailure):
@@ -157,7 +163,7 @@ class SdkMcpConnector:
                     "is it installed on this node?"
                 ) from None
             if refused:  # the SDK reports these as a bare error response
-                raise McpFailure(_unauthorized(server, refused[-1])) from None
+                raise McpUnauthorized(_unauthorized(server, refused[-1])) from None
             raise McpFailure(_explain(server, inner)) from None
 
     async def _transport(

@@ -32,6 +32,7 @@ from kelpie_trio.mcp.client import (
     McpConnectionLost,
     McpConnector,
     McpFailure,
+    McpUnauthorized,
     describe,
 )
 from kelpie_trio.models.mcp import McpServer, McpTool
@@ -231,7 +232,10 @@ class McpSessions:
             backoff = self._backoff.get(server.id)
             now = trio.current_time()
             if backoff is not None and now < backoff.retry_at:
-                raise McpFailure(
+                # An authorization refusal stays one in the backoff window (what to fix).
+                unauthorized = isinstance(backoff.last_error, McpUnauthorized)
+                kind = McpUnauthorized if unauthorized else McpFailure
+                raise kind(
                     f"{describe(server)} failed {backoff.failures} times in a row; next "
                     f"attempt in {backoff.retry_at - now:.1f} s. Last error: "
                     f"{backoff.last_error}"

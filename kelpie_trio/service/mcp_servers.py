@@ -22,7 +22,7 @@ import attrs
 
 from kelpie_trio.errors import Conflict, Invalid, InvalidField, NotFound, ServiceError
 from kelpie_trio.mcp import sync
-from kelpie_trio.mcp.client import McpFailure
+from kelpie_trio.mcp.client import McpFailure, McpUnauthorized
 from kelpie_trio.mcp.sessions import McpSessions
 from kelpie_trio.models import convert
 from kelpie_trio.models.mcp import (
@@ -251,6 +251,28 @@ class McpServerCases(ToolCases):
             return await self._apply_listing(tr, current, listed)
 
         return await self.store.transact(apply)
+
+    async def connect_mcp_server(self, server_id: str) -> list[dict[str, Any]]:
+        """GET /v1/mcp-servers/connect/{id}: Letta's connection check, as its events.
+        Letta runs an OAuth flow here for a server that wants one; this server does not,
+        and refuses with a 422 saying what to give instead."""
+        server = await self.get_mcp_server(server_id)
+        events: list[dict[str, Any]] = [
+            {"event": "connection_attempt", "server_name": server.server_name}
+        ]
+        try:
+            listed = await self._sessions(server).list_tools(server)
+        except McpUnauthorized as error:
+            raise Invalid.field(
+                ["path", "mcp_server_id"],
+                f"{error}. OAuth flows are not supported: set auth_token (and auth_header) "
+                "or custom_headers on the server (PATCH /v1/mcp-servers/{id})",
+            ) from None
+        except McpFailure as error:
+            return [*events, {"event": "error", "message": str(error)}]
+        tools = [{"name": t.name, "description": t.description, "inputSchema": t.input_schema}
+                 for t in listed]  # fmt: skip
+        return [*events, {"event": "success", "tools": tools}]
 
     async def list_mcp_tools(self, server_id: str) -> list[Tool]:
         async def listing(tr: Transaction) -> list[Tool]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import trio
 from letta_client import AsyncLetta, NotFoundError
@@ -179,7 +180,7 @@ async def test_a_streamable_http_server_with_a_bearer_token(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with http_demo(DEMO_TOKEN=TOKEN) as mcp_url, trio.fail_after(60):
-        async with node(tmp_path, monkeypatch) as (letta, _, _):
+        async with node(tmp_path, monkeypatch) as (letta, url, _):
             server = await letta.mcp_servers.create(
                 server_name="web",
                 config={"mcp_server_type": "streamable_http", "server_url": mcp_url,
@@ -203,6 +204,16 @@ async def test_a_streamable_http_server_with_a_bearer_token(
             detail = refused.value.body["detail"]
             assert detail["code"] == "MCPServerUnavailable"
             assert "401" in detail["error"] and "auth_token" in detail["error"]
+            # Letta's connect route would start OAuth here: a clear 422 instead.
+            async with httpx.AsyncClient(base_url=url) as http:
+                oauth = await http.get(f"/v1/mcp-servers/connect/{shut.id}")
+                assert oauth.status_code == 422
+                assert "OAuth flows are not supported" in oauth.json()["detail"][0]["msg"]
+                ok = await http.get(f"/v1/mcp-servers/connect/{server.id}")
+                assert ok.headers["content-type"].startswith("text/event-stream")
+                events = [orjson.loads(line[6:]) for line in ok.text.splitlines() if line]
+                assert [e["event"] for e in events] == ["connection_attempt", "success"]
+                assert "add" in {t["name"] for t in events[1]["tools"]}
 
 
 async def test_an_sse_server_and_a_tool_whose_name_is_taken(
