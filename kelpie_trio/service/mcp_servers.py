@@ -38,7 +38,7 @@ from kelpie_trio.models.tools import Tool
 from kelpie_trio.service.common import MAX_PAGE, Page, micros, page_records, read_record
 from kelpie_trio.service.limits import check_key_part, check_record
 from kelpie_trio.service.tools import ToolCases
-from kelpie_trio.storage import keys
+from kelpie_trio.storage import StoreError, keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import clear_blob, set_blob
 
@@ -156,8 +156,8 @@ class McpServerCases(ToolCases):
         created = await self.store.transact(create)
         try:  # best effort, as Letta: the server exists whether or not it answers now
             await self.refresh_mcp_server(created.id)
-        except (McpUnavailable, NotFound) as error:
-            log.info("MCP server %s created without tools: %s", created.id, error)
+        except (ServiceError, StoreError) as error:  # created all the same: a retry is a 409
+            log.info("MCP server %s created without tools: %s", created.id, type(error).__name__)
         return created
 
     async def get_mcp_server(self, server_id: str) -> McpServer:

@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 
+from kelpie_trio.errors import ServiceError
 from kelpie_trio.mcp import McpSessions, McpSettings
 from kelpie_trio.nursery.dispatcher import RuntimeConfig
 from kelpie_trio.service import AgentService
@@ -63,7 +64,9 @@ class McpCluster(AgentCluster):
         return service
 
 
-def simulate_mcp(seed: int, scenario: Any, **cluster: Any) -> tuple[McpCluster, Any]:
+def simulate_mcp(
+    seed: int, scenario: Any, faults: FaultConfig = FAULTS, **cluster: Any
+) -> tuple[McpCluster, Any]:
     """simulate_cluster (agent_harness.py) with McpCluster; faults start off."""
 
     async def main(world: SimWorld) -> tuple[McpCluster, Any]:
@@ -75,7 +78,7 @@ def simulate_mcp(seed: int, scenario: Any, **cluster: Any) -> tuple[McpCluster, 
             nursery.cancel_scope.cancel()
         return sim, result
 
-    return SimWorld(seed, FAULTS).run(main)
+    return SimWorld(seed, faults).run(main)
 
 
 def _reply(request: Any) -> Any:
@@ -212,3 +215,112 @@ def test_dst_tool_rules_apply_to_mcp_tools() -> None:
         assert [c.arguments["key"] for c in sim.mcp.calls] == ["k2a", "k2b"]
 
     run_seeds(one, 2)
+
+
+def test_dst_mcp_servers_and_their_tools_stay_consistent_under_storage_faults() -> None:
+    """Servers created, refreshed (while the server's tool list changes) and deleted at
+    once, under storage faults (unknown commit results included) and MCP faults: a
+    request either happens whole or is refused; afterwards every external_mcp tool has
+    its server and mapping, every mapping its tool, every server its name and index
+    entries, and each tool listed is held by exactly one server (tool names are unique;
+    a second server listing a name is told so in `skipped`)."""
+    from kelpie_trio.service.mcp_servers import (
+        MCP_SERVER_INDEX,
+        MCP_SERVER_NAMES,
+        MCP_SERVERS,
+        MCP_TOOLS,
+    )
+    from kelpie_trio.service.tools import TOOLS
+    from kelpie_trio.storage import StoreError
+    from kelpie_trio.storage.base import Transaction
+
+    # No crashes here: the node is the API's, and every request must end answered.
+    faults = FAULTS.with_rates(dict.fromkeys(STORAGE_FAULTS, 0.08)).without(CRASH_FAULTS)
+    refusals: Counter[str] = Counter()
+    extra = SimMcpTool("Extra.", {"type": "object", "properties": {}}, lambda args: "x")
+
+    def one(seed: int) -> None:
+        async def scenario(sim: McpCluster) -> Any:
+            home = sim.service("n0")
+            sim.world.faults.enabled = True
+            refused: Counter[str] = Counter()
+
+            async def attempt(fn: Any, *args: Any) -> None:
+                try:
+                    await fn(*args)
+                except (ServiceError, StoreError) as error:
+                    refused[type(error).__name__] += 1
+
+            async def create(i: int) -> None:
+                body = {"server_name": f"s{i % 3}", "config": {
+                    "mcp_server_type": "stdio", "command": "kb", "args": []}}  # fmt: skip
+                await attempt(home.create_mcp_server, body)
+
+            async def churn(c: int) -> None:
+                for i in range(20):
+                    await trio.sleep(0.2)
+                    if (i + c) % 2:
+                        sim.mcp.tools.pop("extra", None)
+                    else:
+                        sim.mcp.tools["extra"] = extra
+                    await create(i + c)
+                    servers = await _servers(home)
+                    for n, server in enumerate(servers):
+                        if (i + n + c) % 7 == 0:
+                            await attempt(home.delete_mcp_server, server.id)
+                        else:
+                            await attempt(home.refresh_mcp_server, server.id)
+
+            async with trio.open_nursery() as nursery:
+                for c in range(3):
+                    nursery.start_soon(churn, c)
+            sim.world.faults.enabled = False
+            await trio.sleep(2)  # commits in flight land or fail by now
+            for server in await _servers(home):  # a last sync, faults off
+                await home.refresh_mcp_server(server.id)
+            listed = set(sim.mcp.tools)
+
+            async def check(tr: Transaction) -> None:
+                servers = {MCP_SERVERS.unpack(k)[0] for k, _ in
+                           await tr.get_prefix(MCP_SERVERS.key())}  # fmt: skip
+                index = {MCP_SERVER_INDEX.unpack(k)[1] for k, _ in
+                         await tr.get_prefix(MCP_SERVER_INDEX.key())}  # fmt: skip
+                names = {v.decode() for _, v in await tr.get_prefix(MCP_SERVER_NAMES.key())}
+                assert servers == index == names, (servers, index, names)
+                mapped = [MCP_TOOLS.unpack(k) for k, _ in await tr.get_prefix(MCP_TOOLS.key())]
+                assert {s for s, _ in mapped} <= servers
+                held: list[str] = []  # tool names are unique: one server holds each
+                for server_id in servers:
+                    tools = await home._server_tools(tr, server_id)
+                    assert all(sync_server(t) == server_id for t in tools)
+                    held += [t.name for t in tools]
+                assert sorted(held) == (sorted(listed) if servers else []), held
+                stored = [convert_tool(v) for _, v in await tr.get_prefix(TOOLS.key())]
+                mcp_tools = {t.id for t in stored if t.tool_type == "external_mcp"}
+                assert mcp_tools == {t for _, t in mapped}
+
+            await home.store.transact(check)
+            return refused
+
+        _, refused = simulate_mcp(seed, scenario, faults)
+        refusals.update(refused)
+
+    if run_seeds(one, 4) > 1:
+        assert refusals, "no request was refused: the faults never reached the service"
+
+
+async def _servers(service: AgentService) -> list[Any]:
+    return await service.list_mcp_servers()
+
+
+def sync_server(tool: Any) -> str | None:
+    from kelpie_trio.mcp.sync import server_of
+
+    return server_of(tool)
+
+
+def convert_tool(raw: bytes) -> Any:
+    from kelpie_trio.models import convert
+    from kelpie_trio.models.tools import Tool
+
+    return convert.decode_record(raw, Tool)
