@@ -7,7 +7,8 @@
 Environment: DEMO_GREETING (what `greet` says: a stdio server's env reaches it),
 DEMO_TOKEN (the HTTP server then wants `Authorization: Bearer <it>`, else 401),
 DEMO_TOOLS_FILE (a file naming, one per line, the tools listed; read at every listing,
-so a test removes a tool upstream by editing it), DEMO_BAD_SCHEMA (the tool `broken`
+so a test removes a tool upstream by editing it), DEMO_V2 (a new version of
+the server: `add`'s description changes), DEMO_BAD_SCHEMA (the tool `broken`
 requires a property it does not declare).
 """
 
@@ -29,6 +30,10 @@ class DemoServer(MCPServer):
         if wanted:
             names = set((await anyio.Path(wanted).read_text()).split())
             tools = [t for t in tools if t.name in names]
+        if os.environ.get("DEMO_V2"):  # a new version: `add` documented differently
+            for tool in tools:
+                if tool.name == "add":
+                    tool.description = "Add two integers (v2)."
         if os.environ.get("DEMO_BAD_SCHEMA"):
             for tool in tools:
                 if tool.name == "broken":

@@ -331,3 +331,10 @@ async def test_each_misbehaviour_is_a_clear_tool_error_and_the_node_stays_health
             assert "command not found" in missing.tool_return
             await letta.mcp_servers.update(server.id, config=stdio_config())
             await _healthy(letta, url, server.id, tools["add"].id)
+
+            # A new version of the server: the changed tool is updated in place (same id).
+            await letta.mcp_servers.update(server.id, config=stdio_config(DEMO_V2="1"))
+            sync = await letta.mcp_servers.refresh(server.id)
+            assert sync["updated"] == ["add"]
+            add = await letta.tools.retrieve(tools["add"].id)
+            assert add.description == "Add two integers (v2)."
