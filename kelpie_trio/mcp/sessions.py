@@ -156,7 +156,12 @@ class McpSessions:
             session.tool_names = frozenset(t.name for t in tools)
             return tools
 
-        return await self._request(server, "tools/list", self.settings.list_timeout, listing)
+        try:
+            return await self._request(server, "tools/list", self.settings.list_timeout, listing)
+        except McpConnectionLost:
+            # A listing changes nothing, so a connection found dead (the server exited
+            # while idle) is retried once on a new session. A call is not: it may have run.
+            return await self._request(server, "tools/list", self.settings.list_timeout, listing)
 
     async def call_tool(
         self, server: McpServer, name: str, arguments: dict[str, Any]

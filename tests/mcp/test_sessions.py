@@ -151,3 +151,18 @@ async def test_stdio_servers_can_be_turned_off(autojump_clock: trio.testing.Mock
     sessions = McpSessions(client, McpSettings(allow_stdio=False))
     with pytest.raises(McpFailure, match="stdio MCP servers are turned off"):
         await sessions.list_tools(SERVER)
+
+
+async def test_a_listing_on_a_connection_found_dead_is_retried_once_a_call_is_not(
+    autojump_clock: trio.testing.MockClock, sessions_for: object
+) -> None:
+    client = SimMcpClient(world(), {"echo": ECHO})
+    sessions = await sessions_for(client)  # type: ignore[operator]
+    await sessions.list_tools(SERVER)
+    sessions._sessions[SERVER.id].connection.dead = True  # the server exited while idle
+    assert [t.name for t in await sessions.list_tools(SERVER)] == ["echo"]
+    assert client.connects == 2
+    sessions._sessions[SERVER.id].connection.dead = True
+    with pytest.raises(McpFailure, match="is gone"):
+        await sessions.call_tool(SERVER, "echo", {})
+    assert client.calls == []  # never run twice behind the caller's back
