@@ -77,6 +77,7 @@ def describe(server: McpServer) -> str:
 # Of a call's result, the characters kept (an agent's tool message keeps fewer still):
 # a server's answer is not trusted to be of a size the node can hold and hand on.
 MAX_RESULT_CHARS = 1_000_000
+MAX_LIST_PAGES = 100  # of one tools/list
 
 
 def content_text(content: list[Any], limit: int = MAX_RESULT_CHARS) -> str:
@@ -100,7 +101,7 @@ class _SdkConnection:
     async def list_tools(self) -> list[McpTool]:
         tools: list[McpTool] = []
         cursor = None
-        while True:
+        for _ in range(MAX_LIST_PAGES):  # a server whose cursors never end is cut off
             params = None
             if cursor is not None:
                 from mcp.types import PaginatedRequestParams
@@ -113,7 +114,8 @@ class _SdkConnection:
             tools += [McpTool(t.name, t.description, t.input_schema) for t in listed.tools]
             cursor = getattr(listed, "next_cursor", None)
             if not cursor:
-                return tools
+                break
+        return tools
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> McpCallResult:
         try:
