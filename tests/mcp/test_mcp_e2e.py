@@ -144,11 +144,13 @@ async def test_a_stdio_server_registered_listed_run_and_called_by_an_agent(
                                                        args={"a": 1, "b": 2})  # fmt: skip
             assert (result.status, result.func_return) == ("success", "3")
 
-            agent = await letta.agents.create(
-                model="openai/gpt-4o-mini", tool_ids=[tools["greet"].id]
-            )
+            agent = await letta.agents.create(model="openai/gpt-4o-mini")
+            await letta.agents.tools.attach(tools["greet"].id, agent_id=agent.id)
             returned = await _turn(letta, fake, agent.id, "greet", {"name": "Ada"})
             assert (returned.status, returned.tool_return) == ("success", "ahoy, Ada")
+            direct = await letta.agents.tools.run("greet", agent_id=agent.id,
+                                                  args={"name": "Cy"})  # fmt: skip
+            assert (direct.status, direct.func_return) == ("success", "ahoy, Cy")
             # The model saw the tool with the schema the server declared.
             offered = fake.received[-2].json["tools"]
             [greet] = [t["function"] for t in offered if t["function"]["name"] == "greet"]
