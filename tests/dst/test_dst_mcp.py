@@ -67,7 +67,8 @@ class McpCluster(AgentCluster):
 def simulate_mcp(
     seed: int, scenario: Any, faults: FaultConfig = FAULTS, **cluster: Any
 ) -> tuple[McpCluster, Any]:
-    """simulate_cluster (agent_harness.py) with McpCluster; faults start off."""
+    """simulate_cluster (agent_harness.py) with McpCluster; faults start off. The world
+    is at `sim.world` (its trace hash: `sim.world.hexdigest()`)."""
 
     async def main(world: SimWorld) -> tuple[McpCluster, Any]:
         sim = McpCluster(world, **cluster)
@@ -324,3 +325,30 @@ def convert_tool(raw: bytes) -> Any:
     from kelpie_trio.models.tools import Tool
 
     return convert.decode_record(raw, Tool)
+
+
+def test_dst_mcp_the_same_seed_replays_the_same_run() -> None:
+    """Hangs, crashes, timeouts and backoff of MCP sessions are on the virtual clock and
+    the seed: one seed, one trace hash and the same MCP calls; another seed differs."""
+
+    async def scenario(sim: McpCluster) -> Any:
+        home = sim.service("n0")
+        server = await home.create_mcp_server({"server_name": "kb", "config": {
+            "mcp_server_type": "stdio", "command": "kb-server", "args": []}})  # fmt: skip
+        [tool] = await home.list_mcp_tools(server.id)
+        agent = await new_agent(home, agent_type="memgpt_v2_agent", tool_ids=[tool.id])
+        sim.world.faults.enabled = True
+        for i in range(3):
+            body = {"messages": [{"role": "user", "content": f"t{i}"}], "max_steps": 4}
+            await home.send_message(agent, body)
+        return None
+
+    faults = FAULTS.without(CRASH_FAULTS)  # one node: it must live to answer
+
+    def run(seed: int) -> tuple[str, list[Any]]:
+        sim, _ = simulate_mcp(seed, scenario, faults, script=[_reply] * 20)
+        return sim.world.hexdigest(), [(c.name, c.arguments, c.at) for c in sim.mcp.calls]
+
+    first = run(11)
+    assert run(11) == first
+    assert run(12)[0] != first[0]
