@@ -194,6 +194,19 @@ async def test_a_streamable_http_server_with_a_bearer_token(
                 tools["add"].id, mcp_server_id=server.id, args={"a": 20, "b": 22}
             )
             assert (result.status, result.func_return) == ("success", "42")
+            assert tools["add"].tags == ["mcp:web"]
+            assert tools["add"].metadata["mcp"] == {"server_name": "web", "server_id": server.id}
+            # Renamed: its tools' tags and metadata follow; the token stays (sent masked).
+            renamed = await letta.mcp_servers.update(
+                server.id, server_name="web2",
+                config={"mcp_server_type": "streamable_http", "auth_token": "********"},
+            )  # fmt: skip
+            assert renamed.server_name == "web2"
+            add = await letta.mcp_servers.tools.retrieve(tools["add"].id, mcp_server_id=server.id)
+            assert add.tags == ["mcp:web2"]
+            again = await letta.mcp_servers.tools.run(add.id, mcp_server_id=server.id,
+                                                      args={"a": 1, "b": 1})  # fmt: skip
+            assert again.func_return == "2"
 
             # Without the token: created (as Letta does), no tools; a refresh says why.
             shut = await letta.mcp_servers.create(
