@@ -179,8 +179,9 @@ async def test_a_stdio_server_registered_listed_run_and_called_by_an_agent(
 
 
 async def test_a_streamable_http_server_with_a_bearer_token(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     with http_demo(DEMO_TOKEN=TOKEN) as mcp_url, trio.fail_after(60):
         async with node(tmp_path, monkeypatch) as (letta, url, _):
             server = await letta.mcp_servers.create(
@@ -229,6 +230,12 @@ async def test_a_streamable_http_server_with_a_bearer_token(
                 events = [orjson.loads(line[6:]) for line in ok.text.splitlines() if line]
                 assert [e["event"] for e in events] == ["connection_attempt", "success"]
                 assert "add" in {t["name"] for t in events[1]["tools"]}
+                for path in ("/v1/mcp-servers/", f"/v1/mcp-servers/{server.id}"):
+                    assert TOKEN not in (await http.get(path)).text
+    # Not in any log line of the node: ours, the MCP SDK's, its HTTP client's (the test's
+    # own letta-client, in this process too, logs what it sends at DEBUG: not the node).
+    logged = [r for r in caplog.records if not r.name.startswith("letta_client")]
+    assert logged and all(TOKEN not in r.getMessage() for r in logged)
 
 
 async def test_an_sse_server_and_a_tool_whose_name_is_taken(
