@@ -348,7 +348,9 @@ class McpServerCases(ToolCases):
         for key, _ in await tr.get_prefix(MCP_TOOLS.pack((server_id,))):
             tool_id = MCP_TOOLS.unpack(key)[1]
             tool = await read_record(tr, keys.ROOT["tools"].pack((tool_id,)), Tool)
-            if tool is None:  # deleted through /v1/tools/: the mapping goes with it
+            if tool is None or sync.server_of(tool) != server_id or not sync.is_mcp_tool(tool):
+                # Deleted through /v1/tools/, or replaced there by a custom tool of the
+                # same name (PUT keeps the id): no longer this server's; the mapping goes.
                 tr.clear(key)
             else:
                 found.append(tool)

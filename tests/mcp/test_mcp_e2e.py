@@ -259,7 +259,26 @@ async def test_an_sse_server_and_a_tool_whose_name_is_taken(
                 tools["add"].id, mcp_server_id=server.id, args={"a": 4, "b": 5}
             )
             assert (result.status, result.func_return) == ("success", "9")
+            # PUT /v1/tools/ replaces `add` by a custom tool (keeping its id): it is no
+            # longer the server's, and a refresh does not take it back.
+            await letta.tools.upsert(source_code=ADD)
+            listed = {t.name for t in await letta.mcp_servers.tools.list(server.id)}
+            assert "add" not in listed
+            sync = await letta.mcp_servers.refresh(server.id)
+            assert "another tool is named 'add'" in sync["skipped"]["add"]
+            assert (await letta.tools.retrieve(tools["add"].id)).tool_type == "custom"
 
+
+ADD = '''
+def add(a: int, b: int) -> int:
+    """Add.
+
+    Args:
+        a: one
+        b: another
+    """
+    return a + b
+'''
 
 GREET = '''
 def greet(name: str) -> str:
