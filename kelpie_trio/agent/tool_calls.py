@@ -3,8 +3,9 @@
 Memory tools and send_message run inside the step's transaction (`_run_memory_tool`),
 so a step's edits land with its messages. The others run outside it: archival memory
 and the search tools (their own transactions, through the service and the search
-layer) and custom tools (in the sandbox, tools/sandbox.py); a step checkpoints their
-results one by one. `_run_tool_directly` serves POST /v1/agents/{id}/tools/{name}/run.
+layer), custom tools (in the sandbox, tools/sandbox.py) and MCP tools (through the
+node's MCP sessions, kelpie_trio/mcp/); a step checkpoints their results one by one.
+`_run_tool_directly` serves POST /v1/agents/{id}/tools/{name}/run.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from kelpie_trio.agent import memory
 from kelpie_trio.agent.messages import StoredToolCall
 from kelpie_trio.errors import Invalid
 from kelpie_trio.models.blocks import DEFAULT_BLOCK_LIMIT
+from kelpie_trio.models.mcp import MCP_TOOL_TYPE
 from kelpie_trio.search import archival_tool_results, conversation_search
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
@@ -66,7 +68,7 @@ class AgentTools:
         self, calls: list[tuple[StoredToolCall, dict[str, Any] | None]], tools: list[Any]
     ) -> set[str]:
         """The calls whose tools run outside the step's transaction."""
-        custom = {t.name for t in tools if t.tool_type == "custom"}
+        custom = {t.name for t in tools if t.tool_type in ("custom", MCP_TOOL_TYPE)}
         return {
             c.id for c, args in calls
             if args is not None and (c.name in custom or c.name in OUTSIDE_TOOLS)
@@ -121,9 +123,12 @@ class AgentTools:
         custom = {t.name: t for t in tools if t.tool_type == "custom"}
         if args is None:
             return "error", "the arguments were not a JSON object"
+        mcp = {t.name: t for t in tools if t.tool_type == MCP_TOOL_TYPE}
         try:
             if call.name in custom:
                 return await self._run_custom(custom[call.name], args, call.id)
+            if call.name in mcp:  # through the node's MCP session (kelpie_trio/mcp/)
+                return await self.service.call_mcp_tool(mcp[call.name], args)
             if call.name == "archival_memory_insert":
                 body = {"text": args.get("content", ""), "tags": args.get("tags")}
                 await self.service.create_passages(agent_id, body)

@@ -29,6 +29,7 @@ ID_PREFIXES = {
     "run_id": "run",
     "session_id": "run",
     "memory_id": "passage",
+    "mcp_server_id": "mcp_server",
 }
 RUN_STATUSES = ("created", "running", *dict.fromkeys(FINAL_STATUS.values()))
 

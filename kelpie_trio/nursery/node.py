@@ -4,6 +4,7 @@
       root nursery
         store            SQLite writer / FDB network bridge        nursery.start
         indexer          drains the search outbox into the index   nursery.start
+        MCP sessions     one task per MCP server in use (mcp/)      nursery.start
         dispatcher       supervisor nursery -> one task per agent,  nursery.start
                          lease keeper (renews leases in batches)
         HTTP server      hypercorn.trio.serve                        nursery.start
@@ -35,6 +36,8 @@ from kelpie_trio.env import Env, RealEnv
 from kelpie_trio.llm.catalog import ModelCatalog
 from kelpie_trio.llm.config import CatalogConfig
 from kelpie_trio.llm.discovery import discover, keep_catalog_fresh
+from kelpie_trio.mcp import McpSessions, McpSettings
+from kelpie_trio.mcp.client import SdkMcpConnector
 from kelpie_trio.nursery.actor import Actor, ActorContext, ActorFactory
 from kelpie_trio.nursery.dispatcher import Dispatcher, RuntimeConfig
 from kelpie_trio.nursery.metrics import RuntimeMetrics
@@ -138,6 +141,12 @@ async def run_node(
     found = await discover(catalog_config)
     service = AgentService(store, env, ModelCatalog.from_config(catalog_config, found))
     service.search_layer = open_search(config, store, env)
+    # MCP servers' sessions: supervised children of the root nursery (kelpie_trio/mcp/).
+    try:
+        mcp_settings = McpSettings.from_env()
+    except ValueError as error:
+        raise StartupError(str(error)) from None
+    service.mcp = McpSessions(SdkMcpConnector(), mcp_settings)
     if actor_factory is None:
         llm_for = llm_factory(
             env,
@@ -197,6 +206,7 @@ async def run_node(
         async with trio.open_nursery() as root:
             await _start(root, f"open the {_describe_store(config)}", store.run)
             await root.start(service.search_layer.run)  # the indexer drains the search outbox
+            await root.start(service.mcp.run)
             await root.start(dispatcher.run)
             service.background = root  # turns that outlive their request
             if handle_signals:

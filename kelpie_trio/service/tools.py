@@ -406,20 +406,24 @@ class ToolCases(ServiceBase):
             raise BaseToolProtected(BASE_TOOLS_BY_ID[tool_id], "deleted")
 
         async def delete(tr: Transaction) -> None:
-            tool = await self._tool(tr, tool_id)
-            holders = TOOL_AGENTS.pack((tool_id,))
-            for key, _ in await tr.get_prefix(holders):
-                agent_key = keys.AGENTS.pack((TOOL_AGENTS.unpack(key)[1],))
-                agent = await read_record(tr, agent_key, Agent)
-                if agent is not None:
-                    agent.tool_ids = [t for t in agent.tool_ids if t != tool_id]
-                    set_blob(tr, agent_key, convert.encode_record(agent))
-            tr.clear_range(*keys.prefix_range(holders))
-            clear_blob(tr, TOOLS.pack((tool_id,)))
-            tr.clear(TOOL_INDEX.pack((micros(tool.created_at), tool_id)))
-            tr.clear(TOOL_NAMES.pack((tool.name,)))
+            await self._remove_tool(tr, await self._tool(tr, tool_id))
 
         await self.store.transact(delete)
+
+    @staticmethod
+    async def _remove_tool(tr: Transaction, tool: Tool) -> None:
+        """Clear a stored tool and detach it from every agent that holds it."""
+        holders = TOOL_AGENTS.pack((tool.id,))
+        for key, _ in await tr.get_prefix(holders):
+            agent_key = keys.AGENTS.pack((TOOL_AGENTS.unpack(key)[1],))
+            agent = await read_record(tr, agent_key, Agent)
+            if agent is not None:
+                agent.tool_ids = [t for t in agent.tool_ids if t != tool.id]
+                set_blob(tr, agent_key, convert.encode_record(agent))
+        tr.clear_range(*keys.prefix_range(holders))
+        clear_blob(tr, TOOLS.pack((tool.id,)))
+        tr.clear(TOOL_INDEX.pack((micros(tool.created_at), tool.id)))
+        tr.clear(TOOL_NAMES.pack((tool.name,)))
 
     # -- tools as agents hold them ---------------------------------------------
 

@@ -32,6 +32,7 @@ UNKNOWN = {
     "memory": "passage-00000000-0000-4000-8000-000000000000",
     "run": "run-00000000-0000-4000-8000-000000000000",
     "session": "run-00000000-0000-4000-8000-000000000000",
+    "mcp_server": "mcp_server-00000000-0000-4000-8000-000000000000",
 }
 
 WRONG_VALUES: list[Any] = [12345, None, ["a", "list"], {"an": "object"}, True, "text"]

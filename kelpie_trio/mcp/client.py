@@ -1,0 +1,245 @@
+"""The MCP client interface, and its implementation on the official `mcp` SDK.
+
+A connector opens one connection (an async context manager) to an MCP server record;
+the connection lists tools and calls them. The SDK runs on anyio, so on trio. Whatever
+goes wrong in the SDK or the transport comes out as McpFailure with a sentence a user can
+act on (never a server's secrets: errors name the command or URL only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import attrs
+
+from kelpie_trio.models.mcp import McpServer, McpTool
+
+__all__ = [
+    "McpCallResult",
+    "McpConnection",
+    "McpConnectionLost",
+    "McpConnector",
+    "McpFailure",
+    "McpUnauthorized",
+    "SdkMcpConnector",
+]
+
+
+class McpFailure(Exception):
+    """An MCP server could not be reached, or a request to it failed (not a tool's own
+    error result, which is an McpCallResult with is_error)."""
+
+
+class McpUnauthorized(McpFailure):
+    """The server answered 401 or 403: it wants credentials (or an OAuth flow, which this
+    server does not run)."""
+
+
+class McpConnectionLost(McpFailure):
+    """The connection died under a request (the server exited or crashed): the session
+    that held it is over and is started again for the next request."""
+
+
+@attrs.frozen
+class McpCallResult:
+    is_error: bool
+    text: str
+
+
+class McpConnection(Protocol):
+    async def list_tools(self) -> list[McpTool]: ...
+
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> McpCallResult: ...
+
+
+class McpConnector(Protocol):
+    def connect(
+        self, server: McpServer
+    ) -> contextlib.AbstractAsyncContextManager[McpConnection]: ...
+
+
+def describe(server: McpServer) -> str:
+    """How an error names a server: its name and command or URL, no secrets (a URL's
+    user, password and query, where tokens hide, are left out)."""
+    if server.mcp_server_type == "stdio":
+        where = server.command
+    else:
+        parts = urlsplit(server.server_url or "")
+        host = parts.hostname or ""
+        where = f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
+    return f"MCP server '{server.server_name}' ({where})"
+
+
+# Of a call's result, the characters kept (an agent's tool message keeps fewer still):
+# a server's answer is not trusted to be of a size the node can hold and hand on.
+MAX_RESULT_CHARS = 1_000_000
+MAX_LIST_PAGES = 100  # of one tools/list
+
+
+def content_text(content: list[Any], limit: int = MAX_RESULT_CHARS) -> str:
+    """A call's content as one text, as Letta joins it: text pieces as they are, others
+    (images, resources) named by their type."""
+    parts = []
+    for piece in content:
+        text = getattr(piece, "text", None)
+        parts.append(text if isinstance(text, str) else f"[{getattr(piece, 'type', 'content')}]")
+    joined = " ".join(parts) if parts else "Empty response from tool"
+    if len(joined) > limit:
+        joined = f"{joined[:limit]}[{len(joined) - limit} more characters not kept]"
+    return joined
+
+
+class _SdkConnection:
+    def __init__(self, server: McpServer, session: Any) -> None:
+        self.server = server
+        self.session = session
+
+    async def list_tools(self) -> list[McpTool]:
+        tools: list[McpTool] = []
+        cursor = None
+        for _ in range(MAX_LIST_PAGES):  # a server whose cursors never end is cut off
+            params = None
+            if cursor is not None:
+                from mcp.types import PaginatedRequestParams
+
+                params = PaginatedRequestParams(cursor=cursor)
+            try:
+                listed = await self.session.list_tools(params=params)
+            except Exception as error:
+                raise _failure(self.server, error) from None
+            tools += [McpTool(t.name, t.description, t.input_schema) for t in listed.tools]
+            cursor = getattr(listed, "next_cursor", None)
+            if not cursor:
+                break
+        return tools
+
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> McpCallResult:
+        try:
+            result = await self.session.call_tool(name, arguments)
+        except Exception as error:
+            raise _failure(self.server, error) from None
+        return McpCallResult(bool(result.is_error), content_text(result.content))
+
+
+def _failure(server: McpServer, error: BaseException) -> McpFailure:
+    """What a request's exception means: the connection lost, or the request failed."""
+    inner = _unwrap(error)
+    message = _explain(server, inner)
+    return McpConnectionLost(message) if _lost(inner) else McpFailure(message)
+
+
+def _unwrap(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
+class SdkMcpConnector:
+    """Connections through the official `mcp` SDK: stdio, SSE and streamable HTTP."""
+
+    def __init__(self, *, http_timeout: float = 30.0) -> None:
+        self.http_timeout = http_timeout
+
+    @contextlib.asynccontextmanager
+    async def connect(self, server: McpServer) -> AsyncIterator[McpConnection]:
+        from mcp import ClientSession
+
+        refused: list[int] = []  # HTTP statuses of 401 and 403 the server answered
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                read, write = await self._transport(stack, server, refused)
+                session = await stack.enter_async_context(ClientSession(read, write))
+                await session.initialize()
+                yield _SdkConnection(server, session)
+        except Exception as error:  # the SDK's task groups wrap what went wrong
+            inner = _unwrap(error)
+            if isinstance(inner, McpFailure):
+                raise inner from None
+            if isinstance(inner, FileNotFoundError):
+                raise McpFailure(
+                    f"{describe(server)} cannot start: command not found; "
+                    "is it installed on this node?"
+                ) from None
+            if refused:  # the SDK reports these as a bare error response
+                raise McpUnauthorized(_unauthorized(server, refused[-1])) from None
+            raise McpFailure(_explain(server, inner)) from None
+
+    async def _transport(
+        self, stack: contextlib.AsyncExitStack, server: McpServer, refused: list[int]
+    ) -> Any:
+        if server.mcp_server_type == "stdio":
+            from mcp import StdioServerParameters, stdio_client
+
+            params = StdioServerParameters(
+                command=server.command or "", args=list(server.args), env=server.env
+            )
+            # The server's stderr is its own log: not the node's, which must not fill with it.
+            return await stack.enter_async_context(
+                stdio_client(params, errlog=subprocess.DEVNULL)  # type: ignore[arg-type]
+            )
+        import httpx2
+
+        async def note(response: Any) -> None:
+            if response.status_code in (401, 403):
+                refused.append(response.status_code)
+
+        def client(
+            headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None
+        ) -> Any:
+            return httpx2.AsyncClient(
+                headers=headers,
+                timeout=timeout or httpx2.Timeout(self.http_timeout, read=300.0),
+                auth=auth,
+                event_hooks={"response": [note]},
+            )
+
+        if server.mcp_server_type == "sse":
+            from mcp.client.sse import sse_client
+
+            return await stack.enter_async_context(
+                sse_client(
+                    server.server_url or "",
+                    headers=server.headers(),
+                    timeout=self.http_timeout,
+                    httpx_client_factory=client,
+                )
+            )
+        from mcp.client.streamable_http import streamable_http_client
+
+        http = await stack.enter_async_context(client(headers=server.headers()))
+        return await stack.enter_async_context(
+            streamable_http_client(server.server_url or "", http_client=http)
+        )
+
+
+def _unauthorized(server: McpServer, status: int) -> str:
+    return (
+        f"{describe(server)} refused the connection ({status}): it wants authorization. "
+        "Give its token (auth_token) or headers; OAuth is not supported by this server"
+    )
+
+
+def _explain(server: McpServer, error: BaseException) -> str:
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if status in (401, 403):
+        return _unauthorized(server, status)
+    if status is not None:
+        return f"{describe(server)} answered HTTP {status}"
+    name = type(error).__name__
+    text = str(error) or name
+    if _lost(error):
+        return f"{describe(server)} closed the connection (did it exit or crash?)"
+    return f"{describe(server)} failed: {name}: {text}"
+
+
+def _lost(error: BaseException) -> bool:
+    text = str(error)
+    return "Connection closed" in text or type(error).__name__ in (
+        "EndOfStream",
+        "ClosedResourceError",
+        "BrokenResourceError",
+    )

@@ -1,0 +1,404 @@
+"""MCP servers: their records, the tools synced from them, and running those tools.
+
+A server record is stored at MCP_SERVERS(id), with a creation-order index and a name
+index (names are unique, as the tags `mcp:<name>` of its tools need). Its tools are
+ordinary tool records (type `external_mcp`, metadata_ {"mcp": {server_name, server_id}})
+in the tools' subspace, so agents attach, list and detach them like any tool; the index
+MCP_TOOLS(server_id, tool_id) says which server each came from. Creating a server syncs
+its tools once (best effort, as Letta does: a server that cannot be reached is created
+without tools); PATCH .../refresh syncs again (adds, updates, removes).
+
+Connections go through `self.mcp` (kelpie_trio/mcp/sessions.py, one per node), never
+from a transaction: a listing is taken first, then applied in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from kelpie_trio.errors import Conflict, Invalid, InvalidField, NotFound, ServiceError
+from kelpie_trio.mcp import sync
+from kelpie_trio.mcp.client import McpFailure, McpUnauthorized
+from kelpie_trio.mcp.sessions import McpSessions
+from kelpie_trio.models import convert
+from kelpie_trio.models.mcp import (
+    MASK,
+    MCP_TOOL_TYPE,
+    SERVER_TYPES,
+    CreateMcpServer,
+    McpConfig,
+    McpServer,
+    McpTool,
+)
+from kelpie_trio.models.tools import Tool
+from kelpie_trio.service.common import MAX_PAGE, Page, micros, page_records, read_record
+from kelpie_trio.service.limits import check_key_part, check_record
+from kelpie_trio.service.tools import ToolCases
+from kelpie_trio.storage import StoreError, keys
+from kelpie_trio.storage.base import Transaction
+from kelpie_trio.storage.chunks import clear_blob, set_blob
+
+__all__ = ["MCP_SERVERS", "MCP_TOOLS", "McpServerCases", "McpUnavailable"]
+
+log = logging.getLogger("kelpie_trio.mcp")
+
+MCP_SERVERS = keys.ROOT["mcp_servers"]  # (server_id,) -> McpServer
+MCP_SERVER_INDEX = keys.ROOT["index"]["mcp_servers"]  # (created_us, server_id) -> b""
+MCP_SERVER_NAMES = keys.ROOT["index"]["mcp_server_names"]  # (name,) -> server_id
+MCP_TOOLS = keys.ROOT["index"]["mcp_tools"]  # (server_id, tool_id) -> b""
+
+
+class McpUnavailable(ServiceError):
+    """The MCP server could not be reached to list its tools. Letta answers 404 with this
+    code; clients match on it."""
+
+    status = 404
+
+    def __init__(self, server: McpServer, error: Exception) -> None:
+        super().__init__(f"Could not connect to MCP server {server.server_name} to resync tools")
+        self.error = str(error)
+
+    def detail(self) -> object:
+        return {"code": "MCPServerUnavailable", "message": str(self), "error": self.error}
+
+
+def _strings(value: Any, loc: list[str | int], what: str) -> None:
+    if value is not None and not (
+        isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    ):
+        raise Invalid.field(loc, f"{what} must be an object of strings")
+
+
+def _check_url(url: str | None, loc: list[str | int]) -> None:
+    if not url:
+        raise Invalid.field(loc, "a server_url is required for this server type", "missing")
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError:
+        raise Invalid.field(loc, "server_url has a port that is not a number") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Invalid.field(loc, "server_url must be an http:// or https:// URL with a host")
+
+
+def _check_server(server: McpServer) -> None:
+    """A whole record (after create or update), or Invalid naming the field."""
+    loc: list[str | int] = ["body", "config"]
+    if not server.server_name:
+        raise Invalid.field(["body", "server_name"], "server_name must not be empty")
+    check_key_part(["body", "server_name"], server.server_name, "the server's name")
+    if server.mcp_server_type == "stdio":
+        if not server.command:
+            raise Invalid.field([*loc, "command"], "a stdio server needs a command", "missing")
+    else:
+        _check_url(server.server_url, [*loc, "server_url"])
+    _strings(server.env, [*loc, "env"], "env")
+    _strings(server.custom_headers, [*loc, "custom_headers"], "custom_headers")
+
+
+def _config_type(config: McpConfig, fallback: str | None = None) -> str:
+    kind = config.mcp_server_type or fallback
+    if kind not in SERVER_TYPES:
+        raise Invalid.field(
+            ["body", "config", "mcp_server_type"],
+            f"mcp_server_type must be one of {', '.join(SERVER_TYPES)}",
+        )
+    return kind
+
+
+def _kept(given: dict[str, str] | None, stored: dict[str, str] | None) -> dict[str, str] | None:
+    """Secrets sent back masked keep their stored values."""
+    if given is None:
+        return None
+    return {k: (stored or {}).get(k, v) if v == MASK else v for k, v in given.items()}
+
+
+class McpServerCases(ToolCases):
+    mcp: McpSessions | None = None  # the node's MCP sessions (set by the node)
+
+    # -- records -----------------------------------------------------------
+
+    async def create_mcp_server(self, body: Any) -> McpServer:
+        request = convert.structure_api(body, CreateMcpServer)
+        if request.server_name is None:
+            raise Invalid([InvalidField(["body", "server_name"], "Field required", "missing")])
+        config = request.config
+        kind = _config_type(config)
+        if kind == "stdio" and config.args is None:
+            raise Invalid([InvalidField(["body", "config", "args"], "Field required", "missing")])
+        token = config.auth_token
+        if token is not None and token.lower().startswith("bearer "):
+            token = token[len("bearer ") :]  # stored bare, as Letta stores it
+        server = McpServer(
+            id=self.env.new_id("mcp_server"),
+            server_name=request.server_name,
+            mcp_server_type=kind,
+            command=config.command if kind == "stdio" else None,
+            args=list(config.args or []) if kind == "stdio" else [],
+            env=config.env if kind == "stdio" else None,
+            server_url=config.server_url if kind != "stdio" else None,
+            auth_header=config.auth_header if kind != "stdio" else None,
+            auth_token=token if kind != "stdio" else None,
+            custom_headers=config.custom_headers if kind != "stdio" else None,
+            created_at=self.env.now(),
+        )
+        _check_server(server)
+
+        async def create(tr: Transaction) -> McpServer:
+            await self._claim_server_name(tr, server)
+            self._write_server(tr, server)
+            return server
+
+        created = await self.store.transact(create)
+        try:  # best effort, as Letta: the server exists whether or not it answers now
+            await self.refresh_mcp_server(created.id)
+        except (ServiceError, StoreError) as error:  # created all the same: a retry is a 409
+            log.info("MCP server %s created without tools: %s", created.id, type(error).__name__)
+        return created
+
+    async def get_mcp_server(self, server_id: str) -> McpServer:
+        return await self.store.transact(lambda tr: self._server(tr, server_id))
+
+    async def list_mcp_servers(self, page: Page | None = None) -> list[McpServer]:
+        page = page or Page(limit=MAX_PAGE)
+
+        async def listing(tr: Transaction) -> list[McpServer]:
+            return await page_records(
+                tr, MCP_SERVER_INDEX, page, lambda i: MCP_SERVERS.pack((i,)), McpServer
+            )
+
+        return await self.store.transact(listing)
+
+    async def update_mcp_server(self, server_id: str, body: Any) -> McpServer:
+        request = convert.structure_api(body, CreateMcpServer)
+        config = request.config
+
+        async def update(tr: Transaction) -> McpServer:
+            current = await self._server(tr, server_id)
+            kind = _config_type(config, current.mcp_server_type)
+            if kind != current.mcp_server_type:
+                raise Invalid.field(
+                    ["body", "config", "mcp_server_type"],
+                    f"this server is a {current.mcp_server_type} server; its type cannot "
+                    "change (create another server instead)",
+                )
+            changes: dict[str, Any] = {}
+            if request.server_name is not None:
+                changes["server_name"] = request.server_name
+            fields = ("command", "args") if kind == "stdio" else ("server_url", "auth_header")
+            for name in fields:
+                if getattr(config, name) is not None:
+                    changes[name] = getattr(config, name)
+            if kind == "stdio" and config.env is not None:
+                changes["env"] = _kept(config.env, current.env)
+            if kind != "stdio":
+                if config.custom_headers is not None:
+                    changes["custom_headers"] = _kept(config.custom_headers, current.custom_headers)
+                token = config.auth_token
+                if token is not None and token != MASK:
+                    if token.lower().startswith("bearer "):
+                        token = token[len("bearer ") :]
+                    changes["auth_token"] = token or None
+            server = attrs.evolve(current, **changes)
+            _check_server(server)
+            if server.server_name != current.server_name:
+                await self._claim_server_name(tr, server)
+                tr.clear(MCP_SERVER_NAMES.pack((current.server_name,)))
+                for tool in await self._server_tools(tr, server_id):  # their tags name it
+                    renamed = attrs.evolve(tool, tags=sync.tags(server),
+                                           metadata_=sync.metadata(server))  # fmt: skip
+                    self._write_tool(tr, renamed, tool)
+            self._write_server(tr, server)
+            return server
+
+        server = await self.store.transact(update)
+        if self.mcp is not None:
+            self.mcp.stop(server_id)  # the next request connects with the new configuration
+        return server
+
+    async def delete_mcp_server(self, server_id: str) -> None:
+        """The server and its tools (detached from every agent), in one transaction."""
+
+        async def delete(tr: Transaction) -> None:
+            server = await self._server(tr, server_id)
+            for tool in await self._server_tools(tr, server_id):
+                await self._remove_tool(tr, tool)
+            tr.clear_range(*keys.prefix_range(MCP_TOOLS.pack((server_id,))))
+            clear_blob(tr, MCP_SERVERS.pack((server_id,)))
+            tr.clear(MCP_SERVER_INDEX.pack((micros(server.created_at), server_id)))
+            tr.clear(MCP_SERVER_NAMES.pack((server.server_name,)))
+
+        await self.store.transact(delete)
+        if self.mcp is not None:
+            self.mcp.stop(server_id)
+
+    # -- tools -------------------------------------------------------------
+
+    async def refresh_mcp_server(self, server_id: str) -> dict[str, Any]:
+        """Sync the server's tools with what it lists now: {added, updated, deleted, skipped}."""
+        server = await self.get_mcp_server(server_id)
+        try:
+            listed = await self._sessions(server).list_tools(server)
+        except McpFailure as error:
+            raise McpUnavailable(server, error) from None
+
+        async def apply(tr: Transaction) -> dict[str, Any]:
+            current = await self._server(tr, server_id)  # deleted meanwhile: NotFound
+            return await self._apply_listing(tr, current, listed)
+
+        return await self.store.transact(apply)
+
+    async def connect_mcp_server(self, server_id: str) -> list[dict[str, Any]]:
+        """GET /v1/mcp-servers/connect/{id}: Letta's connection check, as its events.
+        Letta runs an OAuth flow here for a server that wants one; this server does not,
+        and refuses with a 422 saying what to give instead."""
+        server = await self.get_mcp_server(server_id)
+        events: list[dict[str, Any]] = [
+            {"event": "connection_attempt", "server_name": server.server_name}
+        ]
+        try:
+            listed = await self._sessions(server).list_tools(server)
+        except McpUnauthorized as error:
+            raise Invalid.field(
+                ["path", "mcp_server_id"],
+                f"{error}. OAuth flows are not supported: set auth_token (and auth_header) "
+                "or custom_headers on the server (PATCH /v1/mcp-servers/{id})",
+            ) from None
+        except McpFailure as error:
+            return [*events, {"event": "error", "message": str(error)}]
+        tools = [{"name": t.name, "description": t.description, "inputSchema": t.input_schema}
+                 for t in listed]  # fmt: skip
+        return [*events, {"event": "success", "tools": tools}]
+
+    async def list_mcp_tools(self, server_id: str) -> list[Tool]:
+        async def listing(tr: Transaction) -> list[Tool]:
+            await self._server(tr, server_id)
+            return await self._server_tools(tr, server_id)
+
+        return await self.store.transact(listing)
+
+    async def get_mcp_tool(self, server_id: str, tool_id: str) -> Tool:
+        async def read(tr: Transaction) -> Tool:
+            await self._server(tr, server_id)
+            if await tr.get(MCP_TOOLS.pack((server_id, tool_id))) is None:
+                raise NotFound("Tool", f"{tool_id}' of MCP server '{server_id}")
+            return await self._tool(tr, tool_id)
+
+        return await self.store.transact(read)
+
+    async def run_mcp_tool(self, server_id: str, tool_id: str, body: Any) -> dict[str, Any]:
+        """POST .../tools/{tool_id}/run: Letta's ToolExecutionResult."""
+        args = (body or {}).get("args", {}) if isinstance(body, dict) else None
+        if not isinstance(args, dict):
+            raise Invalid.field(["body", "args"], "args must be a JSON object")
+        tool = await self.get_mcp_tool(server_id, tool_id)
+        status, text = await self.call_mcp_tool(tool, args)
+        return {"status": status, "func_return": text, "agent_state": None, "stdout": None,
+                "stderr": None, "sandbox_config_fingerprint": None}  # fmt: skip
+
+    async def call_mcp_tool(self, tool: Any, args: dict[str, Any]) -> tuple[str, str]:
+        """One call of an MCP tool, as (status, text): an agent's step and the run route.
+        Whatever goes wrong (the server gone, unreachable, hung, crashed, the tool removed
+        upstream, the tool's own error) is an "error" with a sentence saying what."""
+        server_id = sync.server_of(tool)
+        try:
+            server = None if server_id is None else await self.get_mcp_server(server_id)
+        except NotFound:
+            server = None
+        if server is None:
+            return "error", f"the MCP server of tool '{tool.name}' no longer exists"
+        try:
+            result = await self._sessions(server).call_tool(server, tool.name, args)
+        except McpFailure as error:
+            return "error", str(error)
+        return ("error" if result.is_error else "success"), result.text
+
+    # -- helpers -----------------------------------------------------------
+
+    def _sessions(self, server: McpServer) -> McpSessions:
+        if self.mcp is None:
+            raise McpUnavailable(server, McpFailure("this server runs no MCP sessions"))
+        return self.mcp
+
+    async def _server(self, tr: Transaction, server_id: str) -> McpServer:
+        server = await read_record(tr, MCP_SERVERS.pack((server_id,)), McpServer)
+        if server is None:
+            raise NotFound("MCP server", server_id)
+        return server
+
+    async def _claim_server_name(self, tr: Transaction, server: McpServer) -> None:
+        holder = await tr.get(MCP_SERVER_NAMES.pack((server.server_name,)))
+        if holder is not None and holder.decode() != server.id:
+            raise Conflict(
+                f"an MCP server named '{server.server_name}' already exists ({holder.decode()})"
+            )
+
+    @staticmethod
+    def _write_server(tr: Transaction, server: McpServer) -> None:
+        set_blob(tr, MCP_SERVERS.pack((server.id,)), check_record(server, "MCP server"))
+        tr.set(MCP_SERVER_INDEX.pack((micros(server.created_at), server.id)), b"")
+        tr.set(MCP_SERVER_NAMES.pack((server.server_name,)), server.id.encode())
+
+    async def _server_tools(self, tr: Transaction, server_id: str) -> list[Tool]:
+        found = []
+        for key, _ in await tr.get_prefix(MCP_TOOLS.pack((server_id,))):
+            tool_id = MCP_TOOLS.unpack(key)[1]
+            tool = await read_record(tr, keys.ROOT["tools"].pack((tool_id,)), Tool)
+            if tool is None or sync.server_of(tool) != server_id or not sync.is_mcp_tool(tool):
+                # Deleted through /v1/tools/, or replaced there by a custom tool of the
+                # same name (PUT keeps the id): no longer this server's; the mapping goes.
+                tr.clear(key)
+            else:
+                found.append(tool)
+        found.sort(key=lambda t: (t.created_at, t.id))
+        return found
+
+    async def _apply_listing(
+        self, tr: Transaction, server: McpServer, listed: list[McpTool]
+    ) -> dict[str, Any]:
+        plan = sync.plan(listed, await self._server_tools(tr, server.id))
+        skipped = dict(plan.skipped)
+        added = []
+        for new in plan.add:
+            tool = Tool(
+                id=self.env.new_id("tool"),
+                name=new.name,
+                tool_type=MCP_TOOL_TYPE,
+                description=new.description,
+                tags=sync.tags(server),
+                source_code=None,
+                json_schema=new.json_schema,
+                metadata_=sync.metadata(server),
+                created_at=self.env.now(),
+            )
+            holder = await self._named(tr, tool.name)
+            if holder is not None:
+                skipped[tool.name] = f"another tool is named '{tool.name}' ({holder})"
+                continue
+            self._write_tool(tr, check_tool_fits(tool))
+            tr.set(MCP_TOOLS.pack((server.id, tool.id)), b"")
+            added.append(tool.name)
+        for stored, new in plan.update:
+            changed = attrs.evolve(stored, description=new.description,
+                                   json_schema=new.json_schema)  # fmt: skip
+            self._write_tool(tr, check_tool_fits(changed), stored)
+        for gone in plan.remove:
+            await self._remove_tool(tr, gone)
+            tr.clear(MCP_TOOLS.pack((server.id, gone.id)))
+        if skipped:
+            log.info("MCP server %s: tools not synced: %s", server.id, sorted(skipped))
+        return {
+            "added": added,
+            "updated": [new.name for _, new in plan.update],
+            "deleted": [t.name for t in plan.remove],
+            "skipped": skipped,
+        }
+
+
+def check_tool_fits(tool: Tool) -> Tool:
+    check_key_part(["body", "name"], tool.name, "the tool's name")
+    return tool
