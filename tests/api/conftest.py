@@ -53,9 +53,12 @@ def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 30)
 
 
 @contextlib.contextmanager
-def server_process(data_dir: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen]]:
+def server_process(
+    data_dir: Path, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen]]:
     """`kelpie-trio serve` on a free loopback port over `data_dir`, until the block ends: its
-    URL and its process (for tests that look at its sockets and file descriptors)."""
+    URL and its process (for tests that look at its sockets and file descriptors). The
+    environment is the test's without KELPIE_* variables, plus `env`."""
     port = _free_port()
     # The log goes to a file: a pipe nobody reads fills after a few hundred request lines,
     # and then the server blocks on its next log write.
@@ -66,7 +69,8 @@ def server_process(data_dir: Path, *extra: str) -> Iterator[tuple[str, subproces
              "--data-dir", str(data_dir), *extra],
             stdout=subprocess.DEVNULL,
             stderr=log_file,
-            env={k: v for k, v in os.environ.items() if not k.startswith("KELPIE_")},
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("KELPIE_")},
+                 **(env or {})},
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

@@ -71,7 +71,8 @@ def test_fuzzing_the_api_finds_nothing_and_leaks_nothing(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     data_dir = tmp_path_factory.mktemp("fuzz")
-    with server_process(data_dir) as (url, process):
+    # Stdio MCP servers are commands: the fuzzer's random ones are refused, never started.
+    with server_process(data_dir, env={"KELPIE_MCP_STDIO": "off"}) as (url, process):
         fds = psutil.Process(process.pid).num_fds()
         run = _schemathesis(url, data_dir)
         output = run.stdout + run.stderr
