@@ -93,7 +93,10 @@ def main(args: argparse.Namespace) -> int:
         world = run.world
         if run.error is not None:
             print(f"FAILED: {run.error}", file=sys.stderr)
-            print(replay_command(args.seed, scenario=name, faults=args.faults), file=sys.stderr)
+            print(
+                replay_command(args.seed, scenario=name, faults=args.faults, test=False),
+                file=sys.stderr,
+            )
             status = 1
         else:
             summary = getattr(run.result, "summary", None)
@@ -146,5 +149,5 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"  {fault.value:<24} {fired[fault]:>8}")
     for failure in failures:
         print(f"FAILED {failure.name} seed {failure.seed}: {failure.error[:300]}")
-        print(replay_command(failure.seed, scenario=failure.name, faults=args.faults))
+        print(replay_command(failure.seed, scenario=failure.name, faults=args.faults, test=False))
     return 1 if failures else 0
