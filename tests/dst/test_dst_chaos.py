@@ -19,7 +19,7 @@ from collections import Counter
 
 from kelpie_trio.sim import FaultType, SimWorld
 from kelpie_trio.sim.agent_scenarios import CHAOS_FAULTS as FAULTS
-from kelpie_trio.sim.agent_scenarios import chaos
+from kelpie_trio.sim.agent_scenarios import TURNS_FAULTS, chaos, turns
 from kelpie_trio.sim.seeds import run_seeds
 
 
@@ -48,3 +48,17 @@ def test_dst_chaos_every_fault_fires_against_the_real_agent() -> None:
     if seeds > 1:  # a replayed seed may miss some; the sweep must fire every one
         missing = [f.value for f in FaultType if fired[f] == 0]
         assert not missing, f"faults that never fired against the real agent: {missing}"
+
+
+def test_dst_turns_through_two_nodes_land_once_under_storage_llm_and_tool_faults() -> None:
+    """The `turns` scenario: two clients, three turns each, through either node, under
+    storage, LLM (rate limits included), tool faults and panics; every answered send
+    stored once and every answer stored whole (checked by the scenario), and all six
+    answered in the end."""
+
+    def one(seed: int) -> None:
+        report = SimWorld(seed, TURNS_FAULTS).run(turns)
+        assert sorted(report.replies) == [f"o{c}-{i}" for c in range(2) for i in range(3)]
+        assert report.requests.get("hung", 0) == 0
+
+    run_seeds(one, 10, scenario="turns")
