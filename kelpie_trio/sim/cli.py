@@ -20,7 +20,7 @@ from collections import Counter
 
 import attrs
 
-from kelpie_trio.sim.faults import PRESETS, FaultType
+from kelpie_trio.sim.faults import PRESETS, FaultConfig, FaultType, preset
 from kelpie_trio.sim.scenarios import SCENARIOS, Scenario
 from kelpie_trio.sim.seeds import replay_command
 from kelpie_trio.sim.world import SimWorld
@@ -60,8 +60,23 @@ class _Run:
     result: object = None
 
 
+def _faults(scenario: Scenario, faults: str | None) -> str | FaultConfig:
+    if not faults:
+        return scenario.default_faults
+    return preset(faults).without(scenario.unmodelled)
+
+
+def _dropped(scenario: Scenario, faults: str | None) -> str:
+    """A note naming the faults of the preset that the scenario does not model."""
+    if not faults:
+        return ""
+    dropped = [f.value for f in FaultType
+               if f in scenario.unmodelled and preset(faults).rate(f) > 0]  # fmt: skip
+    return f" (not modelled here, left out: {', '.join(dropped)})" if dropped else ""
+
+
 def _run(name: str, scenario: Scenario, seed: int, faults: str | None) -> _Run:
-    world = SimWorld(seed, faults or scenario.default_faults)
+    world = SimWorld(seed, _faults(scenario, faults))
     try:
         result = world.run(scenario.run)
     except Exception as error:  # any failure of a seed is reported, not raised
@@ -88,7 +103,9 @@ def main(args: argparse.Namespace) -> int:
     for name in _names(args):
         scenario = SCENARIOS[name]
         label = _faults_label(scenario, args.faults)
-        print(f"sim: scenario={name} seed={args.seed} faults={label}")
+        print(
+            f"sim: scenario={name} seed={args.seed} faults={label}{_dropped(scenario, args.faults)}"
+        )
         run = _run(name, scenario, args.seed, args.faults)
         world = run.world
         if run.error is not None:
@@ -143,7 +160,8 @@ def _sweep(args: argparse.Namespace) -> int:
     for name in names:
         failed = sum(1 for f in failures if f.name == name)
         label = _faults_label(SCENARIOS[name], args.faults)
-        print(f"  {name:<10} {runs[name]:>6} runs  {failed:>4} failed  faults={label}")
+        note = _dropped(SCENARIOS[name], args.faults)
+        print(f"  {name:<10} {runs[name]:>6} runs  {failed:>4} failed  faults={label}{note}")
     print("faults fired, over the sweep:")
     for fault in FaultType:
         print(f"  {fault.value:<24} {fired[fault]:>8}")

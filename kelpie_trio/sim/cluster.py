@@ -44,6 +44,7 @@ from kelpie_trio.sim.network import SimNetwork
 from kelpie_trio.sim.world import SimNode, SimWorld
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
+from kelpie_trio.storage.errors import StoreError
 
 __all__ = [
     "STORM_CONFIG",
@@ -211,7 +212,17 @@ class SimAgentEnv:
             finally:
                 ready.set()  # also when it crashed while starting: the caller goes on
 
-        self._nursery.start_soon(self.world.run_node, node, life)
+        async def run(node: SimNode) -> None:
+            try:
+                await self.world.run_node(node, life)
+            except* StoreError as refused:
+                if node.name in self.dispatchers:
+                    raise
+                # It could not start (its registration refused: a full disk), so the
+                # process exits, as the agent harness's nodes do; it may be started again.
+                node.crash(f"start failed: {refused.exceptions[0]!r}")
+
+        self._nursery.start_soon(run, node)
         await ready.wait()
         return node
 
@@ -251,7 +262,7 @@ class SimAgentEnv:
             try:
                 reply = await self.dispatchers[name].invoke(agent_id, {"id": message_id})
                 outcome = Outcome(message_id, agent_id, reply=reply)
-            except RuntimeFailure as error:
+            except (RuntimeFailure, StoreError) as error:  # a full disk is told at once
                 outcome = Outcome(message_id, agent_id, error=f"{type(error).__name__}: {error}")
         self.outcomes.append(outcome)
         self.world.trace.record(

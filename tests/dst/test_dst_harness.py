@@ -9,14 +9,16 @@ and the replay command of a failing seed.
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
 import pytest
 import trio
 
 from kelpie_trio.nursery.lease import Lease
-from kelpie_trio.sim import SimWorld
+from kelpie_trio.sim import FaultConfig, FaultType, SimWorld
 from kelpie_trio.sim import cli as sim_cli
+from kelpie_trio.sim.cluster import runtime_storm
 from kelpie_trio.sim.invariants import InvariantViolation, stale_history_writes
 from kelpie_trio.sim.scenarios import SCENARIOS, Scenario
 from kelpie_trio.storage import keys
@@ -217,3 +219,19 @@ def test_a_sweep_sums_the_faults_and_a_failing_seed_prints_its_replay_command(
     assert "FAILED broken seed 2: InvariantViolation: seed 2: broken on purpose" in out.out
     assert "replay: kelpie-trio sim --seed 2 --scenario broken" in out.out
     assert "sim: 4/4 runs" in out.err
+
+
+def test_a_preset_leaves_out_the_faults_a_scenario_does_not_model(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert sim_cli.main(_args(scenario="search", seed=1, faults="crash")) == 0
+    out = capsys.readouterr().out
+    assert "left out: CrashBeforeWrite, CrashAfterWrite, CrashDuringTransaction" in out
+
+
+def test_the_runtime_storm_on_a_filling_disk_fails_cleanly_and_restarts_nodes() -> None:
+    """A node whose registration a full disk refuses exits (and comes back); a message
+    refused by the full disk is a clean error to its sender, not a crash of the run."""
+    storm = functools.partial(runtime_storm, agents=50, messages=200)
+    report = SimWorld(1, FaultConfig({FaultType.STORAGE_FULL: 0.01})).run(storm)
+    assert report.acked > 0 and report.failed > 0
