@@ -32,14 +32,31 @@ from kelpie_trio.nursery.dispatcher import Dispatcher, RuntimeConfig
 from kelpie_trio.nursery.errors import RuntimeFailure
 from kelpie_trio.nursery.observer import RuntimeObserver
 from kelpie_trio.nursery.transport import SimTransport
-from kelpie_trio.sim.faults import FaultType
+from kelpie_trio.sim.faults import (
+    CRASH_FAULTS,
+    NETWORK_FAULTS,
+    STORAGE_FAULTS,
+    FaultConfig,
+    FaultType,
+)
+from kelpie_trio.sim.invariants import InvariantViolation
 from kelpie_trio.sim.network import SimNetwork
-from kelpie_trio.sim.scenarios import InvariantViolation
 from kelpie_trio.sim.world import SimNode, SimWorld
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
+from kelpie_trio.storage.errors import StoreError
 
-__all__ = ["InvariantChecker", "JournalActor", "Outcome", "SimAgentEnv"]
+__all__ = [
+    "STORM_CONFIG",
+    "STORM_FAULTS",
+    "InvariantChecker",
+    "JournalActor",
+    "Outcome",
+    "SimAgentEnv",
+    "StormReport",
+    "runtime_storm",
+    "storm",
+]
 
 JOURNAL = keys.MESSAGES  # (agent_id, seq) -> (message id, epoch, node id)
 
@@ -86,8 +103,15 @@ class JournalActor:
 
 
 class InvariantChecker(RuntimeObserver):
-    def __init__(self, world: SimWorld) -> None:
+    """Checks activations as every node's runtime reports them (`Dispatcher(observer=)`).
+
+    `to_world`: report violations to the world (`SimWorld.violate`), which fails the run
+    at its end whatever the scenario does; otherwise they are kept here for `check()`.
+    """
+
+    def __init__(self, world: SimWorld, *, to_world: bool = False) -> None:
         self.world = world
+        self.to_world = to_world
         self.violations: list[str] = []
         self.hosts: dict[str, dict[str, int]] = defaultdict(dict)  # agent -> node -> epoch
         self.epoch_owner: dict[tuple[str, int], str] = {}
@@ -98,7 +122,10 @@ class InvariantChecker(RuntimeObserver):
 
     def _violate(self, what: str) -> None:
         self.violations.append(what)
-        self.world.trace.record(f"VIOLATION {what}")
+        if self.to_world:
+            self.world.violate(what)
+        else:
+            self.world.trace.record(f"VIOLATION {what}")
 
     def activated(self, node_id: str, agent_id: str, epoch: int) -> None:
         self.activations += 1
@@ -185,7 +212,17 @@ class SimAgentEnv:
             finally:
                 ready.set()  # also when it crashed while starting: the caller goes on
 
-        self._nursery.start_soon(self.world.run_node, node, life)
+        async def run(node: SimNode) -> None:
+            try:
+                await self.world.run_node(node, life)
+            except* StoreError as refused:
+                if node.name in self.dispatchers:
+                    raise
+                # It could not start (its registration refused: a full disk), so the
+                # process exits, as the agent harness's nodes do; it may be started again.
+                node.crash(f"start failed: {refused.exceptions[0]!r}")
+
+        self._nursery.start_soon(run, node)
         await ready.wait()
         return node
 
@@ -225,7 +262,7 @@ class SimAgentEnv:
             try:
                 reply = await self.dispatchers[name].invoke(agent_id, {"id": message_id})
                 outcome = Outcome(message_id, agent_id, reply=reply)
-            except RuntimeFailure as error:
+            except (RuntimeFailure, StoreError) as error:  # a full disk is told at once
                 outcome = Outcome(message_id, agent_id, error=f"{type(error).__name__}: {error}")
         self.outcomes.append(outcome)
         self.world.trace.record(
@@ -277,3 +314,75 @@ class SimAgentEnv:
             raise InvariantViolation(
                 f"seed {self.world.seed}: " + "; ".join(self.checker.violations[:10])
             )
+
+
+# -- the runtime storm: many agents, every node, crashes and store partitions -----------
+
+STORM_FAULTS = FaultConfig(
+    {
+        **dict.fromkeys(STORAGE_FAULTS, 0.02),
+        **dict.fromkeys(CRASH_FAULTS, 0.002),
+        **dict.fromkeys(NETWORK_FAULTS, 0.02),
+        FaultType.CLOCK_SKEW: 0.3,
+        FaultType.AGENT_LOOP_PANIC: 0.01,
+    }
+)
+STORM_CONFIG = RuntimeConfig(lease_ttl=10.0, renew_interval=3.0, idle_timeout=5.0)
+
+
+async def storm(env: SimAgentEnv, *, agents: int = 1000, messages: int = 1500) -> None:
+    """Random messages to many agents through every node; now and then a node is cut
+    off from the store for a while; crashed nodes come back as new incarnations."""
+    rng = env.world.rng("storm")
+
+    async def client(c: int, count: int) -> None:
+        for i in range(count):
+            await env.send(f"agent-{rng.randrange(agents)}", f"c{c}-{i}")
+
+    async def chaos_monkey() -> None:
+        while True:
+            await trio.sleep(1)
+            for name in env.names:
+                if env.nodes[name].crashed:
+                    await env.start_node(name)
+            if rng.random() < 0.03:
+                env.nodes[rng.choice(env.names)].cut_off_store(rng.uniform(2, 15))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(chaos_monkey)
+        async with trio.open_nursery() as clients:
+            for c in range(20):
+                clients.start_soon(client, c, messages // 20)
+        nursery.cancel_scope.cancel()
+
+
+@attrs.frozen
+class StormReport:
+    acked: int
+    failed: int
+    activations: int
+    forwards: int
+    restarts: int
+
+    def summary(self) -> str:
+        return (
+            f"runtime storm: {self.acked} messages acknowledged, {self.failed} failed "
+            f"cleanly; {self.activations} activations, {self.forwards} forwards, "
+            f"{self.restarts} actor restarts"
+        )
+
+
+async def runtime_storm(
+    world: SimWorld, *, agents: int = 1000, messages: int = 1500
+) -> StormReport:
+    """The `storm` scenario on three nodes of JournalActors, then every check."""
+    env = SimAgentEnv(world, config=STORM_CONFIG)
+    async with trio.open_nursery() as nursery:
+        await env.start(nursery)
+        await storm(env, agents=agents, messages=messages)
+        nursery.cancel_scope.cancel()
+    await env.check()
+    acked = sum(o.acked for o in env.outcomes)
+    checker = env.checker
+    return StormReport(acked, len(env.outcomes) - acked, checker.activations,
+                       checker.forwards, checker.restarts)  # fmt: skip

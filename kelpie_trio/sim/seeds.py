@@ -28,11 +28,14 @@ def seeds(default_count: int, *, first: int = 0) -> list[int]:
     return list(range(first, first + count))
 
 
-def replay_command(seed: int, *, scenario: str | None = None, faults: str | None = None) -> str:
+def replay_command(
+    seed: int, *, scenario: str | None = None, faults: str | None = None, test: bool = True
+) -> str:
+    """`test`: also the pytest line, when a test is running (the command line has none)."""
     lines = []
-    test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
-    if test:
-        lines.append(f"DST_SEED={seed} pytest '{test}'")
+    current = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0] if test else ""
+    if current:
+        lines.append(f"DST_SEED={seed} pytest '{current}'")
     if scenario:
         sim = f"kelpie-trio sim --seed {seed} --scenario {scenario}"
         lines.append(sim + (f" --faults {faults}" if faults else ""))

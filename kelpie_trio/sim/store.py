@@ -23,7 +23,14 @@ import attrs
 import trio
 
 from kelpie_trio.sim.faults import FaultType
-from kelpie_trio.sim.invariants import unfenced_history_writes
+from kelpie_trio.sim.invariants import (
+    Holder,
+    history_agents,
+    holder_of,
+    stale_history_writes,
+    unfenced_history_writes,
+)
+from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import CommitRequest
 from kelpie_trio.storage.errors import (
     CommitUnknownResult,
@@ -44,9 +51,17 @@ __all__ = ["SimStore", "SimTransaction"]
 class SimTransaction(MemoryTransaction):
     _store: SimStore
 
+    def _forget_read_version(self) -> None:
+        super()._forget_read_version()
+        # The lease holder each agent's lease read showed, for SingleActivation at commit.
+        self.leases_read: dict[str, Holder] = {}
+
     async def _read(self, key: bytes) -> bytes | None:
         await self._store.before_read("get")
-        return await super()._read(key)
+        value = await super()._read(key)
+        if _LEASES.start <= key < _LEASES.stop:
+            self.leases_read.setdefault(keys.LEASES.unpack(key)[0], holder_of(value))
+        return value
 
     async def _read_range(
         self, begin: bytes, end: bytes, limit: int, reverse: bool
@@ -55,7 +70,10 @@ class SimTransaction(MemoryTransaction):
         return await super()._read_range(begin, end, limit, reverse)
 
     async def _commit(self, request: CommitRequest) -> None:
-        await self._store.commit(request)
+        await self._store.commit(request, dict(self.leases_read))
+
+
+_LEASES = keys.LEASES.range()
 
 
 class SimStore(MemoryStore):
@@ -101,7 +119,10 @@ class SimStore(MemoryStore):
         if self._fires(FaultType.STORAGE_READ_FAIL, op):
             raise StorageUnavailable(f"injected read failure ({op})")
 
-    async def commit(self, request: CommitRequest) -> None:
+    async def commit(
+        self, request: CommitRequest, leases_read: dict[str, Holder] | None = None
+    ) -> None:
+        read = leases_read or {}
         self._check_fence()
         await self._latency("commit")
         if self._fires(FaultType.CRASH_BEFORE_WRITE, "commit"):
@@ -115,12 +136,12 @@ class SimStore(MemoryStore):
         if self._fires(FaultType.CRASH_DURING_TRANSACTION, "commit"):
             # The node dies with its commit in flight: it lands whole or not at all.
             if self.world.faults.uniform(0, 1) < 0.5:
-                self._apply(request, "crash-landed")
+                self._apply(request, "crash-landed", read)
             raise self._crash(FaultType.CRASH_DURING_TRANSACTION)
         if self._fires(FaultType.COMMIT_UNKNOWN_RESULT, "commit"):
-            self._unknown_result(request)
+            self._unknown_result(request, read)
             raise CommitUnknownResult("injected: the commit may or may not have landed")
-        self._apply(request, "commit")
+        self._apply(request, "commit", read)
         if self._fires(FaultType.CRASH_AFTER_WRITE, "commit"):
             raise self._crash(FaultType.CRASH_AFTER_WRITE)
 
@@ -138,8 +159,14 @@ class SimStore(MemoryStore):
             return True
         return False
 
-    def _apply(self, request: CommitRequest, how: str) -> None:
-        version = self.world.engine.commit(request, self.env.monotonic())
+    def _apply(self, request: CommitRequest, how: str, read: dict[str, Holder]) -> None:
+        engine = self.world.engine
+        latest = engine.read_version()
+        stored = {a: holder_of(engine.get(keys.LEASES.pack((a,)), latest))
+                  for a in history_agents(request) if a in read}  # fmt: skip
+        version = engine.commit(request, self.env.monotonic())
+        for problem in stale_history_writes(request, read, stored):  # it landed: superseded?
+            self.world.violate(problem)
         for agent in unfenced_history_writes(request):  # it landed: was it fenced?
             self.world.violate(
                 f"FencedWrites: node {self.node.id} wrote {agent}'s history "
@@ -148,11 +175,11 @@ class SimStore(MemoryStore):
         self.commits += 1
         self.world.trace.record(f"{how} node={self.node.id} version={version}")
 
-    def _unknown_result(self, request: CommitRequest) -> None:
+    def _unknown_result(self, request: CommitRequest, read: dict[str, Holder]) -> None:
         """Land the commit now, never, or later; the caller is told none of it."""
         fate = self.world.faults.uniform(0, 3)
         if fate < 1:
-            self._apply(request, "unknown-landed")
+            self._apply(request, "unknown-landed", read)
         elif fate < 2:
             self.world.trace.record(f"unknown-lost node={self.node.id}")
         else:
@@ -163,11 +190,13 @@ class SimStore(MemoryStore):
                 request = attrs.evolve(request, read_version=self.world.engine.read_version())
             delay = self.world.faults.uniform(0.0, 0.05)
             assert self.world.system_nursery is not None
-            self.world.system_nursery.start_soon(self._land_late, request, delay)
+            self.world.system_nursery.start_soon(self._land_late, request, delay, read)
 
-    async def _land_late(self, request: CommitRequest, delay: float) -> None:
+    async def _land_late(
+        self, request: CommitRequest, delay: float, read: dict[str, Holder]
+    ) -> None:
         await trio.sleep(delay)
         try:
-            self._apply(request, "unknown-landed-late")
+            self._apply(request, "unknown-landed-late", read)
         except StoreError as error:
             self.world.trace.record(f"unknown-lost-late node={self.node.id} ({error.code})")

@@ -88,6 +88,7 @@ class SimNode:
         self.store: SimStore = SimStore(world, self)
         self.cancel_scope = trio.CancelScope()
         self.crashed = False
+        self.down = trio.Event()  # set at the crash: what a client's open connection sees
         self.store_cut_until = -1.0  # virtual time until which the store is out of reach
 
     def cut_off_store(self, duration: float) -> None:
@@ -101,6 +102,7 @@ class SimNode:
         self.crashed = True
         self.world.trace.record(f"crash node={self.id} reason={reason}")
         self.cancel_scope.cancel()
+        self.down.set()
 
     def __repr__(self) -> str:
         return f"SimNode({self.id})"

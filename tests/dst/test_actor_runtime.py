@@ -17,8 +17,9 @@ import trio.testing
 
 from kelpie_trio.nursery.dispatcher import RuntimeConfig
 from kelpie_trio.sim import FaultConfig, FaultType, SimWorld
-from kelpie_trio.sim.cluster import SimAgentEnv
-from kelpie_trio.sim.faults import CRASH_FAULTS, NETWORK_FAULTS, STORAGE_FAULTS
+from kelpie_trio.sim.cluster import STORM_CONFIG, SimAgentEnv, runtime_storm, storm
+from kelpie_trio.sim.cluster import STORM_FAULTS as STORM
+from kelpie_trio.sim.faults import STORAGE_FAULTS
 from kelpie_trio.sim.seeds import run_seeds
 
 STORAGE = FaultConfig(dict.fromkeys(STORAGE_FAULTS, 0.05))
@@ -259,54 +260,14 @@ def test_full_mailbox_is_backpressure_not_a_queue() -> None:
     assert all(e is None or e.startswith("MailboxFull") for e in errors)
 
 
-STORM = FaultConfig(
-    {
-        **dict.fromkeys(STORAGE_FAULTS, 0.02),
-        **dict.fromkeys(CRASH_FAULTS, 0.002),
-        **dict.fromkeys(NETWORK_FAULTS, 0.02),
-        FaultType.CLOCK_SKEW: 0.3,
-        FaultType.AGENT_LOOP_PANIC: 0.01,
-    }
-)
-
-
-STORM_CONFIG = RuntimeConfig(lease_ttl=10.0, renew_interval=3.0, idle_timeout=5.0)
-
-
-async def storm(env: SimAgentEnv, *, agents: int = 1000, messages: int = 1500) -> None:
-    """Random messages to many agents through every node; now and then a node is cut
-    off from the store for a while; crashed nodes come back as new incarnations."""
-    rng = env.world.rng("storm")
-
-    async def client(c: int, count: int) -> None:
-        for i in range(count):
-            await env.send(f"agent-{rng.randrange(agents)}", f"c{c}-{i}")
-
-    async def chaos_monkey() -> None:
-        while True:
-            await trio.sleep(1)
-            for name in env.names:
-                if env.nodes[name].crashed:
-                    await env.start_node(name)
-            if rng.random() < 0.03:
-                env.nodes[rng.choice(env.names)].cut_off_store(rng.uniform(2, 15))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(chaos_monkey)
-        async with trio.open_nursery() as clients:
-            for c in range(20):
-                clients.start_soon(client, c, messages // 20)
-        nursery.cancel_scope.cancel()
-
-
 def test_dst_actor_storm() -> None:
     def one(seed: int) -> None:
-        env, _ = simulate(seed, storm, STORM, config=STORM_CONFIG)
+        report = SimWorld(seed, STORM).run(runtime_storm)
         # The storm must get work done, or it proves nothing (most failures are
         # messages to a node that just crashed or lost the store).
-        assert sum(o.acked for o in env.outcomes) > 750
+        assert report.acked > 750
 
-    run_seeds(one, 100)
+    run_seeds(one, 100, scenario="storm")
 
 
 def test_dst_actor_storm_is_deterministic() -> None:

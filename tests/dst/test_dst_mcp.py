@@ -23,8 +23,14 @@ from kelpie_trio.sim.faults import CRASH_FAULTS, STORAGE_FAULTS
 from kelpie_trio.sim.llm import send_message, tool_calls
 from kelpie_trio.sim.mcp import SimMcpClient, SimMcpTool
 from kelpie_trio.sim.seeds import run_seeds
-from tests.dst.agent_harness import AgentCluster, history_of, new_agent
-from tests.dst.test_dst_sessions import _live, _restart_crashed, _send_anywhere
+from tests.dst.agent_harness import (
+    AgentCluster,
+    history_of,
+    live_service,
+    new_agent,
+    restart_crashed,
+    send_anywhere,
+)
 
 FAULTS = FaultConfig(
     {**dict.fromkeys(STORAGE_FAULTS, 0.03), **dict.fromkeys(CRASH_FAULTS, 0.006)},
@@ -111,17 +117,17 @@ def test_dst_mcp_tool_calls_never_repeat_once_their_result_is_stored() -> None:
                     otid = f"o{c}-{i}"
                     body = {"messages": [{"role": "user", "content": otid, "otid": otid}],
                             "max_steps": 6}  # fmt: skip
-                    replies[otid] = await _send_anywhere(sim, agent, body, first=c + i)
+                    replies[otid] = await send_anywhere(sim, agent, body, first=c + i)
 
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_restart_crashed, sim)
+                nursery.start_soon(restart_crashed, sim)
                 async with trio.open_nursery() as clients:
                     for c in range(3):
                         clients.start_soon(client, c)
                 nursery.cancel_scope.cancel()
             sim.world.faults.enabled = False
             await trio.sleep(SETTINGS.idle_timeout + 1)  # idle sessions close
-            return replies, await history_of(_live(sim), agent)
+            return replies, await history_of(live_service(sim), agent)
 
         sim, (replies, history) = simulate_mcp(
             seed, scenario, nodes=2, script=[_reply] * 300, config=TAKEOVER,
@@ -172,11 +178,11 @@ def test_dst_a_node_crashing_between_two_mcp_results_runs_only_the_unfinished_on
             body = {"messages": [{"role": "user", "content": "go", "otid": "o1"}],
                     "max_steps": 4}  # fmt: skip
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_restart_crashed, sim)
-                reply = await _send_anywhere(sim, agent, body, first=0)
+                nursery.start_soon(restart_crashed, sim)
+                reply = await send_anywhere(sim, agent, body, first=0)
                 nursery.cancel_scope.cancel()
             assert reply["stop_reason"]["stop_reason"] == "end_turn", reply["stop_reason"]
-            return crashed, await history_of(_live(sim), agent)
+            return crashed, await history_of(live_service(sim), agent)
 
         sim, (crashed, history) = simulate_mcp(
             seed, scenario, nodes=2, script=[_reply] * 20, config=TAKEOVER,

@@ -8,6 +8,7 @@ test_dst_fdb_agent_crud. A session here is a run (kelpie_trio/agent/runs.py).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections import Counter
 from typing import Any
@@ -15,18 +16,25 @@ from typing import Any
 import pytest
 import trio
 
-from kelpie_trio.agent.runs import OPEN_RUNS, load_run
-from kelpie_trio.errors import Conflict, Invalid, NotFound, ServiceError
-from kelpie_trio.nursery.dispatcher import RuntimeConfig
-from kelpie_trio.nursery.errors import RuntimeFailure
+from kelpie_trio.agent.runs import load_run
+from kelpie_trio.errors import Conflict, Invalid, NotFound
 from kelpie_trio.service import AgentService
-from kelpie_trio.sim import FaultConfig, FaultType
-from kelpie_trio.sim.faults import CRASH_FAULTS, STORAGE_FAULTS
-from kelpie_trio.sim.llm import send_message, text, tool_call, tool_calls
+from kelpie_trio.sim import FaultConfig, SimWorld
+from kelpie_trio.sim.agent_scenarios import (
+    ROLL,
+    SESSIONS_FAULTS,
+    TAKEOVER,
+    TRANSFER_FAULTS,
+    roll_then_answer,
+    sessions,
+    transfer,
+)
+from kelpie_trio.sim.faults import STORAGE_FAULTS
+from kelpie_trio.sim.llm import text, tool_call, tool_calls
 from kelpie_trio.sim.seeds import run_seeds
-from kelpie_trio.storage import StoreError
 from kelpie_trio.storage.base import Transaction
 from tests.dst.agent_harness import (
+    CLEAN,
     AgentCluster,
     history_of,
     new_agent,
@@ -35,17 +43,7 @@ from tests.dst.agent_harness import (
     wait_until,
 )
 
-CLEAN = (StoreError, ServiceError, RuntimeFailure)
-FAST_TAKEOVER = RuntimeConfig(lease_ttl=3.0, renew_interval=1.0)
-ROLL = '''
-def roll(n: int) -> int:
-    """Roll.
-
-    Args:
-        n: which roll
-    """
-    return n
-'''
+FAST_TAKEOVER = TAKEOVER
 
 
 def chain(steps: int, *, custom_every: int = 0) -> list:
@@ -69,16 +67,6 @@ def keyed_to_step(replies: list) -> list:
         return replies[sum(m.role == "assistant" for m in request.messages)]
 
     return [reply] * (4 * len(replies))
-
-
-def roll_then_answer(request: Any) -> Any:
-    """A turn that rolls once, then answers: chosen by the request (its last message), not
-    by call order, so a call that a fault cut short does not shift the turn; call ids are
-    unique per step."""
-    step = len(request.messages)
-    if request.messages[-1].role == "tool":
-        return send_message(f"rolled ({step})", call_id=f"s{step}")
-    return tool_call("roll", {"n": step, "request_heartbeat": True}, call_id=f"r{step}")
 
 
 async def snapshot(service: AgentService, run_id: str, agent_id: str) -> tuple[Any, list]:
@@ -154,12 +142,12 @@ def test_dst_crash_recovery_resume_from_checkpoint() -> None:
             body = {"messages": [{"role": "user", "content": "go", "otid": "o1"}],
                     "max_steps": 20}  # fmt: skip
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_send_quietly, home, agent, body)
+                nursery.start_soon(_send_quietly, sim, "n0", agent, body)
                 await trio.sleep(sim.world.rng("crash").uniform(0.05, 2.0))
                 sim.crash("n0")
             stored_before = {m.tool_call_id for m in (await history_of(away, agent))
                              if m.role == "tool"}  # fmt: skip
-            reply = await _send_until_answered(away, agent, body)
+            reply = await _send_until_answered(sim, "n1", agent, body)
             return reply, stored_before, await history_of(away, agent)
 
         reply, stored_before, history = simulate_cluster(
@@ -201,8 +189,8 @@ def test_dst_a_tool_result_stored_before_a_crash_is_not_run_again() -> None:
         tool = await home.create_tool({"source_code": ROLL})
         agent = await new_agent(home, agent_type="memgpt_v2_agent", tool_ids=[tool.id])
         body = {"messages": [{"role": "user", "content": "roll", "otid": "o"}]}
-        await _send_quietly(home, agent, body)
-        reply = await _send_until_answered(away, agent, body)
+        await _send_quietly(sim, "n0", agent, body)
+        reply = await _send_until_answered(sim, "n1", agent, body)
         return reply, await history_of(away, agent), len(sim.llm.requests)
 
     reply, history, asked = simulate_cluster(
@@ -216,18 +204,18 @@ def test_dst_a_tool_result_stored_before_a_crash_is_not_run_again() -> None:
     assert reply["stop_reason"]["stop_reason"] == "end_turn"
 
 
-async def _send_quietly(service: AgentService, agent: str, body: dict) -> None:
-    try:
-        with trio.move_on_after(60):
-            await service.send_message(agent, body)
-    except CLEAN:
-        pass
+async def _send_quietly(sim: AgentCluster, name: str, agent: str, body: dict) -> None:
+    """A send whose node dies under it: a clean error is fine, a hang fails the run
+    (EveryRequestAnswered, recorded by the harness)."""
+    with contextlib.suppress(*CLEAN):
+        await sim.send(name, agent, body)
 
 
-async def _send_until_answered(service: AgentService, agent: str, body: dict) -> dict:
+async def _send_until_answered(sim: AgentCluster, name: str, agent: str, body: dict) -> dict:
+    """Retry clean errors (a takeover in progress); a hang is not retried: it fails."""
     for _ in range(60):
         try:
-            return await service.send_message(agent, body)
+            return await sim.send(name, agent, body)
         except CLEAN:
             await trio.sleep(1)
     raise AssertionError("no answer after 60 tries")
@@ -238,33 +226,12 @@ def test_dst_crash_at_every_await_point_of_an_iteration() -> None:
     with the crashed node restarted, and the LLM failing now and then, during recovery
     too: each turn ends with one answer, the history has no gap and no duplicate, and
     no iteration runs twice."""
-    faults = FaultConfig({**dict.fromkeys(CRASH_FAULTS, 0.02),
-                          **dict.fromkeys(STORAGE_FAULTS, 0.02),
-                          FaultType.LLM_FAILURE: 0.05, FaultType.LLM_TIMEOUT: 0.02})  # fmt: skip
     fired: Counter[str] = Counter()
 
     def one(seed: int) -> None:
-        async def scenario(sim: AgentCluster) -> Any:
-            first = sim.service("n0")
-            agent = await new_agent(first, agent_type="memgpt_v2_agent")
-            sim.world.faults.enabled = True
-            replies = []
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_restart_crashed, sim)
-                for i in range(3):
-                    body = {"messages": [{"role": "user", "content": f"m{i}", "otid": f"o{i}"}],
-                            "max_steps": 10}  # fmt: skip
-                    replies.append(await _send_anywhere(sim, agent, body))
-                nursery.cancel_scope.cancel()
-            sim.world.faults.enabled = False
-            service = _live(sim)
-            fired["crash"] += sum(1 for node in sim.nodes.values() if node.incarnation > 1)
-            return replies, await history_of(service, agent)
-
-        replies, history = simulate_cluster(
-            seed, scenario, faults, nodes=2, config=FAST_TAKEOVER, resume_interval=2.0,
-            quiet_start=True,
-        )  # fmt: skip
+        report = SimWorld(seed, SESSIONS_FAULTS).run(sessions)
+        fired["crash"] += report.nodes_crashed
+        replies, history = report.replies, report.history
         assert [m.content for m in history if m.role == "user"] == ["m0", "m1", "m2"]
         assert [m.seq for m in history] == list(range(len(history)))
         assert len({m.id for m in history}) == len(history)
@@ -274,39 +241,8 @@ def test_dst_crash_at_every_await_point_of_an_iteration() -> None:
             assert steps == list(range(1, len(steps) + 1))  # no iteration twice
             assert reply["stop_reason"]["stop_reason"] in ("end_turn", "max_steps", "llm_api_error")
 
-    run_seeds(one, 25)
+    run_seeds(one, 25, scenario="sessions")
     assert fired["crash"] > 5  # crashes really happened, in many seeds
-
-
-def _live(sim: AgentCluster) -> AgentService:
-    return next(sim.services[n] for n in sim.names if not sim.nodes[n].crashed)
-
-
-async def _restart_crashed(sim: AgentCluster) -> None:
-    """A process manager: a crashed node comes back (a new incarnation) after 2 s."""
-    while True:
-        await trio.sleep(0.5)
-        for name in sim.names:
-            if sim.nodes[name].crashed:
-                await trio.sleep(2)
-                await sim.start_node(name)
-
-
-async def _send_anywhere(sim: AgentCluster, agent: str, body: dict, first: int = 0) -> dict:
-    """Through the nodes in turn, from the `first`-th on, until one answers."""
-    for attempt in itertools.count():
-        assert attempt < 100, "no answer after 100 tries"
-        name = sim.names[(first + attempt) % len(sim.names)]
-        if sim.nodes[name].crashed:
-            await trio.sleep(0.5)
-            continue
-        try:
-            with trio.move_on_after(60):
-                return await sim.services[name].send_message(agent, body)
-        except CLEAN:
-            pass
-        await trio.sleep(0.5)
-    raise AssertionError("unreachable")
 
 
 def test_dst_session_handoff_between_agents() -> None:
@@ -390,53 +326,10 @@ def test_transfers_that_cannot_happen_are_refused_and_change_nothing() -> None:
 
 
 def test_dst_transfer_under_faults_leaves_the_session_in_one_place() -> None:
-    faults = FaultConfig({**dict.fromkeys(STORAGE_FAULTS, 0.05),
-                          FaultType.NETWORK_DELAY: 0.2, FaultType.LLM_FAILURE: 0.05})  # fmt: skip
-
     def one(seed: int) -> None:
-        async def scenario(sim: AgentCluster) -> Any:
-            a_node, b_node = sim.service("n0"), sim.service("n1")
-            source = await new_agent(a_node, agent_type="memgpt_v2_agent")
-            target = await new_agent(b_node, agent_type="memgpt_v2_agent")
-            started = await a_node.send_async(source, {"input": "go", "max_steps": 12})
-            sim.world.faults.enabled = True
-            await trio.sleep(sim.world.rng("when").uniform(0.0, 1.0))
-            rng = sim.world.rng("what")
-            chaos = rng.choice(["none", "crash-source", "crash-target", "partition"])
-            if chaos == "partition":
-                sim.network.partition(sim.nodes["n0"].id, sim.nodes["n1"].id, duration=5)
-            outcome = "?"
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_restart_crashed, sim)
-                if chaos.startswith("crash"):
-                    victim = "n0" if chaos == "crash-source" else "n1"
-                    nursery.start_soon(_crash_later, sim, victim, rng.uniform(0, 1))
-                for _ in range(20):
-                    try:
-                        await _live(sim).transfer_session(
-                            source, started["id"], {"target_agent_id": target}
-                        )
-                        outcome = "moved"
-                        break
-                    except (Conflict, NotFound) as refused:
-                        outcome = type(refused).__name__  # finished first, or moved already
-                        break
-                    except CLEAN:
-                        await trio.sleep(1)
-                sim.world.faults.enabled = False
-                sim.network.heal()
-                await wait_until(lambda: _settled(_live(sim), started["id"]), every=0.5)
-                nursery.cancel_scope.cancel()
-            service = _live(sim)
-            return (outcome, source, target, await service.get_run_record(started["id"]),
-                    {source: await history_of(service, source),
-                     target: await history_of(service, target)},
-                    await _open_entries(service))  # fmt: skip
-
-        outcome, source, target, run, histories, open_entries = simulate_cluster(
-            seed, scenario, faults, nodes=2, config=FAST_TAKEOVER, resume_interval=2.0,
-            quiet_start=True,
-        )  # fmt: skip
+        report = SimWorld(seed, TRANSFER_FAULTS).run(transfer)
+        outcome, source, target, run = report.outcome, report.source, report.target, report.run
+        histories, open_entries = report.histories, report.open_entries
         assert run.finished and open_entries == []  # ended, and open nowhere
         assert run.agent_id in (source, target)
         if outcome == "moved":
@@ -451,13 +344,7 @@ def test_dst_transfer_under_faults_leaves_the_session_in_one_place() -> None:
             at_source = [m.id for m in histories[source] if m.run_id == run.id]
             assert [m.id for m in session[: len(at_source)]] == at_source
 
-    run_seeds(one, 20)
-
-
-async def _crash_later(sim: AgentCluster, name: str, delay: float) -> None:
-    await trio.sleep(delay)
-    if not sim.nodes[name].crashed:
-        sim.crash(name)
+    run_seeds(one, 20, scenario="transfer")
 
 
 async def _settled(service: AgentService, run_id: str) -> bool:
@@ -465,13 +352,6 @@ async def _settled(service: AgentService, run_id: str) -> bool:
         return (await service.get_run_record(run_id)).finished
     except CLEAN:
         return False
-
-
-async def _open_entries(service: AgentService) -> list:
-    async def read(tr: Transaction) -> list:
-        return await tr.get_prefix(OPEN_RUNS.key())
-
-    return await service.store.transact(read)
 
 
 def test_dst_a_paused_session_resumes_at_pause_until_even_across_a_crash() -> None:
@@ -503,14 +383,14 @@ def test_dst_a_paused_session_resumes_at_pause_until_even_across_a_crash() -> No
 def test_dst_determinism_of_a_crash_and_recover_scenario() -> None:
     def run(seed: int) -> str:
         async def scenario(sim: AgentCluster) -> Any:
-            home, away = sim.service("n0"), sim.service("n1")
+            home = sim.service("n0")
             agent = await new_agent(home, agent_type="memgpt_v2_agent")
             body = {"messages": [{"role": "user", "content": "go", "otid": "o"}]}
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_send_quietly, home, agent, body)
+                nursery.start_soon(_send_quietly, sim, "n0", agent, body)
                 await trio.sleep(0.5)
                 sim.crash("n0")
-            await _send_until_answered(away, agent, body)
+            await _send_until_answered(sim, "n1", agent, body)
             return sim.world.hexdigest()
 
         return simulate_cluster(seed, scenario, "llm", nodes=2, config=FAST_TAKEOVER)
@@ -619,9 +499,9 @@ def test_dst_a_new_message_waits_for_the_run_a_crash_left_unfinished() -> None:
         tool = await home.create_tool({"source_code": ROLL})
         agent = await new_agent(home, agent_type="memgpt_v2_agent", tool_ids=[tool.id])
         first = {"messages": [{"role": "user", "content": "first", "otid": "o1"}]}
-        await _send_quietly(home, agent, first)
+        await _send_quietly(sim, "n0", agent, first)
         second = {"messages": [{"role": "user", "content": "second", "otid": "o2"}]}
-        reply = await _send_until_answered(away, agent, second)
+        reply = await _send_until_answered(sim, "n1", agent, second)
         return reply, await history_of(away, agent)
 
     reply, history = simulate_cluster(

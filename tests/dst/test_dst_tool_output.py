@@ -14,16 +14,13 @@ from typing import Any
 
 import trio
 
-from kelpie_trio.errors import ServiceError
-from kelpie_trio.nursery.errors import RuntimeFailure
 from kelpie_trio.sim import FaultConfig, FaultType
 from kelpie_trio.sim.faults import STORAGE_FAULTS
 from kelpie_trio.sim.llm import text, tool_call
 from kelpie_trio.sim.seeds import run_seeds
 from kelpie_trio.sim.tools import _FAILURES
-from kelpie_trio.storage import StoreError
 from kelpie_trio.tools.sandbox import ToolResult, timed_out
-from tests.dst.agent_harness import AgentCluster, history_of, new_agent, simulate_cluster
+from tests.dst.agent_harness import CLEAN, AgentCluster, history_of, new_agent, simulate_cluster
 
 ROLL = '''
 def roll(n: int) -> int:
@@ -93,11 +90,10 @@ def test_dst_tool_output_and_limit_errors_are_stored_once_with_their_call() -> N
                     "max_steps": 20}  # fmt: skip
             sim.world.faults.enabled = True
             for _ in range(60):  # a client retrying with the same otid until answered
-                try:
-                    with trio.move_on_after(120):
-                        await service.send_message(agent, body)
-                        break
-                except (StoreError, ServiceError, RuntimeFailure):
+                try:  # recorded: a hang fails the run (EveryRequestAnswered)
+                    await sim.send(sim.names[0], agent, body)
+                    break
+                except CLEAN:
                     await trio.sleep(1)
             sim.world.faults.enabled = False
             return await history_of(service, agent)

@@ -1,0 +1,252 @@
+"""Mutation testing of the guarantees: does the DST suite notice when one is removed?
+
+    python -m kelpie_trio.sim.mutate                      # every mutation, tests/dst
+    python -m kelpie_trio.sim.mutate fence tool-once      # some of them
+    python -m kelpie_trio.sim.mutate -k "not storm" --seeds 5 --list
+
+Each named mutation removes one guarantee by one exact text edit of the production
+code (the edit must match exactly once, so a mutation that no longer applies says so
+instead of silently testing nothing). For each, the tree (the files git knows, and new
+ones not ignored) is copied to a scratch directory, the mutation applied there, and the
+suite run on the copy; the working tree is never touched. A mutation is killed when at
+least one test fails; the report lists the tests that caught it. A first, unmutated
+run is the baseline: a test that fails there is left out of every verdict (and the run
+says so), so a flaky or broken test cannot kill a mutation.
+
+`--seeds N` sets DST_SEEDS (bounded runs; the tests' own defaults otherwise). Tests
+that assert over a sweep (a fault fired in some seed) may fail at small N: the baseline
+catches those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import attrs
+
+__all__ = ["MUTATIONS", "Mutation", "main"]
+
+
+@attrs.frozen
+class Mutation:
+    name: str
+    guarantee: str
+    path: str
+    old: str
+    new: str
+
+
+MUTATIONS = [
+    Mutation(
+        "fence",
+        "an actor's transactions commit only while it holds the agent's lease",
+        "kelpie_trio/nursery/actor.py",
+        "            await leases.fence(tr, mine)\n            return await fn(tr)",
+        "            return await fn(tr)",
+    ),
+    Mutation(
+        "checkpoint-shield",
+        "a cancel never cuts a checkpoint write in half",
+        "kelpie_trio/agent/commits.py",
+        "with trio.CancelScope(shield=True, deadline=",
+        "with trio.CancelScope(shield=False, deadline=",
+    ),
+    Mutation(
+        "marker-check",
+        "a commit of unknown result is not applied twice (the idempotency marker is read)",
+        "kelpie_trio/storage/base.py",
+        "                if marker is not None and unknown_results:",
+        "                if False:",
+    ),
+    Mutation(
+        "marker-conflict",
+        "a late landing of an earlier attempt conflicts with the retry (marker read conflict)",
+        "kelpie_trio/storage/base.py",
+        "                    tr.add_read_conflict_key(marker)\n",
+        "",
+    ),
+    Mutation(
+        "tool-once",
+        "a tool result stored before a crash is not run again",
+        "kelpie_trio/agent/actor.py",
+        "                if call.id in outside and call.id not in stored:",
+        "                if call.id in outside:",
+    ),
+    Mutation(
+        "lease-takeover",
+        "a live lease of another node is not taken over",
+        "kelpie_trio/nursery/lease.py",
+        "    if current is not None and current.node_id != node_id and current.live(now):",
+        "    if False:",
+    ),
+    Mutation(
+        "lease-epoch",
+        "every activation takes a new epoch (the fencing token)",
+        "kelpie_trio/nursery/lease.py",
+        "    epoch = current.epoch + 1 if current is not None else 1",
+        "    epoch = current.epoch if current is not None else 1",
+    ),
+    Mutation(
+        "lease-renewal",
+        "a node renews only the lease it still holds (node and epoch)",
+        "kelpie_trio/nursery/lease.py",
+        "    if current is None or (current.node_id, current.epoch) != "
+        "(mine.node_id, mine.epoch):\n        return None\n    return attrs.evolve",
+        "    if current is None:\n        return None\n    return attrs.evolve",
+    ),
+    Mutation(
+        "resume-point",
+        "a step resumed after a crash goes on from its stored reply, not a new LLM call",
+        "kelpie_trio/agent/actor.py",
+        "            pending = run.checkpoint.pending_seq\n",
+        "            pending = None\n",
+    ),
+    Mutation(
+        "engine-conflicts",
+        "the store refuses a commit whose reads a later commit overwrote",
+        "kelpie_trio/storage/engine.py",
+        "            if _overlaps(request.read_ranges, write_ranges):",
+        "            if False:",
+    ),
+    Mutation(
+        "new-run-waits",
+        "a new run waits for the runs of its agent that a crash left unfinished",
+        "kelpie_trio/agent/actor.py",
+        "            if earlier and not after_earlier:",
+        "            if False:",
+    ),
+]
+
+_FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)")
+
+
+def _tracked_files(root: Path) -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=root, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return [line for line in out.stdout.splitlines() if (root / line).is_file()]
+
+
+def _copy_tree(root: Path, files: list[str], dest: Path) -> None:
+    for name in files:
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / name, target)
+
+
+def _apply(tree: Path, mutation: Mutation) -> None:
+    path = tree / mutation.path
+    text = path.read_text()
+    count = text.count(mutation.old)
+    if count != 1:
+        raise SystemExit(
+            f"mutation {mutation.name}: the text to change occurs {count} times in "
+            f"{mutation.path} (expected once); update the mutation to the code"
+        )
+    path.write_text(text.replace(mutation.old, mutation.new))
+
+
+def _run_suite(tree: Path, args: argparse.Namespace) -> tuple[set[str], str, float]:
+    """The failing tests of one run on `tree`, and how it ended."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env.pop("DST_SEED", None)
+    if args.seeds is not None:
+        env["DST_SEEDS"] = str(args.seeds)
+    command = [sys.executable, "-m", "pytest", *args.paths, "-q", "-rfE", "-p",
+               "no:cacheprovider", "--no-header", "-W", "ignore"]  # fmt: skip
+    if args.k:
+        command += ["-k", args.k]
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            command, cwd=tree, env=env, capture_output=True, text=True,
+            timeout=args.timeout, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return set(), "timeout", time.monotonic() - started
+    failed = {m.group(1) for line in done.stdout.splitlines() if (m := _FAILED.match(line))}
+    last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-200:]
+    return failed, last, time.monotonic() - started
+
+
+def _check_imports_from(tree: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", "import kelpie_trio; print(kelpie_trio.__file__)"],
+        cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True,
+        text=True, check=True,
+    )  # fmt: skip
+    if not out.stdout.strip().startswith(str(tree)):
+        raise SystemExit(f"the scratch copy imports kelpie_trio from {out.stdout.strip()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kelpie_trio.sim.mutate")
+    parser.add_argument("names", nargs="*", help="mutations to apply (default: all)")
+    parser.add_argument("--paths", nargs="+", default=["tests/dst"], help="tests to run")
+    parser.add_argument("-k", default=None, help="pytest -k expression (e.g. 'not storm')")
+    parser.add_argument("--seeds", type=int, default=None, help="DST_SEEDS for the runs")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
+    parser.add_argument("--list", action="store_true", help="list the mutations and stop")
+    args = parser.parse_args(argv)
+    chosen = [m for m in MUTATIONS if not args.names or m.name in args.names]
+    unknown = set(args.names) - {m.name for m in MUTATIONS}
+    if unknown:
+        parser.error(f"unknown mutations {sorted(unknown)}")
+    if args.list:
+        for m in chosen:
+            print(f"{m.name:<18} {m.guarantee}  ({m.path})")
+        return 0
+    root = Path(__file__).resolve().parents[2]
+    files = _tracked_files(root)
+    survivors = []
+    with tempfile.TemporaryDirectory(prefix="kelpie-mutate-") as scratch:
+        base = Path(scratch) / "baseline"
+        _copy_tree(root, files, base)
+        _check_imports_from(base)
+        for m in chosen:  # every mutation must apply before anything runs
+            _apply(_copy_to(base, Path(scratch) / "check", m.path), m)
+        flaky, last, seconds = _run_suite(base, args)
+        print(f"baseline: {last} ({seconds:.0f} s)", flush=True)
+        if last == "timeout":
+            return 2
+        for name in sorted(flaky):
+            print(f"  failing without a mutation, left out: {name}")
+        print(f"\n{'mutation':<18} {'verdict':<8} {'tests':>5}  {'s':>5}  caught by")
+        for m in chosen:
+            tree = Path(scratch) / m.name
+            _copy_tree(root, files, tree)
+            _apply(tree, m)
+            failed, last, seconds = _run_suite(tree, args)
+            caught = sorted(failed - flaky)
+            verdict = "timeout" if last == "timeout" else ("killed" if caught else "SURVIVED")
+            if verdict == "SURVIVED":
+                survivors.append(m.name)
+            shown = ", ".join(t.split("::")[-1] for t in caught[:4])
+            more = f" (+{len(caught) - 4})" if len(caught) > 4 else ""
+            print(f"{m.name:<18} {verdict:<8} {len(caught):>5}  {seconds:>5.0f}  {shown}{more}",
+                  flush=True)  # fmt: skip
+            shutil.rmtree(tree)
+    if survivors:
+        print(f"\nsurvived: {', '.join(survivors)}")
+    return 1 if survivors else 0
+
+
+def _copy_to(base: Path, dest: Path, path: str) -> Path:
+    """A scratch copy of one file of `base`, to check that a mutation applies."""
+    target = dest / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(base / path, target)
+    return dest
+
+
+if __name__ == "__main__":
+    sys.exit(main())
