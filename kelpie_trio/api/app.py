@@ -20,7 +20,9 @@ from kelpie_trio import __version__
 from kelpie_trio.api.agentfile import agentfile
 from kelpie_trio.api.agents import agents
 from kelpie_trio.api.blocks import blocks
+from kelpie_trio.api.cloud import cloud
 from kelpie_trio.api.edge import BodyGuard
+from kelpie_trio.api.identities import identities
 from kelpie_trio.api.messages import messages
 from kelpie_trio.api.middleware import bearer_token
 from kelpie_trio.api.middleware import install as install_middleware
@@ -87,6 +89,8 @@ def create_app(
     app.register_blueprint(tools)
     app.register_blueprint(messages)
     app.register_blueprint(runs)
+    app.register_blueprint(cloud)
+    app.register_blueprint(identities)
 
     @app.before_serving
     async def background() -> None:

@@ -29,6 +29,7 @@ ID_PREFIXES = {
     "run_id": "run",
     "session_id": "run",
     "memory_id": "passage",
+    "identity_id": "identity",
 }
 RUN_STATUSES = ("created", "running", *dict.fromkeys(FINAL_STATUS.values()))
 
@@ -139,6 +140,9 @@ _QUERY: dict[str, dict[str, Any]] = {
     "statuses": {"type": "array", "items": {"type": "string", "enum": list(RUN_STATUSES)}},
     "tags": {"type": "array", "items": {"type": "string"}},
     "agent_id": id_schema("agent"),
+    "identity_id": id_schema("identity"),
+    "identifier_keys": {"type": "array", "items": {"type": "string"}},
+    "identity_type": {"type": "string", "enum": ["org", "user", "other"]},
     "start_datetime": _DATE_OR_TIME,
     "end_datetime": _DATE_OR_TIME,
     # Only the v2 agent file is exported: `true` is refused.

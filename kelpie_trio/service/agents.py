@@ -237,11 +237,14 @@ class AgentCases(BlockCases, ToolCases):
         tags: list[str] | None = None,
         match_all_tags: bool = False,
         query_text: str | None = None,
+        only_ids: set[str] | None = None,
     ) -> list[AgentView]:
         wanted_tags = set(tags or [])
         needle = query_text.lower() if query_text else None
 
         def keep(agent: Agent) -> bool:
+            if only_ids is not None and agent.id not in only_ids:
+                return False
             if name is not None and agent.name != name:
                 return False
             if needle is not None and needle not in agent.name.lower():
@@ -251,7 +254,9 @@ class AgentCases(BlockCases, ToolCases):
                 return wanted_tags <= have if match_all_tags else bool(wanted_tags & have)
             return True
 
-        filtered = name is not None or needle is not None or bool(wanted_tags)
+        filtered = (
+            name is not None or needle is not None or bool(wanted_tags) or only_ids is not None
+        )
 
         async def listing(tr: Transaction) -> list[AgentView]:
             agents = await page_records(
