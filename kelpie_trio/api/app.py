@@ -24,6 +24,7 @@ from kelpie_trio.api.cloud import cloud
 from kelpie_trio.api.edge import BodyGuard
 from kelpie_trio.api.identities import identities
 from kelpie_trio.api.messages import messages
+from kelpie_trio.api.messages_all import messages_all
 from kelpie_trio.api.middleware import bearer_token
 from kelpie_trio.api.middleware import install as install_middleware
 from kelpie_trio.api.models import models
@@ -91,6 +92,7 @@ def create_app(
     app.register_blueprint(runs)
     app.register_blueprint(cloud)
     app.register_blueprint(identities)
+    app.register_blueprint(messages_all)
 
     @app.before_serving
     async def background() -> None:

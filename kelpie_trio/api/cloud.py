@@ -29,6 +29,9 @@ CLOUD_ONLY_PATHS: tuple[tuple[str, str], ...] = (
     ("GET", "/v1/client-side-access-tokens"),
     ("POST", "/v1/client-side-access-tokens"),
     ("DELETE", "/v1/client-side-access-tokens/{token}"),
+    # Letta's own server says of it: "This is a cloud-only feature" (it needs Cloud's
+    # message index); a self-hosted Letta fails it.
+    ("POST", "/v1/messages/search"),
 )
 
 cloud = Blueprint("cloud", __name__)

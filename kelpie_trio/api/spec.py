@@ -30,11 +30,18 @@ ID_PREFIXES = {
     "session_id": "run",
     "memory_id": "passage",
     "identity_id": "identity",
+    "message_id": "message",
 }
 RUN_STATUSES = ("created", "running", *dict.fromkeys(FINAL_STATUS.values()))
+# Letta's MessageType: what `include_return_message_types` may name.
+MESSAGE_TYPES = ("system_message", "user_message", "assistant_message", "reasoning_message",
+                 "hidden_reasoning_message", "tool_call_message", "tool_return_message",
+                 "approval_request_message", "approval_response_message", "summary_message",
+                 "event_message")  # fmt: skip
 
 __all__ = [
     "ID_PREFIXES",
+    "MESSAGE_TYPES",
     "RUN_STATUSES",
     "Health",
     "build_openapi",
@@ -142,6 +149,10 @@ _QUERY: dict[str, dict[str, Any]] = {
     "agent_id": id_schema("agent"),
     "identity_id": id_schema("identity"),
     "identifier_keys": {"type": "array", "items": {"type": "string"}},
+    "include_return_message_types": {
+        "type": "array",
+        "items": {"type": "string", "enum": list(MESSAGE_TYPES)},
+    },
     "identity_type": {"type": "string", "enum": ["org", "user", "other"]},
     "start_datetime": _DATE_OR_TIME,
     "end_datetime": _DATE_OR_TIME,

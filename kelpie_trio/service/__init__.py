@@ -20,6 +20,7 @@ from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX
 from kelpie_trio.service.common import MAX_PAGE, Page, window
 from kelpie_trio.service.identities import IdentityCases
 from kelpie_trio.service.messages import MessageCases
+from kelpie_trio.service.messages_all import AllMessageCases
 from kelpie_trio.service.passages import PASSAGE_INDEX, PassageCases
 
 __all__ = [
@@ -35,5 +36,7 @@ __all__ = [
 ]
 
 
-class AgentService(AgentFileCases, AgentCases, PassageCases, MessageCases, IdentityCases):
+class AgentService(
+    AgentFileCases, AgentCases, PassageCases, MessageCases, IdentityCases, AllMessageCases
+):
     """Every use case of the API, over one store (see the modules of this package)."""
