@@ -32,6 +32,7 @@ from kelpie_trio.api.passages import passages
 from kelpie_trio.api.routing import best_methods, misfit, misfits
 from kelpie_trio.api.runs import runs
 from kelpie_trio.api.spec import Health, build_openapi, documented
+from kelpie_trio.api.steps import steps
 from kelpie_trio.api.tools import tools
 from kelpie_trio.env import Env, RealEnv
 from kelpie_trio.errors import ServiceError, refused_by_store
@@ -93,6 +94,7 @@ def create_app(
     app.register_blueprint(cloud)
     app.register_blueprint(identities)
     app.register_blueprint(messages_all)
+    app.register_blueprint(steps)
 
     @app.before_serving
     async def background() -> None:

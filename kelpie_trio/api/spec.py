@@ -31,6 +31,7 @@ ID_PREFIXES = {
     "memory_id": "passage",
     "identity_id": "identity",
     "message_id": "message",
+    "step_id": "step",
 }
 RUN_STATUSES = ("created", "running", *dict.fromkeys(FINAL_STATUS.values()))
 # Letta's MessageType: what `include_return_message_types` may name.
@@ -135,7 +136,8 @@ _BOOLEAN = {"type": "boolean"}
 _DATE_OR_TIME = {"type": "string", "anyOf": [{"format": "date"}, {"format": "date-time"}]}
 _BOOLEAN_QUERY = ("match_all_tags", "use_assistant_message", "include_err", "active", "ascending",
                   "return_only_letta_tools", "use_legacy_format", "scrub_messages",
-                  "override_existing_tools", "append_copy_suffix", "strip_messages")  # fmt: skip
+                  "override_existing_tools", "append_copy_suffix", "strip_messages",
+                  "has_feedback")  # fmt: skip
 
 # Query parameters by name: what the routes check (api/common.py and the routes).
 _QUERY: dict[str, dict[str, Any]] = {
@@ -154,6 +156,7 @@ _QUERY: dict[str, dict[str, Any]] = {
         "items": {"type": "string", "enum": list(MESSAGE_TYPES)},
     },
     "identity_type": {"type": "string", "enum": ["org", "user", "other"]},
+    "feedback": {"type": "string", "enum": ["positive", "negative"]},
     "start_datetime": _DATE_OR_TIME,
     "end_datetime": _DATE_OR_TIME,
     # Only the v2 agent file is exported: `true` is refused.

@@ -22,6 +22,7 @@ from kelpie_trio.service.identities import IdentityCases
 from kelpie_trio.service.messages import MessageCases
 from kelpie_trio.service.messages_all import AllMessageCases
 from kelpie_trio.service.passages import PASSAGE_INDEX, PassageCases
+from kelpie_trio.service.steps import StepCases
 
 __all__ = [
     "AGENT_INDEX",
@@ -37,6 +38,12 @@ __all__ = [
 
 
 class AgentService(
-    AgentFileCases, AgentCases, PassageCases, MessageCases, IdentityCases, AllMessageCases
+    AgentFileCases,
+    AgentCases,
+    PassageCases,
+    MessageCases,
+    IdentityCases,
+    AllMessageCases,
+    StepCases,
 ):
     """Every use case of the API, over one store (see the modules of this package)."""

@@ -43,9 +43,6 @@ NOT_YET: tuple[tuple[str, int], ...] = (
     ("/v1/agents/{agent_id}/summarize", 14),
     ("/v1/runs/{path_run_id}/stream", 14),
     ("/v1/agents/{agent_id}/recompile", 24),
-    ("/v1/steps", 24),
-    ("/v1/runs/{run_id}/steps", 24),
-    ("/v1/runs/{run_id}/trace", 24),
 )
 
 
