@@ -25,6 +25,7 @@ __all__ = [
     "RUN_STEPS",
     "STEP_INDEX",
     "StepRecord",
+    "clear_run_steps",
     "load_step",
     "record_step",
     "run_step_ids",
@@ -126,3 +127,14 @@ async def record_step(
         tr.set(RUN_STEPS.pack((run.id, step)), record.id.encode())
         tr.set(STEP_INDEX.pack((_micros(record.created_at), record.id)), b"")
     return record
+
+
+async def clear_run_steps(tr: Transaction, run_id: str) -> None:
+    """Forget a run's steps (its run is deleted, or its agent)."""
+    r = RUN_STEPS.range((run_id,))
+    for _, value in await tr.get_range(r.start, r.stop):
+        step = await load_step(tr, value.decode())
+        if step is not None:
+            tr.clear(keys.STEPS.pack((step.id,)))
+            tr.clear(STEP_INDEX.pack((_micros(step.created_at), step.id)))
+    tr.clear_range(r.start, r.stop)

@@ -29,6 +29,7 @@ from kelpie_trio.api.middleware import bearer_token
 from kelpie_trio.api.middleware import install as install_middleware
 from kelpie_trio.api.models import models
 from kelpie_trio.api.passages import passages
+from kelpie_trio.api.prompt import prompt
 from kelpie_trio.api.routing import best_methods, misfit, misfits
 from kelpie_trio.api.runs import runs
 from kelpie_trio.api.spec import Health, build_openapi, documented
@@ -95,6 +96,7 @@ def create_app(
     app.register_blueprint(identities)
     app.register_blueprint(messages_all)
     app.register_blueprint(steps)
+    app.register_blueprint(prompt)
 
     @app.before_serving
     async def background() -> None:

@@ -137,7 +137,7 @@ _DATE_OR_TIME = {"type": "string", "anyOf": [{"format": "date"}, {"format": "dat
 _BOOLEAN_QUERY = ("match_all_tags", "use_assistant_message", "include_err", "active", "ascending",
                   "return_only_letta_tools", "use_legacy_format", "scrub_messages",
                   "override_existing_tools", "append_copy_suffix", "strip_messages",
-                  "has_feedback")  # fmt: skip
+                  "has_feedback", "update_timestamp", "dry_run")  # fmt: skip
 
 # Query parameters by name: what the routes check (api/common.py and the routes).
 _QUERY: dict[str, dict[str, Any]] = {

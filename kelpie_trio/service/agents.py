@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 
-from kelpie_trio.agent import runs
+from kelpie_trio.agent import runs, steps
 from kelpie_trio.agent.tool_calls import TOOL_RUNS
 from kelpie_trio.agent.tool_rules import RuleError, parse_rules
 from kelpie_trio.errors import Conflict, Invalid, NotFound
@@ -333,6 +333,7 @@ class AgentCases(BlockCases, ToolCases):
                 run = await runs.load_run(tr, run_id)
                 if run is not None:
                     runs.delete_run(tr, run)
+                    await steps.clear_run_steps(tr, run_id)
             await outbox.record(tr, agent_id, resync=True)  # the index forgets the agent
 
         await self.store.transact(delete)

@@ -42,7 +42,6 @@ NOT_YET: tuple[tuple[str, int], ...] = (
     ("/v1/agents/{agent_id}/tools/approval", 13),
     ("/v1/agents/{agent_id}/summarize", 14),
     ("/v1/runs/{path_run_id}/stream", 14),
-    ("/v1/agents/{agent_id}/recompile", 24),
 )
 
 

@@ -3,6 +3,7 @@ a Step with its tokens, stop reason and messages; feedback is stored; a run's st
 
 from __future__ import annotations
 
+import httpx
 import letta_client
 import pytest
 from letta_client import Letta
@@ -48,6 +49,19 @@ def test_feedback_is_stored_and_filters_the_list(letta: Letta) -> None:
     assert [s.id for s in letta.steps.list(agent_id=agent_id, has_feedback=False)] == [
         s.id for s in letta.runs.steps.list(run_id) if s.id != step.id
     ]
+
+
+def test_steps_go_with_their_run_and_agent(letta: Letta, server_url: str) -> None:
+    agent_id, run_id = _turn(letta, "forgotten")
+    step_ids = [s.id for s in letta.runs.steps.list(run_id)]
+    assert httpx.delete(f"{server_url}/v1/runs/{run_id}").status_code == 200
+    for step_id in step_ids:
+        with pytest.raises(letta_client.NotFoundError):
+            letta.steps.retrieve(step_id)
+    _, second_run = _turn(letta, "forgotten-too")
+    agent_id = letta.runs.retrieve(second_run).agent_id
+    letta.agents.delete(agent_id)
+    assert list(letta.steps.list(agent_id=agent_id)) == []
 
 
 def test_steps_page_by_cursor(letta: Letta) -> None:
