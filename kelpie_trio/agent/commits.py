@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import trio
 
-from kelpie_trio.agent import runs
+from kelpie_trio.agent import runs, steps
 from kelpie_trio.agent.approvals import results_at
 from kelpie_trio.agent.context import AgentContext
 from kelpie_trio.agent.messages import Message, StoredToolCall, iso
@@ -197,6 +197,12 @@ class RunCommits:
             runs.finish_run(tr, current, stop, self.ctx.env.now())
             if view.agent.message_buffer_autoclear:
                 self._clear_context(tr, max(m.seq for m in [assistant, *new, *results]) + 1)
+        # The iteration's Step record, in this same transaction (agent/steps.py).
+        produced = [assistant, *results, *new]
+        await steps.record_step(
+            tr, self.ctx.env, run=current, agent=view.agent, step=step, usage=usage,
+            messages=produced, stop=stop,
+        )  # fmt: skip
         return current, new, stop
 
     def _note(self, run: Run, assistant: Message, reason: str) -> Message:

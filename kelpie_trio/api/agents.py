@@ -105,16 +105,30 @@ async def create_agent() -> Response:
 @agents.get("/v1/agents/")
 @agents.get("/v1/agents")
 @documented(
-    "List agents", query=(*PAGING, "name", "tags", "match_all_tags", "query_text"), cursor="agent"
-)
+    "List agents",
+    query=(*PAGING, "name", "tags", "match_all_tags", "query_text", "identity_id",
+           "identifier_keys"),
+    cursor="agent",
+)  # fmt: skip
 async def list_agents() -> Response:
     args = request.args
+    identity_id = args.get("identity_id")
+    if identity_id is not None:
+        check_id(identity_id, "identity", "identity_id")
+    keys = args.getlist("identifier_keys") or None
+    # The identity filters name the agents an identity holds (service/identities.py).
+    only_ids = (
+        await service().identity_agent_ids(identity_id, keys)
+        if identity_id is not None or keys
+        else None
+    )
     found = await service().list_agents(
         page_args("agent"),
         name=args.get("name"),
         tags=args.getlist("tags") or None,
         match_all_tags=bool_arg("match_all_tags", False),
         query_text=args.get("query_text"),
+        only_ids=only_ids,
     )
     return json_response([render_agent(v) for v in found])
 

@@ -20,16 +20,21 @@ from kelpie_trio import __version__
 from kelpie_trio.api.agentfile import agentfile
 from kelpie_trio.api.agents import agents
 from kelpie_trio.api.blocks import blocks
+from kelpie_trio.api.cloud import cloud
 from kelpie_trio.api.edge import BodyGuard
+from kelpie_trio.api.identities import identities
 from kelpie_trio.api.mcp_servers import mcp_servers
 from kelpie_trio.api.messages import messages
+from kelpie_trio.api.messages_all import messages_all
 from kelpie_trio.api.middleware import bearer_token
 from kelpie_trio.api.middleware import install as install_middleware
 from kelpie_trio.api.models import models
 from kelpie_trio.api.passages import passages
+from kelpie_trio.api.prompt import prompt
 from kelpie_trio.api.routing import best_methods, misfit, misfits
 from kelpie_trio.api.runs import runs
 from kelpie_trio.api.spec import Health, build_openapi, documented
+from kelpie_trio.api.steps import steps
 from kelpie_trio.api.tools import tools
 from kelpie_trio.env import Env, RealEnv
 from kelpie_trio.errors import ServiceError, refused_by_store
@@ -89,6 +94,11 @@ def create_app(
     app.register_blueprint(messages)
     app.register_blueprint(runs)
     app.register_blueprint(mcp_servers)
+    app.register_blueprint(cloud)
+    app.register_blueprint(identities)
+    app.register_blueprint(messages_all)
+    app.register_blueprint(steps)
+    app.register_blueprint(prompt)
 
     @app.before_serving
     async def background() -> None:

@@ -30,11 +30,20 @@ ID_PREFIXES = {
     "session_id": "run",
     "memory_id": "passage",
     "mcp_server_id": "mcp_server",
+    "identity_id": "identity",
+    "message_id": "message",
+    "step_id": "step",
 }
 RUN_STATUSES = ("created", "running", *dict.fromkeys(FINAL_STATUS.values()))
+# Letta's MessageType: what `include_return_message_types` may name.
+MESSAGE_TYPES = ("system_message", "user_message", "assistant_message", "reasoning_message",
+                 "hidden_reasoning_message", "tool_call_message", "tool_return_message",
+                 "approval_request_message", "approval_response_message", "summary_message",
+                 "event_message")  # fmt: skip
 
 __all__ = [
     "ID_PREFIXES",
+    "MESSAGE_TYPES",
     "RUN_STATUSES",
     "Health",
     "build_openapi",
@@ -129,7 +138,8 @@ _DATE_OR_TIME = {"type": "string", "anyOf": [{"format": "date"}, {"format": "dat
 _BOOLEAN_QUERY = ("match_all_tags", "use_assistant_message", "include_err", "active", "ascending",
                   "return_only_letta_tools", "use_legacy_format", "scrub_messages",
                   "override_existing_tools", "append_copy_suffix", "strip_messages",
-                  "requires_approval")  # fmt: skip
+                  "requires_approval", "has_feedback", "update_timestamp",
+                  "dry_run")  # fmt: skip
 
 # Query parameters by name: what the routes check (api/common.py and the routes).
 _QUERY: dict[str, dict[str, Any]] = {
@@ -141,6 +151,14 @@ _QUERY: dict[str, dict[str, Any]] = {
     "statuses": {"type": "array", "items": {"type": "string", "enum": list(RUN_STATUSES)}},
     "tags": {"type": "array", "items": {"type": "string"}},
     "agent_id": id_schema("agent"),
+    "identity_id": id_schema("identity"),
+    "identifier_keys": {"type": "array", "items": {"type": "string"}},
+    "include_return_message_types": {
+        "type": "array",
+        "items": {"type": "string", "enum": list(MESSAGE_TYPES)},
+    },
+    "identity_type": {"type": "string", "enum": ["org", "user", "other"]},
+    "feedback": {"type": "string", "enum": ["positive", "negative"]},
     "start_datetime": _DATE_OR_TIME,
     "end_datetime": _DATE_OR_TIME,
     # Only the v2 agent file is exported: `true` is refused.

@@ -18,9 +18,12 @@ from kelpie_trio.service.agentfile import AgentFileCases
 from kelpie_trio.service.agents import AGENT_INDEX, TAG_INDEX, AgentCases
 from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX
 from kelpie_trio.service.common import MAX_PAGE, Page, window
+from kelpie_trio.service.identities import IdentityCases
 from kelpie_trio.service.mcp_servers import McpServerCases
 from kelpie_trio.service.messages import MessageCases
+from kelpie_trio.service.messages_all import AllMessageCases
 from kelpie_trio.service.passages import PASSAGE_INDEX, PassageCases
+from kelpie_trio.service.steps import StepCases
 
 __all__ = [
     "AGENT_INDEX",
@@ -35,5 +38,14 @@ __all__ = [
 ]
 
 
-class AgentService(AgentFileCases, AgentCases, PassageCases, MessageCases, McpServerCases):
+class AgentService(
+    AgentFileCases,
+    AgentCases,
+    PassageCases,
+    MessageCases,
+    IdentityCases,
+    AllMessageCases,
+    StepCases,
+    McpServerCases,
+):
     """Every use case of the API, over one store (see the modules of this package)."""

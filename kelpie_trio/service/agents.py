@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 
-from kelpie_trio.agent import runs
+from kelpie_trio.agent import runs, steps
 from kelpie_trio.agent.tool_calls import TOOL_RUNS
 from kelpie_trio.agent.tool_rules import RuleError, parse_rules
 from kelpie_trio.errors import Conflict, Invalid, NotFound
@@ -228,11 +228,14 @@ class AgentCases(BlockCases, ToolCases):
         tags: list[str] | None = None,
         match_all_tags: bool = False,
         query_text: str | None = None,
+        only_ids: set[str] | None = None,
     ) -> list[AgentView]:
         wanted_tags = set(tags or [])
         needle = query_text.lower() if query_text else None
 
         def keep(agent: Agent) -> bool:
+            if only_ids is not None and agent.id not in only_ids:
+                return False
             if name is not None and agent.name != name:
                 return False
             if needle is not None and needle not in agent.name.lower():
@@ -242,7 +245,9 @@ class AgentCases(BlockCases, ToolCases):
                 return wanted_tags <= have if match_all_tags else bool(wanted_tags & have)
             return True
 
-        filtered = name is not None or needle is not None or bool(wanted_tags)
+        filtered = (
+            name is not None or needle is not None or bool(wanted_tags) or only_ids is not None
+        )
 
         async def listing(tr: Transaction) -> list[AgentView]:
             agents = await page_records(
@@ -319,6 +324,7 @@ class AgentCases(BlockCases, ToolCases):
                 run = await runs.load_run(tr, run_id)
                 if run is not None:
                     runs.delete_run(tr, run)
+                    await steps.clear_run_steps(tr, run_id)
             await outbox.record(tr, agent_id, resync=True)  # the index forgets the agent
 
         await self.store.transact(delete)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kelpie_trio.agent import runs
+from kelpie_trio.agent import runs, steps
 from kelpie_trio.agent.history import decode_messages
 from kelpie_trio.agent.messages import to_letta_messages
 from kelpie_trio.agent.runs import Run
@@ -86,5 +86,6 @@ class RunCases(ServiceBase):
             if not run.finished:
                 raise Conflict(f"run {run_id} is still running; cancel it first")
             runs.delete_run(tr, run)
+            await steps.clear_run_steps(tr, run_id)
 
         await self.store.transact(delete)

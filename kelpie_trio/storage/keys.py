@@ -15,6 +15,7 @@ __all__ = [
     "AGENTS",
     "BLOCKS",
     "CONTEXT",
+    "IDENTITIES",
     "LEASES",
     "MESSAGES",
     "NODES",
@@ -24,6 +25,7 @@ __all__ = [
     "SEARCH",
     "SESSIONS",
     "SIM",
+    "STEPS",
     "TXN_MARKERS",
     "Subspace",
     "pack",
@@ -46,6 +48,8 @@ LEASES = ROOT["leases"]  # (agent_id,) -> lease (node id, epoch, expiry)
 NODES = ROOT["nodes"]  # (node_id,) -> node registry entry
 OUTBOX = ROOT["outbox"]  # (agent_id, position) -> search index change (search/outbox.py)
 SEARCH = ROOT["search"]  # the outbox's heads, cursors and consumers (search/outbox.py)
+IDENTITIES = ROOT["identities"]  # (identity_id,) -> identity (service/identities.py)
+STEPS = ROOT["steps"]  # (step_id,) -> one agent iteration's record (agent/steps.py)
 SIM = ROOT["sim"]  # keys of simulation scenarios, never used by the server
 # Idempotency markers of Store.transact: (minute bucket, token) -> attempt number.
 TXN_MARKERS = ROOT["system"]["txn"]

@@ -1,0 +1,140 @@
+"""Steps: one record per agent iteration, written in the transaction of its checkpoint.
+
+Letta shows each iteration of a turn as a Step (model, provider, tokens, stop reason, the
+messages it produced) with its metrics and, where enabled, a trace of the provider call.
+The record is written by the step's own checkpoint transaction (agent/commits.py), so it
+exists exactly when the iteration does: a crash before the commit leaves neither, the
+resumed turn writes it then. It is keyed by (run, step number) too, so an iteration that
+is ever committed again replaces its record under the same id instead of adding one.
+
+Traces are not recorded (Letta's is off unless its operator turns it on): the trace routes
+answer none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from kelpie_trio.models import convert
+from kelpie_trio.storage import keys
+from kelpie_trio.storage.base import Transaction
+
+__all__ = [
+    "RUN_STEPS",
+    "STEP_INDEX",
+    "StepRecord",
+    "clear_run_steps",
+    "load_step",
+    "record_step",
+    "run_step_ids",
+    "save_step",
+]
+
+STEP_INDEX = keys.ROOT["index"]["steps"]  # (created_us, step_id) -> b""
+RUN_STEPS = keys.ROOT["index"]["run_steps"]  # (run_id, step number) -> step_id
+
+
+@attrs.define(kw_only=True)
+class StepRecord:
+    id: str
+    run_id: str
+    agent_id: str
+    step_number: int
+    model: str | None = None
+    model_handle: str | None = None
+    model_endpoint: str | None = None
+    provider_name: str | None = None
+    context_window_limit: int | None = None
+    # The run's totals after this step; the step's own tokens are the difference from the
+    # step before (the actor counts usage per run).
+    run_prompt_tokens: int = 0
+    run_completion_tokens: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    stop_reason: str | None = None
+    message_ids: list[str] = attrs.Factory(list)
+    feedback: str | None = None  # "positive" | "negative"
+    tags: list[str] = attrs.Factory(list)
+    started_at: float = 0.0
+    created_at: float = 0.0  # when the step committed
+
+
+def _micros(seconds: float) -> int:
+    return round(seconds * 1_000_000)
+
+
+async def load_step(tr: Transaction, step_id: str) -> StepRecord | None:
+    raw = await tr.get(keys.STEPS.pack((step_id,)))
+    return None if raw is None else convert.decode_record(raw, StepRecord)
+
+
+def save_step(tr: Transaction, step: StepRecord) -> None:
+    tr.set(keys.STEPS.pack((step.id,)), convert.encode_record(step))
+
+
+async def run_step_ids(tr: Transaction, run_id: str) -> list[str]:
+    """The run's steps, in step order."""
+    r = RUN_STEPS.range((run_id,))
+    return [v.decode() for _, v in await tr.get_range(r.start, r.stop)]
+
+
+async def record_step(
+    tr: Transaction,
+    env: Any,
+    *,
+    run: Any,
+    agent: Any,
+    step: int,
+    usage: tuple[int, int],
+    messages: list[Any],
+    stop: str | None,
+) -> StepRecord:
+    """The record of `run`'s iteration `step`, written in the caller's transaction."""
+    existing_id = await tr.get(RUN_STEPS.pack((run.id, step)))
+    existing = await load_step(tr, existing_id.decode()) if existing_id else None
+    previous = None
+    if step > 1:
+        before = await tr.get(RUN_STEPS.pack((run.id, step - 1)))
+        previous = await load_step(tr, before.decode()) if before else None
+    prompt, completion = usage
+    llm = agent.llm_config or {}
+    now = env.now()
+    record = StepRecord(
+        id=existing.id if existing else env.new_id("step"),
+        run_id=run.id,
+        agent_id=run.agent_id,
+        step_number=step,
+        model=llm.get("model"),
+        model_handle=llm.get("handle") or agent.model,
+        model_endpoint=llm.get("model_endpoint"),
+        provider_name=llm.get("provider_name") or llm.get("model_endpoint_type"),
+        context_window_limit=llm.get("context_window"),
+        run_prompt_tokens=prompt,
+        run_completion_tokens=completion,
+        prompt_tokens=prompt - (previous.run_prompt_tokens if previous else 0),
+        completion_tokens=completion - (previous.run_completion_tokens if previous else 0),
+        stop_reason=stop,
+        message_ids=list(dict.fromkeys(m.id for m in messages)),
+        feedback=existing.feedback if existing else None,
+        tags=existing.tags if existing else [],
+        started_at=previous.created_at if previous else run.created_at,
+        created_at=existing.created_at if existing else now,
+    )
+    save_step(tr, record)
+    if existing is None:
+        tr.set(RUN_STEPS.pack((run.id, step)), record.id.encode())
+        tr.set(STEP_INDEX.pack((_micros(record.created_at), record.id)), b"")
+    return record
+
+
+async def clear_run_steps(tr: Transaction, run_id: str) -> None:
+    """Forget a run's steps (its run is deleted, or its agent)."""
+    r = RUN_STEPS.range((run_id,))
+    for _, value in await tr.get_range(r.start, r.stop):
+        step = await load_step(tr, value.decode())
+        if step is not None:
+            tr.clear(keys.STEPS.pack((step.id,)))
+            tr.clear(STEP_INDEX.pack((_micros(step.created_at), step.id)))
+    tr.clear_range(r.start, r.stop)
