@@ -39,10 +39,10 @@ def test_dst_steps_of_a_crashed_and_resumed_turn_are_each_recorded_once() -> Non
             body = {"messages": [{"role": "user", "content": "go", "otid": "o1"}],
                     "max_steps": 20}  # fmt: skip
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_send_quietly, home, agent, body)
+                nursery.start_soon(_send_quietly, sim, "n0", agent, body)
                 await trio.sleep(sim.world.rng("crash").uniform(0.05, 2.0))
                 sim.crash("n0")
-            await _send_until_answered(away, agent, body)
+            await _send_until_answered(sim, "n1", agent, body)
             history = await history_of(away, agent)
             run_id = next(m.run_id for m in history if m.run_id)
             records, indexed = await _steps_of(away, run_id)
