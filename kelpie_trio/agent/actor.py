@@ -252,7 +252,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         inputs = [
             Message(id=self.ctx.env.new_id("message"), agent_id=run.agent_id, seq=base + i,
                     created_at=now, role="user", content=given.text, otid=given.otid,
-                    run_id=run.id)
+                    run_id=run.id, parts=given.parts)
             for i, given in enumerate(run.inputs)
         ]  # fmt: skip
         # A new message ends a paused session of this agent: it is answered now. Only

@@ -22,7 +22,7 @@ import attrs
 import orjson
 
 from kelpie_trio.agent.messages import Message
-from kelpie_trio.llm.types import ChatMessage, LlmRequest, ToolSchema
+from kelpie_trio.llm.types import ChatMessage, ImagePart, LlmRequest, ToolSchema
 
 __all__ = [
     "AgentContext",
@@ -39,6 +39,9 @@ TARGET = 0.7  # after an eviction the prompt takes at most this share of the win
 SUMMARY_CHARS = 4_000  # a summary is kept to about 1,000 tokens
 DEFAULT_CONTEXT_WINDOW = 32_000
 DEFAULT_REPLY_TOKENS = 4_096
+# What an image costs in the prompt, whatever its size: the providers scale images down
+# (Anthropic to ~1,600 tokens at most, OpenAI's high detail ~1,100 for a typical photo).
+IMAGE_TOKENS = 1_500
 
 
 @attrs.define(kw_only=True)
@@ -52,6 +55,7 @@ class AgentContext:
 
 def _chars(message: ChatMessage) -> int:
     size = len(message.content or "")
+    size += sum(IMAGE_TOKENS * CHARS_PER_TOKEN for p in message.parts if isinstance(p, ImagePart))
     for call in message.tool_calls:
         size += len(call.name) + len(call.arguments)
     return size
@@ -94,7 +98,9 @@ def _line(message: Message) -> str:
         parts = [message.reasoning or message.content or ""]
         parts += [f"(called {c.name} {c.arguments})" for c in message.tool_calls]
         return "[assistant] " + " ".join(p for p in parts if p)
-    return f"[{message.role}] {message.content or ''}"
+    images = sum(1 for p in message.parts or () if p.type == "image")
+    shown = f" [{images} image{'s' if images > 1 else ''} omitted]" if images else ""
+    return f"[{message.role}] {message.content or ''}{shown}"
 
 
 def transcript(messages: Sequence[Message], limit: int) -> str:

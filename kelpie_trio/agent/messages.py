@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from kelpie_trio.agent.content import ContentPart, letta_content
 from kelpie_trio.agent.runs import Answer
 from kelpie_trio.models.convert import iso
 
@@ -47,6 +48,9 @@ class Message:
     created_at: float = 0.0
     approvals: list[Answer] | None = None  # role "approval": the answers, per call
     approval_request_id: str | None = None  # role "approval": Letta's legacy field, as sent
+    # role "user" with images: the content as sent, text and images in order (`content`
+    # keeps its text, for the window, search and summaries).
+    parts: list[ContentPart] | None = None
 
 
 def to_letta_messages(
@@ -69,7 +73,8 @@ def to_letta_messages(
         "run_id": message.run_id,
     }
     if message.role == "user":
-        return [{**base, "message_type": "user_message", "content": message.content or ""}]
+        content = letta_content(message.parts) if message.parts else message.content or ""
+        return [{**base, "message_type": "user_message", "content": content}]
     if message.role == "system":
         return [{**base, "message_type": "system_message", "content": message.content or ""}]
     if message.role == "approval":

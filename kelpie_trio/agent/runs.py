@@ -28,6 +28,7 @@ from typing import Any
 
 import attrs
 
+from kelpie_trio.agent.content import ContentPart
 from kelpie_trio.errors import Conflict, NotFound
 from kelpie_trio.models import convert
 from kelpie_trio.storage import keys
@@ -94,6 +95,8 @@ class ClientTool:
 class RunInput:
     text: str
     otid: str | None = None
+    # A message with images: its text and images in order (agent/content.py); else None.
+    parts: list[ContentPart] | None = None
     # An approval message (no text): the answers to the calls a parked run waits for.
     answers: list[Answer] | None = None
     approval_request_id: str | None = None  # Letta's legacy field, kept as it was sent
@@ -182,8 +185,8 @@ class Run:
 
     def same_request(self, other: Run) -> bool:
         """Whether a retried send asks for what this run was started with."""
-        return [(i.text, i.otid, i.answers) for i in self.inputs] == [
-            (i.text, i.otid, i.answers) for i in other.inputs
+        return [(i.text, i.otid, i.answers, i.parts) for i in self.inputs] == [
+            (i.text, i.otid, i.answers, i.parts) for i in other.inputs
         ] and (self.max_steps, self.use_assistant_message) == (
             other.max_steps,
             other.use_assistant_message,

@@ -21,6 +21,7 @@ import attrs
 import orjson
 
 from kelpie_trio.agent import tool_rules
+from kelpie_trio.agent.content import llm_parts
 from kelpie_trio.agent.messages import Message, StoredToolCall
 from kelpie_trio.agent.runs import Answer, ClientTool
 from kelpie_trio.agent.tool_rules import Offer, ToolRule, TurnState
@@ -85,7 +86,8 @@ def _chat(message: Message) -> ChatMessage:
     if message.role == "assistant":
         calls = tuple(ToolCall(c.id, c.name, c.arguments) for c in message.tool_calls)
         return ChatMessage("assistant", message.content or message.reasoning, tool_calls=calls)
-    return ChatMessage(message.role, message.content)  # type: ignore[arg-type]
+    parts = llm_parts(message.parts) if message.parts else ()
+    return ChatMessage(message.role, message.content, parts=parts)  # type: ignore[arg-type]
 
 
 def build_request(

@@ -26,12 +26,14 @@ from kelpie_trio.llm.types import (
     ChatMessage,
     Completed,
     ContentDelta,
+    ContentPart,
     LlmClient,
     LlmFailure,
     LlmRateLimited,
     LlmRequest,
     LlmResponse,
     LlmStreamEvent,
+    TextPart,
     ToolCall,
     ToolCallDelta,
     Usage,
@@ -114,11 +116,28 @@ def _content_blocks(message: ChatMessage) -> list[dict[str, Any]]:
             }
         ]
     blocks: list[dict[str, Any]] = []
-    if message.content:
+    if message.parts:
+        blocks += [_anthropic_part(p) for p in message.parts if not _empty(p)]
+    elif message.content:
         blocks.append({"type": "text", "text": message.content})
     for call in message.tool_calls:
         blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": _input(call)})
     return blocks
+
+
+def _empty(part: ContentPart) -> bool:
+    return isinstance(part, TextPart) and not part.text  # Anthropic refuses empty text blocks
+
+
+def _anthropic_part(part: ContentPart) -> dict[str, Any]:
+    """A content part of a user message; an image is an `image` block with a url or base64
+    source (Anthropic has no detail setting: it is dropped)."""
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    if part.url is not None:
+        return {"type": "image", "source": {"type": "url", "url": part.url}}
+    source = {"type": "base64", "media_type": part.media_type, "data": part.data}
+    return {"type": "image", "source": source}
 
 
 def _input(call: ToolCall) -> dict[str, Any]:

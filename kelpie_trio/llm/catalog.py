@@ -50,6 +50,7 @@ __all__ = [
     "UnknownModel",
     "model_settings_from_llm_config",
     "provider_model",
+    "takes_images",
 ]
 
 # Both endpoint-type enums (LLMConfig.model_endpoint_type, Model.provider_type) are closed, so
@@ -321,6 +322,27 @@ def _anthropic_max_tokens(model: str) -> int:
     if "opus" in model or "sonnet" in model:
         return 16_384
     return 8_192
+
+
+# Chat models of the providers' lists that take no images (their APIs refuse image parts).
+_TEXT_ONLY_OPENAI = ("gpt-3.5", "gpt-4-0", "o1-mini", "o1-preview", "o3-mini")
+_TEXT_ONLY_ANTHROPIC = ("claude-2", "claude-instant")
+
+
+def takes_images(llm_config: Mapping[str, Any]) -> bool:
+    """Whether an agent's model takes image parts in a user message.
+
+    Every model this catalog lists for OpenAI and Anthropic does; the older text-only
+    ones above (which an agent file or a discovered list may name) do not. The simulated
+    model takes them (it records what it is sent and answers as it always does), so the
+    simulator carries images through its faults. A local server's model (vLLM, Ollama,
+    llama.cpp) cannot be told apart: it is assumed to take them, and a server that
+    refuses ends the turn with its error (stop reason llm_api_error)."""
+    model = str(llm_config.get("model") or "")
+    endpoint_type = llm_config.get("model_endpoint_type")
+    if endpoint_type == "anthropic":
+        return not model.startswith(_TEXT_ONLY_ANTHROPIC)
+    return not (model == "gpt-4" or model.startswith(_TEXT_ONLY_OPENAI))
 
 
 def _is_openai_reasoner(model: str) -> bool:

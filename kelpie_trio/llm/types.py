@@ -18,6 +18,8 @@ __all__ = [
     "ChatMessage",
     "Completed",
     "ContentDelta",
+    "ContentPart",
+    "ImagePart",
     "LlmClient",
     "LlmError",
     "LlmFailure",
@@ -26,6 +28,7 @@ __all__ = [
     "LlmResponse",
     "LlmStreamEvent",
     "LlmTimeout",
+    "TextPart",
     "ToolCall",
     "ToolCallDelta",
     "ToolSchema",
@@ -43,11 +46,31 @@ class ToolCall:
 
 
 @attrs.frozen
+class TextPart:
+    text: str
+
+
+@attrs.frozen
+class ImagePart:
+    """An image in a user message: at a URL the provider fetches, or inline (base64)."""
+
+    url: str | None = None
+    data: str | None = None  # base64, with its media_type
+    media_type: str | None = None
+    detail: str | None = None  # OpenAI's "low" | "high" | "auto"
+
+
+ContentPart = TextPart | ImagePart
+
+
+@attrs.frozen
 class ChatMessage:
     role: Role
-    content: str | None = None
+    content: str | None = None  # the text (of all text parts, when `parts` is given)
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None  # role "tool": the call this result answers
+    # A user message with images: its content in order, text and images. Empty: `content`.
+    parts: tuple[ContentPart, ...] = ()
 
 
 @attrs.frozen

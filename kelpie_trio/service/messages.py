@@ -13,6 +13,7 @@ import trio
 
 from kelpie_trio.agent import approvals as parked_runs
 from kelpie_trio.agent import runs
+from kelpie_trio.agent.content import ContentPart
 from kelpie_trio.agent.events import RunEvents
 from kelpie_trio.agent.history import read_history
 from kelpie_trio.agent.messages import iso, to_letta_messages
@@ -30,6 +31,7 @@ from kelpie_trio.models import convert
 from kelpie_trio.nursery.errors import ActorFailed, RuntimeFailure
 from kelpie_trio.service import approvals, send_options
 from kelpie_trio.service.common import MAX_PAGE, Page
+from kelpie_trio.service.content import check_model_takes, parse_content
 from kelpie_trio.service.limits import check_key_part, check_send
 from kelpie_trio.service.runs import RunCases
 from kelpie_trio.service.sessions import SessionCases, TransferRequest
@@ -88,17 +90,17 @@ class ToolRunRequest:
     args: dict[str, Any] | None = None
 
 
-def _text(content: Any, where: list[str | int]) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for i, part in enumerate(content):
-            if not isinstance(part, dict) or part.get("type") != "text":
-                raise Invalid.field([*where, i], "only text content is supported")
-            parts.append(str(part.get("text", "")))
-        return "".join(parts)
-    raise Invalid.field(where, "content must be a string or a list of text parts")
+def _sized(
+    where: list[str | int], text: str, parts: list[ContentPart] | None
+) -> list[tuple[list[str | int], str]]:
+    """What of one message counts against the send's budget, each with where it was sent:
+    its text, and each image's data (or URL), which is stored with it."""
+    sized: list[tuple[list[str | int], str]] = [(where, text)]
+    for i, part in enumerate(parts or []):
+        if part.source is not None:
+            field = "data" if part.source.data is not None else "url"
+            sized.append(([*where, i, "source", field], part.source.data or part.source.url or ""))
+    return sized
 
 
 @attrs.define
@@ -153,14 +155,15 @@ class MessageCases(RunCases, SessionCases):
             if message.role != "user":
                 raise Invalid.field(["body", "messages", i, "role"], "only user messages")
             where: list[str | int] = ["body", "messages", i, "content"]
-            text = _text(message.content, where)
+            text, parts = parse_content(message.content, where)
             if message.otid is not None:  # it keys the send's idempotency
                 check_key_part(["body", "messages", i, "otid"], message.otid, "an otid")
-            texts.append((where, text))
-            inputs.append(RunInput(text=text, otid=message.otid))
+            texts += _sized(where, text, parts)
+            inputs.append(RunInput(text=text, otid=message.otid, parts=parts))
         if request.input is not None:
-            texts.append((["body", "input"], _text(request.input, ["body", "input"])))
-            inputs.append(RunInput(text=texts[-1][1]))
+            text, parts = parse_content(request.input, ["body", "input"])
+            texts += _sized(["body", "input"], text, parts)
+            inputs.append(RunInput(text=text, parts=parts))
         check_send(texts)
         if not inputs:
             raise Invalid.field(["body", "messages"], "give at least one message (or input)")
@@ -209,6 +212,7 @@ class MessageCases(RunCases, SessionCases):
         async def create(tr: Transaction) -> Run:
             run = await runs.create_or_find(tr, wanted)
             if run.id == wanted.id:  # new: refused (and so not created) as the actor would
+                await check_model_takes(tr, agent_id, wanted.inputs, None)
                 await parked_runs.check_send(tr, agent_id, wanted.inputs)
             return run
 
@@ -266,6 +270,7 @@ class MessageCases(RunCases, SessionCases):
 
         async def exists(tr: Transaction) -> None:  # no activation for an unknown agent
             await runs.require_agent(tr, agent_id)
+            await check_model_takes(tr, agent_id, wanted.inputs, None)
 
         await self.store.transact(exists)
         assert self.dispatcher is not None

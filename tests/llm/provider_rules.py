@@ -58,7 +58,57 @@ def openai_refusal(body: Any, models: Collection[str]) -> Refusal | None:
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
             param="stream_options",
         )
-    return _openai_tool_turns(messages)
+    return _openai_tool_turns(messages) or _openai_parts(messages, model)
+
+
+# Image parts: the vision guide and chat/create's message schemas. Only user messages take
+# image_url parts (system and developer take text parts, assistant text and refusal).
+_OPENAI_USER_PARTS = ("text", "image_url", "input_audio", "file")
+_OPENAI_TEXT_ONLY_MODELS = ("gpt-3.5", "o1-mini", "o3-mini")
+_OPENAI_DETAIL = ("low", "high", "auto")
+
+
+def _openai_parts(messages: list[Any], model: str) -> Refusal | None:
+    for i, message in enumerate(messages):
+        content = message.get("content")
+        if not isinstance(content, list):
+            continue
+        role = message.get("role")
+        allowed = _OPENAI_USER_PARTS if role == "user" else ("text",)
+        for j, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            where = f"messages[{i}].content[{j}]"
+            if kind not in allowed:
+                return _openai_error(
+                    400, f"Invalid value: '{kind}'. Supported values are: "
+                    + ", ".join(f"'{k}'" for k in allowed) + ".", param=f"{where}.type",
+                )  # fmt: skip
+            if kind == "text" and not isinstance(part.get("text"), str):
+                return _openai_error(400, "Missing required parameter: 'text'.",
+                                     param=f"{where}.text")  # fmt: skip
+            if kind != "image_url":
+                continue
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else None
+            if not isinstance(url, str):
+                return _openai_error(400, "Missing required parameter: 'image_url.url'.",
+                                     param=f"{where}.image_url.url")  # fmt: skip
+            if not url.startswith(("http://", "https://", "data:image/")) or (
+                url.startswith("data:") and ";base64," not in url
+            ):
+                return _openai_error(
+                    400, "Invalid image URL: expected a URL or a base64 data URL of an image.",
+                    param=f"{where}.image_url.url", code="invalid_image_url",
+                )  # fmt: skip
+            if image.get("detail", "auto") not in _OPENAI_DETAIL:
+                return _openai_error(400, f"Invalid value: '{image.get('detail')}'.",
+                                     param=f"{where}.image_url.detail")  # fmt: skip
+            if model.startswith(_OPENAI_TEXT_ONLY_MODELS):
+                return _openai_error(
+                    400, "Invalid content type. image_url is only supported by certain models.",
+                    param=f"{where}.type",
+                )  # fmt: skip
+    return None
 
 
 def _openai_tool_turns(messages: list[Any]) -> Refusal | None:
@@ -157,6 +207,43 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
     return [b for b in content or () if isinstance(b, dict)]
 
 
+_ANTHROPIC_BLOCKS = {
+    "user": ("text", "image", "document", "tool_result"),
+    "assistant": ("text", "tool_use", "thinking", "redacted_thinking"),
+}
+_ANTHROPIC_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+
+
+def _anthropic_block(block: dict[str, Any], role: str, where: str) -> Refusal | None:
+    """A content block's type fits its turn; an image's source is base64 of one of the four
+    image types, or a URL (the vision guide)."""
+    kind = block.get("type")
+    if kind not in _ANTHROPIC_BLOCKS[role]:
+        expected = ", ".join(_ANTHROPIC_BLOCKS[role])
+        return _invalid(f"{where}.type: Input tag '{kind}' found using 'type' does not match "
+                        f"any of the expected tags: {expected}")  # fmt: skip
+    if kind != "image":
+        return None
+    source = block.get("source")
+    source_type = source.get("type") if isinstance(source, dict) else None
+    if source_type == "url":
+        url = source.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            return _invalid(f"{where}.source.url: Input should be a valid URL")
+        return None
+    if source_type != "base64":
+        return _invalid(f"{where}.source: Input tag '{source_type}' found using 'type' does not "
+                        "match any of the expected tags: 'base64', 'url'")  # fmt: skip
+    if source.get("media_type") not in _ANTHROPIC_IMAGE_TYPES:
+        return _invalid(
+            f"{where}.source.base64.media_type: Input should be 'image/jpeg', 'image/png', "
+            "'image/gif' or 'image/webp'"
+        )
+    if not isinstance(source.get("data"), str) or not source["data"]:
+        return _invalid(f"{where}.source.base64.data: Field required")
+    return None
+
+
 def _anthropic_turns(messages: list[Any]) -> Refusal | None:
     if not messages:
         return _invalid("messages: at least one message is required")
@@ -192,6 +279,8 @@ def _anthropic_turns(messages: list[Any]) -> Refusal | None:
             if block.get("type") == "text" and not block.get("text"):
                 return _invalid(f"messages.{i}.content.{j}.text: text content blocks must be "
                                 "non-empty")  # fmt: skip
+            if (refused := _anthropic_block(block, role, f"messages.{i}.content.{j}")) is not None:
+                return refused
         answered = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
         if role == "user" and (unknown := answered - pending):
             return _invalid(

@@ -1,0 +1,196 @@
+"""What a send may carry beyond text, through letta-client, against the strict scripted
+providers: image parts reach the model in each API's own shape and come back in the
+user_message as sent; a model that takes no images, an image type no provider takes, or an
+image over the send's budget is refused before anything is stored."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import letta_client
+import pytest
+import trio
+from letta_client import AsyncLetta
+
+from kelpie_trio.config import ServerConfig
+from kelpie_trio.nursery.node import run_node
+from kelpie_trio.service.limits import MAX_SEND_BYTES
+from tests.llm.fake_providers import FakeProvider, Reply, anthropic_message, openai_completion
+from tests.llm.fake_providers import serving as serving_fake
+from tests.test_tool_rules_with_providers import ANTHROPIC, OPENAI
+
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n fake pixels").decode()
+URL = "https://example.com/cat.png"
+
+
+def image_message(*parts: Any) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": list(parts)}]
+
+
+def text(value: str) -> dict[str, Any]:
+    return {"type": "text", "text": value}
+
+
+def b64_image(data: str = PNG, media_type: str = "image/png") -> dict[str, Any]:
+    return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+
+
+def url_image(url: str = URL) -> dict[str, Any]:
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+@contextlib.asynccontextmanager
+async def node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *replies: Reply, openai: tuple[str, ...] = ()
+) -> AsyncIterator[tuple[FakeProvider, AsyncLetta]]:
+    """A node whose OpenAI and Anthropic are the fake; `openai` adds model names it serves."""
+    with trio.fail_after(60):
+        async with serving_fake() as fake, trio.open_nursery() as nursery:
+            fake.openai_models += [{"id": m, "object": "model", "created": 1, "owned_by": "fake"}
+                                   for m in openai]  # fmt: skip
+            monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+            monkeypatch.setenv("OPENAI_BASE_URL", fake.url + "/v1")
+            monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+            monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.url + "/v1")
+            fake.script(*replies)
+            stop = trio.Event()
+            config = ServerConfig(port=0, db=tmp_path / "k.db", graceful_timeout=1)
+            dispatcher = await nursery.start(
+                functools.partial(run_node, config, shutdown=stop, handle_signals=False)
+            )
+            letta = AsyncLetta(base_url=dispatcher.address, max_retries=0)
+            try:
+                yield fake, letta
+            finally:
+                await letta.close()
+                stop.set()
+
+
+def last_user(fake: FakeProvider, i: int = 0) -> dict[str, Any]:
+    return [m for m in fake.received[i].json["messages"] if m["role"] == "user"][-1]
+
+
+async def test_images_reach_openai_as_image_url_parts_in_order(tmp_path, monkeypatch) -> None:
+    async with node(tmp_path, monkeypatch, openai_completion("A cat.")) as (fake, letta):
+        agent = await letta.agents.create(model=OPENAI)
+        sent = image_message(text("What is this?"), b64_image(), url_image())
+        reply = await letta.agents.messages.create(agent.id, messages=sent)
+        history = [m async for m in letta.agents.messages.list(agent.id)]
+    assert fake.refused == []
+    assert last_user(fake)["content"] == [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+        {"type": "image_url", "image_url": {"url": URL}},
+    ]
+    assert reply.messages[-1].content == "A cat."
+    (user,) = [m for m in history if m.message_type == "user_message"]
+    shown = [p.model_dump() for p in user.content]
+    assert [p["type"] for p in shown] == ["text", "image", "image"]
+    assert shown[0]["text"] == "What is this?"
+    assert shown[1]["source"]["data"] == PNG and shown[1]["source"]["media_type"] == "image/png"
+    assert shown[2]["source"] == {"type": "url", "url": URL}
+
+
+async def test_a_data_url_image_is_sent_as_base64(tmp_path, monkeypatch) -> None:
+    async with node(tmp_path, monkeypatch, anthropic_message("A cat.")) as (fake, letta):
+        agent = await letta.agents.create(model=ANTHROPIC)
+        sent = image_message(url_image(f"data:image/webp;base64,{PNG}"), text("and this?"))
+        await letta.agents.messages.create(agent.id, messages=sent)
+    (image, words) = last_user(fake)["content"]
+    source = {"type": "base64", "media_type": "image/webp", "data": PNG}
+    assert image == {"type": "image", "source": source}
+    assert words == {"type": "text", "text": "and this?"}
+
+
+async def test_images_reach_anthropic_as_image_blocks(tmp_path, monkeypatch) -> None:
+    async with node(tmp_path, monkeypatch, anthropic_message("Two cats.")) as (fake, letta):
+        agent = await letta.agents.create(model=ANTHROPIC)
+        sent = image_message(b64_image(media_type="image/jpeg"), url_image(), text("Compare."))
+        reply = await letta.agents.messages.create(agent.id, messages=sent)
+    assert fake.refused == []
+    assert last_user(fake)["content"] == [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": PNG}},
+        {"type": "image", "source": {"type": "url", "url": URL}},
+        {"type": "text", "text": "Compare."},
+    ]
+    assert reply.messages[-1].content == "Two cats."
+
+
+async def test_a_model_without_images_is_refused_before_anything_is_stored(
+    tmp_path, monkeypatch
+) -> None:
+    async with node(tmp_path, monkeypatch, openai=("gpt-3.5-turbo",)) as (fake, letta):
+        agent = await letta.agents.create(model="openai/gpt-3.5-turbo")
+        with pytest.raises(letta_client.UnprocessableEntityError) as error:
+            await letta.agents.messages.create(agent.id, messages=image_message(b64_image()))
+        with pytest.raises(letta_client.UnprocessableEntityError) as streamed:
+            await letta.agents.messages.create_async(agent.id, messages=image_message(b64_image()))
+        history = [m async for m in letta.agents.messages.list(agent.id)]
+        runs = [r async for r in letta.runs.list(agent_ids=[agent.id])]
+    (detail,) = error.value.body["detail"]
+    assert detail["loc"] == ["body", "messages", 0, "content"]
+    assert "does not take images" in detail["msg"] and "gpt-3.5-turbo" in detail["msg"]
+    assert streamed.value.body["detail"][0]["loc"] == ["body", "messages", 0, "content"]
+    assert history == [] and runs == [] and fake.received == []
+
+
+async def test_an_image_type_no_provider_takes_is_refused_by_field(tmp_path, monkeypatch) -> None:
+    async with node(tmp_path, monkeypatch) as (fake, letta):
+        agent = await letta.agents.create(model=OPENAI)
+        refused = {}
+        for name, part in [
+            ("tiff", b64_image(media_type="image/tiff")),
+            ("not base64", b64_image(data="not base64!")),
+            ("file url", url_image("file:///etc/passwd")),
+            ("letta", {"type": "image", "source": {"type": "letta", "file_id": "file-1"}}),
+            ("audio", {"type": "audio", "data": "x"}),
+        ]:
+            with pytest.raises(letta_client.UnprocessableEntityError) as error:
+                await letta.agents.messages.create(agent.id, messages=image_message(part))
+            refused[name] = error.value.body["detail"][0]["loc"][4:]
+        history = [m async for m in letta.agents.messages.list(agent.id)]
+    assert refused == {
+        "tiff": [0, "source", "media_type"],
+        "not base64": [0, "source", "data"],
+        "file url": [0, "source", "url"],
+        "letta": [0, "source", "type"],
+        "audio": [0, "type"],
+    }
+    assert history == [] and fake.received == []
+
+
+async def test_an_image_over_the_send_budget_is_a_413_naming_it(tmp_path, monkeypatch) -> None:
+    big = base64.b64encode(b"\0" * (MAX_SEND_BYTES // 4 * 3 + 3)).decode()
+    async with node(tmp_path, monkeypatch) as (fake, letta):
+        agent = await letta.agents.create(model=OPENAI)
+        with pytest.raises(letta_client.APIStatusError) as error:
+            await letta.agents.messages.create(
+                agent.id, messages=image_message(text("look"), b64_image(big))
+            )
+        history = [m async for m in letta.agents.messages.list(agent.id)]
+    assert error.value.status_code == 413
+    assert error.value.body["detail"].startswith("body.messages.0.content.1.source.data:")
+    assert history == [] and fake.received == []
+
+
+async def test_a_large_image_under_the_budget_is_stored_once_and_sent(
+    tmp_path, monkeypatch
+) -> None:
+    # Several times a store value's limit (100 kB): the message and the run are chunked.
+    data = base64.b64encode(bytes(range(256)) * 1_200).decode()
+    script = [openai_completion("Big."), openai_completion("Again.")]
+    async with node(tmp_path, monkeypatch, *script) as (fake, letta):
+        agent = await letta.agents.create(model=OPENAI)
+        await letta.agents.messages.create(agent.id, messages=image_message(b64_image(data)))
+        await letta.agents.messages.create(agent.id, input="and now?")
+        history = [m async for m in letta.agents.messages.list(agent.id)]
+    users = [m for m in history if m.message_type == "user_message"]
+    assert users[0].content[0].source.data == data
+    # The second step's request carries the image from the stored history.
+    sent = [m for m in fake.received[1].json["messages"] if m["role"] == "user"]
+    assert sent[0]["content"][0]["image_url"]["url"] == f"data:image/png;base64,{data}"
