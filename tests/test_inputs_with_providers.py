@@ -194,3 +194,63 @@ async def test_a_large_image_under_the_budget_is_stored_once_and_sent(
     # The second step's request carries the image from the stored history.
     sent = [m for m in fake.received[1].json["messages"] if m["role"] == "user"]
     assert sent[0]["content"][0]["image_url"]["url"] == f"data:image/png;base64,{data}"
+
+
+# -- system-role input messages ------------------------------------------------------------
+
+
+SYSTEM_THEN_USER = [
+    {"role": "system", "content": "The user is on a phone."},
+    {"role": "user", "content": "hi"},
+]
+
+
+async def test_a_system_message_is_stored_and_sent_where_it_was_sent(tmp_path, monkeypatch) -> None:
+    script = [openai_completion("Hello."), openai_completion("Again.")]
+    async with node(tmp_path, monkeypatch, *script) as (fake, letta):
+        agent = await letta.agents.create(model=OPENAI)
+        reply = await letta.agents.messages.create(agent.id, messages=SYSTEM_THEN_USER)
+        await letta.agents.messages.create(agent.id, input="still there?")
+        history = [m async for m in letta.agents.messages.list(agent.id)]
+    sent = fake.received[0].json["messages"]
+    assert [m["role"] for m in sent] == ["system", "system", "user"]
+    assert sent[1]["content"] == "The user is on a phone." and sent[2]["content"] == "hi"
+    assert "The user is on a phone." not in sent[0]["content"]  # not folded into the prompt
+    # It stays in the history the next turn sees.
+    assert [m["role"] for m in fake.received[1].json["messages"]] == [
+        "system", "system", "user", "assistant", "user"]  # fmt: skip
+    assert reply.messages[-1].content == "Hello."
+    shown = [(m.message_type, getattr(m, "content", None)) for m in history]
+    assert shown[:2] == [("system_message", "The user is on a phone."), ("user_message", "hi")]
+
+
+async def test_anthropic_gets_a_system_message_as_an_alert_in_the_user_turn(
+    tmp_path, monkeypatch
+) -> None:
+    async with node(tmp_path, monkeypatch, anthropic_message("Hello.")) as (fake, letta):
+        agent = await letta.agents.create(model=ANTHROPIC, system="You are kind.")
+        await letta.agents.messages.create(agent.id, messages=SYSTEM_THEN_USER)
+    body = fake.received[0].json
+    assert fake.refused == []
+    assert body["system"].startswith("You are kind.") and "phone" not in body["system"]
+    (turn,) = body["messages"]
+    assert turn["content"] == [
+        {"type": "text", "text": "<event>SYSTEM ALERT: The user is on a phone.</event>"},
+        {"type": "text", "text": "hi"},
+    ]
+
+
+async def test_other_roles_and_images_in_system_messages_are_refused(tmp_path, monkeypatch) -> None:
+    async with node(tmp_path, monkeypatch) as (fake, letta):
+        agent = await letta.agents.create(model=OPENAI)
+        refused = []
+        for message in [
+            {"role": "system", "content": [text("see"), url_image()]},
+            {"role": "assistant", "content": "I said so."},
+        ]:
+            with pytest.raises(letta_client.UnprocessableEntityError) as error:
+                await letta.agents.messages.create(agent.id, messages=[message])
+            refused.append(error.value.body["detail"][0]["loc"])
+        history = [m async for m in letta.agents.messages.list(agent.id)]
+    assert refused == [["body", "messages", 0, "content"], ["body", "messages", 0, "role"]]
+    assert history == [] and fake.received == []

@@ -251,7 +251,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         base = self.next_seq  # not advanced until the transaction commits
         inputs = [
             Message(id=self.ctx.env.new_id("message"), agent_id=run.agent_id, seq=base + i,
-                    created_at=now, role="user", content=given.text, otid=given.otid,
+                    created_at=now, role=given.role, content=given.text, otid=given.otid,
                     run_id=run.id, parts=given.parts)
             for i, given in enumerate(run.inputs)
         ]  # fmt: skip

@@ -97,6 +97,9 @@ class RunInput:
     otid: str | None = None
     # A message with images: its text and images in order (agent/content.py); else None.
     parts: list[ContentPart] | None = None
+    # "system": an event for the model (Letta's system-role MessageCreate), stored as a
+    # system message where it was sent, not folded into the system prompt.
+    role: str = "user"
     # An approval message (no text): the answers to the calls a parked run waits for.
     answers: list[Answer] | None = None
     approval_request_id: str | None = None  # Letta's legacy field, kept as it was sent
@@ -185,8 +188,8 @@ class Run:
 
     def same_request(self, other: Run) -> bool:
         """Whether a retried send asks for what this run was started with."""
-        return [(i.text, i.otid, i.answers, i.parts) for i in self.inputs] == [
-            (i.text, i.otid, i.answers, i.parts) for i in other.inputs
+        return [(i.text, i.otid, i.answers, i.parts, i.role) for i in self.inputs] == [
+            (i.text, i.otid, i.answers, i.parts, i.role) for i in other.inputs
         ] and (self.max_steps, self.use_assistant_message) == (
             other.max_steps,
             other.use_assistant_message,

@@ -63,11 +63,13 @@ _ERROR_STATUS = {
 
 
 def _request_body(request: LlmRequest, *, stream: bool) -> dict[str, Any]:
-    system = [m.content for m in request.messages if m.role == "system" and m.content]
+    # The request's first message, when a system one, is the system prompt; any later one
+    # (a system-role input: an event) stays where it is, as a user turn that says it is a
+    # system alert, since the Messages API has no system role inside the conversation.
+    lead = 1 if request.messages and request.messages[0].role == "system" else 0
+    system = [m.content for m in request.messages[:lead] if m.content]
     messages: list[dict[str, Any]] = []
-    for message in request.messages:
-        if message.role == "system":
-            continue
+    for message in request.messages[lead:]:
         role = "assistant" if message.role == "assistant" else "user"
         blocks = _content_blocks(message)
         if not blocks:
@@ -115,6 +117,9 @@ def _content_blocks(message: ChatMessage) -> list[dict[str, Any]]:
                 "content": message.content or "",
             }
         ]
+    if message.role == "system":
+        alert = f"<event>SYSTEM ALERT: {message.content}</event>"
+        return [{"type": "text", "text": alert}] if message.content else []
     blocks: list[dict[str, Any]] = []
     if message.parts:
         blocks += [_anthropic_part(p) for p in message.parts if not _empty(p)]

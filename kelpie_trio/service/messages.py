@@ -152,14 +152,19 @@ class MessageCases(RunCases, SessionCases):
                 )
             if message.content is None:
                 raise Invalid.field(["body", "messages", i, "content"], "content is required")
-            if message.role != "user":
-                raise Invalid.field(["body", "messages", i, "role"], "only user messages")
+            if message.role not in ("user", "system"):
+                raise Invalid.field(
+                    ["body", "messages", i, "role"], "a message's role is 'user' or 'system'"
+                )
             where: list[str | int] = ["body", "messages", i, "content"]
             text, parts = parse_content(message.content, where)
+            if message.role == "system" and parts is not None:
+                # Letta would drop them without a word: the model sees a system message's text
+                raise Invalid.field(where, "a system message has text only, no images")
             if message.otid is not None:  # it keys the send's idempotency
                 check_key_part(["body", "messages", i, "otid"], message.otid, "an otid")
             texts += _sized(where, text, parts)
-            inputs.append(RunInput(text=text, otid=message.otid, parts=parts))
+            inputs.append(RunInput(text=text, otid=message.otid, parts=parts, role=message.role))
         if request.input is not None:
             text, parts = parse_content(request.input, ["body", "input"])
             texts += _sized(["body", "input"], text, parts)
