@@ -299,7 +299,7 @@ async def test_request_options_are_honoured_or_refused_by_name(tmp_path, monkeyp
     async with node(tmp_path, monkeypatch, *script) as (_, letta):
         agent = await parked_agent(letta)
         refused = {}
-        for name, value in [("override_model", "openai/gpt-4.1"), ("enable_thinking", "false"),
+        for name, value in [("override_model", "openai/nope"), ("enable_thinking", "false"),
                             ("return_logprobs", True), ("include_compaction_messages", True),
                             ("override_system", "Be brief.")]:  # fmt: skip
             with pytest.raises(letta_client.UnprocessableEntityError) as error:

@@ -254,3 +254,48 @@ async def test_other_roles_and_images_in_system_messages_are_refused(tmp_path, m
         history = [m async for m in letta.agents.messages.list(agent.id)]
     assert refused == [["body", "messages", 0, "content"], ["body", "messages", 0, "role"]]
     assert history == [] and fake.received == []
+
+
+# -- override_model --------------------------------------------------------------------------
+
+
+async def test_override_model_runs_one_send_on_another_model(tmp_path, monkeypatch) -> None:
+    script = [anthropic_message("From Claude."), openai_completion("From GPT.")]
+    async with node(tmp_path, monkeypatch, *script) as (fake, letta):
+        agent = await letta.agents.create(model=OPENAI)
+        once = await letta.agents.messages.create(agent.id, input="hi", override_model=ANTHROPIC)
+        again = await letta.agents.messages.create(agent.id, input="hi again")
+        after = await letta.agents.retrieve(agent.id)
+    assert [r.path for r in fake.received] == ["/v1/messages", "/v1/chat/completions"]
+    assert fake.received[0].json["model"] == "claude-sonnet-4-5-20250929"
+    assert fake.received[1].json["model"] == "gpt-4o-mini"
+    assert (once.messages[-1].content, again.messages[-1].content) == ("From Claude.", "From GPT.")
+    assert after.model == OPENAI  # the agent's own model is unchanged
+
+
+async def test_an_unknown_override_model_is_refused_as_agent_create_refuses_it(
+    tmp_path, monkeypatch
+) -> None:
+    async with node(tmp_path, monkeypatch) as (fake, letta):
+        agent = await letta.agents.create(model=OPENAI)
+        with pytest.raises(letta_client.UnprocessableEntityError) as refused:
+            await letta.agents.messages.create(agent.id, input="hi", override_model="openai/nope")
+        with pytest.raises(letta_client.UnprocessableEntityError) as created:
+            await letta.agents.create(model="openai/nope")
+        history = [m async for m in letta.agents.messages.list(agent.id)]
+    (detail,) = refused.value.body["detail"]
+    assert detail["loc"] == ["body", "override_model"]
+    assert detail["msg"] == created.value.body["detail"][0]["msg"]
+    assert history == [] and fake.received == []
+
+
+async def test_images_are_judged_by_the_override_model(tmp_path, monkeypatch) -> None:
+    async with node(tmp_path, monkeypatch, openai=("gpt-3.5-turbo",)) as (fake, letta):
+        agent = await letta.agents.create(model=OPENAI)
+        with pytest.raises(letta_client.UnprocessableEntityError) as refused:
+            await letta.agents.messages.create(
+                agent.id, messages=image_message(b64_image()),
+                override_model="openai/gpt-3.5-turbo",
+            )  # fmt: skip
+    assert "gpt-3.5-turbo" in refused.value.body["detail"][0]["msg"]
+    assert fake.received == []

@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from kelpie_trio.agent import approvals, runs
 from kelpie_trio.agent.approvals import ParkedRuns, results_at
 from kelpie_trio.agent.commits import RunCommits, RunGone
@@ -315,6 +317,10 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                 view, history = await self._step_state()
             except NotFound:
                 raise RunGone(run.id) from None
+            if run.override_model is not None:  # this run's model, not the agent's
+                agent = attrs.evolve(view.agent, model=run.override_model,
+                                     llm_config=run.override_llm_config or {})  # fmt: skip
+                view = attrs.evolve(view, agent=agent)
             # The tool rules decide from the turn as of the last completed step (kept in the
             # checkpoint), so a step resumed after a crash is judged as it was the first time.
             rules = rules_of(view.agent.tool_rules)

@@ -160,6 +160,11 @@ class Run:
     # The tool (and its argument) shown as assistant messages (use_assistant_message).
     assistant_message_tool_name: str = "send_message"
     assistant_message_tool_kwarg: str = "message"
+    # Letta's override_model: the handle this run's steps use instead of the agent's model,
+    # and its llm_config as the catalog gave it when the run was asked for (so a run resumed
+    # after a restart or on another node uses the same model).
+    override_model: str | None = None
+    override_llm_config: dict[str, Any] | None = None
 
     def render_options(self) -> dict[str, Any]:
         """How this run's messages are shown (to_letta_messages' options)."""
@@ -190,9 +195,10 @@ class Run:
         """Whether a retried send asks for what this run was started with."""
         return [(i.text, i.otid, i.answers, i.parts, i.role) for i in self.inputs] == [
             (i.text, i.otid, i.answers, i.parts, i.role) for i in other.inputs
-        ] and (self.max_steps, self.use_assistant_message) == (
+        ] and (self.max_steps, self.use_assistant_message, self.override_model) == (
             other.max_steps,
             other.use_assistant_message,
+            other.override_model,
         )
 
 

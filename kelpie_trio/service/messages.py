@@ -27,6 +27,7 @@ from kelpie_trio.errors import (
     Unavailable,
     refused_by_store,
 )
+from kelpie_trio.llm.catalog import UnknownModel
 from kelpie_trio.models import convert
 from kelpie_trio.nursery.errors import ActorFailed, RuntimeFailure
 from kelpie_trio.service import approvals, send_options
@@ -80,9 +81,10 @@ class SendRequest:
     include_return_message_types: list[str] | None = None
     assistant_message_tool_name: str = "send_message"
     assistant_message_tool_kwarg: str = "message"
-    # Refused unless they ask for nothing (send_options.py): override_model,
-    # override_system, include_compaction_messages, return_logprobs, top_logprobs,
-    # return_token_ids, client_skills, enable_thinking.
+    override_model: str | None = None  # a model handle, for this run only
+    # Refused unless they ask for nothing (send_options.py): override_system,
+    # include_compaction_messages, return_logprobs, top_logprobs, return_token_ids,
+    # client_skills, enable_thinking.
 
 
 @attrs.define
@@ -185,6 +187,7 @@ class MessageCases(RunCases, SessionCases):
             raise Unavailable("this server runs no agents")
         if idempotency_key is None and inputs[0].otid:
             idempotency_key = f"otid:{inputs[0].otid}"
+        override = self._override(request.override_model)
         run_id = self.env.new_id("run")
         wanted = Run(
             id=run_id,
@@ -199,8 +202,20 @@ class MessageCases(RunCases, SessionCases):
             client_tools=approvals.client_tools(request.client_tools),
             assistant_message_tool_name=request.assistant_message_tool_name,
             assistant_message_tool_kwarg=request.assistant_message_tool_kwarg,
+            override_model=request.override_model,
+            override_llm_config=override,
         )
         return wanted, request
+
+    def _override(self, handle: str | None) -> dict[str, Any] | None:
+        """The llm_config of a send's override_model, as the catalog gives it for a new
+        agent of that model (an unknown handle is refused as agent create refuses it)."""
+        if handle is None:
+            return None
+        try:
+            return self.catalog.llm_config_for(handle)
+        except UnknownModel as error:
+            raise Invalid.field(["body", "override_model"], str(error)) from None
 
     async def start_run(
         self,
@@ -217,7 +232,7 @@ class MessageCases(RunCases, SessionCases):
         async def create(tr: Transaction) -> Run:
             run = await runs.create_or_find(tr, wanted)
             if run.id == wanted.id:  # new: refused (and so not created) as the actor would
-                await check_model_takes(tr, agent_id, wanted.inputs, None)
+                await check_model_takes(tr, agent_id, wanted.inputs, wanted.override_llm_config)
                 await parked_runs.check_send(tr, agent_id, wanted.inputs)
             return run
 
@@ -275,7 +290,7 @@ class MessageCases(RunCases, SessionCases):
 
         async def exists(tr: Transaction) -> None:  # no activation for an unknown agent
             await runs.require_agent(tr, agent_id)
-            await check_model_takes(tr, agent_id, wanted.inputs, None)
+            await check_model_takes(tr, agent_id, wanted.inputs, wanted.override_llm_config)
 
         await self.store.transact(exists)
         assert self.dispatcher is not None

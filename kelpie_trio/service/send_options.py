@@ -21,8 +21,6 @@ MESSAGE_TYPES = frozenset({
 # Options not served, and the value that asks for nothing (what a client that does not set
 # them sends, or Letta's default); anything else is refused.
 _UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
-    "override_model": ((None,), "a per-request model is not supported; change the agent's "
-                       "model (PATCH /v1/agents/{agent_id}) instead"),
     "override_system": ((None,), "a per-request system prompt is not supported"),
     "include_compaction_messages": ((None, False), "compaction messages are not emitted"),
     "return_logprobs": ((None, False), "log probabilities are not returned"),
