@@ -299,3 +299,30 @@ async def test_images_are_judged_by_the_override_model(tmp_path, monkeypatch) ->
             )  # fmt: skip
     assert "gpt-3.5-turbo" in refused.value.body["detail"][0]["msg"]
     assert fake.received == []
+
+
+# -- reasoning ---------------------------------------------------------------------------------
+
+
+async def test_an_openai_reasoning_model_shows_its_reasoning_as_hidden(
+    tmp_path, monkeypatch
+) -> None:
+    script = [openai_completion("Thought about it."), openai_completion("Plain.")]
+    async with node(tmp_path, monkeypatch, *script, openai=("o3",)) as (_, letta):
+        agent = await letta.agents.create(model="openai/o3")
+        reply = await letta.agents.messages.create(agent.id, input="think")
+        plain = await letta.agents.create(model=OPENAI)
+        other = await letta.agents.messages.create(plain.id, input="think")
+        history = [m async for m in letta.agents.messages.list(agent.id)]
+        with pytest.raises(letta_client.UnprocessableEntityError) as refused:
+            await letta.agents.messages.create(
+                agent.id, input="x", extra_body={"enable_thinking": "false"}
+            )
+    _, hidden, said = reply.messages
+    assert (hidden.message_type, hidden.state, hidden.hidden_reasoning) == (
+        "hidden_reasoning_message", "omitted", None)  # fmt: skip
+    assert said.message_type == "assistant_message" and hidden.id == said.id
+    assert [m.message_type for m in other.messages] == ["user_message", "assistant_message"]
+    assert [m.message_type for m in history] == [
+        "user_message", "hidden_reasoning_message", "assistant_message"]  # fmt: skip
+    assert "model_settings" in refused.value.body["detail"][0]["msg"]

@@ -46,6 +46,7 @@ from kelpie_trio.agent.tool_calls import AgentTools
 from kelpie_trio.agent.tool_rules import TurnState, rules_of
 from kelpie_trio.agent.window import ContextWindow
 from kelpie_trio.errors import Conflict, NotFound, PendingApproval, ServiceError
+from kelpie_trio.llm.catalog import hides_reasoning
 from kelpie_trio.llm.types import (
     Completed,
     ContentDelta,
@@ -359,6 +360,9 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                     step=step,
                     created_at=self.ctx.env.now(),
                     run_id=run.id,
+                )
+                interpretation.assistant.reasoning_hidden = hides_reasoning(
+                    view.agent.llm_config or {}
                 )
                 usage = (run.prompt_tokens + reply.usage.prompt_tokens,
                          run.completion_tokens + reply.usage.completion_tokens)  # fmt: skip

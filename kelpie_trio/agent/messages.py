@@ -36,6 +36,8 @@ class Message:
     role: str  # "user" | "assistant" | "tool" | "system" | "approval" (a client's answers)
     content: str | None = None  # user text, assistant text, or a tool's return
     reasoning: str | None = None  # an assistant's inner thoughts beside its tool calls
+    # The model reasoned and its API did not show it (OpenAI's reasoning models).
+    reasoning_hidden: bool = False
     tool_calls: list[StoredToolCall] = attrs.Factory(list)
     tool_call_id: str | None = None  # role "tool": the call this answers
     tool_name: str | None = None
@@ -97,6 +99,9 @@ def to_letta_messages(
         ]
     shown: list[dict[str, Any]] = []
     waiting = [c for c in message.tool_calls if c.waits_for is not None]
+    if message.reasoning_hidden:
+        shown.append({**base, "message_type": "hidden_reasoning_message", "state": "omitted",
+                      "hidden_reasoning": None})  # fmt: skip
     if message.reasoning:
         shown.append(
             {

@@ -48,6 +48,7 @@ __all__ = [
     "LocalServer",
     "ModelCatalog",
     "UnknownModel",
+    "hides_reasoning",
     "model_settings_from_llm_config",
     "provider_model",
     "takes_images",
@@ -343,6 +344,13 @@ def takes_images(llm_config: Mapping[str, Any]) -> bool:
     if endpoint_type == "anthropic":
         return not model.startswith(_TEXT_ONLY_ANTHROPIC)
     return not (model == "gpt-4" or model.startswith(_TEXT_ONLY_OPENAI))
+
+
+def hides_reasoning(llm_config: Mapping[str, Any]) -> bool:
+    """Whether the model reasons without showing it: OpenAI's reasoning models (o1, o3, o4,
+    gpt-5) do; Letta shows their replies with a hidden_reasoning_message ("omitted")."""
+    model = str(llm_config.get("model") or "")
+    return llm_config.get("model_endpoint_type") == "openai" and _is_openai_reasoner(model)
 
 
 def _is_openai_reasoner(model: str) -> bool:

@@ -27,8 +27,12 @@ _UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "top_logprobs": ((None,), "log probabilities are not returned"),
     "return_token_ids": ((None, False), "token ids are not returned"),
     "client_skills": ((None, []), "client-side skills are not supported"),
-    # Reasoning is as the model gives it; asking for it (Letta's default) changes nothing.
-    "enable_thinking": ((None, True, "true", "True"), "turning reasoning off is not supported"),
+    # Reasoning is the agent's setting (its llm_config / model_settings), as in Letta 0.16.8,
+    # whose loop reads nothing of this deprecated field; asking for it (the default) changes
+    # nothing, and turning it off for one request cannot be honoured, so it is refused.
+    "enable_thinking": ((None, True, "true", "True"), "reasoning cannot be turned off for one "
+                        "request; set the agent's reasoning (PATCH /v1/agents/{agent_id} "
+                        "with model_settings) instead"),
 }  # fmt: skip
 
 
