@@ -20,7 +20,13 @@ from letta_client import AsyncLetta
 from kelpie_trio.config import ServerConfig
 from kelpie_trio.nursery.node import run_node
 from kelpie_trio.service.limits import MAX_SEND_BYTES
-from tests.llm.fake_providers import FakeProvider, Reply, anthropic_message, openai_completion
+from tests.llm.fake_providers import (
+    FakeProvider,
+    Reply,
+    anthropic_message,
+    openai_completion,
+    openai_stream,
+)
 from tests.llm.fake_providers import serving as serving_fake
 from tests.test_tool_rules_with_providers import ANTHROPIC, OPENAI
 
@@ -326,3 +332,16 @@ async def test_an_openai_reasoning_model_shows_its_reasoning_as_hidden(
     assert [m.message_type for m in history] == [
         "user_message", "hidden_reasoning_message", "assistant_message"]  # fmt: skip
     assert "model_settings" in refused.value.body["detail"][0]["msg"]
+
+
+async def test_a_token_stream_shows_the_hidden_reasoning_first_and_once(
+    tmp_path, monkeypatch
+) -> None:
+    script = [openai_stream(["Thought ", "about it."], model="o3")]
+    async with node(tmp_path, monkeypatch, *script, openai=("o3",)) as (_, letta):
+        agent = await letta.agents.create(model="openai/o3")
+        events = [e async for e in await letta.agents.messages.create(
+            agent.id, input="think", streaming=True, stream_tokens=True)]  # fmt: skip
+    kinds = [e.message_type for e in events if e.message_type != "ping"]
+    assert kinds == ["user_message", "hidden_reasoning_message", "assistant_message",
+                     "assistant_message", "stop_reason", "usage_statistics"]  # fmt: skip

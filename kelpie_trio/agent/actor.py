@@ -458,6 +458,10 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
             "reasoning_message" if view.agent.agent_type in HEARTBEAT_TYPES else "assistant_message"
         )
         names: dict[int, str] = {}
+        if hides_reasoning(view.agent.llm_config or {}):  # first, as the stored reply shows it
+            hidden = {**base, "message_type": "hidden_reasoning_message", "state": "omitted",
+                      "hidden_reasoning": None}  # fmt: skip
+            events.publish(run.id, hidden, token=True)
         async with aclosing(llm.stream(request)) as stream:
             async for event in stream:
                 if isinstance(event, Completed):
