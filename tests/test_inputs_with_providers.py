@@ -345,3 +345,48 @@ async def test_a_token_stream_shows_the_hidden_reasoning_first_and_once(
     kinds = [e.message_type for e in events if e.message_type != "ping"]
     assert kinds == ["user_message", "hidden_reasoning_message", "assistant_message",
                      "assistant_message", "stop_reason", "usage_statistics"]  # fmt: skip
+
+
+# -- compaction messages ---------------------------------------------------------------------
+
+
+async def compacting_turns(letta: AsyncLetta, **options: Any) -> list[list[Any]]:
+    """Long messages to an agent with a small window, until its history is compacted."""
+    agent = await letta.agents.create(model=OPENAI, context_window_limit=6_000)
+    turns = []
+    for i in range(4):
+        reply = await letta.agents.messages.create(
+            agent.id, input=f"topic {i}: " + "words " * 1_000, **options
+        )
+        turns.append(reply.messages)
+    return turns
+
+
+async def test_a_compaction_shows_as_event_and_summary_messages_when_asked(
+    tmp_path, monkeypatch
+) -> None:
+    script = [openai_completion("Noted.")] * 6
+    async with node(tmp_path, monkeypatch, *script) as (fake, letta):
+        turns = await compacting_turns(letta, include_compaction_messages=True)
+    summaries = [r for r in fake.received if "You maintain the memory" in str(r.json)]
+    assert len(summaries) == 1  # one compaction in these turns
+    (compacted,) = [t for t in turns if any(m.message_type == "summary_message" for m in t)]
+    assert [m.message_type for m in compacted] == [
+        "user_message", "event_message", "summary_message", "assistant_message"]  # fmt: skip
+    _, event, summary, _ = compacted
+    assert event.event_type == "compaction"
+    assert event.event_data["trigger"] == "context_window_exceeded"
+    assert event.event_data["context_window"] == 6_000
+    assert summary.summary == "Noted."
+    stats = summary.compaction_stats
+    assert stats.context_tokens_after < stats.context_tokens_before
+    assert stats.messages_count_after < stats.messages_count_before
+
+
+async def test_a_compaction_is_not_shown_unless_asked(tmp_path, monkeypatch) -> None:
+    script = [openai_completion("Noted.")] * 6
+    async with node(tmp_path, monkeypatch, *script) as (fake, letta):
+        turns = await compacting_turns(letta)
+    assert any("You maintain the memory" in str(r.json) for r in fake.received)
+    shown = {m.message_type for t in turns for m in t}
+    assert shown == {"user_message", "assistant_message"}

@@ -26,9 +26,7 @@ import attrs
 from kelpie_trio.agent import approvals, runs
 from kelpie_trio.agent.approvals import ParkedRuns, results_at
 from kelpie_trio.agent.commits import RunCommits, RunGone
-from kelpie_trio.agent.context import (
-    AgentContext,
-)
+from kelpie_trio.agent.context import AgentContext, Compaction, compaction_messages
 from kelpie_trio.agent.handoff import SessionHandoff
 from kelpie_trio.agent.history import decode_messages, history_key
 from kelpie_trio.agent.messages import Message, iso, to_letta_messages
@@ -100,6 +98,10 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         # handoff): a new run looks once, and goes after them (_load_or_start).
         self._may_have_open_runs = True
         self._cleared_to: int | None = None  # a finished turn cleared the context up to here
+        self.compacted: Compaction | None = None  # set by _prompt when history is evicted
+        # Compaction messages shown in a run's response (not stored: the summary lives in
+        # the agent's context record), by run id, each with the place it shows at.
+        self._compactions: dict[str, list[tuple[int, dict[str, Any]]]] = {}
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -342,6 +344,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                         llm_request = await self._prompt(
                             llm, view, history, rules, offer, run.client_tools
                         )
+                        self._note_compaction(run)
                         waits = waiting_tools(offer, view.tools, run.client_tools)
                         reply = await self._complete(llm, llm_request, run, message_id, view, waits)
                 except LlmError as error:
@@ -483,6 +486,21 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                     events.publish(run.id, delta, token=True)
         raise LlmFailure("the stream ended without a reply")
 
+    def _note_compaction(self, run: Run) -> None:
+        """Show the step's compaction, when the run asked for it (as it happens, on a stream;
+        in the run's response, before the step's reply)."""
+        compaction, self.compacted = self.compacted, None
+        if compaction is None or not run.include_compaction_messages:
+            return
+        env = self.ctx.env
+        shown = compaction_messages(
+            compaction, ids=(env.new_id("message"), env.new_id("message")), at=env.now(),
+            run_id=run.id, seq=self.next_seq,
+        )  # fmt: skip
+        for event in shown:
+            self._compactions.setdefault(run.id, []).append((self.next_seq, event))
+            self.service.run_events.publish(run.id, event)
+
     def _publish(self, run: Run, message: Message) -> None:
         events = self.service.run_events
         if not events.watched(run.id):
@@ -494,11 +512,13 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         self, run: Run, produced: list[Message], stop: str | None = None
     ) -> dict[str, Any]:
         """Letta's LettaResponse; `stop` for a session that pauses (still open)."""
-        shown = [
-            letta
-            for m in sorted(produced, key=lambda m: m.seq)
+        placed = [
+            (m.seq, 1, letta)
+            for m in produced
             for letta in to_letta_messages(m, **run.render_options())
         ]
+        placed += [(seq, 0, event) for seq, event in self._compactions.pop(run.id, [])]
+        shown = [letta for _, _, letta in sorted(placed, key=lambda p: (p[0], p[1]))]
         return {
             "messages": shown,
             "stop_reason": {

@@ -165,6 +165,9 @@ class Run:
     # after a restart or on another node uses the same model).
     override_model: str | None = None
     override_llm_config: dict[str, Any] | None = None
+    # Letta's include_compaction_messages: a compaction during the run shows as an
+    # event_message and a summary_message.
+    include_compaction_messages: bool = False
 
     def render_options(self) -> dict[str, Any]:
         """How this run's messages are shown (to_letta_messages' options)."""

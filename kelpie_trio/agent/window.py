@@ -17,6 +17,7 @@ from kelpie_trio.agent.context import (
     DEFAULT_REPLY_TOKENS,
     SUMMARY_CHARS,
     AgentContext,
+    Compaction,
     estimate_tokens,
     plan_eviction,
     recap,
@@ -46,6 +47,7 @@ class ContextWindow:
     service: Any
     context: AgentContext
     _window: dict[int, Message] | None
+    compacted: Compaction | None  # the last eviction, until the turn takes note of it
 
     async def _step_state(self) -> tuple[Any, list[Message]]:
         """What a step starts from, in one transaction: the agent (memory as the last
@@ -140,7 +142,17 @@ class ContextWindow:
 
         await self.ctx.transact(save)
         self.context = new
+        after = request(history[cut:], new)
+        self.compacted = Compaction(
+            trigger="context_window_exceeded",
+            context_window=window,
+            tokens_before=estimate_tokens(built.messages, built.tools),
+            tokens_after=estimate_tokens(after.messages, after.tools),
+            messages_before=len(built.messages),
+            messages_after=len(after.messages),
+            summary=new.summary or "",
+        )
         if self._window is not None:
             self._window = {seq: m for seq, m in self._window.items() if seq >= new.start_seq}
         log.info("agent %s: %d messages left the context window", agent.id, cut)
-        return request(history[cut:], new)
+        return after

@@ -82,9 +82,9 @@ class SendRequest:
     assistant_message_tool_name: str = "send_message"
     assistant_message_tool_kwarg: str = "message"
     override_model: str | None = None  # a model handle, for this run only
+    include_compaction_messages: bool = False
     # Refused unless they ask for nothing (send_options.py): override_system,
-    # include_compaction_messages, return_logprobs, top_logprobs, return_token_ids,
-    # client_skills, enable_thinking.
+    # return_logprobs, top_logprobs, return_token_ids, client_skills, enable_thinking.
 
 
 @attrs.define
@@ -204,6 +204,7 @@ class MessageCases(RunCases, SessionCases):
             assistant_message_tool_kwarg=request.assistant_message_tool_kwarg,
             override_model=request.override_model,
             override_llm_config=override,
+            include_compaction_messages=request.include_compaction_messages,
         )
         return wanted, request
 

@@ -22,7 +22,6 @@ MESSAGE_TYPES = frozenset({
 # them sends, or Letta's default); anything else is refused.
 _UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "override_system": ((None,), "a per-request system prompt is not supported"),
-    "include_compaction_messages": ((None, False), "compaction messages are not emitted"),
     "return_logprobs": ((None, False), "log probabilities are not returned"),
     "top_logprobs": ((None,), "log probabilities are not returned"),
     "return_token_ids": ((None, False), "token ids are not returned"),
