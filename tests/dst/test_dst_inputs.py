@@ -18,6 +18,8 @@ from typing import Any
 import trio
 
 from kelpie_trio.errors import Relayed, ServiceError
+from kelpie_trio.llm.catalog import ModelCatalog
+from kelpie_trio.llm.config import CatalogConfig, LocalServer
 from kelpie_trio.llm.types import ImagePart, LlmRequest, LlmResponse, TextPart
 from kelpie_trio.nursery.dispatcher import RuntimeConfig
 from kelpie_trio.nursery.errors import RuntimeFailure
@@ -162,3 +164,53 @@ def test_dst_images_and_system_messages_are_stored_once_and_reach_the_model() ->
 
     run_seeds(one, 6)
     assert sum(crashed) >= 3, crashed  # the crashes hit while the model wrote
+
+
+def test_dst_an_override_model_outlives_crashes_of_its_run() -> None:
+    """A send with override_model (a model the catalog lists, not the agent's) is cut by
+    crashes while the model writes and resumed by its retries on either node: every request
+    of that run names the override's model; the agent's next send names its own again."""
+    catalog = ModelCatalog.from_config(
+        CatalogConfig(servers=(LocalServer("http://local.test/v1", models=("big",)),))
+    )
+    crasher = Crasher()
+
+    def one(seed: int) -> None:
+        crasher.crashes, crasher.rng = 0, None
+
+        async def scenario(sim: AgentCluster) -> Any:
+            crasher.sim = sim
+            sim.catalog = catalog  # a node started after a crash takes it too
+            sim.llm.model = None  # the simulated provider serves both names here
+            for service in sim.services.values():
+                service.catalog = catalog
+            sim.world.faults.enabled = False
+            crasher.agent = agent = await new_agent(sim.service("n0"))
+            sim.world.faults.enabled = True
+            sent = {"messages": [{"role": "user", "content": "big", "otid": "big"}],
+                    "override_model": "vllm/big"}  # fmt: skip
+            first = await answer(sim, agent, sent)
+            plain = {"messages": [{"role": "user", "content": "own", "otid": "own"}]}
+            second = await answer(sim, agent, plain)
+            sim.world.faults.enabled = False
+            run = await sim.service("n1").get_run_record(first["usage"]["run_ids"][0])
+            return first, second, run
+
+        first, second, run = simulate_cluster(
+            seed, scenario, FAULTS, nodes=2, script=[crasher.model] * 100, config=FAST_TAKEOVER
+        )
+        assert crasher.sim is not None
+        asked = {}
+        for request in crasher.sim.llm.requests:
+            turn = [m.content for m in request.messages if m.role == "user"][-1]
+            asked.setdefault(turn, set()).add(request.model)
+        assert run.override_model == "vllm/big"
+        if first["stop_reason"]["stop_reason"] == "end_turn":
+            assert asked["big"] == {"big"}, asked
+        if second["stop_reason"]["stop_reason"] == "end_turn":
+            assert asked["own"] == {"agent"}, asked
+        crashed.append(crasher.crashes)
+
+    crashed: list[int] = []
+    run_seeds(one, 6)
+    assert sum(crashed) >= 2, crashed
