@@ -23,7 +23,7 @@ from kelpie_trio.service.common import read_record
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 
-__all__ = ["IMAGE_MEDIA_TYPES", "check_model_takes", "parse_content"]
+__all__ = ["IMAGE_MEDIA_TYPES", "check_model_takes", "parse_content", "sized_parts"]
 
 Loc = list[str | int]
 
@@ -122,3 +122,14 @@ async def check_model_takes(
             f"model {llm_config.get('handle') or llm_config.get('model')!r} does not take "
             "images; send text only, or use a model that takes images",
         )
+
+
+def sized_parts(where: Loc, text: str, parts: list[ContentPart] | None) -> list[tuple[Loc, str]]:
+    """What of one message counts against the send's budget, each with where it was sent:
+    its text, and each image's data (or URL), which is stored with it."""
+    sized: list[tuple[Loc, str]] = [(where, text)]
+    for i, part in enumerate(parts or []):
+        if part.source is not None:
+            field = "data" if part.source.data is not None else "url"
+            sized.append(([*where, i, "source", field], part.source.data or part.source.url or ""))
+    return sized

@@ -13,7 +13,6 @@ import trio
 
 from kelpie_trio.agent import approvals as parked_runs
 from kelpie_trio.agent import runs
-from kelpie_trio.agent.content import ContentPart
 from kelpie_trio.agent.events import RunEvents
 from kelpie_trio.agent.history import read_history
 from kelpie_trio.agent.messages import iso, to_letta_messages
@@ -27,12 +26,11 @@ from kelpie_trio.errors import (
     Unavailable,
     refused_by_store,
 )
-from kelpie_trio.llm.catalog import UnknownModel
 from kelpie_trio.models import convert
 from kelpie_trio.nursery.errors import ActorFailed, RuntimeFailure
 from kelpie_trio.service import approvals, send_options
 from kelpie_trio.service.common import MAX_PAGE, Page
-from kelpie_trio.service.content import check_model_takes, parse_content
+from kelpie_trio.service.content import check_model_takes, parse_content, sized_parts
 from kelpie_trio.service.limits import check_key_part, check_send
 from kelpie_trio.service.runs import RunCases
 from kelpie_trio.service.sessions import SessionCases, TransferRequest
@@ -90,19 +88,6 @@ class SendRequest:
 @attrs.define
 class ToolRunRequest:
     args: dict[str, Any] | None = None
-
-
-def _sized(
-    where: list[str | int], text: str, parts: list[ContentPart] | None
-) -> list[tuple[list[str | int], str]]:
-    """What of one message counts against the send's budget, each with where it was sent:
-    its text, and each image's data (or URL), which is stored with it."""
-    sized: list[tuple[list[str | int], str]] = [(where, text)]
-    for i, part in enumerate(parts or []):
-        if part.source is not None:
-            field = "data" if part.source.data is not None else "url"
-            sized.append(([*where, i, "source", field], part.source.data or part.source.url or ""))
-    return sized
 
 
 @attrs.define
@@ -165,11 +150,11 @@ class MessageCases(RunCases, SessionCases):
                 raise Invalid.field(where, "a system message has text only, no images")
             if message.otid is not None:  # it keys the send's idempotency
                 check_key_part(["body", "messages", i, "otid"], message.otid, "an otid")
-            texts += _sized(where, text, parts)
+            texts += sized_parts(where, text, parts)
             inputs.append(RunInput(text=text, otid=message.otid, parts=parts, role=message.role))
         if request.input is not None:
             text, parts = parse_content(request.input, ["body", "input"])
-            texts += _sized(["body", "input"], text, parts)
+            texts += sized_parts(["body", "input"], text, parts)
             inputs.append(RunInput(text=text, parts=parts))
         check_send(texts)
         if not inputs:
@@ -187,7 +172,7 @@ class MessageCases(RunCases, SessionCases):
             raise Unavailable("this server runs no agents")
         if idempotency_key is None and inputs[0].otid:
             idempotency_key = f"otid:{inputs[0].otid}"
-        override = self._override(request.override_model)
+        override = send_options.override_config(self.catalog, request.override_model)
         run_id = self.env.new_id("run")
         wanted = Run(
             id=run_id,
@@ -207,16 +192,6 @@ class MessageCases(RunCases, SessionCases):
             include_compaction_messages=request.include_compaction_messages,
         )
         return wanted, request
-
-    def _override(self, handle: str | None) -> dict[str, Any] | None:
-        """The llm_config of a send's override_model, as the catalog gives it for a new
-        agent of that model (an unknown handle is refused as agent create refuses it)."""
-        if handle is None:
-            return None
-        try:
-            return self.catalog.llm_config_for(handle)
-        except UnknownModel as error:
-            raise Invalid.field(["body", "override_model"], str(error)) from None
 
     async def start_run(
         self,

@@ -7,8 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 from kelpie_trio.errors import Invalid
+from kelpie_trio.llm.catalog import ModelCatalog, UnknownModel
 
-__all__ = ["MESSAGE_TYPES", "check_return_types", "check_unsupported", "shown"]
+__all__ = [
+    "MESSAGE_TYPES",
+    "check_return_types",
+    "check_unsupported",
+    "override_config",
+    "shown",
+]
 
 # Letta's MessageType: what include_return_message_types may name.
 MESSAGE_TYPES = frozenset({
@@ -33,6 +40,17 @@ _UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
                         "request; set the agent's reasoning (PATCH /v1/agents/{agent_id} "
                         "with model_settings) instead"),
 }  # fmt: skip
+
+
+def override_config(catalog: ModelCatalog, handle: str | None) -> dict[str, Any] | None:
+    """The llm_config of a send's override_model, as the catalog gives it for a new agent
+    of that model (an unknown handle is refused as agent create refuses it)."""
+    if handle is None:
+        return None
+    try:
+        return catalog.llm_config_for(handle)
+    except UnknownModel as error:
+        raise Invalid.field(["body", "override_model"], str(error)) from None
 
 
 def check_unsupported(body: dict[str, Any]) -> None:
