@@ -24,6 +24,7 @@ from tests.llm.fake_providers import (
     FakeProvider,
     Reply,
     anthropic_message,
+    anthropic_stream,
     openai_completion,
     openai_stream,
 )
@@ -390,3 +391,89 @@ async def test_a_compaction_is_not_shown_unless_asked(tmp_path, monkeypatch) -> 
     assert any("You maintain the memory" in str(r.json) for r in fake.received)
     shown = {m.message_type for t in turns for m in t}
     assert shown == {"user_message", "assistant_message"}
+
+
+# -- Anthropic extended thinking -------------------------------------------------------------
+
+
+def thinking_reply(thought: str, signature: str, **fields: Any) -> Reply:
+    reply = anthropic_message(**fields)
+    block = {"type": "thinking", "thinking": thought, "signature": signature}
+    reply.json["content"].insert(0, block)
+    return reply
+
+
+async def test_an_anthropic_reasoner_thinks_and_gets_its_signed_thinking_back(
+    tmp_path, monkeypatch
+) -> None:
+    script = [
+        thinking_reply("Ada likes tea; note it.", "sig-1",
+                       tool_uses=[("t1", "memory_insert", {"label": "human",
+                                                           "new_string": "Likes tea."})]),
+        thinking_reply("Saved.", "sig-2", text="Noted."),
+    ]  # fmt: skip
+    async with node(tmp_path, monkeypatch, *script) as (fake, letta):
+        agent = await letta.agents.create(
+            model=ANTHROPIC, memory_blocks=[{"label": "human", "value": "Ada"}]
+        )
+        reply = await letta.agents.messages.create(agent.id, input="I like tea")
+        history = [m async for m in letta.agents.messages.list(agent.id)]
+    assert fake.refused == []
+    first, second = (r.json for r in fake.received)
+    assert first["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    assert "temperature" not in first and first["tool_choice"] == {"type": "auto"}
+    (assistant,) = [m for m in second["messages"] if m["role"] == "assistant"]
+    thought = {"type": "thinking", "thinking": "Ada likes tea; note it.", "signature": "sig-1"}
+    assert assistant["content"][0] == thought
+    assert second["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    thoughts = [m for m in reply.messages if m.message_type == "reasoning_message"]
+    assert [(t.reasoning, t.source, t.signature) for t in thoughts] == [
+        ("Ada likes tea; note it.", "reasoner_model", "sig-1"),
+        ("Saved.", "reasoner_model", "sig-2"),
+    ]
+    assert [m.message_type for m in history if m.message_type == "reasoning_message"] == [
+        "reasoning_message", "reasoning_message"]  # fmt: skip
+
+
+async def test_a_forced_tool_turns_thinking_off_for_its_loop(tmp_path, monkeypatch) -> None:
+    script = [
+        anthropic_message(tool_uses=[("t1", "conversation_search", {"query": "x"})]),
+        anthropic_message("Found nothing."),
+        thinking_reply("A new question.", "sig-3", text="Hello."),
+    ]
+    async with node(tmp_path, monkeypatch, *script) as (fake, letta):
+        agent = await letta.agents.create(
+            model=ANTHROPIC, tool_rules=[{"type": "run_first", "tool_name": "conversation_search"}]
+        )
+        await letta.agents.messages.create(agent.id, input="hi")
+        await letta.agents.update(agent.id, tool_rules=[])
+        await letta.agents.messages.create(agent.id, input="and now?")
+    assert fake.refused == []
+    forced, loop, later = (r.json for r in fake.received)
+    assert forced["tool_choice"]["type"] == "tool" and "thinking" not in forced
+    assert "thinking" not in loop  # its loop began without thinking: the API would refuse
+    assert later["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+
+
+async def test_an_agent_without_reasoning_does_not_think(tmp_path, monkeypatch) -> None:
+    async with node(tmp_path, monkeypatch, anthropic_message("Hi.")) as (fake, letta):
+        agent = await letta.agents.create(model=ANTHROPIC, reasoning=False)
+        await letta.agents.messages.create(agent.id, input="hi")
+    assert "thinking" not in fake.received[0].json
+
+
+async def test_a_token_stream_shows_thinking_as_reasoning_deltas(tmp_path, monkeypatch) -> None:
+    script = [anthropic_stream(["Hel", "lo."], thinking=(["Greet ", "them."], "sig-s"))]
+    async with node(tmp_path, monkeypatch, *script) as (fake, letta):
+        agent = await letta.agents.create(model=ANTHROPIC)
+        events = [e async for e in await letta.agents.messages.create(
+            agent.id, input="hi", streaming=True, stream_tokens=True)]  # fmt: skip
+        history = [m async for m in letta.agents.messages.list(agent.id)]
+    assert fake.refused == [] and fake.received[0].json["thinking"]["type"] == "enabled"
+    said = ("reasoning_message", "assistant_message")
+    shown = [(e.message_type, getattr(e, "reasoning", None) or getattr(e, "content", None))
+             for e in events if e.message_type in said]  # fmt: skip
+    assert shown == [("reasoning_message", "Greet "), ("reasoning_message", "them."),
+                     ("assistant_message", "Hel"), ("assistant_message", "lo.")]  # fmt: skip
+    (stored,) = [m for m in history if m.message_type == "reasoning_message"]
+    assert (stored.reasoning, stored.signature) == ("Greet them.", "sig-s")

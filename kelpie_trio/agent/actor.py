@@ -52,6 +52,7 @@ from kelpie_trio.llm.types import (
     LlmError,
     LlmFailure,
     LlmResponse,
+    ReasoningDelta,
     ToolCallDelta,
 )
 from kelpie_trio.models import convert
@@ -469,7 +470,11 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
             async for event in stream:
                 if isinstance(event, Completed):
                     return event.response
-                if isinstance(event, ContentDelta) and event.text:
+                if isinstance(event, ReasoningDelta) and event.text:
+                    delta = {**base, "message_type": "reasoning_message",
+                             "source": "reasoner_model", "reasoning": event.text}  # fmt: skip
+                    events.publish(run.id, delta, token=True)
+                elif isinstance(event, ContentDelta) and event.text:
                     field = "reasoning" if content_type == "reasoning_message" else "content"
                     delta = {**base, "message_type": content_type, field: event.text}
                     events.publish(run.id, delta, token=True)

@@ -38,6 +38,9 @@ class Message:
     reasoning: str | None = None  # an assistant's inner thoughts beside its tool calls
     # The model reasoned and its API did not show it (OpenAI's reasoning models).
     reasoning_hidden: bool = False
+    # Its native reasoning (Anthropic's thinking) and signature, sent back as given.
+    thinking: str | None = None
+    thinking_signature: str | None = None
     tool_calls: list[StoredToolCall] = attrs.Factory(list)
     tool_call_id: str | None = None  # role "tool": the call this answers
     tool_name: str | None = None
@@ -99,6 +102,10 @@ def to_letta_messages(
         ]
     shown: list[dict[str, Any]] = []
     waiting = [c for c in message.tool_calls if c.waits_for is not None]
+    if message.thinking:
+        shown.append({**base, "message_type": "reasoning_message", "source": "reasoner_model",
+                      "reasoning": message.thinking,
+                      "signature": message.thinking_signature})  # fmt: skip
     if message.reasoning_hidden:
         shown.append({**base, "message_type": "hidden_reasoning_message", "state": "omitted",
                       "hidden_reasoning": None})  # fmt: skip

@@ -29,7 +29,7 @@ from kelpie_trio.agent.messages import Message
 from kelpie_trio.agent.runs import ClientTool
 from kelpie_trio.agent.step import build_request
 from kelpie_trio.agent.tool_rules import Offer, ToolRule
-from kelpie_trio.llm.catalog import provider_model
+from kelpie_trio.llm.catalog import provider_model, thinking_budget
 from kelpie_trio.llm.types import LlmClient, LlmError, LlmRequest
 from kelpie_trio.models import convert
 from kelpie_trio.storage import keys
@@ -110,6 +110,7 @@ class ContextWindow:
                 rules=rules,
                 offer=offer,
                 client_tools=client_tools,
+                thinking_budget=thinking_budget(config),
             )
 
         built = request(history, context)

@@ -52,6 +52,7 @@ __all__ = [
     "model_settings_from_llm_config",
     "provider_model",
     "takes_images",
+    "thinking_budget",
 ]
 
 # Both endpoint-type enums (LLMConfig.model_endpoint_type, Model.provider_type) are closed, so
@@ -351,6 +352,20 @@ def hides_reasoning(llm_config: Mapping[str, Any]) -> bool:
     gpt-5) do; Letta shows their replies with a hidden_reasoning_message ("omitted")."""
     model = str(llm_config.get("model") or "")
     return llm_config.get("model_endpoint_type") == "openai" and _is_openai_reasoner(model)
+
+
+def thinking_budget(llm_config: Mapping[str, Any]) -> int | None:
+    """The extended-thinking budget of an Anthropic reasoning model whose agent reasons
+    (`enable_reasoner`, as Letta sets it from `reasoning`): its `max_reasoning_tokens`, at
+    least the API's 1,024; 0 for the 4.6 models, which think adaptively; None: no thinking."""
+    model = str(llm_config.get("model") or "")
+    if llm_config.get("model_endpoint_type") != "anthropic" or not _is_anthropic_reasoner(model):
+        return None
+    if not llm_config.get("enable_reasoner"):
+        return None
+    if model.startswith(("claude-opus-4-6", "claude-sonnet-4-6")):
+        return 0
+    return max(int(llm_config.get("max_reasoning_tokens") or 0), 1024)
 
 
 def _is_openai_reasoner(model: str) -> bool:

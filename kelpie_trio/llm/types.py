@@ -28,6 +28,7 @@ __all__ = [
     "LlmResponse",
     "LlmStreamEvent",
     "LlmTimeout",
+    "ReasoningDelta",
     "TextPart",
     "ToolCall",
     "ToolCallDelta",
@@ -71,6 +72,10 @@ class ChatMessage:
     tool_call_id: str | None = None  # role "tool": the call this result answers
     # A user message with images: its content in order, text and images. Empty: `content`.
     parts: tuple[ContentPart, ...] = ()
+    # An assistant's native reasoning (Anthropic's thinking block) and the signature that
+    # lets it be sent back, as the API wants within a tool-use loop.
+    thinking: str | None = None
+    thinking_signature: str | None = None
 
 
 @attrs.frozen
@@ -90,6 +95,9 @@ class LlmRequest:
     forced_tool: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    # Native reasoning (Anthropic's extended thinking): its token budget, 0 for adaptive
+    # thinking (the 4.6 models), None for none.
+    thinking_budget: int | None = None
 
 
 @attrs.frozen
@@ -116,6 +124,11 @@ class ContentDelta:
 
 
 @attrs.frozen
+class ReasoningDelta:
+    text: str  # the next piece of the model's native reasoning
+
+
+@attrs.frozen
 class ToolCallDelta:
     index: int
     id: str | None
@@ -128,7 +141,7 @@ class Completed:
     response: LlmResponse  # the whole reply, as `complete` would have returned it
 
 
-LlmStreamEvent = ContentDelta | ToolCallDelta | Completed
+LlmStreamEvent = ContentDelta | ReasoningDelta | ToolCallDelta | Completed
 
 
 class LlmError(Exception):

@@ -198,7 +198,56 @@ def anthropic_refusal(
         return _anthropic_error(404, "not_found_error", f"model: {body['model']}")
     if "tool_choice" in body and not body.get("tools"):
         return _invalid("tool_choice: tool_choice may only be specified while providing tools")
-    return _anthropic_turns(messages)
+    return _anthropic_thinking(body, messages) or _anthropic_turns(messages)
+
+
+_ADAPTIVE_MODELS = ("claude-opus-4-6", "claude-sonnet-4-6")
+
+
+def _anthropic_thinking(body: dict[str, Any], messages: list[Any]) -> Refusal | None:
+    """Extended thinking (the extended-thinking guide): a budget of at least 1,024 under
+    max_tokens (adaptive only on the 4.6 models); no forced tool and no temperature but 1
+    while thinking; a tool-use loop's last assistant turn opens with its thinking; and a
+    thinking block sent back carries its signature."""
+    thinking = body.get("thinking")
+    for i, message in enumerate(messages):
+        for j, block in enumerate(_blocks(message.get("content"))):
+            if block.get("type") == "thinking" and not isinstance(block.get("signature"), str):
+                return _invalid(f"messages.{i}.content.{j}.thinking.signature: Field required")
+    if thinking is None or thinking.get("type") == "disabled":
+        return None
+    kind = thinking.get("type")
+    if kind == "adaptive":
+        if not str(body["model"]).startswith(_ADAPTIVE_MODELS):
+            return _invalid(f"thinking.type: 'adaptive' is not supported for {body['model']}")
+    elif kind == "enabled":
+        budget = thinking.get("budget_tokens")
+        if not isinstance(budget, int) or budget < 1024:
+            return _invalid("thinking.enabled.budget_tokens: Input should be greater than or "
+                            "equal to 1024")  # fmt: skip
+        if budget >= body["max_tokens"]:
+            return _invalid("`max_tokens` must be greater than `thinking.budget_tokens`")
+    else:
+        return _invalid(f"thinking.type: Input tag '{kind}' found using 'type' does not match "
+                        "any of the expected tags: 'enabled', 'disabled', 'adaptive'")  # fmt: skip
+    if (body.get("tool_choice") or {}).get("type") in ("any", "tool"):
+        return _invalid("Thinking may not be enabled when tool_choice forces tool use.")
+    if body.get("temperature", 1) != 1:
+        return _invalid("`temperature` may only be set to 1 when thinking is enabled or in "
+                        "adaptive mode.")  # fmt: skip
+    last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+    if last is not None:
+        blocks = _blocks(messages[last].get("content"))
+        if any(b.get("type") == "tool_use" for b in blocks) and (
+            not blocks or blocks[0].get("type") not in ("thinking", "redacted_thinking")
+        ):
+            found = blocks[0].get("type") if blocks else "nothing"
+            return _invalid(
+                f"messages.{last}.content.0.type: Expected `thinking` or `redacted_thinking`, "
+                f"but found `{found}`. When `thinking` is enabled, a final `assistant` message "
+                "must start with a thinking block."
+            )
+    return None
 
 
 def _blocks(content: Any) -> list[dict[str, Any]]:
