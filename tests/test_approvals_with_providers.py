@@ -299,8 +299,8 @@ async def test_request_options_are_honoured_or_refused_by_name(tmp_path, monkeyp
     async with node(tmp_path, monkeypatch, *script) as (_, letta):
         agent = await parked_agent(letta)
         refused = {}
-        for name, value in [("override_model", "openai/gpt-4.1"), ("enable_thinking", "false"),
-                            ("return_logprobs", True), ("include_compaction_messages", True),
+        for name, value in [("override_model", "openai/nope"), ("enable_thinking", "false"),
+                            ("return_logprobs", True),
                             ("override_system", "Be brief.")]:  # fmt: skip
             with pytest.raises(letta_client.UnprocessableEntityError) as error:
                 await letta.agents.messages.create(agent.id, input="x", extra_body={name: value})

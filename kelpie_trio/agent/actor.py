@@ -21,12 +21,12 @@ from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from kelpie_trio.agent import approvals, runs
 from kelpie_trio.agent.approvals import ParkedRuns, results_at
 from kelpie_trio.agent.commits import RunCommits, RunGone
-from kelpie_trio.agent.context import (
-    AgentContext,
-)
+from kelpie_trio.agent.context import AgentContext, Compaction, compaction_messages
 from kelpie_trio.agent.handoff import SessionHandoff
 from kelpie_trio.agent.history import decode_messages, history_key
 from kelpie_trio.agent.messages import Message, iso, to_letta_messages
@@ -44,6 +44,7 @@ from kelpie_trio.agent.tool_calls import AgentTools
 from kelpie_trio.agent.tool_rules import TurnState, rules_of
 from kelpie_trio.agent.window import ContextWindow
 from kelpie_trio.errors import Conflict, NotFound, PendingApproval, ServiceError
+from kelpie_trio.llm.catalog import hides_reasoning
 from kelpie_trio.llm.types import (
     Completed,
     ContentDelta,
@@ -51,6 +52,7 @@ from kelpie_trio.llm.types import (
     LlmError,
     LlmFailure,
     LlmResponse,
+    ReasoningDelta,
     ToolCallDelta,
 )
 from kelpie_trio.models import convert
@@ -97,6 +99,10 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         # handoff): a new run looks once, and goes after them (_load_or_start).
         self._may_have_open_runs = True
         self._cleared_to: int | None = None  # a finished turn cleared the context up to here
+        self.compacted: Compaction | None = None  # set by _prompt when history is evicted
+        # Compaction messages shown in a run's response (not stored: the summary lives in
+        # the agent's context record), by run id, each with the place it shows at.
+        self._compactions: dict[str, list[tuple[int, dict[str, Any]]]] = {}
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -251,8 +257,8 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         base = self.next_seq  # not advanced until the transaction commits
         inputs = [
             Message(id=self.ctx.env.new_id("message"), agent_id=run.agent_id, seq=base + i,
-                    created_at=now, role="user", content=given.text, otid=given.otid,
-                    run_id=run.id)
+                    created_at=now, role=given.role, content=given.text, otid=given.otid,
+                    run_id=run.id, parts=given.parts)
             for i, given in enumerate(run.inputs)
         ]  # fmt: skip
         # A new message ends a paused session of this agent: it is answered now. Only
@@ -315,6 +321,10 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                 view, history = await self._step_state()
             except NotFound:
                 raise RunGone(run.id) from None
+            if run.override_model is not None:  # this run's model, not the agent's
+                agent = attrs.evolve(view.agent, model=run.override_model,
+                                     llm_config=run.override_llm_config or {})  # fmt: skip
+                view = attrs.evolve(view, agent=agent)
             # The tool rules decide from the turn as of the last completed step (kept in the
             # checkpoint), so a step resumed after a crash is judged as it was the first time.
             rules = rules_of(view.agent.tool_rules)
@@ -335,6 +345,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                         llm_request = await self._prompt(
                             llm, view, history, rules, offer, run.client_tools
                         )
+                        self._note_compaction(run)
                         waits = waiting_tools(offer, view.tools, run.client_tools)
                         reply = await self._complete(llm, llm_request, run, message_id, view, waits)
                 except LlmError as error:
@@ -353,6 +364,9 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                     step=step,
                     created_at=self.ctx.env.now(),
                     run_id=run.id,
+                )
+                interpretation.assistant.reasoning_hidden = hides_reasoning(
+                    view.agent.llm_config or {}
                 )
                 usage = (run.prompt_tokens + reply.usage.prompt_tokens,
                          run.completion_tokens + reply.usage.completion_tokens)  # fmt: skip
@@ -448,11 +462,19 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
             "reasoning_message" if view.agent.agent_type in HEARTBEAT_TYPES else "assistant_message"
         )
         names: dict[int, str] = {}
+        if hides_reasoning(view.agent.llm_config or {}):  # first, as the stored reply shows it
+            hidden = {**base, "message_type": "hidden_reasoning_message", "state": "omitted",
+                      "hidden_reasoning": None}  # fmt: skip
+            events.publish(run.id, hidden, token=True)
         async with aclosing(llm.stream(request)) as stream:
             async for event in stream:
                 if isinstance(event, Completed):
                     return event.response
-                if isinstance(event, ContentDelta) and event.text:
+                if isinstance(event, ReasoningDelta) and event.text:
+                    delta = {**base, "message_type": "reasoning_message",
+                             "source": "reasoner_model", "reasoning": event.text}  # fmt: skip
+                    events.publish(run.id, delta, token=True)
+                elif isinstance(event, ContentDelta) and event.text:
                     field = "reasoning" if content_type == "reasoning_message" else "content"
                     delta = {**base, "message_type": content_type, field: event.text}
                     events.publish(run.id, delta, token=True)
@@ -469,6 +491,21 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                     events.publish(run.id, delta, token=True)
         raise LlmFailure("the stream ended without a reply")
 
+    def _note_compaction(self, run: Run) -> None:
+        """Show the step's compaction, when the run asked for it (as it happens, on a stream;
+        in the run's response, before the step's reply)."""
+        compaction, self.compacted = self.compacted, None
+        if compaction is None or not run.include_compaction_messages:
+            return
+        env = self.ctx.env
+        shown = compaction_messages(
+            compaction, ids=(env.new_id("message"), env.new_id("message")), at=env.now(),
+            run_id=run.id, seq=self.next_seq,
+        )  # fmt: skip
+        for event in shown:
+            self._compactions.setdefault(run.id, []).append((self.next_seq, event))
+            self.service.run_events.publish(run.id, event)
+
     def _publish(self, run: Run, message: Message) -> None:
         events = self.service.run_events
         if not events.watched(run.id):
@@ -480,11 +517,13 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         self, run: Run, produced: list[Message], stop: str | None = None
     ) -> dict[str, Any]:
         """Letta's LettaResponse; `stop` for a session that pauses (still open)."""
-        shown = [
-            letta
-            for m in sorted(produced, key=lambda m: m.seq)
+        placed = [
+            (m.seq, 1, letta)
+            for m in produced
             for letta in to_letta_messages(m, **run.render_options())
         ]
+        placed += [(seq, 0, event) for seq, event in self._compactions.pop(run.id, [])]
+        shown = [letta for _, _, letta in sorted(placed, key=lambda p: (p[0], p[1]))]
         return {
             "messages": shown,
             "stop_reason": {

@@ -17,15 +17,19 @@ close enough for budgeting, and the same on every provider.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 import orjson
 
 from kelpie_trio.agent.messages import Message
-from kelpie_trio.llm.types import ChatMessage, LlmRequest, ToolSchema
+from kelpie_trio.llm.types import ChatMessage, ImagePart, LlmRequest, ToolSchema
+from kelpie_trio.models.convert import iso
 
 __all__ = [
     "AgentContext",
+    "Compaction",
+    "compaction_messages",
     "estimate_tokens",
     "plan_eviction",
     "recap",
@@ -39,6 +43,9 @@ TARGET = 0.7  # after an eviction the prompt takes at most this share of the win
 SUMMARY_CHARS = 4_000  # a summary is kept to about 1,000 tokens
 DEFAULT_CONTEXT_WINDOW = 32_000
 DEFAULT_REPLY_TOKENS = 4_096
+# What an image costs in the prompt, whatever its size: the providers scale images down
+# (Anthropic to ~1,600 tokens at most, OpenAI's high detail ~1,100 for a typical photo).
+IMAGE_TOKENS = 1_500
 
 
 @attrs.define(kw_only=True)
@@ -50,8 +57,22 @@ class AgentContext:
     evicted: int = 0  # messages evicted so far, for the summary's header
 
 
+@attrs.frozen
+class Compaction:
+    """What one eviction did, for Letta's event_message and summary_message."""
+
+    trigger: str
+    context_window: int
+    tokens_before: int
+    tokens_after: int
+    messages_before: int
+    messages_after: int
+    summary: str
+
+
 def _chars(message: ChatMessage) -> int:
     size = len(message.content or "")
+    size += sum(IMAGE_TOKENS * CHARS_PER_TOKEN for p in message.parts if isinstance(p, ImagePart))
     for call in message.tool_calls:
         size += len(call.name) + len(call.arguments)
     return size
@@ -94,7 +115,9 @@ def _line(message: Message) -> str:
         parts = [message.reasoning or message.content or ""]
         parts += [f"(called {c.name} {c.arguments})" for c in message.tool_calls]
         return "[assistant] " + " ".join(p for p in parts if p)
-    return f"[{message.role}] {message.content or ''}"
+    images = sum(1 for p in message.parts or () if p.type == "image")
+    shown = f" [{images} image{'s' if images > 1 else ''} omitted]" if images else ""
+    return f"[{message.role}] {message.content or ''}{shown}"
 
 
 def transcript(messages: Sequence[Message], limit: int) -> str:
@@ -137,3 +160,26 @@ def summary_message(context: AgentContext) -> ChatMessage | None:
         f"Note: {context.evicted} earlier messages of this conversation were evicted from "
         f"the context window. Summary of them:\n{context.summary}",
     )
+
+
+def compaction_messages(
+    compaction: Compaction, *, ids: tuple[str, str], at: float, run_id: str, seq: int
+) -> list[dict[str, Any]]:
+    """Letta's event_message (a compaction happened) and summary_message (what the evicted
+    history was folded into), shown when a send asks for include_compaction_messages."""
+    base = {"date": iso(at), "name": None, "otid": None, "sender_id": None, "step_id": None,
+            "is_err": None, "seq_id": seq, "run_id": run_id}  # fmt: skip
+    event_data = {"trigger": compaction.trigger,
+                  "context_token_estimate": compaction.tokens_before,
+                  "context_window": compaction.context_window}  # fmt: skip
+    stats = {"trigger": compaction.trigger, "context_tokens_before": compaction.tokens_before,
+             "context_tokens_after": compaction.tokens_after,
+             "context_window": compaction.context_window,
+             "messages_count_before": compaction.messages_before,
+             "messages_count_after": compaction.messages_after}  # fmt: skip
+    return [
+        {**base, "id": ids[0], "message_type": "event_message", "event_type": "compaction",
+         "event_data": event_data},
+        {**base, "id": ids[1], "message_type": "summary_message", "summary": compaction.summary,
+         "compaction_stats": stats},
+    ]  # fmt: skip

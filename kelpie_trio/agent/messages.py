@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from kelpie_trio.agent.content import ContentPart, letta_content
 from kelpie_trio.agent.runs import Answer
 from kelpie_trio.models.convert import iso
 
@@ -35,6 +36,11 @@ class Message:
     role: str  # "user" | "assistant" | "tool" | "system" | "approval" (a client's answers)
     content: str | None = None  # user text, assistant text, or a tool's return
     reasoning: str | None = None  # an assistant's inner thoughts beside its tool calls
+    # The model reasoned and its API did not show it (OpenAI's reasoning models).
+    reasoning_hidden: bool = False
+    # Its native reasoning (Anthropic's thinking) and signature, sent back as given.
+    thinking: str | None = None
+    thinking_signature: str | None = None
     tool_calls: list[StoredToolCall] = attrs.Factory(list)
     tool_call_id: str | None = None  # role "tool": the call this answers
     tool_name: str | None = None
@@ -47,6 +53,9 @@ class Message:
     created_at: float = 0.0
     approvals: list[Answer] | None = None  # role "approval": the answers, per call
     approval_request_id: str | None = None  # role "approval": Letta's legacy field, as sent
+    # role "user" with images: the content as sent, text and images in order (`content`
+    # keeps its text, for the window, search and summaries).
+    parts: list[ContentPart] | None = None
 
 
 def to_letta_messages(
@@ -69,7 +78,8 @@ def to_letta_messages(
         "run_id": message.run_id,
     }
     if message.role == "user":
-        return [{**base, "message_type": "user_message", "content": message.content or ""}]
+        content = letta_content(message.parts) if message.parts else message.content or ""
+        return [{**base, "message_type": "user_message", "content": content}]
     if message.role == "system":
         return [{**base, "message_type": "system_message", "content": message.content or ""}]
     if message.role == "approval":
@@ -92,6 +102,13 @@ def to_letta_messages(
         ]
     shown: list[dict[str, Any]] = []
     waiting = [c for c in message.tool_calls if c.waits_for is not None]
+    if message.thinking:
+        shown.append({**base, "message_type": "reasoning_message", "source": "reasoner_model",
+                      "reasoning": message.thinking,
+                      "signature": message.thinking_signature})  # fmt: skip
+    if message.reasoning_hidden:
+        shown.append({**base, "message_type": "hidden_reasoning_message", "state": "omitted",
+                      "hidden_reasoning": None})  # fmt: skip
     if message.reasoning:
         shown.append(
             {

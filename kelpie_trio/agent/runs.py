@@ -28,6 +28,7 @@ from typing import Any
 
 import attrs
 
+from kelpie_trio.agent.content import ContentPart
 from kelpie_trio.errors import Conflict, NotFound
 from kelpie_trio.models import convert
 from kelpie_trio.storage import keys
@@ -94,6 +95,11 @@ class ClientTool:
 class RunInput:
     text: str
     otid: str | None = None
+    # A message with images: its text and images in order (agent/content.py); else None.
+    parts: list[ContentPart] | None = None
+    # "system": an event for the model (Letta's system-role MessageCreate), stored as a
+    # system message where it was sent, not folded into the system prompt.
+    role: str = "user"
     # An approval message (no text): the answers to the calls a parked run waits for.
     answers: list[Answer] | None = None
     approval_request_id: str | None = None  # Letta's legacy field, kept as it was sent
@@ -154,6 +160,14 @@ class Run:
     # The tool (and its argument) shown as assistant messages (use_assistant_message).
     assistant_message_tool_name: str = "send_message"
     assistant_message_tool_kwarg: str = "message"
+    # Letta's override_model: the handle this run's steps use instead of the agent's model,
+    # and its llm_config as the catalog gave it when the run was asked for (so a run resumed
+    # after a restart or on another node uses the same model).
+    override_model: str | None = None
+    override_llm_config: dict[str, Any] | None = None
+    # Letta's include_compaction_messages: a compaction during the run shows as an
+    # event_message and a summary_message.
+    include_compaction_messages: bool = False
 
     def render_options(self) -> dict[str, Any]:
         """How this run's messages are shown (to_letta_messages' options)."""
@@ -182,11 +196,12 @@ class Run:
 
     def same_request(self, other: Run) -> bool:
         """Whether a retried send asks for what this run was started with."""
-        return [(i.text, i.otid, i.answers) for i in self.inputs] == [
-            (i.text, i.otid, i.answers) for i in other.inputs
-        ] and (self.max_steps, self.use_assistant_message) == (
+        return [(i.text, i.otid, i.answers, i.parts, i.role) for i in self.inputs] == [
+            (i.text, i.otid, i.answers, i.parts, i.role) for i in other.inputs
+        ] and (self.max_steps, self.use_assistant_message, self.override_model) == (
             other.max_steps,
             other.use_assistant_message,
+            other.override_model,
         )
 
 

@@ -21,6 +21,7 @@ import attrs
 import orjson
 
 from kelpie_trio.agent import tool_rules
+from kelpie_trio.agent.content import llm_parts
 from kelpie_trio.agent.messages import Message, StoredToolCall
 from kelpie_trio.agent.runs import Answer, ClientTool
 from kelpie_trio.agent.tool_rules import Offer, ToolRule, TurnState
@@ -84,8 +85,11 @@ def _chat(message: Message) -> ChatMessage:
         return ChatMessage("tool", message.content, tool_call_id=message.tool_call_id)
     if message.role == "assistant":
         calls = tuple(ToolCall(c.id, c.name, c.arguments) for c in message.tool_calls)
-        return ChatMessage("assistant", message.content or message.reasoning, tool_calls=calls)
-    return ChatMessage(message.role, message.content)  # type: ignore[arg-type]
+        return ChatMessage("assistant", message.content or message.reasoning, tool_calls=calls,
+                           thinking=message.thinking,
+                           thinking_signature=message.thinking_signature)  # fmt: skip
+    parts = llm_parts(message.parts) if message.parts else ()
+    return ChatMessage(message.role, message.content, parts=parts)  # type: ignore[arg-type]
 
 
 def build_request(
@@ -101,6 +105,7 @@ def build_request(
     rules: tuple[ToolRule, ...] = (),
     offer: Offer | None = None,
     client_tools: Sequence[ClientTool] = (),
+    thinking_budget: int | None = None,
 ) -> LlmRequest:
     """The request for one step: the system prompt with core memory, the summary of
     evicted history if there is one (context.py), then the in-context history. With an
@@ -122,6 +127,7 @@ def build_request(
         tool_choice="required" if offer is not None and offer.required else "auto",
         forced_tool=offer.forced if offer is not None else None,
         max_tokens=max_tokens,
+        thinking_budget=thinking_budget,
     )
 
 
@@ -325,5 +331,7 @@ def interpret(reply: LlmResponse, *, message_id: str, agent_id: str, seq: int, s
         run_id=run_id,
         step=step,
         created_at=created_at,
+        thinking=reply.message.thinking,
+        thinking_signature=reply.message.thinking_signature,
     )
     return Interpretation(assistant, calls, heartbeat)

@@ -17,6 +17,7 @@ from kelpie_trio.agent.context import (
     DEFAULT_REPLY_TOKENS,
     SUMMARY_CHARS,
     AgentContext,
+    Compaction,
     estimate_tokens,
     plan_eviction,
     recap,
@@ -28,7 +29,7 @@ from kelpie_trio.agent.messages import Message
 from kelpie_trio.agent.runs import ClientTool
 from kelpie_trio.agent.step import build_request
 from kelpie_trio.agent.tool_rules import Offer, ToolRule
-from kelpie_trio.llm.catalog import provider_model
+from kelpie_trio.llm.catalog import provider_model, thinking_budget
 from kelpie_trio.llm.types import LlmClient, LlmError, LlmRequest
 from kelpie_trio.models import convert
 from kelpie_trio.storage import keys
@@ -46,6 +47,7 @@ class ContextWindow:
     service: Any
     context: AgentContext
     _window: dict[int, Message] | None
+    compacted: Compaction | None  # the last eviction, until the turn takes note of it
 
     async def _step_state(self) -> tuple[Any, list[Message]]:
         """What a step starts from, in one transaction: the agent (memory as the last
@@ -108,6 +110,7 @@ class ContextWindow:
                 rules=rules,
                 offer=offer,
                 client_tools=client_tools,
+                thinking_budget=thinking_budget(config),
             )
 
         built = request(history, context)
@@ -140,7 +143,17 @@ class ContextWindow:
 
         await self.ctx.transact(save)
         self.context = new
+        after = request(history[cut:], new)
+        self.compacted = Compaction(
+            trigger="context_window_exceeded",
+            context_window=window,
+            tokens_before=estimate_tokens(built.messages, built.tools),
+            tokens_after=estimate_tokens(after.messages, after.tools),
+            messages_before=len(built.messages),
+            messages_after=len(after.messages),
+            summary=new.summary or "",
+        )
         if self._window is not None:
             self._window = {seq: m for seq, m in self._window.items() if seq >= new.start_seq}
         log.info("agent %s: %d messages left the context window", agent.id, cut)
-        return request(history[cut:], new)
+        return after

@@ -26,12 +26,15 @@ from kelpie_trio.llm.types import (
     ChatMessage,
     Completed,
     ContentDelta,
+    ContentPart,
     LlmClient,
     LlmFailure,
     LlmRateLimited,
     LlmRequest,
     LlmResponse,
     LlmStreamEvent,
+    ReasoningDelta,
+    TextPart,
     ToolCall,
     ToolCallDelta,
     Usage,
@@ -61,11 +64,13 @@ _ERROR_STATUS = {
 
 
 def _request_body(request: LlmRequest, *, stream: bool) -> dict[str, Any]:
-    system = [m.content for m in request.messages if m.role == "system" and m.content]
+    # The request's first message, when a system one, is the system prompt; any later one
+    # (a system-role input: an event) stays where it is, as a user turn that says it is a
+    # system alert, since the Messages API has no system role inside the conversation.
+    lead = 1 if request.messages and request.messages[0].role == "system" else 0
+    system = [m.content for m in request.messages[:lead] if m.content]
     messages: list[dict[str, Any]] = []
-    for message in request.messages:
-        if message.role == "system":
-            continue
+    for message in request.messages[lead:]:
         role = "assistant" if message.role == "assistant" else "user"
         blocks = _content_blocks(message)
         if not blocks:
@@ -99,9 +104,34 @@ def _request_body(request: LlmRequest, *, stream: bool) -> dict[str, Any]:
         )
     if request.temperature is not None:
         body["temperature"] = request.temperature
+    if _thinks(request):
+        budget = request.thinking_budget or 0
+        if budget:
+            body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+            body["max_tokens"] = max(body["max_tokens"], budget + 1)  # the reply's room too
+        else:
+            body["thinking"] = {"type": "adaptive"}
+        body.pop("temperature", None)  # thinking takes only the default
     if stream:
         body["stream"] = True
     return body
+
+
+def _thinks(request: LlmRequest) -> bool:
+    """Whether this request asks for extended thinking. The API refuses it with a forced
+    tool, and, within a tool-use loop, unless the loop's assistant turns open with their
+    signed thinking: a loop begun without it goes on without it (its next user text
+    turn may think again)."""
+    if request.thinking_budget is None or request.forced_tool is not None:
+        return False
+    if request.tools and request.tool_choice == "required":
+        return False
+    for message in reversed(request.messages):
+        if message.role == "user":
+            return True
+        if message.role == "assistant" and message.tool_calls and not message.thinking_signature:
+            return False
+    return True
 
 
 def _content_blocks(message: ChatMessage) -> list[dict[str, Any]]:
@@ -113,12 +143,35 @@ def _content_blocks(message: ChatMessage) -> list[dict[str, Any]]:
                 "content": message.content or "",
             }
         ]
+    if message.role == "system":
+        alert = f"<event>SYSTEM ALERT: {message.content}</event>"
+        return [{"type": "text", "text": alert}] if message.content else []
     blocks: list[dict[str, Any]] = []
-    if message.content:
+    if message.thinking_signature:  # sent back as given: the API checks its signature
+        blocks.append({"type": "thinking", "thinking": message.thinking or "",
+                       "signature": message.thinking_signature})  # fmt: skip
+    if message.parts:
+        blocks += [_anthropic_part(p) for p in message.parts if not _empty(p)]
+    elif message.content:
         blocks.append({"type": "text", "text": message.content})
     for call in message.tool_calls:
         blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": _input(call)})
     return blocks
+
+
+def _empty(part: ContentPart) -> bool:
+    return isinstance(part, TextPart) and not part.text  # Anthropic refuses empty text blocks
+
+
+def _anthropic_part(part: ContentPart) -> dict[str, Any]:
+    """A content part of a user message; an image is an `image` block with a url or base64
+    source (Anthropic has no detail setting: it is dropped)."""
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    if part.url is not None:
+        return {"type": "image", "source": {"type": "url", "url": part.url}}
+    source = {"type": "base64", "media_type": part.media_type, "data": part.data}
+    return {"type": "image", "source": source}
 
 
 def _input(call: ToolCall) -> dict[str, Any]:
@@ -159,6 +212,9 @@ def _response(data: Any, request: LlmRequest) -> LlmResponse:
     try:
         blocks = data["content"]
         text = "".join(b["text"] for b in blocks if b.get("type") == "text")
+        thoughts = [b for b in blocks if b.get("type") == "thinking"]
+        thinking = "".join(b.get("thinking") or "" for b in thoughts) or None
+        signature = thoughts[-1].get("signature") if len(thoughts) == 1 else None
         calls = tuple(
             ToolCall(id=b["id"], name=b["name"], arguments=json.dumps(b.get("input") or {}))
             for b in blocks
@@ -167,7 +223,9 @@ def _response(data: Any, request: LlmRequest) -> LlmResponse:
     except (KeyError, TypeError, AttributeError) as error:
         raise LlmFailure(f"anthropic reply without usable content: {error!r}") from error
     return LlmResponse(
-        message=ChatMessage("assistant", text or None, calls),
+        message=ChatMessage(
+            "assistant", text or None, calls, thinking=thinking, thinking_signature=signature
+        ),
         finish_reason=_finish_reason(data.get("stop_reason"), bool(calls)),
         usage=_usage(data.get("usage")),
         model=data.get("model") or request.model,
@@ -195,6 +253,8 @@ class _AnthropicStream:
         self.stop_reason: str | None = None
         self.usage = Usage()
         self.stopped = False
+        self.thinking: list[str] = []
+        self.signatures: list[str] = []
 
     def feed(self, data: str) -> list[LlmStreamEvent]:
         event = _loads(data, "anthropic")
@@ -230,7 +290,11 @@ class _AnthropicStream:
                 piece = delta.get("partial_json") or ""
                 pieces.append(piece)
                 return [ToolCallDelta(ordinal, None, None, piece)] if piece else []
-            # thinking_delta, signature_delta: not part of the reply we return
+            if delta.get("type") == "thinking_delta" and delta.get("thinking"):
+                self.thinking.append(delta["thinking"])
+                return [ReasoningDelta(delta["thinking"])]
+            if delta.get("type") == "signature_delta":
+                self.signatures.append(delta.get("signature") or "")
         elif kind == "message_delta":
             self.stop_reason = (event.get("delta") or {}).get("stop_reason") or self.stop_reason
             self.usage = _usage(event.get("usage"), self.usage)
@@ -246,7 +310,14 @@ class _AnthropicStream:
             for _, call_id, name, pieces in sorted(self.tools.values())
         )
         return LlmResponse(
-            message=ChatMessage("assistant", "".join(self.text) or None, calls),
+            message=ChatMessage(
+                "assistant",
+                "".join(self.text) or None,
+                calls,
+                thinking="".join(self.thinking) or None,
+                # One signed block is sent back whole; several (rare) are not kept.
+                thinking_signature=self.signatures[0] if len(self.signatures) == 1 else None,
+            ),
             finish_reason=_finish_reason(self.stop_reason, bool(calls)),
             usage=self.usage,
             model=self.model,

@@ -48,8 +48,11 @@ __all__ = [
     "LocalServer",
     "ModelCatalog",
     "UnknownModel",
+    "hides_reasoning",
     "model_settings_from_llm_config",
     "provider_model",
+    "takes_images",
+    "thinking_budget",
 ]
 
 # Both endpoint-type enums (LLMConfig.model_endpoint_type, Model.provider_type) are closed, so
@@ -321,6 +324,48 @@ def _anthropic_max_tokens(model: str) -> int:
     if "opus" in model or "sonnet" in model:
         return 16_384
     return 8_192
+
+
+# Chat models of the providers' lists that take no images (their APIs refuse image parts).
+_TEXT_ONLY_OPENAI = ("gpt-3.5", "gpt-4-0", "o1-mini", "o1-preview", "o3-mini")
+_TEXT_ONLY_ANTHROPIC = ("claude-2", "claude-instant")
+
+
+def takes_images(llm_config: Mapping[str, Any]) -> bool:
+    """Whether an agent's model takes image parts in a user message.
+
+    Every model this catalog lists for OpenAI and Anthropic does; the older text-only
+    ones above (which an agent file or a discovered list may name) do not. The simulated
+    model takes them (it records what it is sent and answers as it always does), so the
+    simulator carries images through its faults. A local server's model (vLLM, Ollama,
+    llama.cpp) cannot be told apart: it is assumed to take them, and a server that
+    refuses ends the turn with its error (stop reason llm_api_error)."""
+    model = str(llm_config.get("model") or "")
+    endpoint_type = llm_config.get("model_endpoint_type")
+    if endpoint_type == "anthropic":
+        return not model.startswith(_TEXT_ONLY_ANTHROPIC)
+    return not (model == "gpt-4" or model.startswith(_TEXT_ONLY_OPENAI))
+
+
+def hides_reasoning(llm_config: Mapping[str, Any]) -> bool:
+    """Whether the model reasons without showing it: OpenAI's reasoning models (o1, o3, o4,
+    gpt-5) do; Letta shows their replies with a hidden_reasoning_message ("omitted")."""
+    model = str(llm_config.get("model") or "")
+    return llm_config.get("model_endpoint_type") == "openai" and _is_openai_reasoner(model)
+
+
+def thinking_budget(llm_config: Mapping[str, Any]) -> int | None:
+    """The extended-thinking budget of an Anthropic reasoning model whose agent reasons
+    (`enable_reasoner`, as Letta sets it from `reasoning`): its `max_reasoning_tokens`, at
+    least the API's 1,024; 0 for the 4.6 models, which think adaptively; None: no thinking."""
+    model = str(llm_config.get("model") or "")
+    if llm_config.get("model_endpoint_type") != "anthropic" or not _is_anthropic_reasoner(model):
+        return None
+    if not llm_config.get("enable_reasoner"):
+        return None
+    if model.startswith(("claude-opus-4-6", "claude-sonnet-4-6")):
+        return 0
+    return max(int(llm_config.get("max_reasoning_tokens") or 0), 1024)
 
 
 def _is_openai_reasoner(model: str) -> bool:

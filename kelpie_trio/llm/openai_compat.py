@@ -27,6 +27,7 @@ from kelpie_trio.llm.types import (
     ChatMessage,
     Completed,
     ContentDelta,
+    ContentPart,
     LlmClient,
     LlmError,
     LlmFailure,
@@ -35,6 +36,7 @@ from kelpie_trio.llm.types import (
     LlmResponse,
     LlmStreamEvent,
     LlmTimeout,
+    TextPart,
     ToolCall,
     ToolCallDelta,
     Usage,
@@ -219,6 +221,8 @@ def _openai_message(message: ChatMessage) -> dict[str, Any]:
             "content": message.content or "",
         }
     wire: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.parts:
+        wire["content"] = [_openai_part(p) for p in message.parts]
     if message.tool_calls:
         wire["tool_calls"] = [
             {
@@ -231,6 +235,18 @@ def _openai_message(message: ChatMessage) -> dict[str, Any]:
     elif message.content is None:
         wire["content"] = ""
     return wire
+
+
+def _openai_part(part: ContentPart) -> dict[str, Any]:
+    """A content part of a user message; an image is an `image_url` part whose URL is the
+    image's own or a data URL of its base64 bytes."""
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    url = part.url if part.url is not None else f"data:{part.media_type};base64,{part.data}"
+    image: dict[str, Any] = {"url": url}
+    if part.detail is not None:
+        image["detail"] = part.detail
+    return {"type": "image_url", "image_url": image}
 
 
 def _finish_reason(reason: str | None, has_tool_calls: bool) -> FinishReason:

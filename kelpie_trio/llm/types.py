@@ -18,6 +18,8 @@ __all__ = [
     "ChatMessage",
     "Completed",
     "ContentDelta",
+    "ContentPart",
+    "ImagePart",
     "LlmClient",
     "LlmError",
     "LlmFailure",
@@ -26,6 +28,8 @@ __all__ = [
     "LlmResponse",
     "LlmStreamEvent",
     "LlmTimeout",
+    "ReasoningDelta",
+    "TextPart",
     "ToolCall",
     "ToolCallDelta",
     "ToolSchema",
@@ -43,11 +47,35 @@ class ToolCall:
 
 
 @attrs.frozen
+class TextPart:
+    text: str
+
+
+@attrs.frozen
+class ImagePart:
+    """An image in a user message: at a URL the provider fetches, or inline (base64)."""
+
+    url: str | None = None
+    data: str | None = None  # base64, with its media_type
+    media_type: str | None = None
+    detail: str | None = None  # OpenAI's "low" | "high" | "auto"
+
+
+ContentPart = TextPart | ImagePart
+
+
+@attrs.frozen
 class ChatMessage:
     role: Role
-    content: str | None = None
+    content: str | None = None  # the text (of all text parts, when `parts` is given)
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None  # role "tool": the call this result answers
+    # A user message with images: its content in order, text and images. Empty: `content`.
+    parts: tuple[ContentPart, ...] = ()
+    # An assistant's native reasoning (Anthropic's thinking block) and the signature that
+    # lets it be sent back, as the API wants within a tool-use loop.
+    thinking: str | None = None
+    thinking_signature: str | None = None
 
 
 @attrs.frozen
@@ -67,6 +95,9 @@ class LlmRequest:
     forced_tool: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    # Native reasoning (Anthropic's extended thinking): its token budget, 0 for adaptive
+    # thinking (the 4.6 models), None for none.
+    thinking_budget: int | None = None
 
 
 @attrs.frozen
@@ -93,6 +124,11 @@ class ContentDelta:
 
 
 @attrs.frozen
+class ReasoningDelta:
+    text: str  # the next piece of the model's native reasoning
+
+
+@attrs.frozen
 class ToolCallDelta:
     index: int
     id: str | None
@@ -105,7 +141,7 @@ class Completed:
     response: LlmResponse  # the whole reply, as `complete` would have returned it
 
 
-LlmStreamEvent = ContentDelta | ToolCallDelta | Completed
+LlmStreamEvent = ContentDelta | ReasoningDelta | ToolCallDelta | Completed
 
 
 class LlmError(Exception):

@@ -111,6 +111,7 @@ class CreateAgent:
     llm_config: dict[str, Any] | None = None
     embedding_config: dict[str, Any] | None = None
     context_window_limit: int | None = None
+    reasoning: bool | None = None  # the model's native reasoning, where it has one
     project_id: str | None = None
     template_id: str | None = None
     base_template_id: str | None = None

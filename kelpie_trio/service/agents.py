@@ -49,7 +49,9 @@ class AgentCases(BlockCases, ToolCases):
         embedding = create.embedding or (create.embedding_config or {}).get("handle")
         try:
             llm_config = self.catalog.llm_config_for(
-                handle, context_window_limit=create.context_window_limit
+                handle,
+                context_window_limit=create.context_window_limit,
+                reasoning=getattr(create, "reasoning", None),
             )
         except UnknownModel as error:
             raise Invalid.field(["body", "model"], str(error)) from None

@@ -86,18 +86,19 @@ def check_record(record: Any, kind: str, where: str = "body") -> bytes:
 
 
 def check_send(texts: list[tuple[Loc, str]]) -> None:
-    """The texts of one send (each with where it came from) against the send's budget."""
+    """The texts of one send, its images' data among them (each with where it came from),
+    against the send's budget."""
     total = 0
     for loc, text in texts:
         size = _size(text)
         total += size
         if size > MAX_SEND_BYTES:
             raise TooLarge(
-                f"{'.'.join(map(str, loc))}: {size:,} bytes of text; one message may have "
-                f"at most {MAX_SEND_BYTES:,} bytes (UTF-8)"
+                f"{'.'.join(map(str, loc))}: {size:,} bytes; one message may have "
+                f"at most {MAX_SEND_BYTES:,} bytes (UTF-8), its images counted"
             )
     if total > MAX_SEND_BYTES:
         raise TooLarge(
-            f"body.messages: {total:,} bytes of text in one send; at most {MAX_SEND_BYTES:,} "
-            "bytes (UTF-8) together"
+            f"body.messages: {total:,} bytes of text and images in one send; at most "
+            f"{MAX_SEND_BYTES:,} bytes (UTF-8) together"
         )

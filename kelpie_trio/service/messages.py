@@ -30,6 +30,7 @@ from kelpie_trio.models import convert
 from kelpie_trio.nursery.errors import ActorFailed, RuntimeFailure
 from kelpie_trio.service import approvals, send_options
 from kelpie_trio.service.common import MAX_PAGE, Page
+from kelpie_trio.service.content import check_model_takes, parse_content, sized_parts
 from kelpie_trio.service.limits import check_key_part, check_send
 from kelpie_trio.service.runs import RunCases
 from kelpie_trio.service.sessions import SessionCases, TransferRequest
@@ -78,27 +79,15 @@ class SendRequest:
     include_return_message_types: list[str] | None = None
     assistant_message_tool_name: str = "send_message"
     assistant_message_tool_kwarg: str = "message"
-    # Refused unless they ask for nothing (send_options.py): override_model,
-    # override_system, include_compaction_messages, return_logprobs, top_logprobs,
-    # return_token_ids, client_skills, enable_thinking.
+    override_model: str | None = None  # a model handle, for this run only
+    include_compaction_messages: bool = False
+    # Refused unless they ask for nothing (send_options.py): override_system,
+    # return_logprobs, top_logprobs, return_token_ids, client_skills, enable_thinking.
 
 
 @attrs.define
 class ToolRunRequest:
     args: dict[str, Any] | None = None
-
-
-def _text(content: Any, where: list[str | int]) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for i, part in enumerate(content):
-            if not isinstance(part, dict) or part.get("type") != "text":
-                raise Invalid.field([*where, i], "only text content is supported")
-            parts.append(str(part.get("text", "")))
-        return "".join(parts)
-    raise Invalid.field(where, "content must be a string or a list of text parts")
 
 
 @attrs.define
@@ -150,17 +139,23 @@ class MessageCases(RunCases, SessionCases):
                 )
             if message.content is None:
                 raise Invalid.field(["body", "messages", i, "content"], "content is required")
-            if message.role != "user":
-                raise Invalid.field(["body", "messages", i, "role"], "only user messages")
+            if message.role not in ("user", "system"):
+                raise Invalid.field(
+                    ["body", "messages", i, "role"], "a message's role is 'user' or 'system'"
+                )
             where: list[str | int] = ["body", "messages", i, "content"]
-            text = _text(message.content, where)
+            text, parts = parse_content(message.content, where)
+            if message.role == "system" and parts is not None:
+                # Letta would drop them without a word: the model sees a system message's text
+                raise Invalid.field(where, "a system message has text only, no images")
             if message.otid is not None:  # it keys the send's idempotency
                 check_key_part(["body", "messages", i, "otid"], message.otid, "an otid")
-            texts.append((where, text))
-            inputs.append(RunInput(text=text, otid=message.otid))
+            texts += sized_parts(where, text, parts)
+            inputs.append(RunInput(text=text, otid=message.otid, parts=parts, role=message.role))
         if request.input is not None:
-            texts.append((["body", "input"], _text(request.input, ["body", "input"])))
-            inputs.append(RunInput(text=texts[-1][1]))
+            text, parts = parse_content(request.input, ["body", "input"])
+            texts += sized_parts(["body", "input"], text, parts)
+            inputs.append(RunInput(text=text, parts=parts))
         check_send(texts)
         if not inputs:
             raise Invalid.field(["body", "messages"], "give at least one message (or input)")
@@ -177,6 +172,7 @@ class MessageCases(RunCases, SessionCases):
             raise Unavailable("this server runs no agents")
         if idempotency_key is None and inputs[0].otid:
             idempotency_key = f"otid:{inputs[0].otid}"
+        override = send_options.override_config(self.catalog, request.override_model)
         run_id = self.env.new_id("run")
         wanted = Run(
             id=run_id,
@@ -191,6 +187,9 @@ class MessageCases(RunCases, SessionCases):
             client_tools=approvals.client_tools(request.client_tools),
             assistant_message_tool_name=request.assistant_message_tool_name,
             assistant_message_tool_kwarg=request.assistant_message_tool_kwarg,
+            override_model=request.override_model,
+            override_llm_config=override,
+            include_compaction_messages=request.include_compaction_messages,
         )
         return wanted, request
 
@@ -209,6 +208,7 @@ class MessageCases(RunCases, SessionCases):
         async def create(tr: Transaction) -> Run:
             run = await runs.create_or_find(tr, wanted)
             if run.id == wanted.id:  # new: refused (and so not created) as the actor would
+                await check_model_takes(tr, agent_id, wanted.inputs, wanted.override_llm_config)
                 await parked_runs.check_send(tr, agent_id, wanted.inputs)
             return run
 
@@ -266,6 +266,7 @@ class MessageCases(RunCases, SessionCases):
 
         async def exists(tr: Transaction) -> None:  # no activation for an unknown agent
             await runs.require_agent(tr, agent_id)
+            await check_model_takes(tr, agent_id, wanted.inputs, wanted.override_llm_config)
 
         await self.store.transact(exists)
         assert self.dispatcher is not None

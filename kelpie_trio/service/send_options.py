@@ -7,8 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 from kelpie_trio.errors import Invalid
+from kelpie_trio.llm.catalog import ModelCatalog, UnknownModel
 
-__all__ = ["MESSAGE_TYPES", "check_return_types", "check_unsupported", "shown"]
+__all__ = [
+    "MESSAGE_TYPES",
+    "check_return_types",
+    "check_unsupported",
+    "override_config",
+    "shown",
+]
 
 # Letta's MessageType: what include_return_message_types may name.
 MESSAGE_TYPES = frozenset({
@@ -21,17 +28,29 @@ MESSAGE_TYPES = frozenset({
 # Options not served, and the value that asks for nothing (what a client that does not set
 # them sends, or Letta's default); anything else is refused.
 _UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
-    "override_model": ((None,), "a per-request model is not supported; change the agent's "
-                       "model (PATCH /v1/agents/{agent_id}) instead"),
     "override_system": ((None,), "a per-request system prompt is not supported"),
-    "include_compaction_messages": ((None, False), "compaction messages are not emitted"),
     "return_logprobs": ((None, False), "log probabilities are not returned"),
     "top_logprobs": ((None,), "log probabilities are not returned"),
     "return_token_ids": ((None, False), "token ids are not returned"),
     "client_skills": ((None, []), "client-side skills are not supported"),
-    # Reasoning is as the model gives it; asking for it (Letta's default) changes nothing.
-    "enable_thinking": ((None, True, "true", "True"), "turning reasoning off is not supported"),
+    # Reasoning is the agent's setting (its llm_config / model_settings), as in Letta 0.16.8,
+    # whose loop reads nothing of this deprecated field; asking for it (the default) changes
+    # nothing, and turning it off for one request cannot be honoured, so it is refused.
+    "enable_thinking": ((None, True, "true", "True"), "reasoning cannot be turned off for one "
+                        "request; set the agent's reasoning (PATCH /v1/agents/{agent_id} "
+                        "with model_settings) instead"),
 }  # fmt: skip
+
+
+def override_config(catalog: ModelCatalog, handle: str | None) -> dict[str, Any] | None:
+    """The llm_config of a send's override_model, as the catalog gives it for a new agent
+    of that model (an unknown handle is refused as agent create refuses it)."""
+    if handle is None:
+        return None
+    try:
+        return catalog.llm_config_for(handle)
+    except UnknownModel as error:
+        raise Invalid.field(["body", "override_model"], str(error)) from None
 
 
 def check_unsupported(body: dict[str, Any]) -> None:

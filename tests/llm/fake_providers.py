@@ -395,10 +395,12 @@ def anthropic_stream(
     usage: tuple[int, int] = (13, 5),
     model: str = "claude-test",
     error: tuple[str, str] | None = None,
+    thinking: tuple[Sequence[str], str] | None = None,
 ) -> Reply:
     """A streamed Messages reply: a text block of `pieces`, then one block per tool use
     (arguments as JSON text pieces). `error=(type, message)` ends it with an `error` event
-    after the first text piece instead."""
+    after the first text piece instead. `thinking=(pieces, signature)` opens it with a
+    thinking block."""
     events: list[tuple[str, dict[str, Any]]] = []
     start = {
         "id": "msg_fake",
@@ -411,6 +413,17 @@ def anthropic_stream(
     }
     events.append(("message_start", {"message": start}))
     index = 0
+    if thinking is not None:
+        thoughts, signature = thinking
+        block = {"type": "thinking", "thinking": ""}
+        events.append(("content_block_start", {"index": index, "content_block": block}))
+        for piece in thoughts:
+            delta = {"type": "thinking_delta", "thinking": piece}
+            events.append(("content_block_delta", {"index": index, "delta": delta}))
+        delta = {"type": "signature_delta", "signature": signature}
+        events.append(("content_block_delta", {"index": index, "delta": delta}))
+        events.append(("content_block_stop", {"index": index}))
+        index += 1
     if pieces:
         block = {"type": "text", "text": ""}
         events.append(("content_block_start", {"index": index, "content_block": block}))

@@ -58,7 +58,57 @@ def openai_refusal(body: Any, models: Collection[str]) -> Refusal | None:
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
             param="stream_options",
         )
-    return _openai_tool_turns(messages)
+    return _openai_tool_turns(messages) or _openai_parts(messages, model)
+
+
+# Image parts: the vision guide and chat/create's message schemas. Only user messages take
+# image_url parts (system and developer take text parts, assistant text and refusal).
+_OPENAI_USER_PARTS = ("text", "image_url", "input_audio", "file")
+_OPENAI_TEXT_ONLY_MODELS = ("gpt-3.5", "o1-mini", "o3-mini")
+_OPENAI_DETAIL = ("low", "high", "auto")
+
+
+def _openai_parts(messages: list[Any], model: str) -> Refusal | None:
+    for i, message in enumerate(messages):
+        content = message.get("content")
+        if not isinstance(content, list):
+            continue
+        role = message.get("role")
+        allowed = _OPENAI_USER_PARTS if role == "user" else ("text",)
+        for j, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            where = f"messages[{i}].content[{j}]"
+            if kind not in allowed:
+                return _openai_error(
+                    400, f"Invalid value: '{kind}'. Supported values are: "
+                    + ", ".join(f"'{k}'" for k in allowed) + ".", param=f"{where}.type",
+                )  # fmt: skip
+            if kind == "text" and not isinstance(part.get("text"), str):
+                return _openai_error(400, "Missing required parameter: 'text'.",
+                                     param=f"{where}.text")  # fmt: skip
+            if kind != "image_url":
+                continue
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else None
+            if not isinstance(url, str):
+                return _openai_error(400, "Missing required parameter: 'image_url.url'.",
+                                     param=f"{where}.image_url.url")  # fmt: skip
+            if not url.startswith(("http://", "https://", "data:image/")) or (
+                url.startswith("data:") and ";base64," not in url
+            ):
+                return _openai_error(
+                    400, "Invalid image URL: expected a URL or a base64 data URL of an image.",
+                    param=f"{where}.image_url.url", code="invalid_image_url",
+                )  # fmt: skip
+            if image.get("detail", "auto") not in _OPENAI_DETAIL:
+                return _openai_error(400, f"Invalid value: '{image.get('detail')}'.",
+                                     param=f"{where}.image_url.detail")  # fmt: skip
+            if model.startswith(_OPENAI_TEXT_ONLY_MODELS):
+                return _openai_error(
+                    400, "Invalid content type. image_url is only supported by certain models.",
+                    param=f"{where}.type",
+                )  # fmt: skip
+    return None
 
 
 def _openai_tool_turns(messages: list[Any]) -> Refusal | None:
@@ -148,13 +198,99 @@ def anthropic_refusal(
         return _anthropic_error(404, "not_found_error", f"model: {body['model']}")
     if "tool_choice" in body and not body.get("tools"):
         return _invalid("tool_choice: tool_choice may only be specified while providing tools")
-    return _anthropic_turns(messages)
+    return _anthropic_thinking(body, messages) or _anthropic_turns(messages)
+
+
+_ADAPTIVE_MODELS = ("claude-opus-4-6", "claude-sonnet-4-6")
+
+
+def _anthropic_thinking(body: dict[str, Any], messages: list[Any]) -> Refusal | None:
+    """Extended thinking (the extended-thinking guide): a budget of at least 1,024 under
+    max_tokens (adaptive only on the 4.6 models); no forced tool and no temperature but 1
+    while thinking; a tool-use loop's last assistant turn opens with its thinking; and a
+    thinking block sent back carries its signature."""
+    thinking = body.get("thinking")
+    for i, message in enumerate(messages):
+        for j, block in enumerate(_blocks(message.get("content"))):
+            if block.get("type") == "thinking" and not isinstance(block.get("signature"), str):
+                return _invalid(f"messages.{i}.content.{j}.thinking.signature: Field required")
+    if thinking is None or thinking.get("type") == "disabled":
+        return None
+    kind = thinking.get("type")
+    if kind == "adaptive":
+        if not str(body["model"]).startswith(_ADAPTIVE_MODELS):
+            return _invalid(f"thinking.type: 'adaptive' is not supported for {body['model']}")
+    elif kind == "enabled":
+        budget = thinking.get("budget_tokens")
+        if not isinstance(budget, int) or budget < 1024:
+            return _invalid("thinking.enabled.budget_tokens: Input should be greater than or "
+                            "equal to 1024")  # fmt: skip
+        if budget >= body["max_tokens"]:
+            return _invalid("`max_tokens` must be greater than `thinking.budget_tokens`")
+    else:
+        return _invalid(f"thinking.type: Input tag '{kind}' found using 'type' does not match "
+                        "any of the expected tags: 'enabled', 'disabled', 'adaptive'")  # fmt: skip
+    if (body.get("tool_choice") or {}).get("type") in ("any", "tool"):
+        return _invalid("Thinking may not be enabled when tool_choice forces tool use.")
+    if body.get("temperature", 1) != 1:
+        return _invalid("`temperature` may only be set to 1 when thinking is enabled or in "
+                        "adaptive mode.")  # fmt: skip
+    last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+    if last is not None:
+        blocks = _blocks(messages[last].get("content"))
+        if any(b.get("type") == "tool_use" for b in blocks) and (
+            not blocks or blocks[0].get("type") not in ("thinking", "redacted_thinking")
+        ):
+            found = blocks[0].get("type") if blocks else "nothing"
+            return _invalid(
+                f"messages.{last}.content.0.type: Expected `thinking` or `redacted_thinking`, "
+                f"but found `{found}`. When `thinking` is enabled, a final `assistant` message "
+                "must start with a thinking block."
+            )
+    return None
 
 
 def _blocks(content: Any) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
     return [b for b in content or () if isinstance(b, dict)]
+
+
+_ANTHROPIC_BLOCKS = {
+    "user": ("text", "image", "document", "tool_result"),
+    "assistant": ("text", "tool_use", "thinking", "redacted_thinking"),
+}
+_ANTHROPIC_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+
+
+def _anthropic_block(block: dict[str, Any], role: str, where: str) -> Refusal | None:
+    """A content block's type fits its turn; an image's source is base64 of one of the four
+    image types, or a URL (the vision guide)."""
+    kind = block.get("type")
+    if kind not in _ANTHROPIC_BLOCKS[role]:
+        expected = ", ".join(_ANTHROPIC_BLOCKS[role])
+        return _invalid(f"{where}.type: Input tag '{kind}' found using 'type' does not match "
+                        f"any of the expected tags: {expected}")  # fmt: skip
+    if kind != "image":
+        return None
+    source = block.get("source")
+    source_type = source.get("type") if isinstance(source, dict) else None
+    if source_type == "url":
+        url = source.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            return _invalid(f"{where}.source.url: Input should be a valid URL")
+        return None
+    if source_type != "base64":
+        return _invalid(f"{where}.source: Input tag '{source_type}' found using 'type' does not "
+                        "match any of the expected tags: 'base64', 'url'")  # fmt: skip
+    if source.get("media_type") not in _ANTHROPIC_IMAGE_TYPES:
+        return _invalid(
+            f"{where}.source.base64.media_type: Input should be 'image/jpeg', 'image/png', "
+            "'image/gif' or 'image/webp'"
+        )
+    if not isinstance(source.get("data"), str) or not source["data"]:
+        return _invalid(f"{where}.source.base64.data: Field required")
+    return None
 
 
 def _anthropic_turns(messages: list[Any]) -> Refusal | None:
@@ -192,6 +328,8 @@ def _anthropic_turns(messages: list[Any]) -> Refusal | None:
             if block.get("type") == "text" and not block.get("text"):
                 return _invalid(f"messages.{i}.content.{j}.text: text content blocks must be "
                                 "non-empty")  # fmt: skip
+            if (refused := _anthropic_block(block, role, f"messages.{i}.content.{j}")) is not None:
+                return refused
         answered = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
         if role == "user" and (unknown := answered - pending):
             return _invalid(
