@@ -168,6 +168,7 @@ class AgentCases(BlockCases, ToolCases):
 
     async def create_agent(self, body: Any) -> AgentView:
         create = convert.structure_api(body, CreateAgent)
+        _refuse_identity_ids(body)
         check_key_parts(["body", "tags"], create.tags, "a tag")
         if create.agent_type not in AGENT_TYPES:
             raise Invalid.field(["body", "agent_type"], f"unknown agent type {create.agent_type!r}")
@@ -268,6 +269,7 @@ class AgentCases(BlockCases, ToolCases):
         if not isinstance(body, dict):
             raise Invalid.field(["body"], "expected a JSON object", "model_type")
         changes = {k: v for k, v in body.items() if k in UPDATABLE_AGENT_FIELDS}
+        _refuse_identity_ids(body)
         self._check_rules(changes.get("tool_rules"))
         if isinstance(changes.get("tags"), list):  # a wrong type is the converter's to name
             tags = changes["tags"]
@@ -512,3 +514,14 @@ def _secrets(given: Any, current: dict[str, str]) -> dict[str, str]:
             raise Invalid.field([*where, name], "expected a string without NUL characters")
         checked[name] = current[name] if value == SECRET_MASK and name in current else value
     return checked
+
+
+def _refuse_identity_ids(body: Any) -> None:
+    """Identities are tied to an agent by their own routes here; a create or update that
+    names some is refused rather than stored without them (the SDK sends none by default)."""
+    if isinstance(body, dict) and body.get("identity_ids"):
+        raise Invalid.field(
+            ["body", "identity_ids"],
+            "identity_ids are not taken here: attach each identity with "
+            "PATCH /v1/agents/{agent_id}/identities/attach/{identity_id}",
+        )

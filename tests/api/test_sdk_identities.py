@@ -105,3 +105,16 @@ def test_identities_attach_to_agents_and_filter_the_agent_list(
     letta.agents.identities.attach(team["id"], agent_id=bob.id)
     letta.agents.delete(bob.id)  # a deleted agent leaves its identities
     assert http.get(f"/v1/identities/{team['id']}").json()["agent_ids"] == []
+
+
+def test_identity_ids_on_an_agent_are_refused_not_dropped(http: httpx.Client) -> None:
+    identity = _create(http, "refused-ids")
+    name = "refused-ids-agent"
+    answer = http.post("/v1/agents/", json={"name": name, "identity_ids": [identity["id"]]})
+    assert answer.status_code == 422, answer.text
+    assert "identities/attach" in answer.text
+    assert http.get("/v1/agents/", params={"name": name}).json() == []  # nothing created
+    agent = http.post("/v1/agents/", json={"name": "b", "identity_ids": []}).json()
+    answer = http.patch(f"/v1/agents/{agent['id']}", json={"identity_ids": [identity["id"]]})
+    assert answer.status_code == 422, answer.text
+    assert http.get(f"/v1/identities/{identity['id']}").json()["agent_ids"] == []
