@@ -44,7 +44,7 @@ from kelpie_trio.agent.tool_calls import AgentTools
 from kelpie_trio.agent.tool_rules import TurnState, rules_of
 from kelpie_trio.agent.window import ContextWindow
 from kelpie_trio.errors import Conflict, NotFound, PendingApproval, ServiceError
-from kelpie_trio.llm.catalog import hides_reasoning
+from kelpie_trio.llm.model_traits import hides_reasoning
 from kelpie_trio.llm.types import (
     Completed,
     ContentDelta,

@@ -29,7 +29,8 @@ from kelpie_trio.agent.messages import Message
 from kelpie_trio.agent.runs import ClientTool
 from kelpie_trio.agent.step import build_request
 from kelpie_trio.agent.tool_rules import Offer, ToolRule
-from kelpie_trio.llm.catalog import provider_model, thinking_budget
+from kelpie_trio.llm.catalog import provider_model
+from kelpie_trio.llm.model_traits import thinking_budget
 from kelpie_trio.llm.types import LlmClient, LlmError, LlmRequest
 from kelpie_trio.models import convert
 from kelpie_trio.storage import keys

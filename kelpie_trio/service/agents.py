@@ -10,7 +10,8 @@ from kelpie_trio.agent import runs, steps
 from kelpie_trio.agent.tool_calls import TOOL_RUNS
 from kelpie_trio.agent.tool_rules import RuleError, parse_rules
 from kelpie_trio.errors import Conflict, Invalid, NotFound
-from kelpie_trio.llm.catalog import UnknownModel, model_settings_from_llm_config
+from kelpie_trio.llm.catalog import UnknownModel
+from kelpie_trio.llm.model_traits import model_settings_from_llm_config
 from kelpie_trio.models import convert
 from kelpie_trio.models.agents import (
     AGENT_TYPES,

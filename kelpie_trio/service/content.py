@@ -17,7 +17,7 @@ from typing import Any
 from kelpie_trio.agent.content import ContentPart, ImageSource
 from kelpie_trio.agent.runs import RunInput
 from kelpie_trio.errors import Invalid, NotFound
-from kelpie_trio.llm.catalog import takes_images
+from kelpie_trio.llm.model_traits import takes_images
 from kelpie_trio.models.agents import Agent
 from kelpie_trio.service.common import read_record
 from kelpie_trio.storage import keys
