@@ -32,6 +32,7 @@ from kelpie_trio.service import approvals, send_options
 from kelpie_trio.service.common import MAX_PAGE, Page
 from kelpie_trio.service.content import check_model_takes, parse_content, sized_parts
 from kelpie_trio.service.limits import check_key_part, check_send
+from kelpie_trio.service.resume import ResumeSweep
 from kelpie_trio.service.runs import RunCases
 from kelpie_trio.service.sessions import SessionCases, TransferRequest
 from kelpie_trio.storage import StoreError
@@ -101,7 +102,7 @@ class _Outcome:
     error: BaseException | None = None
 
 
-class MessageCases(RunCases, SessionCases):
+class MessageCases(RunCases, SessionCases, ResumeSweep):
     dispatcher: Dispatcher | None = None
     # Where turns that outlive their request run (streams, async runs, resumed runs):
     # the node's nursery, set when the node serves.
@@ -502,55 +503,6 @@ class MessageCases(RunCases, SessionCases):
             if what == "cancelled":
                 self.run_events.cancel(run_id)
         return outcome
-
-    async def resume_open_runs(self) -> int:
-        """Drive every unfinished run (after a crash or restart) to its end, in the
-        background; the agent's actor resumes each after its checkpoint. Returns how
-        many were found."""
-
-        now = self.env.now()
-
-        async def read(tr: Transaction) -> list[Run]:
-            rows = await tr.get_prefix(runs.OPEN_RUNS.key())
-            found = [await runs.load_run(tr, runs.OPEN_RUNS.unpack(k)[1]) for k, _ in rows]
-            return [r for r in found if r is not None]
-
-        found = await self.store.transact(read)
-        due = [
-            r for r in found
-            if not (r.checkpoint.is_paused and (r.checkpoint.pause_until or 0) > now)
-            and not (r.parked and not r.cancel_requested)  # it waits for its client
-        ]  # fmt: skip
-        for run in due:
-            if run.id in self._driving:
-                continue
-            self._driving.add(run.id)
-            self._spawn(self._resume, run)
-        return len(due)
-
-    async def keep_runs_going(self, interval: float) -> None:
-        """Resume unfinished runs now and every `interval` seconds: those a crashed
-        node left behind, and those whose background driver failed."""
-        while True:
-            try:
-                found = await self.resume_open_runs()
-                if found:
-                    log.info("%d unfinished run(s): driving them to their end", found)
-            except StoreError as error:
-                log.warning("looking for unfinished runs failed: %r", error)
-            await self.env.sleep(interval)
-
-    @functools.cached_property
-    def _driving(self) -> set[str]:
-        return set()
-
-    async def _resume(self, run: Run) -> None:
-        try:
-            await self._drive(run)
-        except (ServiceError, RuntimeFailure, StoreError) as error:
-            log.warning("resuming run %s of agent %s failed: %r", run.id, run.agent_id, error)
-        finally:
-            self._driving.discard(run.id)
 
     async def run_tool(self, agent_id: str, tool_name: str, body: Any) -> dict[str, Any]:
         """One of the agent's tools, run directly (outside a turn), in the agent's actor."""
