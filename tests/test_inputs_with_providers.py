@@ -6,19 +6,12 @@ image over the send's budget is refused before anything is stored."""
 from __future__ import annotations
 
 import base64
-import contextlib
-import functools
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import letta_client
 import pytest
-import trio
 from letta_client import AsyncLetta
 
-from kelpie_trio.config import ServerConfig
-from kelpie_trio.nursery.node import run_node
 from kelpie_trio.service.limits import MAX_SEND_BYTES
 from tests.llm.fake_providers import (
     FakeProvider,
@@ -28,8 +21,7 @@ from tests.llm.fake_providers import (
     openai_completion,
     openai_stream,
 )
-from tests.llm.fake_providers import serving as serving_fake
-from tests.test_tool_rules_with_providers import ANTHROPIC, OPENAI
+from tests.test_tool_rules_with_providers import ANTHROPIC, OPENAI, node
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n fake pixels").decode()
 URL = "https://example.com/cat.png"
@@ -49,33 +41,6 @@ def b64_image(data: str = PNG, media_type: str = "image/png") -> dict[str, Any]:
 
 def url_image(url: str = URL) -> dict[str, Any]:
     return {"type": "image", "source": {"type": "url", "url": url}}
-
-
-@contextlib.asynccontextmanager
-async def node(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *replies: Reply, openai: tuple[str, ...] = ()
-) -> AsyncIterator[tuple[FakeProvider, AsyncLetta]]:
-    """A node whose OpenAI and Anthropic are the fake; `openai` adds model names it serves."""
-    with trio.fail_after(60):
-        async with serving_fake() as fake, trio.open_nursery() as nursery:
-            fake.openai_models += [{"id": m, "object": "model", "created": 1, "owned_by": "fake"}
-                                   for m in openai]  # fmt: skip
-            monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-            monkeypatch.setenv("OPENAI_BASE_URL", fake.url + "/v1")
-            monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
-            monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.url + "/v1")
-            fake.script(*replies)
-            stop = trio.Event()
-            config = ServerConfig(port=0, db=tmp_path / "k.db", graceful_timeout=1)
-            dispatcher = await nursery.start(
-                functools.partial(run_node, config, shutdown=stop, handle_signals=False)
-            )
-            letta = AsyncLetta(base_url=dispatcher.address, max_retries=0)
-            try:
-                yield fake, letta
-            finally:
-                await letta.close()
-                stop.set()
 
 
 def last_user(fake: FakeProvider, i: int = 0) -> dict[str, Any]:

@@ -33,10 +33,13 @@ V1_TOOLS = ["conversation_search", "memory_insert", "memory_replace"]
 
 @contextlib.asynccontextmanager
 async def node(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *replies: Reply
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *replies: Reply, openai: tuple[str, ...] = ()
 ) -> AsyncIterator[tuple[FakeProvider, AsyncLetta]]:
+    """A node whose OpenAI and Anthropic are the fake; `openai` adds model names it serves."""
     with trio.fail_after(60):
         async with serving() as fake, trio.open_nursery() as nursery:
+            fake.openai_models += [{"id": m, "object": "model", "created": 1, "owned_by": "fake"}
+                                   for m in openai]  # fmt: skip
             monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
             monkeypatch.setenv("OPENAI_BASE_URL", fake.url + "/v1")
             monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
