@@ -237,8 +237,15 @@ async def require_agent(tr: Transaction, agent_id: str) -> None:
 async def create_or_find(tr: Transaction, wanted: Run) -> Run:
     """The run a send asks for: a new one, or, for an idempotency key seen before, the
     run that key started (a retried send joins it instead of running twice). Raises
-    NotFound for a missing agent, Conflict for a key reused with another request."""
+    NotFound for a missing agent, Conflict for a key reused with another request.
+
+    A send delivered again (an actor restarted after a later step failed, a forward
+    retried after a timeout) carries the run's own id: that run is the answer, as it
+    stands, never a fresh copy written over its progress."""
     await require_agent(tr, wanted.agent_id)
+    existing = await load_run(tr, wanted.id)
+    if existing is not None:
+        return existing
     key = wanted.idempotency_key
     if key is not None:
         found = await find_by_key(tr, wanted.agent_id, key)

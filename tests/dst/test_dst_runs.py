@@ -299,3 +299,39 @@ def test_dst_tools_run_directly_land_whole_or_fail_cleanly_under_storage_faults(
 
     run_seeds(one, 10)
     assert outcomes["ok"] and outcomes["failed"]  # both paths really ran
+
+
+def test_dst_a_send_delivered_again_continues_its_run_and_never_restarts_it() -> None:
+    """A send without otid or key: its first transaction stores the run and the user's
+    message, then the handler fails (here the model's client raises something that is not
+    a provider error), and the runtime restarts the actor and delivers the send again. The
+    redelivery finds the run by its id and goes on with it: one user message, one turn,
+    under storage faults."""
+
+    def one(seed: int) -> None:
+        raised: list[bool] = []
+
+        def fails_once(request: Any) -> Any:
+            if not raised:
+                raised.append(True)
+                raise RuntimeError("the model's client broke after the run started")
+            return text("Hello.")
+
+        async def scenario(service: AgentService, llm: SimLlmClient, world: SimWorld) -> Any:
+            agent = await new_agent(service)
+            world.faults.enabled = True
+            body = {"messages": [{"role": "user", "content": "hi"}]}
+            reply = await service.send_message(agent, body)
+            world.faults.enabled = False
+            return reply, await history_of(service, agent)
+
+        reply, history = simulate(
+            seed, scenario, FaultConfig(dict.fromkeys(STORAGE_FAULTS, 0.03)),
+            script=[fails_once, *[lambda request: text("Hello.")] * 10],
+        )  # fmt: skip
+        assert raised  # the handler did fail once, after the run had started
+        assert reply["stop_reason"]["stop_reason"] == "end_turn"
+        assert [m.content for m in history if m.role == "user"] == ["hi"]
+        assert len({m.run_id for m in history}) == 1
+
+    run_seeds(one, 10)
