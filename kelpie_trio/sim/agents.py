@@ -350,8 +350,13 @@ def simulate(
 
 
 def live_service(sim: AgentCluster) -> AgentService:
-    """The service of the first node that is up."""
-    return next(sim.services[n] for n in sim.names if not sim.nodes[n].crashed)
+    """The service of the first node that is up: not crashed, and serving as its current
+    incarnation (a restart cut short leaves the previous incarnation's service behind)."""
+    return next(
+        sim.services[n]
+        for n in sim.names
+        if not sim.nodes[n].crashed and sim.services[n].store is sim.nodes[n].store
+    )
 
 
 async def restart_crashed(sim: AgentCluster, delay: float = 2.0) -> None:

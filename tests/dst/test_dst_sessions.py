@@ -241,8 +241,8 @@ def test_dst_crash_at_every_await_point_of_an_iteration() -> None:
             assert steps == list(range(1, len(steps) + 1))  # no iteration twice
             assert reply["stop_reason"]["stop_reason"] in ("end_turn", "max_steps", "llm_api_error")
 
-    run_seeds(one, 25, scenario="sessions")
-    assert fired["crash"] > 5  # crashes really happened, in many seeds
+    if run_seeds(one, 25, scenario="sessions") > 1:  # a replayed seed may crash nothing
+        assert fired["crash"] > 5  # crashes really happened, in many seeds
 
 
 def test_dst_session_handoff_between_agents() -> None:
