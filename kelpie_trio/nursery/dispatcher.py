@@ -249,8 +249,14 @@ class Dispatcher:
             raise AgentUnavailable(f"owner node {owner.node_id} of {agent_id} is not registered")
         address = NodeInfo.decode(owner.node_id, raw).address
         self.observer.forwarded(self.node_id, owner.node_id, agent_id)
-        with trio.fail_after(self.config.forward_timeout):
+        with trio.move_on_after(self.config.forward_timeout):
             return await self.transport.invoke(address, agent_id, message)
+        # Like a transport that gave up: the message may or may not have run there, and
+        # routing again is safe (every message an actor takes is keyed: a run's id, a call id).
+        raise TransportError(
+            f"node {owner.node_id} at {address} did not answer within "
+            f"{self.config.forward_timeout:g} s"
+        )
 
     # -- leases ----------------------------------------------------------------
 

@@ -285,3 +285,22 @@ def test_dst_actor_storm_is_deterministic() -> None:
 
     assert digest(12345) == digest(12345)
     assert digest(12345) != digest(12346)
+
+
+def test_a_forward_that_outlasts_its_timeout_is_routed_again_never_a_crash() -> None:
+    """Forwards slower than the dispatcher's forward timeout (network delays longer than
+    it): the caller gets the answer after a retry or a clean AgentUnavailable, never an
+    unexpected error; each message is in the journal at most once."""
+    slow = FaultConfig({FaultType.NETWORK_DELAY: 0.5})
+    config = attrs.evolve(FAST, forward_timeout=0.05)
+
+    def one(seed: int) -> None:
+        async def scenario(env: SimAgentEnv) -> None:
+            await send_many(env, "agent-a", 12)
+
+        env, _ = simulate(seed, scenario, slow, config=config)
+        failed = [o for o in env.outcomes if not o.acked]
+        assert all(o.error and o.error.startswith("AgentUnavailable") for o in failed), failed
+        assert env.world.faults.fired[FaultType.NETWORK_DELAY] > 0
+
+    run_seeds(one, 10)
