@@ -147,6 +147,30 @@ class TurnsReport:
         )
 
 
+async def concurrent_turns(
+    sim: AgentCluster, agent: str, *, clients: int, turns: int
+) -> dict[str, dict]:
+    """`clients` clients send `turns` messages each to one agent, through every node in
+    turn, each with an otid (its content too) and retried until answered, while a process
+    manager restarts crashed nodes; the replies by otid."""
+    replies: dict[str, dict] = {}
+
+    async def client(c: int) -> None:
+        for i in range(turns):
+            otid = f"o{c}-{i}"
+            body = {"messages": [{"role": "user", "content": otid, "otid": otid}],
+                    "max_steps": 6}  # fmt: skip
+            replies[otid] = await send_anywhere(sim, agent, body, first=c + i)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(restart_crashed, sim)
+        async with trio.open_nursery() as group:
+            for c in range(clients):
+                group.start_soon(client, c)
+        nursery.cancel_scope.cancel()
+    return replies
+
+
 async def _turns(
     world: SimWorld, *, nodes: int, clients: int, turns: int, config: RuntimeConfig
 ) -> TurnsReport:
@@ -155,21 +179,7 @@ async def _turns(
         tool = await home.create_tool({"source_code": ROLL})
         agent = await new_agent(home, agent_type="memgpt_v2_agent", tool_ids=[tool.id])
         sim.world.faults.enabled = True
-        replies: dict[str, dict] = {}
-
-        async def client(c: int) -> None:
-            for i in range(turns):
-                otid = f"o{c}-{i}"
-                body = {"messages": [{"role": "user", "content": otid, "otid": otid}],
-                        "max_steps": 6}  # fmt: skip
-                replies[otid] = await send_anywhere(sim, agent, body, first=c + i)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(restart_crashed, sim)
-            async with trio.open_nursery() as group:
-                for c in range(clients):
-                    group.start_soon(client, c)
-            nursery.cancel_scope.cancel()
+        replies = await concurrent_turns(sim, agent, clients=clients, turns=turns)
         sim.world.faults.enabled = False
         restarts = sum(node.incarnation - 1 for node in sim.nodes.values())
         history = await history_of(live_service(sim), agent)

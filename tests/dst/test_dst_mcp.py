@@ -19,6 +19,7 @@ from kelpie_trio.mcp import McpSessions, McpSettings
 from kelpie_trio.nursery.dispatcher import RuntimeConfig
 from kelpie_trio.service import AgentService
 from kelpie_trio.sim import FaultConfig, FaultType, SimWorld
+from kelpie_trio.sim.agent_scenarios import concurrent_turns
 from kelpie_trio.sim.faults import CRASH_FAULTS, STORAGE_FAULTS
 from kelpie_trio.sim.llm import send_message, tool_calls
 from kelpie_trio.sim.mcp import SimMcpClient, SimMcpTool
@@ -110,21 +111,7 @@ def test_dst_mcp_tool_calls_never_repeat_once_their_result_is_stored() -> None:
             [tool] = await home.list_mcp_tools(server.id)
             agent = await new_agent(home, agent_type="memgpt_v2_agent", tool_ids=[tool.id])
             sim.world.faults.enabled = True
-            replies: dict[str, dict] = {}
-
-            async def client(c: int) -> None:
-                for i in range(TURNS):
-                    otid = f"o{c}-{i}"
-                    body = {"messages": [{"role": "user", "content": otid, "otid": otid}],
-                            "max_steps": 6}  # fmt: skip
-                    replies[otid] = await send_anywhere(sim, agent, body, first=c + i)
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(restart_crashed, sim)
-                async with trio.open_nursery() as clients:
-                    for c in range(3):
-                        clients.start_soon(client, c)
-                nursery.cancel_scope.cancel()
+            replies = await concurrent_turns(sim, agent, clients=3, turns=TURNS)
             sim.world.faults.enabled = False
             await trio.sleep(SETTINGS.idle_timeout + 1)  # idle sessions close
             return replies, await history_of(live_service(sim), agent)
