@@ -251,7 +251,8 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
             return run, [], []
         assert run is not None
         now = self.ctx.env.now()
-        parked = await approvals.check_send(tr, run.agent_id, run.inputs)
+        others = await approvals.open_runs_of(tr, run.agent_id)  # read once, used twice
+        parked = await approvals.check_send(tr, run.agent_id, run.inputs, others)
         if parked is not None:  # an approval: it answers the parked run's calls
             return run, await self._take_over(tr, run, parked), []
         base = self.next_seq  # not advanced until the transaction commits
@@ -266,9 +267,8 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         # whether to look again.
         if self._may_have_open_runs:
             earlier = []
-            for other_id in await runs.open_runs(tr, run.agent_id):
-                other = await runs.load_run(tr, other_id) if other_id != run.id else None
-                if other is None or other.finished or other.agent_id != run.agent_id:
+            for other in others:
+                if other.id == run.id or other.finished or other.agent_id != run.agent_id:
                     continue
                 if other.checkpoint.is_paused:
                     runs.finish_run(tr, other, "end_turn", now)

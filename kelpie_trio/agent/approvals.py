@@ -36,7 +36,14 @@ from kelpie_trio.models import convert
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import get_blob
 
-__all__ = ["CANCEL_REASON", "ParkedRuns", "find_parked", "match_answers", "results_at"]
+__all__ = [
+    "CANCEL_REASON",
+    "ParkedRuns",
+    "find_parked",
+    "match_answers",
+    "open_runs_of",
+    "results_at",
+]
 
 CANCEL_REASON = "The run was cancelled while the call waited, so it was not run."
 
@@ -84,14 +91,20 @@ def match_answers(
     return {a.tool_call_id: a for a in answers}
 
 
-async def find_parked(tr: Transaction, agent_id: str) -> Run | None:
+async def open_runs_of(tr: Transaction, agent_id: str) -> list[Run]:
+    """The agent's open runs, loaded."""
+    found = [await runs.load_run(tr, run_id) for run_id in await runs.open_runs(tr, agent_id)]
+    return [run for run in found if run is not None]
+
+
+async def find_parked(
+    tr: Transaction, agent_id: str, open_runs: list[Run] | None = None
+) -> Run | None:
     """The agent's run that waits for the client, if any (at most one: nothing else starts
-    while one waits)."""
-    for run_id in await runs.open_runs(tr, agent_id):
-        run = await runs.load_run(tr, run_id)
-        if run is not None and run.parked:
-            return run
-    return None
+    while one waits); `open_runs` when the caller has them loaded already."""
+    if open_runs is None:
+        open_runs = await open_runs_of(tr, agent_id)
+    return next((run for run in open_runs if run.parked), None)
 
 
 async def stored_message(tr: Transaction, agent_id: str, seq: int | None) -> Message | None:
@@ -110,10 +123,12 @@ async def _answered_by(tr: Transaction, agent_id: str, answers: list[Answer]) ->
     return ""
 
 
-async def check_send(tr: Transaction, agent_id: str, inputs: list[Any]) -> Run | None:
+async def check_send(
+    tr: Transaction, agent_id: str, inputs: list[Any], open_runs: list[Run] | None = None
+) -> Run | None:
     """For a send about to start: the parked run an approval answers (a 400 when there is
     none), or a 409 for a new message while a run is parked."""
-    parked = await find_parked(tr, agent_id)
+    parked = await find_parked(tr, agent_id, open_runs)
     approval = bool(inputs) and inputs[0].answers is not None
     if approval and parked is None:
         raise no_pending(await _answered_by(tr, agent_id, inputs[0].answers))
