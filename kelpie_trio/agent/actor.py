@@ -1,4 +1,9 @@
-"""AgentActor: the I/O shell around the agent step, one per active agent (nursery/actor.py).
+"""AgentActor: the I/O shell around the agent step, one per active thread (nursery/actor.py).
+
+A thread is an agent's default conversation (keyed by the agent id) or one of its other
+conversations (keyed by the conversation id): agent/conversations.py. The actor runs
+that thread's runs over that thread's history; the agent's memory is shared by all its
+threads and edited in each step's transaction.
 
 Every turn is a stored run (runs.py), and the actor runs runs: it stores the user's
 messages, then step by step builds the request from the agent's memory and the
@@ -27,6 +32,7 @@ from kelpie_trio.agent import approvals, runs
 from kelpie_trio.agent.approvals import ParkedRuns, results_at
 from kelpie_trio.agent.commits import RunCommits, RunGone
 from kelpie_trio.agent.context import AgentContext, Compaction, compaction_messages
+from kelpie_trio.agent.conversations import is_conversation, load_conversation
 from kelpie_trio.agent.handoff import SessionHandoff
 from kelpie_trio.agent.history import decode_messages, history_key
 from kelpie_trio.agent.messages import Message, iso, to_letta_messages
@@ -37,6 +43,7 @@ from kelpie_trio.agent.step import (
     interpret,
     judge_calls,
     parse_calls,
+    skills_prompt,
     turn_offer,
     waiting_tools,
 )
@@ -86,6 +93,11 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         run_tool: ToolRunner | None = None,
     ) -> None:
         self.ctx = ctx
+        # The actor key is the thread; the agent is the thread's own for a default
+        # conversation, read from the conversation's record for another (on_activate).
+        self.thread: str = ctx.agent_id
+        self.agent_id: str = ctx.agent_id
+        self.conversation_id: str | None = None
         self.service = service
         self.llm_for = llm_for
         self.run_tool = run_tool
@@ -107,20 +119,30 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
     # -- lifecycle -----------------------------------------------------------
 
     async def on_activate(self) -> None:
-        agent_id = self.ctx.agent_id
+        thread = self.thread
 
-        async def last(tr: Transaction) -> int:
-            prefix = keys.MESSAGES.pack((agent_id,))
+        async def last(tr: Transaction) -> tuple[int, str | None]:
+            owner: str | None = thread
+            if is_conversation(thread):
+                found_conversation = await load_conversation(tr, thread)
+                owner = None if found_conversation is None else found_conversation.agent_id
+            prefix = keys.MESSAGES.pack((thread,))
             found = await tr.get_prefix(prefix, limit=1, reverse=True)
-            return keys.MESSAGES.unpack(found[0][0])[1] + 1 if found else 0
+            return (keys.MESSAGES.unpack(found[0][0])[1] + 1 if found else 0), owner
 
-        self.next_seq = await self.ctx.transact(last)
+        self.next_seq, owner = await self.ctx.transact(last)
+        if is_conversation(thread):
+            self.conversation_id = thread
+            # A conversation deleted (or never made): every request is told it is gone.
+            self.agent_id = owner or ""
 
     async def on_deactivate(self) -> None:
         pass  # every step is stored as it completes
 
     async def handle(self, message: dict[str, Any]) -> dict[str, Any]:
         kind = message.get("kind")
+        if not self.agent_id:
+            return {"gone": f"conversation {self.thread} not found"}
         if kind in ("run", "send"):
             # "send" carries a new run, created here (or found by its idempotency key)
             # in the transaction that starts it; "run" names a stored one.
@@ -151,16 +173,16 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
     async def _reset(self) -> dict[str, Any]:
         """Forget the history (not the memory): in the actor, so no turn runs meanwhile.
         Sequence numbers go on from where they were, so no message id is ever reused."""
-        agent_id = self.ctx.agent_id
+        thread = self.thread
 
         async def clear(tr: Transaction) -> None:
-            parked = await approvals.find_parked(tr, agent_id)
+            parked = await approvals.find_parked(tr, thread)
             if parked is not None:  # its request goes with the history: nothing to answer
                 parked.checkpoint.awaiting_approval = False
                 runs.finish_run(tr, parked, "requires_approval", self.ctx.env.now())
-            tr.clear_range(*keys.prefix_range(keys.MESSAGES.pack((agent_id,))))
-            tr.clear(keys.CONTEXT.pack((agent_id,)))  # the summary was of that history
-            await outbox.record(tr, agent_id, resync=True)
+            tr.clear_range(*keys.prefix_range(keys.MESSAGES.pack((thread,))))
+            tr.clear(keys.CONTEXT.pack((thread,)))  # the summary was of that history
+            await outbox.record(tr, self.agent_id, resync=True)
 
         await self.ctx.transact(clear)
         self._window = None
@@ -170,8 +192,9 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
 
     async def _store(self, tr: Transaction, messages: list[Message]) -> None:
         for m in messages:
-            set_blob(tr, history_key(m.agent_id, m.seq), convert.encode_record(m))
-        await outbox.record(tr, self.ctx.agent_id, messages=[m.seq for m in messages])
+            set_blob(tr, history_key(m.thread, m.seq), convert.encode_record(m))
+        refs = [outbox.message_ref(m.thread, m.seq) for m in messages]
+        await outbox.record(tr, self.agent_id, messages=refs)
         self._staged += messages  # into the window once the transaction commits
 
     async def _run(
@@ -180,7 +203,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         """Run a run to its end: start it, resume it after its checkpoint, or, when it
         has already ended (a retried send), only answer with it. A new run is created
         or loaded, and started (its input stored), in one transaction."""
-        agent_id = self.ctx.agent_id
+        thread = self.thread
         try:
             run, inputs, earlier = await self._checkpointed(
                 functools.partial(self._load_or_start, run_id, wanted, after_earlier)
@@ -208,16 +231,16 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
             for m in inputs:
                 self._publish(run, m)
             return await self._guarded(run, inputs)
-        if run.agent_id != agent_id:
+        if run.thread != thread:
             # Transferred: the caller follows it there.
-            return {"handoff": run.agent_id, "run_id": run.id}
+            return {"handoff": run.thread, "run_id": run.id}
         if run.finished:
             return self._response(run, await self._run_messages(run))
         if run.history_agent is not None:
             run = await self._adopt(run)
             if run.first_seq is None:  # moved before it started: start it here
                 return await self._run(run_id)
-        log.info("agent %s: resuming %s after iteration %d", agent_id, run_id,
+        log.info("thread %s: resuming %s after iteration %d", thread, run_id,
                  run.checkpoint.iteration)  # fmt: skip
         return await self._guarded(run, await self._run_messages(run))
 
@@ -242,7 +265,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
             run = await runs.load_run(tr, run_id)
         startable = (
             run is not None
-            and run.agent_id == self.ctx.agent_id
+            and run.thread == self.thread
             and run.first_seq is None
             and run.history_agent is None
             and not run.finished
@@ -251,15 +274,16 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
             return run, [], []
         assert run is not None
         now = self.ctx.env.now()
-        others = await approvals.open_runs_of(tr, run.agent_id)  # read once, used twice
-        parked = await approvals.check_send(tr, run.agent_id, run.inputs, others)
+        others = await approvals.open_runs_of(tr, run.thread)  # read once, used twice
+        parked = await approvals.check_send(tr, run.thread, run.inputs, others)
         if parked is not None:  # an approval: it answers the parked run's calls
             return run, await self._take_over(tr, run, parked), []
         base = self.next_seq  # not advanced until the transaction commits
         inputs = [
-            Message(id=self.ctx.env.new_id("message"), agent_id=run.agent_id, seq=base + i,
-                    created_at=now, role=given.role, content=given.text, otid=given.otid,
-                    run_id=run.id, parts=given.parts)
+            Message(id=self.ctx.env.new_id("message"), agent_id=run.agent_id,
+                    conversation_id=run.conversation_id, seq=base + i, created_at=now,
+                    role=given.role, content=given.text, otid=given.otid, run_id=run.id,
+                    parts=given.parts)
             for i, given in enumerate(run.inputs)
         ]  # fmt: skip
         # A new message ends a paused session of this agent: it is answered now. Only
@@ -268,7 +292,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         if self._may_have_open_runs:
             earlier = []
             for other in others:
-                if other.id == run.id or other.finished or other.agent_id != run.agent_id:
+                if other.id == run.id or other.finished or other.thread != run.thread:
                     continue
                 if other.checkpoint.is_paused:
                     runs.finish_run(tr, other, "end_turn", now)
@@ -293,7 +317,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         model again, and a call whose result was stored is not run again. A call cut
         short before its result was stored runs again (at least once).
         """
-        agent_id = self.ctx.agent_id
+        agent_id = self.agent_id
         events = self.service.run_events
         produced = list(produced)
         stop: str | None = None
@@ -321,6 +345,10 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                 view, history = await self._step_state()
             except NotFound:
                 raise RunGone(run.id) from None
+            if run.client_skills:  # listed for this request only, never stored
+                skills = skills_prompt(run.client_skills)
+                agent = attrs.evolve(view.agent, system=f"{view.agent.system.rstrip()}\n\n{skills}")
+                view = attrs.evolve(view, agent=agent)
             if run.override_model is not None:  # this run's model, not the agent's
                 agent = attrs.evolve(view.agent, model=run.override_model,
                                      llm_config=run.override_llm_config or {})  # fmt: skip
@@ -365,6 +393,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                     created_at=self.ctx.env.now(),
                     run_id=run.id,
                 )
+                interpretation.assistant.conversation_id = self.conversation_id
                 interpretation.assistant.reasoning_hidden = hides_reasoning(
                     view.agent.llm_config or {}
                 )
@@ -461,7 +490,10 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         content_type = (
             "reasoning_message" if view.agent.agent_type in HEARTBEAT_TYPES else "assistant_message"
         )
+        # A call's id and name come on its first delta only; a client gathers the argument
+        # deltas by id (Letta's CLI does), so every delta carries the call's id.
         names: dict[int, str] = {}
+        ids: dict[int, str] = {}
         if hides_reasoning(view.agent.llm_config or {}):  # first, as the stored reply shows it
             hidden = {**base, "message_type": "hidden_reasoning_message", "state": "omitted",
                       "hidden_reasoning": None}  # fmt: skip
@@ -481,13 +513,18 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                 elif isinstance(event, ToolCallDelta):
                     if event.name:
                         names[event.index] = event.name
+                    if event.id:
+                        ids[event.index] = event.id
                     name = names.get(event.index, "")
                     if run.use_assistant_message and name == run.assistant_message_tool_name:
                         continue  # shown whole, as the assistant message, once stored
+                    call_id = ids.get(event.index)
+                    if call_id is None:
+                        continue  # nothing a client could file it under; the stored call shows
                     wire = {"name": event.name, "arguments": event.arguments,
-                            "tool_call_id": event.id}  # fmt: skip
+                            "tool_call_id": call_id}  # fmt: skip
                     kind = "approval_request_message" if name in waits else "tool_call_message"
-                    delta = {**base, "message_type": kind, "tool_call": wire}
+                    delta = {**base, "message_type": kind, "tool_call": wire, "tool_calls": [wire]}
                     events.publish(run.id, delta, token=True)
         raise LlmFailure("the stream ended without a reply")
 
@@ -537,11 +574,11 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         """The messages a run stored (its input first), for a resumed or retried run."""
         if run.first_seq is None:
             return []
-        agent_id = self.ctx.agent_id
+        thread = self.thread
 
         async def read(tr: Transaction) -> list[Message]:
-            begin = keys.MESSAGES.pack((agent_id, run.first_seq))
-            end = keys.prefix_range(keys.MESSAGES.pack((agent_id,)))[1]
+            begin = keys.MESSAGES.pack((thread, run.first_seq))
+            end = keys.prefix_range(keys.MESSAGES.pack((thread,)))[1]
             return decode_messages(await tr.get_range(begin, end))
 
         return [m for m in await self.ctx.transact(read) if m.run_id == run.id]

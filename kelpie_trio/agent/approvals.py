@@ -91,49 +91,50 @@ def match_answers(
     return {a.tool_call_id: a for a in answers}
 
 
-async def open_runs_of(tr: Transaction, agent_id: str) -> list[Run]:
-    """The agent's open runs, loaded."""
-    found = [await runs.load_run(tr, run_id) for run_id in await runs.open_runs(tr, agent_id)]
+async def open_runs_of(tr: Transaction, thread: str) -> list[Run]:
+    """The thread's open runs, loaded."""
+    found = [await runs.load_run(tr, run_id) for run_id in await runs.open_runs(tr, thread)]
     return [run for run in found if run is not None]
 
 
 async def find_parked(
-    tr: Transaction, agent_id: str, open_runs: list[Run] | None = None
+    tr: Transaction, thread: str, open_runs: list[Run] | None = None
 ) -> Run | None:
-    """The agent's run that waits for the client, if any (at most one: nothing else starts
+    """The thread's run that waits for the client, if any (at most one: nothing else starts
     while one waits); `open_runs` when the caller has them loaded already."""
     if open_runs is None:
-        open_runs = await open_runs_of(tr, agent_id)
+        open_runs = await open_runs_of(tr, thread)
     return next((run for run in open_runs if run.parked), None)
 
 
-async def stored_message(tr: Transaction, agent_id: str, seq: int | None) -> Message | None:
+async def stored_message(tr: Transaction, thread: str, seq: int | None) -> Message | None:
     if seq is None:
         return None
-    raw = await get_blob(tr, history_key(agent_id, seq))
+    raw = await get_blob(tr, history_key(thread, seq))
     return None if raw is None else convert.decode_record(raw, Message)
 
 
-async def _answered_by(tr: Transaction, agent_id: str, answers: list[Answer]) -> str:
+async def _answered_by(tr: Transaction, thread: str, answers: list[Answer]) -> str:
     """For a refused answer: which run answered these calls already, if one recently did."""
     ids = {a.tool_call_id for a in answers}
-    for m in reversed(await read_history(tr, agent_id, limit=20)):
+    for m in reversed(await read_history(tr, thread, limit=20)):
         if m.role == "approval" and ids & {a.tool_call_id for a in m.approvals or []}:
             return f" These tool calls were answered already, by run {m.run_id}."
     return ""
 
 
 async def check_send(
-    tr: Transaction, agent_id: str, inputs: list[Any], open_runs: list[Run] | None = None
+    tr: Transaction, thread: str, inputs: list[Any], open_runs: list[Run] | None = None
 ) -> Run | None:
     """For a send about to start: the parked run an approval answers (a 400 when there is
-    none), or a 409 for a new message while a run is parked."""
-    parked = await find_parked(tr, agent_id, open_runs)
+    none), or a 409 for a new message while a run is parked (in this thread: the others
+    of the agent go on)."""
+    parked = await find_parked(tr, thread, open_runs)
     approval = bool(inputs) and inputs[0].answers is not None
     if approval and parked is None:
-        raise no_pending(await _answered_by(tr, agent_id, inputs[0].answers))
+        raise no_pending(await _answered_by(tr, thread, inputs[0].answers))
     if not approval and parked is not None:
-        request = await stored_message(tr, agent_id, parked.checkpoint.pending_seq)
+        request = await stored_message(tr, thread, parked.checkpoint.pending_seq)
         raise PendingApproval(request.id if request is not None else None)
     return parked
 
@@ -141,6 +142,9 @@ async def check_send(
 class ParkedRuns:
     # AgentActor's, and its RunCommits' (_store, _load_current, _tool_message, _checkpointed).
     ctx: Any
+    thread: str
+    agent_id: str
+    conversation_id: str | None
     next_seq: int
     _may_have_open_runs: bool
     _store: Any
@@ -158,10 +162,10 @@ class ParkedRuns:
         window = getattr(self, "_window", None)
         if window is not None and seq in window:
             return window[seq]
-        agent_id = self.ctx.agent_id
+        thread = self.thread
 
         async def read(tr: Transaction) -> Message | None:
-            return await stored_message(tr, agent_id, seq)
+            return await stored_message(tr, thread, seq)
 
         found = await self.ctx.transact(read)
         if found is None:  # the history was reset under the run
@@ -199,14 +203,15 @@ class ParkedRuns:
         given = run.inputs[0]
         assert given.answers is not None
         waited = parked.checkpoint
-        request = await stored_message(tr, self.ctx.agent_id, waited.pending_seq)
+        request = await stored_message(tr, self.thread, waited.pending_seq)
         if request is None or waited.pending_seq is None:
             raise no_pending(" (the history holding the request was reset)")
         answers = match_answers(waited.pending_tool_calls, given.answers, request.id)
         now = self.ctx.env.now()
         answer = Message(
             id=self.ctx.env.new_id("message"),
-            agent_id=self.ctx.agent_id,
+            agent_id=self.agent_id,
+            conversation_id=self.conversation_id,
             seq=waited.pending_seq + 1,
             created_at=now,
             role="approval",
@@ -242,7 +247,7 @@ class ParkedRuns:
             if not current.parked:  # answered or ended meanwhile
                 return current, []
             checkpoint = current.checkpoint
-            request = await stored_message(tr, self.ctx.agent_id, checkpoint.pending_seq)
+            request = await stored_message(tr, self.thread, checkpoint.pending_seq)
             new: list[Message] = []
             if request is not None:
                 answers = [
@@ -251,7 +256,8 @@ class ParkedRuns:
                     if c.waits_for is not None
                 ]
                 new.append(Message(id=self.ctx.env.new_id("message"),
-                                   agent_id=self.ctx.agent_id, seq=request.seq + 1,
+                                   agent_id=self.agent_id,
+                                   conversation_id=self.conversation_id, seq=request.seq + 1,
                                    created_at=now, role="approval", run_id=current.id,
                                    step=request.step, approvals=answers))  # fmt: skip
                 for i, c in enumerate(request.tool_calls):

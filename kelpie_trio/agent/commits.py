@@ -39,6 +39,9 @@ class RunGone(Exception):
 
 class RunCommits:
     ctx: Any
+    thread: str
+    agent_id: str
+    conversation_id: str | None
     service: Any
     next_seq: int
     context: AgentContext
@@ -60,7 +63,7 @@ class RunCommits:
             result = await self.ctx.transact(attempt)
             if self._window is not None:
                 for m in self._staged:
-                    if m.agent_id == self.ctx.agent_id:
+                    if m.thread == self.thread:
                         self._window[m.seq] = m
             self._staged = []
             return result
@@ -75,7 +78,8 @@ class RunCommits:
         stdout, stderr = self._tool_outputs().pop(call.id, (None, None))
         return Message(
             id=self.ctx.env.new_id("message"),
-            agent_id=self.ctx.agent_id,
+            agent_id=self.agent_id,
+            conversation_id=self.conversation_id,
             seq=results_at(assistant) + index,
             created_at=self.ctx.env.now(),
             role="tool",
@@ -91,7 +95,7 @@ class RunCommits:
 
     async def _load_current(self, tr: Transaction, run: Run) -> Run:
         current = await runs.load_run(tr, run.id)  # a cancel or transfer written meanwhile
-        if current is None or current.agent_id != self.ctx.agent_id:  # conflicts this one
+        if current is None or current.thread != self.thread:  # conflicts this one
             raise RunGone(run.id)
         return current
 
@@ -210,7 +214,8 @@ class RunCommits:
         body = {"type": "heartbeat", "reason": reason, "time": iso(self.ctx.env.now())}
         return Message(
             id=self.ctx.env.new_id("message"),
-            agent_id=self.ctx.agent_id,
+            agent_id=self.agent_id,
+            conversation_id=self.conversation_id,
             seq=assistant.seq + 1,
             created_at=self.ctx.env.now(),
             role="user",
@@ -241,7 +246,7 @@ class RunCommits:
             # A cancel acknowledged meanwhile is what the run ends as.
             runs.finish_run(tr, current, "cancelled" if current.cancel_requested else stop, now)
             self._cleared_to = None
-            agent = await self.service.view_in(tr, self.ctx.agent_id)
+            agent = await self.service.view_in(tr, self.agent_id)
             if agent.agent.message_buffer_autoclear:
                 self._clear_context(tr, self.next_seq)
             return current
@@ -254,7 +259,7 @@ class RunCommits:
         """message_buffer_autoclear (workflow agents): a finished turn leaves the context
         empty, so the next turn sees only its own messages; the history stays stored."""
         cleared = AgentContext(start_seq=start_seq)
-        tr.set(keys.CONTEXT.pack((self.ctx.agent_id,)), convert.encode_record(cleared))
+        tr.set(keys.CONTEXT.pack((self.thread,)), convert.encode_record(cleared))
         self._cleared_to = start_seq
 
     def _apply_clear(self) -> None:

@@ -38,7 +38,7 @@ class SessionHandoff:
         session's messages into its own history when it takes the session over."""
         target = run.transfer_to
         assert target is not None
-        me = self.ctx.agent_id
+        me = self.thread
 
         async def move(tr: Transaction) -> None:
             current = await self._load_current(tr, run)
@@ -58,8 +58,8 @@ class SessionHandoff:
         run = await self.ctx.transact(load)
         if run is None:
             return {"finished": True}
-        if run.agent_id != self.ctx.agent_id:
-            return {"handoff": run.agent_id, "run_id": run.id}  # handed over already
+        if run.thread != self.thread:
+            return {"handoff": run.thread, "run_id": run.id}  # handed over already
         if run.transfer_to is None:
             return {"finished": run.finished}
         if run.finished:
@@ -77,7 +77,7 @@ class SessionHandoff:
         """Take over a session transferred here: copy its messages from the agent it
         came from into this history (same ids, new places), in one transaction."""
         base = self.next_seq
-        me = self.ctx.agent_id
+        me = self.thread
 
         async def adopt(tr: Transaction) -> tuple[Run, int]:
             current = await self._load_current(tr, run)
@@ -92,7 +92,14 @@ class SessionHandoff:
                 for m in decode_messages(await tr.get_range(begin, end)):
                     if m.run_id == current.id:
                         places[m.seq] = base + len(copied)
-                        copied.append(attrs.evolve(m, agent_id=me, seq=places[m.seq]))
+                        copied.append(
+                            attrs.evolve(
+                                m,
+                                agent_id=self.agent_id,
+                                seq=places[m.seq],
+                                conversation_id=self.conversation_id,
+                            )
+                        )
                 current.first_seq = base if copied else None
             await self._store(tr, copied)
             checkpoint = current.checkpoint

@@ -1,5 +1,7 @@
-"""An agent's stored history: one key per message, `MESSAGES(agent_id, seq)`, each a
-blob of one or more chunks (storage/chunks.py), in the order the agent saw them."""
+"""A thread's stored history: one key per message, `MESSAGES(thread, seq)`, each a
+blob of one or more chunks (storage/chunks.py), in the order the agent saw them. The
+thread is the agent id (its default conversation) or a conversation id
+(agent/conversations.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ from kelpie_trio.storage.base import Transaction
 __all__ = ["decode_messages", "history_key", "read_history"]
 
 
-def history_key(agent_id: str, seq: int) -> bytes:
-    return keys.MESSAGES.pack((agent_id, seq))
+def history_key(thread: str, seq: int) -> bytes:
+    return keys.MESSAGES.pack((thread, seq))
 
 
 def decode_messages(rows: list[tuple[bytes, bytes]]) -> list[Message]:
@@ -28,17 +30,17 @@ def decode_messages(rows: list[tuple[bytes, bytes]]) -> list[Message]:
 
 
 async def read_history(
-    tr: Transaction, agent_id: str, *, limit: int = 0, start_seq: int = 0
+    tr: Transaction, thread: str, *, limit: int = 0, start_seq: int = 0
 ) -> list[Message]:
-    """The agent's stored messages in order, from `start_seq` on: all of them, or about
+    """The thread's stored messages in order, from `start_seq` on: all of them, or about
     the last `limit`.
 
     One range read: each message is a blob of one or more chunk keys, read newest
     first and regrouped by message; when the read stops at its limit, the oldest
     message in it may be cut, so it is left out.
     """
-    begin = keys.MESSAGES.pack((agent_id, start_seq))
-    end = keys.prefix_range(keys.MESSAGES.pack((agent_id,)))[1]
+    begin = keys.MESSAGES.pack((thread, start_seq))
+    end = keys.prefix_range(keys.MESSAGES.pack((thread,)))[1]
     ask = limit * 2 if limit else 0  # most messages are one chunk
     rows = await tr.get_range(begin, end, limit=ask, reverse=True)
     chunks: dict[int, list[tuple[int, bytes]]] = {}

@@ -32,7 +32,7 @@ class StoredToolCall:
 class Message:
     id: str
     agent_id: str
-    seq: int  # position in the agent's history
+    seq: int  # position in its thread's history
     role: str  # "user" | "assistant" | "tool" | "system" | "approval" (a client's answers)
     content: str | None = None  # user text, assistant text, or a tool's return
     reasoning: str | None = None  # an assistant's inner thoughts beside its tool calls
@@ -56,6 +56,12 @@ class Message:
     # role "user" with images: the content as sent, text and images in order (`content`
     # keeps its text, for the window, search and summaries).
     parts: list[ContentPart] | None = None
+    conversation_id: str | None = None  # None: the agent's default conversation
+
+    @property
+    def thread(self) -> str:
+        """The history it is in (agent/conversations.py)."""
+        return self.conversation_id or self.agent_id
 
 
 def to_letta_messages(

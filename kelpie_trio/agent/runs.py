@@ -13,12 +13,16 @@ same transaction as that iteration's messages and memory edits. So:
 - cancel is a flag on the stored run, seen by the actor at its next step
   boundary (and at once, by the node-local `RunEvents`, when the turn runs here).
 
+A run belongs to one thread of its agent (its default conversation or another one,
+agent/conversations.py): the thread's actor runs it, and the entries that actor reads
+(idempotency keys, open runs) are per thread.
+
 Keys (all under `keys.SESSIONS`):
   run   (run_id,)                       -> Run
   agent (agent_id, created_us, run_id)  -> b""       an agent's runs, oldest first
   all   (created_us, run_id)            -> agent_id  every run, oldest first
-  key   (agent_id, idempotency_key)     -> run_id
-  open  (agent_id, run_id)              -> b""       runs not finished yet
+  key   (thread, idempotency_key)       -> run_id
+  open  (thread, run_id)                -> b""       runs not finished yet
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ __all__ = [
     "FINAL_STATUS",
     "OPEN_RUNS",
     "Answer",
+    "ClientSkill",
     "ClientTool",
     "Run",
     "RunInput",
@@ -89,6 +94,16 @@ class ClientTool:
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
+
+
+@attrs.define(kw_only=True)
+class ClientSkill:
+    """A skill the client has at hand, listed in the system prompt for one request (Letta's
+    ClientSkillSchema): the model reads it where `location` says when it needs it."""
+
+    name: str
+    description: str
+    location: str
 
 
 @attrs.define(kw_only=True)
@@ -152,11 +167,13 @@ class Run:
     completed_at: float | None = None
     cancel_requested: bool = False
     transfer_to: str | None = None  # a transfer asked for, not yet handed over
-    history_agent: str | None = None  # moved here; its messages still in this agent's history
+    history_agent: str | None = None  # moved here; its messages still in this thread's history
+    conversation_id: str | None = None  # None: the agent's default conversation
     error: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     client_tools: list[ClientTool] = attrs.Factory(list)
+    client_skills: list[ClientSkill] = attrs.Factory(list)
     # The tool (and its argument) shown as assistant messages (use_assistant_message).
     assistant_message_tool_name: str = "send_message"
     assistant_message_tool_kwarg: str = "message"
@@ -178,6 +195,11 @@ class Run:
     @property
     def finished(self) -> bool:
         return self.checkpoint.stop_reason is not None
+
+    @property
+    def thread(self) -> str:
+        """The history it runs in, and so the actor that runs it."""
+        return self.conversation_id or self.agent_id
 
     def usage(self) -> dict[str, Any]:
         return {
@@ -223,9 +245,9 @@ def create_run(tr: Transaction, run: Run) -> None:
     save_run(tr, run)
     tr.set(AGENT_RUNS.pack((run.agent_id, _micros(run.created_at), run.id)), b"")
     tr.set(ALL_RUNS.pack((_micros(run.created_at), run.id)), run.agent_id.encode())
-    tr.set(OPEN_RUNS.pack((run.agent_id, run.id)), b"")
+    tr.set(OPEN_RUNS.pack((run.thread, run.id)), b"")
     if run.idempotency_key is not None:
-        tr.set(RUN_KEYS.pack((run.agent_id, run.idempotency_key)), run.id.encode())
+        tr.set(RUN_KEYS.pack((run.thread, run.idempotency_key)), run.id.encode())
 
 
 async def require_agent(tr: Transaction, agent_id: str) -> None:
@@ -248,7 +270,7 @@ async def create_or_find(tr: Transaction, wanted: Run) -> Run:
         return existing
     key = wanted.idempotency_key
     if key is not None:
-        found = await find_by_key(tr, wanted.agent_id, key)
+        found = await find_by_key(tr, wanted.thread, key)
         if found is not None:
             if not found.same_request(wanted):
                 raise Conflict(
@@ -267,16 +289,18 @@ def finish_run(tr: Transaction, run: Run, stop_reason: str, now: float) -> None:
     run.status = FINAL_STATUS.get(stop_reason, "failed")
     run.completed_at = now
     save_run(tr, run)
-    tr.clear(OPEN_RUNS.pack((run.agent_id, run.id)))
+    tr.clear(OPEN_RUNS.pack((run.thread, run.id)))
 
 
 def move_run(tr: Transaction, run: Run, target: str, *, history_agent: str) -> None:
-    """Hand a run to another agent: its record and index entries follow it. The
-    idempotency key stays where the send came in; it still finds the run."""
+    """Hand a run to another agent (into its default conversation): its record and index
+    entries follow it. The idempotency key stays where the send came in; it still finds
+    the run. `history_agent` is the thread whose history holds its messages so far."""
     stamp = _micros(run.created_at)
     tr.clear(AGENT_RUNS.pack((run.agent_id, stamp, run.id)))
-    tr.clear(OPEN_RUNS.pack((run.agent_id, run.id)))
+    tr.clear(OPEN_RUNS.pack((run.thread, run.id)))
     run.agent_id = target
+    run.conversation_id = None
     run.checkpoint.agent_id = target
     run.history_agent = history_agent
     run.transfer_to = None
@@ -290,18 +314,18 @@ def delete_run(tr: Transaction, run: Run) -> None:
     clear_blob(tr, RUNS.pack((run.id,)))
     tr.clear(AGENT_RUNS.pack((run.agent_id, _micros(run.created_at), run.id)))
     tr.clear(ALL_RUNS.pack((_micros(run.created_at), run.id)))
-    tr.clear(OPEN_RUNS.pack((run.agent_id, run.id)))
+    tr.clear(OPEN_RUNS.pack((run.thread, run.id)))
     if run.idempotency_key is not None:
-        tr.clear(RUN_KEYS.pack((run.agent_id, run.idempotency_key)))
+        tr.clear(RUN_KEYS.pack((run.thread, run.idempotency_key)))
 
 
-async def find_by_key(tr: Transaction, agent_id: str, key: str) -> Run | None:
-    run_id = await tr.get(RUN_KEYS.pack((agent_id, key)))
+async def find_by_key(tr: Transaction, thread: str, key: str) -> Run | None:
+    run_id = await tr.get(RUN_KEYS.pack((thread, key)))
     return None if run_id is None else await load_run(tr, run_id.decode())
 
 
-async def open_runs(tr: Transaction, agent_id: str) -> list[str]:
-    rows = await tr.get_prefix(OPEN_RUNS.pack((agent_id,)))
+async def open_runs(tr: Transaction, thread: str) -> list[str]:
+    rows = await tr.get_prefix(OPEN_RUNS.pack((thread,)))
     return [OPEN_RUNS.unpack(k)[1] for k, _ in rows]
 
 
@@ -330,7 +354,7 @@ def render_run(run: Run) -> dict[str, Any]:
         "created_at": _iso(run.created_at),
         "completed_at": _iso(run.completed_at),
         "agent_id": run.agent_id,
-        "conversation_id": None,
+        "conversation_id": run.conversation_id,
         "base_template_id": None,
         "background": run.background,
         "metadata": {"error": run.error} if run.error else {},

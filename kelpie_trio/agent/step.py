@@ -66,6 +66,17 @@ def compile_system(system: str, blocks: list[Any], rules_text: str | None = None
     return "\n".join(parts)
 
 
+def skills_prompt(skills: Sequence[Any]) -> str:
+    """The request's client-side skills as the system prompt lists them (after the agent's
+    system text): one line each, its name, what it does (first line) and where it is."""
+    lines = ["<available_skills>"]
+    for skill in skills:
+        about = (skill.description or "").strip().split("\n")[0].strip()
+        lines.append(f"- {skill.name}: {about} ({skill.location.strip()})")
+    lines.append("</available_skills>")
+    return "\n".join(lines)
+
+
 def tool_schemas(tools: list[Any], agent_type: str) -> tuple[ToolSchema, ...]:
     out = []
     for tool in tools:

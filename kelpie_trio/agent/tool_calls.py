@@ -54,6 +54,7 @@ def kept_output(lines: list[str], limit: int = STORED_OUTPUT_LIMIT) -> list[str]
 
 class AgentTools:
     ctx: Any
+    agent_id: str
     service: Any
     run_tool: Any
 
@@ -83,7 +84,7 @@ class AgentTools:
         A memory tool's result is stored under the request's `call_id` in the same
         transaction as its edit: the runtime may deliver the request again (a restart
         after a store error whose commit landed), and the edit must not land twice."""
-        view = await self.service.get_agent(self.ctx.agent_id)
+        view = await self.service.get_agent(self.agent_id)
         if not any(t.name == name for t in view.tools):  # detached since the route looked
             return {"status": "error", "func_return": None, "stdout": [],
                     "stderr": [f"no tool named {name!r} is attached to this agent"],
@@ -92,7 +93,7 @@ class AgentTools:
         if self._outside_calls([(call, args)], view.tools):
             status, text = await self._run_outside_tool(call, args, view.tools)
         else:
-            done_key = TOOL_RUNS.pack((self.ctx.agent_id, call_id))
+            done_key = TOOL_RUNS.pack((self.agent_id, call_id))
 
             async def run(tr: Transaction) -> tuple[str, str]:
                 done = await tr.get(done_key)
@@ -119,7 +120,7 @@ class AgentTools:
     ) -> tuple[str, str]:
         """A tool that does not run in the step's transaction: archival memory and search
         (their own transactions) and custom tools (in the sandbox)."""
-        agent_id = self.ctx.agent_id
+        agent_id = self.agent_id
         custom = {t.name: t for t in tools if t.tool_type == "custom"}
         if args is None:
             return "error", "the arguments were not a JSON object"
@@ -160,7 +161,7 @@ class AgentTools:
         if self.run_tool is None:
             return "error", "custom tools cannot run on this server (no sandbox configured)"
         # The agent's secrets go to the tool's process and nowhere else.
-        secrets = (await self.service.get_agent(self.ctx.agent_id)).agent.secrets
+        secrets = (await self.service.get_agent(self.agent_id)).agent.secrets
         result = await self.run_tool(tool, args, env_vars=dict(secrets))
         self._tool_outputs()[call_id] = (kept_output(result.stdout), kept_output(result.stderr))
         if result.status == "error":
@@ -173,7 +174,7 @@ class AgentTools:
     ) -> list[dict[str, Any]]:
         """The search index over this agent's history (kelpie_trio/search/)."""
         return await conversation_search(
-            self.service, self.ctx.agent_id, {**(args or {}), "query": query}
+            self.service, self.agent_id, {**(args or {}), "query": query}
         )
 
     async def _run_memory_tool(
@@ -190,7 +191,7 @@ class AgentTools:
             return "success", f"Pausing timed heartbeats for {args.get('minutes', 0)} min"
         if name not in memory.MEMORY_TOOLS:  # before any argument is looked at
             return "error", f"no tool named {name!r} is attached to this agent"
-        blocks = await self.service.agent_blocks(tr, self.ctx.agent_id)
+        blocks = await self.service.agent_blocks(tr, self.agent_id)
         before = {
             b.label: memory.MemBlock(b.id, b.label, b.value, b.limit, b.read_only, b.description)
             for b in blocks
@@ -199,5 +200,5 @@ class AgentTools:
             text, after = memory.edit(name, args, before, DEFAULT_BLOCK_LIMIT)
         except memory.ToolError as error:
             return "error", str(error)
-        await self.service.write_memory(tr, self.ctx.agent_id, blocks, after)
+        await self.service.write_memory(tr, self.agent_id, blocks, after)
         return "success", text

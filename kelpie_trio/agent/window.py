@@ -45,6 +45,8 @@ HISTORY_WINDOW = 1000  # at most this many messages in context, whatever the win
 
 class ContextWindow:
     ctx: Any
+    thread: str
+    agent_id: str
     service: Any
     context: AgentContext
     _window: dict[int, Message] | None
@@ -54,17 +56,17 @@ class ContextWindow:
         """What a step starts from, in one transaction: the agent (memory as the last
         step left it, tools) and, on the first step of an activation, the in-context
         history from the context's start; later steps take it from the window."""
-        agent_id = self.ctx.agent_id
+        agent_id, thread = self.agent_id, self.thread
         window = self._window
 
         async def read(tr: Transaction) -> tuple[Any, AgentContext, list[Message] | None]:
             view = await self.service.view_in(tr, agent_id)
             if window is not None:
                 return view, self.context, None
-            raw = await tr.get(keys.CONTEXT.pack((agent_id,)))
+            raw = await tr.get(keys.CONTEXT.pack((thread,)))
             context = AgentContext() if raw is None else convert.decode_record(raw, AgentContext)
             history = await read_history(
-                tr, agent_id, limit=HISTORY_WINDOW, start_seq=context.start_seq
+                tr, thread, limit=HISTORY_WINDOW, start_seq=context.start_seq
             )
             return view, context, history
 
@@ -140,7 +142,7 @@ class ContextWindow:
         )
 
         async def save(tr: Transaction) -> None:
-            tr.set(keys.CONTEXT.pack((agent.id,)), convert.encode_record(new))
+            tr.set(keys.CONTEXT.pack((self.thread,)), convert.encode_record(new))
 
         await self.ctx.transact(save)
         self.context = new

@@ -21,6 +21,7 @@ from kelpie_trio.api.agentfile import agentfile
 from kelpie_trio.api.agents import agents
 from kelpie_trio.api.blocks import blocks
 from kelpie_trio.api.cloud import cloud
+from kelpie_trio.api.conversations import conversations
 from kelpie_trio.api.edge import BodyGuard
 from kelpie_trio.api.identities import identities
 from kelpie_trio.api.mcp_servers import mcp_servers
@@ -86,6 +87,7 @@ def create_app(
     # Without a cluster token of its own, the internal route is guarded by the password.
     cluster_token = cluster_token or password
     app.register_blueprint(agentfile)
+    app.register_blueprint(conversations)
     app.register_blueprint(blocks)
     app.register_blueprint(agents)
     app.register_blueprint(models)

@@ -19,7 +19,7 @@ from kelpie_trio.api.common import (
     service,
 )
 from kelpie_trio.api.spec import documented
-from kelpie_trio.errors import Invalid
+from kelpie_trio.errors import Invalid, NotFound
 from kelpie_trio.service.messages import CancelRequest, SendRequest
 
 messages = Blueprint("messages", __name__)
@@ -94,15 +94,24 @@ async def _stream(events: AsyncIterator[dict]) -> Response:
 @messages.get("/v1/agents/<agent_id>/messages")
 @documented(
     "List an agent's messages: at most `limit` items, stored messages kept whole",
-    query=("after", "before", "limit", "order", "use_assistant_message", "include_err"),
+    query=("after", "before", "limit", "order", "use_assistant_message", "include_err",
+           "conversation_id"),
     cursor="message",
-)
+)  # fmt: skip
 async def list_messages(agent_id: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
     use_assistant = bool_arg("use_assistant_message", True)
     bool_arg("include_err", False)  # no stored message is an error one: nothing to filter
+    # The agent's default conversation, unless another of its conversations is named.
+    thread = agent_id
+    conversation_id = request.args.get("conversation_id")
+    if conversation_id not in (None, "default", agent_id):
+        named = await service().resolve(conversation_id)
+        if named.agent_id != agent_id:
+            raise NotFound("Conversation", conversation_id)
+        thread = named.key
     found = await service().list_messages(
-        agent_id, page_args("message"), use_assistant_message=use_assistant
+        agent_id, page_args("message"), use_assistant_message=use_assistant, thread=thread
     )
     return json_response(found)
 

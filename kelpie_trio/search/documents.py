@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Literal
 import attrs
 import orjson
 
+from kelpie_trio.search.outbox import message_ref
+
 if TYPE_CHECKING:
     from kelpie_trio.agent.messages import Message
     from kelpie_trio.models.passages import Passage
@@ -123,7 +125,7 @@ def from_message(message: Message) -> Document:
     return Document(
         kind=MESSAGE,
         agent_id=message.agent_id,
-        key=str(message.seq),
+        key=str(message_ref(message.thread, message.seq)),
         text=message_text(message),
         created_at=message.created_at,
         role=message.role,

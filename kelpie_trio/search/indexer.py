@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 import trio
 
+from kelpie_trio.agent.conversations import agent_conversation_ids
 from kelpie_trio.agent.messages import Message
 from kelpie_trio.env import Env
 from kelpie_trio.models import convert
@@ -78,9 +79,14 @@ async def read_agent_documents(tr: Transaction, agent_id: str) -> list[Document]
         (keys.PASSAGES, Passage, from_passage, PASSAGE),
         (keys.MESSAGES, Message, from_message, MESSAGE),
     ):
+        # Messages: the default conversation's history and each other conversation's.
+        owners = [agent_id]
+        if subspace is keys.MESSAGES:
+            owners += await agent_conversation_ids(tr, agent_id)
         parts: dict[Any, list[bytes]] = {}
-        for key, value in await tr.get_prefix(subspace.pack((agent_id,))):
-            parts.setdefault(subspace.unpack(key)[1], []).append(value)
+        for owner in owners:
+            for key, value in await tr.get_prefix(subspace.pack((owner,))):
+                parts.setdefault((owner, subspace.unpack(key)[1]), []).append(value)
         for raw in parts.values():
             record = _decode(b"".join(raw), cls, what)
             if record is not None:
@@ -123,7 +129,7 @@ async def _read_batch(tr: Transaction, agent_id: str, after: int | None, limit: 
             else:
                 upserts.append(from_passage(passage))
         elif change.what == outbox.MESSAGE:
-            raw = await get_blob(tr, keys.MESSAGES.pack((agent_id, change.ref)))
+            raw = await get_blob(tr, outbox.message_key(agent_id, change.ref))
             message = None if raw is None else _decode(raw, Message, MESSAGE)
             if message is None:
                 deletes.append((MESSAGE, str(change.ref)))

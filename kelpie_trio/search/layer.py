@@ -24,12 +24,13 @@ from kelpie_trio.env import Env
 from kelpie_trio.errors import Invalid
 from kelpie_trio.models import convert
 from kelpie_trio.models.passages import SearchQuery, parse_timestamp
+from kelpie_trio.search import outbox
 from kelpie_trio.search.documents import MESSAGE, PASSAGE, Hit, Query, message_text
 from kelpie_trio.search.embeddings import Embedder, EmbeddingError
 from kelpie_trio.search.index import MemoryIndex, SearchIndex
 from kelpie_trio.search.indexer import Indexer, IndexerConfig
 from kelpie_trio.search.ranking import order, rrf
-from kelpie_trio.storage import Store, keys
+from kelpie_trio.storage import Store
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import get_blob
 
@@ -178,7 +179,8 @@ async def conversation_search(service: Any, agent_id: str, args: dict[str, Any])
     async def load(tr: Transaction) -> list[Message]:
         found = []
         for hit in hits:
-            raw = await get_blob(tr, keys.MESSAGES.pack((agent_id, int(hit.key))))
+            ref = int(hit.key) if hit.key.isdigit() else hit.key
+            raw = await get_blob(tr, outbox.message_key(agent_id, ref))
             if raw is not None:
                 found.append(convert.decode_record(raw, Message))
         return found

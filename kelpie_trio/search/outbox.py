@@ -94,18 +94,33 @@ async def read_head(tr: Transaction, agent_id: str) -> int:
     return _int(await tr.get(HEADS.pack((agent_id,))))
 
 
+def message_ref(thread: str, seq: int) -> int | str:
+    """How a message is named in its agent's stream (and as its search document's key):
+    its sequence number in the agent's default conversation, `"{conversation}/{seq}"` in
+    another (agent/conversations.py)."""
+    return seq if not thread.startswith("conv-") else f"{thread}/{seq}"
+
+
+def message_key(agent_id: str, ref: int | str) -> bytes:
+    """The history key of the message a `message_ref` names."""
+    if isinstance(ref, int):
+        return keys.MESSAGES.pack((agent_id, ref))
+    thread, _, seq = str(ref).rpartition("/")
+    return keys.MESSAGES.pack((thread or agent_id, int(seq)))
+
+
 async def record(
     tr: Transaction,
     agent_id: str,
     *,
     passages: Iterable[str] = (),
-    messages: Iterable[int] = (),
+    messages: Iterable[int | str] = (),
     resync: bool = False,
 ) -> int:
     """Append the agent's changes to its outbox stream, in the caller's transaction.
 
-    `passages`: ids of passages written or deleted; `messages`: sequence
-    numbers of messages written; `resync`: many records changed at once (a
+    `passages`: ids of passages written or deleted; `messages`: the messages written
+    (`message_ref`s); `resync`: many records changed at once (a
     reset history, a deleted agent), so the index re-reads the whole agent.
     Returns the last position used (the current one when nothing is recorded).
     """

@@ -7,6 +7,11 @@ from typing import Any
 import attrs
 
 from kelpie_trio.agent import runs, steps
+from kelpie_trio.agent.conversations import (
+    agent_conversation_ids,
+    delete_conversation_record,
+    load_conversation,
+)
 from kelpie_trio.agent.tool_calls import TOOL_RUNS
 from kelpie_trio.agent.tool_rules import RuleError, parse_rules
 from kelpie_trio.errors import Conflict, Invalid, NotFound
@@ -322,6 +327,12 @@ class AgentCases(BlockCases, ToolCases):
             clear_blob(tr, keys.AGENTS.pack((agent_id,)))
             tr.clear(AGENT_INDEX.pack((micros(agent.created_at), agent_id)))
             clear_agent_passages(tr, agent_id)
+            for conversation_id in await agent_conversation_ids(tr, agent_id):
+                conversation = await load_conversation(tr, conversation_id)
+                if conversation is not None:
+                    delete_conversation_record(tr, conversation)
+                tr.clear_range(*keys.prefix_range(keys.MESSAGES.pack((conversation_id,))))
+                tr.clear(keys.CONTEXT.pack((conversation_id,)))
             tr.clear_range(*keys.prefix_range(keys.MESSAGES.pack((agent_id,))))
             tr.clear(keys.CONTEXT.pack((agent_id,)))
             tr.clear_range(*keys.prefix_range(TOOL_RUNS.pack((agent_id,))))

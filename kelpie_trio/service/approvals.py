@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kelpie_trio.agent.runs import Answer, ClientTool, RunInput
+from kelpie_trio.agent.runs import Answer, ClientSkill, ClientTool, RunInput
 from kelpie_trio.errors import Invalid
 
 __all__ = ["client_tools", "is_answer", "parse_answer"]
@@ -101,6 +101,31 @@ def parse_answer(message: dict[str, Any], where: Loc) -> tuple[RunInput, list[tu
              for i, a in enumerate(answers)]  # fmt: skip
     given = RunInput(text="", otid=otid, answers=answers, approval_request_id=legacy)
     return given, texts
+
+
+def client_skills(raw: Any) -> list[ClientSkill]:
+    """The request's client-side skills (Letta's ClientSkillSchema): name, description and
+    location, each a string; a name given twice is kept once, as Letta lists it."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise Invalid.field(["body", "client_skills"], "expected a list of skills")
+    skills: list[ClientSkill] = []
+    for i, item in enumerate(raw):
+        where: Loc = ["body", "client_skills", i]
+        if not isinstance(item, dict):
+            raise Invalid.field(where, "expected an object")
+        fields = {}
+        for name in ("name", "description", "location"):
+            value = item.get(name)
+            if not isinstance(value, str):
+                raise Invalid.field([*where, name], f"{name} is a required string", "missing")
+            fields[name] = value
+        if not fields["name"].strip():
+            raise Invalid.field([*where, "name"], "a skill needs a name")
+        if all(s.name != fields["name"] for s in skills):
+            skills.append(ClientSkill(**fields))
+    return skills
 
 
 def client_tools(raw: Any) -> list[ClientTool]:

@@ -13,6 +13,12 @@ import trio
 
 from kelpie_trio.agent import approvals as parked_runs
 from kelpie_trio.agent import runs
+from kelpie_trio.agent.conversations import (
+    Conversation,
+    agent_threads,
+    is_conversation,
+    require_conversation,
+)
 from kelpie_trio.agent.events import RunEvents
 from kelpie_trio.agent.history import read_history
 from kelpie_trio.agent.messages import iso, to_letta_messages
@@ -77,13 +83,14 @@ class SendRequest:
     include_pings: bool = True
     background: bool = False
     client_tools: Any = None  # Letta's ClientToolSchema list: service/approvals.py
+    client_skills: Any = None  # Letta's ClientSkillSchema list: service/approvals.py
     include_return_message_types: list[str] | None = None
     assistant_message_tool_name: str = "send_message"
     assistant_message_tool_kwarg: str = "message"
     override_model: str | None = None  # a model handle, for this run only
     include_compaction_messages: bool = False
     # Refused unless they ask for nothing (send_options.py): override_system,
-    # return_logprobs, top_logprobs, return_token_ids, client_skills, enable_thinking.
+    # return_logprobs, top_logprobs, return_token_ids, enable_thinking.
 
 
 @attrs.define
@@ -165,15 +172,26 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
         return request, inputs
 
     def _wanted_run(
-        self, agent_id: str, body: Any, idempotency_key: str | None, background: bool
+        self,
+        agent_id: str,
+        body: Any,
+        idempotency_key: str | None,
+        background: bool,
+        conversation: Conversation | None = None,
     ) -> tuple[Run, SendRequest]:
-        """The run a send asks for (not stored yet), and the parsed request."""
+        """The run a send asks for (not stored yet), and the parsed request. In a
+        conversation with a model of its own, that model is the run's unless the send
+        names another (override_model wins, as in Letta)."""
         request, inputs = self._parse_send(body)
         if self.dispatcher is None:
             raise Unavailable("this server runs no agents")
         if idempotency_key is None and inputs[0].otid:
             idempotency_key = f"otid:{inputs[0].otid}"
         override = send_options.override_config(self.catalog, request.override_model)
+        override_model = request.override_model
+        if override_model is None and conversation is not None and conversation.model:
+            override_model = conversation.model
+            override = conversation.model_llm_config
         run_id = self.env.new_id("run")
         wanted = Run(
             id=run_id,
@@ -186,11 +204,13 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
             idempotency_key=idempotency_key,
             background=background,
             client_tools=approvals.client_tools(request.client_tools),
+            client_skills=approvals.client_skills(request.client_skills),
             assistant_message_tool_name=request.assistant_message_tool_name,
             assistant_message_tool_kwarg=request.assistant_message_tool_kwarg,
-            override_model=request.override_model,
+            override_model=override_model,
             override_llm_config=override,
             include_compaction_messages=request.include_compaction_messages,
+            conversation_id=conversation.id if conversation is not None else None,
         )
         return wanted, request
 
@@ -201,16 +221,20 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
         *,
         idempotency_key: str | None = None,
         background: bool = False,
+        conversation: Conversation | None = None,
     ) -> tuple[Run, SendRequest]:
         """The stored run for this send: a new one, or, for a key seen before, the
         run that key started (a retried send joins it instead of running twice)."""
-        wanted, request = self._wanted_run(agent_id, body, idempotency_key, background)
+        wanted, request = self._wanted_run(
+            agent_id, body, idempotency_key, background, conversation
+        )
 
         async def create(tr: Transaction) -> Run:
+            await _require_thread(tr, wanted)
             run = await runs.create_or_find(tr, wanted)
             if run.id == wanted.id:  # new: refused (and so not created) as the actor would
                 await check_model_takes(tr, agent_id, wanted.inputs, wanted.override_llm_config)
-                await parked_runs.check_send(tr, agent_id, wanted.inputs)
+                await parked_runs.check_send(tr, wanted.thread, wanted.inputs)
             return run
 
         return await self.store.transact(create), request
@@ -219,20 +243,20 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
         """Run the run to its end wherever its agent lives, following it when it is
         transferred to another agent on the way."""
         assert self.dispatcher is not None
-        agent_id = run.agent_id
+        thread = run.thread
         for _ in range(MAX_HANDOFFS):
             try:
-                reply = await self.dispatcher.invoke(agent_id, {"kind": "run", "run_id": run.id})
+                reply = await self.dispatcher.invoke(thread, {"kind": "run", "run_id": run.id})
             except ActorFailed as failed:
                 await self._fail_run(run.id, failed)
                 raise
             if "gone" in reply:
-                raise NotFound("Agent", agent_id)
+                raise _gone(thread)
             if "refused" in reply:
                 raise Relayed(reply["refused"]["status"], reply["refused"]["detail"])
             if "handoff" not in reply:
                 return reply
-            agent_id = reply["handoff"]
+            thread = reply["handoff"]
         raise Unavailable(f"run {run.id} moved more than {MAX_HANDOFFS} times; ask again")
 
     async def _fail_run(self, run_id: str, failed: ActorFailed) -> None:
@@ -258,22 +282,30 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
     # -- the three ways to send --------------------------------------------------
 
     async def send_message(
-        self, agent_id: str, body: Any, *, idempotency_key: str | None = None
+        self,
+        agent_id: str,
+        body: Any,
+        *,
+        idempotency_key: str | None = None,
+        conversation: Conversation | None = None,
     ) -> dict[str, Any]:
         """Send and wait: Letta's LettaResponse. The run is created (or found, for a
-        key seen before) by the agent's actor, in the transaction that starts it."""
-        wanted, request = self._wanted_run(agent_id, body, idempotency_key, background=False)
+        key seen before) by its thread's actor, in the transaction that starts it."""
+        wanted, request = self._wanted_run(
+            agent_id, body, idempotency_key, background=False, conversation=conversation
+        )
         types = send_options.check_return_types(request.include_return_message_types)
 
         async def exists(tr: Transaction) -> None:  # no activation for an unknown agent
             await runs.require_agent(tr, agent_id)
+            await _require_thread(tr, wanted)
             await check_model_takes(tr, agent_id, wanted.inputs, wanted.override_llm_config)
 
         await self.store.transact(exists)
         assert self.dispatcher is not None
         message = {"kind": "send", "run": convert.store.unstructure(wanted)}
         try:
-            reply = await self.dispatcher.invoke(agent_id, message)
+            reply = await self.dispatcher.invoke(wanted.thread, message)
         except ActorFailed as failed:
             await self._fail_run_by_key(wanted, failed)
             raise
@@ -287,7 +319,7 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
         if "refused" in reply:
             raise Relayed(reply["refused"]["status"], reply["refused"]["detail"])
         if "gone" in reply:
-            raise NotFound("Agent", agent_id)
+            raise _gone(wanted.thread)
         if "handoff" in reply:  # transferred while it ran: follow it
             reply = await self._drive(await self.get_run_record(reply["run_id"]))
         return {**reply, "messages": [m for m in reply["messages"] if send_options.shown(m, types)]}
@@ -298,7 +330,7 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
         async def find(tr: Transaction) -> Run | None:
             found = await runs.load_run(tr, wanted.id)
             if found is None and wanted.idempotency_key is not None:
-                found = await runs.find_by_key(tr, wanted.agent_id, wanted.idempotency_key)
+                found = await runs.find_by_key(tr, wanted.thread, wanted.idempotency_key)
             return found
 
         return await self.store.transact(find)
@@ -349,12 +381,18 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
         )
 
     async def send_async(
-        self, agent_id: str, body: Any, *, idempotency_key: str | None = None
+        self,
+        agent_id: str,
+        body: Any,
+        *,
+        idempotency_key: str | None = None,
+        conversation: Conversation | None = None,
     ) -> dict[str, Any]:
         """Start the turn as a run and answer at once with the run (Letta's Run)."""
         run, _ = await self.start_run(
-            agent_id, body, idempotency_key=idempotency_key, background=True
-        )
+            agent_id, body, idempotency_key=idempotency_key, background=True,
+            conversation=conversation,
+        )  # fmt: skip
         self._spawn(self._drive_quietly, run)
         return runs.render_run(run)
 
@@ -367,7 +405,12 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
             log.warning("run %s of agent %s did not finish: %r", run.id, run.agent_id, error)
 
     async def open_stream(
-        self, agent_id: str, body: Any, *, idempotency_key: str | None = None
+        self,
+        agent_id: str,
+        body: Any,
+        *,
+        idempotency_key: str | None = None,
+        conversation: Conversation | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Start (or join) the turn and return its events: each message as its step is
         stored (with `stream_tokens`, token deltas as the LLM writes), pings while quiet
@@ -376,7 +419,9 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
         The turn runs in the background nursery, not in the stream: a reader that
         leaves cancels nothing. Errors in the request itself raise here, before any
         event, so they reach the client as a 4xx."""
-        run, request = await self.start_run(agent_id, body, idempotency_key=idempotency_key)
+        run, request = await self.start_run(
+            agent_id, body, idempotency_key=idempotency_key, conversation=conversation
+        )
         subscription = self.run_events.subscribe(run.id, tokens=request.stream_tokens)
         outcome = _Outcome()
 
@@ -465,10 +510,13 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
 
     # -- runs (reading them: service/runs.py) -----------------------------------
 
-    async def cancel_runs(self, agent_id: str, body: Any) -> dict[str, Any]:
-        """Cancel the agent's unfinished runs (all, or those named): a flag on each run,
-        which the actor sees at its next step boundary; a turn running on this node is
-        also interrupted in its LLM call at once. Finished runs are left as they are."""
+    async def cancel_runs(
+        self, agent_id: str, body: Any, *, thread: str | None = None
+    ) -> dict[str, Any]:
+        """Cancel the agent's unfinished runs (all, or those named; in every conversation,
+        or in the one `thread`): a flag on each run, which the actor sees at its next step
+        boundary; a turn running on this node is also interrupted in its LLM call at once.
+        Finished runs are left as they are."""
         request = convert.structure_api(body if body is not None else {}, CancelRequest)
 
         parked: list[Run] = []
@@ -477,12 +525,13 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
             await runs.require_agent(tr, agent_id)
             parked.clear()
             wanted = request.run_ids
+            threads = [thread] if thread is not None else await agent_threads(tr, agent_id)
             if wanted is None:
-                wanted = await runs.open_runs(tr, agent_id)
+                wanted = [run_id for t in threads for run_id in await runs.open_runs(tr, t)]
             outcome: dict[str, str] = {}
             for run_id in wanted:
                 run = await runs.load_run(tr, run_id)
-                if run is None or run.agent_id != agent_id:
+                if run is None or run.agent_id != agent_id or run.thread not in threads:
                     outcome[run_id] = "not_found"
                 elif run.finished:
                     outcome[run_id] = run.status
@@ -517,14 +566,14 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
                    "call_id": self.env.new_id("call")}  # fmt: skip
         return await self.dispatcher.invoke(agent_id, message)
 
-    async def pending_approval(self, agent_id: str) -> dict[str, Any] | None:
-        """The approval_request_message of the agent's parked run, if one waits."""
+    async def pending_approval(self, thread: str) -> dict[str, Any] | None:
+        """The approval_request_message of the thread's parked run, if one waits."""
 
         async def read(tr: Transaction) -> dict[str, Any] | None:
-            parked = await parked_runs.find_parked(tr, agent_id)
+            parked = await parked_runs.find_parked(tr, thread)
             if parked is None:
                 return None
-            request = await parked_runs.stored_message(tr, agent_id, parked.checkpoint.pending_seq)
+            request = await parked_runs.stored_message(tr, thread, parked.checkpoint.pending_seq)
             if request is None:
                 return None
             shown = to_letta_messages(request, **parked.render_options())
@@ -534,6 +583,8 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
         return await self.store.transact(read)
 
     async def reset_messages(self, agent_id: str) -> None:
+        """Forget the history of the agent's default conversation (its others keep theirs)."""
+
         async def exists(tr: Transaction) -> None:
             await runs.require_agent(tr, agent_id)
 
@@ -543,11 +594,20 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
         await self.dispatcher.invoke(agent_id, {"kind": "reset"})
 
     async def list_messages(
-        self, agent_id: str, page: Page, *, use_assistant_message: bool = True
+        self,
+        agent_id: str,
+        page: Page,
+        *,
+        use_assistant_message: bool = True,
+        thread: str | None = None,
+        types: frozenset[str] | None = None,
     ) -> list[dict[str, Any]]:
+        """A thread's history (the agent's default conversation unless `thread` names
+        another of its conversations), paged."""
+
         async def read(tr: Transaction) -> list[Any]:
             await runs.require_agent(tr, agent_id)
-            return await read_history(tr, agent_id)
+            return await read_history(tr, thread or agent_id)
 
         history = await self.store.transact(read)
         # Paged by stored message, as Letta does: a message that shows as several
@@ -560,10 +620,26 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
         if page.before is not None:
             ids = [m.id for m in history]
             history = history[: ids.index(page.before)] if page.before in ids else []
-        return _fill_page(
-            [to_letta_messages(m, use_assistant_message=use_assistant_message) for m in history],
-            min(page.limit or MAX_PAGE, MAX_PAGE),
-        )
+        rendered = [
+            [shown for shown in to_letta_messages(m, use_assistant_message=use_assistant_message)
+             if send_options.shown(shown, types)]
+            for m in history
+        ]  # fmt: skip
+        return _fill_page([r for r in rendered if r], min(page.limit or MAX_PAGE, MAX_PAGE))
+
+
+async def _require_thread(tr: Transaction, run: Run) -> None:
+    """Within a send's transaction: NotFound unless the run's conversation (if it has one)
+    still exists and is its agent's."""
+    if run.conversation_id is not None:
+        found = await require_conversation(tr, run.conversation_id)
+        if found.agent_id != run.agent_id:
+            raise NotFound("Conversation", run.conversation_id)
+
+
+def _gone(thread: str) -> NotFound:
+    """What a caller is told when the thread's actor found its agent or conversation gone."""
+    return NotFound("Conversation" if is_conversation(thread) else "Agent", thread)
 
 
 def _fill_page(rendered: list[list[dict[str, Any]]], limit: int) -> list[dict[str, Any]]:

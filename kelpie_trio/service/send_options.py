@@ -32,7 +32,6 @@ _UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "return_logprobs": ((None, False), "log probabilities are not returned"),
     "top_logprobs": ((None,), "log probabilities are not returned"),
     "return_token_ids": ((None, False), "token ids are not returned"),
-    "client_skills": ((None, []), "client-side skills are not supported"),
     # Reasoning is the agent's setting (its llm_config / model_settings), as in Letta 0.16.8,
     # whose loop reads nothing of this deprecated field; asking for it (the default) changes
     # nothing, and turning it off for one request cannot be honoured, so it is refused.

@@ -79,7 +79,9 @@ class SessionCases:
             return run
 
         run = await self.store.transact(ask)
-        reply = await self.dispatcher.invoke(source, {"kind": "handoff", "run_id": run.id})
+        # The actor of the session's thread hands it over (into the target's default
+        # conversation, whichever of the source's conversations it ran in).
+        reply = await self.dispatcher.invoke(run.thread, {"kind": "handoff", "run_id": run.id})
         if reply.get("finished"):
             raise Conflict(f"session {session_id} finished before it could move")
         moved = await self.get_run_record(session_id)

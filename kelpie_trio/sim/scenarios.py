@@ -26,7 +26,7 @@ import attrs
 import trio
 
 from kelpie_trio.sim import agent_scenarios as agents
-from kelpie_trio.sim import search_scenario
+from kelpie_trio.sim import conversation_scenario, search_scenario
 from kelpie_trio.sim.cluster import STORM_FAULTS, runtime_storm
 from kelpie_trio.sim.faults import CRASH_FAULTS, FaultConfig, FaultType
 from kelpie_trio.sim.invariants import InvariantViolation
@@ -239,6 +239,10 @@ SCENARIOS: dict[str, Scenario] = {
     "transfer": Scenario(
         agents.transfer, agents.TRANSFER_FAULTS,
         "a session moves between agents while a node crashes or the network splits",
+    ),
+    "conversations": Scenario(
+        conversation_scenario.conversations, conversation_scenario.CONVERSATION_FAULTS,
+        "one agent in three conversations at once, all editing one shared block, two nodes",
     ),
     "search": Scenario(
         search_scenario.search_converges, search_scenario.FAULTS,

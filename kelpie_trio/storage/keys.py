@@ -15,6 +15,7 @@ __all__ = [
     "AGENTS",
     "BLOCKS",
     "CONTEXT",
+    "CONVERSATIONS",
     "IDENTITIES",
     "LEASES",
     "MESSAGES",
@@ -40,11 +41,14 @@ ROOT = Subspace(("kelpie",))
 
 AGENTS = ROOT["agents"]  # (agent_id,) -> agent record
 BLOCKS = ROOT["blocks"]  # (block_id,) -> block record
-MESSAGES = ROOT["messages"]  # (agent_id, seq) -> message record
+# A history's owner (its "thread") is the agent id for an agent's default conversation
+# and the conversation id for any other (agent/conversations.py).
+MESSAGES = ROOT["messages"]  # (thread, seq) -> message record
 PASSAGES = ROOT["passages"]  # (agent_id, passage_id) -> archival passage
 SESSIONS = ROOT["sessions"]  # runs (sessions) with their checkpoints: agent/runs.py
-CONTEXT = ROOT["context"]  # (agent_id,) -> AgentContext: in-context start, summary
-LEASES = ROOT["leases"]  # (agent_id,) -> lease (node id, epoch, expiry)
+CONTEXT = ROOT["context"]  # (thread,) -> AgentContext: in-context start, summary
+LEASES = ROOT["leases"]  # (actor key: a thread,) -> lease (node id, epoch, expiry)
+CONVERSATIONS = ROOT["conversations"]  # conversation records: agent/conversations.py
 NODES = ROOT["nodes"]  # (node_id,) -> node registry entry
 OUTBOX = ROOT["outbox"]  # (agent_id, position) -> search index change (search/outbox.py)
 SEARCH = ROOT["search"]  # the outbox's heads, cursors and consumers (search/outbox.py)

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from kelpie_trio.errors import Relayed, ServiceError
+from kelpie_trio.errors import Invalid, Relayed, ServiceError
 from kelpie_trio.llm.catalog import ModelCatalog
 from kelpie_trio.llm.config import CatalogConfig, LocalServer
 from kelpie_trio.llm.types import ImagePart, LlmRequest, LlmResponse, TextPart
@@ -214,3 +214,65 @@ def test_dst_an_override_model_outlives_crashes_of_its_run() -> None:
     crashed: list[int] = []
     run_seeds(one, 6)
     assert sum(crashed) >= 2, crashed
+
+
+SKILLS = [
+    {"name": "release", "description": "Cut a release.\nSteps follow.", "location": "s/r/SKILL.md"},
+    {"name": "release", "description": "twice", "location": "elsewhere"},  # kept once
+]
+
+
+def test_dst_client_skills_reach_the_model_for_their_request_only() -> None:
+    """A send's client_skills (Letta's CLI sends its skills with every message) are listed
+    in the system prompt of every step of that run, a run resumed after crashes and
+    storage faults included (they are stored with the run), and in no other run's; the
+    agent's own system text is not changed."""
+    crasher = Crasher()
+
+    def one(seed: int) -> None:
+        crasher.crashes, crasher.rng = 0, None
+
+        async def scenario(sim: AgentCluster) -> Any:
+            crasher.sim = sim
+            sim.world.faults.enabled = False
+            crasher.agent = agent = await new_agent(sim.service("n0"))
+            system = (await sim.service("n0").get_agent(agent)).agent.system
+            sim.world.faults.enabled = True
+            sent = {"messages": [{"role": "user", "content": "skilled", "otid": "skilled"}],
+                    "client_skills": SKILLS}  # fmt: skip
+            first = await answer(sim, agent, sent)
+            plain = {"messages": [{"role": "user", "content": "plain", "otid": "plain"}]}
+            second = await answer(sim, agent, plain)
+            sim.world.faults.enabled = False
+            after = (await sim.service("n1").get_agent(agent)).agent.system
+            return first, second, system, after
+
+        first, _second, system, after = simulate_cluster(
+            seed, scenario, FAULTS, nodes=2, script=[crasher.model] * 100, config=FAST_TAKEOVER
+        )
+        assert crasher.sim is not None and after == system
+        listed = "- release: Cut a release. (s/r/SKILL.md)"
+        for request in crasher.sim.llm.requests:
+            turn = [m.content for m in request.messages if m.role == "user"][-1]
+            prompt = str(request.messages[0].content)
+            assert (listed in prompt) == (turn == "skilled"), (turn, prompt[-200:])
+            assert prompt.count("- release:") <= 1
+        if first["stop_reason"]["stop_reason"] == "end_turn":
+            crashed.append(crasher.crashes)
+
+    crashed: list[int] = []
+    run_seeds(one, 6)
+    assert sum(crashed) >= 1, crashed
+
+
+def test_client_skills_that_are_not_skills_are_refused() -> None:
+    from kelpie_trio.service.approvals import client_skills
+
+    assert client_skills(None) == []
+    for bad in ("x", [1], [{"name": "a", "description": "b"}], [{"name": " ", "description": "",
+                                                                 "location": ""}]):  # fmt: skip
+        try:
+            client_skills(bad)
+        except Invalid:
+            continue
+        raise AssertionError(f"{bad!r} was taken")

@@ -8,6 +8,7 @@ a reader that leaves cancels nothing.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import trio
@@ -53,6 +54,27 @@ def test_dst_streaming_basic() -> None:
     ]  # fmt: skip
     assert events[:-2] == listed  # what was streamed is what was stored
     assert events[-2]["stop_reason"] == "end_turn"
+
+
+def test_dst_every_token_delta_of_a_tool_call_names_its_call() -> None:
+    """The provider names a call (id, name) on its first delta only; a client gathers the
+    argument deltas by call id (Letta's CLI runs client tools from them), so every delta
+    shown carries it, and together they give the call's whole arguments."""
+    script = [tool_call("memory_insert", {"label": "human", "new_str": "tea"}, call_id="c1"),
+              text("Done.")]  # fmt: skip
+
+    async def scenario(service: AgentService, llm: SimLlmClient, world: SimWorld) -> Any:
+        agent = await new_agent(service)
+        body = {"input": "go", "stream_tokens": True}
+        return await read_all(await service.open_stream(agent, body))
+
+    events = simulate(24, scenario, script=script)
+    deltas = [e for e in events if e["message_type"] == "tool_call_message"]
+    assert len(deltas) >= 2  # the sim streams a call's arguments in two pieces
+    assert {d["tool_call"]["tool_call_id"] for d in deltas} == {"c1"}
+    assert all(d["tool_calls"] == [d["tool_call"]] for d in deltas)
+    arguments = "".join(d["tool_call"]["arguments"] or "" for d in deltas)
+    assert json.loads(arguments) == {"label": "human", "new_str": "tea"}
 
 
 def test_dst_streaming_tokens_arrive_as_deltas_of_one_message() -> None:

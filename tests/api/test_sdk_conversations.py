@@ -1,0 +1,78 @@
+"""letta-client drives conversations on a real server (the offline sim model): an agent's
+threads, each with its own history, its memory shared."""
+
+from __future__ import annotations
+
+import letta_client
+import pytest
+from letta_client import Letta
+
+
+def _texts(messages) -> list[str]:
+    return [m.content for m in messages if m.message_type == "user_message"]
+
+
+def _send(letta: Letta, conversation_id: str, text: str, **options) -> list:
+    """A send as this SDK makes it: it reads every reply as a stream (Letta's default)."""
+    return list(
+        letta.conversations.messages.create(
+            conversation_id, messages=[{"role": "user", "content": text}], **options
+        )
+    )
+
+
+def test_sdk_conversations_keep_their_own_histories(letta: Letta) -> None:
+    agent = letta.agents.create(name="threads", memory_blocks=[{"label": "human", "value": "Ada"}])
+    first = letta.conversations.create(agent_id=agent.id, summary="about tea")
+    second = letta.conversations.create(agent_id=agent.id)
+    assert first.agent_id == agent.id and first.id.startswith("conv-")
+    assert _send(letta, first.id, "tea?")[-2].stop_reason == "end_turn"
+    events = _send(letta, second.id, "coffee?")
+    kinds = [getattr(e, "message_type", None) for e in events]
+    assert "assistant_message" in kinds and kinds[-2:] == ["stop_reason", "usage_statistics"]
+    assert _texts(letta.conversations.messages.list(first.id, order="asc")) == ["tea?"]
+    assert _texts(letta.conversations.messages.list(second.id, order="asc")) == ["coffee?"]
+    assert list(letta.agents.messages.list(agent.id)) == []  # the default one is untouched
+    _send(letta, "default", "default?", agent_id=agent.id)
+    assert _texts(letta.agents.messages.list(agent.id)) == ["default?"]
+    assert _texts(letta.conversations.messages.list("default", agent_id=agent.id)) == ["default?"]
+    listed = [c.id for c in letta.conversations.list(agent_id=agent.id)]
+    assert listed == [second.id, first.id]  # newest first
+    got = letta.conversations.retrieve(first.id)
+    assert got.summary == "about tea" and len(got.in_context_message_ids) >= 2
+    assert letta.conversations.retrieve(first.id).last_message_at is not None
+    assert letta.conversations.update(first.id, summary="tea").summary == "tea"
+    runs = [r for r in letta.runs.list(agent_id=agent.id)]
+    assert {r.conversation_id for r in runs} == {first.id, second.id, None}
+
+
+def test_sdk_forks_deletes_and_refuses_clearly(letta: Letta) -> None:
+    agent = letta.agents.create(name="forker")
+    source = letta.conversations.create(agent_id=agent.id)
+    _send(letta, source.id, "one")
+    fork = letta.conversations.fork(source.id)
+    assert fork.id != source.id and fork.agent_id == agent.id
+    assert _texts(letta.conversations.messages.list(fork.id, order="asc")) == ["one"]
+    _send(letta, fork.id, "two")
+    assert _texts(letta.conversations.messages.list(source.id, order="asc")) == ["one"]
+    with pytest.raises(letta_client.ConflictError):  # nothing runs in it
+        letta.conversations.cancel(source.id)
+    assert "<memory_blocks>" in letta.conversations.recompile(source.id)
+    letta.conversations.delete(source.id)
+    with pytest.raises(letta_client.NotFoundError):
+        letta.conversations.retrieve(source.id)
+    with pytest.raises(letta_client.NotFoundError):
+        _send(letta, source.id, "hi")
+    with pytest.raises(letta_client.UnprocessableEntityError):
+        letta.conversations.create(
+            agent_id=agent.id, extra_body={"isolated_block_labels": ["human"]}
+        )
+    with pytest.raises(letta_client.UnprocessableEntityError):
+        letta.conversations.create(agent_id=agent.id, model="nobody/none")
+    with pytest.raises(letta_client.NotFoundError):
+        letta.conversations.create(agent_id="agent-00000000-0000-4000-8000-000000000000")
+    with pytest.raises(letta_client.UnprocessableEntityError):  # default needs the agent
+        _send(letta, "default", "hi")
+    letta.agents.delete(agent.id)
+    with pytest.raises(letta_client.NotFoundError):
+        letta.conversations.retrieve(fork.id)
