@@ -147,6 +147,9 @@ def url_refusal(url: str) -> str | None:
     return None
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
 def is_public(address: str) -> bool:
     """Whether `address` is on the public internet: not loopback, private, link-local,
     unspecified (0.0.0.0, ::), shared (100.64/10), reserved or multicast."""
@@ -161,6 +164,8 @@ def is_public(address: str) -> bool:
             return is_public(str(embedded))
         if ip.teredo is not None:
             return is_public(str(ip.teredo[1]))
+        if ip in _NAT64:  # a NAT64 gateway forwards it to the IPv4 address in its tail
+            return is_public(str(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)))
     return ip.is_global and not ip.is_multicast
 
 
