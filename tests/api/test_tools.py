@@ -271,6 +271,8 @@ async def test_list_filters_by_name_search_and_type(client: QuartClient) -> None
         "memory_replace",
         "memory_rethink",
         "memory_finish_edits",
+        "web_search",
+        "fetch_webpage",
         "roll_dice",
         "echo",
     ]
