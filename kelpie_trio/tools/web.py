@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
@@ -439,8 +440,10 @@ class HttpxWeb:
     """`Web` on the real network: pages through clients whose connections are checked,
     Exa through ordinary ones; both from the project's ClientPool."""
 
-    def __init__(self, settings: WebSettings) -> None:
+    def __init__(self, settings: WebSettings, *, verify: ssl.SSLContext | None = None) -> None:
         self._timeout = httpx.Timeout(settings.timeout)
+        # The TLS context pages are checked with (tests give one trusting their own CA).
+        self._verify = {} if verify is None else {"verify": verify}
         self._pages: dict[bool, ClientPool] = {}  # by allow_private
         self._api = ClientPool(timeout=self._timeout)
 
@@ -451,6 +454,7 @@ class HttpxWeb:
                 timeout=self._timeout,
                 trust_env=False,
                 make_transport=_checked_transport(allow_private),
+                **self._verify,
             )
         return self._pages[allow_private]
 
@@ -482,7 +486,7 @@ class HttpxWeb:
             except httpx.TimeoutException:
                 raise WebError(f"fetching {url} timed out") from None
             except httpx.HTTPError as error:
-                raise WebError(f"fetching {url} failed: {error or type(error).__name__}") from None
+                raise WebError(f"fetching {url} failed: {_reason(error)}") from None
 
     async def post_json(
         self, url: str, body: dict[str, Any], headers: dict[str, str]
@@ -494,7 +498,7 @@ class HttpxWeb:
                     headers={**headers, "Content-Type": "application/json"},
                 )  # fmt: skip
             except httpx.HTTPError as error:
-                raise WebError(str(error) or type(error).__name__) from None
+                raise WebError(_reason(error)) from None
             return response.status_code, response.content
 
     async def html_text(self, html: str, url: str) -> str:
@@ -505,6 +509,15 @@ class HttpxWeb:
         for pool in self._pages.values():
             await pool.aclose()
         await self._api.aclose()
+
+
+def _reason(error: BaseException) -> str:
+    """An httpx error's text, or that of what caused it (TLS errors come with none)."""
+    while error is not None:
+        if str(error):
+            return str(error)
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return "no reason given"
 
 
 def html_to_text(html: str, url: str = "") -> str:

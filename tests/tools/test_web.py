@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import functools
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -370,3 +373,63 @@ async def test_a_failing_connection_to_exa_is_a_tool_error() -> None:
     assert await tools_.run("web_search", {"query": "kelp"}, {}) == (
         "error", "web search failed: connection refused"
     )  # fmt: skip
+
+
+# -- https: the connection goes to the checked address, TLS still checks the name ------
+
+
+def _certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for the name kelp.test (openssl, as on the machine)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=kelp.test", "-addext", "subjectAltName=DNS:kelp.test",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+@asynccontextmanager
+async def serving_tls(
+    routes: dict[str, Route | None], cert: Path, key: Path
+) -> AsyncIterator[LocalServer]:
+    server = LocalServer(routes)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        tls = trio.SSLStream(stream, context, server_side=True)
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await tls.do_handshake()
+            await server.handle(tls)  # type: ignore[arg-type]
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1")
+        )
+        server.port = listeners[0].socket.getsockname()[1]
+        try:
+            yield server
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def test_https_pages_are_fetched_with_the_name_checked(tmp_path: Path, names: Any) -> None:
+    cert, key = _certificate(tmp_path)
+    trusted = ssl.create_default_context(cafile=str(cert))
+    names({"kelp.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]})
+    routes = {"/kelp": (200, {"Content-Type": "text/html"}, KELP)}
+    config = WebSettings(allow_private=True)
+    web = HttpxWeb(config, verify=trusted)
+    try:
+        async with serving_tls(routes, cert, key) as server:
+            tools_ = WebTools(web, config)
+            status, text = await tools_.fetch_webpage(f"https://kelp.test:{server.port}/kelp")
+            assert status == "success" and "Giant kelp" in text, text
+            # Same address, another name: the certificate does not match, the fetch fails.
+            status, text = await tools_.fetch_webpage(f"https://other.test:{server.port}/kelp")
+            assert status == "error" and "certificate" in text.lower(), text
+        assert server.requests == ["/kelp"]
+    finally:
+        await web.aclose()
