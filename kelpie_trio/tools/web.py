@@ -136,7 +136,8 @@ def url_refusal(url: str) -> str | None:
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 -- raises on a port that is not a number
-    except ValueError as error:
+        httpx.URL(url)  # and as the client will read it (hosts, IDNA, characters)
+    except (httpx.InvalidURL, ValueError) as error:  # IDNA's errors are ValueErrors too
         return f"not a valid URL: {url!r} ({error})"
     if parts.scheme.lower() not in ("http", "https"):
         return (
@@ -334,7 +335,10 @@ class WebTools:
             if page.status >= 400:
                 raise WebError(f"fetching {url} failed: HTTP {page.status}")
             if _is_html(page.content_type, page.body):
-                text = await self.web.html_text(decoded(page), url)
+                try:
+                    text = await self.web.html_text(decoded(page), url)
+                except Exception as error:  # the converter's trouble is this call's, not the turn's
+                    raise WebError(f"could not read the HTML of {url}: {_reason(error)}") from None
             elif _is_text(page.content_type) or not page.content_type:
                 text = decoded(page)
             else:
@@ -485,7 +489,7 @@ class HttpxWeb:
                     )
             except httpx.TimeoutException:
                 raise WebError(f"fetching {url} timed out") from None
-            except httpx.HTTPError as error:
+            except (httpx.HTTPError, httpx.InvalidURL, ValueError) as error:
                 raise WebError(f"fetching {url} failed: {_reason(error)}") from None
 
     async def post_json(

@@ -433,3 +433,27 @@ async def test_https_pages_are_fetched_with_the_name_checked(tmp_path: Path, nam
         assert server.requests == ["/kelp"]
     finally:
         await web.aclose()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://a..b/", "http://xn--/x", "http://" + "a" * 300 + ".com/", "http://[::1/",
+     "http://example.com\x00/", "https://256.1.1.1/", "http:///", "http://:80/", ""],
+)  # fmt: skip
+async def test_a_url_no_client_can_use_is_a_tool_error(url: str) -> None:
+    async with tools() as web:
+        status, text = await web.fetch_webpage(url)
+    assert status == "error" and ("not a valid URL" in text or "failed" in text
+                                  or "only http" in text), text  # fmt: skip
+
+
+async def test_a_page_the_converter_chokes_on_is_a_tool_error() -> None:
+    class Choking(FakeExa):
+        async def get(self, url: str, *, max_bytes: int, allow_private: bool) -> Page:
+            return Page(url, 200, "text/html", body=b"<html><p>x</p></html>")
+
+        async def html_text(self, html: str, url: str) -> str:
+            raise RuntimeError("parser exploded")
+
+    status, text = await WebTools(Choking(), WebSettings()).fetch_webpage("http://x.test/")
+    assert (status, text) == ("error", "could not read the HTML of http://x.test/: parser exploded")
