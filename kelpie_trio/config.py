@@ -10,6 +10,7 @@ from typing import Literal
 import attrs
 
 from kelpie_trio.tools.isolation import ToolSettings
+from kelpie_trio.tools.web import WebSettings
 
 __all__ = ["ServerConfig", "StartupError"]
 
@@ -54,6 +55,8 @@ class ServerConfig:
     sim_latency: float = 0.0
     # Custom tools: the sandbox's limits and what to do without namespaces (KELPIE_TOOL_*).
     tools: ToolSettings = attrs.Factory(ToolSettings)
+    # fetch_webpage and web_search: addresses allowed, limits, Exa's key (KELPIE_WEB_*).
+    web: WebSettings = attrs.Factory(WebSettings)
 
     @property
     def db_path(self) -> Path:
@@ -92,6 +95,7 @@ class ServerConfig:
         if env.get("KELPIE_SIM_LATENCY"):
             values["sim_latency"] = _number(env, "KELPIE_SIM_LATENCY", float)
         values["tools"] = ToolSettings.from_env(env)
+        values["web"] = WebSettings.from_env(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         config = cls(**values)  # type: ignore[arg-type]
         if config.store not in ("sqlite", "memory", "fdb"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -30,7 +30,11 @@ class ClientPool:
     """httpx clients of at most `CALLS_PER_CLIENT` connections each; a call takes the least
     busy one, or a new one when all are full. Clients are only closed with the pool."""
 
-    def __init__(self, **client_kwargs: Any) -> None:
+    def __init__(
+        self,
+        make_transport: Callable[[httpx.Limits, Any], httpx.AsyncBaseTransport] | None = None,
+        **client_kwargs: Any,
+    ) -> None:
         limits = httpx.Limits(
             max_connections=CALLS_PER_CLIENT, max_keepalive_connections=CALLS_PER_CLIENT
         )
@@ -38,13 +42,19 @@ class ClientPool:
         # CA bundle each time (~25 ms of CPU).
         verify = httpx.create_ssl_context()
         self._kwargs = {"limits": limits, "verify": verify, **client_kwargs}
+        # A transport of the caller's, made with these limits and TLS context for each
+        # client (the web tools' checks every address it connects to).
+        self._make_transport = make_transport
         self._shards: list[_Shard] = []
 
     @contextlib.contextmanager
     def client(self) -> Iterator[httpx.AsyncClient]:
         shard = min(self._shards, key=lambda s: s.in_flight, default=None)
         if shard is None or shard.in_flight >= CALLS_PER_CLIENT:
-            shard = _Shard(httpx.AsyncClient(**self._kwargs))
+            kwargs = dict(self._kwargs)
+            if self._make_transport is not None:
+                kwargs["transport"] = self._make_transport(kwargs["limits"], kwargs["verify"])
+            shard = _Shard(httpx.AsyncClient(**kwargs))
             self._shards.append(shard)
         shard.in_flight += 1
         try:

@@ -3,8 +3,9 @@
 Memory tools and send_message run inside the step's transaction (`_run_memory_tool`),
 so a step's edits land with its messages. The others run outside it: archival memory
 and the search tools (their own transactions, through the service and the search
-layer), custom tools (in the sandbox, tools/sandbox.py) and MCP tools (through the
-node's MCP sessions, kelpie_trio/mcp/); a step checkpoints their results one by one.
+layer), custom tools (in the sandbox, tools/sandbox.py), MCP tools (through the
+node's MCP sessions, kelpie_trio/mcp/) and the web tools (tools/web.py); a step
+checkpoints their results one by one.
 `_run_tool_directly` serves POST /v1/agents/{id}/tools/{name}/run.
 """
 
@@ -22,6 +23,7 @@ from kelpie_trio.models.mcp import MCP_TOOL_TYPE
 from kelpie_trio.search import archival_tool_results, conversation_search
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
+from kelpie_trio.tools.web import WEB_TOOLS
 
 __all__ = ["OUTSIDE_TOOLS", "AgentTools"]
 
@@ -34,7 +36,7 @@ STORED_OUTPUT_LIMIT = 8_000
 
 # Base tools that run outside the step's transaction (custom tools do too).
 OUTSIDE_TOOLS = frozenset({"archival_memory_insert", "archival_memory_search",
-                           "conversation_search"})  # fmt: skip
+                           "conversation_search", *WEB_TOOLS})  # fmt: skip
 
 
 def kept_output(lines: list[str], limit: int = STORED_OUTPUT_LIMIT) -> list[str]:
@@ -130,6 +132,8 @@ class AgentTools:
                 return await self._run_custom(custom[call.name], args, call.id)
             if call.name in mcp:  # through the node's MCP session (kelpie_trio/mcp/)
                 return await self.service.call_mcp_tool(mcp[call.name], args)
+            if call.name in WEB_TOOLS:  # through the node's web tools (tools/web.py)
+                return await self._run_web_tool(call.name, args)
             if call.name == "archival_memory_insert":
                 body = {"text": args.get("content", ""), "tags": args.get("tags")}
                 await self.service.create_passages(agent_id, body)
@@ -168,6 +172,16 @@ class AgentTools:
             return "error", result.error or "the tool failed"
         value = result.func_return
         return "success", value if isinstance(value, str) else orjson.dumps(value).decode()
+
+    async def _run_web_tool(self, name: str, args: dict[str, Any]) -> tuple[str, str]:
+        web = getattr(self.service, "web", None)  # set by the node (or the simulator)
+        if web is None:
+            return "error", f"{name} is not available on this server"
+        # An agent may bring its own Exa key among its secrets, as in Letta.
+        secrets = {}
+        if name == "web_search":
+            secrets = (await self.service.get_agent(self.ctx.agent_id)).agent.secrets
+        return await web.run(name, args, secrets)
 
     async def _conversation_search(
         self, query: str, args: dict[str, Any] | None = None

@@ -46,6 +46,7 @@ from kelpie_trio.search.open import open_search
 from kelpie_trio.service import AgentService
 from kelpie_trio.storage import MemoryStore, Store, StoreError
 from kelpie_trio.tools.isolation import SandboxStatus, prepare, refused
+from kelpie_trio.tools.web import HttpxWeb, WebTools
 
 __all__ = ["open_store", "run_node"]
 
@@ -147,6 +148,8 @@ async def run_node(
     except ValueError as error:
         raise StartupError(str(error)) from None
     service.mcp = McpSessions(SdkMcpConnector(), mcp_settings)
+    web = HttpxWeb(config.web)  # fetch_webpage and web_search (tools/web.py)
+    service.web = WebTools(web, config.web)
     if actor_factory is None:
         llm_for = llm_factory(
             env,
@@ -257,6 +260,7 @@ async def run_node(
     finally:
         with trio.CancelScope(shield=True):
             await transport.aclose()
+            await web.aclose()
             await store.aclose()
     log.info("kelpie-trio stopped")
 

@@ -204,6 +204,10 @@ class AgentCluster:
         for name in self.names:
             await self.start_node(name)
 
+    def prepare_service(self, service: AgentService) -> None:
+        """A subclass's hook: give a node's service what it needs (its web tools, say)
+        before the node serves anything, so even a restarted node's first turn has it."""
+
     async def start_node(self, name: str) -> AgentService:
         """Start (or restart, as a new incarnation) node `name`; returns its service."""
         assert self._nursery is not None
@@ -213,6 +217,7 @@ class AgentCluster:
 
         async def life(node: SimNode) -> None:
             service = AgentService(node.store, node.env, self.catalog)
+            self.prepare_service(service)
             retrying = RetryingLlmClient(self.llm, node.env)  # faults take production's path
             transport = SimTransport(self.network, node.id)
             dispatcher = Dispatcher(

@@ -123,6 +123,13 @@ MUTATIONS = [
         "            if earlier and not after_earlier:",
         "            if False:",
     ),
+    Mutation(
+        "web-time-limit",
+        "a web server that never answers ends at fetch_webpage's time limit, a tool error",
+        "kelpie_trio/tools/web.py",
+        "        with trio.move_on_after(settings.timeout):",
+        "        with trio.move_on_after(settings.timeout * 1000):",
+    ),
 ]
 
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)")

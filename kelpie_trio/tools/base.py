@@ -26,6 +26,9 @@ its agent type as Letta 0.16.8 does. The archival tools are left out of new agen
 - every other type (memgpt_agent, split_thread_agent): send_message,
   conversation_search, core_memory_append, core_memory_replace, memory,
   memory_apply_patch.
+
+The web tools (web_search, fetch_webpage: Letta's `letta_builtin` tools) are given to no
+agent by default; they are attached by name or id, and run in kelpie_trio/tools/web.py.
 """
 
 from __future__ import annotations
@@ -303,6 +306,60 @@ _STUBS: list[tuple[str, str, str]] = [
         '''
         def memory_finish_edits(agent_state: "AgentState") -> None:
             """Say that you are done editing memory for now: this ends your turn."""
+        ''',
+    ),
+    (
+        "web_search",
+        "letta_builtin",
+        '''
+        def web_search(
+            query: str,
+            num_results: int = 10,
+            category: Literal["company", "research paper", "news", "pdf", "github", "tweet",
+                              "personal site", "linkedin profile", "financial report"]
+            | None = None,
+            include_text: bool = False,
+            include_domains: list[str] | None = None,
+            exclude_domains: list[str] | None = None,
+            start_published_date: str | None = None,
+            end_published_date: str | None = None,
+            user_location: str | None = None,
+        ) -> str:
+            """Search the web (with Exa) and get back the best pages for a query.
+
+            Each result has its title, URL, date and author, the passages that match best
+            and a short summary; ask for the full text only when you need it, as it is long.
+
+            Args:
+                query (str): What to look for, in plain words.
+                num_results (int): How many results, 1 to 100 (10 when left out).
+                category (str | None): Keep to one kind of content, such as "news" or
+                    "research paper".
+                include_text (bool): Also return each page's full text.
+                include_domains (list[str] | None): Only results from these domains.
+                exclude_domains (list[str] | None): No results from these domains.
+                start_published_date (str | None): Only pages published after this ISO date.
+                end_published_date (str | None): Only pages published before this ISO date.
+                user_location (str | None): A two-letter country code for local results.
+
+            Returns:
+                str: JSON with the query and its results.
+            """
+        ''',
+    ),
+    (
+        "fetch_webpage",
+        "letta_builtin",
+        '''
+        def fetch_webpage(url: str) -> str:
+            """Read a web page: download it and return its text, as markdown where it can.
+
+            Args:
+                url (str): The page's address, an http or https URL.
+
+            Returns:
+                str: The page's main text.
+            """
         ''',
     ),
     (

@@ -17,7 +17,7 @@ from werkzeug.datastructures import FileStorage
 from kelpie_trio.api.app import create_app
 from kelpie_trio.llm.catalog import CatalogConfig, ModelCatalog
 from kelpie_trio.storage import MemoryStore
-from kelpie_trio.tools.base import BASE_TOOLS_BY_NAME
+from kelpie_trio.tools.base import BASE_TOOLS_BY_NAME, base_tool_id
 
 OPENAPI = Path("/work/shared/letta/openapi-letta-0.16.8.json")
 
@@ -429,9 +429,13 @@ async def test_a_file_exported_by_letta_imports(client: QuartClient) -> None:
         ("persona", "I am helpful."),
         ("human", "Unknown."),
     ]
-    # send_message is ours, roll is new, web_search is not run here and so left out.
-    assert [t["name"] for t in made["tools"]] == ["send_message", "roll"]
-    roll = made["tools"][1]
+    # send_message and web_search are base tools here (the builtin web_search with our id
+    # and schema), roll is new.
+    assert [t["name"] for t in made["tools"]] == ["send_message", "web_search", "roll"]
+    web_search = made["tools"][1]
+    assert web_search["tool_type"] == "letta_builtin"
+    assert web_search["id"] == base_tool_id("web_search")
+    roll = made["tools"][2]
     assert roll["return_char_limit"] == 6000 and roll["metadata_"] == {"origin": "letta"}
     assert made["tool_rules"] == LETTA_FILE["agents"][0]["tool_rules"]
 

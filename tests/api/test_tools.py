@@ -271,6 +271,8 @@ async def test_list_filters_by_name_search_and_type(client: QuartClient) -> None
         "memory_replace",
         "memory_rethink",
         "memory_finish_edits",
+        "web_search",
+        "fetch_webpage",
         "roll_dice",
         "echo",
     ]
@@ -436,3 +438,20 @@ async def test_search_ranks_tools_by_the_query_words_they_hold(client: QuartClie
     assert [h["tool"]["name"] for h in custom_only] == ["roll_dice"]
     bad = await client.post("/v1/tools/search", json={"search_mode": "telepathy"})
     assert bad.status_code == 422
+
+
+async def test_the_web_tools_are_builtin_base_tools_attached_by_name(client: QuartClient) -> None:
+    assert await names_of(client, "/v1/tools/?tool_types=letta_builtin") == [
+        "web_search",
+        "fetch_webpage",
+    ]
+    upserted = await (await client.post("/v1/tools/add-base-tools")).get_json()
+    assert {"web_search", "fetch_webpage"} <= {t["name"] for t in upserted}
+    plain = await create_agent(client)  # given to no agent by default
+    assert not {"web_search", "fetch_webpage"} & {t["name"] for t in plain["tools"]}
+    agent = await create_agent(client, tools=["web_search", "fetch_webpage"])
+    tools = {t["name"]: t for t in agent["tools"]}
+    assert (
+        tools["web_search"]["tool_type"] == tools["fetch_webpage"]["tool_type"] == ("letta_builtin")
+    )
+    assert tools["fetch_webpage"]["json_schema"]["parameters"]["required"] == ["url"]
