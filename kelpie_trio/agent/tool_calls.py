@@ -180,7 +180,7 @@ class AgentTools:
         # An agent may bring its own Exa key among its secrets, as in Letta.
         secrets = {}
         if name == "web_search":
-            secrets = (await self.service.get_agent(self.ctx.agent_id)).agent.secrets
+            secrets = (await self.service.get_agent(self.agent_id)).agent.secrets
         return await web.run(name, args, secrets)
 
     async def _conversation_search(

@@ -5,6 +5,7 @@ of the test's own on 127.0.0.1, and web_search against a strict fake of Exa's AP
 from __future__ import annotations
 
 import functools
+import shutil
 import socket
 import ssl
 import subprocess
@@ -380,6 +381,8 @@ async def test_a_failing_connection_to_exa_is_a_tool_error() -> None:
 
 def _certificate(tmp_path: Path) -> tuple[Path, Path]:
     """A self-signed certificate for the name kelp.test (openssl, as on the machine)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command (to make a test certificate) is not on this machine")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
