@@ -21,7 +21,7 @@ from kelpie_trio.api.messages import _idempotency_key as idempotency_key
 from kelpie_trio.api.messages import _stream as sse_response
 from kelpie_trio.api.spec import documented
 from kelpie_trio.errors import Invalid
-from kelpie_trio.service import send_options
+from kelpie_trio.service import MAX_PAGE, send_options
 from kelpie_trio.service.conversations import CreateConversation, UpdateConversation
 from kelpie_trio.service.messages import SendRequest
 
@@ -50,7 +50,7 @@ def _agent_arg() -> str | None:
 @documented(
     "Create a conversation for an agent",
     request=CreateConversation,
-    query=("agent_id",),
+    query=("agent_id!",),
     body_optional=True,
 )
 async def create_conversation() -> Response:
@@ -74,7 +74,7 @@ async def list_conversations() -> Response:
     after = request.args.get("after")
     found = await service().list_conversations(
         agent_id=_agent_arg(),
-        limit=int_arg("limit", low=1) or 50,
+        limit=int_arg("limit", low=1, high=MAX_PAGE) or 50,
         after=after,
         summary_search=request.args.get("summary_search"),
         order=order,  # type: ignore[arg-type]
@@ -138,15 +138,15 @@ async def recompile_conversation(conversation_id: str) -> Response:
 @conversations.get("/v1/conversations/<conversation_id>/messages")
 @documented(
     "List a conversation's messages, newest first",
-    query=("agent_id", "after", "before", "limit", "order", "order_by", "group_id",
-           "include_err", "include_return_message_types"),
+    query=("agent_id", "after", "before", "limit", "order", "order_by", "include_err",
+           "include_return_message_types"),
     cursor="message",
 )  # fmt: skip
 async def list_conversation_messages(conversation_id: str) -> Response:
     conversation_id = _conversation_id(conversation_id)
-    if request.args.get("order_by", "created_at") != "created_at":
-        raise Invalid.field(["query", "order_by"], "order_by is 'created_at'", "enum")
-    if request.args.get("group_id") is not None:
+    if request.args.get("order_by", "created_at") not in ORDER_BY:  # a message's one time
+        raise Invalid.field(["query", "order_by"], f"order_by is one of {ORDER_BY}", "enum")
+    if request.args.get("group_id") is not None:  # Letta's; not in our API document
         raise Invalid.field(["query", "group_id"], "agent groups are not supported")
     bool_arg("include_err", False)  # no stored message is an error one: nothing to filter
     types = request.args.getlist("include_return_message_types") or None

@@ -147,6 +147,10 @@ _QUERY: dict[str, dict[str, Any]] = {
     "top_k": {"type": "integer", "minimum": 1},
     "max_steps": {"type": "integer", "minimum": 0},
     "order": {"type": "string", "enum": ["asc", "desc"]},
+    "order_by": {
+        "type": "string",
+        "enum": ["created_at", "last_run_completion", "last_message_at"],
+    },
     "tag_match_mode": {"type": "string", "enum": ["any", "all"]},
     "statuses": {"type": "array", "items": {"type": "string", "enum": list(RUN_STATUSES)}},
     "tags": {"type": "array", "items": {"type": "string"}},
@@ -175,6 +179,8 @@ def _query_schema(name: str, cursor: str | None) -> dict[str, Any]:
 
 
 def _path_schema(name: str) -> dict[str, Any]:
+    if name == "conversation_id":  # a conversation, or an agent's default one
+        return {"type": "string", "pattern": f"^(default|conv-{_UUID}|agent-{_UUID})$"}
     prefix = ID_PREFIXES.get(name)
     # Anything else (a label, a tool name) is one non-empty path segment.
     return id_schema(prefix) if prefix else {"type": "string", "pattern": "^[^/]+$"}
@@ -217,7 +223,8 @@ def _object_schema(cls: type, components: dict[str, Any]) -> dict[str, Any]:
     for field in attrs.fields(cls):
         if field.name == "created_at" and hints[field.name] is float:
             continue  # internal ordering field, never rendered
-        prop = schema_of(hints[field.name], components)
+        # A field may say more than its type can (a format, the one value taken).
+        prop = field.metadata.get("schema") or schema_of(hints[field.name], components)
         if field.default is attrs.NOTHING:
             required.append(field.name)
         elif not isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
@@ -267,10 +274,11 @@ def build_openapi(app: QuartTrio) -> dict[str, Any]:
                 ]
                 + [
                     {
-                        "name": name,
+                        "name": name.rstrip("!"),
                         "in": "query",
-                        "required": name in _REQUIRED_QUERY,
-                        "schema": _query_schema(name, doc.cursor),
+                        # `name!`: this route needs it (`agent_id` to create a conversation)
+                        "required": name in _REQUIRED_QUERY or name.endswith("!"),
+                        "schema": _query_schema(name.rstrip("!"), doc.cursor),
                     }
                     for name in (doc.query if doc else ())
                 ],

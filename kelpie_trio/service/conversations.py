@@ -44,20 +44,27 @@ __all__ = ["ConversationCases", "Thread"]
 DEFAULT = "default"
 
 
+# What is taken is what the API document says: isolated blocks and model settings only
+# when they ask for nothing (see `_unsupported`).
+_NOTHING = {"schema": {"type": "null"}}
+_NO_LABELS = {"schema": {"anyOf": [{"type": "array", "maxItems": 0}, {"type": "null"}]}}
+_WHEN = {"schema": {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]}}
+
+
 @attrs.define
 class CreateConversation:
     summary: str | None = None
-    isolated_block_labels: list[str] | None = None
+    isolated_block_labels: list[str] | None = attrs.field(default=None, metadata=_NO_LABELS)
     model: str | None = None
-    model_settings: Any = None
+    model_settings: Any = attrs.field(default=None, metadata=_NOTHING)
 
 
 @attrs.define
 class UpdateConversation:
     summary: str | None = None
     model: str | None = None
-    model_settings: Any = None
-    last_message_at: str | None = None
+    model_settings: Any = attrs.field(default=None, metadata=_NOTHING)
+    last_message_at: str | None = attrs.field(default=None, metadata=_WHEN)
 
 
 @attrs.frozen
@@ -103,11 +110,8 @@ class ConversationCases(ServiceBase):
         self, tr: Transaction, conversation_id: str, agent_id: str | None = None
     ) -> Thread:
         if conversation_id == DEFAULT:
-            if not agent_id:
-                raise Invalid.field(
-                    ["body", "agent_id"],
-                    "the default conversation is named with the agent's id (agent_id)",
-                )
+            if not agent_id:  # no such conversation, as Letta answers
+                raise NotFound("Conversation", "default' (name the agent with agent_id)")
             await runs.require_agent(tr, agent_id)
             return Thread(agent_id)
         if conversation_id.startswith("agent-"):  # Letta's older form of the default
