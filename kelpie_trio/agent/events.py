@@ -5,6 +5,9 @@ stream show a turn as it happens (each message as its step commits, token deltas
 while the LLM writes) and lets a cancel reach the LLM call in flight. A stream of
 a run that executes on another node sees no live events; it gets the turn's
 messages from the reply when the run ends (the caller reconciles by message id).
+
+The stream of a background run (service/run_stream.py) reads its events from the
+store, on any node; here it only learns at once that there is something to read.
 """
 
 from __future__ import annotations
@@ -67,6 +70,11 @@ class RunEvents:
             # A reader that left is no reason to stop the run.
             with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
                 subscription.send.send_nowait((event, token))
+
+    def nudge(self, run_id: str) -> None:
+        """Wake the run's readers (the turn ended, or its driver gave up): a reader that
+        follows the store reads it again at once rather than at its next poll."""
+        self.publish(run_id, {"message_type": "nudge", "run_id": run_id})
 
     @contextmanager
     def in_flight(self, run_id: str) -> Iterator[trio.CancelScope]:

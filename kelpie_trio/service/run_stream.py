@@ -1,0 +1,384 @@
+"""Streams of background runs: numbered, read from the store, resumable on any node.
+
+A streamed send with `background: true` (and every run started with `/messages/async`)
+is a *background run*: its turn runs in the node's nursery whatever the client does,
+and its stream can be read again, from where a client left off, with
+`POST /v1/runs/{run_id}/stream` (`starting_after`: the last `seq_id` it saw).
+
+Where the events come from. A run's stream is derived from what the run stores
+anyway, not from a second log: its messages in the agent's history (each stored
+message is written in the transaction of its step, with the run's id) and its record
+(stop reason, error, usage). So a stream reads the same on every node, before and
+after a crash or restart, while the run goes on and after it ended. Live events of
+this node's actor (`RunEvents`) only wake the reader up at once; a run that executes
+on another node is followed by reading the store every `poll_interval` seconds.
+
+Positions. Every event of the stream carries `seq_id` (and the SSE `id:` line), a
+position in the run that the store can always give again:
+
+- the `part`-th Letta message shown for the stored message at history place `seq` is
+  at `position(seq - run.first_seq, part)`: `rel * 64 + part + 1` (a stored message
+  shows as at most 64: thoughts, then one per tool call);
+- the ending follows the last message, at place `end` = one past the last one:
+  `error_message` (a failed run) at part 0, `stop_reason` at 1, `usage_statistics` at 2,
+  then `[DONE]`. A parked run (waiting for approvals) ends with `requires_approval`.
+
+A stream from `starting_after=N` yields exactly the events at positions above N, so a
+client that resumes from the last `seq_id` it saw gets everything it did not see, once.
+Pings carry the last position sent (as Letta's do), or null; they are not positions.
+
+Token deltas. A background stream sends whole messages, each as its step is stored,
+and not token deltas, even with `stream_tokens`: a delta is a piece of the LLM's
+output as it was written, which the store never holds (steps store whole messages), so
+a position inside a message could not be given back after a drop. A client that saw
+some deltas and resumed would get the whole message again and (appending by id, as
+Letta's clients do) show its start twice. Whole messages keep the promise exact:
+nothing skipped, nothing twice. Streams that are not background keep their deltas.
+
+Compaction events (`include_compaction_messages`) are not part of a background stream:
+they are not stored in the history, so a resumed stream could not show them again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from kelpie_trio.agent import runs
+from kelpie_trio.agent.history import decode_messages
+from kelpie_trio.agent.messages import Message, iso, to_letta_messages
+from kelpie_trio.agent.runs import Run
+from kelpie_trio.errors import Invalid, NotFound, ServiceError
+from kelpie_trio.models import convert
+from kelpie_trio.service import send_options
+from kelpie_trio.storage import keys
+from kelpie_trio.storage.base import Transaction
+
+if TYPE_CHECKING:
+    from kelpie_trio.agent.events import RunEvents
+
+__all__ = [
+    "PARTS",
+    "RetrieveStreamRequest",
+    "RunStreamCases",
+    "ending",
+    "position",
+    "shown_items",
+]
+
+log = logging.getLogger("kelpie_trio.service")
+
+PARTS = 64  # positions per stored message: the Letta messages it may show as
+MAX_BATCH = 10_000  # history places read per transaction, at most
+MIN_POLL = 0.05  # seconds: a reader following another node's run reads no more often
+
+
+class NotBackground(ServiceError):
+    """Letta's answer (its status and words) for a run that was not started in the
+    background: only background runs keep their stream."""
+
+    status = 400
+
+    def __init__(self) -> None:
+        super().__init__(
+            "INVALID_ARGUMENT: Run was not created in background mode, so it cannot be retrieved."
+        )
+
+
+@attrs.define
+class RetrieveStreamRequest:
+    """Letta's RetrieveStreamRequest (what we use of it)."""
+
+    starting_after: int = 0
+    include_pings: bool | None = True
+    poll_interval: float | None = 0.1
+    batch_size: int | None = 100
+    # Letta's ways to find the run other than the path (conversations); the path names it.
+    agent_id: str | None = None
+    run_id: str | None = None
+    otid: str | None = None
+
+
+# -- positions (pure) -----------------------------------------------------------------
+
+
+def position(rel: int, part: int) -> int:
+    """The position of the `part`-th event of the run's `rel`-th history place."""
+    if not 0 <= part < PARTS:
+        raise ValueError(f"a stored message shows as at most {PARTS} events")
+    return rel * PARTS + part + 1
+
+
+def first_place(after: int) -> int:
+    """The first history place (relative to the run's first) that can hold a position
+    above `after`."""
+    return max(after - 1, 0) // PARTS
+
+
+def shown_items(run: Run, messages: list[Message], after: int) -> list[dict[str, Any]]:
+    """The events of the run's stored `messages` (of any runs, in history order) that lie
+    above position `after`, each with its `seq_id`."""
+    assert run.first_seq is not None
+    items: list[dict[str, Any]] = []
+    for message in messages:
+        if message.run_id != run.id or message.seq < run.first_seq:
+            continue
+        rel = message.seq - run.first_seq
+        shown = to_letta_messages(message, **run.render_options())
+        for part, event in enumerate(shown[:PARTS]):
+            at = position(rel, part)
+            if at > after:
+                items.append({**event, "seq_id": at, "run_id": run.id})
+    return items
+
+
+def end_place(run: Run, messages: list[Message]) -> int:
+    """One past the run's last history place: where its ending goes."""
+    first = run.first_seq
+    if first is None:
+        return 0
+    places = [m.seq - first for m in messages if m.run_id == run.id and m.seq >= first]
+    return max(places, default=-1) + 1
+
+
+def frontier(run: Run) -> int | None:
+    """The history place up to which (exclusive) the run's stored messages are final, or
+    None for all of them. A step with tools that run outside the store stores its reply
+    first and its calls' results at places kept for them, as each comes; a result that
+    runs in the store lands with the step's last commit, maybe below one stored before.
+    So a step still open (`pending_seq`, its reply) shows up to its reply; the rest
+    shows when the step is stored whole, and positions only ever grow."""
+    pending = run.checkpoint.pending_seq
+    if pending is None or run.first_seq is None or run.checkpoint.stop_reason is not None:
+        return None
+    return max(pending, run.first_seq) + 1
+
+
+def stop_reason_of(run: Run) -> str | None:
+    """The stop reason a stream ends with, or None while the run goes on."""
+    if run.parked:
+        return "requires_approval"
+    return run.checkpoint.stop_reason
+
+
+def ending(run: Run, end: int, after: int) -> list[dict[str, Any]]:
+    """The events after the run's last message (above position `after`)."""
+    stop = stop_reason_of(run)
+    assert stop is not None
+    events: list[dict[str, Any]] = []
+    if stop in ("llm_api_error", "error"):
+        events.append({
+            "message_type": "error_message",
+            "run_id": run.id,
+            "error_type": stop,
+            "message": "the LLM failed after its retries" if stop == "llm_api_error"
+            else "the turn failed",
+            "detail": run.error,
+            "seq_id": position(end, 0),
+        })  # fmt: skip
+    events.append({"message_type": "stop_reason", "stop_reason": stop,
+                   "seq_id": position(end, 1)})  # fmt: skip
+    events.append({**run.usage(), "seq_id": position(end, 2)})
+    return [e for e in events if e["seq_id"] > after]
+
+
+# -- reading and following (the I/O shell) -----------------------------------------
+
+
+@attrs.define
+class _Driver:
+    """How the turn this node drives for a stream went (open_stream's background path)."""
+
+    done: bool = False
+    error: BaseException | None = None
+
+
+@attrs.define
+class _Read:
+    run: Run
+    items: list[dict[str, Any]]
+    next_place: int  # the relative history place to read from next
+    caught_up: bool  # nothing stored past what was read (yet)
+    ended: list[dict[str, Any]] | None  # the ending, once the run ended and all is read
+
+
+class RunStreamCases:
+    # MessageCases': the store, the clock, the node's live events and its nursery.
+    store: Any
+    env: Any
+    ping_interval: float
+    run_events: RunEvents
+    _drive: Any
+    _spawn: Any
+
+    async def retrieve_run_stream(self, run_id: str, body: Any) -> AsyncIterator[dict[str, Any]]:
+        """`POST /v1/runs/{run_id}/stream`: the run's events above `starting_after`, as it
+        goes on, then its ending. Refusals (an unknown run, one not in the background,
+        bad options) raise here, before any event."""
+        request = convert.structure_api(body if body is not None else {}, RetrieveStreamRequest)
+        if request.starting_after < 0:
+            raise Invalid.field(["body", "starting_after"], "a position is 0 or more")
+        batch = request.batch_size if request.batch_size is not None else 100
+        if not 1 <= batch <= MAX_BATCH:
+            raise Invalid.field(["body", "batch_size"], f"batch_size is 1 to {MAX_BATCH}")
+        poll = request.poll_interval if request.poll_interval is not None else 0.1
+        if not 0 < poll <= 60:
+            raise Invalid.field(["body", "poll_interval"], "poll_interval is over 0, at most 60")
+
+        async def get(tr: Transaction) -> Run | None:
+            return await runs.load_run(tr, run_id)
+
+        run = await self.store.transact(get)
+        if run is None:
+            raise NotFound("Run", run_id)
+        if not run.background:
+            raise NotBackground()
+        # Letta expires a run's stream 3 hours after it started (its events live in Redis
+        # with a TTL); here they are derived from the stored run, which does not expire.
+        pings = request.include_pings is not False
+        return self._follow(run.id, request.starting_after, pings=pings,
+                            poll=max(poll, MIN_POLL), batch=batch)  # fmt: skip
+
+    async def open_background_stream(
+        self, run: Run, *, pings: bool, types: frozenset[str] | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """A streamed send with `background: true`: drive the turn in the node's nursery
+        and follow its stored events from the start."""
+        driver = _Driver()
+
+        async def drive() -> None:
+            try:
+                await self._drive(run)
+            except Exception as error:  # the run stays open; the resume sweep goes on
+                driver.error = error
+                log.warning("background run %s did not finish here: %r", run.id, error)
+            finally:
+                driver.done = True
+                self.run_events.nudge(run.id)
+
+        self._spawn(drive)
+        return self._follow(run.id, 0, pings=pings, poll=0.5, batch=100, types=types,
+                            driver=driver, hello=pings)  # fmt: skip
+
+    async def _read(self, run_id: str, place: int, after: int, batch: int) -> _Read:
+        """One transaction: the run, and its events from history place `place` on (at most
+        `batch` places) above position `after`, up to its frontier; the ending too once
+        the run ended and all of it is read."""
+
+        async def read(tr: Transaction) -> _Read:
+            run = await runs.load_run(tr, run_id)
+            if run is None:  # deleted while read: what was stored of it is gone
+                raise NotFound("Run", run_id)
+            first = run.first_seq
+            if first is None:  # the input is not stored yet (or never was)
+                ended = ending(run, 0, after) if stop_reason_of(run) is not None else None
+                return _Read(run, [], place, True, ended)
+            agent = run.agent_id
+            tail = keys.prefix_range(keys.MESSAGES.pack((agent,)))[1]
+            top = frontier(run)
+            start = first + place
+            stop = start + batch if top is None else min(start + batch, top)
+            rows = []
+            if start < stop:
+                rows = await tr.get_range(
+                    keys.MESSAGES.pack((agent, start)), keys.MESSAGES.pack((agent, stop))
+                )
+            if rows:
+                found = decode_messages(rows)
+                next_place = found[-1].seq + 1 - first
+                return _Read(run, shown_items(run, found, after), next_place, False, None)
+            if top is None or stop < top:
+                # An empty window: caught up, unless the history goes on past a gap.
+                beyond = await tr.get_range(keys.MESSAGES.pack((agent, stop)), tail, limit=1)
+                if beyond:
+                    seq = keys.MESSAGES.unpack(beyond[0][0])[1]
+                    if top is None or seq < top:
+                        return _Read(run, [], seq - first, False, None)
+            if stop_reason_of(run) is None:
+                return _Read(run, [], place, True, None)
+            everything = decode_messages(
+                await tr.get_range(keys.MESSAGES.pack((agent, first)), tail)
+            )
+            return _Read(run, [], place, True, ending(run, end_place(run, everything), after))
+
+        return await self.store.transact(read)
+
+    async def _follow(
+        self,
+        run_id: str,
+        after: int,
+        *,
+        pings: bool,
+        poll: float,
+        batch: int,
+        types: frozenset[str] | None = None,
+        driver: _Driver | None = None,
+        hello: bool = False,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The run's events above position `after`, read from the store until its ending.
+        Woken at once by this node's actor (a step stored, the turn over), else every
+        `poll` seconds; a ping every `ping_interval` quiet seconds when `pings`."""
+        subscription = self.run_events.subscribe(run_id)  # before the first read: no gap
+        last: int | None = after or None
+        place = first_place(after)
+        quiet_since = trio.current_time()
+        try:
+            if hello:  # Letta's first event names the run, before anything is stored
+                yield self._ping(run_id, None)
+            while True:
+                read = await self._read(run_id, place, after, batch)
+                place = read.next_place
+                for item in read.items:
+                    after = last = item["seq_id"]
+                    quiet_since = trio.current_time()
+                    if send_options.shown(item, types):
+                        yield item
+                if read.ended is not None:
+                    for item in read.ended:
+                        yield item
+                    return
+                if not read.caught_up:
+                    continue
+                if driver is not None and driver.done and driver.error is not None:
+                    # This node could not finish the turn; the run stays open and is
+                    # resumed by a sweep. No stop reason: the client resumes the stream
+                    # (from its last seq_id) and reads the rest wherever it runs.
+                    yield {"message_type": "error_message", "run_id": run_id,
+                           "error_type": "internal_error",
+                           "message": "the stream was interrupted before the run ended; "
+                           f"resume it with POST /v1/runs/{run_id}/stream",
+                           "detail": f"{type(driver.error).__name__}: {driver.error}",
+                           "seq_id": None}  # fmt: skip
+                    return
+                wait = poll
+                if pings:
+                    wait = min(wait, max(quiet_since + self.ping_interval - trio.current_time(), 0))
+                await _woken(subscription.receive, wait)
+                if pings and trio.current_time() >= quiet_since + self.ping_interval:
+                    yield self._ping(run_id, last)
+                    quiet_since = trio.current_time()
+        finally:
+            self.run_events.unsubscribe(subscription)
+
+    def _ping(self, run_id: str, last: int | None) -> dict[str, Any]:
+        return {"message_type": "ping", "id": self.env.new_id("message"),
+                "date": iso(self.env.now()), "run_id": run_id, "seq_id": last}  # fmt: skip
+
+
+async def _woken(receive: trio.MemoryReceiveChannel[Any], wait: float) -> None:
+    """Wait up to `wait` seconds for a live event, then take every one queued: each only
+    says the store changed, the events themselves are read from there."""
+    with trio.move_on_after(wait if wait > 0 else 0):
+        try:
+            await receive.receive()
+        except trio.EndOfChannel:  # nothing will wake it: the wait is the poll
+            await trio.sleep(wait)
+    while True:
+        try:
+            receive.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return

@@ -1,0 +1,228 @@
+"""Background runs in the simulator: numbered streams that resume on any node.
+
+A streamed send with `background: true` numbers its events (`seq_id`); a client that
+drops and resumes with `starting_after=<the last seq_id it saw>`, on any node, after
+crashes and under storage faults, sees every event of the run exactly once, in order,
+ending with its stop reason (service/run_stream.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from kelpie_trio.errors import ServiceError
+from kelpie_trio.service import AgentService
+from kelpie_trio.sim import FaultConfig, SimWorld
+from kelpie_trio.sim.faults import STORAGE_FAULTS
+from kelpie_trio.sim.llm import SimLlmClient, send_message, text, tool_call, tool_calls
+from kelpie_trio.sim.seeds import run_seeds
+from tests.dst.agent_harness import (
+    CLEAN,
+    AgentCluster,
+    new_agent,
+    page,
+    restart_crashed,
+    simulate,
+    simulate_cluster,
+)
+
+STEPS = [  # a thought and a call; two calls at once; one call; the answer
+    tool_call(
+        "memory_insert",
+        {"label": "human", "new_str": "likes tea"},
+        call_id="c1",
+        reasoning="Worth keeping.",
+    ),
+    tool_calls(
+        ("c2", "memory_insert", {"label": "human", "new_str": "lives by the sea"}),
+        ("c3", "memory_insert", {"label": "human", "new_str": "has a dog"}),
+    ),
+    tool_call("memory_insert", {"label": "human", "new_str": "plays chess"}, call_id="c4"),
+    text("Noted, all four."),
+]
+
+
+def by_progress(request: Any) -> Any:
+    """STEPS as a function of how far the turn got (replies since the user's message),
+    so a step asked again after a crash gets the same reply; other turns get a
+    greeting."""
+    depth, said = 0, ""
+    for message in reversed(request.messages):
+        if message.role == "user":
+            said = str(message.content)
+            break
+        depth += message.role == "assistant"
+    if "remember" not in said:
+        return text("Hi.")
+    return STEPS[min(depth, len(STEPS) - 1)]
+
+
+async def read_all(events: Any) -> list[dict]:
+    return [event async for event in events]
+
+
+def positioned(events: list[dict]) -> list[dict]:
+    """What a client keeps of a stream: the events at positions (not pings, not the
+    notice that this node gave up on a stream)."""
+    return [e for e in events if e.get("seq_id") is not None and e["message_type"] != "ping"]
+
+
+def test_background_stream_numbers_the_runs_stored_messages_then_its_ending() -> None:
+    async def scenario(service: AgentService, llm: SimLlmClient, world: SimWorld) -> Any:
+        agent = await new_agent(service)
+        body = {"input": "remember", "background": True}
+        live = await read_all(await service.open_stream(agent, body))
+        run_id = live[0]["run_id"]
+        stored = await read_all(await service.retrieve_run_stream(run_id, {}))
+        listed = await service.run_messages(run_id, page())
+        return live, stored, listed
+
+    live, stored, listed = simulate(40, scenario, script=STEPS)
+    assert live[0]["message_type"] == "ping" and live[0]["seq_id"] is None  # names the run
+    seen = positioned(live)
+    assert seen == stored  # the same numbering live and from the store
+    positions = [e["seq_id"] for e in seen]
+    assert positions == sorted(set(positions))
+    assert [e["message_type"] for e in seen[-2:]] == ["stop_reason", "usage_statistics"]
+    assert seen[-2]["stop_reason"] == "end_turn"
+    assert [(e["id"], e["message_type"]) for e in seen[:-2]] == [
+        (m["id"], m["message_type"]) for m in listed
+    ]
+
+
+def test_resuming_from_any_position_gives_exactly_what_follows() -> None:
+    async def scenario(service: AgentService, llm: SimLlmClient, world: SimWorld) -> Any:
+        agent = await new_agent(service)
+        body = {"input": "remember", "background": True}
+        full = positioned(await read_all(await service.open_stream(agent, body)))
+        run_id = full[0]["run_id"]
+        resumed = {}
+        for cut in [0, *(e["seq_id"] for e in full), full[-1]["seq_id"] + 1000]:
+            got = await read_all(await service.retrieve_run_stream(run_id, {"starting_after": cut}))
+            resumed[cut] = positioned(got)
+        return full, resumed
+
+    full, resumed = simulate(41, scenario, script=STEPS)
+    assert resumed[0] == full
+    for i, event in enumerate(full):
+        assert resumed[event["seq_id"]] == full[i + 1 :]
+    assert resumed[full[-1]["seq_id"] + 1000] == []
+
+
+def test_a_stream_of_a_run_not_in_the_background_is_refused_as_letta_does() -> None:
+    async def scenario(service: AgentService, llm: SimLlmClient, world: SimWorld) -> Any:
+        agent = await new_agent(service)
+        reply = await service.send_message(agent, {"input": "hi"})
+        refusals = []
+        for run_id, body in [(reply["messages"][0]["run_id"], {}),
+                             ("run-00000000-0000-4000-8000-000000000000", {}),
+                             (reply["messages"][0]["run_id"], {"batch_size": 0})]:  # fmt: skip
+            try:
+                await service.retrieve_run_stream(run_id, body)
+            except ServiceError as error:
+                refusals.append((error.status, str(error)))
+        return refusals
+
+    refusals = simulate(42, scenario, script=[text("hello")])
+    assert refusals[0] == (
+        400,
+        "INVALID_ARGUMENT: Run was not created in background mode, so it cannot be retrieved.",
+    )
+    assert refusals[1][0] == 404
+    assert refusals[2][0] == 422
+
+
+def test_dst_a_dropped_stream_resumes_on_another_node_after_a_crash_under_faults() -> None:
+    """The client streams a background run on the agent's node, drops after a few events;
+    that node crashes (and comes back later); the client resumes from its last seq_id on
+    the other node, again and again when a read fails, until the ending. What it saw,
+    put together, is the run's stream: every message once, in order, then the stop
+    reason."""
+    faults = FaultConfig(dict.fromkeys(STORAGE_FAULTS, 0.03))
+
+    def one(seed: int) -> None:
+        async def scenario(sim: AgentCluster) -> Any:
+            rng = sim.world.rng("client")
+            home = sim.service("n0")
+            agent = await new_agent(home)
+            await home.send_message(agent, {"input": "hello"})  # it lives on n0
+            sim.llm.latency = (0.5, 1.0)  # a turn long enough to crash in
+            sim.world.faults.enabled = True
+            body = {"messages": [{"role": "user", "content": "remember", "otid": "o-1"}],
+                    "background": True, "stream_tokens": True}  # fmt: skip
+            seen: list[dict] = []
+            keep = rng.randint(1, 5)
+
+            async def first_read(service: AgentService) -> None:
+                events = await service.open_stream(agent, body)
+                async for event in events:
+                    seen.append(event)
+                    if len(positioned(seen)) >= keep:
+                        break  # the client's connection drops
+                await events.aclose()
+
+            for _ in range(50):  # refused under faults: the client sends again (same otid)
+                try:
+                    await sim.on_node("n0", first_read, sim.service("n0"))
+                    break
+                except CLEAN:
+                    await trio.sleep(0.5)
+            run_id = next(e["run_id"] for e in seen if e.get("run_id"))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(restart_crashed, sim)
+                await trio.sleep(rng.uniform(0.0, 2.0))
+                sim.crash("n0")
+
+                async def resume(service: AgentService) -> None:
+                    last = max((e["seq_id"] for e in positioned(seen)), default=0)
+                    body = {"starting_after": last, "batch_size": rng.choice([1, 3, 100])}
+                    async for event in await service.retrieve_run_stream(run_id, body):
+                        seen.append(event)
+
+                for attempt in range(200):
+                    name = sim.names[(attempt + 1) % 2]
+                    try:
+                        await sim.on_node(name, resume, sim.service(name))
+                    except CLEAN:
+                        await trio.sleep(0.5)
+                        continue
+                    if (
+                        positioned(seen)
+                        and positioned(seen)[-1]["message_type"] == "usage_statistics"
+                    ):
+                        break
+                    await trio.sleep(0.5)  # a stream cut short by its node: resume again
+                nursery.cancel_scope.cancel()
+            sim.world.faults.enabled = False
+            whole = positioned(
+                await read_all(await sim.service("n1").retrieve_run_stream(run_id, {}))
+            )
+            listed = await sim.service("n1").run_messages(run_id, page())
+            return seen, whole, listed
+
+        seen, whole, listed = simulate_cluster(
+            seed, scenario, faults, nodes=2, script=[by_progress] * 50, resume_interval=1.0
+        )
+        assert positioned(seen) == whole, "what the client saw is the run's stream, once"
+        assert [(e["id"], e["message_type"]) for e in whole[:-2]] == [
+            (m["id"], m["message_type"]) for m in listed
+        ]
+        assert whole[-2]["message_type"] == "stop_reason"
+        assert whole[-2]["stop_reason"] == "end_turn"
+
+    run_seeds(one, 6)
+
+
+def test_dst_a_background_stream_has_no_token_deltas_so_a_resume_never_repeats_text() -> None:
+    async def scenario(service: AgentService, llm: SimLlmClient, world: SimWorld) -> Any:
+        agent = await new_agent(service, agent_type="memgpt_v2_agent")
+        body = {"input": "hi", "stream_tokens": True, "background": True}
+        return positioned(await read_all(await service.open_stream(agent, body)))
+
+    events = simulate(43, scenario, script=[send_message("Hello, Ada.", reasoning="Be kind.")])
+    shown = [(e.get("id"), e["message_type"]) for e in events]
+    assert len(shown) == len(set(shown))
+    [thought] = [e for e in events if e["message_type"] == "reasoning_message"]
+    assert thought["reasoning"] == "Be kind."
