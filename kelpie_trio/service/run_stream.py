@@ -136,15 +136,6 @@ def shown_items(run: Run, messages: list[Message], after: int) -> list[dict[str,
     return items
 
 
-def end_place(run: Run, messages: list[Message]) -> int:
-    """One past the run's last history place: where its ending goes."""
-    first = run.first_seq
-    if first is None:
-        return 0
-    places = [m.seq - first for m in messages if m.run_id == run.id and m.seq >= first]
-    return max(places, default=-1) + 1
-
-
 def frontier(run: Run) -> int | None:
     """The history place up to which (exclusive) the run's stored messages are final, or
     None for all of them. A step with tools that run outside the store stores its reply
@@ -203,6 +194,7 @@ class _Read:
     items: list[dict[str, Any]]
     next_place: int  # the relative history place to read from next
     caught_up: bool  # nothing stored past what was read (yet)
+    last_place: int | None  # the last place of the run's messages that were read
     ended: list[dict[str, Any]] | None  # the ending, once the run ended and all is read
 
 
@@ -264,10 +256,11 @@ class RunStreamCases:
         return self._follow(run.id, 0, pings=pings, poll=0.5, batch=100, types=types,
                             driver=driver, hello=pings)  # fmt: skip
 
-    async def _read(self, run_id: str, place: int, after: int, batch: int) -> _Read:
+    async def _read(self, run_id: str, place: int, after: int, batch: int, end: int) -> _Read:
         """One transaction: the run, and its events from history place `place` on (at most
-        `batch` places) above position `after`, up to its frontier; the ending too once
-        the run ended and all of it is read."""
+        `batch` places) above position `after`, up to its frontier; once the run ended and
+        all of it is read, its ending, after place `end` (one past its last message, as
+        the reader found it: every place from where it started is read before)."""
 
         async def read(tr: Transaction) -> _Read:
             run = await runs.load_run(tr, run_id)
@@ -276,34 +269,31 @@ class RunStreamCases:
             first = run.first_seq
             if first is None:  # the input is not stored yet (or never was)
                 ended = ending(run, 0, after) if stop_reason_of(run) is not None else None
-                return _Read(run, [], place, True, ended)
+                return _Read(run, [], place, True, None, ended)
             agent = run.agent_id
-            tail = keys.prefix_range(keys.MESSAGES.pack((agent,)))[1]
             top = frontier(run)
             start = first + place
             stop = start + batch if top is None else min(start + batch, top)
-            rows = []
             if start < stop:
                 rows = await tr.get_range(
                     keys.MESSAGES.pack((agent, start)), keys.MESSAGES.pack((agent, stop))
                 )
-            if rows:
-                found = decode_messages(rows)
-                next_place = found[-1].seq + 1 - first
-                return _Read(run, shown_items(run, found, after), next_place, False, None)
+                if rows:
+                    found = decode_messages(rows)
+                    mine = [m.seq - first for m in found if m.run_id == run.id]
+                    return _Read(run, shown_items(run, found, after), found[-1].seq + 1 - first,
+                                 False, max(mine, default=None), None)  # fmt: skip
             if top is None or stop < top:
                 # An empty window: caught up, unless the history goes on past a gap.
+                tail = keys.prefix_range(keys.MESSAGES.pack((agent,)))[1]
                 beyond = await tr.get_range(keys.MESSAGES.pack((agent, stop)), tail, limit=1)
                 if beyond:
                     seq = keys.MESSAGES.unpack(beyond[0][0])[1]
                     if top is None or seq < top:
-                        return _Read(run, [], seq - first, False, None)
+                        return _Read(run, [], seq - first, False, None, None)
             if stop_reason_of(run) is None:
-                return _Read(run, [], place, True, None)
-            everything = decode_messages(
-                await tr.get_range(keys.MESSAGES.pack((agent, first)), tail)
-            )
-            return _Read(run, [], place, True, ending(run, end_place(run, everything), after))
+                return _Read(run, [], place, True, None, None)
+            return _Read(run, [], place, True, None, ending(run, end, after))
 
         return await self.store.transact(read)
 
@@ -324,14 +314,16 @@ class RunStreamCases:
         `poll` seconds; a ping every `ping_interval` quiet seconds when `pings`."""
         subscription = self.run_events.subscribe(run_id)  # before the first read: no gap
         last: int | None = after or None
-        place = first_place(after)
+        place = end = first_place(after)
         quiet_since = trio.current_time()
         try:
             if hello:  # Letta's first event names the run, before anything is stored
                 yield self._ping(run_id, None)
             while True:
-                read = await self._read(run_id, place, after, batch)
+                read = await self._read(run_id, place, after, batch, end)
                 place = read.next_place
+                if read.last_place is not None:
+                    end = max(end, read.last_place + 1)
                 for item in read.items:
                     after = last = item["seq_id"]
                     quiet_since = trio.current_time()

@@ -226,3 +226,27 @@ def test_dst_a_background_stream_has_no_token_deltas_so_a_resume_never_repeats_t
     assert len(shown) == len(set(shown))
     [thought] = [e for e in events if e["message_type"] == "reasoning_message"]
     assert thought["reasoning"] == "Be kind."
+
+
+def test_a_step_with_outside_tools_shows_its_results_in_place_order() -> None:
+    """Calls that run outside the store (archival memory) store their results as each
+    comes; a memory tool's result lands with the step's last commit, at a place below
+    one stored before it. A live reader must not have moved past that place."""
+    script = [
+        tool_calls(("c1", "archival_memory_insert", {"content": "The cat is Miso."}),
+                   ("c2", "memory_insert", {"label": "human", "new_str": "has a cat"}),
+                   ("c3", "archival_memory_insert", {"content": "The dog is Rex."})),
+        text("Noted."),
+    ]  # fmt: skip
+
+    async def scenario(service: AgentService, llm: SimLlmClient, world: SimWorld) -> Any:
+        agent = await new_agent(service, tools=["archival_memory_insert"])
+        body = {"input": "remember my pets", "background": True}
+        live = positioned(await read_all(await service.open_stream(agent, body)))
+        stored = await read_all(await service.retrieve_run_stream(live[0]["run_id"], {}))
+        return live, stored
+
+    live, stored = simulate(44, scenario, script=script)
+    returns = [e["tool_call_id"] for e in stored if e["message_type"] == "tool_return_message"]
+    assert returns == ["c1", "c2", "c3"]
+    assert live == stored
