@@ -55,7 +55,7 @@ from kelpie_trio.agent.runs import Run
 from kelpie_trio.errors import Invalid, NotFound, ServiceError
 from kelpie_trio.models import convert
 from kelpie_trio.service import send_options
-from kelpie_trio.storage import keys
+from kelpie_trio.storage import StoreError, keys
 from kelpie_trio.storage.base import Transaction
 
 if TYPE_CHECKING:
@@ -206,6 +206,9 @@ class RunStreamCases:
     run_events: RunEvents
     _drive: Any
     _spawn: Any
+    # Seconds between reads of a background stream's own run when this node's actor
+    # does not run it (forwarded to another node): the steps wake a local reader at once.
+    follow_interval: float = 0.5
 
     async def retrieve_run_stream(self, run_id: str, body: Any) -> AsyncIterator[dict[str, Any]]:
         """`POST /v1/runs/{run_id}/stream`: the run's events above `starting_after`, as it
@@ -253,8 +256,8 @@ class RunStreamCases:
                 self.run_events.nudge(run.id)
 
         self._spawn(drive)
-        return self._follow(run.id, 0, pings=pings, poll=0.5, batch=100, types=types,
-                            driver=driver, hello=pings)  # fmt: skip
+        return self._follow(run.id, 0, pings=pings, poll=self.follow_interval, batch=100,
+                            types=types, driver=driver, hello=pings)  # fmt: skip
 
     async def _read(self, run_id: str, place: int, after: int, batch: int, end: int) -> _Read:
         """One transaction: the run, and its events from history place `place` on (at most
@@ -320,7 +323,12 @@ class RunStreamCases:
             if hello:  # Letta's first event names the run, before anything is stored
                 yield self._ping(run_id, None)
             while True:
-                read = await self._read(run_id, place, after, batch, end)
+                try:
+                    read = await self._read(run_id, place, after, batch, end)
+                except (StoreError, NotFound) as error:
+                    # Not a position: the client resumes from the last one it saw.
+                    yield self._interrupted(run_id, "the run's stream could not be read", error)
+                    return
                 place = read.next_place
                 if read.last_place is not None:
                     end = max(end, read.last_place + 1)
@@ -339,12 +347,7 @@ class RunStreamCases:
                     # This node could not finish the turn; the run stays open and is
                     # resumed by a sweep. No stop reason: the client resumes the stream
                     # (from its last seq_id) and reads the rest wherever it runs.
-                    yield {"message_type": "error_message", "run_id": run_id,
-                           "error_type": "internal_error",
-                           "message": "the stream was interrupted before the run ended; "
-                           f"resume it with POST /v1/runs/{run_id}/stream",
-                           "detail": f"{type(driver.error).__name__}: {driver.error}",
-                           "seq_id": None}  # fmt: skip
+                    yield self._interrupted(run_id, "the turn stopped on this node", driver.error)
                     return
                 wait = poll
                 if pings:
@@ -355,6 +358,15 @@ class RunStreamCases:
                     quiet_since = trio.current_time()
         finally:
             self.run_events.unsubscribe(subscription)
+
+    def _interrupted(self, run_id: str, what: str, error: BaseException) -> dict[str, Any]:
+        """The last event of a stream cut short (not a position, and no stop reason):
+        Letta's clients then resume it from the last seq_id they saw."""
+        return {"message_type": "error_message", "run_id": run_id,
+                "error_type": "internal_error",
+                "message": f"{what} before the run ended; resume it with "
+                f"POST /v1/runs/{run_id}/stream and starting_after",
+                "detail": f"{type(error).__name__}: {error}", "seq_id": None}  # fmt: skip
 
     def _ping(self, run_id: str, last: int | None) -> dict[str, Any]:
         return {"message_type": "ping", "id": self.env.new_id("message"),

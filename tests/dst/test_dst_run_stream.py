@@ -140,7 +140,7 @@ def test_dst_a_dropped_stream_resumes_on_another_node_after_a_crash_under_faults
     the other node, again and again when a read fails, until the ending. What it saw,
     put together, is the run's stream: every message once, in order, then the stop
     reason."""
-    faults = FaultConfig(dict.fromkeys(STORAGE_FAULTS, 0.03))
+    faults = FaultConfig(dict.fromkeys(STORAGE_FAULTS, 0.08))
 
     def one(seed: int) -> None:
         async def scenario(sim: AgentCluster) -> Any:
@@ -178,8 +178,15 @@ def test_dst_a_dropped_stream_resumes_on_another_node_after_a_crash_under_faults
                 async def resume(service: AgentService) -> None:
                     last = max((e["seq_id"] for e in positioned(seen)), default=0)
                     body = {"starting_after": last, "batch_size": rng.choice([1, 3, 100])}
-                    async for event in await service.retrieve_run_stream(run_id, body):
+                    drop = rng.randint(1, 6) if rng.random() < 0.5 else None
+                    events = await service.retrieve_run_stream(run_id, body)
+                    async for event in events:
                         seen.append(event)
+                        if event["message_type"] != "ping" and drop is not None:
+                            drop -= 1
+                            if drop == 0:
+                                break  # dropped again
+                    await events.aclose()
 
                 for attempt in range(200):
                     name = sim.names[(attempt + 1) % 2]
