@@ -385,7 +385,9 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
         )
         if run.background:
             types = send_options.check_return_types(request.include_return_message_types)
-            return await self.open_background_stream(run, pings=request.include_pings, types=types)
+            return await self.open_background_stream(
+                run, pings=request.include_pings, tokens=request.stream_tokens, types=types
+            )
         subscription = self.run_events.subscribe(run.id, tokens=request.stream_tokens)
         outcome = _Outcome()
 

@@ -13,27 +13,28 @@ after a crash or restart, while the run goes on and after it ended. Live events 
 this node's actor (`RunEvents`) only wake the reader up at once; a run that executes
 on another node is followed by reading the store every `poll_interval` seconds.
 
-Positions. Every event of the stream carries `seq_id` (and the SSE `id:` line), a
-position in the run that the store can always give again:
+Positions (service/run_positions.py). Every event of the stream carries `seq_id`
+(and the SSE `id:` line), a position in the run the store can always give again: the
+history place of the stored message it shows (counted from the run's first), the slot
+of the Letta message (thoughts, text, each tool call...), how much of its text, and
+which message. The ending (an `error_message` for a failed run, `stop_reason`,
+`usage_statistics`) comes after the last message, then `[DONE]`; a parked run ends
+with `requires_approval`. A stream from `starting_after=N` yields exactly what lies
+above N: a client that resumes from the last `seq_id` it saw gets everything it did
+not see, once. Pings carry the last position sent (as Letta's do), or null.
 
-- the `part`-th Letta message shown for the stored message at history place `seq` is
-  at `position(seq - run.first_seq, part)`: `rel * 64 + part + 1` (a stored message
-  shows as at most 64: thoughts, then one per tool call);
-- the ending follows the last message, at place `end` = one past the last one:
-  `error_message` (a failed run) at part 0, `stop_reason` at 1, `usage_statistics` at 2,
-  then `[DONE]`. A parked run (waiting for approvals) ends with `requires_approval`.
+Token deltas (`stream_tokens`). The store holds whole messages, not the LLM's chunks;
+so a delta's position is "this message's text, up to this character", and a resume
+inside a message gives the rest of its text (from the stored message, in one event of
+the type its start had), then whole messages: the client's line ends up with the text
+once. Thoughts and text stream as deltas; tool calls show whole once stored. Live
+deltas reach only a reader on the node that runs the turn (the actor's `RunEvents`);
+elsewhere the stream shows each message whole as its step is stored.
 
-A stream from `starting_after=N` yields exactly the events at positions above N, so a
-client that resumes from the last `seq_id` it saw gets everything it did not see, once.
-Pings carry the last position sent (as Letta's do), or null; they are not positions.
-
-Token deltas. A background stream sends whole messages, each as its step is stored,
-and not token deltas, even with `stream_tokens`: a delta is a piece of the LLM's
-output as it was written, which the store never holds (steps store whole messages), so
-a position inside a message could not be given back after a drop. A client that saw
-some deltas and resumed would get the whole message again and (appending by id, as
-Letta's clients do) show its start twice. Whole messages keep the promise exact:
-nothing skipped, nothing twice. Streams that are not background keep their deltas.
+What cannot be exact: deltas of a reply that is never stored (the node crashed while
+the LLM wrote, or the LLM failed midway) were shown and cannot be taken back; the
+reply stored in their place (another id) is then shown whole, and a client keeps the
+unfinished start beside it, as it would with Letta when a stream breaks.
 
 Compaction events (`include_compaction_messages`) are not part of a background stream:
 they are not stored in the history, so a resumed stream could not show them again.
@@ -50,29 +51,30 @@ import trio
 
 from kelpie_trio.agent import runs
 from kelpie_trio.agent.history import decode_messages
-from kelpie_trio.agent.messages import Message, iso, to_letta_messages
+from kelpie_trio.agent.messages import iso
 from kelpie_trio.agent.runs import Run
 from kelpie_trio.errors import Invalid, NotFound, ServiceError
 from kelpie_trio.models import convert
 from kelpie_trio.service import send_options
+from kelpie_trio.service.run_positions import (
+    Cursor,
+    Partial,
+    ending,
+    frontier,
+    place_delta,
+    shown_items,
+    stop_reason_of,
+)
 from kelpie_trio.storage import StoreError, keys
 from kelpie_trio.storage.base import Transaction
 
 if TYPE_CHECKING:
     from kelpie_trio.agent.events import RunEvents
 
-__all__ = [
-    "PARTS",
-    "RetrieveStreamRequest",
-    "RunStreamCases",
-    "ending",
-    "position",
-    "shown_items",
-]
+__all__ = ["RetrieveStreamRequest", "RunStreamCases"]
 
 log = logging.getLogger("kelpie_trio.service")
 
-PARTS = 64  # positions per stored message: the Letta messages it may show as
 MAX_BATCH = 10_000  # history places read per transaction, at most
 MIN_POLL = 0.05  # seconds: a reader following another node's run reads no more often
 
@@ -103,80 +105,6 @@ class RetrieveStreamRequest:
     otid: str | None = None
 
 
-# -- positions (pure) -----------------------------------------------------------------
-
-
-def position(rel: int, part: int) -> int:
-    """The position of the `part`-th event of the run's `rel`-th history place."""
-    if not 0 <= part < PARTS:
-        raise ValueError(f"a stored message shows as at most {PARTS} events")
-    return rel * PARTS + part + 1
-
-
-def first_place(after: int) -> int:
-    """The first history place (relative to the run's first) that can hold a position
-    above `after`."""
-    return max(after - 1, 0) // PARTS
-
-
-def shown_items(run: Run, messages: list[Message], after: int) -> list[dict[str, Any]]:
-    """The events of the run's stored `messages` (of any runs, in history order) that lie
-    above position `after`, each with its `seq_id`."""
-    assert run.first_seq is not None
-    items: list[dict[str, Any]] = []
-    for message in messages:
-        if message.run_id != run.id or message.seq < run.first_seq:
-            continue
-        rel = message.seq - run.first_seq
-        shown = to_letta_messages(message, **run.render_options())
-        for part, event in enumerate(shown[:PARTS]):
-            at = position(rel, part)
-            if at > after:
-                items.append({**event, "seq_id": at, "run_id": run.id})
-    return items
-
-
-def frontier(run: Run) -> int | None:
-    """The history place up to which (exclusive) the run's stored messages are final, or
-    None for all of them. A step with tools that run outside the store stores its reply
-    first and its calls' results at places kept for them, as each comes; a result that
-    runs in the store lands with the step's last commit, maybe below one stored before.
-    So a step still open (`pending_seq`, its reply) shows up to its reply; the rest
-    shows when the step is stored whole, and positions only ever grow."""
-    pending = run.checkpoint.pending_seq
-    if pending is None or run.first_seq is None or run.checkpoint.stop_reason is not None:
-        return None
-    return max(pending, run.first_seq) + 1
-
-
-def stop_reason_of(run: Run) -> str | None:
-    """The stop reason a stream ends with, or None while the run goes on."""
-    if run.parked:
-        return "requires_approval"
-    return run.checkpoint.stop_reason
-
-
-def ending(run: Run, end: int, after: int) -> list[dict[str, Any]]:
-    """The events after the run's last message (above position `after`)."""
-    stop = stop_reason_of(run)
-    assert stop is not None
-    events: list[dict[str, Any]] = []
-    if stop in ("llm_api_error", "error"):
-        events.append({
-            "message_type": "error_message",
-            "run_id": run.id,
-            "error_type": stop,
-            "message": "the LLM failed after its retries" if stop == "llm_api_error"
-            else "the turn failed",
-            "detail": run.error,
-            "seq_id": position(end, 0),
-        })  # fmt: skip
-    events.append({"message_type": "stop_reason", "stop_reason": stop,
-                   "seq_id": position(end, 1)})  # fmt: skip
-    events.append({**run.usage(), "seq_id": position(end, 2)})
-    return [e for e in events if e["seq_id"] > after]
-
-
 # -- reading and following (the I/O shell) -----------------------------------------
 
 
@@ -191,7 +119,7 @@ class _Driver:
 @attrs.define
 class _Read:
     run: Run
-    items: list[dict[str, Any]]
+    items: list[tuple[int, dict[str, Any] | None]]  # (position, event or None: passed)
     next_place: int  # the relative history place to read from next
     caught_up: bool  # nothing stored past what was read (yet)
     last_place: int | None  # the last place of the run's messages that were read
@@ -235,11 +163,13 @@ class RunStreamCases:
         # Letta expires a run's stream 3 hours after it started (its events live in Redis
         # with a TTL); here they are derived from the stored run, which does not expire.
         pings = request.include_pings is not False
+        # Letta's request does not say whether the stream had token deltas; its CLI asks
+        # for them, and a reader that did not gets deltas of the same message (by id).
         return self._follow(run.id, request.starting_after, pings=pings,
-                            poll=max(poll, MIN_POLL), batch=batch)  # fmt: skip
+                            poll=max(poll, MIN_POLL), batch=batch, tokens=True)  # fmt: skip
 
     async def open_background_stream(
-        self, run: Run, *, pings: bool, types: frozenset[str] | None
+        self, run: Run, *, pings: bool, tokens: bool, types: frozenset[str] | None
     ) -> AsyncIterator[dict[str, Any]]:
         """A streamed send with `background: true`: drive the turn in the node's nursery
         and follow its stored events from the start."""
@@ -257,13 +187,15 @@ class RunStreamCases:
 
         self._spawn(drive)
         return self._follow(run.id, 0, pings=pings, poll=self.follow_interval, batch=100,
-                            types=types, driver=driver, hello=pings)  # fmt: skip
+                            tokens=tokens, types=types, driver=driver, hello=pings)  # fmt: skip
 
-    async def _read(self, run_id: str, place: int, after: int, batch: int, end: int) -> _Read:
+    async def _read(
+        self, run_id: str, place: int, after: int, batch: int, end: int, partial: Partial
+    ) -> _Read:
         """One transaction: the run, and its events from history place `place` on (at most
         `batch` places) above position `after`, up to its frontier; once the run ended and
-        all of it is read, its ending, after place `end` (one past its last message, as
-        the reader found it: every place from where it started is read before)."""
+        all of it is read, its ending, at place `end` (one past its last message as the
+        reader found it: every place from where it started is read before)."""
 
         async def read(tr: Transaction) -> _Read:
             run = await runs.load_run(tr, run_id)
@@ -271,7 +203,7 @@ class RunStreamCases:
                 raise NotFound("Run", run_id)
             first = run.first_seq
             if first is None:  # the input is not stored yet (or never was)
-                ended = ending(run, 0, after) if stop_reason_of(run) is not None else None
+                ended = ending(run, end, after) if stop_reason_of(run) is not None else None
                 return _Read(run, [], place, True, None, ended)
             agent = run.agent_id
             top = frontier(run)
@@ -284,8 +216,9 @@ class RunStreamCases:
                 if rows:
                     found = decode_messages(rows)
                     mine = [m.seq - first for m in found if m.run_id == run.id]
-                    return _Read(run, shown_items(run, found, after), found[-1].seq + 1 - first,
-                                 False, max(mine, default=None), None)  # fmt: skip
+                    items = shown_items(run, found, after, partial)
+                    return _Read(run, items, found[-1].seq + 1 - first, False,
+                                 max(mine, default=None), None)  # fmt: skip
             if top is None or stop < top:
                 # An empty window: caught up, unless the history goes on past a gap.
                 tail = keys.prefix_range(keys.MESSAGES.pack((agent,)))[1]
@@ -308,41 +241,63 @@ class RunStreamCases:
         pings: bool,
         poll: float,
         batch: int,
+        tokens: bool = False,
         types: frozenset[str] | None = None,
         driver: _Driver | None = None,
         hello: bool = False,
     ) -> AsyncIterator[dict[str, Any]]:
-        """The run's events above position `after`, read from the store until its ending.
-        Woken at once by this node's actor (a step stored, the turn over), else every
-        `poll` seconds; a ping every `ping_interval` quiet seconds when `pings`."""
-        subscription = self.run_events.subscribe(run_id)  # before the first read: no gap
+        """The run's events above position `after` until its ending: stored messages read
+        from the store, and, with `tokens`, the live token deltas of this node's actor in
+        between. Woken at once by this node's actor (a step stored, a delta, the turn
+        over), else every `poll` seconds; a ping every `ping_interval` quiet seconds."""
+        # Subscribed before the first read: nothing stored after it goes unnoticed.
+        subscription = self.run_events.subscribe(run_id, tokens=tokens)
+        cursor = Cursor.of(after)
+        partial = cursor.partial()  # what the client holds of a message it did not see whole
         last: int | None = after or None
-        place = end = first_place(after)
+        place = end = cursor.place
+        first_seq: int | None = None
+        deltas: list[dict[str, Any]] = []
+        read_now = True
         quiet_since = trio.current_time()
         try:
             if hello:  # Letta's first event names the run, before anything is stored
                 yield self._ping(run_id, None)
             while True:
-                try:
-                    read = await self._read(run_id, place, after, batch, end)
-                except (StoreError, NotFound) as error:
-                    # Not a position: the client resumes from the last one it saw.
-                    yield self._interrupted(run_id, "the run's stream could not be read", error)
-                    return
-                place = read.next_place
-                if read.last_place is not None:
-                    end = max(end, read.last_place + 1)
-                for item in read.items:
-                    after = last = item["seq_id"]
-                    quiet_since = trio.current_time()
-                    if send_options.shown(item, types):
-                        yield item
-                if read.ended is not None:
-                    for item in read.ended:
-                        yield item
-                    return
-                if not read.caught_up:
-                    continue
+                if read_now:
+                    try:
+                        read = await self._read(run_id, place, after, batch, end, partial)
+                    except (StoreError, NotFound) as error:
+                        # Not a position: the client resumes from the last one it saw.
+                        yield self._interrupted(run_id, "the stream could not be read", error)
+                        return
+                    first_seq = read.run.first_seq
+                    place = read.next_place
+                    if read.last_place is not None:
+                        end = max(end, read.last_place + 1)
+                    for at, item in read.items:
+                        after = at
+                        if item is not None:
+                            last = at
+                            quiet_since = trio.current_time()
+                            if send_options.shown(item, types):
+                                yield item
+                    if read.ended is not None:
+                        for item in read.ended:
+                            yield item
+                        return
+                    if not read.caught_up:
+                        continue
+                # Deltas of the reply being written, once what came before it is shown.
+                for event in deltas if first_seq is not None else ():
+                    placed = place_delta(event, first_seq, after, partial)
+                    if placed is not None:
+                        after = last = placed[0]
+                        end = max(end, Cursor.of(after).place)  # the ending goes above it
+                        quiet_since = trio.current_time()
+                        if send_options.shown(placed[1], types):
+                            yield placed[1]
+                deltas = []
                 if driver is not None and driver.done and driver.error is not None:
                     # This node could not finish the turn; the run stays open and is
                     # resumed by a sweep. No stop reason: the client resumes the stream
@@ -352,7 +307,11 @@ class RunStreamCases:
                 wait = poll
                 if pings:
                     wait = min(wait, max(quiet_since + self.ping_interval - trio.current_time(), 0))
-                await _woken(subscription.receive, wait)
+                woken = await _woken(subscription.receive, wait)
+                deltas = [event for event, delta in woken if delta]
+                # A step stored, the turn over, or nothing for `poll` seconds: read the
+                # store. Only deltas: nothing was stored before them that is not read.
+                read_now = not woken or len(deltas) < len(woken)
                 if pings and trio.current_time() >= quiet_since + self.ping_interval:
                     yield self._ping(run_id, last)
                     quiet_since = trio.current_time()
@@ -373,16 +332,18 @@ class RunStreamCases:
                 "date": iso(self.env.now()), "run_id": run_id, "seq_id": last}  # fmt: skip
 
 
-async def _woken(receive: trio.MemoryReceiveChannel[Any], wait: float) -> None:
-    """Wait up to `wait` seconds for a live event, then take every one queued: each only
-    says the store changed, the events themselves are read from there."""
+async def _woken(
+    receive: trio.MemoryReceiveChannel[tuple[dict[str, Any], bool]], wait: float
+) -> list[tuple[dict[str, Any], bool]]:
+    """Wait up to `wait` seconds for live events, then take every one queued."""
+    woken = []
     with trio.move_on_after(wait if wait > 0 else 0):
         try:
-            await receive.receive()
+            woken.append(await receive.receive())
         except trio.EndOfChannel:  # nothing will wake it: the wait is the poll
             await trio.sleep(wait)
     while True:
         try:
-            receive.receive_nowait()
+            woken.append(receive.receive_nowait())
         except (trio.WouldBlock, trio.EndOfChannel):
-            return
+            return woken

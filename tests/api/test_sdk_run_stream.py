@@ -15,7 +15,7 @@ from letta_client import AsyncLetta
 
 from kelpie_trio.config import ServerConfig
 from kelpie_trio.nursery.node import run_node
-from tests.llm.fake_providers import openai_completion, serving
+from tests.llm.fake_providers import openai_completion, openai_stream, serving
 
 EDIT = ("call_1", "memory_insert", {"label": "human", "new_str": "Likes tea."})
 
@@ -31,9 +31,10 @@ async def test_the_sdk_resumes_a_dropped_background_stream_from_its_last_seq_id(
         async with serving() as fake, trio.open_nursery() as nursery:
             monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
             monkeypatch.setenv("OPENAI_BASE_URL", fake.url + "/v1")
-            # The second step is slow: the client drops while the run is still going.
-            fake.script(openai_completion(tool_calls=[EDIT]),
-                        openai_completion("Noted!").slow(1.0))  # fmt: skip
+            # The client drops in the middle of the answer's tokens.
+            fake.script(openai_stream(tool_calls=[EDIT]),
+                        openai_stream(["Not", "ed, ", "Ada", "!"]).slow(0.5),
+                        openai_completion("Hello."))  # fmt: skip
             stop = trio.Event()
             config = ServerConfig(port=0, db=tmp_path / "k.db", graceful_timeout=1)
             dispatcher = await nursery.start(
@@ -48,8 +49,8 @@ async def test_the_sdk_resumes_a_dropped_background_stream_from_its_last_seq_id(
             before: list = []
             async for event in stream:
                 before.append(event)
-                if len(positioned(before)) == 2:
-                    break  # the connection drops
+                if event.message_type == "assistant_message":
+                    break  # the connection drops after the answer's first token
             await stream.close()
             run_id = before[0].run_id
             last = positioned(before)[-1].seq_id
@@ -71,13 +72,21 @@ async def test_the_sdk_resumes_a_dropped_background_stream_from_its_last_seq_id(
             stop.set()
     assert before[0].message_type == "ping" and before[0].run_id  # it names the run first
     seen = positioned(before) + positioned(after)
-    assert [(e.message_type, e.seq_id) for e in seen] == [(e.message_type, e.seq_id) for e in whole]
+    positions = [e.seq_id for e in seen]
+    assert positions == sorted(set(positions))
     assert [e.message_type for e in whole] == [
         "user_message", "tool_call_message", "tool_return_message", "assistant_message",
         "stop_reason", "usage_statistics",
     ]  # fmt: skip
+    answer = [e for e in seen if e.message_type == "assistant_message"]
+    assert len(answer) > 1 and {e.id for e in answer} == {whole[3].id}  # deltas of one message
+    assert "".join(e.content for e in answer) == whole[3].content == "Noted, Ada!"
+    others = [(e.message_type, e.seq_id) for e in seen if e.message_type != "assistant_message"]
+    assert others == [
+        (e.message_type, e.seq_id) for e in whole if e.message_type != "assistant_message"
+    ]
     assert [m.id for m in listed] == [e.id for e in whole[:4]]
-    assert whole[-2].stop_reason == "end_turn" and whole[3].content == "Noted!"
+    assert whole[-2].stop_reason == "end_turn"
     assert refused[0] == {
         "detail": "INVALID_ARGUMENT: Run was not created in background mode, "
         "so it cannot be retrieved."
