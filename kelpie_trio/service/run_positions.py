@@ -167,39 +167,44 @@ def shown_items(
 def place_delta(
     event: dict[str, Any], first_seq: int, after: int, partial: Partial
 ) -> tuple[int, dict[str, Any]] | None:
-    """Where a live token delta of the actor goes (its `seq_id` is the history place its
-    message will be stored at), or None when it cannot be shown: a tool call's delta
-    (calls show whole, once stored), one behind what was shown already, or one of a
-    second message at a place whose text the reader showed of another. Updates
-    `partial` when it is shown."""
+    """Where a live token delta of the actor goes, or None when it cannot be shown. Its
+    `seq_id` is the history place its message will be stored at; `offset_end` (from
+    `RunEvents`) is where its text ends in the message's text. A delta shows the part
+    of its text past what the reader holds of that message, or nothing: when it holds
+    it all already, when deltas before it were missed (a reader that joined late: the
+    rest comes from the store), for a tool call's delta (calls show whole, once
+    stored), or for a second message at a place whose text it showed of another.
+    Updates `partial` when it is shown."""
     kind = event.get("message_type")
     place = event.get("seq_id", -1) - first_seq
+    shown = {k: v for k, v in event.items() if k != "offset_end"}
     if place < 0:
         return None
     if kind == "hidden_reasoning_message":
         at = position(place, HIDDEN)
-        return (at, {**event, "seq_id": at}) if at > after else None
+        return (at, {**shown, "seq_id": at}) if at > after else None
     if kind == "reasoning_message":
-        slot = THINKING if event.get("source") == "reasoner_model" else TEXT
+        slot, field = (THINKING if event.get("source") == "reasoner_model" else TEXT), "reasoning"
     elif kind == "assistant_message":
-        slot = TEXT
+        slot, field = TEXT, "content"
     else:
         return None
-    text = _text(event)
-    if not text:
-        return None
+    text, end = event.get(field), event.get("offset_end")
+    if not isinstance(text, str) or not isinstance(end, int) or end >= WHOLE:
+        return None  # the rest comes whole, once stored
     tag = id_tag(event["id"], kind)
     seen = partial.get((place, slot))
     if seen is not None and seen[0] != tag:
         return None
-    offset = (seen[1] if seen else 0) + len(text)
-    if offset >= WHOLE:
-        return None  # the rest comes whole, once stored
-    at = position(place, slot, offset, tag)
+    held = seen[1] if seen is not None else 0
+    start = end - len(text)
+    if start > held or end <= held:
+        return None
+    at = position(place, slot, end, tag)
     if at <= after:
         return None
-    partial[(place, slot)] = (tag, offset)
-    return at, {**event, "seq_id": at}
+    partial[(place, slot)] = (tag, end)
+    return at, {**shown, field: text[held - start :], "seq_id": at}
 
 
 def frontier(run: Run) -> int | None:

@@ -10,8 +10,9 @@ anyway, not from a second log: its messages in the agent's history (each stored
 message is written in the transaction of its step, with the run's id) and its record
 (stop reason, error, usage). So a stream reads the same on every node, before and
 after a crash or restart, while the run goes on and after it ended. Live events of
-this node's actor (`RunEvents`) only wake the reader up at once; a run that executes
-on another node is followed by reading the store every `poll_interval` seconds.
+this node's actor (`RunEvents`) wake the reader at once and bring the token deltas; a
+run that executes on another node is followed by reading the store every
+`poll_interval` seconds.
 
 Positions (service/run_positions.py). Every event of the stream carries `seq_id`
 (and the SSE `id:` line), a position in the run the store can always give again: the
@@ -251,7 +252,7 @@ class RunStreamCases:
         between. Woken at once by this node's actor (a step stored, a delta, the turn
         over), else every `poll` seconds; a ping every `ping_interval` quiet seconds."""
         # Subscribed before the first read: nothing stored after it goes unnoticed.
-        subscription = self.run_events.subscribe(run_id, tokens=tokens)
+        subscription = self.run_events.subscribe(run_id, tokens=tokens, offsets=True)
         cursor = Cursor.of(after)
         partial = cursor.partial()  # what the client holds of a message it did not see whole
         last: int | None = after or None

@@ -15,7 +15,7 @@ import trio
 from kelpie_trio.errors import ServiceError
 from kelpie_trio.service import AgentService
 from kelpie_trio.service.run_positions import Cursor
-from kelpie_trio.sim import FaultConfig, SimWorld
+from kelpie_trio.sim import FaultConfig, FaultType, SimWorld
 from kelpie_trio.sim.faults import STORAGE_FAULTS
 from kelpie_trio.sim.llm import SimLlmClient, send_message, text, tool_call, tool_calls
 from kelpie_trio.sim.seeds import run_seeds
@@ -322,3 +322,55 @@ def test_a_step_with_outside_tools_shows_its_results_in_place_order() -> None:
     returns = [e["tool_call_id"] for e in stored if e["message_type"] == "tool_return_message"]
     assert returns == ["c1", "c2", "c3"]
     assert live == stored
+
+
+def test_dst_token_streams_that_break_midway_still_resume_exactly() -> None:
+    """LLM streams break midway (the reply is never stored: its start was shown and
+    stays), storage faults come and go, and the client drops and resumes at random: what
+    it put together is every stored message's text once, then the ending."""
+    faults = FaultConfig({**dict.fromkeys(STORAGE_FAULTS, 0.05), FaultType.LLM_FAILURE: 0.1})
+    stops: set[str] = set()
+
+    def one(seed: int) -> None:
+        async def scenario(service: AgentService, llm: SimLlmClient, world: SimWorld) -> Any:
+            rng = world.rng("client")
+            world.faults.enabled = False
+            agent = await new_agent(service, agent_type="memgpt_v2_agent")
+            world.faults.enabled = True
+            body = {"messages": [{"role": "user", "content": "hi", "otid": "o-1"}],
+                    "background": True, "stream_tokens": True}  # fmt: skip
+            seen: list[dict] = []
+            run_id = None
+            for _ in range(100):
+                last = max((e["seq_id"] for e in positioned(seen)), default=0)
+                try:
+                    if run_id is None:
+                        events = await service.open_stream(agent, body)
+                    else:
+                        events = await service.retrieve_run_stream(run_id, {"starting_after": last})
+                except CLEAN:
+                    await trio.sleep(0.5)
+                    continue
+                keep = rng.randint(1, 8)
+                async for event in events:
+                    seen.append(event)
+                    run_id = run_id or event.get("run_id")
+                    keep -= event["message_type"] != "ping"
+                    if keep == 0:
+                        break  # dropped
+                await events.aclose()
+                if positioned(seen) and positioned(seen)[-1]["message_type"] == "usage_statistics":
+                    break
+            world.faults.enabled = False
+            assert run_id is not None
+            return seen, positioned(await read_all(await service.retrieve_run_stream(run_id, {})))
+
+        script = [send_message(f"Hello {i}, Ada.", reasoning=f"Thought {i}: be brief and kind.")
+                  for i in range(20)]  # fmt: skip
+        seen, whole = simulate(seed, scenario, faults, script=script)
+        check_seen_once(seen, whole)
+        assert positioned(seen)[-1]["message_type"] == "usage_statistics"
+        stops.add(whole[-2]["stop_reason"])
+
+    run_seeds(one, 12)
+    assert stops == {"end_turn", "llm_api_error"}  # both happened across the seeds

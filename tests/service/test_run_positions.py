@@ -11,6 +11,7 @@ from kelpie_trio.service.run_positions import (
     WHOLE,
     Cursor,
     ending,
+    id_tag,
     place_delta,
     position,
     shown_items,
@@ -47,9 +48,9 @@ def test_a_message_shows_in_slot_order_and_only_above_the_position() -> None:
 def test_a_resume_inside_a_text_gives_its_rest_as_its_start_showed() -> None:
     partial: dict = {}
     delta = {"id": "message-a", "message_type": "assistant_message", "content": "Hel",
-             "seq_id": 11, "run_id": "run-1"}  # fmt: skip
+             "seq_id": 11, "run_id": "run-1", "offset_end": 3}  # fmt: skip
     at, shown = place_delta(delta, 10, 0, partial)
-    assert shown["seq_id"] == at and Cursor.of(at).offset == 3
+    assert shown["seq_id"] == at and Cursor.of(at).offset == 3 and "offset_end" not in shown
     # The text showed beside a tool call is stored as reasoning: its rest stays an
     # assistant message, the type the client's line has.
     stored = reply(reasoning="Hello there", calls=1)
@@ -61,7 +62,7 @@ def test_a_resume_inside_a_text_gives_its_rest_as_its_start_showed() -> None:
 def test_a_text_shown_whole_as_deltas_is_passed_over_once_stored() -> None:
     partial: dict = {}
     delta = {"id": "message-a", "message_type": "assistant_message", "content": "Hi.",
-             "seq_id": 11}  # fmt: skip
+             "seq_id": 11, "offset_end": 3}  # fmt: skip
     at, _ = place_delta(delta, 10, 0, partial)
     assert shown_items(RUN, [reply(content="Hi.")], at, partial) == [(position(1, TEXT), None)]
 
@@ -69,13 +70,27 @@ def test_a_text_shown_whole_as_deltas_is_passed_over_once_stored() -> None:
 def test_a_reply_stored_in_place_of_one_whose_start_was_shown_is_given_whole() -> None:
     partial: dict = {}
     lost = {"id": "message-lost", "message_type": "assistant_message", "content": "Hel",
-            "seq_id": 11}  # fmt: skip
+            "seq_id": 11, "offset_end": 3}  # fmt: skip
     at, _ = place_delta(lost, 10, 0, partial)
     [(_, whole)] = shown_items(RUN, [reply(content="Goodbye", id="message-b")], at, partial)
     assert whole["content"] == "Goodbye" and Cursor.of(whole["seq_id"]).offset == WHOLE
     other = {"id": "message-b", "message_type": "assistant_message", "content": "Go",
-             "seq_id": 11}  # fmt: skip
+             "seq_id": 11, "offset_end": 2}  # fmt: skip
     assert place_delta(other, 10, at, partial) is None  # its start cannot go on the other's
+
+
+def test_a_reader_that_missed_deltas_shows_none_until_the_store_has_the_rest() -> None:
+    def delta(text: str, end: int) -> dict:
+        return {"id": "message-a", "message_type": "reasoning_message", "reasoning": text,
+                "seq_id": 11, "offset_end": end}  # fmt: skip
+
+    tag = id_tag("message-a", "reasoning_message")
+    held = position(1, TEXT, 4, tag)
+    partial = Cursor.of(held).partial()  # a resume: the client holds 4 characters
+    assert place_delta(delta(" day", 12), 10, held, partial) is None  # " mor" was missed
+    assert place_delta(delta("Good", 4), 10, held, partial) is None  # held already
+    at, shown = place_delta(delta("od m", 6), 10, held, partial)  # overlaps: the new part
+    assert shown["reasoning"] == " m" and Cursor.of(at).offset == 6
 
 
 def test_tool_call_deltas_are_not_placed_and_the_ending_comes_above_a_lost_reply() -> None:
