@@ -6,8 +6,10 @@ while the LLM writes) and lets a cancel reach the LLM call in flight. A stream o
 a run that executes on another node sees no live events; it gets the turn's
 messages from the reply when the run ends (the caller reconciles by message id).
 
-The stream of a background run (service/run_stream.py) reads its events from the
-store, on any node; here it only learns at once that there is something to read.
+The stream of a background run (service/run_stream.py) reads its messages from the
+store, on any node; here it learns at once that there is something to read, and gets
+the token deltas with where each ends in its message's text (`offsets`), counted here
+over every delta the actor publishes, so a reader that joins late places them right.
 """
 
 from __future__ import annotations
