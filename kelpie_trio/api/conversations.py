@@ -24,6 +24,7 @@ from kelpie_trio.errors import Invalid
 from kelpie_trio.service import MAX_PAGE, send_options
 from kelpie_trio.service.conversations import CreateConversation, UpdateConversation
 from kelpie_trio.service.messages import SendRequest
+from kelpie_trio.service.run_stream import RetrieveStreamRequest
 
 conversations = Blueprint("conversations", __name__)
 
@@ -159,6 +160,18 @@ async def list_conversation_messages(conversation_id: str) -> Response:
         types=shown,
     )
     return json_response(found)
+
+
+@conversations.post("/v1/conversations/<conversation_id>/stream")
+@documented(
+    "Resume the stream of a conversation's background run (by run_id, otid, or its latest)",
+    request=RetrieveStreamRequest,
+    body_optional=True,
+)
+async def resume_conversation_stream(conversation_id: str) -> Response:
+    conversation_id = _conversation_id(conversation_id)
+    body = await optional_body()
+    return await sse_response(await service().conversation_stream(conversation_id, body))
 
 
 @conversations.post("/v1/conversations/<conversation_id>/messages")

@@ -76,12 +76,18 @@ async def cancel(agent_id: str) -> Response:
 
 async def _stream(events: AsyncIterator[dict]) -> Response:
     """The turn's events as SSE, then [DONE]. The turn itself runs in the background
-    (see `MessageCases.open_stream`), so a client that hangs up cancels nothing."""
+    (see `MessageCases.open_stream`), so a client that hangs up cancels nothing. An
+    event at a position of its run's stream (service/run_stream.py) carries it in an
+    `id:` line too, as SSE means it."""
 
     async def sse() -> AsyncIterator[bytes]:
         async with aclosing(events):
             async for event in events:
-                yield b"data: " + orjson.dumps(event) + b"\n\n"
+                seq = event.get("seq_id")
+                head = b""
+                if isinstance(seq, int) and event.get("message_type") != "ping":
+                    head = b"id: %d\n" % seq
+                yield head + b"data: " + orjson.dumps(event) + b"\n\n"
         yield b"data: [DONE]\n\n"
 
     response = await make_response(

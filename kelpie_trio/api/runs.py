@@ -10,12 +10,15 @@ from kelpie_trio.api.common import (
     check_id,
     is_id,
     json_response,
+    optional_body,
     page_args,
     service,
 )
+from kelpie_trio.api.messages import _stream
 from kelpie_trio.api.spec import RUN_STATUSES, documented
 from kelpie_trio.errors import Invalid
 from kelpie_trio.service.messages import TransferRequest
+from kelpie_trio.service.run_stream import RetrieveStreamRequest
 
 runs = Blueprint("runs", __name__)
 
@@ -64,6 +67,18 @@ async def delete_run(run_id: str) -> Response:
 @documented("The messages a run produced, its input first", query=PAGING, cursor="message")
 async def run_messages(run_id: str) -> Response:
     return json_response(await service().run_messages(_run_id(run_id), page_args("message")))
+
+
+@runs.post("/v1/runs/<run_id>/stream")
+@documented(
+    "A background run's events as SSE, from after position `starting_after` (a `seq_id` "
+    "it sent) to its end, on any node",
+    request=RetrieveStreamRequest,
+    body_optional=True,
+)
+async def retrieve_stream(run_id: str) -> Response:
+    events = await service().retrieve_run_stream(_run_id(run_id), await optional_body())
+    return await _stream(events)
 
 
 @runs.get("/v1/runs/<run_id>/usage")

@@ -24,6 +24,7 @@ from kelpie_trio.service.mcp_servers import McpServerCases
 from kelpie_trio.service.messages import MessageCases
 from kelpie_trio.service.messages_all import AllMessageCases
 from kelpie_trio.service.passages import PASSAGE_INDEX, PassageCases
+from kelpie_trio.service.run_stream import RunStreamCases
 from kelpie_trio.service.steps import StepCases
 
 __all__ = [
@@ -44,6 +45,7 @@ class AgentService(
     AgentCases,
     PassageCases,
     MessageCases,
+    RunStreamCases,
     IdentityCases,
     AllMessageCases,
     StepCases,

@@ -9,6 +9,7 @@ agent's id beside it (or, as Letta still accepts, by the agent's id in its place
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import attrs
@@ -26,15 +27,17 @@ from kelpie_trio.agent.conversations import (
 )
 from kelpie_trio.agent.history import read_history
 from kelpie_trio.agent.messages import Message
+from kelpie_trio.agent.runs import Run
 from kelpie_trio.agent.step import compile_system
 from kelpie_trio.agent.tool_rules import rules_of, rules_prompt
 from kelpie_trio.agent.window import HISTORY_WINDOW
-from kelpie_trio.errors import Conflict, Invalid, NotFound
+from kelpie_trio.errors import Conflict, Invalid, NotFound, ServiceError
 from kelpie_trio.llm.catalog import UnknownModel
 from kelpie_trio.models import convert
 from kelpie_trio.models.passages import parse_timestamp
 from kelpie_trio.search import outbox
 from kelpie_trio.service.common import MAX_PAGE, ServiceBase
+from kelpie_trio.service.run_stream import RetrieveStreamRequest
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import set_blob
@@ -316,6 +319,36 @@ class ConversationCases(ServiceBase):
             )
             raise Conflict(f"No active runs to cancel for {what}")
         return outcome
+
+    async def conversation_stream(
+        self, conversation_id: str, body: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        """`POST /v1/conversations/{id}/stream`: resume the stream of a background run of
+        the thread, named by `run_id`, by the `otid` of the message that started it, or
+        else its most recent unfinished run (Letta's order)."""
+        given = body if isinstance(body, dict) else {}
+        request = convert.structure_api(given, RetrieveStreamRequest)
+
+        async def find(tr: Transaction) -> Run:
+            thread = await self.resolve_in(tr, conversation_id, request.agent_id)
+            if request.run_id is not None:
+                run = await runs.load_run(tr, request.run_id)
+                if run is None:
+                    raise NotFound("Run", request.run_id)
+                return run
+            if request.otid is not None:
+                run = await runs.find_by_key(tr, thread.key, f"otid:{request.otid}")
+                if run is None:
+                    raise NotFound("Run", f"(otid={request.otid})")
+                return run
+            open_runs = [await runs.load_run(tr, i) for i in await runs.open_runs(tr, thread.key)]
+            found = [r for r in open_runs if r is not None]
+            if not found:
+                raise ServiceError("No active runs found for this conversation.")
+            return max(found, key=lambda r: (r.created_at, r.id))
+
+        run = await self.store.transact(find)
+        return await self.retrieve_run_stream(run.id, body)  # type: ignore[attr-defined]
 
     async def mark_message_time(self, thread: Thread) -> None:
         """A send into a conversation: its last_message_at (Letta sets it per request)."""

@@ -418,10 +418,20 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
 
         The turn runs in the background nursery, not in the stream: a reader that
         leaves cancels nothing. Errors in the request itself raise here, before any
-        event, so they reach the client as a 4xx."""
+        event, so they reach the client as a 4xx.
+
+        With `background: true` (or when it joins a background run) the events are the
+        run's numbered, resumable stream, read from the store (service/run_stream.py)."""
+        background = isinstance(body, dict) and body.get("background") is True
         run, request = await self.start_run(
-            agent_id, body, idempotency_key=idempotency_key, conversation=conversation
-        )
+            agent_id, body, idempotency_key=idempotency_key, background=background,
+            conversation=conversation,
+        )  # fmt: skip
+        if run.background:
+            types = send_options.check_return_types(request.include_return_message_types)
+            return await self.open_background_stream(
+                run, pings=request.include_pings, tokens=request.stream_tokens, types=types
+            )
         subscription = self.run_events.subscribe(run.id, tokens=request.stream_tokens)
         outcome = _Outcome()
 

@@ -63,8 +63,8 @@ class RunCases(ServiceBase):
         async def read(tr: Transaction) -> list[Any]:
             if run.first_seq is None:
                 return []
-            begin = keys.MESSAGES.pack((run.agent_id, run.first_seq))
-            end = keys.prefix_range(keys.MESSAGES.pack((run.agent_id,)))[1]
+            begin = keys.MESSAGES.pack((run.thread, run.first_seq))
+            end = keys.prefix_range(keys.MESSAGES.pack((run.thread,)))[1]
             return [m for m in decode_messages(await tr.get_range(begin, end))
                     if m.run_id == run.id]  # fmt: skip
 

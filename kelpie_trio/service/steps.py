@@ -110,7 +110,8 @@ class StepCases(ServiceBase):
     async def step_messages(self, step_id: str, page: Page) -> list[dict[str, Any]]:
         async def read(tr: Transaction) -> tuple[StepRecord, list[Any]]:
             record = await self._step(tr, step_id)
-            return record, await read_history(tr, record.agent_id)
+            run = await runs.load_run(tr, record.run_id)  # its thread holds the messages
+            return record, await read_history(tr, run.thread if run else record.agent_id)
 
         record, history = await self.store.transact(read)
         by_id = {m.id: m for m in history if m.id in set(record.message_ids)}

@@ -12,13 +12,12 @@ def _texts(messages) -> list[str]:
     return [m.content for m in messages if m.message_type == "user_message"]
 
 
-def _send(letta: Letta, conversation_id: str, text: str, **options) -> list:
+def _send(
+    letta: Letta, conversation_id: str, text: str, otid: str | None = None, **options
+) -> list:
     """A send as this SDK makes it: it reads every reply as a stream (Letta's default)."""
-    return list(
-        letta.conversations.messages.create(
-            conversation_id, messages=[{"role": "user", "content": text}], **options
-        )
-    )
+    message = {"role": "user", "content": text, **({"otid": otid} if otid else {})}
+    return list(letta.conversations.messages.create(conversation_id, messages=[message], **options))
 
 
 def test_sdk_conversations_keep_their_own_histories(letta: Letta) -> None:
@@ -76,3 +75,36 @@ def test_sdk_forks_deletes_and_refuses_clearly(letta: Letta) -> None:
     letta.agents.delete(agent.id)
     with pytest.raises(letta_client.NotFoundError):
         letta.conversations.retrieve(fork.id)
+
+
+def test_sdk_resumes_a_conversations_background_stream(letta: Letta) -> None:
+    """Letta's CLI sends with `background: true` and, when its stream drops, asks the
+    conversation for it again by the otid of its message: it gets the run's events after
+    the position it names."""
+    agent = letta.agents.create(name="resumer")
+    conversation = letta.conversations.create(agent_id=agent.id)
+    first = _send(letta, conversation.id, "one", background=True, otid="otid-one")
+    positions = [e.seq_id for e in first if getattr(e, "seq_id", None) is not None]
+    assert positions == sorted(positions) and first[-2].stop_reason == "end_turn"
+    user = next(e for e in first if getattr(e, "message_type", None) == "user_message")
+    again = list(
+        letta.conversations.messages.stream(
+            conversation.id, otid="otid-one", starting_after=user.seq_id
+        )
+    )
+    kinds = [getattr(e, "message_type", None) for e in again]
+    assert "user_message" not in kinds  # it was before the position asked for
+    assert "assistant_message" in kinds and again[-2].stop_reason == "end_turn"
+    by_run = list(
+        letta.conversations.messages.stream(
+            conversation.id, run_id=again[-1].run_ids[0], starting_after=0
+        )
+    )
+    assert [getattr(e, "message_type", None) for e in by_run][-2:] == [
+        "stop_reason",
+        "usage_statistics",
+    ]
+    with pytest.raises(letta_client.BadRequestError, match="No active runs"):
+        list(letta.conversations.messages.stream(conversation.id))
+    with pytest.raises(letta_client.NotFoundError):
+        list(letta.conversations.messages.stream(conversation.id, otid="never-sent"))
