@@ -20,8 +20,10 @@ import pytest
 import trio
 from letta_client import AsyncLetta
 
+from kelpie_trio.api.app import create_app
 from kelpie_trio.config import ServerConfig
 from kelpie_trio.nursery.node import run_node
+from kelpie_trio.storage import MemoryStore
 from tests.llm.fake_providers import FakeProvider, openai_completion, serving
 
 UNKNOWN_AGENT = "agent-00000000-0000-4000-8000-000000000000"
@@ -190,3 +192,22 @@ async def test_compact_refuses_what_it_cannot_honour_and_changes_nothing(
     )
     # "all" folds everything but the newest message; the summary is clipped as asked.
     assert (everything.summary, everything.num_messages_after) == ("All", 3)
+
+
+async def test_the_overview_is_a_read_that_needs_no_agent_runtime(nursery: trio.Nursery) -> None:
+    """On an app without a dispatcher (no actor can run), the overview answers from the
+    store alone, and the store is as it was."""
+    store = MemoryStore()
+    await nursery.start(store.run)
+    async with create_app(store).test_app() as app:
+        client = app.test_client()
+        created = await client.post("/v1/agents/", json={"name": "idle", "system": SYSTEM})
+        agent = (await created.get_json())["id"]
+        before = store.engine.snapshot()
+        response = await client.get(f"/v1/agents/{agent}/context")
+        assert response.status_code == 200
+        seen = await response.get_json()
+        assert seen["system_prompt"] == SYSTEM and seen["num_messages"] == 1
+        assert store.engine.snapshot() == before
+        refused = await client.post(f"/v1/agents/{agent}/summarize", json={})
+        assert refused.status_code == 503  # compaction needs the agent's actor
