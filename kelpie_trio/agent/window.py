@@ -287,8 +287,8 @@ class ContextWindow:
         if cut == 0:
             return {"refused": {"status": 400, "detail": (
                 f"Nothing to compact: agent {agent_id} has {len(history)} message(s) in "
-                "its context, and the newest one (with the calls waiting for their "
-                "results) always stays."
+                "its context; the newest message, and a reply whose tool calls still "
+                "wait for their results, always stay."
             )}}  # fmt: skip
         evicted = history[:cut]
         summary = await self._summarize(

@@ -31,7 +31,6 @@ async def retrieve_context_window(agent_id: str) -> Response:
 )
 async def summarize_messages(agent_id: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
-    raw = await request.get_data()
-    # The body may be left out, or be JSON null (Letta's is an optional CompactionRequest).
-    body = None if raw.strip() == b"null" else await optional_body()
-    return json_response(await service().compact_messages(agent_id, body))
+    # The body may be left out (Letta's is an optional CompactionRequest); JSON null is
+    # refused as on the other routes whose body is optional, as /openapi.json says.
+    return json_response(await service().compact_messages(agent_id, await optional_body()))

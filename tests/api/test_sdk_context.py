@@ -192,6 +192,8 @@ async def test_compact_refuses_what_it_cannot_honour_and_changes_nothing(
     )
     # "all" folds everything but the newest message; the summary is clipped as asked.
     assert (everything.summary, everything.num_messages_after) == ("All", 3)
+    with pytest.raises(letta_client.BadRequestError):  # the newest message always stays
+        await letta.agents.messages.compact(agent)
 
 
 async def test_the_overview_is_a_read_that_needs_no_agent_runtime(nursery: trio.Nursery) -> None:

@@ -143,3 +143,38 @@ def test_dst_compaction_on_demand_under_faults_and_crashes() -> None:
     if run_seeds(one, 8) > 1:  # a replayed seed may compact nothing
         assert seen["compactions"] >= 8 and seen["moved"] >= 6, seen
         assert seen["crashes"] >= 2, seen  # crashes really happened
+
+
+def test_dst_a_compaction_delivered_twice_compacts_once() -> None:
+    """Delivery to an actor is at least once (a forward whose reply was lost is sent
+    again): the same request, again and after a crash and restart of its node, gets the
+    first answer back, and nothing is summarized or moved a second time."""
+
+    async def scenario(sim: AgentCluster) -> Any:
+        service = sim.service("n0")
+        agent = await new_agent(service)
+        for i in range(6):
+            await service.send_message(agent, {"input": f"m{i}"})
+        request = {"kind": "compact", "request_id": "compaction-1", "share": 0.3}
+        first = await service.dispatcher.invoke(agent, request)
+        asked = len([r for r in sim.llm.requests if is_summary(r)])
+        again = await service.dispatcher.invoke(agent, request)
+        sim.crash("n0")
+        await trio.sleep(5.0)  # its lease runs out
+        service = await sim.start_node("n0")
+        after_restart = await service.dispatcher.invoke(agent, request)
+
+        async def read(tr: Transaction) -> AgentContext:
+            return (await read_context(tr, agent))[0]
+
+        context = await service.store.transact(read)
+        summaries = len([r for r in sim.llm.requests if is_summary(r)])
+        return first, again, after_restart, asked, summaries, context
+
+    first, again, after_restart, asked, summaries, context = simulate_cluster(
+        3, scenario, "none", config=TAKEOVER, script=[responder] * 20
+    )
+    assert first == again == after_restart
+    assert first["compaction"]["summary"] == "m0 m1"  # 4 of 12 messages: m0, ok, m1, ok
+    assert asked == summaries == 1
+    assert (context.start_seq, context.evicted) == (4, 4)
