@@ -252,11 +252,11 @@ class ContextWindow:
 
         Answers `{"compaction": CompactionResponse}`, or `{"refused": {status, detail}}`
         when there is too little to compact, or `{"gone": why}` for a deleted agent. The
-        new context is written in one fenced, shielded transaction that first looks
-        whether this request already landed (a redelivery gets that answer) and that the
-        context is still the one summarized (else nothing is written and it is asked
-        again), so the summary is stored once and the context's start moves only past
-        messages the stored summary covers."""
+        new context is written in one fenced, shielded transaction, only if the stored
+        context is still the one summarized (else nothing is written and the request is
+        looked at again), and a request whose compaction already landed (a redelivery) is
+        answered from the stored record: the summary is stored once, and the context's
+        start moves only past messages the stored summary covers."""
         request_id = message["request_id"]
         agent_id = self.ctx.agent_id
         try:
@@ -309,27 +309,23 @@ class ContextWindow:
             last_compaction=answer,
         )
 
-        async def save(tr: Transaction) -> AgentContext | None:
+        async def save(tr: Transaction) -> bool:
             key = keys.CONTEXT.pack((agent_id,))
             raw = await tr.get(key)
             stored = AgentContext() if raw is None else convert.decode_record(raw, AgentContext)
-            landed = stored.last_compaction
-            if landed is not None and landed.request_id == request_id:
-                return stored  # an earlier attempt of this request committed
-            if stored != context:
-                return None  # not the context summarized: write nothing
+            if stored != context:  # not the context summarized: write nothing
+                return False
             tr.set(key, convert.encode_record(new))
-            return new
+            return True
 
-        saved = await self._checkpointed(save)
-        if saved is None:
-            # Only this actor writes the record, so its copy was stale: read both again.
+        if not await self._checkpointed(save):
+            # Only this actor writes the record, so its copy was stale: read both again
+            # (if it is this request's compaction that landed, the look above answers).
             self._window = None
             return await self._compact_now(message)
-        self._now_in_context(saved)
+        self._now_in_context(new)
         log.info("agent %s: %d messages compacted on request", agent_id, cut)
-        assert saved.last_compaction is not None
-        return {"compaction": attrs.asdict(saved.last_compaction, filter=_answer_field)}
+        return {"compaction": attrs.asdict(answer, filter=_answer_field)}
 
 
 def _answer_field(attribute: attrs.Attribute, value: Any) -> bool:
