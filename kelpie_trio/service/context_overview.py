@@ -171,8 +171,12 @@ def overview(view: Any, context: Any, history: list[Message], *, recall: int,
     system = request.messages[0].content or ""
     prompt = agent.system.rstrip()  # compile_system (step.py) puts it first, then memory
     rules = rules_prompt(rules_of(agent.tool_rules))
-    rules_text = _section(system, "<tool_usage_rules>", "</tool_usage_rules>") if rules else ""
-    core = _section(system[len(prompt) :], "<memory_blocks>", "</memory_blocks>")
+    # Cut where compile_system put them, so a tag quoted in a block's value or in the
+    # agent's system text is not taken for a section.
+    rest = system[len(prompt) :]
+    core = _section(rest, "<memory_blocks>", "</memory_blocks>")
+    after = rest[rest.find(core) + len(core) :] if core else rest
+    rules_text = _section(after, "<tool_usage_rules>", "</tool_usage_rules>") if rules else ""
     summary = summary_message(context)
     summary_text = summary.content or "" if summary is not None else None
     tokens = {

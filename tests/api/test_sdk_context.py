@@ -71,6 +71,8 @@ async def new_agent(letta: AsyncLetta) -> str:
     agent = await letta.agents.create(
         model="openai/gpt-4o-mini", system=SYSTEM,
         memory_blocks=[{"label": "human", "value": "Name: Ada. Likes tea."}],
+        tool_rules=[{"type": "max_count_per_step", "tool_name": "memory_insert",
+                     "max_count_limit": 2}],
     )  # fmt: skip
     return agent.id
 
@@ -104,6 +106,9 @@ async def test_the_overview_counts_what_the_next_step_sends(
     core = "<memory_blocks>" + rest[: rest.rindex("</memory_blocks>")] + "</memory_blocks>"
     assert seen["core_memory"] == core and "Likes tea." in core
     assert seen["num_tokens_core_memory"] == tokens(core)
+    rules = system[system.index("<tool_usage_rules>") :]  # the agent's rule, in words
+    assert seen["tool_usage_rules"] == rules and rules.endswith("</tool_usage_rules>")
+    assert seen["num_tokens_tool_usage_rules"] == tokens(rules) > 0
     assert [m["content"][0]["text"] for m in seen["messages"][1:]] == [
         m["content"] for m in history
     ]
