@@ -164,6 +164,8 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
             return await self._handoff_request(message["run_id"])
         if kind == "reset":
             return await self._reset()
+        if kind == "compact":
+            return await self._compact_now(message)
         if kind == "tool":
             return await self._run_tool_directly(
                 message["tool_name"], message["args"], message["call_id"]

@@ -11,11 +11,18 @@ of room. The actor asks the model for the new summary and, if the model fails,
 falls back to `recap`, a mechanical one.
 
 Tokens are estimated at four characters each, plus a small overhead per message:
-close enough for budgeting, and the same on every provider.
+close enough for budgeting, and the same on every provider. The context-window overview
+(service/context_overview.py) reports with this same counter, so its numbers are the
+ones eviction decides by.
+
+A client may also ask for a compaction now (`plan_compaction`): it evicts a share of the
+in-context messages (by default the `1 - TARGET` an overflow leaves room for) even when
+the prompt fits.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,8 +36,11 @@ from kelpie_trio.models.convert import iso
 __all__ = [
     "AgentContext",
     "Compaction",
+    "CompactionAnswer",
     "compaction_messages",
+    "count_text",
     "estimate_tokens",
+    "plan_compaction",
     "plan_eviction",
     "recap",
     "summary_message",
@@ -48,6 +58,18 @@ DEFAULT_REPLY_TOKENS = 4_096
 IMAGE_TOKENS = 1_500
 
 
+@attrs.frozen(kw_only=True)
+class CompactionAnswer:
+    """What a compaction a client asked for answered (Letta's CompactionResponse), kept
+    with the context it made: a request delivered twice (a forward retried) is answered
+    from here instead of compacting again."""
+
+    request_id: str
+    summary: str
+    num_messages_before: int
+    num_messages_after: int
+
+
 @attrs.define(kw_only=True)
 class AgentContext:
     """Stored per agent: where the in-context history starts, and what came before."""
@@ -55,6 +77,7 @@ class AgentContext:
     start_seq: int = 0
     summary: str | None = None
     evicted: int = 0  # messages evicted so far, for the summary's header
+    last_compaction: CompactionAnswer | None = None  # the last one a client asked for
 
 
 @attrs.frozen
@@ -76,6 +99,11 @@ def _chars(message: ChatMessage) -> int:
     for call in message.tool_calls:
         size += len(call.name) + len(call.arguments)
     return size
+
+
+def count_text(text: str) -> int:
+    """The counter on a bare text, a section of a message (no per-message framing)."""
+    return len(text) // CHARS_PER_TOKEN
 
 
 def estimate_tokens(messages: Sequence[ChatMessage], tools: Sequence[ToolSchema] = ()) -> int:
@@ -105,6 +133,35 @@ def plan_eviction(
         cut -= 1
     while cut < len(roles) - 1 and roles[cut] == "tool":  # or evict both
         cut += 1
+    return cut
+
+
+def plan_compaction(
+    fixed_tokens: int,
+    history_tokens: Sequence[int],
+    roles: Sequence[str],
+    budget: int,
+    *,
+    share: float = 1 - TARGET,
+    keep_from: int | None = None,
+) -> int:
+    """How many of the oldest history messages a compaction asked for now evicts: at
+    least the oldest `share` of them (rounded up), and more until the prompt takes at
+    most `1 - share` of the budget (Letta's sliding window; `share` 1 is its "all").
+    Never the newest message, never a tool result without its call, and nothing from
+    `keep_from` on (a reply whose calls still wait for results: those would reach the
+    model without their call)."""
+    count = len(history_tokens)
+    stop = count - 1 if keep_from is None else min(keep_from, count - 1)
+    if stop <= 0:
+        return 0
+    cut = min(math.ceil(round(share * count, 9)), stop)
+    total = fixed_tokens + sum(history_tokens[cut:])
+    while cut < stop and total > (1 - share) * budget:
+        total -= history_tokens[cut]
+        cut += 1
+    while cut > 0 and roles[cut] == "tool":  # keep a result with its call
+        cut -= 1
     return cut
 
 

@@ -21,6 +21,7 @@ from kelpie_trio.api.agentfile import agentfile
 from kelpie_trio.api.agents import agents
 from kelpie_trio.api.blocks import blocks
 from kelpie_trio.api.cloud import cloud
+from kelpie_trio.api.context import context
 from kelpie_trio.api.conversations import conversations
 from kelpie_trio.api.edge import BodyGuard
 from kelpie_trio.api.identities import identities
@@ -99,6 +100,7 @@ def create_app(
     app.register_blueprint(cloud)
     app.register_blueprint(identities)
     app.register_blueprint(messages_all)
+    app.register_blueprint(context)
     app.register_blueprint(steps)
     app.register_blueprint(prompt)
 

@@ -22,6 +22,7 @@ from kelpie_trio.api.messages import _stream as sse_response
 from kelpie_trio.api.spec import documented
 from kelpie_trio.errors import Invalid
 from kelpie_trio.service import MAX_PAGE, send_options
+from kelpie_trio.service.context_overview import CompactionRequest, CompactionResponse
 from kelpie_trio.service.conversations import CreateConversation, UpdateConversation
 from kelpie_trio.service.messages import SendRequest
 from kelpie_trio.service.run_stream import RetrieveStreamRequest
@@ -134,6 +135,24 @@ async def recompile_conversation(conversation_id: str) -> Response:
             ["body", "compaction_settings"], "compaction settings are not taken by recompile"
         )
     return json_response(await service().recompile_conversation(conversation_id, agent_id))
+
+
+@conversations.post("/v1/conversations/<conversation_id>/compact")
+@documented(
+    "Summarize the conversation's oldest in-context messages now, as an overflow would",
+    request=CompactionRequest,
+    response=CompactionResponse,
+    body_optional=True,
+)
+async def compact_conversation(conversation_id: str) -> Response:
+    conversation_id = _conversation_id(conversation_id)
+    given = await optional_body()
+    agent_id = (given or {}).get("agent_id")
+    if agent_id is not None and not isinstance(agent_id, str):
+        raise Invalid.field(["body", "agent_id"], "agent_id is a string")
+    thread = await service().resolve(conversation_id, agent_id)
+    compacted = await service().compact_messages(thread.agent_id, given, actor_key=thread.key)
+    return json_response(compacted)
 
 
 @conversations.get("/v1/conversations/<conversation_id>/messages")

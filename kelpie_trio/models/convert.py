@@ -43,6 +43,9 @@ def _strict(converter: cattrs.Converter) -> cattrs.Converter:
         return value
 
     def integer(value: Any, _: type) -> int:
+        # 443.0 is an integer in JSON (and to Letta's pydantic models); 443.5 is not.
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"expected an integer, got {type(value).__name__}")
         return value

@@ -18,6 +18,7 @@ from kelpie_trio.service.agentfile import AgentFileCases
 from kelpie_trio.service.agents import AGENT_INDEX, TAG_INDEX, AgentCases
 from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX
 from kelpie_trio.service.common import MAX_PAGE, Page, window
+from kelpie_trio.service.context_overview import ContextCases
 from kelpie_trio.service.conversations import ConversationCases
 from kelpie_trio.service.identities import IdentityCases
 from kelpie_trio.service.mcp_servers import McpServerCases
@@ -51,5 +52,6 @@ class AgentService(
     StepCases,
     McpServerCases,
     ConversationCases,
+    ContextCases,
 ):
     """Every use case of the API, over one store (see the modules of this package)."""

@@ -96,10 +96,30 @@ class NotBackground(ServiceError):
 class RetrieveStreamRequest:
     """Letta's RetrieveStreamRequest (what we use of it)."""
 
-    starting_after: int = 0
+    # The ranges taken, as the API document states them (api/spec.py reads `schema`).
+    starting_after: int = attrs.field(
+        default=0, metadata={"schema": {"type": "integer", "minimum": 0}}
+    )
     include_pings: bool | None = True
-    poll_interval: float | None = 0.1
-    batch_size: int | None = 100
+    poll_interval: float | None = attrs.field(
+        default=0.1,
+        metadata={
+            "schema": {
+                "anyOf": [
+                    {"type": "number", "exclusiveMinimum": 0, "maximum": 60},
+                    {"type": "null"},
+                ]
+            }
+        },
+    )
+    batch_size: int | None = attrs.field(
+        default=100,
+        metadata={
+            "schema": {
+                "anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_BATCH}, {"type": "null"}]
+            }
+        },
+    )
     # Letta's ways to find the run other than the path (conversations); the path names it.
     agent_id: str | None = None
     run_id: str | None = None

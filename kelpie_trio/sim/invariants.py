@@ -1,11 +1,13 @@
 """Invariants the simulator checks on every commit, whatever the scenario.
 
-FencedWrites: a commit that writes an agent's history (`MESSAGES(agent, seq)`) read
-that agent's lease in the same transaction. With the store's conflict check, that is
-what makes the write land only while its writer still holds the lease: an activation
-that lost its lease (to a crash takeover, a partition, a skewed clock) cannot write
-after its successor started. Checked on the commit request itself, so a missing fence
-is caught at the first write, not only when a takeover happens to race it.
+FencedWrites: a commit that writes an agent's history (`MESSAGES(agent, seq)`) or its
+context record (`CONTEXT(agent)`: where the history the model sees starts, and the
+summary of what came before) read that agent's lease in the same transaction. With
+the store's conflict check, that is what makes the write land only while its writer
+still holds the lease: an activation that lost its lease (to a crash takeover, a
+partition, a skewed clock) cannot write after its successor started. Checked on the
+commit request itself, so a missing fence is caught at the first write, not only when
+a takeover happens to race it.
 
 SingleActivation (the semantic half): two activations of one agent may overlap in
 time (a node that lost its lease learns it only at its next store call), and that is
@@ -48,13 +50,16 @@ def _covers(ranges: list[tuple[bytes, bytes]], key: bytes) -> bool:
 
 
 def history_agents(request: CommitRequest) -> set[str]:
-    """The agents whose history this commit writes."""
-    history = keys.MESSAGES.range()
-    return {
-        keys.MESSAGES.unpack(m.key)[0]
-        for m in request.mutations
-        if m.kind is MutationKind.SET and history.start <= m.key < history.stop
-    }
+    """The agents whose history (or context record) this commit writes."""
+    agents = set()
+    for subspace in (keys.MESSAGES, keys.CONTEXT):
+        written = subspace.range()
+        agents |= {
+            subspace.unpack(m.key)[0]
+            for m in request.mutations
+            if m.kind is MutationKind.SET and written.start <= m.key < written.stop
+        }
+    return agents
 
 
 def unfenced_history_writes(request: CommitRequest) -> list[str]:

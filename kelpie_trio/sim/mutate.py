@@ -117,6 +117,27 @@ MUTATIONS = [
         "            if False:",
     ),
     Mutation(
+        "compact-fence",
+        "a compaction a client asked for writes the context only while it holds the lease",
+        "kelpie_trio/agent/window.py",
+        "        if not await self._checkpointed(save):",
+        "        if not await self.service.store.transact(save):",
+    ),
+    Mutation(
+        "compact-covers",
+        "a compaction moves the context's start only past messages its summary covers",
+        "kelpie_trio/agent/window.py",
+        "            start_seq=history[cut].seq,\n            summary=summary,",
+        "            start_seq=history[-1].seq,\n            summary=summary,",
+    ),
+    Mutation(
+        "compact-once",
+        "a compaction delivered twice compacts once",
+        "kelpie_trio/agent/window.py",
+        "        if done is not None and done.request_id == request_id:",
+        "        if False:",
+    ),
+    Mutation(
         "new-run-waits",
         "a new run waits for the runs of its agent that a crash left unfinished",
         "kelpie_trio/agent/actor.py",

@@ -108,3 +108,26 @@ def test_sdk_resumes_a_conversations_background_stream(letta: Letta) -> None:
         list(letta.conversations.messages.stream(conversation.id))
     with pytest.raises(letta_client.NotFoundError):
         list(letta.conversations.messages.stream(conversation.id, otid="never-sent"))
+
+
+def test_sdk_compacts_one_conversation_and_reads_its_context(letta: Letta) -> None:
+    """Compaction and the context overview are per thread: compacting a conversation
+    moves its context on and leaves the agent's default conversation as it was."""
+    agent = letta.agents.create(name="compactor")
+    conversation = letta.conversations.create(agent_id=agent.id)
+    for text in ("one", "two", "three"):
+        _send(letta, conversation.id, text)
+    _send(letta, "default", "own", agent_id=agent.id)
+    overview = f"/v1/agents/{agent.id}/context?conversation_id={conversation.id}"
+    before = letta.get(overview, cast_to=object)
+    compacted = letta.conversations.messages.compact(conversation.id)
+    assert compacted.summary and compacted.num_messages_after < compacted.num_messages_before
+    after = letta.get(overview, cast_to=object)
+    assert after["num_messages"] < before["num_messages"]
+    assert after["summary_memory"] and compacted.summary in after["summary_memory"]
+    own = letta.get(f"/v1/agents/{agent.id}/context", cast_to=object)
+    assert not own["summary_memory"]  # the default conversation was not compacted
+    shown = letta.conversations.retrieve(conversation.id).in_context_message_ids
+    assert len(shown) < len(list(letta.conversations.messages.list(conversation.id)))
+    with pytest.raises(letta_client.NotFoundError):
+        letta.conversations.messages.compact("conv-00000000-0000-4000-8000-000000000000")
