@@ -34,6 +34,7 @@ class Say:
     text: str | None = None
     tool_calls: Sequence[ToolCall] = ()
     pieces: Sequence[str] = ()  # the text's stream chunks (default: one chunk per word)
+    delay: float = 0.0  # seconds before the provider answers (a slow model)
 
 
 class ScriptedProvider(FakeProvider):
@@ -81,8 +82,8 @@ def _shaped(step: Say, request: dict[str, Any]) -> Any:
     if request.get("stream"):
         pieces = list(step.pieces) or (_words(step.text) if step.text else [])
         calls = [(i, n, [json.dumps(a)]) for i, n, a in step.tool_calls]
-        return openai_stream(pieces, tool_calls=calls, model=model)
-    return openai_completion(step.text, tool_calls=step.tool_calls, model=model)
+        return openai_stream(pieces, tool_calls=calls, model=model).slow(step.delay)
+    return openai_completion(step.text, tool_calls=step.tool_calls, model=model).slow(step.delay)
 
 
 def _words(text: str) -> list[str]:

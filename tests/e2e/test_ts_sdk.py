@@ -25,6 +25,7 @@ async def test_the_typescript_sdk_runs_the_core_flow(
             )
         finally:
             await server.stop()
+    assert "failed_at" not in out, out
     assert out["agent"]["name"] == "ts-sdk-e2e"
     assert ["human", "Ada"] in out["agent"]["blocks"]
     assert out["sent"] == {
