@@ -27,6 +27,11 @@ _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host"
         "content-length", "proxy-connection"}  # fmt: skip
 
 
+class _CutStream(Exception):
+    """Raised in the middle of a response: the server (Hypercorn) then drops the connection
+    without ending the chunked body, which the client reads as a broken stream."""
+
+
 @attrs.define
 class Call:
     method: str
@@ -48,6 +53,10 @@ class RecordingProxy:
         self.calls: list[Call] = []
         self._log = log
         self._client = httpx.AsyncClient(base_url=self.upstream, timeout=None)
+        # Drop the next event stream answering a POST whose path ends so, after this many
+        # events: the client sees its connection cut mid-stream, as on a network failure.
+        self.cut_next: tuple[str, int] | None = None
+        self.cut: list[Call] = []
 
     def routes(self) -> list[tuple[str, str, int | None]]:
         return [(c.method, c.path, c.status) for c in self.calls]
@@ -103,8 +112,19 @@ class RecordingProxy:
         await send({"type": "http.response.start", "status": response.status_code,
                     "headers": out})  # fmt: skip
         kept = b""
+        cut_after = None
+        cut = self.cut_next
+        if cut and call.streamed and call.method == "POST" and call.path.endswith(cut[0]):
+            cut_after, self.cut_next = cut[1], None
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in (
+                response.aiter_lines() if cut_after is not None else response.aiter_raw()
+            ):
+                if cut_after is not None:
+                    if chunk.startswith("data:") and kept.count(b"data:") >= cut_after:
+                        self.cut.append(call)
+                        raise _CutStream
+                    chunk = (chunk + "\n").encode()
                 if len(kept) < (20_000 if call.streamed else 200_000):  # enough to read
                     kept += chunk
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
