@@ -14,11 +14,12 @@ const first = await step("first", async () => {
     stream_tokens: true,
     background: true,
   });
-  // Drop the connection after the first event (the user's message, while the model is slow).
+  // Drop the connection after the first event that names its run and position (while the
+  // model is slow: the reply has not begun).
   const chunks = await collect(stream, { until: (c) => c.run_id && c.seq_id != null });
   stream.controller.abort();
   const last = chunks.at(-1);
-  return { run_id: last.run_id, seq_id: last.seq_id, types: chunks.map((c) => c.message_type) };
+  return { run_id: last.run_id, seq_id: last.seq_id, pieces: pieces(chunks) };
 });
 
 await step("resumed", async () => {
