@@ -7,7 +7,10 @@ its stream dropped, and one finished after its client was killed.
 These FAIL today: the CLI keeps its agents' turns in conversations (`POST /v1/conversations/`
 right after creating the agent, then `POST /v1/conversations/{id}/messages`), which kelpie-trio
 does not serve yet. They are strict expected failures until it does (an unexpected pass then
-fails, so the marker is removed). A failure names the calls the server refused.
+fails, so the marker is removed). A failure names the calls the server refused. Past
+conversations, the CLI needs two more things: `client_skills` accepted (it sends its bundled
+skills with every message; a 422 today) and, for its client-side tools, every streamed
+tool-call delta carrying its `tool_call_id` (test_ts_sdk.py has that case on its own).
 """
 
 from __future__ import annotations
