@@ -4,13 +4,9 @@ recording proxy between them: a new agent, a conversation of three messages acro
 restart, a streamed reply, a client-side tool run by the CLI, a background run resumed after
 its stream dropped, and one finished after its client was killed.
 
-These FAIL today: the CLI keeps its agents' turns in conversations (`POST /v1/conversations/`
-right after creating the agent, then `POST /v1/conversations/{id}/messages`), which kelpie-trio
-does not serve yet. They are strict expected failures until it does (an unexpected pass then
-fails, so the marker is removed). A failure names the calls the server refused. Past
-conversations, the CLI needs two more things: `client_skills` accepted (it sends its bundled
-skills with every message; a 422 today) and, for its client-side tools, every streamed
-tool-call delta carrying its `tool_call_id` (test_ts_sdk.py has that case on its own).
+The CLI keeps its agents' turns in conversations (`POST /v1/conversations/` right after
+creating the agent, then `POST /v1/conversations/{id}/messages` with `background: true`, its
+client tools and its bundled skills). A failure names the calls the server refused.
 """
 
 from __future__ import annotations
@@ -21,16 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import trio
 
 from tests.e2e.harness import LETTA, MODEL, LettaCli, Server
 from tests.e2e.recording_proxy import RecordingProxy, recording
 from tests.e2e.scripted_provider import Say, ScriptedProvider
-
-pytestmark = pytest.mark.xfail(
-    strict=True, reason="no conversations yet: letta-code's POST /v1/conversations/ is a 404"
-)
 
 
 def refused(proxy: RecordingProxy) -> str:
@@ -116,6 +107,8 @@ async def test_a_new_agent_holds_a_conversation_across_a_server_restart(
                 )  # fmt: skip
                 third = result_of(streamed, proxy)
                 created = [c for c in proxy.calls if (c.method, c.path) == ("POST", "/v1/agents/")]
+                sends = [c for c in proxy.calls
+                         if c.method == "POST" and c.path.endswith("/messages")]  # fmt: skip
                 said = await history(proxy.url, conversation)
         finally:
             await server.stop()
@@ -131,6 +124,14 @@ async def test_a_new_agent_holds_a_conversation_across_a_server_restart(
     ]
     assert pieces == ["Third ", "answer, ", "streamed"]  # relayed token by token
     assert created[-1].status == 200 and created[-1].body["model"] == MODEL
+    # It sends its skills and client tools with every message, in the background, into a
+    # conversation; the skills reach the model's system prompt.
+    assert all(c.path.startswith("/v1/conversations/") and c.status == 200 for c in sends)
+    skills = sends[0].body["client_skills"]
+    assert skills and sends[0].body["background"] is True and sends[0].body["client_tools"]
+    asked = [r.json for r in provider.received if r.path.endswith("/chat/completions")]
+    system = str(asked[0]["messages"][0]["content"])
+    assert "<available_skills>" in system and skills[0]["name"] in system
     assert [kind for kind, _ in said] == ["user_message", "assistant_message"] * 3
     assert said[0][1].endswith("First message") and said[4][1].endswith("Third message")
     assert [text for kind, text in said if kind == "assistant_message"] == [

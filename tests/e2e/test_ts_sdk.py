@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import trio
 
 from tests.e2e.harness import MODEL, Server, run_node
@@ -55,11 +54,6 @@ async def test_the_typescript_sdk_runs_the_core_flow(
     assert asked[1]["messages"][-1]["content"].endswith("Now stream it")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="streamed tool-call deltas carry tool_call_id only on their first delta "
-    "(agent/actor.py _stream_reply), so a client keying on it loses the arguments",
-)
 async def test_a_client_side_tool_streamed_token_by_token_reaches_the_client_whole(
     js_clients: Path, provider: ScriptedProvider, tmp_path: Path
 ) -> None:
