@@ -98,6 +98,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         self.thread: str = ctx.agent_id
         self.agent_id: str = ctx.agent_id
         self.conversation_id: str | None = None
+        self.isolated: dict[str, str] = {}  # a conversation's own blocks: label -> block id
         self.service = service
         self.llm_for = llm_for
         self.run_tool = run_tool
@@ -121,20 +122,20 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
     async def on_activate(self) -> None:
         thread = self.thread
 
-        async def last(tr: Transaction) -> tuple[int, str | None]:
-            owner: str | None = thread
+        async def last(tr: Transaction) -> tuple[int, Any]:
+            conversation = None
             if is_conversation(thread):
-                found_conversation = await load_conversation(tr, thread)
-                owner = None if found_conversation is None else found_conversation.agent_id
+                conversation = await load_conversation(tr, thread)
             prefix = keys.MESSAGES.pack((thread,))
             found = await tr.get_prefix(prefix, limit=1, reverse=True)
-            return (keys.MESSAGES.unpack(found[0][0])[1] + 1 if found else 0), owner
+            return (keys.MESSAGES.unpack(found[0][0])[1] + 1 if found else 0), conversation
 
-        self.next_seq, owner = await self.ctx.transact(last)
+        self.next_seq, conversation = await self.ctx.transact(last)
         if is_conversation(thread):
             self.conversation_id = thread
             # A conversation deleted (or never made): every request is told it is gone.
-            self.agent_id = owner or ""
+            self.agent_id = conversation.agent_id if conversation is not None else ""
+            self.isolated = dict(conversation.isolated_blocks) if conversation else {}
 
     async def on_deactivate(self) -> None:
         pass  # every step is stored as it completes

@@ -11,7 +11,8 @@ actor key, so leases, fencing and single activation hold per conversation, and i
 the per-thread keys: the history `MESSAGES(thread, seq)`, the context `CONTEXT(thread)`,
 a run's open entry and idempotency keys (agent/runs.py). Agent-wide records (the agent,
 its blocks, tools, passages, the run list and the search stream) stay keyed by the
-agent.
+agent. A conversation may isolate some blocks: it gets its own copies of them, which its
+steps read and edit in place of the agent's.
 
 Keys (under `keys.CONVERSATIONS`):
   conv  (conversation_id,)                      -> Conversation
@@ -59,6 +60,9 @@ class Conversation:
     model: str | None = None
     model_llm_config: dict[str, Any] | None = None
     last_message_at: float | None = None
+    # Its own copies of some of the agent's blocks (label -> block id, made when it was
+    # created): its steps see and edit these in their place; the others are shared.
+    isolated_blocks: dict[str, str] = attrs.Factory(dict)
 
 
 def is_conversation(thread: str) -> bool:

@@ -57,6 +57,7 @@ def kept_output(lines: list[str], limit: int = STORED_OUTPUT_LIMIT) -> list[str]
 class AgentTools:
     ctx: Any
     agent_id: str
+    isolated: dict[str, str]
     service: Any
     run_tool: Any
 
@@ -205,7 +206,7 @@ class AgentTools:
             return "success", f"Pausing timed heartbeats for {args.get('minutes', 0)} min"
         if name not in memory.MEMORY_TOOLS:  # before any argument is looked at
             return "error", f"no tool named {name!r} is attached to this agent"
-        blocks = await self.service.agent_blocks(tr, self.agent_id)
+        blocks = await self.service.agent_blocks(tr, self.agent_id, self.isolated)
         before = {
             b.label: memory.MemBlock(b.id, b.label, b.value, b.limit, b.read_only, b.description)
             for b in blocks
@@ -214,5 +215,15 @@ class AgentTools:
             text, after = memory.edit(name, args, before, DEFAULT_BLOCK_LIMIT)
         except memory.ToolError as error:
             return "error", str(error)
-        await self.service.write_memory(tr, self.agent_id, blocks, after)
+        copies = {b.id: b.label for b in blocks if self.isolated.get(b.label) == b.id}
+        for copy_id, label in copies.items():  # the conversation's own: edited, kept as is
+            if not any(m.id == copy_id and m.label == label for m in after.values()):
+                return "error", (f"Memory block '{label}' is this conversation's own copy: "
+                                 "it can be edited, not renamed or removed")  # fmt: skip
+        originals = {}
+        if copies:  # each copy holds the place of the agent's block of its label
+            agent_blocks = await self.service.agent_blocks(tr, self.agent_id)
+            by_label = {b.label: b.id for b in agent_blocks}
+            originals = {c: by_label[label] for c, label in copies.items() if label in by_label}
+        await self.service.write_memory(tr, self.agent_id, blocks, after, originals)
         return "success", text

@@ -135,6 +135,7 @@ class ContextWindow:
     ctx: Any
     thread: str
     agent_id: str
+    isolated: dict[str, str]
     service: Any
     context: AgentContext
     _window: dict[int, Message] | None
@@ -150,7 +151,7 @@ class ContextWindow:
         window = self._window
 
         async def read(tr: Transaction) -> tuple[Any, AgentContext, list[Message] | None]:
-            view = await self.service.view_in(tr, agent_id)
+            view = await self.service.view_in(tr, agent_id, self.isolated)
             if window is not None:
                 return view, self.context, None
             context, history = await read_context(tr, thread)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -224,10 +225,30 @@ class AgentCases(BlockCases, ToolCases):
 
         return await self.store.transact(get)
 
-    async def view_in(self, tr: Transaction, agent_id: str) -> AgentView:
+    async def view_in(
+        self, tr: Transaction, agent_id: str, isolated: Mapping[str, str] | None = None
+    ) -> AgentView:
         """Within a caller's transaction: the agent with its blocks and tools (the agent
-        loop reads it with the history, in one transaction per step)."""
-        return await self._view(tr, await self._agent(tr, agent_id))
+        loop reads it with the history, in one transaction per step). `isolated`: a
+        conversation's own copies of some blocks (label -> block id), seen in their place."""
+        view = await self._view(tr, await self._agent(tr, agent_id))
+        if isolated:
+            view = attrs.evolve(view, blocks=await self._isolate(tr, view.blocks, isolated))
+        return view
+
+    async def _isolate(
+        self, tr: Transaction, blocks: list[Block], isolated: Mapping[str, str]
+    ) -> list[Block]:
+        """The agent's blocks with a conversation's copies in place of the blocks of their
+        label (a copy deleted since leaves the agent's own in its place)."""
+        shown = []
+        for block in blocks:
+            copy_id = isolated.get(block.label or "")
+            copy = None
+            if copy_id is not None:
+                copy = await read_record(tr, keys.BLOCKS.pack((copy_id,)), Block)
+            shown.append(copy or block)
+        return shown
 
     async def list_agents(
         self,
@@ -358,24 +379,36 @@ class AgentCases(BlockCases, ToolCases):
         memory tools edit blocks inside their step's transaction)."""
         return await self._labeled(tr, await self._agent(tr, agent_id), label)
 
-    async def agent_blocks(self, tr: Transaction, agent_id: str) -> list[Block]:
-        """Within a caller's transaction: the agent's core memory blocks, in order."""
+    async def agent_blocks(
+        self, tr: Transaction, agent_id: str, isolated: Mapping[str, str] | None = None
+    ) -> list[Block]:
+        """Within a caller's transaction: the agent's core memory blocks, in order (with a
+        conversation's own copies in place, `isolated` as view_in takes it)."""
         agent = await self._agent(tr, agent_id)
-        return [await self._block(tr, b) for b in agent.block_ids]
+        blocks = [await self._block(tr, b) for b in agent.block_ids]
+        return await self._isolate(tr, blocks, isolated) if isolated else blocks
 
     async def write_memory(
-        self, tr: Transaction, agent_id: str, before: list[Block], after: dict[str, Any]
+        self,
+        tr: Transaction,
+        agent_id: str,
+        before: list[Block],
+        after: dict[str, Any],
+        originals: Mapping[str, str] | None = None,
     ) -> None:
         """Within a caller's transaction: the agent's memory as a memory tool left it
         (`after`: label -> agent.memory.MemBlock): changed blocks saved, new ones created
-        and attached, missing ones detached (not deleted: other agents may share them)."""
+        and attached, missing ones detached (not deleted: other agents may share them).
+        `originals`: a conversation's copies (copy id -> the agent's block it stands for),
+        which are saved as edited but hold the agent's block's place."""
         kept = {m.id: m for m in after.values() if m.id is not None}
+        originals = originals or {}
         ids = []
         for block in before:
             edited = kept.get(block.id)
             if edited is None:
                 continue
-            ids.append(block.id)
+            ids.append(originals.get(block.id, block.id))
             fields = (edited.value, edited.label, edited.description)
             if fields != (block.value, block.label, block.description):
                 block.value, block.label, block.description = fields

@@ -235,13 +235,13 @@ class ContextCases:
         one transaction (no actor involved)."""
 
         async def read(tr: Transaction) -> dict[str, Any]:
-            view = await self.view_in(tr, agent_id)
-            thread = agent_id
+            thread, isolated = agent_id, {}
             if conversation_id not in (None, DEFAULT_CONVERSATION, agent_id):
                 found = await load_conversation(tr, conversation_id or "")
                 if found is None or found.agent_id != agent_id:
                     raise NotFound("Conversation", conversation_id or "")
-                thread = found.id
+                thread, isolated = found.id, found.isolated_blocks
+            view = await self.view_in(tr, agent_id, isolated)
             context, history = await read_context(tr, thread)  # as a step reads them
             # Every stored message, for the count (a message may take several chunk keys).
             stored = await tr.get_prefix(keys.MESSAGES.pack((thread,)))

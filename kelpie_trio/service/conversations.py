@@ -34,30 +34,31 @@ from kelpie_trio.agent.window import HISTORY_WINDOW
 from kelpie_trio.errors import Conflict, Invalid, NotFound, ServiceError
 from kelpie_trio.llm.catalog import UnknownModel
 from kelpie_trio.models import convert
+from kelpie_trio.models.blocks import Block, CreateBlock
 from kelpie_trio.models.passages import parse_timestamp
 from kelpie_trio.search import outbox
-from kelpie_trio.service.common import MAX_PAGE, ServiceBase
+from kelpie_trio.service.blocks import BLOCK_INDEX
+from kelpie_trio.service.common import MAX_PAGE, ServiceBase, micros, read_record
 from kelpie_trio.service.run_stream import RetrieveStreamRequest
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
-from kelpie_trio.storage.chunks import set_blob
+from kelpie_trio.storage.chunks import clear_blob, set_blob
 
 __all__ = ["ConversationCases", "Thread"]
 
 DEFAULT = "default"
 
 
-# What is taken is what the API document says: isolated blocks and model settings only
-# when they ask for nothing (see `_unsupported`).
+# What is taken is what the API document says: model settings only when they ask for
+# nothing (see `_unsupported`).
 _NOTHING = {"schema": {"type": "null"}}
-_NO_LABELS = {"schema": {"anyOf": [{"type": "array", "maxItems": 0}, {"type": "null"}]}}
 _WHEN = {"schema": {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]}}
 
 
 @attrs.define
 class CreateConversation:
     summary: str | None = None
-    isolated_block_labels: list[str] | None = attrs.field(default=None, metadata=_NO_LABELS)
+    isolated_block_labels: list[str] | None = None
     model: str | None = None
     model_settings: Any = attrs.field(default=None, metadata=_NOTHING)
 
@@ -85,12 +86,6 @@ class Thread:
 
 def _unsupported(body: CreateConversation | UpdateConversation) -> None:
     # Said plainly rather than stored and ignored.
-    if getattr(body, "isolated_block_labels", None):
-        raise Invalid.field(
-            ["body", "isolated_block_labels"],
-            "conversation-specific (isolated) blocks are not supported yet: every "
-            "conversation shares the agent's blocks",
-        )
     if body.model_settings is not None:
         raise Invalid.field(
             ["body", "model_settings"],
@@ -98,7 +93,36 @@ def _unsupported(body: CreateConversation | UpdateConversation) -> None:
         )
 
 
-class ConversationCases(ServiceBase):
+class _IsolatedBlocks:
+    """A conversation's own copies of the agent's blocks (Letta's isolated blocks)."""
+
+    async def _copy_block(
+        self, tr: Transaction, agent_id: str, label: str, source_id: str | None = None
+    ) -> str:
+        """A new block copying the agent's block of `label` (or the block `source_id`,
+        a fork's source's copy), attached to no agent; its id."""
+        if source_id is not None:
+            source = await self._block(tr, source_id)  # type: ignore[attr-defined]
+        else:
+            blocks = await self.agent_blocks(tr, agent_id)  # type: ignore[attr-defined]
+            found = [b for b in blocks if b.label == label]
+            if not found:
+                raise ServiceError(f"Block with label '{label}' not found on agent '{agent_id}'")
+            source = found[0]
+        fields = {f: getattr(source, f) for f in ("value", "label", "limit", "description",
+                                                  "read_only", "metadata")}  # fmt: skip
+        copy = self._new_block(CreateBlock(**fields))  # type: ignore[attr-defined]
+        self._write_block(tr, copy, new=True)  # type: ignore[attr-defined]
+        return copy.id
+
+    async def _drop_block(self, tr: Transaction, block_id: str) -> None:
+        block = await read_record(tr, keys.BLOCKS.pack((block_id,)), Block)
+        if block is not None:
+            clear_blob(tr, keys.BLOCKS.pack((block_id,)))
+            tr.clear(BLOCK_INDEX.pack((micros(block.created_at), block_id)))
+
+
+class ConversationCases(_IsolatedBlocks, ServiceBase):
     # -- naming a thread ------------------------------------------------------------
 
     async def resolve(self, conversation_id: str, agent_id: str | None = None) -> Thread:
@@ -153,8 +177,11 @@ class ConversationCases(ServiceBase):
 
         async def create(tr: Transaction) -> dict[str, Any]:
             await runs.require_agent(tr, agent_id)
-            save_conversation(tr, conversation, new=True)
-            return _render(conversation, [])
+            made = attrs.evolve(conversation, isolated_blocks={})
+            for label in dict.fromkeys(request.isolated_block_labels or []):
+                made.isolated_blocks[label] = await self._copy_block(tr, agent_id, label)
+            save_conversation(tr, made, new=True)
+            return _render(made, [])
 
         return await self.store.transact(create)
 
@@ -237,6 +264,8 @@ class ConversationCases(ServiceBase):
         async def delete(tr: Transaction) -> None:
             conversation = await _named(tr, conversation_id)
             delete_conversation_record(tr, conversation)
+            for copy_id in conversation.isolated_blocks.values():  # its own, as in Letta
+                await self._drop_block(tr, copy_id)
             tr.clear_range(*keys.prefix_range(keys.MESSAGES.pack((conversation.id,))))
             tr.clear(keys.CONTEXT.pack((conversation.id,)))
             for run_id in await runs.agent_run_ids(tr, conversation.agent_id):
@@ -272,6 +301,11 @@ class ConversationCases(ServiceBase):
                 model=source.model if source is not None else None,
                 model_llm_config=source.model_llm_config if source is not None else None,
             )
+            if source is not None:  # its own copies of the source's own blocks, as they are
+                for label, copy_id in source.isolated_blocks.items():
+                    forked.isolated_blocks[label] = await self._copy_block(
+                        tr, thread.agent_id, label, copy_id
+                    )
             save_conversation(tr, forked, new=True)
             # Its history is written here, not by its actor: reading the new thread's lease
             # (nobody holds it yet) fences the write as every history write is fenced.
@@ -297,7 +331,8 @@ class ConversationCases(ServiceBase):
 
         async def read(tr: Transaction) -> str:
             thread = await self.resolve_in(tr, conversation_id, agent_id)
-            view = await self.view_in(tr, thread.agent_id)  # type: ignore[attr-defined]
+            isolated = thread.conversation.isolated_blocks if thread.conversation else None
+            view = await self.view_in(tr, thread.agent_id, isolated)  # type: ignore[attr-defined]
             rules = rules_prompt(rules_of(view.agent.tool_rules))
             return compile_system(view.agent.system or "", view.blocks, rules)
 
@@ -402,7 +437,7 @@ def _render(conversation: Conversation, in_context: list[str]) -> dict[str, Any]
         "last_updated_by_id": None,
         "summary": conversation.summary,
         "in_context_message_ids": in_context,
-        "isolated_block_ids": [],
+        "isolated_block_ids": list(conversation.isolated_blocks.values()),
         "model": conversation.model,
         "model_settings": None,
         "last_message_at": convert.iso(last) if last is not None else None,

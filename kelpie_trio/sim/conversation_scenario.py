@@ -1,17 +1,20 @@
-"""The `conversations` scenario: one agent talks in three threads at once (its default
-conversation and two others), each thread's turns editing the agent's one shared memory
-block, through any of two nodes, under storage faults, crashes and panics.
+"""The `conversations` scenario: one agent talks in four threads at once (its default
+conversation and three others), each thread's turns editing the agent's memory block
+`notes`, through any of two nodes, under storage faults, crashes and panics. Three threads
+share the agent's block; the last isolates it (its own copy, Letta's isolated blocks).
 
-Every turn's model reply appends the turn's otid to the shared `notes` block
-(`memory_insert`), then answers. With the faults off, it checks on the real actor's
+Every turn's model reply appends the turn's otid to `notes` (`memory_insert`), then
+answers. With the faults off, it checks on the real actor's
 stored state:
 
 - NoAckedMessageLost / ExactlyOnce per thread: each thread's history is whole (positions
   0..n-1, no message twice), holds every answered send of that thread once, and only
   those; every answer's messages are stored in its own thread.
 - NoLostEdit / EditOnce across threads: every turn whose answer shows its memory edit
-  succeeded left its otid in the shared block, and no otid is there twice (a retried
-  step never edits twice; two threads' concurrent edits never overwrite each other).
+  succeeded left its otid in the block its thread sees, and no otid is there twice (a
+  retried step never edits twice; two threads' concurrent edits never overwrite each
+  other); the isolated thread's edits are in its copy only, the others' in the shared
+  block only.
 - Isolation: no thread holds another thread's sends.
 - RunsFinish: once every turn is answered, no run is left open in any thread.
 """
@@ -50,7 +53,7 @@ CONVERSATION_FAULTS = FaultConfig(
         FaultType.LLM_FAILURE: 0.03,
     }
 )
-THREADS = 3  # the default conversation and two others
+THREADS = 4  # the default conversation and three others, the last with its own `notes`
 TURNS = 3
 
 
@@ -70,7 +73,8 @@ def note_then_answer(request: LlmRequest) -> LlmResponse:
 class ConversationsReport:
     replies: dict[str, tuple[str, dict]]  # otid -> (thread, answer)
     histories: dict[str, list[Any]]  # thread -> stored history
-    notes: str
+    notes: str  # the shared block
+    own_notes: str  # the isolated thread's copy
     restarts: int
     open_entries: list[Any]  # runs' open entries left when every turn was answered
 
@@ -79,7 +83,8 @@ class ConversationsReport:
         return (
             f"conversations: {len(self.replies)} turns answered in {len(self.histories)} "
             f"threads (histories of {sizes} messages), {self.restarts} node restarts, "
-            f"{len(self.notes.splitlines())} notes in the shared block"
+            f"{len(self.notes.splitlines())} notes in the shared block, "
+            f"{len(self.own_notes.splitlines())} in the isolated copy"
         )
 
 
@@ -116,8 +121,11 @@ async def conversations(world: SimWorld) -> ConversationsReport:
             memory_blocks=[{"label": "notes", "value": "", "limit": 20_000}],
         )
         threads = [agent]
-        for _ in range(THREADS - 1):
-            threads.append((await home.create_conversation(agent, {}))["id"])
+        for i in range(1, THREADS):
+            body = {"isolated_block_labels": ["notes"]} if i == THREADS - 1 else {}
+            made = await home.create_conversation(agent, body)
+            threads.append(made["id"])
+        copy_id = made["isolated_block_ids"][0]
         replies: dict[str, tuple[str, dict]] = {}
 
         async def client(c: int) -> None:
@@ -139,9 +147,10 @@ async def conversations(world: SimWorld) -> ConversationsReport:
         histories = {t: await history_of(live, t) for t in threads}
         view = await live.get_agent(agent)
         notes = next(b.value for b in view.blocks if b.label == "notes")
+        own = (await live.get_block(copy_id)).value
         restarts = sum(node.incarnation - 1 for node in sim.nodes.values())
         left = await _open_entries(live)
-        return ConversationsReport(replies, histories, notes, restarts, left)
+        return ConversationsReport(replies, histories, notes, own, restarts, left)
 
     report = await cluster_main(
         scenario, quiet_start=True, nodes=2, script=[note_then_answer] * 400,
@@ -173,17 +182,26 @@ def check_conversations(report: ConversationsReport) -> list[str]:
                                 f"stored in {thread}")  # fmt: skip
             if reply["stop_reason"]["stop_reason"] not in TURN_STOPS:
                 problems.append(f"{otid} stopped with {reply['stop_reason']}")
-    notes = Counter(line for line in report.notes.splitlines() if line)
-    twice = sorted(otid for otid, n in notes.items() if n > 1)
-    if twice:
-        problems.append(f"EditOnce: the shared block holds {twice} more than once")
-    for otid, (_, reply) in report.replies.items():
-        # memory_insert is the one tool whose return shows (send_message is the answer)
+    isolated = list(report.histories)[-1]
+    blocks = {"the shared block": report.notes, "the isolated copy": report.own_notes}
+    notes = {name: Counter(line for line in value.splitlines() if line)
+             for name, value in blocks.items()}  # fmt: skip
+    for name, seen in notes.items():
+        twice = sorted(otid for otid, n in seen.items() if n > 1)
+        if twice:
+            problems.append(f"EditOnce: {name} holds {twice} more than once")
+    for otid, (thread, reply) in report.replies.items():
+        # memory_insert is the one tool whose return shows (the answer is plain text)
         edited = any(m["message_type"] == "tool_return_message" and m["status"] == "success"
                      for m in reply["messages"])  # fmt: skip
-        if edited and otid not in notes:
-            problems.append(f"NoLostEdit: {otid}'s memory edit is not in the shared block")
-    unknown = sorted(set(notes) - set(report.replies))
+        mine = "the isolated copy" if thread == isolated else "the shared block"
+        if edited and otid not in notes[mine]:
+            problems.append(f"NoLostEdit: {otid}'s memory edit is not in {mine}")
+        for name, seen in notes.items():
+            if name != mine and otid in seen:
+                problems.append(f"Isolation: {otid} of {thread} edited {name}")
+    unknown = sorted(set(notes["the shared block"]) | set(notes["the isolated copy"]))
+    unknown = [otid for otid in unknown if otid not in report.replies]
     if unknown:
-        problems.append(f"EditOnce: the shared block holds edits of unanswered turns {unknown}")
+        problems.append(f"EditOnce: a block holds edits of unanswered turns {unknown}")
     return problems

@@ -17,7 +17,12 @@ def _send(
 ) -> list:
     """A send as this SDK makes it: it reads every reply as a stream (Letta's default)."""
     message = {"role": "user", "content": text, **({"otid": otid} if otid else {})}
-    return list(letta.conversations.messages.create(conversation_id, messages=[message], **options))
+    events = list(
+        letta.conversations.messages.create(conversation_id, messages=[message], **options)
+    )
+    errors = [e for e in events if getattr(e, "message_type", None) == "error_message"]
+    assert not errors, errors  # a failed turn says why
+    return events
 
 
 def test_sdk_conversations_keep_their_own_histories(letta: Letta) -> None:
@@ -62,9 +67,9 @@ def test_sdk_forks_deletes_and_refuses_clearly(letta: Letta) -> None:
         letta.conversations.retrieve(source.id)
     with pytest.raises(letta_client.NotFoundError):
         _send(letta, source.id, "hi")
-    with pytest.raises(letta_client.UnprocessableEntityError):
+    with pytest.raises(letta_client.BadRequestError, match="label 'nobody' not found"):
         letta.conversations.create(
-            agent_id=agent.id, extra_body={"isolated_block_labels": ["human"]}
+            agent_id=agent.id, extra_body={"isolated_block_labels": ["nobody"]}
         )
     with pytest.raises(letta_client.UnprocessableEntityError):
         letta.conversations.create(agent_id=agent.id, model="nobody/none")
@@ -131,3 +136,29 @@ def test_sdk_compacts_one_conversation_and_reads_its_context(letta: Letta) -> No
     assert len(shown) < len(list(letta.conversations.messages.list(conversation.id)))
     with pytest.raises(letta_client.NotFoundError):
         letta.conversations.messages.compact("conv-00000000-0000-4000-8000-000000000000")
+
+
+def test_sdk_a_conversation_sees_its_own_copy_of_an_isolated_block(letta: Letta) -> None:
+    blocks = [{"label": "human", "value": "Name: Ada"}, {"label": "persona", "value": "calm"}]
+    agent = letta.agents.create(name="isolating", memory_blocks=blocks)
+    own = letta.conversations.create(
+        agent_id=agent.id, extra_body={"isolated_block_labels": ["human"]}
+    )
+    shared = letta.conversations.create(agent_id=agent.id)
+    [copy_id] = own.isolated_block_ids
+    assert copy_id not in {b.id for b in letta.agents.blocks.list(agent.id)}
+    letta.blocks.update(copy_id, value="Name: Bob")
+    assert "Name: Bob" in letta.conversations.recompile(own.id)
+    assert "Name: Ada" in letta.conversations.recompile(shared.id)
+    assert "Name: Ada" in letta.conversations.recompile(
+        "default", extra_body={"agent_id": agent.id}
+    )
+    fork = letta.conversations.fork(own.id)
+    [fork_copy] = fork.isolated_block_ids
+    assert fork_copy != copy_id and "Name: Bob" in letta.conversations.recompile(fork.id)
+    letta.conversations.delete(own.id)
+    with pytest.raises(letta_client.NotFoundError):  # its own blocks go with it
+        letta.blocks.retrieve(copy_id)
+    assert [b.value for b in letta.agents.blocks.list(agent.id) if b.label == "human"] == [
+        "Name: Ada"
+    ]
