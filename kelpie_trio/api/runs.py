@@ -33,7 +33,9 @@ def _run_id(value: str) -> str:
 @runs.get("/v1/runs/")
 @runs.get("/v1/runs")
 @documented(
-    "List runs, oldest first", query=(*PAGING, "agent_id", "statuses", "active"), cursor="run"
+    "List runs, oldest first",
+    query=(*PAGING, "agent_id", "conversation_id", "statuses", "active"),
+    cursor="run",
 )
 async def list_runs() -> Response:
     agent_id = request.args.get("agent_id")
@@ -44,9 +46,12 @@ async def list_runs() -> Response:
     if unknown:
         raise Invalid.field(["query", "statuses"], f"unknown run status {unknown[0]!r}")
     active = bool_arg("active", False)
+    # A conversation's runs; `default` (with agent_id) the agent's default conversation's.
+    conversation_id = request.args.get("conversation_id")
     found = await service().list_runs(
-        page_args("run"), agent_id=agent_id, statuses=statuses or None, active=active
-    )
+        page_args("run"), agent_id=agent_id, statuses=statuses or None, active=active,
+        conversation_id=conversation_id,
+    )  # fmt: skip
     return json_response(found)
 
 

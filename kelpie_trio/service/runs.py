@@ -39,6 +39,7 @@ class RunCases(ServiceBase):
         agent_id: str | None = None,
         statuses: list[str] | None = None,
         active: bool = False,
+        conversation_id: str | None = None,
     ) -> list[dict[str, Any]]:
         async def read(tr: Transaction) -> list[Run]:
             if agent_id is not None:
@@ -53,6 +54,10 @@ class RunCases(ServiceBase):
             listed = [r for r in listed if r.status in statuses]
         if active:
             listed = [r for r in listed if not r.finished]
+        if conversation_id == "default":  # the agent's default conversation
+            listed = [r for r in listed if r.conversation_id is None]
+        elif conversation_id is not None:
+            listed = [r for r in listed if r.conversation_id == conversation_id]
         ids = window([r.id for r in listed], page)
         by_id = {r.id: r for r in listed}
         return [runs.render_run(by_id[i]) for i in ids]

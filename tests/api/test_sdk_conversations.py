@@ -48,6 +48,8 @@ def test_sdk_conversations_keep_their_own_histories(letta: Letta) -> None:
     assert letta.conversations.update(first.id, summary="tea").summary == "tea"
     runs = [r for r in letta.runs.list(agent_id=agent.id)]
     assert {r.conversation_id for r in runs} == {first.id, second.id, None}
+    in_first = list(letta.runs.list(agent_id=agent.id, conversation_id=first.id))
+    assert [r.conversation_id for r in in_first] == [first.id]
 
 
 def test_sdk_forks_deletes_and_refuses_clearly(letta: Letta) -> None:

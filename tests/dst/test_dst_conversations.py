@@ -9,9 +9,21 @@ from typing import Any
 
 import trio
 
-from kelpie_trio.sim import SimWorld
-from kelpie_trio.sim.conversation_scenario import CONVERSATION_FAULTS, THREADS, TURNS, conversations
+from kelpie_trio.agent.runs import OPEN_RUNS
+from kelpie_trio.errors import NotFound
+from kelpie_trio.sim import FaultConfig, SimWorld
+from kelpie_trio.sim.agents import CLEAN
+from kelpie_trio.sim.conversation_scenario import (
+    CONVERSATION_FAULTS,
+    THREADS,
+    TURNS,
+    conversations,
+    note_then_answer,
+)
+from kelpie_trio.sim.faults import STORAGE_FAULTS
 from kelpie_trio.sim.seeds import run_seeds
+from kelpie_trio.storage import keys
+from kelpie_trio.storage.base import Transaction
 from tests.dst.agent_harness import (
     AgentCluster,
     history_of,
@@ -80,3 +92,69 @@ def test_dst_a_conversations_session_moves_to_another_agent() -> None:
     assert all(m.conversation_id is None and m.agent_id == run.agent_id for m in session)
     assert [m["id"] for m in reply["messages"]] == list(dict.fromkeys(m.id for m in session))
     assert untouched == []
+
+
+def test_dst_deleting_an_agent_stops_its_conversations_and_leaves_nothing() -> None:
+    """An agent deleted while turns run in its conversations, under storage faults: every
+    send is answered (its turn, or a 404), and nothing of any thread is left behind: no
+    conversation record, history, context or open run (a turn cut short by the delete
+    writes nothing after it)."""
+    faults = FaultConfig(dict.fromkeys(STORAGE_FAULTS, 0.03))
+
+    def one(seed: int) -> None:
+        async def scenario(sim: AgentCluster) -> Any:
+            home = sim.service("n0")
+            sim.llm.latency = (0.2, 0.5)  # turns long enough for the delete to cut them
+            agent = await new_agent(
+                home, tools=["memory_insert"], memory_blocks=[{"label": "notes", "value": ""}]
+            )
+            threads = [agent] + [
+                (await home.create_conversation(agent, {}))["id"] for _ in range(2)
+            ]
+            answers: list[str] = []
+
+            async def client(thread: str, via: str) -> None:
+                service = sim.service(via)
+                for i in range(3):
+                    body = {"input": f"{thread[-4:]}-{i}", "max_steps": 4}
+                    try:
+                        named = await service.resolve(thread)
+                        await service.send_message(agent, body, conversation=named.conversation)
+                        answers.append("answered")
+                    except NotFound:
+                        answers.append("gone")
+                    except CLEAN:
+                        answers.append("refused")
+
+            sim.world.faults.enabled = True
+            async with trio.open_nursery() as nursery:
+                for i, thread in enumerate(threads):
+                    nursery.start_soon(client, thread, f"n{i % 2}")
+                await trio.sleep(0.6)
+                while True:
+                    try:
+                        await home.delete_agent(agent)
+                        break
+                    except CLEAN:
+                        await trio.sleep(0.1)
+            sim.world.faults.enabled = False
+            await trio.sleep(5)  # any turn still running ends at its next checkpoint
+
+            async def left(tr: Transaction) -> list[Any]:
+                found = []
+                for thread in threads:
+                    found += await tr.get_prefix(keys.MESSAGES.pack((thread,)))
+                    found += [v for v in [await tr.get(keys.CONTEXT.pack((thread,)))] if v]
+                found += await tr.get_prefix(keys.CONVERSATIONS.key())
+                found += await tr.get_prefix(OPEN_RUNS.key())
+                return found
+
+            return answers, await home.store.transact(left)
+
+        answers, left = simulate_cluster(
+            seed, scenario, faults, nodes=2, script=[note_then_answer] * 100
+        )
+        assert len(answers) == 9 and "gone" in answers, answers
+        assert left == [], left[:3]
+
+    run_seeds(one, 6)
