@@ -297,11 +297,13 @@ class TransferReport:
     run: Any
     histories: dict[str, list[Any]]
     open_entries: list[Any]
+    network_messages: int = 0  # node-to-node messages the simulated network delivered
 
     def summary(self) -> str:
         return (
             f"transfer: chaos={self.chaos} outcome={self.outcome}; the session ended on "
-            f"{'the target' if self.run.agent_id == self.target else 'the source'}"
+            f"{'the target' if self.run.agent_id == self.target else 'the source'}; "
+            f"{self.network_messages} node-to-node messages"
         )
 
 
@@ -325,11 +327,34 @@ async def _open_entries(service: AgentService) -> list:
     return await service.store.transact(read)
 
 
+SESSION_STEPS = 8  # a transferred session's steps: long enough to be moved midway
+
+
+def long_session(request: LlmRequest) -> LlmResponse:
+    """Search with a heartbeat, step after step, then answer: chosen by the request (the
+    steps since its last user message), so a call a fault cut short does not shift it."""
+    since, said = 0, ""
+    for message in reversed(request.messages):
+        if message.role == "user" and not str(message.content).startswith("{"):
+            said = str(message.content)
+            break  # the input (heartbeat notes are user-role JSON)
+        since += message.role == "assistant"
+    step = f"{len(request.messages)}"
+    if since >= SESSION_STEPS or said == "wake up":
+        return send_message(f"done ({step})", call_id=f"s{step}")
+    return tool_call("conversation_search", {"query": step, "request_heartbeat": True},
+                     call_id=f"q{step}")  # fmt: skip
+
+
 async def transfer(world: SimWorld) -> TransferReport:
     async def scenario(sim: AgentCluster) -> TransferReport:
+        # Steps of 0.2-0.4 s: the transfer, asked within the first second, finds the
+        # session running (it used to have finished first in most seeds).
+        sim.llm.latency = (0.2, 0.4)
         a_node, b_node = sim.service("n0"), sim.service("n1")
         source = await new_agent(a_node, agent_type="memgpt_v2_agent")
         target = await new_agent(b_node, agent_type="memgpt_v2_agent")
+        await b_node.send_message(target, {"input": "wake up"})  # the target lives on n1
         started = await a_node.send_async(source, {"input": "go", "max_steps": 12})
         sim.world.faults.enabled = True
         await trio.sleep(sim.world.rng("when").uniform(0.0, 1.0))
@@ -344,8 +369,10 @@ async def transfer(world: SimWorld) -> TransferReport:
                 victim = "n0" if chaos == "crash-source" else "n1"
                 nursery.start_soon(_crash_later, sim, victim, rng.uniform(0, 1))
             for _ in range(20):
+                # Asked of n1, which does not run the session: the handoff crosses nodes.
+                asked = sim.service("n1") if not sim.nodes["n1"].crashed else live_service(sim)
                 try:
-                    await sim.call("transfer", live_service(sim).transfer_session,
+                    await sim.call("transfer", asked.transfer_session,
                                    source, started["id"], {"target_agent_id": target})  # fmt: skip
                     outcome = "moved"
                     break
@@ -363,12 +390,13 @@ async def transfer(world: SimWorld) -> TransferReport:
             chaos, outcome, source, target, await service.get_run_record(started["id"]),
             {source: await history_of(service, source),
              target: await history_of(service, target)},
-            await _open_entries(service),
+            await _open_entries(service), sim.network.delivered,
         )  # fmt: skip
 
     report = await cluster_main(
-        scenario, quiet_start=True, nodes=2, config=TAKEOVER, resume_interval=2.0
-    )(world)
+        scenario, quiet_start=True, nodes=2, config=TAKEOVER, resume_interval=2.0,
+        script=[long_session] * 400,
+    )(world)  # fmt: skip
     _fail(world, check_transfer(report))
     return report
 

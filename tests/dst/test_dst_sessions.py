@@ -326,8 +326,17 @@ def test_transfers_that_cannot_happen_are_refused_and_change_nothing() -> None:
 
 
 def test_dst_transfer_under_faults_leaves_the_session_in_one_place() -> None:
+    """A running session moves between agents on two nodes while a node crashes or the
+    network splits: it ends in one place, whole. And the sweep checks the scenario does
+    what it says: sessions do move (under each kind of chaos), across the network."""
+    moved: Counter[str] = Counter()
+    carried: list[int] = []
+
     def one(seed: int) -> None:
         report = SimWorld(seed, TRANSFER_FAULTS).run(transfer)
+        if report.run.agent_id == report.target:
+            moved[report.chaos] += 1
+        carried.append(report.network_messages)
         outcome, source, target, run = report.outcome, report.source, report.target, report.run
         histories, open_entries = report.histories, report.open_entries
         assert run.finished and open_entries == []  # ended, and open nowhere
@@ -344,7 +353,12 @@ def test_dst_transfer_under_faults_leaves_the_session_in_one_place() -> None:
             at_source = [m.id for m in histories[source] if m.run_id == run.id]
             assert [m.id for m in session[: len(at_source)]] == at_source
 
-    run_seeds(one, 20, scenario="transfer")
+    seeds = run_seeds(one, 20, scenario="transfer")
+    if seeds > 1:  # a replayed seed checks only itself
+        assert sum(moved.values()) >= seeds * 3 // 4, moved
+        assert set(moved) == {"none", "crash-source", "crash-target", "partition"}, moved
+        # forwarded across nodes, not run on one (a crash may leave both on one node)
+        assert sum(1 for n in carried if n > 0) >= seeds * 3 // 4, carried
 
 
 async def _settled(service: AgentService, run_id: str) -> bool:
