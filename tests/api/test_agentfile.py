@@ -112,7 +112,10 @@ async def test_export_is_an_agent_file_with_file_local_ids(client: QuartClient) 
     assert exported["metadata"]["revision_id"]
     (entry,) = exported["agents"]
     assert entry["id"] == "agent-0" and entry["name"] == "ada"
-    assert entry["messages"] == [] and entry["in_context_message_ids"] == []
+    # A new agent's history is empty; its window holds the system prompt, first, as Letta's.
+    assert [m["role"] for m in entry["messages"]] == ["system"]
+    assert entry["in_context_message_ids"] == ["message-0"]
+    assert entry["passages"] == [] and exported["archives"] == []
     # Every reference is file-local and points into the file.
     blocks = {b["id"]: b for b in exported["blocks"]}
     tools = {t["id"]: t for t in exported["tools"]}
@@ -198,7 +201,10 @@ async def test_a_copy_exports_the_same_file(client: QuartClient) -> None:
     first = await export(client, made["id"])
     (new_id,) = await import_file(client, first)
     second = await export(client, new_id)
-    first.pop("created_at"), second.pop("created_at")
+    # The file's time and its system prompt's (compiled at export) are the export's.
+    for file in (first, second):
+        file.pop("created_at")
+        file["agents"][0]["messages"][0].pop("created_at")
     assert second == first
 
 
