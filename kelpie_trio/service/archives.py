@@ -35,6 +35,7 @@ from kelpie_trio.models.archives import (
 )
 from kelpie_trio.models.passages import Passage, SearchQuery, parse_timestamp
 from kelpie_trio.search import archival_search, outbox
+from kelpie_trio.search.documents import tags_match
 from kelpie_trio.service.common import Page, ServiceBase, micros, page_records, read_record
 from kelpie_trio.service.limits import check_record
 from kelpie_trio.service.passages import (
@@ -47,7 +48,7 @@ from kelpie_trio.service.passages import (
     write_passage,
 )
 from kelpie_trio.storage import keys
-from kelpie_trio.storage.base import Transaction
+from kelpie_trio.storage.base import Transaction, key_after
 from kelpie_trio.storage.chunks import clear_blob, set_blob
 
 __all__ = ["ARCHIVE_INDEX", "ArchiveCases"]
@@ -324,6 +325,8 @@ class ArchiveCases(ServiceBase):
         owners = await self.store.transact(owners_of)
         if not owners:
             return []
+        if not search.query.strip():
+            return await self.store.transact(lambda tr: _oldest_first(tr, owners, search))
         hits = await archival_search(self, owners, search)
 
         async def load(tr: Transaction) -> list[tuple[Passage, float]]:
@@ -336,10 +339,35 @@ class ArchiveCases(ServiceBase):
 
         return await self.store.transact(load)
 
-    async def archive_passage_count(self, archive_id: str) -> int:
-        """How many passages the archive holds (for tests and checks)."""
 
-        async def count(tr: Transaction) -> int:
-            return len(await tr.get_prefix(PASSAGE_INDEX.pack((archive_id,))))
-
-        return await self.store.transact(count)
+async def _oldest_first(
+    tr: Transaction, owners: list[str], search: SearchQuery
+) -> list[tuple[Passage, float]]:
+    """A search without a query: the passages that pass its filters, oldest first, as
+    Letta lists them then (no relevance: every score is 0)."""
+    found: list[Passage] = []
+    last = None if search.end is None else micros(search.end)
+    for owner in owners:
+        begin, end = PASSAGE_INDEX.range((owner,)).start, PASSAGE_INDEX.range((owner,)).stop
+        if search.start is not None:
+            begin = max(begin, PASSAGE_INDEX.pack((owner, micros(search.start))))
+        mine = 0
+        while mine < search.top_k and begin < end:
+            rows = await tr.get_range(begin, end, limit=search.top_k)
+            if not rows:
+                break
+            for key, _ in rows:
+                _, created_us, passage_id = PASSAGE_INDEX.unpack(key)
+                if last is not None and created_us > last:
+                    begin = end  # the rest is later still
+                    break
+                passage = await read_record(tr, keys.PASSAGES.pack((owner, passage_id)), Passage)
+                if passage is not None and tags_match(
+                    passage.tags, search.tags, search.tag_match_mode
+                ):
+                    found.append(passage)
+                    mine += 1
+            else:
+                begin = key_after(rows[-1][0])
+    found.sort(key=lambda p: (micros(p.created_at), p.id))
+    return [(p, 0.0) for p in found[: search.top_k]]

@@ -197,3 +197,23 @@ async def test_an_agent_lists_its_own_and_its_archives_passages_in_order(
     await attach(client, agent, archive["id"], "detach")
     listed = await ok(await client.get(f"/v1/agents/{agent}/archival-memory"))
     assert [p["id"] for p in listed] == [own[0]["id"]]
+
+
+async def test_a_search_without_a_query_lists_oldest_first(client: QuartClient) -> None:
+    archive = await new_archive(client, "plain")
+    path = f"/v1/archives/{archive['id']}/passages"
+    made = []
+    for i, tag in ((3, "a"), (1, "b"), (2, "a")):
+        body = {"text": f"note {i}", "tags": [tag], "created_at": f"2025-01-0{i}T00:00:00Z"}
+        made.append(await ok(await client.post(path, json=body)))
+
+    async def search(**body: Any) -> list[str]:
+        found = await ok(await client.post("/v1/passages/search", json=body))
+        assert all(r["score"] == 0 for r in found)
+        return [r["passage"]["text"] for r in found]
+
+    where = {"archive_id": archive["id"]}
+    assert await search(**where) == ["note 1", "note 2", "note 3"]
+    assert await search(**where, limit=2) == ["note 1", "note 2"]
+    assert await search(**where, tags=["a"]) == ["note 2", "note 3"]
+    assert await search(**where, start_date="2025-01-02", end_date="2025-01-02") == ["note 2"]
