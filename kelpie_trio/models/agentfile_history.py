@@ -138,11 +138,14 @@ def _export_message(m: Message, file_id: str, agent_file_id: str) -> MessageSche
 
 def _export_answer(answer: Answer) -> dict[str, Any]:
     if answer.kind == "tool":
-        return {"type": "tool", "tool_call_id": answer.tool_call_id, "status": answer.status,
-                "tool_return": answer.tool_return or "", "stdout": answer.stdout,
+        # Letta's file keeps a client's tool return as its ToolReturn (`func_response`);
+        # `tool_return` is the same text in the API's shape.
+        return {"type": "tool", "tool_call_id": answer.tool_call_id,
+                "status": answer.status or "success", "tool_return": answer.tool_return or "",
+                "func_response": answer.tool_return or "", "stdout": answer.stdout,
                 "stderr": answer.stderr}  # fmt: skip
-    return {"type": "approval", "tool_call_id": answer.tool_call_id, "approve": answer.approve,
-            "reason": answer.reason}  # fmt: skip
+    return {"type": "approval", "tool_call_id": answer.tool_call_id,
+            "approve": bool(answer.approve), "reason": answer.reason}  # fmt: skip
 
 
 def export_history(
