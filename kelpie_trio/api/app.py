@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from kelpie_trio import __version__
 from kelpie_trio.api.agentfile import agentfile
 from kelpie_trio.api.agents import agents
+from kelpie_trio.api.archives import archives
 from kelpie_trio.api.blocks import blocks
 from kelpie_trio.api.cloud import cloud
 from kelpie_trio.api.context import context
@@ -93,6 +94,7 @@ def create_app(
     app.register_blueprint(agents)
     app.register_blueprint(models)
     app.register_blueprint(passages)
+    app.register_blueprint(archives)
     app.register_blueprint(tools)
     app.register_blueprint(messages)
     app.register_blueprint(runs)

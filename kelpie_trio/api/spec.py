@@ -33,6 +33,8 @@ ID_PREFIXES = {
     "identity_id": "identity",
     "message_id": "message",
     "step_id": "step",
+    "archive_id": "archive",
+    "passage_id": "passage",
 }
 RUN_STATUSES = ("created", "running", *dict.fromkeys(FINAL_STATUS.values()))
 # Letta's MessageType: what `include_return_message_types` may name.

@@ -6,7 +6,7 @@ server's ids, so a file moves between servers and imports any number of times.
 The classes mirror Letta's AgentFileSchema, AgentSchema, BlockSchema, ToolSchema
 and MessageSchema (letta/schemas/agent_file.py); what this server does not keep
 yet (groups, files, sources, MCP servers, skills) is read as plain JSON objects
-and left out of an import.
+and left out of an import. Messages, passages and archives: agentfile_history.py.
 
 `export_agent_file` and `check_agent_file` are pure: the service reads and
 writes the store around them.
@@ -21,6 +21,7 @@ import attrs
 
 from kelpie_trio import __version__
 from kelpie_trio.errors import Invalid, InvalidField
+from kelpie_trio.models.agentfile_history import ArchiveSchema, MessageSchema, PassageSchema
 from kelpie_trio.models.agents import AgentView, CreateAgent
 from kelpie_trio.models.blocks import Block, CreateBlock
 from kelpie_trio.models.convert import iso
@@ -32,10 +33,12 @@ from kelpie_trio.models.tools import (
 __all__ = [
     "AgentFileSchema",
     "AgentSchema",
+    "ArchiveSchema",
     "BlockSchema",
     "ImportOptions",
     "ImportedAgentsResponse",
     "MessageSchema",
+    "PassageSchema",
     "ToolSchema",
     "check_agent_file",
     "export_agent_file",
@@ -63,15 +66,6 @@ class ToolSchema(ToolFields):
     name: str | None = None
 
 
-@attrs.define
-class MessageSchema:
-    """A message in an agent file; read for its shape only until messages are kept here."""
-
-    id: str
-    role: str
-    content: Any
-
-
 @attrs.define(kw_only=True)
 class AgentSchema(CreateAgent):
     """An agent in an agent file: a CreateAgent whose block and tool ids are file-local."""
@@ -89,6 +83,10 @@ class AgentSchema(CreateAgent):
     messages: list[MessageSchema] = attrs.Factory(list)
     files_agents: list[dict[str, Any]] = attrs.Factory(list)
     group_ids: list[str] = attrs.Factory(list)
+    # Not in Letta's format (its reader ignores them): the agent's own archival passages
+    # and the file-local ids of the archives attached to it (agentfile_history.py).
+    passages: list[PassageSchema] = attrs.Factory(list)
+    archive_ids: list[str] = attrs.Factory(list)
 
 
 @attrs.define
@@ -105,6 +103,7 @@ class AgentFileSchema:
     skills: list[dict[str, Any]] = attrs.Factory(list)
     metadata: dict[str, str] = attrs.Factory(dict)
     created_at: str | None = None
+    archives: list[ArchiveSchema] = attrs.Factory(list)  # not in Letta's format, as `passages`
 
 
 @attrs.frozen
@@ -148,8 +147,17 @@ def _tool_entry(tool: Tool, file_id: str) -> ToolSchema:
     return ToolSchema(**fields)
 
 
-def export_agent_file(view: AgentView, *, now: float) -> AgentFileSchema:
-    """One agent, its blocks and its tools (base tools too) as an agent file.
+def export_agent_file(
+    view: AgentView,
+    *,
+    now: float,
+    messages: list[MessageSchema] | None = None,
+    in_context: list[str] | None = None,
+    passages: list[PassageSchema] | None = None,
+    archives: list[ArchiveSchema] | None = None,
+) -> AgentFileSchema:
+    """One agent, its blocks and its tools (base tools too) as an agent file, with its
+    history, window, passages and archives as agentfile_history.py makes them.
 
     File-local ids are numbered as Letta's exporter numbers them: in the order
     the agent refers to its tools, then its blocks; the lists are sorted as
@@ -189,10 +197,10 @@ def export_agent_file(view: AgentView, *, now: float) -> AgentFileSchema:
         max_files_open=agent.max_files_open,
         per_file_view_window_char_limit=agent.per_file_view_window_char_limit,
         source_ids=[],
-        # Messages are not kept by this server yet (a later issue brings them):
-        # the file says so with an empty history, as Letta's scrub_messages does.
-        messages=[],
-        in_context_message_ids=[],
+        messages=list(messages or []),
+        in_context_message_ids=list(in_context or []),
+        passages=list(passages or []),
+        archive_ids=[a.id for a in archives or []],
     )
     return AgentFileSchema(
         agents=[entry],
@@ -210,6 +218,7 @@ def export_agent_file(view: AgentView, *, now: float) -> AgentFileSchema:
         # Letta writes its database revision here; ours names the server that wrote the file.
         metadata={"revision_id": f"kelpie-trio-{__version__}"},
         created_at=iso(now),
+        archives=list(archives or []),
     )
 
 
@@ -228,6 +237,8 @@ def check_agent_file(file: AgentFileSchema, at: Loc) -> None:
     unique("agents", [a.id for a in file.agents])
     unique("blocks", [b.id for b in file.blocks])
     unique("tools", [t.id for t in file.tools])
+    unique("archives", [a.id for a in file.archives])
+    archives = {a.id for a in file.archives}
     by_id = {b.id: b for b in file.blocks}
     blocks = set(by_id)
     tools = {t.id for t in file.tools}
@@ -236,6 +247,7 @@ def check_agent_file(file: AgentFileSchema, at: Loc) -> None:
         for field, known, kind in (
             ("block_ids", blocks, "block"),
             ("tool_ids", tools, "tool"),
+            ("archive_ids", archives, "archive"),
         ):
             for j, ref in enumerate(getattr(agent, field) or []):
                 if ref not in known:
@@ -255,6 +267,11 @@ def check_agent_file(file: AgentFileSchema, at: Loc) -> None:
                     InvalidField(
                         [*here, "block_ids"], f"{count} of the agent's blocks are labeled {label!r}"
                     )
+                )
+        for ident, count in Counter(m.id for m in agent.messages).items():
+            if count > 1:
+                problems.append(
+                    InvalidField([*here, "messages"], f"{count} messages have the id {ident!r}")
                 )
         unique_messages = {m.id for m in agent.messages}
         for j, ref in enumerate(agent.in_context_message_ids):

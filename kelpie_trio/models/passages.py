@@ -44,10 +44,15 @@ DEFAULT_TOP_K = 5  # Letta's RETRIEVAL_QUERY_DEFAULT_PAGE_SIZE
 
 @attrs.define
 class Passage:
-    """A stored passage, in Letta's Passage shape plus the agent that owns it."""
+    """A stored passage, in Letta's Passage shape plus the agent that owns it.
+
+    `agent_id` is set for a passage of the agent's own archival memory and None
+    for one of an archive (service/archives.py): its `owner` is then the archive,
+    which names its key, its outbox stream and its search documents.
+    """
 
     id: str
-    agent_id: str
+    agent_id: str | None
     text: str
     archive_id: str | None = None
     tags: list[str] = attrs.Factory(list)
@@ -56,6 +61,11 @@ class Passage:
     embedding_config: dict[str, Any] | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+
+    @property
+    def owner(self) -> str:
+        """The agent or archive holding the passage: `PASSAGES(owner, id)`."""
+        return self.agent_id or self.archive_id or ""
 
 
 @attrs.define

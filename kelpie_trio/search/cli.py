@@ -65,5 +65,5 @@ def main(args: argparse.Namespace) -> int:
         print("kelpie-trio: the memory store's index is rebuilt by the server at each start")
         return 2
     count = trio.run(reindex, config)
-    print(f"search index rebuilt from the store: {count} agents")
+    print(f"search index rebuilt from the store: {count} agents and archives")
     return 0

@@ -41,7 +41,7 @@ MESSAGE: Kind = "message"
 @attrs.frozen
 class Document:
     kind: Kind
-    agent_id: str
+    agent_id: str  # the owner: an agent, or an archive for an archive's passages
     key: str  # a passage id, or a message's sequence number as text
     text: str
     created_at: float
@@ -99,7 +99,7 @@ def tags_match(have: tuple[str, ...] | list[str], wanted: tuple[str, ...], mode:
 def from_passage(passage: Passage) -> Document:
     return Document(
         kind=PASSAGE,
-        agent_id=passage.agent_id,
+        agent_id=passage.owner,  # an archive's passages are its own documents, shared
         key=passage.id,
         text=passage.text,
         created_at=passage.created_at,

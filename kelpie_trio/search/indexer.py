@@ -62,12 +62,19 @@ def _decode(raw: bytes, cls: type, what: str) -> Any:
         return None
 
 
+def _is_archive(owner: str) -> bool:
+    return owner.startswith("archive-")
+
+
 async def agent_exists(tr: Transaction, agent_id: str) -> bool:
-    return bool(await tr.get_prefix(keys.AGENTS.pack((agent_id,)), limit=1))
+    """Whether the stream's owner exists: an agent, or an archive (whose passages are
+    indexed once, under the archive, however many agents it is attached to)."""
+    subspace = keys.ARCHIVES if _is_archive(agent_id) else keys.AGENTS
+    return bool(await tr.get_prefix(subspace.pack((agent_id,)), limit=1))
 
 
 async def read_agent_documents(tr: Transaction, agent_id: str) -> list[Document]:
-    """Every searchable record of the agent, as documents, in one snapshot.
+    """Every searchable record of the agent (or archive), as documents, in one snapshot.
 
     A deleted agent has none: what it left behind (a history written by an
     actor still running when the agent went) is not searchable by anyone.
@@ -79,6 +86,8 @@ async def read_agent_documents(tr: Transaction, agent_id: str) -> list[Document]
         (keys.PASSAGES, Passage, from_passage, PASSAGE),
         (keys.MESSAGES, Message, from_message, MESSAGE),
     ):
+        if subspace is keys.MESSAGES and _is_archive(agent_id):
+            continue  # an archive holds passages only
         # Messages: the default conversation's history and each other conversation's.
         owners = [agent_id]
         if subspace is keys.MESSAGES:
@@ -343,9 +352,23 @@ class Indexer:
 
         return await self.store.transact(scan)
 
+    async def all_archives(self) -> list[str]:
+        """Every archive in the store, in id order (one snapshot per page of 500)."""
+        found: list[str] = []
+        begin, end = keys.ARCHIVES.range().start, keys.ARCHIVES.range().stop
+        while True:
+            rows = await self.store.transact(
+                lambda tr, begin=begin: tr.get_range(begin, end, limit=500)
+            )
+            if not rows:
+                return found
+            ids = list(dict.fromkeys(keys.ARCHIVES.unpack(k)[0] for k, _ in rows))  # chunks
+            found += [i for i in ids if not found or i != found[-1]]
+            begin = keys.ARCHIVES.range((ids[-1],)).stop
+
     async def warm(self) -> int:
-        """Rebuild every agent of the store into the index; the number of agents."""
-        agents = await self.all_agents()
+        """Rebuild every agent and archive of the store into the index; how many."""
+        agents = await self.all_agents() + await self.all_archives()
         for agent_id in agents:
             await self.catch_up(agent_id)
         return len(agents)

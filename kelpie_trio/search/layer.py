@@ -71,28 +71,57 @@ class SearchLayer:
 
     async def search(self, query: Query) -> list[Hit]:
         """Catch the agent up (bounded), then rank; the hits returned count as retrieved."""
-        with trio.move_on_after(self.wait_bound):
-            await self.indexer.catch_up(query.agent_id)
-        hits = await self._rank(query)
-        await self.index.note_retrievals(query.agent_id, query.kind, [h.key for h in hits])
-        return hits
+        return [hit for _, hit in await self.search_owners(query, [query.agent_id])]
 
-    async def _rank(self, query: Query) -> list[Hit]:
+    async def search_owners(self, query: Query, owners: list[str]) -> list[tuple[str, Hit]]:
+        """`query` over the documents of several owners (an agent and its archives), ranked
+        as one list: (owner, hit), best first.
+
+        An archive shared by many agents is indexed once, under its own id, so an
+        agent's search is its own documents' and each archive's, merged. BM25's
+        statistics are the whole index's (not an owner's), and cosine is absolute, so
+        scores from different owners compare; fusion runs over the merged lists.
+        """
+        owners = list(dict.fromkeys(owners))
+        with trio.move_on_after(self.wait_bound):
+            for owner in owners:
+                await self.indexer.catch_up(owner)
+        found = await self._rank(query, owners)
+        for owner in owners:
+            keys = [hit.key for who, hit in found if who == owner]
+            if keys:
+                await self.index.note_retrievals(owner, query.kind, keys)
+        return found
+
+    async def _lexical(self, query: Query, owners: list[str], depth: int) -> list[Hit]:
+        hits: list[Hit] = []
+        for owner in owners:
+            page = attrs.evolve(query, agent_id=owner, offset=0, limit=depth)
+            hits += [_tagged(owner, h) for h in await self.index.search(page)]
+        return order(hits)[:depth]
+
+    async def _rank(self, query: Query, owners: list[str]) -> list[tuple[str, Hit]]:
         """BM25 alone, or BM25 and vectors merged by reciprocal rank fusion."""
+        end = query.offset + query.limit
         if self.embedder is None or not query.text.strip():
-            return await self.index.search(query)
+            return _untagged((await self._lexical(query, owners, end))[query.offset : end])
         try:
             [vector] = await self.embedder.embed([query.text])
         except EmbeddingError as error:
             log.warning("search: the query was not embedded, BM25 alone: %s", error)
-            return await self.index.search(query)
-        depth = max(HYBRID_DEPTH, (query.offset + query.limit) * 2)
-        lexical = await self.index.search(attrs.evolve(query, offset=0, limit=depth))
-        semantic = await self.index.search_vectors(query, vector, depth)
+            return _untagged((await self._lexical(query, owners, end))[query.offset : end])
+        depth = max(HYBRID_DEPTH, end * 2)
+        lexical = await self._lexical(query, owners, depth)
+        semantic: list[Hit] = []
+        for owner in owners:
+            mine = attrs.evolve(query, agent_id=owner)
+            nearest = await self.index.search_vectors(mine, vector, depth)
+            semantic += [_tagged(owner, h) for h in nearest]
+        semantic = sorted(semantic, key=lambda h: -h.score)[:depth]  # stable: ties keep order
         fused = rrf([[h.key for h in lexical], [h.key for h in semantic]])
         seen = {h.key: h for h in [*semantic, *lexical]}
         hits = [attrs.evolve(seen[key], score=score) for key, score in fused.items()]
-        return order(hits)[query.offset : query.offset + query.limit]
+        return _untagged(order(hits)[query.offset : end])
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """The indexer, as a child of the node's nursery; the index closes with it."""
@@ -105,6 +134,22 @@ class SearchLayer:
                     await self.embedder.aclose()
 
 
+_SEP = "\x1f"  # between an owner and a key while hits of several owners are merged
+
+
+def _tagged(owner: str, hit: Hit) -> Hit:
+    # The owner leads the key, so among equals the order stays the key's within an owner.
+    return attrs.evolve(hit, key=f"{owner}{_SEP}{hit.key}")
+
+
+def _untagged(hits: list[Hit]) -> list[tuple[str, Hit]]:
+    found = []
+    for hit in hits:
+        owner, _, key = hit.key.partition(_SEP)
+        found.append((owner, attrs.evolve(hit, key=key)))
+    return found
+
+
 def search_layer(service: Any) -> SearchLayer:
     """The service's search layer; an in-memory one is made on first use."""
     layer = getattr(service, "search_layer", None)
@@ -114,10 +159,13 @@ def search_layer(service: Any) -> SearchLayer:
     return layer
 
 
-async def archival_search(service: Any, agent_id: str, search: SearchQuery) -> list[str]:
-    """The ids of the agent's passages that best match `search`, best first."""
+async def archival_search(
+    service: Any, owners: list[str], search: SearchQuery
+) -> list[tuple[str, str, float]]:
+    """The passages of these owners (an agent and its archives) that best match `search`,
+    best first: (owner, passage id, score)."""
     query = Query(
-        agent_id=agent_id,
+        agent_id=owners[0],
         kind=PASSAGE,
         text=search.query,
         limit=search.top_k,
@@ -126,7 +174,8 @@ async def archival_search(service: Any, agent_id: str, search: SearchQuery) -> l
         start=search.start,
         end=search.end,
     )
-    return [hit.key for hit in await search_layer(service).search(query)]
+    found = await search_layer(service).search_owners(query, owners)
+    return [(owner, hit.key, hit.score) for owner, hit in found]
 
 
 def archival_tool_results(results: list[Any]) -> list[dict[str, Any]]:

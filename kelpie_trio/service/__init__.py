@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from kelpie_trio.service.agentfile import AgentFileCases
 from kelpie_trio.service.agents import AGENT_INDEX, TAG_INDEX, AgentCases
+from kelpie_trio.service.archives import ARCHIVE_INDEX, ArchiveCases
 from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX
 from kelpie_trio.service.common import MAX_PAGE, Page, window
 from kelpie_trio.service.context_overview import ContextCases
@@ -30,6 +31,7 @@ from kelpie_trio.service.steps import StepCases
 
 __all__ = [
     "AGENT_INDEX",
+    "ARCHIVE_INDEX",
     "BLOCK_AGENTS",
     "BLOCK_INDEX",
     "MAX_PAGE",
@@ -45,6 +47,7 @@ class AgentService(
     AgentFileCases,
     AgentCases,
     PassageCases,
+    ArchiveCases,
     MessageCases,
     RunStreamCases,
     IdentityCases,

@@ -15,9 +15,14 @@ Tools are matched by name, as Letta matches them:
 - tools of a kind this server cannot run (MCP, Composio, LangChain, Letta
   built-ins it lacks) are left out of the agents that held them.
 
-Not imported yet: messages (a later issue brings them; the file's history is
-read for its shape and dropped, which is also what `strip_messages` asks),
-groups, files, sources, MCP servers and skills.
+The history travels too: the default conversation's messages and its window,
+the agent's own archival passages and the archives attached to it, each archive
+once however many of the file's agents hold it (models/agentfile_history.py
+says how they map to Letta's format). An imported agent's history is written
+in the import's transaction, fenced like any history write (the new agent's
+lease is read), and its messages and passages reach the search index through
+the outbox like any others. Not imported: groups, files, sources, MCP servers,
+skills, and the agent's other conversations (exported neither).
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ from typing import Any
 
 import attrs
 
+from kelpie_trio.agent.context import AgentContext
+from kelpie_trio.agent.history import read_history
+from kelpie_trio.agent.step import compile_system
+from kelpie_trio.agent.tool_rules import rules_of, rules_prompt
+from kelpie_trio.agent.window import HISTORY_WINDOW
 from kelpie_trio.errors import Invalid, InvalidField, TooLarge
 from kelpie_trio.models import convert
 from kelpie_trio.models.agentfile import (
@@ -38,19 +48,37 @@ from kelpie_trio.models.agentfile import (
     check_agent_file,
     export_agent_file,
 )
+from kelpie_trio.models.agentfile_history import (
+    ArchiveSchema,
+    export_history,
+    export_passage,
+    import_history,
+    import_passage,
+)
 from kelpie_trio.models.agents import (
     AGENT_TYPES,
     Agent,
-    AgentView,
     CreateAgent,
 )
+from kelpie_trio.models.archives import Archive
 from kelpie_trio.models.blocks import Block
+from kelpie_trio.models.passages import Passage, default_archive_id
 from kelpie_trio.models.tools import CreateTool, Tool
+from kelpie_trio.search import outbox
 from kelpie_trio.service.agents import AGENT_INDEX, AgentCases
-from kelpie_trio.service.common import micros
+from kelpie_trio.service.archives import ARCHIVE_INDEX
+from kelpie_trio.service.common import micros, read_record
+from kelpie_trio.service.passages import (
+    AGENT_ARCHIVES,
+    ARCHIVE_AGENTS,
+    PASSAGE_INDEX,
+    attached_archive_ids,
+    write_passage,
+)
 from kelpie_trio.service.tools import ToolsNotFound
-from kelpie_trio.storage import TransactionTooLarge
+from kelpie_trio.storage import TransactionTooLarge, keys
 from kelpie_trio.storage.base import Transaction
+from kelpie_trio.storage.chunks import set_blob
 from kelpie_trio.tools.base import BASE_TOOLS_BY_ID, BASE_TOOLS_BY_NAME
 
 __all__ = ["AgentFileCases"]
@@ -102,12 +130,38 @@ class _AgentPlan:
 
 class AgentFileCases(AgentCases):
     async def export_agent_file(self, agent_id: str) -> AgentFileSchema:
-        """GET /v1/agents/{id}/export: the agent, its blocks and tools, as one file."""
+        """GET /v1/agents/{id}/export: the agent, its blocks and tools, its history and
+        window, its passages and archives, as one file read in one snapshot."""
+        now = self.env.now()
 
-        async def read(tr: Transaction) -> AgentView:
-            return await self._view(tr, await self._agent(tr, agent_id))
+        async def read(tr: Transaction) -> AgentFileSchema:
+            view = await self._view(tr, await self._agent(tr, agent_id))
+            raw = await tr.get(keys.CONTEXT.pack((agent_id,)))
+            context = AgentContext() if raw is None else convert.decode_record(raw, AgentContext)
+            rules = rules_prompt(rules_of(view.agent.tool_rules))
+            system = compile_system(view.agent.system or "", view.blocks, rules)
+            history = await read_history(tr, agent_id)
+            messages, in_context = export_history(history, context, HISTORY_WINDOW, system, now=now)
+            numbered = iter(range(1 << 30))
+            own = [export_passage(p, f"passage-{next(numbered)}")
+                   for p in await _owner_passages(tr, agent_id)]  # fmt: skip
+            archives = []
+            for i, archive_id in enumerate(await attached_archive_ids(tr, agent_id)):
+                archive = await read_record(tr, keys.ARCHIVES.pack((archive_id,)), Archive)
+                if archive is None:
+                    continue
+                held = [export_passage(p, f"passage-{next(numbered)}")
+                        for p in await _owner_passages(tr, archive_id)]  # fmt: skip
+                archives.append(
+                    ArchiveSchema(id=f"archive-{i}", name=archive.name,
+                                  description=archive.description,
+                                  embedding_config=archive.embedding_config,
+                                  metadata=archive.metadata, passages=held)
+                )  # fmt: skip
+            return export_agent_file(view, now=now, messages=messages, in_context=in_context,
+                                     passages=own, archives=archives)  # fmt: skip
 
-        return export_agent_file(await self.store.transact(read), now=self.env.now())
+        return await self.store.transact(read)
 
     async def import_agent_file(
         self, data: Any, options: ImportOptions, at: Loc | None = None, options_at: str = "body"
@@ -132,7 +186,12 @@ class AgentFileCases(AgentCases):
             for i, entry in enumerate(file.agents)
         ]
 
+        now = self.env.now()
+        archive_ids = {a.id: self.env.new_id("archive") for a in file.archives}
+
         async def write(tr: Transaction) -> list[str]:
+            for entry in file.archives:  # each once, however many agents hold it
+                await self._write_archive_copy(tr, entry, archive_ids[entry.id], now)
             tool_ids = dict(base_tools)  # file-local id -> id here
             for file_id, tool in custom_tools.items():
                 tool_ids[file_id] = await self._put_tool(tr, tool, options.override_existing_tools)
@@ -163,6 +222,12 @@ class AgentFileCases(AgentCases):
                 self._write_agent(tr, agent)
                 tr.set(AGENT_INDEX.pack((micros(agent.created_at), agent.id)), b"")
                 self._link(tr, agent)
+                await self._write_history(tr, agent, entry)
+                for archive_file_id in dict.fromkeys(entry.archive_ids):
+                    archive_id = archive_ids[archive_file_id]
+                    attached = keys.pack((micros(now),))
+                    tr.set(AGENT_ARCHIVES.pack((agent.id, archive_id)), attached)
+                    tr.set(ARCHIVE_AGENTS.pack((archive_id, agent.id)), b"")
                 made.append(agent.id)
             return made
 
@@ -174,6 +239,62 @@ class AgentFileCases(AgentCases):
                 f"the agent file is too large to import in one piece ({error}); "
                 "split its agents into several files"
             ) from None
+
+    async def _write_archive_copy(
+        self, tr: Transaction, entry: ArchiveSchema, archive_id: str, now: float
+    ) -> None:
+        archive = Archive(
+            id=archive_id,
+            name=entry.name,
+            description=entry.description,
+            embedding_config=entry.embedding_config,
+            metadata=dict(entry.metadata or {}),
+            created_at=now,
+            updated_at=now,
+        )
+        set_blob(tr, keys.ARCHIVES.pack((archive_id,)), convert.encode_record(archive))
+        tr.set(ARCHIVE_INDEX.pack((micros(now), archive_id)), b"")
+        made = [
+            import_passage(
+                p, passage_id=self.env.new_id("passage"), agent_id=None, archive_id=archive_id,
+                embedding_config=archive.embedding_config, now=now,
+            )
+            for p in entry.passages
+        ]  # fmt: skip
+        for passage in made:
+            write_passage(tr, passage)
+        if made:
+            await outbox.record(tr, archive_id, passages=[p.id for p in made])
+
+    async def _write_history(self, tr: Transaction, agent: Agent, entry: AgentSchema) -> None:
+        """The file's messages, window and own passages of one new agent."""
+        now = self.env.now()
+        messages, context = import_history(
+            entry.messages, entry.in_context_message_ids, agent_id=agent.id,
+            new_id=lambda: self.env.new_id("message"), now=now,
+        )  # fmt: skip
+        # A history is written by its agent's actor, fenced by its lease; reading the new
+        # agent's lease (nobody holds it yet) fences this write the same way.
+        await tr.get(keys.LEASES.pack((agent.id,)))
+        for message in messages:
+            set_blob(
+                tr, keys.MESSAGES.pack((agent.id, message.seq)), convert.encode_record(message)
+            )
+        if context.start_seq:
+            tr.set(keys.CONTEXT.pack((agent.id,)), convert.encode_record(context))
+        passages = [
+            import_passage(
+                p, passage_id=self.env.new_id("passage"), agent_id=agent.id,
+                archive_id=default_archive_id(agent.id), embedding_config=agent.embedding_config,
+                now=now,
+            )
+            for p in entry.passages
+        ]  # fmt: skip
+        for passage in passages:
+            write_passage(tr, passage)
+        refs = [outbox.message_ref(agent.id, m.seq) for m in messages]
+        if refs or passages:
+            await outbox.record(tr, agent.id, passages=[p.id for p in passages], messages=refs)
 
     @staticmethod
     def _read_file(data: Any, at: Loc) -> AgentFileSchema:
@@ -208,7 +329,8 @@ class AgentFileCases(AgentCases):
                 source_code=entry.source_code,
                 description=entry.description,
                 tags=entry.tags,
-                source_type=entry.source_type or "python",
+                # Letta writes "json" for a Python tool made with its JSON schema given.
+                source_type="python" if entry.source_type in (None, "json") else entry.source_type,
                 json_schema=entry.json_schema,
                 args_json_schema=entry.args_json_schema,
                 return_char_limit=entry.return_char_limit,
@@ -299,3 +421,14 @@ class AgentFileCases(AgentCases):
         )
         self._write_tool(tr, replaced, current)
         return current.id
+
+
+async def _owner_passages(tr: Transaction, owner: str) -> list[Passage]:
+    """Every passage of an agent (its own) or an archive, in creation order."""
+    found = []
+    for key, _ in await tr.get_prefix(PASSAGE_INDEX.pack((owner,))):
+        passage_id = PASSAGE_INDEX.unpack(key)[2]
+        passage = await read_record(tr, keys.PASSAGES.pack((owner, passage_id)), Passage)
+        if passage is not None:
+            found.append(passage)
+    return found

@@ -33,7 +33,7 @@ from kelpie_trio.search import outbox
 from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX, BlockCases
 from kelpie_trio.service.common import Page, micros, page_records, read_record, window
 from kelpie_trio.service.limits import check_key_parts, check_record
-from kelpie_trio.service.passages import clear_agent_passages
+from kelpie_trio.service.passages import clear_agent_passages, detach_all_archives
 from kelpie_trio.service.tools import ToolCases
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
@@ -348,6 +348,7 @@ class AgentCases(BlockCases, ToolCases):
             clear_blob(tr, keys.AGENTS.pack((agent_id,)))
             tr.clear(AGENT_INDEX.pack((micros(agent.created_at), agent_id)))
             clear_agent_passages(tr, agent_id)
+            await detach_all_archives(tr, agent_id)  # the archives stay, with their passages
             for conversation_id in await agent_conversation_ids(tr, agent_id):
                 conversation = await load_conversation(tr, conversation_id)
                 if conversation is not None:

@@ -1,11 +1,14 @@
 """Archival memory: insert, list, delete and search an agent's passages.
 
-Layout: each passage at `PASSAGES(agent_id, passage_id)` (chunked when
-large), and `PASSAGE_INDEX(agent_id, created_us, passage_id)` for listing in
-creation order; both are written and cleared in the same transaction, so a
-passage is never without its index entry. The search here reads the agent's
-passages from the store and ranks them with `models.passages.rank`; the
-search index fed from the outbox is its own issue.
+Layout: each passage at `PASSAGES(owner, passage_id)` (chunked when large),
+and `PASSAGE_INDEX(owner, created_us, passage_id)` for listing in creation
+order; both are written and cleared in the same transaction, so a passage is
+never without its index entry. The owner is the agent for its own archival
+memory (Letta's default archive of the agent) and the archive for an
+archive's passages (service/archives.py). An agent sees its own passages and
+those of the archives attached to it (`AGENT_ARCHIVES`, with the reverse
+`ARCHIVE_AGENTS`, both written in one transaction). Searches go through the
+search layer, which indexes each owner once.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from kelpie_trio.errors import Invalid, NotFound, TooLarge
 from kelpie_trio.llm.catalog import DEFAULT_EMBEDDING_CHUNK_SIZE
 from kelpie_trio.models import convert
 from kelpie_trio.models.agents import Agent
+from kelpie_trio.models.archives import insert_owner
 from kelpie_trio.models.passages import (
     CHARS_PER_TOKEN,
     DEFAULT_TOP_K,
@@ -31,21 +35,72 @@ from kelpie_trio.models.passages import (
     split_text,
 )
 from kelpie_trio.search import archival_search, outbox
-from kelpie_trio.service.common import Page, ServiceBase, micros, page_ids, read_record
+from kelpie_trio.service.common import MAX_PAGE, Page, ServiceBase, micros, page_ids, read_record
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import clear_blob, set_blob
 
-__all__ = ["PASSAGE_INDEX", "PassageCases", "clear_agent_passages"]
+__all__ = [
+    "AGENT_ARCHIVES",
+    "ARCHIVE_AGENTS",
+    "PASSAGE_INDEX",
+    "PassageCases",
+    "attached_archive_ids",
+    "clear_agent_passages",
+    "clear_passage",
+    "detach_all_archives",
+    "has_passages",
+    "passage_owners",
+    "write_passage",
+]
 
-PASSAGE_INDEX = keys.ROOT["index"]["passages"]  # (agent_id, created_us, passage_id) -> b""
+PASSAGE_INDEX = keys.ROOT["index"]["passages"]  # (owner, created_us, passage_id) -> b""
+AGENT_ARCHIVES = keys.ROOT["index"]["agent_archives"]  # (agent_id, archive_id) -> (attached_us,)
+ARCHIVE_AGENTS = keys.ROOT["index"]["archive_agents"]  # (archive_id, agent_id) -> b""
 
 
 def clear_agent_passages(tr: Transaction, agent_id: str) -> None:
-    """Every passage of an agent and its index entries (for deleting the agent)."""
+    """Every passage of an owner and its index entries (deleting the agent or archive)."""
     for subspace in (keys.PASSAGES, PASSAGE_INDEX):
         where = subspace.range((agent_id,))
         tr.clear_range(where.start, where.stop)
+
+
+def _passage_key(owner: str, passage_id: str) -> bytes:
+    return keys.PASSAGES.pack((owner, passage_id))
+
+
+def write_passage(tr: Transaction, passage: Passage) -> None:
+    set_blob(tr, _passage_key(passage.owner, passage.id), convert.encode_record(passage))
+    tr.set(PASSAGE_INDEX.pack((passage.owner, micros(passage.created_at), passage.id)), b"")
+
+
+def clear_passage(tr: Transaction, passage: Passage) -> None:
+    clear_blob(tr, _passage_key(passage.owner, passage.id))
+    tr.clear(PASSAGE_INDEX.pack((passage.owner, micros(passage.created_at), passage.id)))
+
+
+async def has_passages(tr: Transaction, owner: str) -> bool:
+    return bool(await tr.get_prefix(PASSAGE_INDEX.pack((owner,)), limit=1))
+
+
+async def attached_archive_ids(tr: Transaction, agent_id: str) -> list[str]:
+    """The archives attached to the agent, in the order they were attached."""
+    rows = await tr.get_prefix(AGENT_ARCHIVES.pack((agent_id,)))
+    found = [(keys.unpack(v)[0], AGENT_ARCHIVES.unpack(k)[1]) for k, v in rows]
+    return [archive_id for _, archive_id in sorted(found)]
+
+
+async def passage_owners(tr: Transaction, agent_id: str) -> list[str]:
+    """Whose passages the agent sees: its own, then its archives'."""
+    return [agent_id, *await attached_archive_ids(tr, agent_id)]
+
+
+async def detach_all_archives(tr: Transaction, agent_id: str) -> None:
+    """Forget the agent's attachments both ways (deleting the agent); the archives stay."""
+    for archive_id in await attached_archive_ids(tr, agent_id):
+        tr.clear(ARCHIVE_AGENTS.pack((archive_id, agent_id)))
+    tr.clear_range(*keys.prefix_range(AGENT_ARCHIVES.pack((agent_id,))))
 
 
 def _moment(loc: list[str | int], value: str | None, *, end_of_day: bool = False) -> float | None:
@@ -74,15 +129,19 @@ class PassageCases(ServiceBase):
         return agent
 
     @staticmethod
-    def _key(agent_id: str, passage_id: str) -> bytes:
-        return keys.PASSAGES.pack((agent_id, passage_id))
-
-    @staticmethod
-    def _index_key(passage: Passage) -> bytes:
-        return PASSAGE_INDEX.pack((passage.agent_id, micros(passage.created_at), passage.id))
+    async def _find_passage(tr: Transaction, owners: list[str], passage_id: str) -> Passage | None:
+        for owner in owners:
+            found = await read_record(tr, _passage_key(owner, passage_id), Passage)
+            if found is not None:
+                return found
+        return None
 
     async def create_passages(self, agent_id: str, body: Any) -> list[Passage]:
-        """Insert text into the agent's archival memory: one passage, or several if long."""
+        """Insert text into the agent's archival memory: one passage, or several if long.
+
+        The passages go where Letta 0.16.8 puts an agent's inserts (models.archives.
+        insert_owner): the agent's own archive, or the archive attached to it.
+        """
         if isinstance(body, dict) and isinstance(body.get("tags"), str):
             # cattrs would read a string as a list of its characters.
             raise Invalid.field(["body", "tags"], "expected a list of strings")
@@ -99,6 +158,9 @@ class PassageCases(ServiceBase):
 
         async def insert(tr: Transaction) -> list[Passage]:
             agent = await self._owner(tr, agent_id)
+            owner = insert_owner(
+                agent_id, await has_passages(tr, agent_id), await attached_archive_ids(tr, agent_id)
+            )
             config = agent.embedding_config
             chunk_tokens = (config or {}).get("embedding_chunk_size")
             max_chars = (chunk_tokens or DEFAULT_EMBEDDING_CHUNK_SIZE) * CHARS_PER_TOKEN
@@ -110,18 +172,17 @@ class PassageCases(ServiceBase):
             for i, text in enumerate(split_text(create.text, max_chars)):
                 passage = Passage(
                     id=self.env.new_id("passage"),
-                    agent_id=agent_id,
+                    agent_id=agent_id if owner == agent_id else None,
                     text=text,
-                    archive_id=default_archive_id(agent_id),
+                    archive_id=default_archive_id(agent_id) if owner == agent_id else owner,
                     tags=list(tags),
                     embedding_config=config,
                     created_at=(start_us + i) / 1_000_000,
                     updated_at=now,
                 )
-                set_blob(tr, self._key(agent_id, passage.id), convert.encode_record(passage))
-                tr.set(self._index_key(passage), b"")
+                write_passage(tr, passage)
                 made.append(passage)
-            await outbox.record(tr, agent_id, passages=[p.id for p in made])
+            await outbox.record(tr, owner, passages=[p.id for p in made])
             return made
 
         return await self.store.transact(insert)
@@ -129,42 +190,51 @@ class PassageCases(ServiceBase):
     async def list_passages(
         self, agent_id: str, page: Page, *, search: str | None = None
     ) -> list[Passage]:
+        """The passages the agent sees (its own and its archives'), in creation order."""
         needle = search.casefold() if search else None
 
         async def listing(tr: Transaction) -> list[Passage]:
             await self._owner(tr, agent_id)
-            cache: dict[str, Passage | None] = {}
+            owners = await passage_owners(tr, agent_id)
+            cache: dict[tuple[str, str], Passage | None] = {}
 
-            async def load(ident: str) -> Passage | None:
-                if ident not in cache:
-                    cache[ident] = await read_record(tr, self._key(agent_id, ident), Passage)
-                return cache[ident]
+            async def load(owner: str, ident: str) -> Passage | None:
+                if (owner, ident) not in cache:
+                    key = _passage_key(owner, ident)
+                    cache[(owner, ident)] = await read_record(tr, key, Passage)
+                return cache[(owner, ident)]
 
             async def position(ident: str) -> tuple | None:
-                passage = await load(ident)
+                # A cursor is a passage of any of the owners: its place in every index.
+                passage = await self._find_passage(tr, owners, ident)
                 return None if passage is None else (micros(passage.created_at), passage.id)
 
-            async def keep(ident: str) -> bool:
-                passage = await load(ident)
-                return passage is not None and needle in passage.text.casefold()
+            found: list[Passage] = []
+            for owner in owners:
 
-            index = PASSAGE_INDEX[agent_id]
-            ids = await page_ids(tr, index, page, position, keep if needle else None)
-            found = [await load(i) for i in ids]
-            return [p for p in found if p is not None]
+                async def keep(ident: str, owner: str = owner) -> bool:
+                    passage = await load(owner, ident)
+                    return passage is not None and needle in passage.text.casefold()
+
+                ids = await page_ids(
+                    tr, PASSAGE_INDEX[owner], page, position, keep if needle else None
+                )
+                found += [p for p in [await load(owner, i) for i in ids] if p is not None]
+            # Each owner gave its first page; merged, the first `limit` of them are the page.
+            found.sort(key=lambda p: (micros(p.created_at), p.id), reverse=page.order == "desc")
+            return found[: min(page.limit or MAX_PAGE, MAX_PAGE)]
 
         return await self.store.transact(listing)
 
     async def delete_passage(self, agent_id: str, passage_id: str) -> None:
         async def delete(tr: Transaction) -> None:
             await self._owner(tr, agent_id)
-            # Keyed by agent: another agent's passage is simply not found here.
-            passage = await read_record(tr, self._key(agent_id, passage_id), Passage)
+            # Only what the agent sees: another agent's passage is simply not found here.
+            passage = await self._find_passage(tr, await passage_owners(tr, agent_id), passage_id)
             if passage is None:
                 raise NotFound("Passage", passage_id)
-            clear_blob(tr, self._key(agent_id, passage_id))
-            tr.clear(self._index_key(passage))
-            await outbox.record(tr, agent_id, passages=[passage_id])
+            clear_passage(tr, passage)
+            await outbox.record(tr, passage.owner, passages=[passage_id])
 
         await self.store.transact(delete)
 
@@ -192,11 +262,18 @@ class PassageCases(ServiceBase):
             end=_moment(["query", "end_datetime"], end_datetime, end_of_day=True),
         )
 
-        ids = await archival_search(self, agent_id, search)  # the index, caught up first
+        async def owners_of(tr: Transaction) -> list[str]:
+            await self._owner(tr, agent_id)
+            return await passage_owners(tr, agent_id)
+
+        owners = await self.store.transact(owners_of)
+        hits = await archival_search(self, owners, search)  # the index, caught up first
 
         async def find(tr: Transaction) -> list[SearchResult]:
             agent = await self._owner(tr, agent_id)
-            found = [await read_record(tr, self._key(agent_id, i), Passage) for i in ids]
+            seen = set(await passage_owners(tr, agent_id))  # detached meanwhile: not shown
+            found = [await read_record(tr, _passage_key(o, i), Passage)
+                     for o, i, _ in hits if o in seen]  # fmt: skip
             best = [p for p in found if p is not None]  # a passage deleted since is left out
             return [SearchResult(p, _local_iso(p.created_at, agent.timezone)) for p in best]
 

@@ -151,6 +151,20 @@ MUTATIONS = [
         "        with trio.move_on_after(settings.timeout):",
         "        with trio.move_on_after(settings.timeout * 1000):",
     ),
+    Mutation(
+        "archive-outbox",
+        "an archive's passages reach the index (their outbox entry is in their transaction)",
+        "kelpie_trio/service/archives.py",
+        "            await outbox.record(tr, archive_id, passages=[p.id for p in made])",
+        "            pass",
+    ),
+    Mutation(
+        "archive-detach",
+        "a detached archive's passages are no longer an agent's",
+        "kelpie_trio/service/archives.py",
+        "            else:\n                tr.clear(link)\n",
+        "            else:\n",
+    ),
 ]
 
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)")

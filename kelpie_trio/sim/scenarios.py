@@ -26,7 +26,7 @@ import attrs
 import trio
 
 from kelpie_trio.sim import agent_scenarios as agents
-from kelpie_trio.sim import conversation_scenario, search_scenario
+from kelpie_trio.sim import archive_scenario, conversation_scenario, search_scenario
 from kelpie_trio.sim.cluster import STORM_FAULTS, runtime_storm
 from kelpie_trio.sim.faults import CRASH_FAULTS, FaultConfig, FaultType
 from kelpie_trio.sim.invariants import InvariantViolation
@@ -247,6 +247,11 @@ SCENARIOS: dict[str, Scenario] = {
     "search": Scenario(
         search_scenario.search_converges, search_scenario.FAULTS,
         "the search index converges to the store under storage faults, indexer crashes",
+        unmodelled=frozenset(CRASH_FAULTS),  # it crashes its indexer itself, at its times
+    ),
+    "archives": Scenario(
+        archive_scenario.archives_converge, archive_scenario.ARCHIVE_FAULTS,
+        "archives shared, detached and deleted while the index converges under faults",
         unmodelled=frozenset(CRASH_FAULTS),  # it crashes its indexer itself, at its times
     ),
     "storm": Scenario(

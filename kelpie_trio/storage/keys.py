@@ -13,6 +13,7 @@ from fdb.subspace_impl import Subspace
 
 __all__ = [
     "AGENTS",
+    "ARCHIVES",
     "BLOCKS",
     "CONTEXT",
     "CONVERSATIONS",
@@ -44,7 +45,8 @@ BLOCKS = ROOT["blocks"]  # (block_id,) -> block record
 # A history's owner (its "thread") is the agent id for an agent's default conversation
 # and the conversation id for any other (agent/conversations.py).
 MESSAGES = ROOT["messages"]  # (thread, seq) -> message record
-PASSAGES = ROOT["passages"]  # (agent_id, passage_id) -> archival passage
+PASSAGES = ROOT["passages"]  # (owner: agent_id or archive_id, passage_id) -> archival passage
+ARCHIVES = ROOT["archives"]  # (archive_id,) -> archive record (service/archives.py)
 SESSIONS = ROOT["sessions"]  # runs (sessions) with their checkpoints: agent/runs.py
 CONTEXT = ROOT["context"]  # (thread,) -> AgentContext: in-context start, summary
 LEASES = ROOT["leases"]  # (actor key: a thread,) -> lease (node id, epoch, expiry)

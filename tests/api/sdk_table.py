@@ -30,12 +30,9 @@ _VERBS = {"get": "GET", "_get": "GET", "_get_api_list": "GET", "_post": "POST", 
 
 # Routes letta-client calls that a later issue will serve: (path prefix, issue).
 NOT_YET: tuple[tuple[str, int], ...] = (
-    ("/v1/archives", 18),
-    ("/v1/agents/{agent_id}/archives", 18),
     ("/v1/folders", 18),
     ("/v1/agents/{agent_id}/folders", 18),
     ("/v1/agents/{agent_id}/files", 18),
-    ("/v1/passages/search", 18),
     ("/v1/agents/{agent_id}/schedule", 17),
 )
 

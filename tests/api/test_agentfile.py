@@ -112,7 +112,10 @@ async def test_export_is_an_agent_file_with_file_local_ids(client: QuartClient) 
     assert exported["metadata"]["revision_id"]
     (entry,) = exported["agents"]
     assert entry["id"] == "agent-0" and entry["name"] == "ada"
-    assert entry["messages"] == [] and entry["in_context_message_ids"] == []
+    # A new agent's history is empty; its window holds the system prompt, first, as Letta's.
+    assert [m["role"] for m in entry["messages"]] == ["system"]
+    assert entry["in_context_message_ids"] == ["message-0"]
+    assert entry["passages"] == [] and exported["archives"] == []
     # Every reference is file-local and points into the file.
     blocks = {b["id"]: b for b in exported["blocks"]}
     tools = {t["id"]: t for t in exported["tools"]}
@@ -198,7 +201,10 @@ async def test_a_copy_exports_the_same_file(client: QuartClient) -> None:
     first = await export(client, made["id"])
     (new_id,) = await import_file(client, first)
     second = await export(client, new_id)
-    first.pop("created_at"), second.pop("created_at")
+    # The file's time and its system prompt's (compiled at export) are the export's.
+    for file in (first, second):
+        file.pop("created_at")
+        file["agents"][0]["messages"][0].pop("created_at")
     assert second == first
 
 
@@ -622,3 +628,60 @@ def conform(value: Any, schema: dict, schemas: dict, path: str = "$") -> list[st
             elif isinstance(extra, dict):
                 problems += conform(item, extra, schemas, f"{path}.{key}")
     return problems
+
+
+# -- history ------------------------------------------------------------------------------
+
+LETTA_HISTORY = Path(__file__).parents[1] / "data" / "letta_agent_files"
+
+
+async def test_a_letta_files_history_round_trips_in_letta_shapes(
+    client: QuartClient, letta_schemas: dict[str, Any]
+) -> None:
+    given = json.loads((LETTA_HISTORY / "basic_agent_with_messages_v2.af").read_text())
+    (new_id,) = await import_file(client, given)
+    exported = await export(client, new_id)
+    assert conform(exported, {"$ref": "#/components/schemas/AgentFileSchema"}, letta_schemas) == []
+    mine, theirs = exported["agents"][0], given["agents"][0]
+    # The window: the system prompt (compiled here from the same blocks) and the six after it.
+    assert len(mine["in_context_message_ids"]) == len(theirs["in_context_message_ids"])
+    assert mine["messages"][0]["role"] == "system"
+
+    def kept(m: dict) -> tuple:
+        """What both servers keep of a message (ids and times aside)."""
+        texts = [p["text"] for p in m["content"] if p.get("type") == "text"]
+        calls = [(c["id"], c["function"]["name"], c["function"]["arguments"])
+                 for c in m.get("tool_calls") or []]  # fmt: skip
+        call_id = m.get("tool_call_id") if m["role"] == "tool" else None
+        return m["role"], texts, calls, call_id, m["created_at"][:19]
+
+    assert [kept(m) for m in mine["messages"][1:]] == [kept(m) for m in theirs["messages"][1:]]
+
+
+async def test_an_imported_history_is_written_in_the_window_the_file_gives(
+    client: QuartClient,
+) -> None:
+    made = await make_agent(client)
+    file = await export(client, made["id"])
+    entry = file["agents"][0]
+    entry["messages"] += [
+        {"id": f"message-{i}", "role": "user", "content": f"line {i}",
+         "created_at": f"2026-01-01T00:00:0{i}Z"}
+        for i in range(1, 5)
+    ]  # fmt: skip
+    entry["in_context_message_ids"] = ["message-0", "message-3", "message-4"]
+    (new_id,) = await import_file(client, file)
+    listed = await ok(await client.get(f"/v1/agents/{new_id}/messages?order=asc"))
+    assert [m["content"] for m in listed] == [f"line {i}" for i in range(1, 5)]
+    again = (await export(client, new_id))["agents"][0]
+    window = {m["id"]: m for m in again["messages"]}
+    shown = [window[i]["content"][0]["text"] for i in again["in_context_message_ids"][1:]]
+    assert shown == ["line 3", "line 4"]
+    # A file whose window names a message it does not hold, or holds one id twice, is a 422.
+    entry["in_context_message_ids"] = ["message-9"]
+    response = await client.post("/v1/agents/import", files=upload(file))
+    assert response.status_code == 422
+    entry["in_context_message_ids"] = []
+    entry["messages"].append(dict(entry["messages"][-1]))
+    response = await client.post("/v1/agents/import", files=upload(file))
+    assert response.status_code == 422

@@ -1,10 +1,11 @@
 """Agent file imports in the simulator: concurrent imports under storage faults, all or nothing.
 
-Each import writes blocks, custom tools and an agent in one transaction. Under
-storage faults an import answers 200 or a clean 503, and the store never holds
-part of one: every agent has all its blocks and tools, no block is orphaned, a
-tool name several imports race to create exists once, and every acknowledged
-import is there.
+Each import writes blocks, custom tools, an agent, its history, its passages and
+its archive in one transaction. Under storage faults an import answers 200 or a
+clean 503, and the store never holds part of one: every agent has all its blocks,
+tools, messages, passages and its archive with all of that archive's passages, no
+block or archive is orphaned, a tool name several imports race to create exists
+once, and every acknowledged import is there.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import orjson
 import trio
 from werkzeug.datastructures import FileStorage
 
-from kelpie_trio.service import AGENT_INDEX, BLOCK_AGENTS, BLOCK_INDEX
+from kelpie_trio.service import AGENT_INDEX, BLOCK_AGENTS, BLOCK_INDEX, PASSAGE_INDEX
+from kelpie_trio.service.passages import attached_archive_ids
 from kelpie_trio.service.tools import TOOL_AGENTS, TOOL_INDEX, TOOL_NAMES, TOOLS
 from kelpie_trio.sim import SimWorld
 from kelpie_trio.storage import keys
@@ -30,6 +32,32 @@ IMPORTS = 24
 
 def source(name: str, doc: str) -> str:
     return f'def {name}(x: int) -> int:\n    """{doc}"""\n    return x\n'
+
+
+MESSAGES = 5  # in the file besides its system prompt
+OWN_PASSAGES = 2
+ARCHIVE_PASSAGES = 3
+
+
+def with_knowledge(exported: dict) -> dict:
+    """The file with a history, a window, passages and an archive, as a file may carry."""
+    agent = exported["agents"][0]
+    for i in range(1, MESSAGES + 1):
+        role = "user" if i % 2 else "assistant"
+        agent["messages"].append(
+            {"id": f"message-{i}", "role": role, "agent_id": "agent-0",
+             "content": [{"type": "text", "text": f"line {i}"}],
+             "created_at": f"2026-01-01T00:00:0{i}Z"}
+        )  # fmt: skip
+    agent["in_context_message_ids"] = ["message-0", "message-3", "message-4", "message-5"]
+    agent["passages"] = [{"id": f"passage-{i}", "text": f"own {i}"} for i in range(OWN_PASSAGES)]
+    agent["archive_ids"] = ["archive-0"]
+    exported["archives"] = [
+        {"id": "archive-0", "name": "shared",
+         "passages": [{"id": f"passage-{9 + i}", "text": f"kept {i}"}
+                      for i in range(ARCHIVE_PASSAGES)]}
+    ]  # fmt: skip
+    return exported
 
 
 def variant(exported: dict, i: int) -> dict:
@@ -58,8 +86,8 @@ async def imports_under_faults(world: SimWorld, statuses: Counter[int]) -> None:
             "tools": ["greet"],
         }
         original = await (await client.post("/v1/agents/", json=body)).get_json()
-        exported = json.loads(
-            await (await client.get(f"/v1/agents/{original['id']}/export")).get_data()
+        exported = with_knowledge(
+            json.loads(await (await client.get(f"/v1/agents/{original['id']}/export")).get_data())
         )
         world.faults.enabled = True
 
@@ -100,8 +128,20 @@ async def imports_under_faults(world: SimWorld, statuses: Counter[int]) -> None:
             TOOL_NAMES.unpack(k)[0]: v.decode() for k, v in await tr.get_prefix(TOOL_NAMES.key())
         }
         tool_links = {TOOL_AGENTS.unpack(k) for k, _ in await tr.get_prefix(TOOL_AGENTS.key())}
+        knowledge = {}
+        for agent_id in agents:
+            rows = await tr.get_prefix(keys.MESSAGES.pack((agent_id,)))
+            archives = await attached_archive_ids(tr, agent_id)
+            knowledge[agent_id] = (
+                len({keys.MESSAGES.unpack(k)[1] for k, _ in rows}),
+                len(await tr.get_prefix(PASSAGE_INDEX.pack((agent_id,)))),
+                [len(await tr.get_prefix(PASSAGE_INDEX.pack((a,)))) for a in archives],
+            )
+        archive_records = {
+            keys.ARCHIVES.unpack(k)[0] for k, _ in await tr.get_prefix(keys.ARCHIVES.key())
+        }
         return agents, agent_index, blocks, block_index, block_links, tools, tool_index, names, \
-            tool_links  # fmt: skip
+            tool_links, knowledge, archive_records  # fmt: skip
 
     (
         agents,
@@ -113,6 +153,8 @@ async def imports_under_faults(world: SimWorld, statuses: Counter[int]) -> None:
         tool_index,
         names,
         tool_links,
+        knowledge,
+        archive_records,
     ) = await node.store.transact(stored)
     assert set(agents) == agent_index, "an agent without its index entry, or the reverse"
     assert acknowledged.keys() <= agents.keys(), "an acknowledged import is missing"
@@ -133,6 +175,9 @@ async def imports_under_faults(world: SimWorld, statuses: Counter[int]) -> None:
     for record in imported:
         custom = [t for t in record["tool_ids"] if t not in BASE_TOOLS_BY_ID]
         assert len(custom) == 2, record  # greet and its wave: never one without the other
+        # The whole history, the passages, the archive with all its passages, or none.
+        assert knowledge[record["id"]] == (MESSAGES, OWN_PASSAGES, [ARCHIVE_PASSAGES]), record
+    assert len(archive_records) == len(imported), "an archive without its agent, or twice"
 
 
 def test_dst_agent_file_imports_are_all_or_nothing_under_storage_faults() -> None:

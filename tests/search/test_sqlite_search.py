@@ -52,27 +52,33 @@ async def test_sqlite_index_resumes_from_its_cursor_after_a_restart(tmp_path: Pa
         writer = AgentService(store, env)
         writer.search_layer = SearchLayer(store, env)  # a scratch index: the file is untouched
         await writer.create_passages(agent, {"text": "a second lighthouse on the pier"})
+        archive = (await writer.create_archive({"name": "coast"})).id
+        body = {"text": "every lighthouse keeper logs the weather"}
+        await writer.create_archive_passages(archive, body, batch=False)
+        await writer.attach_archive(agent, archive, True)
         service = AgentService(store, env)
         layer = service.search_layer = open_search(config, store, env)
         await nursery.start(layer.run)
         assert await layer.index.position(agent) == position  # the file kept its place
         assert await _texts(service, agent, "lighthouse") == [
             "a second lighthouse on the pier",
+            "every lighthouse keeper logs the weather",  # the archive's, indexed as its own
             "the lighthouse lamp was replaced",
         ]
-        assert layer.indexer.rebuilds == 0  # resumed from the cursor: only the new entry
+        # Resumed from the cursor: only the new entry; the archive, new, was built whole.
+        assert layer.indexer.rebuilds == 1
         nursery.cancel_scope.cancel()
     await store.aclose()
 
-    assert await reindex(config) == 1
+    assert await reindex(config) == 2  # the agent and the archive
     store = SqliteStore(config.db_path, env)
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
         service = AgentService(store, env)
         layer = service.search_layer = open_search(config, store, env)
         assert await layer.index.warmed()
-        assert len(await _texts(service, agent, "lighthouse")) == 2
-        assert layer.indexer.applied == 0  # the rebuild had it all
+        assert len(await _texts(service, agent, "lighthouse")) == 3
+        assert layer.indexer.applied == 0  # the rebuild had it all, the archive's too
         nursery.cancel_scope.cancel()
     await layer.index.aclose()
     await store.aclose()
