@@ -21,9 +21,10 @@ from kelpie_trio.service import AgentService
 from kelpie_trio.sim import FaultConfig, FaultType, SimWorld
 from kelpie_trio.sim.agent_scenarios import concurrent_turns
 from kelpie_trio.sim.faults import CRASH_FAULTS, STORAGE_FAULTS
-from kelpie_trio.sim.llm import send_message, tool_calls
+from kelpie_trio.sim.llm import send_message, text, tool_calls
 from kelpie_trio.sim.mcp import SimMcpClient, SimMcpTool
 from kelpie_trio.sim.seeds import run_seeds
+from kelpie_trio.storage import StoreError
 from tests.dst.agent_harness import (
     AgentCluster,
     history_of,
@@ -209,6 +210,71 @@ def test_dst_tool_rules_apply_to_mcp_tools() -> None:
         assert [c.arguments["key"] for c in sim.mcp.calls] == ["k2a", "k2b"]
 
     run_seeds(one, 2)
+
+
+def test_dst_an_mcp_tool_that_needs_approval_runs_only_once_approved() -> None:
+    """A tool from an MCP server marked as needing approval is not called: the turn parks
+    with an approval request; a denied call never reaches the server, an approved one
+    reaches it once, and the turn goes on (storage faults throughout)."""
+    faults = FaultConfig(dict.fromkeys(STORAGE_FAULTS, 0.03))
+
+    def one(seed: int) -> None:
+        async def scenario(sim: McpCluster) -> Any:
+            home = sim.service("n0")
+            server = await home.create_mcp_server({"server_name": "kb", "config": {
+                "mcp_server_type": "stdio", "command": "kb-server", "args": []}})  # fmt: skip
+            [tool] = await home.list_mcp_tools(server.id)
+            agent = await new_agent(home, tool_ids=[tool.id])
+            await home.set_tool_approval(agent, "lookup", True)
+            sim.world.faults.enabled = True
+            seen = []
+            for i, approve in enumerate((False, True)):
+                body = {"messages": [{"role": "user", "content": f"go {i}", "otid": f"g{i}"}]}
+                parked = await _until_answered(home, agent, body)
+                [request] = [m for m in parked["messages"]
+                             if m["message_type"] == "approval_request_message"]  # fmt: skip
+                calls_before = len(sim.mcp.calls)
+                answer = {"messages": [{"type": "approval", "otid": f"a{i}", "approvals": [
+                    {"type": "approval", "tool_call_id": request["tool_call"]["tool_call_id"],
+                     "approve": approve, "reason": "no"}]}]}  # fmt: skip
+                done = await _until_answered(home, agent, answer)
+                seen.append((parked, calls_before, done, len(sim.mcp.calls)))
+            sim.world.faults.enabled = False
+            return seen
+
+        _, seen = simulate_mcp(seed, scenario, faults, script=[_one_lookup] * 20)
+        (parked, before, denied, after_deny), (_, before2, approved, after_approve) = seen
+        assert parked["stop_reason"]["stop_reason"] == "requires_approval"
+        assert before == 0 and after_deny == 0  # parked and denied: the server saw nothing
+        returns = [m for m in denied["messages"] if m["message_type"] == "tool_return_message"]
+        assert [r["status"] for r in returns] == ["error"]
+        assert before2 == 0 and after_approve == 1  # approved: called once, faults or not
+        returns = [m for m in approved["messages"] if m["message_type"] == "tool_return_message"]
+        assert [r["status"] for r in returns] == ["success"]
+        assert approved["stop_reason"]["stop_reason"] == "end_turn"
+
+    run_seeds(one, 6)
+
+
+def _one_lookup(request: Any) -> Any:
+    step = len(request.messages)
+    if request.messages[-1].role == "tool":
+        return text(f"found ({step})")
+    return tool_calls((f"a{step}", "lookup", {"key": f"k{step}"}))
+
+
+async def _until_answered(service: AgentService, agent: str, body: dict) -> dict:
+    """A client retrying a send (the otid makes a retry join its first attempt)."""
+    for _ in range(50):
+        try:
+            return await service.send_message(agent, body)
+        except ServiceError as error:
+            if error.status < 500:
+                raise
+        except StoreError:  # a store fault: the client sends again
+            pass
+        await trio.sleep(0.5)
+    raise AssertionError("no answer after 50 tries")
 
 
 def test_dst_mcp_servers_and_their_tools_stay_consistent_under_storage_faults() -> None:
