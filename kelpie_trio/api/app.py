@@ -46,7 +46,7 @@ from kelpie_trio.models import convert
 from kelpie_trio.nursery.dispatcher import Dispatcher
 from kelpie_trio.nursery.errors import ActorFailed, MailboxFull, RuntimeFailure
 from kelpie_trio.nursery.metrics import RuntimeMetrics
-from kelpie_trio.nursery.transport import serve_forwarded
+from kelpie_trio.nursery.transport import reply_bytes, serve_forwarded
 from kelpie_trio.service import AgentService
 from kelpie_trio.storage import Store, StoreError
 
@@ -197,7 +197,7 @@ def create_app(
             return _json({"detail": "expected a JSON object with a 'message'"}, 422)
         message = body["message"]
         wire = await serve_forwarded(dispatcher, {"agent_id": agent_id, "message": message})
-        return _json(wire)
+        return Response(reply_bytes(wire), content_type="application/json")
 
     return app
 

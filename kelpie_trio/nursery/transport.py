@@ -4,8 +4,10 @@
 the node at `address` (as a forwarded message) and returns its reply or
 raises its error. In production the carrier is HTTP (the node's internal
 route); in the simulator it is `SimNetwork`, with its delays, losses and
-partitions. Replies and errors cross the wire in one shape (`encode_outcome`
-/ `decode_outcome`), so both carriers behave the same to the dispatcher.
+partitions. Both carry the same bytes: a request is `request_bytes`, its
+answer `reply_bytes` (replies and errors in one shape, `encode_outcome` /
+`decode_outcome`), so the simulator runs the serialization production runs and
+both carriers behave the same to the dispatcher.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import abc
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import trio
 
 from kelpie_trio.nursery.errors import (
@@ -84,6 +87,20 @@ def encode_error(error: RuntimeFailure | StoreError) -> dict[str, Any]:
     return wire
 
 
+def request_bytes(message: Any) -> bytes:
+    """A forwarded message as it crosses the wire (the agent's key travels beside it)."""
+    return orjson.dumps({"message": message})
+
+
+def reply_bytes(wire: dict[str, Any]) -> bytes:
+    """An encoded outcome as it crosses the wire back."""
+    return orjson.dumps(wire)
+
+
+def decode_reply(raw: bytes) -> Any:
+    return decode_outcome(orjson.loads(raw))
+
+
 def encode_outcome(reply: Any) -> dict[str, Any]:
     return {"ok": True, "reply": reply}
 
@@ -118,18 +135,21 @@ class SimTransport(Transport):
     async def invoke(self, address: str, agent_id: str, message: Any) -> Any:
         from kelpie_trio.sim.network import NetworkUnreachable
 
-        request = {"agent_id": agent_id, "message": message}
+        request = (agent_id, request_bytes(message))  # the bytes HTTP would carry
         try:
-            wire = await self.network.request(self.node_id, address, request, timeout=self.timeout)
+            raw = await self.network.request(self.node_id, address, request, timeout=self.timeout)
         except NetworkUnreachable as error:
             raise TransportError(str(error)) from error
-        return decode_outcome(wire)
+        return decode_reply(raw)
 
     async def serve(
         self, dispatcher: Dispatcher, *, task_status: Any = trio.TASK_STATUS_IGNORED
     ) -> None:
-        async def handle(source: str, request: Any) -> Any:
-            return await serve_forwarded(dispatcher, request)
+        async def handle(source: str, request: Any) -> bytes:
+            agent_id, body = request
+            message = orjson.loads(body)["message"]
+            wire = await serve_forwarded(dispatcher, {"agent_id": agent_id, "message": message})
+            return reply_bytes(wire)
 
         await self.network.serve(self.node_id, handle, task_status=task_status)
 
@@ -156,19 +176,18 @@ class HttpTransport(Transport):
 
     async def invoke(self, address: str, agent_id: str, message: Any) -> Any:
         import httpx
-        import orjson
 
         url = address.rstrip("/") + INTERNAL_INVOKE_PATH.format(agent_id=agent_id)
         try:
             with self._clients.client() as client:
-                response = await client.post(url, content=orjson.dumps({"message": message}))
+                response = await client.post(url, content=request_bytes(message))
         except httpx.HTTPError as error:
             raise TransportError(f"{address} did not answer: {error!r}") from error
         if response.status_code != 200:
             raise TransportError(
                 f"{address} answered {response.status_code}: {response.text[:200]}"
             )
-        return decode_outcome(orjson.loads(response.content))
+        return decode_reply(response.content)
 
     async def aclose(self) -> None:
         await self._clients.aclose()
