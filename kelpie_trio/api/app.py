@@ -21,6 +21,7 @@ from kelpie_trio.api.agentfile import agentfile
 from kelpie_trio.api.agents import agents
 from kelpie_trio.api.blocks import blocks
 from kelpie_trio.api.cloud import cloud
+from kelpie_trio.api.console import console
 from kelpie_trio.api.conversations import conversations
 from kelpie_trio.api.edge import BodyGuard
 from kelpie_trio.api.identities import identities
@@ -80,6 +81,7 @@ def create_app(
     service = service or AgentService(store, env or RealEnv(), catalog)
     service.dispatcher = dispatcher
     app.config["KELPIE_SERVICE"] = service
+    app.config["KELPIE_METRICS"] = metrics
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     install_middleware(app, password=password)
     install_method_checks(app)
@@ -101,6 +103,7 @@ def create_app(
     app.register_blueprint(messages_all)
     app.register_blueprint(steps)
     app.register_blueprint(prompt)
+    app.register_blueprint(console)
 
     @app.before_serving
     async def background() -> None:
