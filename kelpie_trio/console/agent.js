@@ -226,15 +226,18 @@ function chatTab(body, agent) {
     }
     const reply = [...events.values()].filter((m) => m.message_type === "assistant_message").pop();
     announce(reply ? `Agent: ${textOf(reply.content)}` : status.textContent);
+    // Counts finished turns (history, memory and approvals read again): what a test waits on.
+    status.dataset.turns = String(Number(status.dataset.turns || 0) + 1);
     if (!input.disabled) input.focus();
   }
 
   async function cancel() {
+    // The stream ends with stop reason "cancelled"; the turn's end writes the status then.
+    status.textContent = "Stopping…";
     try {
       await api.post(`/v1/agents/${id}/messages/cancel`, {});
-      status.textContent = "Stopping…";
     } catch (error) {
-      status.textContent = describe(error);
+      if (controller) status.textContent = describe(error);
     }
   }
 
