@@ -4,7 +4,7 @@
 import { api, stream } from "./api.js";
 import { deleteAgent } from "./agents.js";
 import { announce, describe, errorBox, h, pretty, replace, shortId, when } from "./dom.js";
-import { mergeEvent, renderTranscript, textOf } from "./messages.js";
+import { chronological, mergeEvent, renderTranscript, textOf } from "./messages.js";
 
 const TABS = [
   ["chat", "Chat"],
@@ -78,7 +78,7 @@ function chatTab(body, agent) {
   async function loadHistory() {
     try {
       const messages = await api.get(`/v1/agents/${id}/messages`, { limit: 60, order: "desc" });
-      replace(history, renderTranscript(messages.reverse()));
+      replace(history, renderTranscript(chronological(messages)));
     } catch (error) {
       replace(history, h("li", {}, errorBox(error)));
     }
@@ -148,6 +148,7 @@ function chatTab(body, agent) {
     if (!pending) {
       replace(approvals);
       input.disabled = false;
+      send.disabled = false;
       return;
     }
     const calls = pending.tool_calls && pending.tool_calls.length ? pending.tool_calls : [pending.tool_call];
@@ -177,6 +178,7 @@ function chatTab(body, agent) {
     replace(approvals, form);
     // A new message would be refused (409) while a run waits: answer first.
     input.disabled = true;
+    send.disabled = true;
   }
 
   async function submit() {

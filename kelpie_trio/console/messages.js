@@ -58,6 +58,19 @@ export function mergeEvent(messages, event) {
   return key;
 }
 
+// A history listed newest first (order=desc) in reading order. The server pages by stored
+// message: the parts of one (reasoning, then its tool call) keep their order and share an id,
+// so the groups are reversed, not the parts.
+export function chronological(newestFirst) {
+  const groups = [];
+  for (const m of newestFirst) {
+    const last = groups[groups.length - 1];
+    if (last && m.id && last[0].id === m.id) last.push(m);
+    else groups.push([m]);
+  }
+  return groups.reverse().flat();
+}
+
 const WHO = {
   user_message: "You",
   assistant_message: "Agent",

@@ -356,8 +356,12 @@ def test_the_scripts_parse_streams_and_metrics_as_the_server_sends_them(
             'kelpie_mailbox_depth_bucket{le="1.0"} 2.0\\n' +
             'kelpie_mailbox_depth_bucket{le="+Inf"} 5.0\\n' +
             'kelpie_mailbox_depth_count 5.0\\nkelpie_mailbox_depth_sum 9.0\\n');
+          // Newest first, as order=desc lists them: the parts of one message stay in order.
+          const listed = [{id: 'm3', t: 'reply'}, {id: 'm2', t: 'thought'}, {id: 'm2', t: 'call'},
+                          {id: 'm1', t: 'question'}];
           done({
             events,
+            chronological: msgs.chronological(listed).map((m) => m.t),
             merged: [...merged.values()].map((m) => m.content || m.reasoning ||
                                               m.tool_call.name + m.tool_call.arguments),
             activations: metrics.sampleValue(samples, 'kelpie_activations_total'),
@@ -369,6 +373,7 @@ def test_the_scripts_parse_streams_and_metrics_as_the_server_sends_them(
     )
     assert result == {
         "events": ['{"a":1}', '{"b":2}', "[DONE]"],
+        "chronological": ["question", "thought", "call", "reply"],
         "merged": ["Hello!", "I think", 'search{"q":"x"}'],
         "activations": 3,
         "buckets": [["1", 2], ["Infinity", 5]],
