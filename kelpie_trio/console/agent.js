@@ -6,6 +6,8 @@ import { deleteAgent } from "./agents.js";
 import { announce, describe, errorBox, h, pretty, replace, shortId, when } from "./dom.js";
 import { chronological, mergeEvent, renderTranscript, textOf } from "./messages.js";
 
+const PAGE = 50; // messages per page of history
+
 const TABS = [
   ["chat", "Chat"],
   ["runs", "Runs"],
@@ -22,6 +24,9 @@ export async function agentView(main, { id, tab = "chat", runId }) {
     return undefined;
   }
   const body = h("div", { class: "tab-body" });
+  const actorLine = h("p", { class: "meta actor-status", "aria-live": "polite" });
+  const refreshActor = () => showActor(id, actorLine);
+  refreshActor();
   const title = h("h1", {}, agent.name || agent.id);
   replace(main,
     h("p", { class: "crumbs" }, h("a", { href: "#/agents" }, "Agents"), " / "),
@@ -32,6 +37,7 @@ export async function agentView(main, { id, tab = "chat", runId }) {
     h("p", { class: "meta" }, h("code", {}, agent.id), " · ", agent.model || "", " · ",
       agent.agent_type || "",
       agent.tags && agent.tags.length ? [" · tags: ", agent.tags.join(", ")] : null),
+    actorLine,
     h("nav", { class: "tabs", "aria-label": "Agent" }, h("ul", {}, TABS.map(([key, label]) =>
       h("li", {}, h("a", { href: `#/agents/${id}/${key}`, "aria-current": key === tab ? "page" : false },
         label))))),
@@ -40,16 +46,41 @@ export async function agentView(main, { id, tab = "chat", runId }) {
   if (tab === "runs") return runId ? runDetail(body, agent, runId) : runsTab(body, agent);
   if (tab === "archival") return archivalTab(body, agent);
   if (tab === "tools") return toolsTab(body, agent);
-  return chatTab(body, agent);
+  return chatTab(body, agent, refreshActor);
+}
+
+// Where the agent runs: its lease in the store says which node holds its actor.
+async function showActor(id, line) {
+  let snap;
+  try {
+    snap = await api.get("/v1/_kelpie/runtime");
+  } catch {
+    replace(line);
+    return;
+  }
+  const lease = snap.leases.find((l) => l.key === id);
+  const actor = snap.actors.find((a) => a.key === id);
+  const runtime = h("a", { href: "#/runtime" }, "runtime");
+  if (lease && lease.live) {
+    const here = lease.node_id === snap.node_id ? " (this node)" : "";
+    replace(line, "Actor: active on ", h("code", {}, lease.node_id), here, `, lease epoch ${lease.epoch}`,
+      actor ? `, mailbox ${actor.mailbox_depth}` : "", " · ", runtime);
+  } else if (lease) {
+    replace(line, "Actor: inactive (last on ", h("code", {}, lease.node_id), `, epoch ${lease.epoch}) · `, runtime);
+  } else {
+    replace(line, "Actor: not activated yet (the first message activates it) · ", runtime);
+  }
 }
 
 // -- chat ---------------------------------------------------------------------------
 
-function chatTab(body, agent) {
+function chatTab(body, agent, refreshActor) {
   const id = agent.id;
   const history = h("ol", { class: "transcript", "aria-label": "Messages" });
   const live = h("ol", { class: "transcript live", "aria-label": "Reply in progress" });
-  const scroller = h("div", { class: "scroller", tabindex: "0", "aria-label": "Conversation" }, history, live);
+  const older = h("div", { class: "older" });
+  const scroller = h("div", { class: "scroller", tabindex: "0", "aria-label": "Conversation" },
+    older, history, live);
   const status = h("p", { class: "turn-status", role: "status" });
   const approvals = h("div", { class: "approvals" });
   const input = h("textarea", { id: "chat-input", name: "message", rows: 3, required: true,
@@ -75,14 +106,49 @@ function chatTab(body, agent) {
   let controller = null;
   let blocks = new Map();
 
+  // The latest page of history, and the older pages the user asked for, oldest first.
+  let earlier = [];
+  let latest = [];
+  let atStart = false;
+
+  function showHistory() {
+    replace(history, renderTranscript([...earlier, ...latest]));
+    replace(older, atStart || !(earlier.length || latest.length)
+      ? null
+      : h("button", { type: "button", class: "quiet", onclick: loadOlder }, "Show older messages"));
+  }
+
   async function loadHistory() {
     try {
-      const messages = await api.get(`/v1/agents/${id}/messages`, { limit: 60, order: "desc" });
-      replace(history, renderTranscript(chronological(messages)));
+      const page = await api.get(`/v1/agents/${id}/messages`, { limit: PAGE, order: "desc" });
+      latest = chronological(page);
+      // Keep the older pages shown that end before the new latest page begins.
+      const ids = new Set(latest.map((m) => m.id));
+      earlier = earlier.filter((m) => !ids.has(m.id));
+      showHistory();
     } catch (error) {
       replace(history, h("li", {}, errorBox(error)));
     }
     scroller.scrollTop = scroller.scrollHeight;
+  }
+
+  async function loadOlder() {
+    const first = [...earlier, ...latest][0];
+    try {
+      // Newest first, "after" a message is older than it (the cursor follows the order).
+      const page = await api.get(`/v1/agents/${id}/messages`,
+        { limit: PAGE, order: "desc", after: first.id });
+      if (!page.length) atStart = true;
+      earlier = [...chronological(page), ...earlier];
+      const height = scroller.scrollHeight;
+      showHistory();
+      scroller.scrollTop = scroller.scrollHeight - height; // stay where the reader was
+      const button = older.querySelector("button");
+      if (button) button.focus();
+      else announce("This is the start of the conversation");
+    } catch (error) {
+      replace(older, errorBox(error));
+    }
   }
 
   async function loadMemory({ highlight = false } = {}) {
@@ -220,7 +286,7 @@ function chatTab(body, agent) {
     if (stopReason) parts.push(`Stop reason: ${stopReason}`);
     if (usage) parts.push(`${usage.total_tokens} tokens in ${usage.step_count} step${usage.step_count === 1 ? "" : "s"}`);
     status.textContent = parts.join(" · ");
-    await Promise.all([loadHistory(), loadMemory({ highlight: true }), loadApprovals()]);
+    await Promise.all([loadHistory(), loadMemory({ highlight: true }), loadApprovals(), refreshActor()]);
     replace(live);
     if (failure) {
       live.append(h("li", { class: "msg error_message", role: "alert" },

@@ -114,8 +114,21 @@ export function runtimeView(main) {
   return () => { stopped = true; clearTimeout(timer); };
 }
 
+// Agents' names by actor key, asked once each (shown from the next refresh on).
+const names = new Map();
+
+function nameOf(key) {
+  if (!names.has(key)) {
+    names.set(key, "");
+    api.get(`/v1/agents/${key}`).then((agent) => names.set(key, agent.name || "")).catch(() => {});
+  }
+  return names.get(key);
+}
+
 function actorLink(key) {
-  return key.startsWith("agent-") ? h("a", { href: `#/agents/${key}` }, key) : h("code", {}, key);
+  if (!key.startsWith("agent-")) return h("code", {}, key); // a conversation's actor
+  const name = nameOf(key);
+  return h("a", { href: `#/agents/${key}` }, name ? [name, " ", h("code", {}, key)] : key);
 }
 
 function seconds(value) {

@@ -120,6 +120,9 @@ def test_create_chat_remember_and_see_the_actor(browser: Any, server: str) -> No
     agent_id = _create_agent(browser, server, "Ada", "The user likes green tea.")
     assert agent_id.startswith("agent-")
 
+    # Not running yet: the first message activates its actor.
+    _text_in(browser, ".actor-status", "not activated yet")
+
     # The agent's core memory, as created.
     _text_in(browser, ".memory [data-label=human] .block-value", "likes green tea")
     _text_in(browser, ".memory [data-label=persona] .block-value", "helpful assistant")
@@ -143,6 +146,8 @@ def test_create_chat_remember_and_see_the_actor(browser: Any, server: str) -> No
     _css(browser, ".transcript .assistant_message .text")
     _text_in(browser, ".turn-status", "Stop reason: end_turn")
     _text_in(browser, ".turn-status", "tokens in 1 step")
+    _text_in(browser, ".actor-status", "Actor: active on node-")
+    _text_in(browser, ".actor-status", "(this node), lease epoch 1")
     reply = browser.find_element("css selector", ".transcript .assistant_message .text").text
     assert reply.strip()
     seen = [t for t in browser.execute_script("return window.seenReplies;") if t]
@@ -201,6 +206,7 @@ def test_create_chat_remember_and_see_the_actor(browser: Any, server: str) -> No
     # The runtime: the actor that runs this agent, on this node, holding its lease.
     browser.find_element("link text", "Runtime").click()
     _text_in(browser, "table.actors", agent_id)
+    _text_in(browser, "table.actors", "Ada")  # named from the next refresh on
     _text_in(browser, "table.nodes", "live")
     _text_in(browser, "table.leases", agent_id)
     _text_in(browser, "table.leases", "held")
@@ -307,6 +313,46 @@ def test_stop_cancels_a_running_turn(browser: Any, tmp_path: Path) -> None:
         _text_in(browser, ".turn-status", "Stop reason: cancelled")
         runs = httpx.get(f"{url}/v1/runs/", params={"agent_id": agent_id.json()["id"]}).json()
         assert [r["stop_reason"] for r in runs] == ["cancelled"]
+
+
+def test_older_messages_load_page_by_page(browser: Any, server: str) -> None:
+    agent_id = httpx.post(
+        f"{server}/v1/agents/", json={"name": "Chatty", "model": "sim/agent"}
+    ).json()["id"]
+    for n in range(30):  # 60 stored messages at least: more than a page
+        sent = httpx.post(
+            f"{server}/v1/agents/{agent_id}/messages",
+            json={"messages": [{"role": "user", "content": f"message number {n}"}]},
+        )
+        assert sent.status_code == 200
+
+    def user_messages(d: Any) -> list[str]:
+        # Read in one go: the list is rendered anew as pages arrive.
+        return d.execute_script(
+            "return [...document.querySelectorAll("
+            "'.transcript:not(.live) .user_message .text')].map((e) => e.textContent);"
+        )
+
+    browser.get(f"{server}/#/agents/{agent_id}")
+    _text_in(browser, ".transcript", "message number 29")
+    first_page = user_messages(browser)
+    assert "message number 0" not in first_page
+    for _ in range(5):
+        buttons = browser.find_elements("css selector", ".older button")
+        if not buttons:
+            break
+        shown = len(user_messages(browser))
+        buttons[0].click()
+        _wait(
+            browser,
+            lambda d, shown=shown: (
+                len(user_messages(d)) > shown
+                or not d.find_elements("css selector", ".older button")
+            ),
+            "an older page, or the start",
+        )
+    assert user_messages(browser) == [f"message number {n}" for n in range(30)]
+    assert not browser.find_elements("css selector", ".older button")
 
 
 def test_usable_at_phone_width(browser: Any, server: str) -> None:
