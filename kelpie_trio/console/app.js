@@ -23,7 +23,7 @@ function route() {
   return { section: "agents", view: agentsView, params: {} };
 }
 
-async function show() {
+async function show(event) {
   if (cleanup) cleanup();
   cleanup = null;
   const { section, view, params } = route();
@@ -39,9 +39,11 @@ async function show() {
   } catch (error) {
     replace(main, errorBox(error));
   }
-  // Move focus to the new page's heading for keyboard and screen reader users, unless the
-  // view put it somewhere on purpose (a search box, the chat input).
-  if (!main.contains(document.activeElement)) {
+  // After a move to another page, focus goes to its heading for keyboard and screen reader
+  // users, unless the view put it somewhere on purpose (a search box, the chat input). On
+  // the first load it stays at the top, where the skip link is.
+  const moved = event && event.type === "hashchange";
+  if (moved && !main.contains(document.activeElement)) {
     const heading = main.querySelector("h1");
     if (heading) {
       heading.tabIndex = -1;

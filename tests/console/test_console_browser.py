@@ -355,6 +355,86 @@ def test_older_messages_load_page_by_page(browser: Any, server: str) -> None:
     assert not browser.find_elements("css selector", ".older button")
 
 
+_CONTRAST = """
+const parse = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+const channel = (v) => {
+  v /= 255;
+  return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+};
+const luminance = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+const background = (el) => {
+  for (let e = el; e; e = e.parentElement) {
+    const c = parse(getComputedStyle(e).backgroundColor);
+    if (c.length === 3 || (c.length === 4 && c[3] > 0)) return c.slice(0, 3);
+  }
+  return parse(getComputedStyle(document.body).backgroundColor).slice(0, 3);
+};
+const low = [];
+for (const el of document.querySelectorAll('body *')) {
+  if (!el.offsetParent && el !== document.body) continue;
+  if (el.closest('[disabled], .visually-hidden, svg')) continue;
+  const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+  if (!own) continue;
+  const style = getComputedStyle(el);
+  const fg = parse(style.color), bg = background(el);
+  const [a, b] = [luminance(fg), luminance(bg)].sort((x, y) => y - x);
+  const ratio = (a + 0.05) / (b + 0.05);
+  const large = parseFloat(style.fontSize) >= 24 ||
+    (parseFloat(style.fontSize) >= 18.66 && Number(style.fontWeight) >= 700);
+  if (ratio < (large ? 3 : 4.5)) low.push(`${el.tagName}.${el.className}: ${ratio.toFixed(2)}`);
+}
+return low;
+"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_text_contrast_is_at_least_wcag_aa(browser: Any, server: str, scheme: str) -> None:
+    browser.execute_cdp_cmd(
+        "Emulation.setEmulatedMedia",
+        {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
+    )
+    agent_id = _create_agent(browser, server, f"Contrast {scheme}", "Colours.")
+    _send(browser, "hi")
+    for hash_ in ("#/agents", f"#/agents/{agent_id}", f"#/agents/{agent_id}/runs", "#/runtime"):
+        browser.get(f"{server}/{hash_}")
+        _css(browser, "main h1")
+        if "agents/" in hash_ and "runs" not in hash_:
+            _css(browser, ".transcript .assistant_message")
+        if hash_ == "#/runtime":
+            _css(browser, "table.actors")
+        assert browser.execute_script(_CONTRAST) == [], hash_
+
+
+def test_keyboard_users_skip_to_the_page_and_land_on_each_new_heading(
+    browser: Any, server: str
+) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(f"{server}/#/runtime")
+    _css(browser, "table.nodes")
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    # On a page just opened, the first Tab reaches the skip link.
+    ActionChains(browser).send_keys(Keys.TAB).perform()
+    skip = browser.switch_to.active_element
+    assert skip.text == "Skip to content"
+    skip.send_keys(Keys.ENTER)
+    assert browser.switch_to.active_element.get_attribute("id") == "main"
+    # Moving to another page puts focus on its heading (or the field the page is for).
+    browser.find_element("link text", "Agents").send_keys(Keys.ENTER)
+    _wait(
+        browser,
+        lambda d: d.switch_to.active_element.get_attribute("id") == "agent-search",
+        "focus on the agents search",
+    )
+    browser.find_element("link text", "Runtime").send_keys(Keys.ENTER)
+    _wait(
+        browser,
+        lambda d: d.switch_to.active_element.tag_name == "h1",
+        "focus on the runtime heading",
+    )
+
+
 def test_usable_at_phone_width(browser: Any, server: str) -> None:
     browser.set_window_size(390, 844)
     agent_id = _create_agent(browser, server, "Pocket", "Small screens.")
