@@ -105,6 +105,7 @@ function chatTab(body, agent, refreshActor) {
 
   let controller = null;
   let blocks = new Map();
+  let baseline = null; // the blocks as a turn found them
 
   // The latest page of history, and the older pages the user asked for, oldest first.
   let earlier = [];
@@ -160,12 +161,15 @@ function chatTab(body, agent, refreshActor) {
       return;
     }
     const changed = [];
-    const previous = blocks;
+    // Changed since the turn began (so a block edited mid-turn stays marked at its end).
+    const previous = baseline || blocks;
+    const shown = blocks;
     blocks = new Map(list.map((b) => [b.label, b.value]));
     for (const b of list) if (highlight && previous.get(b.label) !== b.value) changed.push(b.label);
+    const fresh = changed.filter((label) => shown.get(label) !== blocks.get(label));
     replace(memory, h("h2", { id: "memory-title" }, "Core memory"),
       h("ul", { class: "blocks" }, list.map((b) => blockItem(b, changed.includes(b.label)))));
-    if (changed.length) announce(`Memory updated: ${changed.join(", ")}`);
+    if (fresh.length) announce(`Memory updated: ${fresh.join(", ")}`);
   }
 
   function blockItem(block, changed) {
@@ -256,6 +260,7 @@ function chatTab(body, agent, refreshActor) {
 
   async function turn(request) {
     controller = new AbortController();
+    baseline = new Map(blocks);
     const events = new Map();
     let stopReason = null;
     let usage = null;
@@ -272,6 +277,8 @@ function chatTab(body, agent, refreshActor) {
         else if (event.message_type === "ping") continue;
         else if (event.message_type === "error_message") failure = event;
         else if (event.id) mergeEvent(events, event);
+        // A tool's result is stored with the memory edits of its step: show them now.
+        if (event.message_type === "tool_return_message") loadMemory({ highlight: true });
         replace(live, renderTranscript([...events.values()]));
         scroller.scrollTop = scroller.scrollHeight;
       }
@@ -287,6 +294,7 @@ function chatTab(body, agent, refreshActor) {
     if (usage) parts.push(`${usage.total_tokens} tokens in ${usage.step_count} step${usage.step_count === 1 ? "" : "s"}`);
     status.textContent = parts.join(" · ");
     await Promise.all([loadHistory(), loadMemory({ highlight: true }), loadApprovals(), refreshActor()]);
+    baseline = null;
     replace(live);
     if (failure) {
       live.append(h("li", { class: "msg error_message", role: "alert" },

@@ -315,6 +315,41 @@ def test_stop_cancels_a_running_turn(browser: Any, tmp_path: Path) -> None:
         assert [r["stop_reason"] for r in runs] == ["cancelled"]
 
 
+def test_the_agent_s_own_memory_edit_shows_in_its_block(browser: Any, server: str) -> None:
+    """A memgpt agent on the sim model calls core_memory_append on its human block with
+    probability 0.25 per turn: 60 turns without one is a 1-in-30-million event."""
+    agent_id = httpx.post(
+        f"{server}/v1/agents/",
+        json={
+            "name": "Rememberer",
+            "model": "sim/agent",
+            "agent_type": "memgpt_agent",
+            "memory_blocks": [{"label": "human", "value": "Name: Sam."}],
+        },
+    ).json()["id"]
+    browser.get(f"{server}/#/agents/{agent_id}")
+    _text_in(browser, ".memory [data-label=human] .block-value", "Name: Sam.")
+
+    def appended(d: Any) -> list[str]:
+        return d.execute_script(
+            """
+            return [...document.querySelectorAll('.transcript:not(.live) details.tool')]
+              .filter((t) => t.querySelector('.tool-name').textContent === 'core_memory_append()')
+              .map((t) => JSON.parse(t.querySelector('pre').textContent).content);
+            """
+        )
+
+    for _ in range(60):
+        if appended(browser):
+            break
+        _send(browser, "I like hiking.")
+    [content, *_] = appended(browser)
+    _text_in(browser, ".memory [data-label=human] .block-value", content)
+    _text_in(browser, ".memory [data-label=human] .badge", "updated")
+    stored = httpx.get(f"{server}/v1/agents/{agent_id}/core-memory/blocks/human").json()
+    assert content in stored["value"]
+
+
 def test_older_messages_load_page_by_page(browser: Any, server: str) -> None:
     agent_id = httpx.post(
         f"{server}/v1/agents/", json={"name": "Chatty", "model": "sim/agent"}
