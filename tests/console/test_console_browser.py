@@ -234,6 +234,11 @@ def test_the_console_asks_for_the_password_and_sends_it(browser: Any, guarded_se
     field.send_keys("s3cret\n")
     _text_in(browser, ".results", "No agents yet")
     assert not browser.find_element("id", "login").get_attribute("open")
+    # Every view sends it: the runtime reads /v1/_kelpie/runtime and /metrics with it.
+    browser.find_element("link text", "Runtime").click()
+    _text_in(browser, "table.nodes", "live")
+    _css(browser, "#main .facts")
+    assert not browser.find_elements("css selector", "#main .error")
     # The token lives in this tab only; forgetting it asks again.
     browser.find_element("id", "sign-out").click()
     _css(browser, "#login-password")
