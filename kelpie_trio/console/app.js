@@ -14,7 +14,7 @@ let cleanup = null;
 let waitingForLogin = null;
 
 function route() {
-  const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean);
+  const parts = location.hash.replace(/^#\//, "").split("/").filter(Boolean);
   if (parts[0] === "runtime") return { section: "runtime", view: runtimeView, params: {} };
   if (parts[0] === "agents" && parts[1] === "new") return { section: "agents", view: createView, params: {} };
   if (parts[0] === "agents" && parts[1]) {
@@ -24,6 +24,8 @@ function route() {
 }
 
 async function show(event) {
+  // Routes are "#/..."; any other fragment is a place in the page, not a page.
+  if (event && location.hash && !location.hash.startsWith("#/")) return;
   if (cleanup) cleanup();
   cleanup = null;
   const { section, view, params } = route();
@@ -90,6 +92,12 @@ function askForPassword() {
 }
 
 whenUnauthorized(() => { askForPassword(); });
+
+// The skip link moves focus into the page without touching the address (the route).
+document.querySelector(".skip").addEventListener("click", (event) => {
+  event.preventDefault();
+  main.focus();
+});
 
 signOut.addEventListener("click", () => {
   setToken("");

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,9 +41,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
 
 
 def new_browser(width: int = 1280, height: int = 900) -> Any:
+    from selenium.common.exceptions import SessionNotCreatedException
+
+    # Chromium's start-up alone may fail on a loaded machine ("DevToolsActivePort file
+    # doesn't exist"): that is the launch, not the console, so it is tried a second time.
+    try:
+        return _launch(width, height)
+    except SessionNotCreatedException:
+        return _launch(width, height)
+
+
+def _launch(width: int, height: int) -> Any:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    profile = tempfile.mkdtemp(prefix="kelpie-console-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in (
@@ -54,10 +67,16 @@ def new_browser(width: int = 1280, height: int = 900) -> Any:
         "--disable-extensions",
         "--disable-background-networking",  # offline: nothing to update, sync or fetch
         f"--window-size={width},{height}",
+        f"--user-data-dir={profile}",  # a profile of its own: no two browsers share one
     ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    except BaseException:
+        shutil.rmtree(profile, ignore_errors=True)
+        raise
+    driver.kelpie_profile = profile  # removed by close_browser
     driver.set_page_load_timeout(30)
     driver.set_script_timeout(30)
     return driver
@@ -80,4 +99,9 @@ def browser(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
             logs = "\n".join(str(e) for e in driver.get_log("browser"))
             (tmp_path / "browser.log").write_text(logs)
             print(f"\nconsole test failed: screenshot {shot}, page and browser log beside it")
-        driver.quit()
+        close_browser(driver)
+
+
+def close_browser(driver: Any) -> None:
+    driver.quit()
+    shutil.rmtree(driver.kelpie_profile, ignore_errors=True)

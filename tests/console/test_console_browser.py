@@ -210,8 +210,8 @@ def test_create_chat_remember_and_see_the_actor(browser: Any, server: str) -> No
     _text_in(browser, "table.nodes", "live")
     _text_in(browser, "table.leases", agent_id)
     _text_in(browser, "table.leases", "held")
-    stats = browser.find_element("css selector", "#main .facts").text
-    assert "Activations\n1" in stats
+    stats = browser.find_element("css selector", "#main .facts").text.split("\n")
+    assert float(stats[stats.index("Activations") + 1]) >= 1  # other tests share the server
     assert _unlabelled_controls(browser) == []
 
     # Delete, with confirmation: cancelled first, then confirmed.
@@ -448,31 +448,43 @@ def test_text_contrast_is_at_least_wcag_aa(browser: Any, server: str, scheme: st
 def test_keyboard_users_skip_to_the_page_and_land_on_each_new_heading(
     browser: Any, server: str
 ) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
+
+    def press(*keys: str, shift: bool = False) -> str:
+        """Keys as a keyboard user types them; the text of what has focus after."""
+        chain = ActionChains(browser)
+        if shift:
+            chain.key_down(Keys.SHIFT)
+        chain.send_keys(*keys)
+        if shift:
+            chain.key_up(Keys.SHIFT)
+        chain.perform()
+        return browser.switch_to.active_element.text
 
     browser.get(f"{server}/#/runtime")
     _css(browser, "table.nodes")
-    from selenium.webdriver.common.action_chains import ActionChains
-
-    # On a page just opened, the first Tab reaches the skip link.
-    ActionChains(browser).send_keys(Keys.TAB).perform()
-    skip = browser.switch_to.active_element
-    assert skip.text == "Skip to content"
-    skip.send_keys(Keys.ENTER)
+    # On a page just opened, the first Tab reaches the skip link; it leads into the page.
+    assert press(Keys.TAB) == "Skip to content"
+    press(Keys.ENTER)
     assert browser.switch_to.active_element.get_attribute("id") == "main"
-    # Moving to another page puts focus on its heading (or the field the page is for).
-    browser.find_element("link text", "Agents").send_keys(Keys.ENTER)
+    # Back to the sections' links; moving to another page puts focus on the field the page
+    # is for, or on its heading.
+    assert press(Keys.TAB, Keys.TAB, shift=True) == "Agents"
+    press(Keys.ENTER)
     _wait(
         browser,
         lambda d: d.switch_to.active_element.get_attribute("id") == "agent-search",
         "focus on the agents search",
     )
-    browser.find_element("link text", "Runtime").send_keys(Keys.ENTER)
+    assert press(Keys.TAB, Keys.TAB, shift=True) == "Runtime"
+    press(Keys.ENTER)
     _wait(
         browser,
         lambda d: d.switch_to.active_element.tag_name == "h1",
         "focus on the runtime heading",
     )
+    assert browser.switch_to.active_element.text == "Runtime"
 
 
 def test_usable_at_phone_width(browser: Any, server: str) -> None:
