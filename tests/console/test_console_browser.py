@@ -305,6 +305,9 @@ def test_a_pending_tool_call_is_approved_or_denied_from_the_console(
     passages = httpx.get(f"{server}/v1/agents/{agent_id}/archival-memory").json()
     assert len(passages) > passages_before
 
+    browser.find_element("link text", "Tools").click()
+    _text_in(browser, ".tab-body .cards", "archival_memory_insert")
+
 
 def test_stop_cancels_a_running_turn(browser: Any, tmp_path: Path) -> None:
     # Each model call takes a minute here: the turn is surely running when Stop is pressed.
