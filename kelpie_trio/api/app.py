@@ -22,6 +22,7 @@ from kelpie_trio.api.agents import agents
 from kelpie_trio.api.archives import archives
 from kelpie_trio.api.blocks import blocks
 from kelpie_trio.api.cloud import cloud
+from kelpie_trio.api.console import console
 from kelpie_trio.api.context import context
 from kelpie_trio.api.conversations import conversations
 from kelpie_trio.api.edge import BodyGuard
@@ -82,6 +83,7 @@ def create_app(
     service = service or AgentService(store, env or RealEnv(), catalog)
     service.dispatcher = dispatcher
     app.config["KELPIE_SERVICE"] = service
+    app.config["KELPIE_METRICS"] = metrics
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     install_middleware(app, password=password)
     install_method_checks(app)
@@ -105,6 +107,7 @@ def create_app(
     app.register_blueprint(context)
     app.register_blueprint(steps)
     app.register_blueprint(prompt)
+    app.register_blueprint(console)
 
     @app.before_serving
     async def background() -> None:

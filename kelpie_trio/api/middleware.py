@@ -1,8 +1,9 @@
 """Around every request: access control and one structured log line.
 
 With a server password set (`--password` / KELPIE_SERVER_PASSWORD), every
-route but health needs `Authorization: Bearer <password>`, as letta-client
-sends its token; a wrong or missing one gets a bare 401 that reveals nothing.
+route but health and the web console's files (which hold no data) needs
+`Authorization: Bearer <password>`, as letta-client sends its token; a wrong or
+missing one gets a bare 401 that reveals nothing.
 Each request is logged once, as JSON: method, path, status, duration, request
 id (the client's X-Request-Id, or a new one, echoed back in the response).
 """
@@ -16,6 +17,8 @@ import orjson
 import trio
 from quart import Response, g, request
 from quart_trio import QuartTrio
+
+from kelpie_trio.api.console import is_console_path
 
 __all__ = ["bearer_token", "install"]
 
@@ -43,6 +46,8 @@ def install(app: QuartTrio, *, password: str | None) -> None:
         ].env.new_id("req")
         if expected is None or request.path in _OPEN_PATHS:
             return None
+        if is_console_path(request.path):
+            return None  # the console's files hold no data; it sends the token for /v1
         if request.path.startswith(_INTERNAL_PREFIX):
             return None
         given = bearer_token(request.headers.get("authorization", "")).encode()

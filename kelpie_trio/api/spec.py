@@ -262,6 +262,8 @@ def build_openapi(app: QuartTrio) -> dict[str, Any]:
             continue  # the node-to-node route is no part of the public API
         path = _CONVERTER_ARG.sub(r"{\1}", rule.rule)
         view = app.view_functions[rule.endpoint]
+        if getattr(view, "__kelpie_undocumented__", False):
+            continue  # not the API (the web console's files)
         doc: RouteDoc | None = getattr(view, "__kelpie_doc__", None)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             if (rule.endpoint, method) in seen:

@@ -130,6 +130,11 @@ class Dispatcher:
     def active_agents(self) -> list[str]:
         return list(self._active)
 
+    @property
+    def actors(self) -> list[ActorHost]:
+        """The activations on this node now (the runtime view reads their leases, mailboxes)."""
+        return list(self._active.values())
+
     def _register(self, host: ActorHost) -> None:
         self._active[host.agent_id] = host
         self._running.add(host)

@@ -1,0 +1,1 @@
+"""The web console: static HTML, CSS and JavaScript modules served by api/console.py."""
