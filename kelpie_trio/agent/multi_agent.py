@@ -239,13 +239,15 @@ async def _fan_out(
     # Here, not at the top: the service imports the agent package (a cycle at import time).
     from kelpie_trio.service.common import Page
 
-    page = Page(limit=MAX_FAN_OUT)
+    page = Page(limit=MAX_FAN_OUT + 1)  # one more: the sender may be among them
     if match_all:
         views = await service.list_agents(page, tags=match_all, match_all_tags=True)
+    elif match_some:
+        views = await service.list_agents(page, tags=match_some)
     else:
         views = await service.list_agents(page)
     agents = [(v.agent.id, list(v.agent.tags)) for v in views]
-    targets = matching_agents(agents, sender, match_all, match_some)
+    targets = matching_agents(agents, sender, match_all, match_some)[:MAX_FAN_OUT]
     slots: list[dict[str, Any]] = [reply_result(t, []) for t in targets]
 
     async def one(index: int, target: str) -> None:
