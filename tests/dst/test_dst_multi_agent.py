@@ -1,6 +1,6 @@
 """The multi-agent tools against the real agent actor in the simulator (agent/multi_agent.py):
 a supervisor asks two workers and combines their answers, on two nodes, under storage
-faults and node crashes (restarted by a process manager); waits that would close a cycle
+faults, node crashes (restarted by a process manager) and partitions; waits that would close a cycle
 fail at once; a wait on a slow agent ends at its time limit. Checked with the faults off:
 each worker got each request exactly once, each supervisor turn ended with both answers,
 and every request was answered (the harness's EveryRequestAnswered)."""
@@ -18,13 +18,14 @@ from kelpie_trio.nursery.dispatcher import RuntimeConfig
 from kelpie_trio.service import AgentService
 from kelpie_trio.sim import FaultConfig
 from kelpie_trio.sim.agent_scenarios import concurrent_turns
-from kelpie_trio.sim.faults import CRASH_FAULTS, STORAGE_FAULTS
+from kelpie_trio.sim.faults import CRASH_FAULTS, NETWORK_FAULTS, STORAGE_FAULTS
 from kelpie_trio.sim.llm import SimLlmClient, send_message, tool_calls
 from kelpie_trio.sim.seeds import run_seeds
 from kelpie_trio.sim.world import SimWorld
 from tests.dst.agent_harness import AgentCluster, history_of, live_service, new_agent
 
-FAULTS = FaultConfig({**dict.fromkeys(STORAGE_FAULTS, 0.03), **dict.fromkeys(CRASH_FAULTS, 0.004)})
+FAULTS = FaultConfig({**dict.fromkeys(STORAGE_FAULTS, 0.06), **dict.fromkeys(CRASH_FAULTS, 0.01),
+                      **dict.fromkeys(NETWORK_FAULTS, 0.03)})  # fmt: skip
 TAKEOVER = RuntimeConfig(lease_ttl=3.0, renew_interval=1.0)
 INCOMING = "[Incoming message from agent with ID '"
 WAIT = "send_message_to_agent_and_wait_for_reply"
@@ -66,11 +67,14 @@ class Team:
         if role.startswith("worker"):
             task = _last_incoming(request)
             return send_message(f"{role} answers: {task}" if task else "ready")
-        # The supervisor: ask both workers at once, then combine what they said.
-        if request.messages[-1].role == "tool":
-            results = [m.content or "" for m in request.messages[-2:]]
-            return send_message("combined: " + " | ".join(results))
+        # The supervisor: ask both workers at once, then combine what they said. Read from
+        # the turn's own messages: another turn's may follow them (one resumed after a crash).
         turn = _last_user(request)
+        asked = f"task {turn} for worker"
+        results = [m.content or "" for m in request.messages
+                   if m.role == "tool" and asked in (m.content or "")]  # fmt: skip
+        if results:
+            return send_message("combined: " + " | ".join(results))
         return tool_calls(
             ("w1", WAIT, {"message": f"task {turn} for worker1",
                           "other_agent_id": self.ids["worker1"], "request_heartbeat": True}),
