@@ -503,9 +503,10 @@ def base_tool_names(
 
 
 # Letta gives agents rules for their base tools unless told not to: the tools that answer
-# or finish end the turn, the others keep it going (a memgpt agent then needs no heartbeat
-# after a memory edit). Models that do better without are left out, as Letta leaves them.
-_TERMINAL_BASE = ("send_message", "memory_finish_edits")
+# or finish end the turn (a one-way message to another agent too), the others keep it going
+# (a memgpt agent then needs no heartbeat after a memory edit); the waiting multi-agent
+# tools get none. Models that do better without are left out, as Letta leaves them.
+_TERMINAL_BASE = ("send_message", "send_message_to_agent_async", "memory_finish_edits")
 _CONTINUE_BASE = frozenset(
     {"conversation_search", "archival_memory_insert", "archival_memory_search",
      "core_memory_append", "core_memory_replace", "memory", "memory_apply_patch",

@@ -11,6 +11,7 @@ from kelpie_trio.agent.multi_agent import (
     reply_texts,
     send_key,
 )
+from kelpie_trio.tools.base import BASE_TOOLS, MULTI_AGENT_TOOLS, base_tool_names, base_tool_rules
 
 
 def test_a_send_s_key_is_its_run_and_call_and_for_a_fan_out_its_target() -> None:
@@ -56,3 +57,20 @@ def test_a_wait_on_an_agent_waiting_up_the_chain_or_on_oneself_is_refused() -> N
     assert longer is not None and "(a -> b -> c -> a)" in longer
     itself = cycle_refusal([], "a", "a")
     assert itself is not None and "itself" in itself
+
+
+def test_the_multi_agent_tools_come_when_asked_and_a_one_way_send_ends_the_turn() -> None:
+    assert base_tool_names("memgpt_v2_agent", multi_agent=True)[-3:] == [
+        "send_message_to_agent_and_wait_for_reply",
+        "send_message_to_agent_async",
+        "send_message_to_agents_matching_tags",
+    ]
+    assert not set(MULTI_AGENT_TOOLS) & set(base_tool_names("memgpt_v2_agent"))
+    assert base_tool_names("react_agent", multi_agent=True) == sorted(MULTI_AGENT_TOOLS)
+    assert {t.tool_type for t in BASE_TOOLS if t.name in MULTI_AGENT_TOOLS} == {
+        "letta_multi_agent_core"
+    }
+    # As Letta: the one-way send ends the turn; the waiting tools get no rule.
+    assert base_tool_rules(list(MULTI_AGENT_TOOLS)) == [
+        {"type": "exit_loop", "tool_name": "send_message_to_agent_async", "prompt_template": None}
+    ]

@@ -265,6 +265,8 @@ def test_dst_a_wait_on_a_slow_agent_ends_at_the_time_limit_as_a_tool_error() -> 
         if _role(request) == "supervisor" and request.messages[-1].role != "tool":
             return tool_calls(("w1", WAIT, {"message": "slow task",
                                             "other_agent_id": team.ids["worker1"]}))  # fmt: skip
+        if _role(request) == "supervisor":
+            return send_message("the worker did not answer in time")
         return team.reply(request)
 
     async def scenario(sim: TeamCluster) -> Any:
