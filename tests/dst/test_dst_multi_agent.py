@@ -11,6 +11,7 @@ import ast
 from collections import Counter
 from typing import Any
 
+import pytest
 import trio
 
 from kelpie_trio.llm.types import LlmRequest, LlmResponse
@@ -29,6 +30,7 @@ FAULTS = FaultConfig({**dict.fromkeys(STORAGE_FAULTS, 0.06), **dict.fromkeys(CRA
 TAKEOVER = RuntimeConfig(lease_ttl=3.0, renew_interval=1.0)
 INCOMING = "[Incoming message from agent with ID '"
 WAIT = "send_message_to_agent_and_wait_for_reply"
+FAN = "send_message_to_agents_matching_tags"
 
 
 def _role(request: LlmRequest) -> str:
@@ -83,6 +85,23 @@ class Team:
         )  # fmt: skip
 
 
+class FanOutTeam(Team):
+    """The same team, the supervisor asking both workers by their tag in one call."""
+
+    def reply(self, request: LlmRequest) -> LlmResponse:
+        if _role(request) != "supervisor":
+            return super().reply(request)
+        turn = _last_user(request)
+        asked = f"task {turn} for worker"
+        results = [m.content or "" for m in request.messages
+                   if m.role == "tool" and asked in (m.content or "")]  # fmt: skip
+        if results:
+            return send_message("combined: " + " | ".join(results))
+        args = {"message": f"task {turn} for workers", "match_all": ["worker"],
+                "match_some": [], "request_heartbeat": True}  # fmt: skip
+        return tool_calls(("f", FAN, args))
+
+
 class TeamCluster(AgentCluster):
     """The agent harness with the multi-agent wait limit of a scenario on every node."""
 
@@ -120,16 +139,17 @@ def _sent_to(history: list[Any], text: str) -> int:
     return sum(1 for m in history if m.role in ("user", "system") and text in (m.content or ""))
 
 
-def test_dst_a_supervisor_asks_two_workers_each_once_under_faults_and_crashes() -> None:
+@pytest.mark.parametrize("how", ["two waits", "tag fan-out"])
+def test_dst_a_supervisor_asks_two_workers_each_once_under_faults_and_crashes(how: str) -> None:
     restarts = Counter[int]()
 
     def one(seed: int) -> None:
-        team = Team()
+        team = Team() if how == "two waits" else FanOutTeam()
 
         async def scenario(sim: TeamCluster) -> Any:
             home = sim.service("n0")
             for role in ("worker1", "worker2"):
-                team.ids[role] = await _agent(home, role)
+                team.ids[role] = await _agent(home, role, tags=["worker"])
                 # Each worker is active on the other node first: the supervisor's waits
                 # go through the dispatcher to a node of their own.
                 await sim.send(
@@ -158,10 +178,10 @@ def test_dst_a_supervisor_asks_two_workers_each_once_under_faults_and_crashes() 
             ]
             assert said, reply["messages"]
             for worker in ("worker1", "worker2"):
-                answer = f"{worker} answers: task {otid} for {worker}"
-                assert answer in said[-1], (otid, said)
+                task = f"task {otid} for {worker if how == 'two waits' else 'workers'}"
+                assert f"{worker} answers: {task}" in said[-1], (otid, said)
                 # The worker got the request once, whatever the retries, resumes and crashes.
-                assert _sent_to(histories[worker], f"task {otid} for {worker}") == 1, otid
+                assert _sent_to(histories[worker], task) == 1, otid
         # Each wait's result is stored once in the supervisor's history.
         results = Counter((m.run_id, m.tool_call_id) for m in histories["supervisor"]
                           if m.role == "tool")  # fmt: skip
