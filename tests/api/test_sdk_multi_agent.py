@@ -1,7 +1,8 @@
 """The multi-agent tools through a real node and letta-client, with a scripted provider: a
 supervisor created with include_multi_agent_tools asks two workers and combines their
 answers; a tag fan-out reaches the tagged agents but not the sender; the tools are the
-server's own (`letta_multi_agent_core`) and can be attached by name."""
+server's own (`letta_multi_agent_core`) and can be attached by name; a cycle of waits fails at
+once with a tool error and both turns end."""
 
 from __future__ import annotations
 
@@ -126,3 +127,34 @@ async def test_a_tag_fan_out_reaches_the_tagged_agents_but_not_the_sender(
             assert sorted(s["agent_id"] for s in slots) == sorted([a.id, b.id])
             assert all(s["response"] == ["All quiet."] for s in slots)
             assert len(fake.received) == 4
+
+
+async def test_a_cycle_of_waits_fails_at_once_with_a_tool_error_and_both_turns_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with trio.fail_after(60):
+        async with node(tmp_path, monkeypatch) as (letta, fake):
+            model = "openai/gpt-4o-mini"
+            wait = "send_message_to_agent_and_wait_for_reply"
+            a = await letta.agents.create(model=model, tools=[wait])
+            b = await letta.agents.create(model=model, tools=[wait])
+            fake.script(
+                openai_completion(tool_calls=[("ab", wait, {"message": "Ask A.",
+                                                            "other_agent_id": b.id})]),
+                openai_completion(tool_calls=[("ba", wait, {"message": "What?",
+                                                            "other_agent_id": a.id})]),
+                openai_completion("A is busy waiting on me."),  # B, after the refusal
+                openai_completion("B could not ask me back."),  # A, with B's answer
+            )  # fmt: skip
+            reply = await letta.agents.messages.create(
+                a.id, messages=[{"role": "user", "content": "Go."}]
+            )
+            assert reply.stop_reason.stop_reason == "end_turn"
+            [returned] = [m for m in reply.messages if m.message_type == "tool_return_message"]
+            assert returned.tool_return == str(
+                {"agent_id": b.id, "response": ["A is busy waiting on me."]}
+            )
+            b_history = await letta.agents.messages.list(b.id)
+            [refused] = [m for m in b_history.items if m.message_type == "tool_return_message"]
+            assert refused.status == "error"
+            assert f"a cycle of waiting agents ({a.id} -> {b.id} -> {a.id})" in refused.tool_return
