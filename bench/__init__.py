@@ -16,4 +16,5 @@ SCENARIOS = (
     "streaming",
     "idle-footprint",
     "two-nodes",
+    "agents-messaging",
 )

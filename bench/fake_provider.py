@@ -10,6 +10,10 @@ among them) gets OpenAI's 404 `model_not_found`, as the real API would answer. I
 trio sockets (no HTTP framework), so its own CPU stays small next to the server's; the bench
 measures it anyway and keeps it out of the server's numbers.
 
+An agent whose system prompt holds `BENCH-ASK:<agent id>` (the agents-messaging scenario's
+askers) is answered first with a call of send_message_to_agent_and_wait_for_reply to that
+agent, then, once the call's result is in, with the same sentence.
+
 Prints `ready http://127.0.0.1:<port>` on stdout once it listens.
 """
 
@@ -19,6 +23,7 @@ import argparse
 import contextlib
 import functools
 import json
+import re
 import sys
 
 import trio
@@ -30,6 +35,42 @@ __all__ = ["REPLY_TEXT", "main"]
 MODEL = "gpt-4o-mini"  # the one model served, as the server's catalog knows it
 REPLY_TEXT = "Noted. The fake provider answers every request with this same sentence."
 _WORDS = REPLY_TEXT.split(" ")
+_ASK = re.compile(rb"BENCH-ASK:(agent-[0-9a-f-]{36})")
+ASK_TOOL = "send_message_to_agent_and_wait_for_reply"
+
+
+def _ask_body(model: str, target: str, n: int) -> bytes:
+    """A reply that asks agent `target` something and waits for its answer."""
+    arguments = json.dumps({"message": "Status?", "other_agent_id": target})
+    call = {"id": f"call_bench_{n}", "type": "function",
+            "function": {"name": ASK_TOOL, "arguments": arguments}}  # fmt: skip
+    return json.dumps(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": 0,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                    "finish_reason": "tool_calls",
+                }
+            ],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+        }
+    ).encode()
+
+
+def _asks(body: bytes, request: dict) -> str | None:
+    """The agent an asker's step should ask: its first step only (a tool result ends it)."""
+    found = _ASK.search(body)
+    if found is None:
+        return None
+    messages = request.get("messages") or []
+    if messages and messages[-1].get("role") == "tool":
+        return None
+    return found.group(1).decode()
 
 
 def _completion_body(model: str) -> bytes:
@@ -133,6 +174,10 @@ class FakeProvider:
             await stream.send_all(_json_response(_unknown_model(model), 404))
             return
         await trio.sleep(self.latency)
+        target = _asks(body, request)
+        if target is not None and not streaming:
+            await stream.send_all(_json_response(_ask_body(model, target, self.requests)))
+            return
         if not streaming:
             if model not in self._json:
                 self._json[model] = _json_response(_completion_body(model))

@@ -65,6 +65,9 @@ def _target(result: dict[str, Any]) -> str:
         ttfc = (result.get("streaming") or {}).get("time_to_first_chunk_ms") or {}
         if ttfc.get("p50") is not None:
             parts.append(f"first chunk p50 {ttfc['p50']:.1f} ms, p99 {ttfc['p99']:.1f} ms")
+    elif name == "agents-messaging" and result.get("hops"):
+        hops = result["hops"]
+        parts.append(f"{hops['hops_per_s']} hops/s, {hops['cpu_ms_per_hop']} ms CPU/hop")
     elif name == "two-nodes" and result.get("forwarded_share") is not None:
         parts.append(f"forwarded {result['forwarded_share'] * 100:.0f}%")
     return "; ".join(parts)

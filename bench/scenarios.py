@@ -23,6 +23,7 @@ import attrs
 import trio
 
 from bench import SCENARIOS
+from bench.agents_messaging import AgentsMessaging
 from bench.http1 import Connection, HttpError
 from bench.load import Sample, create_agents, run_load
 from bench.procs import Attached, Child, Usage, start_fake_provider, start_floor, start_server
@@ -44,6 +45,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "streaming": {"agents": 50, "messages": 1000, "concurrency": 50, "latency": 0.2},
     "idle-footprint": {"agents": 2000, "messages": 0, "concurrency": 32, "latency": 0.0},
     "two-nodes": {"agents": 100, "messages": 2000, "concurrency": 100, "latency": 0.2},
+    # agents: askers, each with a worker of its own; every message is one agent-to-agent hop.
+    "agents-messaging": {"agents": 50, "messages": 1000, "concurrency": 50, "latency": 0.0},
 }
 SMOKE: dict[str, dict[str, Any]] = {
     "steady": {"agents": 10, "messages": 60, "concurrency": 10, "latency": 0.05},
@@ -52,6 +55,7 @@ SMOKE: dict[str, dict[str, Any]] = {
     "streaming": {"agents": 5, "messages": 20, "concurrency": 5, "latency": 0.02},
     "idle-footprint": {"agents": 80, "messages": 0, "concurrency": 8, "latency": 0.0},
     "two-nodes": {"agents": 10, "messages": 40, "concurrency": 10, "latency": 0.02},
+    "agents-messaging": {"agents": 5, "messages": 20, "concurrency": 5, "latency": 0.0},
 }
 
 # The targets, reported next to the numbers (never asserted).
@@ -126,7 +130,7 @@ async def read_metrics(url: str, headers: dict[str, str]) -> dict[str, float]:
     return found
 
 
-class Runner:
+class Runner(AgentsMessaging):
     def __init__(self, options: Options, progress: Progress | None = None) -> None:
         self.options = options
         self.progress = progress or _no_progress

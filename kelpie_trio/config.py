@@ -53,6 +53,9 @@ class ServerConfig:
     # Seconds each reply of the simulated model (`sim/...`) takes: fixed, so a benchmark on the
     # offline model can stand in for a provider of known latency.
     sim_latency: float = 0.0
+    # How long send_message_to_agent_and_wait_for_reply waits for the other agent's answer
+    # before the call is a tool error (the other agent's turn goes on).
+    agent_wait_timeout: float = 300.0
     # Custom tools: the sandbox's limits and what to do without namespaces (KELPIE_TOOL_*).
     tools: ToolSettings = attrs.Factory(ToolSettings)
     # fetch_webpage and web_search: addresses allowed, limits, Exa's key (KELPIE_WEB_*).
@@ -92,6 +95,8 @@ class ServerConfig:
             values["lease_ttl"] = _number(env, "KELPIE_LEASE_TTL", float)
         if "KELPIE_IDLE_TIMEOUT" in env:
             values["idle_timeout"] = _number(env, "KELPIE_IDLE_TIMEOUT", float)
+        if env.get("KELPIE_AGENT_WAIT_TIMEOUT"):
+            values["agent_wait_timeout"] = _number(env, "KELPIE_AGENT_WAIT_TIMEOUT", float)
         if env.get("KELPIE_SIM_LATENCY"):
             values["sim_latency"] = _number(env, "KELPIE_SIM_LATENCY", float)
         values["tools"] = ToolSettings.from_env(env)
@@ -100,6 +105,8 @@ class ServerConfig:
         config = cls(**values)  # type: ignore[arg-type]
         if config.store not in ("sqlite", "memory", "fdb"):
             raise ValueError(f"unknown store {config.store!r}: use sqlite, memory or fdb")
+        if not config.agent_wait_timeout > 0:
+            raise ValueError(f"agent_wait_timeout {config.agent_wait_timeout} must be positive")
         if not 0 <= config.port <= 65535:
             raise ValueError(f"port {config.port} is not a TCP port (0 to 65535; 0 picks one)")
         return config

@@ -85,6 +85,15 @@ def test_config_flags_override_environment_over_defaults() -> None:
         ServerConfig.from_env({"KELPIE_STORE": "postgres"})
 
 
+def test_the_agent_wait_timeout_comes_from_the_environment_and_must_be_positive() -> None:
+    assert ServerConfig.from_env({}).agent_wait_timeout == 300.0
+    assert ServerConfig.from_env({"KELPIE_AGENT_WAIT_TIMEOUT": "45"}).agent_wait_timeout == 45.0
+    with pytest.raises(ValueError, match="not a number"):
+        ServerConfig.from_env({"KELPIE_AGENT_WAIT_TIMEOUT": "soon"})
+    with pytest.raises(ValueError, match="must be positive"):
+        ServerConfig.from_env({"KELPIE_AGENT_WAIT_TIMEOUT": "0"})
+
+
 async def test_serve_says_once_that_it_serves_and_what_it_waits_for_when_stopping(
     tmp_path: Path,
 ) -> None:

@@ -438,7 +438,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
             }
             for index, (call, args) in enumerate(interpretation.calls):
                 if call.id in outside and call.id not in stored:
-                    status, text = await self._run_outside_tool(call, args, view.tools)
+                    status, text = await self._run_outside_tool(call, args, view.tools, run)
                     result = self._tool_message(run, assistant, index, call, status, text)
                     run = await self._checkpointed(
                         functools.partial(self._commit_result, run=run, result=result)

@@ -55,12 +55,21 @@ class RunCommits:
         (a client leaving, a node stopping) never cuts it in half, with a deadline of
         its own, so a store that hangs cannot hold the turn forever."""
 
+        attempts = 0
+
         async def attempt(tr: Transaction) -> Any:
+            nonlocal attempts
+            attempts += 1
             self._staged = []  # a retried attempt stores again
             return await fn(tr)
 
         with trio.CancelScope(shield=True, deadline=trio.current_time() + CHECKPOINT_DEADLINE):
             result = await self.ctx.transact(attempt)
+            if attempts > 1:
+                # An earlier attempt may be the one that landed (a commit of unknown result,
+                # found by its marker) and its result the one returned, while `_staged` holds
+                # what the last attempt stored: the window is read again, not patched.
+                self._window = None
             if self._window is not None:
                 for m in self._staged:
                     if m.thread == self.thread:

@@ -185,6 +185,10 @@ class Run:
     # Letta's include_compaction_messages: a compaction during the run shows as an
     # event_message and a summary_message.
     include_compaction_messages: bool = False
+    # The agents whose turns wait for this run's reply, the first caller first (an agent
+    # asking another with send_message_to_agent_and_wait_for_reply, agent/multi_agent.py):
+    # stored, so a resumed run still refuses to wait on any of them (a cycle).
+    waiting_chain: list[str] = attrs.Factory(list)
 
     def render_options(self) -> dict[str, Any]:
         """How this run's messages are shown (to_letta_messages' options)."""

@@ -17,6 +17,8 @@ import orjson
 
 from kelpie_trio.agent import memory
 from kelpie_trio.agent.messages import StoredToolCall
+from kelpie_trio.agent.multi_agent import MULTI_AGENT_TOOLS, run_multi_agent_tool
+from kelpie_trio.agent.runs import Run
 from kelpie_trio.errors import Invalid
 from kelpie_trio.models.blocks import DEFAULT_BLOCK_LIMIT
 from kelpie_trio.models.mcp import MCP_TOOL_TYPE
@@ -36,7 +38,7 @@ STORED_OUTPUT_LIMIT = 8_000
 
 # Base tools that run outside the step's transaction (custom tools do too).
 OUTSIDE_TOOLS = frozenset({"archival_memory_insert", "archival_memory_search",
-                           "conversation_search", *WEB_TOOLS})  # fmt: skip
+                           "conversation_search", *WEB_TOOLS, *MULTI_AGENT_TOOLS})  # fmt: skip
 
 
 def kept_output(lines: list[str], limit: int = STORED_OUTPUT_LIMIT) -> list[str]:
@@ -119,10 +121,16 @@ class AgentTools:
         }
 
     async def _run_outside_tool(
-        self, call: StoredToolCall, args: dict[str, Any] | None, tools: list[Any]
+        self,
+        call: StoredToolCall,
+        args: dict[str, Any] | None,
+        tools: list[Any],
+        run: Run | None = None,
     ) -> tuple[str, str]:
         """A tool that does not run in the step's transaction: archival memory and search
-        (their own transactions) and custom tools (in the sandbox)."""
+        (their own transactions), custom tools (in the sandbox), the multi-agent tools
+        (other agents' turns, through the service: agent/multi_agent.py). `run`: the run
+        whose step calls it (None for a tool run directly, outside a turn)."""
         agent_id = self.agent_id
         custom = {t.name: t for t in tools if t.tool_type == "custom"}
         if args is None:
@@ -135,6 +143,12 @@ class AgentTools:
                 return await self.service.call_mcp_tool(mcp[call.name], args)
             if call.name in WEB_TOOLS:  # through the node's web tools (tools/web.py)
                 return await self._run_web_tool(call.name, args)
+            if call.name in MULTI_AGENT_TOOLS:  # other agents' turns (agent/multi_agent.py)
+                return await run_multi_agent_tool(
+                    self.service, call.name, args, sender=agent_id,
+                    run_id=run.id if run is not None else "direct", call_id=call.id,
+                    chain=list(run.waiting_chain) if run is not None else [],
+                )  # fmt: skip
             if call.name == "archival_memory_insert":
                 body = {"text": args.get("content", ""), "tags": args.get("tags")}
                 await self.service.create_passages(agent_id, body)

@@ -103,6 +103,7 @@ class CreateAgent:
     tools: list[str] | None = None  # tool names
     tool_ids: list[str] | None = None
     include_base_tools: bool = True
+    include_multi_agent_tools: bool = False
     include_base_tool_rules: bool | None = None  # None: as Letta settles it per type/model
     tool_rules: list[dict[str, Any]] | None = None
     model: str | None = None

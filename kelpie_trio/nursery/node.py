@@ -150,6 +150,7 @@ async def run_node(
     service.mcp = McpSessions(SdkMcpConnector(), mcp_settings)
     web = HttpxWeb(config.web)  # fetch_webpage and web_search (tools/web.py)
     service.web = WebTools(web, config.web)
+    service.agent_wait_timeout = config.agent_wait_timeout  # agent/multi_agent.py
     if actor_factory is None:
         llm_for = llm_factory(
             env,

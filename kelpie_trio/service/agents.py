@@ -127,10 +127,14 @@ class AgentCases(BlockCases, ToolCases):
 
     @staticmethod
     def _base_tools_for(spec: Any) -> list[str]:
-        """The base tools an agent of this type gets, unless the spec says none."""
+        """The base tools an agent of this type gets, unless the spec says none; the
+        multi-agent tools when it asks for them (whatever include_base_tools says, as Letta)."""
+        multi = bool(getattr(spec, "include_multi_agent_tools", False))
         if not spec.include_base_tools:
-            return []
-        return base_tool_names(spec.agent_type, enable_sleeptime=spec.enable_sleeptime)
+            return base_tool_names("react_agent", multi_agent=multi)  # those alone
+        return base_tool_names(
+            spec.agent_type, enable_sleeptime=spec.enable_sleeptime, multi_agent=multi
+        )
 
     def _new_name(self) -> str:
         rng = self.env.rng

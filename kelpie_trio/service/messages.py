@@ -288,12 +288,15 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
         *,
         idempotency_key: str | None = None,
         conversation: Conversation | None = None,
+        waiting_chain: list[str] | None = None,
     ) -> dict[str, Any]:
         """Send and wait: Letta's LettaResponse. The run is created (or found, for a
-        key seen before) by its thread's actor, in the transaction that starts it."""
+        key seen before) by its thread's actor, in the transaction that starts it.
+        `waiting_chain`: the agents whose turns wait on this one (agent/multi_agent.py)."""
         wanted, request = self._wanted_run(
             agent_id, body, idempotency_key, background=False, conversation=conversation
         )
+        wanted.waiting_chain = list(waiting_chain or [])
         types = send_options.check_return_types(request.include_return_message_types)
 
         async def exists(tr: Transaction) -> None:  # no activation for an unknown agent

@@ -165,6 +165,35 @@ MUTATIONS = [
         "            else:\n                tr.clear(link)\n",
         "            else:\n",
     ),
+    Mutation(
+        "a2a-key",
+        "a resumed step's send to another agent joins the turn the first send started",
+        "kelpie_trio/agent/multi_agent.py",
+        "            target, body, idempotency_key=key, waiting_chain=[*chain, sender]",
+        "            target, body, idempotency_key=None, waiting_chain=[*chain, sender]",
+    ),
+    Mutation(
+        "a2a-cycle",
+        "a wait on an agent already waiting up the chain fails at once (no deadlock)",
+        "kelpie_trio/agent/multi_agent.py",
+        '    if refusal is not None:\n        return "error", refusal',
+        '    if False:\n        return "error", refusal',
+    ),
+    Mutation(
+        "a2a-time-limit",
+        "a wait for another agent's reply ends at its time limit, a tool error",
+        "kelpie_trio/agent/multi_agent.py",
+        "    deadline = trio.current_time() + limit\n\n    async def send() -> dict[str, Any]:",
+        "    deadline = trio.current_time() + limit * 1000\n\n"
+        "    async def send() -> dict[str, Any]:",
+    ),
+    Mutation(
+        "window-retried",
+        "after a retried checkpoint the window is read again, not patched with the last try",
+        "kelpie_trio/agent/commits.py",
+        "            if attempts > 1:",
+        "            if False:",
+    ),
 ]
 
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)")

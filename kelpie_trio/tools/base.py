@@ -29,6 +29,8 @@ its agent type as Letta 0.16.8 does. The archival tools are left out of new agen
 
 The web tools (web_search, fetch_webpage: Letta's `letta_builtin` tools) are given to no
 agent by default; they are attached by name or id, and run in kelpie_trio/tools/web.py.
+The multi-agent tools (Letta's `letta_multi_agent_core`) come with
+`include_multi_agent_tools` on create, or by name; they run in agent/multi_agent.py.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = [
     "BASE_TOOLS_BY_ID",
     "BASE_TOOLS_BY_NAME",
     "BASE_TOOL_NAMESPACE",
+    "MULTI_AGENT_TOOLS",
     "base_tool_id",
     "base_tool_names",
 ]
@@ -363,6 +366,62 @@ _STUBS: list[tuple[str, str, str]] = [
         ''',
     ),
     (
+        "send_message_to_agent_and_wait_for_reply",
+        "letta_multi_agent_core",
+        '''
+        def send_message_to_agent_and_wait_for_reply(message: str, other_agent_id: str) -> str:
+            """Ask another agent something and wait for its answer. The other agent is told
+            who is asking, so the message needs no introduction; use this when you need its
+            reply before you go on.
+
+            Args:
+                message (str): What to say to the other agent.
+                other_agent_id (str): The id of the agent to ask.
+
+            Returns:
+                str: The other agent's reply.
+            """
+        ''',
+    ),
+    (
+        "send_message_to_agent_async",
+        "letta_multi_agent_core",
+        '''
+        def send_message_to_agent_async(message: str, other_agent_id: str) -> str:
+            """Tell another agent something without waiting for an answer (a notification).
+            The other agent is told who sent it, so the message needs no introduction.
+
+            Args:
+                message (str): What to tell the other agent.
+                other_agent_id (str): The id of the agent to tell.
+
+            Returns:
+                str: Confirmation that the message was sent.
+            """
+        ''',
+    ),
+    (
+        "send_message_to_agents_matching_tags",
+        "letta_multi_agent_core",
+        '''
+        def send_message_to_agents_matching_tags(
+            message: str, match_all: list[str], match_some: list[str]
+        ) -> list[str]:
+            """Ask every other agent with the right tags the same thing, and collect their
+            answers. An agent receives it if it has every tag of `match_all` and at least
+            one tag of `match_some` (an empty list asks for nothing).
+
+            Args:
+                message (str): What to say to each matching agent.
+                match_all (list[str]): Tags an agent must all have.
+                match_some (list[str]): Tags of which an agent must have at least one.
+
+            Returns:
+                list[str]: One entry per matching agent, with its id and its reply.
+            """
+        ''',
+    ),
+    (
         "pause_heartbeats",
         "letta_core",
         '''
@@ -384,6 +443,12 @@ _V1 = [n for n in _V2 if n != "send_message"]
 _CORE_MEMORY = ["core_memory_append", "core_memory_replace", "memory", "memory_apply_patch"]
 _SLEEPTIME = ["memory_insert", "memory_replace", "memory_rethink", "memory_finish_edits"]
 _SLEEPTIME_CHAT = ["send_message", "conversation_search", "archival_memory_search"]
+# Letta's multi-agent tools (`include_multi_agent_tools`, or attached by name).
+MULTI_AGENT_TOOLS = (
+    "send_message_to_agent_and_wait_for_reply",
+    "send_message_to_agents_matching_tags",
+    "send_message_to_agent_async",
+)
 _NO_BASE_TOOLS = frozenset(
     {"react_agent", "workflow_agent", "voice_convo_agent", "voice_sleeptime_agent"}
 )
@@ -416,8 +481,12 @@ BASE_TOOLS_BY_ID: dict[str, Tool] = {t.id: t for t in BASE_TOOLS}
 BASE_TOOLS_BY_NAME: dict[str, Tool] = {t.name: t for t in BASE_TOOLS}
 
 
-def base_tool_names(agent_type: str, *, enable_sleeptime: bool | None = None) -> list[str]:
-    """The base tools a new agent of `agent_type` gets, in listing order."""
+def base_tool_names(
+    agent_type: str, *, enable_sleeptime: bool | None = None, multi_agent: bool = False
+) -> list[str]:
+    """The base tools a new agent of `agent_type` gets, in listing order; `multi_agent`:
+    the multi-agent tools too (Letta's `include_multi_agent_tools`)."""
+    extra = list(MULTI_AGENT_TOOLS) if multi_agent else []
     if agent_type in _NO_BASE_TOOLS:
         wanted: list[str] = []
     elif agent_type == "sleeptime_agent":
@@ -430,13 +499,14 @@ def base_tool_names(agent_type: str, *, enable_sleeptime: bool | None = None) ->
         wanted = _V2
     else:
         wanted = [*_CORE, *_CORE_MEMORY]
-    return [t.name for t in BASE_TOOLS if t.name in wanted]
+    return [t.name for t in BASE_TOOLS if t.name in wanted or t.name in extra]
 
 
 # Letta gives agents rules for their base tools unless told not to: the tools that answer
-# or finish end the turn, the others keep it going (a memgpt agent then needs no heartbeat
-# after a memory edit). Models that do better without are left out, as Letta leaves them.
-_TERMINAL_BASE = ("send_message", "memory_finish_edits")
+# or finish end the turn (a one-way message to another agent too), the others keep it going
+# (a memgpt agent then needs no heartbeat after a memory edit); the waiting multi-agent
+# tools get none. Models that do better without are left out, as Letta leaves them.
+_TERMINAL_BASE = ("send_message", "send_message_to_agent_async", "memory_finish_edits")
 _CONTINUE_BASE = frozenset(
     {"conversation_search", "archival_memory_insert", "archival_memory_search",
      "core_memory_append", "core_memory_replace", "memory", "memory_apply_patch",

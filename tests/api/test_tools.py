@@ -273,6 +273,9 @@ async def test_list_filters_by_name_search_and_type(client: QuartClient) -> None
         "memory_finish_edits",
         "web_search",
         "fetch_webpage",
+        "send_message_to_agent_and_wait_for_reply",
+        "send_message_to_agent_async",
+        "send_message_to_agents_matching_tags",
         "roll_dice",
         "echo",
     ]
