@@ -33,6 +33,7 @@ ID_PREFIXES = {
     "identity_id": "identity",
     "message_id": "message",
     "step_id": "step",
+    "scheduled_message_id": "scheduled_message",
 }
 RUN_STATUSES = ("created", "running", *dict.fromkeys(FINAL_STATUS.values()))
 # Letta's MessageType: what `include_return_message_types` may name.

@@ -24,6 +24,7 @@ from kelpie_trio.service.mcp_servers import McpServerCases
 from kelpie_trio.service.messages import MessageCases
 from kelpie_trio.service.messages_all import AllMessageCases
 from kelpie_trio.service.passages import PASSAGE_INDEX, PassageCases
+from kelpie_trio.service.schedules import ScheduleCases
 from kelpie_trio.service.steps import StepCases
 
 __all__ = [
@@ -49,5 +50,6 @@ class AgentService(
     StepCases,
     McpServerCases,
     ConversationCases,
+    ScheduleCases,
 ):
     """Every use case of the API, over one store (see the modules of this package)."""
