@@ -34,7 +34,11 @@ async def create_schedule(agent_id: str) -> Response:
 
 
 @schedules.get("/v1/agents/<agent_id>/schedule")
-@documented("The agent's scheduled messages, oldest first", query=("after", "limit"))
+@documented(
+    "The agent's scheduled messages, oldest first",
+    query=("after", "limit"),
+    cursor="scheduled_message",
+)
 async def list_schedules(agent_id: str) -> Response:
     agent_id, _ = _ids(agent_id)
     after = cursor_arg("after", "scheduled_message")

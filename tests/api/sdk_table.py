@@ -37,7 +37,6 @@ NOT_YET: tuple[tuple[str, int], ...] = (
     ("/v1/agents/{agent_id}/folders", 18),
     ("/v1/agents/{agent_id}/files", 18),
     ("/v1/passages/search", 18),
-    ("/v1/agents/{agent_id}/schedule", 17),
     ("/v1/agents/{agent_id}/summarize", 14),
     ("/v1/runs/{path_run_id}/stream", 14),
 )

@@ -36,6 +36,7 @@ UNKNOWN = {
     "identity": "identity-00000000-0000-4000-8000-000000000000",
     "message": "message-00000000-0000-4000-8000-000000000000",
     "step": "step-00000000-0000-4000-8000-000000000000",
+    "scheduled_message": "scheduled_message-00000000-0000-4000-8000-000000000000",
 }
 
 WRONG_VALUES: list[Any] = [12345, None, ["a", "list"], {"an": "object"}, True, "text"]
