@@ -380,11 +380,15 @@ class ScheduleCases(ServiceBase):
             claimed = []
             for due_us, schedule_id in seen:
                 record = await _load(tr, schedule_id)
-                if record is None:
-                    continue  # deleted; its index entry went with it
+                if record is None or record.next_due_us != due_us:
+                    # Claimed by another node since we looked (which cleared this entry),
+                    # or an entry no schedule waits on: cleared either way, so the firer
+                    # never wakes again and again for it.
+                    tr.clear(DUE.pack((due_us, schedule_id)))
+                    continue
                 decision = rules.claim(record.schedule, record.next_due_us, due_us, now)
                 if decision is None:
-                    continue  # fired by another node already, or not yet due by our clock
+                    continue  # not yet due by this node's clock
                 firing = Firing(
                     schedule_id=schedule_id,
                     agent_id=record.agent_id,

@@ -13,6 +13,7 @@ import trio
 from kelpie_trio.agent import runs
 from kelpie_trio.env import SIM_EPOCH
 from kelpie_trio.service.schedule_rules import idempotency_key
+from kelpie_trio.service.schedules import DUE
 from kelpie_trio.sim import SimWorld
 from kelpie_trio.sim.faults import CRASH_FAULTS
 from kelpie_trio.sim.schedule_scenario import (
@@ -155,3 +156,36 @@ def test_dst_a_deleted_agents_schedules_never_fire() -> None:
 
     keys = simulate_cluster(5, scenario, nodes=1, config=RUNTIME, schedules=SETTINGS)
     assert len(keys) == 4  # 1:00, 2:00, 3:00, 4:00: the other agent's go on
+
+
+def test_dst_an_index_entry_no_schedule_waits_on_is_cleared_not_spun_on() -> None:
+    """A due-index entry whose schedule is gone (none should exist: the index is written
+    with its schedule) is dropped at its first look, and the firer sleeps as before."""
+
+    async def scenario(sim: AgentCluster) -> Any:
+        service = sim.service("n0")
+        stale = DUE.pack((int((SIM_EPOCH + 5) * US), "scheduled_message-gone"))
+
+        async def plant(tr: Transaction) -> None:
+            tr.set(stale, b"agent-gone")
+
+        await service.store.transact(plant)
+        rounds: list[float] = []
+        fire_due = service.fire_due
+
+        async def counted(settings: Any) -> float:
+            rounds.append(trio.current_time())
+            return await fire_due(settings)
+
+        service.fire_due = counted  # type: ignore[method-assign]
+        service._wake_firer()
+        await trio.sleep(60)
+
+        async def left(tr: Transaction) -> bytes | None:
+            return await tr.get(stale)
+
+        return await service.store.transact(left), len(rounds)
+
+    left, rounds = simulate_cluster(9, scenario, nodes=1, schedules=SETTINGS)
+    assert left is None
+    assert rounds <= 60 / SETTINGS.poll + 3  # it slept between rounds
