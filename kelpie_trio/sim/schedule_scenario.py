@@ -1,6 +1,6 @@
 """The `schedules` scenario: scheduled messages fire exactly once through three nodes
-under storage faults, crashes and store cut-offs at the firing instants, and skewed
-clocks (service/schedules.py is what it tests).
+under storage and network faults, crashes and store cut-offs at the firing instants, and
+skewed clocks (service/schedules.py is what it tests).
 
 Agents get one-time schedules at random times and recurring ones (every minute, every
 two, every three, in several time zones). With the faults on for `ACTIVE` seconds of
@@ -43,7 +43,13 @@ from kelpie_trio.sim.agents import (
     new_agent,
     restart_crashed,
 )
-from kelpie_trio.sim.faults import CRASH_FAULTS, STORAGE_FAULTS, FaultConfig, FaultType
+from kelpie_trio.sim.faults import (
+    CRASH_FAULTS,
+    NETWORK_FAULTS,
+    STORAGE_FAULTS,
+    FaultConfig,
+    FaultType,
+)
 from kelpie_trio.sim.world import SimWorld
 from kelpie_trio.storage.base import Transaction
 
@@ -59,6 +65,7 @@ SCHEDULE_FAULTS = FaultConfig(
     {
         **dict.fromkeys(STORAGE_FAULTS, 0.03),
         **dict.fromkeys(CRASH_FAULTS, 0.003),
+        **dict.fromkeys(NETWORK_FAULTS, 0.02),  # a firing's send goes to the agent's node
         FaultType.CLOCK_SKEW: 0.5,
         FaultType.AGENT_LOOP_PANIC: 0.01,
         FaultType.LLM_FAILURE: 0.02,
