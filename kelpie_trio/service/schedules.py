@@ -16,6 +16,7 @@ Keys (all under `keys.SCHEDULES`):
   agent  (agent_id, created_us, schedule_id)    -> packed (next due us,)  an agent's, in order
   due    (due_us, schedule_id)                  -> agent_id               the due index
   firing (schedule_id, due_us)                  -> Firing                 claimed, not sent yet
+  body   (schedule_id, due_us)                  -> the send's JSON (a blob: it may be large)
 
 Missed firings (schedule_rules.claim): a schedule whose due time passed while no node was
 up fires once, late, when a node is back; a recurring one then goes on from the next cron
@@ -31,6 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+import orjson
 import trio
 
 from kelpie_trio.agent import runs
@@ -45,7 +47,7 @@ from kelpie_trio.service.schedule_rules import ScheduleSpec
 from kelpie_trio.service.send_options import check_return_types
 from kelpie_trio.storage import StoreError, keys
 from kelpie_trio.storage.base import Transaction
-from kelpie_trio.storage.chunks import clear_blob, set_blob
+from kelpie_trio.storage.chunks import clear_blob, get_blob, set_blob
 
 __all__ = [
     "DUE",
@@ -64,8 +66,13 @@ SCHEDULE = keys.SCHEDULES["s"]
 BY_AGENT = keys.SCHEDULES["agent"]
 DUE = keys.SCHEDULES["due"]
 FIRINGS = keys.SCHEDULES["firing"]
+BODIES = keys.SCHEDULES["body"]
 
 CLAIMS_PER_TRANSACTION = 16  # due firings claimed together: one commit for many
+# ...unless their messages are large: a claim writes the firing (its messages) and the
+# schedule again, and a transaction holds at most 10 MB (storage/limits.py). One send is at
+# most 1 MB (service/limits.py), so a claim of one always fits.
+CLAIM_BYTES = 2_000_000
 
 
 @attrs.frozen
@@ -113,19 +120,22 @@ class ScheduledMessage:
 
 @attrs.define(kw_only=True)
 class Firing:
-    """A claimed firing: what to send, and when another node may send it if the claimer
-    has not (it crashed, or its send failed)."""
+    """A claimed firing, and when another node may send it if the claimer has not (it
+    crashed, or its send failed). What it sends is stored beside it (`BODIES`), so this
+    record stays small enough to scan."""
 
     schedule_id: str
     agent_id: str
     due_us: int
-    body: dict[str, Any]
     retry_at: float
     attempts: int = 1
 
     @property
     def key(self) -> str:
         return rules.idempotency_key(self.schedule_id, self.due_us)
+
+
+Claimed = tuple[Firing, dict[str, Any]]  # a firing this node is to send, and what it sends
 
 
 @attrs.define
@@ -333,6 +343,7 @@ class ScheduleCases(ServiceBase):
             start = self.env.rng.randrange(len(due))
             due = due[start:] + due[:start]
             done: list[Firing] = []
+            stalled = False
             async with trio.open_nursery() as sending:
                 send = self._sender(sending, settings, done)
                 for i in range(0, len(due), CLAIMS_PER_TRANSACTION):
@@ -341,10 +352,13 @@ class ScheduleCases(ServiceBase):
                                                     settings)  # fmt: skip
                     except StoreError as error:  # the rest waits for the next round
                         log.warning("claiming due scheduled messages failed: %r", error)
+                        stalled = True
                         break
-                    for firing in claimed:
-                        send(firing)
+                    for firing, body in claimed:
+                        send(firing, body)
             await self._forget(done)
+            if stalled:
+                return 1.0  # what is due stays due: look again soon, not at once
             if len(due) == settings.batch:
                 return 0.0  # more are due: go on at once
 
@@ -363,21 +377,22 @@ class ScheduleCases(ServiceBase):
         the firings sent are added to `done`."""
         limiter = trio.CapacityLimiter(settings.concurrency)
 
-        async def one(firing: Firing) -> None:
+        async def one(firing: Firing, body: dict[str, Any]) -> None:
             async with limiter:
-                if await self._send(firing):
+                if await self._send(firing, body):
                     done.append(firing)
 
-        return lambda firing: nursery.start_soon(one, firing)
+        return lambda firing, body: nursery.start_soon(one, firing, body)
 
     async def _claim(
         self, seen: list[tuple[int, str]], now: float, settings: ScheduleSettings
-    ) -> list[Firing]:
+    ) -> list[Claimed]:
         """Claim the firings seen due (those still due and not claimed by another node):
         each recorded, and its schedule advanced or ended, in this one transaction."""
 
-        async def claim(tr: Transaction) -> list[Firing]:
+        async def claim(tr: Transaction) -> list[Claimed]:
             claimed = []
+            written = 0
             for due_us, schedule_id in seen:
                 record = await _load(tr, schedule_id)
                 if record is None or record.next_due_us != due_us:
@@ -393,27 +408,34 @@ class ScheduleCases(ServiceBase):
                     schedule_id=schedule_id,
                     agent_id=record.agent_id,
                     due_us=due_us,
-                    body=_send_body(record),
                     retry_at=now + settings.retry_after,
                 )
+                body = _send_body(record)
                 tr.set(FIRINGS.pack((schedule_id, due_us)), convert.encode_record(firing))
+                encoded = orjson.dumps(body)
+                set_blob(tr, BODIES.pack((schedule_id, due_us)), encoded)
                 tr.clear(DUE.pack((due_us, schedule_id)))
+                written += len(encoded)
                 if decision.next_due_us is None:
                     _remove(tr, record)
                 else:
                     record.next_due_us = decision.next_due_us
                     record.fired += 1
-                    set_blob(tr, SCHEDULE.pack((record.id,)), convert.encode_record(record))
+                    stored = convert.encode_record(record)
+                    set_blob(tr, SCHEDULE.pack((record.id,)), stored)
                     _index(tr, record)
-                claimed.append(firing)
+                    written += len(stored)
+                claimed.append((firing, body))
+                if written >= CLAIM_BYTES:
+                    break  # the rest stay due: the next round claims them
             return claimed
 
         return await self.store.transact(claim)
 
-    async def _send(self, firing: Firing) -> bool:
+    async def _send(self, firing: Firing, body: dict[str, Any]) -> bool:
         """Send a claimed firing; True when it is done with (sent, or refused for good)."""
         try:
-            await self.send_async(firing.agent_id, firing.body, idempotency_key=firing.key)
+            await self.send_async(firing.agent_id, body, idempotency_key=firing.key)
         except NotFound:
             log.info("scheduled message %s: its agent is gone", firing.schedule_id)
         except Unavailable as error:
@@ -457,7 +479,7 @@ class ScheduleCases(ServiceBase):
                     log.warning("taking over a scheduled message's firing failed: %r", error)
                     break
                 if firing is not None:
-                    send(firing)
+                    send(*firing)
         await self._forget(done)
 
     @staticmethod
@@ -466,17 +488,21 @@ class ScheduleCases(ServiceBase):
         `retry_after` passes again (None: another node took it meanwhile, or sent it)."""
         at = FIRINGS.pack((schedule_id, due_us))
 
-        async def take(tr: Transaction) -> Firing | None:
+        async def take(tr: Transaction) -> Claimed | None:
             raw = await tr.get(at)
             if raw is None:
                 return None
             firing = convert.decode_record(raw, Firing)
             if firing.retry_at > now:
                 return None
+            body = await get_blob(tr, BODIES.pack((schedule_id, due_us)))
+            if body is None:  # none should lack it; without it there is nothing to send
+                tr.clear(at)
+                return None
             firing.retry_at = now + settings.retry_after
             firing.attempts += 1
             tr.set(at, convert.encode_record(firing))
-            return firing
+            return firing, orjson.loads(body)
 
         return take
 
@@ -489,6 +515,7 @@ class ScheduleCases(ServiceBase):
         async def clear(tr: Transaction) -> None:
             for firing in done:
                 tr.clear(FIRINGS.pack((firing.schedule_id, firing.due_us)))
+                clear_blob(tr, BODIES.pack((firing.schedule_id, firing.due_us)))
 
         try:
             await self.store.transact(clear)

@@ -28,6 +28,7 @@ from kelpie_trio.storage.base import Transaction
 from tests.dst.agent_harness import AgentCluster, new_agent, page, simulate_cluster, wait_until
 
 US = 1_000_000
+COUNT = 20  # large-message schedules due together
 
 
 def test_dst_scheduled_messages_fire_exactly_once_under_faults() -> None:
@@ -189,3 +190,23 @@ def test_dst_an_index_entry_no_schedule_waits_on_is_cleared_not_spun_on() -> Non
     left, rounds = simulate_cluster(9, scenario, nodes=1, schedules=SETTINGS)
     assert left is None
     assert rounds <= 60 / SETTINGS.poll + 3  # it slept between rounds
+
+
+def test_dst_schedules_with_large_messages_due_together_all_fire() -> None:
+    """Twenty recurring schedules whose messages are 600 kB each, due at one instant: a
+    claim writes each firing's message and the schedule again, so they are claimed in
+    transactions that stay within the store's 10 MB (sixteen at once would not)."""
+
+    async def scenario(sim: AgentCluster) -> Any:
+        service = sim.service("n0")
+        agents = [await new_agent(service) for _ in range(4)]
+        for i in range(COUNT):
+            await service.create_schedule(agents[i % 4], {
+                "messages": [{"role": "user", "content": f"{i} " + "x" * 600_000}],
+                "schedule": {"type": "recurring", "cron_expression": "* * * * *"},
+            })  # fmt: skip
+        await trio.sleep(90)  # one due time: 0:01
+        return [key for agent in agents for key in await _keys(service, agent)]
+
+    keys = simulate_cluster(13, scenario, nodes=1, config=RUNTIME, schedules=SETTINGS)
+    assert len(keys) == len(set(keys)) == COUNT
