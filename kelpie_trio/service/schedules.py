@@ -36,7 +36,7 @@ import orjson
 import trio
 
 from kelpie_trio.agent import runs
-from kelpie_trio.errors import Invalid, NotFound, ServiceError, Unavailable
+from kelpie_trio.errors import Conflict, Invalid, NotFound, ServiceError, Unavailable
 from kelpie_trio.models import convert
 from kelpie_trio.nursery.errors import RuntimeFailure
 from kelpie_trio.service import schedule_rules as rules
@@ -73,6 +73,8 @@ CLAIMS_PER_TRANSACTION = 16  # due firings claimed together: one commit for many
 # schedule again, and a transaction holds at most 10 MB (storage/limits.py). One send is at
 # most 1 MB (service/limits.py), so a claim of one always fits.
 CLAIM_BYTES = 2_000_000
+# An agent's schedules are deleted with it in one transaction: this many keep it small.
+MAX_PER_AGENT = 1000
 
 
 @attrs.frozen
@@ -250,6 +252,12 @@ class ScheduleCases(ServiceBase):
 
         async def create(tr: Transaction) -> None:
             await runs.require_agent(tr, agent_id)
+            span = BY_AGENT.range((agent_id,))
+            if len(await tr.get_range(span.start, span.stop, limit=MAX_PER_AGENT)) >= MAX_PER_AGENT:
+                raise Conflict(
+                    f"agent {agent_id} has {MAX_PER_AGENT} scheduled messages, the most one "
+                    "agent may have; delete some first"
+                )
             set_blob(tr, SCHEDULE.pack((record.id,)), encoded)
             _index(tr, record)
 

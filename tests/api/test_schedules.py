@@ -6,8 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+import pytest
 from quart.testing import QuartClient
 
+from kelpie_trio.service import schedules
 from kelpie_trio.service.schedules import BY_AGENT, DUE, SCHEDULE
 
 MISSING_AGENT = "agent-00000000-0000-4000-8000-000000000000"
@@ -125,6 +127,19 @@ async def test_bad_schedules_are_refused_with_letta_shaped_errors(client: QuartC
     await refused(client, "agent-nope", {"messages": HELLO, "schedule": soon}, 422)
     listed = await (await client.get(f"/v1/agents/{agent}/schedule")).get_json()
     assert listed["scheduled_messages"] == []  # nothing refused was stored
+
+
+async def test_an_agent_has_at_most_max_per_agent_schedules(
+    client: QuartClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(schedules, "MAX_PER_AGENT", 2)
+    agent = await new_agent(client)
+    first = await create(client, agent, {"scheduled_at": in_ms(60)})
+    await create(client, agent, {"type": "recurring", "cron_expression": "0 * * * *"})
+    body = {"messages": HELLO, "schedule": {"scheduled_at": in_ms(90)}}
+    assert "the most one agent may have" in await refused(client, agent, body, 409)
+    await client.delete(f"/v1/agents/{agent}/schedule/{first['id']}")
+    await create(client, agent, {"scheduled_at": in_ms(90)})  # room again
 
 
 async def test_unknown_and_malformed_ids(client: QuartClient) -> None:
