@@ -210,3 +210,34 @@ def test_dst_schedules_with_large_messages_due_together_all_fire() -> None:
 
     keys = simulate_cluster(13, scenario, nodes=1, config=RUNTIME, schedules=SETTINGS)
     assert len(keys) == len(set(keys)) == COUNT
+
+
+def test_dst_a_firing_s_run_can_be_cancelled_like_any_run() -> None:
+    """The model is slow (30 s a reply): the firing's run is running when the client
+    cancels the agent's runs, and it ends cancelled at once."""
+
+    async def scenario(sim: AgentCluster) -> Any:
+        service = sim.service("n0")
+        agent = await new_agent(service)
+        sim.llm.latency = (30.0, 30.0)
+        await service.create_schedule(agent, {
+            "messages": [{"role": "user", "content": "slow one"}],
+            "schedule": {"type": "one-time", "scheduled_at": (SIM_EPOCH + 20) * 1000},
+        })  # fmt: skip
+
+        async def running() -> bool:
+            return bool(await service.list_runs(page(), agent_id=agent, active=True))
+
+        await wait_until(running, every=0.5)
+        [listed] = await service.list_runs(page(), agent_id=agent)
+        outcome = await service.cancel_runs(agent, None)
+        cancelled_at = trio.current_time()
+        await wait_until(lambda: _finished(service, listed["id"]), every=0.1)
+        waited = trio.current_time() - cancelled_at
+        return outcome, waited, await service.get_run_record(listed["id"])
+
+    outcome, waited, run = simulate_cluster(
+        17, scenario, nodes=1, config=RUNTIME, schedules=SETTINGS
+    )
+    assert outcome == {run.id: "cancelled"} and run.status == "cancelled"
+    assert waited < 1 and run.idempotency_key and run.idempotency_key.startswith("schedule:")
