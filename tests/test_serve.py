@@ -163,3 +163,9 @@ def test_store_fdb_without_its_client_library_is_one_line_and_status_2(tmp_path:
     status, lines = serve_refused("--port", "0", "--store", "fdb", "--data-dir", str(tmp_path))
     assert status == 2
     assert len(lines) == 1 and "libfdb_c" in lines[0] and "Traceback" not in lines[0]
+
+
+def test_a_bad_schedule_setting_is_one_line_and_status_2(tmp_path: Path) -> None:
+    env = {"KELPIE_SCHEDULE_POLL": "often"}
+    status, lines = serve_refused("--port", "0", "--data-dir", str(tmp_path), env=env)
+    assert (status, len(lines)) == (2, 1) and "KELPIE_SCHEDULE_POLL" in lines[0]

@@ -37,6 +37,7 @@ from kelpie_trio.api.passages import passages
 from kelpie_trio.api.prompt import prompt
 from kelpie_trio.api.routing import best_methods, misfit, misfits
 from kelpie_trio.api.runs import runs
+from kelpie_trio.api.schedules import schedules
 from kelpie_trio.api.spec import Health, build_openapi, documented
 from kelpie_trio.api.steps import steps
 from kelpie_trio.api.tools import tools
@@ -108,6 +109,7 @@ def create_app(
     app.register_blueprint(steps)
     app.register_blueprint(prompt)
     app.register_blueprint(console)
+    app.register_blueprint(schedules)
 
     @app.before_serving
     async def background() -> None:

@@ -35,6 +35,7 @@ ID_PREFIXES = {
     "step_id": "step",
     "archive_id": "archive",
     "passage_id": "passage",
+    "scheduled_message_id": "scheduled_message",
 }
 RUN_STATUSES = ("created", "running", *dict.fromkeys(FINAL_STATUS.values()))
 # Letta's MessageType: what `include_return_message_types` may name.

@@ -8,6 +8,7 @@
         dispatcher       supervisor nursery -> one task per agent,  nursery.start
                          lease keeper (renews leases in batches)
         HTTP server      hypercorn.trio.serve                        nursery.start
+        schedule firer   sends scheduled messages as they fall due  nursery.start
       on SIGINT/SIGTERM: stop HTTP intake (in-flight requests finish), drain
       the actors' mailboxes within the grace period and release their leases
       (another node takes over at once), then stop the rest.
@@ -44,6 +45,7 @@ from kelpie_trio.nursery.metrics import RuntimeMetrics
 from kelpie_trio.nursery.transport import HttpTransport
 from kelpie_trio.search.open import open_search
 from kelpie_trio.service import AgentService
+from kelpie_trio.service.schedules import ScheduleSettings
 from kelpie_trio.storage import MemoryStore, Store, StoreError
 from kelpie_trio.tools.isolation import SandboxStatus, prepare, refused
 from kelpie_trio.tools.web import HttpxWeb, WebTools
@@ -148,6 +150,10 @@ async def run_node(
     except ValueError as error:
         raise StartupError(str(error)) from None
     service.mcp = McpSessions(SdkMcpConnector(), mcp_settings)
+    try:
+        schedule_settings = ScheduleSettings.from_env()
+    except ValueError as error:
+        raise StartupError(str(error)) from None
     web = HttpxWeb(config.web)  # fetch_webpage and web_search (tools/web.py)
     service.web = WebTools(web, config.web)
     service.agent_wait_timeout = config.agent_wait_timeout  # agent/multi_agent.py
@@ -206,6 +212,7 @@ async def run_node(
         hypercorn.trio.serve, app, _hypercorn_config(config), shutdown_trigger=shutdown.wait
     )
     grace = config.graceful_timeout
+    firer = trio.CancelScope()  # stopped with HTTP intake: a stopping node starts no runs
     try:
         async with trio.open_nursery() as root:
             await _start(root, f"open the {_describe_store(config)}", store.run)
@@ -242,8 +249,11 @@ async def run_node(
                     isolated = sandbox_status.custom_tools == "isolated"
                     (log.info if isolated else log.warning)("%s", sandbox_status.message())
                 root.start_soon(service.keep_runs_going, config.lease_ttl)
+                if schedule_settings.enabled:  # scheduled messages (service/schedules.py)
+                    await root.start(_fire_schedules, service, schedule_settings, firer)
                 root.start_soon(_say_when_stopping, shutdown, grace)
                 task_status.started(dispatcher)
+            firer.cancel()
             agents = len(dispatcher.active_agents)
             log.info(
                 "HTTP stopped; waiting up to %g s for %d active agent(s) to finish their "
@@ -272,6 +282,18 @@ def _describe_store(config: ServerConfig) -> str:
     if config.store == "fdb":
         return f"fdb store {config.fdb_cluster_file or '(default cluster file)'}"
     return "memory store (nothing is kept after exit)"
+
+
+async def _fire_schedules(
+    service: AgentService,
+    settings: ScheduleSettings,
+    scope: trio.CancelScope,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    # A firing claimed but cut off here is sent by another node (or this one, restarted)
+    # once its retry time passes: nothing is lost.
+    with scope:
+        await service.fire_schedules(settings, task_status=task_status)
 
 
 async def _say_when_stopping(shutdown: trio.Event, grace: float) -> None:

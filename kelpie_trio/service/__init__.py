@@ -27,6 +27,7 @@ from kelpie_trio.service.messages import MessageCases
 from kelpie_trio.service.messages_all import AllMessageCases
 from kelpie_trio.service.passages import PASSAGE_INDEX, PassageCases
 from kelpie_trio.service.run_stream import RunStreamCases
+from kelpie_trio.service.schedules import ScheduleCases
 from kelpie_trio.service.steps import StepCases
 
 __all__ = [
@@ -56,5 +57,6 @@ class AgentService(
     McpServerCases,
     ConversationCases,
     ContextCases,
+    ScheduleCases,
 ):
     """Every use case of the API, over one store (see the modules of this package)."""

@@ -34,6 +34,7 @@ from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX, BlockCases
 from kelpie_trio.service.common import Page, micros, page_records, read_record, window
 from kelpie_trio.service.limits import check_key_parts, check_record
 from kelpie_trio.service.passages import clear_agent_passages, detach_all_archives
+from kelpie_trio.service.schedules import clear_agent_schedules
 from kelpie_trio.service.tools import ToolCases
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
@@ -368,6 +369,7 @@ class AgentCases(BlockCases, ToolCases):
                     runs.delete_run(tr, run)
                     await steps.clear_run_steps(tr, run_id)
             await outbox.record(tr, agent_id, resync=True)  # the index forgets the agent
+            await clear_agent_schedules(tr, agent_id)
 
         await self.store.transact(delete)
 

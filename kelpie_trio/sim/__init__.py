@@ -10,8 +10,9 @@ per-commit invariants of invariants.py), llm.py the simulated LLM, network.py th
 simulated network between nodes, trace.py the trace hash, cluster.py the actor
 runtime's harness and its InvariantChecker, agents.py the agent server's harness
 (nodes running the real service and AgentActor), scenarios.py the named scenarios of
-`kelpie-trio sim` (agent_scenarios.py, search_scenario.py), seeds.py the DST_SEED /
-DST_SEEDS conventions of the tests, mutate.py the mutation testing of the guarantees.
+`kelpie-trio sim` (agent_scenarios.py, conversation_scenario.py, search_scenario.py,
+schedule_scenario.py), seeds.py the DST_SEED / DST_SEEDS conventions of the tests,
+mutate.py the mutation testing of the guarantees.
 agents.py and the scenarios import the whole server: import them by name, not from
 here.
 """

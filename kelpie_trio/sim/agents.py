@@ -45,6 +45,7 @@ from kelpie_trio.nursery.dispatcher import Dispatcher, RuntimeConfig
 from kelpie_trio.nursery.errors import RuntimeFailure
 from kelpie_trio.nursery.transport import SimTransport
 from kelpie_trio.service import AgentService, Page
+from kelpie_trio.service.schedules import ScheduleSettings
 from kelpie_trio.sim.cluster import InvariantChecker
 from kelpie_trio.sim.faults import FaultConfig, FaultType
 from kelpie_trio.sim.llm import SimLlmClient
@@ -184,6 +185,7 @@ class AgentCluster:
         config: RuntimeConfig | None = None,
         resume_interval: float | None = None,
         answer_bound: float = 300.0,
+        schedules: ScheduleSettings | None = None,
     ) -> None:
         self.world = world
         self.names = [f"n{i}" for i in range(nodes)]
@@ -192,6 +194,7 @@ class AgentCluster:
         self.network = SimNetwork(world)
         self.config = config or RuntimeConfig()
         self.resume_interval = resume_interval  # None: no sweep for unfinished runs
+        self.schedules = schedules  # None: no node fires scheduled messages
         self.catalog = ModelCatalog.from_config(CatalogConfig())
         self.checker = InvariantChecker(world, to_world=True)
         self.requests = RequestLog(world, answer_bound)
@@ -239,6 +242,8 @@ class AgentCluster:
                 service.background = nursery
                 if self.resume_interval is not None:
                     nursery.start_soon(service.keep_runs_going, self.resume_interval)
+                if self.schedules is not None:
+                    await nursery.start(service.fire_schedules, self.schedules)
                 self.services[name] = service
                 ready.set()
                 await trio.sleep_forever()

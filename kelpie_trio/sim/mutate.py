@@ -194,6 +194,21 @@ MUTATIONS = [
         "            if attempts > 1:",
         "            if False:",
     ),
+    Mutation(
+        "schedule-firing-record",
+        "a claimed firing is recorded with the claim, so a crash before its send loses nothing",
+        "kelpie_trio/service/schedules.py",
+        "                tr.set(FIRINGS.pack((schedule_id, due_us)), "
+        "convert.encode_record(firing))\n",
+        "",
+    ),
+    Mutation(
+        "schedule-key",
+        "a firing sent again (after a crash, by another node) joins the run it started",
+        "kelpie_trio/service/schedules.py",
+        "idempotency_key=firing.key)",
+        "idempotency_key=None)",
+    ),
 ]
 
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)")

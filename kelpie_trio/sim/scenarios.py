@@ -14,7 +14,8 @@ faults off, the invariants are checked:
   virtual-time limit would have caught it).
 
 The agent scenarios (turns, chaos, sessions, transfer) are in agent_scenarios.py,
-`search` in search_scenario.py, the runtime `storm` in cluster.py; `SCENARIOS`
+`search` in search_scenario.py, `schedules` in schedule_scenario.py, the runtime `storm` in
+cluster.py; `SCENARIOS`
 names them all. Later issues add theirs here.
 """
 
@@ -26,7 +27,12 @@ import attrs
 import trio
 
 from kelpie_trio.sim import agent_scenarios as agents
-from kelpie_trio.sim import archive_scenario, conversation_scenario, search_scenario
+from kelpie_trio.sim import (
+    archive_scenario,
+    conversation_scenario,
+    schedule_scenario,
+    search_scenario,
+)
 from kelpie_trio.sim.cluster import STORM_FAULTS, runtime_storm
 from kelpie_trio.sim.faults import CRASH_FAULTS, FaultConfig, FaultType
 from kelpie_trio.sim.invariants import InvariantViolation
@@ -243,6 +249,11 @@ SCENARIOS: dict[str, Scenario] = {
     "conversations": Scenario(
         conversation_scenario.conversations, conversation_scenario.CONVERSATION_FAULTS,
         "one agent in three conversations at once, all editing one shared block, two nodes",
+    ),
+    "schedules": Scenario(
+        schedule_scenario.schedules, schedule_scenario.SCHEDULE_FAULTS,
+        "scheduled messages fire once each through three nodes: crashes and store cut-offs "
+        "at the firing instants, skewed clocks",
     ),
     "search": Scenario(
         search_scenario.search_converges, search_scenario.FAULTS,

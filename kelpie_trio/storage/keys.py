@@ -24,6 +24,7 @@ __all__ = [
     "OUTBOX",
     "PASSAGES",
     "ROOT",
+    "SCHEDULES",
     "SEARCH",
     "SESSIONS",
     "SIM",
@@ -55,6 +56,7 @@ NODES = ROOT["nodes"]  # (node_id,) -> node registry entry
 OUTBOX = ROOT["outbox"]  # (agent_id, position) -> search index change (search/outbox.py)
 SEARCH = ROOT["search"]  # the outbox's heads, cursors and consumers (search/outbox.py)
 IDENTITIES = ROOT["identities"]  # (identity_id,) -> identity (service/identities.py)
+SCHEDULES = ROOT["schedules"]  # scheduled messages, due index, firings: service/schedules.py
 STEPS = ROOT["steps"]  # (step_id,) -> one agent iteration's record (agent/steps.py)
 SIM = ROOT["sim"]  # keys of simulation scenarios, never used by the server
 # Idempotency markers of Store.transact: (minute bucket, token) -> attempt number.

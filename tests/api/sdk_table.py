@@ -33,7 +33,6 @@ NOT_YET: tuple[tuple[str, int], ...] = (
     ("/v1/folders", 18),
     ("/v1/agents/{agent_id}/folders", 18),
     ("/v1/agents/{agent_id}/files", 18),
-    ("/v1/agents/{agent_id}/schedule", 17),
 )
 
 
