@@ -63,7 +63,7 @@ def render_agent(view: AgentView) -> dict[str, Any]:
         tools=[render(t) for t in view.tools],
         sources=[],
         identities=[],
-        identity_ids=[],
+        identity_ids=list(view.identity_ids),
         secrets=shown_secrets,
         tool_exec_environment_variables=shown_secrets,
         message_ids=[],

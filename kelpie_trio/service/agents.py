@@ -32,7 +32,8 @@ from kelpie_trio.models.blocks import Block, CreateBlock
 from kelpie_trio.search import outbox
 from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX, BlockCases
 from kelpie_trio.service.common import Page, micros, page_records, read_record, window
-from kelpie_trio.service.limits import check_key_parts, check_record
+from kelpie_trio.service.identities import forget_member, identities_of, set_agent_identities
+from kelpie_trio.service.limits import check_key_part, check_key_parts, check_record
 from kelpie_trio.service.passages import clear_agent_passages, detach_all_archives
 from kelpie_trio.service.schedules import clear_agent_schedules
 from kelpie_trio.service.tools import ToolCases
@@ -152,6 +153,12 @@ class AgentCases(BlockCases, ToolCases):
         return agent
 
     async def _view(self, tr: Transaction, agent: Agent) -> AgentView:
+        """The agent as the API shows it, with the identities that hold it."""
+        view = await self._bare_view(tr, agent)
+        return attrs.evolve(view, identity_ids=await identities_of(tr, "agent", agent.id))
+
+    async def _bare_view(self, tr: Transaction, agent: Agent) -> AgentView:
+        """Without identity_ids: the agent loop reads this every step and needs none."""
         blocks = [await self._block(tr, b) for b in agent.block_ids]
         return AgentView(agent, blocks, await self._tools(tr, agent.tool_ids))
 
@@ -180,7 +187,7 @@ class AgentCases(BlockCases, ToolCases):
 
     async def create_agent(self, body: Any) -> AgentView:
         create = convert.structure_api(body, CreateAgent)
-        _refuse_identity_ids(body)
+        identity_ids = _identity_ids(body)
         check_key_parts(["body", "tags"], create.tags, "a tag")
         if create.agent_type not in AGENT_TYPES:
             raise Invalid.field(["body", "agent_type"], f"unknown agent type {create.agent_type!r}")
@@ -220,13 +227,14 @@ class AgentCases(BlockCases, ToolCases):
             self._write_agent(tr, agent)
             tr.set(AGENT_INDEX.pack((micros(agent.created_at), agent.id)), b"")
             self._link(tr, agent)
-            return AgentView(agent, blocks, tools)
+            held = await set_agent_identities(tr, agent.id, identity_ids or [], replace=False)
+            return AgentView(agent, blocks, tools, identity_ids=held)
 
         return await self.store.transact(create_)
 
     async def get_agent(self, agent_id: str) -> AgentView:
         async def get(tr: Transaction) -> AgentView:
-            return await self.view_in(tr, agent_id)
+            return await self._view(tr, await self._agent(tr, agent_id))
 
         return await self.store.transact(get)
 
@@ -236,7 +244,7 @@ class AgentCases(BlockCases, ToolCases):
         """Within a caller's transaction: the agent with its blocks and tools (the agent
         loop reads it with the history, in one transaction per step). `isolated`: a
         conversation's own copies of some blocks (label -> block id), seen in their place."""
-        view = await self._view(tr, await self._agent(tr, agent_id))
+        view = await self._bare_view(tr, await self._agent(tr, agent_id))
         if isolated:
             view = attrs.evolve(view, blocks=await self._isolate(tr, view.blocks, isolated))
         return view
@@ -301,7 +309,7 @@ class AgentCases(BlockCases, ToolCases):
         if not isinstance(body, dict):
             raise Invalid.field(["body"], "expected a JSON object", "model_type")
         changes = {k: v for k, v in body.items() if k in UPDATABLE_AGENT_FIELDS}
-        _refuse_identity_ids(body)
+        identity_ids = _identity_ids(body)
         self._check_rules(changes.get("tool_rules"))
         if isinstance(changes.get("tags"), list):  # a wrong type is the converter's to name
             tags = changes["tags"]
@@ -341,7 +349,11 @@ class AgentCases(BlockCases, ToolCases):
             agent.tool_ids = [t.id for t in tools]
             self._write_agent(tr, agent)
             self._link(tr, agent, current)
-            return AgentView(agent, blocks, tools)
+            if identity_ids is None:
+                held = await identities_of(tr, "agent", agent.id)
+            else:  # the agent's identities become these, as Letta replaces them
+                held = await set_agent_identities(tr, agent.id, identity_ids, replace=True)
+            return AgentView(agent, blocks, tools, identity_ids=held)
 
         return await self.store.transact(update)
 
@@ -353,6 +365,7 @@ class AgentCases(BlockCases, ToolCases):
             clear_blob(tr, keys.AGENTS.pack((agent_id,)))
             tr.clear(AGENT_INDEX.pack((micros(agent.created_at), agent_id)))
             clear_agent_passages(tr, agent_id)
+            await forget_member(tr, "agent", agent_id)  # its identities let go of it
             await detach_all_archives(tr, agent_id)  # the archives stay, with their passages
             for conversation_id in await agent_conversation_ids(tr, agent_id):
                 conversation = await load_conversation(tr, conversation_id)
@@ -463,7 +476,7 @@ class AgentCases(BlockCases, ToolCases):
             self._check_labels(blocks)
             self._write_agent(tr, agent)
             self._link(tr, agent, current)
-            return AgentView(agent, blocks, await self._tools(tr, agent.tool_ids))
+            return await self._view(tr, agent)
 
         return await self.store.transact(change)
 
@@ -534,6 +547,7 @@ class AgentCases(BlockCases, ToolCases):
             tr.clear_range(*keys.prefix_range(BLOCK_AGENTS.pack((block_id,))))
             clear_blob(tr, keys.BLOCKS.pack((block_id,)))
             tr.clear(BLOCK_INDEX.pack((micros(block.created_at), block_id)))
+            await forget_member(tr, "block", block_id)
 
         await self.store.transact(delete)
 
@@ -568,12 +582,17 @@ def _secrets(given: Any, current: dict[str, str]) -> dict[str, str]:
     return checked
 
 
-def _refuse_identity_ids(body: Any) -> None:
-    """Identities are tied to an agent by their own routes here; a create or update that
-    names some is refused rather than stored without them (the SDK sends none by default)."""
-    if isinstance(body, dict) and body.get("identity_ids"):
-        raise Invalid.field(
-            ["body", "identity_ids"],
-            "identity_ids are not taken here: attach each identity with "
-            "PATCH /v1/agents/{agent_id}/identities/attach/{identity_id}",
-        )
+def _identity_ids(body: Any) -> list[str] | None:
+    """`identity_ids` of an agent create or update (None: not given), checked before any
+    transaction; the identities themselves are looked up in it."""
+    given = body.get("identity_ids") if isinstance(body, dict) else None
+    if given is None:
+        return None
+    where = ["body", "identity_ids"]
+    if not isinstance(given, list):
+        raise Invalid.field(where, "expected a list of identity ids", "list_type")
+    for index, ident in enumerate(given):
+        if not isinstance(ident, str):
+            raise Invalid.field([*where, index], "expected an identity id", "string_type")
+        check_key_part([*where, index], ident, "an identity id")
+    return given

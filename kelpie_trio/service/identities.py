@@ -1,10 +1,14 @@
 """Identities: create, read, list, edit, upsert, delete; which agents and blocks they hold.
 
 An identity keeps the ids of its agents and blocks in its own record (Letta's `agent_ids`
-and `block_ids`), so attaching is one write of one record. An agent or block deleted since
-is dropped when the identity is read, rather than every agent deletion looking for the
-identities that name it. An identity is named by (`project_id`, `identifier_key`): an
-index on that pair keeps it unique and lets PUT find the one to replace.
+and `block_ids`), so attaching is one write of one record. A reverse index (member ->
+identity ids, IDENTITY_MEMBERS) is written in the same transaction as every write of that
+record, so an agent's `identity_ids` and the cleanup when an agent or block is deleted read
+one prefix rather than every identity. Identities stored before the index existed are
+indexed on first use (`ensure_member_index`, idempotent, in the reader's transaction); an
+agent or block deleted by code older than the cleanup is still dropped when the identity
+is read. An identity is named by (`project_id`, `identifier_key`): an index on that pair
+keeps it unique and lets PUT find the one to replace.
 """
 
 from __future__ import annotations
@@ -29,11 +33,24 @@ from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import clear_blob, set_blob
 
-__all__ = ["IDENTITY_INDEX", "IDENTITY_KEYS", "IdentityCases"]
+__all__ = [
+    "IDENTITY_INDEX",
+    "IDENTITY_KEYS",
+    "IDENTITY_MEMBERS",
+    "IdentityCases",
+    "ensure_member_index",
+    "forget_member",
+    "identities_of",
+    "set_agent_identities",
+]
 
 IDENTITY_INDEX = keys.ROOT["index"]["identities"]  # (created_us, identity_id) -> b""
 # (project_id or "", identifier_key) -> identity_id: one identity per key and project.
 IDENTITY_KEYS = keys.ROOT["index"]["identity_keys"]
+# (kind: "agent" | "block", member id, identity_id) -> b"": the identities that hold a member.
+IDENTITY_MEMBERS = keys.ROOT["index"]["identity_members"]
+# Present once IDENTITY_MEMBERS covers every identity (those stored before it included).
+MEMBERS_BUILT = keys.ROOT["index"]["identity_members_built"].key()
 
 _VALUE_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -58,6 +75,89 @@ def check_properties(properties: list[IdentityProperty], where: str = "body") ->
 
 def _key_of(identity: Identity | CreateIdentity) -> bytes:
     return IDENTITY_KEYS.pack((identity.project_id or "", identity.identifier_key))
+
+
+def _index_members(tr: Transaction, identity: Identity | None, old: Identity | None) -> None:
+    """IDENTITY_MEMBERS in step with `identity` (None: deleted), replacing `old`'s entries.
+    Every current member is set, not only the new ones, so a record written before the
+    index existed is fully indexed by its next write."""
+    ident = (identity or old).id  # type: ignore[union-attr]
+    for kind, field in (("agent", "agent_ids"), ("block", "block_ids")):
+        now = set(getattr(identity, field)) if identity else set()
+        before = set(getattr(old, field)) if old else set()
+        for member in before - now:
+            tr.clear(IDENTITY_MEMBERS.pack((kind, member, ident)))
+        for member in now:
+            tr.set(IDENTITY_MEMBERS.pack((kind, member, ident)), b"")
+
+
+async def ensure_member_index(tr: Transaction) -> None:
+    """Index the members of every identity once (a store written before IDENTITY_MEMBERS
+    existed); a no-op after, at the cost of one read. Idempotent: two nodes doing it at
+    once write the same keys, and the store serialises them."""
+    if await tr.get(MEMBERS_BUILT) is not None:
+        return
+    r = IDENTITY_INDEX.range()
+    for key, _ in await tr.get_range(r.start, r.stop):
+        ident = IDENTITY_INDEX.unpack(key)[1]
+        identity = await read_record(tr, keys.IDENTITIES.pack((ident,)), Identity)
+        if identity is not None:
+            _index_members(tr, identity, None)
+    tr.set(MEMBERS_BUILT, b"1")
+
+
+async def identities_of(tr: Transaction, kind: str, member_id: str) -> list[str]:
+    """The ids of the identities holding agent or block `member_id` (kind "agent"/"block")."""
+    await ensure_member_index(tr)
+    found = await tr.get_prefix(IDENTITY_MEMBERS.pack((kind, member_id)))
+    return [IDENTITY_MEMBERS.unpack(key)[2] for key, _ in found]
+
+
+def _write_identity(tr: Transaction, identity: Identity, old: Identity | None) -> None:
+    set_blob(tr, keys.IDENTITIES.pack((identity.id,)), check_record(identity, "identity"))
+    if old is None:
+        tr.set(IDENTITY_INDEX.pack((micros(identity.created_at), identity.id)), b"")
+    elif _key_of(old) != _key_of(identity):
+        tr.clear(_key_of(old))
+    tr.set(_key_of(identity), identity.id.encode())
+    _index_members(tr, identity, old)
+
+
+async def forget_member(tr: Transaction, kind: str, member_id: str) -> None:
+    """An agent or block is deleted: every identity holding it lets go, in the deletion's
+    transaction."""
+    field = "agent_ids" if kind == "agent" else "block_ids"
+    for ident in await identities_of(tr, kind, member_id):
+        identity = await read_record(tr, keys.IDENTITIES.pack((ident,)), Identity)
+        if identity is None:  # cannot happen while both are written together; be safe
+            tr.clear(IDENTITY_MEMBERS.pack((kind, member_id, ident)))
+            continue
+        kept = [m for m in getattr(identity, field) if m != member_id]
+        _write_identity(tr, attrs.evolve(identity, **{field: kept}), identity)
+
+
+async def set_agent_identities(
+    tr: Transaction, agent_id: str, identity_ids: list[str], *, replace: bool
+) -> list[str]:
+    """`identity_ids` of an agent create (replace=False: the agent is new) or update
+    (replace=True: the identities not named let go of it, as Letta replaces the set).
+    An unknown identity is a 409, as Letta's foreign key refusal is; the caller's
+    transaction then writes nothing."""
+    wanted = list(dict.fromkeys(identity_ids))
+    current = await identities_of(tr, "agent", agent_id) if replace else []
+    for ident in wanted:
+        identity = await read_record(tr, keys.IDENTITIES.pack((ident,)), Identity)
+        if identity is None:
+            raise Conflict(f"identity {ident} does not exist, so it cannot hold an agent")
+        if agent_id not in identity.agent_ids:
+            held = attrs.evolve(identity, agent_ids=[*identity.agent_ids, agent_id])
+            _write_identity(tr, held, identity)
+    for ident in set(current) - set(wanted):
+        identity = await read_record(tr, keys.IDENTITIES.pack((ident,)), Identity)
+        if identity is not None:
+            kept = [a for a in identity.agent_ids if a != agent_id]
+            _write_identity(tr, attrs.evolve(identity, agent_ids=kept), identity)
+    return await identities_of(tr, "agent", agent_id)
 
 
 class IdentityCases(ServiceBase):
@@ -87,12 +187,7 @@ class IdentityCases(ServiceBase):
 
     @staticmethod
     def _write(tr: Transaction, identity: Identity, old: Identity | None) -> None:
-        set_blob(tr, keys.IDENTITIES.pack((identity.id,)), check_record(identity, "identity"))
-        if old is None:
-            tr.set(IDENTITY_INDEX.pack((micros(identity.created_at), identity.id)), b"")
-        elif _key_of(old) != _key_of(identity):
-            tr.clear(_key_of(old))
-        tr.set(_key_of(identity), identity.id.encode())
+        _write_identity(tr, identity, old)
 
     async def _claim_key(self, tr: Transaction, identity: Identity) -> None:
         """409 when another identity already has this identifier_key in this project."""
@@ -259,6 +354,7 @@ class IdentityCases(ServiceBase):
             clear_blob(tr, keys.IDENTITIES.pack((identity_id,)))
             tr.clear(IDENTITY_INDEX.pack((micros(identity.created_at), identity_id)))
             tr.clear(_key_of(identity))
+            _index_members(tr, None, identity)
 
         await self.store.transact(delete)
 

@@ -107,14 +107,53 @@ def test_identities_attach_to_agents_and_filter_the_agent_list(
     assert http.get(f"/v1/identities/{team['id']}").json()["agent_ids"] == []
 
 
-def test_identity_ids_on_an_agent_are_refused_not_dropped(http: httpx.Client) -> None:
-    identity = _create(http, "refused-ids")
-    name = "refused-ids-agent"
-    answer = http.post("/v1/agents/", json={"name": name, "identity_ids": [identity["id"]]})
-    assert answer.status_code == 422, answer.text
-    assert "identities/attach" in answer.text
-    assert http.get("/v1/agents/", params={"name": name}).json() == []  # nothing created
-    agent = http.post("/v1/agents/", json={"name": "b", "identity_ids": []}).json()
-    answer = http.patch(f"/v1/agents/{agent['id']}", json={"identity_ids": [identity["id"]]})
-    assert answer.status_code == 422, answer.text
-    assert http.get(f"/v1/identities/{identity['id']}").json()["agent_ids"] == []
+def test_identity_ids_on_an_agent_are_taken_shown_and_replaced(
+    letta: Letta, http: httpx.Client
+) -> None:
+    team, user = _create(http, "ids-team", identity_type="org"), _create(http, "ids-user")
+    agent = letta.agents.create(name="ids-agent", identity_ids=[team["id"]])
+    assert agent.identity_ids == [team["id"]]
+    assert letta.agents.retrieve(agent.id).identity_ids == [team["id"]]
+    assert http.get(f"/v1/identities/{team['id']}").json()["agent_ids"] == [agent.id]
+    letta.agents.identities.attach(user["id"], agent_id=agent.id)
+    assert sorted(letta.agents.retrieve(agent.id).identity_ids) == sorted([team["id"], user["id"]])
+    # An update's identity_ids replace the agent's identities, as Letta's do.
+    updated = letta.agents.update(agent.id, identity_ids=[user["id"]])
+    assert updated.identity_ids == [user["id"]]
+    assert http.get(f"/v1/identities/{team['id']}").json()["agent_ids"] == []
+    listed = [a for a in letta.agents.list(name="ids-agent")]
+    assert [a.identity_ids for a in listed] == [[user["id"]]]
+    assert letta.agents.update(agent.id, name="ids-agent").identity_ids == [user["id"]]
+    http.delete(f"/v1/identities/{user['id']}").raise_for_status()
+    assert letta.agents.retrieve(agent.id).identity_ids == []
+
+
+def test_an_unknown_identity_id_on_an_agent_is_a_409_that_changes_nothing(
+    letta: Letta, http: httpx.Client
+) -> None:
+    known = _create(http, "unknown-ids-known")
+    missing = "identity-00000000-0000-4000-8000-000000000000"
+    with pytest.raises(letta_client.ConflictError):
+        letta.agents.create(name="unknown-ids", identity_ids=[known["id"], missing])
+    assert list(letta.agents.list(name="unknown-ids")) == []  # nothing created
+    assert http.get(f"/v1/identities/{known['id']}").json()["agent_ids"] == []
+    agent = letta.agents.create(name="unknown-ids-2", identity_ids=[known["id"]])
+    with pytest.raises(letta_client.ConflictError):
+        letta.agents.update(agent.id, identity_ids=[missing])
+    assert letta.agents.retrieve(agent.id).identity_ids == [known["id"]]
+    bad = http.post("/v1/agents/", json={"name": "x", "identity_ids": "identity-1"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "identity_ids"]
+
+
+def test_deleting_an_agent_or_block_removes_it_from_its_identities(
+    letta: Letta, http: httpx.Client
+) -> None:
+    block = letta.blocks.create(label="team-notes", value="v")
+    agent = letta.agents.create(name="leaving-agent")
+    holder = _create(http, "leaving-holder", agent_ids=[agent.id], block_ids=[block.id])
+    other = _create(http, "leaving-other", agent_ids=[agent.id])
+    letta.agents.delete(agent.id)
+    letta.blocks.delete(block.id)
+    for identity in (holder, other):
+        stored = http.get(f"/v1/identities/{identity['id']}").json()
+        assert stored["agent_ids"] == [] and stored["block_ids"] == []
