@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from kelpie_trio.agent import approvals, runs
+from kelpie_trio.agent import approvals, runs, steps
 from kelpie_trio.agent.approvals import ParkedRuns, results_at
 from kelpie_trio.agent.commits import RunCommits, RunGone
 from kelpie_trio.agent.context import AgentContext, Compaction, compaction_messages
@@ -344,6 +344,8 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                 if (run.checkpoint.pause_until or 0) > self.ctx.env.now():
                     return self._response(run, produced, stop="end_turn")
                 run = await self._unpause(run)
+            env = self.ctx.env  # the step's timing (agent/steps.py), from the injected clock
+            timing = steps.StepTiming(started_at=env.now(), started_mono=env.monotonic())
             try:
                 view, history = await self._step_state()
             except NotFound:
@@ -378,7 +380,9 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                         )
                         self._note_compaction(run)
                         waits = waiting_tools(offer, view.tools, run.client_tools)
+                        timing.llm_started_at, began = env.now(), env.monotonic()
                         reply = await self._complete(llm, llm_request, run, message_id, view, waits)
+                        timing.llm_seconds = env.monotonic() - began
                 except LlmError as error:
                     log.warning("agent %s: the LLM failed: %r", agent_id, error)
                     run.error = f"{type(error).__name__}: {error}"
@@ -438,7 +442,9 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
             }
             for index, (call, args) in enumerate(interpretation.calls):
                 if call.id in outside and call.id not in stored:
+                    began = env.monotonic()
                     status, text = await self._run_outside_tool(call, args, view.tools, run)
+                    timing.tool_seconds += env.monotonic() - began
                     result = self._tool_message(run, assistant, index, call, status, text)
                     run = await self._checkpointed(
                         functools.partial(self._commit_result, run=run, result=result)
@@ -460,6 +466,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                     view=view,
                     rules=rules,
                     turn=turn,
+                    timing=timing,
                 )
             )
             self._apply_clear()

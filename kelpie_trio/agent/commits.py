@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import attrs
 import orjson
 import trio
 
@@ -147,6 +148,7 @@ class RunCommits:
         view: Any,
         rules: tuple[ToolRule, ...],
         turn: TurnState,
+        timing: steps.StepTiming | None = None,
     ) -> tuple[Run, list[Message], str | None]:
         """The rest of the step in one transaction: its memory tools and their results
         (and its reply, unless stored already), and the checkpoint of the iteration."""
@@ -157,6 +159,7 @@ class RunCommits:
         ready = {m.tool_call_id: m for m in done}
         new = [] if reply_stored else [assistant]
         results = []
+        memory_tools = 0.0  # seconds, added to the step's tool time
         for index, (call, args) in enumerate(interpretation.calls):
             if call.id in ready:
                 results.append(ready[call.id])
@@ -166,7 +169,9 @@ class RunCommits:
             elif call.id in judged.refusals:  # not run: the model is told why
                 status, text = "error", judged.refusals[call.id]
             else:
+                began = self.ctx.env.monotonic()
                 status, text = await self._run_memory_tool(tr, call, args)
+                memory_tools += self.ctx.env.monotonic() - began
             result = self._tool_message(current, assistant, index, call, status, text)
             results.append(result)
             new.append(result)
@@ -212,9 +217,11 @@ class RunCommits:
                 self._clear_context(tr, max(m.seq for m in [assistant, *new, *results]) + 1)
         # The iteration's Step record, in this same transaction (agent/steps.py).
         produced = [assistant, *results, *new]
+        if timing is not None:  # a copy: a retried attempt adds its memory tools afresh
+            timing = attrs.evolve(timing, tool_seconds=timing.tool_seconds + memory_tools)
         await steps.record_step(
             tr, self.ctx.env, run=current, agent=view.agent, step=step, usage=usage,
-            messages=produced, stop=stop,
+            messages=produced, stop=stop, timing=timing,
         )  # fmt: skip
         return current, new, stop
 

@@ -7,6 +7,12 @@ exists exactly when the iteration does: a crash before the commit leaves neither
 resumed turn writes it then. It is keyed by (run, step number) too, so an iteration that
 is ever committed again replaces its record under the same id instead of adding one.
 
+Its timing (Letta's StepMetrics) is the attempt's that committed it: the actor measures
+the model's reply and the tools outside the store with the injected clock (StepTiming),
+the commit adds its memory tools, and the record keeps nanoseconds. A step resumed after a
+crash shows the resumed attempt's times; one whose reply was checkpointed before the crash
+made no model request in that attempt, so its LLM time is null.
+
 Traces are not recorded (Letta's is off unless its operator turns it on): the trace routes
 answer none.
 """
@@ -25,6 +31,7 @@ __all__ = [
     "RUN_STEPS",
     "STEP_INDEX",
     "StepRecord",
+    "StepTiming",
     "clear_run_steps",
     "load_step",
     "record_step",
@@ -34,6 +41,23 @@ __all__ = [
 
 STEP_INDEX = keys.ROOT["index"]["steps"]  # (created_us, step_id) -> b""
 RUN_STEPS = keys.ROOT["index"]["run_steps"]  # (run_id, step number) -> step_id
+
+
+@attrs.define(kw_only=True)
+class StepTiming:
+    """What the actor measured of one attempt at a step: starts are epoch seconds
+    (env.now), spans are differences of env.monotonic, so they are exact in the simulator
+    and immune to wall-clock jumps in production."""
+
+    started_at: float  # epoch seconds: the attempt began the step
+    started_mono: float  # env.monotonic() then
+    llm_started_at: float | None = None  # None: the reply came from the checkpoint
+    llm_seconds: float | None = None
+    tool_seconds: float = 0.0  # tools outside the store; the commit adds its memory tools
+
+
+def _ns(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds * 1_000_000_000)
 
 
 @attrs.define(kw_only=True)
@@ -59,6 +83,13 @@ class StepRecord:
     tags: list[str] = attrs.Factory(list)
     started_at: float = 0.0
     created_at: float = 0.0  # when the step committed
+    # Letta's StepMetrics, in nanoseconds, of the attempt that committed the step (None:
+    # not measured, as in records written before they were).
+    step_start_ns: int | None = None
+    step_ns: int | None = None
+    llm_request_start_ns: int | None = None
+    llm_request_ns: int | None = None
+    tool_execution_ns: int | None = None
 
 
 def _micros(seconds: float) -> int:
@@ -90,8 +121,10 @@ async def record_step(
     usage: tuple[int, int],
     messages: list[Any],
     stop: str | None,
+    timing: StepTiming | None = None,
 ) -> StepRecord:
-    """The record of `run`'s iteration `step`, written in the caller's transaction."""
+    """The record of `run`'s iteration `step`, written in the caller's transaction, with
+    `timing`'s metrics (the spans end now, at the commit)."""
     existing_id = await tr.get(RUN_STEPS.pack((run.id, step)))
     existing = await load_step(tr, existing_id.decode()) if existing_id else None
     previous = None
@@ -122,6 +155,12 @@ async def record_step(
         started_at=previous.created_at if previous else run.created_at,
         created_at=existing.created_at if existing else now,
     )
+    if timing is not None:
+        record.step_start_ns = _ns(timing.started_at)
+        record.step_ns = _ns(max(0.0, env.monotonic() - timing.started_mono))
+        record.llm_request_start_ns = _ns(timing.llm_started_at)
+        record.llm_request_ns = _ns(timing.llm_seconds)
+        record.tool_execution_ns = _ns(timing.tool_seconds)
     save_step(tr, record)
     if existing is None:
         tr.set(RUN_STEPS.pack((run.id, step)), record.id.encode())

@@ -120,12 +120,23 @@ class StepCases(ServiceBase):
 
     async def step_metrics(self, step_id: str) -> StepMetrics:
         record = await self.store.transact(lambda tr: self._step(tr, step_id))
+        if record.step_ns is None:  # a record from before the actor measured its steps
+            return StepMetrics(
+                id=record.id,
+                run_id=record.run_id,
+                agent_id=record.agent_id,
+                step_start_ns=round(record.started_at * 1e9),
+                step_ns=max(0, round((record.created_at - record.started_at) * 1e9)),
+            )
         return StepMetrics(
             id=record.id,
             run_id=record.run_id,
             agent_id=record.agent_id,
-            step_start_ns=round(record.started_at * 1e9),
-            step_ns=max(0, round((record.created_at - record.started_at) * 1e9)),
+            step_start_ns=record.step_start_ns,
+            step_ns=record.step_ns,
+            llm_request_start_ns=record.llm_request_start_ns,
+            llm_request_ns=record.llm_request_ns,
+            tool_execution_ns=record.tool_execution_ns,
         )
 
     async def require_step(self, step_id: str) -> None:

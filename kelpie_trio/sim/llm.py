@@ -133,6 +133,9 @@ class SimLlmClient(LlmClient):
         self.name = name
         self.model = model
         self.requests: list[LlmRequest] = []  # every request received, for assertions
+        # The delay each request drew (same index as `requests`), so a test can hold what
+        # the server measured to what it waited.
+        self.latencies: list[float] = []
 
     @classmethod
     def for_world(cls, world: Any, name: str = "llm", **kw: Any) -> SimLlmClient:
@@ -175,7 +178,9 @@ class SimLlmClient(LlmClient):
         return fired
 
     async def _before_reply(self, request: LlmRequest, op: str) -> None:
+        index = len(self.requests)
         self.requests.append(request)
+        self.latencies.append(0.0)
         if self.model is not None and request.model != self.model:
             # OpenAI's answer to a model it does not serve: a 4xx, so nothing retries it.
             raise LlmFailure(
@@ -183,9 +188,12 @@ class SimLlmClient(LlmClient):
                 f"have access to it (this simulated provider serves `{self.model}`)",
                 status=404,
             )
-        await trio.sleep(self._rng.uniform(*self.latency))
+        self.latencies[index] = self._rng.uniform(*self.latency)
+        await trio.sleep(self.latencies[index])
         if self._fault(FaultType.LLM_LATENCY, op):
-            await trio.sleep(self._faults.uniform(1.0, 10.0))
+            extra = self._faults.uniform(1.0, 10.0)
+            self.latencies[index] += extra
+            await trio.sleep(extra)
         if self._fault(FaultType.LLM_TIMEOUT, op):
             await trio.sleep(self.timeout)
             raise LlmTimeout(f"simulated: no reply within {self.timeout:g} s")

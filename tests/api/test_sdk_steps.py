@@ -38,6 +38,20 @@ def test_a_turns_steps_carry_usage_stop_reason_and_messages(letta: Letta) -> Non
     assert letta.runs.trace.retrieve(run_id) == []
 
 
+def test_a_steps_metrics_time_its_model_request_and_tools(letta: Letta) -> None:
+    _, run_id = _turn(letta, "timed")
+    for step in letta.runs.steps.list(run_id, order="asc"):
+        metrics = letta.steps.metrics.retrieve(step.id)
+        assert (metrics.id, metrics.run_id) == (step.id, run_id)
+        llm, tools = metrics.llm_request_ns, metrics.tool_execution_ns
+        assert llm is not None and llm > 0, "the model was asked in this step"
+        assert tools is not None and tools >= 0
+        assert metrics.step_ns is not None and metrics.step_ns >= llm + tools
+        assert metrics.step_start_ns is not None and metrics.llm_request_start_ns is not None
+        assert metrics.step_start_ns <= metrics.llm_request_start_ns
+        assert metrics.llm_request_start_ns + llm <= metrics.step_start_ns + metrics.step_ns
+
+
 def test_feedback_is_stored_and_filters_the_list(letta: Letta) -> None:
     agent_id, run_id = _turn(letta, "judged")
     step = next(iter(letta.runs.steps.list(run_id)))

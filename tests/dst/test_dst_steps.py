@@ -65,3 +65,58 @@ def test_dst_steps_of_a_crashed_and_resumed_turn_are_each_recorded_once() -> Non
         assert all(r.stop_reason is None for r in records[:-1])
 
     run_seeds(one, 8)
+
+
+def test_dst_a_steps_metrics_are_the_times_of_the_attempt_that_committed_it() -> None:
+    """LLM time is the latency the simulated provider drew for the step's last request
+    (the resumed attempt's, when a crash made the step ask again); tool time holds the
+    simulated tool's 10 ms (and the secrets read before it) where the committing attempt
+    ran it, and no tool where it ran none; the step spans both."""
+    asked_again = 0
+
+    def one(seed: int) -> None:
+        nonlocal asked_again
+
+        async def scenario(sim: AgentCluster) -> Any:
+            home, away = sim.service("n0"), sim.service("n1")
+            tool = await home.create_tool({"source_code": ROLL})
+            agent = await new_agent(home, agent_type="memgpt_v2_agent", tool_ids=[tool.id])
+            body = {"messages": [{"role": "user", "content": "go", "otid": "o1"}],
+                    "max_steps": 20}  # fmt: skip
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_send_quietly, sim, "n0", agent, body)
+                await trio.sleep(sim.world.rng("crash").uniform(0.05, 1.0))
+                sim.crash("n0")
+            await _send_until_answered(sim, "n1", agent, body)
+            history = await history_of(away, agent)
+            run_id = next(m.run_id for m in history if m.run_id)
+            records, _ = await _steps_of(away, run_id)
+            pairs = zip(sim.llm.requests, sim.llm.latencies, strict=True)
+            asked = [(sum(m.role == "assistant" for m in r.messages) + 1, t) for r, t in pairs]
+            return records, asked
+
+        records, asked = simulate_cluster(
+            seed, scenario, nodes=2, script=keyed_to_step(chain(6, custom_every=2)),
+            tools=lambda tool, args: args["n"], config=FAST_TAKEOVER,
+        )  # fmt: skip
+        last = dict(asked)  # step -> the latency of the last request that step made
+        times = {step: sum(1 for s, _ in asked if s == step) for step in last}
+        asked_again += any(n > 1 for n in times.values())
+        rolls = {i + 1 for i in range(6) if i % 2 == 1}  # the steps that call the tool
+        for r in records:
+            if r.llm_request_ns is None:  # its reply came from the checkpoint: a roll step
+                assert r.step_number in rolls and times[r.step_number] >= 1
+            else:
+                assert abs(r.llm_request_ns - round(last[r.step_number] * 1e9)) <= 1, (
+                    seed, r.step_number, r.llm_request_ns, last[r.step_number])  # fmt: skip
+            tool_ms = r.tool_execution_ns / 1e6
+            if r.step_number in rolls:  # 0: its result was stored before the crash
+                assert tool_ms >= 10 or tool_ms == 0, (seed, r.step_number, tool_ms)
+                if times[r.step_number] == 1:  # nothing cut this step short
+                    assert tool_ms >= 10, (seed, r.step_number, tool_ms)
+            else:  # memory tools only: no sandbox, no sleep
+                assert tool_ms < 10, (seed, r.step_number, tool_ms)
+            assert r.step_ns >= (r.llm_request_ns or 0) + r.tool_execution_ns - 1
+
+    run_seeds(one, 6)
+    assert asked_again, "no seed crashed a step between its request and its commit"
