@@ -391,11 +391,13 @@ class IdentityCases(ServiceBase):
             if identifier_keys:
                 wanted = set(identifier_keys)
                 by_key: set[str] = set()
-                index = IDENTITY_INDEX.range()
-                for key, _ in await tr.get_range(index.start, index.stop):
-                    ident = IDENTITY_INDEX.unpack(key)[1]
-                    found = await read_record(tr, keys.IDENTITIES.pack((ident,)), Identity)
-                    if found is not None and found.identifier_key in wanted:
+                # The (project, key) index names the identities; only those are read.
+                index = IDENTITY_KEYS.range()
+                for key, value in await tr.get_range(index.start, index.stop):
+                    if IDENTITY_KEYS.unpack(key)[1] not in wanted:
+                        continue
+                    found = await read_record(tr, keys.IDENTITIES.pack((value.decode(),)), Identity)
+                    if found is not None:
                         by_key |= set(found.agent_ids)
                 allowed = by_key if allowed is None else allowed & by_key
             return allowed or set()
