@@ -95,7 +95,10 @@ def test_identities_attach_to_agents_and_filter_the_agent_list(
     letta.agents.identities.attach(team["id"], agent_id=ada.id)  # twice: no change
     assert http.get(f"/v1/identities/{team['id']}").json()["agent_ids"] == [ada.id]
     assert [a.id for a in letta.agents.list(identity_id=team["id"])] == [ada.id]
+    _create(http, "team-b", identity_type="org", agent_ids=[bob.id])
     assert [a.id for a in letta.agents.list(identifier_keys=["team-a"])] == [ada.id]
+    both = letta.agents.list(identifier_keys=["team-a", "team-b"])
+    assert sorted(a.id for a in both) == sorted([ada.id, bob.id])
     letta.agents.identities.detach(team["id"], agent_id=ada.id)
     assert list(letta.agents.list(identity_id=team["id"])) == []
     with pytest.raises(letta_client.NotFoundError):
