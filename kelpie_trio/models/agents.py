@@ -160,4 +160,4 @@ class AgentView:
     blocks: list[Any]  # Block, in the agent's order
     tools: list[Any]  # tool records (the tools issue fills these in)
     # The identities holding the agent (service/identities.py), read for the API only.
-    identity_ids: list[str] = attrs.Factory(list)
+    identities: list[Any] = attrs.Factory(list)

@@ -32,7 +32,7 @@ from kelpie_trio.models.blocks import Block, CreateBlock
 from kelpie_trio.search import outbox
 from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX, BlockCases
 from kelpie_trio.service.common import Page, micros, page_records, read_record, window
-from kelpie_trio.service.identities import forget_member, identities_of, set_agent_identities
+from kelpie_trio.service.identities import forget_member, identity_records, set_agent_identities
 from kelpie_trio.service.limits import check_key_part, check_key_parts, check_record
 from kelpie_trio.service.passages import clear_agent_passages, detach_all_archives
 from kelpie_trio.service.schedules import clear_agent_schedules
@@ -155,10 +155,10 @@ class AgentCases(BlockCases, ToolCases):
     async def _view(self, tr: Transaction, agent: Agent) -> AgentView:
         """The agent as the API shows it, with the identities that hold it."""
         view = await self._bare_view(tr, agent)
-        return attrs.evolve(view, identity_ids=await identities_of(tr, "agent", agent.id))
+        return attrs.evolve(view, identities=await identity_records(tr, "agent", agent.id))
 
     async def _bare_view(self, tr: Transaction, agent: Agent) -> AgentView:
-        """Without identity_ids: the agent loop reads this every step and needs none."""
+        """Without identities: the agent loop reads this every step and needs none."""
         blocks = [await self._block(tr, b) for b in agent.block_ids]
         return AgentView(agent, blocks, await self._tools(tr, agent.tool_ids))
 
@@ -228,7 +228,7 @@ class AgentCases(BlockCases, ToolCases):
             tr.set(AGENT_INDEX.pack((micros(agent.created_at), agent.id)), b"")
             self._link(tr, agent)
             held = await set_agent_identities(tr, agent.id, identity_ids or [], replace=False)
-            return AgentView(agent, blocks, tools, identity_ids=held)
+            return AgentView(agent, blocks, tools, identities=held)
 
         return await self.store.transact(create_)
 
@@ -350,10 +350,10 @@ class AgentCases(BlockCases, ToolCases):
             self._write_agent(tr, agent)
             self._link(tr, agent, current)
             if identity_ids is None:
-                held = await identities_of(tr, "agent", agent.id)
+                held = await identity_records(tr, "agent", agent.id)
             else:  # the agent's identities become these, as Letta replaces them
                 held = await set_agent_identities(tr, agent.id, identity_ids, replace=True)
-            return AgentView(agent, blocks, tools, identity_ids=held)
+            return AgentView(agent, blocks, tools, identities=held)
 
         return await self.store.transact(update)
 

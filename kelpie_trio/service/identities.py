@@ -41,6 +41,7 @@ __all__ = [
     "ensure_member_index",
     "forget_member",
     "identities_of",
+    "identity_records",
     "set_agent_identities",
 ]
 
@@ -101,9 +102,23 @@ async def ensure_member_index(tr: Transaction) -> None:
     for key, _ in await tr.get_range(r.start, r.stop):
         ident = IDENTITY_INDEX.unpack(key)[1]
         identity = await read_record(tr, keys.IDENTITIES.pack((ident,)), Identity)
-        if identity is not None:
-            _index_members(tr, identity, None)
+        if identity is None:
+            continue
+        # Members deleted before deletions let go of them are dropped now, once.
+        live = await _without_deleted(tr, identity)
+        if live != identity:
+            _write_identity(tr, live, identity)
+        _index_members(tr, live, None)
     tr.set(MEMBERS_BUILT, b"1")
+
+
+async def _without_deleted(tr: Transaction, identity: Identity) -> Identity:
+    """The identity without the agents and blocks deleted since they were attached."""
+    agents = [a for a in identity.agent_ids
+              if await read_record(tr, keys.AGENTS.pack((a,)), Agent) is not None]  # fmt: skip
+    blocks = [b for b in identity.block_ids
+              if await read_record(tr, keys.BLOCKS.pack((b,)), Block) is not None]  # fmt: skip
+    return attrs.evolve(identity, agent_ids=agents, block_ids=blocks)
 
 
 async def identities_of(tr: Transaction, kind: str, member_id: str) -> list[str]:
@@ -111,6 +126,17 @@ async def identities_of(tr: Transaction, kind: str, member_id: str) -> list[str]
     await ensure_member_index(tr)
     found = await tr.get_prefix(IDENTITY_MEMBERS.pack((kind, member_id)))
     return [IDENTITY_MEMBERS.unpack(key)[2] for key, _ in found]
+
+
+async def identity_records(tr: Transaction, kind: str, member_id: str) -> list[Identity]:
+    """The identities holding agent or block `member_id`, as stored (AgentState's
+    `identities`)."""
+    found = []
+    for ident in await identities_of(tr, kind, member_id):
+        identity = await read_record(tr, keys.IDENTITIES.pack((ident,)), Identity)
+        if identity is not None:
+            found.append(identity)
+    return found
 
 
 def _write_identity(tr: Transaction, identity: Identity, old: Identity | None) -> None:
@@ -138,7 +164,7 @@ async def forget_member(tr: Transaction, kind: str, member_id: str) -> None:
 
 async def set_agent_identities(
     tr: Transaction, agent_id: str, identity_ids: list[str], *, replace: bool
-) -> list[str]:
+) -> list[Identity]:
     """`identity_ids` of an agent create (replace=False: the agent is new) or update
     (replace=True: the identities not named let go of it, as Letta replaces the set).
     An unknown identity is a 409, as Letta's foreign key refusal is; the caller's
@@ -157,7 +183,7 @@ async def set_agent_identities(
         if identity is not None:
             kept = [a for a in identity.agent_ids if a != agent_id]
             _write_identity(tr, attrs.evolve(identity, agent_ids=kept), identity)
-    return await identities_of(tr, "agent", agent_id)
+    return await identity_records(tr, "agent", agent_id)
 
 
 class IdentityCases(ServiceBase):
@@ -168,12 +194,9 @@ class IdentityCases(ServiceBase):
         return identity
 
     async def _live(self, tr: Transaction, identity: Identity) -> Identity:
-        """The identity without the agents and blocks deleted since they were attached."""
-        agents = [a for a in identity.agent_ids
-                  if await read_record(tr, keys.AGENTS.pack((a,)), Agent) is not None]  # fmt: skip
-        blocks = [b for b in identity.block_ids
-                  if await read_record(tr, keys.BLOCKS.pack((b,)), Block) is not None]  # fmt: skip
-        return attrs.evolve(identity, agent_ids=agents, block_ids=blocks)
+        """The identity without the agents and blocks deleted since they were attached
+        (none once the member index is built; kept as the reads' guarantee)."""
+        return await _without_deleted(tr, identity)
 
     async def _check_members(
         self, tr: Transaction, agent_ids: list[str], block_ids: list[str]

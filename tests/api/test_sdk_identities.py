@@ -116,6 +116,9 @@ def test_identity_ids_on_an_agent_are_taken_shown_and_replaced(
     team, user = _create(http, "ids-team", identity_type="org"), _create(http, "ids-user")
     agent = letta.agents.create(name="ids-agent", identity_ids=[team["id"]])
     assert agent.identity_ids == [team["id"]]
+    assert [(i.id, i.identifier_key, i.agent_ids) for i in agent.identities or []] == [
+        (team["id"], "ids-team", [agent.id])
+    ]  # Letta's non-deprecated field: the identities themselves
     assert letta.agents.retrieve(agent.id).identity_ids == [team["id"]]
     assert http.get(f"/v1/identities/{team['id']}").json()["agent_ids"] == [agent.id]
     letta.agents.identities.attach(user["id"], agent_id=agent.id)

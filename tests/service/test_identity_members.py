@@ -7,11 +7,13 @@ from __future__ import annotations
 import trio
 
 from kelpie_trio.env import RealEnv
+from kelpie_trio.models.identities import Identity
 from kelpie_trio.service import AgentService
+from kelpie_trio.service.common import read_record
 from kelpie_trio.service.identities import IDENTITY_MEMBERS, MEMBERS_BUILT
 from kelpie_trio.storage import MemoryStore
 from kelpie_trio.storage.base import Transaction
-from kelpie_trio.storage.keys import IDENTITIES
+from kelpie_trio.storage.keys import AGENTS, IDENTITIES, prefix_range
 
 
 async def _entries(service: AgentService) -> list[tuple]:
@@ -37,20 +39,27 @@ async def test_identities_stored_before_the_index_show_on_their_agents(
     await nursery.start(store.run)
     service = AgentService(store, RealEnv())
     agent = (await service.create_agent({"name": "old"})).agent
+    gone = (await service.create_agent({"name": "gone"})).agent
     identity = await service.create_identity(
         {"identifier_key": "old", "name": "Old", "identity_type": "user",
-         "agent_ids": [agent.id]}
+         "agent_ids": [agent.id, gone.id]}
     )  # fmt: skip
-    assert await _entries(service) == [("agent", agent.id, identity.id)]
 
-    async def forget_the_index(tr: Transaction) -> None:  # as a store from before it
+    async def as_before_the_index(tr: Transaction) -> None:
         r = IDENTITY_MEMBERS.range()
         tr.clear_range(r.start, r.stop)
         tr.clear(MEMBERS_BUILT)
+        # An agent deleted by a server that left it in its identities' records.
+        tr.clear_range(*prefix_range(AGENTS.pack((gone.id,))))
+        tr.clear(AGENTS.pack((gone.id,)))
 
-    await store.transact(forget_the_index)
-    assert (await service.get_agent(agent.id)).identity_ids == [identity.id]
+    await store.transact(as_before_the_index)
+    assert [i.id for i in (await service.get_agent(agent.id)).identities] == [identity.id]
     assert await _entries(service) == [("agent", agent.id, identity.id)]  # built, once
+    stored = await store.transact(
+        lambda tr: read_record(tr, IDENTITIES.pack((identity.id,)), Identity)
+    )
+    assert stored.agent_ids == [agent.id]  # the deleted agent dropped from the record
     await service.delete_agent(agent.id)
     assert await _entries(service) == []
     assert (await service.get_identity(identity.id)).agent_ids == []
