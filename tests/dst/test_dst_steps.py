@@ -8,7 +8,7 @@ from typing import Any
 import trio
 
 from kelpie_trio.agent.steps import STEP_INDEX, load_step, run_step_ids
-from kelpie_trio.sim.seeds import run_seeds
+from kelpie_trio.sim.seeds import run_seeds, seeds
 from kelpie_trio.storage.base import Transaction
 from tests.dst.agent_harness import AgentCluster, history_of, new_agent, simulate_cluster
 from tests.dst.test_dst_sessions import (
@@ -119,4 +119,5 @@ def test_dst_a_steps_metrics_are_the_times_of_the_attempt_that_committed_it() ->
             assert r.step_ns >= (r.llm_request_ns or 0) + r.tool_execution_ns - 1
 
     run_seeds(one, 6)
-    assert asked_again, "no seed crashed a step between its request and its commit"
+    if len(seeds(6)) > 1:  # one pinned seed (DST_SEED) may well crash between steps
+        assert asked_again, "no seed crashed a step between its request and its commit"
