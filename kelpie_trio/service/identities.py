@@ -5,10 +5,11 @@ and `block_ids`), so attaching is one write of one record. A reverse index (memb
 identity ids, IDENTITY_MEMBERS) is written in the same transaction as every write of that
 record, so an agent's `identity_ids` and the cleanup when an agent or block is deleted read
 one prefix rather than every identity. Identities stored before the index existed are
-indexed on first use (`ensure_member_index`, idempotent, in the reader's transaction); an
-agent or block deleted by code older than the cleanup is still dropped when the identity
-is read. An identity is named by (`project_id`, `identifier_key`): an index on that pair
-keeps it unique and lets PUT find the one to replace.
+indexed on first use (`ensure_member_index`, idempotent, in the reader's transaction),
+which also drops the agents and blocks deleted before deletions let go of them; reads of
+an identity still skip any it names that are gone. An identity is named by (`project_id`,
+`identifier_key`): an index on that pair keeps it unique and lets PUT find the one to
+replace.
 """
 
 from __future__ import annotations
@@ -79,16 +80,17 @@ def _key_of(identity: Identity | CreateIdentity) -> bytes:
 
 
 def _index_members(tr: Transaction, identity: Identity | None, old: Identity | None) -> None:
-    """IDENTITY_MEMBERS in step with `identity` (None: deleted), replacing `old`'s entries.
-    Every current member is set, not only the new ones, so a record written before the
-    index existed is fully indexed by its next write."""
+    """IDENTITY_MEMBERS in step with `identity` (None: deleted), replacing `old`'s entries:
+    only the difference is written, so a property edit of an identity with many agents
+    stays small. (Before the index is built, the build that precedes any read of it
+    indexes every member of every record, whatever was written here.)"""
     ident = (identity or old).id  # type: ignore[union-attr]
     for kind, field in (("agent", "agent_ids"), ("block", "block_ids")):
         now = set(getattr(identity, field)) if identity else set()
         before = set(getattr(old, field)) if old else set()
         for member in before - now:
             tr.clear(IDENTITY_MEMBERS.pack((kind, member, ident)))
-        for member in now:
+        for member in now - before:
             tr.set(IDENTITY_MEMBERS.pack((kind, member, ident)), b"")
 
 
