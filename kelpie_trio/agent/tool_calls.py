@@ -63,6 +63,10 @@ class AgentTools:
     service: Any
     run_tool: Any
 
+    async def _agent_view(self) -> Any:
+        """The agent as the loop sees it (not the API's view: no identities to read)."""
+        return await self.service.store.transact(lambda tr: self.service.view_in(tr, self.agent_id))
+
     def _tool_outputs(self) -> dict[str, tuple[list[str], list[str]]]:
         """stdout and stderr of the custom tool calls run and not yet stored, by call id:
         _tool_message (commits.py) takes them into the tool_return message."""
@@ -89,7 +93,7 @@ class AgentTools:
         A memory tool's result is stored under the request's `call_id` in the same
         transaction as its edit: the runtime may deliver the request again (a restart
         after a store error whose commit landed), and the edit must not land twice."""
-        view = await self.service.get_agent(self.agent_id)
+        view = await self._agent_view()
         if not any(t.name == name for t in view.tools):  # detached since the route looked
             return {"status": "error", "func_return": None, "stdout": [],
                     "stderr": [f"no tool named {name!r} is attached to this agent"],
@@ -180,7 +184,7 @@ class AgentTools:
         if self.run_tool is None:
             return "error", "custom tools cannot run on this server (no sandbox configured)"
         # The agent's secrets go to the tool's process and nowhere else.
-        secrets = (await self.service.get_agent(self.agent_id)).agent.secrets
+        secrets = (await self._agent_view()).agent.secrets
         result = await self.run_tool(tool, args, env_vars=dict(secrets))
         self._tool_outputs()[call_id] = (kept_output(result.stdout), kept_output(result.stderr))
         if result.status == "error":
@@ -195,7 +199,7 @@ class AgentTools:
         # An agent may bring its own Exa key among its secrets, as in Letta.
         secrets = {}
         if name == "web_search":
-            secrets = (await self.service.get_agent(self.agent_id)).agent.secrets
+            secrets = (await self._agent_view()).agent.secrets
         return await web.run(name, args, secrets)
 
     async def _conversation_search(
