@@ -9,8 +9,12 @@ act on (never a server's secrets: errors name the command or URL only).
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -174,9 +178,8 @@ class SdkMcpConnector:
         if server.mcp_server_type == "stdio":
             from mcp import StdioServerParameters, stdio_client
 
-            params = StdioServerParameters(
-                command=server.command or "", args=list(server.args), env=server.env
-            )
+            command, args = stdio_command(server)
+            params = StdioServerParameters(command=command, args=args, env=server.env)
             # The server's stderr is its own log: not the node's, which must not fill with it.
             return await stack.enter_async_context(
                 stdio_client(params, errlog=subprocess.DEVNULL)  # type: ignore[arg-type]
@@ -214,6 +217,28 @@ class SdkMcpConnector:
         return await stack.enter_async_context(
             streamable_http_client(server.server_url or "", http_client=http)
         )
+
+
+LAUNCHER = Path(__file__).with_name("_launch.py")
+
+
+def stdio_command(server: McpServer) -> tuple[str, list[str]]:
+    """The command line that starts a stdio server: on Linux through _launch.py, which
+    makes sure the server never outlives this node, even a SIGKILLed one."""
+    from mcp.client.stdio import get_default_environment
+
+    command = server.command or ""
+    # Found here as the server's exec will find it (the PATH of its environment), so that
+    # a missing command is said plainly instead of as a launcher that exited.
+    path = (get_default_environment() | (server.env or {})).get("PATH", os.defpath)
+    if shutil.which(command, path=path) is None:
+        raise McpFailure(
+            f"{describe(server)} cannot start: command not found (or not executable); "
+            "is it installed on this node?"
+        )
+    if not sys.platform.startswith("linux"):
+        return command, list(server.args)
+    return sys.executable, ["-I", str(LAUNCHER), command, *server.args]
 
 
 def _unauthorized(server: McpServer, status: int) -> str:
