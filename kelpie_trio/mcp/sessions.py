@@ -83,6 +83,12 @@ class McpSettings:
     backoff_base: float = 1.0
     backoff_max: float = 60.0
     allow_stdio: bool = True
+    # Whether SSE and streamable-HTTP servers may be at loopback, private, link-local or
+    # reserved addresses (KELPIE_MCP_ALLOW_PRIVATE). By default, as stdio servers are
+    # allowed: a caller who may start a command on the node reaches its network anyway,
+    # and MCP servers on localhost or a private network are the common self-hosted case;
+    # a node with stdio turned off refuses them too unless told otherwise.
+    allow_private: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> McpSettings:
@@ -105,6 +111,10 @@ class McpSettings:
         if stdio not in ("on", "off"):
             raise ValueError(f"KELPIE_MCP_STDIO={stdio!r}: expected on or off")
         values["allow_stdio"] = stdio == "on"
+        private = environ.get("KELPIE_MCP_ALLOW_PRIVATE", stdio).lower()
+        if private not in ("on", "off"):
+            raise ValueError(f"KELPIE_MCP_ALLOW_PRIVATE={private!r}: expected on or off")
+        values["allow_private"] = private == "on"
         return cls(**values)
 
 

@@ -26,7 +26,7 @@ import attrs
 
 from kelpie_trio.errors import Conflict, Invalid, InvalidField, NotFound, ServiceError
 from kelpie_trio.mcp import sync
-from kelpie_trio.mcp.client import McpFailure, McpUnauthorized
+from kelpie_trio.mcp.client import McpFailure, McpUnauthorized, private_url_refusal
 from kelpie_trio.mcp.sessions import McpSessions
 from kelpie_trio.models import convert
 from kelpie_trio.models.agentfile_mcp import (
@@ -174,6 +174,7 @@ class McpServerCases(ToolCases):
             created_at=self.env.now(),
         )
         _check_server(server)
+        self._check_address(server)
 
         async def create(tr: Transaction) -> McpServer:
             await self._claim_server_name(tr, server)
@@ -232,6 +233,7 @@ class McpServerCases(ToolCases):
                     changes["auth_token"] = token or None
             server = attrs.evolve(current, **changes)
             _check_server(server)
+            self._check_address(server)
             if server.server_name != current.server_name:
                 await self._claim_server_name(tr, server)
                 tr.clear(MCP_SERVER_NAMES.pack((current.server_name,)))
@@ -375,6 +377,7 @@ class McpServerCases(ToolCases):
             record = new_mcp_server(entry, self.env.new_id("mcp_server"), now)
             try:
                 _check_server(record)
+                self._check_address(record)
             except Invalid as error:
                 raise Invalid.field(
                     here, f"MCP server {entry.server_name!r}: {error.fields[0].msg}"
@@ -445,6 +448,21 @@ class McpServerCases(ToolCases):
         return made
 
     # -- helpers -----------------------------------------------------------
+
+    def _check_address(self, server: McpServer) -> None:
+        """Invalid if this node refuses the server's address (a literal one, or localhost:
+        names that resolve to such addresses are refused when connecting)."""
+        if server.mcp_server_type == "stdio" or self.mcp is None:
+            return
+        if self.mcp.settings.allow_private:
+            return
+        refusal = private_url_refusal(server.server_url)
+        if refusal is not None:
+            raise Invalid.field(
+                ["body", "config", "server_url"],
+                f"{refusal}: this node reaches MCP servers at public addresses only "
+                "(its operator can allow others with KELPIE_MCP_ALLOW_PRIVATE=on)",
+            )
 
     def _sessions(self, server: McpServer) -> McpSessions:
         if self.mcp is None:
