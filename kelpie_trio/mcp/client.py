@@ -9,12 +9,19 @@ act on (never a server's secrets: errors name the command or URL only).
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import os
+import shutil
+import socket
 import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import attrs
+import trio
 
 from kelpie_trio.models.mcp import McpServer, McpTool
 
@@ -139,10 +146,18 @@ def _unwrap(error: BaseException) -> BaseException:
 
 
 class SdkMcpConnector:
-    """Connections through the official `mcp` SDK: stdio, SSE and streamable HTTP."""
+    """Connections through the official `mcp` SDK: stdio, SSE and streamable HTTP.
 
-    def __init__(self, *, http_timeout: float = 30.0) -> None:
+    With `allow_private` off, an HTTP server is only reached at public addresses: each
+    connection resolves the host and connects to the addresses it checked (so a name
+    cannot resolve to a public address for a check and a private one for the
+    connection), and proxies from the environment are not used (the proxy's address
+    would be the one checked).
+    """
+
+    def __init__(self, *, http_timeout: float = 30.0, allow_private: bool = True) -> None:
         self.http_timeout = http_timeout
+        self.allow_private = allow_private
 
     @contextlib.asynccontextmanager
     async def connect(self, server: McpServer) -> AsyncIterator[McpConnection]:
@@ -174,9 +189,8 @@ class SdkMcpConnector:
         if server.mcp_server_type == "stdio":
             from mcp import StdioServerParameters, stdio_client
 
-            params = StdioServerParameters(
-                command=server.command or "", args=list(server.args), env=server.env
-            )
+            command, args = stdio_command(server)
+            params = StdioServerParameters(command=command, args=args, env=server.env)
             # The server's stderr is its own log: not the node's, which must not fill with it.
             return await stack.enter_async_context(
                 stdio_client(params, errlog=subprocess.DEVNULL)  # type: ignore[arg-type]
@@ -187,6 +201,10 @@ class SdkMcpConnector:
             if response.status_code in (401, 403):
                 refused.append(response.status_code)
 
+        checked: dict[str, Any] = {}
+        if not self.allow_private:
+            checked = {"transport": _checked_transport(server), "trust_env": False}
+
         def client(
             headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None
         ) -> Any:
@@ -195,6 +213,7 @@ class SdkMcpConnector:
                 timeout=timeout or httpx2.Timeout(self.http_timeout, read=300.0),
                 auth=auth,
                 event_hooks={"response": [note]},
+                **checked,
             )
 
         if server.mcp_server_type == "sse":
@@ -214,6 +233,107 @@ class SdkMcpConnector:
         return await stack.enter_async_context(
             streamable_http_client(server.server_url or "", http_client=http)
         )
+
+
+def _checked_transport(server: McpServer) -> Any:
+    """httpx2's transport, connecting only to public addresses (tools/web.py's rule)."""
+    import httpcore2
+    import httpx2
+
+    from kelpie_trio.tools.web import address_refusal
+
+    class Checked(httpcore2.AsyncNetworkBackend):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.inner = httpcore2.TrioBackend()
+
+        async def connect_tcp(
+            self,
+            host: str,
+            port: int,
+            timeout: float | None = None,  # noqa: ASYNC109 -- httpcore's interface
+            local_address: str | None = None,
+            socket_options: Any = None,
+        ) -> Any:
+            try:
+                infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError as error:
+                raise McpFailure(f"{describe(server)}: cannot resolve {host!r}: {error}") from None
+            addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+            refusal = address_refusal(host, addresses, allow_private=False)
+            if refusal is not None:
+                raise McpFailure(f"{describe(server)}: {_private(refusal)}")
+            failure: Exception | None = None
+            for address in addresses:  # the checked ones, not a second lookup
+                try:
+                    return await self.inner.connect_tcp(
+                        address, port, timeout, local_address, socket_options
+                    )
+                except (httpcore2.ConnectError, httpcore2.ConnectTimeout) as error:
+                    failure = error
+            raise McpFailure(f"{describe(server)}: cannot connect to {host}:{port}: {failure}")
+
+        async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> Any:
+            raise McpFailure(f"{describe(server)}: MCP servers are reached over TCP only")
+
+        async def sleep(self, seconds: float) -> None:
+            await self.inner.sleep(seconds)
+
+    transport = httpx2.AsyncHTTPTransport(trust_env=False)
+    # httpx2 has no public way to give its transport a network backend; its httpcore2
+    # pool keeps the one it uses here (pinned versions: fail loudly if that changes).
+    pool = transport._pool
+    if not hasattr(pool, "_network_backend"):
+        raise RuntimeError("httpx2/httpcore2 changed: MCP URLs cannot be checked")
+    pool._network_backend = Checked()
+    return transport
+
+
+def _private(refusal: str) -> str:
+    """web.py's refusal, with this setting's name."""
+    return refusal.replace("refused to fetch from", "refused to connect to").replace(
+        "KELPIE_WEB_ALLOW_PRIVATE=1", "KELPIE_MCP_ALLOW_PRIVATE=on"
+    )
+
+
+def private_url_refusal(url: str | None) -> str | None:
+    """Why an MCP server URL names a host that is not public, without resolving it (a
+    literal address, or localhost), or None: what a create or update can refuse at once.
+    Names that resolve to private addresses are refused when connecting."""
+    from kelpie_trio.tools.web import is_public
+
+    host = (urlsplit(url or "").hostname or "").rstrip(".").lower()
+    if not host:
+        return None
+    literal = host.strip("[]")
+    try:
+        ipaddress.ip_address(literal.split("%", 1)[0])
+    except ValueError:
+        if host == "localhost" or host.endswith(".localhost"):
+            return f"{host!r} is this node (loopback)"
+        return None
+    return None if is_public(literal) else f"{literal} is not a public address"
+
+
+LAUNCHER = Path(__file__).with_name("_launch.py")
+
+
+def stdio_command(server: McpServer) -> tuple[str, list[str]]:
+    """The command line that starts a stdio server: on Linux through _launch.py, which
+    makes sure the server never outlives this node, even a SIGKILLed one."""
+    from mcp.client.stdio import get_default_environment
+
+    command = server.command or ""
+    # Found here as the server's exec will find it (the PATH of its environment), so that
+    # a missing command is said plainly instead of as a launcher that exited.
+    path = (get_default_environment() | (server.env or {})).get("PATH", os.defpath)
+    if shutil.which(command, path=path) is None:
+        raise McpFailure(
+            f"{describe(server)} cannot start: command not found (or not executable); "
+            "is it installed on this node?"
+        )
+    if not sys.platform.startswith("linux"):
+        return command, list(server.args)
+    return sys.executable, ["-I", str(LAUNCHER), command, *server.args]
 
 
 def _unauthorized(server: McpServer, status: int) -> str:

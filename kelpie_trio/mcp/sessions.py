@@ -37,7 +37,7 @@ from kelpie_trio.mcp.client import (
 )
 from kelpie_trio.models.mcp import McpServer, McpTool
 
-__all__ = ["McpSessions", "McpSettings", "McpTimeout", "McpToolGone"]
+__all__ = ["McpObserver", "McpSessions", "McpSettings", "McpTimeout", "McpToolGone"]
 
 log = logging.getLogger("kelpie_trio.mcp")
 
@@ -52,6 +52,26 @@ class McpToolGone(McpFailure):
     """The tool called is no longer offered by its MCP server (removed upstream)."""
 
 
+class McpObserver:
+    """What the sessions report as they go, by server type (stdio, sse, streamable_http):
+    nursery/metrics.py counts it for /metrics. Does nothing by default."""
+
+    def mcp_session_opened(self, server_type: str) -> None:
+        """A connection is up."""
+
+    def mcp_session_closed(self, server_type: str) -> None:
+        """A connection that was up is down (idle, died, stopped, node stopping)."""
+
+    def mcp_reconnecting(self, server_type: str) -> None:
+        """A session starts for a server whose last one failed (died, timed out, or
+        could not connect)."""
+
+    def mcp_called(self, server_type: str, outcome: str) -> None:
+        """A tool call ended: `ok`, or how it failed: `tool_error` (the tool's own error
+        result), `timeout`, `tool_gone` (removed upstream), `failed` (could not connect,
+        connection lost, refused in backoff, or any other failed request)."""
+
+
 @attrs.frozen
 class McpSettings:
     """Timeouts (seconds) and the lifecycle of sessions; KELPIE_MCP_* in the environment."""
@@ -63,6 +83,12 @@ class McpSettings:
     backoff_base: float = 1.0
     backoff_max: float = 60.0
     allow_stdio: bool = True
+    # Whether SSE and streamable-HTTP servers may be at loopback, private, link-local or
+    # reserved addresses (KELPIE_MCP_ALLOW_PRIVATE). By default, as stdio servers are
+    # allowed: a caller who may start a command on the node reaches its network anyway,
+    # and MCP servers on localhost or a private network are the common self-hosted case;
+    # a node with stdio turned off refuses them too unless told otherwise.
+    allow_private: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> McpSettings:
@@ -85,6 +111,10 @@ class McpSettings:
         if stdio not in ("on", "off"):
             raise ValueError(f"KELPIE_MCP_STDIO={stdio!r}: expected on or off")
         values["allow_stdio"] = stdio == "on"
+        private = environ.get("KELPIE_MCP_ALLOW_PRIVATE", stdio).lower()
+        if private not in ("on", "off"):
+            raise ValueError(f"KELPIE_MCP_ALLOW_PRIVATE={private!r}: expected on or off")
+        values["allow_private"] = private == "on"
         return cls(**values)
 
 
@@ -117,9 +147,15 @@ def backoff_delay(failures: int, base: float, cap: float) -> float:
 
 
 class McpSessions:
-    def __init__(self, connector: McpConnector, settings: McpSettings | None = None) -> None:
+    def __init__(
+        self,
+        connector: McpConnector,
+        settings: McpSettings | None = None,
+        observer: McpObserver | None = None,
+    ) -> None:
         self.connector = connector
         self.settings = settings or McpSettings()
+        self.observer = observer or McpObserver()
         self._sessions: dict[str, _Session] = {}
         self._backoff: dict[str, _Backoff] = {}
         self._nursery: trio.Nursery | None = None
@@ -191,7 +227,20 @@ class McpSessions:
             return result
 
         what = f"tools/call '{name}'"
-        return await self._request(server, what, self.settings.call_timeout, call)
+        kind = server.mcp_server_type
+        try:
+            result = await self._request(server, what, self.settings.call_timeout, call)
+        except McpTimeout:
+            self.observer.mcp_called(kind, "timeout")
+            raise
+        except McpToolGone:
+            self.observer.mcp_called(kind, "tool_gone")
+            raise
+        except McpFailure:
+            self.observer.mcp_called(kind, "failed")
+            raise
+        self.observer.mcp_called(kind, "tool_error" if result.is_error else "ok")
+        return result
 
     async def _request(
         self,
@@ -250,6 +299,8 @@ class McpSessions:
             session = _Session(server, last_used=now)
             self._sessions[server.id] = session
             self.started += 1
+            if backoff is not None:
+                self.observer.mcp_reconnecting(server.mcp_server_type)
             self._nursery.start_soon(self._hold, session)
         with trio.move_on_after(self.settings.connect_timeout + 1.0):
             await session.ready.wait()
@@ -272,8 +323,12 @@ class McpSessions:
                     session.scope.deadline = math.inf
                     session.connection = connection
                     self._backoff.pop(server.id, None)
-                    session.ready.set()
-                    await self._until_idle(session)
+                    self.observer.mcp_session_opened(server.mcp_server_type)
+                    try:
+                        session.ready.set()
+                        await self._until_idle(session)
+                    finally:
+                        self.observer.mcp_session_closed(server.mcp_server_type)
             if session.connection is None and session.error is None:
                 session.error = McpTimeout(
                     f"{describe(server)} did not connect within {settings.connect_timeout:g} s"

@@ -5,8 +5,9 @@ the others by *file-local* ids ("agent-0", "block-1", "tool-2"), never by a
 server's ids, so a file moves between servers and imports any number of times.
 The classes mirror Letta's AgentFileSchema, AgentSchema, BlockSchema, ToolSchema
 and MessageSchema (letta/schemas/agent_file.py); what this server does not keep
-yet (groups, files, sources, MCP servers, skills) is read as plain JSON objects
-and left out of an import. Messages, passages and archives: agentfile_history.py.
+yet (groups, files, sources, skills) is read as plain JSON objects and left out
+of an import. Messages, passages and archives: agentfile_history.py; MCP servers
+(without their secrets): agentfile_mcp.py.
 
 `export_agent_file` and `check_agent_file` are pure: the service reads and
 writes the store around them.
@@ -22,9 +23,11 @@ import attrs
 from kelpie_trio import __version__
 from kelpie_trio.errors import Invalid, InvalidField
 from kelpie_trio.models.agentfile_history import ArchiveSchema, MessageSchema, PassageSchema
+from kelpie_trio.models.agentfile_mcp import McpServerSchema, export_mcp_server
 from kelpie_trio.models.agents import AgentView, CreateAgent
 from kelpie_trio.models.blocks import Block, CreateBlock
 from kelpie_trio.models.convert import iso
+from kelpie_trio.models.mcp import McpServer
 from kelpie_trio.models.tools import (
     Tool,
     ToolFields,
@@ -37,6 +40,7 @@ __all__ = [
     "BlockSchema",
     "ImportOptions",
     "ImportedAgentsResponse",
+    "McpServerSchema",
     "MessageSchema",
     "PassageSchema",
     "ToolSchema",
@@ -99,7 +103,7 @@ class AgentFileSchema:
     files: list[dict[str, Any]]
     sources: list[dict[str, Any]]
     tools: list[ToolSchema]
-    mcp_servers: list[dict[str, Any]]
+    mcp_servers: list[McpServerSchema]
     skills: list[dict[str, Any]] = attrs.Factory(list)
     metadata: dict[str, str] = attrs.Factory(dict)
     created_at: str | None = None
@@ -155,6 +159,7 @@ def export_agent_file(
     in_context: list[str] | None = None,
     passages: list[PassageSchema] | None = None,
     archives: list[ArchiveSchema] | None = None,
+    mcp_servers: list[McpServer] | None = None,
 ) -> AgentFileSchema:
     """One agent, its blocks and its tools (base tools too) as an agent file, with its
     history, window, passages and archives as agentfile_history.py makes them.
@@ -162,7 +167,8 @@ def export_agent_file(
     File-local ids are numbered as Letta's exporter numbers them: in the order
     the agent refers to its tools, then its blocks; the lists are sorted as
     Letta sorts them (tools by name, blocks by label), so a Letta server and
-    this one write the same file for the same agent.
+    this one write the same file for the same agent. `mcp_servers` are those the
+    agent's MCP tools come from (in the order of those tools), without their secrets.
     """
     agent = view.agent
     tool_ids = {t.id: f"tool-{i}" for i, t in enumerate(view.tools)}
@@ -213,7 +219,9 @@ def export_agent_file(
         tools=sorted(
             (_tool_entry(t, tool_ids[t.id]) for t in view.tools), key=lambda t: t.name or ""
         ),
-        mcp_servers=[],
+        mcp_servers=[
+            export_mcp_server(m, f"mcp_server-{i}") for i, m in enumerate(mcp_servers or [])
+        ],
         skills=[],
         # Letta writes its database revision here; ours names the server that wrote the file.
         metadata={"revision_id": f"kelpie-trio-{__version__}"},
@@ -238,6 +246,12 @@ def check_agent_file(file: AgentFileSchema, at: Loc) -> None:
     unique("blocks", [b.id for b in file.blocks])
     unique("tools", [t.id for t in file.tools])
     unique("archives", [a.id for a in file.archives])
+    unique("mcp_servers", [m.id for m in file.mcp_servers])
+    for name, count in Counter(m.server_name for m in file.mcp_servers).items():
+        if count > 1:
+            problems.append(
+                InvalidField([*at, "mcp_servers"], f"{count} MCP servers are named {name!r}")
+            )
     archives = {a.id for a in file.archives}
     by_id = {b.id: b for b in file.blocks}
     blocks = set(by_id)

@@ -15,12 +15,13 @@ from prometheus_client import (
     generate_latest,
 )
 
+from kelpie_trio.mcp.sessions import McpObserver
 from kelpie_trio.nursery.observer import RuntimeObserver
 
 __all__ = ["RuntimeMetrics"]
 
 
-class RuntimeMetrics(RuntimeObserver):
+class RuntimeMetrics(RuntimeObserver, McpObserver):
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
@@ -51,6 +52,26 @@ class RuntimeMetrics(RuntimeObserver):
             "kelpie_leases_held", "Leases renewed in the last round", registry=r
         )
 
+        # MCP servers' sessions and calls (kelpie_trio/mcp/sessions.py), by server type.
+        kind = ("server_type",)
+        self.mcp_open = Gauge(
+            "kelpie_mcp_sessions_open", "MCP server connections open", kind, registry=r
+        )
+        self.mcp_calls = Counter("kelpie_mcp_calls", "MCP tool calls", kind, registry=r)
+        self.mcp_failures = Counter(
+            "kelpie_mcp_call_failures",
+            "MCP tool calls that failed, by reason: tool_error (the tool's error result), "
+            "timeout, tool_gone (removed upstream), failed (connect, connection or request)",
+            (*kind, "reason"),
+            registry=r,
+        )
+        self.mcp_reconnects = Counter(
+            "kelpie_mcp_reconnects",
+            "MCP sessions started again after the last one failed",
+            kind,
+            registry=r,
+        )
+
     def activated(self, node_id: str, agent_id: str, epoch: int) -> None:
         self.activations.inc()
         self.active.inc()
@@ -71,6 +92,20 @@ class RuntimeMetrics(RuntimeObserver):
     def leases_renewed(self, node_id: str, count: int, seconds: float) -> None:
         self.lease_renew_seconds.observe(seconds)
         self.leases_held.set(count)
+
+    def mcp_session_opened(self, server_type: str) -> None:
+        self.mcp_open.labels(server_type).inc()
+
+    def mcp_session_closed(self, server_type: str) -> None:
+        self.mcp_open.labels(server_type).dec()
+
+    def mcp_reconnecting(self, server_type: str) -> None:
+        self.mcp_reconnects.labels(server_type).inc()
+
+    def mcp_called(self, server_type: str, outcome: str) -> None:
+        self.mcp_calls.labels(server_type).inc()
+        if outcome != "ok":
+            self.mcp_failures.labels(server_type, outcome).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

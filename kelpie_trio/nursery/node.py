@@ -149,7 +149,8 @@ async def run_node(
         mcp_settings = McpSettings.from_env()
     except ValueError as error:
         raise StartupError(str(error)) from None
-    service.mcp = McpSessions(SdkMcpConnector(), mcp_settings)
+    connector = SdkMcpConnector(allow_private=mcp_settings.allow_private)
+    service.mcp = McpSessions(connector, mcp_settings, observer=metrics)
     try:
         schedule_settings = ScheduleSettings.from_env()
     except ValueError as error:

@@ -12,8 +12,13 @@ Tools are matched by name, as Letta matches them:
   tool's definition (its id stays) when `override_existing_tools`, and is
   otherwise taken as it is;
 - any other custom tool is created;
-- tools of a kind this server cannot run (MCP, Composio, LangChain, Letta
-  built-ins it lacks) are left out of the agents that held them.
+- an MCP tool is linked to its server, which the file carries without secrets:
+  the server here of the same name and configuration, else one made from the file
+  (service/mcp_servers.py); the server's tool of that name, else one made from the
+  file's schema (a refresh re-syncs it with what the server lists);
+- tools of a kind this server cannot run (Composio, LangChain, Letta built-ins it
+  lacks, MCP tools of a server the file does not carry) are left out of the agents
+  that held them.
 
 The history travels too: the default conversation's messages and its window,
 the agent's own archival passages and the archives attached to it, each archive
@@ -21,8 +26,8 @@ once however many of the file's agents hold it (models/agentfile_history.py
 says how they map to Letta's format). An imported agent's history is written
 in the import's transaction, fenced like any history write (the new agent's
 lease is read), and its messages and passages reach the search index through
-the outbox like any others. Not imported: groups, files, sources, MCP servers,
-skills, and the agent's other conversations (exported neither).
+the outbox like any others. Not imported: groups, files, sources, skills, and the
+agent's other conversations (exported neither).
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ from kelpie_trio.search import outbox
 from kelpie_trio.service.agents import AGENT_INDEX, AgentCases
 from kelpie_trio.service.archives import ARCHIVE_INDEX
 from kelpie_trio.service.common import micros, read_record
+from kelpie_trio.service.mcp_servers import McpServerCases
 from kelpie_trio.service.passages import (
     AGENT_ARCHIVES,
     ARCHIVE_AGENTS,
@@ -128,7 +134,7 @@ class _AgentPlan:
     base: list[str]  # base tool names it gets by include_base_tools
 
 
-class AgentFileCases(AgentCases):
+class AgentFileCases(AgentCases, McpServerCases):
     async def export_agent_file(self, agent_id: str) -> AgentFileSchema:
         """GET /v1/agents/{id}/export: the agent, its blocks and tools, its history and
         window, its passages and archives, as one file read in one snapshot."""
@@ -158,8 +164,10 @@ class AgentFileCases(AgentCases):
                                   embedding_config=archive.embedding_config,
                                   metadata=archive.metadata, passages=held)
                 )  # fmt: skip
+            servers = await self._servers_of_tools(tr, view.tools)
             return export_agent_file(view, now=now, messages=messages, in_context=in_context,
-                                     passages=own, archives=archives)  # fmt: skip
+                                     passages=own, archives=archives,
+                                     mcp_servers=servers)  # fmt: skip
 
         return await self.store.transact(read)
 
@@ -181,6 +189,7 @@ class AgentFileCases(AgentCases):
             with _located([*at, "blocks", j]):
                 blocks[entry.id] = self._new_block(entry.as_create())
         base_tools, custom_tools = self._plan_tools(file, at)
+        mcp = self._plan_mcp_import(file.mcp_servers, file.tools, at)
         plans = [
             self._plan_agent(entry, options, [*at, "agents", i], options_at)
             for i, entry in enumerate(file.agents)
@@ -193,6 +202,7 @@ class AgentFileCases(AgentCases):
             for entry in file.archives:  # each once, however many agents hold it
                 await self._write_archive_copy(tr, entry, archive_ids[entry.id], now)
             tool_ids = dict(base_tools)  # file-local id -> id here
+            tool_ids.update(await self._import_mcp(tr, mcp))
             for file_id, tool in custom_tools.items():
                 tool_ids[file_id] = await self._put_tool(tr, tool, options.override_existing_tools)
             for block in blocks.values():

@@ -8,6 +8,10 @@ MCP_TOOLS(server_id, tool_id) says which server each came from. Creating a serve
 its tools once (best effort, as Letta does: a server that cannot be reached is created
 without tools); PATCH .../refresh syncs again (adds, updates, removes).
 
+Agent files carry the MCP servers their tools come from, without secrets
+(models/agentfile_mcp.py); an import makes each server, or links the one here of the
+same name and configuration, and links or makes its tools, in the import's transaction.
+
 Connections go through `self.mcp` (kelpie_trio/mcp/sessions.py, one per node), never
 from a transaction: a listing is taken first, then applied in one transaction.
 """
@@ -22,9 +26,16 @@ import attrs
 
 from kelpie_trio.errors import Conflict, Invalid, InvalidField, NotFound, ServiceError
 from kelpie_trio.mcp import sync
-from kelpie_trio.mcp.client import McpFailure, McpUnauthorized
+from kelpie_trio.mcp.client import McpFailure, McpUnauthorized, private_url_refusal
 from kelpie_trio.mcp.sessions import McpSessions
 from kelpie_trio.models import convert
+from kelpie_trio.models.agentfile_mcp import (
+    McpServerSchema,
+    check_server_type,
+    mcp_server_of_tool,
+    new_mcp_server,
+    same_mcp_config,
+)
 from kelpie_trio.models.mcp import (
     MASK,
     MCP_TOOL_TYPE,
@@ -42,7 +53,7 @@ from kelpie_trio.storage import StoreError, keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import clear_blob, set_blob
 
-__all__ = ["MCP_SERVERS", "MCP_TOOLS", "McpServerCases", "McpUnavailable"]
+__all__ = ["MCP_SERVERS", "MCP_TOOLS", "McpImport", "McpServerCases", "McpUnavailable"]
 
 log = logging.getLogger("kelpie_trio.mcp")
 
@@ -117,6 +128,22 @@ def _kept(given: dict[str, str] | None, stored: dict[str, str] | None) -> dict[s
     return {k: (stored or {}).get(k, v) if v == MASK else v for k, v in given.items()}
 
 
+@attrs.frozen
+class _ToolToLink:
+    server_name: str
+    name: str
+    description: str | None
+    json_schema: dict[str, Any]
+
+
+@attrs.frozen
+class McpImport:
+    """An agent file's MCP servers and tools, checked before the import's transaction."""
+
+    servers: list[tuple[McpServerSchema, McpServer]]  # the file's, and the record to make
+    tools: dict[str, _ToolToLink]  # the file-local ids of its MCP tools
+
+
 class McpServerCases(ToolCases):
     mcp: McpSessions | None = None  # the node's MCP sessions (set by the node)
 
@@ -147,6 +174,7 @@ class McpServerCases(ToolCases):
             created_at=self.env.now(),
         )
         _check_server(server)
+        self._check_address(server)
 
         async def create(tr: Transaction) -> McpServer:
             await self._claim_server_name(tr, server)
@@ -205,6 +233,7 @@ class McpServerCases(ToolCases):
                     changes["auth_token"] = token or None
             server = attrs.evolve(current, **changes)
             _check_server(server)
+            self._check_address(server)
             if server.server_name != current.server_name:
                 await self._claim_server_name(tr, server)
                 tr.clear(MCP_SERVER_NAMES.pack((current.server_name,)))
@@ -317,7 +346,123 @@ class McpServerCases(ToolCases):
             return "error", str(error)
         return ("error" if result.is_error else "success"), result.text
 
+    # -- agent files -------------------------------------------------------
+
+    @staticmethod
+    async def _servers_of_tools(tr: Transaction, tools: list[Any]) -> list[McpServer]:
+        """The MCP servers `tools` come from, each once, in the order of the tools."""
+        found: dict[str, McpServer] = {}
+        for tool in tools:
+            server_id = sync.server_of(tool) if sync.is_mcp_tool(tool) else None
+            if server_id is None or server_id in found:
+                continue
+            server = await read_record(tr, MCP_SERVERS.pack((server_id,)), McpServer)
+            if server is not None:
+                found[server_id] = server
+        return list(found.values())
+
+    def _plan_mcp_import(
+        self, servers: list[McpServerSchema], tools: list[Any], at: list[str | int]
+    ) -> McpImport:
+        """The file's MCP servers as records to make, and its tools of those servers; or
+        Invalid naming what cannot be. A tool of a server the file does not carry is left
+        out (as a tool of a kind not run here)."""
+        now = self.env.now()
+        planned = []
+        for i, entry in enumerate(servers):
+            here = [*at, "mcp_servers", i]
+            why = check_server_type(entry)
+            if why is not None:
+                raise Invalid.field([*here, "server_type"], why)
+            record = new_mcp_server(entry, self.env.new_id("mcp_server"), now)
+            try:
+                _check_server(record)
+                self._check_address(record)
+            except Invalid as error:
+                raise Invalid.field(
+                    here, f"MCP server {entry.server_name!r}: {error.fields[0].msg}"
+                ) from None
+            planned.append((entry, record))
+        names = {entry.server_name for entry, _ in planned}
+        linked = {}
+        for i, tool in enumerate(tools):
+            server_name = mcp_server_of_tool(tool) if sync.is_mcp_tool(tool) else None
+            if server_name not in names or not tool.name:
+                continue
+            declared = (tool.json_schema or {}).get("parameters")
+            try:
+                schema = sync.tool_schema(McpTool(tool.name, tool.description, declared))
+            except sync.InvalidSchema as why:
+                raise Invalid.field([*at, "tools", i, "json_schema"], str(why)) from None
+            linked[tool.id] = _ToolToLink(server_name, tool.name, tool.description, schema)
+        return McpImport(planned, linked)
+
+    async def _import_mcp(self, tr: Transaction, plan: McpImport) -> dict[str, str]:
+        """Make the file's servers (or link those here of the same name and configuration)
+        and their tools (or link those the server already has); the ids here of the
+        file's MCP tools, by file-local id."""
+        servers: dict[str, McpServer] = {}
+        for entry, record in plan.servers:
+            holder = await tr.get(MCP_SERVER_NAMES.pack((entry.server_name,)))
+            if holder is None:
+                self._write_server(tr, record)
+                servers[entry.server_name] = record
+                continue
+            here = await self._server(tr, holder.decode())
+            if not same_mcp_config(here, entry):
+                raise Conflict(
+                    f"the file's MCP server '{entry.server_name}' is configured differently "
+                    f"from the one of that name here ({here.id}); rename one of them"
+                )
+            servers[entry.server_name] = here
+        made: dict[str, str] = {}
+        held: dict[str, dict[str, Tool]] = {}
+        for file_id, wanted in plan.tools.items():
+            server = servers[wanted.server_name]
+            if server.id not in held:
+                held[server.id] = {t.name: t for t in await self._server_tools(tr, server.id)}
+            if wanted.name in held[server.id]:
+                made[file_id] = held[server.id][wanted.name].id
+                continue
+            holder = await self._named(tr, wanted.name)
+            if holder is not None:
+                raise Conflict(
+                    f"the file's tool '{wanted.name}' of MCP server '{server.server_name}' "
+                    f"cannot be made: another tool here has that name ({holder})"
+                )
+            tool = Tool(
+                id=self.env.new_id("tool"),
+                name=wanted.name,
+                tool_type=MCP_TOOL_TYPE,
+                description=wanted.description,
+                tags=sync.tags(server),
+                source_code=None,
+                json_schema=wanted.json_schema,
+                metadata_=sync.metadata(server),
+                created_at=self.env.now(),
+            )
+            self._write_tool(tr, check_tool_fits(tool))
+            tr.set(MCP_TOOLS.pack((server.id, tool.id)), b"")
+            held[server.id][tool.name] = tool
+            made[file_id] = tool.id
+        return made
+
     # -- helpers -----------------------------------------------------------
+
+    def _check_address(self, server: McpServer) -> None:
+        """Invalid if this node refuses the server's address (a literal one, or localhost:
+        names that resolve to such addresses are refused when connecting)."""
+        if server.mcp_server_type == "stdio" or self.mcp is None:
+            return
+        if self.mcp.settings.allow_private:
+            return
+        refusal = private_url_refusal(server.server_url)
+        if refusal is not None:
+            raise Invalid.field(
+                ["body", "config", "server_url"],
+                f"{refusal}: this node reaches MCP servers at public addresses only "
+                "(its operator can allow others with KELPIE_MCP_ALLOW_PRIVATE=on)",
+            )
 
     def _sessions(self, server: McpServer) -> McpSessions:
         if self.mcp is None:

@@ -9,7 +9,9 @@ DEMO_TOKEN (the HTTP server then wants `Authorization: Bearer <it>`, else 401),
 DEMO_TOOLS_FILE (a file naming, one per line, the tools listed; read at every listing,
 so a test removes a tool upstream by editing it), DEMO_V2 (a new version of
 the server: `add`'s description changes), DEMO_BAD_SCHEMA (the tool `broken`
-requires a property it does not declare).
+requires a property it does not declare), DEMO_STUBBORN (the server ignores SIGTERM
+and SIGHUP, outlives its stdin's end, and starts a helper process in its group that does
+the same: what a node must still clean up).
 """
 
 from __future__ import annotations
@@ -103,8 +105,30 @@ def _http(port: int, sse: bool = False) -> None:
     uvicorn.run(guarded, host="127.0.0.1", port=port, log_level="warning")
 
 
+_STUBBORN = (
+    "import signal, time\n"
+    "for s in (signal.SIGTERM, signal.SIGHUP): signal.signal(s, signal.SIG_IGN)\n"
+    "time.sleep(3600)\n"
+)
+
+
+def _stubborn_stdio() -> None:
+    import signal
+    import subprocess
+    import time
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    subprocess.Popen([sys.executable, "-c", _STUBBORN], stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL)  # fmt: skip
+    app.run()
+    time.sleep(3600)  # stdin ended: a well-behaved server would exit here
+
+
 if __name__ == "__main__":
     if sys.argv[1] in ("http", "sse"):
         _http(int(sys.argv[2]), sse=sys.argv[1] == "sse")
+    elif os.environ.get("DEMO_STUBBORN"):
+        _stubborn_stdio()
     else:
         app.run()

@@ -167,6 +167,12 @@ async def test_a_stdio_server_registered_listed_run_and_called_by_an_agent(
             )
             assert again.func_return == "ahoy, Bo"
 
+            # The node's /metrics counts them: four calls (run, turn, direct, again).
+            async with httpx.AsyncClient(base_url=url) as http:
+                scraped = (await http.get("/metrics")).text
+            assert 'kelpie_mcp_calls_total{server_type="stdio"} 4.0' in scraped
+            assert 'kelpie_mcp_sessions_open{server_type="stdio"} 1.0' in scraped
+
             await letta.mcp_servers.delete(server.id)
             with pytest.raises(NotFoundError):
                 await letta.mcp_servers.retrieve(server.id)

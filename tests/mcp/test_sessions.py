@@ -12,10 +12,12 @@ from types import SimpleNamespace
 import pytest
 import trio
 import trio.testing
+from prometheus_client.parser import text_string_to_metric_families
 
 from kelpie_trio.mcp import McpFailure, McpSessions, McpSettings
 from kelpie_trio.mcp.sessions import McpTimeout, McpToolGone, backoff_delay
 from kelpie_trio.models.mcp import McpServer
+from kelpie_trio.nursery.metrics import RuntimeMetrics
 from kelpie_trio.sim import FaultConfig, FaultInjector, FaultType
 from kelpie_trio.sim.mcp import SimMcpClient, SimMcpTool
 from kelpie_trio.sim.trace import Trace
@@ -166,3 +168,51 @@ async def test_a_listing_on_a_connection_found_dead_is_retried_once_a_call_is_no
     with pytest.raises(McpFailure, match="is gone"):
         await sessions.call_tool(SERVER, "echo", {})
     assert client.calls == []  # never run twice behind the caller's back
+
+
+def _samples(metrics: RuntimeMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """/metrics as Prometheus scrapes it: sample name and labels -> value."""
+    text = metrics.render().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
+
+
+async def test_metrics_count_sessions_calls_failures_and_reconnects_by_server_type(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    metrics = RuntimeMetrics()
+    client = SimMcpClient(world(ToolTimeout={"mcp.call": 1.0}), {"echo": ECHO})
+    client.world.faults.enabled = False
+    sessions = McpSessions(client, SETTINGS, observer=metrics)
+    await nursery.start(sessions.run)
+    http = McpServer(id="mcp_server-2", server_name="web", mcp_server_type="streamable_http",
+                     server_url="https://mcp.example/mcp")  # fmt: skip
+    stdio = (("server_type", "stdio"),)
+
+    await sessions.call_tool(SERVER, "echo", {})
+    await sessions.call_tool(http, "echo", {})
+    client.world.faults.enabled = True  # hangs
+    with pytest.raises(McpTimeout):
+        await sessions.call_tool(SERVER, "echo", {})
+    client.world.faults.enabled = False
+    await sessions.call_tool(SERVER, "echo", {})  # a new session after the hung one
+    del client.tools["echo"]
+    with pytest.raises(McpToolGone):
+        await sessions.call_tool(SERVER, "echo", {})
+
+    seen = _samples(metrics)
+    assert seen["kelpie_mcp_calls_total", stdio] == 4
+    assert seen["kelpie_mcp_calls_total", (("server_type", "streamable_http"),)] == 1
+    failures = {
+        labels[0][1]: value
+        for (name, labels), value in seen.items()
+        if name == "kelpie_mcp_call_failures_total" and labels[1] == stdio[0]
+    }
+    assert failures == {"timeout": 1, "tool_gone": 1}
+    assert seen["kelpie_mcp_reconnects_total", stdio] == 1
+    assert seen["kelpie_mcp_sessions_open", stdio] == 1
+    assert seen["kelpie_mcp_sessions_open", (("server_type", "streamable_http"),)] == 1
+    await trio.sleep(SETTINGS.idle_timeout + 1)  # both close when idle
+    seen = _samples(metrics)
+    assert seen["kelpie_mcp_sessions_open", stdio] == 0
+    assert seen["kelpie_mcp_sessions_open", (("server_type", "streamable_http"),)] == 0
