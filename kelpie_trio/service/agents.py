@@ -35,6 +35,7 @@ from kelpie_trio.service.common import Page, micros, page_records, read_record, 
 from kelpie_trio.service.limits import check_key_parts, check_record
 from kelpie_trio.service.passages import clear_agent_passages, detach_all_archives
 from kelpie_trio.service.schedules import clear_agent_schedules
+from kelpie_trio.service.sleeptime import SleeptimeCases
 from kelpie_trio.service.tools import ToolCases
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
@@ -50,7 +51,7 @@ _ADJECTIVES = ("brave", "calm", "clever", "eager", "gentle", "keen", "lucky", "q
 _ANIMALS = ("kelpie", "otter", "heron", "lynx", "marten", "osprey", "seal", "wren", "yak")
 
 
-class AgentCases(BlockCases, ToolCases):
+class AgentCases(BlockCases, ToolCases, SleeptimeCases):
     def _resolve_model(self, create: CreateAgent) -> dict[str, Any]:
         """The model fields of a new agent, filled in for its handles as Letta does."""
         handle = create.model or (create.llm_config or {}).get("handle") or self.default_model
@@ -153,7 +154,8 @@ class AgentCases(BlockCases, ToolCases):
 
     async def _view(self, tr: Transaction, agent: Agent) -> AgentView:
         blocks = [await self._block(tr, b) for b in agent.block_ids]
-        return AgentView(agent, blocks, await self._tools(tr, agent.tool_ids))
+        tools = await self._tools(tr, agent.tool_ids)
+        return AgentView(agent, blocks, tools, await self.group_of(tr, agent))
 
     @staticmethod
     def _check_labels(blocks: list[Block]) -> None:
@@ -220,7 +222,9 @@ class AgentCases(BlockCases, ToolCases):
             self._write_agent(tr, agent)
             tr.set(AGENT_INDEX.pack((micros(agent.created_at), agent.id)), b"")
             self._link(tr, agent)
-            return AgentView(agent, blocks, tools)
+            if self.wants_companion(agent):  # in this same transaction (agent/sleeptime.py)
+                await self.add_companion(tr, agent, blocks)
+            return AgentView(agent, blocks, tools, await self.group_of(tr, agent))
 
         return await self.store.transact(create_)
 
@@ -341,13 +345,16 @@ class AgentCases(BlockCases, ToolCases):
             agent.tool_ids = [t.id for t in tools]
             self._write_agent(tr, agent)
             self._link(tr, agent, current)
-            return AgentView(agent, blocks, tools)
+            if self.wants_companion(agent) and agent.group_id is None:
+                await self.add_companion(tr, agent, blocks)
+            return AgentView(agent, blocks, tools, await self.group_of(tr, agent))
 
         return await self.store.transact(update)
 
     async def delete_agent(self, agent_id: str) -> None:
-        async def delete(tr: Transaction) -> None:
+        async def delete(tr: Transaction, agent_id: str = agent_id) -> None:
             agent = await self._agent(tr, agent_id)
+            await self.drop_group(tr, agent, delete)  # a primary's companion goes too
             cleared = attrs.evolve(agent, tags=[], block_ids=[], tool_ids=[])
             self._link(tr, cleared, agent)
             clear_blob(tr, keys.AGENTS.pack((agent_id,)))
@@ -463,7 +470,8 @@ class AgentCases(BlockCases, ToolCases):
             self._check_labels(blocks)
             self._write_agent(tr, agent)
             self._link(tr, agent, current)
-            return AgentView(agent, blocks, await self._tools(tr, agent.tool_ids))
+            tools = await self._tools(tr, agent.tool_ids)
+            return AgentView(agent, blocks, tools, await self.group_of(tr, agent))
 
         return await self.store.transact(change)
 

@@ -1,0 +1,179 @@
+"""Sleeptime agents against the real agent actor in the simulator (agent/sleeptime.py,
+service/sleeptime.py): a primary with a companion at frequency 2 takes 6 turns on two
+nodes under storage faults and node crashes (restarted by a process manager). Checked with
+the faults off: the companion ran exactly 3 times (one run per idempotency key, each key a
+primary's 2nd, 4th, 6th turn), each on the part of the transcript it had not seen, its
+block edits in the primary's next prompt; the primary's turns never waited for it (its
+model is slow, the primary's turns are not)."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+import trio
+
+from kelpie_trio.agent import runs
+from kelpie_trio.agent.sleeptime import SLEEPTIME_SYSTEM, trigger_key
+from kelpie_trio.llm.types import LlmRequest, LlmResponse
+from kelpie_trio.nursery.dispatcher import RuntimeConfig
+from kelpie_trio.service import AgentService
+from kelpie_trio.sim import FaultConfig
+from kelpie_trio.sim.faults import CRASH_FAULTS, STORAGE_FAULTS
+from kelpie_trio.sim.llm import SimLlmClient, send_message, tool_calls
+from kelpie_trio.sim.seeds import run_seeds
+from kelpie_trio.sim.world import SimWorld
+from kelpie_trio.storage.base import Transaction
+from tests.dst.agent_harness import (
+    AgentCluster,
+    history_of,
+    live_service,
+    new_agent,
+    restart_crashed,
+    send_anywhere,
+    wait_until,
+)
+
+FAULTS = FaultConfig({**dict.fromkeys(STORAGE_FAULTS, 0.05), **dict.fromkeys(CRASH_FAULTS, 0.01)})
+TAKEOVER = RuntimeConfig(lease_ttl=3.0, renew_interval=1.0)
+COMPANION_THINKS = 60.0  # virtual seconds each of the companion's model calls takes
+TURNS = 6
+
+
+def _is_companion(request: LlmRequest) -> bool:
+    return (request.messages[0].content or "").startswith(SLEEPTIME_SYSTEM.splitlines()[0])
+
+
+def reply(request: LlmRequest) -> LlmResponse:
+    """The primary answers each turn; the companion notes which turns it was shown in the
+    human block, then finishes its edits."""
+    if not _is_companion(request):
+        said = [m.content for m in request.messages if m.role == "user"][-1]
+        return send_message(f"ok {said}")
+    last = request.messages[-1]
+    if last.role == "tool":
+        return tool_calls(("f", "memory_finish_edits", {}))
+    shown = re.findall(r"^user: (t\d+)$", last.content or "", re.MULTILINE)
+    note = "noted " + ",".join(shown)
+    return tool_calls(("i", "memory_insert", {"label": "human", "new_string": note}))
+
+
+class SlowCompanionLlm(SimLlmClient):
+    """The harness's model, slow for the companion only: a primary turn that waited for
+    its companion would take minutes."""
+
+    async def _before_reply(self, request: LlmRequest, op: str) -> None:
+        await super()._before_reply(request, op)
+        if _is_companion(request):
+            await trio.sleep(COMPANION_THINKS)
+
+
+class SleepCluster(AgentCluster):
+    def __init__(self, world: Any, **kw: Any) -> None:
+        super().__init__(world, **kw)
+        self.llm = SlowCompanionLlm.for_world(
+            world, script=[reply] * 400, latency=(0.01, 0.1), timeout=5.0
+        )
+
+
+def simulate_sleeptime(seed: int, scenario: Any, faults: FaultConfig = FAULTS) -> tuple:
+    async def main(world: SimWorld) -> tuple:
+        sim = SleepCluster(world, nodes=2, config=TAKEOVER, resume_interval=2.0)
+        world.faults.enabled = False
+        async with trio.open_nursery() as nursery:
+            await sim.start(nursery)
+            result = await scenario(sim)
+            sim.requests.check()
+            nursery.cancel_scope.cancel()
+        return sim, result
+
+    return SimWorld(seed, faults).run(main)
+
+
+async def _primary(service: AgentService, frequency: int) -> tuple[str, str]:
+    primary = await new_agent(
+        service, agent_type="memgpt_v2_agent", system="ROLE:primary .", enable_sleeptime=True
+    )
+    view = await service.get_agent(primary)
+    assert view.group is not None
+    await service.update_group(
+        view.group.id,
+        {"manager_config": {"manager_type": "sleeptime", "sleeptime_agent_frequency": frequency}},
+    )
+    return primary, view.group.agent_ids[0]
+
+
+async def _runs_of(service: AgentService, agent_id: str) -> list[runs.Run]:
+    async def read(tr: Transaction) -> list[runs.Run]:
+        found = [await runs.load_run(tr, i) for i in await runs.agent_run_ids(tr, agent_id)]
+        return sorted((r for r in found if r is not None), key=lambda r: r.first_seq or 0)
+
+    return await service.store.transact(read)
+
+
+async def _turn(sim: AgentCluster, primary: str, n: int) -> tuple[dict, float]:
+    body = {"messages": [{"role": "user", "content": f"t{n}", "otid": f"t{n}"}], "max_steps": 6}
+    started = trio.current_time()
+    answer = await send_anywhere(sim, primary, body, first=n)
+    return answer, trio.current_time() - started
+
+
+def test_dst_the_companion_runs_once_per_two_turns_on_what_it_has_not_seen() -> None:
+    restarts = Counter[int]()
+
+    def one(seed: int) -> None:
+        async def scenario(sim: AgentCluster) -> Any:
+            primary, companion = await _primary(sim.service("n0"), frequency=2)
+            sim.world.faults.enabled = True
+            took = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(restart_crashed, sim)
+                for n in range(1, TURNS + 1):
+                    answer, seconds = await _turn(sim, primary, n)
+                    assert answer["stop_reason"]["stop_reason"] == "end_turn", answer
+                    took.append(seconds)
+                sim.world.faults.enabled = False
+
+                async def settled() -> bool:
+                    service = live_service(sim)
+                    done = await _runs_of(service, companion)
+                    return len(done) >= TURNS // 2 and all(r.finished for r in done)
+
+                await wait_until(settled, every=1.0)
+                # One more turn: its prompt shows what the companion wrote.
+                sim.llm.requests.clear()
+                await _turn(sim, primary, TURNS + 1)
+                nursery.cancel_scope.cancel()
+            service = live_service(sim)
+            prompts = [r for r in sim.llm.requests if not _is_companion(r)]
+            return (took, await _runs_of(service, primary), await _runs_of(service, companion),
+                    await history_of(service, companion), prompts)  # fmt: skip
+
+        sim, (took, primary_runs, companion_runs, seen, prompts) = simulate_sleeptime(
+            seed, scenario
+        )
+        restarts[seed] = sum(node.incarnation - 1 for node in sim.nodes.values())
+        # Never waited: a turn that waited would take at least two slow model calls.
+        assert max(took) < 2 * COMPANION_THINKS, took
+        turns = [r for r in primary_runs if r.first_seq is not None]
+        assert len(turns) == TURNS + 1
+        keys = [r.idempotency_key for r in companion_runs]
+        assert len(keys) == TURNS // 2, keys  # none doubled, none lost
+        # Exactly once each (runs of one thread may start in either order after a crash).
+        assert sorted(keys, key=str) == sorted(trigger_key(turns[i].id) for i in (1, 3, 5)), keys
+        assert all(r.status == "completed" for r in companion_runs)
+        # Each run read the two turns it had not seen, and only those.
+        inputs = [
+            m.content or "" for m in seen if m.role == "user" and "Messages:" in (m.content or "")
+        ]
+        assert len(inputs) == 3, inputs
+        shown = sorted(tuple(re.findall(r"^user: (t\d+)$", text, re.MULTILINE)) for text in inputs)
+        assert shown == [("t1", "t2"), ("t3", "t4"), ("t5", "t6")], inputs
+        # The edits are in the primary's next prompt (its memory blocks are shared).
+        system = prompts[-1].messages[0].content or ""
+        for note in ("noted t1,t2", "noted t3,t4", "noted t5,t6"):
+            assert note in system, system
+
+    run_seeds(one, 3)
+    assert sum(restarts.values()), "no node crashed: the crash path was not run"
