@@ -470,6 +470,8 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
             self._check_labels(blocks)
             self._write_agent(tr, agent)
             self._link(tr, agent, current)
+            if attach:  # a sleeptime companion gets it too, as in Letta
+                await self.share_with_companions(tr, agent, blocks[-1])
             tools = await self._tools(tr, agent.tool_ids)
             return AgentView(agent, blocks, tools, await self.group_of(tr, agent))
 

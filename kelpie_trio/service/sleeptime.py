@@ -49,6 +49,7 @@ class SleeptimeCases:
     _write_block: Any
     _write_agent: Any
     _agent: Any
+    _block: Any
     _agent_tools: Any
     _link: Any
     _wanted_run: Any
@@ -130,6 +131,21 @@ class SleeptimeCases:
             primary = attrs.evolve(primary, enable_sleeptime=None, group_id=None,
                                    updated_at=self.env.now())  # fmt: skip
             self._write_agent(tr, primary)
+
+    async def share_with_companions(self, tr: Transaction, primary: Agent, block: Block) -> None:
+        """Within an attach to a primary: the block attached to its companions too (one
+        already holding a block of that label keeps its own)."""
+        group = await self.group_of(tr, primary)
+        for companion_id in group.agent_ids if group is not None else []:
+            companion = await read_record(tr, keys.AGENTS.pack((companion_id,)), Agent)
+            if companion is None or block.id in companion.block_ids:
+                continue
+            labels = {(await self._block(tr, b)).label for b in companion.block_ids}
+            if block.label in labels:
+                continue
+            updated = attrs.evolve(companion, block_ids=[*companion.block_ids, block.id])
+            self._write_agent(tr, updated)
+            self._link(tr, updated, companion)
 
     # -- the group routes --------------------------------------------------------------
 
