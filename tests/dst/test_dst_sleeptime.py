@@ -112,11 +112,9 @@ async def _runs_of(service: AgentService, agent_id: str) -> list[runs.Run]:
     return await service.store.transact(read)
 
 
-async def _turn(sim: AgentCluster, primary: str, n: int) -> tuple[dict, float]:
+async def _turn(sim: AgentCluster, primary: str, n: int) -> dict:
     body = {"messages": [{"role": "user", "content": f"t{n}", "otid": f"t{n}"}], "max_steps": 6}
-    started = trio.current_time()
-    answer = await send_anywhere(sim, primary, body, first=n)
-    return answer, trio.current_time() - started
+    return await send_anywhere(sim, primary, body, first=n)
 
 
 def test_dst_the_companion_runs_once_per_two_turns_on_what_it_has_not_seen() -> None:
@@ -126,13 +124,11 @@ def test_dst_the_companion_runs_once_per_two_turns_on_what_it_has_not_seen() -> 
         async def scenario(sim: AgentCluster) -> Any:
             primary, companion = await _primary(sim.service("n0"), frequency=2)
             sim.world.faults.enabled = True
-            took = []
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(restart_crashed, sim)
                 for n in range(1, TURNS + 1):
-                    answer, seconds = await _turn(sim, primary, n)
+                    answer = await _turn(sim, primary, n)
                     assert answer["stop_reason"]["stop_reason"] == "end_turn", answer
-                    took.append(seconds)
                 sim.world.faults.enabled = False
 
                 async def settled() -> bool:
@@ -147,17 +143,27 @@ def test_dst_the_companion_runs_once_per_two_turns_on_what_it_has_not_seen() -> 
                 nursery.cancel_scope.cancel()
             service = live_service(sim)
             prompts = [r for r in sim.llm.requests if not _is_companion(r)]
-            return (took, await _runs_of(service, primary), await _runs_of(service, companion),
-                    await history_of(service, companion), prompts)  # fmt: skip
+            return (await _runs_of(service, primary), await _runs_of(service, companion),
+                    await history_of(service, companion), prompts,
+                    await history_of(service, primary))  # fmt: skip
 
-        sim, (took, primary_runs, companion_runs, seen, prompts) = simulate_sleeptime(
+        sim, (primary_runs, companion_runs, seen, prompts, said) = simulate_sleeptime(
             seed, scenario
         )
         restarts[seed] = sum(node.incarnation - 1 for node in sim.nodes.values())
-        # Never waited: a turn that waited would take at least two slow model calls.
-        assert max(took) < 2 * COMPANION_THINKS, took
         turns = [r for r in primary_runs if r.first_seq is not None]
         assert len(turns) == TURNS + 1
+        # Never waited: the turn after a trigger had its reply while the companion's run was
+        # still going (an actor that waited for that run could not have started the turn;
+        # how long a client waited is no proof: a timed-out request is answered from the
+        # store once its run has finished).
+        by_key = {r.idempotency_key: r for r in companion_runs}
+        for trigger, following in ((1, 2), (3, 4)):
+            companion_run = by_key[trigger_key(turns[trigger].id)]
+            assert companion_run.completed_at is not None
+            replied = min(m.created_at for m in said
+                          if m.run_id == turns[following].id and m.role == "assistant")  # fmt: skip
+            assert replied < companion_run.completed_at, (trigger, replied, companion_run)
         keys = [r.idempotency_key for r in companion_runs]
         assert len(keys) == TURNS // 2, keys  # none doubled, none lost
         # Exactly once each (runs of one thread may start in either order after a crash).
@@ -177,3 +183,29 @@ def test_dst_the_companion_runs_once_per_two_turns_on_what_it_has_not_seen() -> 
 
     run_seeds(one, 3)
     assert sum(restarts.values()), "no node crashed: the crash path was not run"
+
+
+def test_dst_the_primary_s_turns_never_wait_for_the_companion() -> None:
+    """Without faults, every turn at frequency 1: each answer comes within the primary's own
+    model calls, while each companion run takes minutes (an actor that waited for the
+    companion, even only until a request timed out, would take 10 s or more)."""
+
+    async def scenario(sim: AgentCluster) -> Any:
+        primary, companion = await _primary(sim.service("n0"), frequency=1)
+        took = []
+        for n in range(1, 5):
+            started = trio.current_time()
+            await _turn(sim, primary, n)
+            took.append(trio.current_time() - started)
+
+        async def started_all() -> bool:
+            return len(await _runs_of(sim.service("n0"), companion)) == 4
+
+        with trio.fail_after(5):  # the last turn's look runs just after its answer
+            await wait_until(started_all)
+        return took, await _runs_of(sim.service("n0"), companion)
+
+    _, (took, companion_runs) = simulate_sleeptime(0, scenario, faults=FaultConfig({}))
+    assert max(took) < 2.0, took
+    assert len(companion_runs) == 4
+    assert not any(r.finished for r in companion_runs[1:])  # all still going, or queued
