@@ -1,8 +1,9 @@
 """/v1/groups: the sleeptime groups made by `enable_sleeptime` (agent/sleeptime.py).
 
-Served: list, count, retrieve, and PATCH of the description and the sleeptime manager's
-frequency; an agent's groups. Groups of the other managers (round robin, supervisor,
-dynamic) are not made here, so creating one through POST /v1/groups is not served.
+Served: list, count, retrieve, delete, and PATCH of the description and the sleeptime
+manager's frequency; an agent's groups. Groups of the other managers (round robin,
+supervisor, dynamic) are not made here: POST /v1/groups is a 404 that says so, as are the
+group message routes (a sleeptime group's messages are its agents').
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from quart import Blueprint, Response, request
 from kelpie_trio.agent.sleeptime import SleeptimeGroup, render_group
 from kelpie_trio.api.common import body, check_id, int_arg, json_response, service
 from kelpie_trio.api.spec import documented
+from kelpie_trio.errors import ServiceError
 
 groups = Blueprint("groups", __name__)
 
@@ -48,6 +50,28 @@ async def list_groups() -> Response:
 @documented("Count groups")
 async def count_groups() -> Response:
     return json_response(len(await service().list_groups()))
+
+
+class _NotServed(ServiceError):
+    status = 404
+
+
+@groups.post("/v1/groups/")
+@groups.post("/v1/groups")
+@documented("Not served: a group is made by an agent's enable_sleeptime")
+async def create_group() -> Response:
+    raise _NotServed(
+        "creating groups is not served by this server: the only groups here are the "
+        "sleeptime groups made by creating (or updating) an agent with enable_sleeptime"
+    )
+
+
+@groups.delete("/v1/groups/<group_id>")
+@documented("Delete a group (its agents stay)")
+async def delete_group(group_id: str) -> Response:
+    group_id = check_id(group_id, "group", "group_id")
+    await service().delete_group(group_id)
+    return json_response(None)
 
 
 @groups.get("/v1/groups/<group_id>")

@@ -345,7 +345,11 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
             agent.tool_ids = [t.id for t in tools]
             self._write_agent(tr, agent)
             self._link(tr, agent, current)
-            if self.wants_companion(agent) and agent.group_id is None:
+            if (
+                changes.get("enable_sleeptime")
+                and self.wants_companion(agent)
+                and not agent.group_id
+            ):
                 await self.add_companion(tr, agent, blocks)
             return AgentView(agent, blocks, tools, await self.group_of(tr, agent))
 

@@ -207,6 +207,22 @@ class SleeptimeCases:
 
         return await self.store.transact(update)
 
+    async def delete_group(self, group_id: str) -> None:
+        """DELETE /v1/groups/{id}: the group goes, its agents stay (as in Letta); the
+        primary's turns start no companion runs any more."""
+
+        async def delete(tr: Transaction) -> None:
+            group = await _load_group(tr, group_id)
+            if group is None:
+                raise NotFound("Group", group_id)
+            tr.clear(GROUPS.pack((group_id,)))
+            for agent_id in [group.manager_agent_id, *group.agent_ids]:
+                agent = await read_record(tr, keys.AGENTS.pack((agent_id,)), Agent)
+                if agent is not None and agent.group_id == group_id:
+                    self._write_agent(tr, attrs.evolve(agent, group_id=None))
+
+        await self.store.transact(delete)
+
     # -- after the primary's turns -------------------------------------------------
 
     async def sleeptime_catch_up(self, primary_id: str) -> list[Run]:

@@ -120,3 +120,34 @@ async def test_a_block_attached_to_the_primary_is_attached_to_its_companion(
     )
     companion = await _json(await client.get(f"/v1/agents/{companion_id}"))
     assert block["id"] in {b["id"] for b in companion["blocks"]}
+
+
+async def test_deleting_a_group_keeps_its_agents_and_ends_the_pairing(
+    client: QuartClient,
+) -> None:
+    agent = await _agent(client, enable_sleeptime=True)
+    group = agent["multi_agent_group"]
+    await _json(await client.delete(f"/v1/groups/{group['id']}"))
+    await _json(await client.get(f"/v1/groups/{group['id']}"), 404)
+    after = await _json(await client.get(f"/v1/agents/{agent['id']}"))
+    assert after["multi_agent_group"] is None
+    await _json(await client.get(f"/v1/agents/{group['agent_ids'][0]}"))
+    await _json(await client.delete(f"/v1/groups/{group['id']}"), 404)
+
+
+async def test_creating_a_group_is_a_404_that_says_why(client: QuartClient) -> None:
+    refused = await _json(await client.post("/v1/groups/", json={"agent_ids": []}), 404)
+    assert "enable_sleeptime" in refused["detail"]
+
+
+async def test_an_update_that_does_not_ask_for_sleeptime_makes_no_group(
+    client: QuartClient,
+) -> None:
+    agent = await _agent(client, enable_sleeptime=True)
+    await _json(await client.delete(f"/v1/groups/{agent['multi_agent_group']['id']}"))
+    renamed = await _json(await client.patch(f"/v1/agents/{agent['id']}", json={"name": "bo"}))
+    assert renamed["multi_agent_group"] is None
+    again = await _json(
+        await client.patch(f"/v1/agents/{agent['id']}", json={"enable_sleeptime": True})
+    )
+    assert again["multi_agent_group"] is not None
