@@ -239,6 +239,27 @@ class SleeptimeCases:
                 self._spawn(self._drive_quietly, run)
         return started
 
+    async def sleeptime_sweep(self) -> int:
+        """Look at every group whose primary has runs past its cursor: a turn whose end
+        no look saw (its node crashed just after storing it, and no later turn or retried
+        send came) is counted here. Returns how many companion runs it started."""
+
+        async def behind(tr: Transaction) -> list[str]:
+            late = []
+            for _, raw in await tr.get_prefix(GROUPS.key()):
+                group = convert.decode_record(raw, SleeptimeGroup)
+                primary = group.manager_agent_id
+                begin = runs.AGENT_RUNS.pack((primary, group.counted_us, group.counted_run))
+                end = keys.prefix_range(runs.AGENT_RUNS.pack((primary,)))[1]
+                if await tr.get_range(begin + b"\0", end, limit=1):
+                    late.append(primary)
+            return late
+
+        started = 0
+        for primary in await self.store.transact(behind):
+            started += len(await self.sleeptime_catch_up(primary))
+        return started
+
     async def _look(self, tr: Transaction, primary_id: str) -> list[Run]:
         agent = await read_record(tr, keys.AGENTS.pack((primary_id,)), Agent)
         if agent is None or not self.wants_companion(agent):

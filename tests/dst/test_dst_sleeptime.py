@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 
-from kelpie_trio.agent import runs
+from kelpie_trio.agent import runs, sleeptime
 from kelpie_trio.agent.sleeptime import SLEEPTIME_SYSTEM, trigger_key
 from kelpie_trio.llm.types import LlmRequest, LlmResponse
 from kelpie_trio.nursery.dispatcher import RuntimeConfig
@@ -209,3 +209,36 @@ def test_dst_the_primary_s_turns_never_wait_for_the_companion() -> None:
     assert max(took) < 2.0, took
     assert len(companion_runs) == 4
     assert not any(r.finished for r in companion_runs[1:])  # all still going, or queued
+
+
+def test_dst_turns_no_look_saw_are_counted_by_the_sweep(monkeypatch) -> None:
+    """The actor's look never runs (as if every node crashed right after storing each
+    turn's end): the resume sweep counts the turns and starts the companion's runs, each
+    once, under storage faults and crashes."""
+    monkeypatch.setattr(sleeptime, "after_turn", lambda actor: None)
+
+    def one(seed: int) -> None:
+        async def scenario(sim: AgentCluster) -> Any:
+            primary, companion = await _primary(sim.service("n0"), frequency=2)
+            sim.world.faults.enabled = True
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(restart_crashed, sim)
+                for n in range(1, 5):
+                    await _turn(sim, primary, n)
+                sim.world.faults.enabled = False
+
+                async def settled() -> bool:
+                    done = await _runs_of(live_service(sim), companion)
+                    return len(done) >= 2 and all(r.finished for r in done)
+
+                await wait_until(settled, every=1.0)
+                nursery.cancel_scope.cancel()
+            service = live_service(sim)
+            return await _runs_of(service, primary), await _runs_of(service, companion)
+
+        _, (primary_runs, companion_runs) = simulate_sleeptime(seed, scenario)
+        turns = [r for r in primary_runs if r.first_seq is not None]
+        keys = sorted(str(r.idempotency_key) for r in companion_runs)
+        assert keys == sorted(trigger_key(turns[i].id) for i in (1, 3)), keys
+
+    run_seeds(one, 2)
