@@ -32,8 +32,8 @@ __all__ = [
     "GROUPS",
     "MEMORY_PERSONA",
     "SLEEPTIME_SYSTEM",
+    "TRANSCRIPT_LIMIT",
     "SleeptimeGroup",
-    "Trigger",
     "after_turn",
     "count_turns",
     "render_group",
@@ -94,15 +94,6 @@ class SleeptimeGroup:
     last_processed_message_id: str | None = None
 
 
-@attrs.frozen
-class Trigger:
-    """A companion run owed: the primary's turn that made it due, and the transcript."""
-
-    primary_run_id: str
-    from_seq: int
-    to_seq: int
-
-
 def trigger_key(primary_run_id: str) -> str:
     """The idempotency key of the companion run a primary's turn starts: one per turn."""
     return f"sleeptime:{primary_run_id}"
@@ -142,10 +133,20 @@ def _line(message: Message) -> str | None:
     return None  # tool returns and system messages: the calls above say what happened
 
 
+# The most of a transcript a companion's input carries (its end, the newest part): an
+# input message is one stored record, and records stay well under the store's value limit.
+TRANSCRIPT_LIMIT = 40_000
+
+
 def transcript(messages: list[Message]) -> str:
-    """The companion's input: the preamble, then the new part of the transcript."""
+    """The companion's input: the preamble, then the new part of the transcript (its
+    newest TRANSCRIPT_LIMIT characters, from a line's start)."""
     lines = [line for line in (_line(m) for m in messages) if line]
-    return f"{_PREAMBLE}\n\nMessages:\n" + "\n".join(lines)
+    text = "\n".join(lines)
+    if len(text) > TRANSCRIPT_LIMIT:
+        cut = text[-TRANSCRIPT_LIMIT:]
+        text = cut[cut.find("\n") + 1 :] if "\n" in cut else cut
+    return f"{_PREAMBLE}\n\nMessages:\n{text}"
 
 
 def render_group(group: SleeptimeGroup) -> dict[str, Any]:

@@ -36,6 +36,9 @@ __all__ = ["SleeptimeCases"]
 log = logging.getLogger("kelpie_trio.service")
 
 _LOOK_LIMIT = 100  # runs of the primary counted per look; the rest by the next one
+# How far before a turn's first message a transcript may reach (the first one after sleeptime
+# is switched on would otherwise be the whole history).
+_TRANSCRIPT_BACK = 200
 _AGENT_INDEX = keys.ROOT["index"]["agents"]  # service/agents.py's AGENT_INDEX
 _COMPANION_TYPES = frozenset({"sleeptime_agent", "voice_sleeptime_agent"})
 
@@ -262,7 +265,7 @@ class SleeptimeCases:
 
     async def _look(self, tr: Transaction, primary_id: str) -> list[Run]:
         agent = await read_record(tr, keys.AGENTS.pack((primary_id,)), Agent)
-        if agent is None or not self.wants_companion(agent):
+        if agent is None or agent.agent_type in _COMPANION_TYPES:
             return []
         group = await self.group_of(tr, agent)
         if group is None or not group.agent_ids:
@@ -281,6 +284,8 @@ class SleeptimeCases:
                 counted.append(run)
         if (group.counted_us, group.counted_run) == cursor:
             return []  # nothing new: nothing written
+        if not self.wants_companion(agent):  # switched off: its turns pass uncounted
+            counted = []
         due = count_turns(group.turns_counter, len(counted), group.sleeptime_agent_frequency)
         group.turns_counter += len(counted)
         started = []
@@ -295,7 +300,8 @@ class SleeptimeCases:
         """The companion's run for the primary's turn `turn`, on the transcript from the
         last place it was given to the end of that turn; the place moves in this same
         transaction, so the next run starts after it."""
-        history = await read_history(tr, turn.thread, start_seq=group.last_processed_seq + 1)
+        start = max(group.last_processed_seq + 1, (turn.first_seq or 0) - _TRANSCRIPT_BACK)
+        history = await read_history(tr, turn.thread, start_seq=start)
         ends = [i for i, m in enumerate(history) if m.run_id == turn.id]
         if not ends:
             return None  # the turn's messages are gone (a reset): nothing new to read

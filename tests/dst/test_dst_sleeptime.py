@@ -242,3 +242,27 @@ def test_dst_turns_no_look_saw_are_counted_by_the_sweep(monkeypatch) -> None:
         assert keys == sorted(trigger_key(turns[i].id) for i in (1, 3)), keys
 
     run_seeds(one, 2)
+
+
+def test_dst_turns_taken_with_sleeptime_switched_off_start_nothing_later() -> None:
+    async def scenario(sim: AgentCluster) -> Any:
+        service = sim.service("n0")
+        primary, companion = await _primary(service, frequency=1)
+        await service.update_agent(primary, {"enable_sleeptime": False})
+        for n in (1, 2):
+            await _turn(sim, primary, n)
+        await trio.sleep(10)  # looks and sweeps come and go
+        off = await _runs_of(service, companion)
+        await service.update_agent(primary, {"enable_sleeptime": True})
+        await _turn(sim, primary, 3)
+
+        async def started() -> bool:
+            return bool(await _runs_of(service, companion))
+
+        await wait_until(started)
+        await trio.sleep(10)
+        return off, await _runs_of(service, companion), await _runs_of(service, primary)
+
+    _, (off, on, primary_runs) = simulate_sleeptime(0, scenario, faults=FaultConfig({}))
+    assert off == []
+    assert [r.idempotency_key for r in on] == [trigger_key(primary_runs[-1].id)]
