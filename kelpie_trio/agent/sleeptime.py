@@ -10,11 +10,12 @@ one ordinary background run whose input is the part of the primary's transcript 
 seen yet. This module holds the record, the texts and the decisions (sans-IO); the
 transactions are in service/sleeptime.py, and the primary's actor only calls `after_turn`.
 
-Exactly once: the turns are counted from the primary's finished runs as stored (a cursor in
-the group record), not from an in-memory event, so a turn whose end a crash cut off is
-counted by the next look. A companion run is created in the same transaction that moves
-the cursor and the transcript position, with an idempotency key made from the primary's
-run: a look retried after an unknown commit finds the run its key started.
+Exactly once: the turns are counted from the primary's finished runs as its history holds
+them (a cursor in the group record), not from an in-memory event, so a turn whose end a
+crash cut off is counted by the next look. A companion run is created in the same
+transaction that moves the cursor and the transcript position, with an idempotency key made
+from the primary's run: a look retried after an unknown commit finds the run its key
+started.
 """
 
 from __future__ import annotations
@@ -85,10 +86,10 @@ class SleeptimeGroup:
     hidden: bool | None = None
     created_at: float = 0.0
     turns_counter: int = 0
-    # Where the count stands: the primary's runs index entry (created_us, run_id) of the
-    # last run counted; runs after it are counted by the next look.
-    counted_us: int = -1
-    counted_run: str = ""
+    # Where the count stands: the place in the primary's history of the last message of
+    # the last turn counted (places, unlike clocks, only go up, whichever node wrote them);
+    # turns whose messages come after it are counted by the next look.
+    counted_seq: int = -1
     # The last place in the primary's history the companion was given (-1: none yet).
     last_processed_seq: int = -1
     last_processed_message_id: str | None = None

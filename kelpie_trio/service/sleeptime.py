@@ -35,7 +35,6 @@ __all__ = ["SleeptimeCases"]
 
 log = logging.getLogger("kelpie_trio.service")
 
-_LOOK_LIMIT = 100  # runs of the primary counted per look; the rest by the next one
 # How far before a turn's first message a transcript may reach (the first one after sleeptime
 # is switched on would otherwise be the whole history).
 _TRANSCRIPT_BACK = 200
@@ -100,6 +99,9 @@ class SleeptimeCases:
             project_id=primary.project_id,
             created_at=self.env.now(),
         )
+        # Turns before the group do not count (a group made by an update starts at zero).
+        last = await tr.get_prefix(keys.MESSAGES.pack((primary.id,)), limit=1, reverse=True)
+        group.counted_seq = keys.MESSAGES.unpack(last[0][0])[1] if last else -1
         companion.group_id = group.id
         primary.group_id = group.id
         self._save_group(tr, group)
@@ -252,9 +254,9 @@ class SleeptimeCases:
             for _, raw in await tr.get_prefix(GROUPS.key()):
                 group = convert.decode_record(raw, SleeptimeGroup)
                 primary = group.manager_agent_id
-                begin = runs.AGENT_RUNS.pack((primary, group.counted_us, group.counted_run))
-                end = keys.prefix_range(runs.AGENT_RUNS.pack((primary,)))[1]
-                if await tr.get_range(begin + b"\0", end, limit=1):
+                begin = keys.MESSAGES.pack((primary, group.counted_seq + 1))
+                end = keys.prefix_range(keys.MESSAGES.pack((primary,)))[1]
+                if await tr.get_range(begin, end, limit=1):
                     late.append(primary)
             return late
 
@@ -270,19 +272,24 @@ class SleeptimeCases:
         group = await self.group_of(tr, agent)
         if group is None or not group.agent_ids:
             return []
-        begin = runs.AGENT_RUNS.pack((primary_id, group.counted_us, group.counted_run)) + b"\0"
-        end = keys.prefix_range(runs.AGENT_RUNS.pack((primary_id,)))[1]
+        # The turns after the cursor, in the order their messages come (a thread's runs
+        # run one after another, each run's messages together).
+        history = await read_history(tr, primary_id, start_seq=group.counted_seq + 1)
+        ends: dict[str, int] = {}
+        for message in history:
+            if message.run_id is not None:
+                ends[message.run_id] = message.seq
         counted: list[Run] = []
-        cursor = (group.counted_us, group.counted_run)
-        for key, _ in await tr.get_range(begin, end, limit=_LOOK_LIMIT):
-            _, stamp, run_id = runs.AGENT_RUNS.unpack(key)
+        cursor = group.counted_seq
+        for run_id, last_seq in ends.items():
             run = await runs.load_run(tr, run_id)
-            if run is not None and run.thread == primary_id and not run.finished:
+            if run is not None and not run.finished:
                 break  # its turn is not over: it and those after it wait for the next look
-            group.counted_us, group.counted_run = stamp, run_id
-            if run is not None and run.thread == primary_id and run.first_seq is not None:
+            group.counted_seq = max(group.counted_seq, last_seq)  # never back (an approval's
+            # answer may sit among the messages of the run it answers)
+            if run is not None and run.first_seq is not None:
                 counted.append(run)
-        if (group.counted_us, group.counted_run) == cursor:
+        if group.counted_seq == cursor:
             return []  # nothing new: nothing written
         if not self.wants_companion(agent):  # switched off: its turns pass uncounted
             counted = []

@@ -20,7 +20,7 @@ from kelpie_trio.llm.types import LlmRequest, LlmResponse
 from kelpie_trio.nursery.dispatcher import RuntimeConfig
 from kelpie_trio.service import AgentService
 from kelpie_trio.sim import FaultConfig
-from kelpie_trio.sim.faults import CRASH_FAULTS, STORAGE_FAULTS
+from kelpie_trio.sim.faults import CRASH_FAULTS, STORAGE_FAULTS, FaultType
 from kelpie_trio.sim.llm import SimLlmClient, send_message, tool_calls
 from kelpie_trio.sim.seeds import run_seeds
 from kelpie_trio.sim.world import SimWorld
@@ -35,7 +35,9 @@ from tests.dst.agent_harness import (
     wait_until,
 )
 
-FAULTS = FaultConfig({**dict.fromkeys(STORAGE_FAULTS, 0.05), **dict.fromkeys(CRASH_FAULTS, 0.01)})
+# Skewed clocks too: the turns are counted by their places in the history, not by time.
+FAULTS = FaultConfig({**dict.fromkeys(STORAGE_FAULTS, 0.05), **dict.fromkeys(CRASH_FAULTS, 0.01),
+                      FaultType.CLOCK_SKEW: 0.5})  # fmt: skip
 TAKEOVER = RuntimeConfig(lease_ttl=3.0, renew_interval=1.0)
 COMPANION_THINKS = 60.0  # virtual seconds each of the companion's model calls takes
 TURNS = 6
