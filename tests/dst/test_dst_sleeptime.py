@@ -268,3 +268,35 @@ def test_dst_turns_taken_with_sleeptime_switched_off_start_nothing_later() -> No
     _, (off, on, primary_runs) = simulate_sleeptime(0, scenario, faults=FaultConfig({}))
     assert off == []
     assert [r.idempotency_key for r in on] == [trigger_key(primary_runs[-1].id)]
+
+
+def test_dst_turns_before_an_update_to_sleeptime_do_not_count() -> None:
+    async def scenario(sim: AgentCluster) -> Any:
+        service = sim.service("n0")
+        primary = await new_agent(service, agent_type="memgpt_v2_agent", system="ROLE:p .")
+        for n in (1, 2, 3):
+            await _turn(sim, primary, n)
+        view = await service.update_agent(primary, {"enable_sleeptime": True})
+        config = {"manager_type": "sleeptime", "sleeptime_agent_frequency": 2}
+        await service.update_group(view.group.id, {"manager_config": config})
+        companion = view.group.agent_ids[0]
+        await _turn(sim, primary, 4)
+        await trio.sleep(10)  # the look after turn 4 has come and gone
+        early = await _runs_of(service, companion)
+        await _turn(sim, primary, 5)
+
+        async def started() -> bool:  # its input stored
+            return any(r.first_seq is not None for r in await _runs_of(service, companion))
+
+        await wait_until(started)
+        runs_ = await _runs_of(service, companion)
+        return early, runs_, await history_of(service, companion)
+
+    _, (early, later, seen) = simulate_sleeptime(0, scenario, faults=FaultConfig({}))
+    assert early == []  # turn 4 is the group's first, not its fourth
+    assert len(later) == 1
+    [given] = [
+        m.content or "" for m in seen if m.role == "user" and "Messages:" in (m.content or "")
+    ]
+    # The first transcript reaches back into the history before the group (as Letta's).
+    assert re.findall(r"^user: (t\d+)$", given, re.MULTILINE) == ["t1", "t2", "t3", "t4", "t5"]
