@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from kelpie_trio.agent import approvals, runs, steps
+from kelpie_trio.agent import approvals, runs, sleeptime, steps
 from kelpie_trio.agent.approvals import ParkedRuns, results_at
 from kelpie_trio.agent.commits import RunCommits, RunGone
 from kelpie_trio.agent.context import AgentContext, Compaction, compaction_messages
@@ -150,7 +150,9 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
             wanted = convert.store.structure(message["run"], Run) if kind == "send" else None
             run_id = wanted.id if wanted is not None else message["run_id"]
             try:
-                return await self._run(run_id, wanted)
+                reply = await self._run(run_id, wanted)
+                sleeptime.after_turn(self)  # its companion's turn, if due, in the background
+                return reply
             except (RunGone, NotFound) as gone:
                 # The agent was deleted, before or under the turn: its runs went with it.
                 return {"gone": str(gone)}

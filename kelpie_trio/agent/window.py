@@ -158,6 +158,8 @@ class ContextWindow:
             return view, context, history
 
         view, self.context, history = await self.ctx.transact(read)
+        # Whether a turn's end may be due a sleeptime companion's turn (agent/sleeptime.py).
+        self.has_sleeptime_group = view.agent.group_id is not None
         if history is not None:
             self._window = {m.seq: m for m in history}
         assert self._window is not None

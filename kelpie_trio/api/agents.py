@@ -8,6 +8,7 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
+from kelpie_trio.agent.sleeptime import render_group
 from kelpie_trio.api.common import (
     body,
     bool_arg,
@@ -39,7 +40,7 @@ _MODEL_FIELDS = frozenset(
 )
 
 # Relations the record holds as ids; the AgentState carries the records themselves.
-_RECORD_ONLY = ("block_ids", "tool_ids", "created_at", "updated_at")
+_RECORD_ONLY = ("block_ids", "tool_ids", "created_at", "updated_at", "group_id")
 
 
 def render_agent(view: AgentView) -> dict[str, Any]:
@@ -49,6 +50,7 @@ def render_agent(view: AgentView) -> dict[str, Any]:
     for name in _RECORD_ONLY:
         state.pop(name, None)
     blocks = [render(b) for b in view.blocks]
+    group = render_group(view.group) if view.group is not None else None
     state.update(
         created_at=iso(view.agent.created_at),
         updated_at=iso(view.agent.updated_at),
@@ -68,8 +70,8 @@ def render_agent(view: AgentView) -> dict[str, Any]:
         tool_exec_environment_variables=shown_secrets,
         message_ids=[],
         pending_approval=None,
-        multi_agent_group=None,
-        managed_group=None,
+        multi_agent_group=group,
+        managed_group=group,
         last_run_completion=None,
         last_run_duration_ms=None,
         last_stop_reason=None,

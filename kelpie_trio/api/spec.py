@@ -36,6 +36,7 @@ ID_PREFIXES = {
     "archive_id": "archive",
     "passage_id": "passage",
     "scheduled_message_id": "scheduled_message",
+    "group_id": "group",
 }
 RUN_STATUSES = ("created", "running", *dict.fromkeys(FINAL_STATUS.values()))
 # Letta's MessageType: what `include_return_message_types` may name.

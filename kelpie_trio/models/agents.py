@@ -81,6 +81,8 @@ class Agent:
     enable_sleeptime: bool | None = None
     max_files_open: int | None = None
     per_file_view_window_char_limit: int | None = None
+    # The sleeptime group it manages or serves in (agent/sleeptime.py); not shown as such.
+    group_id: str | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
     # Environment variables for the agent's custom tools (Letta's `secrets`): passed to the
@@ -159,5 +161,6 @@ class AgentView:
     agent: Agent
     blocks: list[Any]  # Block, in the agent's order
     tools: list[Any]  # tool records (the tools issue fills these in)
+    group: Any = None  # the sleeptime group it manages (Letta's multi_agent_group), if any
     # The identities holding the agent (service/identities.py), read for the API only.
     identities: list[Any] = attrs.Factory(list)

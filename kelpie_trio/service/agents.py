@@ -36,6 +36,7 @@ from kelpie_trio.service.identities import forget_member, identity_records, set_
 from kelpie_trio.service.limits import check_key_part, check_key_parts, check_record
 from kelpie_trio.service.passages import clear_agent_passages, detach_all_archives
 from kelpie_trio.service.schedules import clear_agent_schedules
+from kelpie_trio.service.sleeptime import SleeptimeCases
 from kelpie_trio.service.tools import ToolCases
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
@@ -51,7 +52,7 @@ _ADJECTIVES = ("brave", "calm", "clever", "eager", "gentle", "keen", "lucky", "q
 _ANIMALS = ("kelpie", "otter", "heron", "lynx", "marten", "osprey", "seal", "wren", "yak")
 
 
-class AgentCases(BlockCases, ToolCases):
+class AgentCases(BlockCases, ToolCases, SleeptimeCases):
     def _resolve_model(self, create: CreateAgent) -> dict[str, Any]:
         """The model fields of a new agent, filled in for its handles as Letta does."""
         handle = create.model or (create.llm_config or {}).get("handle") or self.default_model
@@ -160,7 +161,8 @@ class AgentCases(BlockCases, ToolCases):
     async def _bare_view(self, tr: Transaction, agent: Agent) -> AgentView:
         """Without identities: the agent loop reads this every step and needs none."""
         blocks = [await self._block(tr, b) for b in agent.block_ids]
-        return AgentView(agent, blocks, await self._tools(tr, agent.tool_ids))
+        tools = await self._tools(tr, agent.tool_ids)
+        return AgentView(agent, blocks, tools, group=await self.group_of(tr, agent))
 
     @staticmethod
     def _check_labels(blocks: list[Block]) -> None:
@@ -228,7 +230,10 @@ class AgentCases(BlockCases, ToolCases):
             tr.set(AGENT_INDEX.pack((micros(agent.created_at), agent.id)), b"")
             self._link(tr, agent)
             held = await set_agent_identities(tr, agent.id, identity_ids or [], replace=False)
-            return AgentView(agent, blocks, tools, identities=held)
+            if self.wants_companion(agent):  # in this same transaction (agent/sleeptime.py)
+                await self.add_companion(tr, agent, blocks)
+            group = await self.group_of(tr, agent)
+            return AgentView(agent, blocks, tools, group=group, identities=held)
 
         return await self.store.transact(create_)
 
@@ -353,13 +358,21 @@ class AgentCases(BlockCases, ToolCases):
                 held = await identity_records(tr, "agent", agent.id)
             else:  # the agent's identities become these, as Letta replaces them
                 held = await set_agent_identities(tr, agent.id, identity_ids, replace=True)
-            return AgentView(agent, blocks, tools, identities=held)
+            if (
+                changes.get("enable_sleeptime")
+                and self.wants_companion(agent)
+                and not agent.group_id
+            ):
+                await self.add_companion(tr, agent, blocks)
+            group = await self.group_of(tr, agent)
+            return AgentView(agent, blocks, tools, group=group, identities=held)
 
         return await self.store.transact(update)
 
     async def delete_agent(self, agent_id: str) -> None:
-        async def delete(tr: Transaction) -> None:
+        async def delete(tr: Transaction, agent_id: str = agent_id) -> None:
             agent = await self._agent(tr, agent_id)
+            await self.drop_group(tr, agent, delete)  # a primary's companion goes too
             cleared = attrs.evolve(agent, tags=[], block_ids=[], tool_ids=[])
             self._link(tr, cleared, agent)
             clear_blob(tr, keys.AGENTS.pack((agent_id,)))
@@ -476,6 +489,8 @@ class AgentCases(BlockCases, ToolCases):
             self._check_labels(blocks)
             self._write_agent(tr, agent)
             self._link(tr, agent, current)
+            if attach:  # a sleeptime companion gets it too, as in Letta
+                await self.share_with_companions(tr, agent, blocks[-1])
             return await self._view(tr, agent)
 
         return await self.store.transact(change)

@@ -30,6 +30,7 @@ class ResumeSweep:
     env: Any
     _drive: Any
     _spawn: Any
+    sleeptime_sweep: Any
 
     async def resume_open_runs(self) -> int:
         """Drive every unfinished run (after a crash or restart) to its end, in the
@@ -64,6 +65,7 @@ class ResumeSweep:
                 found = await self.resume_open_runs()
                 if found:
                     log.info("%d unfinished run(s): driving them to their end", found)
+                await self.sleeptime_sweep()  # turns whose end no look saw (sleeptime.py)
             except StoreError as error:
                 log.warning("looking for unfinished runs failed: %r", error)
             await self.env.sleep(interval)

@@ -209,6 +209,13 @@ MUTATIONS = [
         "idempotency_key=firing.key)",
         "idempotency_key=None)",
     ),
+    Mutation(
+        "sleeptime-key",
+        "a sleeptime companion's run is keyed by the primary's run, so it starts once",
+        "kelpie_trio/service/sleeptime.py",
+        "body, trigger_key(turn.id), True)",
+        "body, None, True)",
+    ),
 ]
 
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)")
