@@ -8,14 +8,26 @@ group message routes (a sleeptime group's messages are its agents').
 
 from __future__ import annotations
 
+from typing import Any
+
+import attrs
 from quart import Blueprint, Response, request
 
 from kelpie_trio.agent.sleeptime import SleeptimeGroup, render_group
 from kelpie_trio.api.common import body, check_id, int_arg, json_response, service
 from kelpie_trio.api.spec import documented
-from kelpie_trio.errors import ServiceError
+from kelpie_trio.errors import Invalid, ServiceError
 
 groups = Blueprint("groups", __name__)
+
+
+@attrs.define
+class UpdateGroup:
+    """What PATCH /v1/groups/{id} takes (Letta's GroupUpdate, what is served of it)."""
+
+    description: str | None = None
+    # {"manager_type": "sleeptime", "sleeptime_agent_frequency": n}
+    manager_config: dict[str, Any] | None = None
 
 
 def _listed(found: list[SleeptimeGroup]) -> list[SleeptimeGroup]:
@@ -32,7 +44,10 @@ def _listed(found: list[SleeptimeGroup]) -> list[SleeptimeGroup]:
         found = found[ids.index(after) + 1 :]
     if before is not None and before in [g.id for g in found]:
         found = found[: [g.id for g in found].index(before)]
-    if request.args.get("order", "asc") == "desc":
+    order = request.args.get("order", "asc")
+    if order not in ("asc", "desc"):
+        raise Invalid.field(["query", "order"], "order must be 'asc' or 'desc'", "enum")
+    if order == "desc":
         found = found[::-1]
     limit = int_arg("limit", low=1, high=1000)
     return found[:limit] if limit else found
@@ -82,7 +97,11 @@ async def retrieve_group(group_id: str) -> Response:
 
 
 @groups.patch("/v1/groups/<group_id>")
-@documented("Change a group's description or its sleeptime_agent_frequency (manager_config)")
+@documented(
+    "Change a group's description or its sleeptime_agent_frequency (manager_config)",
+    request=UpdateGroup,
+    partial=True,
+)
 async def modify_group(group_id: str) -> Response:
     group_id = check_id(group_id, "group", "group_id")
     return json_response(render_group(await service().update_group(group_id, await body())))
