@@ -405,7 +405,8 @@ def step_outcome(
         if missing and not final_step:
             note = f"{HIDDEN}ToolRuleViolated: You must call {', '.join(missing)} at least once "
             return StepOutcome(True, None, note + "to exit the loop.")
-        return StepOutcome(False, "end_turn")
+        # Out of steps with a required tool not run: the step limit ended it, not the model.
+        return StepOutcome(False, "max_steps" if missing else "end_turn")
     ran = [name for name, refused in calls if not refused]
     called = (*state.called, *ran)
     terminal = [n for n in ran if _is(rules, "exit_loop", n)]

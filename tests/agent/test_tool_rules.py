@@ -297,3 +297,15 @@ def test_a_turn_driven_by_any_model_keeps_the_child_rules_in_what_it_runs(
                 assert before.called.count(rule_.tool_name) < rule_.max_count_limit or (
                     name != rule_.tool_name
                 )
+
+
+def test_a_reply_on_the_last_step_without_the_required_tool_is_max_steps() -> None:
+    """Out of steps before a required_before_exit tool ran: the step limit ended the turn
+    (found by a 200-seed DST run: it said end_turn)."""
+    r = rules({"type": "required_before_exit", "tool_name": "a"})
+    last = step_outcome(r, TOOLS, TurnState(), [], heartbeat_agent=False, final_step=True)
+    assert (last.goes_on, last.stop_reason) == (False, "max_steps")
+    done = step_outcome(r, TOOLS, TurnState(("a",)), [], heartbeat_agent=False, final_step=True)
+    assert (done.goes_on, done.stop_reason) == (False, "end_turn")
+    before = step_outcome(r, TOOLS, TurnState(), [], heartbeat_agent=False)
+    assert before.goes_on

@@ -118,6 +118,7 @@ def test_dst_tool_rules_hold_in_the_stored_history_under_faults() -> None:
         refusals.append(sum((m.content or "").startswith("[ToolConstraint") for m in history))
         ended_by_rule.extend(s for s in stops.values() if s == "tool_rule")
 
-    run_seeds(one, 10)
+    seeds = run_seeds(one, 10)
     # The rules were put to the test: the model broke them, and they ended turns.
-    assert sum(refusals) >= 10 and len(ended_by_rule) >= 5, (refusals, ended_by_rule)
+    if seeds > 1:  # what the sweep must have exercised (a replayed seed checks itself)
+        assert sum(refusals) >= 10 and len(ended_by_rule) >= 5, (refusals, ended_by_rule)
