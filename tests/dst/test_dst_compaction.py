@@ -37,9 +37,9 @@ from tests.dst.agent_harness import (
     CLEAN,
     AgentCluster,
     history_of,
-    live_service,
     new_agent,
     restart_crashed,
+    revived_service,
     send_anywhere,
     simulate_cluster,
 )
@@ -97,7 +97,7 @@ def compacting_while_sending(seed: int) -> tuple[list, list, AgentContext, list,
             await trio.sleep(3.0)  # a last compaction or two after the last turn
             nursery.cancel_scope.cancel()
         sim.world.faults.enabled = False
-        service = live_service(sim)
+        service = await revived_service(sim)  # every node may be down right now (seed 45)
 
         async def read(tr: Transaction) -> AgentContext:
             return (await read_context(tr, agent))[0]
