@@ -26,13 +26,13 @@ def test_dst_search_after_store_write() -> None:
     def one(seed: int) -> None:
         totals.update(SimWorld(seed, FAULTS).run(search_converges))
 
-    run_seeds(one, 30, scenario="search")
+    seeds = run_seeds(one, 30, scenario="search")
     print(dict(totals))
-    # Every path really ran across the seeds.
+    # Every path really ran across the seeds (a replayed seed checks only itself).
     for what in ("inserts", "deletes", "resets", "message writes", "searches",
                  "indexer crashes", "indexes lost", "agents deleted", "writes failed",
                  "vectors checked"):  # fmt: skip
-        assert totals[what] > 0, what
+        assert seeds == 1 or totals[what] > 0, what
 
 
 def test_dst_search_run_is_a_function_of_its_seed() -> None:
