@@ -17,8 +17,7 @@ from kelpie_trio.api.common import (
     page_args,
     service,
 )
-from kelpie_trio.api.messages import _idempotency_key as idempotency_key
-from kelpie_trio.api.messages import _stream as sse_response
+from kelpie_trio.api.messages import idempotency_key, sse_response
 from kelpie_trio.api.spec import documented
 from kelpie_trio.errors import Invalid
 from kelpie_trio.service import MAX_PAGE, send_options

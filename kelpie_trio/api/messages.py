@@ -25,7 +25,7 @@ from kelpie_trio.service.messages import CancelRequest, SendRequest
 messages = Blueprint("messages", __name__)
 
 
-def _idempotency_key() -> str | None:
+def idempotency_key() -> str | None:
     """The client's key for a send: a retry with the same key joins the first turn."""
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 255:
@@ -41,9 +41,11 @@ def _idempotency_key() -> str | None:
 async def send_message(agent_id: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
     payload = await body()
-    key = _idempotency_key()
+    key = idempotency_key()
     if isinstance(payload, dict) and payload.get("streaming") is True:
-        return await _stream(await service().open_stream(agent_id, payload, idempotency_key=key))
+        return await sse_response(
+            await service().open_stream(agent_id, payload, idempotency_key=key)
+        )
     return json_response(await service().send_message(agent_id, payload, idempotency_key=key))
 
 
@@ -51,15 +53,17 @@ async def send_message(agent_id: str) -> Response:
 @documented("Send messages and read the reply as server-sent events", request=SendRequest)
 async def stream_message(agent_id: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
-    key = _idempotency_key()
-    return await _stream(await service().open_stream(agent_id, await body(), idempotency_key=key))
+    key = idempotency_key()
+    return await sse_response(
+        await service().open_stream(agent_id, await body(), idempotency_key=key)
+    )
 
 
 @messages.post("/v1/agents/<agent_id>/messages/async")
 @documented("Start a turn as a run and answer at once with the run", request=SendRequest)
 async def send_async(agent_id: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
-    key = _idempotency_key()
+    key = idempotency_key()
     return json_response(await service().send_async(agent_id, await body(), idempotency_key=key))
 
 
@@ -74,7 +78,7 @@ async def cancel(agent_id: str) -> Response:
     return json_response(await service().cancel_runs(agent_id, await optional_body()))
 
 
-async def _stream(events: AsyncIterator[dict]) -> Response:
+async def sse_response(events: AsyncIterator[dict]) -> Response:
     """The turn's events as SSE, then [DONE]. The turn itself runs in the background
     (see `MessageCases.open_stream`), so a client that hangs up cancels nothing. An
     event at a position of its run's stream (service/run_stream.py) carries it in an

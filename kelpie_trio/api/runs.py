@@ -14,7 +14,7 @@ from kelpie_trio.api.common import (
     page_args,
     service,
 )
-from kelpie_trio.api.messages import _stream
+from kelpie_trio.api.messages import sse_response
 from kelpie_trio.api.spec import RUN_STATUSES, documented
 from kelpie_trio.errors import Invalid
 from kelpie_trio.service.messages import TransferRequest
@@ -83,7 +83,7 @@ async def run_messages(run_id: str) -> Response:
 )
 async def retrieve_stream(run_id: str) -> Response:
     events = await service().retrieve_run_stream(_run_id(run_id), await optional_body())
-    return await _stream(events)
+    return await sse_response(events)
 
 
 @runs.get("/v1/runs/<run_id>/usage")
