@@ -23,8 +23,8 @@ from kelpie_trio.errors import Invalid
 from kelpie_trio.service import MAX_PAGE, send_options
 from kelpie_trio.service.context_overview import CompactionRequest, CompactionResponse
 from kelpie_trio.service.conversations import CreateConversation, UpdateConversation
-from kelpie_trio.service.messages import SendRequest
 from kelpie_trio.service.run_stream import RetrieveStreamRequest
+from kelpie_trio.service.send_request import SendRequest
 
 conversations = Blueprint("conversations", __name__)
 

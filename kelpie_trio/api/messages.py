@@ -20,7 +20,7 @@ from kelpie_trio.api.common import (
 )
 from kelpie_trio.api.spec import documented
 from kelpie_trio.errors import Invalid, NotFound
-from kelpie_trio.service.messages import CancelRequest, SendRequest
+from kelpie_trio.service.send_request import CancelRequest, SendRequest
 
 messages = Blueprint("messages", __name__)
 

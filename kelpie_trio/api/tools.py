@@ -21,7 +21,7 @@ from kelpie_trio.errors import Invalid
 from kelpie_trio.models import convert
 from kelpie_trio.models.tools import CreateTool, Tool
 from kelpie_trio.service import window
-from kelpie_trio.service.messages import ToolRunRequest
+from kelpie_trio.service.send_request import ToolRunRequest
 from kelpie_trio.service.tools import ToolFilter, ToolSearch
 from kelpie_trio.tools.base import BASE_TOOLS
 

@@ -22,10 +22,9 @@ from kelpie_trio.agent.conversations import (
 from kelpie_trio.agent.events import RunEvents
 from kelpie_trio.agent.history import read_history
 from kelpie_trio.agent.messages import iso, to_letta_messages
-from kelpie_trio.agent.runs import Run, RunInput, SessionCheckpoint
+from kelpie_trio.agent.runs import Run, SessionCheckpoint
 from kelpie_trio.errors import (
     Conflict,
-    Invalid,
     NotFound,
     Relayed,
     ServiceError,
@@ -36,10 +35,15 @@ from kelpie_trio.models import convert
 from kelpie_trio.nursery.errors import ActorFailed, RuntimeFailure
 from kelpie_trio.service import approvals, send_options
 from kelpie_trio.service.common import MAX_PAGE, Page
-from kelpie_trio.service.content import check_model_takes, parse_content, sized_parts
-from kelpie_trio.service.limits import check_key_part, check_send
+from kelpie_trio.service.content import check_model_takes
 from kelpie_trio.service.resume import ResumeSweep
 from kelpie_trio.service.runs import RunCases
+from kelpie_trio.service.send_request import (
+    CancelRequest,
+    SendRequest,
+    ToolRunRequest,
+    parse_send,
+)
 from kelpie_trio.service.sessions import SessionCases, TransferRequest
 from kelpie_trio.storage import StoreError
 from kelpie_trio.storage.base import Transaction
@@ -47,60 +51,11 @@ from kelpie_trio.storage.base import Transaction
 if TYPE_CHECKING:
     from kelpie_trio.nursery.dispatcher import Dispatcher
 
-__all__ = ["MessageCases", "SendRequest", "TransferRequest"]
+__all__ = ["MessageCases", "TransferRequest"]
 
 log = logging.getLogger("kelpie_trio.service")
 
 MAX_HANDOFFS = 8  # transfers a waiting caller follows before it is told to ask again
-
-
-@attrs.define
-class MessageIn:
-    """Letta's MessageCreate, ApprovalCreate or ToolReturnCreate (what we use of them)."""
-
-    content: Any = None
-    role: str = "user"
-    otid: str | None = None
-    type: str | None = "message"
-    # type "approval" (ApprovalCreate) and "tool_return" (ToolReturnCreate): service/approvals.py
-    approvals: Any = None
-    approve: Any = None
-    approval_request_id: Any = None
-    reason: Any = None
-    tool_returns: Any = None
-
-
-@attrs.define
-class SendRequest:
-    """Letta's LettaRequest / LettaStreamingRequest (what we use of it)."""
-
-    messages: list[MessageIn] | None = None
-    input: Any = None
-    max_steps: int = 50
-    use_assistant_message: bool = True
-    streaming: bool = False
-    stream_tokens: bool = False
-    include_pings: bool = True
-    background: bool = False
-    client_tools: Any = None  # Letta's ClientToolSchema list: service/approvals.py
-    client_skills: Any = None  # Letta's ClientSkillSchema list: service/approvals.py
-    include_return_message_types: list[str] | None = None
-    assistant_message_tool_name: str = "send_message"
-    assistant_message_tool_kwarg: str = "message"
-    override_model: str | None = None  # a model handle, for this run only
-    include_compaction_messages: bool = False
-    # Refused unless they ask for nothing (send_options.py): override_system,
-    # return_logprobs, top_logprobs, return_token_ids, enable_thinking.
-
-
-@attrs.define
-class ToolRunRequest:
-    args: dict[str, Any] | None = None
-
-
-@attrs.define
-class CancelRequest:
-    run_ids: list[str] | None = None
 
 
 @attrs.define
@@ -122,55 +77,6 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
 
     # -- starting a turn -------------------------------------------------------
 
-    def _parse_send(self, body: Any) -> tuple[SendRequest, list[RunInput]]:
-        request = convert.structure_api(body, SendRequest)
-        send_options.check_unsupported(body)
-        send_options.check_return_types(request.include_return_message_types)
-        inputs: list[RunInput] = []
-        texts: list[tuple[list[str | int], str]] = []
-        for i, message in enumerate(request.messages or []):
-            if message.type in ("approval", "tool_return"):
-                if i > 0 or len(request.messages or []) > 1 or request.input is not None:
-                    raise Invalid.field(["body", "messages", i], "an approval is sent alone")
-                answer, answer_texts = approvals.parse_answer(
-                    attrs.asdict(message), ["body", "messages", i]
-                )
-                if answer.otid is not None:
-                    check_key_part(["body", "messages", i, "otid"], answer.otid, "an otid")
-                texts += answer_texts
-                inputs.append(answer)
-                continue
-            if message.type not in (None, "message"):
-                raise Invalid.field(
-                    ["body", "messages", i, "type"],
-                    "a message is of type 'message', 'approval' or 'tool_return'",
-                )
-            if message.content is None:
-                raise Invalid.field(["body", "messages", i, "content"], "content is required")
-            if message.role not in ("user", "system"):
-                raise Invalid.field(
-                    ["body", "messages", i, "role"], "a message's role is 'user' or 'system'"
-                )
-            where: list[str | int] = ["body", "messages", i, "content"]
-            text, parts = parse_content(message.content, where)
-            if message.role == "system" and parts is not None:
-                # Letta would drop them without a word: the model sees a system message's text
-                raise Invalid.field(where, "a system message has text only, no images")
-            if message.otid is not None:  # it keys the send's idempotency
-                check_key_part(["body", "messages", i, "otid"], message.otid, "an otid")
-            texts += sized_parts(where, text, parts)
-            inputs.append(RunInput(text=text, otid=message.otid, parts=parts, role=message.role))
-        if request.input is not None:
-            text, parts = parse_content(request.input, ["body", "input"])
-            texts += sized_parts(["body", "input"], text, parts)
-            inputs.append(RunInput(text=text, parts=parts))
-        check_send(texts)
-        if not inputs:
-            raise Invalid.field(["body", "messages"], "give at least one message (or input)")
-        if not 1 <= request.max_steps <= 1000:
-            raise Invalid.field(["body", "max_steps"], "max_steps must be between 1 and 1000")
-        return request, inputs
-
     def _wanted_run(
         self,
         agent_id: str,
@@ -182,7 +88,7 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
         """The run a send asks for (not stored yet), and the parsed request. In a
         conversation with a model of its own, that model is the run's unless the send
         names another (override_model wins, as in Letta)."""
-        request, inputs = self._parse_send(body)
+        request, inputs = parse_send(body)
         if self.dispatcher is None:
             raise Unavailable("this server runs no agents")
         if idempotency_key is None and inputs[0].otid:
