@@ -21,18 +21,20 @@ At the end, with faults off and the indexer left to run:
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 
 import trio
 
 from kelpie_trio.errors import NotFound
-from kelpie_trio.search import IndexerConfig, MemoryIndex, SearchLayer
+from kelpie_trio.search import MemoryIndex, SearchLayer
 from kelpie_trio.search.embeddings import HashingEmbedder
 from kelpie_trio.search.indexer import read_agent_documents
 from kelpie_trio.search.text import terms
 from kelpie_trio.service import AgentService, Page
 from kelpie_trio.service.passages import attached_archive_ids
 from kelpie_trio.sim.faults import STORAGE_FAULTS, FaultConfig
+from kelpie_trio.sim.search_scenario import CONFIG, crashing_indexer
 from kelpie_trio.sim.world import SimWorld
 from kelpie_trio.storage import StoreError, keys
 from kelpie_trio.storage.base import Transaction
@@ -41,7 +43,6 @@ __all__ = ["ARCHIVE_FAULTS", "ArchiveStats", "archives_converge"]
 
 ARCHIVE_FAULTS = FaultConfig(dict.fromkeys(STORAGE_FAULTS, 0.08))
 WORDS = ["tea", "garden", "river", "lantern", "piano", "harbor", "maple", "comet"]
-CONFIG = IndexerConfig(batch=8, poll_interval=0.3, heartbeat_interval=2.0, consumer_ttl=20.0)
 
 
 class ArchiveStats(Counter):
@@ -84,25 +85,10 @@ async def archives_converge(world: SimWorld) -> ArchiveStats:
     final_layer: list[SearchLayer] = []
     indexer_up = trio.Event()
 
-    async def indexer_node() -> None:
-        index = durable
-        for _ in range(rng.randint(2, 4)):
-            node = world.new_node("indexer")
-            layer = SearchLayer(node.store, node.env, index, config=CONFIG, embedder=embedder)
-            world.system_nursery.start_soon(world.run_node, node, lambda n, lay=layer: lay.run())
-            indexer_up.set()
-            await trio.sleep(rng.uniform(0.5, 6.0))
-            node.crash("test")
-            stats["indexer crashes"] += 1
-            if rng.random() < 0.5:
-                index = MemoryIndex(f"index-{world.new_node('scratch').id}")  # a lost index
-                stats["indexes lost"] += 1
-            else:
-                index = durable
-        node = world.new_node("indexer")
-        final = SearchLayer(node.store, node.env, index, config=CONFIG, embedder=embedder)
-        world.system_nursery.start_soon(world.run_node, node, lambda n: final.run())
-        final_layer.append(final)
+    indexer_node = functools.partial(
+        crashing_indexer, world, rng, stats, durable,
+        embedder=embedder, up=indexer_up, final_layer=final_layer,
+    )  # fmt: skip
 
     def text() -> str:
         return " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 5)))

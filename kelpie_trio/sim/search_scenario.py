@@ -14,8 +14,10 @@ deleted.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter
+from typing import Any
 
 import trio
 
@@ -90,6 +92,39 @@ def _index_view(index: MemoryIndex, agent_id: str) -> set:
     }
 
 
+async def crashing_indexer(
+    world: SimWorld,
+    rng: random.Random,
+    stats: Any,
+    durable: MemoryIndex,
+    *,
+    embedder: Any,
+    up: trio.Event,
+    final_layer: list[SearchLayer],
+) -> None:
+    """The indexer node of a search scenario: run it, crash it at random moments and start
+    it again, on the durable index or (half the time) a lost one; the last incarnation's
+    layer goes into `final_layer`, to be checked once the store is quiet."""
+    index = durable
+    for _ in range(rng.randint(2, 4)):
+        node = world.new_node("indexer")
+        layer = SearchLayer(node.store, node.env, index, config=CONFIG, embedder=embedder)
+        world.system_nursery.start_soon(world.run_node, node, lambda n, lay=layer: lay.run())
+        up.set()
+        await trio.sleep(rng.uniform(0.5, 6.0))
+        node.crash("test")
+        stats["indexer crashes"] += 1
+        if rng.random() < 0.5:
+            index = MemoryIndex(f"index-{world.new_node('scratch').id}")  # a lost index
+            stats["indexes lost"] += 1
+        else:
+            index = durable
+    node = world.new_node("indexer")
+    final = SearchLayer(node.store, node.env, index, config=CONFIG, embedder=embedder)
+    world.system_nursery.start_soon(world.run_node, node, lambda n: final.run())
+    final_layer.append(final)
+
+
 async def search_converges(world: SimWorld) -> SearchStats:
     stats = SearchStats()
     rng = world.rng("test")
@@ -105,29 +140,11 @@ async def search_converges(world: SimWorld) -> SearchStats:
 
     durable = MemoryIndex("index-durable")  # survives the indexer's crashes, like a file
     indexer_up = trio.Event()
-
-    async def indexer_node() -> None:
-        """Run the indexer node; crash it at random moments and restart it."""
-        index = durable
-        for _ in range(rng.randint(2, 4)):
-            node = world.new_node("indexer")
-            layer = SearchLayer(node.store, node.env, index, config=CONFIG, embedder=embedder)
-            world.system_nursery.start_soon(world.run_node, node, lambda n, lay=layer: lay.run())
-            indexer_up.set()
-            await trio.sleep(rng.uniform(0.5, 6.0))
-            node.crash("test")
-            stats["indexer crashes"] += 1
-            if rng.random() < 0.5:
-                index = MemoryIndex(f"index-{world.new_node('scratch').id}")  # a lost index
-                stats["indexes lost"] += 1
-            else:
-                index = durable
-        node = world.new_node("indexer")
-        final = SearchLayer(node.store, node.env, index, config=CONFIG, embedder=embedder)
-        world.system_nursery.start_soon(world.run_node, node, lambda n: final.run())
-        final_layer.append(final)
-
     final_layer: list[SearchLayer] = []
+    indexer_node = functools.partial(
+        crashing_indexer, world, rng, stats, durable,
+        embedder=embedder, up=indexer_up, final_layer=final_layer,
+    )  # fmt: skip
 
     async def passages(agent_id: str) -> None:
         made: list[str] = []
