@@ -40,6 +40,7 @@ from collections.abc import Iterable
 
 import attrs
 
+from kelpie_trio.agent.conversations import is_conversation
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction, key_after
 
@@ -98,7 +99,7 @@ def message_ref(thread: str, seq: int) -> int | str:
     """How a message is named in its agent's stream (and as its search document's key):
     its sequence number in the agent's default conversation, `"{conversation}/{seq}"` in
     another (agent/conversations.py)."""
-    return seq if not thread.startswith("conv-") else f"{thread}/{seq}"
+    return f"{thread}/{seq}" if is_conversation(thread) else seq
 
 
 def message_key(agent_id: str, ref: int | str) -> bytes:

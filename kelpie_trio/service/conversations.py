@@ -25,12 +25,11 @@ from kelpie_trio.agent.conversations import (
     require_conversation,
     save_conversation,
 )
-from kelpie_trio.agent.history import read_history
 from kelpie_trio.agent.messages import Message
 from kelpie_trio.agent.runs import Run
 from kelpie_trio.agent.step import compile_system
 from kelpie_trio.agent.tool_rules import rules_of, rules_prompt
-from kelpie_trio.agent.window import HISTORY_WINDOW
+from kelpie_trio.agent.window import read_context
 from kelpie_trio.errors import Conflict, Invalid, NotFound, ServiceError
 from kelpie_trio.llm.catalog import UnknownModel
 from kelpie_trio.models import convert
@@ -287,11 +286,7 @@ class ConversationCases(_IsolatedBlocks, ServiceBase):
         async def fork(tr: Transaction) -> dict[str, Any]:
             thread = await self.resolve_in(tr, conversation_id, agent_id)
             source = thread.conversation
-            raw = await tr.get(keys.CONTEXT.pack((thread.key,)))
-            context = AgentContext() if raw is None else convert.decode_record(raw, AgentContext)
-            history = await read_history(
-                tr, thread.key, limit=HISTORY_WINDOW, start_seq=context.start_seq
-            )
+            context, history = await read_context(tr, thread.key)  # as a step reads it
             forked = Conversation(
                 id=new_id,
                 agent_id=thread.agent_id,
@@ -407,10 +402,7 @@ async def _named(tr: Transaction, conversation_id: str) -> Conversation:
 
 
 async def _in_context_ids(tr: Transaction, thread: str) -> list[str]:
-    raw = await tr.get(keys.CONTEXT.pack((thread,)))
-    context = AgentContext() if raw is None else convert.decode_record(raw, AgentContext)
-    history = await read_history(tr, thread, limit=HISTORY_WINDOW, start_seq=context.start_seq)
-    return [m.id for m in history]
+    return [m.id for m in (await read_context(tr, thread))[1]]
 
 
 def _whole_turns(history: list[Message]) -> list[Message]:
