@@ -553,18 +553,21 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
 
     async def delete_block(self, block_id: str) -> None:
         async def delete(tr: Transaction) -> None:
-            block = await self._block(tr, block_id)
-            # Detached from every agent that has it, in the same transaction.
-            for key, _ in await tr.get_prefix(BLOCK_AGENTS.pack((block_id,))):
-                agent = await self._agent(tr, BLOCK_AGENTS.unpack(key)[1])
-                agent.block_ids = [b for b in agent.block_ids if b != block_id]
-                self._write_agent(tr, agent)
-            tr.clear_range(*keys.prefix_range(BLOCK_AGENTS.pack((block_id,))))
-            clear_blob(tr, keys.BLOCKS.pack((block_id,)))
-            tr.clear(BLOCK_INDEX.pack((micros(block.created_at), block_id)))
-            await forget_member(tr, "block", block_id)
+            await self.erase_block(tr, await self._block(tr, block_id))
 
         await self.store.transact(delete)
+
+    async def erase_block(self, tr: Transaction, block: Block) -> None:
+        """Within a caller's transaction: the block gone, detached from every agent that
+        has it and from the identities that hold it."""
+        for key, _ in await tr.get_prefix(BLOCK_AGENTS.pack((block.id,))):
+            agent = await self._agent(tr, BLOCK_AGENTS.unpack(key)[1])
+            agent.block_ids = [b for b in agent.block_ids if b != block.id]
+            self._write_agent(tr, agent)
+        tr.clear_range(*keys.prefix_range(BLOCK_AGENTS.pack((block.id,))))
+        clear_blob(tr, keys.BLOCKS.pack((block.id,)))
+        tr.clear(BLOCK_INDEX.pack((micros(block.created_at), block.id)))
+        await forget_member(tr, "block", block.id)
 
     async def agents_of_block(self, block_id: str, page: Page) -> list[AgentView]:
         async def listing(tr: Transaction) -> list[AgentView]:

@@ -36,12 +36,11 @@ from kelpie_trio.models import convert
 from kelpie_trio.models.blocks import Block, CreateBlock
 from kelpie_trio.models.passages import parse_timestamp
 from kelpie_trio.search import outbox
-from kelpie_trio.service.blocks import BLOCK_INDEX
-from kelpie_trio.service.common import MAX_PAGE, ServiceBase, micros, read_record
+from kelpie_trio.service.common import MAX_PAGE, ServiceBase, read_record
 from kelpie_trio.service.run_stream import RetrieveStreamRequest
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
-from kelpie_trio.storage.chunks import clear_blob, set_blob
+from kelpie_trio.storage.chunks import set_blob
 
 __all__ = ["ConversationCases", "Thread"]
 
@@ -115,10 +114,10 @@ class _IsolatedBlocks:
         return copy.id
 
     async def _drop_block(self, tr: Transaction, block_id: str) -> None:
+        """A copy goes as any deleted block goes (deleted already: nothing to do)."""
         block = await read_record(tr, keys.BLOCKS.pack((block_id,)), Block)
         if block is not None:
-            clear_blob(tr, keys.BLOCKS.pack((block_id,)))
-            tr.clear(BLOCK_INDEX.pack((micros(block.created_at), block_id)))
+            await self.erase_block(tr, block)  # type: ignore[attr-defined]
 
 
 class ConversationCases(_IsolatedBlocks, ServiceBase):
