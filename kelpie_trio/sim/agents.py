@@ -362,21 +362,20 @@ def simulate(
 async def revived_service(sim: AgentCluster) -> AgentService:
     """`live_service` once the faults are off: if every node is down at that moment (the
     process manager was stopped between a crash and its restart), one is started again."""
-    for name in sim.names:
-        if not sim.nodes[name].crashed and sim.services[name].store is sim.nodes[name].store:
-            return sim.services[name]
-    await sim.start_node(sim.names[0])
+    if not any(_serving(sim, name) for name in sim.names):
+        await sim.start_node(sim.names[0])
     return live_service(sim)
 
 
 def live_service(sim: AgentCluster) -> AgentService:
     """The service of the first node that is up: not crashed, and serving as its current
     incarnation (a restart cut short leaves the previous incarnation's service behind)."""
-    return next(
-        sim.services[n]
-        for n in sim.names
-        if not sim.nodes[n].crashed and sim.services[n].store is sim.nodes[n].store
-    )
+    return next(sim.services[n] for n in sim.names if _serving(sim, n))
+
+
+def _serving(sim: AgentCluster, name: str) -> bool:
+    """Up and serving as its current incarnation."""
+    return not sim.nodes[name].crashed and sim.services[name].store is sim.nodes[name].store
 
 
 async def restart_crashed(sim: AgentCluster, delay: float = 2.0) -> None:
