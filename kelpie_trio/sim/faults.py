@@ -153,6 +153,12 @@ def preset(name: str) -> FaultConfig:
         raise ValueError(f"unknown fault preset {name!r}; known: {', '.join(PRESETS)}") from None
 
 
+# Every firing in this process, across injectors: what a sweep of many tests reports
+# (`tests/dst/conftest.py` prints it). Written only, never read by simulated code, so
+# it cannot change a run.
+FIRED_IN_PROCESS: Counter[FaultType] = Counter()
+
+
 class FaultInjector:
     """Decides, from a seeded RNG, whether a fault fires; counts draws and firings."""
 
@@ -170,6 +176,7 @@ class FaultInjector:
         self.drawn[fault] += 1
         if self._rng.random() < rate:
             self.fired[fault] += 1
+            FIRED_IN_PROCESS[fault] += 1
             return True
         return False
 

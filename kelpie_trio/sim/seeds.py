@@ -2,7 +2,9 @@
 
 - `DST_SEED=N`: run exactly seed N (replaying a failure);
 - `DST_SEEDS=K`: run K seeds (the default keeps CI in minutes; the deep run
-  is `DST_SEEDS=10000`).
+  is `DST_SEEDS=1000`);
+- `DST_KEEP_GOING=1`: a test that loops over its seeds runs them all and reports
+  every failing seed, not only the first (what a deep run wants).
 
 A failing seed is reported with the two commands that replay it: the test
 with DST_SEED, and `kelpie-trio sim` when the test is a named scenario.
@@ -50,7 +52,13 @@ def run_seeds(
     scenario: str | None = None,
     faults: str | None = None,
 ) -> int:
-    """Run `run(seed)` for each seed; on the first failure raise with its replay commands."""
+    """Run `run(seed)` for each seed; on a failure raise with its replay commands.
+
+    The first failure raises at once, unless DST_KEEP_GOING is set: then every seed
+    runs and one SeedFailure names all that failed.
+    """
+    keep_going = bool(os.environ.get("DST_KEEP_GOING"))
+    failures: list[str] = []
     ran = 0
     for seed in seeds(default_count, first=first):
         try:
@@ -61,6 +69,10 @@ def run_seeds(
                 f"{replay_command(seed, scenario=scenario, faults=faults)}"
             )
             print(message)  # also in the captured output, where pytest shows it
-            raise SeedFailure(message) from error
+            if not keep_going:
+                raise SeedFailure(message) from error
+            failures.append(message)
         ran += 1
+    if failures:
+        raise SeedFailure(f"{len(failures)} of {ran} seeds failed:\n" + "\n".join(failures))
     return ran
