@@ -10,6 +10,11 @@ engine. Each store call is a place where the fault table may fire:
   half), CommitUnknownResult (the commit lands now, never, or later, after the
   caller has already retried), CrashAfterWrite.
 
+A commit whose caller is cancelled while it is on its way may still land, later
+(as with SQLite's batched writer and FoundationDB: cancelling the caller drops
+the outcome, not the write): code must never take a cancelled commit for one
+that did not happen.
+
 A crashed node is fenced: from that instant every call through its handle,
 shielded or not, raises NodeFenced. A commit already in flight is atomic: it
 is applied whole or not at all.
@@ -17,6 +22,7 @@ is applied whole or not at all.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING
 
 import attrs
@@ -45,7 +51,11 @@ from kelpie_trio.storage.memory import MemoryStore, MemoryTransaction
 if TYPE_CHECKING:
     from kelpie_trio.sim.world import SimNode, SimWorld
 
-__all__ = ["SimStore", "SimTransaction"]
+__all__ = ["LATE_COMMITS_IN_PROCESS", "SimStore", "SimTransaction"]
+
+# Commits sent on to land later, across every world of this process, by why: what a
+# sweep reports (tests/dst/conftest.py). Written only, never read by simulated code.
+LATE_COMMITS_IN_PROCESS: Counter[str] = Counter()
 
 
 class SimTransaction(MemoryTransaction):
@@ -124,7 +134,11 @@ class SimStore(MemoryStore):
     ) -> None:
         read = leases_read or {}
         self._check_fence()
-        await self._latency("commit")
+        try:
+            await self._latency("commit")
+        except trio.Cancelled:
+            self._cancelled_in_flight(request, read)
+            raise
         if self._fires(FaultType.CRASH_BEFORE_WRITE, "commit"):
             raise self._crash(FaultType.CRASH_BEFORE_WRITE)
         if self._fires(FaultType.STORAGE_WRITE_FAIL, "commit"):
@@ -175,6 +189,23 @@ class SimStore(MemoryStore):
         self.commits += 1
         self.world.trace.record(f"{how} node={self.node.id} version={version}")
 
+    def _cancelled_in_flight(self, request: CommitRequest, read: dict[str, Holder]) -> None:
+        """The caller gave up on a commit already sent: it lands later, or never."""
+        if self.world.faults.uniform(0, 1) < 0.5:
+            self.world.trace.record(f"cancelled-lost node={self.node.id}")
+            return
+        self.world.cancelled_commits_in_flight += 1
+        LATE_COMMITS_IN_PROCESS["caller cancelled"] += 1
+        self._land_later(request, read)
+
+    def _land_later(self, request: CommitRequest, read: dict[str, Holder]) -> None:
+        # Its read version is fixed now, as the cluster would have fixed it.
+        if request.read_version is None:
+            request = attrs.evolve(request, read_version=self.world.engine.read_version())
+        delay = self.world.faults.uniform(0.0, 0.05)
+        assert self.world.system_nursery is not None
+        self.world.system_nursery.start_soon(self._land_late, request, delay, read)
+
     def _unknown_result(self, request: CommitRequest, read: dict[str, Holder]) -> None:
         """Land the commit now, never, or later; the caller is told none of it."""
         fate = self.world.faults.uniform(0, 3)
@@ -183,14 +214,10 @@ class SimStore(MemoryStore):
         elif fate < 2:
             self.world.trace.record(f"unknown-lost node={self.node.id}")
         else:
+            LATE_COMMITS_IN_PROCESS["unknown result"] += 1
             # Still in flight: it lands (if it still passes the conflict check)
             # after a delay, possibly after the caller's retry has committed.
-            # Its read version is fixed now, as the cluster would have fixed it.
-            if request.read_version is None:
-                request = attrs.evolve(request, read_version=self.world.engine.read_version())
-            delay = self.world.faults.uniform(0.0, 0.05)
-            assert self.world.system_nursery is not None
-            self.world.system_nursery.start_soon(self._land_late, request, delay, read)
+            self._land_later(request, read)
 
     async def _land_late(
         self, request: CommitRequest, delay: float, read: dict[str, Holder]

@@ -127,6 +127,7 @@ class SimWorld:
         self.engine = MemoryEngine()
         # Virtual time until which the store's disk is full (the StorageFull fault).
         self.disk_full_until = -1.0
+        self.cancelled_commits_in_flight = 0  # commits whose caller was cancelled, landing later
         self.time_limit = time_limit
         self._incarnations: dict[str, int] = {}
         self.system_nursery: trio.Nursery | None = None

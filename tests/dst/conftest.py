@@ -5,6 +5,7 @@ that it passed; the README's deep-run figures come from this summary.
 """
 
 from kelpie_trio.sim.faults import FIRED_IN_PROCESS, FaultType
+from kelpie_trio.sim.store import LATE_COMMITS_IN_PROCESS
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -14,3 +15,5 @@ def pytest_terminal_summary(terminalreporter):
     for fault in FaultType:
         if FIRED_IN_PROCESS[fault]:
             terminalreporter.write_line(f"{fault.value:<24} {FIRED_IN_PROCESS[fault]:>10}")
+    for why, count in sorted(LATE_COMMITS_IN_PROCESS.items()):
+        terminalreporter.write_line(f"{'commits landing late (' + why + ')':<40} {count:>10}")
