@@ -172,6 +172,37 @@ def test_a_superseded_write_that_lands_is_flagged(monkeypatch: pytest.MonkeyPatc
         _superseded_write(world)
 
 
+def _cancelled_commit(seed: int) -> tuple[bool, bytes | None, bytes | None]:
+    """A commit of two keys whose caller is cancelled while it is on its way to the store:
+    (did the caller see it land, what the store holds afterwards)."""
+
+    async def main(world: SimWorld) -> tuple[bool, bytes | None, bytes | None]:
+        node = world.new_node("n0")
+
+        async def write(tr: Transaction) -> None:
+            tr.set(b"k1", b"v1")
+            tr.set(b"k2", b"v2")
+
+        returned = False
+        with trio.move_on_after(0.0001):  # inside the store's round trip (0.5 ms)
+            await node.store.transact(write)
+            returned = True
+        await trio.sleep(1)  # long after any late landing
+
+        async def read(tr: Transaction) -> tuple[bytes | None, bytes | None]:
+            return await tr.get(b"k1"), await tr.get(b"k2")
+
+        return (returned, *await node.store.transact(read))
+
+    return SimWorld(seed).run(main)
+
+
+def test_a_cancelled_commit_lands_later_or_never_and_never_in_part() -> None:
+    outcomes = {_cancelled_commit(seed) for seed in range(20)}
+    # The caller never sees it land; the store holds all of it or none, and both happen.
+    assert outcomes == {(False, b"v1", b"v2"), (False, None, None)}
+
+
 # -- kelpie-trio sim ------------------------------------------------------------------
 
 
