@@ -45,7 +45,7 @@ async def test_an_approved_call_runs_only_after_its_approval(tmp_path, monkeypat
         run = await letta.runs.retrieve(asked.messages[-1].run_id)
         answered = await letta.agents.messages.create(agent.id, messages=approve("c1"))
         after = await letta.agents.blocks.retrieve("human", agent_id=agent.id)
-        history = [m.message_type async for m in letta.agents.messages.list(agent.id)]
+        history = [m.message_type async for m in letta.agents.messages.list(agent.id, order="asc")]
     assert asked.stop_reason.stop_reason == "requires_approval"
     (request,) = of_type(asked, "approval_request_message")
     assert request.tool_call.tool_call_id == "c1" and request.tool_call.name == "memory_insert"
@@ -118,12 +118,12 @@ async def test_a_new_message_while_a_call_waits_is_refused(tmp_path, monkeypatch
     async with node(tmp_path, monkeypatch, *script) as (fake, letta):
         agent = await parked_agent(letta, tool_rules=APPROVE_INSERT)
         asked = await letta.agents.messages.create(agent.id, input="go")
-        before = [m.id async for m in letta.agents.messages.list(agent.id)]
+        before = [m.id async for m in letta.agents.messages.list(agent.id, order="asc")]
         with pytest.raises(letta_client.ConflictError) as refused:
             await letta.agents.messages.create(agent.id, input="hello?")
         with pytest.raises(letta_client.ConflictError):
             await letta.agents.messages.create_async(agent.id, input="hello?")
-        after = [m.id async for m in letta.agents.messages.list(agent.id)]
+        after = [m.id async for m in letta.agents.messages.list(agent.id, order="asc")]
         asked_once = len(fake.received)
         answered = await letta.agents.messages.create(agent.id, messages=approve("c1"))
     (request,) = of_type(asked, "approval_request_message")
@@ -266,7 +266,7 @@ async def test_cancelling_a_waiting_run_denies_its_calls(tmp_path, monkeypatch) 
             import trio
 
             await trio.sleep(0.01)
-        history = [m async for m in letta.agents.messages.list(agent.id)]
+        history = [m async for m in letta.agents.messages.list(agent.id, order="asc")]
         after = await letta.agents.messages.create(agent.id, input="hello")
         block = await letta.agents.blocks.retrieve("human", agent_id=agent.id)
     assert run.status == "cancelled"
@@ -309,7 +309,7 @@ async def test_request_options_are_honoured_or_refused_by_name(tmp_path, monkeyp
             await letta.agents.messages.create(
                 agent.id, input="x", include_return_message_types=["no_such_message"]
             )
-        history = [m async for m in letta.agents.messages.list(agent.id)]
+        history = [m async for m in letta.agents.messages.list(agent.id, order="asc")]
         reply = await letta.agents.messages.create(
             agent.id,
             input="go",

@@ -58,7 +58,7 @@ def whole_history(url: str, agent: str) -> list[dict]:
     """Every message of the agent, page after page."""
     history: list[dict] = []
     while True:
-        params = {"limit": 500, **({"after": history[-1]["id"]} if history else {})}
+        params = {"limit": 500, "order": "asc", **({"after": history[-1]["id"]} if history else {})}
         page = httpx.get(f"{url}/v1/agents/{agent}/messages", params=params).json()
         if not page:
             return history

@@ -52,7 +52,7 @@ async def test_images_reach_openai_as_image_url_parts_in_order(tmp_path, monkeyp
         agent = await letta.agents.create(model=OPENAI)
         sent = image_message(text("What is this?"), b64_image(), url_image())
         reply = await letta.agents.messages.create(agent.id, messages=sent)
-        history = [m async for m in letta.agents.messages.list(agent.id)]
+        history = [m async for m in letta.agents.messages.list(agent.id, order="asc")]
     assert fake.refused == []
     assert last_user(fake)["content"] == [
         {"type": "text", "text": "What is this?"},
@@ -102,7 +102,7 @@ async def test_a_model_without_images_is_refused_before_anything_is_stored(
             await letta.agents.messages.create(agent.id, messages=image_message(b64_image()))
         with pytest.raises(letta_client.UnprocessableEntityError) as streamed:
             await letta.agents.messages.create_async(agent.id, messages=image_message(b64_image()))
-        history = [m async for m in letta.agents.messages.list(agent.id)]
+        history = [m async for m in letta.agents.messages.list(agent.id, order="asc")]
         runs = [r async for r in letta.runs.list(agent_ids=[agent.id])]
     (detail,) = error.value.body["detail"]
     assert detail["loc"] == ["body", "messages", 0, "content"]
@@ -125,7 +125,7 @@ async def test_an_image_type_no_provider_takes_is_refused_by_field(tmp_path, mon
             with pytest.raises(letta_client.UnprocessableEntityError) as error:
                 await letta.agents.messages.create(agent.id, messages=image_message(part))
             refused[name] = error.value.body["detail"][0]["loc"][4:]
-        history = [m async for m in letta.agents.messages.list(agent.id)]
+        history = [m async for m in letta.agents.messages.list(agent.id, order="asc")]
     assert refused == {
         "tiff": [0, "source", "media_type"],
         "not base64": [0, "source", "data"],
@@ -144,7 +144,7 @@ async def test_an_image_over_the_send_budget_is_a_413_naming_it(tmp_path, monkey
             await letta.agents.messages.create(
                 agent.id, messages=image_message(text("look"), b64_image(big))
             )
-        history = [m async for m in letta.agents.messages.list(agent.id)]
+        history = [m async for m in letta.agents.messages.list(agent.id, order="asc")]
     assert error.value.status_code == 413
     assert error.value.body["detail"].startswith("body.messages.0.content.1.source.data:")
     assert history == [] and fake.received == []
@@ -160,7 +160,7 @@ async def test_a_large_image_under_the_budget_is_stored_once_and_sent(
         agent = await letta.agents.create(model=OPENAI)
         await letta.agents.messages.create(agent.id, messages=image_message(b64_image(data)))
         await letta.agents.messages.create(agent.id, input="and now?")
-        history = [m async for m in letta.agents.messages.list(agent.id)]
+        history = [m async for m in letta.agents.messages.list(agent.id, order="asc")]
     users = [m for m in history if m.message_type == "user_message"]
     assert users[0].content[0].source.data == data
     # The second step's request carries the image from the stored history.
@@ -183,7 +183,7 @@ async def test_a_system_message_is_stored_and_sent_where_it_was_sent(tmp_path, m
         agent = await letta.agents.create(model=OPENAI)
         reply = await letta.agents.messages.create(agent.id, messages=SYSTEM_THEN_USER)
         await letta.agents.messages.create(agent.id, input="still there?")
-        history = [m async for m in letta.agents.messages.list(agent.id)]
+        history = [m async for m in letta.agents.messages.list(agent.id, order="asc")]
     sent = fake.received[0].json["messages"]
     assert [m["role"] for m in sent] == ["system", "system", "user"]
     assert sent[1]["content"] == "The user is on a phone." and sent[2]["content"] == "hi"
@@ -223,7 +223,7 @@ async def test_other_roles_and_images_in_system_messages_are_refused(tmp_path, m
             with pytest.raises(letta_client.UnprocessableEntityError) as error:
                 await letta.agents.messages.create(agent.id, messages=[message])
             refused.append(error.value.body["detail"][0]["loc"])
-        history = [m async for m in letta.agents.messages.list(agent.id)]
+        history = [m async for m in letta.agents.messages.list(agent.id, order="asc")]
     assert refused == [["body", "messages", 0, "content"], ["body", "messages", 0, "role"]]
     assert history == [] and fake.received == []
 
@@ -254,7 +254,7 @@ async def test_an_unknown_override_model_is_refused_as_agent_create_refuses_it(
             await letta.agents.messages.create(agent.id, input="hi", override_model="openai/nope")
         with pytest.raises(letta_client.UnprocessableEntityError) as created:
             await letta.agents.create(model="openai/nope")
-        history = [m async for m in letta.agents.messages.list(agent.id)]
+        history = [m async for m in letta.agents.messages.list(agent.id, order="asc")]
     (detail,) = refused.value.body["detail"]
     assert detail["loc"] == ["body", "override_model"]
     assert detail["msg"] == created.value.body["detail"][0]["msg"]
@@ -285,7 +285,7 @@ async def test_an_openai_reasoning_model_shows_its_reasoning_as_hidden(
         reply = await letta.agents.messages.create(agent.id, input="think")
         plain = await letta.agents.create(model=OPENAI)
         other = await letta.agents.messages.create(plain.id, input="think")
-        history = [m async for m in letta.agents.messages.list(agent.id)]
+        history = [m async for m in letta.agents.messages.list(agent.id, order="asc")]
         with pytest.raises(letta_client.UnprocessableEntityError) as refused:
             await letta.agents.messages.create(
                 agent.id, input="x", extra_body={"enable_thinking": "false"}
@@ -382,7 +382,7 @@ async def test_an_anthropic_reasoner_thinks_and_gets_its_signed_thinking_back(
             model=ANTHROPIC, memory_blocks=[{"label": "human", "value": "Ada"}]
         )
         reply = await letta.agents.messages.create(agent.id, input="I like tea")
-        history = [m async for m in letta.agents.messages.list(agent.id)]
+        history = [m async for m in letta.agents.messages.list(agent.id, order="asc")]
     assert fake.refused == []
     first, second = (r.json for r in fake.received)
     assert first["thinking"] == {"type": "enabled", "budget_tokens": 1024}
@@ -433,7 +433,7 @@ async def test_a_token_stream_shows_thinking_as_reasoning_deltas(tmp_path, monke
         agent = await letta.agents.create(model=ANTHROPIC)
         events = [e async for e in await letta.agents.messages.create(
             agent.id, input="hi", streaming=True, stream_tokens=True)]  # fmt: skip
-        history = [m async for m in letta.agents.messages.list(agent.id)]
+        history = [m async for m in letta.agents.messages.list(agent.id, order="asc")]
     assert fake.refused == [] and fake.received[0].json["thinking"]["type"] == "enabled"
     said = ("reasoning_message", "assistant_message")
     shown = [(e.message_type, getattr(e, "reasoning", None) or getattr(e, "content", None))

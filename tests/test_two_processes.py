@@ -59,7 +59,7 @@ def send(url: str, agent: str, text: str) -> dict:
 
 
 def users(url: str, agent: str) -> list[str]:
-    listed = httpx.get(f"{url}/v1/agents/{agent}/messages?limit=1000").json()
+    listed = httpx.get(f"{url}/v1/agents/{agent}/messages?limit=1000&order=asc").json()
     return [m["content"] for m in listed if m["message_type"] == "user_message"]
 
 

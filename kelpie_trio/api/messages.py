@@ -112,7 +112,8 @@ async def list_messages(agent_id: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
     use_assistant = bool_arg("use_assistant_message", True)
     bool_arg("include_err", False)  # no stored message is an error one: nothing to filter
-    # The agent's default conversation, unless another of its conversations is named.
+    # As Letta: every conversation of the agent when none is named, its default one for
+    # "default" (or the agent's id), else the one named.
     thread = agent_id
     conversation_id = request.args.get("conversation_id")
     if conversation_id not in (None, "default", agent_id):
@@ -121,8 +122,10 @@ async def list_messages(agent_id: str) -> Response:
             raise NotFound("Conversation", conversation_id)
         thread = named.key
     found = await service().list_messages(
-        agent_id, page_args("message"), use_assistant_message=use_assistant, thread=thread
-    )
+        agent_id, page_args("message", limit=100, order="desc"),  # Letta's defaults
+        use_assistant_message=use_assistant, thread=thread,
+        every_thread=conversation_id is None,
+    )  # fmt: skip
     return json_response(found)
 
 

@@ -121,7 +121,10 @@ function chatTab(body, agent, refreshActor) {
 
   async function loadHistory() {
     try {
-      const page = await api.get(`/v1/agents/${id}/messages`, { limit: PAGE, order: "desc" });
+      // The chat is the agent's default conversation (with none named, the route lists
+      // every conversation's messages, as Letta's does).
+      const page = await api.get(`/v1/agents/${id}/messages`,
+        { limit: PAGE, order: "desc", conversation_id: "default" });
       latest = chronological(page);
       // Keep the older pages shown that end before the new latest page begins.
       const ids = new Set(latest.map((m) => m.id));
@@ -138,7 +141,7 @@ function chatTab(body, agent, refreshActor) {
     try {
       // Newest first, "after" a message is older than it (the cursor follows the order).
       const page = await api.get(`/v1/agents/${id}/messages`,
-        { limit: PAGE, order: "desc", after: first.id });
+        { limit: PAGE, order: "desc", after: first.id, conversation_id: "default" });
       if (!page.length) atStart = true;
       earlier = [...chronological(page), ...earlier];
       const height = scroller.scrollHeight;

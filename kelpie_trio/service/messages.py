@@ -4,6 +4,7 @@ wait, stream or start a run; list the history; read, list and cancel runs."""
 from __future__ import annotations
 
 import functools
+import heapq
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -519,14 +520,20 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
         *,
         use_assistant_message: bool = True,
         thread: str | None = None,
+        every_thread: bool = False,
         types: frozenset[str] | None = None,
     ) -> list[dict[str, Any]]:
         """A thread's history (the agent's default conversation unless `thread` names
-        another of its conversations), paged."""
+        another of its conversations), paged; with `every_thread`, all of the agent's
+        conversations in one history, as Letta lists an agent's messages when no
+        conversation is named (by when they were written; a thread's own order kept)."""
 
         async def read(tr: Transaction) -> list[Any]:
             await runs.require_agent(tr, agent_id)
-            return await read_history(tr, thread or agent_id)
+            if not every_thread:
+                return await read_history(tr, thread or agent_id)
+            histories = [await read_history(tr, t) for t in await agent_threads(tr, agent_id)]
+            return list(heapq.merge(*histories, key=lambda m: m.created_at))
 
         history = await self.store.transact(read)
         # Paged by stored message, as Letta does: a message that shows as several

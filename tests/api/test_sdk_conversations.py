@@ -36,9 +36,16 @@ def test_sdk_conversations_keep_their_own_histories(letta: Letta) -> None:
     assert "assistant_message" in kinds and kinds[-2:] == ["stop_reason", "usage_statistics"]
     assert _texts(letta.conversations.messages.list(first.id, order="asc")) == ["tea?"]
     assert _texts(letta.conversations.messages.list(second.id, order="asc")) == ["coffee?"]
-    assert list(letta.agents.messages.list(agent.id)) == []  # the default one is untouched
+    # The default one is untouched; an agent's messages with no conversation named are all
+    # of its conversations', newest first (as Letta, and as letta-evals reads a trajectory).
+    assert list(letta.agents.messages.list(agent.id, conversation_id="default")) == []
+    assert _texts(letta.agents.messages.list(agent.id)) == ["coffee?", "tea?"]
     _send(letta, "default", "default?", agent_id=agent.id)
-    assert _texts(letta.agents.messages.list(agent.id)) == ["default?"]
+    assert _texts(letta.agents.messages.list(agent.id, conversation_id="default")) == ["default?"]
+    everything = list(letta.agents.messages.list(agent.id, order="asc"))
+    assert _texts(everything) == ["tea?", "coffee?", "default?"]
+    page = list(letta.agents.messages.list(agent.id, order="asc", after=everything[0].id))
+    assert [m.id for m in page] == [m.id for m in everything[1:]]  # paged across threads
     assert _texts(letta.conversations.messages.list("default", agent_id=agent.id)) == ["default?"]
     listed = [c.id for c in letta.conversations.list(agent_id=agent.id)]
     assert listed == [second.id, first.id]  # newest first

@@ -16,7 +16,7 @@ def test_sdk_sends_a_message_and_reads_the_history(letta: Letta) -> None:
     assert response.stop_reason.stop_reason == "end_turn"
     assert response.messages[0].message_type == "user_message"
     assert response.messages[-1].message_type == "assistant_message"
-    listed = list(letta.agents.messages.list(agent.id, limit=1))  # pages one by one
+    listed = list(letta.agents.messages.list(agent.id, limit=1, order="asc"))  # pages one by one
     assert [m.id for m in listed] == [m.id for m in response.messages]
 
 
@@ -46,7 +46,7 @@ def test_sdk_streams_a_turn_as_events(letta: Letta) -> None:
         )
     )
     assert again[-2].stop_reason == "end_turn"
-    stored = list(letta.agents.messages.list(agent.id))
+    stored = list(letta.agents.messages.list(agent.id, order="asc"))
     assert len(stored) >= 4  # both turns are in the history
 
 
@@ -55,4 +55,4 @@ def test_sdk_resets_the_history(letta: Letta) -> None:
     letta.agents.messages.create(agent.id, messages=[{"role": "user", "content": "hi"}])
     state = letta.agents.messages.reset(agent.id)
     assert state.id == agent.id
-    assert list(letta.agents.messages.list(agent.id)) == []
+    assert list(letta.agents.messages.list(agent.id, order="asc")) == []

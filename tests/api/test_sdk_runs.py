@@ -70,7 +70,11 @@ def test_sdk_a_retried_send_with_the_same_key_runs_the_turn_once(letta: Letta) -
         letta.agents.messages.create(
             agent.id, input="something else", extra_headers={"Idempotency-Key": "k-1"}
         )
-    users = [m for m in letta.agents.messages.list(agent.id) if m.message_type == "user_message"]
+    users = [
+        m
+        for m in letta.agents.messages.list(agent.id, order="asc")
+        if m.message_type == "user_message"
+    ]
     assert [m.content for m in users] == ["once", "keyed"]
 
 
@@ -90,7 +94,7 @@ def test_sdk_streams_tokens(letta: Letta) -> None:
     assert deltas and all(len(pieces) > 1 for pieces in deltas.values())
     stored = {
         m.id: m.reasoning
-        for m in letta.agents.messages.list(agent.id)
+        for m in letta.agents.messages.list(agent.id, order="asc")
         if m.message_type == "reasoning_message"
     }
     assert {i: "".join(pieces) for i, pieces in deltas.items()} == stored
