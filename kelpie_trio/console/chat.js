@@ -6,6 +6,7 @@ import { announce, describe, errorBox, h, pretty, replace } from "./dom.js";
 import { chronological, mergeEvent, renderTranscript, textOf } from "./messages.js";
 
 const PAGE = 50; // messages per page of history
+const MEMORY_EVERY_MS = 3000; // how often core memory is read again between turns
 
 // Where a chat's messages live: the agent's default conversation, or `conversation`.
 function routesOf(agent, conversation) {
@@ -108,14 +109,17 @@ export function chatTab(body, agent, refreshActor, conversation = null) {
     }
   }
 
-  async function loadMemory({ highlight = false } = {}) {
+  async function loadMemory({ highlight = false, onlyIfChanged = false } = {}) {
     let list;
     try {
       list = await api.get(`/v1/agents/${id}/core-memory/blocks`);
     } catch (error) {
-      replace(memory, h("h2", { id: "memory-title" }, "Core memory"), errorBox(error));
+      if (!onlyIfChanged) replace(memory, h("h2", { id: "memory-title" }, "Core memory"), errorBox(error));
       return;
     }
+    // A look between turns that finds nothing new leaves the page (and its marks) alone.
+    const same = list.length === blocks.size && list.every((b) => blocks.get(b.label) === b.value);
+    if (onlyIfChanged && same) return;
     const changed = [];
     // Changed since the turn began (so a block edited mid-turn stays marked at its end).
     const previous = baseline || blocks;
@@ -279,8 +283,24 @@ export function chatTab(body, agent, refreshActor, conversation = null) {
     }
   }
 
+  // Between turns the blocks are looked at every few seconds, so an edit by another
+  // conversation of the agent, another client or a sleeptime companion shows too (during
+  // a turn, each tool return reads them). Not while a block is being edited here.
+  let closed = false;
+  let memoryTimer = null;
+  async function watchMemory() {
+    if (!controller && !document.hidden && !memory.querySelector(".block-edit")) {
+      await loadMemory({ highlight: true, onlyIfChanged: true });
+    }
+    if (!closed) memoryTimer = setTimeout(watchMemory, MEMORY_EVERY_MS);
+  }
+
   loadHistory().then(loadApprovals);
-  loadMemory();
+  loadMemory().then(() => { if (!closed) memoryTimer = setTimeout(watchMemory, MEMORY_EVERY_MS); });
   input.focus();
-  return () => { if (controller) controller.abort(); };
+  return () => {
+    closed = true;
+    clearTimeout(memoryTimer);
+    if (controller) controller.abort();
+  };
 }

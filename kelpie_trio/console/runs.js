@@ -139,7 +139,8 @@ function transferForm(agent, session, others, result) {
   if (!others.length) return h("p", { class: "meta" }, "Create another agent to move this session to it.");
   const target = h("select", { id: fieldId, name: "target", required: true },
     others.map((a) => h("option", { value: a.id }, `${a.name || a.id} (${shortId(a.id)})`)));
-  const button = h("button", { type: "submit" }, "Transfer");
+  const button = h("button", { type: "submit", "aria-label": `Transfer session ${shortId(session.session_id)}` },
+    "Transfer");
   const form = h("form", { class: "transfer", onsubmit: async (event) => {
     event.preventDefault();
     button.disabled = true;
@@ -148,12 +149,14 @@ function transferForm(agent, session, others, result) {
       const moved = await api.post(`/v1/agents/${agent.id}/sessions/${session.session_id}/transfer`,
         { target_agent_id: target.value });
       const to = others.find((a) => a.id === moved.agent_id);
-      replace(result, h("p", { class: "notice", role: "status" },
+      const notice = h("p", { class: "notice", role: "status", tabindex: "-1" },
         `Session ${shortId(moved.session_id)} moved to `,
         h("a", { href: `#/agents/${moved.agent_id}/sessions` }, to ? to.name : moved.agent_id),
-        ` at iteration ${moved.iteration}; it goes on there (${sessionState(moved)}).`));
+        ` at iteration ${moved.iteration}; it goes on there (${sessionState(moved)}).`);
+      replace(result, notice);
       announce(`Session moved to ${to ? to.name : moved.agent_id}`);
       form.replaceWith(h("p", { class: "meta" }, "Moved."));
+      notice.focus(); // the form that had focus is gone: the keyboard goes on from here
     } catch (error) {
       replace(result, errorBox(error));
       button.disabled = false;

@@ -79,6 +79,8 @@ def test_a_session_waiting_for_approval_moves_to_another_agent_and_goes_on_there
     card.find_element("css selector", "button[type=submit]").click()
     _text_in(browser, ".transfer-result", "moved to Heir")
     _text_in(browser, ".transfer-result", "waiting for approval")
+    assert "notice" in browser.switch_to.active_element.get_attribute("class")  # focus kept
+    _accessible(browser, "the transfer's result")
     # The store agrees: the session is the target's now, the source's no more.
     moved = httpx.get(f"{server}/v1/agents/{target}/sessions/{session_id}")
     assert moved.status_code == 200 and moved.json()["agent_id"] == target
@@ -263,3 +265,19 @@ def _wider_than_the_window(driver: Any) -> list[str]:
              .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1)
              .map((e) => `${e.tagName}.${e.className}`).slice(0, 10);"""
     )
+
+
+def test_a_block_changed_elsewhere_shows_without_a_turn(browser: Any, server: str) -> None:
+    """Between turns the chat page reads core memory again every few seconds: an edit by
+    another client (or conversation, or companion agent) shows, marked, with no message sent."""
+    agent_id = _agent(server, "Watcher", memory_blocks=[{"label": "human", "value": "Name: Kim."}])
+    browser.get(f"{server}/#/agents/{agent_id}")
+    _text_in(browser, ".memory [data-label=human] .block-value", "Name: Kim.")
+    changed = httpx.patch(
+        f"{server}/v1/agents/{agent_id}/core-memory/blocks/human",
+        json={"value": "Name: Kim. Plays the cello."},
+    )
+    assert changed.status_code == 200
+    _text_in(browser, ".memory [data-label=human] .block-value", "Plays the cello.")
+    _text_in(browser, ".memory [data-label=human] .badge", "updated")
+    assert _turns(browser) == 0
