@@ -214,6 +214,10 @@ async def test_the_runtime_route_is_in_the_openapi_document_and_the_files_are_no
     assert "get" in spec["paths"]["/v1/_kelpie/runtime"]
     schema = spec["paths"]["/v1/_kelpie/runtime"]["get"]["responses"]["200"]["content"]
     assert schema["application/json"]["schema"] == {"$ref": "#/components/schemas/RuntimeSnapshot"}
+    snapshot = spec["components"]["schemas"]["RuntimeSnapshot"]["properties"]
+    assert snapshot["events"]["items"] == {"$ref": "#/components/schemas/RuntimeEvent"}
+    event = spec["components"]["schemas"]["RuntimeEvent"]["properties"]
+    assert {"seq", "at", "kind", "key", "run_id", "peer", "iteration", "detail"} <= set(event)
     assert not [p for p in spec["paths"] if p == "/" or p.startswith("/console")]
 
 

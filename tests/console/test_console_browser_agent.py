@@ -281,3 +281,30 @@ def test_a_block_changed_elsewhere_shows_without_a_turn(browser: Any, server: st
     _text_in(browser, ".memory [data-label=human] .block-value", "Plays the cello.")
     _text_in(browser, ".memory [data-label=human] .badge", "updated")
     assert _turns(browser) == 0
+
+
+def test_a_call_waiting_in_a_conversation_is_answered_there(browser: Any, server: str) -> None:
+    """A conversation's waiting call is read from its own history (the agent's
+    pending_approval is its default conversation's), and answered through its routes."""
+    agent_id = _agent(
+        server, "Careful Threads", **{k: v for k, v in CAREFUL.items() if k != "model"}
+    )
+    made = httpx.post(f"{server}/v1/conversations/", params={"agent_id": agent_id}, json={})
+    conversation_id = made.json()["id"]
+    browser.get(f"{server}/#/agents/{agent_id}/conversations/{conversation_id}")
+    _css(browser, "#chat-input")
+    _until_approval(browser)
+    assert not browser.find_element("id", "chat-input").is_enabled()  # answer first
+    assert httpx.get(f"{server}/v1/agents/{agent_id}").json()["pending_approval"] is None
+    # Opened afresh, the page finds the waiting call again.
+    browser.refresh()
+    _css(browser, "form.approval")
+    browser.find_element("id", "deny-0").click()
+    browser.find_element("id", "reason-0").send_keys("not in this thread")
+    before = _turns(browser)
+    browser.find_element("css selector", "form.approval button[type=submit]").click()
+    _wait(browser, lambda d: _turns(d) > before, "the answered turn ends")
+    _text_in(browser, ".transcript", "Denied")
+    _text_in(browser, ".transcript", "not in this thread")
+    theirs = httpx.get(f"{server}/v1/conversations/{conversation_id}/messages").json()
+    assert any(m["message_type"] == "approval_response_message" for m in theirs)
