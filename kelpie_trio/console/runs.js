@@ -68,7 +68,7 @@ export async function runDetail(body, agent, runId) {
         ["Checkpoint iteration", session.iteration],
         ["Pending tool calls", (session.pending_tool_calls || []).length],
         ["Waiting for approval", session.awaiting_approval ? "yes" : "no"],
-        ["Paused", session.is_paused ? `until ${session.pause_until ?? "resumed"}` : "no"],
+        ["Paused", session.is_paused ? pausedUntil(session) : "no"],
       );
     }
     replace(body,
@@ -92,6 +92,11 @@ const FINISHED = new Set(["completed", "failed", "cancelled"]);
 // by Letta's run status, but its checkpoint says it waits).
 function unfinished(session) {
   return !FINISHED.has(session.status) || (session.awaiting_approval && !session.stop_reason);
+}
+
+// pause_until is in seconds on the server's clock (since the epoch), like the runtime's times.
+function pausedUntil(session) {
+  return session.pause_until ? `until ${new Date(session.pause_until * 1000).toLocaleString()}` : "until resumed";
 }
 
 function sessionState(session) {
@@ -130,6 +135,7 @@ export async function sessionsTab(body, agent) {
       h("dt", {}, "Checkpoint iteration"), h("dd", {}, String(s.iteration)),
       h("dt", {}, "Pending tool calls"), h("dd", {}, String((s.pending_tool_calls || []).length)),
       h("dt", {}, "Stop reason"), h("dd", {}, s.stop_reason || "—"),
+      s.is_paused && !s.stop_reason ? [h("dt", {}, "Paused"), h("dd", {}, pausedUntil(s))] : null,
       h("dt", {}, "Started"), h("dd", {}, when(s.created_at))),
     unfinished(s) ? transferForm(agent, s, others, result) : null))));
 }
