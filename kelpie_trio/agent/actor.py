@@ -245,6 +245,11 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
             run = await self._adopt(run)
             if run.first_seq is None:  # moved before it started: start it here
                 return await self._run(run_id)
+        elif not (run.checkpoint.is_paused or run.parked):
+            # Started, unfinished, and no one was running it: whoever did stopped short
+            # (a crash, a lost lease, a failed handler). A pause ending, an answer to a
+            # parked run or a session just taken over are no recovery.
+            self.ctx.note("recovery", run_id=run_id, iteration=run.checkpoint.iteration)
         log.info("thread %s: resuming %s after iteration %d", thread, run_id,
                  run.checkpoint.iteration)  # fmt: skip
         return await self._guarded(run, await self._run_messages(run))

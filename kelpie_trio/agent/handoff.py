@@ -45,6 +45,7 @@ class SessionHandoff:
             runs.move_run(tr, current, target, history_agent=me)
 
         await self._checkpointed(move)
+        self.ctx.note("transfer_out", run_id=run.id, peer=target)
         log.info("agent %s: session %s handed to %s", me, run.id, target)
         return {"handoff": target, "run_id": run.id}
 
@@ -79,11 +80,11 @@ class SessionHandoff:
         base = self.next_seq
         me = self.thread
 
-        async def adopt(tr: Transaction) -> tuple[Run, int]:
+        async def adopt(tr: Transaction) -> tuple[Run, int, str | None]:
             current = await self._load_current(tr, run)
             source = current.history_agent
             if source is None:
-                return current, 0
+                return current, 0, None
             copied: list[Message] = []
             places: dict[int, int] = {}
             if current.first_seq is not None:
@@ -107,10 +108,13 @@ class SessionHandoff:
                 checkpoint.pending_seq = places[checkpoint.pending_seq]
             current.history_agent = None
             runs.save_run(tr, current)
-            return current, len(copied)
+            return current, len(copied), source
 
-        adopted, count = await self._checkpointed(adopt)
+        adopted, count, source = await self._checkpointed(adopt)
         self.next_seq = base + count
+        if source is not None:
+            self.ctx.note("transfer_in", run_id=run.id, peer=source,
+                          iteration=adopted.checkpoint.iteration)  # fmt: skip
         self._may_have_open_runs = True  # the session that came may be a paused one
         log.info("agent %s: took over session %s (%d messages)", me, run.id, count)
         return adopted

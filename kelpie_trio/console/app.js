@@ -18,7 +18,7 @@ function route() {
   if (parts[0] === "runtime") return { section: "runtime", view: runtimeView, params: {} };
   if (parts[0] === "agents" && parts[1] === "new") return { section: "agents", view: createView, params: {} };
   if (parts[0] === "agents" && parts[1]) {
-    return { section: "agents", view: agentView, params: { id: parts[1], tab: parts[2], runId: parts[3] } };
+    return { section: "agents", view: agentView, params: { id: parts[1], tab: parts[2], sub: parts[3] } };
   }
   return { section: "agents", view: agentsView, params: {} };
 }

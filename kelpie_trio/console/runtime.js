@@ -1,5 +1,6 @@
-// The actor runtime, live: nodes, this node's actors (lease, mailbox), every lease, and the
-// counters and histograms of /metrics. Polled every few seconds while the view is open.
+// The actor runtime, live: nodes, this node's actors (lease, mailbox), its recent transfers,
+// recoveries and restarts, every lease, and the counters and histograms of /metrics.
+// Polled every few seconds while the view is open.
 
 import { api } from "./api.js";
 import { errorBox, h, replace } from "./dom.js";
@@ -13,6 +14,7 @@ export function runtimeView(main) {
   const chart = h("div", { class: "chart-wrap" });
   const nodes = h("div");
   const actors = h("div");
+  const events = h("div");
   const leases = h("div");
   const mailbox = h("div");
   const problem = h("div", { "aria-live": "assertive" });
@@ -24,6 +26,8 @@ export function runtimeView(main) {
     h("section", { "aria-labelledby": "rt-node" }, h("h2", { id: "rt-node" }, "This node"), summary),
     h("section", { "aria-labelledby": "rt-activity" }, h("h2", { id: "rt-activity" }, "Activity"), chart),
     h("section", { "aria-labelledby": "rt-actors" }, h("h2", { id: "rt-actors" }, "Active actors on this node"), actors),
+    h("section", { "aria-labelledby": "rt-events" },
+      h("h2", { id: "rt-events" }, "Recent transfers, recoveries and restarts on this node"), events),
     h("section", { "aria-labelledby": "rt-nodes" }, h("h2", { id: "rt-nodes" }, "Nodes"), nodes),
     h("section", { "aria-labelledby": "rt-leases" }, h("h2", { id: "rt-leases" }, "Leases"), leases),
     h("section", { "aria-labelledby": "rt-mailbox" }, h("h2", { id: "rt-mailbox" }, "Mailbox depth when queued"), mailbox));
@@ -83,6 +87,7 @@ export function runtimeView(main) {
       ? table("Active actors", ["Actor", "Lease epoch", "Lease expires in", "Mailbox"], snap.actors.map((a) => [
         actorLink(a.key), a.epoch, seconds(a.expires_at - now), a.mailbox_depth]), "actors")
       : h("p", { class: "empty" }, "No actor is active here: an agent activates when a message reaches it."));
+    replace(events, recentEvents(snap));
     replace(nodes, snap.nodes.length
       ? table("Nodes", ["Node", "Address", "State", "Live leases", "Last heartbeat"], snap.nodes.map((n) => [
         n.this_node ? [n.node_id, " (this node)"] : n.node_id, n.address,
@@ -112,6 +117,45 @@ export function runtimeView(main) {
 
   tick();
   return () => { stopped = true; clearTimeout(timer); };
+}
+
+const EVENT_NAMES = {
+  transfer_out: "Session moved out",
+  transfer_in: "Session moved in",
+  recovery: "Recovered from checkpoint",
+  restart: "Actor restarted",
+};
+
+function eventDetail(e) {
+  const session = e.run_id ? ["session ", h("code", {}, e.run_id)] : [];
+  switch (e.kind) {
+    case "transfer_out":
+      return [session, " to ", actorLink(e.peer)];
+    case "transfer_in":
+      return [session, " from ", actorLink(e.peer), `, at iteration ${e.iteration}`];
+    case "recovery":
+      return [session, ` went on after iteration ${e.iteration} (the run was left unfinished: a crash, a lost lease or a failed handler)`];
+    default:
+      return e.detail || "";
+  }
+}
+
+// The node's ring of recent events, newest first (kelpie_trio/nursery/recent.py).
+function recentEvents(snap) {
+  const list = snap.events || [];
+  if (!list.length) {
+    return h("p", { class: "empty" }, "None since this node started: a session transfer, a run resumed ",
+      "after a crash, or an actor restarted after a failure shows here.");
+  }
+  const dropped = (snap.events_recorded || 0) - list.length;
+  return [table("Recent events", ["When", "Event", "Actor", "Detail"], list.map((e) => [
+    h("time", { datetime: new Date(e.at * 1000).toISOString() },
+      `${new Date(e.at * 1000).toLocaleTimeString()} (${seconds(snap.now - e.at)} ago)`),
+    h("span", { class: `badge ${e.kind === "restart" ? "bad" : e.kind === "recovery" ? "" : "good"}` },
+      EVENT_NAMES[e.kind] || e.kind),
+    actorLink(e.key),
+    eventDetail(e)]), "events"),
+  dropped > 0 ? h("p", { class: "meta" }, `The ${list.length} newest of ${snap.events_recorded} since this node started.`) : null];
 }
 
 // Agents' names by actor key, asked once each (shown from the next refresh on).

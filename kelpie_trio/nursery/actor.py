@@ -77,6 +77,11 @@ class ActorContext:
 
         return await self.dispatcher.store.transact(fenced)
 
+    def note(self, kind: str, **detail: Any) -> None:
+        """Record a rare event of this actor (a transfer, a recovery) in the node's ring of
+        recent events (nursery/recent.py), which the console's runtime view shows."""
+        self.dispatcher.recent.record(kind, self.agent_id, **detail)
+
 
 ActorFactory = Callable[[ActorContext], Actor]
 
@@ -215,10 +220,10 @@ class ActorHost:
                 return actor
             except LeaseLost:
                 raise
-            except Exception:
+            except Exception as error:
                 if attempt == config.max_failures:
                     raise
-                self.dispatcher.observer.restarted(self.dispatcher.node_id, self.agent_id)
+                self._restarted(f"activation failed: {type(error).__name__}")
                 await trio.sleep(self._backoff(attempt))
         raise AssertionError("unreachable")
 
@@ -254,7 +259,7 @@ class ActorHost:
                 self._stop_reason = lost
                 return None
             except Exception as error:
-                self.dispatcher.observer.restarted(self.dispatcher.node_id, self.agent_id)
+                self._restarted(f"handler failed: {type(error).__name__}")
                 if refused_for_good(error):
                     # Too large for the store, or a full disk: the same message would fail
                     # the same way. Its caller hears why at once; the actor goes on afresh.
@@ -268,6 +273,10 @@ class ActorHost:
                 await trio.sleep(self._backoff(attempt))
                 actor = await self._restart()
         return actor
+
+    def _restarted(self, why: str) -> None:
+        self.dispatcher.observer.restarted(self.dispatcher.node_id, self.agent_id)
+        self.dispatcher.recent.record("restart", self.agent_id, detail=why)
 
     async def _restart(self) -> Actor:
         """A fresh actor from stored state: whatever the failed one held in memory is gone."""

@@ -34,6 +34,7 @@ from kelpie_trio.nursery.errors import (
     RuntimeFailure,
 )
 from kelpie_trio.nursery.observer import RuntimeObserver
+from kelpie_trio.nursery.recent import RecentEvents
 from kelpie_trio.nursery.transport import Transport, TransportError
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Store, Transaction
@@ -59,6 +60,7 @@ class RuntimeConfig:
     store_attempts: int = 5  # per routing transaction: fail fast, the router retries
     forward_timeout: float = 30.0
     retry_after: float = 1.0  # what a full mailbox tells the caller
+    recent_events: int = 100  # transfers, recoveries and restarts kept for the console
 
 
 @attrs.frozen
@@ -97,6 +99,7 @@ class Dispatcher:
         self.transport = transport
         self.config = config or RuntimeConfig()
         self.observer = observer or RuntimeObserver()
+        self.recent = RecentEvents(env.now, self.config.recent_events)
         self._active: dict[str, ActorHost] = {}
         self._running: set[ActorHost] = set()  # registered and not yet finished (lease released)
         self._activating: dict[str, trio.Event] = {}

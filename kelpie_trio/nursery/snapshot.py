@@ -2,7 +2,8 @@
 
 What `/metrics` cannot say in numbers alone: which nodes are registered and alive, which
 actors this node runs (lease epoch and expiry, mailbox depth), and every lease in the store
-(who holds which actor key). `build_snapshot` is a plain function over values, so what
+(who holds which actor key), and this node's recent transfers, recoveries and restarts
+(nursery/recent.py), newest first. `build_snapshot` is a plain function over values, so what
 "live" means is decided in one place and tested without trio; `read_snapshot` is the shell
 that reads the store and the dispatcher.
 """
@@ -15,6 +16,7 @@ import attrs
 
 from kelpie_trio.nursery.dispatcher import NodeInfo
 from kelpie_trio.nursery.lease import Lease
+from kelpie_trio.nursery.recent import RuntimeEvent
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Store, Transaction
 
@@ -80,6 +82,10 @@ class RuntimeSnapshot:
     leases: list[LeaseView]
     leases_truncated: bool
     counters: dict[str, float]
+    # This node's recent transfers, recoveries and restarts, newest first; `events_recorded`
+    # counts every one since the node started (the ring keeps the last few).
+    events: list[RuntimeEvent] = attrs.field(factory=list)
+    events_recorded: int = 0
 
 
 def build_snapshot(
@@ -93,6 +99,8 @@ def build_snapshot(
     leases: list[Lease],
     leases_truncated: bool,
     counters: dict[str, float],
+    events: list[RuntimeEvent] | None = None,
+    events_recorded: int = 0,
 ) -> RuntimeSnapshot:
     """The view from what was read: `nodes` as (id, address, heartbeat time), `actors` as
     (lease, mailbox depth) of this node's activations, `leases` as stored."""
@@ -130,6 +138,8 @@ def build_snapshot(
         leases=lease_views,
         leases_truncated=leases_truncated,
         counters=counters,
+        events=list(events or []),
+        events_recorded=events_recorded,
     )
 
 
@@ -157,8 +167,11 @@ async def read_snapshot(
             if value is not None:
                 counters[name] = value
     actors = []
+    events: list[RuntimeEvent] = []
+    recorded = 0
     if dispatcher is not None:
         actors = [(host.lease, host.mailbox_depth) for host in dispatcher.actors]
+        events, recorded = dispatcher.recent.newest_first(), dispatcher.recent.recorded
     return build_snapshot(
         node_id=dispatcher.node_id if dispatcher is not None else None,
         address=dispatcher.address if dispatcher is not None else None,
@@ -169,4 +182,6 @@ async def read_snapshot(
         leases=leases,
         leases_truncated=len(lease_rows) > MAX_LEASES,
         counters=counters,
+        events=events,
+        events_recorded=recorded,
     )

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from quart.testing import QuartClient
 
 from kelpie_trio.agent.actor import AgentActor
 from kelpie_trio.agent.llms import llm_factory
 from kelpie_trio.api.app import create_app
 from kelpie_trio.env import RealEnv
-from kelpie_trio.nursery.dispatcher import Dispatcher
+from kelpie_trio.nursery.dispatcher import Dispatcher, RuntimeConfig
 from kelpie_trio.nursery.metrics import RuntimeMetrics
 from kelpie_trio.nursery.transport import HttpTransport
 from kelpie_trio.service import AgentService
@@ -33,12 +35,19 @@ TYPES = {
 }
 
 
-async def _node(nursery: trio.Nursery, password: str | None) -> AsyncIterator[QuartClient]:
+async def _node(
+    nursery: trio.Nursery,
+    password: str | None,
+    *,
+    config: RuntimeConfig | None = None,
+    wrap: Callable[[Any], Any] = lambda actor: actor,
+) -> AsyncIterator[QuartClient]:
     """The whole app with its agent runtime: one node, the offline sim model, metrics."""
     env = RealEnv()
     store = MemoryStore(env)
     await nursery.start(store.run)
     service = AgentService(store, env)
+    service.background = nursery  # a transferred session goes on in the background
     llm_for = llm_factory(env)
     metrics = RuntimeMetrics()
     dispatcher = Dispatcher(
@@ -46,8 +55,9 @@ async def _node(nursery: trio.Nursery, password: str | None) -> AsyncIterator[Qu
         address="http://127.0.0.1:9",  # one node: never forwards
         env=env,
         store=store,
-        factory=lambda ctx: AgentActor(ctx, service, llm_for),
+        factory=lambda ctx: wrap(AgentActor(ctx, service, llm_for)),
         transport=HttpTransport(),
+        config=config,
         observer=metrics,
     )
     await nursery.start(dispatcher.run)
@@ -204,4 +214,97 @@ async def test_the_runtime_route_is_in_the_openapi_document_and_the_files_are_no
     assert "get" in spec["paths"]["/v1/_kelpie/runtime"]
     schema = spec["paths"]["/v1/_kelpie/runtime"]["get"]["responses"]["200"]["content"]
     assert schema["application/json"]["schema"] == {"$ref": "#/components/schemas/RuntimeSnapshot"}
+    snapshot = spec["components"]["schemas"]["RuntimeSnapshot"]["properties"]
+    assert snapshot["events"]["items"] == {"$ref": "#/components/schemas/RuntimeEvent"}
+    event = spec["components"]["schemas"]["RuntimeEvent"]["properties"]
+    assert {"seq", "at", "kind", "key", "run_id", "peer", "iteration", "detail"} <= set(event)
     assert not [p for p in spec["paths"] if p == "/" or p.startswith("/console")]
+
+
+async def _parked_session(client: QuartClient, agent_id: str) -> str:
+    """Send until the sim model calls the tool that waits for approval (drawn with
+    probability 0.4 a turn: 40 turns without it is a 1-in-10^9 event); its run id."""
+    for _ in range(40):
+        sent = await client.post(
+            f"/v1/agents/{agent_id}/messages",
+            json={"messages": [{"role": "user", "content": "note this"}]},
+        )
+        reply = await sent.get_json()
+        if reply["stop_reason"]["stop_reason"] == "requires_approval":
+            return reply["usage"]["run_ids"][0]
+    raise AssertionError("no approval request in 40 turns")
+
+
+async def test_the_runtime_route_lists_a_transfer_out_of_one_actor_and_into_another(
+    open_node: QuartClient,
+) -> None:
+    careful = {
+        "model": "sim/agent",
+        "tools": ["archival_memory_insert"],
+        "tool_rules": [{"type": "requires_approval", "tool_name": "archival_memory_insert"}],
+    }
+    source = await (await open_node.post("/v1/agents/", json={"name": "a", **careful})).get_json()
+    target = await (await open_node.post("/v1/agents/", json={"name": "b", **careful})).get_json()
+    session = await _parked_session(open_node, source["id"])
+    before = await (await open_node.get("/v1/_kelpie/runtime")).get_json()
+    assert before["events"] == [] and before["events_recorded"] == 0
+
+    moved = await open_node.post(
+        f"/v1/agents/{source['id']}/sessions/{session}/transfer",
+        json={"target_agent_id": target["id"]},
+    )
+    assert moved.status_code == 200
+    assert (await moved.get_json())["agent_id"] == target["id"]
+    # The target takes the session over in the background: it waits there, parked.
+    with trio.fail_after(10):
+        while not (await (await open_node.get(f"/v1/agents/{target['id']}")).get_json())[
+            "pending_approval"
+        ]:
+            await trio.testing.wait_all_tasks_blocked()
+
+    snap = await (await open_node.get("/v1/_kelpie/runtime")).get_json()
+    assert snap["events_recorded"] == 2
+    into, out = snap["events"]  # newest first
+    assert (out["seq"], out["kind"], out["key"], out["run_id"], out["peer"]) == (
+        1, "transfer_out", source["id"], session, target["id"],
+    )  # fmt: skip
+    assert (into["seq"], into["kind"], into["key"], into["run_id"], into["peer"]) == (
+        2, "transfer_in", target["id"], session, source["id"],
+    )  # fmt: skip
+    assert snap["now"] - 60 < out["at"] <= into["at"] <= snap["now"]
+
+
+class _Failing:
+    """An actor whose every message fails: the runtime restarts it each time."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    async def on_activate(self) -> None:
+        await self.actor.on_activate()
+
+    async def on_deactivate(self) -> None:
+        await self.actor.on_deactivate()
+
+    async def handle(self, message: Any) -> Any:
+        raise RuntimeError("broken on purpose")
+
+
+async def test_the_runtime_route_keeps_only_the_newest_events(nursery: trio.Nursery) -> None:
+    config = RuntimeConfig(recent_events=4, restart_backoff=0.0)
+    async for client in _node(nursery, None, config=config, wrap=_Failing):
+        agent = await (
+            await client.post("/v1/agents/", json={"name": "a", "model": "sim/agent"})
+        ).get_json()
+        for _ in range(3):  # three tries a message, each a restart
+            failed = await client.post(
+                f"/v1/agents/{agent['id']}/messages",
+                json={"messages": [{"role": "user", "content": "hi"}]},
+            )
+            assert failed.status_code >= 500
+        snap = await (await client.get("/v1/_kelpie/runtime")).get_json()
+        assert snap["events_recorded"] == 9
+        assert [e["seq"] for e in snap["events"]] == [9, 8, 7, 6]
+        assert {(e["kind"], e["key"], e["detail"]) for e in snap["events"]} == {
+            ("restart", agent["id"], "handler failed: RuntimeError")
+        }
