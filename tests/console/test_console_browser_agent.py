@@ -157,7 +157,9 @@ def test_chat_in_a_new_conversation_streams_and_stays_in_it(browser: Any, server
     # The message is the conversation's, not the default conversation's.
     theirs = httpx.get(f"{server}/v1/conversations/{conversation_id}/messages").json()
     assert any(m.get("content") == "Where shall we go?" for m in theirs)
-    default = httpx.get(f"{server}/v1/agents/{agent_id}/messages").json()
+    default = httpx.get(
+        f"{server}/v1/agents/{agent_id}/messages", params={"conversation_id": "default"}
+    ).json()
     assert not any(m.get("content") == "Where shall we go?" for m in default)
 
     # Listed, and opened again with its history.
