@@ -68,6 +68,9 @@ def _target(result: dict[str, Any]) -> str:
     elif name == "agents-messaging" and result.get("hops"):
         hops = result["hops"]
         parts.append(f"{hops['hops_per_s']} hops/s, {hops['cpu_ms_per_hop']} ms CPU/hop")
+    elif name == "conversations" and result.get("conversations"):
+        c = result["conversations"]
+        parts.append(f"{c['agents']} agents x {c['per_agent']} conversations at once")
     elif name == "two-nodes" and result.get("forwarded_share") is not None:
         parts.append(f"forwarded {result['forwarded_share'] * 100:.0f}%")
     return "; ".join(parts)

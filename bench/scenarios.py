@@ -24,6 +24,7 @@ import trio
 
 from bench import SCENARIOS
 from bench.agents_messaging import AgentsMessaging
+from bench.conversations import Conversations
 from bench.http1 import Connection, HttpError
 from bench.load import Sample, create_agents, run_load
 from bench.procs import Attached, Child, Usage, start_fake_provider, start_floor, start_server
@@ -47,6 +48,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "two-nodes": {"agents": 100, "messages": 2000, "concurrency": 100, "latency": 0.2},
     # agents: askers, each with a worker of its own; every message is one agent-to-agent hop.
     "agents-messaging": {"agents": 50, "messages": 1000, "concurrency": 50, "latency": 0.0},
+    # steady's 200 clients, each in a conversation of its own: 20 agents, 10 threads each.
+    "conversations": {
+        "agents": 20,
+        "threads": 10,
+        "messages": 4000,
+        "concurrency": 200,
+        "latency": 0.5,
+    },
 }
 SMOKE: dict[str, dict[str, Any]] = {
     "steady": {"agents": 10, "messages": 60, "concurrency": 10, "latency": 0.05},
@@ -56,6 +65,13 @@ SMOKE: dict[str, dict[str, Any]] = {
     "idle-footprint": {"agents": 80, "messages": 0, "concurrency": 8, "latency": 0.0},
     "two-nodes": {"agents": 10, "messages": 40, "concurrency": 10, "latency": 0.02},
     "agents-messaging": {"agents": 5, "messages": 20, "concurrency": 5, "latency": 0.0},
+    "conversations": {
+        "agents": 2,
+        "threads": 3,
+        "messages": 24,
+        "concurrency": 6,
+        "latency": 0.02,
+    },
 }
 
 # The targets, reported next to the numbers (never asserted).
@@ -130,7 +146,7 @@ async def read_metrics(url: str, headers: dict[str, str]) -> dict[str, float]:
     return found
 
 
-class Runner(AgentsMessaging):
+class Runner(AgentsMessaging, Conversations):
     def __init__(self, options: Options, progress: Progress | None = None) -> None:
         self.options = options
         self.progress = progress or _no_progress

@@ -53,3 +53,21 @@ def test_bench_smoke_completes_and_writes_json_and_png(tmp_path: Path) -> None:
     assert "time_to_first_chunk_ms" in by_name["streaming"]["streaming"]
     assert "activation_ms" in by_name["cold-activation"]
     assert "rss_kb_per_idle_agent" in by_name["idle-footprint"]["footprint"]
+
+
+def test_bench_conversations_runs_an_agents_threads_at_once(tmp_path: Path) -> None:
+    """The conversations scenario at smoke size: 2 agents with 3 conversations each, every
+    message sent into a conversation, none failing."""
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "conversations", "--smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [result] = out.glob("bench-*.json")
+    [scenario] = json.loads(result.read_text())["scenarios"]
+    assert scenario["scenario"] == "conversations" and scenario["errors"] == 0, scenario
+    assert scenario["messages"] == 24 and scenario["server"]["cpu_ms_per_msg"] > 0
+    assert scenario["conversations"] == {"agents": 2, "per_agent": 3}
