@@ -18,4 +18,5 @@ SCENARIOS = (
     "two-nodes",
     "agents-messaging",
     "conversations",
+    "approvals",
 )

@@ -12,7 +12,9 @@ measures it anyway and keeps it out of the server's numbers.
 
 An agent whose system prompt holds `BENCH-ASK:<agent id>` (the agents-messaging scenario's
 askers) is answered first with a call of send_message_to_agent_and_wait_for_reply to that
-agent, then, once the call's result is in, with the same sentence.
+agent, then, once the call's result is in, with the same sentence. One whose system prompt
+holds `BENCH-APPROVE` (the approvals scenario's) is answered first with a call of
+memory_insert, which its tool rules make wait for the client's approval.
 
 Prints `ready http://127.0.0.1:<port>` on stdout once it listens.
 """
@@ -37,13 +39,21 @@ REPLY_TEXT = "Noted. The fake provider answers every request with this same sent
 _WORDS = REPLY_TEXT.split(" ")
 _ASK = re.compile(rb"BENCH-ASK:(agent-[0-9a-f-]{36})")
 ASK_TOOL = "send_message_to_agent_and_wait_for_reply"
+# The approvals scenario's agents: a call of a tool that needs the client's approval first.
+APPROVE_MARK = b"BENCH-APPROVE"
+APPROVE_TOOL = "memory_insert"
+APPROVE_ARGS = {"label": "human", "new_string": "Seen.", "insert_line": 0}
 
 
 def _ask_body(model: str, target: str, n: int) -> bytes:
     """A reply that asks agent `target` something and waits for its answer."""
-    arguments = json.dumps({"message": "Status?", "other_agent_id": target})
+    return _call_body(model, ASK_TOOL, {"message": "Status?", "other_agent_id": target}, n)
+
+
+def _call_body(model: str, tool: str, arguments: dict, n: int) -> bytes:
+    """A reply that calls `tool` with `arguments`."""
     call = {"id": f"call_bench_{n}", "type": "function",
-            "function": {"name": ASK_TOOL, "arguments": arguments}}  # fmt: skip
+            "function": {"name": tool, "arguments": json.dumps(arguments)}}  # fmt: skip
     return json.dumps(
         {
             "id": "chatcmpl-bench",
@@ -60,6 +70,11 @@ def _ask_body(model: str, target: str, n: int) -> bytes:
             "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
         }
     ).encode()
+
+
+def _first_step(request: dict) -> bool:
+    messages = request.get("messages") or []
+    return not (messages and messages[-1].get("role") == "tool")
 
 
 def _asks(body: bytes, request: dict) -> str | None:
@@ -177,6 +192,10 @@ class FakeProvider:
         target = _asks(body, request)
         if target is not None and not streaming:
             await stream.send_all(_json_response(_ask_body(model, target, self.requests)))
+            return
+        if APPROVE_MARK in body and _first_step(request) and not streaming:
+            call = _call_body(model, APPROVE_TOOL, APPROVE_ARGS, self.requests)
+            await stream.send_all(_json_response(call))
             return
         if not streaming:
             if model not in self._json:

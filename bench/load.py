@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import attrs
@@ -73,6 +73,7 @@ async def run_load(
     base_urls: Sequence[str] | None = None,
     reply_within: float = 120.0,
     one_each: bool = False,
+    exchange: Callable[[Connection, str, bytes], Awaitable[Reply]] | None = None,
 ) -> list[Sample]:
     """Send `total` messages from `concurrency` workers; every sample, in completion order.
 
@@ -81,6 +82,9 @@ async def run_load(
 
     With `base_urls`, request i goes to `base_urls[i % len]` (two nodes: half the requests land
     on the node that does not hold the agent and are forwarded).
+
+    With `exchange`, one unit of load is `exchange(conn, agent, body)` instead of one POST (a
+    message and the client's answer to what it asked, for instance); its last reply counts.
     """
     samples: list[Sample] = []
     counter = itertools.count()
@@ -105,7 +109,12 @@ async def run_load(
                 start = time.perf_counter()
                 try:
                     with trio.fail_after(reply_within):
-                        reply = await conn.request("POST", path_for(agent), body, stream=streaming)
+                        if exchange is not None:
+                            reply = await exchange(conn, agent, body)
+                        else:
+                            reply = await conn.request(
+                                "POST", path_for(agent), body, stream=streaming
+                            )
                 except (OSError, trio.TooSlowError, HttpError):
                     # Counted as an error (599), not raised: one failure must not end the run.
                     sample = Sample(start, time.perf_counter(), 599, agent=agent)

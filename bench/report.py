@@ -68,6 +68,11 @@ def _target(result: dict[str, Any]) -> str:
     elif name == "agents-messaging" and result.get("hops"):
         hops = result["hops"]
         parts.append(f"{hops['hops_per_s']} hops/s, {hops['cpu_ms_per_hop']} ms CPU/hop")
+    elif name == "approvals" and result.get("approvals"):
+        a = result["approvals"]
+        parts.append(
+            f"{a['approved_per_s']} approved/s, {a['cpu_ms_per_approved_call']} ms CPU each"
+        )
     elif name == "conversations" and result.get("conversations"):
         c = result["conversations"]
         parts.append(f"{c['agents']} agents x {c['per_agent']} conversations at once")

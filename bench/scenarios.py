@@ -24,6 +24,7 @@ import trio
 
 from bench import SCENARIOS
 from bench.agents_messaging import AgentsMessaging
+from bench.approvals import Approvals
 from bench.conversations import Conversations
 from bench.http1 import Connection, HttpError
 from bench.load import Sample, create_agents, run_load
@@ -48,6 +49,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "two-nodes": {"agents": 100, "messages": 2000, "concurrency": 100, "latency": 0.2},
     # agents: askers, each with a worker of its own; every message is one agent-to-agent hop.
     "agents-messaging": {"agents": 50, "messages": 1000, "concurrency": 50, "latency": 0.0},
+    # every message one tool call approved by its client: two requests, two turns.
+    "approvals": {"agents": 50, "messages": 1000, "concurrency": 50, "latency": 0.0},
     # steady's 200 clients, each in a conversation of its own: 20 agents, 10 threads each.
     "conversations": {
         "agents": 20,
@@ -65,6 +68,7 @@ SMOKE: dict[str, dict[str, Any]] = {
     "idle-footprint": {"agents": 80, "messages": 0, "concurrency": 8, "latency": 0.0},
     "two-nodes": {"agents": 10, "messages": 40, "concurrency": 10, "latency": 0.02},
     "agents-messaging": {"agents": 5, "messages": 20, "concurrency": 5, "latency": 0.0},
+    "approvals": {"agents": 5, "messages": 20, "concurrency": 5, "latency": 0.0},
     "conversations": {
         "agents": 2,
         "threads": 3,
@@ -146,7 +150,7 @@ async def read_metrics(url: str, headers: dict[str, str]) -> dict[str, float]:
     return found
 
 
-class Runner(AgentsMessaging, Conversations):
+class Runner(AgentsMessaging, Approvals, Conversations):
     def __init__(self, options: Options, progress: Progress | None = None) -> None:
         self.options = options
         self.progress = progress or _no_progress

@@ -71,3 +71,20 @@ def test_bench_conversations_runs_an_agents_threads_at_once(tmp_path: Path) -> N
     assert scenario["scenario"] == "conversations" and scenario["errors"] == 0, scenario
     assert scenario["messages"] == 24 and scenario["server"]["cpu_ms_per_msg"] > 0
     assert scenario["conversations"] == {"agents": 2, "per_agent": 3}
+
+
+def test_bench_approvals_parks_every_turn_and_approves_it(tmp_path: Path) -> None:
+    """The approvals scenario at smoke size: every message's turn parks on a call that needs
+    approval, the client approves it, the call runs and the run ends with its answer."""
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "approvals", "--smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [result] = out.glob("bench-*.json")
+    [scenario] = json.loads(result.read_text())["scenarios"]
+    assert scenario["scenario"] == "approvals" and scenario["errors"] == 0, scenario
+    assert scenario["messages"] == 20 and scenario["approvals"]["run_steps_mean"] == 2.0
