@@ -19,4 +19,5 @@ SCENARIOS = (
     "agents-messaging",
     "conversations",
     "approvals",
+    "mcp-calls",
 )

@@ -14,7 +14,9 @@ An agent whose system prompt holds `BENCH-ASK:<agent id>` (the agents-messaging 
 askers) is answered first with a call of send_message_to_agent_and_wait_for_reply to that
 agent, then, once the call's result is in, with the same sentence. One whose system prompt
 holds `BENCH-APPROVE` (the approvals scenario's) is answered first with a call of
-memory_insert, which its tool rules make wait for the client's approval.
+memory_insert, which its tool rules make wait for the client's approval; one whose prompt
+holds `BENCH-MCP` (the mcp-calls scenario's) first with a call of the bench MCP server's
+`bench_add`.
 
 Prints `ready http://127.0.0.1:<port>` on stdout once it listens.
 """
@@ -43,6 +45,9 @@ ASK_TOOL = "send_message_to_agent_and_wait_for_reply"
 APPROVE_MARK = b"BENCH-APPROVE"
 APPROVE_TOOL = "memory_insert"
 APPROVE_ARGS = {"label": "human", "new_string": "Seen.", "insert_line": 0}
+# The mcp-calls scenario's agents: a call of the bench MCP server's tool (bench/mcp_echo.py).
+MCP_MARK = b"BENCH-MCP"
+MCP_TOOL = "bench_add"
 
 
 def _ask_body(model: str, target: str, n: int) -> bytes:
@@ -195,6 +200,10 @@ class FakeProvider:
             return
         if APPROVE_MARK in body and _first_step(request) and not streaming:
             call = _call_body(model, APPROVE_TOOL, APPROVE_ARGS, self.requests)
+            await stream.send_all(_json_response(call))
+            return
+        if MCP_MARK in body and _first_step(request) and not streaming:
+            call = _call_body(model, MCP_TOOL, {"a": 2, "b": 3}, self.requests)
             await stream.send_all(_json_response(call))
             return
         if not streaming:

@@ -73,6 +73,9 @@ def _target(result: dict[str, Any]) -> str:
         parts.append(
             f"{a['approved_per_s']} approved/s, {a['cpu_ms_per_approved_call']} ms CPU each"
         )
+    elif name == "mcp-calls" and result.get("mcp"):
+        m = result["mcp"]
+        parts.append(f"{m['calls_per_s']} MCP calls/s, {m['cpu_ms_per_call']} ms CPU each")
     elif name == "conversations" and result.get("conversations"):
         c = result["conversations"]
         parts.append(f"{c['agents']} agents x {c['per_agent']} conversations at once")

@@ -28,6 +28,7 @@ from bench.approvals import Approvals
 from bench.conversations import Conversations
 from bench.http1 import Connection, HttpError
 from bench.load import Sample, create_agents, run_load
+from bench.mcp_calls import McpCalls
 from bench.procs import Attached, Child, Usage, start_fake_provider, start_floor, start_server
 from bench.stats import percentiles, summarize, throughput_series, usage_delta
 
@@ -51,6 +52,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "agents-messaging": {"agents": 50, "messages": 1000, "concurrency": 50, "latency": 0.0},
     # every message one tool call approved by its client: two requests, two turns.
     "approvals": {"agents": 50, "messages": 1000, "concurrency": 50, "latency": 0.0},
+    # every message's turn calls a tool of a real stdio MCP server (bench/mcp_echo.py).
+    "mcp-calls": {"agents": 50, "messages": 1000, "concurrency": 50, "latency": 0.0},
     # steady's 200 clients, each in a conversation of its own: 20 agents, 10 threads each.
     "conversations": {
         "agents": 20,
@@ -69,6 +72,7 @@ SMOKE: dict[str, dict[str, Any]] = {
     "two-nodes": {"agents": 10, "messages": 40, "concurrency": 10, "latency": 0.02},
     "agents-messaging": {"agents": 5, "messages": 20, "concurrency": 5, "latency": 0.0},
     "approvals": {"agents": 5, "messages": 20, "concurrency": 5, "latency": 0.0},
+    "mcp-calls": {"agents": 3, "messages": 12, "concurrency": 3, "latency": 0.0},
     "conversations": {
         "agents": 2,
         "threads": 3,
@@ -150,7 +154,7 @@ async def read_metrics(url: str, headers: dict[str, str]) -> dict[str, float]:
     return found
 
 
-class Runner(AgentsMessaging, Approvals, Conversations):
+class Runner(AgentsMessaging, Approvals, Conversations, McpCalls):
     def __init__(self, options: Options, progress: Progress | None = None) -> None:
         self.options = options
         self.progress = progress or _no_progress

@@ -88,3 +88,22 @@ def test_bench_approvals_parks_every_turn_and_approves_it(tmp_path: Path) -> Non
     [scenario] = json.loads(result.read_text())["scenarios"]
     assert scenario["scenario"] == "approvals" and scenario["errors"] == 0, scenario
     assert scenario["messages"] == 20 and scenario["approvals"]["run_steps_mean"] == 2.0
+
+
+def test_bench_mcp_calls_calls_a_real_mcp_server_each_turn(tmp_path: Path) -> None:
+    """The mcp-calls scenario at smoke size: every turn calls the stdio MCP server's tool
+    and answers with its result; the server counts every call and no failure."""
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "mcp-calls", "--smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [result] = out.glob("bench-*.json")
+    [scenario] = json.loads(result.read_text())["scenarios"]
+    assert scenario["scenario"] == "mcp-calls" and scenario["errors"] == 0, scenario
+    mcp = scenario["mcp"]
+    assert mcp["turn_steps_mean"] == 2.0 and mcp["failures_total"] == 0, mcp
+    assert mcp["calls_total"] == 12 + 3  # the measured messages and the warm-up's
