@@ -162,5 +162,7 @@ class AgentView:
     blocks: list[Any]  # Block, in the agent's order
     tools: list[Any]  # tool records (the tools issue fills these in)
     group: Any = None  # the sleeptime group it manages (Letta's multi_agent_group), if any
+    # Its folders and files as its context shows them (service/agent_files.py), or None.
+    directories: str | None = None
     # The identities holding the agent (service/identities.py), read for the API only.
     identities: list[Any] = attrs.Factory(list)

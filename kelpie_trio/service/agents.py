@@ -30,6 +30,7 @@ from kelpie_trio.models.agents import (
 )
 from kelpie_trio.models.blocks import Block, CreateBlock
 from kelpie_trio.search import outbox
+from kelpie_trio.service.agent_files import directories_in
 from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX, BlockCases
 from kelpie_trio.service.common import Page, micros, page_records, read_record, window
 from kelpie_trio.service.identities import forget_member, identity_records, set_agent_identities
@@ -162,7 +163,8 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
         """Without identities: the agent loop reads this every step and needs none."""
         blocks = [await self._block(tr, b) for b in agent.block_ids]
         tools = await self._tools(tr, agent.tool_ids)
-        return AgentView(agent, blocks, tools, group=await self.group_of(tr, agent))
+        return AgentView(agent, blocks, tools, group=await self.group_of(tr, agent),
+                         directories=await directories_in(tr, agent))  # fmt: skip
 
     @staticmethod
     def _check_labels(blocks: list[Block]) -> None:
@@ -380,6 +382,7 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
             clear_agent_passages(tr, agent_id)
             await forget_member(tr, "agent", agent_id)  # its identities let go of it
             await detach_all_archives(tr, agent_id)  # the archives stay, with their passages
+            await self.forget_agent_folders(tr, agent_id)  # type: ignore[attr-defined]
             for conversation_id in await agent_conversation_ids(tr, agent_id):
                 conversation = await load_conversation(tr, conversation_id)
                 if conversation is not None:
