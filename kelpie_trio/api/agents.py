@@ -18,6 +18,7 @@ from kelpie_trio.api.common import (
     render,
     service,
 )
+from kelpie_trio.api.folders import render_folder
 from kelpie_trio.api.spec import documented
 from kelpie_trio.models.agents import (
     SECRET_MASK,
@@ -63,7 +64,7 @@ def render_agent(view: AgentView) -> dict[str, Any]:
             "prompt_template": "",
         },
         tools=[render(t) for t in view.tools],
-        sources=[],
+        sources=[render_folder(f) for f in view.folders],
         identities=[render(i) for i in view.identities],
         identity_ids=[i.id for i in view.identities],
         secrets=shown_secrets,

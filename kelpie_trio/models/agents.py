@@ -164,5 +164,7 @@ class AgentView:
     group: Any = None  # the sleeptime group it manages (Letta's multi_agent_group), if any
     # Its folders and files as its context shows them (service/agent_files.py), or None.
     directories: str | None = None
+    # The folders attached to it (Letta's `sources`), read for the API only.
+    folders: list[Any] = attrs.Factory(list)
     # The identities holding the agent (service/identities.py), read for the API only.
     identities: list[Any] = attrs.Factory(list)

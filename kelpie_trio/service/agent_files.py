@@ -86,6 +86,16 @@ async def attached_folder_ids(tr: Transaction, agent_id: str) -> list[str]:
     return [folder_id for _, folder_id in sorted(found)]
 
 
+async def attached_folders(tr: Transaction, agent_id: str) -> list[Folder]:
+    """The folders attached to the agent, in the order they were attached."""
+    found = []
+    for folder_id in await attached_folder_ids(tr, agent_id):
+        folder = await read_record(tr, keys.FOLDERS.pack((folder_id,)), Folder)
+        if folder is not None:
+            found.append(folder)
+    return found
+
+
 async def holdings(tr: Transaction, agent_id: str) -> list[FileAgent]:
     rows = await tr.get_prefix(keys.FILE_AGENTS.pack((agent_id,)))
     parts: dict[str, list[bytes]] = {}

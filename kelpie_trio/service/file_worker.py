@@ -138,6 +138,12 @@ class FileWorkerCases:
             except (StoreError, ServiceError) as error:
                 log.warning("file processing failed (tried again): %r", error)
                 delay = settings.backoff
+            except Exception:
+                # A bug must not take the node down with it: the files in hand keep their
+                # claims until the lease runs out, and `max_attempts` ends a file that
+                # fails every time.
+                log.exception("file processing failed unexpectedly (tried again)")
+                delay = settings.backoff
             if delay > 0:
                 with trio.move_on_after(delay):
                     await self._file_wake.wait()
@@ -221,7 +227,13 @@ class FileWorkerCases:
         try:
             if raw is None:
                 raise ParseError("the upload's bytes are missing")
-            text = await self.file_parser(raw, kind)
+            try:
+                text = await self.file_parser(raw, kind)
+            except ParseError:
+                raise
+            except Exception as error:  # a library failing on a hostile file
+                raise ParseError(f"the file could not be read ({type(error).__name__}: "
+                                 f"{error})") from None  # fmt: skip
             encoded = text.encode()
             if len(encoded) > MAX_TEXT_BYTES:
                 raise ParseError(f"the file's text takes {len(encoded)} bytes; at most "
