@@ -1,0 +1,124 @@
+"""Folders through the service on the memory store, with the file worker run by hand: what
+attaching, uploading, processing and deleting do to an agent's files and tools."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+
+from kelpie_trio.env import RealEnv
+from kelpie_trio.errors import Conflict
+from kelpie_trio.files.tools import FILE_TOOLS
+from kelpie_trio.service import AgentService, Page
+from kelpie_trio.service.file_worker import FileSettings
+from kelpie_trio.storage import MemoryStore, keys
+from kelpie_trio.storage.base import Transaction
+
+SETTINGS = FileSettings(chunk_chars=200)
+
+
+@pytest.fixture
+async def service(nursery: trio.Nursery) -> AsyncIterator[AgentService]:
+    store = MemoryStore()
+    await nursery.start(store.run)
+    yield AgentService(store, RealEnv())
+
+
+async def _upload(service: AgentService, folder_id: str, name: str, text: str, **kw: str) -> str:
+    record, _ = await service.upload_file(folder_id, name, "text/plain", text.encode(), **kw)
+    while await service.process_some_files(SETTINGS):
+        pass
+    return record.id
+
+
+async def _tools(service: AgentService, agent_id: str) -> set[str]:
+    return {t.name for t in (await service.get_agent(agent_id)).tools}
+
+
+async def _open_names(service: AgentService, agent_id: str) -> list[str]:
+    found, _ = await service.agent_files(agent_id, Page(limit=100), is_open=True)
+    return sorted(held.file_name for held, _ in found)
+
+
+async def test_a_file_processed_after_the_attach_opens_in_the_agent(service: AgentService) -> None:
+    agent = (await service.create_agent({"name": "a"})).agent.id
+    folder = (await service.create_folder({"name": "docs"})).id
+    await service.attach_folder(agent, folder, True)
+    assert set(FILE_TOOLS) <= await _tools(service, agent)
+    assert await _open_names(service, agent) == []
+    await _upload(service, folder, "a.txt", "alpha line\nbeta line\n")
+    assert await _open_names(service, agent) == ["docs/a.txt"]
+    view = await service.store.transact(lambda tr: service.view_in(tr, agent))
+    assert '<file status="open" name="docs/a.txt">' in (view.directories or "")
+    assert "1: alpha line" in (view.directories or "")
+
+
+async def test_a_small_window_keeps_three_files_open_closing_the_least_recent(
+    service: AgentService,
+) -> None:
+    agent = (await service.create_agent({"name": "a", "max_files_open": 3})).agent.id
+    folder = (await service.create_folder({"name": "docs"})).id
+    await service.attach_folder(agent, folder, True)
+    for n in range(4):
+        await _upload(service, folder, f"{n}.txt", f"file {n}\n")
+    assert await _open_names(service, agent) == ["docs/1.txt", "docs/2.txt", "docs/3.txt"]
+    text = await service.run_file_tool(agent, "open_files", {"file_requests": [
+        {"file_name": "docs/0.txt"}]})  # fmt: skip
+    assert "least recently used file(s) due to open file limit: docs/1.txt" in text
+    assert await _open_names(service, agent) == ["docs/0.txt", "docs/2.txt", "docs/3.txt"]
+
+
+async def test_duplicate_names_get_a_suffix_or_are_skipped_refused_or_replaced(
+    service: AgentService,
+) -> None:
+    folder = (await service.create_folder({"name": "docs"})).id
+    first = await _upload(service, folder, "a.txt", "one\n")
+    second = await _upload(service, folder, "a.txt", "two\n")
+    files = {f.id: f.file_name for f in await service.list_files(folder, Page(limit=10))}
+    assert files == {first: "docs/a.txt", second: "docs/a_(1).txt"}
+    skipped, was_skipped = await service.upload_file(
+        folder, "a.txt", "text/plain", b"three", duplicate_handling="skip"
+    )
+    assert was_skipped and skipped.id in files
+    with pytest.raises(Conflict, match="already exists"):
+        await service.upload_file(folder, "a.txt", "text/plain", b"x", duplicate_handling="error")
+    await _upload(service, folder, "a.txt", "four\n", duplicate_handling="replace")
+    left = await service.list_files(folder, Page(limit=10))
+    assert [f.file_name for f in left] == ["docs/a.txt"] and left[0].id not in files
+
+
+async def test_deleting_a_folder_takes_its_files_chunks_and_tools_from_the_agent(
+    service: AgentService,
+) -> None:
+    agent = (await service.create_agent({"name": "a"})).agent.id
+    folder = (await service.create_folder({"name": "docs"})).id
+    await _upload(service, folder, "a.txt", "x " * 500)
+    await service.attach_folder(agent, folder, True)
+    await service.delete_folder(folder)
+    assert not set(FILE_TOOLS) & await _tools(service, agent)
+    assert await _open_names(service, agent) == []
+
+    async def left(tr: Transaction) -> int:
+        rows = 0
+        for space in (keys.PASSAGES, keys.FILES, keys.FILE_TEXT, keys.FILE_AGENTS):
+            rows += len(await tr.get_range(space.range().start, space.range().stop))
+        return rows
+
+    assert await service.store.transact(left) == 0
+
+
+async def test_deleting_an_agent_forgets_its_hold_of_the_folder(service: AgentService) -> None:
+    agent = (await service.create_agent({"name": "a"})).agent.id
+    folder = (await service.create_folder({"name": "docs"})).id
+    await _upload(service, folder, "a.txt", "hello\n")
+    await service.attach_folder(agent, folder, True)
+    await service.delete_agent(agent)
+    assert await service.agents_of_folder(folder, Page()) == []
+
+    async def holdings(tr: Transaction) -> int:
+        space = keys.FILE_AGENTS
+        return len(await tr.get_range(space.range().start, space.range().stop))
+
+    assert await service.store.transact(holdings) == 0
