@@ -17,7 +17,10 @@ lease:
 - a completed file has exactly `total_chunks` chunks in the store, chunk i being the i-th
   piece of its text (none lost, none twice), and `chunks_embedded == total_chunks`;
 - the index's documents of each folder are exactly the store's passages of the folder:
-  no chunk indexed twice, none of a deleted file.
+  no chunk indexed twice, none of a deleted file;
+- an agent attached to both folders (max_files_open 2) that opens files (open_files and
+  the API), greps and closes them all while files arrive never has more than 2 open, each
+  with its view, and ends holding exactly the folders' processed files.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ from collections import Counter
 import trio
 
 from kelpie_trio.errors import NotFound
+from kelpie_trio.files.tools import ToolError
 from kelpie_trio.models.passages import Passage, split_text
 from kelpie_trio.search import MemoryIndex, SearchLayer
 from kelpie_trio.search.indexer import read_agent_documents
-from kelpie_trio.service import AgentService
+from kelpie_trio.service import AgentService, Page
+from kelpie_trio.service.agent_files import holdings
 from kelpie_trio.service.common import read_record
 from kelpie_trio.service.file_worker import FileSettings, inline_parser
 from kelpie_trio.service.folders import FOLDER_FILES, read_file
@@ -73,6 +78,9 @@ async def files_processed(world: SimWorld) -> FileStats:
     service.search_layer = SearchLayer(api.store, api.env)
     world.faults.enabled = False
     folders = [(await service.create_folder({"name": f"f{i}"})).id for i in range(2)]
+    reader = (await service.create_agent({"name": "reader", "max_files_open": 2})).agent.id
+    for folder_id in folders:
+        await service.attach_folder(reader, folder_id, True)
     world.faults.enabled = True
 
     uploaded: dict[str, str] = {}  # file id -> its text (acknowledged uploads)
@@ -120,6 +128,47 @@ async def files_processed(world: SimWorld) -> FileStats:
             except NotFound:
                 pass
 
+    async def open_count() -> int:
+        held = await api.store.transact(lambda tr: holdings(tr, reader))
+        for record in held:
+            assert not record.is_open or record.view, "an open file without its view"
+        return sum(1 for r in held if r.is_open)
+
+    async def reading() -> None:
+        """The agent opens, greps and closes its files while they arrive."""
+        while not uploads_done.is_set():
+            await trio.sleep(rng.uniform(0.1, 1.0))
+            try:
+                found, _ = await service.agent_files(reader, Page(limit=100))
+                names = [held.file_name for held, _ in found]
+                ids = [held.file_id for held, _ in found]
+                roll = rng.random()
+                if names and roll < 0.45:
+                    picks = rng.sample(names, min(len(names), rng.randint(1, 2)))
+                    requests = [{"file_name": n, "offset": rng.choice([None, 0, 1])}
+                                for n in picks]  # fmt: skip
+                    await service.run_file_tool(reader, "open_files", {"file_requests": requests})
+                    stats["files opened by the tool"] += 1
+                elif ids and roll < 0.65:
+                    await service.open_file(reader, rng.choice(ids))
+                    stats["files opened by the API"] += 1
+                elif roll < 0.8:
+                    await service.run_file_tool(
+                        reader, "grep_files", {"pattern": rng.choice(WORDS)}
+                    )
+                    stats["greps"] += 1
+                else:
+                    await service.close_all_files(reader)
+                    stats["close alls"] += 1
+            except (StoreError, ToolError, NotFound):
+                stats["reads refused or failed"] += 1
+                continue
+            try:
+                assert await open_count() <= 2, "more files open than max_files_open"
+                stats["open limits checked"] += 1
+            except StoreError:
+                pass
+
     async def crashing_worker(name: str) -> None:
         while not uploads_done.is_set():
             node = world.new_node(name)
@@ -140,6 +189,7 @@ async def files_processed(world: SimWorld) -> FileStats:
         await indexer_up.wait()
         nursery.start_soon(crashing_worker, "worker-a")
         nursery.start_soon(crashing_worker, "worker-b")
+        nursery.start_soon(reading)  # until the uploads are done
         async with trio.open_nursery() as writers:
             for folder_id in folders:
                 writers.start_soon(uploader, folder_id)
@@ -181,6 +231,9 @@ async def files_processed(world: SimWorld) -> FileStats:
         )
         if record.processing_status == "error":
             assert record.error_message, "an error without its reason"
+            assert record.original_file_name.startswith("scan"), (
+                f"a readable file ended in error: {record.error_message}"
+            )
             assert chunks == [], "a failed file left chunks"
             stats["files failed"] += 1
             continue
@@ -198,6 +251,12 @@ async def files_processed(world: SimWorld) -> FileStats:
     for file_id in corrupt:
         if file_id in files:
             assert files[file_id][0].processing_status == "error"
+
+    # The agent holds every processed file of its folders, no other, at most 2 open.
+    assert await open_count() <= 2, "more files open than max_files_open"
+    held = {r.file_id for r in await api.store.transact(lambda tr: holdings(tr, reader))}
+    completed = {f for f, (record, *_) in files.items() if record.processing_status == "completed"}
+    assert held == completed, "the agent's files are not its folders' processed files"
 
     # The index: each folder's documents are the store's passages, once each.
     [background] = final_layer
