@@ -143,6 +143,7 @@ async def delete_folder(folder_id: str) -> Response:
     "Upload a file to a folder: stored at once, then parsed, chunked and indexed in the "
     "background (processing_status says where it is)",
     query=("duplicate_handling", "name"),
+    upload=True,
 )
 async def upload_file(folder_id: str) -> Response:
     folder_id = _folder_id(folder_id)
