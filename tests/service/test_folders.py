@@ -53,6 +53,9 @@ async def test_a_file_processed_after_the_attach_opens_in_the_agent(service: Age
     view = await service.store.transact(lambda tr: service.view_in(tr, agent))
     assert '<file status="open" name="docs/a.txt">' in (view.directories or "")
     assert "1: alpha line" in (view.directories or "")
+    overview = await service.context_overview(agent)
+    assert overview["directories"] == view.directories
+    assert overview["num_tokens_directories"] > 0
 
 
 async def test_a_small_window_keeps_three_files_open_closing_the_least_recent(
