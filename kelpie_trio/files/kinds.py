@@ -13,7 +13,7 @@ from typing import Literal
 
 import attrs
 
-__all__ = ["DOCX", "KINDS", "PDF", "FileKind", "kind_for"]
+__all__ = ["DOCX", "KINDS", "PDF", "FileKind", "kind_for", "stored_kind"]
 
 Strategy = Literal["lines", "code", "sentences"]
 Parser = Literal["text", "markdown", "html", "pdf", "docx"]
@@ -85,6 +85,13 @@ def kind_for(content_type: str | None, file_name: str) -> FileKind | None:
     if media in _BY_TYPE:
         return _BY_TYPE[media]
     return KINDS.get(_extension(file_name))
+
+
+def stored_kind(content_type: str | None, file_name: str) -> FileKind | None:
+    """The kind an accepted upload is kept as: as Letta records `file_type`, its name's
+    extension first (a Markdown file sent as text/plain is still read as Markdown), else
+    its Content-Type."""
+    return KINDS.get(_extension(file_name)) or kind_for(content_type, file_name)
 
 
 def supported() -> str:

@@ -33,6 +33,7 @@ __all__ = [
     "open_requests",
     "plan_attach",
     "plan_open",
+    "previous_range",
     "render_directories",
 ]
 
@@ -145,6 +146,18 @@ def open_requests(args: dict[str, Any], max_open: int) -> tuple[list[OpenRequest
             raise ToolError(f"Length for file {name} must be >= 1, got {length}")
         requests.append(OpenRequest(name, offset, length))
     return requests, bool(args.get("close_all_others", False))
+
+
+def previous_range(state: FileState, start_line: int | None, end_line: int | None) -> str:
+    """What open_files says of a file that was already open on another range (1-based
+    lines, as the agent saw them): " (previously lines 3-9)", or "" when nothing changed."""
+    if not state.is_open or (state.start_line, state.end_line) == (start_line, end_line):
+        return ""
+    if state.start_line is not None and state.end_line is not None:
+        return f" (previously lines {state.start_line}-{state.end_line})"
+    if state.start_line is not None:
+        return f" (previously lines {state.start_line}-end)"
+    return " (previously full file)"
 
 
 def plan_open(states: Sequence[FileState], name: str, max_open: int) -> list[str]:

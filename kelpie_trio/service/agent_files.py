@@ -360,8 +360,12 @@ class FolderAgentCases(FolderCases):
                         _write_holding(tr, _closed(held))
                         closed_first.append(held.file_name)
             evicted: list[str] = []
+            described = []
             for request in requests:
                 held = await self._held_file(tr, agent_id, by_name[request.file_name].file_id)
+                start_line = None if request.start is None else request.start + 1
+                before = file_tools.previous_range(_state(held), start_line, request.end)
+                described.append(request.describe() + before)
                 record = await read_file(tr, held.file_id)
                 if record is None:
                     raise file_tools.ToolError(f"{request.file_name} no longer exists")
@@ -370,7 +374,6 @@ class FolderAgentCases(FolderCases):
                                                    request.end, now)  # fmt: skip
                 except WindowError as error:
                     raise file_tools.ToolError(str(error)) from None
-            described = [r.describe() for r in requests]
             text = (f"* Opened {described[0]}" if len(described) == 1 else
                     f"* Opened {len(described)} files: {', '.join(described)}")  # fmt: skip
             if closed_first:

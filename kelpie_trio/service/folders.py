@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from kelpie_trio.errors import Conflict, Invalid, NotFound, TooLarge
-from kelpie_trio.files.kinds import kind_for, supported
+from kelpie_trio.files.kinds import kind_for, stored_kind, supported
 from kelpie_trio.llm.catalog import UnknownModel
 from kelpie_trio.models import convert
 from kelpie_trio.models.folders import (
@@ -286,8 +286,8 @@ class FolderCases(ServiceBase):
         original = _clean_name(name or file_name or "")
         if not original:
             raise Invalid.field(["body", "file"], "the upload has no file name")
-        kind = kind_for(content_type, original)
-        if kind is None:
+        kind = stored_kind(content_type, original)
+        if kind_for(content_type, original) is None or kind is None:
             raise UnsupportedType(
                 f"Unsupported file type: {content_type or 'unknown'} (filename: {original}). "
                 f"Supported types: {supported()}."

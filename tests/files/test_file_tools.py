@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from kelpie_trio.files.kinds import DOCX, PDF, kind_for
+from kelpie_trio.files.kinds import DOCX, PDF, kind_for, stored_kind
 from kelpie_trio.files.lines import TRUNCATED_NOTE, WindowError, split_lines, truncate_view, window
 from kelpie_trio.files.tools import (
     FileState,
@@ -146,3 +146,6 @@ def test_an_upload_is_judged_by_its_content_type_then_its_name() -> None:
     assert kind_for("application/octet-stream", "notes.DOCX").media_type == DOCX
     assert kind_for(None, "readme.md").strategy == "sentences"
     assert kind_for("application/octet-stream", "tool.exe") is None
+    # Kept as Letta records it: by the name first.
+    assert stored_kind("text/plain", "notes.md").strategy == "sentences"
+    assert stored_kind("application/pdf", "scan").media_type == PDF

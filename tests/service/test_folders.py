@@ -125,3 +125,27 @@ async def test_deleting_an_agent_forgets_its_hold_of_the_folder(service: AgentSe
         return len(await tr.get_range(space.range().start, space.range().stop))
 
     assert await service.store.transact(holdings) == 0
+
+
+async def test_open_files_can_close_the_others_and_says_what_range_was_open(
+    service: AgentService,
+) -> None:
+    agent = (await service.create_agent({"name": "a"})).agent.id
+    folder = (await service.create_folder({"name": "docs"})).id
+    await service.attach_folder(agent, folder, True)
+    for n in range(3):
+        await _upload(service, folder, f"{n}.txt", "".join(f"line {i}\n" for i in range(9)))
+    assert len(await _open_names(service, agent)) == 3
+    text = await service.run_file_tool(agent, "open_files", {
+        "file_requests": [{"file_name": "docs/0.txt", "offset": 2, "length": 3}],
+        "close_all_others": True,
+    })  # fmt: skip
+    assert text.startswith("* Opened docs/0.txt (lines 3-5) (previously full file)")
+    assert "due to close_all_others=True: docs/1.txt, docs/2.txt" in text
+    assert await _open_names(service, agent) == ["docs/0.txt"]
+    again = await service.run_file_tool(agent, "open_files", {
+        "file_requests": [{"file_name": "docs/0.txt", "offset": 6}]})  # fmt: skip
+    assert again == "* Opened docs/0.txt (lines 7-end) (previously lines 3-5)"
+    found, _ = await service.agent_files(agent, Page(limit=10), is_open=True)
+    [(held, _)] = found
+    assert held.view.startswith("[Viewing lines 7 to end (out of 9 lines)]\n7: line 6")
