@@ -116,7 +116,9 @@ async def test_a_folder_of_pdf_docx_and_markdown_read_by_an_agent_in_a_turn(
             returns = {m.tool_call_id: m for m in reply.messages
                        if m.message_type == "tool_return_message"}  # fmt: skip
             assert all(r.status == "success" for r in returns.values()), returns
-            assert returns["call_1"].tool_return == "* Opened farm/tides.pdf (lines 4-5)"
+            assert returns["call_1"].tool_return == (
+                "* Opened farm/tides.pdf (lines 4-5) (previously full file)"
+            )
             grep = returns["call_2"].tool_return
             assert "farm/minutes.docx: 1 matches" in grep
             assert "Ines Alvarez will order the replacement floats" in grep
