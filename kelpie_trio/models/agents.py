@@ -124,6 +124,9 @@ class CreateAgent:
     enable_sleeptime: bool | None = None
     max_files_open: int | None = None
     per_file_view_window_char_limit: int | None = None
+    # Folders attached at creation (Letta's `folder_ids`, and its older `source_ids`).
+    folder_ids: list[str] | None = None
+    source_ids: list[str] | None = None
     secrets: dict[str, str] | None = attrs.field(default=None, repr=False)
     # Letta's older name for `secrets`, still accepted.
     tool_exec_environment_variables: dict[str, str] | None = attrs.field(default=None, repr=False)

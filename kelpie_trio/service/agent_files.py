@@ -171,29 +171,36 @@ class FolderAgentCases(FolderCases):
 
     async def attach_folder(self, agent_id: str, folder_id: str, attach: bool) -> None:
         """Attach (or detach) a folder; doing it twice is the same as once."""
-        now = self.env.now()
 
         async def change(tr: Transaction) -> None:
             agent = await self._agent_for_files(tr, agent_id)
-            await read_folder(tr, folder_id)
-            if not attach:
+            if attach:
+                await self.attach_folder_in(tr, agent, folder_id)
+            else:
+                await read_folder(tr, folder_id)
                 await self._detach_folder_in(tr, agent, folder_id)
-                return
-            link = AGENT_FOLDERS.pack((agent_id, folder_id))
-            if await tr.get(link) is not None:
-                return
-            tr.set(link, keys.pack((micros(now),)))
-            tr.set(FOLDER_AGENTS.pack((folder_id, agent_id)), b"")
-            agent = self._set_file_tools(tr, agent, True)
-            done = []
-            for key, _ in await tr.get_prefix(FOLDER_FILES.pack((folder_id,))):
-                record = await read_file(tr, FOLDER_FILES.unpack(key)[2])
-                if record is not None and record.processing_status == "completed":
-                    done.append(record)
-            done.reverse()  # the newest first: they are the ones left open
-            await insert_files(tr, agent, done, now, self.env.new_id)
 
         await self.store.transact(change)
+
+    async def attach_folder_in(self, tr: Transaction, agent: Agent, folder_id: str) -> Agent:
+        """Within a caller's transaction: the links both ways, the file tools, the folder's
+        processed files (the newest open). The agent as it is now."""
+        await read_folder(tr, folder_id)
+        now = self.env.now()
+        link = AGENT_FOLDERS.pack((agent.id, folder_id))
+        if await tr.get(link) is not None:
+            return agent
+        tr.set(link, keys.pack((micros(now),)))
+        tr.set(FOLDER_AGENTS.pack((folder_id, agent.id)), b"")
+        agent = self._set_file_tools(tr, agent, True)
+        done = []
+        for key, _ in await tr.get_prefix(FOLDER_FILES.pack((folder_id,))):
+            record = await read_file(tr, FOLDER_FILES.unpack(key)[2])
+            if record is not None and record.processing_status == "completed":
+                done.append(record)
+        done.reverse()  # the newest first: they are the ones left open
+        await insert_files(tr, agent, done, now, self.env.new_id)
+        return agent
 
     async def _detach_folder_in(self, tr: Transaction, agent: Agent, folder_id: str) -> None:
         tr.clear(AGENT_FOLDERS.pack((agent.id, folder_id)))

@@ -235,8 +235,15 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
             held = await set_agent_identities(tr, agent.id, identity_ids or [], replace=False)
             if self.wants_companion(agent):  # in this same transaction (agent/sleeptime.py)
                 await self.add_companion(tr, agent, blocks)
+            folders = [*(create.folder_ids or []), *(create.source_ids or [])]
+            # Last: the companion above writes the agent's record again.
+            shown = agent  # with the file tools once a folder is attached
+            for folder_id in dict.fromkeys(folders):  # with their files and the file tools
+                shown = await self.attach_folder_in(tr, shown, folder_id)  # type: ignore[attr-defined]
+            if folders:
+                tools = await self._tools(tr, shown.tool_ids)
             group = await self.group_of(tr, agent)
-            return AgentView(agent, blocks, tools, group=group, identities=held)
+            return AgentView(shown, blocks, tools, group=group, identities=held)
 
         return await self.store.transact(create_)
 

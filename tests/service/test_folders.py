@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from kelpie_trio.env import RealEnv
-from kelpie_trio.errors import Conflict
+from kelpie_trio.errors import Conflict, NotFound
 from kelpie_trio.files.tools import FILE_TOOLS
 from kelpie_trio.service import AgentService, Page
 from kelpie_trio.service.file_worker import FileSettings
@@ -149,3 +149,15 @@ async def test_open_files_can_close_the_others_and_says_what_range_was_open(
     found, _ = await service.agent_files(agent, Page(limit=10), is_open=True)
     [(held, _)] = found
     assert held.view.startswith("[Viewing lines 7 to end (out of 9 lines)]\n7: line 6")
+
+
+async def test_an_agent_created_with_folder_ids_has_them_attached(service: AgentService) -> None:
+    folder = (await service.create_folder({"name": "docs"})).id
+    await _upload(service, folder, "a.txt", "hello\n")
+    view = await service.create_agent({"name": "a", "folder_ids": [folder]})
+    assert set(FILE_TOOLS) <= {t.name for t in view.tools}
+    assert await _open_names(service, view.agent.id) == ["docs/a.txt"]
+    with pytest.raises(NotFound):
+        await service.create_agent(
+            {"name": "b", "source_ids": ["source-" + "0" * 8 + "-0000-4000-8000-" + "0" * 12]}
+        )
