@@ -60,3 +60,22 @@ def test_empty_and_blank_files_are_refused() -> None:
 def test_text_that_is_not_utf8_is_still_read() -> None:
     assert parse(b"caf\xe9 au lait", kind_for(None, "a.txt")) == "café au lait"
     assert parse(b"\xef\xbb\xbfhello", kind_for(None, "a.txt")) == "hello"
+
+
+def _pdf_of_blank_page(password: str | None = None) -> bytes:
+    import pypdf
+
+    writer = pypdf.PdfWriter()
+    writer.add_blank_page(width=200, height=200)
+    if password is not None:
+        writer.encrypt(password)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def test_a_pdf_without_text_or_with_a_password_is_refused() -> None:
+    with pytest.raises(ParseError, match="no text layer"):
+        parse(_pdf_of_blank_page(), kind_for(None, "scan.pdf"))
+    with pytest.raises(ParseError, match="encrypted"):
+        parse(_pdf_of_blank_page("secret"), kind_for(None, "locked.pdf"))
