@@ -6,7 +6,7 @@ into many chunks written a few per transaction, and a corrupt PDF), some deleted
 they are processed. Two worker nodes run the file worker and crash at random moments,
 each restarted as a new incarnation; an indexer node runs the background search indexer
 and crashes too. Storage faults (failed reads and writes, conflicts, unknown commit
-results, latency) hit everyone.
+results, latency) hit everyone, and nodes start with skewed clocks.
 
 At the end, with faults off and one worker and the indexer left to run past the claims'
 lease:
@@ -40,7 +40,7 @@ from kelpie_trio.service.agent_files import holdings
 from kelpie_trio.service.common import read_record
 from kelpie_trio.service.file_worker import FileSettings, inline_parser
 from kelpie_trio.service.folders import FOLDER_FILES, read_file
-from kelpie_trio.sim.faults import STORAGE_FAULTS, FaultConfig
+from kelpie_trio.sim.faults import STORAGE_FAULTS, FaultConfig, FaultType
 from kelpie_trio.sim.search_scenario import crashing_indexer
 from kelpie_trio.sim.world import SimNode, SimWorld
 from kelpie_trio.storage import StoreError, keys
@@ -49,7 +49,9 @@ from kelpie_trio.storage.chunks import get_blob
 
 __all__ = ["FILE_FAULTS", "SETTINGS", "FileStats", "files_processed"]
 
-FILE_FAULTS = FaultConfig(dict.fromkeys(STORAGE_FAULTS, 0.06))
+# Skewed clocks too: a worker whose clock runs ahead takes a claim over early, and the
+# claim's epoch must keep the two workers from both writing.
+FILE_FAULTS = FaultConfig({**dict.fromkeys(STORAGE_FAULTS, 0.06), FaultType.CLOCK_SKEW: 0.3})
 # Small chunks in small batches: a file takes many transactions, so crashes land between.
 SETTINGS = FileSettings(lease=8.0, batch=3, poll=1.0, max_attempts=1000, chunk_chars=80)
 WORDS = ["kelp", "tide", "otter", "buoy", "net", "anchor", "harbor", "float", "winch"]
