@@ -224,6 +224,13 @@ MUTATIONS = [
         "    return []",
     ),
     Mutation(
+        "file-claim-epoch",
+        "a file worker that outlived its claim writes nothing over the one that took over",
+        "kelpie_trio/service/file_worker.py",
+        "        if record is None or record.attempts != claimed.attempts:",
+        "        if record is None:",
+    ),
+    Mutation(
         "sleeptime-key",
         "a sleeptime companion's run is keyed by the primary's run, so it starts once",
         "kelpie_trio/service/sleeptime.py",

@@ -3,12 +3,14 @@ attaching, uploading, processing and deleting do to an agent's files and tools."
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 
 import pytest
 import trio
+import trio.testing
 
-from kelpie_trio.env import RealEnv
+from kelpie_trio.env import RealEnv, SimEnv
 from kelpie_trio.errors import Conflict, NotFound
 from kelpie_trio.files.tools import FILE_TOOLS
 from kelpie_trio.service import AgentService, Page
@@ -161,3 +163,41 @@ async def test_an_agent_created_with_folder_ids_has_them_attached(service: Agent
         await service.create_agent(
             {"name": "b", "source_ids": ["source-" + "0" * 8 + "-0000-4000-8000-" + "0" * 12]}
         )
+
+
+async def test_a_worker_that_outlived_its_claim_writes_nothing_over_the_one_that_took_over(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    """Worker A claims a file and hangs in its parser past the lease; worker B takes the
+    file over and completes it; when A's parser returns, A's writes are refused (the
+    claim's epoch is no longer A's): the file stays completed, its chunks once."""
+    store = MemoryStore()
+    await nursery.start(store.run)
+    settings = FileSettings(lease=5.0, chunk_chars=50)
+    release = trio.Event()
+    a = AgentService(store, SimEnv(random.Random(1)))
+    b = AgentService(store, SimEnv(random.Random(2)))
+
+    async def hanging(data: bytes, kind: object) -> str:
+        await release.wait()
+        return "stale text that must never be stored"
+
+    a.file_parser = hanging  # type: ignore[assignment]
+    folder = (await a.create_folder({"name": "docs"})).id
+    text = "".join(f"line {i} of the file\n" for i in range(10))
+    record, _ = await a.upload_file(folder, "a.txt", "text/plain", text.encode())
+    async with trio.open_nursery() as workers:
+        workers.start_soon(a.process_some_files, settings)
+        await trio.sleep(settings.lease + 1)  # A is stuck; its claim runs out
+        assert await b.process_some_files(settings)  # B takes the file over and ends it
+        done, content = await b.get_file(folder, record.id, content=True)
+        assert done.processing_status == "completed" and content == text
+        release.set()  # A wakes up with its stale claim
+    after, content = await b.get_file(folder, record.id, content=True)
+    assert after.processing_status == "completed" and content == text
+    assert after.chunks_embedded == after.total_chunks
+
+    async def chunks(tr: Transaction) -> int:
+        return len(await tr.get_prefix(keys.PASSAGES.pack((folder,))))
+
+    assert await store.transact(chunks) == after.total_chunks
