@@ -6,7 +6,8 @@ into many chunks written a few per transaction, and a corrupt PDF), some deleted
 they are processed. Two worker nodes run the file worker and crash at random moments,
 each restarted as a new incarnation; an indexer node runs the background search indexer
 and crashes too. Storage faults (failed reads and writes, conflicts, unknown commit
-results, latency) hit everyone, and nodes start with skewed clocks.
+results, latency) hit everyone, nodes start with skewed clocks, and a parse now and then
+outlasts its claim's lease (another worker takes the file over meanwhile).
 
 At the end, with faults off and one worker and the indexer left to run past the claims'
 lease:
@@ -31,6 +32,7 @@ from collections import Counter
 import trio
 
 from kelpie_trio.errors import NotFound
+from kelpie_trio.files.kinds import FileKind
 from kelpie_trio.files.tools import ToolError
 from kelpie_trio.models.passages import Passage, split_text
 from kelpie_trio.search import MemoryIndex, SearchLayer
@@ -67,7 +69,16 @@ class FileStats(Counter):
 def _worker_service(node: SimNode) -> AgentService:
     service = AgentService(node.store, node.env)
     service.file_settings = SETTINGS
-    service.file_parser = inline_parser  # type: ignore[assignment]
+    rng = node.world.rng(f"parse:{node.id}")
+
+    async def slow_at_times(data: bytes, kind: FileKind) -> str:
+        # A parse that now and then takes longer than the claim's lease: another worker
+        # takes the file over while this one is still at it.
+        if rng.random() < 0.2:
+            await trio.sleep(rng.uniform(0.0, SETTINGS.lease * 1.5))
+        return await inline_parser(data, kind)
+
+    service.file_parser = slow_at_times  # type: ignore[assignment]
     return service
 
 
