@@ -19,10 +19,11 @@ from kelpie_trio.api.common import (
 )
 from kelpie_trio.api.spec import documented
 from kelpie_trio.errors import Invalid
+from kelpie_trio.models.agents import Agent
 from kelpie_trio.models.archives import DEFAULT_ORGANIZATION_ID
 from kelpie_trio.models.convert import iso
 from kelpie_trio.models.folders import CreateFolder, FileAgent, FileRecord, Folder, UpdateFolder
-from kelpie_trio.service.agent_files import check_is_open
+from kelpie_trio.service.agent_files import check_is_open, limits_of
 
 folders = Blueprint("folders", __name__)
 
@@ -82,6 +83,24 @@ def render_attachment(held: FileAgent, folder_name: str) -> dict[str, Any]:
         "visible_content": held.view if held.is_open else None,
         "start_line": held.start_line,
         "end_line": held.end_line,
+    }
+
+
+def render_file_block(held: FileAgent, agent: Agent) -> dict[str, Any]:
+    """Letta's FileBlock: one file as the agent's memory holds it (`memory.file_blocks`)."""
+    _, chars = limits_of(agent)
+    return {
+        "id": held.id,
+        "label": held.file_name,
+        "value": held.view if held.is_open and held.view else "",
+        "limit": chars,
+        "read_only": True,
+        "description": None,
+        "metadata": {},
+        "file_id": held.file_id,
+        "source_id": held.folder_id,
+        "is_open": held.is_open,
+        "last_accessed_at": iso(held.last_accessed) if held.last_accessed else None,
     }
 
 

@@ -3,8 +3,9 @@
 Letta 0.16.8 accepts PDF, plain text, Markdown, JSON, CSV, HTML, code and configuration
 files, judged by the upload's Content-Type, else by the file name's extension; anything
 else is refused (415). DOCX is served here too (Letta 0.16.8's list of served kinds does
-not have it; this server reads it with python-docx). The line strategy follows Letta's: Markdown is read sentence by sentence, code keeps
-its indentation, everything else is one stripped line per line of text.
+not have it; this server reads it with python-docx). The line strategy follows Letta's:
+Markdown is read sentence by sentence, code keeps its indentation, everything else is one
+stripped line per line of text.
 """
 
 from __future__ import annotations

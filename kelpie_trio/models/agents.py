@@ -169,5 +169,7 @@ class AgentView:
     directories: str | None = None
     # The folders attached to it (Letta's `sources`), read for the API only.
     folders: list[Any] = attrs.Factory(list)
+    # Its files as it holds them (FileAgent records), read for the API only.
+    file_blocks: list[Any] = attrs.Factory(list)
     # The identities holding the agent (service/identities.py), read for the API only.
     identities: list[Any] = attrs.Factory(list)

@@ -30,7 +30,7 @@ from kelpie_trio.models.agents import (
 )
 from kelpie_trio.models.blocks import Block, CreateBlock
 from kelpie_trio.search import outbox
-from kelpie_trio.service.agent_files import attached_folders, directories_in
+from kelpie_trio.service.agent_files import attached_folders, directories_in, holdings
 from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX, BlockCases
 from kelpie_trio.service.common import Page, micros, page_records, read_record, window
 from kelpie_trio.service.identities import forget_member, identity_records, set_agent_identities
@@ -158,7 +158,8 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
         """The agent as the API shows it, with the identities that hold it."""
         view = await self._bare_view(tr, agent)
         return attrs.evolve(view, identities=await identity_records(tr, "agent", agent.id),
-                            folders=await attached_folders(tr, agent.id))  # fmt: skip
+                            folders=await attached_folders(tr, agent.id),
+                            file_blocks=await holdings(tr, agent.id))  # fmt: skip
 
     async def _bare_view(self, tr: Transaction, agent: Agent) -> AgentView:
         """Without identities: the agent loop reads this every step and needs none."""

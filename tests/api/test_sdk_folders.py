@@ -97,6 +97,10 @@ async def test_a_folder_of_pdf_docx_and_markdown_read_by_an_agent_in_a_turn(
             assert {"open_files", "grep_files", "semantic_search_files"} <= tools
             state = await letta.agents.retrieve(agent.id)
             assert [s.id for s in state.sources] == [folder.id]
+            blocks = {b.label: b for b in state.memory.file_blocks}
+            assert set(blocks) == {f"farm/{n}" for n in uploads}
+            assert blocks["farm/tides.pdf"].is_open
+            assert "Neap tides" in blocks["farm/tides.pdf"].value
             held = await letta.agents.files.list(agent.id)
             assert {f.file_name for f in held.files} == {f"farm/{n}" for n in uploads}
             assert all(f.is_open for f in held.files)
