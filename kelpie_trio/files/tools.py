@@ -27,6 +27,7 @@ __all__ = [
     "FolderInfo",
     "OpenRequest",
     "ToolError",
+    "check_limits",
     "file_defaults",
     "format_semantic",
     "grep",
@@ -40,7 +41,10 @@ __all__ = [
 FILE_TOOLS = ("open_files", "grep_files", "semantic_search_files")
 DEFAULT_MAX_FILES_OPEN = 5
 DEFAULT_CHAR_LIMIT = 50_000
-MAX_FILES_OPEN_LIMIT = 50  # Letta refuses more on an agent
+MAX_FILES_OPEN_LIMIT = 1_000  # Letta refuses more on an agent
+# Letta bounds the per-file limit by int32 only; a file's text is at most 6 MB here, so a
+# view of more characters than this could never be filled.
+MAX_CHAR_LIMIT = 10_000_000
 GREP_PAGE = 20
 GREP_COLLECTED = 1_000
 MAX_PATTERN = 1_000
@@ -50,6 +54,20 @@ PASSAGE_LINES = 20
 
 class ToolError(ValueError):
     """A file tool refused its arguments: told to the agent as the call's error."""
+
+
+def check_limits(body: dict[str, Any]) -> None:
+    """An agent's `max_files_open` and `per_file_view_window_char_limit`, where a create or
+    an update gives them: whole numbers of at least 1, up to Letta's bounds (a 422 else)."""
+    from kelpie_trio.errors import Invalid
+
+    for name, high in (("max_files_open", MAX_FILES_OPEN_LIMIT),
+                       ("per_file_view_window_char_limit", MAX_CHAR_LIMIT)):  # fmt: skip
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+            raise Invalid.field(["body", name], f"{name} must be a whole number from 1 to {high}")
 
 
 def file_defaults(context_window: int | None) -> tuple[int, int]:

@@ -16,6 +16,7 @@ from kelpie_trio.agent.conversations import (
 from kelpie_trio.agent.tool_calls import TOOL_RUNS
 from kelpie_trio.agent.tool_rules import RuleError, parse_rules
 from kelpie_trio.errors import Conflict, Invalid, NotFound
+from kelpie_trio.files.tools import check_limits as check_file_limits
 from kelpie_trio.llm.catalog import UnknownModel
 from kelpie_trio.llm.model_traits import model_settings_from_llm_config
 from kelpie_trio.models import convert
@@ -193,6 +194,7 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
 
     async def create_agent(self, body: Any) -> AgentView:
         create = convert.structure_api(body, CreateAgent)
+        check_file_limits(body)
         identity_ids = _identity_ids(body)
         check_key_parts(["body", "tags"], create.tags, "a tag")
         if create.agent_type not in AGENT_TYPES:
@@ -325,6 +327,7 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
         if not isinstance(body, dict):
             raise Invalid.field(["body"], "expected a JSON object", "model_type")
         changes = {k: v for k, v in body.items() if k in UPDATABLE_AGENT_FIELDS}
+        check_file_limits(changes)
         identity_ids = _identity_ids(body)
         self._check_rules(changes.get("tool_rules"))
         if isinstance(changes.get("tags"), list):  # a wrong type is the converter's to name

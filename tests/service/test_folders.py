@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from kelpie_trio.env import RealEnv, SimEnv
-from kelpie_trio.errors import Conflict, NotFound
+from kelpie_trio.errors import Conflict, Invalid, NotFound
 from kelpie_trio.files.tools import FILE_TOOLS
 from kelpie_trio.service import AgentService, Page
 from kelpie_trio.service.file_worker import FileSettings
@@ -201,3 +201,16 @@ async def test_a_worker_that_outlived_its_claim_writes_nothing_over_the_one_that
         return len(await tr.get_prefix(keys.PASSAGES.pack((folder,))))
 
     assert await store.transact(chunks) == after.total_chunks
+
+
+async def test_an_agents_file_limits_are_whole_numbers_within_lettas_bounds(
+    service: AgentService,
+) -> None:
+    for bad in ({"max_files_open": 0}, {"max_files_open": 1001}, {"max_files_open": "3"},
+                {"per_file_view_window_char_limit": -1}):  # fmt: skip
+        with pytest.raises(Invalid):
+            await service.create_agent({"name": "a", **bad})
+    agent = (await service.create_agent({"name": "a", "max_files_open": 7})).agent.id
+    with pytest.raises(Invalid):
+        await service.update_agent(agent, {"max_files_open": 0})
+    assert (await service.get_agent(agent)).agent.max_files_open == 7
