@@ -17,6 +17,7 @@ from kelpie_trio.api.common import (
     page_args,
     service,
 )
+from kelpie_trio.api.passages import render_passage
 from kelpie_trio.api.spec import documented
 from kelpie_trio.errors import Invalid
 from kelpie_trio.models.agents import Agent
@@ -135,6 +136,30 @@ async def list_folders() -> Response:
 @documented("How many folders there are")
 async def count_folders() -> Response:
     return json_response(await service().count_folders())
+
+
+@folders.get("/v1/folders/name/<folder_name>")
+@documented("The id of the folder of this name")
+async def folder_by_name(folder_name: str) -> Response:
+    return json_response(await service().folder_id_by_name(folder_name))
+
+
+@folders.get("/v1/folders/metadata")
+@documented(
+    "How many folders, files and bytes there are, per folder (and per file, if asked)",
+    query=("include_detailed_per_source_metadata",),
+)
+async def folders_metadata() -> Response:
+    detailed = bool_arg("include_detailed_per_source_metadata", False)
+    return json_response(await service().folders_metadata(detailed))
+
+
+@folders.get("/v1/folders/<folder_id>/passages")
+@documented("The chunks of a folder's files, as passages", query=PAGING, cursor="passage")
+async def folder_passages(folder_id: str) -> Response:
+    page = page_args("passage", limit=100, order="desc")
+    found = await service().folder_passages(_folder_id(folder_id), page)
+    return json_response([render_passage(p) for p in found])
 
 
 @folders.get("/v1/folders/<folder_id>")

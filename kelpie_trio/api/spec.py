@@ -148,7 +148,8 @@ _BOOLEAN_QUERY = ("match_all_tags", "use_assistant_message", "include_err", "act
                   "return_only_letta_tools", "use_legacy_format", "scrub_messages",
                   "override_existing_tools", "append_copy_suffix", "strip_messages",
                   "requires_approval", "has_feedback", "update_timestamp",
-                  "dry_run", "include_content", "is_open")  # fmt: skip
+                  "dry_run", "include_content", "is_open",
+                  "include_detailed_per_source_metadata")  # fmt: skip
 
 # Query parameters by name: what the routes check (api/common.py and the routes).
 _QUERY: dict[str, dict[str, Any]] = {

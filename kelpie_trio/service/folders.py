@@ -235,6 +235,58 @@ class FolderCases(ServiceBase):
 
         return await self.store.transact(find)
 
+    async def folders_metadata(self, detailed: bool) -> dict[str, Any]:
+        """Letta's OrganizationSourcesStats: how many folders, files and bytes there are;
+        per folder (and per file, when `detailed`) as well."""
+
+        async def read(tr: Transaction) -> dict[str, Any]:
+            sources = []
+            total_files = total_size = 0
+            index = await tr.get_range(FOLDER_INDEX.range().start, FOLDER_INDEX.range().stop)
+            for key, _ in index:
+                folder = await read_record(tr, keys.FOLDERS.pack((FOLDER_INDEX.unpack(key)[1],)),
+                                           Folder)  # fmt: skip
+                if folder is None:
+                    continue
+                files = []
+                for row, _ in await tr.get_prefix(FOLDER_FILES.pack((folder.id,))):
+                    record = await read_file(tr, FOLDER_FILES.unpack(row)[2])
+                    if record is not None:
+                        files.append(record)
+                size = sum(f.file_size for f in files)
+                total_files += len(files)
+                total_size += size
+                stats: dict[str, Any] = {"source_id": folder.id, "source_name": folder.name,
+                                         "file_count": len(files), "total_size": size}  # fmt: skip
+                stats["files"] = [
+                    {"file_id": f.id, "file_name": f.file_name, "file_size": f.file_size}
+                    for f in files
+                ] if detailed else []  # fmt: skip
+                sources.append(stats)
+            return {"total_sources": len(sources), "total_files": total_files,
+                    "total_size": total_size, "sources": sources}  # fmt: skip
+
+        return await self.store.transact(read)
+
+    async def folder_passages(self, folder_id: str, page: Page) -> list[Passage]:
+        """The chunks of a folder's files (GET /v1/folders/{id}/passages), by creation."""
+        from kelpie_trio.service.passages import PASSAGE_INDEX
+
+        async def listing(tr: Transaction) -> list[Passage]:
+            await read_folder(tr, folder_id)
+            index = PASSAGE_INDEX[folder_id]
+
+            async def position(ident: str) -> tuple | None:
+                passage = await read_record(tr, keys.PASSAGES.pack((folder_id, ident)), Passage)
+                return None if passage is None else (micros(passage.created_at), passage.id)
+
+            ids = await page_ids(tr, index, page, position)
+            found = [await read_record(tr, keys.PASSAGES.pack((folder_id, i)), Passage)
+                     for i in ids]  # fmt: skip
+            return [p for p in found if p is not None]
+
+        return await self.store.transact(listing)
+
     async def delete_folder(self, folder_id: str) -> None:
         """The folder, its files, their chunks and their place in agents, in one
         transaction."""

@@ -214,3 +214,20 @@ async def test_an_agents_file_limits_are_whole_numbers_within_lettas_bounds(
     with pytest.raises(Invalid):
         await service.update_agent(agent, {"max_files_open": 0})
     assert (await service.get_agent(agent)).agent.max_files_open == 7
+
+
+async def test_folders_by_name_their_metadata_and_their_passages(service: AgentService) -> None:
+    folder = (await service.create_folder({"name": "docs"})).id
+    file_id = await _upload(service, folder, "a.txt", "word " * 100)
+    assert await service.folder_id_by_name("docs") == folder
+    with pytest.raises(NotFound):
+        await service.folder_id_by_name("nope")
+    stats = await service.folders_metadata(detailed=True)
+    assert (stats["total_sources"], stats["total_files"], stats["total_size"]) == (1, 1, 500)
+    assert stats["sources"][0]["files"] == [
+        {"file_id": file_id, "file_name": "docs/a.txt", "file_size": 500}
+    ]
+    assert (await service.folders_metadata(detailed=False))["sources"][0]["files"] == []
+    chunks = await service.folder_passages(folder, Page(limit=100, order="asc"))
+    assert " ".join(p.text for p in chunks).split() == ["word"] * 100
+    assert {p.file_id for p in chunks} == {file_id} and all(p.source_id == folder for p in chunks)
