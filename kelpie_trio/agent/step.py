@@ -47,9 +47,12 @@ HEARTBEAT_PARAM = {
 }
 
 
-def compile_system(system: str, blocks: list[Any], rules_text: str | None = None) -> str:
+def compile_system(
+    system: str, blocks: list[Any], rules_text: str | None = None, directories: str | None = None
+) -> str:
     """The system prompt: the agent's system text, then its core memory, block by block,
-    then its tool rules in words (when it has any)."""
+    then its folders and open files (when it has any: service/agent_files.py), then its
+    tool rules in words (when it has any)."""
     parts = [system.rstrip(), "", "<memory_blocks>"]
     for block in blocks:
         parts.append(f"<{block.label}>")
@@ -61,6 +64,8 @@ def compile_system(system: str, blocks: list[Any], rules_text: str | None = None
         parts.append(f"<value>\n{block.value}\n</value>")
         parts.append(f"</{block.label}>")
     parts.append("</memory_blocks>")
+    if directories:
+        parts += ["", directories]
     if rules_text:
         parts += ["", "<tool_usage_rules>", rules_text, "</tool_usage_rules>"]
     return "\n".join(parts)
@@ -117,12 +122,14 @@ def build_request(
     offer: Offer | None = None,
     client_tools: Sequence[ClientTool] = (),
     thinking_budget: int | None = None,
+    directories: str | None = None,
 ) -> LlmRequest:
     """The request for one step: the system prompt with core memory, the summary of
     evicted history if there is one (context.py), then the in-context history. With an
     `offer` (tool_rules.py), only the tools it allows, and the call it forces. The
     request's client-side tools are always offered, and hide agent tools of their name."""
-    head = (ChatMessage("system", compile_system(system, blocks, tool_rules.rules_prompt(rules))),)
+    prompt = compile_system(system, blocks, tool_rules.rules_prompt(rules), directories)
+    head = (ChatMessage("system", prompt),)
     if summary is not None:
         head += (summary,)
     messages = (*head, *(_chat(m) for m in history if m.role != "approval"))

@@ -3,8 +3,9 @@
 Memory tools and send_message run inside the step's transaction (`_run_memory_tool`),
 so a step's edits land with its messages. The others run outside it: archival memory
 and the search tools (their own transactions, through the service and the search
-layer), custom tools (in the sandbox, tools/sandbox.py), MCP tools (through the
-node's MCP sessions, kelpie_trio/mcp/) and the web tools (tools/web.py); a step
+layer), the file tools (service/agent_files.py), custom tools (in the sandbox,
+tools/sandbox.py), MCP tools (through the node's MCP sessions, kelpie_trio/mcp/) and the
+web tools (tools/web.py); a step
 checkpoints their results one by one.
 `_run_tool_directly` serves POST /v1/agents/{id}/tools/{name}/run.
 """
@@ -20,6 +21,7 @@ from kelpie_trio.agent.messages import StoredToolCall
 from kelpie_trio.agent.multi_agent import MULTI_AGENT_TOOLS, run_multi_agent_tool
 from kelpie_trio.agent.runs import Run
 from kelpie_trio.errors import Invalid
+from kelpie_trio.files.tools import FILE_TOOLS, ToolError
 from kelpie_trio.models.blocks import DEFAULT_BLOCK_LIMIT
 from kelpie_trio.models.mcp import MCP_TOOL_TYPE
 from kelpie_trio.search import archival_tool_results, conversation_search
@@ -38,7 +40,8 @@ STORED_OUTPUT_LIMIT = 8_000
 
 # Base tools that run outside the step's transaction (custom tools do too).
 OUTSIDE_TOOLS = frozenset({"archival_memory_insert", "archival_memory_search",
-                           "conversation_search", *WEB_TOOLS, *MULTI_AGENT_TOOLS})  # fmt: skip
+                           "conversation_search", *WEB_TOOLS, *MULTI_AGENT_TOOLS,
+                           *FILE_TOOLS})  # fmt: skip
 
 
 def kept_output(lines: list[str], limit: int = STORED_OUTPUT_LIMIT) -> list[str]:
@@ -153,6 +156,8 @@ class AgentTools:
                     run_id=run.id if run is not None else "direct", call_id=call.id,
                     chain=list(run.waiting_chain) if run is not None else [],
                 )  # fmt: skip
+            if call.name in FILE_TOOLS:  # the agent's folders (service/agent_files.py)
+                return "success", await self.service.run_file_tool(agent_id, call.name, args)
             if call.name == "archival_memory_insert":
                 body = {"text": args.get("content", ""), "tags": args.get("tags")}
                 await self.service.create_passages(agent_id, body)
@@ -176,6 +181,8 @@ class AgentTools:
             if call.name == "conversation_search":
                 hits = await self._conversation_search(str(args.get("query") or ""), args)
                 return "success", orjson.dumps(hits).decode()
+        except ToolError as error:
+            return "error", str(error)
         except (Invalid, TypeError, ValueError) as error:
             return "error", f"{type(error).__name__}: {error}"
         return "error", f"no tool named {call.name!r} is attached to this agent"

@@ -110,6 +110,7 @@ def prompt_request(
         offer=offer,
         client_tools=client_tools,
         thinking_budget=thinking_budget(config),
+        directories=getattr(view, "directories", None),
     )
 
 

@@ -18,6 +18,7 @@ from kelpie_trio.api.common import (
     render,
     service,
 )
+from kelpie_trio.api.folders import render_file_block, render_folder
 from kelpie_trio.api.spec import documented
 from kelpie_trio.models.agents import (
     SECRET_MASK,
@@ -59,11 +60,11 @@ def render_agent(view: AgentView) -> dict[str, Any]:
             "agent_type": view.agent.agent_type,
             "git_enabled": False,
             "blocks": blocks,
-            "file_blocks": [],
+            "file_blocks": [render_file_block(f, view.agent) for f in view.file_blocks],
             "prompt_template": "",
         },
         tools=[render(t) for t in view.tools],
-        sources=[],
+        sources=[render_folder(f) for f in view.folders],
         identities=[render(i) for i in view.identities],
         identity_ids=[i.id for i in view.identities],
         secrets=shown_secrets,

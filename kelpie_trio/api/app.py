@@ -26,6 +26,7 @@ from kelpie_trio.api.console import console
 from kelpie_trio.api.context import context
 from kelpie_trio.api.conversations import conversations
 from kelpie_trio.api.edge import BodyGuard
+from kelpie_trio.api.folders import folders
 from kelpie_trio.api.groups import groups
 from kelpie_trio.api.identities import identities
 from kelpie_trio.api.mcp_servers import mcp_servers
@@ -100,6 +101,7 @@ def create_app(
     app.register_blueprint(models)
     app.register_blueprint(passages)
     app.register_blueprint(archives)
+    app.register_blueprint(folders)
     app.register_blueprint(tools)
     app.register_blueprint(messages)
     app.register_blueprint(runs)

@@ -45,9 +45,9 @@ def render_passage(passage: Passage) -> dict[str, Any]:
         "updated_at": iso(passage.updated_at),
         "is_deleted": False,
         "organization_id": None,
-        "source_id": None,
-        "file_id": None,
-        "file_name": None,
+        "source_id": passage.source_id,
+        "file_id": passage.file_id,
+        "file_name": passage.file_name,
         "created_by_id": None,
         "last_updated_by_id": None,
     }

@@ -29,4 +29,4 @@ async def recompile(agent_id: str) -> Response:
     bool_arg("dry_run", False)
     view = await service().get_agent(agent_id)
     rules = rules_prompt(parse_rules(view.agent.tool_rules))
-    return json_response(compile_system(view.agent.system, view.blocks, rules))
+    return json_response(compile_system(view.agent.system, view.blocks, rules, view.directories))

@@ -37,6 +37,8 @@ ID_PREFIXES = {
     "passage_id": "passage",
     "scheduled_message_id": "scheduled_message",
     "group_id": "group",
+    "folder_id": "source",
+    "file_id": "file",
 }
 RUN_STATUSES = ("created", "running", *dict.fromkeys(FINAL_STATUS.values()))
 # Letta's MessageType: what `include_return_message_types` may name.
@@ -92,6 +94,7 @@ class RouteDoc:
     media_type: str = "application/json"
     partial: bool = False
     fields: frozenset[str] | None = None
+    upload: bool = False  # a multipart body with one `file` (a folder's upload)
 
 
 def documented(
@@ -106,11 +109,12 @@ def documented(
     media_type: str = "application/json",
     partial: bool = False,
     fields: frozenset[str] | None = None,
+    upload: bool = False,
 ) -> Callable[[F], F]:
     """Attach what a route takes and returns, for /openapi.json. `cursor` is the id kind
     that its `after`/`before` take; `body_optional` for a body that may be left out;
     `partial` for a PATCH whose body gives only the fields that change, `fields` when it
-    takes only some of the model's fields."""
+    takes only some of the model's fields; `upload` for a multipart body with a `file`."""
 
     def mark(fn: F) -> F:
         fn.__kelpie_doc__ = RouteDoc(  # type: ignore[attr-defined]
@@ -124,6 +128,7 @@ def documented(
             media_type,
             partial,
             fields,
+            upload,
         )
         return fn
 
@@ -143,7 +148,8 @@ _BOOLEAN_QUERY = ("match_all_tags", "use_assistant_message", "include_err", "act
                   "return_only_letta_tools", "use_legacy_format", "scrub_messages",
                   "override_existing_tools", "append_copy_suffix", "strip_messages",
                   "requires_approval", "has_feedback", "update_timestamp",
-                  "dry_run")  # fmt: skip
+                  "dry_run", "include_content", "is_open",
+                  "include_detailed_per_source_metadata")  # fmt: skip
 
 # Query parameters by name: what the routes check (api/common.py and the routes).
 _QUERY: dict[str, dict[str, Any]] = {
@@ -166,6 +172,8 @@ _QUERY: dict[str, dict[str, Any]] = {
         "items": {"type": "string", "enum": list(MESSAGE_TYPES)},
     },
     "identity_type": {"type": "string", "enum": ["org", "user", "other"]},
+    "duplicate_handling": {"type": "string", "enum": ["skip", "error", "suffix", "replace"]},
+    "cursor": id_schema("file_agent"),
     "feedback": {"type": "string", "enum": ["positive", "negative"]},
     "start_datetime": _DATE_OR_TIME,
     "end_datetime": _DATE_OR_TIME,
@@ -298,6 +306,14 @@ def build_openapi(app: QuartTrio) -> dict[str, Any]:
                     },
                 },
             }
+            if doc and doc.upload:
+                file_part = {"file": {"type": "string", "format": "binary"}}
+                operation["requestBody"] = {
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": {
+                        "type": "object", "properties": file_part, "required": ["file"],
+                    }}},
+                }  # fmt: skip
             if doc and doc.request is not None:
                 schema = schema_of(doc.request, components)
                 if doc.partial:

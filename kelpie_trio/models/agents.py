@@ -124,6 +124,9 @@ class CreateAgent:
     enable_sleeptime: bool | None = None
     max_files_open: int | None = None
     per_file_view_window_char_limit: int | None = None
+    # Folders attached at creation (Letta's `folder_ids`, and its older `source_ids`).
+    folder_ids: list[str] | None = None
+    source_ids: list[str] | None = None
     secrets: dict[str, str] | None = attrs.field(default=None, repr=False)
     # Letta's older name for `secrets`, still accepted.
     tool_exec_environment_variables: dict[str, str] | None = attrs.field(default=None, repr=False)
@@ -162,5 +165,11 @@ class AgentView:
     blocks: list[Any]  # Block, in the agent's order
     tools: list[Any]  # tool records (the tools issue fills these in)
     group: Any = None  # the sleeptime group it manages (Letta's multi_agent_group), if any
+    # Its folders and files as its context shows them (service/agent_files.py), or None.
+    directories: str | None = None
+    # The folders attached to it (Letta's `sources`), read for the API only.
+    folders: list[Any] = attrs.Factory(list)
+    # Its files as it holds them (FileAgent records), read for the API only.
+    file_blocks: list[Any] = attrs.Factory(list)
     # The identities holding the agent (service/identities.py), read for the API only.
     identities: list[Any] = attrs.Factory(list)

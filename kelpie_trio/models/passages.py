@@ -61,11 +61,15 @@ class Passage:
     embedding_config: dict[str, Any] | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+    # A chunk of a file in a folder (service/file_worker.py): the folder owns it.
+    source_id: str | None = None
+    file_id: str | None = None
+    file_name: str | None = None
 
     @property
     def owner(self) -> str:
-        """The agent or archive holding the passage: `PASSAGES(owner, id)`."""
-        return self.agent_id or self.archive_id or ""
+        """The agent, archive or folder holding the passage: `PASSAGES(owner, id)`."""
+        return self.agent_id or self.archive_id or self.source_id or ""
 
 
 @attrs.define

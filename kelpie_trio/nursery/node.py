@@ -5,6 +5,7 @@
         store            SQLite writer / FDB network bridge        nursery.start
         indexer          drains the search outbox into the index   nursery.start
         MCP sessions     one task per MCP server in use (mcp/)      nursery.start
+        file worker      parses, chunks, indexes uploaded files     nursery.start
         dispatcher       supervisor nursery -> one task per agent,  nursery.start
                          lease keeper (renews leases in batches)
         HTTP server      hypercorn.trio.serve                        nursery.start
@@ -45,6 +46,7 @@ from kelpie_trio.nursery.metrics import RuntimeMetrics
 from kelpie_trio.nursery.transport import HttpTransport
 from kelpie_trio.search.open import open_search
 from kelpie_trio.service import AgentService
+from kelpie_trio.service.file_worker import FileSettings, threaded_parser
 from kelpie_trio.service.schedules import ScheduleSettings
 from kelpie_trio.storage import MemoryStore, Store, StoreError
 from kelpie_trio.tools.isolation import SandboxStatus, prepare, refused
@@ -155,6 +157,13 @@ async def run_node(
         schedule_settings = ScheduleSettings.from_env()
     except ValueError as error:
         raise StartupError(str(error)) from None
+    try:
+        file_settings = FileSettings.from_env()
+    except ValueError as error:
+        raise StartupError(str(error)) from None
+    service.file_settings = file_settings  # uploads' size limit; the worker's settings
+    # Parsing untrusted files is CPU work: off the trio thread, under a time limit.
+    service.file_parser = threaded_parser(file_settings.parse_timeout)
     web = HttpxWeb(config.web)  # fetch_webpage and web_search (tools/web.py)
     service.web = WebTools(web, config.web)
     service.agent_wait_timeout = config.agent_wait_timeout  # agent/multi_agent.py
@@ -219,6 +228,7 @@ async def run_node(
             await _start(root, f"open the {_describe_store(config)}", store.run)
             await root.start(service.search_layer.run)  # the indexer drains the search outbox
             await root.start(service.mcp.run)
+            await root.start(service.process_files)  # parses, chunks, indexes uploads
             await root.start(dispatcher.run)
             service.background = root  # turns that outlive their request
             if handle_signals:

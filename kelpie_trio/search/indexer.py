@@ -63,12 +63,15 @@ def _decode(raw: bytes, cls: type, what: str) -> Any:
 
 
 def _is_archive(owner: str) -> bool:
-    return owner.startswith("archive-")
+    """Whether the owner holds passages only: an archive, or a folder (its files' chunks)."""
+    return owner.startswith(("archive-", "source-"))
 
 
 async def agent_exists(tr: Transaction, agent_id: str) -> bool:
-    """Whether the stream's owner exists: an agent, or an archive (whose passages are
-    indexed once, under the archive, however many agents it is attached to)."""
+    """Whether the stream's owner exists: an agent, an archive (whose passages are
+    indexed once, under the archive, however many agents it is attached to) or a folder."""
+    if agent_id.startswith("source-"):
+        return bool(await tr.get_prefix(keys.FOLDERS.pack((agent_id,)), limit=1))
     subspace = keys.ARCHIVES if _is_archive(agent_id) else keys.AGENTS
     return bool(await tr.get_prefix(subspace.pack((agent_id,)), limit=1))
 
@@ -352,23 +355,25 @@ class Indexer:
 
         return await self.store.transact(scan)
 
-    async def all_archives(self) -> list[str]:
-        """Every archive in the store, in id order (one snapshot per page of 500)."""
+    async def all_archives(self, subspace: keys.Subspace = keys.ARCHIVES) -> list[str]:
+        """Every archive (or folder) in the store, in id order (one snapshot per page of
+        500)."""
         found: list[str] = []
-        begin, end = keys.ARCHIVES.range().start, keys.ARCHIVES.range().stop
+        begin, end = subspace.range().start, subspace.range().stop
         while True:
             rows = await self.store.transact(
                 lambda tr, begin=begin: tr.get_range(begin, end, limit=500)
             )
             if not rows:
                 return found
-            ids = list(dict.fromkeys(keys.ARCHIVES.unpack(k)[0] for k, _ in rows))  # chunks
+            ids = list(dict.fromkeys(subspace.unpack(k)[0] for k, _ in rows))  # chunks
             found += [i for i in ids if not found or i != found[-1]]
-            begin = keys.ARCHIVES.range((ids[-1],)).stop
+            begin = subspace.range((ids[-1],)).stop
 
     async def warm(self) -> int:
-        """Rebuild every agent and archive of the store into the index; how many."""
-        agents = await self.all_agents() + await self.all_archives()
+        """Rebuild every agent, archive and folder of the store into the index; how many."""
+        agents = (await self.all_agents() + await self.all_archives()
+                  + await self.all_archives(keys.FOLDERS))  # fmt: skip
         for agent_id in agents:
             await self.catch_up(agent_id)
         return len(agents)

@@ -14,6 +14,7 @@ records created in the same microsecond.
 
 from __future__ import annotations
 
+from kelpie_trio.service.agent_files import FolderAgentCases
 from kelpie_trio.service.agentfile import AgentFileCases
 from kelpie_trio.service.agents import AGENT_INDEX, TAG_INDEX, AgentCases
 from kelpie_trio.service.archives import ARCHIVE_INDEX, ArchiveCases
@@ -21,6 +22,7 @@ from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX
 from kelpie_trio.service.common import MAX_PAGE, Page, window
 from kelpie_trio.service.context_overview import ContextCases
 from kelpie_trio.service.conversations import ConversationCases
+from kelpie_trio.service.file_worker import FileWorkerCases
 from kelpie_trio.service.identities import IdentityCases
 from kelpie_trio.service.mcp_servers import McpServerCases
 from kelpie_trio.service.messages import MessageCases
@@ -58,5 +60,7 @@ class AgentService(
     ConversationCases,
     ContextCases,
     ScheduleCases,
+    FolderAgentCases,
+    FileWorkerCases,
 ):
     """Every use case of the API, over one store (see the modules of this package)."""

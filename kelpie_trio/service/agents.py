@@ -16,6 +16,7 @@ from kelpie_trio.agent.conversations import (
 from kelpie_trio.agent.tool_calls import TOOL_RUNS
 from kelpie_trio.agent.tool_rules import RuleError, parse_rules
 from kelpie_trio.errors import Conflict, Invalid, NotFound
+from kelpie_trio.files.tools import check_limits as check_file_limits
 from kelpie_trio.llm.catalog import UnknownModel
 from kelpie_trio.llm.model_traits import model_settings_from_llm_config
 from kelpie_trio.models import convert
@@ -30,6 +31,7 @@ from kelpie_trio.models.agents import (
 )
 from kelpie_trio.models.blocks import Block, CreateBlock
 from kelpie_trio.search import outbox
+from kelpie_trio.service.agent_files import attached_folders, directories_in, holdings
 from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX, BlockCases
 from kelpie_trio.service.common import Page, micros, page_records, read_record, window
 from kelpie_trio.service.identities import forget_member, identity_records, set_agent_identities
@@ -156,13 +158,16 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
     async def _view(self, tr: Transaction, agent: Agent) -> AgentView:
         """The agent as the API shows it, with the identities that hold it."""
         view = await self._bare_view(tr, agent)
-        return attrs.evolve(view, identities=await identity_records(tr, "agent", agent.id))
+        return attrs.evolve(view, identities=await identity_records(tr, "agent", agent.id),
+                            folders=await attached_folders(tr, agent.id),
+                            file_blocks=await holdings(tr, agent.id))  # fmt: skip
 
     async def _bare_view(self, tr: Transaction, agent: Agent) -> AgentView:
         """Without identities: the agent loop reads this every step and needs none."""
         blocks = [await self._block(tr, b) for b in agent.block_ids]
         tools = await self._tools(tr, agent.tool_ids)
-        return AgentView(agent, blocks, tools, group=await self.group_of(tr, agent))
+        return AgentView(agent, blocks, tools, group=await self.group_of(tr, agent),
+                         directories=await directories_in(tr, agent))  # fmt: skip
 
     @staticmethod
     def _check_labels(blocks: list[Block]) -> None:
@@ -189,6 +194,7 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
 
     async def create_agent(self, body: Any) -> AgentView:
         create = convert.structure_api(body, CreateAgent)
+        check_file_limits(body)
         identity_ids = _identity_ids(body)
         check_key_parts(["body", "tags"], create.tags, "a tag")
         if create.agent_type not in AGENT_TYPES:
@@ -232,8 +238,15 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
             held = await set_agent_identities(tr, agent.id, identity_ids or [], replace=False)
             if self.wants_companion(agent):  # in this same transaction (agent/sleeptime.py)
                 await self.add_companion(tr, agent, blocks)
+            folders = [*(create.folder_ids or []), *(create.source_ids or [])]
+            # Last: the companion above writes the agent's record again.
+            shown = agent  # with the file tools once a folder is attached
+            for folder_id in dict.fromkeys(folders):  # with their files and the file tools
+                shown = await self.attach_folder_in(tr, shown, folder_id)  # type: ignore[attr-defined]
+            if folders:
+                tools = await self._tools(tr, shown.tool_ids)
             group = await self.group_of(tr, agent)
-            return AgentView(agent, blocks, tools, group=group, identities=held)
+            return AgentView(shown, blocks, tools, group=group, identities=held)
 
         return await self.store.transact(create_)
 
@@ -314,6 +327,7 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
         if not isinstance(body, dict):
             raise Invalid.field(["body"], "expected a JSON object", "model_type")
         changes = {k: v for k, v in body.items() if k in UPDATABLE_AGENT_FIELDS}
+        check_file_limits(changes)
         identity_ids = _identity_ids(body)
         self._check_rules(changes.get("tool_rules"))
         if isinstance(changes.get("tags"), list):  # a wrong type is the converter's to name
@@ -380,6 +394,7 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
             clear_agent_passages(tr, agent_id)
             await forget_member(tr, "agent", agent_id)  # its identities let go of it
             await detach_all_archives(tr, agent_id)  # the archives stay, with their passages
+            await self.forget_agent_folders(tr, agent_id)  # type: ignore[attr-defined]
             for conversation_id in await agent_conversation_ids(tr, agent_id):
                 conversation = await load_conversation(tr, conversation_id)
                 if conversation is not None:

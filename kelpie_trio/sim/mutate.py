@@ -210,6 +210,27 @@ MUTATIONS = [
         "idempotency_key=None)",
     ),
     Mutation(
+        "file-takeover",
+        "a file whose worker died (its claim past its lease) is taken over, never stuck",
+        "kelpie_trio/service/file_worker.py",
+        "if record.claimed_until is not None and record.claimed_until > now:",
+        "if record.claimed_until is not None:",
+    ),
+    Mutation(
+        "file-open-limit",
+        "an agent never has more files open than its max_files_open (LRU closing)",
+        "kelpie_trio/files/tools.py",
+        "    return [s.file_name for s in others[: max(0, excess)]]",
+        "    return []",
+    ),
+    Mutation(
+        "file-claim-epoch",
+        "a file worker that outlived its claim writes nothing over the one that took over",
+        "kelpie_trio/service/file_worker.py",
+        "        if record is None or record.attempts != claimed.attempts:",
+        "        if record is None:",
+    ),
+    Mutation(
         "sleeptime-key",
         "a sleeptime companion's run is keyed by the primary's run, so it starts once",
         "kelpie_trio/service/sleeptime.py",

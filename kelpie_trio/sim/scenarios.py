@@ -30,6 +30,7 @@ from kelpie_trio.sim import agent_scenarios as agents
 from kelpie_trio.sim import (
     archive_scenario,
     conversation_scenario,
+    file_scenario,
     schedule_scenario,
     search_scenario,
 )
@@ -264,6 +265,11 @@ SCENARIOS: dict[str, Scenario] = {
         archive_scenario.archives_converge, archive_scenario.ARCHIVE_FAULTS,
         "archives shared, detached and deleted while the index converges under faults",
         unmodelled=frozenset(CRASH_FAULTS),  # it crashes its indexer itself, at its times
+    ),
+    "files": Scenario(
+        file_scenario.files_processed, file_scenario.FILE_FAULTS,
+        "uploaded files parsed, chunked and indexed while workers and the indexer crash",
+        unmodelled=frozenset(CRASH_FAULTS),  # it crashes its workers itself, at its times
     ),
     "storm": Scenario(
         runtime_storm, STORM_FAULTS,

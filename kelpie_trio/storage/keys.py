@@ -17,6 +17,12 @@ __all__ = [
     "BLOCKS",
     "CONTEXT",
     "CONVERSATIONS",
+    "FILES",
+    "FILE_AGENTS",
+    "FILE_BYTES",
+    "FILE_QUEUE",
+    "FILE_TEXT",
+    "FOLDERS",
     "IDENTITIES",
     "LEASES",
     "MESSAGES",
@@ -58,6 +64,14 @@ SEARCH = ROOT["search"]  # the outbox's heads, cursors and consumers (search/out
 IDENTITIES = ROOT["identities"]  # (identity_id,) -> identity (service/identities.py)
 SCHEDULES = ROOT["schedules"]  # scheduled messages, due index, firings: service/schedules.py
 STEPS = ROOT["steps"]  # (step_id,) -> one agent iteration's record (agent/steps.py)
+# Folders and their files (service/folders.py, service/file_worker.py); a file's chunks
+# are passages of its folder, under PASSAGES(folder_id, passage_id).
+FOLDERS = ROOT["folders"]  # (folder_id,) -> folder record
+FILES = ROOT["files"]  # (file_id,) -> file record (status, counts)
+FILE_BYTES = ROOT["file_bytes"]  # (file_id,) -> the upload, chunked, until it is parsed
+FILE_TEXT = ROOT["file_text"]  # (file_id,) -> the parsed text, chunked
+FILE_QUEUE = ROOT["file_queue"]  # (file_id,) -> b"": files the workers have still to process
+FILE_AGENTS = ROOT["file_agents"]  # (agent_id, file_id) -> the file as the agent holds it
 SIM = ROOT["sim"]  # keys of simulation scenarios, never used by the server
 # Idempotency markers of Store.transact: (minute bucket, token) -> attempt number.
 TXN_MARKERS = ROOT["system"]["txn"]

@@ -29,7 +29,9 @@ its agent type as Letta 0.16.8 does. The archival tools are left out of new agen
 
 The web tools (web_search, fetch_webpage: Letta's `letta_builtin` tools) are given to no
 agent by default; they are attached by name or id, and run in kelpie_trio/tools/web.py.
-The multi-agent tools (Letta's `letta_multi_agent_core`) come with
+The file tools (open_files, grep_files, semantic_search_files: Letta's `letta_files_core`)
+come with a folder: attaching one gives them, detaching the last takes them away
+(service/agent_files.py). The multi-agent tools (Letta's `letta_multi_agent_core`) come with
 `include_multi_agent_tools` on create, or by name; they run in agent/multi_agent.py.
 """
 
@@ -366,6 +368,74 @@ _STUBS: list[tuple[str, str, str]] = [
         ''',
     ),
     (
+        "open_files",
+        "letta_files_core",
+        '''
+        def open_files(
+            agent_state: "AgentState", file_requests: list[dict], close_all_others: bool = False
+        ) -> str:
+            """Open files of your folders so their text shows in your context, whole or a
+            range of lines. At most your max_files_open limit are open at once: opening more
+            closes the ones you used least recently.
+
+            Each request names a file as your context lists it ("folder/name.pdf") and may
+            give `offset` (the first line, counted from 0) and `length` (how many lines).
+
+            Args:
+                file_requests (list[dict]): The files to open, such as
+                    [{"file_name": "docs/guide.md"}, {"file_name": "docs/api.md",
+                    "offset": 100, "length": 50}].
+                close_all_others (bool): Close every other open file first.
+
+            Returns:
+                str: Which files were opened, and which were closed to make room.
+            """
+        ''',
+    ),
+    (
+        "grep_files",
+        "letta_files_core",
+        '''
+        def grep_files(
+            agent_state: "AgentState",
+            pattern: str,
+            include: str | None = None,
+            context_lines: int | None = 1,
+            offset: int | None = None,
+        ) -> str:
+            """Find lines of your files that match a keyword or regular expression (case
+            does not matter), with lines around each; 20 matches a page.
+
+            Args:
+                pattern (str): The keyword or regular expression to look for.
+                include (str | None): Only files whose name matches this pattern or glob,
+                    such as "*.md".
+                context_lines (int | None): Lines to show before and after each match.
+                offset (int | None): Matches to skip, to see the next page (20, 40...).
+
+            Returns:
+                str: How many matches in which files, then the matches of this page.
+            """
+        ''',
+    ),
+    (
+        "semantic_search_files",
+        "letta_files_core",
+        '''
+        def semantic_search_files(agent_state: "AgentState", query: str, limit: int = 5) -> str:
+            """Find the passages of your files closest in meaning to a query, when you do
+            not know the exact words.
+
+            Args:
+                query (str): What to look for.
+                limit (int): At most this many passages (5 when left out, 50 at most).
+
+            Returns:
+                str: The best passages, each under the name of its file.
+            """
+        ''',
+    ),
+    (
         "send_message_to_agent_and_wait_for_reply",
         "letta_multi_agent_core",
         '''
@@ -476,7 +546,32 @@ def _base_tool(name: str, tool_type: str, stub: str) -> Tool:
     )
 
 
-BASE_TOOLS: tuple[Tool, ...] = tuple(_base_tool(*stub) for stub in _STUBS)
+def _with_request_items(tool: Tool) -> Tool:
+    """open_files' requests as Letta describes them: objects with a file name and an
+    optional line range (a stub's `list[dict]` says only "objects")."""
+    if tool.name != "open_files":
+        return tool
+    schema = dict(tool.json_schema or {})
+    parameters = dict(schema.get("parameters") or {})
+    properties = dict(parameters.get("properties") or {})
+    requests = dict(properties.get("file_requests") or {})
+    requests["items"] = {
+        "type": "object",
+        "properties": {
+            "file_name": {"type": "string", "description": "Name of the file to open"},
+            "offset": {"type": "integer", "description": "First line to show, from 0"},
+            "length": {"type": "integer", "description": "How many lines to show"},
+        },
+        "required": ["file_name"],
+    }
+    properties["file_requests"] = requests
+    parameters["properties"] = properties
+    schema["parameters"] = parameters
+    tool.json_schema = schema
+    return tool
+
+
+BASE_TOOLS: tuple[Tool, ...] = tuple(_with_request_items(_base_tool(*stub)) for stub in _STUBS)
 BASE_TOOLS_BY_ID: dict[str, Tool] = {t.id: t for t in BASE_TOOLS}
 BASE_TOOLS_BY_NAME: dict[str, Tool] = {t.name: t for t in BASE_TOOLS}
 

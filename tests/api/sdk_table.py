@@ -29,11 +29,7 @@ _VERBS = {"get": "GET", "_get": "GET", "_get_api_list": "GET", "_post": "POST", 
           "_put": "PUT", "_delete": "DELETE"}  # fmt: skip
 
 # Routes letta-client calls that a later issue will serve: (path prefix, issue).
-NOT_YET: tuple[tuple[str, int], ...] = (
-    ("/v1/folders", 18),
-    ("/v1/agents/{agent_id}/folders", 18),
-    ("/v1/agents/{agent_id}/files", 18),
-)
+NOT_YET: tuple[tuple[str, int], ...] = ()
 
 
 @attrs.frozen(order=True)

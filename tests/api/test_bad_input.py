@@ -40,6 +40,8 @@ UNKNOWN = {
     "conversation": "conv-00000000-0000-4000-8000-000000000000",
     "scheduled_message": "scheduled_message-00000000-0000-4000-8000-000000000000",
     "group": "group-00000000-0000-4000-8000-000000000000",
+    "folder": "source-00000000-0000-4000-8000-000000000000",
+    "file": "file-00000000-0000-4000-8000-000000000000",
 }
 
 WRONG_VALUES: list[Any] = [12345, None, ["a", "list"], {"an": "object"}, True, "text"]
