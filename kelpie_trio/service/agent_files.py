@@ -202,7 +202,7 @@ class FolderAgentCases(FolderCases):
         await insert_files(tr, agent, done, now, self.env.new_id)
         return agent
 
-    async def _detach_folder_in(self, tr: Transaction, agent: Agent, folder_id: str) -> None:
+    async def _detach_folder_in(self, tr: Transaction, agent: Agent, folder_id: str) -> Agent:
         tr.clear(AGENT_FOLDERS.pack((agent.id, folder_id)))
         tr.clear(FOLDER_AGENTS.pack((folder_id, agent.id)))
         for record in await holdings(tr, agent.id):
@@ -210,7 +210,24 @@ class FolderAgentCases(FolderCases):
                 clear_blob(tr, keys.FILE_AGENTS.pack((agent.id, record.file_id)))
                 tr.clear(FILE_HOLDERS.pack((record.file_id, agent.id)))
         if not await attached_folder_ids(tr, agent.id):
-            self._set_file_tools(tr, agent, False)
+            return self._set_file_tools(tr, agent, False)
+        return agent
+
+    async def set_agent_folders(
+        self, tr: Transaction, agent: Agent, folder_ids: list[str]
+    ) -> Agent:
+        """Within a caller's transaction: the agent's folders become exactly `folder_ids`
+        (Letta's `folder_ids` on an agent update); those it keeps stay as they are (their
+        files' open state too). The agent as it is now; an unknown folder is a 404."""
+        wanted = list(dict.fromkeys(folder_ids))
+        for folder_id in wanted:
+            await read_folder(tr, folder_id)
+        for folder_id in await attached_folder_ids(tr, agent.id):
+            if folder_id not in wanted:
+                agent = await self._detach_folder_in(tr, agent, folder_id)
+        for folder_id in wanted:
+            agent = await self.attach_folder_in(tr, agent, folder_id)
+        return agent
 
     async def detach_folder_everywhere(self, tr: Transaction, folder_id: str) -> None:
         for key, _ in await tr.get_prefix(FOLDER_AGENTS.pack((folder_id,))):

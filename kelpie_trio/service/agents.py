@@ -345,6 +345,7 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
         secrets = body.get("secrets")
         if secrets is None:
             secrets = body.get("tool_exec_environment_variables")
+        folder_ids = _folder_ids(body)
 
         async def update(tr: Transaction) -> AgentView:
             current = await self._agent(tr, agent_id)
@@ -368,6 +369,9 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
             agent.tool_ids = [t.id for t in tools]
             self._write_agent(tr, agent)
             self._link(tr, agent, current)
+            if folder_ids is not None:  # the agent's folders become these, as in Letta
+                agent = await self.set_agent_folders(tr, agent, folder_ids)  # type: ignore[attr-defined]
+                tools = [await self._tool(tr, t) for t in agent.tool_ids]
             if identity_ids is None:
                 held = await identity_records(tr, "agent", agent.id)
             else:  # the agent's identities become these, as Letta replaces them
@@ -629,3 +633,21 @@ def _identity_ids(body: Any) -> list[str] | None:
             raise Invalid.field([*where, index], "expected an identity id", "string_type")
         check_key_part([*where, index], ident, "an identity id")
     return given
+
+
+def _folder_ids(body: dict[str, Any]) -> list[str] | None:
+    """`folder_ids` (or Letta's older `source_ids`) of an agent update, None when neither is
+    given; checked before any transaction."""
+    for name in ("folder_ids", "source_ids"):
+        given = body.get(name)
+        if given is None:
+            continue
+        where = ["body", name]
+        if not isinstance(given, list):
+            raise Invalid.field(where, "expected a list of folder ids", "list_type")
+        for index, ident in enumerate(given):
+            if not isinstance(ident, str):
+                raise Invalid.field([*where, index], "expected a folder id", "string_type")
+            check_key_part([*where, index], ident, "a folder id")
+        return given
+    return None

@@ -165,6 +165,30 @@ async def test_an_agent_created_with_folder_ids_has_them_attached(service: Agent
         )
 
 
+async def test_folder_ids_on_an_update_make_the_agents_folders_exactly_those(
+    service: AgentService,
+) -> None:
+    docs = (await service.create_folder({"name": "docs"})).id
+    notes = (await service.create_folder({"name": "notes"})).id
+    await _upload(service, docs, "a.txt", "hello\n")
+    await _upload(service, notes, "b.txt", "world\n")
+    agent = (await service.create_agent({"name": "a", "folder_ids": [docs]})).agent.id
+    view = await service.update_agent(agent, {"folder_ids": [docs, notes]})
+    assert set(FILE_TOOLS) <= {t.name for t in view.tools}
+    assert sorted(await _open_names(service, agent)) == ["docs/a.txt", "notes/b.txt"]
+    view = await service.update_agent(agent, {"source_ids": [notes]})  # Letta's older name
+    assert await _open_names(service, agent) == ["notes/b.txt"]
+    view = await service.update_agent(agent, {"folder_ids": []})
+    assert not set(FILE_TOOLS) & {t.name for t in view.tools}  # no folder: no file tools
+    assert await _open_names(service, agent) == []
+    unknown = "source-" + "0" * 8 + "-0000-4000-8000-" + "0" * 12
+    with pytest.raises(NotFound):  # refused whole: the name given with it is not changed
+        await service.update_agent(agent, {"name": "renamed", "folder_ids": [docs, unknown]})
+    assert (await service.get_agent(agent)).agent.name == "a"
+    with pytest.raises(Invalid):
+        await service.update_agent(agent, {"folder_ids": "docs"})
+
+
 async def test_a_worker_that_outlived_its_claim_writes_nothing_over_the_one_that_took_over(
     autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
 ) -> None:
