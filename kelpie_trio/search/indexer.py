@@ -262,7 +262,9 @@ class Indexer:
             vectors.update({ref: (embedder.name, vector) for ref, vector in found.items()})
 
         async def forget(tr: Transaction) -> None:
-            if batch.rebuild and not batch.upserts:
+            # An empty rebuild is a deleted agent's only if it is still gone now: vectors
+            # are also written with new passages, which may have committed since the read.
+            if batch.rebuild and not batch.upserts and not await agent_exists(tr, agent_id):
                 tr.clear_range(*keys.prefix_range(VECTORS.pack((agent_id,))))
             for kind, key in batch.deletes:
                 tr.clear(VECTORS.pack((agent_id, kind, key)))
