@@ -39,7 +39,14 @@ from typing import Any
 import attrs
 
 from kelpie_trio.agent.context import AgentContext
+from kelpie_trio.agent.conversations import (
+    Conversation,
+    agent_conversation_ids,
+    load_conversation,
+    save_conversation,
+)
 from kelpie_trio.agent.history import read_history
+from kelpie_trio.agent.sleeptime import SleeptimeGroup
 from kelpie_trio.agent.step import compile_system
 from kelpie_trio.agent.tool_rules import rules_of, rules_prompt
 from kelpie_trio.agent.window import HISTORY_WINDOW
@@ -47,18 +54,22 @@ from kelpie_trio.errors import Invalid, InvalidField, TooLarge
 from kelpie_trio.models import convert
 from kelpie_trio.models.agentfile import (
     AgentFileSchema,
+    AgentPart,
     AgentSchema,
     ImportOptions,
     Loc,
     check_agent_file,
     export_agent_file,
+    sleeptime_groups,
 )
 from kelpie_trio.models.agentfile_history import (
     ArchiveSchema,
+    ConversationSchema,
     export_history,
     export_passage,
     import_history,
     import_passage,
+    parse_file_time,
 )
 from kelpie_trio.models.agents import (
     AGENT_TYPES,
@@ -67,6 +78,7 @@ from kelpie_trio.models.agents import (
 )
 from kelpie_trio.models.archives import Archive
 from kelpie_trio.models.blocks import Block
+from kelpie_trio.models.convert import iso
 from kelpie_trio.models.passages import Passage, default_archive_id
 from kelpie_trio.models.tools import CreateTool, Tool
 from kelpie_trio.search import outbox
@@ -134,42 +146,108 @@ class _AgentPlan:
     base: list[str]  # base tool names it gets by include_base_tools
 
 
+class _Numbering:
+    """File-local ids numbered across the whole file, per kind (`message-0`, `message-1`...),
+    as Letta numbers them: two agents or conversations never share one."""
+
+    def __init__(self) -> None:
+        self._next: dict[str, int] = {}
+
+    def take(self, kind: str, count: int) -> int:
+        """The first of `count` numbers of `kind`, reserved."""
+        first = self._next.get(kind, 0)
+        self._next[kind] = first + count
+        return first
+
+    def next(self, kind: str) -> str:
+        return f"{kind}-{self.take(kind, 1)}"
+
+
 class AgentFileCases(AgentCases, McpServerCases):
     async def export_agent_file(self, agent_id: str) -> AgentFileSchema:
-        """GET /v1/agents/{id}/export: the agent, its blocks and tools, its history and
-        window, its passages and archives, as one file read in one snapshot."""
+        """GET /v1/agents/{id}/export: the agent and, as Letta adds them, the agents of the
+        sleeptime group it manages; their blocks and tools, histories and windows, other
+        conversations, passages and archives; read in one snapshot."""
         now = self.env.now()
 
         async def read(tr: Transaction) -> AgentFileSchema:
-            view = await self._view(tr, await self._agent(tr, agent_id))
-            raw = await tr.get(keys.CONTEXT.pack((agent_id,)))
-            context = AgentContext() if raw is None else convert.decode_record(raw, AgentContext)
-            rules = rules_prompt(rules_of(view.agent.tool_rules))
-            system = compile_system(view.agent.system or "", view.blocks, rules)
-            history = await read_history(tr, agent_id)
-            messages, in_context = export_history(history, context, HISTORY_WINDOW, system, now=now)
-            numbered = iter(range(1 << 30))
-            own = [export_passage(p, f"passage-{next(numbered)}")
-                   for p in await _owner_passages(tr, agent_id)]  # fmt: skip
-            archives = []
-            for i, archive_id in enumerate(await attached_archive_ids(tr, agent_id)):
-                archive = await read_record(tr, keys.ARCHIVES.pack((archive_id,)), Archive)
-                if archive is None:
-                    continue
-                held = [export_passage(p, f"passage-{next(numbered)}")
-                        for p in await _owner_passages(tr, archive_id)]  # fmt: skip
-                archives.append(
-                    ArchiveSchema(id=f"archive-{i}", name=archive.name,
-                                  description=archive.description,
-                                  embedding_config=archive.embedding_config,
-                                  metadata=archive.metadata, passages=held)
-                )  # fmt: skip
-            servers = await self._servers_of_tools(tr, view.tools)
-            return export_agent_file(view, now=now, messages=messages, in_context=in_context,
-                                     passages=own, archives=archives,
-                                     mcp_servers=servers)  # fmt: skip
+            primary = await self._agent(tr, agent_id)
+            group = await self.group_of(tr, primary)
+            agents = [primary]
+            for companion_id in group.agent_ids if group is not None else []:
+                companion = await read_record(tr, keys.AGENTS.pack((companion_id,)), Agent)
+                if companion is not None:
+                    agents.append(companion)
+            counter = _Numbering()
+            archives: dict[str, ArchiveSchema] = {}
+            parts = []
+            for i, agent in enumerate(agents):
+                view = await self._view(tr, agent)
+                file_id = f"agent-{i}"
+                messages, in_context = await self._export_thread(tr, view, agent.id, file_id,
+                                                                 counter, now)  # fmt: skip
+                own = [export_passage(p, counter.next("passage"))
+                       for p in await _owner_passages(tr, agent.id)]  # fmt: skip
+                held = []
+                for archive_id in await attached_archive_ids(tr, agent.id):
+                    if archive_id not in archives:
+                        entry = await self._export_archive(tr, archive_id, counter, len(archives))
+                        if entry is None:
+                            continue
+                        archives[archive_id] = entry
+                    held.append(archives[archive_id].id)
+                conversations = []
+                for conversation_id in await agent_conversation_ids(tr, agent.id):
+                    conversation = await load_conversation(tr, conversation_id)
+                    if conversation is None:
+                        continue
+                    messages_there, window = await self._export_thread(
+                        tr, view, conversation_id, file_id, counter, now
+                    )
+                    conversations.append(
+                        ConversationSchema(
+                            id=counter.next("conversation"), summary=conversation.summary,
+                            created_at=iso(conversation.created_at), messages=messages_there,
+                            in_context_message_ids=window,
+                        )
+                    )  # fmt: skip
+                parts.append(AgentPart(view=view, messages=messages, in_context=in_context,
+                                       passages=own, archive_ids=held,
+                                       conversations=conversations))  # fmt: skip
+            tools = list({t.id: t for part in parts for t in part.view.tools}.values())
+            servers = await self._servers_of_tools(tr, tools)
+            return export_agent_file(parts, now=now, archives=list(archives.values()),
+                                     mcp_servers=servers, group=group)  # fmt: skip
 
         return await self.store.transact(read)
+
+    @staticmethod
+    async def _export_thread(
+        tr: Transaction, view: Any, thread: str, file_id: str, counter: _Numbering, now: float
+    ) -> tuple[list[Any], list[str]]:
+        """One conversation's history and window (the default one's: `thread` is the agent)."""
+        raw = await tr.get(keys.CONTEXT.pack((thread,)))
+        context = AgentContext() if raw is None else convert.decode_record(raw, AgentContext)
+        rules = rules_prompt(rules_of(view.agent.tool_rules))
+        system = compile_system(view.agent.system or "", view.blocks, rules)
+        history = await read_history(tr, thread)
+        first = counter.take("message", len(history) + 1)  # the system prompt, then each
+        return export_history(history, context, HISTORY_WINDOW, system, now=now,
+                              agent_file_id=file_id, first=first)  # fmt: skip
+
+    @staticmethod
+    async def _export_archive(
+        tr: Transaction, archive_id: str, counter: _Numbering, index: int
+    ) -> ArchiveSchema | None:
+        archive = await read_record(tr, keys.ARCHIVES.pack((archive_id,)), Archive)
+        if archive is None:
+            return None
+        held = [export_passage(p, counter.next("passage"))
+                for p in await _owner_passages(tr, archive_id)]  # fmt: skip
+        return ArchiveSchema(id=f"archive-{index}", name=archive.name,
+                             description=archive.description,
+                             embedding_config=archive.embedding_config,
+                             metadata=archive.metadata, passages=held)  # fmt: skip
 
     async def import_agent_file(
         self, data: Any, options: ImportOptions, at: Loc | None = None, options_at: str = "body"
@@ -208,6 +286,8 @@ class AgentFileCases(AgentCases, McpServerCases):
             for block in blocks.values():
                 self._write_block(tr, block, new=True)
             made: list[str] = []
+            by_file_id: dict[str, Agent] = {}
+            last_seq: dict[str, int] = {}
             for plan in plans:
                 for block in plan.memory:
                     self._write_block(tr, block, new=True)
@@ -232,13 +312,16 @@ class AgentFileCases(AgentCases, McpServerCases):
                 self._write_agent(tr, agent)
                 tr.set(AGENT_INDEX.pack((micros(agent.created_at), agent.id)), b"")
                 self._link(tr, agent)
-                await self._write_history(tr, agent, entry)
+                last_seq[agent.id] = await self._write_history(tr, agent, entry)
+                by_file_id[entry.id] = agent
                 for archive_file_id in dict.fromkeys(entry.archive_ids):
                     archive_id = archive_ids[archive_file_id]
                     attached = keys.pack((micros(now),))
                     tr.set(AGENT_ARCHIVES.pack((agent.id, archive_id)), attached)
                     tr.set(ARCHIVE_AGENTS.pack((archive_id, agent.id)), b"")
                 made.append(agent.id)
+            for group in sleeptime_groups(file):
+                self._import_group(tr, group, by_file_id, last_seq, now)
             return made
 
         try:
@@ -276,22 +359,76 @@ class AgentFileCases(AgentCases, McpServerCases):
         if made:
             await outbox.record(tr, archive_id, passages=[p.id for p in made])
 
-    async def _write_history(self, tr: Transaction, agent: Agent, entry: AgentSchema) -> None:
-        """The file's messages, window and own passages of one new agent."""
+    def _import_group(
+        self,
+        tr: Transaction,
+        entry: dict[str, Any],
+        by_file_id: dict[str, Agent],
+        last_seq: dict[str, int],
+        now: float,
+    ) -> None:
+        """A sleeptime group of the file (checked by check_agent_file): the manager and its
+        companions, paired again. As a group made by an update, it counts the turns taken
+        after the import, not the history the file brought."""
+        config = entry["manager_config"]
+        manager = by_file_id[config["manager_agent_id"]]
+        companions = [by_file_id[ref] for ref in dict.fromkeys(entry["agent_ids"])]
+        group = SleeptimeGroup(
+            id=self.env.new_id("group"),
+            manager_agent_id=manager.id,
+            agent_ids=[c.id for c in companions],
+            sleeptime_agent_frequency=config.get("sleeptime_agent_frequency"),
+            description=str(entry.get("description") or ""),
+            project_id=manager.project_id,
+            hidden=entry.get("hidden") if isinstance(entry.get("hidden"), bool) else None,
+            created_at=now,
+            counted_seq=last_seq[manager.id],
+            last_processed_seq=last_seq[manager.id],
+        )
+        self._save_group(tr, group)
+        # Letta writes enable_sleeptime false beside the group; the group is what pairs them,
+        # and here the flag is what lets the companion run.
+        self._write_agent(tr, attrs.evolve(manager, group_id=group.id, enable_sleeptime=True))
+        for companion in companions:
+            self._write_agent(tr, attrs.evolve(companion, group_id=group.id))
+
+    async def _write_thread(
+        self, tr: Transaction, agent: Agent, thread: str, messages: list[Any], context: Any
+    ) -> None:
+        # A history is written by its thread's actor, fenced by its lease; reading the new
+        # thread's lease (nobody holds it yet) fences this write the same way.
+        await tr.get(keys.LEASES.pack((thread,)))
+        for message in messages:
+            set_blob(tr, keys.MESSAGES.pack((thread, message.seq)), convert.encode_record(message))
+        if context.start_seq:
+            tr.set(keys.CONTEXT.pack((thread,)), convert.encode_record(context))
+
+    async def _write_history(self, tr: Transaction, agent: Agent, entry: AgentSchema) -> int:
+        """The file's messages, window, other conversations and own passages of one new
+        agent; the place of the last message of its default conversation (-1: none)."""
         now = self.env.now()
         messages, context = import_history(
             entry.messages, entry.in_context_message_ids, agent_id=agent.id,
             new_id=lambda: self.env.new_id("message"), now=now,
         )  # fmt: skip
-        # A history is written by its agent's actor, fenced by its lease; reading the new
-        # agent's lease (nobody holds it yet) fences this write the same way.
-        await tr.get(keys.LEASES.pack((agent.id,)))
-        for message in messages:
-            set_blob(
-                tr, keys.MESSAGES.pack((agent.id, message.seq)), convert.encode_record(message)
+        await self._write_thread(tr, agent, agent.id, messages, context)
+        refs = [outbox.message_ref(agent.id, m.seq) for m in messages]
+        for conversation_entry in entry.conversations:
+            conversation = Conversation(
+                id=self.env.new_id("conv"),
+                agent_id=agent.id,
+                created_at=parse_file_time(conversation_entry.created_at, now),
+                updated_at=now,
+                summary=conversation_entry.summary,
             )
-        if context.start_seq:
-            tr.set(keys.CONTEXT.pack((agent.id,)), convert.encode_record(context))
+            save_conversation(tr, conversation, new=True)
+            held, window = import_history(
+                conversation_entry.messages, conversation_entry.in_context_message_ids,
+                agent_id=agent.id, new_id=lambda: self.env.new_id("message"), now=now,
+                conversation_id=conversation.id,
+            )  # fmt: skip
+            await self._write_thread(tr, agent, conversation.id, held, window)
+            refs += [outbox.message_ref(conversation.id, m.seq) for m in held]
         passages = [
             import_passage(
                 p, passage_id=self.env.new_id("passage"), agent_id=agent.id,
@@ -302,9 +439,9 @@ class AgentFileCases(AgentCases, McpServerCases):
         ]  # fmt: skip
         for passage in passages:
             write_passage(tr, passage)
-        refs = [outbox.message_ref(agent.id, m.seq) for m in messages]
         if refs or passages:
             await outbox.record(tr, agent.id, passages=[p.id for p in passages], messages=refs)
+        return messages[-1].seq if messages else -1
 
     @staticmethod
     def _read_file(data: Any, at: Loc) -> AgentFileSchema:
