@@ -287,7 +287,7 @@ class AgentFileCases(AgentCases, McpServerCases):
                 self._write_block(tr, block, new=True)
             made: list[str] = []
             by_file_id: dict[str, Agent] = {}
-            last_seq: dict[str, int] = {}
+            places: dict[str, dict[str, int]] = {}  # agent -> thread -> its last message
             for plan in plans:
                 for block in plan.memory:
                     self._write_block(tr, block, new=True)
@@ -312,7 +312,7 @@ class AgentFileCases(AgentCases, McpServerCases):
                 self._write_agent(tr, agent)
                 tr.set(AGENT_INDEX.pack((micros(agent.created_at), agent.id)), b"")
                 self._link(tr, agent)
-                last_seq[agent.id] = await self._write_history(tr, agent, entry)
+                places[agent.id] = await self._write_history(tr, agent, entry)
                 by_file_id[entry.id] = agent
                 for archive_file_id in dict.fromkeys(entry.archive_ids):
                     archive_id = archive_ids[archive_file_id]
@@ -321,7 +321,7 @@ class AgentFileCases(AgentCases, McpServerCases):
                     tr.set(ARCHIVE_AGENTS.pack((archive_id, agent.id)), b"")
                 made.append(agent.id)
             for group in sleeptime_groups(file):
-                self._import_group(tr, group, by_file_id, last_seq, now)
+                self._import_group(tr, group, by_file_id, places, now)
             return made
 
         try:
@@ -364,12 +364,13 @@ class AgentFileCases(AgentCases, McpServerCases):
         tr: Transaction,
         entry: dict[str, Any],
         by_file_id: dict[str, Agent],
-        last_seq: dict[str, int],
+        places: dict[str, dict[str, int]],
         now: float,
     ) -> None:
         """A sleeptime group of the file (checked by check_agent_file): the manager and its
         companions, paired again. As a group made by an update, it counts the turns taken
-        after the import, not the history the file brought."""
+        after the import, not the history the file brought, in any of the manager's
+        conversations."""
         config = entry["manager_config"]
         manager = by_file_id[config["manager_agent_id"]]
         companions = [by_file_id[ref] for ref in dict.fromkeys(entry["agent_ids"])]
@@ -382,9 +383,12 @@ class AgentFileCases(AgentCases, McpServerCases):
             project_id=manager.project_id,
             hidden=entry.get("hidden") if isinstance(entry.get("hidden"), bool) else None,
             created_at=now,
-            counted_seq=last_seq[manager.id],
-            last_processed_seq=last_seq[manager.id],
+            counted_seq=places[manager.id][manager.id],
+            last_processed_seq=places[manager.id][manager.id],
         )
+        for thread, seq in places[manager.id].items():
+            if thread != manager.id:
+                group.counted_in[thread] = group.processed_in[thread] = seq
         self._save_group(tr, group)
         # Letta writes enable_sleeptime false beside the group; the group is what pairs them,
         # and here the flag is what lets the companion run.
@@ -403,9 +407,11 @@ class AgentFileCases(AgentCases, McpServerCases):
         if context.start_seq:
             tr.set(keys.CONTEXT.pack((thread,)), convert.encode_record(context))
 
-    async def _write_history(self, tr: Transaction, agent: Agent, entry: AgentSchema) -> int:
+    async def _write_history(
+        self, tr: Transaction, agent: Agent, entry: AgentSchema
+    ) -> dict[str, int]:
         """The file's messages, window, other conversations and own passages of one new
-        agent; the place of the last message of its default conversation (-1: none)."""
+        agent; the place of the last message of each of its threads (-1: none)."""
         now = self.env.now()
         messages, context = import_history(
             entry.messages, entry.in_context_message_ids, agent_id=agent.id,
@@ -413,6 +419,7 @@ class AgentFileCases(AgentCases, McpServerCases):
         )  # fmt: skip
         await self._write_thread(tr, agent, agent.id, messages, context)
         refs = [outbox.message_ref(agent.id, m.seq) for m in messages]
+        places = {agent.id: messages[-1].seq if messages else -1}
         for conversation_entry in entry.conversations:
             conversation = Conversation(
                 id=self.env.new_id("conv"),
@@ -429,6 +436,7 @@ class AgentFileCases(AgentCases, McpServerCases):
             )  # fmt: skip
             await self._write_thread(tr, agent, conversation.id, held, window)
             refs += [outbox.message_ref(conversation.id, m.seq) for m in held]
+            places[conversation.id] = held[-1].seq if held else -1
         passages = [
             import_passage(
                 p, passage_id=self.env.new_id("passage"), agent_id=agent.id,
@@ -441,7 +449,7 @@ class AgentFileCases(AgentCases, McpServerCases):
             write_passage(tr, passage)
         if refs or passages:
             await outbox.record(tr, agent.id, passages=[p.id for p in passages], messages=refs)
-        return messages[-1].seq if messages else -1
+        return places
 
     @staticmethod
     def _read_file(data: Any, at: Loc) -> AgentFileSchema:
