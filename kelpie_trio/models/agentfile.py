@@ -138,6 +138,9 @@ class ImportOptions:
     override_existing_tools: bool = True
     append_copy_suffix: bool = False
     project_id: str | None = None
+    # Letta's strip_messages: the agents come without their messages (and windows), in
+    # every conversation.
+    strip_messages: bool = False
 
 
 @attrs.define

@@ -20,14 +20,16 @@ Tools are matched by name, as Letta matches them:
   lacks, MCP tools of a server the file does not carry) are left out of the agents
   that held them.
 
-The history travels too: the default conversation's messages and its window,
-the agent's own archival passages and the archives attached to it, each archive
-once however many of the file's agents hold it (models/agentfile_history.py
-says how they map to Letta's format). An imported agent's history is written
-in the import's transaction, fenced like any history write (the new agent's
-lease is read), and its messages and passages reach the search index through
-the outbox like any others. Not imported: groups, files, sources, skills, and the
-agent's other conversations (exported neither).
+The history travels too: each conversation's messages and window (the default
+one's as Letta's, the others in the agent's `conversations`), the agent's own
+archival passages and the archives attached to it, each archive once however many
+of the file's agents hold it (models/agentfile_history.py says how they map to
+Letta's format). An imported agent's history is written in the import's
+transaction, fenced like any history write (each new thread's lease is read), and
+its messages and passages reach the search index through the outbox like any
+others. A sleeptime group pairs its agents again (`_import_group`). Not imported:
+groups of other manager types, files, sources, skills. The export side is in
+agentfile_export.py.
 """
 
 from __future__ import annotations
@@ -38,35 +40,23 @@ from typing import Any
 
 import attrs
 
-from kelpie_trio.agent.context import AgentContext
 from kelpie_trio.agent.conversations import (
     Conversation,
-    agent_conversation_ids,
-    load_conversation,
     save_conversation,
 )
-from kelpie_trio.agent.history import read_history
 from kelpie_trio.agent.sleeptime import SleeptimeGroup
-from kelpie_trio.agent.step import compile_system
-from kelpie_trio.agent.tool_rules import rules_of, rules_prompt
-from kelpie_trio.agent.window import HISTORY_WINDOW
 from kelpie_trio.errors import Invalid, InvalidField, TooLarge
 from kelpie_trio.models import convert
 from kelpie_trio.models.agentfile import (
     AgentFileSchema,
-    AgentPart,
     AgentSchema,
     ImportOptions,
     Loc,
     check_agent_file,
-    export_agent_file,
     sleeptime_groups,
 )
 from kelpie_trio.models.agentfile_history import (
     ArchiveSchema,
-    ConversationSchema,
-    export_history,
-    export_passage,
     import_history,
     import_passage,
     parse_file_time,
@@ -78,19 +68,17 @@ from kelpie_trio.models.agents import (
 )
 from kelpie_trio.models.archives import Archive
 from kelpie_trio.models.blocks import Block
-from kelpie_trio.models.convert import iso
-from kelpie_trio.models.passages import Passage, default_archive_id
+from kelpie_trio.models.passages import default_archive_id
 from kelpie_trio.models.tools import CreateTool, Tool
 from kelpie_trio.search import outbox
+from kelpie_trio.service.agentfile_export import AgentFileExport
 from kelpie_trio.service.agents import AGENT_INDEX, AgentCases
 from kelpie_trio.service.archives import ARCHIVE_INDEX
-from kelpie_trio.service.common import micros, read_record
+from kelpie_trio.service.common import micros
 from kelpie_trio.service.mcp_servers import McpServerCases
 from kelpie_trio.service.passages import (
     AGENT_ARCHIVES,
     ARCHIVE_AGENTS,
-    PASSAGE_INDEX,
-    attached_archive_ids,
     write_passage,
 )
 from kelpie_trio.service.tools import ToolsNotFound
@@ -146,109 +134,7 @@ class _AgentPlan:
     base: list[str]  # base tool names it gets by include_base_tools
 
 
-class _Numbering:
-    """File-local ids numbered across the whole file, per kind (`message-0`, `message-1`...),
-    as Letta numbers them: two agents or conversations never share one."""
-
-    def __init__(self) -> None:
-        self._next: dict[str, int] = {}
-
-    def take(self, kind: str, count: int) -> int:
-        """The first of `count` numbers of `kind`, reserved."""
-        first = self._next.get(kind, 0)
-        self._next[kind] = first + count
-        return first
-
-    def next(self, kind: str) -> str:
-        return f"{kind}-{self.take(kind, 1)}"
-
-
-class AgentFileCases(AgentCases, McpServerCases):
-    async def export_agent_file(self, agent_id: str) -> AgentFileSchema:
-        """GET /v1/agents/{id}/export: the agent and, as Letta adds them, the agents of the
-        sleeptime group it manages; their blocks and tools, histories and windows, other
-        conversations, passages and archives; read in one snapshot."""
-        now = self.env.now()
-
-        async def read(tr: Transaction) -> AgentFileSchema:
-            primary = await self._agent(tr, agent_id)
-            group = await self.group_of(tr, primary)
-            agents = [primary]
-            for companion_id in group.agent_ids if group is not None else []:
-                companion = await read_record(tr, keys.AGENTS.pack((companion_id,)), Agent)
-                if companion is not None:
-                    agents.append(companion)
-            counter = _Numbering()
-            archives: dict[str, ArchiveSchema] = {}
-            parts = []
-            for i, agent in enumerate(agents):
-                view = await self._view(tr, agent)
-                file_id = f"agent-{i}"
-                messages, in_context = await self._export_thread(tr, view, agent.id, file_id,
-                                                                 counter, now)  # fmt: skip
-                own = [export_passage(p, counter.next("passage"))
-                       for p in await _owner_passages(tr, agent.id)]  # fmt: skip
-                held = []
-                for archive_id in await attached_archive_ids(tr, agent.id):
-                    if archive_id not in archives:
-                        entry = await self._export_archive(tr, archive_id, counter, len(archives))
-                        if entry is None:
-                            continue
-                        archives[archive_id] = entry
-                    held.append(archives[archive_id].id)
-                conversations = []
-                for conversation_id in await agent_conversation_ids(tr, agent.id):
-                    conversation = await load_conversation(tr, conversation_id)
-                    if conversation is None:
-                        continue
-                    messages_there, window = await self._export_thread(
-                        tr, view, conversation_id, file_id, counter, now
-                    )
-                    conversations.append(
-                        ConversationSchema(
-                            id=counter.next("conversation"), summary=conversation.summary,
-                            created_at=iso(conversation.created_at), messages=messages_there,
-                            in_context_message_ids=window,
-                        )
-                    )  # fmt: skip
-                parts.append(AgentPart(view=view, messages=messages, in_context=in_context,
-                                       passages=own, archive_ids=held,
-                                       conversations=conversations))  # fmt: skip
-            tools = list({t.id: t for part in parts for t in part.view.tools}.values())
-            servers = await self._servers_of_tools(tr, tools)
-            return export_agent_file(parts, now=now, archives=list(archives.values()),
-                                     mcp_servers=servers, group=group)  # fmt: skip
-
-        return await self.store.transact(read)
-
-    @staticmethod
-    async def _export_thread(
-        tr: Transaction, view: Any, thread: str, file_id: str, counter: _Numbering, now: float
-    ) -> tuple[list[Any], list[str]]:
-        """One conversation's history and window (the default one's: `thread` is the agent)."""
-        raw = await tr.get(keys.CONTEXT.pack((thread,)))
-        context = AgentContext() if raw is None else convert.decode_record(raw, AgentContext)
-        rules = rules_prompt(rules_of(view.agent.tool_rules))
-        system = compile_system(view.agent.system or "", view.blocks, rules)
-        history = await read_history(tr, thread)
-        first = counter.take("message", len(history) + 1)  # the system prompt, then each
-        return export_history(history, context, HISTORY_WINDOW, system, now=now,
-                              agent_file_id=file_id, first=first)  # fmt: skip
-
-    @staticmethod
-    async def _export_archive(
-        tr: Transaction, archive_id: str, counter: _Numbering, index: int
-    ) -> ArchiveSchema | None:
-        archive = await read_record(tr, keys.ARCHIVES.pack((archive_id,)), Archive)
-        if archive is None:
-            return None
-        held = [export_passage(p, counter.next("passage"))
-                for p in await _owner_passages(tr, archive_id)]  # fmt: skip
-        return ArchiveSchema(id=f"archive-{index}", name=archive.name,
-                             description=archive.description,
-                             embedding_config=archive.embedding_config,
-                             metadata=archive.metadata, passages=held)  # fmt: skip
-
+class AgentFileCases(AgentFileExport, AgentCases, McpServerCases):
     async def import_agent_file(
         self, data: Any, options: ImportOptions, at: Loc | None = None, options_at: str = "body"
     ) -> list[str]:
@@ -312,7 +198,9 @@ class AgentFileCases(AgentCases, McpServerCases):
                 self._write_agent(tr, agent)
                 tr.set(AGENT_INDEX.pack((micros(agent.created_at), agent.id)), b"")
                 self._link(tr, agent)
-                places[agent.id] = await self._write_history(tr, agent, entry)
+                places[agent.id] = await self._write_history(
+                    tr, agent, entry, options.strip_messages
+                )
                 by_file_id[entry.id] = agent
                 for archive_file_id in dict.fromkeys(entry.archive_ids):
                     archive_id = archive_ids[archive_file_id]
@@ -408,11 +296,18 @@ class AgentFileCases(AgentCases, McpServerCases):
             tr.set(keys.CONTEXT.pack((thread,)), convert.encode_record(context))
 
     async def _write_history(
-        self, tr: Transaction, agent: Agent, entry: AgentSchema
+        self, tr: Transaction, agent: Agent, entry: AgentSchema, strip: bool = False
     ) -> dict[str, int]:
         """The file's messages, window, other conversations and own passages of one new
-        agent; the place of the last message of each of its threads (-1: none)."""
+        agent (`strip`: no message in any conversation); the place of the last message of
+        each of its threads (-1: none)."""
         now = self.env.now()
+        if strip:
+            entry = attrs.evolve(
+                entry, messages=[], in_context_message_ids=[],
+                conversations=[attrs.evolve(c, messages=[], in_context_message_ids=[])
+                               for c in entry.conversations],
+            )  # fmt: skip
         messages, context = import_history(
             entry.messages, entry.in_context_message_ids, agent_id=agent.id,
             new_id=lambda: self.env.new_id("message"), now=now,
@@ -576,14 +471,3 @@ class AgentFileCases(AgentCases, McpServerCases):
         )
         self._write_tool(tr, replaced, current)
         return current.id
-
-
-async def _owner_passages(tr: Transaction, owner: str) -> list[Passage]:
-    """Every passage of an agent (its own) or an archive, in creation order."""
-    found = []
-    for key, _ in await tr.get_prefix(PASSAGE_INDEX.pack((owner,))):
-        passage_id = PASSAGE_INDEX.unpack(key)[2]
-        passage = await read_record(tr, keys.PASSAGES.pack((owner, passage_id)), Passage)
-        if passage is not None:
-            found.append(passage)
-    return found

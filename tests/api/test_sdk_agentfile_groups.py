@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import letta_client
+import pytest
 from letta_client import Letta
 
 from tests.api.letta_agent_file_shape import letta_shape_problems
@@ -24,6 +26,13 @@ LETTA_FILES = Path(__file__).parents[1] / "data" / "letta_agent_files"
 def _import(letta: Letta, text: str, **options: Any) -> list[str]:
     made = letta.agents.import_file(file=("a.af", text.encode(), "application/json"), **options)
     return list(made.agent_ids)
+
+
+def _send(letta: Letta, conversation_id: str, text: str) -> None:
+    """A send to a conversation as the SDK makes it: its reply is a stream, read whole."""
+    message = {"role": "user", "content": text}
+    events = list(letta.conversations.messages.create(conversation_id, messages=[message]))
+    assert not [e for e in events if getattr(e, "message_type", None) == "error_message"]
 
 
 def _texts(messages: Any) -> list[str]:
@@ -37,7 +46,7 @@ def test_sdk_round_trip_carries_the_sleeptime_group_and_the_other_conversations(
                               memory_blocks=[{"label": "human", "value": "Ada"}])  # fmt: skip
     letta.agents.messages.create(ada.id, messages=[{"role": "user", "content": "default?"}])
     tea = letta.conversations.create(agent_id=ada.id, summary="about tea")
-    letta.conversations.messages.create(tea.id, messages=[{"role": "user", "content": "tea?"}])
+    _send(letta, tea.id, "tea?")
     companion = ada.multi_agent_group.agent_ids[0]
 
     exported = json.loads(letta.agents.export_file(ada.id))
@@ -102,3 +111,35 @@ def test_sdk_a_letta_file_with_a_sleeptime_group_imports(letta: Letta) -> None:
     assert "every 3 days" in shown[3].tool_return
     # Exported again, it is still a file Letta reads.
     assert letta_shape_problems(json.loads(letta.agents.export_file(primary))) == []
+
+
+def test_sdk_export_options_one_conversation_or_no_messages_and_import_stripped(
+    letta: Letta,
+) -> None:
+    """Letta's options: `conversation_id` exports that conversation as the agent's messages
+    (and no other), `scrub_messages` exports none, `strip_messages` imports none."""
+    ada = letta.agents.create(name="ada-options")
+    letta.agents.messages.create(ada.id, messages=[{"role": "user", "content": "default?"}])
+    tea = letta.conversations.create(agent_id=ada.id, summary="about tea")
+    _send(letta, tea.id, "tea?")
+
+    def said(entry: dict[str, Any]) -> list[str]:
+        return [m["content"][0]["text"] for m in entry["messages"] if m["role"] == "user"]
+
+    one = json.loads(letta.agents.export_file(ada.id, conversation_id=tea.id))
+    assert said(one["agents"][0]) == ["tea?"] and one["agents"][0]["conversations"] == []
+    assert letta_shape_problems(one) == []
+    scrubbed = json.loads(letta.agents.export_file(ada.id, scrub_messages=True))
+    entry = scrubbed["agents"][0]
+    assert entry["messages"] == [] and entry["in_context_message_ids"] == []
+    assert [(c["summary"], c["messages"]) for c in entry["conversations"]] == [("about tea", [])]
+    other = letta.agents.create(name="someone-else")
+    with pytest.raises(letta_client.NotFoundError):
+        letta.agents.export_file(other.id, conversation_id=tea.id)
+
+    full = letta.agents.export_file(ada.id)
+    (copy,) = _import(letta, full, strip_messages=True)
+    assert _texts(letta.agents.messages.list(copy)) == []
+    [conversation] = list(letta.conversations.list(agent_id=copy))
+    assert conversation.summary == "about tea"
+    assert _texts(letta.conversations.messages.list(conversation.id)) == []
