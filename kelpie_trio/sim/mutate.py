@@ -216,6 +216,41 @@ MUTATIONS = [
         "body, trigger_key(turn.id), True)",
         "body, None, True)",
     ),
+    Mutation(
+        "embed-with-passage",
+        "a passage's vector is written in the passage's transaction, so it is embedded once",
+        "kelpie_trio/service/passages.py",
+        "                write_passage(tr, passage, vectors[i])",
+        "                write_passage(tr, passage)",
+    ),
+    Mutation(
+        "vectors-clear-gone",
+        "an empty rebuild clears the vectors only of an agent still gone",
+        "kelpie_trio/search/indexer.py",
+        "if batch.rebuild and not batch.upserts and not await agent_exists(tr, agent_id):",
+        "if batch.rebuild and not batch.upserts:",
+    ),
+    Mutation(
+        "sleeptime-threads",
+        "a sleeptime companion counts the turns of every conversation of its primary",
+        "kelpie_trio/service/sleeptime.py",
+        "        threads = await agent_threads(tr, primary_id)\n",
+        "        threads = [primary_id]\n",
+    ),
+    Mutation(
+        "sleeptime-before-turn",
+        "a companion's run reads what the other conversations said before its turn only",
+        "kelpie_trio/service/sleeptime.py",
+        "            for run, last in counted[:index]:",
+        "            for run, last in counted:",
+    ),
+    Mutation(
+        "import-group-cursor",
+        "an imported sleeptime group counts only the turns taken after the import",
+        "kelpie_trio/service/agentfile.py",
+        "            counted_seq=places[manager.id][manager.id],",
+        "            counted_seq=-1,",
+    ),
 ]
 
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)")
