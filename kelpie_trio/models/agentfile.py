@@ -187,11 +187,15 @@ def export_agent_file(
     archives: list[ArchiveSchema] | None = None,
     mcp_servers: list[McpServer] | None = None,
     group: SleeptimeGroup | None = None,
+    processed: list[str] | None = None,
 ) -> AgentFileSchema:
     """Agents (the exported one first, `agent-0`, then its sleeptime companions, as Letta
     adds the agents of the group it manages), their blocks and tools (base tools too), each
     once however many agents hold it, with their histories, windows, passages and archives
-    as agentfile_history.py makes them, and the sleeptime `group` in Letta's GroupSchema.
+    as agentfile_history.py makes them, and the sleeptime `group` in Letta's GroupSchema
+    with, beside it, `last_processed_message_ids` (not in Letta's format: the file ids of
+    the last message its companion read in each of the manager's conversations, so the
+    copy's companion goes on where the original's stopped).
 
     File-local ids are numbered as Letta's exporter numbers them: in the order
     the agents refer to their tools, then their blocks; the lists are sorted as
@@ -264,6 +268,7 @@ def export_agent_file(
                 "project_id": group.project_id,
                 "shared_block_ids": [],
                 "hidden": group.hidden,
+                "last_processed_message_ids": list(processed or []),
             }
         )
     return AgentFileSchema(

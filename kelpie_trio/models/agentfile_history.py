@@ -296,11 +296,13 @@ def import_history(
     new_id: Any,
     now: float,
     conversation_id: str | None = None,
+    placed: dict[str, int] | None = None,
 ) -> tuple[list[Message], AgentContext]:
     """The stored messages (seq 0, 1, ...) and context of an agent imported from a file, or
     of one of its other conversations (`conversation_id`).
 
-    `new_id()` draws a message id. The system prompt heading the window is left out."""
+    `new_id()` draws a message id. The system prompt heading the window is left out.
+    `placed`, when given, learns the place (seq) each kept entry took, by its file id."""
     skip = set()
     if in_context_ids:
         head = next((e for e in entries if e.id == in_context_ids[0]), None)
@@ -324,6 +326,8 @@ def import_history(
         if made is None:
             continue
         messages.append(made)
+        if placed is not None:
+            placed[entry.id] = seq
         if entry.id in wanted and start is None:
             start = seq
     return messages, AgentContext(start_seq=len(messages) if start is None else start)

@@ -44,7 +44,7 @@ from kelpie_trio.agent.conversations import (
     Conversation,
     save_conversation,
 )
-from kelpie_trio.agent.sleeptime import SleeptimeGroup
+from kelpie_trio.agent.sleeptime import SleeptimeGroup, set_processed_place
 from kelpie_trio.errors import Invalid, InvalidField, TooLarge
 from kelpie_trio.models import convert
 from kelpie_trio.models.agentfile import (
@@ -174,6 +174,7 @@ class AgentFileCases(AgentFileExport, AgentCases, McpServerCases):
             made: list[str] = []
             by_file_id: dict[str, Agent] = {}
             places: dict[str, dict[str, int]] = {}  # agent -> thread -> its last message
+            placed: dict[str, dict[str, tuple[str, int]]] = {}  # agent -> file id -> place
             for plan in plans:
                 for block in plan.memory:
                     self._write_block(tr, block, new=True)
@@ -198,7 +199,7 @@ class AgentFileCases(AgentFileExport, AgentCases, McpServerCases):
                 self._write_agent(tr, agent)
                 tr.set(AGENT_INDEX.pack((micros(agent.created_at), agent.id)), b"")
                 self._link(tr, agent)
-                places[agent.id] = await self._write_history(
+                places[agent.id], placed[agent.id] = await self._write_history(
                     tr, agent, entry, options.strip_messages
                 )
                 by_file_id[entry.id] = agent
@@ -209,7 +210,7 @@ class AgentFileCases(AgentFileExport, AgentCases, McpServerCases):
                     tr.set(ARCHIVE_AGENTS.pack((archive_id, agent.id)), b"")
                 made.append(agent.id)
             for group in sleeptime_groups(file):
-                self._import_group(tr, group, by_file_id, places, now)
+                self._import_group(tr, group, by_file_id, places, placed, now)
             return made
 
         try:
@@ -253,6 +254,7 @@ class AgentFileCases(AgentFileExport, AgentCases, McpServerCases):
         entry: dict[str, Any],
         by_file_id: dict[str, Agent],
         places: dict[str, dict[str, int]],
+        placed: dict[str, dict[str, tuple[str, int]]],
         now: float,
     ) -> None:
         """A sleeptime group of the file (checked by check_agent_file): the manager and its
@@ -277,6 +279,13 @@ class AgentFileCases(AgentFileExport, AgentCases, McpServerCases):
         for thread, seq in places[manager.id].items():
             if thread != manager.id:
                 group.counted_in[thread] = group.processed_in[thread] = seq
+        # Where the original's companion stopped reading, when the file says (a file from
+        # Letta does not: its companion goes on from the end of what the file brought).
+        stopped = entry.get("last_processed_message_ids")
+        for file_id in stopped if isinstance(stopped, list) else []:
+            if isinstance(file_id, str) and file_id in placed[manager.id]:
+                thread, seq = placed[manager.id][file_id]
+                set_processed_place(group, thread, seq)
         self._save_group(tr, group)
         # Letta writes enable_sleeptime false beside the group; the group is what pairs them,
         # and here the flag is what lets the companion run.
@@ -297,10 +306,10 @@ class AgentFileCases(AgentFileExport, AgentCases, McpServerCases):
 
     async def _write_history(
         self, tr: Transaction, agent: Agent, entry: AgentSchema, strip: bool = False
-    ) -> dict[str, int]:
+    ) -> tuple[dict[str, int], dict[str, tuple[str, int]]]:
         """The file's messages, window, other conversations and own passages of one new
         agent (`strip`: no message in any conversation); the place of the last message of
-        each of its threads (-1: none)."""
+        each of its threads (-1: none), and the place each file message took, by its id."""
         now = self.env.now()
         if strip:
             entry = attrs.evolve(
@@ -308,10 +317,12 @@ class AgentFileCases(AgentFileExport, AgentCases, McpServerCases):
                 conversations=[attrs.evolve(c, messages=[], in_context_message_ids=[])
                                for c in entry.conversations],
             )  # fmt: skip
+        seqs: dict[str, int] = {}
         messages, context = import_history(
             entry.messages, entry.in_context_message_ids, agent_id=agent.id,
-            new_id=lambda: self.env.new_id("message"), now=now,
+            new_id=lambda: self.env.new_id("message"), now=now, placed=seqs,
         )  # fmt: skip
+        placed = {file_id: (agent.id, seq) for file_id, seq in seqs.items()}
         await self._write_thread(tr, agent, agent.id, messages, context)
         refs = [outbox.message_ref(agent.id, m.seq) for m in messages]
         places = {agent.id: messages[-1].seq if messages else -1}
@@ -324,11 +335,13 @@ class AgentFileCases(AgentFileExport, AgentCases, McpServerCases):
                 summary=conversation_entry.summary,
             )
             save_conversation(tr, conversation, new=True)
+            seqs = {}
             held, window = import_history(
                 conversation_entry.messages, conversation_entry.in_context_message_ids,
                 agent_id=agent.id, new_id=lambda: self.env.new_id("message"), now=now,
-                conversation_id=conversation.id,
+                conversation_id=conversation.id, placed=seqs,
             )  # fmt: skip
+            placed |= {file_id: (conversation.id, seq) for file_id, seq in seqs.items()}
             await self._write_thread(tr, agent, conversation.id, held, window)
             refs += [outbox.message_ref(conversation.id, m.seq) for m in held]
             places[conversation.id] = held[-1].seq if held else -1
@@ -344,7 +357,7 @@ class AgentFileCases(AgentFileExport, AgentCases, McpServerCases):
             write_passage(tr, passage)
         if refs or passages:
             await outbox.record(tr, agent.id, passages=[p.id for p in passages], messages=refs)
-        return places
+        return places, placed
 
     @staticmethod
     def _read_file(data: Any, at: Loc) -> AgentFileSchema:

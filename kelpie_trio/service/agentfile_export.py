@@ -88,14 +88,19 @@ class AgentFileExport:
                 if companion is not None:
                     agents.append(companion)
             counter = _Numbering()
+            # Where the companion stopped reading, in each of the primary's conversations.
+            processed: list[str | None] = []
             archives: dict[str, ArchiveSchema] = {}
             parts = []
             for i, agent in enumerate(agents):
                 view = await self._view(tr, agent)
                 file_id = f"agent-{i}"
                 thread = conversation_id if conversation_id and agent is primary else agent.id
-                messages, in_context = await self._export_thread(tr, view, thread, file_id,
-                                                                 counter, now)  # fmt: skip
+                messages, in_context, ids = await self._export_thread(
+                    tr, view, thread, file_id, counter, now
+                )
+                if group is not None and agent is primary and thread == agent.id:
+                    processed.append(ids.get(group.last_processed_seq))
                 own = [export_passage(p, counter.next("passage"))
                        for p in await _owner_passages(tr, agent.id)]  # fmt: skip
                 held = []
@@ -112,9 +117,11 @@ class AgentFileExport:
                     conversation = await load_conversation(tr, other)
                     if conversation is None:
                         continue
-                    messages_there, window = await self._export_thread(
+                    messages_there, window, ids = await self._export_thread(
                         tr, view, other, file_id, counter, now
                     )
+                    if group is not None and agent is primary:
+                        processed.append(ids.get(group.processed_in.get(other, -1)))
                     if scrub_messages:
                         messages_there, window = [], []
                     conversations.append(
@@ -131,24 +138,29 @@ class AgentFileExport:
                                        conversations=conversations))  # fmt: skip
             tools = list({t.id: t for part in parts for t in part.view.tools}.values())
             servers = await self._servers_of_tools(tr, tools)
+            if scrub_messages:
+                processed = []
             return export_agent_file(parts, now=now, archives=list(archives.values()),
-                                     mcp_servers=servers, group=group)  # fmt: skip
+                                     mcp_servers=servers, group=group,
+                                     processed=[p for p in processed if p])  # fmt: skip
 
         return await self.store.transact(read)
 
     @staticmethod
     async def _export_thread(
         tr: Transaction, view: Any, thread: str, file_id: str, counter: _Numbering, now: float
-    ) -> tuple[list[Any], list[str]]:
-        """One conversation's history and window (the default one's: `thread` is the agent)."""
+    ) -> tuple[list[Any], list[str], dict[int, str]]:
+        """One conversation's history and window (the default one's: `thread` is the agent),
+        and the file id each stored message got, by its place."""
         raw = await tr.get(keys.CONTEXT.pack((thread,)))
         context = AgentContext() if raw is None else convert.decode_record(raw, AgentContext)
         rules = rules_prompt(rules_of(view.agent.tool_rules))
         system = compile_system(view.agent.system or "", view.blocks, rules)
         history = await read_history(tr, thread)
         first = counter.take("message", len(history) + 1)  # the system prompt, then each
-        return export_history(history, context, HISTORY_WINDOW, system, now=now,
-                              agent_file_id=file_id, first=first)  # fmt: skip
+        messages, window = export_history(history, context, HISTORY_WINDOW, system, now=now,
+                                          agent_file_id=file_id, first=first)  # fmt: skip
+        return messages, window, {m.seq: f"message-{first + 1 + i}" for i, m in enumerate(history)}
 
     @staticmethod
     async def _export_archive(

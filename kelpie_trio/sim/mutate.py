@@ -245,11 +245,11 @@ MUTATIONS = [
         "            for run, last in counted:",
     ),
     Mutation(
-        "import-group-cursor",
-        "an imported sleeptime group counts only the turns taken after the import",
+        "import-group-processed",
+        "an imported group's companion goes on reading where the original's stopped",
         "kelpie_trio/service/agentfile.py",
-        "            counted_seq=places[manager.id][manager.id],",
-        "            counted_seq=-1,",
+        "                set_processed_place(group, thread, seq)",
+        "                pass",
     ),
 ]
 

@@ -4,8 +4,10 @@ A primary with a companion (frequency 2) takes three turns, is exported, and the
 imported. The copy then takes four turns on two nodes under storage faults, node crashes
 and skewed clocks. Checked with the faults off: the copy's companion ran exactly twice,
 once per key of the copy's 2nd and 4th turns after the import (the history the file
-brought is not counted), each on the turns it had not seen (the first one never sees the
-imported ones); the original's companion is not woken by the copy's turns.
+brought is not counted), each on the turns it had not seen: the first goes on where the
+original's companion stopped (after t2: the file says where), so it reads t3, which the
+original's never read, then t4 and t5; the original's companion is not woken by the copy's
+turns.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def test_dst_an_imported_sleeptime_group_counts_only_its_new_turns_under_faults(
         inputs = [m.content or "" for m in seen if m.run_id in mine
                   and m.role == "user" and "Messages:" in (m.content or "")]  # fmt: skip
         shown = sorted(tuple(re.findall(r"^user: (t\d+)$", text, re.MULTILINE)) for text in inputs)
-        assert shown == [("t4", "t5"), ("t6", "t7")], inputs
+        assert shown == [("t3", "t4", "t5"), ("t6", "t7")], inputs
         assert after == before  # the original's companion slept through the copy's turns
 
     run_seeds(one, 2)
