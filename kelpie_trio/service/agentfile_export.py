@@ -11,7 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from kelpie_trio.agent.context import AgentContext
-from kelpie_trio.agent.conversations import agent_conversation_ids, load_conversation
+from kelpie_trio.agent.conversations import (
+    agent_conversation_ids,
+    is_conversation,
+    load_conversation,
+)
 from kelpie_trio.agent.history import read_history
 from kelpie_trio.agent.step import compile_system
 from kelpie_trio.agent.tool_rules import rules_of, rules_prompt
@@ -78,6 +82,9 @@ class AgentFileExport:
         async def read(tr: Transaction) -> AgentFileSchema:
             primary = await self._agent(tr, agent_id)
             if conversation_id is not None:
+                # Not an id of this server's kind (nor a key worth reading): none such.
+                if not is_conversation(conversation_id) or len(conversation_id) > 64:
+                    raise NotFound("Conversation", conversation_id[:100])
                 chosen = await load_conversation(tr, conversation_id)
                 if chosen is None or chosen.agent_id != agent_id:
                     raise NotFound("Conversation", conversation_id)

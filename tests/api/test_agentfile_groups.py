@@ -82,3 +82,11 @@ async def test_a_group_of_a_kind_not_made_here_is_left_out(client: QuartClient) 
     made = await ok(await client.get(f"/v1/agents/{primary}"))
     assert made["multi_agent_group"] is None
     assert await ok(await client.get("/v1/groups")) == []
+
+
+async def test_exporting_a_conversation_that_is_not_one_is_a_404(client: QuartClient) -> None:
+    made = await ok(await client.post("/v1/agents/", json={"name": "a"}))
+    for bad in ("nope", "conv-" + "x" * 5000, "conv-00000000-0000-4000-8000-000000000000"):
+        response = await client.get(f"/v1/agents/{made['id']}/export?conversation_id={bad}")
+        assert response.status_code == 404, bad
+        assert "Conversation" in (await response.get_json())["detail"]
