@@ -150,3 +150,16 @@ def test_a_handle_no_provider_here_serves_has_no_embedder() -> None:
     assert models.for_handle("openai/text-embedding-3-small") is None  # no key configured
     assert models.for_handle(SIM).name == "sim/hashing-1536"
     assert models.for_handle(None) is None
+
+
+async def test_an_archives_own_model_embeds_its_passages_and_its_searches() -> None:
+    service, _, model = setup()
+    archive = (await service.create_archive({"name": "facts", "embedding": SIM})).id
+    await service.create_archive_passages(archive, {"text": "The kelp farm opens at dawn"},
+                                          batch=False)  # fmt: skip
+    assert model.texts == Counter(["The kelp farm opens at dawn"])
+    found = await service.search_all_passages({"archive_id": archive, "query": "keelp"})
+    assert [p.text for p, _ in found] == ["The kelp farm opens at dawn"]
+    # Across every agent and archive the server's default model embeds the query (none
+    # here): the words alone, which match nothing.
+    assert await service.search_all_passages({"query": "keelp"}) == []
