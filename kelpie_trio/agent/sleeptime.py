@@ -5,10 +5,12 @@ An agent created (or updated) with `enable_sleeptime` gets a companion of type
 primary. The companion holds the primary's own blocks (attached, not copied) and one of its
 own (`memory_persona`); it has the memory tools and `memory_finish_edits`, which ends its turn.
 
-After every `sleeptime_agent_frequency`-th finished turn of the primary, the companion gets
-one ordinary background run whose input is the part of the primary's transcript it has not
-seen yet. This module holds the record, the texts and the decisions (sans-IO); the
-transactions are in service/sleeptime.py, and the primary's actor only calls `after_turn`.
+After every `sleeptime_agent_frequency`-th finished turn of the primary (in any of its
+conversations, counted together, as Letta counts them), the companion gets one ordinary
+background run whose input is the part of the primary's transcripts it has not seen yet:
+the new part of each conversation that moved, the one whose turn was due last. This module
+holds the record, the texts and the decisions (sans-IO); the transactions are in
+service/sleeptime.py, and the primary's actor only calls `after_turn`.
 
 Exactly once: the turns are counted from the primary's finished runs as its history holds
 them (a cursor in the group record), not from an in-memory event, so a turn whose end a
@@ -37,7 +39,11 @@ __all__ = [
     "SleeptimeGroup",
     "after_turn",
     "count_turns",
+    "counted_place",
+    "processed_place",
     "render_group",
+    "set_counted_place",
+    "set_processed_place",
     "transcript",
     "trigger_key",
 ]
@@ -93,6 +99,40 @@ class SleeptimeGroup:
     # The last place in the primary's history the companion was given (-1: none yet).
     last_processed_seq: int = -1
     last_processed_message_id: str | None = None
+    # The same two places in each of the primary's other conversations (by conversation id;
+    # the ones above are its default conversation's): as in Letta, a turn in any of them
+    # counts, and the companion reads the new part of every conversation that moved.
+    counted_in: dict[str, int] = attrs.Factory(dict)
+    processed_in: dict[str, int] = attrs.Factory(dict)
+
+
+def counted_place(group: SleeptimeGroup, thread: str) -> int | None:
+    """Where the count stands in one of the primary's threads (None: a conversation the
+    group has not seen yet)."""
+    if thread == group.manager_agent_id:
+        return group.counted_seq
+    return group.counted_in.get(thread)
+
+
+def set_counted_place(group: SleeptimeGroup, thread: str, seq: int) -> None:
+    if thread == group.manager_agent_id:
+        group.counted_seq = seq
+    else:
+        group.counted_in[thread] = seq
+
+
+def processed_place(group: SleeptimeGroup, thread: str) -> int:
+    """The last place in one of the primary's threads the companion was given (-1: none)."""
+    if thread == group.manager_agent_id:
+        return group.last_processed_seq
+    return group.processed_in.get(thread, -1)
+
+
+def set_processed_place(group: SleeptimeGroup, thread: str, seq: int) -> None:
+    if thread == group.manager_agent_id:
+        group.last_processed_seq = seq
+    else:
+        group.processed_in[thread] = seq
 
 
 def trigger_key(primary_run_id: str) -> str:
@@ -177,9 +217,7 @@ def render_group(group: SleeptimeGroup) -> dict[str, Any]:
 def after_turn(actor: Any) -> None:
     """The primary's actor, after a turn's end was stored (or answered again): the count
     is looked at in the background, so the turn's answer never waits for the companion.
-    Only the agent's own thread counts (not its other conversations)."""
-    if actor.thread != actor.agent_id:
-        return
+    A turn in any of the agent's conversations counts, as in Letta."""
     if getattr(actor, "has_sleeptime_group", True) is False:  # its last step's view said so
         return
     service = actor.service

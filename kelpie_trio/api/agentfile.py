@@ -100,15 +100,17 @@ async def _upload() -> tuple[Any, dict[str, str], Loc, str]:
 )
 async def export_agent(agent_id: str) -> Response:
     agent_id = check_id(agent_id, "agent", "agent_id")
-    _flag(request.args, "scrub_messages", False, "query")
-    int_arg("max_steps", low=0)
+    scrub = _flag(request.args, "scrub_messages", False, "query")
+    int_arg("max_steps", low=0)  # deprecated in Letta, and without effect there
     if _flag(request.args, "use_legacy_format", False, "query"):
         raise Invalid.field(
             ["query", "use_legacy_format"],
             "the legacy single-agent (v1) format is not supported; export the v2 format",
         )
-    # Messages are not exported yet (see the service): scrub_messages holds whatever it says.
-    exported = await service().export_agent_file(agent_id)
+    conversation_id = request.args.get("conversation_id") or None
+    exported = await service().export_agent_file(
+        agent_id, conversation_id=conversation_id, scrub_messages=scrub
+    )
     # Indented, as Letta sends it: the SDK hands the text to the caller to save as a file.
     body = orjson.dumps(convert.api.unstructure(exported), option=orjson.OPT_INDENT_2)
     return Response(body, content_type="application/json")
@@ -132,8 +134,8 @@ async def import_agent() -> Response:
         override_existing_tools=_flag(fields, "override_existing_tools", True, where),
         append_copy_suffix=_flag(fields, "append_copy_suffix", False, where),
         project_id=_text(fields, "project_id"),
+        strip_messages=_flag(fields, "strip_messages", False, where),
     )
-    _flag(fields, "strip_messages", False, where)  # checked; messages are dropped anyway
     agent_ids = await service().import_agent_file(data, options, at, where)
     body = convert.api.unstructure(ImportedAgentsResponse(agent_ids))
     return Response(orjson.dumps(body), content_type="application/json")

@@ -5,9 +5,10 @@ the others by *file-local* ids ("agent-0", "block-1", "tool-2"), never by a
 server's ids, so a file moves between servers and imports any number of times.
 The classes mirror Letta's AgentFileSchema, AgentSchema, BlockSchema, ToolSchema
 and MessageSchema (letta/schemas/agent_file.py); what this server does not keep
-yet (groups, files, sources, skills) is read as plain JSON objects and left out
-of an import. Messages, passages and archives: agentfile_history.py; MCP servers
-(without their secrets): agentfile_mcp.py.
+yet (files, sources, skills, groups of other kinds than sleeptime) is read as plain
+JSON objects and left out of an import; a sleeptime group is checked here and made by
+the import. Messages, passages, archives and other conversations: agentfile_history.py;
+MCP servers (without their secrets): agentfile_mcp.py.
 
 `export_agent_file` and `check_agent_file` are pure: the service reads and
 writes the store around them.
@@ -21,8 +22,14 @@ from typing import Any
 import attrs
 
 from kelpie_trio import __version__
+from kelpie_trio.agent.sleeptime import SleeptimeGroup
 from kelpie_trio.errors import Invalid, InvalidField
-from kelpie_trio.models.agentfile_history import ArchiveSchema, MessageSchema, PassageSchema
+from kelpie_trio.models.agentfile_history import (
+    ArchiveSchema,
+    ConversationSchema,
+    MessageSchema,
+    PassageSchema,
+)
 from kelpie_trio.models.agentfile_mcp import McpServerSchema, export_mcp_server
 from kelpie_trio.models.agents import AgentView, CreateAgent
 from kelpie_trio.models.blocks import Block, CreateBlock
@@ -35,9 +42,11 @@ from kelpie_trio.models.tools import (
 
 __all__ = [
     "AgentFileSchema",
+    "AgentPart",
     "AgentSchema",
     "ArchiveSchema",
     "BlockSchema",
+    "ConversationSchema",
     "ImportOptions",
     "ImportedAgentsResponse",
     "McpServerSchema",
@@ -46,6 +55,7 @@ __all__ = [
     "ToolSchema",
     "check_agent_file",
     "export_agent_file",
+    "sleeptime_groups",
 ]
 
 Loc = list[str | int]
@@ -87,10 +97,12 @@ class AgentSchema(CreateAgent):
     messages: list[MessageSchema] = attrs.Factory(list)
     files_agents: list[dict[str, Any]] = attrs.Factory(list)
     group_ids: list[str] = attrs.Factory(list)
-    # Not in Letta's format (its reader ignores them): the agent's own archival passages
-    # and the file-local ids of the archives attached to it (agentfile_history.py).
+    # Not in Letta's format (its reader ignores them): the agent's own archival passages,
+    # the file-local ids of the archives attached to it, and its other conversations
+    # (agentfile_history.py).
     passages: list[PassageSchema] = attrs.Factory(list)
     archive_ids: list[str] = attrs.Factory(list)
+    conversations: list[ConversationSchema] = attrs.Factory(list)
 
 
 @attrs.define
@@ -126,6 +138,9 @@ class ImportOptions:
     override_existing_tools: bool = True
     append_copy_suffix: bool = False
     project_id: str | None = None
+    # Letta's strip_messages: the agents come without their messages (and windows), in
+    # every conversation.
+    strip_messages: bool = False
 
 
 @attrs.define
@@ -151,73 +166,121 @@ def _tool_entry(tool: Tool, file_id: str) -> ToolSchema:
     return ToolSchema(**fields)
 
 
+@attrs.define(kw_only=True)
+class AgentPart:
+    """What the file says of one agent, read by the service: the agent and its blocks and
+    tools, its history and window (file-local message ids), its own passages, the file ids
+    of its archives, its other conversations."""
+
+    view: AgentView
+    messages: list[MessageSchema] = attrs.Factory(list)
+    in_context: list[str] = attrs.Factory(list)
+    passages: list[PassageSchema] = attrs.Factory(list)
+    archive_ids: list[str] = attrs.Factory(list)
+    conversations: list[ConversationSchema] = attrs.Factory(list)
+
+
 def export_agent_file(
-    view: AgentView,
+    parts: list[AgentPart],
     *,
     now: float,
-    messages: list[MessageSchema] | None = None,
-    in_context: list[str] | None = None,
-    passages: list[PassageSchema] | None = None,
     archives: list[ArchiveSchema] | None = None,
     mcp_servers: list[McpServer] | None = None,
+    group: SleeptimeGroup | None = None,
+    processed: list[str] | None = None,
 ) -> AgentFileSchema:
-    """One agent, its blocks and its tools (base tools too) as an agent file, with its
-    history, window, passages and archives as agentfile_history.py makes them.
+    """Agents (the exported one first, `agent-0`, then its sleeptime companions, as Letta
+    adds the agents of the group it manages), their blocks and tools (base tools too), each
+    once however many agents hold it, with their histories, windows, passages and archives
+    as agentfile_history.py makes them, and the sleeptime `group` in Letta's GroupSchema
+    with, beside it, `last_processed_message_ids` (not in Letta's format: the file ids of
+    the last message its companion read in each of the manager's conversations, so the
+    copy's companion goes on where the original's stopped).
 
     File-local ids are numbered as Letta's exporter numbers them: in the order
-    the agent refers to its tools, then its blocks; the lists are sorted as
+    the agents refer to their tools, then their blocks; the lists are sorted as
     Letta sorts them (tools by name, blocks by label), so a Letta server and
     this one write the same file for the same agent. `mcp_servers` are those the
-    agent's MCP tools come from (in the order of those tools), without their secrets.
+    agents' MCP tools come from (in the order of those tools), without their secrets.
     """
-    agent = view.agent
-    tool_ids = {t.id: f"tool-{i}" for i, t in enumerate(view.tools)}
-    block_ids = {b.id: f"block-{i}" for i, b in enumerate(view.blocks)}
-    entry = AgentSchema(
-        id="agent-0",
-        name=agent.name,
-        system=agent.system,
-        agent_type=agent.agent_type,
-        description=agent.description,
-        metadata=agent.metadata,
-        tags=list(agent.tags),
-        memory_blocks=[],
-        block_ids=[block_ids[b.id] for b in view.blocks],
-        tools=[],
-        tool_ids=[tool_ids[t.id] for t in view.tools],
-        # tool_ids lists every tool, base tools included: importing adds none.
-        include_base_tools=False,
-        tool_rules=agent.tool_rules,
-        model=agent.model,
-        embedding=agent.embedding,
-        model_settings=agent.model_settings,
-        llm_config=agent.llm_config,
-        embedding_config=agent.embedding_config,
-        project_id=agent.project_id,
-        template_id=agent.template_id,
-        base_template_id=agent.base_template_id,
-        timezone=agent.timezone,
-        hidden=agent.hidden,
-        message_buffer_autoclear=agent.message_buffer_autoclear,
-        enable_sleeptime=agent.enable_sleeptime,
-        max_files_open=agent.max_files_open,
-        per_file_view_window_char_limit=agent.per_file_view_window_char_limit,
-        source_ids=[],
-        messages=list(messages or []),
-        in_context_message_ids=list(in_context or []),
-        passages=list(passages or []),
-        archive_ids=[a.id for a in archives or []],
-    )
+    agent_ids = {p.view.agent.id: f"agent-{i}" for i, p in enumerate(parts)}
+    tools = {t.id: t for p in parts for t in p.view.tools}
+    blocks = {b.id: b for p in parts for b in p.view.blocks}
+    tool_ids = {ident: f"tool-{i}" for i, ident in enumerate(tools)}
+    block_ids = {ident: f"block-{i}" for i, ident in enumerate(blocks)}
+    group_id = "group-0"
+    entries = []
+    for part in parts:
+        view, agent = part.view, part.view.agent
+        manages = group is not None and group.manager_agent_id == agent.id
+        entries.append(
+            AgentSchema(
+                id=agent_ids[agent.id],
+                name=agent.name,
+                system=agent.system,
+                agent_type=agent.agent_type,
+                description=agent.description,
+                metadata=agent.metadata,
+                tags=list(agent.tags),
+                memory_blocks=[],
+                block_ids=[block_ids[b.id] for b in view.blocks],
+                tools=[],
+                tool_ids=[tool_ids[t.id] for t in view.tools],
+                # tool_ids lists every tool, base tools included: importing adds none.
+                include_base_tools=False,
+                tool_rules=agent.tool_rules,
+                model=agent.model,
+                embedding=agent.embedding,
+                model_settings=agent.model_settings,
+                llm_config=agent.llm_config,
+                embedding_config=agent.embedding_config,
+                project_id=agent.project_id,
+                template_id=agent.template_id,
+                base_template_id=agent.base_template_id,
+                timezone=agent.timezone,
+                hidden=agent.hidden,
+                message_buffer_autoclear=agent.message_buffer_autoclear,
+                # The group (group_ids) says it; a second companion would come of the flag.
+                enable_sleeptime=False if manages else agent.enable_sleeptime,
+                max_files_open=agent.max_files_open,
+                per_file_view_window_char_limit=agent.per_file_view_window_char_limit,
+                source_ids=[],
+                messages=list(part.messages),
+                in_context_message_ids=list(part.in_context),
+                group_ids=[group_id] if manages else [],
+                passages=list(part.passages),
+                archive_ids=list(part.archive_ids),
+                conversations=list(part.conversations),
+            )
+        )
+    groups = []
+    if group is not None and group.manager_agent_id in agent_ids:
+        groups.append(
+            {
+                "id": group_id,
+                "agent_ids": [agent_ids[a] for a in group.agent_ids if a in agent_ids],
+                "description": group.description,
+                "manager_config": {
+                    "manager_type": "sleeptime",
+                    "manager_agent_id": agent_ids[group.manager_agent_id],
+                    "sleeptime_agent_frequency": group.sleeptime_agent_frequency,
+                },
+                "project_id": group.project_id,
+                "shared_block_ids": [],
+                "hidden": group.hidden,
+                "last_processed_message_ids": list(processed or []),
+            }
+        )
     return AgentFileSchema(
-        agents=[entry],
-        groups=[],
+        agents=entries,
+        groups=groups,
         blocks=sorted(
-            (_block_entry(b, block_ids[b.id]) for b in view.blocks), key=lambda b: b.label
+            (_block_entry(b, block_ids[b.id]) for b in blocks.values()), key=lambda b: b.label
         ),
         files=[],
         sources=[],
         tools=sorted(
-            (_tool_entry(t, tool_ids[t.id]) for t in view.tools), key=lambda t: t.name or ""
+            (_tool_entry(t, tool_ids[t.id]) for t in tools.values()), key=lambda t: t.name or ""
         ),
         mcp_servers=[
             export_mcp_server(m, f"mcp_server-{i}") for i, m in enumerate(mcp_servers or [])
@@ -228,6 +291,17 @@ def export_agent_file(
         created_at=iso(now),
         archives=list(archives or []),
     )
+
+
+def sleeptime_groups(file: AgentFileSchema) -> list[dict[str, Any]]:
+    """The file's groups of manager type sleeptime (the only kind made here)."""
+    return [
+        g
+        for g in file.groups
+        if isinstance(g, dict)
+        and isinstance(g.get("manager_config"), dict)
+        and g["manager_config"].get("manager_type") == "sleeptime"
+    ]
 
 
 # -- import: what a file must satisfy before anything is written ------------------
@@ -296,5 +370,56 @@ def check_agent_file(file: AgentFileSchema, at: Loc) -> None:
                         f"no message with the file-local id {ref!r} in the agent's messages",
                     )
                 )
+        for k, conversation in enumerate(agent.conversations):
+            there = [*here, "conversations", k]
+            ids = Counter(m.id for m in conversation.messages)
+            for ident, count in ids.items():
+                if count > 1:
+                    problems.append(
+                        InvalidField(
+                            [*there, "messages"], f"{count} messages have the id {ident!r}"
+                        )
+                    )
+            for j, ref in enumerate(conversation.in_context_message_ids):
+                if ref not in ids:
+                    problems.append(
+                        InvalidField(
+                            [*there, "in_context_message_ids", j],
+                            f"no message with the file-local id {ref!r} in the conversation's "
+                            "messages",
+                        )
+                    )
+    agents = {a.id for a in file.agents}
+    managed: Counter[str] = Counter()
+    for i, group in enumerate(file.groups):
+        if group not in sleeptime_groups(file):
+            continue
+        here = [*at, "groups", i]
+        manager = group["manager_config"].get("manager_agent_id")
+        if manager not in agents:
+            where = [*here, "manager_config", "manager_agent_id"]
+            problems.append(InvalidField(where, f"no agent with the file-local id {manager!r}"))
+        managed[manager] += 1
+        members = group.get("agent_ids")
+        if not isinstance(members, list) or not members:
+            problems.append(InvalidField([*here, "agent_ids"], "a sleeptime group needs its agent"))
+            continue
+        for j, ref in enumerate(members):
+            if ref not in agents or ref == manager:
+                said = f"no companion agent with the file-local id {ref!r}"
+                problems.append(InvalidField([*here, "agent_ids", j], said))
+        frequency = group["manager_config"].get("sleeptime_agent_frequency")
+        if frequency is not None and (
+            not isinstance(frequency, int) or isinstance(frequency, bool) or frequency < 1
+        ):
+            problems.append(
+                InvalidField([*here, "manager_config", "sleeptime_agent_frequency"],
+                             "a whole number of turns, at least 1, or null")
+            )  # fmt: skip
+    for manager, count in managed.items():
+        if count > 1:
+            problems.append(
+                InvalidField([*at, "groups"], f"{count} groups are managed by {manager!r}")
+            )
     if problems:
         raise Invalid(problems)

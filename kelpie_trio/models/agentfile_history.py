@@ -18,7 +18,13 @@ it does not, as both servers show it; native reasoning travels as a `reasoning` 
 
 Passages and archives are not in Letta 0.16.8's format: they travel as `passages` of an
 agent (its own archival memory) and a top-level `archives` list (each with its passages,
-named by the agents in their `archive_ids`), which Letta's reader ignores.
+named by the agents in their `archive_ids`), which Letta's reader ignores. Nor are an agent's
+other conversations (Letta exports one conversation at a time, as the agent's messages):
+they travel as the agent's `conversations`, each with its messages and window in the same
+shapes as the default conversation's, which Letta's reader ignores too.
+
+Message ids are numbered across the whole file (`message-0`, `message-1`, ...), as Letta
+numbers every kind of id, so two agents or conversations never share one.
 """
 
 from __future__ import annotations
@@ -38,12 +44,14 @@ from kelpie_trio.models.passages import Passage
 
 __all__ = [
     "ArchiveSchema",
+    "ConversationSchema",
     "MessageSchema",
     "PassageSchema",
     "export_history",
     "export_passage",
     "import_history",
     "import_passage",
+    "parse_file_time",
 ]
 
 
@@ -94,6 +102,18 @@ class ArchiveSchema:
     embedding_config: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
     passages: list[PassageSchema] = attrs.Factory(list)
+
+
+@attrs.define(kw_only=True)
+class ConversationSchema:
+    """One of an agent's other conversations (not in Letta's format): its history and
+    window, as the agent's `messages` and `in_context_message_ids` carry the default one's."""
+
+    id: str
+    summary: str | None = None
+    created_at: str | None = None
+    messages: list[MessageSchema] = attrs.Factory(list)
+    in_context_message_ids: list[str] = attrs.Factory(list)
 
 
 def _text(text: str | None) -> list[dict[str, Any]]:
@@ -156,20 +176,21 @@ def export_history(
     *,
     now: float,
     agent_file_id: str = "agent-0",
+    first: int = 0,
 ) -> tuple[list[MessageSchema], list[str]]:
-    """The file's `messages` and `in_context_message_ids` for an agent's default
-    conversation: `history` whole, in order; `window` bounds the in-context tail as the
-    agent's steps bound it."""
+    """The file's `messages` and `in_context_message_ids` for one of an agent's
+    conversations: `history` whole, in order; `window` bounds the in-context tail as the
+    agent's steps bound it. Ids are numbered from `message-{first}`."""
     system = MessageSchema(
-        id="message-0", role="system", content=_text(system_prompt), agent_id=agent_file_id,
-        created_at=iso(now),
+        id=f"message-{first}", role="system", content=_text(system_prompt),
+        agent_id=agent_file_id, created_at=iso(now),
     )  # fmt: skip
     entries = [system]
     in_context = [system.id]
     in_window = [m for m in history if m.seq >= context.start_seq][-window:] if window else []
     window_seqs = {m.seq for m in in_window}
     for i, message in enumerate(history, start=1):
-        entry = _export_message(message, f"message-{i}", agent_file_id)
+        entry = _export_message(message, f"message-{first + i}", agent_file_id)
         entries.append(entry)
         if message.seq in window_seqs:
             in_context.append(entry.id)
@@ -177,6 +198,11 @@ def export_history(
 
 
 # -- import ------------------------------------------------------------------------
+
+
+def parse_file_time(value: str | None, default: float) -> float:
+    """A file's ISO time in epoch seconds (UTC when it names no zone); `default` if none."""
+    return _parse_time(value, default)
 
 
 def _parse_time(value: str | None, default: float) -> float:
@@ -269,10 +295,14 @@ def import_history(
     agent_id: str,
     new_id: Any,
     now: float,
+    conversation_id: str | None = None,
+    placed: dict[str, int] | None = None,
 ) -> tuple[list[Message], AgentContext]:
-    """The stored messages (seq 0, 1, ...) and context of an agent imported from a file.
+    """The stored messages (seq 0, 1, ...) and context of an agent imported from a file, or
+    of one of its other conversations (`conversation_id`).
 
-    `new_id()` draws a message id. The system prompt heading the window is left out."""
+    `new_id()` draws a message id. The system prompt heading the window is left out.
+    `placed`, when given, learns the place (seq) each kept entry took, by its file id."""
     skip = set()
     if in_context_ids:
         head = next((e for e in entries if e.id == in_context_ids[0]), None)
@@ -291,10 +321,13 @@ def import_history(
             agent_id=agent_id,
             seq=seq,
             created_at=_parse_time(entry.created_at, now),
+            conversation_id=conversation_id,
         )
         if made is None:
             continue
         messages.append(made)
+        if placed is not None:
+            placed[entry.id] = seq
         if entry.id in wanted and start is None:
             start = seq
     return messages, AgentContext(start_seq=len(messages) if start is None else start)

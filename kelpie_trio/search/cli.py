@@ -10,6 +10,8 @@ import trio
 
 from kelpie_trio.config import ServerConfig
 from kelpie_trio.env import RealEnv
+from kelpie_trio.llm.config import CatalogConfig
+from kelpie_trio.search.embedding_models import EmbeddingModels
 from kelpie_trio.search.embeddings import embedder_from_env
 from kelpie_trio.search.index import MemoryIndex
 from kelpie_trio.search.indexer import Indexer
@@ -40,7 +42,12 @@ async def reindex(config: ServerConfig) -> int:
         async with trio.open_nursery() as nursery:
             await nursery.start(store.run)
             await index.clear()
-            count = await Indexer(store, env, index, embedder=embedder_from_env()).warm()
+            models = EmbeddingModels(embedder_from_env(), CatalogConfig.from_env())
+            try:
+                count = await Indexer(store, env, index, models=models).warm()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await models.aclose()
             await index.mark_warmed()
             nursery.cancel_scope.cancel()
         return count

@@ -9,7 +9,7 @@ of truth, so a result is never staler than the store.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import orjson
@@ -27,6 +27,7 @@ __all__ = [
     "Hit",
     "Kind",
     "Query",
+    "embedding_handle",
     "from_message",
     "from_passage",
     "message_text",
@@ -48,6 +49,10 @@ class Document:
     role: str | None = None  # messages only
     tags: tuple[str, ...] = ()  # passages only
     vector: tuple[float, ...] | None = None  # L2-normalized, when an embedding model is on
+    # The handle of the model that embeds it (a passage's embedding_config); None: the
+    # server's default model.
+    embedding: str | None = None
+    vector_model: str | None = None  # the name of the model `vector` came from
 
 
 @attrs.frozen
@@ -96,6 +101,12 @@ def tags_match(have: tuple[str, ...] | list[str], wanted: tuple[str, ...], mode:
     return not set(wanted).isdisjoint(have)
 
 
+def embedding_handle(config: Any) -> str | None:
+    """The handle an `embedding_config` names (None: the server's default model)."""
+    handle = config.get("handle") if isinstance(config, dict) else None
+    return handle if isinstance(handle, str) and handle else None
+
+
 def from_passage(passage: Passage) -> Document:
     return Document(
         kind=PASSAGE,
@@ -104,6 +115,7 @@ def from_passage(passage: Passage) -> Document:
         text=passage.text,
         created_at=passage.created_at,
         tags=tuple(passage.tags),
+        embedding=embedding_handle(passage.embedding_config),
     )
 
 

@@ -50,6 +50,7 @@ _SCHEMA = (
         created_at REAL NOT NULL,
         retrievals INTEGER NOT NULL DEFAULT 0,
         vector BLOB,
+        vector_model TEXT,
         UNIQUE (agent_id, kind, key)
     )""",
     "CREATE INDEX IF NOT EXISTS docs_by_time ON docs (agent_id, kind, created_at)",
@@ -79,7 +80,8 @@ class Fts5Index(SearchIndex):
         self._lock = trio.Lock()
         self._positions: dict[str, int] = {}
         self._warmed = False
-        self._vector_cache: dict[tuple[str, Kind], dict[str, Vector]] = {}
+        # (agent, kind) -> key -> (the vector's model, the vector)
+        self._vector_cache: dict[tuple[str, Kind], dict[str, tuple[str | None, Vector]]] = {}
 
     # -- the thread shell ----------------------------------------------------------
 
@@ -103,6 +105,17 @@ class Fts5Index(SearchIndex):
         with db:
             for statement in _SCHEMA:
                 db.execute(statement)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(docs)")}
+            if "vector_model" not in columns:
+                # A file from before vectors were labeled by model: its vectors' model is
+                # unknown, so it is rebuilt from the store (which keeps every vector with
+                # its model's name: nothing is embedded again).
+                db.execute("ALTER TABLE docs ADD COLUMN vector_model TEXT")
+                for kind in _KINDS:
+                    db.execute(f"DELETE FROM fts_{kind}")
+                db.execute("DELETE FROM docs")
+                db.execute("DELETE FROM positions")
+                db.execute("DELETE FROM meta WHERE key = 'warmed'")
             db.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('index_id', ?)",
                 (self._proposed_id,),
@@ -227,7 +240,9 @@ class Fts5Index(SearchIndex):
 
     # -- reads ---------------------------------------------------------------------
 
-    async def search_vectors(self, query: Query, vector: Sequence[float], k: int) -> list[Hit]:
+    async def search_vectors(
+        self, query: Query, vector: Sequence[float], k: int, model: str | None = None
+    ) -> list[Hit]:
         where, params = _filters(query)
         sql = (
             "SELECT d.key, d.created_at, d.retrievals, d.tags FROM docs AS d "
@@ -243,10 +258,15 @@ class Fts5Index(SearchIndex):
             if tags_match(tuple(json.loads(tags)), query.tags, query.tag_match_mode)
         }
         vectors = await self._vectors(query.agent_id, query.kind)
-        ranked = nearest(vector, ((key, vectors[key]) for key in rows if key in vectors), k)
+        mine = (
+            (key, vectors[key][1])
+            for key in rows
+            if key in vectors and (model is None or vectors[key][0] == model)
+        )
+        ranked = nearest(vector, mine, k)
         return [Hit(key, score, *rows[key]) for key, score in ranked]
 
-    async def _vectors(self, agent_id: str, kind: Kind) -> dict[str, Vector]:
+    async def _vectors(self, agent_id: str, kind: Kind) -> dict[str, tuple[str | None, Vector]]:
         """The agent's vectors of this kind, read once and kept until the agent changes."""
         cached = self._vector_cache.get((agent_id, kind))
         if cached is not None:
@@ -254,12 +274,12 @@ class Fts5Index(SearchIndex):
 
         def read(db: sqlite3.Connection) -> list[tuple]:
             return db.execute(
-                "SELECT key, vector FROM docs WHERE agent_id = ? AND kind = ? "
+                "SELECT key, vector_model, vector FROM docs WHERE agent_id = ? AND kind = ? "
                 "AND vector IS NOT NULL",
                 (agent_id, kind),
             ).fetchall()
 
-        vectors = {key: unpack_vector(raw) for key, raw in await self._run(read)}
+        vectors = {key: (model, unpack_vector(raw)) for key, model, raw in await self._run(read)}
         if len(self._vector_cache) >= _VECTOR_CACHE_AGENTS:
             self._vector_cache.pop(next(iter(self._vector_cache)))  # the oldest entry
         self._vector_cache[(agent_id, kind)] = vectors
@@ -331,10 +351,10 @@ def _upsert(db: sqlite3.Connection, doc: Document) -> None:
         db.execute(f"DELETE FROM fts_{doc.kind} WHERE rowid = ?", (row[0],))
         db.execute("DELETE FROM docs WHERE id = ?", (row[0],))
     cursor = db.execute(
-        "INSERT INTO docs (agent_id, kind, key, role, tags, created_at, retrievals, vector) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO docs (agent_id, kind, key, role, tags, created_at, retrievals, vector, "
+        "vector_model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (doc.agent_id, doc.kind, doc.key, doc.role, json.dumps(list(doc.tags)), doc.created_at,
-         kept, None if doc.vector is None else pack_vector(doc.vector)),
+         kept, None if doc.vector is None else pack_vector(doc.vector), doc.vector_model),
     )  # fmt: skip
     db.execute(
         f"INSERT INTO fts_{doc.kind} (rowid, terms) VALUES (?, ?)",

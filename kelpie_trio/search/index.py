@@ -66,8 +66,12 @@ class SearchIndex(abc.ABC):
         """The ranked hits for `query` (filters, BM25, promotion), one page of them."""
 
     @abc.abstractmethod
-    async def search_vectors(self, query: Query, vector: Sequence[float], k: int) -> list[Hit]:
-        """The `k` admitted documents nearest to `vector` (cosine), best first."""
+    async def search_vectors(
+        self, query: Query, vector: Sequence[float], k: int, model: str | None = None
+    ) -> list[Hit]:
+        """The `k` admitted documents nearest to `vector` (cosine), best first; only documents
+        whose vector came from `model` when it is given (another model's vectors do not
+        compare with this one's, even at the same width)."""
 
     @abc.abstractmethod
     async def note_retrievals(self, agent_id: str, kind: Kind, keys: Iterable[str]) -> None:
@@ -206,10 +210,14 @@ class MemoryIndex(SearchIndex):
             hits = self._ranked(query, wanted)
         return hits[query.offset : query.offset + query.limit]
 
-    async def search_vectors(self, query: Query, vector: Sequence[float], k: int) -> list[Hit]:
+    async def search_vectors(
+        self, query: Query, vector: Sequence[float], k: int, model: str | None = None
+    ) -> list[Hit]:
         docs = {}
         for key in self._by_agent.get((query.agent_id, query.kind), ()):
             doc = self._docs[(query.agent_id, query.kind, key)][0]
+            if model is not None and doc.vector_model != model:
+                continue
             if doc.vector is not None and query.admits(doc):
                 docs[key] = doc
         ranked = nearest(vector, ((key, doc.vector) for key, doc in docs.items()), k)  # type: ignore[misc]

@@ -32,6 +32,7 @@ from kelpie_trio.models import convert
 from kelpie_trio.models.passages import Passage
 from kelpie_trio.search import outbox
 from kelpie_trio.search.documents import MESSAGE, PASSAGE, Document, from_message, from_passage
+from kelpie_trio.search.embedding_models import EmbeddingModels
 from kelpie_trio.search.embeddings import Embedder, EmbeddingError
 from kelpie_trio.search.index import DocRef, SearchIndex
 from kelpie_trio.search.vectors import Vector, digest, pack_vector, unpack_vector
@@ -39,7 +40,14 @@ from kelpie_trio.storage import Store, StoreError, keys
 from kelpie_trio.storage.base import Transaction, key_after
 from kelpie_trio.storage.chunks import get_blob
 
-__all__ = ["VECTORS", "Indexer", "IndexerConfig", "agent_exists", "read_agent_documents"]
+__all__ = [
+    "VECTORS",
+    "Indexer",
+    "IndexerConfig",
+    "agent_exists",
+    "read_agent_documents",
+    "set_vector",
+]
 
 log = logging.getLogger("kelpie_trio.search")
 
@@ -154,6 +162,12 @@ async def _read_batch(tr: Transaction, agent_id: str, after: int | None, limit: 
 VECTORS = keys.SEARCH["vector"]  # (agent_id, kind, key) -> (model, text digest, float32s)
 
 
+def set_vector(tr: Transaction, doc: Document, model: str, vector: Vector) -> None:
+    """Keep `doc`'s vector from `model` in the store: a rebuild reads it, never re-embeds."""
+    value = keys.pack((model, digest(doc.text), pack_vector(vector)))
+    tr.set(VECTORS.pack((doc.agent_id, doc.kind, doc.key)), value)
+
+
 async def _stored_vectors(
     tr: Transaction, model: str, docs: list[Document]
 ) -> dict[tuple[str, str], Vector]:
@@ -176,13 +190,15 @@ class Indexer:
         index: SearchIndex,
         config: IndexerConfig | None = None,
         embedder: Embedder | None = None,
+        models: EmbeddingModels | None = None,
     ) -> None:
         self.store = store
         self.env = env
         self.index = index
         self.config = config or IndexerConfig()
-        self.embedder = embedder
-        self.embedded = 0  # texts sent to the embedding model
+        # `embedder`: the server's default model, for documents that name none.
+        self.models = models or EmbeddingModels(embedder)
+        self.embedded = 0  # texts sent to an embedding model (here or, for passages, at write)
         self._locks: dict[str, trio.Lock] = {}
         self._wake = trio.Event()
         self._last_heartbeat: float | None = None
@@ -211,9 +227,7 @@ class Indexer:
             )
             if not batch.rebuild and batch.position == after:
                 break  # nothing new
-            upserts = batch.upserts
-            if self.embedder is not None:
-                upserts = await self._with_vectors(agent_id, batch)
+            upserts = await self._with_vectors(agent_id, batch)
             applied = await self.index.apply(
                 agent_id,
                 expected=after,
@@ -235,12 +249,49 @@ class Indexer:
         return position or 0
 
     async def _with_vectors(self, agent_id: str, batch: _Batch) -> list[Document]:
-        """The batch's documents with their vectors: from the store when it has them for
-        this model and text, else from the model (then kept in the store). Vectors are
-        best effort: a model that fails leaves documents to BM25 alone until reindexed."""
-        assert self.embedder is not None
-        model = self.embedder.name
-        docs = [d for d in batch.upserts if d.text.strip()]
+        """The batch's documents with their vectors, each from the model that embeds it (a
+        passage's own, from its embedding_config; else the server's default): from the store
+        when it has them for that model and text (a passage's, written with it), else from
+        the model (then kept in the store). Vectors are best effort: a model that fails
+        leaves documents to BM25 alone until reindexed."""
+        groups: dict[int, tuple[Embedder, list[Document]]] = {}
+        for doc in batch.upserts:
+            embedder = self.models.for_handle(doc.embedding) if doc.text.strip() else None
+            if embedder is not None:
+                groups.setdefault(id(embedder), (embedder, []))[1].append(doc)
+        vectors: dict[tuple[str, str], tuple[str, Vector]] = {}
+        for embedder, docs in groups.values():
+            found = await self._vectors_of(agent_id, embedder, docs)
+            vectors.update({ref: (embedder.name, vector) for ref, vector in found.items()})
+
+        async def forget(tr: Transaction) -> None:
+            # An empty rebuild is a deleted agent's only if it is still gone now: vectors
+            # are also written with new passages, which may have committed since the read.
+            if batch.rebuild and not batch.upserts and not await agent_exists(tr, agent_id):
+                tr.clear_range(*keys.prefix_range(VECTORS.pack((agent_id,))))
+            for kind, key in batch.deletes:
+                tr.clear(VECTORS.pack((agent_id, kind, key)))
+
+        # Passages' vectors go with the passage (service/passages.py); messages' are the
+        # default model's, made here, so only then is there anything left to clear.
+        if self.models.default is not None and (
+            batch.deletes or (batch.rebuild and not batch.upserts)
+        ):
+            try:
+                await self.store.transact(forget)
+            except StoreError as error:
+                log.info("search: stale vectors of %s not cleared: %r", agent_id, error)
+        return [
+            attrs.evolve(d, vector=vectors[ref][1], vector_model=vectors[ref][0])
+            if (ref := (d.kind, d.key)) in vectors
+            else d
+            for d in batch.upserts
+        ]
+
+    async def _vectors_of(
+        self, agent_id: str, embedder: Embedder, docs: list[Document]
+    ) -> dict[tuple[str, str], Vector]:
+        model = embedder.name
         known = await self.store.transact(lambda tr: _stored_vectors(tr, model, docs))
         missing = [d for d in docs if (d.kind, d.key) not in known]
         made: dict[tuple[str, str], Vector] = {}
@@ -248,7 +299,7 @@ class Indexer:
         for start in range(0, len(missing), step):
             chunk = missing[start : start + step]
             try:
-                vectors = await self.embedder.embed([d.text for d in chunk])
+                vectors = await embedder.embed([d.text for d in chunk])
             except EmbeddingError as error:
                 log.warning("search: no vectors for %d documents of %s: %s",
                             len(chunk), agent_id, error)  # fmt: skip
@@ -256,37 +307,17 @@ class Indexer:
             self.embedded += len(chunk)
             # As stored (float32): a vector read back later ranks exactly as this one.
             vectors = [unpack_vector(pack_vector(v)) for v in vectors]
-            fresh = dict(zip(((d.kind, d.key) for d in chunk), vectors, strict=True))
-            made.update(fresh)
+            made.update(zip(((d.kind, d.key) for d in chunk), vectors, strict=True))
 
             async def keep(tr: Transaction, chunk: list[Document] = chunk) -> None:
                 for doc in chunk:
-                    value = keys.pack(
-                        (model, digest(doc.text), pack_vector(made[(doc.kind, doc.key)]))
-                    )
-                    tr.set(VECTORS.pack((agent_id, doc.kind, doc.key)), value)
+                    set_vector(tr, doc, model, made[(doc.kind, doc.key)])
 
             try:
                 await self.store.transact(keep)
             except StoreError as error:  # embedded again next time: only a cost
                 log.info("search: vectors of %s not kept: %r", agent_id, error)
-        vectors = {**known, **made}
-
-        async def forget(tr: Transaction) -> None:
-            if batch.rebuild and not batch.upserts:
-                tr.clear_range(*keys.prefix_range(VECTORS.pack((agent_id,))))
-            for kind, key in batch.deletes:
-                tr.clear(VECTORS.pack((agent_id, kind, key)))
-
-        if batch.deletes or (batch.rebuild and not batch.upserts):
-            try:
-                await self.store.transact(forget)
-            except StoreError as error:
-                log.info("search: stale vectors of %s not cleared: %r", agent_id, error)
-        return [
-            attrs.evolve(d, vector=vectors[(d.kind, d.key)]) if (d.kind, d.key) in vectors else d
-            for d in batch.upserts
-        ]
+        return {**known, **made}
 
     async def _advance(self, agent_id: str, position: int) -> None:
         now = self.env.now()

@@ -26,10 +26,12 @@ from kelpie_trio.models import convert
 from kelpie_trio.models.passages import SearchQuery, parse_timestamp
 from kelpie_trio.search import outbox
 from kelpie_trio.search.documents import MESSAGE, PASSAGE, Hit, Query, message_text
+from kelpie_trio.search.embedding_models import EmbeddingModels
 from kelpie_trio.search.embeddings import Embedder, EmbeddingError
 from kelpie_trio.search.index import MemoryIndex, SearchIndex
 from kelpie_trio.search.indexer import Indexer, IndexerConfig
 from kelpie_trio.search.ranking import order, rrf
+from kelpie_trio.search.vectors import Vector, pack_vector, unpack_vector
 from kelpie_trio.storage import Store
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import get_blob
@@ -60,22 +62,53 @@ class SearchLayer:
         *,
         config: IndexerConfig | None = None,
         embedder: Embedder | None = None,
+        models: EmbeddingModels | None = None,
         wait_bound: float = 2.0,
     ) -> None:
         self.store = store
         self.env = env
         self.index = index or MemoryIndex(env.new_id("index"))
-        self.embedder = embedder
-        self.indexer = Indexer(store, env, self.index, config, embedder)
+        # `embedder` is the server's default model; `models` adds each agent's own.
+        self.models = models or EmbeddingModels(embedder)
+        self.indexer = Indexer(store, env, self.index, config, models=self.models)
         self.wait_bound = wait_bound
 
-    async def search(self, query: Query) -> list[Hit]:
-        """Catch the agent up (bounded), then rank; the hits returned count as retrieved."""
-        return [hit for _, hit in await self.search_owners(query, [query.agent_id])]
+    @property
+    def embedder(self) -> Embedder | None:
+        """The server's default embedding model (None: BM25 alone for records naming none)."""
+        return self.models.default
 
-    async def search_owners(self, query: Query, owners: list[str]) -> list[tuple[str, Hit]]:
+    async def embed_new(
+        self, handle: str | None, texts: list[str]
+    ) -> tuple[str, list[Vector]] | None:
+        """Vectors for the texts of passages about to be written, from the model `handle`
+        names (the writer's), as Letta embeds at insert: (the model's name, the vectors),
+        written in the passages' own transaction so the indexer never embeds them again.
+        None when no model serves the handle, or it failed: the indexer tries later."""
+        embedder = self.models.for_handle(handle)
+        if embedder is None or not texts:
+            return None
+        try:
+            vectors = await embedder.embed(texts)
+        except EmbeddingError as error:
+            log.warning("search: new passages not embedded now, the indexer tries later: %s",
+                        error)  # fmt: skip
+            return None
+        self.indexer.embedded += len(texts)
+        # As stored (float32): the vector read back ranks exactly as this one.
+        return embedder.name, [unpack_vector(pack_vector(v)) for v in vectors]
+
+    async def search(self, query: Query, embedding: str | None = None) -> list[Hit]:
+        """Catch the agent up (bounded), then rank; the hits returned count as retrieved."""
+        return [hit for _, hit in await self.search_owners(query, [query.agent_id], embedding)]
+
+    async def search_owners(
+        self, query: Query, owners: list[str], embedding: str | None = None
+    ) -> list[tuple[str, Hit]]:
         """`query` over the documents of several owners (an agent and its archives), ranked
-        as one list: (owner, hit), best first.
+        as one list: (owner, hit), best first. `embedding`: the handle of the searcher's
+        embedding model (None: the server's default), which embeds the query; only vectors
+        of that model are compared with it.
 
         An archive shared by many agents is indexed once, under its own id, so an
         agent's search is its own documents' and each archive's, merged. BM25's
@@ -86,7 +119,7 @@ class SearchLayer:
         with trio.move_on_after(self.wait_bound):
             for owner in owners:
                 await self.indexer.catch_up(owner)
-        found = await self._rank(query, owners)
+        found = await self._rank(query, owners, self.models.for_handle(embedding))
         for owner in owners:
             keys = [hit.key for who, hit in found if who == owner]
             if keys:
@@ -100,13 +133,15 @@ class SearchLayer:
             hits += [_tagged(owner, h) for h in await self.index.search(page)]
         return order(hits)[:depth]
 
-    async def _rank(self, query: Query, owners: list[str]) -> list[tuple[str, Hit]]:
+    async def _rank(
+        self, query: Query, owners: list[str], embedder: Embedder | None
+    ) -> list[tuple[str, Hit]]:
         """BM25 alone, or BM25 and vectors merged by reciprocal rank fusion."""
         end = query.offset + query.limit
-        if self.embedder is None or not query.text.strip():
+        if embedder is None or not query.text.strip():
             return _untagged((await self._lexical(query, owners, end))[query.offset : end])
         try:
-            [vector] = await self.embedder.embed([query.text])
+            [vector] = await embedder.embed([query.text])
         except EmbeddingError as error:
             log.warning("search: the query was not embedded, BM25 alone: %s", error)
             return _untagged((await self._lexical(query, owners, end))[query.offset : end])
@@ -115,7 +150,7 @@ class SearchLayer:
         semantic: list[Hit] = []
         for owner in owners:
             mine = attrs.evolve(query, agent_id=owner)
-            nearest = await self.index.search_vectors(mine, vector, depth)
+            nearest = await self.index.search_vectors(mine, vector, depth, embedder.name)
             semantic += [_tagged(owner, h) for h in nearest]
         semantic = sorted(semantic, key=lambda h: -h.score)[:depth]  # stable: ties keep order
         fused = rrf([[h.key for h in lexical], [h.key for h in semantic]])
@@ -130,8 +165,7 @@ class SearchLayer:
         finally:
             with trio.CancelScope(shield=True):
                 await self.index.aclose()
-                if self.embedder is not None:
-                    await self.embedder.aclose()
+                await self.models.aclose()
 
 
 _SEP = "\x1f"  # between an owner and a key while hits of several owners are merged
@@ -160,10 +194,11 @@ def search_layer(service: Any) -> SearchLayer:
 
 
 async def archival_search(
-    service: Any, owners: list[str], search: SearchQuery
+    service: Any, owners: list[str], search: SearchQuery, embedding: str | None = None
 ) -> list[tuple[str, str, float]]:
     """The passages of these owners (an agent and its archives) that best match `search`,
-    best first: (owner, passage id, score)."""
+    best first: (owner, passage id, score). `embedding`: the handle of the searcher's
+    embedding model (the agent's, or the archive's), None for the server's default."""
     query = Query(
         agent_id=owners[0],
         kind=PASSAGE,
@@ -174,7 +209,7 @@ async def archival_search(
         start=search.start,
         end=search.end,
     )
-    found = await search_layer(service).search_owners(query, owners)
+    found = await search_layer(service).search_owners(query, owners, embedding)
     return [(owner, hit.key, hit.score) for owner, hit in found]
 
 

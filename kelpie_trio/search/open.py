@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kelpie_trio.env import Env
+from kelpie_trio.llm.config import CatalogConfig
+from kelpie_trio.search.embedding_models import EmbeddingModels
 from kelpie_trio.search.embeddings import embedder_from_env
 from kelpie_trio.search.fts import Fts5Index, index_path_for
 from kelpie_trio.search.index import MemoryIndex, SearchIndex
@@ -27,6 +29,11 @@ def open_index(config: ServerConfig, env: Env) -> SearchIndex:
     return Fts5Index(config.data_dir / "search-index.db", env.new_id("index"))
 
 
-def open_search(config: ServerConfig, store: Store, env: Env) -> SearchLayer:
-    """The node's search layer: the configured index; its indexer runs in the node."""
-    return SearchLayer(store, env, open_index(config, env), embedder=embedder_from_env())
+def open_search(
+    config: ServerConfig, store: Store, env: Env, catalog_config: CatalogConfig | None = None
+) -> SearchLayer:
+    """The node's search layer: the configured index; its indexer runs in the node. Passages
+    are embedded by their agent's (or archive's) model, through the providers of
+    `catalog_config`, else by `KELPIE_EMBEDDING_MODEL`'s."""
+    models = EmbeddingModels(embedder_from_env(), catalog_config)
+    return SearchLayer(store, env, open_index(config, env), models=models)

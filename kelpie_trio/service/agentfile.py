@@ -20,14 +20,16 @@ Tools are matched by name, as Letta matches them:
   lacks, MCP tools of a server the file does not carry) are left out of the agents
   that held them.
 
-The history travels too: the default conversation's messages and its window,
-the agent's own archival passages and the archives attached to it, each archive
-once however many of the file's agents hold it (models/agentfile_history.py
-says how they map to Letta's format). An imported agent's history is written
-in the import's transaction, fenced like any history write (the new agent's
-lease is read), and its messages and passages reach the search index through
-the outbox like any others. Not imported: groups, files, sources, skills, and the
-agent's other conversations (exported neither).
+The history travels too: each conversation's messages and window (the default
+one's as Letta's, the others in the agent's `conversations`), the agent's own
+archival passages and the archives attached to it, each archive once however many
+of the file's agents hold it (models/agentfile_history.py says how they map to
+Letta's format). An imported agent's history is written in the import's
+transaction, fenced like any history write (each new thread's lease is read), and
+its messages and passages reach the search index through the outbox like any
+others. A sleeptime group pairs its agents again (`_import_group`). Not imported:
+groups of other manager types, files, sources, skills. The export side is in
+agentfile_export.py.
 """
 
 from __future__ import annotations
@@ -38,11 +40,11 @@ from typing import Any
 
 import attrs
 
-from kelpie_trio.agent.context import AgentContext
-from kelpie_trio.agent.history import read_history
-from kelpie_trio.agent.step import compile_system
-from kelpie_trio.agent.tool_rules import rules_of, rules_prompt
-from kelpie_trio.agent.window import HISTORY_WINDOW
+from kelpie_trio.agent.conversations import (
+    Conversation,
+    save_conversation,
+)
+from kelpie_trio.agent.sleeptime import SleeptimeGroup, set_processed_place
 from kelpie_trio.errors import Invalid, InvalidField, TooLarge
 from kelpie_trio.models import convert
 from kelpie_trio.models.agentfile import (
@@ -51,14 +53,13 @@ from kelpie_trio.models.agentfile import (
     ImportOptions,
     Loc,
     check_agent_file,
-    export_agent_file,
+    sleeptime_groups,
 )
 from kelpie_trio.models.agentfile_history import (
     ArchiveSchema,
-    export_history,
-    export_passage,
     import_history,
     import_passage,
+    parse_file_time,
 )
 from kelpie_trio.models.agents import (
     AGENT_TYPES,
@@ -67,18 +68,17 @@ from kelpie_trio.models.agents import (
 )
 from kelpie_trio.models.archives import Archive
 from kelpie_trio.models.blocks import Block
-from kelpie_trio.models.passages import Passage, default_archive_id
+from kelpie_trio.models.passages import default_archive_id
 from kelpie_trio.models.tools import CreateTool, Tool
 from kelpie_trio.search import outbox
+from kelpie_trio.service.agentfile_export import AgentFileExport
 from kelpie_trio.service.agents import AGENT_INDEX, AgentCases
 from kelpie_trio.service.archives import ARCHIVE_INDEX
-from kelpie_trio.service.common import micros, read_record
+from kelpie_trio.service.common import micros
 from kelpie_trio.service.mcp_servers import McpServerCases
 from kelpie_trio.service.passages import (
     AGENT_ARCHIVES,
     ARCHIVE_AGENTS,
-    PASSAGE_INDEX,
-    attached_archive_ids,
     write_passage,
 )
 from kelpie_trio.service.tools import ToolsNotFound
@@ -134,43 +134,7 @@ class _AgentPlan:
     base: list[str]  # base tool names it gets by include_base_tools
 
 
-class AgentFileCases(AgentCases, McpServerCases):
-    async def export_agent_file(self, agent_id: str) -> AgentFileSchema:
-        """GET /v1/agents/{id}/export: the agent, its blocks and tools, its history and
-        window, its passages and archives, as one file read in one snapshot."""
-        now = self.env.now()
-
-        async def read(tr: Transaction) -> AgentFileSchema:
-            view = await self._view(tr, await self._agent(tr, agent_id))
-            raw = await tr.get(keys.CONTEXT.pack((agent_id,)))
-            context = AgentContext() if raw is None else convert.decode_record(raw, AgentContext)
-            rules = rules_prompt(rules_of(view.agent.tool_rules))
-            system = compile_system(view.agent.system or "", view.blocks, rules)
-            history = await read_history(tr, agent_id)
-            messages, in_context = export_history(history, context, HISTORY_WINDOW, system, now=now)
-            numbered = iter(range(1 << 30))
-            own = [export_passage(p, f"passage-{next(numbered)}")
-                   for p in await _owner_passages(tr, agent_id)]  # fmt: skip
-            archives = []
-            for i, archive_id in enumerate(await attached_archive_ids(tr, agent_id)):
-                archive = await read_record(tr, keys.ARCHIVES.pack((archive_id,)), Archive)
-                if archive is None:
-                    continue
-                held = [export_passage(p, f"passage-{next(numbered)}")
-                        for p in await _owner_passages(tr, archive_id)]  # fmt: skip
-                archives.append(
-                    ArchiveSchema(id=f"archive-{i}", name=archive.name,
-                                  description=archive.description,
-                                  embedding_config=archive.embedding_config,
-                                  metadata=archive.metadata, passages=held)
-                )  # fmt: skip
-            servers = await self._servers_of_tools(tr, view.tools)
-            return export_agent_file(view, now=now, messages=messages, in_context=in_context,
-                                     passages=own, archives=archives,
-                                     mcp_servers=servers)  # fmt: skip
-
-        return await self.store.transact(read)
-
+class AgentFileCases(AgentFileExport, AgentCases, McpServerCases):
     async def import_agent_file(
         self, data: Any, options: ImportOptions, at: Loc | None = None, options_at: str = "body"
     ) -> list[str]:
@@ -208,6 +172,9 @@ class AgentFileCases(AgentCases, McpServerCases):
             for block in blocks.values():
                 self._write_block(tr, block, new=True)
             made: list[str] = []
+            by_file_id: dict[str, Agent] = {}
+            places: dict[str, dict[str, int]] = {}  # agent -> thread -> its last message
+            placed: dict[str, dict[str, tuple[str, int]]] = {}  # agent -> file id -> place
             for plan in plans:
                 for block in plan.memory:
                     self._write_block(tr, block, new=True)
@@ -232,13 +199,18 @@ class AgentFileCases(AgentCases, McpServerCases):
                 self._write_agent(tr, agent)
                 tr.set(AGENT_INDEX.pack((micros(agent.created_at), agent.id)), b"")
                 self._link(tr, agent)
-                await self._write_history(tr, agent, entry)
+                places[agent.id], placed[agent.id] = await self._write_history(
+                    tr, agent, entry, options.strip_messages
+                )
+                by_file_id[entry.id] = agent
                 for archive_file_id in dict.fromkeys(entry.archive_ids):
                     archive_id = archive_ids[archive_file_id]
                     attached = keys.pack((micros(now),))
                     tr.set(AGENT_ARCHIVES.pack((agent.id, archive_id)), attached)
                     tr.set(ARCHIVE_AGENTS.pack((archive_id, agent.id)), b"")
                 made.append(agent.id)
+            for group in sleeptime_groups(file):
+                self._import_group(tr, group, by_file_id, places, placed, now)
             return made
 
         try:
@@ -276,22 +248,103 @@ class AgentFileCases(AgentCases, McpServerCases):
         if made:
             await outbox.record(tr, archive_id, passages=[p.id for p in made])
 
-    async def _write_history(self, tr: Transaction, agent: Agent, entry: AgentSchema) -> None:
-        """The file's messages, window and own passages of one new agent."""
+    def _import_group(
+        self,
+        tr: Transaction,
+        entry: dict[str, Any],
+        by_file_id: dict[str, Agent],
+        places: dict[str, dict[str, int]],
+        placed: dict[str, dict[str, tuple[str, int]]],
+        now: float,
+    ) -> None:
+        """A sleeptime group of the file (checked by check_agent_file): the manager and its
+        companions, paired again. As a group made by an update, it counts the turns taken
+        after the import, not the history the file brought, in any of the manager's
+        conversations."""
+        config = entry["manager_config"]
+        manager = by_file_id[config["manager_agent_id"]]
+        companions = [by_file_id[ref] for ref in dict.fromkeys(entry["agent_ids"])]
+        group = SleeptimeGroup(
+            id=self.env.new_id("group"),
+            manager_agent_id=manager.id,
+            agent_ids=[c.id for c in companions],
+            sleeptime_agent_frequency=config.get("sleeptime_agent_frequency"),
+            description=str(entry.get("description") or ""),
+            project_id=manager.project_id,
+            hidden=entry.get("hidden") if isinstance(entry.get("hidden"), bool) else None,
+            created_at=now,
+            counted_seq=places[manager.id][manager.id],
+            last_processed_seq=places[manager.id][manager.id],
+        )
+        for thread, seq in places[manager.id].items():
+            if thread != manager.id:
+                group.counted_in[thread] = group.processed_in[thread] = seq
+        # Where the original's companion stopped reading, when the file says (a file from
+        # Letta does not: its companion goes on from the end of what the file brought).
+        stopped = entry.get("last_processed_message_ids")
+        for file_id in stopped if isinstance(stopped, list) else []:
+            if isinstance(file_id, str) and file_id in placed[manager.id]:
+                thread, seq = placed[manager.id][file_id]
+                set_processed_place(group, thread, seq)
+        self._save_group(tr, group)
+        # Letta writes enable_sleeptime false beside the group; the group is what pairs them,
+        # and here the flag is what lets the companion run.
+        self._write_agent(tr, attrs.evolve(manager, group_id=group.id, enable_sleeptime=True))
+        for companion in companions:
+            self._write_agent(tr, attrs.evolve(companion, group_id=group.id))
+
+    async def _write_thread(
+        self, tr: Transaction, agent: Agent, thread: str, messages: list[Any], context: Any
+    ) -> None:
+        # A history is written by its thread's actor, fenced by its lease; reading the new
+        # thread's lease (nobody holds it yet) fences this write the same way.
+        await tr.get(keys.LEASES.pack((thread,)))
+        for message in messages:
+            set_blob(tr, keys.MESSAGES.pack((thread, message.seq)), convert.encode_record(message))
+        if context.start_seq:
+            tr.set(keys.CONTEXT.pack((thread,)), convert.encode_record(context))
+
+    async def _write_history(
+        self, tr: Transaction, agent: Agent, entry: AgentSchema, strip: bool = False
+    ) -> tuple[dict[str, int], dict[str, tuple[str, int]]]:
+        """The file's messages, window, other conversations and own passages of one new
+        agent (`strip`: no message in any conversation); the place of the last message of
+        each of its threads (-1: none), and the place each file message took, by its id."""
         now = self.env.now()
+        if strip:
+            entry = attrs.evolve(
+                entry, messages=[], in_context_message_ids=[],
+                conversations=[attrs.evolve(c, messages=[], in_context_message_ids=[])
+                               for c in entry.conversations],
+            )  # fmt: skip
+        seqs: dict[str, int] = {}
         messages, context = import_history(
             entry.messages, entry.in_context_message_ids, agent_id=agent.id,
-            new_id=lambda: self.env.new_id("message"), now=now,
+            new_id=lambda: self.env.new_id("message"), now=now, placed=seqs,
         )  # fmt: skip
-        # A history is written by its agent's actor, fenced by its lease; reading the new
-        # agent's lease (nobody holds it yet) fences this write the same way.
-        await tr.get(keys.LEASES.pack((agent.id,)))
-        for message in messages:
-            set_blob(
-                tr, keys.MESSAGES.pack((agent.id, message.seq)), convert.encode_record(message)
+        placed = {file_id: (agent.id, seq) for file_id, seq in seqs.items()}
+        await self._write_thread(tr, agent, agent.id, messages, context)
+        refs = [outbox.message_ref(agent.id, m.seq) for m in messages]
+        places = {agent.id: messages[-1].seq if messages else -1}
+        for conversation_entry in entry.conversations:
+            conversation = Conversation(
+                id=self.env.new_id("conv"),
+                agent_id=agent.id,
+                created_at=parse_file_time(conversation_entry.created_at, now),
+                updated_at=now,
+                summary=conversation_entry.summary,
             )
-        if context.start_seq:
-            tr.set(keys.CONTEXT.pack((agent.id,)), convert.encode_record(context))
+            save_conversation(tr, conversation, new=True)
+            seqs = {}
+            held, window = import_history(
+                conversation_entry.messages, conversation_entry.in_context_message_ids,
+                agent_id=agent.id, new_id=lambda: self.env.new_id("message"), now=now,
+                conversation_id=conversation.id, placed=seqs,
+            )  # fmt: skip
+            placed |= {file_id: (conversation.id, seq) for file_id, seq in seqs.items()}
+            await self._write_thread(tr, agent, conversation.id, held, window)
+            refs += [outbox.message_ref(conversation.id, m.seq) for m in held]
+            places[conversation.id] = held[-1].seq if held else -1
         passages = [
             import_passage(
                 p, passage_id=self.env.new_id("passage"), agent_id=agent.id,
@@ -302,9 +355,9 @@ class AgentFileCases(AgentCases, McpServerCases):
         ]  # fmt: skip
         for passage in passages:
             write_passage(tr, passage)
-        refs = [outbox.message_ref(agent.id, m.seq) for m in messages]
         if refs or passages:
             await outbox.record(tr, agent.id, passages=[p.id for p in passages], messages=refs)
+        return places, placed
 
     @staticmethod
     def _read_file(data: Any, at: Loc) -> AgentFileSchema:
@@ -431,14 +484,3 @@ class AgentFileCases(AgentCases, McpServerCases):
         )
         self._write_tool(tr, replaced, current)
         return current.id
-
-
-async def _owner_passages(tr: Transaction, owner: str) -> list[Passage]:
-    """Every passage of an agent (its own) or an archive, in creation order."""
-    found = []
-    for key, _ in await tr.get_prefix(PASSAGE_INDEX.pack((owner,))):
-        passage_id = PASSAGE_INDEX.unpack(key)[2]
-        passage = await read_record(tr, keys.PASSAGES.pack((owner, passage_id)), Passage)
-        if passage is not None:
-            found.append(passage)
-    return found

@@ -34,8 +34,8 @@ from kelpie_trio.models.archives import (
     UpdateArchive,
 )
 from kelpie_trio.models.passages import Passage, SearchQuery, parse_timestamp
-from kelpie_trio.search import archival_search, outbox
-from kelpie_trio.search.documents import tags_match
+from kelpie_trio.search import archival_search, outbox, search_layer
+from kelpie_trio.search.documents import embedding_handle, tags_match
 from kelpie_trio.service.common import Page, ServiceBase, micros, page_records, read_record
 from kelpie_trio.service.limits import check_record
 from kelpie_trio.service.passages import (
@@ -44,6 +44,7 @@ from kelpie_trio.service.passages import (
     PASSAGE_INDEX,
     clear_agent_passages,
     clear_passage,
+    new_vectors,
     passage_owners,
     write_passage,
 )
@@ -253,16 +254,27 @@ class ArchiveCases(ServiceBase):
                 f"{total} characters of text; one request takes at most {MAX_BATCH_CHARS}"
             )
         now = self.env.now()
+        for create, loc in zip(creates, locs, strict=True):
+            if not create.text.strip():  # refused before anything is embedded
+                raise Invalid.field([*loc, "text"], "text must not be empty")
+        # Embedded by the archive's model before the write, once (see create_passages).
+        archive = await self.store.transact(lambda tr: self._archive(tr, archive_id))
+        asked = archive.embedding_config
+        texts = [c.text for c in creates]
+        embedded = await search_layer(self).embed_new(embedding_handle(asked), texts)
 
         async def insert(tr: Transaction) -> list[Passage]:
             archive = await self._archive(tr, archive_id)
+            vectors = new_vectors(
+                embedded if archive.embedding_config == asked else None, len(texts)
+            )
             # Ids are drawn per attempt: only the attempt that commits is ever seen.
             made = [
                 self._new_archive_passage(archive, create, loc, now)
                 for create, loc in zip(creates, locs, strict=True)
             ]
-            for passage in made:
-                write_passage(tr, passage)
+            for passage, vector in zip(made, vectors, strict=True):
+                write_passage(tr, passage, vector)
             await outbox.record(tr, archive_id, passages=[p.id for p in made])
             return made
 
@@ -313,21 +325,24 @@ class ArchiveCases(ServiceBase):
             end=_when(["body", "end_date"], request.end_date, end_of_day=True),
         )
 
-        async def owners_of(tr: Transaction) -> list[str]:
+        async def owners_of(tr: Transaction) -> tuple[list[str], str | None]:
+            """Whose passages, and the model that embeds the query: the agent's, the
+            archive's, or (across everything) the server's default."""
             if request.agent_id is not None:  # Letta: the agent wins over the archive
-                await self._agent_record(tr, request.agent_id)
-                return await passage_owners(tr, request.agent_id)
+                agent = await self._agent_record(tr, request.agent_id)
+                owners = await passage_owners(tr, request.agent_id)
+                return owners, embedding_handle(agent.embedding_config)
             if request.archive_id is not None:
-                await self._archive(tr, request.archive_id)
-                return [request.archive_id]
-            return await self._every_owner(tr)
+                archive = await self._archive(tr, request.archive_id)
+                return [request.archive_id], embedding_handle(archive.embedding_config)
+            return await self._every_owner(tr), None
 
-        owners = await self.store.transact(owners_of)
+        owners, model = await self.store.transact(owners_of)
         if not owners:
             return []
         if not search.query.strip():
             return await self.store.transact(lambda tr: _oldest_first(tr, owners, search))
-        hits = await archival_search(self, owners, search)
+        hits = await archival_search(self, owners, search, model)
 
         async def load(tr: Transaction) -> list[tuple[Passage, float]]:
             found = []

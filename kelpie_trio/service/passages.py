@@ -34,7 +34,10 @@ from kelpie_trio.models.passages import (
     parse_timestamp,
     split_text,
 )
-from kelpie_trio.search import archival_search, outbox
+from kelpie_trio.search import archival_search, outbox, search_layer
+from kelpie_trio.search.documents import PASSAGE, embedding_handle, from_passage
+from kelpie_trio.search.indexer import VECTORS, set_vector
+from kelpie_trio.search.vectors import Vector
 from kelpie_trio.service.common import MAX_PAGE, Page, ServiceBase, micros, page_ids, read_record
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
@@ -50,6 +53,7 @@ __all__ = [
     "clear_passage",
     "detach_all_archives",
     "has_passages",
+    "new_vectors",
     "passage_owners",
     "write_passage",
 ]
@@ -60,24 +64,42 @@ ARCHIVE_AGENTS = keys.ROOT["index"]["archive_agents"]  # (archive_id, agent_id) 
 
 
 def clear_agent_passages(tr: Transaction, agent_id: str) -> None:
-    """Every passage of an owner and its index entries (deleting the agent or archive)."""
+    """Every passage of an owner, its index entries and vectors (deleting the agent or
+    archive)."""
     for subspace in (keys.PASSAGES, PASSAGE_INDEX):
         where = subspace.range((agent_id,))
         tr.clear_range(where.start, where.stop)
+    tr.clear_range(*keys.prefix_range(VECTORS.pack((agent_id, PASSAGE))))
 
 
 def _passage_key(owner: str, passage_id: str) -> bytes:
     return keys.PASSAGES.pack((owner, passage_id))
 
 
-def write_passage(tr: Transaction, passage: Passage) -> None:
+def write_passage(
+    tr: Transaction, passage: Passage, vector: tuple[str, Vector] | None = None
+) -> None:
+    """The passage and its index entry; and its vector, (model, vector), when it was
+    embedded on its way in (the indexer then reads it instead of embedding again)."""
     set_blob(tr, _passage_key(passage.owner, passage.id), convert.encode_record(passage))
     tr.set(PASSAGE_INDEX.pack((passage.owner, micros(passage.created_at), passage.id)), b"")
+    if vector is not None:
+        set_vector(tr, from_passage(passage), *vector)
 
 
 def clear_passage(tr: Transaction, passage: Passage) -> None:
     clear_blob(tr, _passage_key(passage.owner, passage.id))
     tr.clear(PASSAGE_INDEX.pack((passage.owner, micros(passage.created_at), passage.id)))
+    tr.clear(VECTORS.pack((passage.owner, PASSAGE, passage.id)))
+
+
+def new_vectors(
+    embedded: tuple[str, list[Vector]] | None, count: int
+) -> list[tuple[str, Vector] | None]:
+    """One (model, vector) per new passage from what `SearchLayer.embed_new` made, or Nones."""
+    if embedded is None or len(embedded[1]) != count:
+        return [None] * count
+    return [(embedded[0], vector) for vector in embedded[1]]
 
 
 async def has_passages(tr: Transaction, owner: str) -> bool:
@@ -156,20 +178,31 @@ class PassageCases(ServiceBase):
         created_at = _moment(["body", "created_at"], create.created_at)
         tags = list(dict.fromkeys(create.tags or []))
 
+        def pieces(config: dict[str, Any] | None) -> list[str]:
+            chunk_tokens = (config or {}).get("embedding_chunk_size")
+            max_chars = (chunk_tokens or DEFAULT_EMBEDDING_CHUNK_SIZE) * CHARS_PER_TOKEN
+            return split_text(create.text, max_chars)
+
+        # Embedded by the agent's model before the write, as Letta does, and once: the
+        # vectors go in the passages' transaction, whose retries do not embed again.
+        asked = (await self.store.transact(lambda tr: self._owner(tr, agent_id))).embedding_config
+        embedded = await search_layer(self).embed_new(embedding_handle(asked), pieces(asked))
+
         async def insert(tr: Transaction) -> list[Passage]:
             agent = await self._owner(tr, agent_id)
             owner = insert_owner(
                 agent_id, await has_passages(tr, agent_id), await attached_archive_ids(tr, agent_id)
             )
             config = agent.embedding_config
-            chunk_tokens = (config or {}).get("embedding_chunk_size")
-            max_chars = (chunk_tokens or DEFAULT_EMBEDDING_CHUNK_SIZE) * CHARS_PER_TOKEN
+            texts = pieces(config)
+            # The agent's model changed meanwhile: the indexer embeds them by the new one.
+            vectors = new_vectors(embedded if config == asked else None, len(texts))
             now = self.env.now()
             # Whole microseconds, one apart: the pieces list in the order of the text.
             start_us = micros(now if created_at is None else created_at)
             made = []
             # Ids are drawn per attempt: only the attempt that commits is ever seen.
-            for i, text in enumerate(split_text(create.text, max_chars)):
+            for i, text in enumerate(texts):
                 passage = Passage(
                     id=self.env.new_id("passage"),
                     agent_id=agent_id if owner == agent_id else None,
@@ -180,7 +213,7 @@ class PassageCases(ServiceBase):
                     created_at=(start_us + i) / 1_000_000,
                     updated_at=now,
                 )
-                write_passage(tr, passage)
+                write_passage(tr, passage, vectors[i])
                 made.append(passage)
             await outbox.record(tr, owner, passages=[p.id for p in made])
             return made
@@ -262,12 +295,13 @@ class PassageCases(ServiceBase):
             end=_moment(["query", "end_datetime"], end_datetime, end_of_day=True),
         )
 
-        async def owners_of(tr: Transaction) -> list[str]:
-            await self._owner(tr, agent_id)
-            return await passage_owners(tr, agent_id)
+        async def owners_of(tr: Transaction) -> tuple[list[str], str | None]:
+            agent = await self._owner(tr, agent_id)
+            return await passage_owners(tr, agent_id), embedding_handle(agent.embedding_config)
 
-        owners = await self.store.transact(owners_of)
-        hits = await archival_search(self, owners, search)  # the index, caught up first
+        owners, model = await self.store.transact(owners_of)
+        # The query is embedded by the agent's model (the index caught up first).
+        hits = await archival_search(self, owners, search, model)
 
         async def find(tr: Transaction) -> list[SearchResult]:
             agent = await self._owner(tr, agent_id)

@@ -1,6 +1,7 @@
 """Sleeptime groups: the companion made with its primary, the group routes, and the look
-after each of the primary's turns that starts the companion's runs (agent/sleeptime.py
-says what and why; this mixin of AgentCases holds the transactions)."""
+after each of the primary's turns (in any of its conversations) that starts the
+companion's runs (agent/sleeptime.py says what and why; this mixin of AgentCases holds the
+transactions)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from typing import Any
 import attrs
 
 from kelpie_trio.agent import runs
+from kelpie_trio.agent.conversations import (
+    agent_conversation_ids,
+    agent_threads,
+    load_conversation,
+)
 from kelpie_trio.agent.history import read_history
+from kelpie_trio.agent.messages import Message
 from kelpie_trio.agent.runs import Run
 from kelpie_trio.agent.sleeptime import (
     GROUPS,
@@ -19,6 +26,10 @@ from kelpie_trio.agent.sleeptime import (
     SLEEPTIME_SYSTEM,
     SleeptimeGroup,
     count_turns,
+    counted_place,
+    processed_place,
+    set_counted_place,
+    set_processed_place,
     transcript,
     trigger_key,
 )
@@ -99,9 +110,11 @@ class SleeptimeCases:
             project_id=primary.project_id,
             created_at=self.env.now(),
         )
-        # Turns before the group do not count (a group made by an update starts at zero).
-        last = await tr.get_prefix(keys.MESSAGES.pack((primary.id,)), limit=1, reverse=True)
-        group.counted_seq = keys.MESSAGES.unpack(last[0][0])[1] if last else -1
+        # Turns before the group do not count (a group made by an update starts at zero),
+        # in any of the primary's conversations.
+        group.counted_seq = await _last_seq(tr, primary.id)
+        for conversation_id in await agent_conversation_ids(tr, primary.id):
+            group.counted_in[conversation_id] = await _last_seq(tr, conversation_id)
         companion.group_id = group.id
         primary.group_id = group.id
         self._save_group(tr, group)
@@ -254,10 +267,13 @@ class SleeptimeCases:
             for _, raw in await tr.get_prefix(GROUPS.key()):
                 group = convert.decode_record(raw, SleeptimeGroup)
                 primary = group.manager_agent_id
-                begin = keys.MESSAGES.pack((primary, group.counted_seq + 1))
-                end = keys.prefix_range(keys.MESSAGES.pack((primary,)))[1]
-                if await tr.get_range(begin, end, limit=1):
-                    late.append(primary)
+                for thread in await agent_threads(tr, primary):
+                    cursor = counted_place(group, thread)
+                    begin = keys.MESSAGES.pack((thread, (-1 if cursor is None else cursor) + 1))
+                    end = keys.prefix_range(keys.MESSAGES.pack((thread,)))[1]
+                    if await tr.get_range(begin, end, limit=1):
+                        late.append(primary)
+                        break
             return late
 
         started = 0
@@ -272,56 +288,118 @@ class SleeptimeCases:
         group = await self.group_of(tr, agent)
         if group is None or not group.agent_ids:
             return []
-        # The turns after the cursor, in the order their messages come (a thread's runs
-        # run one after another, each run's messages together).
-        history = await read_history(tr, primary_id, start_seq=group.counted_seq + 1)
-        ends: dict[str, int] = {}
-        for message in history:
-            if message.run_id is not None:
-                ends[message.run_id] = message.seq
-        counted: list[Run] = []
-        cursor = group.counted_seq
-        for run_id, last_seq in ends.items():
-            run = await runs.load_run(tr, run_id)
-            if run is not None and not run.finished:
-                break  # its turn is not over: it and those after it wait for the next look
-            group.counted_seq = max(group.counted_seq, last_seq)  # never back (an approval's
-            # answer may sit among the messages of the run it answers)
-            if run is not None and run.first_seq is not None:
-                counted.append(run)
-        if group.counted_seq == cursor:
+        threads = await agent_threads(tr, primary_id)
+        counted: list[tuple[Run, int]] = []  # each turn and the place of its last message
+        before: dict[str, int] = {}  # where the count stood in each thread
+        moved = False
+        for thread in threads:
+            cursor = counted_place(group, thread)
+            if cursor is None:  # a conversation this group has not looked at yet
+                cursor = await _first_place(tr, group, thread)
+                set_counted_place(group, thread, cursor)
+                moved = True
+            before[thread] = cursor
+            place, finished = await _finished_turns(tr, thread, cursor)
+            if place != cursor:
+                set_counted_place(group, thread, place)
+                moved = True
+            counted += finished
+        if not moved:
             return []  # nothing new: nothing written
         if not self.wants_companion(agent):  # switched off: its turns pass uncounted
             counted = []
+        # One count over every conversation, in the order the turns began (as Letta bumps
+        # one counter whichever conversation a turn was in).
+        counted.sort(key=lambda item: (item[0].created_at, item[0].id))
         due = count_turns(group.turns_counter, len(counted), group.sleeptime_agent_frequency)
         group.turns_counter += len(counted)
         started = []
         for index in due:
-            started.append(await self._start_companion(tr, group, counted[index]))
+            # What the other conversations said before this turn (Letta's transcript stops
+            # before the turn's answer): the turns counted ahead of it.
+            upto = dict(before)
+            for run, last in counted[:index]:
+                upto[run.thread] = max(upto[run.thread], last)
+            started.append(await self._start_companion(tr, group, counted[index][0], upto))
         self._save_group(tr, group)
         return [r for r in started if r is not None]
 
     async def _start_companion(
-        self, tr: Transaction, group: SleeptimeGroup, turn: Run
+        self, tr: Transaction, group: SleeptimeGroup, turn: Run, upto: dict[str, int]
     ) -> Run | None:
-        """The companion's run for the primary's turn `turn`, on the transcript from the
-        last place it was given to the end of that turn; the place moves in this same
-        transaction, so the next run starts after it."""
-        start = max(group.last_processed_seq + 1, (turn.first_seq or 0) - _TRANSCRIPT_BACK)
+        """The companion's run for the primary's turn `turn`, on what it has not seen: the
+        new part of every other conversation that moved before that turn (up to the place
+        `upto` gives it), then the turn's own conversation from the last place it was given
+        to the end of that turn. The places move in this same transaction, so the next run
+        starts after them."""
+        start = max(
+            processed_place(group, turn.thread) + 1, (turn.first_seq or 0) - _TRANSCRIPT_BACK
+        )
         history = await read_history(tr, turn.thread, start_seq=start)
         ends = [i for i, m in enumerate(history) if m.run_id == turn.id]
         if not ends:
             return None  # the turn's messages are gone (a reset): nothing new to read
-        shown = history[: ends[-1] + 1]
-        body = {"messages": [{"role": "user", "content": transcript(shown)}]}
-        group.last_processed_seq = shown[-1].seq
+        parts: list[tuple[str, list[Message]]] = []
+        for thread, end in upto.items():
+            if thread == turn.thread or end <= processed_place(group, thread):
+                continue
+            begin = max(processed_place(group, thread) + 1, end - _TRANSCRIPT_BACK)
+            moved = [m for m in await read_history(tr, thread, start_seq=begin) if m.seq <= end]
+            if moved:
+                parts.append((thread, moved))
+        parts.append((turn.thread, history[: ends[-1] + 1]))
+        shown = [m for _, part in parts for m in part]
+        for thread, part in parts:
+            set_processed_place(group, thread, part[-1].seq)
         group.last_processed_message_id = shown[-1].id
+        body = {"messages": [{"role": "user", "content": transcript(shown)}]}
         wanted, _ = self._wanted_run(group.agent_ids[0], body, trigger_key(turn.id), True)
         return await runs.create_or_find(tr, wanted)
 
     @staticmethod
     def _save_group(tr: Transaction, group: SleeptimeGroup) -> None:
         tr.set(GROUPS.pack((group.id,)), convert.encode_record(group))
+
+
+async def _finished_turns(
+    tr: Transaction, thread: str, cursor: int
+) -> tuple[int, list[tuple[Run, int]]]:
+    """The turns of one thread finished after `cursor`, in the order their messages come
+    (a thread's runs run one after another, each run's messages together), each with the
+    place of its last message, and the new place of the count: up to the first turn not
+    over (it and those after wait)."""
+    history = await read_history(tr, thread, start_seq=cursor + 1)
+    ends: dict[str, int] = {}
+    for message in history:
+        if message.run_id is not None:
+            ends[message.run_id] = message.seq
+    place = cursor
+    finished: list[tuple[Run, int]] = []
+    for run_id, last_seq in ends.items():
+        run = await runs.load_run(tr, run_id)
+        if run is not None and not run.finished:
+            break  # its turn is not over: it and those after it wait for the next look
+        place = max(place, last_seq)  # never back (an approval's answer may sit among the
+        # messages of the run it answers)
+        if run is not None and run.first_seq is not None:
+            finished.append((run, place))
+    return place, finished
+
+
+async def _first_place(tr: Transaction, group: SleeptimeGroup, thread: str) -> int:
+    """Where the count starts in a conversation the group has not looked at: its start if
+    it began after the group (its every turn counts), else its end as it is now (turns
+    before the group do not count; a group stored before conversations were counted meets
+    its older conversations here)."""
+    conversation = await load_conversation(tr, thread)
+    if conversation is None or conversation.created_at >= group.created_at:
+        return -1
+    return await _last_seq(tr, thread)
+
+
+async def _last_seq(tr: Transaction, thread: str) -> int:
+    last = await tr.get_prefix(keys.MESSAGES.pack((thread,)), limit=1, reverse=True)
+    return keys.MESSAGES.unpack(last[0][0])[1] if last else -1
 
 
 async def _load_group(tr: Transaction, group_id: str) -> SleeptimeGroup | None:

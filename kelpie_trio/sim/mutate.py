@@ -237,6 +237,41 @@ MUTATIONS = [
         "body, trigger_key(turn.id), True)",
         "body, None, True)",
     ),
+    Mutation(
+        "embed-with-passage",
+        "a passage's vector is written in the passage's transaction, so it is embedded once",
+        "kelpie_trio/service/passages.py",
+        "                write_passage(tr, passage, vectors[i])",
+        "                write_passage(tr, passage)",
+    ),
+    Mutation(
+        "vectors-clear-gone",
+        "an empty rebuild clears the vectors only of an agent still gone",
+        "kelpie_trio/search/indexer.py",
+        "if batch.rebuild and not batch.upserts and not await agent_exists(tr, agent_id):",
+        "if batch.rebuild and not batch.upserts:",
+    ),
+    Mutation(
+        "sleeptime-threads",
+        "a sleeptime companion counts the turns of every conversation of its primary",
+        "kelpie_trio/service/sleeptime.py",
+        "        threads = await agent_threads(tr, primary_id)\n",
+        "        threads = [primary_id]\n",
+    ),
+    Mutation(
+        "sleeptime-before-turn",
+        "a companion's run reads what the other conversations said before its turn only",
+        "kelpie_trio/service/sleeptime.py",
+        "            for run, last in counted[:index]:",
+        "            for run, last in counted:",
+    ),
+    Mutation(
+        "import-group-processed",
+        "an imported group's companion goes on reading where the original's stopped",
+        "kelpie_trio/service/agentfile.py",
+        "                set_processed_place(group, thread, seq)",
+        "                pass",
+    ),
 ]
 
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -38,6 +38,7 @@ from tests.llm.provider_rules import (
     Refusal,
     anthropic_headers_refusal,
     anthropic_refusal,
+    openai_embeddings_refusal,
     openai_refusal,
 )
 
@@ -108,6 +109,9 @@ class FakeProvider:
             for m in ANTHROPIC_MODELS
         ]
         self.embedding_models = set(OPENAI_EMBEDDING_MODELS)
+        # Set (to a function of the model and one text), embeddings are answered with its
+        # vectors without a script, in OpenAI's shape; unset, they take scripted replies.
+        self.embed: Callable[[str, str], list[float]] | None = None
 
     def serve_only(self, *, openai: Sequence[str] = (), anthropic: Sequence[str] = ()) -> None:
         """Serve exactly these model names."""
@@ -155,6 +159,9 @@ class FakeProvider:
             self.refused.append(refused)
             await _send_json(send, Reply(status=refused[0], json=refused[1]))
             return
+        if self.embed is not None and method == "POST" and path.endswith("/embeddings"):
+            await _send_json(send, Reply(json=_embeddings(self.embed, parsed)))
+            return
         if self.replies:
             reply = self.replies.pop(0)
         else:  # a 4xx, so no client retries it: the test fails at once, saying why
@@ -172,12 +179,7 @@ class FakeProvider:
         if method == "POST" and path.endswith("/messages"):
             return anthropic_refusal(headers, body, [m["id"] for m in self.anthropic_models])
         if method == "POST" and path.endswith("/embeddings"):
-            model = body.get("model") if isinstance(body, dict) else None
-            if model not in self.embedding_models:
-                return 404, openai_error(
-                    404, f"The model `{model}` does not exist or you do not have access to it."
-                ).json
-            return None
+            return openai_embeddings_refusal(body, self.embedding_models)
         return 404, openai_error(404, f"Invalid URL ({method} {path})").json
 
     def _model_list(self, headers: dict[str, str], query: bytes) -> Reply:
@@ -198,6 +200,21 @@ class FakeProvider:
                 "last_id": page[-1]["id"] if page else None,
             }
         )
+
+
+def _embeddings(embed: Callable[[str, str], list[float]], body: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's answer to an embeddings request the rules let through."""
+    texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
+    tokens = sum(len(t.split()) for t in texts)
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": embed(body["model"], t)}
+            for i, t in enumerate(texts)
+        ],
+        "model": body["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def _as_asked(reply: Reply, path: str, body: Any) -> Reply:

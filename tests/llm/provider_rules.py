@@ -14,7 +14,16 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-__all__ = ["Refusal", "anthropic_headers_refusal", "anthropic_refusal", "openai_refusal"]
+__all__ = [
+    "MAX_EMBEDDING_INPUTS",
+    "Refusal",
+    "anthropic_headers_refusal",
+    "anthropic_refusal",
+    "openai_embeddings_refusal",
+    "openai_refusal",
+]
+
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI: an embeddings request takes at most 2048 inputs
 
 Refusal = tuple[int, dict[str, Any]]
 
@@ -27,6 +36,47 @@ def _openai_error(
 ) -> Refusal:
     kind = "invalid_request_error"
     return status, {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def openai_embeddings_refusal(body: Any, models: Collection[str]) -> Refusal | None:
+    """Why OpenAI would refuse this `POST /v1/embeddings` body, or None.
+
+    `input` is one non-empty string or a non-empty list of at most 2048 of them (OpenAI also
+    takes token arrays, which no client here sends: refused, so sending one is noticed); an
+    empty string anywhere is refused; `encoding_format` is `float` or `base64`; `dimensions`
+    only for the text-embedding-3 models, as a positive integer."""
+    if not isinstance(body, dict):
+        return _openai_error(400, "We could not parse the JSON body of your request.")
+    model = body.get("model")
+    if not model:
+        return _openai_error(400, "you must provide a model parameter")
+    if model not in models:
+        return _openai_error(
+            404, f"The model `{model}` does not exist or you do not have access to it.",
+            code="model_not_found",
+        )  # fmt: skip
+    texts = body.get("input")
+    invalid = "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference."
+    if isinstance(texts, str):
+        texts = [texts]
+    if (
+        not isinstance(texts, list)
+        or not texts
+        or len(texts) > MAX_EMBEDDING_INPUTS
+        or not all(isinstance(t, str) and t for t in texts)
+    ):
+        return _openai_error(400, invalid, param="input")
+    if body.get("encoding_format", "float") not in ("float", "base64"):
+        return _openai_error(400, "'encoding_format' must be 'float' or 'base64'",
+                             param="encoding_format")  # fmt: skip
+    if "dimensions" in body and (
+        not str(model).startswith("text-embedding-3")
+        or not isinstance(body["dimensions"], int)
+        or body["dimensions"] < 1
+    ):
+        return _openai_error(400, "This model does not support specifying dimensions.",
+                             param="dimensions")  # fmt: skip
+    return None
 
 
 def openai_refusal(body: Any, models: Collection[str]) -> Refusal | None:

@@ -270,3 +270,39 @@ async def test_an_embedding_model_it_does_not_serve_is_refused(fake: FakeProvide
     refused = await post(fake, "/v1/embeddings", {"model": "openai/text-embedding-3-small",
                                                   "input": ["x"]})  # fmt: skip
     assert refused.status_code == 404 and "does not exist" in refused.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "text-embedding-3-small", "input": ""}, "input"),
+        ({"model": "text-embedding-3-small", "input": []}, "input"),
+        ({"model": "text-embedding-3-small", "input": ["a", ""]}, "input"),
+        ({"model": "text-embedding-3-small", "input": [1, 2]}, "input"),
+        ({"model": "text-embedding-3-small", "input": ["a"] * 2049}, "input"),
+        ({"model": "text-embedding-3-small"}, "input"),
+        (
+            {"model": "text-embedding-3-small", "input": "a", "encoding_format": "int8"},
+            "encoding_format",
+        ),
+        ({"model": "text-embedding-3-small", "input": "a", "dimensions": 0}, "dimensions"),
+    ],
+)
+async def test_embeddings_input_openai_refuses_is_refused(
+    fake: FakeProvider, body: dict[str, Any], param: str
+) -> None:
+    fake.embed = lambda model, text: [1.0, 0.0]
+    refused = await post(fake, "/v1/embeddings", body)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == param
+
+
+async def test_embeddings_are_answered_in_openais_shape_when_asked_to(fake: FakeProvider) -> None:
+    fake.embed = lambda model, text: [float(len(text)), 1.0]
+    answer = await post(fake, "/v1/embeddings", {"model": "text-embedding-3-small",
+                                                 "input": ["ab", "abc"]})  # fmt: skip
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["object"] == "list" and body["model"] == "text-embedding-3-small"
+    assert [d["index"] for d in body["data"]] == [0, 1]
+    assert [d["embedding"] for d in body["data"]] == [[2.0, 1.0], [3.0, 1.0]]

@@ -96,3 +96,50 @@ async def test_a_failing_index_file_is_unavailable_not_a_crash(tmp_path: Path) -
     with pytest.raises(IndexUnavailable) as caught:
         await index.open()
     assert isinstance(caught.value, StoreError) and caught.value.retryable  # 503 at the API
+
+
+@pytest.mark.parametrize("kind", ["fts", "memory"])
+async def test_a_vector_search_compares_only_vectors_of_the_querys_model(
+    tmp_path: Path, kind: str
+) -> None:
+    index = await Fts5Index(tmp_path / "s.db", "i").open() if kind == "fts" else MemoryIndex("i")
+    same = (1.0, 0.0)
+    docs = [
+        Document("passage", AGENT, "a", "x", 1.0, vector=same, vector_model="model-a"),
+        Document("passage", AGENT, "b", "y", 2.0, vector=same, vector_model="model-b"),
+    ]
+    assert await index.apply(AGENT, expected=None, position=1, upserts=docs)
+    query = Query(AGENT, "passage", "q")
+    assert [h.key for h in await index.search_vectors(query, same, 5, "model-a")] == ["a"]
+    assert [h.key for h in await index.search_vectors(query, same, 5, "model-b")] == ["b"]
+    await index.aclose()
+
+
+async def test_an_index_file_from_before_vector_models_is_rebuilt(tmp_path: Path) -> None:
+    """Its vectors' model is unknown: it starts empty and unwarmed, so the indexer rebuilds
+    it from the store (which keeps each vector with its model's name)."""
+    import sqlite3
+
+    path = tmp_path / "s.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE positions (agent_id TEXT PRIMARY KEY, position INTEGER NOT NULL);"
+        "CREATE TABLE docs (id INTEGER PRIMARY KEY, agent_id TEXT NOT NULL, kind TEXT NOT NULL,"
+        " key TEXT NOT NULL, role TEXT, tags TEXT NOT NULL, created_at REAL NOT NULL,"
+        " retrievals INTEGER NOT NULL DEFAULT 0, vector BLOB, UNIQUE (agent_id, kind, key));"
+        "INSERT INTO meta VALUES ('index_id', 'index-old'), ('warmed', '1');"
+        f"INSERT INTO positions VALUES ('{AGENT}', 7);"
+        f"INSERT INTO docs (agent_id, kind, key, tags, created_at) VALUES ('{AGENT}', 'passage',"
+        " 'p', '[]', 1.0);"
+    )
+    old.commit()
+    old.close()
+    index = await Fts5Index(path, "index-new").open()
+    assert index.index_id == "index-old"
+    assert await index.position(AGENT) is None and not await index.warmed()
+    doc = Document("passage", AGENT, "p", "x", 1.0, vector=(1.0, 0.0), vector_model="m")
+    assert await index.apply(AGENT, expected=None, position=7, upserts=[doc])
+    query = Query(AGENT, "passage", "q")
+    assert [h.key for h in await index.search_vectors(query, (1.0, 0.0), 1, "m")] == ["p"]
+    await index.aclose()
