@@ -6,6 +6,7 @@ transactions)."""
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 from typing import Any
 
@@ -289,7 +290,7 @@ class SleeptimeCases:
         if group is None or not group.agent_ids:
             return []
         threads = await agent_threads(tr, primary_id)
-        counted: list[tuple[Run, int]] = []  # each turn and the place of its last message
+        per_thread: list[list[tuple[Run, int]]] = []  # each turn, its last message's place
         before: dict[str, int] = {}  # where the count stood in each thread
         moved = False
         for thread in threads:
@@ -303,14 +304,16 @@ class SleeptimeCases:
             if place != cursor:
                 set_counted_place(group, thread, place)
                 moved = True
-            counted += finished
+            per_thread.append(finished)
         if not moved:
             return []  # nothing new: nothing written
+        # One count over every conversation, in the order the turns began (as Letta bumps
+        # one counter whichever conversation a turn was in); a thread's own turns keep
+        # their order in its history whatever the clocks that stamped them said (nodes'
+        # clocks differ: a later turn of a thread may carry an earlier time).
+        counted = list(heapq.merge(*per_thread, key=lambda item: item[0].created_at))
         if not self.wants_companion(agent):  # switched off: its turns pass uncounted
             counted = []
-        # One count over every conversation, in the order the turns began (as Letta bumps
-        # one counter whichever conversation a turn was in).
-        counted.sort(key=lambda item: (item[0].created_at, item[0].id))
         due = count_turns(group.turns_counter, len(counted), group.sleeptime_agent_frequency)
         group.turns_counter += len(counted)
         started = []
