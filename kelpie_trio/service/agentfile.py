@@ -40,6 +40,7 @@ import attrs
 
 from kelpie_trio.agent.context import AgentContext
 from kelpie_trio.agent.history import read_history
+from kelpie_trio.agent.message_index import write_messages
 from kelpie_trio.agent.step import compile_system
 from kelpie_trio.agent.tool_rules import rules_of, rules_prompt
 from kelpie_trio.agent.window import HISTORY_WINDOW
@@ -286,10 +287,7 @@ class AgentFileCases(AgentCases, McpServerCases):
         # A history is written by its agent's actor, fenced by its lease; reading the new
         # agent's lease (nobody holds it yet) fences this write the same way.
         await tr.get(keys.LEASES.pack((agent.id,)))
-        for message in messages:
-            set_blob(
-                tr, keys.MESSAGES.pack((agent.id, message.seq)), convert.encode_record(message)
-            )
+        write_messages(tr, messages)
         if context.start_seq:
             tr.set(keys.CONTEXT.pack((agent.id,)), convert.encode_record(context))
         passages = [

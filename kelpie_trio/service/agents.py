@@ -13,6 +13,7 @@ from kelpie_trio.agent.conversations import (
     delete_conversation_record,
     load_conversation,
 )
+from kelpie_trio.agent.message_index import clear_history
 from kelpie_trio.agent.tool_calls import TOOL_RUNS
 from kelpie_trio.agent.tool_rules import RuleError, parse_rules
 from kelpie_trio.errors import Conflict, Invalid, NotFound
@@ -384,9 +385,9 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
                 conversation = await load_conversation(tr, conversation_id)
                 if conversation is not None:
                     delete_conversation_record(tr, conversation)
-                tr.clear_range(*keys.prefix_range(keys.MESSAGES.pack((conversation_id,))))
+                await clear_history(tr, conversation_id)
                 tr.clear(keys.CONTEXT.pack((conversation_id,)))
-            tr.clear_range(*keys.prefix_range(keys.MESSAGES.pack((agent_id,))))
+            await clear_history(tr, agent_id)
             tr.clear(keys.CONTEXT.pack((agent_id,)))
             tr.clear_range(*keys.prefix_range(TOOL_RUNS.pack((agent_id,))))
             for run_id in await runs.agent_run_ids(tr, agent_id):
