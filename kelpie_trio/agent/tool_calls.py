@@ -152,6 +152,7 @@ class AgentTools:
                     self.service, call.name, args, sender=agent_id,
                     run_id=run.id if run is not None else "direct", call_id=call.id,
                     chain=list(run.waiting_chain) if run is not None else [],
+                    thread=run.thread if run is not None else None,
                 )  # fmt: skip
             if call.name == "archival_memory_insert":
                 body = {"text": args.get("content", ""), "tags": args.get("tags")}
