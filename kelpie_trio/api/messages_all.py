@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, request
 
-from kelpie_trio.api.common import check_id, json_response, page_args, service
+from kelpie_trio.api.common import check_id, is_id, json_response, page_args, service
 from kelpie_trio.api.spec import MESSAGE_TYPES, documented
 from kelpie_trio.errors import Invalid
 
@@ -20,7 +20,7 @@ messages_all = Blueprint("messages_all", __name__)
 @messages_all.get("/v1/messages")
 @documented(
     "Messages of every agent, newest first; `limit` counts stored messages",
-    query=(*PAGING, "include_return_message_types"),
+    query=(*PAGING, "conversation_id", "include_return_message_types"),
     cursor="message",
 )
 async def list_all_messages() -> Response:
@@ -33,8 +33,21 @@ async def list_all_messages() -> Response:
             f"unknown message type {unknown[0]!r}",
             "enum",
         )
+    conversation_id = request.args.get("conversation_id")
+    if conversation_id is not None and not (
+        conversation_id == "default"
+        or is_id(conversation_id, "conv")
+        or is_id(conversation_id, "agent")
+    ):
+        raise Invalid.field(
+            ["query", "conversation_id"],
+            "expected 'default', a conversation's id (conv-<uuid4>) or an agent's id "
+            "(agent-<uuid4>, its default conversation)",
+        )
     found = await service().list_all_messages(
-        page_args("message", limit=100, order="desc"), message_types=types or None
+        page_args("message", limit=100, order="desc"),
+        message_types=types or None,
+        conversation_id=conversation_id,
     )
     return json_response(found)
 

@@ -8,9 +8,11 @@ time, then thread and position, as the index keys them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from kelpie_trio.agent import message_index
+from kelpie_trio.agent.conversations import is_conversation
 from kelpie_trio.agent.history import decode_messages
 from kelpie_trio.agent.message_index import IndexEntry
 from kelpie_trio.agent.messages import Message, to_letta_messages
@@ -21,12 +23,15 @@ from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction, key_after
 from kelpie_trio.storage.chunks import get_blob
 
-__all__ = ["AllMessageCases", "page_entries", "runs_of"]
+__all__ = ["AllMessageCases", "page_entries", "runs_of", "thread_filter"]
 
 
-async def page_entries(tr: Transaction, page: Page) -> list[tuple[IndexEntry, str]]:
+async def page_entries(
+    tr: Transaction, page: Page, keep: Callable[[str], bool] | None = None
+) -> list[tuple[IndexEntry, str]]:
     """One page of the time order strictly between the cursors, in `page.order`, with
-    each message's id. An unknown cursor gives an empty page (the SDK then stops)."""
+    each message's id; only threads `keep` accepts, when given (then read in batches
+    until the page is full). An unknown cursor gives an empty page (the SDK then stops)."""
     times = keys.MESSAGE_TIMES
     begin, end = times.range().start, times.range().stop
     ascending = page.order != "desc"
@@ -45,8 +50,20 @@ async def page_entries(tr: Transaction, page: Page) -> list[tuple[IndexEntry, st
     if begin >= end:
         return []
     limit = min(page.limit or MAX_PAGE, MAX_PAGE)
-    rows = await tr.get_range(begin, end, limit=limit, reverse=not ascending)
-    return [(times.unpack(key), value.decode()) for key, value in rows]
+    found: list[tuple[IndexEntry, str]] = []
+    while begin < end and len(found) < limit:
+        rows = await tr.get_range(begin, end, limit=limit, reverse=not ascending)
+        for key, value in rows:
+            entry: IndexEntry = times.unpack(key)
+            if keep is None or keep(entry[1]):
+                found.append((entry, value.decode()))
+        if len(rows) < limit or keep is None:
+            break
+        if ascending:
+            begin = key_after(rows[-1][0])
+        else:
+            end = rows[-1][0]
+    return found[:limit]
 
 
 def runs_of(entries: list[IndexEntry]) -> list[tuple[str, int, int]]:
@@ -61,8 +78,21 @@ def runs_of(entries: list[IndexEntry]) -> list[tuple[str, int, int]]:
     return spans
 
 
-async def _page(tr: Transaction, page: Page) -> list[Message]:
-    listed = await page_entries(tr, page)
+def thread_filter(conversation_id: str | None) -> Callable[[str], bool] | None:
+    """Letta's `conversation_id` filter as a test of threads: every message (None), the
+    agents' default conversations ("default"), or one thread (a conversation's id, or an
+    agent's id for its default conversation)."""
+    if conversation_id is None:
+        return None
+    if conversation_id == "default":
+        return lambda thread: not is_conversation(thread)
+    return lambda thread: thread == conversation_id
+
+
+async def _page(
+    tr: Transaction, page: Page, keep: Callable[[str], bool] | None = None
+) -> list[Message]:
+    listed = await page_entries(tr, page, keep)
     found: dict[tuple[str, int], Message] = {}
     for thread, first, last in runs_of([entry for entry, _ in listed]):
         rows = await tr.get_range(
@@ -86,12 +116,17 @@ class AllMessageCases(ServiceBase):
             self._messages_indexed = True
 
     async def list_all_messages(
-        self, page: Page, *, message_types: list[str] | None = None
+        self,
+        page: Page,
+        *,
+        message_types: list[str] | None = None,
+        conversation_id: str | None = None,
     ) -> list[dict[str, Any]]:
         """`limit` counts stored messages, as Letta's does (each may show as several items
-        sharing its id)."""
+        sharing its id). `conversation_id`: see `thread_filter`."""
         await self._indexed()
-        stored = await self.store.transact(lambda tr: _page(tr, page))
+        keep = thread_filter(conversation_id)
+        stored = await self.store.transact(lambda tr: _page(tr, page, keep))
         shown = [item for m in stored for item in to_letta_messages(m)]
         if message_types:
             shown = [item for item in shown if item["message_type"] in message_types]

@@ -85,9 +85,23 @@ def test_conversations_are_listed_and_deleted_ones_and_agents_leave_nothing(
         )
         return {e.id for e in events if getattr(e, "id", None)}
 
-    said = in_conversation(kept, "in a thread") | set(_talk(letta, "", "by default", ada))
+    in_thread = in_conversation(kept, "in a thread")
+    by_default = set(_talk(letta, "", "by default", ada))
+    said = in_thread | by_default
     gone = in_conversation(dropped, "soon gone") | set(_talk(letta, "", "bob's", bob))
     listed = _all_ids(letta)
+    # Letta's conversation_id filter: one conversation, or every agent's default one.
+    assert {m.id for m in letta.messages.list(conversation_id=kept, limit=1000)} == in_thread
+    defaults = {m.id for m in letta.messages.list(conversation_id="default", limit=1000)}
+    assert by_default <= defaults and not (in_thread & defaults)
+    one_by_one = [letta.messages.list(conversation_id=kept, order="asc", limit=1)[0].id]
+    while page := letta.messages.list(
+        conversation_id=kept, order="asc", limit=1, after=one_by_one[-1]
+    ):
+        one_by_one.append(page[-1].id)
+    assert len(set(one_by_one)) == len(one_by_one) and set(one_by_one) == in_thread
+    with pytest.raises(letta_client.UnprocessableEntityError):
+        letta.messages.list(conversation_id="nope")
     assert said | gone <= set(listed) and len(listed) == len(set(listed))
     letta.conversations.delete(dropped)
     letta.agents.delete(bob)
