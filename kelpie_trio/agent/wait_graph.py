@@ -59,6 +59,7 @@ async def _live_targets(tr: Transaction, thread: str) -> list[str]:
         run = await runs.load_run(tr, run_id)
         pending = (
             run is not None
+            and run.thread == thread  # a session moved to another agent waits from there
             and run.checkpoint.stop_reason is None
             and any(c.id == call_id for c in run.checkpoint.pending_tool_calls)
         )

@@ -45,6 +45,17 @@ async def test_messages_stored_before_the_index_are_listed_once_in_time_order(
     older = await service.list_all_messages(Page(limit=2, order="desc", after=newest[-1]["id"]))
     assert [m["id"] for m in older] == ["message-agent-a-3", "message-agent-b-2"]
     assert (await service.retrieve_message("message-agent-b-0"))[0]["content"] == "x" * 200_000
+    # `before` and `after` bound the page in its order, as Letta's cursors do.
+    ordered = [m.id for m in sorted(old, key=lambda m: m.created_at)]  # a0 b0 a1 b1 ...
+
+    async def ids(**page: object) -> list[str]:
+        return [m["id"] for m in await service.list_all_messages(Page(limit=100, **page))]
+
+    assert await ids(order="asc", before=ordered[3]) == ordered[:3]
+    assert await ids(order="desc", before=ordered[3]) == ordered[4:][::-1]
+    assert await ids(order="asc", after=ordered[1], before=ordered[5]) == ordered[2:5]
+    assert await ids(order="desc", after=ordered[5], before=ordered[1]) == ordered[2:5][::-1]
+    assert await ids(order="asc", after="message-unknown") == []
 
     async def entries(tr: Transaction) -> int:
         r = keys.MESSAGE_TIMES.range()
