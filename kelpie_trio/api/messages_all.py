@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, request
 
-from kelpie_trio.api.common import check_id, is_id, json_response, page_args, service
+from kelpie_trio.api.common import check_id, json_response, page_args, service
 from kelpie_trio.api.spec import MESSAGE_TYPES, documented
 from kelpie_trio.errors import Invalid
 
@@ -33,17 +33,8 @@ async def list_all_messages() -> Response:
             f"unknown message type {unknown[0]!r}",
             "enum",
         )
+    # As in Letta, a conversation that does not exist has no messages: an empty page.
     conversation_id = request.args.get("conversation_id")
-    if conversation_id is not None and not (
-        conversation_id == "default"
-        or is_id(conversation_id, "conv")
-        or is_id(conversation_id, "agent")
-    ):
-        raise Invalid.field(
-            ["query", "conversation_id"],
-            "expected 'default', a conversation's id (conv-<uuid4>) or an agent's id "
-            "(agent-<uuid4>, its default conversation)",
-        )
     found = await service().list_all_messages(
         page_args("message", limit=100, order="desc"),
         message_types=types or None,
