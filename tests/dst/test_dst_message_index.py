@@ -12,17 +12,20 @@ import trio
 
 from kelpie_trio.agent.history import decode_messages
 from kelpie_trio.errors import NotFound
+from kelpie_trio.nursery.dispatcher import RuntimeConfig
 from kelpie_trio.service.common import Page
 from kelpie_trio.sim import FaultConfig
+from kelpie_trio.sim.agent_scenarios import concurrent_turns
 from kelpie_trio.sim.agents import CLEAN
 from kelpie_trio.sim.conversation_scenario import note_then_answer
-from kelpie_trio.sim.faults import STORAGE_FAULTS
+from kelpie_trio.sim.faults import CRASH_FAULTS, STORAGE_FAULTS
 from kelpie_trio.sim.seeds import run_seeds
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
-from tests.dst.agent_harness import AgentCluster, new_agent, simulate_cluster
+from tests.dst.agent_harness import AgentCluster, new_agent, revived_service, simulate_cluster
 
 FAULTS = FaultConfig(dict.fromkeys(STORAGE_FAULTS, 0.03))
+TAKEOVER = RuntimeConfig(lease_ttl=3.0, renew_interval=1.0)
 NOTES = {"tools": ["memory_insert"], "memory_blocks": [{"label": "notes", "value": ""}]}
 
 
@@ -146,3 +149,37 @@ def test_dst_listed_messages_are_each_acknowledged_once_and_a_deleted_agents_nev
         assert len(asc) == len(stored)
 
     run_seeds(one, 4)
+
+
+def test_dst_the_index_holds_each_stored_message_once_after_crashes() -> None:
+    """Turns cut by node crashes (restarted by a process manager) and resumed elsewhere,
+    under storage faults: the index still has an entry for each stored message and no
+    other, and a walk lists each once."""
+    faults = FaultConfig({**dict.fromkeys(STORAGE_FAULTS, 0.04),
+                          **dict.fromkeys(CRASH_FAULTS, 0.02)})  # fmt: skip
+
+    def one(seed: int) -> None:
+        async def scenario(sim: AgentCluster) -> Any:
+            agent = await new_agent(sim.service("n0"), **NOTES)
+            sim.world.faults.enabled = True
+            replies = await concurrent_turns(sim, agent, clients=2, turns=3)
+            sim.world.faults.enabled = False
+            service = await revived_service(sim)
+            await trio.sleep(5)  # a turn resumed after a crash ends meanwhile
+            walked = await _walk(service, "asc", 4)
+            crashed = sum(node.incarnation - 1 for node in sim.nodes.values())
+            raw = await service.store.transact(_index_and_histories)
+            return replies, walked, raw, crashed
+
+        sim_replies, walked, (times, ids, stored), crashed = simulate_cluster(
+            seed, scenario, faults, nodes=2, script=[note_then_answer] * 200,
+            config=TAKEOVER, resume_interval=2.0, quiet_start=True,
+        )  # fmt: skip
+        assert len(sim_replies) == 6
+        assert times == stored and ids == stored
+        assert sorted(walked) == sorted(m for _, _, m in stored)
+        restarts.append(crashed)
+
+    restarts: list[int] = []
+    if run_seeds(one, 4) > 1:
+        assert sum(restarts), "no node crashed: no turn was resumed"
