@@ -56,7 +56,7 @@ from kelpie_trio.models.tools import Tool
 from kelpie_trio.service.common import MAX_PAGE, Page, micros, page_records, read_record
 from kelpie_trio.service.limits import check_key_part, check_record
 from kelpie_trio.service.tools import ToolCases
-from kelpie_trio.storage import keys
+from kelpie_trio.storage import StoreError, keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import clear_blob, set_blob
 from kelpie_trio.tools.base import BASE_TOOLS_BY_NAME
@@ -219,9 +219,11 @@ class McpServerCases(ToolCases):
 
         try:
             return await self.store.transact(create)
-        except ServiceError:
+        except (ServiceError, StoreError):
+            # No record names it (or, after an unknown commit result, maybe one does: a
+            # later request starts a session again): this one must not linger.
             if self.mcp is not None:
-                self.mcp.stop(server.id)  # no record names it: its session must not linger
+                self.mcp.stop(server.id)
             raise
 
     async def get_mcp_server(self, server_id: str) -> McpServer:
