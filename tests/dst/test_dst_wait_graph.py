@@ -1,13 +1,15 @@
 """Cycles of waiting agents formed by separate requests (agent/wait_graph.py): one user's
-turn of p0 waits on p1 while another user's turn of p1 waits on p0. Neither chain of calls
-holds the other agent, so only the store's wait-for graph sees the cycle: the wait that
-closes it is refused at once with the cycle as a tool error, the other gets its answer,
-and every turn ends long before the wait limit, under storage faults and node crashes."""
+turn of p0 waits on p1 while another user's turn of p1 waits on p0 (or, with three, on p2,
+whose own user's turn waits on p0). No chain of calls holds the other agents, so only the
+store's wait-for graph sees the cycle: the wait that closes it is refused at once with the
+cycle as a tool error, the others get their answers, and every turn ends long before the
+wait limit, under storage faults and node crashes."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 
 from kelpie_trio.agent import runs
@@ -34,9 +36,9 @@ ROUNDS = 2
 LIMIT = 1000.0  # far beyond the bound below: only the graph can end these waits in time
 
 
-class Pair:
-    """p0 and p1: a user's turn asks the other agent and waits; a message from the other
-    agent is answered at once."""
+class Ring:
+    """p0, p1, ...: a user's turn of each asks the next (the last asks p0) and waits; a
+    message from another agent is answered at once."""
 
     def __init__(self) -> None:
         self.ids: list[str] = []
@@ -48,20 +50,22 @@ class Pair:
             return send_message(f"p{me} got: {last.content}")
         if INCOMING in (last.content or ""):
             return send_message(f"p{me} answers")
+        following = self.ids[(me + 1) % len(self.ids)]
         return tool_calls(("c", WAIT, {"message": f"from p{me}", "request_heartbeat": True,
-                                       "other_agent_id": self.ids[1 - me]}))  # fmt: skip
+                                       "other_agent_id": following}))  # fmt: skip
 
 
-def test_dst_a_cycle_of_waits_across_requests_fails_the_wait_that_closes_it() -> None:
+@pytest.mark.parametrize("size", [2, 3])
+def test_dst_a_cycle_of_waits_across_requests_fails_the_wait_that_closes_it(size: int) -> None:
     restarts: list[int] = []
     cycles: list[int] = []  # waits refused as closing a cycle, per seed
 
     def one(seed: int) -> None:
-        pair = Pair()
+        pair = Ring()
 
         async def scenario(sim: TeamCluster) -> Any:
-            for i in range(2):
-                service = sim.service(sim.names[i])
+            for i in range(size):
+                service = sim.service(sim.names[i % 2])
                 pair.ids.append(await _agent(service, f"p{i}", include_multi_agent_tools=True))
             sim.llm.latency = (0.5, 1.0)  # both users' first steps overlap
             replies: dict[str, dict] = {}
@@ -104,16 +108,16 @@ def test_dst_a_cycle_of_waits_across_requests_fails_the_wait_that_closes_it() ->
             resume_interval=2.0, wait_timeout=LIMIT,
         )  # fmt: skip
         assert took < 200.0, took  # a cycle left to the limit would take 1000 s
-        assert len(replies) == 2 * ROUNDS
+        assert len(replies) == size * ROUNDS
         assert all(r["stop_reason"]["stop_reason"] == "end_turn" for r in replies.values())
         waits = [m for h in histories for m in h if m.role == "tool" and m.tool_name == WAIT]
         results = {(m.run_id, m.tool_call_id): m for m in waits}  # one per call, resumes too
         refused = [m for m in results.values() if m.tool_status == "error"]
         assert all("a cycle of waiting agents" in (m.content or "") for m in refused), refused
         assert all("within" not in (m.content or "") for m in refused)  # no wait timed out
-        for r in range(ROUNDS):  # of a round's two waits, at most the one closing a cycle fails
-            statuses = [_wait_status(histories[i], f"u{i}-{r}") for i in range(2)]
-            assert statuses.count("success") >= 1, statuses
+        for r in range(ROUNDS):  # of a round's waits, at most the one closing a cycle fails
+            statuses = [_wait_status(histories[i], f"u{i}-{r}") for i in range(size)]
+            assert statuses.count("success") >= size - 1, statuses
         cycles.append(len(refused))
         assert live_edges == []
         restarts.append(sum(node.incarnation - 1 for node in sim.nodes.values()))
