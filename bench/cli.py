@@ -23,7 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "scenarios",
         nargs="*",
         metavar="SCENARIO",
-        help=f"one or more of {', '.join(SCENARIOS)}, or all (default: steady)",
+        help=f"one or more of {', '.join(SCENARIOS)}, or all (default: steady); or "
+        "compare SCENARIO... with --base-url: the same load on kelpie-trio and on that server, "
+        "side by side",
     )
     parser.add_argument(
         "--smoke",
@@ -123,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
     from bench.scenarios import Options, Runner
 
     names = list(args.scenarios or [])
+    if names[:1] == ["compare"]:  # the same load on kelpie-trio and on --base-url
+        from bench.compare import run_compare
+
+        return run_compare(args, names[1:])
     unknown = [n for n in names if n not in (*SCENARIOS, "all")]
     if unknown:
         known = ", ".join(SCENARIOS)

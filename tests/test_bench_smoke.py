@@ -6,9 +6,14 @@ No timing is asserted: the numbers belong to bench/RESULTS.md, not to a test.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import httpx
 
 SCENARIO_KEYS = {
     "scenario",
@@ -107,3 +112,68 @@ def test_bench_mcp_calls_calls_a_real_mcp_server_each_turn(tmp_path: Path) -> No
     mcp = scenario["mcp"]
     assert mcp["turn_steps_mean"] == 2.0 and mcp["failures_total"] == 0, mcp
     assert mcp["calls_total"] == 12 + 3  # the measured messages and the warm-up's
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_bench_compare_runs_the_same_load_on_another_server_side_by_side(
+    tmp_path: Path,
+) -> None:
+    """A second kelpie-trio stands in for "another Letta-compatible server": started by
+    hand, pointed at the bench's provider port, compared at a tiny load."""
+    provider_port, port = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KELPIE_", "OPENAI_"))}
+    env |= {"KELPIE_DATA_DIR": str(tmp_path / "other"), "OPENAI_API_KEY": "bench-fake-key",
+            "OPENAI_BASE_URL": f"http://127.0.0.1:{provider_port}/v1"}  # fmt: skip
+    other = subprocess.Popen(
+        [sys.executable, "-m", "kelpie_trio.cli", "serve", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:  # readiness: a bounded wait for its health route
+            try:
+                if httpx.get(f"{url}/v1/health/").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert other.poll() is None and time.monotonic() < deadline, "it did not start"
+            time.sleep(0.1)
+        out = tmp_path / "out"
+        done = subprocess.run(
+            [sys.executable, "-m", "bench", "compare", "steady", "--smoke", "--base-url", url,
+             "--provider-port", str(provider_port), "--server-pid", str(other.pid),
+             "--out", str(out)],
+            capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+    finally:
+        other.terminate()
+        other.wait(timeout=30)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"kelpie-trio vs {url}" in done.stdout
+    [result] = out.glob("compare-*.json")
+    run = json.loads(result.read_text())
+    [both] = run["scenarios"]
+    for side in ("kelpie_trio", "other"):
+        assert both[side]["scenario"] == "steady" and both[side]["errors"] == 0
+        assert both[side]["server"]["cpu_ms_per_msg"] is not None  # the other's by its pid
+    rows = {row["figure"]: row for row in run["rows"]}
+    assert rows["msgs/s"]["ratio"] == rows["msgs/s"]["other"] / rows["msgs/s"]["kelpie"]
+    assert rows["errors"]["other"] == 0
+
+
+def test_bench_compare_without_a_server_or_a_provider_port_says_what_it_needs() -> None:
+    for extra, needs in (
+        ([], "--base-url"),
+        (["--base-url", "http://127.0.0.1:9"], "--provider-port"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "bench", "compare", *extra],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2 and needs in done.stderr

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from kelpie_trio.agent import approvals, runs, sleeptime, steps
+from kelpie_trio.agent import approvals, message_index, runs, sleeptime, steps
 from kelpie_trio.agent.approvals import ParkedRuns, results_at
 from kelpie_trio.agent.commits import RunCommits, RunGone
 from kelpie_trio.agent.context import AgentContext, Compaction, compaction_messages
@@ -67,7 +67,6 @@ from kelpie_trio.nursery.actor import ActorContext
 from kelpie_trio.search import outbox
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
-from kelpie_trio.storage.chunks import set_blob
 
 if TYPE_CHECKING:
     from kelpie_trio.models.agents import Agent
@@ -185,7 +184,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
             if parked is not None:  # its request goes with the history: nothing to answer
                 parked.checkpoint.awaiting_approval = False
                 runs.finish_run(tr, parked, "requires_approval", self.ctx.env.now())
-            tr.clear_range(*keys.prefix_range(keys.MESSAGES.pack((thread,))))
+            await message_index.clear_history(tr, thread)
             tr.clear(keys.CONTEXT.pack((thread,)))  # the summary was of that history
             await outbox.record(tr, self.agent_id, resync=True)
 
@@ -196,8 +195,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
     # -- a turn --------------------------------------------------------------
 
     async def _store(self, tr: Transaction, messages: list[Message]) -> None:
-        for m in messages:
-            set_blob(tr, history_key(m.thread, m.seq), convert.encode_record(m))
+        message_index.write_messages(tr, messages)
         refs = [outbox.message_ref(m.thread, m.seq) for m in messages]
         await outbox.record(tr, self.agent_id, messages=refs)
         self._staged += messages  # into the window once the transaction commits

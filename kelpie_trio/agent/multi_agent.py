@@ -16,10 +16,12 @@ answers with, the run the first send started. It never gets the message twice.
 
 A wait can deadlock: A's actor waits on B while B's turn waits on A. Each run carries
 the chain of agents waiting on it (`Run.waiting_chain`, stored); a wait on an agent in
-the chain, or on oneself, is refused at once with a tool error. A wait also has a time
-limit (`ServerConfig.agent_wait_timeout`): past it the call is a tool error and the
-target's turn goes on. Waits that meet across separate chains (two users each asking one
-agent of a pair that asks the other) are broken by that limit.
+the chain, or on oneself, is refused at once with a tool error. Waits that meet across
+separate chains (two users each asking one agent of a pair that asks the other) are
+found in the store's wait-for graph (agent/wait_graph.py): the wait that would close the
+cycle is refused the same way. A wait also has a time limit
+(`ServerConfig.agent_wait_timeout`): past it the call is a tool error and the target's
+turn goes on; it bounds what neither check sees (a wait whose edge could not be written).
 
 The functions over values (what the target is told, what comes back, who matches, the
 cycle check) are apart from the shell that awaits the service.
@@ -30,8 +32,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import attrs
 import trio
 
+from kelpie_trio.agent import wait_graph
 from kelpie_trio.errors import NotFound, ServiceError, Unavailable
 from kelpie_trio.nursery.errors import ActorFailed, RuntimeFailure
 from kelpie_trio.storage import StoreError
@@ -117,6 +121,14 @@ def cycle_refusal(chain: list[str], sender: str, target: str) -> str | None:
             "reply, so it cannot answer; the message was not sent")  # fmt: skip
 
 
+def graph_cycle_refusal(path: list[str], sender: str, target: str) -> str:
+    """Why a wait that would close a cycle across requests is refused: `path` is the
+    waiting threads, the sender's first and last (agent/wait_graph.py)."""
+    return (f"a cycle of waiting agents ({' -> '.join(path)}): agent {target} is already "
+            f"waiting, in another request, on a reply that needs agent {sender}'s turn to "
+            "end, so it cannot answer; the message was not sent")  # fmt: skip
+
+
 def matching_agents(
     agents: list[tuple[str, list[str]]], sender: str, match_all: list[str], match_some: list[str]
 ) -> list[str]:
@@ -149,6 +161,15 @@ class _TimedOut(Exception):
     pass
 
 
+@attrs.frozen
+class Waiter:
+    """The turn that waits: its thread, run and call (an edge of agent/wait_graph.py)."""
+
+    thread: str
+    run_id: str
+    call_id: str
+
+
 async def _again(service: Any, send: Any, deadline: float) -> Any:
     """`send()` until it answers, retrying transient failures until `deadline`."""
     delay = 0.2
@@ -176,13 +197,62 @@ async def _wait_for_reply(
     key: str,
     chain: list[str],
     limit: float,
+    waiter: Waiter | None,
 ) -> tuple[str, dict[str, Any] | str]:
     """("success", the reply as {agent_id, response}) or ("error", why)."""
     refusal = cycle_refusal(chain, sender, target)
     if refusal is not None:
         return "error", refusal
-    body = {"messages": [{"role": "system", "content": incoming_text(sender, message, wait=True)}]}
     deadline = trio.current_time() + limit
+    if waiter is None:  # no turn waits (a tool run directly): nothing can wait on it
+        return await _send_and_wait(service, sender, target, message, key, chain, limit)
+    edge = {"thread": waiter.thread, "run_id": waiter.run_id, "call_id": waiter.call_id,
+            "target": target}  # fmt: skip
+    recorded = False
+    try:  # the edge is written (or the cycle found) before anything is sent
+        with trio.move_on_at(deadline):
+            path = await _again(
+                service,
+                lambda: service.store.transact(lambda tr: wait_graph.register(tr, **edge)),
+                deadline,
+            )
+            if path is not None:
+                return "error", graph_cycle_refusal(path, sender, target)
+            recorded = True
+            return await _send_and_wait(service, sender, target, message, key, chain, limit)
+        return "error", _no_reply(target, limit)
+    except _TimedOut:
+        return "error", _no_reply(target, limit)
+    except (ServiceError, StoreError, RuntimeFailure) as error:
+        return "error", f"the message to agent {target} failed: {type(error).__name__}: {error}"
+    finally:
+        # Best effort, also when the wait is cancelled: an edge left behind is stale once
+        # the call is no longer pending, ignored by every walk and removed by the next.
+        if recorded:
+            with trio.move_on_after(5, shield=True):
+                try:
+                    await service.store.transact(lambda tr: wait_graph.unregister(tr, **edge))
+                except Exception as error:
+                    log.info("agent-to-agent wait edge left for the next walk: %r", error)
+
+
+def _no_reply(target: str, limit: float) -> str:
+    return (f"no reply from agent {target} within {limit:g} s: stopped waiting "
+            "(its turn goes on, but its answer will not come back here)")  # fmt: skip
+
+
+async def _send_and_wait(
+    service: Any,
+    sender: str,
+    target: str,
+    message: str,
+    key: str,
+    chain: list[str],
+    limit: float,
+) -> tuple[str, dict[str, Any] | str]:
+    """Send and wait until the time limit (set by the caller's scope, if it has one)."""
+    deadline = trio.current_time() + limit
+    body = {"messages": [{"role": "system", "content": incoming_text(sender, message, wait=True)}]}
 
     async def send() -> dict[str, Any]:
         return await service.send_message(
@@ -199,8 +269,7 @@ async def _wait_for_reply(
         return "error", f"no agent with id '{target}' exists"
     except (ServiceError, StoreError, RuntimeFailure) as error:
         return "error", f"the message to agent {target} failed: {type(error).__name__}: {error}"
-    return "error", (f"no reply from agent {target} within {limit:g} s: stopped waiting "
-                     "(its turn goes on, but its answer will not come back here)")  # fmt: skip
+    return "error", _no_reply(target, limit)
 
 
 async def _send_async(
@@ -235,6 +304,7 @@ async def _fan_out(
     key: str,
     chain: list[str],
     limit: float,
+    waiter: Waiter | None,
 ) -> list[dict[str, Any]]:
     # Here, not at the top: the service imports the agent package (a cycle at import time).
     from kelpie_trio.service.common import Page
@@ -253,7 +323,7 @@ async def _fan_out(
     async def one(index: int, target: str) -> None:
         status, result = await _wait_for_reply(
             service, sender=sender, target=target, message=message,
-            key=f"{key}:{target}", chain=chain, limit=limit,
+            key=f"{key}:{target}", chain=chain, limit=limit, waiter=waiter,
         )  # fmt: skip
         if status == "success":
             assert isinstance(result, dict)
@@ -276,8 +346,11 @@ async def run_multi_agent_tool(
     run_id: str,
     call_id: str,
     chain: list[str],
+    thread: str | None = None,
 ) -> tuple[str, str]:
-    """One multi-agent tool call of `sender`'s run `run_id`: (status, text)."""
+    """One multi-agent tool call of `sender`'s run `run_id`: (status, text). `thread`: the
+    sender's thread the run is in (None: no run, the tool was run directly)."""
+    waiter = None if thread is None else Waiter(thread, run_id, call_id)
     limit = float(getattr(service, "agent_wait_timeout", DEFAULT_WAIT_TIMEOUT))
     message = args.get("message")
     if not isinstance(message, str):
@@ -292,7 +365,7 @@ async def run_multi_agent_tool(
             return "error", "match_all and match_some must be lists of strings"
         slots = await _fan_out(
             service, sender=sender, message=message, match_all=match_all,
-            match_some=match_some, key=key, chain=chain, limit=limit,
+            match_some=match_some, key=key, chain=chain, limit=limit, waiter=waiter,
         )  # fmt: skip
         return "success", str(slots)
     target = args.get("other_agent_id")
@@ -304,6 +377,6 @@ async def run_multi_agent_tool(
         )
     status, result = await _wait_for_reply(
         service, sender=sender, target=target, message=message, key=key, chain=chain,
-        limit=limit,
+        limit=limit, waiter=waiter,
     )  # fmt: skip
     return status, str(result)

@@ -155,6 +155,7 @@ class AgentTools:
                     self.service, call.name, args, sender=agent_id,
                     run_id=run.id if run is not None else "direct", call_id=call.id,
                     chain=list(run.waiting_chain) if run is not None else [],
+                    thread=run.thread if run is not None else None,
                 )  # fmt: skip
             if call.name in FILE_TOOLS:  # the agent's folders (service/agent_files.py)
                 return "success", await self.service.run_file_tool(agent_id, call.name, args)

@@ -19,7 +19,8 @@ from kelpie_trio.api.common import (
     service,
 )
 from kelpie_trio.api.folders import render_file_block, render_folder
-from kelpie_trio.api.spec import documented
+from kelpie_trio.api.spec import STOP_REASONS, documented
+from kelpie_trio.errors import Invalid
 from kelpie_trio.models.agents import (
     SECRET_MASK,
     UPDATABLE_AGENT_FIELDS,
@@ -30,6 +31,7 @@ from kelpie_trio.models.agents import (
 from kelpie_trio.models.blocks import Block
 from kelpie_trio.models.convert import iso
 from kelpie_trio.service import window
+from kelpie_trio.service.agent_filters import AgentFilter
 
 agents = Blueprint("agents", __name__)
 
@@ -105,19 +107,22 @@ async def create_agent() -> Response:
     return json_response(render_agent(await service().create_agent(await body())))
 
 
-@agents.get("/v1/agents/")
-@agents.get("/v1/agents")
-@documented(
-    "List agents",
-    query=(*PAGING, "name", "tags", "match_all_tags", "query_text", "identity_id",
-           "identifier_keys"),
-    cursor="agent",
-)  # fmt: skip
-async def list_agents() -> Response:
+_FILTERS = ("name", "tags", "match_all_tags", "query_text", "project_id", "template_id",
+            "base_template_id", "identity_id", "identifier_keys", "last_stop_reason",
+            "created_by_id", "show_hidden_agents")  # fmt: skip
+
+
+async def _agent_filter() -> AgentFilter:
+    """Letta's agent filters from the query, as the list and the count both take them."""
     args = request.args
     identity_id = args.get("identity_id")
     if identity_id is not None:
-        check_id(identity_id, "identity", "identity_id")
+        check_id(identity_id, "identity", "identity_id", "query")
+    stop_reason = args.get("last_stop_reason")
+    if stop_reason is not None and stop_reason not in STOP_REASONS:
+        raise Invalid.field(
+            ["query", "last_stop_reason"], f"unknown stop reason {stop_reason!r}", "enum"
+        )
     keys = args.getlist("identifier_keys") or None
     # The identity filters name the agents an identity holds (service/identities.py).
     only_ids = (
@@ -125,15 +130,35 @@ async def list_agents() -> Response:
         if identity_id is not None or keys
         else None
     )
-    found = await service().list_agents(
-        page_args("agent"),
+    return AgentFilter(
         name=args.get("name"),
-        tags=args.getlist("tags") or None,
+        tags=frozenset(args.getlist("tags")),
         match_all_tags=bool_arg("match_all_tags", False),
         query_text=args.get("query_text"),
-        only_ids=only_ids,
+        only_ids=None if only_ids is None else frozenset(only_ids),
+        project_id=args.get("project_id"),
+        template_id=args.get("template_id"),
+        base_template_id=args.get("base_template_id"),
+        show_hidden=bool_arg("show_hidden_agents", False),
+        last_stop_reason=stop_reason,
+        created_by_id=args.get("created_by_id"),
     )
+
+
+@agents.get("/v1/agents/")
+@agents.get("/v1/agents")
+@documented("List agents", query=(*PAGING, *_FILTERS), cursor="agent")
+async def list_agents() -> Response:
+    wanted = await _agent_filter()
+    found = await service().list_agents(page_args("agent"), wanted=wanted)
     return json_response([render_agent(v) for v in found])
+
+
+@agents.get("/v1/agents/count")
+@agents.get("/v1/agents/count/")
+@documented("How many agents the filters keep", query=_FILTERS, response=int)
+async def count_agents() -> Response:
+    return json_response(await service().count_agents(await _agent_filter()))
 
 
 @agents.get("/v1/agents/<agent_id>")

@@ -86,10 +86,11 @@ def is_id(value: str, prefix: str) -> bool:
     return bool(_ID.match(value)) and value.startswith(prefix + "-")
 
 
-def check_id(value: str, prefix: str, name: str) -> str:
-    """Letta answers 422 for an id that is not `<prefix>-<uuid>`, 404 for an unknown one."""
+def check_id(value: str, prefix: str, name: str, where: str = "path") -> str:
+    """Letta answers 422 for an id that is not `<prefix>-<uuid>`, 404 for an unknown one.
+    `where`: "path", or "query" for an id given as a filter."""
     if not is_id(value, prefix):
-        raise Invalid.field(["path", name], f"expected an id of the form {prefix}-<uuid4>")
+        raise Invalid.field([where, name], f"expected an id of the form {prefix}-<uuid4>")
     return value
 
 

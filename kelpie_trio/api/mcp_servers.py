@@ -7,6 +7,7 @@ from quart import Blueprint, Response, request
 
 from kelpie_trio.api.common import body, check_id, json_response, render, service
 from kelpie_trio.api.spec import documented
+from kelpie_trio.errors import Invalid
 from kelpie_trio.models.mcp import CreateMcpServer, shown
 from kelpie_trio.models.tools import Tool
 
@@ -43,6 +44,27 @@ async def connect_mcp_server(mcp_server_id: str) -> Response:
     events = await service().connect_mcp_server(_server_id(mcp_server_id))
     payload = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events)
     return Response(payload, content_type="text/event-stream")
+
+
+# Letta's legacy MCP routes (/v1/tools/mcp/..., which letta-client 1.12.1 no longer calls)
+# where it starts an OAuth flow, or finishes one: refused, saying what to do instead.
+_NO_OAUTH = (
+    "OAuth flows for MCP servers are not supported by this server. Register the server "
+    "with POST /v1/mcp-servers/ giving auth_token (and auth_header) or custom_headers, "
+    "and check that it connects with GET /v1/mcp-servers/connect/{mcp_server_id}"
+)
+
+
+@mcp_servers.post("/v1/tools/mcp/servers/connect")
+@documented("Not served: Letta's legacy connect, which starts OAuth flows (a 422 says why)")
+async def legacy_connect_mcp_server() -> Response:
+    raise Invalid.field(["body"], f"POST /v1/tools/mcp/servers/connect: {_NO_OAUTH}")
+
+
+@mcp_servers.get("/v1/tools/mcp/oauth/callback")
+@documented("Not served: the end of an MCP OAuth flow, which this server never starts")
+async def mcp_oauth_callback() -> Response:
+    raise Invalid.field(["query"], f"no MCP OAuth flow was started here. {_NO_OAUTH}")
 
 
 @mcp_servers.get("/v1/mcp-servers/<mcp_server_id>")

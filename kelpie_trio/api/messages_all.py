@@ -20,7 +20,7 @@ messages_all = Blueprint("messages_all", __name__)
 @messages_all.get("/v1/messages")
 @documented(
     "Messages of every agent, newest first; `limit` counts stored messages",
-    query=(*PAGING, "include_return_message_types"),
+    query=(*PAGING, "conversation_id", "include_return_message_types"),
     cursor="message",
 )
 async def list_all_messages() -> Response:
@@ -33,8 +33,12 @@ async def list_all_messages() -> Response:
             f"unknown message type {unknown[0]!r}",
             "enum",
         )
+    # As in Letta, a conversation that does not exist has no messages: an empty page.
+    conversation_id = request.args.get("conversation_id")
     found = await service().list_all_messages(
-        page_args("message", limit=100, order="desc"), message_types=types or None
+        page_args("message", limit=100, order="desc"),
+        message_types=types or None,
+        conversation_id=conversation_id,
     )
     return json_response(found)
 

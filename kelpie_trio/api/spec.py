@@ -143,13 +143,18 @@ def id_schema(prefix: str) -> dict[str, Any]:
 
 
 _BOOLEAN = {"type": "boolean"}
+# Letta's StopReasonType, which the agent filters take.
+STOP_REASONS = ("end_turn", "error", "llm_api_error", "invalid_llm_response", "invalid_tool_call",
+                "max_steps", "max_tokens_exceeded", "no_tool_call", "tool_rule", "cancelled",
+                "insufficient_credits", "requires_approval",
+                "context_window_overflow_in_system_prompt")  # fmt: skip
 _DATE_OR_TIME = {"type": "string", "anyOf": [{"format": "date"}, {"format": "date-time"}]}
 _BOOLEAN_QUERY = ("match_all_tags", "use_assistant_message", "include_err", "active", "ascending",
                   "return_only_letta_tools", "use_legacy_format", "scrub_messages",
                   "override_existing_tools", "append_copy_suffix", "strip_messages",
                   "requires_approval", "has_feedback", "update_timestamp",
                   "dry_run", "include_content", "is_open",
-                  "include_detailed_per_source_metadata")  # fmt: skip
+                  "include_detailed_per_source_metadata", "show_hidden_agents")  # fmt: skip
 
 # Query parameters by name: what the routes check (api/common.py and the routes).
 _QUERY: dict[str, dict[str, Any]] = {
@@ -174,6 +179,7 @@ _QUERY: dict[str, dict[str, Any]] = {
     "identity_type": {"type": "string", "enum": ["org", "user", "other"]},
     "duplicate_handling": {"type": "string", "enum": ["skip", "error", "suffix", "replace"]},
     "cursor": id_schema("file_agent"),
+    "last_stop_reason": {"type": "string", "enum": list(STOP_REASONS)},
     "feedback": {"type": "string", "enum": ["positive", "negative"]},
     "start_datetime": _DATE_OR_TIME,
     "end_datetime": _DATE_OR_TIME,

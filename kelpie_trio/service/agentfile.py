@@ -44,6 +44,7 @@ from kelpie_trio.agent.conversations import (
     Conversation,
     save_conversation,
 )
+from kelpie_trio.agent.message_index import write_messages
 from kelpie_trio.agent.sleeptime import SleeptimeGroup, set_processed_place
 from kelpie_trio.errors import Invalid, InvalidField, TooLarge
 from kelpie_trio.models import convert
@@ -299,8 +300,7 @@ class AgentFileCases(AgentFileExport, AgentCases, McpServerCases):
         # A history is written by its thread's actor, fenced by its lease; reading the new
         # thread's lease (nobody holds it yet) fences this write the same way.
         await tr.get(keys.LEASES.pack((thread,)))
-        for message in messages:
-            set_blob(tr, keys.MESSAGES.pack((thread, message.seq)), convert.encode_record(message))
+        write_messages(tr, messages)  # with their entries in the time index
         if context.start_seq:
             tr.set(keys.CONTEXT.pack((thread,)), convert.encode_record(context))
 

@@ -13,6 +13,7 @@ from kelpie_trio.agent.conversations import (
     delete_conversation_record,
     load_conversation,
 )
+from kelpie_trio.agent.message_index import clear_history
 from kelpie_trio.agent.tool_calls import TOOL_RUNS
 from kelpie_trio.agent.tool_rules import RuleError, parse_rules
 from kelpie_trio.errors import Conflict, Invalid, NotFound
@@ -32,6 +33,7 @@ from kelpie_trio.models.agents import (
 from kelpie_trio.models.blocks import Block, CreateBlock
 from kelpie_trio.search import outbox
 from kelpie_trio.service.agent_files import attached_folders, directories_in, holdings
+from kelpie_trio.service.agent_filters import AgentFilter, count_agents
 from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX, BlockCases
 from kelpie_trio.service.common import Page, micros, page_records, read_record, window
 from kelpie_trio.service.identities import forget_member, identity_records, set_agent_identities
@@ -290,38 +292,29 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
         match_all_tags: bool = False,
         query_text: str | None = None,
         only_ids: set[str] | None = None,
+        wanted: AgentFilter | None = None,
     ) -> list[AgentView]:
-        wanted_tags = set(tags or [])
-        needle = query_text.lower() if query_text else None
-
-        def keep(agent: Agent) -> bool:
-            if only_ids is not None and agent.id not in only_ids:
-                return False
-            if name is not None and agent.name != name:
-                return False
-            if needle is not None and needle not in agent.name.lower():
-                return False
-            if wanted_tags:
-                have = set(agent.tags)
-                return wanted_tags <= have if match_all_tags else bool(wanted_tags & have)
-            return True
-
-        filtered = (
-            name is not None or needle is not None or bool(wanted_tags) or only_ids is not None
-        )
+        """`wanted` (the API's filters), or the ones named by the other keywords."""
+        if wanted is None:
+            wanted = AgentFilter(
+                name=name,
+                tags=frozenset(tags or ()),
+                match_all_tags=match_all_tags,
+                query_text=query_text,
+                only_ids=None if only_ids is None else frozenset(only_ids),
+            )
+        keep = wanted.keeps if wanted.active else None
 
         async def listing(tr: Transaction) -> list[AgentView]:
             agents = await page_records(
-                tr,
-                AGENT_INDEX,
-                page,
-                lambda ident: keys.AGENTS.pack((ident,)),
-                Agent,
-                keep if filtered else None,
+                tr, AGENT_INDEX, page, lambda ident: keys.AGENTS.pack((ident,)), Agent, keep
             )
             return [await self._view(tr, a) for a in agents]
 
         return await self.store.transact(listing)
+
+    async def count_agents(self, wanted: AgentFilter) -> int:
+        return await self.store.transact(lambda tr: count_agents(tr, AGENT_INDEX, wanted))
 
     async def update_agent(self, agent_id: str, body: Any) -> AgentView:
         if not isinstance(body, dict):
@@ -403,9 +396,9 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
                 conversation = await load_conversation(tr, conversation_id)
                 if conversation is not None:
                     delete_conversation_record(tr, conversation)
-                tr.clear_range(*keys.prefix_range(keys.MESSAGES.pack((conversation_id,))))
+                await clear_history(tr, conversation_id)
                 tr.clear(keys.CONTEXT.pack((conversation_id,)))
-            tr.clear_range(*keys.prefix_range(keys.MESSAGES.pack((agent_id,))))
+            await clear_history(tr, agent_id)
             tr.clear(keys.CONTEXT.pack((agent_id,)))
             tr.clear_range(*keys.prefix_range(TOOL_RUNS.pack((agent_id,))))
             for run_id in await runs.agent_run_ids(tr, agent_id):

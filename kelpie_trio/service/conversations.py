@@ -25,6 +25,7 @@ from kelpie_trio.agent.conversations import (
     require_conversation,
     save_conversation,
 )
+from kelpie_trio.agent.message_index import clear_history, write_messages
 from kelpie_trio.agent.messages import Message
 from kelpie_trio.agent.runs import Run
 from kelpie_trio.agent.step import compile_system
@@ -40,7 +41,6 @@ from kelpie_trio.service.common import MAX_PAGE, ServiceBase, read_record
 from kelpie_trio.service.run_stream import RetrieveStreamRequest
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
-from kelpie_trio.storage.chunks import set_blob
 
 __all__ = ["ConversationCases", "Thread"]
 
@@ -264,7 +264,7 @@ class ConversationCases(_IsolatedBlocks, ServiceBase):
             delete_conversation_record(tr, conversation)
             for copy_id in conversation.isolated_blocks.values():  # its own, as in Letta
                 await self._drop_block(tr, copy_id)
-            tr.clear_range(*keys.prefix_range(keys.MESSAGES.pack((conversation.id,))))
+            await clear_history(tr, conversation.id)
             tr.clear(keys.CONTEXT.pack((conversation.id,)))
             for run_id in await runs.agent_run_ids(tr, conversation.agent_id):
                 run = await runs.load_run(tr, run_id)
@@ -308,8 +308,7 @@ class ConversationCases(_IsolatedBlocks, ServiceBase):
                 attrs.evolve(m, id=self.env.new_id("message"), seq=i, conversation_id=new_id)
                 for i, m in enumerate(_whole_turns(history))
             ]
-            for m in copies:
-                set_blob(tr, keys.MESSAGES.pack((new_id, m.seq)), convert.encode_record(m))
+            write_messages(tr, copies)
             if context.summary:  # what the source had summarized comes along
                 kept = AgentContext(summary=context.summary, evicted=context.evicted)
                 tr.set(keys.CONTEXT.pack((new_id,)), convert.encode_record(kept))

@@ -8,6 +8,13 @@ MCP_TOOLS(server_id, tool_id) says which server each came from. Creating a serve
 its tools once (best effort, as Letta does: a server that cannot be reached is created
 without tools); PATCH .../refresh syncs again (adds, updates, removes).
 
+Tool names are unique on this server (agents attach tools, and models call them, by name).
+A server that lists a tool whose name another tool has (another MCP server's, a custom
+or a base tool) is refused with a 409 naming the tool and its owner, and nothing is
+synced or created: Letta 0.16.8 upserts MCP tools by name, so there the second server
+silently takes the first one's tool over, and the first one's agents call the wrong
+server.
+
 Agent files carry the MCP servers their tools come from, without secrets
 (models/agentfile_mcp.py); an import makes each server, or links the one here of the
 same name and configuration, and links or makes its tools, in the import's transaction.
@@ -52,8 +59,16 @@ from kelpie_trio.service.tools import ToolCases
 from kelpie_trio.storage import StoreError, keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import clear_blob, set_blob
+from kelpie_trio.tools.base import BASE_TOOLS_BY_NAME
 
-__all__ = ["MCP_SERVERS", "MCP_TOOLS", "McpImport", "McpServerCases", "McpUnavailable"]
+__all__ = [
+    "MCP_SERVERS",
+    "MCP_TOOLS",
+    "McpImport",
+    "McpServerCases",
+    "McpUnavailable",
+    "ToolNameClash",
+]
 
 log = logging.getLogger("kelpie_trio.mcp")
 
@@ -75,6 +90,18 @@ class McpUnavailable(ServiceError):
 
     def detail(self) -> object:
         return {"code": "MCPServerUnavailable", "message": str(self), "error": self.error}
+
+
+class ToolNameClash(Conflict):
+    """A listing names tools that other tools here already have: nothing is synced."""
+
+    def __init__(self, server: McpServer, owners: dict[str, str]) -> None:
+        clashes = "; ".join(f"'{name}' is already {owner}" for name, owner in owners.items())
+        super().__init__(
+            f"MCP server '{server.server_name}' lists tools whose names are taken: {clashes}. "
+            "Tool names are unique on this server, so none of its tools were synced: rename "
+            "or delete the tool that has the name, or the MCP server that owns it"
+        )
 
 
 def _strings(value: Any, loc: list[str | int], what: str) -> None:
@@ -175,18 +202,29 @@ class McpServerCases(ToolCases):
         )
         _check_server(server)
         self._check_address(server)
+        # A taken name is refused before a process is started or a URL is called for it.
+        await self.store.transact(lambda tr: self._claim_server_name(tr, server))
+        listed: list[McpTool] | None = None
+        try:  # best effort, as Letta: the server is made whether or not it answers now
+            listed = await self._sessions(server).list_tools(server)
+        except (McpFailure, McpUnavailable) as error:
+            log.info("MCP server %s created without tools: %s", server.id, type(error).__name__)
 
         async def create(tr: Transaction) -> McpServer:
             await self._claim_server_name(tr, server)
             self._write_server(tr, server)
+            if listed is not None:  # a tool name taken elsewhere refuses the whole create
+                await self._apply_listing(tr, server, listed)
             return server
 
-        created = await self.store.transact(create)
-        try:  # best effort, as Letta: the server exists whether or not it answers now
-            await self.refresh_mcp_server(created.id)
-        except (ServiceError, StoreError) as error:  # created all the same: a retry is a 409
-            log.info("MCP server %s created without tools: %s", created.id, type(error).__name__)
-        return created
+        try:
+            return await self.store.transact(create)
+        except (ServiceError, StoreError):
+            # No record names it (or, after an unknown commit result, maybe one does: a
+            # later request starts a session again): this one must not linger.
+            if self.mcp is not None:
+                self.mcp.stop(server.id)
+            raise
 
     async def get_mcp_server(self, server_id: str) -> McpServer:
         return await self.store.transact(lambda tr: self._server(tr, server_id))
@@ -475,6 +513,22 @@ class McpServerCases(ToolCases):
             raise NotFound("MCP server", server_id)
         return server
 
+    async def _name_holder(self, tr: Transaction, name: str) -> str | None:
+        """Who has the tool name `name` here, in words (None: nobody)."""
+        holder = await self._named(tr, name)
+        if holder is None:
+            return None
+        if name in BASE_TOOLS_BY_NAME:
+            return "a base tool of this server"
+        tool = await read_record(tr, keys.ROOT["tools"].pack((holder,)), Tool)
+        server_id = sync.server_of(tool) if tool is not None and sync.is_mcp_tool(tool) else None
+        owner = None if server_id is None else await read_record(
+            tr, MCP_SERVERS.pack((server_id,)), McpServer
+        )  # fmt: skip
+        if owner is not None:
+            return f"the tool {holder} of MCP server '{owner.server_name}' ({owner.id})"
+        return f"the custom tool {holder}"
+
     async def _claim_server_name(self, tr: Transaction, server: McpServer) -> None:
         holder = await tr.get(MCP_SERVER_NAMES.pack((server.server_name,)))
         if holder is not None and holder.decode() != server.id:
@@ -506,6 +560,10 @@ class McpServerCases(ToolCases):
         self, tr: Transaction, server: McpServer, listed: list[McpTool]
     ) -> dict[str, Any]:
         plan = sync.plan(listed, await self._server_tools(tr, server.id))
+        owners = {new.name: await self._name_holder(tr, new.name) for new in plan.add}
+        taken = {name: owner for name, owner in owners.items() if owner is not None}
+        if taken:
+            raise ToolNameClash(server, taken)
         skipped = dict(plan.skipped)
         added = []
         for new in plan.add:
@@ -520,10 +578,6 @@ class McpServerCases(ToolCases):
                 metadata_=sync.metadata(server),
                 created_at=self.env.now(),
             )
-            holder = await self._named(tr, tool.name)
-            if holder is not None:
-                skipped[tool.name] = f"another tool is named '{tool.name}' ({holder})"
-                continue
             self._write_tool(tr, check_tool_fits(tool))
             tr.set(MCP_TOOLS.pack((server.id, tool.id)), b"")
             added.append(tool.name)

@@ -272,6 +272,27 @@ MUTATIONS = [
         "                set_processed_place(group, thread, seq)",
         "                pass",
     ),
+    Mutation(
+        "message-index-clear",
+        "a removed history leaves no entries in the top-level message index",
+        "kelpie_trio/agent/message_index.py",
+        "        for m in decode_messages(whole):\n            _unindex(tr, m)\n",
+        "",
+    ),
+    Mutation(
+        "wait-graph",
+        "a wait that closes a cycle across requests is refused (the wait-for graph)",
+        "kelpie_trio/agent/wait_graph.py",
+        "    if path is not None:\n        return [thread, *path]\n",
+        "",
+    ),
+    Mutation(
+        "mcp-name-clash",
+        "an MCP server listing a tool name that another tool has is refused whole",
+        "kelpie_trio/service/mcp_servers.py",
+        "        if taken:\n            raise ToolNameClash(server, taken)\n",
+        "",
+    ),
 ]
 
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)")

@@ -26,6 +26,8 @@ __all__ = [
     "IDENTITIES",
     "LEASES",
     "MESSAGES",
+    "MESSAGE_IDS",
+    "MESSAGE_TIMES",
     "NODES",
     "OUTBOX",
     "PASSAGES",
@@ -52,6 +54,9 @@ BLOCKS = ROOT["blocks"]  # (block_id,) -> block record
 # A history's owner (its "thread") is the agent id for an agent's default conversation
 # and the conversation id for any other (agent/conversations.py).
 MESSAGES = ROOT["messages"]  # (thread, seq) -> message record
+# Every thread's messages in time order, and where an id is (agent/message_index.py).
+MESSAGE_TIMES = ROOT["message_times"]  # (created_us, thread, seq) -> message id
+MESSAGE_IDS = ROOT["message_ids"]  # (message id, thread) -> (created_us, seq)
 PASSAGES = ROOT["passages"]  # (owner: agent_id or archive_id, passage_id) -> archival passage
 ARCHIVES = ROOT["archives"]  # (archive_id,) -> archive record (service/archives.py)
 SESSIONS = ROOT["sessions"]  # runs (sessions) with their checkpoints: agent/runs.py

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from quart.testing import QuartClient
 
 STDIO = {"mcp_server_type": "stdio", "command": "kb-server", "args": []}
@@ -71,3 +72,24 @@ async def test_a_name_is_unique_and_secrets_never_come_back(client: QuartClient)
     assert changed.status_code == 422
     assert (await (await client.get(f"/v1/mcp-servers/{shown['id']}")).get_json()) == shown
     assert (await client.delete(f"/v1/mcp-servers/{shown['id']}")).status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "loc"),
+    [("POST", "/v1/tools/mcp/servers/connect", "body"),
+     ("GET", "/v1/tools/mcp/oauth/callback?state=s&code=c", "query")],
+)  # fmt: skip
+async def test_lettas_oauth_routes_are_a_422_saying_oauth_is_not_supported(
+    client: QuartClient, method: str, path: str, loc: str
+) -> None:
+    """Where Letta would start (or finish) an MCP OAuth flow: a 422 naming what is not
+    supported and what to use instead; nothing is created."""
+    body = {"server_name": "oauth", "type": "streamable_http",
+            "server_url": "https://mcp.example.com/mcp"}  # fmt: skip
+    answer = await client.open(path, method=method, json=body if method == "POST" else None)
+    assert answer.status_code == 422
+    [error] = (await answer.get_json())["detail"]
+    assert error["loc"] == [loc]
+    assert "OAuth flows for MCP servers are not supported" in error["msg"]
+    assert "POST /v1/mcp-servers/" in error["msg"] and "auth_token" in error["msg"]
+    assert (await (await client.get("/v1/mcp-servers/")).get_json()) == []

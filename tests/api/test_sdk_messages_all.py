@@ -59,3 +59,51 @@ def test_message_search_is_answered_as_letta_cloud_only(letta: Letta) -> None:
     with pytest.raises(letta_client.NotFoundError) as raised:
         letta.messages.search(query="hello")
     assert "Letta Cloud" in raised.value.body["detail"]  # type: ignore[index]
+
+
+def _all_ids(letta: Letta) -> list[str]:
+    """Every listed message, oldest first, two stored messages a page."""
+    ids: list[str] = []
+    after = None
+    while page := letta.messages.list(order="asc", limit=2, after=after):
+        ids.extend(m.id for m in page if not ids or ids[-1] != m.id)
+        after = page[-1].id
+    return ids
+
+
+def test_conversations_are_listed_and_deleted_ones_and_agents_leave_nothing(
+    letta: Letta,
+) -> None:
+    ada = letta.agents.create(name="conv-all-ada").id
+    bob = letta.agents.create(name="conv-all-bob").id
+    kept = letta.conversations.create(agent_id=ada).id
+    dropped = letta.conversations.create(agent_id=ada).id
+
+    def in_conversation(conversation_id: str, text: str) -> set[str]:
+        events = letta.conversations.messages.create(
+            conversation_id, messages=[{"role": "user", "content": text}]
+        )
+        return {e.id for e in events if getattr(e, "id", None)}
+
+    in_thread = in_conversation(kept, "in a thread")
+    by_default = set(_talk(letta, "", "by default", ada))
+    said = in_thread | by_default
+    gone = in_conversation(dropped, "soon gone") | set(_talk(letta, "", "bob's", bob))
+    listed = _all_ids(letta)
+    # Letta's conversation_id filter: one conversation, or every agent's default one.
+    assert {m.id for m in letta.messages.list(conversation_id=kept, limit=1000)} == in_thread
+    defaults = {m.id for m in letta.messages.list(conversation_id="default", limit=1000)}
+    assert by_default <= defaults and not (in_thread & defaults)
+    one_by_one = [letta.messages.list(conversation_id=kept, order="asc", limit=1)[0].id]
+    while page := letta.messages.list(
+        conversation_id=kept, order="asc", limit=1, after=one_by_one[-1]
+    ):
+        one_by_one.append(page[-1].id)
+    assert len(set(one_by_one)) == len(one_by_one) and set(one_by_one) == in_thread
+    assert letta.messages.list(conversation_id="nope") == []  # none such: none, as Letta
+    assert said | gone <= set(listed) and len(listed) == len(set(listed))
+    letta.conversations.delete(dropped)
+    letta.agents.delete(bob)
+    after = _all_ids(letta)
+    assert said <= set(after) and not gone & set(after)
+    assert after == [m for m in listed if m not in gone]

@@ -283,12 +283,14 @@ def test_dst_mcp_servers_and_their_tools_stay_consistent_under_storage_faults() 
     request either happens whole or is refused; afterwards every external_mcp tool has
     its server and mapping, every mapping its tool, every server its name and index
     entries, and each tool listed is held by exactly one server (tool names are unique;
-    a second server listing a name is told so in `skipped`)."""
+    every server here lists the same tools, so a second server's sync is refused whole
+    with a ToolNameClash, a 409 naming the first)."""
     from kelpie_trio.service.mcp_servers import (
         MCP_SERVER_INDEX,
         MCP_SERVER_NAMES,
         MCP_SERVERS,
         MCP_TOOLS,
+        ToolNameClash,
     )
     from kelpie_trio.service.tools import TOOLS
     from kelpie_trio.storage import StoreError
@@ -337,7 +339,10 @@ def test_dst_mcp_servers_and_their_tools_stay_consistent_under_storage_faults() 
             sim.world.faults.enabled = False
             await trio.sleep(2)  # commits in flight land or fail by now
             for server in await _servers(home):  # a last sync, faults off
-                await home.refresh_mcp_server(server.id)
+                try:  # one server holds the tools; the others' syncs are refused whole
+                    await home.refresh_mcp_server(server.id)
+                except ToolNameClash:
+                    refused["last ToolNameClash"] += 1
             listed = set(sim.mcp.tools)
 
             async def check(tr: Transaction) -> None:
@@ -367,6 +372,7 @@ def test_dst_mcp_servers_and_their_tools_stay_consistent_under_storage_faults() 
 
     if run_seeds(one, 4) > 1:
         assert refusals, "no request was refused: the faults never reached the service"
+        assert refusals["ToolNameClash"], "no second server ever listed a taken name"
 
 
 async def _servers(service: AgentService) -> list[Any]:

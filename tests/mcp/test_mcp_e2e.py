@@ -23,7 +23,7 @@ import httpx
 import orjson
 import pytest
 import trio
-from letta_client import AsyncLetta, NotFoundError
+from letta_client import AsyncLetta, ConflictError, NotFoundError
 
 from kelpie_trio.config import ServerConfig
 from kelpie_trio.nursery.node import run_node
@@ -231,6 +231,12 @@ async def test_a_streamable_http_server_with_a_bearer_token(
                 oauth = await http.get(f"/v1/mcp-servers/connect/{shut.id}")
                 assert oauth.status_code == 422
                 assert "OAuth flows are not supported" in oauth.json()["detail"][0]["msg"]
+                legacy = await http.post(  # Letta's older route, which starts OAuth too
+                    "/v1/tools/mcp/servers/connect",
+                    json={"server_name": "shut", "type": "streamable_http", "server_url": mcp_url},
+                )
+                assert legacy.status_code == 422
+                assert "OAuth flows for MCP servers are not supported" in legacy.text
                 ok = await http.get(f"/v1/mcp-servers/connect/{server.id}")
                 assert ok.headers["content-type"].startswith("text/event-stream")
                 events = [orjson.loads(line[6:]) for line in ok.text.splitlines() if line]
@@ -250,29 +256,37 @@ async def test_an_sse_server_and_a_tool_whose_name_is_taken(
     with http_demo("sse", DEMO_TOKEN=TOKEN) as mcp_url, trio.fail_after(60):
         async with node(tmp_path, monkeypatch) as (letta, _, _):
             mine = await letta.tools.create(source_code=GREET)
-            server = await letta.mcp_servers.create(
-                server_name="events",
-                config={"mcp_server_type": "sse", "server_url": mcp_url,
-                        "custom_headers": {"Authorization": f"Bearer {TOKEN}"}},
-            )  # fmt: skip
+            config = {"mcp_server_type": "sse", "server_url": mcp_url,
+                      "custom_headers": {"Authorization": f"Bearer {TOKEN}"}}  # fmt: skip
+            # A custom tool has the name `greet`: the server is refused, naming both, and
+            # nothing is made (Letta would replace the custom tool by the MCP one).
+            with pytest.raises(ConflictError) as refused:
+                await letta.mcp_servers.create(server_name="events", config=config)
+            detail = refused.value.body["detail"]  # type: ignore[index]
+            assert f"'greet' is already the custom tool {mine.id}" in detail
+            assert await letta.mcp_servers.list() == []
+            assert (await letta.tools.retrieve(mine.id)).tool_type == "custom"
+            await letta.tools.delete(mine.id)
+            server = await letta.mcp_servers.create(server_name="events", config=config)
             assert server.custom_headers == {"Authorization": "********"}
             tools = {t.name: t for t in await letta.mcp_servers.tools.list(server.id)}
-            assert "greet" not in tools  # a custom tool has the name: kept, not replaced
-            assert (await letta.tools.retrieve(mine.id)).tool_type == "custom"
-            sync = await letta.mcp_servers.refresh(server.id)
-            assert sync["skipped"] == {"greet": f"another tool is named 'greet' ({mine.id})"}
+            assert "greet" in tools
             result = await letta.mcp_servers.tools.run(
                 tools["add"].id, mcp_server_id=server.id, args={"a": 4, "b": 5}
             )
             assert (result.status, result.func_return) == ("success", "9")
             # PUT /v1/tools/ replaces `add` by a custom tool (keeping its id): it is no
-            # longer the server's, and a refresh does not take it back.
+            # longer the server's, and a refresh is refused rather than take it back.
             await letta.tools.upsert(source_code=ADD)
             listed = {t.name for t in await letta.mcp_servers.tools.list(server.id)}
             assert "add" not in listed
-            sync = await letta.mcp_servers.refresh(server.id)
-            assert "another tool is named 'add'" in sync["skipped"]["add"]
+            with pytest.raises(ConflictError) as refused:
+                await letta.mcp_servers.refresh(server.id)
+            assert f"'add' is already the custom tool {tools['add'].id}" in str(
+                refused.value.body["detail"]  # type: ignore[index]
+            )
             assert (await letta.tools.retrieve(tools["add"].id)).tool_type == "custom"
+            assert {t.name for t in await letta.mcp_servers.tools.list(server.id)} == listed
 
 
 ADD = '''
