@@ -17,4 +17,5 @@ SCENARIOS = (
     "idle-footprint",
     "two-nodes",
     "agents-messaging",
+    "idle",
 )

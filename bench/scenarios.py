@@ -25,6 +25,7 @@ import trio
 from bench import SCENARIOS
 from bench.agents_messaging import AgentsMessaging
 from bench.http1 import Connection, HttpError
+from bench.idle import Idle
 from bench.load import Sample, create_agents, run_load
 from bench.procs import Attached, Child, Usage, start_fake_provider, start_floor, start_server
 from bench.stats import percentiles, summarize, throughput_series, usage_delta
@@ -47,6 +48,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "two-nodes": {"agents": 100, "messages": 2000, "concurrency": 100, "latency": 0.2},
     # agents: askers, each with a worker of its own; every message is one agent-to-agent hop.
     "agents-messaging": {"agents": 50, "messages": 1000, "concurrency": 50, "latency": 0.0},
+    # agents: the most active at once (measured at 0, 200 and this); no message in the window.
+    "idle": {"agents": 2000, "messages": 0, "concurrency": 32, "latency": 0.0, "window": 20.0},
 }
 SMOKE: dict[str, dict[str, Any]] = {
     "steady": {"agents": 10, "messages": 60, "concurrency": 10, "latency": 0.05},
@@ -56,6 +59,7 @@ SMOKE: dict[str, dict[str, Any]] = {
     "idle-footprint": {"agents": 80, "messages": 0, "concurrency": 8, "latency": 0.0},
     "two-nodes": {"agents": 10, "messages": 40, "concurrency": 10, "latency": 0.02},
     "agents-messaging": {"agents": 5, "messages": 20, "concurrency": 5, "latency": 0.0},
+    "idle": {"agents": 20, "messages": 0, "concurrency": 5, "latency": 0.0, "window": 2.0},
 }
 
 # The targets, reported next to the numbers (never asserted).
@@ -64,6 +68,7 @@ TARGETS = {
     "overhead_p99_ms": 25.0,  # steady at 200 conversations, 500 ms provider
     "activation_p99_ms": 10.0,  # cold-activation, 100,000 agents stored
     "rss_kb_per_idle_agent": 50.0,  # idle-footprint, 10,000 active agents
+    "idle_cpu_ms_per_s": 0.5,  # idle: CPU per second of wall time, whatever the active agents
 }
 
 
@@ -130,7 +135,7 @@ async def read_metrics(url: str, headers: dict[str, str]) -> dict[str, float]:
     return found
 
 
-class Runner(AgentsMessaging):
+class Runner(AgentsMessaging, Idle):
     def __init__(self, options: Options, progress: Progress | None = None) -> None:
         self.options = options
         self.progress = progress or _no_progress

@@ -1,0 +1,91 @@
+"""The idle scenario (a mixin of bench/scenarios.py's Runner): what a server burns doing nothing.
+
+One server; the agents are created first, then activated in steps (0, 200, then `--agents`,
+each by one message) and left alone. After each step the server settles, and its own CPU
+(every thread's time on a CPU, from /proc/PID/task/*/schedstat in nanoseconds: psutil's
+figure counts 10 ms clock ticks, too coarse for a target of 0.5 ms/s) is read around a
+window of wall time in which no request is sent: CPU milliseconds per second of wall time.
+The issue's target is <= 0.5 ms/s whatever the number of active agents. Figures, never
+assertions; on a shared machine, other work does not count here (only the server's own CPU).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import trio
+
+__all__ = ["IDLE_WINDOW_S", "Idle"]
+
+IDLE_WINDOW_S = 30.0  # long enough to hold several lease periods (ttl/3 = 3.3 s by default)
+_SETTLE_S = 3.0  # after the activations: their replies, logs and first renewals are done
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of `pid` so far (threads that ended are not counted: the
+    server's are long-lived, the store's writer thread included)."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(stat.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended while we looked
+    return total / 1e9
+
+
+class Idle:
+    options: Any
+    _provider: Any
+    _server: Any
+    _data_dir: Any
+    _url: Any
+    _create: Any
+    _load: Any
+
+    async def scenario_idle(self, p: dict[str, Any]) -> dict[str, Any]:
+        """Idle CPU per second of wall time at 0, 200 and `agents` active agents."""
+        from bench.scenarios import read_metrics  # not at the top: scenarios imports this mixin
+
+        top = p["agents"]
+        steps = sorted({0, min(200, top), top})
+        window = float(p.get("window") or IDLE_WINDOW_S)
+        levels = []
+        async with (
+            self._provider(0.0) as provider,
+            self._server(self._data_dir("idle"), provider, 0.0) as server,
+        ):
+            if server is None:
+                raise SystemExit("idle needs the server's process: give --server-pid")
+            url = self._url(server)
+            agents = await self._create(url, top) if top else []
+            active = 0
+            for level in steps:
+                if level > active:
+                    await self._load(
+                            f"idle: activating {level}", url, agents[active:level],
+                            level - active, min(p["concurrency"], level - active),
+                            one_each=True,
+                        )  # fmt: skip
+                    active = level
+                await trio.sleep(_SETTLE_S)
+                before, t0 = cpu_seconds(server.pid), trio.current_time()
+                await trio.sleep(window)
+                after, t1 = cpu_seconds(server.pid), trio.current_time()
+                rss = server.usage().rss
+                metrics = await read_metrics(url, self.options.headers)
+                cpu_ms = (after - before) * 1000
+                levels.append({
+                        "active_agents": level,
+                        "active_actors_reported": metrics.get("kelpie_active_actors"),
+                        "window_s": round(t1 - t0, 2),
+                        "cpu_ms": round(cpu_ms, 2),
+                        "cpu_ms_per_s": round(cpu_ms / (t1 - t0), 3),
+                        "rss_mb": round(rss / 2**20, 1),
+                    })  # fmt: skip
+        return {
+            "scenario": "idle",
+            "params": {**p, "window": window, "store": self.options.store},
+            "idle": levels,
+            "ratios": {"cpu_vs_relay": None, "cpu_vs_trivial": None},
+        }
