@@ -75,7 +75,15 @@ def _target(result: dict[str, Any]) -> str:
 
 def _print_idle(results: list[dict[str, Any]], console: Console) -> None:
     idle = Table(title="idle server (no requests in the window; the server process's own CPU)")
-    for column in ("active agents", "window s", "CPU ms", "CPU ms/s", "RSS MB", "target"):
+    for column in (
+        "active agents",
+        "settled after s",
+        "window s",
+        "CPU ms",
+        "CPU ms/s",
+        "RSS MB",
+        "target",
+    ):
         idle.add_column(column, justify="right")
     for r in results:
         for level in r.get("idle") or ():
@@ -83,6 +91,7 @@ def _print_idle(results: list[dict[str, Any]], console: Console) -> None:
             ok = "met" if per_s <= TARGETS["idle_cpu_ms_per_s"] else "MISSED"
             idle.add_row(
                 _f(level["active_agents"]),
+                _f(level.get("settled_after_s")),
                 _f(level["window_s"]),
                 _f(level["cpu_ms"], 1),
                 _f(per_s, 3),
