@@ -93,6 +93,7 @@ class Dispatcher:
         # This node's own copy of its heartbeat record (exact: only this node writes it);
         # None until it has joined. Every fence checks it.
         self.membership: Membership | None = None
+        self._renewing = trio.Lock()  # one renewal at a time: each record after the last
 
     # -- life ------------------------------------------------------------------
 
@@ -269,45 +270,46 @@ class Dispatcher:
     async def renew_heartbeat(self) -> None:
         """Renew this node's heartbeat: one write, whatever the number of active agents.
 
-        Renewed: every lease of this incarnation lives on. Found expired: this incarnation
-        is over (another node may own any of its agents now); its actors stop and the node
-        joins again as a new one. Not reachable: once the heartbeat runs out by this
-        node's clock, its actors stop (their fences would refuse every write anyway).
+        Renewed: every lease of this incarnation lives on. Found expired (by this node's
+        own copy, exact since only it writes its record): this incarnation is over
+        (another node may own any of its agents now); its actors stop and the node joins
+        again as a new one. Not reachable: once the heartbeat runs out by this node's
+        clock, its actors stop (their fences would refuse every write anyway); the next
+        renewal finds it expired.
         """
+        async with self._renewing:  # the keeper and the node's address announcement
+            await self._renew_heartbeat()
+
+    async def _renew_heartbeat(self) -> None:
         mine = self.membership
         if mine is None:
             await self._rejoin()
             return
         started = trio.current_time()
-        now, ttl = self.env.now(), self.config.lease_ttl
+        record = members.decide_renew(mine, self.address, self.env.now(), self.config.lease_ttl)
+        if record is None:
+            self._stop_all(f"{self.node_id} incarnation {mine.incarnation} expired")
+            await self._rejoin()
+            return
 
-        async def renew(tr: Transaction) -> NodeInfo | None:
-            current = await members.read_node(tr, self.node_id)
-            record = members.decide_renew(current, mine, self.address, now, ttl)
-            if record is not None:
-                tr.set(members.node_key(self.node_id), record.encode())
+        async def renew(tr: Transaction) -> NodeInfo:
+            key = members.node_key(self.node_id)
+            # A blind write, but an attempt of an earlier renewal that lands late (its
+            # outcome was unknown) conflicts with this one rather than shorten the record.
+            tr.add_read_conflict_key(key)
+            tr.set(key, record.encode())
             return record
 
         renewed: NodeInfo | None = None
-        answered = False
         try:
             # Bounded: a node cut off from the store must notice in time that its
             # heartbeat is running out, not retry for a minute.
             with trio.move_on_after(self.config.renew_interval):
                 renewed = await self.store.transact(renew, max_attempts=3)
-                answered = True
         except StoreError as error:
             log.warning("heartbeat renewal failed: %r", error)
         if renewed is not None:
-            current = self.membership
-            # Another renewal (the node announcing its address) may have run meanwhile, or
-            # a rejoin: only this incarnation's copy is extended, and never shortened.
-            if current is not None and current.incarnation == mine.incarnation:
-                live_until = max(current.live_until, renewed.expires_at)
-                self.membership = attrs.evolve(current, live_until=live_until)
-        elif answered:
-            self._stop_all(f"{self.node_id} incarnation {mine.incarnation} expired")
-            await self._rejoin()
+            self.membership = attrs.evolve(mine, live_until=renewed.expires_at)
         elif not mine.live(self.env.now()):
             self._stop_all(f"{self.node_id} could not renew its heartbeat in time")
         self.observer.leases_renewed(self.node_id, len(self._active), trio.current_time() - started)

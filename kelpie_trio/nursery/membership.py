@@ -8,8 +8,9 @@ names the same incarnation and is unexpired. So an idle node writes one record p
 renewal period, whatever the number of agents it hosts.
 
 Only a node writes its own record, so its own copy of it (`Membership`) is exact: the
-fence of every actor transaction checks it there, with no store read. A node that finds
-its heartbeat already expired when it comes to renew it (cut off from the store, or
+fence of every actor transaction checks it there, with no store read, and a renewal is a
+blind write decided on it. A node that finds its heartbeat already expired when it comes
+to renew it (cut off from the store, or
 stalled, for longer than a ttl) does not revive it: another node may have taken over any
 of its agents meanwhile. It stops every actor and joins again as a new incarnation, so
 nothing of the old one commits again.
@@ -71,12 +72,11 @@ def decide_join(current: NodeInfo | None, node_id: str, address: str, now: float
     return NodeInfo(node_id, address, now, incarnation, now + ttl)
 
 
-def decide_renew(
-    current: NodeInfo | None, mine: Membership, address: str, now: float, ttl: float
-) -> NodeInfo | None:
-    """The renewed record, or None: the stored one is not this incarnation's, or it has
-    expired already (another node may have taken agents over: this incarnation is over)."""
-    if current is None or current.incarnation != mine.incarnation or not current.live(now):
+def decide_renew(mine: Membership, address: str, now: float, ttl: float) -> NodeInfo | None:
+    """The renewed record, or None: the heartbeat has expired already (another node may
+    have taken agents over: this incarnation is over). Decided on the node's own copy, so
+    the renewal is one blind write: no read, nothing for it to conflict with."""
+    if not mine.live(now):
         return None
     return NodeInfo(mine.node_id, address, now, mine.incarnation, now + ttl)
 

@@ -50,7 +50,7 @@ class IndexerConfig:
     # Seconds between scans when nothing woke the indexer: entries written through this
     # node's store wake it at their commit; this poll finds those of other nodes (whose
     # searches catch up on their own anyway) and of commits whose outcome was unknown.
-    poll_interval: float = 10.0
+    poll_interval: float = 30.0
     heartbeat_interval: float = 30.0
     consumer_ttl: float = 600.0  # a consumer silent this long no longer holds entries back
     scan_agents: int = 100  # agents looked at per scan of the outbox

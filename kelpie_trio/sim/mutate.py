@@ -98,11 +98,10 @@ MUTATIONS = [
     ),
     Mutation(
         "heartbeat-renewal",
-        "a node renews only its own incarnation's heartbeat, and never once it has expired",
+        "a node never renews its heartbeat once it has expired (it joins as a new incarnation)",
         "kelpie_trio/nursery/membership.py",
-        "    if current is None or current.incarnation != mine.incarnation or "
-        "not current.live(now):",
-        "    if current is None:",
+        "    if not mine.live(now):\n        return None\n    return NodeInfo(",
+        "    if False:\n        return None\n    return NodeInfo(",
     ),
     Mutation(
         "fence-heartbeat",

@@ -54,19 +54,14 @@ def test_a_node_joins_as_the_incarnation_after_every_earlier_one() -> None:
     assert decide_join(old, "n1", "http://x", now=100, ttl=10).incarnation == 4
 
 
-def test_the_heartbeat_is_renewed_only_for_its_own_live_incarnation() -> None:
-    stored = NodeInfo("n1", "http://n1", 100, incarnation=2, expires_at=110)
-    renewed = decide_renew(stored, ME, "http://n1", now=103, ttl=10)
-    assert renewed == NodeInfo("n1", "http://n1", 103, 2, 113)
-    assert decide_renew(None, ME, "http://n1", now=103, ttl=10) is None
-    other = NodeInfo("n1", "http://n1", 100, incarnation=3, expires_at=110)
-    assert decide_renew(other, ME, "http://n1", now=103, ttl=10) is None
+def test_a_live_heartbeat_is_renewed_for_its_own_incarnation_at_its_address() -> None:
+    renewed = decide_renew(ME, "http://n1:8283", now=103, ttl=10)
+    assert renewed == NodeInfo("n1", "http://n1:8283", 103, 2, 113)
 
 
 def test_a_heartbeat_found_expired_is_not_revived() -> None:
     """Another node may have taken any of its agents: that incarnation must join again."""
-    stored = NodeInfo("n1", "http://n1", 100, incarnation=2, expires_at=110)
-    assert decide_renew(stored, ME, "http://n1", now=110.5, ttl=10) is None
+    assert decide_renew(ME, "http://n1", now=110, ttl=10) is None
 
 
 def test_records_round_trip_through_bytes_and_old_ones_are_never_live() -> None:
