@@ -362,6 +362,7 @@ class SqliteStore(Store):
         # The version of this process's last commit that wrote tombstones (set in the
         # writer thread): the GC looks at the file only while some may be uncollected.
         self._cleared_at = 0
+        self._uncollected = trio.Event()  # set when a batch here wrote tombstones
 
     def create_transaction(self) -> SqliteTransaction:
         return SqliteTransaction(self)
@@ -461,6 +462,8 @@ class SqliteStore(Store):
                         self._execute, batch.ops, limiter=limiter
                     )
                 self._observe(version)
+                if self._cleared_at > self._known_horizon:
+                    self._uncollected.set()  # the GC has something to do
             finally:
                 for op in batch.ops:
                     if not op.finished:  # only if _execute itself raised: a bug, re-raised
@@ -509,12 +512,14 @@ class SqliteStore(Store):
 
     async def _collect_tombstones_periodically(self) -> None:
         while True:
-            await self.env.sleep(self.tombstone_gc_interval_s)
-            self._sample()
             if self._cleared_at <= self._known_horizon:
                 # Nothing this process cleared is left to collect (an idle node's
-                # heartbeats write no tombstones). Another process collects its own.
-                continue
+                # heartbeats write no tombstones): sleep until a commit clears something.
+                # Another process collects its own.
+                self._uncollected = trio.Event()
+                await self._uncollected.wait()
+            await self.env.sleep(self.tombstone_gc_interval_s)
+            self._sample()
             if self._horizon_candidate() <= self._known_horizon:
                 continue
             try:

@@ -321,7 +321,8 @@ async def test_periodic_gc_collects_tombstones_once_they_are_old_enough(db: Path
 async def test_periodic_gc_leaves_the_file_alone_while_nothing_was_cleared(
     db: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """An idle node's heartbeats only overwrite keys: no tombstone, so no collection hop."""
+    """An idle node's heartbeats only overwrite keys: no tombstone, so no collection hop
+    (the collector sleeps until a commit writes one)."""
     store = SqliteStore(db)
     store.tombstone_min_age_s = 0.0  # any version is old enough: only nothing-to-do stops it
     looks = 0
