@@ -20,4 +20,5 @@ SCENARIOS = (
     "conversations",
     "approvals",
     "mcp-calls",
+    "idle",
 )

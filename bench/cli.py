@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agents", type=int, help="agents (stored agents for cold-activation)")
     parser.add_argument("--messages", type=int, help="messages in the measured window")
     parser.add_argument("--concurrency", type=int, help="concurrent conversations")
+    parser.add_argument(
+        "--window", type=float, help="idle: seconds of wall time measured per step (30)"
+    )
     parser.add_argument("--no-floor", action="store_true", help="skip the framework floor")
     parser.add_argument(
         "--floor-requests", type=int, default=2000, help="requests per floor route (cap)"
@@ -153,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
             "messages": args.messages,
             "concurrency": args.concurrency,
             "latency": args.latency,
+            "window": args.window,
         },
         floor=not args.no_floor,
         floor_requests=args.floor_requests,

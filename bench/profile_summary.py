@@ -25,7 +25,7 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("store: transactions, trio side", ("Store.transact", "ActorContext.transact")),
     ("agent step: build request, interpret, render", ("AgentActor._turn", "AgentActor.handle")),
     ("access log line", ("Logger.info", "Logger._log")),
-    ("dispatcher / actor runtime / leases", ("Dispatcher.", "ActorHost", "renew_leases")),
+    ("dispatcher / actor runtime / leases", ("Dispatcher.", "ActorHost", "renew_heartbeat")),
     ("API handlers and service", ("kelpie_trio/api/", "kelpie_trio/service/")),
     ("HTTP server: hypercorn + quart", ("hypercorn", "quart", "TrioASGI")),
 )

@@ -84,6 +84,35 @@ def _target(result: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _print_idle(results: list[dict[str, Any]], console: Console) -> None:
+    idle = Table(title="idle server (no requests in the window; the server process's own CPU)")
+    for column in (
+        "active agents",
+        "settled after s",
+        "window s",
+        "CPU ms",
+        "CPU ms/s",
+        "RSS MB",
+        "target",
+    ):
+        idle.add_column(column, justify="right")
+    for r in results:
+        for level in r.get("idle") or ():
+            per_s = level["cpu_ms_per_s"]
+            ok = "met" if per_s <= TARGETS["idle_cpu_ms_per_s"] else "MISSED"
+            idle.add_row(
+                _f(level["active_agents"]),
+                _f(level.get("settled_after_s")),
+                _f(level["window_s"]),
+                _f(level["cpu_ms"], 1),
+                _f(per_s, 3),
+                _f(level["rss_mb"]),
+                f"<= {TARGETS['idle_cpu_ms_per_s']:g} ms/s: {ok}",
+            )
+    if idle.row_count:
+        console.print(idle)
+
+
 def print_table(results: list[dict[str, Any]], console: Console | None = None) -> None:
     # Wide enough for every column when the output is a log, not a terminal.
     console = console or Console(width=None if sys.stdout.isatty() else 200)
@@ -104,6 +133,8 @@ def print_table(results: list[dict[str, Any]], console: Console | None = None) -
     ):
         table.add_column(column, justify="left" if column in ("scenario", "target") else "right")
     for r in results:
+        if "idle" in r:
+            continue  # no messages: its own table below
         lat, over = r["latency_ms"], r["overhead_ms"]
         table.add_row(
             r["scenario"],
@@ -121,7 +152,9 @@ def print_table(results: list[dict[str, Any]], console: Console | None = None) -
         )
         if r.get("errors"):
             table.add_row("", f"[red]{r['errors']} errors {r.get('error_statuses')}[/red]")
-    console.print(table)
+    if table.row_count:
+        console.print(table)
+    _print_idle(results, console)
 
     floor = Table(title="framework floor (same run, same concurrency, server stopped)")
     for column in ("scenario", "route", "reqs/s", "p50 ms", "p99 ms", "CPU ms/req", "provider ms"):

@@ -27,6 +27,7 @@ from bench.agents_messaging import AgentsMessaging
 from bench.approvals import Approvals
 from bench.conversations import Conversations
 from bench.http1 import Connection, HttpError
+from bench.idle import Idle
 from bench.load import Sample, create_agents, run_load
 from bench.mcp_calls import McpCalls
 from bench.procs import Attached, Child, Usage, start_fake_provider, start_floor, start_server
@@ -62,6 +63,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "concurrency": 200,
         "latency": 0.5,
     },
+    # agents: the most active at once (measured at 0, 200 and this); no message in the window.
+    "idle": {"agents": 2000, "messages": 0, "concurrency": 32, "latency": 0.0, "window": 20.0},
 }
 SMOKE: dict[str, dict[str, Any]] = {
     "steady": {"agents": 10, "messages": 60, "concurrency": 10, "latency": 0.05},
@@ -80,6 +83,7 @@ SMOKE: dict[str, dict[str, Any]] = {
         "concurrency": 6,
         "latency": 0.02,
     },
+    "idle": {"agents": 20, "messages": 0, "concurrency": 5, "latency": 0.0, "window": 2.0},
 }
 
 # The targets, reported next to the numbers (never asserted).
@@ -88,6 +92,7 @@ TARGETS = {
     "overhead_p99_ms": 25.0,  # steady at 200 conversations, 500 ms provider
     "activation_p99_ms": 10.0,  # cold-activation, 100,000 agents stored
     "rss_kb_per_idle_agent": 50.0,  # idle-footprint, 10,000 active agents
+    "idle_cpu_ms_per_s": 0.5,  # idle: CPU per second of wall time, whatever the active agents
 }
 
 
@@ -154,7 +159,7 @@ async def read_metrics(url: str, headers: dict[str, str]) -> dict[str, float]:
     return found
 
 
-class Runner(AgentsMessaging, Approvals, Conversations, McpCalls):
+class Runner(AgentsMessaging, Approvals, Conversations, McpCalls, Idle):
     def __init__(self, options: Options, progress: Progress | None = None) -> None:
         self.options = options
         self.progress = progress or _no_progress

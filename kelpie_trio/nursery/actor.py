@@ -68,11 +68,12 @@ class ActorContext:
         return self.dispatcher.env
 
     async def transact(self, fn: Callable[[Transaction], Awaitable[T]]) -> T:
-        """A store transaction that commits only while this activation holds the lease."""
-        mine = self.lease
+        """A store transaction that commits only while this activation holds the lease
+        (and its node's heartbeat is live: checked again at every attempt)."""
+        mine, dispatcher = self.lease, self.dispatcher
 
         async def fenced(tr: Transaction) -> T:
-            await leases.fence(tr, mine)
+            await leases.fence(tr, mine, dispatcher.membership, dispatcher.env.now())
             return await fn(tr)
 
         return await self.dispatcher.store.transact(fenced)
@@ -130,10 +131,6 @@ class ActorHost:
     @property
     def lease(self) -> leases.Lease:
         return self.context.lease
-
-    @lease.setter
-    def lease(self, value: leases.Lease) -> None:
-        self.context.lease = value
 
     @property
     def mailbox_depth(self) -> int:

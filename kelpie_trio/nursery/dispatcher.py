@@ -2,7 +2,7 @@
 
     Dispatcher.run
       supervisor nursery
-        lease keeper          renews this node's leases in batches; stops what it lost
+        heartbeat keeper      renews this node's one heartbeat record; stops all on loss
         ActorHost per agent   (actor.py): one trio task per active agent
 
 A message for an agent active here goes to its mailbox. Otherwise the
@@ -12,6 +12,10 @@ forwards the message there through the transport and relays the reply. A
 message that meets an activation as it ends is routed again; a node that
 cannot be reached is retried until the owner's lease expires, and then this
 node takes over. Callers never need to know where an agent lives.
+
+Liveness is per node (membership.py): an agent's lease names this node's incarnation and
+lives as long as the node's heartbeat does, so keeping a thousand agents active costs the
+same one write per renewal period as keeping none.
 """
 
 from __future__ import annotations
@@ -20,11 +24,11 @@ import logging
 from typing import Any
 
 import attrs
-import orjson
 import trio
 
 from kelpie_trio.env import Env
 from kelpie_trio.nursery import lease as leases
+from kelpie_trio.nursery import membership as members
 from kelpie_trio.nursery.actor import ActorFactory, ActorHost, Reroute
 from kelpie_trio.nursery.errors import (
     AgentUnavailable,
@@ -33,10 +37,10 @@ from kelpie_trio.nursery.errors import (
     NotOwner,
     RuntimeFailure,
 )
+from kelpie_trio.nursery.membership import Membership, NodeInfo
 from kelpie_trio.nursery.observer import RuntimeObserver
 from kelpie_trio.nursery.recent import RecentEvents
 from kelpie_trio.nursery.transport import Transport, TransportError
-from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Store, Transaction
 from kelpie_trio.storage.errors import StoreError, refused_for_good
 
@@ -44,15 +48,13 @@ __all__ = ["Dispatcher", "NodeInfo", "RuntimeConfig"]
 
 log = logging.getLogger("kelpie_trio.dispatcher")
 
-_RENEW_BATCH = 200  # leases renewed per transaction: well inside FDB's limits
-
 
 @attrs.frozen
 class RuntimeConfig:
     mailbox_size: int = 64
     idle_timeout: float = 300.0  # deactivate after this long without a message
     lease_ttl: float = 10.0
-    renew_interval: float = 3.0  # well under the ttl: two renewals may fail in a row
+    renew_interval: float = 3.0  # the heartbeat's; well under the ttl: two may fail in a row
     max_failures: int = 3  # tries per message (and per activation) before giving up
     restart_backoff: float = 0.1  # doubles per failure
     max_backoff: float = 5.0
@@ -61,21 +63,6 @@ class RuntimeConfig:
     forward_timeout: float = 30.0
     retry_after: float = 1.0  # what a full mailbox tells the caller
     recent_events: int = 100  # transfers, recoveries and restarts kept for the console
-
-
-@attrs.frozen
-class NodeInfo:
-    node_id: str
-    address: str
-    heartbeat_at: float
-
-    def encode(self) -> bytes:
-        return orjson.dumps([self.address, self.heartbeat_at])
-
-    @classmethod
-    def decode(cls, node_id: str, raw: bytes) -> NodeInfo:
-        address, heartbeat_at = orjson.loads(raw)
-        return cls(node_id, address, heartbeat_at)
 
 
 class Dispatcher:
@@ -106,15 +93,20 @@ class Dispatcher:
         self._supervisor: trio.Nursery | None = None
         self._closing = False
         self._drained = trio.Event()  # closing, and no activation left or starting
+        # This node's own copy of its heartbeat record (exact: only this node writes it);
+        # None until it has joined. Every fence checks it.
+        self.membership: Membership | None = None
+        self._renewing = trio.Lock()  # one renewal at a time: each record after the last
 
     # -- life ------------------------------------------------------------------
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Register the node, then supervise actors and keep leases until cancelled."""
-        await self.store.transact(self.heartbeat)
+        """Join (a new incarnation), then supervise actors and keep the heartbeat until
+        cancelled."""
+        await self.join()
         async with trio.open_nursery() as supervisor:
             self._supervisor = supervisor
-            supervisor.start_soon(self._keep_leases)
+            supervisor.start_soon(self._keep_heartbeat)
             task_status.started()
             await trio.sleep_forever()
 
@@ -185,7 +177,7 @@ class Dispatcher:
                     last = error
                     await self._route_backoff(attempt)
                     continue
-                if isinstance(located, leases.Lease):
+                if isinstance(located, leases.HeldElsewhere):
                     if forwarded:
                         raise NotOwner(f"node {self.node_id} does not own agent {agent_id}")
                     try:
@@ -218,7 +210,7 @@ class Dispatcher:
         delay = min(self.config.max_backoff, self.config.restart_backoff * 2 ** (attempt - 1))
         await trio.sleep(delay * self.env.jitter(0.5, 1.0))
 
-    async def _activate(self, agent_id: str) -> ActorHost | leases.Lease | None:
+    async def _activate(self, agent_id: str) -> ActorHost | leases.HeldElsewhere | None:
         """Activate here (the host), or the live lease of the node that owns the agent.
 
         One activation at a time per agent on this node: a second caller waits
@@ -234,13 +226,11 @@ class Dispatcher:
         try:
 
             async def take(tr: Transaction) -> leases.Acquired | leases.HeldElsewhere:
-                return await leases.acquire(
-                    tr, agent_id, self.node_id, self.env.now(), self.config.lease_ttl
-                )
+                return await leases.acquire(tr, agent_id, self.membership, self.env.now())
 
             decision = await self.store.transact(take, max_attempts=self.config.store_attempts)
             if isinstance(decision, leases.HeldElsewhere):
-                return decision.lease
+                return decision
             host = ActorHost(self, agent_id, decision.lease)
             return await self._supervisor.start(host.run)
         finally:
@@ -248,78 +238,94 @@ class Dispatcher:
             done.set()
             self._check_drained()
 
-    async def _forward(self, owner: leases.Lease, agent_id: str, message: Any) -> Any:
-        async def lookup(tr: Transaction) -> bytes | None:
-            return await tr.get(keys.NODES.pack((owner.node_id,)))
-
-        raw = await self.store.transact(lookup, max_attempts=self.config.store_attempts)
-        if raw is None:
-            raise AgentUnavailable(f"owner node {owner.node_id} of {agent_id} is not registered")
-        address = NodeInfo.decode(owner.node_id, raw).address
-        self.observer.forwarded(self.node_id, owner.node_id, agent_id)
+    async def _forward(self, owner: leases.HeldElsewhere, agent_id: str, message: Any) -> Any:
+        address = owner.address  # read with the lease, from the owner's heartbeat record
+        owner_id = owner.lease.node_id
+        self.observer.forwarded(self.node_id, owner_id, agent_id)
         with trio.move_on_after(self.config.forward_timeout):
             return await self.transport.invoke(address, agent_id, message)
         # Like a transport that gave up: the message may or may not have run there, and
         # routing again is safe (every message an actor takes is keyed: a run's id, a call id).
         raise TransportError(
-            f"node {owner.node_id} at {address} did not answer within "
-            f"{self.config.forward_timeout:g} s"
+            f"node {owner_id} at {address} did not answer within {self.config.forward_timeout:g} s"
         )
 
-    # -- leases ----------------------------------------------------------------
+    # -- the heartbeat -------------------------------------------------------------
 
-    async def heartbeat(self, tr: Transaction) -> None:
-        """Register (or refresh) this node and its address in the node registry."""
-        info = NodeInfo(self.node_id, self.address, self.env.now())
-        tr.set(keys.NODES.pack((self.node_id,)), info.encode())
+    async def join(self) -> None:
+        """Write this node's record as a new incarnation (after any it had), live for a ttl."""
+        now, ttl = self.env.now(), self.config.lease_ttl
 
-    async def _keep_leases(self) -> None:
+        async def join(tr: Transaction) -> NodeInfo:
+            current = await members.read_node(tr, self.node_id)
+            record = members.decide_join(current, self.node_id, self.address, now, ttl)
+            tr.set(members.node_key(self.node_id), record.encode())
+            return record
+
+        record = await self.store.transact(join)
+        self.membership = Membership(self.node_id, record.incarnation, record.expires_at)
+
+    async def _keep_heartbeat(self) -> None:
         while True:
             await trio.sleep(self.config.renew_interval)
-            await self.renew_leases()
+            await self.renew_heartbeat()
 
-    async def renew_leases(self) -> None:
-        """Renew every lease of this node, a batch per transaction; stop what was lost."""
-        hosts = list(self._active.values())
+    async def renew_heartbeat(self) -> None:
+        """Renew this node's heartbeat: one write, whatever the number of active agents.
+
+        Renewed: every lease of this incarnation lives on. Found expired (by this node's
+        own copy, exact since only it writes its record): this incarnation is over
+        (another node may own any of its agents now); its actors stop and the node joins
+        again as a new one. Not reachable: once the heartbeat runs out by this node's
+        clock, its actors stop (their fences would refuse every write anyway); the next
+        renewal finds it expired.
+        """
+        async with self._renewing:  # the keeper and the node's address announcement
+            await self._renew_heartbeat()
+
+    async def _renew_heartbeat(self) -> None:
+        mine = self.membership
+        if mine is None:
+            await self._rejoin()
+            return
         started = trio.current_time()
-        for first in range(0, max(len(hosts), 1), _RENEW_BATCH):
-            batch = hosts[first : first + _RENEW_BATCH]
-            now = self.env.now()
+        record = members.decide_renew(mine, self.address, self.env.now(), self.config.lease_ttl)
+        if record is None:
+            self._stop_all(f"{self.node_id} incarnation {mine.incarnation} expired")
+            await self._rejoin()
+            return
 
-            async def renew(tr: Transaction, batch=batch, now=now) -> list:
-                await self.heartbeat(tr)
-                renewed = []
-                for h in batch:
-                    if self._active.get(h.agent_id) is not h:
-                        # Ended since the batch was taken: renewing would revive the
-                        # lease it just released, and make the next owner wait.
-                        renewed.append(h.lease)
-                        continue
-                    renewed.append(await leases.renew(tr, h.lease, now, self.config.lease_ttl))
-                return renewed
+        async def renew(tr: Transaction) -> NodeInfo:
+            key = members.node_key(self.node_id)
+            # A blind write, but an attempt of an earlier renewal that lands late (its
+            # outcome was unknown) conflicts with this one rather than shorten the record.
+            tr.add_read_conflict_key(key)
+            tr.set(key, record.encode())
+            return record
 
-            renewed = None
-            try:
-                # Bounded: a node cut off from the store must notice in time
-                # that its leases are running out, not retry for a minute.
-                with trio.move_on_after(self.config.renew_interval):
-                    renewed = await self.store.transact(renew, max_attempts=3)
-            except StoreError as error:
-                log.warning("lease renewal failed: %r", error)
-            if renewed is None:
-                self._stop_expired(batch)
-                continue
-            for host, lease in zip(batch, renewed, strict=True):
-                if lease is None:
-                    host.stop(LeaseLost(f"{self.node_id} lost the lease of {host.agent_id}"))
-                else:
-                    host.lease = lease
-        self.observer.leases_renewed(self.node_id, len(hosts), trio.current_time() - started)
+        renewed: NodeInfo | None = None
+        try:
+            # Bounded: a node cut off from the store must notice in time that its
+            # heartbeat is running out, not retry for a minute.
+            with trio.move_on_after(self.config.renew_interval):
+                renewed = await self.store.transact(renew, max_attempts=3)
+        except StoreError as error:
+            log.warning("heartbeat renewal failed: %r", error)
+        if renewed is not None:
+            self.membership = attrs.evolve(mine, live_until=renewed.expires_at)
+        elif not mine.live(self.env.now()):
+            self._stop_all(f"{self.node_id} could not renew its heartbeat in time")
+        self.observer.leases_renewed(self.node_id, len(self._active), trio.current_time() - started)
 
-    def _stop_expired(self, hosts: list[ActorHost]) -> None:
-        """Cut off from the store: an activation whose lease ran out by our clock must stop,
-        since another node may take the agent over now."""
-        now = self.env.now()
-        for host in hosts:
-            if not host.lease.live(now):
-                host.stop(LeaseLost(f"{self.node_id} could not renew {host.agent_id} in time"))
+    async def _rejoin(self) -> None:
+        self.membership = None  # no activation, no fenced write until joined again
+        try:
+            with trio.move_on_after(self.config.renew_interval):
+                await self.join()
+        except StoreError as error:
+            log.warning("joining again failed (tried at the next renewal): %r", error)
+
+    def _stop_all(self, why: str) -> None:
+        """This incarnation's heartbeat is gone: every activation of it must stop."""
+        for host in list(self._active.values()):
+            host.stop(LeaseLost(f"{why}: {host.agent_id} stops"))

@@ -1,18 +1,21 @@
 """Leases: at most one activation of an agent across all nodes.
 
-A lease (agent, node, epoch, expiry) lives in the store. A node activates an
-agent only by taking its lease in a transaction: free, expired or already its
-own, the lease passes to it with the epoch plus one. Every transaction that
-writes the agent's state reads the lease (`fence`), so it commits only while
-the lease still names this node and epoch: a node that lost its lease cannot
-write, even if it still believes it owns the agent, because the new owner's
-acquisition conflicts with (or is seen by) the old owner's transaction.
-Expiry only decides when another node may take over (liveness); the epoch
-check is what keeps two owners from both writing (safety), so a node whose
-clock is skewed may take over too early, but never corrupts.
+A lease (agent, node, incarnation, epoch) lives in the store. It carries no expiry of its
+own: it is live while the node's heartbeat record names that incarnation and is unexpired
+(membership.py), so liveness costs one write per node per renewal period, not one per
+agent. A node activates an agent only by taking its lease in a transaction: free,
+released, its own, or held by an incarnation that is no longer live, the lease passes to
+it with the epoch plus one. Every transaction that writes the agent's state runs the
+`fence`: it reads the lease, so it commits only while the lease still names this node,
+incarnation and epoch (a takeover writes the lease, so it conflicts with, or is seen by,
+the old owner's transaction), and it checks this node's own heartbeat is still live, so
+a node whose heartbeat expired commits nothing for any of its agents. Expiry only
+decides when another node may take over (liveness); the epoch is what keeps two owners
+from both writing (safety), so a node whose clock is skewed may take over too early, but
+never corrupts.
 
-The decisions are plain functions over values (`decide_*`), tested without
-trio; the `async` helpers apply them inside a caller's transaction.
+The decisions are plain functions over values (`decide_*`), tested without trio; the
+`async` helpers apply them inside a caller's transaction.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import attrs
 import orjson
 
 from kelpie_trio.nursery.errors import LeaseLost
+from kelpie_trio.nursery.membership import Membership, NodeInfo, read_node
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 
@@ -30,11 +34,11 @@ __all__ = [
     "Lease",
     "acquire",
     "decide_acquire",
-    "decide_renew",
     "fence",
+    "holds",
+    "lapsed",
     "read_lease",
     "release",
-    "renew",
 ]
 
 
@@ -42,19 +46,24 @@ __all__ = [
 class Lease:
     agent_id: str
     node_id: str
+    incarnation: int  # the holder node's incarnation: live while its heartbeat names it
     epoch: int  # the fencing token: +1 at every activation, never reused
-    expires_at: float  # wall-clock seconds, as the holder's clock saw it when it renewed
-
-    def live(self, now: float) -> bool:
-        return now < self.expires_at
+    released: bool = False  # let go by its holder: anyone may take it at once
 
     def encode(self) -> bytes:
-        return orjson.dumps([self.node_id, self.epoch, self.expires_at])
+        return orjson.dumps([self.node_id, self.epoch, self.incarnation, self.released])
 
     @classmethod
     def decode(cls, agent_id: str, raw: bytes) -> Lease:
-        node_id, epoch, expires_at = orjson.loads(raw)
-        return cls(agent_id, node_id, epoch, expires_at)
+        fields = orjson.loads(raw)
+        if len(fields) == 3:  # written before node heartbeats: no incarnation ever matches
+            return cls(agent_id, fields[0], 0, fields[1])
+        node_id, epoch, incarnation, released = fields
+        return cls(agent_id, node_id, incarnation, epoch, released)
+
+    @property
+    def holder(self) -> tuple[str, int, int]:
+        return self.node_id, self.incarnation, self.epoch
 
 
 @attrs.frozen
@@ -65,22 +74,34 @@ class Acquired:
 @attrs.frozen
 class HeldElsewhere:
     lease: Lease  # the live lease of another node: forward there
+    address: str  # where that node listens (from its heartbeat record)
+
+
+def holds(lease: Lease, node: NodeInfo | None, now: float) -> bool:
+    """Whether `lease` is live: not released, and its node's record names its incarnation
+    and is unexpired by `now`."""
+    return (
+        not lease.released
+        and node is not None
+        and node.incarnation == lease.incarnation
+        and node.live(now)
+    )
 
 
 def decide_acquire(
-    current: Lease | None, agent_id: str, node_id: str, now: float, ttl: float
+    current: Lease | None, holder: NodeInfo | None, agent_id: str, me: Membership, now: float
 ) -> Acquired | HeldElsewhere:
-    if current is not None and current.node_id != node_id and current.live(now):
-        return HeldElsewhere(current)
+    """`holder`: the record of `current`'s node (None if not read: it is this node)."""
+    if current is not None and current.node_id != me.node_id and holds(current, holder, now):
+        assert holder is not None
+        return HeldElsewhere(current, holder.address)
     epoch = current.epoch + 1 if current is not None else 1
-    return Acquired(Lease(agent_id, node_id, epoch, now + ttl))
+    return Acquired(Lease(agent_id, me.node_id, me.incarnation, epoch))
 
 
-def decide_renew(current: Lease | None, mine: Lease, now: float, ttl: float) -> Lease | None:
-    """The renewed lease, or None if `mine` is no longer the stored one (lost)."""
-    if current is None or (current.node_id, current.epoch) != (mine.node_id, mine.epoch):
-        return None
-    return attrs.evolve(mine, expires_at=now + ttl)
+def lapsed(mine: Lease, me: Membership | None, now: float) -> bool:
+    """Whether the node incarnation that took `mine` is no longer live by its own record."""
+    return me is None or me.incarnation != mine.incarnation or not me.live(now)
 
 
 def _key(agent_id: str) -> bytes:
@@ -93,32 +114,41 @@ async def read_lease(tr: Transaction, agent_id: str) -> Lease | None:
 
 
 async def acquire(
-    tr: Transaction, agent_id: str, node_id: str, now: float, ttl: float
+    tr: Transaction, agent_id: str, me: Membership | None, now: float
 ) -> Acquired | HeldElsewhere:
-    decision = decide_acquire(await read_lease(tr, agent_id), agent_id, node_id, now, ttl)
+    """Take the agent's lease for this node's live incarnation `me`, or say who holds it."""
+    if me is None or not me.live(now):
+        # Not a live member (starting, or its heartbeat lapsed): it could not fence a write.
+        raise LeaseLost(f"node {me.node_id if me else '?'} is not a live member: cannot activate")
+    current = await read_lease(tr, agent_id)
+    holder = None
+    if current is not None and current.node_id != me.node_id and not current.released:
+        holder = await read_node(tr, current.node_id)
+    decision = decide_acquire(current, holder, agent_id, me, now)
     if isinstance(decision, Acquired):
         tr.set(_key(agent_id), decision.lease.encode())
     return decision
 
 
-async def fence(tr: Transaction, mine: Lease) -> None:
-    """Make this transaction commit only while `mine` is still the agent's lease."""
+async def fence(tr: Transaction, mine: Lease, me: Membership | None, now: float) -> None:
+    """Make this transaction commit only while this node's incarnation is live and `mine`
+    is still the agent's lease. The heartbeat is checked on this node's own copy of its
+    record, exact since only it writes it; the lease is read, so a takeover conflicts."""
+    if lapsed(mine, me, now):
+        raise LeaseLost(
+            f"node {mine.node_id} incarnation {mine.incarnation}: its heartbeat expired, "
+            f"so agent {mine.agent_id} (epoch {mine.epoch}) may be another node's now"
+        )
     current = await read_lease(tr, mine.agent_id)
-    if current is None or (current.node_id, current.epoch) != (mine.node_id, mine.epoch):
+    if current is None or current.holder != mine.holder:
         owner = f"{current.node_id} epoch {current.epoch}" if current else "nobody"
         raise LeaseLost(
             f"node {mine.node_id} lost agent {mine.agent_id} (epoch {mine.epoch}) to {owner}"
         )
 
 
-async def renew(tr: Transaction, mine: Lease, now: float, ttl: float) -> Lease | None:
-    renewed = decide_renew(await read_lease(tr, mine.agent_id), mine, now, ttl)
-    if renewed is not None:
-        tr.set(_key(mine.agent_id), renewed.encode())
-    return renewed
-
-
 async def release(tr: Transaction, mine: Lease) -> None:
-    """Expire the lease now so another node may take over at once; the epoch stays."""
-    if decide_renew(await read_lease(tr, mine.agent_id), mine, 0.0, 0.0) is not None:
-        tr.set(_key(mine.agent_id), attrs.evolve(mine, expires_at=0.0).encode())
+    """Mark the lease released so another node may take over at once; the epoch stays."""
+    current = await read_lease(tr, mine.agent_id)
+    if current is not None and current.holder == mine.holder:
+        tr.set(_key(mine.agent_id), attrs.evolve(mine, released=True).encode())

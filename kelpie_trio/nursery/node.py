@@ -7,7 +7,7 @@
         MCP sessions     one task per MCP server in use (mcp/)      nursery.start
         file worker      parses, chunks, indexes uploaded files     nursery.start
         dispatcher       supervisor nursery -> one task per agent,  nursery.start
-                         lease keeper (renews leases in batches)
+                         heartbeat keeper (one record per node)
         HTTP server      hypercorn.trio.serve                        nursery.start
         schedule firer   sends scheduled messages as they fall due  nursery.start
       on SIGINT/SIGTERM: stop HTTP intake (in-flight requests finish), drain
@@ -249,7 +249,7 @@ async def run_node(
                 binds = await _start(http, f"listen on {config.host}:{config.port}", serve)
                 if config.advertise_url is None:
                     dispatcher.address = binds[0]  # the port, if it was 0, is known now
-                    await store.transact(dispatcher.heartbeat)
+                    await dispatcher.renew_heartbeat()  # its record names the address now
                 log.info(
                     "kelpie-trio %s serving on %s (%s)",
                     __version__,

@@ -14,8 +14,8 @@ from typing import Any
 
 import attrs
 
-from kelpie_trio.nursery.dispatcher import NodeInfo
-from kelpie_trio.nursery.lease import Lease
+from kelpie_trio.nursery.lease import Lease, holds
+from kelpie_trio.nursery.membership import NodeInfo
 from kelpie_trio.nursery.recent import RuntimeEvent
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Store, Transaction
@@ -49,7 +49,7 @@ class NodeView:
     node_id: str
     address: str
     heartbeat_at: float
-    live: bool  # heard from within one lease ttl: its leases may still be renewed
+    live: bool  # its heartbeat is unexpired: its leases are live
     this_node: bool
     leases: int  # live leases it holds
 
@@ -58,7 +58,7 @@ class NodeView:
 class ActorView:
     key: str  # the actor key: an agent id (its default conversation) or a conversation id
     epoch: int
-    expires_at: float
+    expires_at: float  # its node's heartbeat's expiry (a lease lives as long as that)
     mailbox_depth: int
 
 
@@ -67,8 +67,8 @@ class LeaseView:
     key: str
     node_id: str
     epoch: int
-    expires_at: float
-    live: bool  # unexpired: only its holder may run the actor now
+    expires_at: float  # its node's heartbeat's expiry; 0 once released or its incarnation ended
+    live: bool  # only its holder may run the actor now
 
 
 @attrs.frozen
@@ -94,7 +94,7 @@ def build_snapshot(
     address: str | None,
     now: float,
     lease_ttl: float | None,
-    nodes: list[tuple[str, str, float]],
+    nodes: list[NodeInfo],
     actors: list[tuple[Lease, int]],
     leases: list[Lease],
     leases_truncated: bool,
@@ -102,11 +102,22 @@ def build_snapshot(
     events: list[RuntimeEvent] | None = None,
     events_recorded: int = 0,
 ) -> RuntimeSnapshot:
-    """The view from what was read: `nodes` as (id, address, heartbeat time), `actors` as
-    (lease, mailbox depth) of this node's activations, `leases` as stored."""
-    ttl = lease_ttl or 0.0
+    """The view from what was read: `nodes` as their heartbeat records, `actors` as (lease,
+    mailbox depth) of this node's activations, `leases` as stored. A lease lives as long as
+    its node's heartbeat names its incarnation (lease.py)."""
+    records = {n.node_id: n for n in nodes}
+
+    def expiry(lease: Lease) -> float:
+        node = records.get(lease.node_id)
+        if node is None or lease.released or node.incarnation != lease.incarnation:
+            return 0.0
+        return node.expires_at
+
     lease_views = [
-        LeaseView(le.agent_id, le.node_id, le.epoch, le.expires_at, le.live(now)) for le in leases
+        LeaseView(
+            le.agent_id, le.node_id, le.epoch, expiry(le), holds(le, records.get(le.node_id), now)
+        )
+        for le in leases
     ]
     held: dict[str, int] = {}
     for lv in lease_views:
@@ -114,18 +125,18 @@ def build_snapshot(
             held[lv.node_id] = held.get(lv.node_id, 0) + 1
     node_views = [
         NodeView(
-            nid,
-            addr,
-            beat,
-            # This node is alive by definition; another one is if it renewed within a ttl.
-            live=nid == node_id or (ttl > 0 and now - beat < ttl),
-            this_node=nid == node_id,
-            leases=held.get(nid, 0),
+            n.node_id,
+            n.address,
+            n.heartbeat_at,
+            # This node is alive by definition; another one while its heartbeat is.
+            live=n.node_id == node_id or n.live(now),
+            this_node=n.node_id == node_id,
+            leases=held.get(n.node_id, 0),
         )
-        for nid, addr, beat in sorted(nodes)
+        for n in sorted(nodes, key=lambda n: n.node_id)
     ]
     actor_views = sorted(
-        (ActorView(le.agent_id, le.epoch, le.expires_at, depth) for le, depth in actors),
+        (ActorView(le.agent_id, le.epoch, expiry(le), depth) for le, depth in actors),
         key=lambda a: a.key,
     )
     return RuntimeSnapshot(
@@ -155,8 +166,7 @@ async def read_snapshot(
         return node_rows, lease_rows
 
     node_rows, lease_rows = await store.transact(read, max_attempts=3)
-    infos = [NodeInfo.decode(keys.NODES.unpack(key)[0], value) for key, value in node_rows]
-    nodes = [(i.node_id, i.address, i.heartbeat_at) for i in infos]
+    nodes = [NodeInfo.decode(keys.NODES.unpack(key)[0], value) for key, value in node_rows]
     leases = [
         Lease.decode(keys.LEASES.unpack(key)[0], value) for key, value in lease_rows[:MAX_LEASES]
     ]

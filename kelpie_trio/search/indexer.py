@@ -55,7 +55,10 @@ log = logging.getLogger("kelpie_trio.search")
 @attrs.frozen
 class IndexerConfig:
     batch: int = 128  # outbox entries read per snapshot
-    poll_interval: float = 0.5  # seconds between scans for new entries
+    # Seconds between scans when nothing woke the indexer: entries written through this
+    # node's store wake it at their commit; this poll finds those of other nodes (whose
+    # searches catch up on their own anyway) and of commits whose outcome was unknown.
+    poll_interval: float = 30.0
     heartbeat_interval: float = 30.0
     consumer_ttl: float = 600.0  # a consumer silent this long no longer holds entries back
     scan_agents: int = 100  # agents looked at per scan of the outbox
@@ -201,6 +204,7 @@ class Indexer:
         self.embedded = 0  # texts sent to an embedding model (here or, for passages, at write)
         self._locks: dict[str, trio.Lock] = {}
         self._wake = trio.Event()
+        store.on_commit(outbox.NEW_ENTRIES, self.wake)
         self._last_heartbeat: float | None = None
         self.applied = 0  # batches applied (for tests and metrics)
         self.rebuilds = 0
@@ -423,16 +427,26 @@ class Indexer:
                     count = await self.warm()
                     await self.index.mark_warmed()
                     log.info("search: index %s built from %d agents", self.index.index_id, count)
-                for agent_id in await self.pending_agents():
+                pending = await self.pending_agents()
+                for agent_id in pending:
                     await self.catch_up(agent_id)
+                if len(pending) >= self.config.scan_agents:
+                    continue  # a full page: there may be more behind it, look again now
             except StoreError as error:  # the store's, or the index's own (IndexUnavailable)
                 # The index lags meanwhile; the node and its writes go on.
                 log.warning("search: indexer paused: %r", error)
                 await trio.sleep(self.config.error_backoff)
                 continue
-            with trio.move_on_after(self.config.poll_interval):
+            # Until an outbox entry is committed on this node, or the safety poll; no
+            # wait (heartbeat due first) is longer than the heartbeat's own interval.
+            with trio.move_on_after(min(self.config.poll_interval, self._until_heartbeat())):
                 await self._wake.wait()
             self._wake = trio.Event()
+
+    def _until_heartbeat(self) -> float:
+        if self._last_heartbeat is None:
+            return 0.0
+        return max(0.0, self._last_heartbeat + self.config.heartbeat_interval - self.env.now())
 
     async def _heartbeat(self) -> None:
         now = self.env.now()

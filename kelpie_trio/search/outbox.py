@@ -49,6 +49,7 @@ __all__ = [
     "CURSORS",
     "ENTRIES",
     "HEADS",
+    "NEW_ENTRIES",
     "TRIMMED",
     "Change",
     "Pending",
@@ -65,6 +66,10 @@ HEADS = SEARCH["head"]  # (agent_id,) -> the last position given out
 TRIMMED = SEARCH["trimmed"]  # (agent_id,) -> entries at or below this are cleared
 CURSORS = SEARCH["cursor"]  # (index_id, agent_id) -> the last position that index applied
 CONSUMERS = SEARCH["consumer"]  # (index_id,) -> last heartbeat, epoch seconds
+
+# The commit topic of a transaction that appended entries (Transaction.notify_on_commit):
+# this node's indexer wakes on it instead of polling.
+NEW_ENTRIES = "search-outbox"
 
 PASSAGE = "passage"
 MESSAGE = "message"
@@ -134,6 +139,7 @@ async def record(
         tr.set(ENTRIES.pack((agent_id, head)), change.pack())
     if changes:
         tr.set(HEADS.pack((agent_id,)), keys.pack((head,)))
+        tr.notify_on_commit(NEW_ENTRIES)
     return head
 
 

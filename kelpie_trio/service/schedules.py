@@ -82,7 +82,10 @@ class ScheduleSettings:
     """How a node fires schedules (KELPIE_SCHEDULE_* in the environment)."""
 
     enabled: bool = True  # KELPIE_SCHEDULES=off: this node fires none (others still do)
-    poll: float = 5.0  # at most this long between two looks at the due index
+    # At most this long between two looks at the due index. A schedule created on this
+    # node wakes the firer at once, so the poll only finds other nodes' new schedules and
+    # claims left unsent (which wait `retry_after` anyway): an idle node looks rarely.
+    poll: float = 30.0
     retry_after: float = 30.0  # a claimed firing not sent by then is sent by any node
     batch: int = 200  # due firings handled in one round
     concurrency: int = 32  # sends under way at once

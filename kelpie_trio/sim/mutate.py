@@ -49,7 +49,8 @@ MUTATIONS = [
         "fence",
         "an actor's transactions commit only while it holds the agent's lease",
         "kelpie_trio/nursery/actor.py",
-        "            await leases.fence(tr, mine)\n            return await fn(tr)",
+        "            await leases.fence(tr, mine, dispatcher.membership, dispatcher.env.now())\n"
+        "            return await fn(tr)",
         "            return await fn(tr)",
     ),
     Mutation(
@@ -84,7 +85,8 @@ MUTATIONS = [
         "lease-takeover",
         "a live lease of another node is not taken over",
         "kelpie_trio/nursery/lease.py",
-        "    if current is not None and current.node_id != node_id and current.live(now):",
+        "    if current is not None and current.node_id != me.node_id and "
+        "holds(current, holder, now):",
         "    if False:",
     ),
     Mutation(
@@ -95,12 +97,18 @@ MUTATIONS = [
         "    epoch = current.epoch if current is not None else 1",
     ),
     Mutation(
-        "lease-renewal",
-        "a node renews only the lease it still holds (node and epoch)",
+        "heartbeat-renewal",
+        "a node never renews its heartbeat once it has expired (it joins as a new incarnation)",
+        "kelpie_trio/nursery/membership.py",
+        "    if not mine.live(now):\n        return None\n    return NodeInfo(",
+        "    if False:\n        return None\n    return NodeInfo(",
+    ),
+    Mutation(
+        "fence-heartbeat",
+        "a node whose heartbeat expired commits nothing for any of its agents",
         "kelpie_trio/nursery/lease.py",
-        "    if current is None or (current.node_id, current.epoch) != "
-        "(mine.node_id, mine.epoch):\n        return None\n    return attrs.evolve",
-        "    if current is None:\n        return None\n    return attrs.evolve",
+        "    if lapsed(mine, me, now):\n        raise LeaseLost(",
+        "    if False:\n        raise LeaseLost(",
     ),
     Mutation(
         "resume-point",

@@ -121,6 +121,16 @@ class Transaction(abc.ABC):
     @abc.abstractmethod
     def has_writes(self) -> bool: ...
 
+    def notify_on_commit(self, topic: str) -> None:
+        """Have `Store.transact` call this store's listeners of `topic` once this transaction
+        commits (a new search outbox entry wakes this node's indexer). A hint, not a
+        delivery: a listener may be called for a commit whose outcome was unknown, and
+        other processes' commits call nobody here, so listeners keep a slow poll too."""
+        topics: set[str] | None = getattr(self, "_commit_topics", None)
+        if topics is None:
+            self._commit_topics = topics = set()
+        topics.add(topic)
+
     @abc.abstractmethod
     async def commit(self) -> None: ...
 
@@ -141,6 +151,24 @@ class Store(abc.ABC):
 
     env: Env
     max_attempts: int = 100
+
+    def on_commit(self, topic: str, listener: Callable[[], None]) -> None:
+        """Call `listener` (synchronously: keep it to setting an event) after each commit
+        through this store whose transaction asked for `topic` (`notify_on_commit`)."""
+        listeners: dict[str, list[Callable[[], None]]] | None = getattr(
+            self, "_commit_listeners", None
+        )
+        if listeners is None:
+            self._commit_listeners = listeners = {}
+        listeners.setdefault(topic, []).append(listener)
+
+    def _notify(self, tr: Transaction) -> None:
+        topics = getattr(tr, "_commit_topics", None)
+        listeners = getattr(self, "_commit_listeners", None)
+        if topics and listeners:
+            for topic in topics:
+                for listener in listeners.get(topic, ()):
+                    listener()
 
     @abc.abstractmethod
     def create_transaction(self) -> Transaction: ...
@@ -191,6 +219,7 @@ class Store(abc.ABC):
                 if marker is not None and unknown_results:
                     landed = await tr.get(marker)
                     if landed is not None:
+                        self._notify(tr)  # it landed after all
                         return unknown_results[int(landed)]
                 result = await fn(tr)
                 if tr.has_writes:
@@ -201,6 +230,7 @@ class Store(abc.ABC):
                     tr.set(marker, str(attempt).encode())
                     committing = True
                     await tr.commit()
+                    self._notify(tr)
                 return result
             except StoreError as error:
                 if committing and isinstance(error, CommitUnknownResult):

@@ -359,6 +359,10 @@ class SqliteStore(Store):
         self._samples: deque[tuple[float, int]] = deque()
         self._known_horizon = 0
         self._latest_version = 0
+        # The version of this process's last commit that wrote tombstones (set in the
+        # writer thread): the GC looks at the file only while some may be uncollected.
+        self._cleared_at = 0
+        self._uncollected = trio.Event()  # set when a batch here wrote tombstones
 
     def create_transaction(self) -> SqliteTransaction:
         return SqliteTransaction(self)
@@ -458,6 +462,8 @@ class SqliteStore(Store):
                         self._execute, batch.ops, limiter=limiter
                     )
                 self._observe(version)
+                if self._cleared_at > self._known_horizon:
+                    self._uncollected.set()  # the GC has something to do
             finally:
                 for op in batch.ops:
                     if not op.finished:  # only if _execute itself raised: a bug, re-raised
@@ -506,6 +512,12 @@ class SqliteStore(Store):
 
     async def _collect_tombstones_periodically(self) -> None:
         while True:
+            if self._cleared_at <= self._known_horizon:
+                # Nothing this process cleared is left to collect (an idle node's
+                # heartbeats write no tombstones): sleep until a commit clears something.
+                # Another process collects its own.
+                self._uncollected = trio.Event()
+                await self._uncollected.wait()
             await self.env.sleep(self.tombstone_gc_interval_s)
             self._sample()
             if self._horizon_candidate() <= self._known_horizon:
@@ -678,6 +690,7 @@ class SqliteStore(Store):
         try:
             # Read under the write lock: versions are serial across processes.
             version, horizon = conn.execute(_SQL_META).fetchone()
+            cleared = 0  # the version of the last commit here that wrote tombstones
             for op in commits:
                 request = op.request
                 rv = request.read_version
@@ -692,7 +705,8 @@ class SqliteStore(Store):
                         continue
                 conn.execute("SAVEPOINT kelpie_txn")
                 try:
-                    self._apply(conn, request, version + 1)
+                    if self._apply(conn, request, version + 1):
+                        cleared = version + 1
                 except Exception as exc:
                     if _fails_the_batch(exc) or not conn.in_transaction:
                         raise
@@ -715,6 +729,8 @@ class SqliteStore(Store):
         except BaseException:
             self._rollback()
             raise
+        # Before COMMIT, whatever its outcome: a needless collection costs one look.
+        self._cleared_at = max(self._cleared_at, cleared)
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -749,10 +765,12 @@ class SqliteStore(Store):
         return False
 
     @staticmethod
-    def _apply(conn: sqlite3.Connection, request: CommitRequest, version: int) -> None:
-        """Cleared ranges first, then the mutations (at most one per key), at `version`."""
+    def _apply(conn: sqlite3.Connection, request: CommitRequest, version: int) -> bool:
+        """Cleared ranges first, then the mutations (at most one per key), at `version`.
+        Whether it wrote tombstones (a clear of a key that held a value)."""
+        tombstones = 0
         for begin, end in request.cleared_ranges:
-            conn.execute(_SQL_CLEAR_RANGE, (version, begin, end))
+            tombstones += conn.execute(_SQL_CLEAR_RANGE, (version, begin, end)).rowcount
         puts: list[tuple[bytes, int, bytes]] = []
         clears: list[tuple[int, bytes]] = []
         for m in request.mutations:
@@ -768,7 +786,8 @@ class SqliteStore(Store):
         if puts:
             conn.executemany(_SQL_PUT, puts)
         if clears:
-            conn.executemany(_SQL_CLEAR, clears)
+            tombstones += conn.executemany(_SQL_CLEAR, clears).rowcount
+        return tombstones > 0
 
     # tombstone GC ----------------------------------------------------------------------------
 

@@ -209,7 +209,7 @@ def test_node_crash_takeover_holds_under_clock_skew() -> None:
 
 
 def test_partitioned_node_stops_writing_and_its_callers_get_errors() -> None:
-    async def scenario(env: SimAgentEnv) -> tuple[list[Any], list[Any]]:
+    async def scenario(env: SimAgentEnv) -> tuple[list[Any], list[Any], int]:
         await send_many(env, "agent-a", 3, prefix="before")
         owner = next(n for n in env.names if env.dispatchers[n].active_agents)
         env.nodes[owner].cut_off_store(60)
@@ -220,11 +220,15 @@ def test_partitioned_node_stops_writing_and_its_callers_get_errors() -> None:
         after = [await env.send("agent-a", f"after{i}", via=others[0]) for i in range(3)]
         await trio.sleep(60)  # healed
         healed = [await env.send("agent-a", f"healed{i}", via=owner) for i in range(3)]
-        return [o.acked for o in during], [o.acked for o in after + healed]
+        membership = env.dispatchers[owner].membership
+        assert membership is not None
+        return [o.acked for o in during], [o.acked for o in after + healed], membership.incarnation
 
-    _env, (during, later) = simulate(3, scenario)
+    _env, (during, later, incarnation) = simulate(3, scenario)
     assert not any(during)  # errors, not silent loss
     assert all(later)  # one owner, one history afterwards (checked by env.check)
+    # Its heartbeat lapsed while cut off: it came back as a new incarnation, not the old one.
+    assert incarnation == 2
 
 
 def test_graceful_shutdown_finishes_queued_work_and_hands_over_at_once() -> None:

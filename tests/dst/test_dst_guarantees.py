@@ -176,14 +176,15 @@ def test_dst_blind_writes_through_unknown_results_land_once() -> None:
     run_seeds(one, 20)
 
 
-# -- lease renewal: only the lease a node still holds -----------------------------------
+# -- after a takeover: the old owner never writes again -----------------------------------
 
 
 def _renewal_after_takeover(seed: int, cut: float, skew: float) -> SimAgentEnv:
     """node0 hosts agent-a and is cut off from the store for `cut` s; node1, its clock
-    `skew` s ahead, takes the lease over meanwhile (by its clock, node0's has run out).
-    When node0 reaches the store again, its renewal must find the lease gone and stop
-    its activation, not write its own lease back over node1's."""
+    `skew` s ahead, takes the lease over meanwhile (by its clock, node0's heartbeat has run
+    out). When node0 reaches the store again, its heartbeat renews (by its own clock it
+    never lapsed), but its activation's next write must find the lease gone and stop: it
+    never writes after node1, and nothing it renews puts its lease back over node1's."""
 
     async def main(world: SimWorld) -> SimAgentEnv:
         env = SimAgentEnv(world, nodes=2, config=RuntimeConfig(lease_ttl=5.0,

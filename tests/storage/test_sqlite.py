@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from kelpie_trio.storage import (
     NotCommitted,
@@ -314,6 +315,31 @@ async def test_periodic_gc_collects_tombstones_once_they_are_old_enough(db: Path
                 await trio.sleep(0.02)
         assert store.stats.tombstones_collected == 10
         assert await read_range(store, b"k", b"l") == []
+        await store.aclose()
+
+
+async def test_periodic_gc_leaves_the_file_alone_while_nothing_was_cleared(
+    db: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """An idle node's heartbeats only overwrite keys: no tombstone, so no collection hop
+    (the collector sleeps until a commit writes one)."""
+    store = SqliteStore(db)
+    store.tombstone_min_age_s = 0.0  # any version is old enough: only nothing-to-do stops it
+    looks = 0
+    collect = store.collect_tombstones
+
+    async def counted(**kw: Any) -> int:
+        nonlocal looks
+        looks += 1
+        return await collect(**kw)
+
+    store.collect_tombstones = counted  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        for i in range(5):
+            await put(store, {b"heartbeat": b"%d" % i})
+            await trio.sleep(store.tombstone_gc_interval_s * 3)
+        assert looks == 0
         await store.aclose()
 
 

@@ -1,0 +1,60 @@
+"""The indexer sleeps until an outbox entry is committed through its store, not on a poll."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from kelpie_trio.search import MemoryIndex, outbox
+from kelpie_trio.search.indexer import Indexer, IndexerConfig
+from kelpie_trio.storage import MemoryStore
+from kelpie_trio.storage.base import Transaction
+
+# A poll far longer than the test: only a wake can explain an applied entry.
+QUIET = IndexerConfig(poll_interval=10_000.0, heartbeat_interval=20_000.0)
+
+
+async def _record(store: MemoryStore, agent_id: str) -> None:
+    async def write(tr: Transaction) -> None:
+        await outbox.record(tr, agent_id, resync=True)
+
+    await store.transact(write)
+
+
+async def test_an_entry_committed_on_this_node_wakes_the_indexer_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryStore()
+    indexer = Indexer(store, store.env, MemoryIndex("i"), QUIET)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(indexer.run)
+        await trio.sleep(1.0)  # its first look (warm-up, scan) is over: it waits now
+        started, applied = trio.current_time(), indexer.applied
+        await _record(store, "agent-1")
+        with trio.fail_after(1.0):  # MockClock: fails only if it waited for the poll
+            while indexer.applied == applied:  # noqa: ASYNC110 - watching from outside
+                await trio.sleep(0.01)
+        assert trio.current_time() - started < 1.0
+        assert await indexer.index.position("agent-1") == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_idle_indexer_does_not_scan_between_polls(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryStore()
+    indexer = Indexer(store, store.env, MemoryIndex("i"), QUIET)
+    scans = 0
+    scan = indexer.pending_agents
+
+    async def counted() -> list[str]:
+        nonlocal scans
+        scans += 1
+        return await scan()
+
+    indexer.pending_agents = counted  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(indexer.run)
+        await trio.sleep(5_000.0)  # virtual: half a poll
+        assert scans == 1  # the first look at start, and none since
+        nursery.cancel_scope.cancel()
