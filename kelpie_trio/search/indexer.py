@@ -204,6 +204,8 @@ class Indexer:
         self.embedded = 0  # texts sent to an embedding model (here or, for passages, at write)
         self._locks: dict[str, trio.Lock] = {}
         self._wake = trio.Event()
+        self._scan_from: bytes | None = None  # where the next outbox scan starts (None: first)
+        self._scan_more = False  # the last scan stopped before the end of the outbox
         store.on_commit(outbox.NEW_ENTRIES, self.wake)
         self._last_heartbeat: float | None = None
         self.applied = 0  # batches applied (for tests and metrics)
@@ -368,27 +370,35 @@ class Indexer:
             begin = keys.AGENTS.range((ids[-1],)).stop
 
     async def pending_agents(self) -> list[str]:
-        """Agents with outbox entries past this index's position (up to `scan_agents`)."""
+        """Agents with outbox entries past this index's position (up to `scan_agents`).
 
-        async def scan(tr: Transaction) -> list[str]:
+        A scan looks at a bounded number of agents, from where the last one stopped: when
+        other consumers hold entries back from trimming, the outbox holds many agents this
+        index has already applied, and a scan always starting from the first would never
+        reach those after them. `_scan_more` says this one stopped before the end."""
+
+        async def scan(tr: Transaction) -> tuple[list[str], bytes | None]:
             found: list[str] = []
-            begin, end = outbox.ENTRIES.range().start, outbox.ENTRIES.range().stop
+            begin = self._scan_from or outbox.ENTRIES.range().start
+            end = outbox.ENTRIES.range().stop
             for _ in range(self.config.scan_agents * 2):
                 rows = await tr.get_range(begin, end, limit=1)
                 if not rows:
-                    break
+                    return found, None  # the end: the next scan starts from the first
                 agent_id, position = outbox.ENTRIES.unpack(rows[0][0])
                 known = await self.index.position(agent_id)
                 if known is None or position > known:
                     found.append(agent_id)
+                    begin = outbox.ENTRIES.range((agent_id,)).stop
                     if len(found) == self.config.scan_agents:
                         break
-                    begin = outbox.ENTRIES.range((agent_id,)).stop
                 else:
                     begin = key_after(outbox.ENTRIES.pack((agent_id, known)))
-            return found
+            return found, begin
 
-        return await self.store.transact(scan)
+        found, self._scan_from = await self.store.transact(scan)
+        self._scan_more = self._scan_from is not None
+        return found
 
     async def all_archives(self, subspace: keys.Subspace = keys.ARCHIVES) -> list[str]:
         """Every archive (or folder) in the store, in id order (one snapshot per page of
@@ -430,8 +440,8 @@ class Indexer:
                 pending = await self.pending_agents()
                 for agent_id in pending:
                     await self.catch_up(agent_id)
-                if len(pending) >= self.config.scan_agents:
-                    continue  # a full page: there may be more behind it, look again now
+                if self._scan_more:
+                    continue  # the scan stopped before the end: look at the rest now
             except StoreError as error:  # the store's, or the index's own (IndexUnavailable)
                 # The index lags meanwhile; the node and its writes go on.
                 log.warning("search: indexer paused: %r", error)

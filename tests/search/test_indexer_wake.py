@@ -58,3 +58,29 @@ async def test_an_idle_indexer_does_not_scan_between_polls(
         await trio.sleep(5_000.0)  # virtual: half a poll
         assert scans == 1  # the first look at start, and none since
         nursery.cancel_scope.cancel()
+
+
+async def test_agents_behind_many_applied_ones_are_reached_while_entries_are_held_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Another live consumer that never advances keeps every entry from being trimmed, so
+    the outbox fills with agents this index has applied already. A scan looks at a bounded
+    number of agents; the scans go on from where the last stopped, so the agents behind
+    them are still applied (a scan always starting from the first would stop short of
+    them, and they would wait for entries nobody trims)."""
+    store = MemoryStore()
+
+    async def other_consumer(tr: Transaction) -> None:
+        await outbox.heartbeat(tr, "other-index", store.env.now(), 600.0)
+
+    await store.transact(other_consumer)
+    agents = [f"agent-{n:02d}" for n in range(12)]
+    for agent_id in agents:
+        await _record(store, agent_id)
+    config = IndexerConfig(poll_interval=10_000.0, heartbeat_interval=20_000.0, scan_agents=2)
+    indexer = Indexer(store, store.env, MemoryIndex("i"), config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(indexer.run)
+        await trio.sleep(1.0)  # far less than a poll: the scans alone must get there
+        assert [await indexer.index.position(a) for a in agents] == [1] * len(agents)
+        nursery.cancel_scope.cancel()
