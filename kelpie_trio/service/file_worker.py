@@ -301,7 +301,10 @@ class FileWorkerCases:
                 write_passage(tr, passage)
                 ids.append(passage.id)
             await outbox.record(tr, record.folder_id, passages=ids)
-            write_file(tr, attrs.evolve(record, chunks_embedded=stop, updated_at=now,
+            # The count is the cutting worker's (an agent file's import counted the chunks of
+            # the text it brought by its own node's settings).
+            write_file(tr, attrs.evolve(record, chunks_embedded=stop, total_chunks=len(chunks),
+                                        updated_at=now,
                                         claimed_until=now + settings.lease))  # fmt: skip
 
         return write
