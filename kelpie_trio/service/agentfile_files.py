@@ -92,17 +92,9 @@ class ImportedFolders:
     texts: dict[str, str] = attrs.Factory(dict)  # file-local id -> text, of files to process
 
 
-def folders_of(entry: AgentSchema) -> list[str]:
-    """The file-local ids of the sources an agent of the file is attached to: its
-    `source_ids`, and those of the files it holds (here an agent holds files only of
-    folders attached to it)."""
-    return list(dict.fromkeys([*(entry.source_ids or []),
-                               *(h.source_id for h in entry.files_agents)]))  # fmt: skip
-
-
 def with_file_tools(entry: AgentSchema, tool_ids: list[str]) -> list[str]:
     """An agent with folders has the file tools, as attaching one gives them."""
-    if not folders_of(entry):
+    if not entry.source_ids and not entry.files_agents:
         return tool_ids
     return list(dict.fromkeys([*tool_ids, *FILE_TOOL_IDS]))
 
@@ -257,8 +249,11 @@ class AgentFileFolders:
     ) -> None:  # fmt: skip
         """A new agent of the file attached to its folders, holding its files as the file
         says (the agent record already has the file tools: with_file_tools)."""
-        for k, source in enumerate(folders_of(entry)):
-            folder_id = made.folders[source].id
+        # Its `source_ids`, and the folders of the files it holds (here an agent holds files
+        # only of folders attached to it).
+        folder_ids = [made.folders[s].id for s in entry.source_ids or []]
+        folder_ids += [made.files[h.file_id].folder_id for h in entry.files_agents]
+        for k, folder_id in enumerate(dict.fromkeys(folder_ids)):
             # One microsecond apart: the agent's folders keep the file's order.
             tr.set(AGENT_FOLDERS.pack((agent.id, folder_id)), keys.pack((micros(now) + k,)))
             tr.set(FOLDER_AGENTS.pack((folder_id, agent.id)), b"")

@@ -247,3 +247,24 @@ async def test_texts_past_the_budget_travel_without_content_and_import_as_errors
     assert [h.file_id for h in copy.values()] == [
         r.id for r in records if r.processing_status == "completed"
     ]
+
+
+async def test_the_embedding_option_applies_to_the_folders_too(
+    app: tuple[QuartClient, AgentService],
+) -> None:
+    client, service = app
+    letta = json.loads((LETTA / "folder_with_files_v2.af").read_text())
+    letta["sources"][0]["embedding_config"] = None  # so the option is what gives one
+    response = await client.post(
+        "/v1/agents/import", files=upload(letta),
+        form={"embedding": "openai/text-embedding-3-small"},
+    )  # fmt: skip
+    await ok(response)
+    [folder] = await service.list_folders(Page())
+    assert folder.embedding_config["handle"] == "openai/text-embedding-3-small"
+    before = await counts(client, service)
+    response = await client.post(
+        "/v1/agents/import", files=upload(letta), form={"embedding": "openai/no-such-model"}
+    )
+    assert response.status_code == 422
+    assert await counts(client, service) == before
