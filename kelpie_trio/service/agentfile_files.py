@@ -25,7 +25,7 @@ from typing import Any
 
 import attrs
 
-from kelpie_trio.errors import Invalid
+from kelpie_trio.errors import Conflict, Invalid
 from kelpie_trio.files.kinds import KINDS, kind_for, stored_kind
 from kelpie_trio.files.lines import WindowError, split_lines, truncate_view, window
 from kelpie_trio.llm.catalog import UnknownModel
@@ -172,14 +172,16 @@ class AgentFileFolders:
         taken: set[str] = set()
         for entry in file.sources:
             folder_id = self.env.new_id("source")
-            name = entry.name.strip().replace("/", "_")
+            given = entry.name.strip().replace("/", "_")
             tail = folder_id.removeprefix("source-").replace("-", "")
-            n = 0
+            # As Letta does: a name already here gets a suffix (from the new id, not from a
+            # random draw, so a simulated run stays a function of its seed).
+            suffixes = [tail[n : n + 8] for n in range(len(tail) - 7)] + [tail]
+            name = given
             while name in taken or await tr.get_prefix(FOLDER_NAMES.pack((name,)), limit=1):
-                # As Letta does: a name already here gets a suffix (from the new id, not
-                # from a random draw, so a simulated run stays a function of its seed).
-                name = f"{entry.name.strip().replace('/', '_')}_{tail[n : n + 8]}"
-                n += 1
+                if not suffixes:
+                    raise Conflict(f"a folder named {given!r} already exists")
+                name = f"{given}_{suffixes.pop(0)}"
             taken.add(name)
             folder = Folder(
                 id=folder_id,

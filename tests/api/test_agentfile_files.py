@@ -182,6 +182,10 @@ async def test_a_letta_file_with_sources_and_files_imports(
     assert [r.processing_status for r in records] == ["completed", "completed"]
     grep = await service.run_file_tool(agent_id, "grep_files", {"pattern": "buoy"})
     assert "Buoy 7 needs a new light" in grep
+    # Imported again: another folder, whose name takes a suffix, with files of its own.
+    await ok(await client.post("/v1/agents/import", files=upload(letta)))
+    names = sorted(f.name for f in await service.list_folders(Page()))
+    assert len(names) == 2 and names[0] == "farm" and names[1].startswith("farm_")
 
 
 async def counts(client: QuartClient, service: AgentService) -> tuple[int, int, int]:
