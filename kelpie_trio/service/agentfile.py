@@ -163,7 +163,7 @@ class AgentFileCases(AgentFileExport, AgentFileFolders, AgentCases, McpServerCas
             for i, entry in enumerate(file.agents)
         ]
 
-        folder_embedding = self._folder_embedding(options, options_at)
+        folder_embedding = self._folder_embedding(file, options, at, options_at)
         now = self.env.now()
         archive_ids = {a.id: self.env.new_id("archive") for a in file.archives}
 

@@ -30,7 +30,7 @@ from kelpie_trio.files.kinds import KINDS, kind_for, stored_kind
 from kelpie_trio.files.lines import WindowError, split_lines, truncate_view, window
 from kelpie_trio.llm.catalog import UnknownModel
 from kelpie_trio.models import convert
-from kelpie_trio.models.agentfile import AgentFileSchema, AgentSchema, ImportOptions
+from kelpie_trio.models.agentfile import AgentFileSchema, AgentSchema, ImportOptions, Loc
 from kelpie_trio.models.agentfile_files import (
     CONTENT_BUDGET,
     NO_CONTENT,
@@ -65,6 +65,7 @@ from kelpie_trio.service.folders import (
     read_file,
     write_file,
 )
+from kelpie_trio.service.limits import check_key_part
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import get_blob, set_blob
@@ -152,9 +153,13 @@ class AgentFileFolders:
 
     # -- import ------------------------------------------------------------------------
 
-    def _folder_embedding(self, options: ImportOptions, options_at: str) -> dict[str, Any] | None:
+    def _folder_embedding(
+        self, file: AgentFileSchema, options: ImportOptions, at: Loc, options_at: str
+    ) -> dict[str, Any] | None:
         """The embedding config the import's `embedding` option gives the folders (None:
-        each keeps the file's)."""
+        each keeps the file's); the folders' names checked first (a name is part of a key)."""
+        for i, source in enumerate(file.sources):
+            check_key_part([*at, "sources", i, "name"], source.name, "a folder's name")
         if not options.embedding:
             return None
         try:

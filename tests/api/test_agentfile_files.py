@@ -208,6 +208,8 @@ async def counts(client: QuartClient, service: AgentService) -> tuple[int, int, 
          ["body", "file", "agents", 0, "files_agents", 0, "agent_id"], "not the agent"),
         (lambda f: f["sources"].append(dict(f["sources"][0])),
          ["body", "file", "sources"], "two sources have the id"),
+        (lambda f: f["sources"][0].update(name="x" * 20_000),
+         ["body", "file", "sources", 0, "name"], "a folder's name has 20,000 bytes"),
     ],
 )  # fmt: skip
 async def test_bad_references_are_refused_and_write_nothing(
