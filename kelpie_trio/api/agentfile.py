@@ -11,10 +11,10 @@ curl, the file may also be the JSON body itself, with the options in the query:
 Options acted on: `name` (or the deprecated `override_name`), `model` (or
 `override_model_handle`), `embedding` (or `override_embedding_handle`, or the
 `x-override-embedding-model` header), `override_existing_tools` (default true),
-`append_copy_suffix` and `project_id`. Letta defaults the deprecated
+`append_copy_suffix`, `project_id` and `strip_messages`. Letta defaults the deprecated
 `append_copy_suffix` to true; here a name changes only when the client asks.
-Other fields (`strip_messages`, `secrets`, `env_vars_json`...) are accepted and
-have nothing to act on yet: no messages or secrets are imported.
+Other fields (`secrets`, `env_vars_json`...) are accepted and have nothing to act on:
+no secrets are imported. `embedding` applies to the file's folders too, as Letta's does.
 """
 
 from __future__ import annotations

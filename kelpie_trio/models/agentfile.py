@@ -5,10 +5,10 @@ the others by *file-local* ids ("agent-0", "block-1", "tool-2"), never by a
 server's ids, so a file moves between servers and imports any number of times.
 The classes mirror Letta's AgentFileSchema, AgentSchema, BlockSchema, ToolSchema
 and MessageSchema (letta/schemas/agent_file.py); what this server does not keep
-yet (files, sources, skills, groups of other kinds than sleeptime) is read as plain
-JSON objects and left out of an import; a sleeptime group is checked here and made by
-the import. Messages, passages, archives and other conversations: agentfile_history.py;
-MCP servers (without their secrets): agentfile_mcp.py.
+yet (skills, groups of other kinds than sleeptime) is read as plain JSON objects and
+left out of an import; a sleeptime group is checked here and made by the import.
+Messages, passages, archives and other conversations: agentfile_history.py; folders and
+files: agentfile_files.py; MCP servers (without their secrets): agentfile_mcp.py.
 
 `export_agent_file` and `check_agent_file` are pure: the service reads and
 writes the store around them.
@@ -24,6 +24,12 @@ import attrs
 from kelpie_trio import __version__
 from kelpie_trio.agent.sleeptime import SleeptimeGroup
 from kelpie_trio.errors import Invalid, InvalidField
+from kelpie_trio.models.agentfile_files import (
+    FileAgentSchema,
+    FileSchema,
+    SourceSchema,
+    file_problems,
+)
 from kelpie_trio.models.agentfile_history import (
     ArchiveSchema,
     ConversationSchema,
@@ -95,7 +101,7 @@ class AgentSchema(CreateAgent):
     compaction_settings: dict[str, Any] | None = None
     in_context_message_ids: list[str] = attrs.Factory(list)
     messages: list[MessageSchema] = attrs.Factory(list)
-    files_agents: list[dict[str, Any]] = attrs.Factory(list)
+    files_agents: list[FileAgentSchema] = attrs.Factory(list)
     group_ids: list[str] = attrs.Factory(list)
     # Not in Letta's format (its reader ignores them): the agent's own archival passages,
     # the file-local ids of the archives attached to it, and its other conversations
@@ -112,8 +118,8 @@ class AgentFileSchema:
     agents: list[AgentSchema]
     groups: list[dict[str, Any]]
     blocks: list[BlockSchema]
-    files: list[dict[str, Any]]
-    sources: list[dict[str, Any]]
+    files: list[FileSchema]
+    sources: list[SourceSchema]
     tools: list[ToolSchema]
     mcp_servers: list[McpServerSchema]
     skills: list[dict[str, Any]] = attrs.Factory(list)
@@ -170,7 +176,7 @@ def _tool_entry(tool: Tool, file_id: str) -> ToolSchema:
 class AgentPart:
     """What the file says of one agent, read by the service: the agent and its blocks and
     tools, its history and window (file-local message ids), its own passages, the file ids
-    of its archives, its other conversations."""
+    of its archives, its other conversations, its folders and the files it holds."""
 
     view: AgentView
     messages: list[MessageSchema] = attrs.Factory(list)
@@ -178,6 +184,8 @@ class AgentPart:
     passages: list[PassageSchema] = attrs.Factory(list)
     archive_ids: list[str] = attrs.Factory(list)
     conversations: list[ConversationSchema] = attrs.Factory(list)
+    source_ids: list[str] = attrs.Factory(list)  # file-local, of its folders
+    files_agents: list[FileAgentSchema] = attrs.Factory(list)
 
 
 def export_agent_file(
@@ -188,6 +196,8 @@ def export_agent_file(
     mcp_servers: list[McpServer] | None = None,
     group: SleeptimeGroup | None = None,
     processed: list[str] | None = None,
+    sources: list[SourceSchema] | None = None,
+    files: list[FileSchema] | None = None,
 ) -> AgentFileSchema:
     """Agents (the exported one first, `agent-0`, then its sleeptime companions, as Letta
     adds the agents of the group it manages), their blocks and tools (base tools too), each
@@ -244,7 +254,8 @@ def export_agent_file(
                 enable_sleeptime=False if manages else agent.enable_sleeptime,
                 max_files_open=agent.max_files_open,
                 per_file_view_window_char_limit=agent.per_file_view_window_char_limit,
-                source_ids=[],
+                source_ids=list(part.source_ids),
+                files_agents=list(part.files_agents),
                 messages=list(part.messages),
                 in_context_message_ids=list(part.in_context),
                 group_ids=[group_id] if manages else [],
@@ -277,8 +288,8 @@ def export_agent_file(
         blocks=sorted(
             (_block_entry(b, block_ids[b.id]) for b in blocks.values()), key=lambda b: b.label
         ),
-        files=[],
-        sources=[],
+        files=list(files or []),
+        sources=list(sources or []),
         tools=sorted(
             (_tool_entry(t, tool_ids[t.id]) for t in tools.values()), key=lambda t: t.name or ""
         ),
@@ -321,6 +332,7 @@ def check_agent_file(file: AgentFileSchema, at: Loc) -> None:
     unique("tools", [t.id for t in file.tools])
     unique("archives", [a.id for a in file.archives])
     unique("mcp_servers", [m.id for m in file.mcp_servers])
+    problems += file_problems(file.sources, file.files, file.agents, at)
     for name, count in Counter(m.server_name for m in file.mcp_servers).items():
         if count > 1:
             problems.append(

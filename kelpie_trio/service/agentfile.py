@@ -27,8 +27,10 @@ of the file's agents hold it (models/agentfile_history.py says how they map to
 Letta's format). An imported agent's history is written in the import's
 transaction, fenced like any history write (each new thread's lease is read), and
 its messages and passages reach the search index through the outbox like any
-others. A sleeptime group pairs its agents again (`_import_group`). Not imported:
-groups of other manager types, files, sources, skills. The export side is in
+others. A sleeptime group pairs its agents again (`_import_group`). Folders and files
+come as new folders and files whose text the node's file worker chunks and indexes, the
+agents attached to them and holding their files as the file says (agentfile_files.py).
+Not imported: groups of other manager types, skills. The export side is in
 agentfile_export.py.
 """
 
@@ -73,6 +75,7 @@ from kelpie_trio.models.passages import default_archive_id
 from kelpie_trio.models.tools import CreateTool, Tool
 from kelpie_trio.search import outbox
 from kelpie_trio.service.agentfile_export import AgentFileExport
+from kelpie_trio.service.agentfile_files import AgentFileFolders, with_file_tools
 from kelpie_trio.service.agents import AGENT_INDEX, AgentCases
 from kelpie_trio.service.archives import ARCHIVE_INDEX
 from kelpie_trio.service.common import micros
@@ -135,7 +138,7 @@ class _AgentPlan:
     base: list[str]  # base tool names it gets by include_base_tools
 
 
-class AgentFileCases(AgentFileExport, AgentCases, McpServerCases):
+class AgentFileCases(AgentFileExport, AgentFileFolders, AgentCases, McpServerCases):
     async def import_agent_file(
         self, data: Any, options: ImportOptions, at: Loc | None = None, options_at: str = "body"
     ) -> list[str]:
@@ -160,10 +163,12 @@ class AgentFileCases(AgentFileExport, AgentCases, McpServerCases):
             for i, entry in enumerate(file.agents)
         ]
 
+        folder_embedding = self._folder_embedding(file, options, at, options_at)
         now = self.env.now()
         archive_ids = {a.id: self.env.new_id("archive") for a in file.archives}
 
         async def write(tr: Transaction) -> list[str]:
+            folders = await self._import_folders(tr, file, folder_embedding, now)
             for entry in file.archives:  # each once, however many agents hold it
                 await self._write_archive_copy(tr, entry, archive_ids[entry.id], now)
             tool_ids = dict(base_tools)  # file-local id -> id here
@@ -195,11 +200,12 @@ class AgentFileCases(AgentFileExport, AgentCases, McpServerCases):
                 agent = attrs.evolve(
                     plan.agent,
                     block_ids=held + [b.id for b in plan.memory],
-                    tool_ids=[t.id for t in tools],
+                    tool_ids=with_file_tools(entry, [t.id for t in tools]),
                 )
                 self._write_agent(tr, agent)
                 tr.set(AGENT_INDEX.pack((micros(agent.created_at), agent.id)), b"")
                 self._link(tr, agent)
+                self._attach_imported(tr, agent, entry, folders, now)
                 places[agent.id], placed[agent.id] = await self._write_history(
                     tr, agent, entry, options.strip_messages
                 )
@@ -215,13 +221,16 @@ class AgentFileCases(AgentFileExport, AgentCases, McpServerCases):
             return made
 
         try:
-            return await self.store.transact(write)
+            made = await self.store.transact(write)
         except TransactionTooLarge as error:
             # All or nothing has a ceiling: what one transaction may write.
             raise TooLarge(
                 f"the agent file is too large to import in one piece ({error}); "
                 "split its agents into several files"
             ) from None
+        if file.files:
+            self.wake_file_worker()  # type: ignore[attr-defined]
+        return made
 
     async def _write_archive_copy(
         self, tr: Transaction, entry: ArchiveSchema, archive_id: str, now: float

@@ -3,7 +3,8 @@ manages) read in one snapshot and written as Letta's agent file (models/agentfil
 
 A mixin of AgentFileCases (service/agentfile.py says what travels and how it maps); here
 are the reads: each agent's view, the history and window of each of its conversations,
-its passages, the archives it holds (each once), the MCP servers its tools come from.
+its passages, the archives it holds (each once), the MCP servers its tools come from; its
+folders and files are read by agentfile_files.py.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class AgentFileExport:
     _view: Any
     group_of: Any
     _servers_of_tools: Any
+    _export_folders: Any  # AgentFileFolders'
 
     async def export_agent_file(
         self, agent_id: str, *, conversation_id: str | None = None, scrub_messages: bool = False
@@ -95,6 +97,7 @@ class AgentFileExport:
                 if companion is not None:
                     agents.append(companion)
             counter = _Numbering()
+            folders = await self._export_folders(tr, agents)
             # Where the companion stopped reading, in each of the primary's conversations.
             processed: list[str | None] = []
             archives: dict[str, ArchiveSchema] = {}
@@ -142,14 +145,17 @@ class AgentFileExport:
                     messages, in_context = [], []
                 parts.append(AgentPart(view=view, messages=messages, in_context=in_context,
                                        passages=own, archive_ids=held,
-                                       conversations=conversations))  # fmt: skip
+                                       conversations=conversations,
+                                       source_ids=folders.source_ids[agent.id],
+                                       files_agents=folders.files_agents[agent.id]))  # fmt: skip
             tools = list({t.id: t for part in parts for t in part.view.tools}.values())
             servers = await self._servers_of_tools(tr, tools)
             if scrub_messages:
                 processed = []
             return export_agent_file(parts, now=now, archives=list(archives.values()),
                                      mcp_servers=servers, group=group,
-                                     processed=[p for p in processed if p])  # fmt: skip
+                                     processed=[p for p in processed if p],
+                                     sources=folders.sources, files=folders.files)  # fmt: skip
 
         return await self.store.transact(read)
 

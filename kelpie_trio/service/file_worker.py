@@ -40,7 +40,13 @@ from kelpie_trio.models.folders import DEFAULT_CHUNK_CHARS, FileRecord, Folder
 from kelpie_trio.models.passages import Passage, split_text
 from kelpie_trio.search import outbox
 from kelpie_trio.service.common import read_record
-from kelpie_trio.service.folders import FOLDER_AGENTS, chunk_passage_id, read_file, write_file
+from kelpie_trio.service.folders import (
+    FILE_HOLDERS,
+    FOLDER_AGENTS,
+    chunk_passage_id,
+    read_file,
+    write_file,
+)
 from kelpie_trio.service.passages import write_passage
 from kelpie_trio.storage import StoreError, keys
 from kelpie_trio.storage.base import Transaction
@@ -295,7 +301,10 @@ class FileWorkerCases:
                 write_passage(tr, passage)
                 ids.append(passage.id)
             await outbox.record(tr, record.folder_id, passages=ids)
-            write_file(tr, attrs.evolve(record, chunks_embedded=stop, updated_at=now,
+            # The count is the cutting worker's (an agent file's import counted the chunks of
+            # the text it brought by its own node's settings).
+            write_file(tr, attrs.evolve(record, chunks_embedded=stop, total_chunks=len(chunks),
+                                        updated_at=now,
                                         claimed_until=now + settings.lease))  # fmt: skip
 
         return write
@@ -311,10 +320,14 @@ class FileWorkerCases:
                                 updated_at=now)  # fmt: skip
             write_file(tr, done)
             tr.clear(keys.FILE_QUEUE.pack((record.id,)))
-            # As Letta: a processed file opens in the context of every agent of its folder.
+            # As Letta: a processed file opens in the context of every agent of its folder,
+            # but one that holds it already (an agent file's import gave it the file, open
+            # or closed as the file said) keeps it as it is.
             for key, _ in await tr.get_prefix(FOLDER_AGENTS.pack((record.folder_id,))):
-                agent = await read_record(tr, keys.AGENTS.pack((FOLDER_AGENTS.unpack(key)[1],)),
-                                          Agent)  # fmt: skip
+                agent_id = FOLDER_AGENTS.unpack(key)[1]
+                if await tr.get(FILE_HOLDERS.pack((record.id, agent_id))) is not None:
+                    continue
+                agent = await read_record(tr, keys.AGENTS.pack((agent_id,)), Agent)
                 if agent is not None:
                     await insert_files(tr, agent, [done], now, self.env.new_id)
 

@@ -46,6 +46,7 @@ __all__ = [
     "FOLDER_INDEX",
     "FolderCases",
     "UnsupportedType",
+    "clean_name",
     "clear_file",
     "read_file",
     "read_folder",
@@ -127,7 +128,7 @@ async def clear_file(tr: Transaction, record: FileRecord) -> None:
     tr.clear_range(*keys.prefix_range(FILE_HOLDERS.pack((record.id,))))
 
 
-def _clean_name(name: str) -> str:
+def clean_name(name: str) -> str:
     """The upload's name without any path (a name is metadata, never a path here)."""
     name = name.replace("\\", "/").rsplit("/", 1)[-1].strip().replace("\x00", "")
     return name[:MAX_FILENAME]
@@ -335,7 +336,7 @@ class FolderCases(ServiceBase):
         if duplicate_handling not in DUPLICATE_HANDLING:
             raise Invalid.field(["query", "duplicate_handling"],
                                 f"expected one of {', '.join(DUPLICATE_HANDLING)}")  # fmt: skip
-        original = _clean_name(name or file_name or "")
+        original = clean_name(name or file_name or "")
         if not original:
             raise Invalid.field(["body", "file"], "the upload has no file name")
         kind = stored_kind(content_type, original)

@@ -2,11 +2,14 @@
 
 Read from letta/schemas/agent_file.py and the schemas it builds on (AgentFileSchema,
 AgentSchema(CreateAgent), MessageSchema(MessageCreate), GroupSchema(GroupCreate),
-BlockSchema(CreateBlock), ToolSchema(Tool), MCPServerSchema): the fields without defaults,
+BlockSchema(CreateBlock), ToolSchema(Tool), MCPServerSchema, SourceSchema(SourceCreate),
+FileSchema(FileMetadataBase), FileAgentSchema(FileAgentBase)): the fields without defaults,
 their types, the enums, and the file-local references Letta's importer follows (it maps
-every `agent_ids`, `manager_agent_id`, `block_ids`, `tool_ids` and `in_context_message_ids`
-through the ids the file defines, and fails on one it lacks). Extra fields are fine: each of
-those models ignores what it does not know.
+every `agent_ids`, `manager_agent_id`, `block_ids`, `tool_ids`, `source_ids`,
+`in_context_message_ids`, a file's `source_id` and an agent's `files_agents` through the ids
+the file defines, and fails on one it lacks), and its `_validate_schema`: ids of the form
+`<kind>-<integer>`, a file-agent's `agent_id` the agent's own. Extra fields are fine: each
+of those models ignores what it does not know.
 """
 
 from __future__ import annotations
@@ -20,6 +23,15 @@ _MESSAGE_ROLES = {"assistant", "user", "tool", "function", "system", "approval",
 _MANAGER_TYPES = {"round_robin", "supervisor", "dynamic", "sleeptime", "voice_sleeptime"}
 # GroupSchema's manager configs that name their manager (SupervisorManagerSchema and kin).
 _WITH_MANAGER = {"supervisor", "dynamic", "sleeptime", "voice_sleeptime"}
+_STATUSES = {"pending", "parsing", "embedding", "completed", "error"}
+# The id prefix Letta's importer requires of each top-level kind.
+_PREFIXES = {"agents": "agent", "groups": "group", "blocks": "block", "files": "file",
+             "sources": "source", "tools": "tool", "mcp_servers": "mcp_server"}  # fmt: skip
+
+
+def _well_formed(ident: str, prefix: str) -> bool:
+    head, _, number = ident.rpartition("-")
+    return head == prefix and number.isdigit()
 
 
 def letta_shape_problems(file: Any) -> list[str]:
@@ -33,13 +45,26 @@ def letta_shape_problems(file: Any) -> list[str]:
     if problems:
         return problems
     ids: dict[str, set[str]] = {}
-    for key in ("agents", "groups", "blocks", "tools", "mcp_servers"):
+    for key, prefix in _PREFIXES.items():
         ids[key] = set()
         for i, entry in enumerate(file[key]):
             if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
                 problems.append(f"{key}[{i}].id: a string is required")
+            elif not _well_formed(entry["id"], prefix):
+                problems.append(f"{key}[{i}].id: {entry['id']!r} is not {prefix}-<integer>")
             else:
                 ids[key].add(entry["id"])
+    for i, source in enumerate(file["sources"]):
+        if not isinstance(source.get("name"), str):
+            problems.append(f"sources[{i}].name: a string is required")
+    for i, entry in enumerate(file["files"]):
+        if entry.get("source_id") not in ids["sources"]:
+            problems.append(f"files[{i}].source_id: {entry.get('source_id')!r} is no source")
+        if entry.get("processing_status", "pending") not in _STATUSES:
+            problems.append(f"files[{i}].processing_status: not one of Letta's statuses")
+        for field in ("file_name", "original_file_name", "file_type", "content"):
+            if entry.get(field) is not None and not isinstance(entry[field], str):
+                problems.append(f"files[{i}].{field}: a string or null is required")
     for i, block in enumerate(file["blocks"]):
         for field in ("label", "value"):
             if not isinstance(block.get(field), str):
@@ -84,10 +109,22 @@ def letta_shape_problems(file: Any) -> list[str]:
         for ref in agent.get("in_context_message_ids", []):
             if ref not in message_ids:
                 problems.append(f"{where}.in_context_message_ids: {ref!r} is no message of it")
+        for j, held in enumerate(agent.get("files_agents", [])):
+            here = f"{where}.files_agents[{j}]"
+            for field in ("agent_id", "file_id", "source_id", "file_name"):
+                if not isinstance(held.get(field), str):
+                    problems.append(f"{here}.{field}: a string is required")
+            if held.get("agent_id") != agent.get("id"):
+                problems.append(f"{here}.agent_id: not the agent's own id")
+            if held.get("file_id") not in ids["files"]:
+                problems.append(f"{here}.file_id: {held.get('file_id')!r} is no file")
+            if held.get("source_id") not in ids["sources"]:
+                problems.append(f"{here}.source_id: {held.get('source_id')!r} is no source")
         for field, kind in (
             ("block_ids", "blocks"),
             ("tool_ids", "tools"),
             ("group_ids", "groups"),
+            ("source_ids", "sources"),
         ):
             for ref in agent.get(field) or []:
                 if ref not in ids[kind]:

@@ -1,11 +1,14 @@
 """Agent file imports in the simulator: concurrent imports under storage faults, all or nothing.
 
-Each import writes blocks, custom tools, an agent, its history, its passages and
-its archive in one transaction. Under storage faults an import answers 200 or a
-clean 503, and the store never holds part of one: every agent has all its blocks,
-tools, messages, passages and its archive with all of that archive's passages, no
-block or archive is orphaned, a tool name several imports race to create exists
-once, and every acknowledged import is there.
+Each import writes blocks, custom tools, an agent, its history, its passages, its
+archive, and its folder with two files in one transaction. Under storage faults an
+import answers 200 or a clean 503, and the store never holds part of one: every agent
+has all its blocks, tools, messages, passages, its archive with all of that archive's
+passages, and its folder with both files' texts (one held open, one closed); no block,
+archive or folder is orphaned, a tool name several imports race to create exists once,
+and every acknowledged import is there. Then a file worker, under the same faults,
+chunks the imported texts: each file ends `completed` with each chunk once, and the
+agents still hold their files as the file said.
 """
 
 from __future__ import annotations
@@ -18,12 +21,17 @@ import orjson
 import trio
 from werkzeug.datastructures import FileStorage
 
+from kelpie_trio.models.passages import split_text
 from kelpie_trio.service import AGENT_INDEX, BLOCK_AGENTS, BLOCK_INDEX, PASSAGE_INDEX
+from kelpie_trio.service.agent_files import attached_folder_ids, holdings
+from kelpie_trio.service.file_worker import FileSettings
+from kelpie_trio.service.folders import FOLDER_FILES, FOLDER_INDEX, read_file
 from kelpie_trio.service.passages import attached_archive_ids
 from kelpie_trio.service.tools import TOOL_AGENTS, TOOL_INDEX, TOOL_NAMES, TOOLS
 from kelpie_trio.sim import SimWorld
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
+from kelpie_trio.storage.chunks import get_blob
 from kelpie_trio.tools.base import BASE_TOOLS_BY_ID
 from tests.dst.test_api_under_faults import api_on_a_sim_node, run_over_seeds
 
@@ -37,6 +45,9 @@ def source(name: str, doc: str) -> str:
 MESSAGES = 5  # in the file besides its system prompt
 OWN_PASSAGES = 2
 ARCHIVE_PASSAGES = 3
+TEXTS = {"open.txt": "kelp lines at dawn\n" * 6, "shut.md": "Otters guard the nets. " * 5}
+# Small chunks in small batches: each file takes several of the worker's transactions.
+WORKER = FileSettings(lease=5.0, poll=0.5, batch=2, chunk_chars=40, max_attempts=1000)
 
 
 def with_knowledge(exported: dict) -> dict:
@@ -56,6 +67,18 @@ def with_knowledge(exported: dict) -> dict:
         {"id": "archive-0", "name": "shared",
          "passages": [{"id": f"passage-{9 + i}", "text": f"kept {i}"}
                       for i in range(ARCHIVE_PASSAGES)]}
+    ]  # fmt: skip
+    exported["sources"] = [{"id": "source-0", "name": "papers", "description": "d"}]
+    exported["files"] = [
+        {"id": f"file-{i}", "source_id": "source-0", "file_name": f"papers/{name}",
+         "original_file_name": name, "processing_status": "completed", "content": text}
+        for i, (name, text) in enumerate(TEXTS.items())
+    ]  # fmt: skip
+    agent["source_ids"] = ["source-0"]
+    agent["files_agents"] = [
+        {"id": f"file_agent-{i}", "agent_id": "agent-0", "file_id": f"file-{i}",
+         "source_id": "source-0", "file_name": f"papers/{name}", "is_open": i == 0}
+        for i, name in enumerate(TEXTS)
     ]  # fmt: skip
     return exported
 
@@ -112,6 +135,30 @@ async def imports_under_faults(world: SimWorld, statuses: Counter[int]) -> None:
                 nursery.start_soon(one, i)
         world.faults.enabled = False
         await trio.sleep(1)  # commits still in flight (unknown results) land or fail by now
+        held_before = await node.store.transact(imported_holdings)
+        # A file worker chunks the imported texts, under the same faults, then without.
+        service = app.config["KELPIE_SERVICE"]
+        async with trio.open_nursery() as workers:
+            world.faults.enabled = True
+            workers.start_soon(service.process_files, WORKER)
+            await trio.sleep(20)
+            world.faults.enabled = False
+            await trio.sleep(WORKER.lease * 3 + 10)  # past every claim a failed write left
+            workers.cancel_scope.cancel()
+
+    async def files_of(tr: Transaction) -> dict[str, tuple[list, int]]:
+        """Each folder's files (record, text) and how many chunks it holds."""
+        found: dict[str, tuple[list, int]] = {}
+        for key, _ in await tr.get_prefix(FOLDER_INDEX.key()):
+            folder_id = FOLDER_INDEX.unpack(key)[1]
+            files = []
+            for row, _ in await tr.get_prefix(FOLDER_FILES.pack((folder_id,))):
+                record = await read_file(tr, FOLDER_FILES.unpack(row)[2])
+                assert record is not None, "a folder lists a file it lacks"
+                files.append((record, await get_blob(tr, keys.FILE_TEXT.pack((record.id,)))))
+            chunks = await tr.get_prefix(PASSAGE_INDEX.pack((folder_id,)))
+            found[folder_id] = (files, len(chunks))
+        return found
 
     async def stored(tr: Transaction) -> tuple:
         agents = {
@@ -178,6 +225,42 @@ async def imports_under_faults(world: SimWorld, statuses: Counter[int]) -> None:
         # The whole history, the passages, the archive with all its passages, or none.
         assert knowledge[record["id"]] == (MESSAGES, OWN_PASSAGES, [ARCHIVE_PASSAGES]), record
     assert len(archive_records) == len(imported), "an archive without its agent, or twice"
+
+    # Folders and files: one folder of both files per import, the agent holding them.
+    folders = await node.store.transact(files_of)
+    assert len(folders) == len(imported), "a folder without its agent, or twice"
+    for record in imported:
+        held = held_before[record["id"]]
+        assert len(held["folders"]) == 1, record
+        [folder_id] = held["folders"]
+        files, chunks = folders[folder_id]
+        names = sorted(f.original_file_name for f, _ in files)
+        assert names == sorted(TEXTS), f"an import's folder lacks a file: {names}"
+        assert held["open"] == {f.file_name for f, _ in files if f.original_file_name == "open.txt"}
+        assert held["files"] == {f.id for f, _ in files}
+        for file, text in files:
+            assert text is not None and text.decode() == TEXTS[file.original_file_name]
+            assert file.processing_status == "completed", file.error_message
+            pieces = split_text(text.decode(), WORKER.chunk_chars)
+            assert file.total_chunks == file.chunks_embedded == len(pieces)
+        assert chunks == sum(f.total_chunks for f, _ in files), "a chunk lost, or twice"
+    # The worker's completion left the agents' files as the import made them.
+    assert await node.store.transact(imported_holdings) == held_before
+
+
+async def imported_holdings(tr: Transaction) -> dict[str, dict]:
+    """Per agent: its folders, the files it holds, and the names of those open with a view."""
+    found = {}
+    for key, _ in await tr.get_prefix(keys.AGENTS.key()):
+        agent_id = keys.AGENTS.unpack(key)[0]
+        held = await holdings(tr, agent_id)
+        found[agent_id] = {
+            "folders": await attached_folder_ids(tr, agent_id),
+            "files": {h.file_id for h in held},
+            "open": {h.file_name for h in held if h.is_open and h.view},
+            "views": {h.file_name: h.view for h in held},
+        }
+    return found
 
 
 def test_dst_agent_file_imports_are_all_or_nothing_under_storage_faults() -> None:
