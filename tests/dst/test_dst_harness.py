@@ -127,7 +127,9 @@ def _superseded_write(world: SimWorld) -> Any:
     async def main(world: SimWorld) -> str:
         old, new = world.new_node("n0"), world.new_node("n1")
         lease_key = keys.LEASES.pack(("a",))
-        await new.store.transact(_set(lease_key, Lease("a", old.id, incarnation=1, epoch=1).encode()))
+        await new.store.transact(
+            _set(lease_key, Lease("a", old.id, incarnation=1, epoch=1).encode())
+        )
         took = trio.Event()
 
         async def write(tr: Transaction) -> None:
@@ -137,7 +139,9 @@ def _superseded_write(world: SimWorld) -> Any:
 
         async def take_over() -> None:
             await trio.sleep(0.1)
-            await new.store.transact(_set(lease_key, Lease("a", new.id, incarnation=1, epoch=2).encode()))
+            await new.store.transact(
+                _set(lease_key, Lease("a", new.id, incarnation=1, epoch=2).encode())
+            )
             took.set()
 
         async with trio.open_nursery() as nursery:
