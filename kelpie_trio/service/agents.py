@@ -24,7 +24,6 @@ from kelpie_trio.models import convert
 from kelpie_trio.models.agents import (
     AGENT_TYPES,
     DEFAULT_SYSTEM,
-    SECRET_MASK,
     UPDATABLE_AGENT_FIELDS,
     Agent,
     AgentView,
@@ -34,10 +33,11 @@ from kelpie_trio.models.blocks import Block, CreateBlock
 from kelpie_trio.search import outbox
 from kelpie_trio.service.agent_files import attached_folders, directories_in, holdings
 from kelpie_trio.service.agent_filters import AgentFilter, count_agents
+from kelpie_trio.service.agent_inputs import folder_ids_of, identity_ids_of, secrets_of
 from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX, BlockCases
 from kelpie_trio.service.common import Page, micros, page_records, read_record, window
 from kelpie_trio.service.identities import forget_member, identity_records, set_agent_identities
-from kelpie_trio.service.limits import check_key_part, check_key_parts, check_record
+from kelpie_trio.service.limits import check_key_parts, check_record
 from kelpie_trio.service.passages import clear_agent_passages, detach_all_archives
 from kelpie_trio.service.schedules import clear_agent_schedules
 from kelpie_trio.service.sleeptime import SleeptimeCases
@@ -197,7 +197,7 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
     async def create_agent(self, body: Any) -> AgentView:
         create = convert.structure_api(body, CreateAgent)
         check_file_limits(body)
-        identity_ids = _identity_ids(body)
+        identity_ids = identity_ids_of(body)
         check_key_parts(["body", "tags"], create.tags, "a tag")
         if create.agent_type not in AGENT_TYPES:
             raise Invalid.field(["body", "agent_type"], f"unknown agent type {create.agent_type!r}")
@@ -211,7 +211,7 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
         given = (
             create.secrets if create.secrets is not None else create.tool_exec_environment_variables
         )
-        agent.secrets = _secrets(given, {})
+        agent.secrets = secrets_of(given, {})
         with_base_rules = wants_base_tool_rules(
             create.agent_type, model["model"] or "", create.tool_rules,
             create.include_base_tool_rules,
@@ -321,7 +321,7 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
             raise Invalid.field(["body"], "expected a JSON object", "model_type")
         changes = {k: v for k, v in body.items() if k in UPDATABLE_AGENT_FIELDS}
         check_file_limits(changes)
-        identity_ids = _identity_ids(body)
+        identity_ids = identity_ids_of(body)
         self._check_rules(changes.get("tool_rules"))
         if isinstance(changes.get("tags"), list):  # a wrong type is the converter's to name
             tags = changes["tags"]
@@ -338,7 +338,7 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
         secrets = body.get("secrets")
         if secrets is None:
             secrets = body.get("tool_exec_environment_variables")
-        folder_ids = _folder_ids(body)
+        folder_ids = folder_ids_of(body)
 
         async def update(tr: Transaction) -> AgentView:
             current = await self._agent(tr, agent_id)
@@ -352,7 +352,7 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
             merged["secrets"] = current.secrets if secrets is None else {}
             agent = convert.structure_api(merged, Agent)
             if secrets is not None:  # the whole set is replaced, as in Letta
-                agent.secrets = _secrets(secrets, current.secrets)
+                agent.secrets = secrets_of(secrets, current.secrets)
             agent.tags = list(dict.fromkeys(agent.tags))
             agent.updated_at = self.env.now()
             blocks = [await self._block(tr, b) for b in dict.fromkeys(agent.block_ids)]
@@ -591,56 +591,3 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
             return [await self._view(tr, await self._agent(tr, i)) for i in window(ids, page)]
 
         return await self.store.transact(listing)
-
-
-def _secrets(given: Any, current: dict[str, str]) -> dict[str, str]:
-    """An agent's tool secrets from a request (`secrets`, or the older
-    `tool_exec_environment_variables`): names an environment can hold, string values.
-    A value sent back as the mask the API shows keeps the value already stored."""
-    if given is None:
-        return {}
-    where = ["body", "secrets"]
-    if not isinstance(given, dict):
-        raise Invalid.field(where, "expected an object of variable names to string values")
-    checked: dict[str, str] = {}
-    for name, value in given.items():
-        if not name or "=" in name or "\0" in name:
-            raise Invalid.field([*where, name], "not a valid environment variable name")
-        if not isinstance(value, str) or "\0" in value:
-            raise Invalid.field([*where, name], "expected a string without NUL characters")
-        checked[name] = current[name] if value == SECRET_MASK and name in current else value
-    return checked
-
-
-def _identity_ids(body: Any) -> list[str] | None:
-    """`identity_ids` of an agent create or update (None: not given), checked before any
-    transaction; the identities themselves are looked up in it."""
-    given = body.get("identity_ids") if isinstance(body, dict) else None
-    if given is None:
-        return None
-    where = ["body", "identity_ids"]
-    if not isinstance(given, list):
-        raise Invalid.field(where, "expected a list of identity ids", "list_type")
-    for index, ident in enumerate(given):
-        if not isinstance(ident, str):
-            raise Invalid.field([*where, index], "expected an identity id", "string_type")
-        check_key_part([*where, index], ident, "an identity id")
-    return given
-
-
-def _folder_ids(body: dict[str, Any]) -> list[str] | None:
-    """`folder_ids` (or Letta's older `source_ids`) of an agent update, None when neither is
-    given; checked before any transaction."""
-    for name in ("folder_ids", "source_ids"):
-        given = body.get(name)
-        if given is None:
-            continue
-        where = ["body", name]
-        if not isinstance(given, list):
-            raise Invalid.field(where, "expected a list of folder ids", "list_type")
-        for index, ident in enumerate(given):
-            if not isinstance(ident, str):
-                raise Invalid.field([*where, index], "expected a folder id", "string_type")
-            check_key_part([*where, index], ident, "a folder id")
-        return given
-    return None
