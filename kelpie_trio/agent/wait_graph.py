@@ -29,7 +29,7 @@ from kelpie_trio.agent import runs
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 
-__all__ = ["WAITS", "cycle_through", "register", "unregister"]
+__all__ = ["WAITS", "cycle_through", "forget_thread", "register", "unregister"]
 
 WAITS = keys.ROOT["index"]["waits"]  # (waiting thread, run_id, call_id, target thread) -> b""
 _MAX_HOPS = 64  # threads a walk visits at most (a chain of waits is a few agents long)
@@ -93,3 +93,8 @@ async def register(
 
 def unregister(tr: Transaction, *, thread: str, run_id: str, call_id: str, target: str) -> None:
     tr.clear(WAITS.pack((thread, run_id, call_id, target)))
+
+
+def forget_thread(tr: Transaction, thread: str) -> None:
+    """A thread deleted (its agent or conversation): the waits it had go with it."""
+    tr.clear_range(*keys.prefix_range(WAITS.pack((thread,))))

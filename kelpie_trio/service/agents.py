@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from kelpie_trio.agent import runs, steps
+from kelpie_trio.agent import runs, steps, wait_graph
 from kelpie_trio.agent.conversations import (
     agent_conversation_ids,
     delete_conversation_record,
@@ -398,8 +398,10 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
                     delete_conversation_record(tr, conversation)
                 await clear_history(tr, conversation_id)
                 tr.clear(keys.CONTEXT.pack((conversation_id,)))
+                wait_graph.forget_thread(tr, conversation_id)
             await clear_history(tr, agent_id)
             tr.clear(keys.CONTEXT.pack((agent_id,)))
+            wait_graph.forget_thread(tr, agent_id)
             tr.clear_range(*keys.prefix_range(TOOL_RUNS.pack((agent_id,))))
             for run_id in await runs.agent_run_ids(tr, agent_id):
                 run = await runs.load_run(tr, run_id)

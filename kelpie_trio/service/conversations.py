@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import attrs
 
-from kelpie_trio.agent import runs
+from kelpie_trio.agent import runs, wait_graph
 from kelpie_trio.agent.context import AgentContext
 from kelpie_trio.agent.conversations import (
     Conversation,
@@ -266,6 +266,7 @@ class ConversationCases(_IsolatedBlocks, ServiceBase):
                 await self._drop_block(tr, copy_id)
             await clear_history(tr, conversation.id)
             tr.clear(keys.CONTEXT.pack((conversation.id,)))
+            wait_graph.forget_thread(tr, conversation.id)
             for run_id in await runs.agent_run_ids(tr, conversation.agent_id):
                 run = await runs.load_run(tr, run_id)
                 if run is not None and run.conversation_id == conversation.id:
