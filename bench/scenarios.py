@@ -153,9 +153,15 @@ async def read_metrics(url: str, headers: dict[str, str]) -> dict[str, float]:
     if reply.status != 200:
         return {}
     found = {}
-    for name in ("kelpie_activations_total", "kelpie_forwards_total", "kelpie_active_actors"):
-        if match := re.search(rf"^{name} (\S+)$", reply.body.decode(errors="replace"), re.M):
+    text = reply.body.decode(errors="replace")
+    for name in ("kelpie_activations_total", "kelpie_forwards_total", "kelpie_active_actors",
+                 "kelpie_store_commits_total"):  # fmt: skip
+        if match := re.search(rf"^{name} (\S+)$", text, re.M):
             found[name] = float(match.group(1))
+    if match := re.search(
+        r'^kelpie_store_retries_total\{error="NotCommitted"\} (\S+)$', text, re.M
+    ):
+        found["conflicts"] = float(match.group(1))
     return found
 
 
@@ -273,6 +279,16 @@ class Runner(AgentsMessaging, Approvals, Conversations, McpCalls, Idle):
             round(activations / window, 2) if activations is not None else None
         )
         result["forwards"] = forwards
+        # The store's side: commits per message, and retries after a conflict per message
+        # (writers of one key meeting: e.g. an agent's threads on its shared records).
+        commits = _delta(metrics_before, metrics_after, "kelpie_store_commits_total")
+        conflicts = _delta(metrics_before, metrics_after, "conflicts")
+        result["store"] = {
+            "commits_per_msg": round(commits / ok, 3) if commits is not None and ok else None,
+            "conflicts_per_msg": round((conflicts or 0.0) / ok, 4)
+            if commits is not None and ok
+            else None,
+        }
         return result
 
     def _start_profiler(self, label: str, server: Child | None) -> Any:

@@ -6,6 +6,9 @@ in one process (tests, the simulator) never mix their numbers.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -14,6 +17,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from kelpie_trio.mcp.sessions import McpObserver
 from kelpie_trio.nursery.observer import RuntimeObserver
@@ -107,5 +112,33 @@ class RuntimeMetrics(RuntimeObserver, McpObserver):
         if outcome != "ok":
             self.mcp_failures.labels(server_type, outcome).inc()
 
+    def watch_store(self, store: Any) -> None:
+        """Report `store.counts` at each scrape: commits, and retries by their cause (a high
+        share of `NotCommitted` says writers of one key meet: conflicts)."""
+        self.registry.register(_StoreCounts(store))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _StoreCounts(Collector):
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        counts = self.store.counts
+        commits = CounterMetricFamily(
+            "kelpie_store_commits", "Writing transactions committed through this node's store"
+        )
+        commits.add_metric([], counts.get("commit", 0))
+        yield commits
+        retries = CounterMetricFamily(
+            "kelpie_store_retries",
+            "Transaction attempts retried, by the error that caused it (NotCommitted: a "
+            "conflict with another writer)",
+            labels=["error"],
+        )
+        for error, count in sorted(counts.items()):
+            if error != "commit":
+                retries.add_metric([error], count)
+        yield retries

@@ -139,6 +139,7 @@ async def run_node(
         shutdown = trio.Event()
     store = open_store(config, env)
     metrics = RuntimeMetrics()
+    metrics.watch_store(store)
     transport = HttpTransport(token=config.cluster_token or config.password)
     # The models each provider has, asked at start (and every KELPIE_MODELS_REFRESH seconds);
     # a provider that does not answer offers its fixed set.

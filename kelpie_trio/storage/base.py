@@ -21,6 +21,7 @@ Three layers live here:
 from __future__ import annotations
 
 import abc
+import collections
 import enum
 import logging
 import struct
@@ -152,6 +153,16 @@ class Store(abc.ABC):
     env: Env
     max_attempts: int = 100
 
+    @property
+    def counts(self) -> collections.Counter[str]:
+        """What this store's transactions met, for /metrics: `commit`, a writing transaction
+        committed; and, for each retry, the error that caused it (`NotCommitted`: a conflict,
+        `StorageUnavailable`, ...). Two increments, nothing per read."""
+        found = self.__dict__.get("_counts")
+        if found is None:
+            found = self.__dict__["_counts"] = collections.Counter()
+        return found
+
     def on_commit(self, topic: str, listener: Callable[[], None]) -> None:
         """Call `listener` (synchronously: keep it to setting an event) after each commit
         through this store whose transaction asked for `topic` (`notify_on_commit`)."""
@@ -230,11 +241,14 @@ class Store(abc.ABC):
                     tr.set(marker, str(attempt).encode())
                     committing = True
                     await tr.commit()
+                    self.counts["commit"] += 1
                     self._notify(tr)
                 return result
             except StoreError as error:
                 if committing and isinstance(error, CommitUnknownResult):
                     unknown_results[attempt] = result  # type: ignore[assignment]
+                if attempt < limit and error.retryable:
+                    self.counts[type(error).__name__] += 1  # retried (if on_error allows)
                 if attempt == limit:
                     if error.retryable:
                         raise RetryLimitReached(
