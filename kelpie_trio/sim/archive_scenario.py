@@ -69,7 +69,7 @@ async def archives_converge(world: SimWorld) -> ArchiveStats:
     rng = world.rng("test")
     embedder = HashingEmbedder(dimensions=32) if world.seed % 2 else None
     api = world.new_node("api")
-    api.store.max_attempts = 6  # give up sooner: failed writes, whose fate is unknown, happen
+    api.store.max_attempts = 4  # give up sooner: failed writes, whose fate is unknown, happen
     service = AgentService(api.store, api.env)
     service.search_layer = SearchLayer(api.store, api.env, embedder=embedder, config=CONFIG)
     world.faults.enabled = False
