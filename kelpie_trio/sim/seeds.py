@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-__all__ = ["SeedFailure", "replay_command", "run_seeds", "seeds"]
+__all__ = ["SeedFailure", "across_seeds", "replay_command", "run_seeds", "seeds"]
 
 
 class SeedFailure(AssertionError):
@@ -28,6 +28,14 @@ def seeds(default_count: int, *, first: int = 0) -> list[int]:
         return [int(pinned)]
     count = int(os.environ.get("DST_SEEDS", default_count))
     return list(range(first, first + count))
+
+
+def across_seeds(ran: int, default_count: int) -> bool:
+    """Whether a test's checks over its whole sweep apply (every path ran in some seed,
+    counts summed over the seeds): only when it ran at least its default number of seeds.
+    A replay of one seed (DST_SEED) or a short DST_SEEDS checks each seed, not the sweep,
+    so its replay command fails only where that seed does."""
+    return ran >= default_count
 
 
 def replay_command(

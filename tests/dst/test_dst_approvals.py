@@ -25,7 +25,7 @@ from kelpie_trio.nursery.errors import RuntimeFailure
 from kelpie_trio.sim import FaultConfig, FaultType
 from kelpie_trio.sim.faults import STORAGE_FAULTS
 from kelpie_trio.sim.llm import text, tool_calls
-from kelpie_trio.sim.seeds import run_seeds
+from kelpie_trio.sim.seeds import across_seeds, run_seeds
 from kelpie_trio.storage import StoreError, keys
 from tests.dst.agent_harness import AgentCluster, history_of, new_agent, simulate_cluster
 
@@ -225,10 +225,11 @@ def test_dst_parked_runs_under_faults_and_crashes() -> None:
         crashed.append(ledger.crashes)
         reran.append(sum(n - 1 for n in ledger.ran.values()))
 
-    run_seeds(one, 8)
+    ran = run_seeds(one, 8)
     # The crashes hit: between a tool's run and its stored result (it ran again), and while
     # the model was asked after the results.
-    assert sum(crashed) >= 5 and sum(reran) >= 1, (crashed, reran)
+    if across_seeds(ran, 8):
+        assert sum(crashed) >= 5 and sum(reran) >= 1, (crashed, reran)
 
 
 def test_dst_a_parked_run_outlives_crashes_and_a_stored_result_is_not_run_again() -> None:

@@ -10,7 +10,7 @@ from collections import Counter
 
 from kelpie_trio.sim import SimWorld
 from kelpie_trio.sim.archive_scenario import ARCHIVE_FAULTS, archives_converge
-from kelpie_trio.sim.seeds import run_seeds
+from kelpie_trio.sim.seeds import across_seeds, run_seeds
 
 
 def test_dst_archives_attached_detached_and_deleted_under_faults() -> None:
@@ -19,9 +19,11 @@ def test_dst_archives_attached_detached_and_deleted_under_faults() -> None:
     def one(seed: int) -> None:
         totals.update(SimWorld(seed, ARCHIVE_FAULTS).run(archives_converge))
 
-    run_seeds(one, 20, scenario="archives")
+    ran = run_seeds(one, 20, scenario="archives")
     print(dict(totals))
     # Every path really ran across the seeds.
+    if not across_seeds(ran, 20):
+        return
     for what in ("archive inserts", "archive batches", "archive deletes", "agent inserts",
                  "attaches", "detaches", "archives deleted", "searches", "indexer crashes",
                  "indexes lost", "writes failed", "searches checked"):  # fmt: skip

