@@ -32,7 +32,11 @@ from kelpie_trio.agent import approvals, message_index, runs, sleeptime, steps
 from kelpie_trio.agent.approvals import ParkedRuns, results_at
 from kelpie_trio.agent.commits import RunCommits, RunGone
 from kelpie_trio.agent.context import AgentContext, Compaction, compaction_messages
-from kelpie_trio.agent.conversations import is_conversation, load_conversation
+from kelpie_trio.agent.conversations import (
+    is_conversation,
+    load_conversation,
+    mark_last_message,
+)
 from kelpie_trio.agent.handoff import SessionHandoff
 from kelpie_trio.agent.history import decode_messages, history_key
 from kelpie_trio.agent.messages import Message, iso, to_letta_messages
@@ -285,6 +289,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         others = await approvals.open_runs_of(tr, run.thread)  # read once, used twice
         parked = await approvals.check_send(tr, run.thread, run.inputs, others)
         if parked is not None:  # an approval: it answers the parked run's calls
+            await mark_last_message(tr, run.thread, now)
             return run, await self._take_over(tr, run, parked), []
         base = self.next_seq  # not advanced until the transaction commits
         inputs = [
@@ -309,6 +314,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
             if earlier and not after_earlier:
                 return run, [], earlier  # created (or found), started after them
         await self._store(tr, inputs)
+        await mark_last_message(tr, run.thread, now)
         run.first_seq = base
         run.status = "running"
         runs.save_run(tr, run)

@@ -93,6 +93,18 @@ def save_conversation(tr: Transaction, conversation: Conversation, *, new: bool 
         tr.set(BY_AGENT.pack(key), b"")
 
 
+async def mark_last_message(tr: Transaction, thread: str, when: float) -> None:
+    """A request's messages entered `thread`: a conversation's last_message_at (Letta sets
+    it per request), in the transaction that stores them, so a refused send changes
+    nothing. The default conversation has no record."""
+    if not is_conversation(thread):
+        return
+    conversation = await load_conversation(tr, thread)
+    if conversation is not None:
+        conversation.last_message_at = when
+        save_conversation(tr, conversation)
+
+
 def delete_conversation_record(tr: Transaction, conversation: Conversation) -> None:
     tr.clear(RECORDS.pack((conversation.id,)))
     key = (conversation.agent_id, _micros(conversation.created_at), conversation.id)

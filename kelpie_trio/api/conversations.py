@@ -206,7 +206,6 @@ async def send_conversation_message(conversation_id: str) -> Response:
     if not payload.get("messages") and payload.get("input") is None:
         raise Invalid.field(["body", "messages"], "Messages must not be empty")
     thread = await service().resolve(conversation_id, agent_id)
-    await service().mark_message_time(thread)
     key = idempotency_key()
     send = {"idempotency_key": key, "conversation": thread.conversation}
     if payload.get("streaming", True) is not False:  # Letta streams unless told not to

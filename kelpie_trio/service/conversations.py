@@ -379,20 +379,6 @@ class ConversationCases(_IsolatedBlocks, ServiceBase):
         run = await self.store.transact(find)
         return await self.retrieve_run_stream(run.id, body)  # type: ignore[attr-defined]
 
-    async def mark_message_time(self, thread: Thread) -> None:
-        """A send into a conversation: its last_message_at (Letta sets it per request)."""
-        if thread.conversation is None:
-            return
-        now = self.env.now()
-
-        async def mark(tr: Transaction) -> None:
-            conversation = await load_conversation(tr, thread.key)
-            if conversation is not None:
-                conversation.last_message_at = now
-                save_conversation(tr, conversation)
-
-        await self.store.transact(mark)
-
 
 async def _named(tr: Transaction, conversation_id: str) -> Conversation:
     if not is_conversation(conversation_id):

@@ -59,6 +59,25 @@ def test_sdk_conversations_keep_their_own_histories(letta: Letta) -> None:
     assert [r.conversation_id for r in in_first] == [first.id]
 
 
+def test_sdk_a_refused_send_leaves_last_message_at_and_an_accepted_one_sets_it(
+    letta: Letta,
+) -> None:
+    agent = letta.agents.create(name="timed")
+    conversation = letta.conversations.create(agent_id=agent.id)
+    assert letta.conversations.retrieve(conversation.id).last_message_at is None
+    with pytest.raises(letta_client.UnprocessableEntityError):
+        list(letta.conversations.messages.create(
+            conversation.id, messages=[{"role": "user", "content": "hi"}],
+            max_steps=0,
+        ))  # fmt: skip
+    assert letta.conversations.retrieve(conversation.id).last_message_at is None
+    _send(letta, conversation.id, "hello")
+    first = letta.conversations.retrieve(conversation.id).last_message_at
+    assert first is not None
+    _send(letta, conversation.id, "again")
+    assert letta.conversations.retrieve(conversation.id).last_message_at > first
+
+
 def test_sdk_forks_deletes_and_refuses_clearly(letta: Letta) -> None:
     agent = letta.agents.create(name="forker")
     source = letta.conversations.create(agent_id=agent.id)
