@@ -3,29 +3,15 @@ agents with send_message_to_agent_and_wait_for_reply, each message one hop."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from bench.fake_provider import ASK_TOOL
-from bench.http1 import Connection
+from bench.mixin import RunnerPart
 
 __all__ = ["AgentsMessaging"]
 
 
-class AgentsMessaging:
-    options: Any
-    progress: Any
-    samples: Any
-    _provider: Any
-    _server: Any
-    _data_dir: Any
-    _url: Any
-    _create: Any
-    _load: Any
-    _measured: Any
-    _floor: Any
-    _finish: Any
-
+class AgentsMessaging(RunnerPart):
     async def scenario_agents_messaging(self, p: dict[str, Any]) -> dict[str, Any]:
         """Agents messaging agents: each message goes to an asker, whose turn asks its own
         worker with send_message_to_agent_and_wait_for_reply and answers with the worker's
@@ -64,19 +50,7 @@ class AgentsMessaging:
     async def _create_askers(self, url: str, workers: list[str]) -> list[str]:
         """One asker per worker; the fake provider reads whom to ask from its system prompt."""
         model, embedding = self.options.handles()
-        advance = self.progress("creating askers", len(workers))
-        conn = Connection(url, headers=self.options.headers)
-        askers = []
-        try:
-            for i, worker in enumerate(workers):
-                body = {"name": f"asker-{i}", "model": model, "embedding": embedding,
-                        "system": f"You ask another agent. BENCH-ASK:{worker}",
-                        "tools": [ASK_TOOL]}  # fmt: skip
-                reply = await conn.request("POST", "/v1/agents/", json.dumps(body).encode())
-                if reply.status not in (200, 201):
-                    raise RuntimeError(f"creating an asker failed: {reply.status} {reply.body!r}")
-                askers.append(json.loads(reply.body)["id"])
-                advance()
-        finally:
-            await conn.aclose()
-        return askers
+        bodies = [{"name": f"asker-{i}", "model": model, "embedding": embedding,
+                   "system": f"You ask another agent. BENCH-ASK:{worker}", "tools": [ASK_TOOL]}
+                  for i, worker in enumerate(workers)]  # fmt: skip
+        return await self._create_each(url, bodies, "creating askers")

@@ -9,6 +9,7 @@ from typing import Any
 
 from bench.fake_provider import APPROVE_TOOL
 from bench.http1 import Connection, Reply
+from bench.mixin import RunnerPart
 
 __all__ = ["Approvals"]
 
@@ -32,19 +33,7 @@ async def approve_once(conn: Connection, agent: str, body: bytes) -> Reply:
     return await conn.request("POST", path, json.dumps(approval).encode())
 
 
-class Approvals:
-    options: Any
-    progress: Any
-    samples: Any
-    _provider: Any
-    _server: Any
-    _data_dir: Any
-    _url: Any
-    _load: Any
-    _measured: Any
-    _floor: Any
-    _finish: Any
-
+class Approvals(RunnerPart):
     async def scenario_approvals(self, p: dict[str, Any]) -> dict[str, Any]:
         """Human in the loop at load: every message makes its agent call memory_insert,
         which its tool rules make wait for approval; the client approves at once and the
@@ -79,20 +68,8 @@ class Approvals:
     async def _create_parking(self, url: str, count: int) -> list[str]:
         """Agents whose first step calls memory_insert, which needs approval."""
         model, embedding = self.options.handles()
-        advance = self.progress("creating agents", count)
-        conn = Connection(url, headers=self.options.headers)
-        agents = []
-        try:
-            for i in range(count):
-                block = {"label": "human", "value": "", "limit": 100_000}
-                body = {"name": f"parking-{i}", "model": model, "embedding": embedding,
-                        "system": "You keep notes. BENCH-APPROVE", "tool_rules": _RULES,
-                        "memory_blocks": [block]}  # fmt: skip
-                reply = await conn.request("POST", "/v1/agents/", json.dumps(body).encode())
-                if reply.status not in (200, 201):
-                    raise RuntimeError(f"creating an agent failed: {reply.status} {reply.body!r}")
-                agents.append(json.loads(reply.body)["id"])
-                advance()
-        finally:
-            await conn.aclose()
-        return agents
+        block = {"label": "human", "value": "", "limit": 100_000}
+        bodies = [{"name": f"parking-{i}", "model": model, "embedding": embedding,
+                   "system": "You keep notes. BENCH-APPROVE", "tool_rules": _RULES,
+                   "memory_blocks": [block]} for i in range(count)]  # fmt: skip
+        return await self._create_each(url, bodies, "creating agents")

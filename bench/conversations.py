@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from bench.http1 import Connection
+from bench.mixin import RunnerPart
 
 __all__ = ["Conversations"]
 
@@ -16,20 +17,7 @@ def _conversation_path(conversation: str) -> str:
     return f"/v1/conversations/{conversation}/messages"
 
 
-class Conversations:
-    options: Any
-    progress: Any
-    samples: Any
-    _provider: Any
-    _server: Any
-    _data_dir: Any
-    _url: Any
-    _create: Any
-    _load: Any
-    _measured: Any
-    _floor: Any
-    _finish: Any
-
+class Conversations(RunnerPart):
     async def scenario_conversations(self, p: dict[str, Any]) -> dict[str, Any]:
         """`agents` agents with `threads` conversations each, every conversation waiting for
         its reply (SSE, the route's default) as steady's clients do: what a message costs

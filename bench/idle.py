@@ -16,6 +16,8 @@ from typing import Any
 
 import trio
 
+from bench.mixin import RunnerPart
+
 __all__ = ["IDLE_WINDOW_S", "Idle"]
 
 IDLE_WINDOW_S = 30.0  # long enough to hold several lease periods (ttl/3 = 3.3 s by default)
@@ -74,15 +76,7 @@ async def _settle(pid: int) -> float:
     return trio.current_time() - started
 
 
-class Idle:
-    options: Any
-    _provider: Any
-    _server: Any
-    _data_dir: Any
-    _url: Any
-    _create: Any
-    _load: Any
-
+class Idle(RunnerPart):
     async def scenario_idle(self, p: dict[str, Any]) -> dict[str, Any]:
         """Idle CPU per second of wall time at 0, 200 and `agents` active agents."""
         from bench.scenarios import read_metrics  # not at the top: scenarios imports this mixin

@@ -12,25 +12,14 @@ from typing import Any
 
 from bench.fake_provider import MCP_TOOL
 from bench.http1 import Connection
+from bench.mixin import RunnerPart
 
 __all__ = ["McpCalls"]
 
 _SERVER = Path(__file__).with_name("mcp_echo.py")
 
 
-class McpCalls:
-    options: Any
-    progress: Any
-    samples: Any
-    _provider: Any
-    _server: Any
-    _data_dir: Any
-    _url: Any
-    _load: Any
-    _measured: Any
-    _floor: Any
-    _finish: Any
-
+class McpCalls(RunnerPart):
     async def scenario_mcp_calls(self, p: dict[str, Any]) -> dict[str, Any]:
         """Each message's turn calls `bench_add` on a stdio MCP server and then answers:
         one MCP call, two LLM calls per message. Reports MCP calls per second and the

@@ -63,16 +63,7 @@ def test_bench_smoke_completes_and_writes_json_and_png(tmp_path: Path) -> None:
 def test_bench_conversations_runs_an_agents_threads_at_once(tmp_path: Path) -> None:
     """The conversations scenario at smoke size: 2 agents with 3 conversations each, every
     message sent into a conversation, none failing."""
-    out = tmp_path / "out"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "conversations", "--smoke", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    [result] = out.glob("bench-*.json")
-    [scenario] = json.loads(result.read_text())["scenarios"]
+    scenario = _smoke_scenario(tmp_path, "conversations")
     assert scenario["scenario"] == "conversations" and scenario["errors"] == 0, scenario
     assert scenario["messages"] == 24 and scenario["server"]["cpu_ms_per_msg"] > 0
     assert scenario["conversations"] == {"agents": 2, "per_agent": 3}
@@ -81,16 +72,7 @@ def test_bench_conversations_runs_an_agents_threads_at_once(tmp_path: Path) -> N
 def test_bench_approvals_parks_every_turn_and_approves_it(tmp_path: Path) -> None:
     """The approvals scenario at smoke size: every message's turn parks on a call that needs
     approval, the client approves it, the call runs and the run ends with its answer."""
-    out = tmp_path / "out"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "approvals", "--smoke", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    [result] = out.glob("bench-*.json")
-    [scenario] = json.loads(result.read_text())["scenarios"]
+    scenario = _smoke_scenario(tmp_path, "approvals")
     assert scenario["scenario"] == "approvals" and scenario["errors"] == 0, scenario
     assert scenario["messages"] == 20 and scenario["approvals"]["run_steps_mean"] == 2.0
 
@@ -98,16 +80,7 @@ def test_bench_approvals_parks_every_turn_and_approves_it(tmp_path: Path) -> Non
 def test_bench_mcp_calls_calls_a_real_mcp_server_each_turn(tmp_path: Path) -> None:
     """The mcp-calls scenario at smoke size: every turn calls the stdio MCP server's tool
     and answers with its result; the server counts every call and no failure."""
-    out = tmp_path / "out"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "mcp-calls", "--smoke", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    [result] = out.glob("bench-*.json")
-    [scenario] = json.loads(result.read_text())["scenarios"]
+    scenario = _smoke_scenario(tmp_path, "mcp-calls")
     assert scenario["scenario"] == "mcp-calls" and scenario["errors"] == 0, scenario
     mcp = scenario["mcp"]
     assert mcp["turn_steps_mean"] == 2.0 and mcp["failures_total"] == 0, mcp
@@ -177,3 +150,18 @@ def test_bench_compare_without_a_server_or_a_provider_port_says_what_it_needs() 
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert done.returncode == 2 and needs in done.stderr
+
+
+def _smoke_scenario(tmp_path: Path, name: str) -> dict:
+    """Run one scenario at smoke size in its own process; its result from the JSON."""
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", name, "--smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [result] = out.glob("bench-*.json")
+    [scenario] = json.loads(result.read_text())["scenarios"]
+    return scenario
