@@ -22,7 +22,7 @@ import attrs
 
 from kelpie_trio.errors import InvalidField
 from kelpie_trio.models.convert import iso
-from kelpie_trio.models.folders import FileAgent, FileRecord, Folder
+from kelpie_trio.models.folders import CreateFolder, FileAgent, FileRecord, Folder
 
 __all__ = [
     "CONTENT_BUDGET",
@@ -47,17 +47,11 @@ NO_CONTENT = (
 
 
 @attrs.define(kw_only=True)
-class SourceSchema:
-    """A folder in an agent file (Letta's SourceSchema)."""
+class SourceSchema(CreateFolder):
+    """A folder in an agent file (Letta's SourceSchema: a folder's create request, and the
+    file's own id for it)."""
 
     id: str
-    name: str
-    description: str | None = None
-    instructions: str | None = None
-    metadata: dict[str, Any] | None = None
-    embedding: str | None = None
-    embedding_chunk_size: int | None = None
-    embedding_config: dict[str, Any] | None = None
 
 
 @attrs.define(kw_only=True)
