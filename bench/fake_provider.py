@@ -59,20 +59,22 @@ def _call_body(model: str, tool: str, arguments: dict, n: int) -> bytes:
     """A reply that calls `tool` with `arguments`."""
     call = {"id": f"call_bench_{n}", "type": "function",
             "function": {"name": tool, "arguments": json.dumps(arguments)}}  # fmt: skip
+    message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    return _completion(model, message, "tool_calls", completion_tokens=20)
+
+
+def _completion(model: str, message: dict, finish: str, *, completion_tokens: int) -> bytes:
+    """A chat completion (OpenAI's shape) whose one choice is `message`."""
+    usage = {"prompt_tokens": 100, "completion_tokens": completion_tokens,
+             "total_tokens": 100 + completion_tokens}  # fmt: skip
     return json.dumps(
         {
             "id": "chatcmpl-bench",
             "object": "chat.completion",
             "created": 0,
             "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": None, "tool_calls": [call]},
-                    "finish_reason": "tool_calls",
-                }
-            ],
-            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": usage,
         }
     ).encode()
 
@@ -85,31 +87,14 @@ def _first_step(request: dict) -> bool:
 def _asks(body: bytes, request: dict) -> str | None:
     """The agent an asker's step should ask: its first step only (a tool result ends it)."""
     found = _ASK.search(body)
-    if found is None:
-        return None
-    messages = request.get("messages") or []
-    if messages and messages[-1].get("role") == "tool":
+    if found is None or not _first_step(request):
         return None
     return found.group(1).decode()
 
 
 def _completion_body(model: str) -> bytes:
-    return json.dumps(
-        {
-            "id": "chatcmpl-bench",
-            "object": "chat.completion",
-            "created": 0,
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": REPLY_TEXT},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": 100, "completion_tokens": 14, "total_tokens": 114},
-        }
-    ).encode()
+    message = {"role": "assistant", "content": REPLY_TEXT}
+    return _completion(model, message, "stop", completion_tokens=14)
 
 
 def _sse_chunks(model: str) -> list[bytes]:
