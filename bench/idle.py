@@ -16,6 +16,7 @@ from typing import Any
 
 import trio
 
+from bench.load import read_metrics
 from bench.mixin import RunnerPart
 
 __all__ = ["IDLE_WINDOW_S", "Idle"]
@@ -79,8 +80,6 @@ async def _settle(pid: int) -> float:
 class Idle(RunnerPart):
     async def scenario_idle(self, p: dict[str, Any]) -> dict[str, Any]:
         """Idle CPU per second of wall time at 0, 200 and `agents` active agents."""
-        from bench.scenarios import read_metrics  # not at the top: scenarios imports this mixin
-
         top = p["agents"]
         steps = sorted({0, min(200, top), top})
         window = float(p.get("window") or IDLE_WINDOW_S)

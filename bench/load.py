@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -18,7 +19,7 @@ import trio
 
 from bench.http1 import Connection, HttpError, Reply
 
-__all__ = ["Sample", "create_agents", "message_body", "run_load", "steps_of"]
+__all__ = ["Sample", "create_agents", "message_body", "read_metrics", "run_load", "steps_of"]
 
 
 @attrs.define
@@ -183,3 +184,26 @@ async def create_agents(
         for _ in range(min(concurrency, max(1, count))):
             nursery.start_soon(worker)
     return [i for i in ids if i is not None]
+
+
+_METRIC_LINE = re.compile(r"^(kelpie_\w+?)(?:\{([^}]*)\})? (\S+)$", re.M)
+
+
+async def read_metrics(url: str, headers: dict[str, str]) -> dict[str, float]:
+    """kelpie-trio's /metrics, each series summed over its labels, and `conflicts`: retries
+    after a store conflict (empty for servers without /metrics)."""
+    conn = Connection(url, headers=headers)
+    try:
+        reply = await conn.request("GET", "/metrics")
+    except (OSError, HttpError):
+        return {}
+    finally:
+        await conn.aclose()
+    if reply.status != 200:
+        return {}
+    found: dict[str, float] = {}
+    for name, labels, value in _METRIC_LINE.findall(reply.body.decode(errors="replace")):
+        found[name] = found.get(name, 0.0) + float(value)
+        if name == "kelpie_store_retries_total" and 'error="NotCommitted"' in labels:
+            found["conflicts"] = found.get("conflicts", 0.0) + float(value)
+    return found

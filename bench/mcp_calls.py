@@ -5,13 +5,13 @@ API), then answers with its result."""
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from bench.fake_provider import MCP_TOOL
 from bench.http1 import Connection
+from bench.load import read_metrics
 from bench.mixin import RunnerPart
 
 __all__ = ["McpCalls"]
@@ -38,7 +38,7 @@ class McpCalls(RunnerPart):
                     "mcp-calls", url, [server], provider, agents, p["messages"],
                     p["concurrency"], p["latency"],
                 )  # fmt: skip
-                counted = await self._mcp_counters(url)
+                counted = await read_metrics(url, self.options.headers)
             floor = await self._floor(provider, p["messages"], p["concurrency"])
         steps = [s.steps for s in self.samples["mcp-calls"] if s.ok]
         measured["mcp"] = {
@@ -51,18 +51,6 @@ class McpCalls(RunnerPart):
             "failures_total": counted.get("kelpie_mcp_call_failures_total", 0.0),
         }
         return self._finish("mcp-calls", p, measured, floor)
-
-    async def _mcp_counters(self, url: str) -> dict[str, float]:
-        """The server's MCP counters from /metrics, summed over their labels."""
-        conn = Connection(url, headers=self.options.headers)
-        try:
-            text = (await conn.request("GET", "/metrics")).body.decode(errors="replace")
-        finally:
-            await conn.aclose()
-        found: dict[str, float] = {}
-        for name, value in re.findall(r"^(kelpie_mcp_\w+_total)\{[^}]*\} (\S+)$", text, re.M):
-            found[name] = found.get(name, 0.0) + float(value)
-        return found
 
     async def _create_mcp_agents(self, url: str, count: int) -> list[str]:
         """Register the MCP server, and `count` agents with its tool attached."""

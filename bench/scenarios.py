@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -26,9 +25,9 @@ from bench import SCENARIOS
 from bench.agents_messaging import AgentsMessaging
 from bench.approvals import Approvals
 from bench.conversations import Conversations
-from bench.http1 import Connection, HttpError
+from bench.http1 import Connection
 from bench.idle import Idle
-from bench.load import Sample, create_agents, run_load
+from bench.load import Sample, create_agents, read_metrics, run_load
 from bench.mcp_calls import McpCalls
 from bench.procs import Attached, Child, Usage, start_fake_provider, start_floor, start_server
 from bench.stats import percentiles, summarize, throughput_series, usage_delta
@@ -139,30 +138,6 @@ Progress = Callable[[str, int], Callable[[], None]]  # (description, total) -> a
 
 def _no_progress(description: str, total: int) -> Callable[[], None]:
     return lambda: None
-
-
-async def read_metrics(url: str, headers: dict[str, str]) -> dict[str, float]:
-    """kelpie-trio's /metrics counters the bench reads (empty for servers without them)."""
-    conn = Connection(url, headers=headers)
-    try:
-        reply = await conn.request("GET", "/metrics")
-    except (OSError, HttpError):
-        return {}
-    finally:
-        await conn.aclose()
-    if reply.status != 200:
-        return {}
-    found = {}
-    text = reply.body.decode(errors="replace")
-    for name in ("kelpie_activations_total", "kelpie_forwards_total", "kelpie_active_actors",
-                 "kelpie_store_commits_total"):  # fmt: skip
-        if match := re.search(rf"^{name} (\S+)$", text, re.M):
-            found[name] = float(match.group(1))
-    if match := re.search(
-        r'^kelpie_store_retries_total\{error="NotCommitted"\} (\S+)$', text, re.M
-    ):
-        found["conflicts"] = float(match.group(1))
-    return found
 
 
 class Runner(AgentsMessaging, Approvals, Conversations, McpCalls, Idle):
