@@ -468,19 +468,8 @@ class McpServerCases(ToolCases):
                     f"the file's tool '{wanted.name}' of MCP server '{server.server_name}' "
                     f"cannot be made: another tool here has that name ({holder})"
                 )
-            tool = Tool(
-                id=self.env.new_id("tool"),
-                name=wanted.name,
-                tool_type=MCP_TOOL_TYPE,
-                description=wanted.description,
-                tags=sync.tags(server),
-                source_code=None,
-                json_schema=wanted.json_schema,
-                metadata_=sync.metadata(server),
-                created_at=self.env.now(),
-            )
-            self._write_tool(tr, check_tool_fits(tool))
-            tr.set(MCP_TOOLS.pack((server.id, tool.id)), b"")
+            tool = self._add_mcp_tool(tr, server, wanted.name, wanted.description,
+                                      wanted.json_schema)  # fmt: skip
             held[server.id][tool.name] = tool
             made[file_id] = tool.id
         return made
@@ -556,6 +545,31 @@ class McpServerCases(ToolCases):
         found.sort(key=lambda t: (t.created_at, t.id))
         return found
 
+    def _add_mcp_tool(
+        self,
+        tr: Transaction,
+        server: Any,
+        name: str,
+        description: str | None,
+        json_schema: dict[str, Any],
+    ) -> Tool:
+        """A new tool of `server` (its schema as the server declares it), written with its
+        link to the server."""
+        tool = Tool(
+            id=self.env.new_id("tool"),
+            name=name,
+            tool_type=MCP_TOOL_TYPE,
+            description=description,
+            tags=sync.tags(server),
+            source_code=None,
+            json_schema=json_schema,
+            metadata_=sync.metadata(server),
+            created_at=self.env.now(),
+        )
+        self._write_tool(tr, check_tool_fits(tool))
+        tr.set(MCP_TOOLS.pack((server.id, tool.id)), b"")
+        return tool
+
     async def _apply_listing(
         self, tr: Transaction, server: McpServer, listed: list[McpTool]
     ) -> dict[str, Any]:
@@ -567,19 +581,7 @@ class McpServerCases(ToolCases):
         skipped = dict(plan.skipped)
         added = []
         for new in plan.add:
-            tool = Tool(
-                id=self.env.new_id("tool"),
-                name=new.name,
-                tool_type=MCP_TOOL_TYPE,
-                description=new.description,
-                tags=sync.tags(server),
-                source_code=None,
-                json_schema=new.json_schema,
-                metadata_=sync.metadata(server),
-                created_at=self.env.now(),
-            )
-            self._write_tool(tr, check_tool_fits(tool))
-            tr.set(MCP_TOOLS.pack((server.id, tool.id)), b"")
+            tool = self._add_mcp_tool(tr, server, new.name, new.description, new.json_schema)
             added.append(tool.name)
         for stored, new in plan.update:
             changed = attrs.evolve(stored, description=new.description,
