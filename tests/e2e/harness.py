@@ -39,19 +39,29 @@ def install_js_clients() -> Path:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.skip("node and npm are not on PATH: Letta's npm clients cannot run here")
-    lock = hashlib.sha256((JS_DIR / "package-lock.json").read_bytes()).hexdigest()
-    if not (_STAMP.exists() and _STAMP.read_text() == lock):
-        # --ignore-scripts: none of the clients' install scripts is needed headless (node-pty
-        # and sharp serve the CLI's terminal UI and images), and one (node-pty's) would fall
-        # back to compiling with headers fetched from outside the registry.
-        done = subprocess.run(
-            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
-            cwd=JS_DIR, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise RuntimeError(f"npm ci failed in {JS_DIR}:\n{done.stderr[-3000:]}")
-        _STAMP.write_text(lock)
+    # --ignore-scripts: none of the clients' install scripts is needed headless (node-pty and
+    # sharp serve the CLI's terminal UI and images), and one (node-pty's) would fall back to
+    # compiling with headers fetched from outside the registry.
+    install_once(
+        JS_DIR / "package-lock.json", _STAMP,
+        [[npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"]], cwd=JS_DIR, timeout=600,
+    )  # fmt: skip
     return JS_DIR
+
+
+def install_once(
+    lock: Path, stamp: Path, commands: list[list[str]], cwd: Path, timeout: float
+) -> None:
+    """Run `commands` (an install from `lock`) unless `stamp` says this lock's contents
+    were installed already; then stamp it. A failure raises with the installer's output."""
+    wanted = hashlib.sha256(lock.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == wanted:
+        return
+    for command in commands:
+        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command[:2])} failed in {cwd}:\n{done.stderr[-3000:]}")
+    stamp.write_text(wanted)
 
 
 def free_port() -> int:

@@ -14,17 +14,15 @@ matplotlib, none of which the server wants.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.e2e.harness import JS_DIR, MODEL, Server
+from tests.e2e.harness import JS_DIR, MODEL, Server, install_once
 from tests.e2e.recording_proxy import recording
 from tests.e2e.scripted_provider import ScriptedProvider
 
@@ -37,17 +35,12 @@ _STAMP = VENV / ".kelpie-requirements-sha256"
 @pytest.fixture(scope="session")
 def letta_evals() -> Path:
     """letta-evals installed from evals/requirements.txt into its own venv, once."""
-    requirements = EVALS_DIR / "requirements.txt"
-    wanted = hashlib.sha256(requirements.read_bytes()).hexdigest()
-    if not (_STAMP.exists() and _STAMP.read_text() == wanted):
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
-        done = subprocess.run(
-            [str(VENV / "bin" / "pip"), "install", "-q", "-r", str(requirements)],
-            capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise RuntimeError(f"installing letta-evals failed:\n{done.stderr[-3000:]}")
-        _STAMP.write_text(wanted)
+    install_once(
+        EVALS_DIR / "requirements.txt", _STAMP,
+        [[sys.executable, "-m", "venv", "--clear", str(VENV)],
+         [str(VENV / "bin" / "pip"), "install", "-q", "-r", "requirements.txt"]],
+        cwd=EVALS_DIR, timeout=900,
+    )  # fmt: skip
     return LETTA_EVALS
 
 
