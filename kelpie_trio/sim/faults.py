@@ -89,10 +89,16 @@ class FaultConfig:
     `op_rates[fault][op]` (op names such as "commit", "get", "llm.complete")
     overrides `rates[fault]` at that operation: `rates={F: 0.0}, op_rates={F:
     {"commit": 0.5}}` makes F fire at commits only.
+
+    `budgets[fault]` caps how often a fault fires in one run (a nemesis that stops):
+    a liveness check ("every request is answered") holds only once the faults that
+    stop all progress, such as node crashes, do stop; without a cap an unlucky seed
+    crashes a node faster than any turn can finish.
     """
 
     rates: Mapping[FaultType, float] = attrs.field(factory=dict)
     op_rates: Mapping[FaultType, Mapping[str, float]] = attrs.field(factory=dict)
+    budgets: Mapping[FaultType, int] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         every = [*self.rates.items()]
@@ -171,6 +177,9 @@ class FaultInjector:
 
     def fires(self, fault: FaultType, op: str | None = None) -> bool:
         rate = self.config.rate(fault, op) if self.enabled else 0.0
+        budget = self.config.budgets.get(fault)
+        if budget is not None and self.fired[fault] >= budget:
+            rate = 0.0  # spent: from here on this fault draws nothing, as if turned off
         if rate <= 0.0:
             return False  # no draw: turning a fault off leaves the others' draws unchanged
         self.drawn[fault] += 1

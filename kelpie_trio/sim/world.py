@@ -146,12 +146,20 @@ class SimWorld:
         """Run `main(world)` to completion in virtual time and return its result."""
         instruments = [self.trace.instrument] if self.trace.instrument else []
         with deterministic_scheduling(self.seed):
-            return trio.run(
-                self._main,
-                main,
-                clock=trio.testing.MockClock(autojump_threshold=0),
-                instruments=instruments,
-            )
+            try:
+                return trio.run(
+                    self._main,
+                    main,
+                    clock=trio.testing.MockClock(autojump_threshold=0),
+                    instruments=instruments,
+                )
+            except BaseExceptionGroup as group:
+                # Ctrl-C lands in some task of the run and comes out inside the nurseries'
+                # groups, which pytest and `run_seeds` take for a failure of this seed and go
+                # on to the next: a deep run could not be stopped.
+                if group.subgroup(KeyboardInterrupt) is not None:
+                    raise KeyboardInterrupt from group
+                raise
 
     async def _main(self, main: Callable[[SimWorld], Awaitable[T]]) -> T:
         try:

@@ -38,6 +38,22 @@ def test_rates_can_be_set_per_operation() -> None:
         FaultConfig(op_rates={fault: {"commit": 2.0}})
 
 
+def test_a_fault_with_a_budget_stops_once_it_is_spent_and_then_draws_nothing() -> None:
+    crash, read = FaultType.CRASH_AFTER_WRITE, FaultType.STORAGE_READ_FAIL
+    config = FaultConfig({crash: 1.0, read: 0.5}, budgets={crash: 3})
+    injector = FaultInjector(config, random.Random(7))
+    assert [injector.fires(crash, "commit") for _ in range(10)] == [True] * 3 + [False] * 7
+    assert injector.fired[crash] == 3 and injector.drawn[crash] == 3
+    # The spent budget takes nothing from the RNG: the other faults draw what they
+    # would have drawn had the crashes never been configured past their third.
+    alone = FaultInjector(FaultConfig({crash: 1.0, read: 0.5}), random.Random(7))
+    for _ in range(3):
+        alone.fires(crash, "commit")
+    assert [injector.fires(read, "get") for _ in range(200)] == [
+        alone.fires(read, "get") for _ in range(200)
+    ]
+
+
 def test_disabled_injector_fires_nothing() -> None:
     injector = FaultInjector(preset("chaos"), random.Random(0))
     injector.enabled = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -143,3 +144,24 @@ def test_restarted_node_is_a_new_incarnation_with_a_working_store() -> None:
         return [first.id, second.id]
 
     assert SimWorld(0).run(scenario) == ["n.1", "n.2"]
+
+
+@pytest.mark.parametrize("how", ["signal", "raised in a task"])
+def test_ctrl_c_stops_a_run_as_a_keyboard_interrupt_not_as_a_failed_seed(how: str) -> None:
+    """A Ctrl-C comes out of `run` as itself: inside an exception group, pytest and
+    `run_seeds` took it for a failed seed and went on with the next one."""
+
+    async def interrupted(world: SimWorld) -> None:
+        async def node_task() -> None:
+            if how == "signal":
+                signal.raise_signal(signal.SIGINT)
+            else:
+                raise KeyboardInterrupt
+            await trio.sleep(10)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(node_task)
+            nursery.start_soon(trio.sleep, 10)
+
+    with pytest.raises(KeyboardInterrupt):
+        SimWorld(3, time_limit=60).run(interrupted)
