@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kelpie_trio.search import outbox
-from kelpie_trio.storage import MemoryStore
+from kelpie_trio.storage import MemoryStore, keys
 from kelpie_trio.storage.base import Transaction
 
 A = "agent-a"
@@ -41,7 +41,8 @@ async def test_entries_are_trimmed_to_the_lowest_live_cursor() -> None:
 
     async def step(tr: Transaction, index_id: str, position: int, now: float) -> int:
         await outbox.heartbeat(tr, index_id, now, ttl=60)
-        return await outbox.advance(tr, index_id, A, position, now, ttl=60)
+        assert not await outbox.advance(tr, index_id, A, position, now, ttl=60)
+        return keys.unpack(await tr.get(outbox.TRIMMED.pack((A,))))[0]  # how far trimmed
 
     assert await store.transact(lambda tr: step(tr, "i1", 4, 0.0)) == 4  # alone: trims to 4
     await store.transact(lambda tr: outbox.heartbeat(tr, "i2", 1.0, ttl=60))
