@@ -343,7 +343,9 @@ class Indexer:
             applied = await self.index.apply(
                 stream,
                 expected=after,
-                position=batch.position,
+                # A deleted thread's stream is forgotten: while its entries are held back
+                # (another consumer lags), each scan finds it again, until it is dropped.
+                position=None if batch.gone else batch.position,
                 upserts=upserts,
                 deletes=batch.deletes,
                 replace=batch.rebuild,
@@ -352,17 +354,14 @@ class Indexer:
                 self.applied += 1
                 self.rebuilds += batch.rebuild
                 force = False
-                position = batch.position
+                position = None if batch.gone else batch.position
                 reached = (batch.position, batch.gone)
                 if not batch.more:
                     break
             else:
                 position = await self.index.position(stream)  # another process moved it
-        if reached is not None and await self._advance(stream, *reached) and position is not None:
-            # The store dropped the deleted thread's stream: the index forgets it too (it
-            # no longer holds any of its documents).
-            await self.index.apply(stream, expected=position, position=None)
-            return 0
+        if reached is not None:
+            await self._advance(stream, *reached)
         return position or 0
 
     async def _with_vectors(self, stream: str, batch: _Batch) -> list[Document]:
