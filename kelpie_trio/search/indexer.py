@@ -290,20 +290,42 @@ class Indexer:
         lock = self._lock(owner)
         try:
             async with lock:
-                streams = [owner]
-                if not _is_archive(owner):
-                    listed = await self.store.transact(lambda tr: outbox.agent_streams(tr, owner))
-                    # Also those the index knows and the store no longer lists: a deleted
-                    # conversation's documents go when its stream is caught up.
-                    streams = list(dict.fromkeys([*listed, *await self.index.streams(owner)]))
-                position = 0
-                for stream in streams:
-                    reached = await self._catch_up(stream)
-                    if stream == owner:
-                        position = reached
-                return position
+                for stream in await self._behind(owner):
+                    await self._catch_up(stream)
+                return await self.index.position(owner) or 0
         finally:
             self._unlock(owner, lock)
+
+    async def _behind(self, owner: str) -> list[str]:
+        """The owner's streams with something for this index, found in one snapshot (a
+        search of an agent with many conversations reads each stream only when needed):
+        the agent's own and its conversations', and those the index knows that the store
+        no longer lists (a deleted conversation's documents go when its stream is caught
+        up)."""
+        known = await self.index.streams(owner) if not _is_archive(owner) else [owner]
+        positions = {stream: await self.index.position(stream) for stream in known}
+        positions[owner] = await self.index.position(owner)
+
+        async def look(tr: Transaction) -> list[str]:
+            listed = [owner] if _is_archive(owner) else await outbox.agent_streams(tr, owner)
+            behind = []
+            for stream in dict.fromkeys([*listed, *known]):
+                at = positions.get(stream)
+                if at is None:
+                    behind.append(stream)  # never seen here: rebuilt
+                    continue
+                pending = await outbox.read_pending(tr, stream, at, limit=1)
+                if (
+                    pending.entries
+                    or pending.trimmed > at
+                    or (
+                        await outbox.read_head(tr, stream) < at  # cleared: its owner is gone
+                    )
+                ):
+                    behind.append(stream)
+            return behind
+
+        return await self.store.transact(look)
 
     async def catch_up_stream(self, stream: str) -> int:
         """Apply every entry of one stream committed before this call; its new position."""

@@ -286,9 +286,8 @@ MUTATIONS = [
         "stream-known-gone",
         "a deleted conversation's documents leave an index that holds its stream",
         "kelpie_trio/search/indexer.py",
-        "                    streams = list(dict.fromkeys("
-        "[*listed, *await self.index.streams(owner)]))",
-        "                    streams = listed",
+        "            for stream in dict.fromkeys([*listed, *known]):",
+        "            for stream in listed:",
     ),
     Mutation(
         "sleeptime-threads",

@@ -113,7 +113,7 @@ async def search_threads_converge(world: SimWorld) -> ThreadStats:
     stats = ThreadStats()
     rng = world.rng("test")
     api = world.new_node("api")
-    api.store.max_attempts = 6  # give up sooner: failed writes, whose fate is unknown, happen
+    api.store.max_attempts = 4  # give up sooner: failed writes, whose fate is unknown, happen
     service = AgentService(api.store, api.env)
     service.search_layer = SearchLayer(api.store, api.env)
     world.faults.enabled = False
