@@ -18,9 +18,10 @@ A stream whose owner (agent, conversation) is gone rebuilds to nothing, its
 position is forgotten, and once no live consumer needs it the stream is cleared
 from the store (outbox.py).
 
-`catch_up(owner)` catches up every stream of an owner (an agent's own, its
-conversations', and any the index holds a position for, such as a deleted
-conversation's), under a per-owner lock so two tasks of this process never
+`catch_up(owner)` catches up every stream of an owner that is behind (an
+agent's own, its conversations', and any the index holds a position for, such
+as a deleted conversation's; which of them are behind is read in one
+snapshot), under a per-owner lock so two tasks of this process never
 work on one agent's streams at once. `run` is the node's background task (a
 child of the node's nursery): at start an empty index is warmed from the
 store, owner by owner; then it finds the streams with entries past the index's

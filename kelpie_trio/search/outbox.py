@@ -126,7 +126,8 @@ RESYNC = "resync"
 
 @attrs.frozen
 class Change:
-    """What one outbox entry says: re-read this passage, this message, or the whole agent."""
+    """What one outbox entry says: re-read this passage, this message, or the whole stream
+    (on an agent's stream: the whole agent)."""
 
     what: str  # PASSAGE | MESSAGE | RESYNC
     ref: str | int | None = None
