@@ -190,7 +190,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                 runs.finish_run(tr, parked, "requires_approval", self.ctx.env.now())
             await message_index.clear_history(tr, thread)
             tr.clear(keys.CONTEXT.pack((thread,)))  # the summary was of that history
-            await outbox.record(tr, self.agent_id, resync=True)
+            await outbox.record(tr, outbox.stream_of(self.agent_id, thread), resync=True)
 
         await self.ctx.transact(clear)
         self._window = None
@@ -200,8 +200,8 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
 
     async def _store(self, tr: Transaction, messages: list[Message]) -> None:
         message_index.write_messages(tr, messages)
-        refs = [outbox.message_ref(m.thread, m.seq) for m in messages]
-        await outbox.record(tr, self.agent_id, messages=refs)
+        # On the thread's own stream: the agent's other threads write theirs concurrently.
+        await outbox.record_messages(tr, self.agent_id, [(m.thread, m.seq) for m in messages])
         self._staged += messages  # into the window once the transaction commits
 
     async def _run(

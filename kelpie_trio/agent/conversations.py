@@ -9,9 +9,10 @@ id for the agent's default conversation (the history every agent always had, and
 the agent-level routes mean) and the conversation id for any other. The thread is the
 actor key, so leases, fencing and single activation hold per conversation, and it owns
 the per-thread keys: the history `MESSAGES(thread, seq)`, the context `CONTEXT(thread)`,
-a run's open entry and idempotency keys (agent/runs.py). Agent-wide records (the agent,
-its blocks, tools, passages, the run list and the search stream) stay keyed by the
-agent. A conversation may isolate some blocks: it gets its own copies of them, which its
+a run's open entry and idempotency keys (agent/runs.py), and its search outbox stream
+(search/outbox.py: `"{agent}/{conversation}"`, so threads never meet on one head).
+Agent-wide records (the agent, its blocks, tools, passages and the run list) stay keyed
+by the agent. A conversation may isolate some blocks: it gets its own copies of them, which its
 steps read and edit in place of the agent's.
 
 Keys (under `keys.CONVERSATIONS`):

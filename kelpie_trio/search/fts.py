@@ -6,7 +6,11 @@ The index is derived data, so it lives beside the store's file, not in it
 table per kind of document holds the terms of text.py joined by spaces, so
 FTS5's own `bm25()` ranks exactly as the pure-Python index does; a plain
 table beside it holds what filters and ordering need (agent, role, tags,
-time, retrievals), and another the applied outbox position of each agent.
+time, retrievals), and another the applied position of each outbox stream
+(an agent's, a conversation's, an archive's; its column keeps its old name,
+`agent_id`). A file written before streams per thread (no `format` in its
+meta table) is emptied and rebuilt from the store on open: its positions
+would not say which conversations it had applied.
 
 All SQLite work runs in worker threads, one hop per operation (a batch of
 statements), one at a time (a trio lock); a batch is one SQLite transaction,
@@ -27,6 +31,7 @@ import trio
 
 from kelpie_trio.search.documents import Document, Hit, Kind, Query, tags_match
 from kelpie_trio.search.index import DocRef, IndexUnavailable, SearchIndex
+from kelpie_trio.search.outbox import in_scope, split_stream
 from kelpie_trio.search.ranking import order
 from kelpie_trio.search.text import terms
 from kelpie_trio.search.vectors import Vector, nearest, pack_vector, unpack_vector
@@ -37,6 +42,7 @@ T = TypeVar("T")
 
 _KINDS: tuple[Kind, ...] = ("passage", "message")
 _VECTOR_CACHE_AGENTS = 256  # (agent, kind) vector sets kept in memory
+_FORMAT = "streams"  # positions are per outbox stream (one per thread), not per agent
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS positions (agent_id TEXT PRIMARY KEY, position INTEGER NOT NULL)",
@@ -111,11 +117,15 @@ class Fts5Index(SearchIndex):
                 # unknown, so it is rebuilt from the store (which keeps every vector with
                 # its model's name: nothing is embedded again).
                 db.execute("ALTER TABLE docs ADD COLUMN vector_model TEXT")
-                for kind in _KINDS:
-                    db.execute(f"DELETE FROM fts_{kind}")
-                db.execute("DELETE FROM docs")
-                db.execute("DELETE FROM positions")
-                db.execute("DELETE FROM meta WHERE key = 'warmed'")
+                _empty(db)
+            found = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+            if found is None or found[0] != _FORMAT:
+                # Positions per agent (before streams per thread): which of an agent's
+                # conversations the file had applied is unknown, so it is rebuilt.
+                _empty(db)
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('format', ?)", (_FORMAT,)
+                )
             db.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('index_id', ?)",
                 (self._proposed_id,),
@@ -138,47 +148,57 @@ class Fts5Index(SearchIndex):
 
     # -- writes --------------------------------------------------------------------
 
-    async def position(self, agent_id: str) -> int | None:
+    async def position(self, stream: str) -> int | None:
         if self._db is None:
             await self.open()
-        return self._positions.get(agent_id)
+        return self._positions.get(stream)
+
+    async def streams(self, owner: str) -> list[str]:
+        if self._db is None:
+            await self.open()
+        return sorted(s for s in self._positions if split_stream(s)[0] == owner)
 
     async def apply(
         self,
-        agent_id: str,
+        stream: str,
         *,
         expected: int | None,
-        position: int,
+        position: int | None,
         upserts: Sequence[Document] = (),
         deletes: Sequence[DocRef] = (),
         replace: bool = False,
     ) -> bool:
+        agent_id, _ = split_stream(stream)
+
         def write(db: sqlite3.Connection) -> tuple[bool, int | None]:
             db.execute("BEGIN IMMEDIATE")
             try:
                 row = db.execute(
-                    "SELECT position FROM positions WHERE agent_id = ?", (agent_id,)
+                    "SELECT position FROM positions WHERE agent_id = ?", (stream,)
                 ).fetchone()
                 current = None if row is None else row[0]
                 if current != expected:
                     db.execute("ROLLBACK")
                     return False, current
-                if replace:
-                    for kind in _KINDS:
-                        db.execute(
-                            f"DELETE FROM fts_{kind} WHERE rowid IN "
-                            "(SELECT id FROM docs WHERE agent_id = ? AND kind = ?)",
-                            (agent_id, kind),
-                        )
-                    db.execute("DELETE FROM docs WHERE agent_id = ?", (agent_id,))
+                if replace:  # the documents this stream feeds, and only those
+                    rows = db.execute(
+                        "SELECT id, kind, key FROM docs WHERE agent_id = ?", (agent_id,)
+                    ).fetchall()
+                    for ident, kind, key in rows:
+                        if in_scope(stream, kind, key):
+                            db.execute(f"DELETE FROM fts_{kind} WHERE rowid = ?", (ident,))
+                            db.execute("DELETE FROM docs WHERE id = ?", (ident,))
                 for kind, key in deletes:
                     _delete(db, agent_id, kind, key)
                 for doc in upserts:
                     _upsert(db, doc)
-                db.execute(
-                    "INSERT OR REPLACE INTO positions (agent_id, position) VALUES (?, ?)",
-                    (agent_id, position),
-                )
+                if position is None:
+                    db.execute("DELETE FROM positions WHERE agent_id = ?", (stream,))
+                else:
+                    db.execute(
+                        "INSERT OR REPLACE INTO positions (agent_id, position) VALUES (?, ?)",
+                        (stream, position),
+                    )
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
@@ -189,11 +209,11 @@ class Fts5Index(SearchIndex):
         applied, now = await self._run(write)
         for kind in _KINDS:
             self._vector_cache.pop((agent_id, kind), None)
-        # On a refusal the cache learns where another process moved the agent.
+        # On a refusal the cache learns where another process moved the stream.
         if now is None:
-            self._positions.pop(agent_id, None)
+            self._positions.pop(stream, None)
         else:
-            self._positions[agent_id] = now
+            self._positions[stream] = now
         return applied
 
     async def note_retrievals(self, agent_id: str, kind: Kind, keys: Iterable[str]) -> None:
@@ -227,11 +247,7 @@ class Fts5Index(SearchIndex):
     async def clear(self) -> None:
         def wipe(db: sqlite3.Connection) -> None:
             with db:
-                for kind in _KINDS:
-                    db.execute(f"DELETE FROM fts_{kind}")
-                db.execute("DELETE FROM docs")
-                db.execute("DELETE FROM positions")
-                db.execute("DELETE FROM meta WHERE key = 'warmed'")
+                _empty(db)
 
         await self._run(wipe)
         self._positions.clear()
@@ -329,6 +345,15 @@ def _filters(query: Query) -> tuple[list[str], list[Any]]:
         where.append(f"d.role IN ({', '.join('?' * len(query.roles))})")
         params += list(query.roles)
     return where, params
+
+
+def _empty(db: sqlite3.Connection) -> None:
+    """Forget every document and position: the next warm-up rebuilds from the store."""
+    for kind in _KINDS:
+        db.execute(f"DELETE FROM fts_{kind}")
+    db.execute("DELETE FROM docs")
+    db.execute("DELETE FROM positions")
+    db.execute("DELETE FROM meta WHERE key = 'warmed'")
 
 
 def _delete(db: sqlite3.Connection, agent_id: str, kind: str, key: str) -> None:

@@ -1,10 +1,12 @@
 """The search index interface, and the pure-Python BM25 index behind it.
 
-An index is derived data: it holds `Document`s per agent and, per agent, the
-outbox position it has applied (see outbox.py). `apply` is a compare-and-set
-on that position, so two catch-ups racing for one agent (two tasks, or two
-processes on one FTS5 file) can never let an older read overwrite a newer
-one: the loser's batch is refused and it reads again.
+An index is derived data: it holds `Document`s per agent and, per outbox
+stream (an agent's, a conversation's, an archive's: see outbox.py), the
+position it has applied. `apply` is a compare-and-set on a stream's position,
+so two catch-ups racing for one stream (two tasks, or two processes on one
+FTS5 file) can never let an older read overwrite a newer one: the loser's
+batch is refused and it reads again. A document is fed by one stream only
+(`outbox.in_scope`), so the stream's position orders every change to it.
 
 `MemoryIndex` is the index of the memory store and of the simulator: plain
 dicts, deterministic, no threads. `Fts5Index` (fts.py) is the SQLite store's,
@@ -19,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from kelpie_trio.search.documents import Document, Hit, Kind, Query
+from kelpie_trio.search.outbox import in_scope, split_stream
 from kelpie_trio.search.ranking import bm25_term, idf, order
 from kelpie_trio.search.text import terms
 from kelpie_trio.search.vectors import nearest
@@ -41,24 +44,31 @@ class SearchIndex(abc.ABC):
     index_id: str  # names this index's cursors in the store
 
     @abc.abstractmethod
-    async def position(self, agent_id: str) -> int | None:
-        """The last outbox position of the agent applied here; None: never seen (rebuild it)."""
+    async def position(self, stream: str) -> int | None:
+        """The last position of the outbox stream applied here; None: never seen (rebuild)."""
+
+    @abc.abstractmethod
+    async def streams(self, owner: str) -> list[str]:
+        """The streams of `owner` (an agent: its own and its conversations') that have a
+        position here, including those of conversations deleted since."""
 
     @abc.abstractmethod
     async def apply(
         self,
-        agent_id: str,
+        stream: str,
         *,
         expected: int | None,
-        position: int,
+        position: int | None,
         upserts: Sequence[Document] = (),
         deletes: Sequence[DocRef] = (),
         replace: bool = False,
     ) -> bool:
-        """Apply one batch if the agent is still at `expected` (None: unseen); then at `position`.
+        """Apply one batch of `stream` if it is still at `expected` (None: unseen); then at
+        `position` (None: forgotten, the stream's owner is gone).
 
-        `replace` drops every document of the agent first (a rebuild). False,
-        with nothing changed, if another catch-up moved the agent meanwhile.
+        `deletes` are documents of the stream's owner. `replace` first drops every
+        document the stream feeds (`outbox.in_scope`: a rebuild). False, with nothing
+        changed, if another catch-up moved the stream meanwhile.
         """
 
     @abc.abstractmethod
@@ -150,25 +160,30 @@ class MemoryIndex(SearchIndex):
         self._docs[(doc.agent_id, doc.kind, doc.key)] = (doc, counts, length)
         self._by_agent.setdefault((doc.agent_id, doc.kind), set()).add(doc.key)
 
-    async def position(self, agent_id: str) -> int | None:
-        return self._positions.get(agent_id)
+    async def position(self, stream: str) -> int | None:
+        return self._positions.get(stream)
+
+    async def streams(self, owner: str) -> list[str]:
+        return sorted(s for s in self._positions if split_stream(s)[0] == owner)
 
     async def apply(
         self,
-        agent_id: str,
+        stream: str,
         *,
         expected: int | None,
-        position: int,
+        position: int | None,
         upserts: Sequence[Document] = (),
         deletes: Sequence[DocRef] = (),
         replace: bool = False,
     ) -> bool:
-        if self._positions.get(agent_id) != expected:
+        if self._positions.get(stream) != expected:
             return False
+        agent_id, _ = split_stream(stream)
         if replace:
             for kind in ("passage", "message"):
                 for key in sorted(self._by_agent.get((agent_id, kind), ())):
-                    self._remove(agent_id, kind, key)
+                    if in_scope(stream, kind, key):
+                        self._remove(agent_id, kind, key)
         for kind, key in deletes:
             self._remove(agent_id, kind, key)
         for doc in upserts:
@@ -178,7 +193,10 @@ class MemoryIndex(SearchIndex):
             self._add(doc)
             if kept:
                 self._retrievals[(agent_id, doc.kind, doc.key)] = kept
-        self._positions[agent_id] = position
+        if position is None:
+            self._positions.pop(stream, None)
+        else:
+            self._positions[stream] = position
         return True
 
     async def note_retrievals(self, agent_id: str, kind: Kind, keys: Iterable[str]) -> None:

@@ -1,20 +1,33 @@
-"""The indexer: drains the outbox into one search index, and catches an agent up on demand.
+"""The indexer: drains the outbox into one search index, and catches an owner up on demand.
 
-`catch_up(agent_id)` is the unit of work: under a per-agent lock, read the
-agent's entries after the index's position (and the records they name) in one
-snapshot, apply them to the index with a compare-and-set on the position,
-repeat until none are left, then advance the index's cursor in the store and
-trim what every consumer has applied. An agent the index has never seen, or
-whose entries were trimmed past the index's position, or whose stream says
-"resync", is rebuilt instead: every passage and message of the agent, read in
-one snapshot together with the agent's head position.
+`_catch_up(stream)` is the unit of work: read the stream's entries after the
+index's position (and the records they name) in one snapshot, apply them to
+the index with a compare-and-set on the stream's position, repeat until none
+are left, then advance the index's cursor in the store and trim what every
+consumer has applied. A stream the index has never seen, or whose entries were
+trimmed past the index's position (or cleared: its head is below it), or that
+says "resync", is rebuilt instead: every document the stream feeds (the agent
+stream's: the owner's passages and default conversation's messages; a
+conversation stream's: that conversation's messages), read in one snapshot
+together with the stream's head. A rebuild of an agent's own stream re-reads
+its conversations' streams too (rebuilding each in its own compare-and-set,
+before the agent stream's position moves): entries of an older version put
+every thread's changes on the agent stream. An entry there naming one
+conversation's message makes that conversation's stream rebuild the same way.
+A stream whose owner (agent, conversation) is gone rebuilds to nothing, its
+position is forgotten, and once no live consumer needs it the stream is cleared
+from the store (outbox.py).
 
-`run` is the node's background task (a child of the node's nursery): at start
-an empty index is warmed from the store, agent by agent; then it finds the
-agents with entries past the index's position and catches each up, polling,
-and heartbeats the index's registration. A search calls `catch_up` itself
-before it reads the index (read-your-writes); the lock keeps the two from
-doing the same work twice.
+`catch_up(owner)` catches up every stream of an owner that is behind (an
+agent's own, its conversations', and any the index holds a position for, such
+as a deleted conversation's; which of them are behind is read in one
+snapshot), under a per-owner lock so two tasks of this process never
+work on one agent's streams at once. `run` is the node's background task (a
+child of the node's nursery): at start an empty index is warmed from the
+store, owner by owner; then it finds the streams with entries past the index's
+position and catches each up, polling, and heartbeats the index's
+registration. A search calls `catch_up` itself before it reads the index
+(read-your-writes); the lock keeps the two from doing the same work twice.
 """
 
 from __future__ import annotations
@@ -25,7 +38,7 @@ from typing import Any
 import attrs
 import trio
 
-from kelpie_trio.agent.conversations import agent_conversation_ids
+from kelpie_trio.agent.conversations import load_conversation
 from kelpie_trio.agent.messages import Message
 from kelpie_trio.env import Env
 from kelpie_trio.models import convert
@@ -46,7 +59,9 @@ __all__ = [
     "IndexerConfig",
     "agent_exists",
     "read_agent_documents",
+    "read_stream_documents",
     "set_vector",
+    "stream_exists",
 ]
 
 log = logging.getLogger("kelpie_trio.search")
@@ -61,7 +76,7 @@ class IndexerConfig:
     poll_interval: float = 30.0
     heartbeat_interval: float = 30.0
     consumer_ttl: float = 600.0  # a consumer silent this long no longer holds entries back
-    scan_agents: int = 100  # agents looked at per scan of the outbox
+    scan_agents: int = 100  # streams looked at per scan of the outbox
     error_backoff: float = 1.0
 
 
@@ -87,29 +102,38 @@ async def agent_exists(tr: Transaction, agent_id: str) -> bool:
     return bool(await tr.get_prefix(subspace.pack((agent_id,)), limit=1))
 
 
-async def read_agent_documents(tr: Transaction, agent_id: str) -> list[Document]:
-    """Every searchable record of the agent (or archive), as documents, in one snapshot.
+async def stream_exists(tr: Transaction, stream: str) -> bool:
+    """Whether the stream's owner exists: for a conversation's stream, the conversation
+    (of that agent) and its agent."""
+    owner, conversation = outbox.split_stream(stream)
+    if conversation is not None:
+        found = await load_conversation(tr, conversation)
+        if found is None or found.agent_id != owner:
+            return False
+    return await agent_exists(tr, owner)
 
-    A deleted agent has none: what it left behind (a history written by an
-    actor still running when the agent went) is not searchable by anyone.
-    """
-    if not await agent_exists(tr, agent_id):
+
+async def read_stream_documents(tr: Transaction, stream: str) -> list[Document]:
+    """Every document the stream feeds (`outbox.in_scope`), in one snapshot: an agent
+    stream's owner's passages (an archive's, a folder's) and its default conversation's
+    messages; a conversation stream's messages. None for a stream whose owner is gone:
+    what it left behind (a history written by an actor still running when its agent or
+    conversation went) is not searchable by anyone."""
+    if not await stream_exists(tr, stream):
         return []
+    owner, conversation = outbox.split_stream(stream)
+    sources: list[tuple[keys.Subspace, str, type, Any, str]] = []
+    if conversation is None:
+        sources.append((keys.PASSAGES, owner, Passage, from_passage, PASSAGE))
+        if not _is_archive(owner):  # an archive holds passages only
+            sources.append((keys.MESSAGES, owner, Message, from_message, MESSAGE))
+    else:
+        sources.append((keys.MESSAGES, conversation, Message, from_message, MESSAGE))
     docs: list[Document] = []
-    for subspace, cls, convert_doc, what in (
-        (keys.PASSAGES, Passage, from_passage, PASSAGE),
-        (keys.MESSAGES, Message, from_message, MESSAGE),
-    ):
-        if subspace is keys.MESSAGES and _is_archive(agent_id):
-            continue  # an archive holds passages only
-        # Messages: the default conversation's history and each other conversation's.
-        owners = [agent_id]
-        if subspace is keys.MESSAGES:
-            owners += await agent_conversation_ids(tr, agent_id)
+    for subspace, prefix, cls, convert_doc, what in sources:
         parts: dict[Any, list[bytes]] = {}
-        for owner in owners:
-            for key, value in await tr.get_prefix(subspace.pack((owner,))):
-                parts.setdefault((owner, subspace.unpack(key)[1]), []).append(value)
+        for key, value in await tr.get_prefix(subspace.pack((prefix,))):
+            parts.setdefault(subspace.unpack(key)[1], []).append(value)
         for raw in parts.values():
             record = _decode(b"".join(raw), cls, what)
             if record is not None:
@@ -117,52 +141,93 @@ async def read_agent_documents(tr: Transaction, agent_id: str) -> list[Document]
     return docs
 
 
+async def read_agent_documents(tr: Transaction, agent_id: str) -> list[Document]:
+    """Every searchable record of the agent (or archive), as documents, in one snapshot:
+    what all of its streams feed together."""
+    streams = [agent_id] if _is_archive(agent_id) else await outbox.agent_streams(tr, agent_id)
+    return [doc for stream in streams for doc in await read_stream_documents(tr, stream)]
+
+
+def _is_agent_stream(stream: str) -> bool:
+    owner, conversation = outbox.split_stream(stream)
+    return conversation is None and not _is_archive(owner)
+
+
 @attrs.frozen
 class _Batch:
     upserts: list[Document]
     deletes: list[DocRef]
-    position: int
+    position: int  # the stream's position this batch brings the index to
     rebuild: bool
     more: bool
+    gone: bool = False  # a rebuild that found the stream's owner deleted
+    # Conversation streams to rebuild before this batch is applied: named by an older
+    # version's entries on the agent stream, or all of them when the agent's is rebuilt.
+    threads: tuple[str, ...] = ()
 
 
-async def _read_batch(tr: Transaction, agent_id: str, after: int | None, limit: int) -> _Batch:
-    pending = await outbox.read_pending(tr, agent_id, after or 0, limit)
+async def _read_batch(
+    tr: Transaction, stream: str, after: int | None, limit: int, force: bool = False
+) -> _Batch:
+    owner, _ = outbox.split_stream(stream)
+    pending = await outbox.read_pending(tr, stream, after or 0, limit)
+    head = await outbox.read_head(tr, stream)
     rebuild = (
-        after is None
+        force
+        or after is None
         or pending.trimmed > after
+        or head < after  # the stream was cleared (its owner deleted) since
         or any(change.what == outbox.RESYNC for _, change in pending.entries)
-        or (bool(pending.entries) and not await agent_exists(tr, agent_id))
+        or (bool(pending.entries) and not await stream_exists(tr, stream))
     )
     if rebuild:
-        head = await outbox.read_head(tr, agent_id)
-        return _Batch(await read_agent_documents(tr, agent_id), [], head, True, False)
+        gone = not await stream_exists(tr, stream)
+        threads: tuple[str, ...] = ()
+        if _is_agent_stream(stream):
+            # The whole agent: an older version's resync (or entries trimmed away) meant
+            # its conversations' messages too.
+            threads = tuple((await outbox.agent_streams(tr, owner))[1:])
+        docs = await read_stream_documents(tr, stream)
+        return _Batch(docs, [], head, True, False, gone, threads)
     upserts: list[Document] = []
     deletes: list[DocRef] = []
+    threads_named: dict[str, None] = {}
     seen: set[tuple[str, Any]] = set()
     for _, change in pending.entries:
         if (change.what, change.ref) in seen:
             continue
         seen.add((change.what, change.ref))
-        if change.what == outbox.PASSAGE:
-            raw = await get_blob(tr, keys.PASSAGES.pack((agent_id, change.ref)))
+        feeds = outbox.stream_of_change(stream, change)
+        if feeds != stream:
+            threads_named[feeds] = None  # rebuilt in its own stream's compare-and-set
+        elif change.what == outbox.PASSAGE:
+            raw = await get_blob(tr, keys.PASSAGES.pack((owner, change.ref)))
             passage = None if raw is None else _decode(raw, Passage, PASSAGE)
             if passage is None:
                 deletes.append((PASSAGE, str(change.ref)))
             else:
                 upserts.append(from_passage(passage))
         elif change.what == outbox.MESSAGE:
-            raw = await get_blob(tr, outbox.message_key(agent_id, change.ref))
+            raw = await get_blob(tr, outbox.message_key(owner, change.ref))
             message = None if raw is None else _decode(raw, Message, MESSAGE)
             if message is None:
                 deletes.append((MESSAGE, str(change.ref)))
             else:
                 upserts.append(from_message(message))
     position = pending.entries[-1][0] if pending.entries else (after or 0)
-    return _Batch(upserts, deletes, position, False, pending.more)
+    return _Batch(upserts, deletes, position, False, pending.more, threads=tuple(threads_named))
 
 
 VECTORS = keys.SEARCH["vector"]  # (agent_id, kind, key) -> (model, text digest, float32s)
+
+
+def _vector_range(agent_id: str, conversation: str | None) -> tuple[bytes, bytes]:
+    """The stored vectors of an owner (all of them, a deleted agent's), or of one of its
+    conversations' messages (keys `"{conversation}/{seq}"`, between "conv/" and "conv0")."""
+    if conversation is None:
+        return keys.prefix_range(VECTORS.pack((agent_id,)))
+    return (VECTORS.pack((agent_id, MESSAGE, conversation + "/")),
+            VECTORS.pack((agent_id, MESSAGE, conversation + "0")))  # fmt: skip
 
 
 def set_vector(tr: Transaction, doc: Document, model: str, vector: Vector) -> None:
@@ -211,33 +276,99 @@ class Indexer:
         self.applied = 0  # batches applied (for tests and metrics)
         self.rebuilds = 0
 
-    # -- one agent ---------------------------------------------------------------
+    # -- one owner, one stream ------------------------------------------------------
 
-    async def catch_up(self, agent_id: str) -> int:
-        """Apply every entry of the agent committed before this call; its new position."""
-        lock = self._locks.setdefault(agent_id, trio.Lock())
+    def _lock(self, owner: str) -> trio.Lock:
+        return self._locks.setdefault(owner, trio.Lock())
+
+    def _unlock(self, owner: str, lock: trio.Lock) -> None:
+        if not lock.locked() and lock.statistics().tasks_waiting == 0:
+            self._locks.pop(owner, None)
+
+    async def catch_up(self, owner: str) -> int:
+        """Apply every entry of the owner's streams committed before this call (an agent's:
+        its own and each conversation's); the position of the owner's own stream."""
+        lock = self._lock(owner)
         try:
             async with lock:
-                return await self._catch_up(agent_id)
+                for stream in await self._behind(owner):
+                    await self._catch_up(stream)
+                return await self.index.position(owner) or 0
         finally:
-            if not lock.locked() and lock.statistics().tasks_waiting == 0:
-                self._locks.pop(agent_id, None)
+            self._unlock(owner, lock)
 
-    async def _catch_up(self, agent_id: str) -> int:
-        start = await self.index.position(agent_id)
-        position = start
+    async def _behind(self, owner: str) -> list[str]:
+        """The owner's streams with something for this index, found in one snapshot (a
+        search of an agent with many conversations reads each stream only when needed):
+        the agent's own and its conversations', and those the index knows that the store
+        no longer lists (a deleted conversation's documents go when its stream is caught
+        up)."""
+        known = await self.index.streams(owner) if not _is_archive(owner) else [owner]
+        positions = {stream: await self.index.position(stream) for stream in known}
+        positions[owner] = await self.index.position(owner)
+
+        async def look(tr: Transaction) -> list[str]:
+            listed = [owner] if _is_archive(owner) else await outbox.agent_streams(tr, owner)
+            behind = []
+            for stream in dict.fromkeys([*listed, *known]):
+                at = positions.get(stream)
+                if at is None:
+                    behind.append(stream)  # never seen here: rebuilt
+                    continue
+                pending = await outbox.read_pending(tr, stream, at, limit=1)
+                if (
+                    pending.entries
+                    or pending.trimmed > at
+                    or (
+                        await outbox.read_head(tr, stream) < at  # cleared: its owner is gone
+                    )
+                ):
+                    behind.append(stream)
+            return behind
+
+        return await self.store.transact(look)
+
+    async def catch_up_stream(self, stream: str) -> int:
+        """Apply every entry of one stream committed before this call; its new position."""
+        owner, _ = outbox.split_stream(stream)
+        lock = self._lock(owner)
+        try:
+            async with lock:
+                return await self._catch_up(stream)
+        finally:
+            self._unlock(owner, lock)
+
+    async def _catch_up(self, stream: str, *, force: bool = False) -> int:
+        """`force`: rebuild the stream (an agent stream's rebuild, or an entry of an older
+        version on it, named this conversation), until a rebuild is applied."""
+        owner, _ = outbox.split_stream(stream)
+        position = await self.index.position(stream)
+        reached: tuple[int, bool] | None = None  # (position, gone) to record in the store
         while True:
             after = position
             batch = await self.store.transact(
-                lambda tr, after=after: _read_batch(tr, agent_id, after, self.config.batch)
+                lambda tr, after=after, force=force: _read_batch(
+                    tr, stream, after, self.config.batch, force
+                )
             )
-            if not batch.rebuild and batch.position == after:
+            if not batch.rebuild and batch.position == after and not batch.threads:
                 break  # nothing new
-            upserts = await self._with_vectors(agent_id, batch)
+            threads = list(batch.threads)
+            if batch.rebuild and _is_agent_stream(stream):
+                # And those the index holds that the store no longer lists (deleted).
+                known = [s for s in await self.index.streams(owner) if s != stream]
+                threads += [s for s in known if s not in threads]
+            # First: once this stream's position moves past the entries naming them, no
+            # one would rebuild them again.
+            for thread in threads:
+                await self._catch_up(thread, force=True)
+            upserts = await self._with_vectors(stream, batch)
             applied = await self.index.apply(
-                agent_id,
+                stream,
                 expected=after,
-                position=batch.position,
+                # A deleted thread's stream is forgotten: while its entries are held back
+                # (another consumer lags), each scan finds it again, until it is dropped.
+                position=None if batch.gone else batch.position,
                 upserts=upserts,
                 deletes=batch.deletes,
                 replace=batch.rebuild,
@@ -245,21 +376,24 @@ class Indexer:
             if applied:
                 self.applied += 1
                 self.rebuilds += batch.rebuild
-                position = batch.position
+                force = False
+                position = None if batch.gone else batch.position
+                reached = (batch.position, batch.gone)
                 if not batch.more:
                     break
             else:
-                position = await self.index.position(agent_id)  # another process moved it
-        if position is not None and position != start:
-            await self._advance(agent_id, position)
+                position = await self.index.position(stream)  # another process moved it
+        if reached is not None:
+            await self._advance(stream, *reached)
         return position or 0
 
-    async def _with_vectors(self, agent_id: str, batch: _Batch) -> list[Document]:
+    async def _with_vectors(self, stream: str, batch: _Batch) -> list[Document]:
         """The batch's documents with their vectors, each from the model that embeds it (a
         passage's own, from its embedding_config; else the server's default): from the store
         when it has them for that model and text (a passage's, written with it), else from
         the model (then kept in the store). Vectors are best effort: a model that fails
         leaves documents to BM25 alone until reindexed."""
+        agent_id, conversation = outbox.split_stream(stream)
         groups: dict[int, tuple[Embedder, list[Document]]] = {}
         for doc in batch.upserts:
             embedder = self.models.for_handle(doc.embedding) if doc.text.strip() else None
@@ -271,10 +405,10 @@ class Indexer:
             vectors.update({ref: (embedder.name, vector) for ref, vector in found.items()})
 
         async def forget(tr: Transaction) -> None:
-            # An empty rebuild is a deleted agent's only if it is still gone now: vectors
+            # An empty rebuild is a deleted owner's only if it is still gone now: vectors
             # are also written with new passages, which may have committed since the read.
-            if batch.rebuild and not batch.upserts and not await agent_exists(tr, agent_id):
-                tr.clear_range(*keys.prefix_range(VECTORS.pack((agent_id,))))
+            if batch.rebuild and not batch.upserts and not await stream_exists(tr, stream):
+                tr.clear_range(*_vector_range(agent_id, conversation))
             for kind, key in batch.deletes:
                 tr.clear(VECTORS.pack((agent_id, kind, key)))
 
@@ -325,19 +459,21 @@ class Indexer:
                 log.info("search: vectors of %s not kept: %r", agent_id, error)
         return {**known, **made}
 
-    async def _advance(self, agent_id: str, position: int) -> None:
+    async def _advance(self, stream: str, position: int, gone: bool) -> bool:
+        """Record the position in the store; whether the (gone) stream was dropped there."""
         now = self.env.now()
         ttl = self.config.consumer_ttl
         index_id = self.index.index_id
 
-        async def write(tr: Transaction) -> None:
-            await outbox.advance(tr, index_id, agent_id, position, now, ttl)
+        async def write(tr: Transaction) -> bool:
+            return await outbox.advance(tr, index_id, stream, position, now, ttl, gone=gone)
 
         try:
-            await self.store.transact(write)
+            return await self.store.transact(write)
         except StoreError as error:
             # The index has the changes; only trimming waits for the next advance.
-            log.info("search: cursor of %s not advanced yet: %r", agent_id, error)
+            log.info("search: cursor of %s not advanced yet: %r", stream, error)
+            return False
 
     # -- the background task ---------------------------------------------------------
 
@@ -369,11 +505,11 @@ class Indexer:
             found += ids
             begin = keys.AGENTS.range((ids[-1],)).stop
 
-    async def pending_agents(self) -> list[str]:
-        """Agents with outbox entries past this index's position (up to `scan_agents`).
+    async def pending_streams(self) -> list[str]:
+        """Streams with outbox entries past this index's position (up to `scan_agents`).
 
-        A scan looks at a bounded number of agents, from where the last one stopped: when
-        other consumers hold entries back from trimming, the outbox holds many agents this
+        A scan looks at a bounded number of streams, from where the last one stopped: when
+        other consumers hold entries back from trimming, the outbox holds many streams this
         index has already applied, and a scan always starting from the first would never
         reach those after them. `_scan_more` says this one stopped before the end."""
 
@@ -385,15 +521,15 @@ class Indexer:
                 rows = await tr.get_range(begin, end, limit=1)
                 if not rows:
                     return found, None  # the end: the next scan starts from the first
-                agent_id, position = outbox.ENTRIES.unpack(rows[0][0])
-                known = await self.index.position(agent_id)
+                stream, position = outbox.ENTRIES.unpack(rows[0][0])
+                known = await self.index.position(stream)
                 if known is None or position > known:
-                    found.append(agent_id)
-                    begin = outbox.ENTRIES.range((agent_id,)).stop
+                    found.append(stream)
+                    begin = outbox.ENTRIES.range((stream,)).stop
                     if len(found) == self.config.scan_agents:
                         break
                 else:
-                    begin = key_after(outbox.ENTRIES.pack((agent_id, known)))
+                    begin = key_after(outbox.ENTRIES.pack((stream, known)))
             return found, begin
 
         found, self._scan_from = await self.store.transact(scan)
@@ -416,7 +552,8 @@ class Indexer:
             begin = subspace.range((ids[-1],)).stop
 
     async def warm(self) -> int:
-        """Rebuild every agent, archive and folder of the store into the index; how many."""
+        """Rebuild every agent (each of its streams), archive and folder of the store into
+        the index; how many owners."""
         agents = (await self.all_agents() + await self.all_archives()
                   + await self.all_archives(keys.FOLDERS))  # fmt: skip
         for agent_id in agents:
@@ -437,9 +574,8 @@ class Indexer:
                     count = await self.warm()
                     await self.index.mark_warmed()
                     log.info("search: index %s built from %d agents", self.index.index_id, count)
-                pending = await self.pending_agents()
-                for agent_id in pending:
-                    await self.catch_up(agent_id)
+                for stream in await self.pending_streams():
+                    await self.catch_up_stream(stream)
                 if self._scan_more:
                     continue  # the scan stopped before the end: look at the rest now
             except StoreError as error:  # the store's, or the index's own (IndexUnavailable)

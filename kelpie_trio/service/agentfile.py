@@ -333,7 +333,7 @@ class AgentFileCases(AgentFileExport, AgentFileFolders, AgentCases, McpServerCas
         )  # fmt: skip
         placed = {file_id: (agent.id, seq) for file_id, seq in seqs.items()}
         await self._write_thread(tr, agent, agent.id, messages, context)
-        refs = [outbox.message_ref(agent.id, m.seq) for m in messages]
+        written = [(agent.id, m.seq) for m in messages]  # (thread, seq), for the outbox
         places = {agent.id: messages[-1].seq if messages else -1}
         for conversation_entry in entry.conversations:
             conversation = Conversation(
@@ -352,7 +352,7 @@ class AgentFileCases(AgentFileExport, AgentFileFolders, AgentCases, McpServerCas
             )  # fmt: skip
             placed |= {file_id: (conversation.id, seq) for file_id, seq in seqs.items()}
             await self._write_thread(tr, agent, conversation.id, held, window)
-            refs += [outbox.message_ref(conversation.id, m.seq) for m in held]
+            written += [(conversation.id, m.seq) for m in held]
             places[conversation.id] = held[-1].seq if held else -1
         passages = [
             import_passage(
@@ -364,8 +364,9 @@ class AgentFileCases(AgentFileExport, AgentFileFolders, AgentCases, McpServerCas
         ]  # fmt: skip
         for passage in passages:
             write_passage(tr, passage)
-        if refs or passages:
-            await outbox.record(tr, agent.id, passages=[p.id for p in passages], messages=refs)
+        if passages:
+            await outbox.record(tr, agent.id, passages=[p.id for p in passages])
+        await outbox.record_messages(tr, agent.id, written)  # each thread's on its stream
         return places, placed
 
     @staticmethod

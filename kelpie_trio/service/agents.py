@@ -397,6 +397,7 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
                 if conversation is not None:
                     delete_conversation_record(tr, conversation)
                 await clear_history(tr, conversation_id)
+                await outbox.record(tr, outbox.stream_of(agent_id, conversation_id), resync=True)
                 tr.clear(keys.CONTEXT.pack((conversation_id,)))
                 wait_graph.forget_thread(tr, conversation_id)
             await clear_history(tr, agent_id)

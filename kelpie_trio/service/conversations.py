@@ -271,7 +271,8 @@ class ConversationCases(_IsolatedBlocks, ServiceBase):
                 run = await runs.load_run(tr, run_id)
                 if run is not None and run.conversation_id == conversation.id:
                     runs.delete_run(tr, run)
-            await outbox.record(tr, conversation.agent_id, resync=True)
+            stream = outbox.stream_of(conversation.agent_id, conversation.id)
+            await outbox.record(tr, stream, resync=True)  # the index forgets its messages
 
         await self.store.transact(delete)
 
@@ -313,8 +314,7 @@ class ConversationCases(_IsolatedBlocks, ServiceBase):
             if context.summary:  # what the source had summarized comes along
                 kept = AgentContext(summary=context.summary, evicted=context.evicted)
                 tr.set(keys.CONTEXT.pack((new_id,)), convert.encode_record(kept))
-            refs = [outbox.message_ref(new_id, m.seq) for m in copies]
-            await outbox.record(tr, thread.agent_id, messages=refs)
+            await outbox.record_messages(tr, thread.agent_id, [(new_id, m.seq) for m in copies])
             return _render(forked, [m.id for m in copies])
 
         return await self.store.transact(fork)

@@ -256,8 +256,38 @@ MUTATIONS = [
         "vectors-clear-gone",
         "an empty rebuild clears the vectors only of an agent still gone",
         "kelpie_trio/search/indexer.py",
-        "if batch.rebuild and not batch.upserts and not await agent_exists(tr, agent_id):",
+        "if batch.rebuild and not batch.upserts and not await stream_exists(tr, stream):",
         "if batch.rebuild and not batch.upserts:",
+    ),
+    Mutation(
+        "stream-per-thread",
+        "the threads of one agent record their messages on streams of their own, so their "
+        "writes never meet on one outbox head",
+        "kelpie_trio/search/outbox.py",
+        '    return f"{agent_id}{_SEP}{thread}" if is_conversation(thread) else agent_id',
+        "    return agent_id",
+    ),
+    Mutation(
+        "stream-scope",
+        "a stream's rebuild replaces only the documents that stream feeds",
+        "kelpie_trio/search/index.py",
+        "                    if in_scope(stream, kind, key):",
+        "                    if True:",
+    ),
+    Mutation(
+        "stream-legacy-entry",
+        "an older version's entry on the agent stream for a conversation's message reaches "
+        "the index (its conversation's stream is rebuilt first)",
+        "kelpie_trio/search/indexer.py",
+        "            threads_named[feeds] = None  # rebuilt in its own stream's compare-and-set",
+        "            pass",
+    ),
+    Mutation(
+        "stream-known-gone",
+        "a deleted conversation's documents leave an index that holds its stream",
+        "kelpie_trio/search/indexer.py",
+        "            for stream in dict.fromkeys([*listed, *known]):",
+        "            for stream in listed:",
     ),
     Mutation(
         "sleeptime-threads",

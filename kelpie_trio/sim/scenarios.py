@@ -14,8 +14,8 @@ faults off, the invariants are checked:
   virtual-time limit would have caught it).
 
 The agent scenarios (turns, chaos, sessions, transfer) are in agent_scenarios.py,
-`search` in search_scenario.py, `schedules` in schedule_scenario.py, the runtime `storm` in
-cluster.py; `SCENARIOS`
+`search` in search_scenario.py, `search-threads` in search_threads_scenario.py,
+`schedules` in schedule_scenario.py, the runtime `storm` in cluster.py; `SCENARIOS`
 names them all. Later issues add theirs here.
 """
 
@@ -33,6 +33,7 @@ from kelpie_trio.sim import (
     file_scenario,
     schedule_scenario,
     search_scenario,
+    search_threads_scenario,
 )
 from kelpie_trio.sim.cluster import STORM_FAULTS, runtime_storm
 from kelpie_trio.sim.faults import CRASH_FAULTS, FaultConfig, FaultType
@@ -259,6 +260,12 @@ SCENARIOS: dict[str, Scenario] = {
     "search": Scenario(
         search_scenario.search_converges, search_scenario.FAULTS,
         "the search index converges to the store under storage faults, indexer crashes",
+        unmodelled=frozenset(CRASH_FAULTS),  # it crashes its indexer itself, at its times
+    ),
+    "search-threads": Scenario(
+        search_threads_scenario.search_threads_converge, search_threads_scenario.THREAD_FAULTS,
+        "an agent's conversations write at once, each on its own outbox stream, without "
+        "conflicts, while the index converges under storage faults and indexer crashes",
         unmodelled=frozenset(CRASH_FAULTS),  # it crashes its indexer itself, at its times
     ),
     "archives": Scenario(

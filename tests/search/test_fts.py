@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 from pathlib import Path
 
 import attrs
@@ -143,3 +144,52 @@ async def test_an_index_file_from_before_vector_models_is_rebuilt(tmp_path: Path
     query = Query(AGENT, "passage", "q")
     assert [h.key for h in await index.search_vectors(query, (1.0, 0.0), 1, "m")] == ["p"]
     await index.aclose()
+
+
+@pytest.mark.parametrize("kind", ["fts", "memory"])
+async def test_a_streams_rebuild_replaces_only_the_documents_it_feeds(
+    tmp_path: Path, kind: str
+) -> None:
+    index = MemoryIndex("m") if kind == "memory" else await Fts5Index(tmp_path / "s.db", "f").open()
+    conv, other = f"{AGENT}/conv-1", f"{AGENT}/conv-2"
+
+    def doc(key: str, doc_kind: str = "message") -> Document:
+        return Document(doc_kind, AGENT, key, f"lantern {key}", 1.0, role="user")  # type: ignore[arg-type]
+
+    assert await index.apply(
+        AGENT, expected=None, position=2, upserts=[doc("1"), doc("p", "passage")]
+    )
+    assert await index.apply(conv, expected=None, position=1, upserts=[doc("conv-1/0")])
+    assert await index.apply(other, expected=None, position=1, upserts=[doc("conv-2/0")])
+    assert await index.streams(AGENT) == [AGENT, conv, other]
+    # A rebuild of one conversation's stream: the others' documents stay.
+    assert await index.apply(conv, expected=1, position=3, upserts=[doc("conv-1/5")], replace=True)
+    keys = {h.key for h in await index.search(Query(AGENT, "message", "lantern", limit=10))}
+    assert keys == {"1", "conv-1/5", "conv-2/0"}
+    # The agent's own stream: its passages and default messages only.
+    assert await index.apply(AGENT, expected=2, position=4, replace=True)
+    keys = {h.key for h in await index.search(Query(AGENT, "message", "lantern", limit=10))}
+    assert keys == {"conv-1/5", "conv-2/0"}
+    assert await index.search(Query(AGENT, "passage", "lantern")) == []
+    # A deleted conversation's stream: its documents go and its position is forgotten.
+    assert await index.apply(other, expected=1, position=None, replace=True)
+    assert await index.position(other) is None and await index.streams(AGENT) == [AGENT, conv]
+    await index.aclose()
+
+
+async def test_an_index_file_from_before_streams_per_thread_is_rebuilt(tmp_path: Path) -> None:
+    """Its positions were per agent: which conversations it had applied is unknown."""
+    path = tmp_path / "s.db"
+    old = await Fts5Index(path, "index-one").open()
+    doc = Document("message", AGENT, "conv-1/3", "the harbour lights", 5.0, role="user")
+    assert await old.apply(AGENT, expected=None, position=4, upserts=[doc])
+    await old.mark_warmed()
+    await old.aclose()
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM meta WHERE key = 'format'")  # as the older version wrote it
+    db.close()
+    again = await Fts5Index(path, "index-two").open()
+    assert again.index_id == "index-one"
+    assert await again.position(AGENT) is None and not await again.warmed()
+    assert await again.search(Query(AGENT, "message", "harbour")) == []
+    await again.aclose()

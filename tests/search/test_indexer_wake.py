@@ -7,8 +7,9 @@ import trio.testing
 
 from kelpie_trio.search import MemoryIndex, outbox
 from kelpie_trio.search.indexer import Indexer, IndexerConfig
-from kelpie_trio.storage import MemoryStore
+from kelpie_trio.storage import MemoryStore, keys
 from kelpie_trio.storage.base import Transaction
+from kelpie_trio.storage.chunks import set_blob
 
 # A poll far longer than the test: only a wake can explain an applied entry.
 QUIET = IndexerConfig(poll_interval=10_000.0, heartbeat_interval=20_000.0)
@@ -16,6 +17,9 @@ QUIET = IndexerConfig(poll_interval=10_000.0, heartbeat_interval=20_000.0)
 
 async def _record(store: MemoryStore, agent_id: str) -> None:
     async def write(tr: Transaction) -> None:
+        # An agent that exists (the record's content is not read): a deleted one's stream
+        # would be dropped, and forgotten, once applied.
+        set_blob(tr, keys.AGENTS.pack((agent_id,)), b"{}")
         await outbox.record(tr, agent_id, resync=True)
 
     await store.transact(write)
@@ -45,14 +49,14 @@ async def test_an_idle_indexer_does_not_scan_between_polls(
     store = MemoryStore()
     indexer = Indexer(store, store.env, MemoryIndex("i"), QUIET)
     scans = 0
-    scan = indexer.pending_agents
+    scan = indexer.pending_streams
 
     async def counted() -> list[str]:
         nonlocal scans
         scans += 1
         return await scan()
 
-    indexer.pending_agents = counted  # type: ignore[method-assign]
+    indexer.pending_streams = counted  # type: ignore[method-assign]
     async with trio.open_nursery() as nursery:
         await nursery.start(indexer.run)
         await trio.sleep(5_000.0)  # virtual: half a poll

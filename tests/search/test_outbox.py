@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kelpie_trio.search import outbox
-from kelpie_trio.storage import MemoryStore
+from kelpie_trio.storage import MemoryStore, keys
 from kelpie_trio.storage.base import Transaction
 
 A = "agent-a"
@@ -41,7 +41,8 @@ async def test_entries_are_trimmed_to_the_lowest_live_cursor() -> None:
 
     async def step(tr: Transaction, index_id: str, position: int, now: float) -> int:
         await outbox.heartbeat(tr, index_id, now, ttl=60)
-        return await outbox.advance(tr, index_id, A, position, now, ttl=60)
+        assert not await outbox.advance(tr, index_id, A, position, now, ttl=60)
+        return keys.unpack(await tr.get(outbox.TRIMMED.pack((A,))))[0]  # how far trimmed
 
     assert await store.transact(lambda tr: step(tr, "i1", 4, 0.0)) == 4  # alone: trims to 4
     await store.transact(lambda tr: outbox.heartbeat(tr, "i2", 1.0, ttl=60))
@@ -54,5 +55,74 @@ async def test_entries_are_trimmed_to_the_lowest_live_cursor() -> None:
 
     async def left(tr: Transaction) -> list:
         return await tr.get_range(outbox.ENTRIES.range().start, outbox.ENTRIES.range().stop)
+
+    assert await store.transact(left) == []
+
+
+async def test_each_thread_of_an_agent_has_a_stream_and_a_head_of_its_own() -> None:
+    store = MemoryStore()
+    conv = "conv-1"
+    assert outbox.stream_of(A, A) == A and outbox.stream_of(A, conv) == f"{A}/{conv}"
+    assert outbox.split_stream(f"{A}/{conv}") == (A, conv)
+    assert outbox.split_stream("archive-9") == ("archive-9", None)
+
+    async def write(tr: Transaction) -> None:
+        await outbox.record_messages(tr, A, [(A, 0), (conv, 0), (conv, 1)])
+
+    await store.transact(write)
+
+    async def heads(tr: Transaction) -> tuple[int, int]:
+        return await outbox.read_head(tr, A), await outbox.read_head(tr, f"{A}/{conv}")
+
+    assert await store.transact(heads) == (1, 2)
+    pending = await store.transact(lambda tr: outbox.read_pending(tr, f"{A}/{conv}", 0, 10))
+    assert [c.ref for _, c in pending.entries] == [f"{conv}/0", f"{conv}/1"]
+
+
+async def test_two_threads_writing_at_once_do_not_conflict_on_the_outbox() -> None:
+    store = MemoryStore()
+    first, second = store.create_transaction(), store.create_transaction()
+    # Both read their heads before either commits: with one head per agent, the second
+    # commit would be refused.
+    await outbox.record_messages(first, A, [("conv-1", 0)])
+    await outbox.record_messages(second, A, [("conv-2", 0)])
+    await first.commit()
+    await second.commit()
+
+
+def test_a_stream_feeds_its_own_documents_only() -> None:
+    agent, conv = A, f"{A}/conv-1"
+    assert outbox.in_scope(agent, "passage", "passage-1")
+    assert outbox.in_scope(agent, "message", "7")
+    assert not outbox.in_scope(agent, "message", "conv-1/7")
+    assert outbox.in_scope(conv, "message", "conv-1/7")
+    assert not outbox.in_scope(conv, "message", "conv-10/7")  # a prefix is not its own
+    assert not outbox.in_scope(conv, "message", "7")
+    assert not outbox.in_scope(conv, "passage", "passage-1")
+    # An older version's entry for a conversation's message, on the agent's stream.
+    old = outbox.Change(outbox.MESSAGE, "conv-1/7")
+    assert outbox.stream_of_change(agent, old) == conv
+    assert outbox.stream_of_change(agent, outbox.Change(outbox.MESSAGE, 7)) == agent
+
+
+async def test_a_gone_stream_is_dropped_whole_once_no_live_consumer_is_behind() -> None:
+    store = MemoryStore()
+    stream = f"{A}/conv-1"
+    await store.transact(lambda tr: outbox.record(tr, stream, messages=["conv-1/0"]))
+    await store.transact(lambda tr: outbox.record(tr, stream, resync=True))
+    for index_id in ("i1", "i2"):
+        await store.transact(lambda tr, i=index_id: outbox.heartbeat(tr, i, 0.0, ttl=60))
+
+    async def advance(tr: Transaction, index_id: str) -> bool:
+        return await outbox.advance(tr, index_id, stream, 2, 1.0, ttl=60, gone=True)
+
+    assert not await store.transact(lambda tr: advance(tr, "i1"))  # i2 has not applied it
+    assert await store.transact(lambda tr: advance(tr, "i2"))
+
+    async def left(tr: Transaction) -> list:
+        found = []
+        for subspace in (outbox.ENTRIES, outbox.HEADS, outbox.TRIMMED, outbox.CURSORS):
+            found += await tr.get_range(subspace.range().start, subspace.range().stop)
+        return found
 
     assert await store.transact(left) == []
