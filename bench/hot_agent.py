@@ -7,7 +7,10 @@ target: CPU per message flat within 10 % over 1,000 messages of one history. The
 CPU (psutil, as every scenario reads it) is read at the end of every window of
 `window_messages` messages, from the driver's callback after each reply (the conversation is
 serial, so a window's end is exactly between two messages); the first window against the
-last, in the same run under the same machine load, is the figure to read.
+last, in the same run under the same machine load, is the figure to read. Each window also
+says how often the server was preempted (involuntary context switches per message): on a
+shared machine a window whose server waited for a core costs more CPU per message (caches
+gone cold, more scheduler turns per message), and shows it there.
 
 With `--profile py-spy` the first and the last window are recorded apart
 (`profile-hot-agent-first.txt`, `-last.txt`), so what grows with the history shows as the
@@ -18,8 +21,10 @@ from __future__ import annotations
 
 import itertools
 import signal
+import statistics
 from typing import Any
 
+import psutil
 import trio
 
 from bench.load import Sample
@@ -38,7 +43,8 @@ class HotAgent(RunnerPart):
         per message per window of `window_messages`."""
         per = max(1, int(p.get("window_messages") or 100))
         total = int(p["messages"])
-        marks: list[tuple[int, Usage | None]] = []  # (messages done, server usage then)
+        # (messages done, the server's usage then, its involuntary context switches then)
+        marks: list[tuple[int, Usage | None, int | None]] = []
         done: list[Sample] = []
         server_of: list[Any] = []
         profilers: list[Any] = []  # every one started (the first window's, the last's)
@@ -56,8 +62,7 @@ class HotAgent(RunnerPart):
             done.append(sample)
             n = len(done)
             if n % per == 0:
-                server = server_of[0]
-                marks.append((n, server.usage() if server is not None else None))
+                marks.append((n, *_read(server_of[0])))
             if n == per and total > per:
                 profile(None)
             if n == total - per and total > per:
@@ -67,7 +72,7 @@ class HotAgent(RunnerPart):
 
         def on_start(server: Any) -> None:  # the measured window begins
             server_of.append(server)
-            marks.append((0, server.usage() if server is not None else None))
+            marks.append((0, *_read(server)))
             profile("hot-agent-first")
 
         result = await self._message_scenario(
@@ -82,25 +87,45 @@ class HotAgent(RunnerPart):
             (result["windows"][0], result["windows"][-1]) if result["windows"] else ({}, {})
         )
         cpu_first, cpu_last = first.get("cpu_ms_per_msg"), last.get("cpu_ms_per_msg")
+        # One window the machine's other work slowed can move first/last by 30 % here: the
+        # medians of the first three and the last three windows say the same less noisily.
+        cpus = [w["cpu_ms_per_msg"] for w in result["windows"] if w["cpu_ms_per_msg"]]
+        head, tail = statistics.median(cpus[:3] or [0]), statistics.median(cpus[-3:] or [0])
         result["growth"] = {
             "window_messages": per,
             "first_cpu_ms_per_msg": cpu_first,
             "last_cpu_ms_per_msg": cpu_last,
             "last_vs_first": round(cpu_last / cpu_first, 3) if cpu_first and cpu_last else None,
+            "last3_vs_first3": round(tail / head, 3) if head and tail and len(cpus) >= 6 else None,
         }
         return result
 
 
-def _windows(marks: list[tuple[int, Usage | None]], done: list[Sample]) -> list[dict[str, Any]]:
-    """CPU per message, latency and errors of each window between two marks."""
+def _read(server: Any) -> tuple[Usage | None, int | None]:
+    """The server's usage and its involuntary context switches so far."""
+    if server is None:
+        return None, None
+    try:
+        switches = psutil.Process(server.pid).num_ctx_switches().involuntary
+    except psutil.Error:
+        switches = None
+    return server.usage(), switches
+
+
+def _windows(
+    marks: list[tuple[int, Usage | None, int | None]], done: list[Sample]
+) -> list[dict[str, Any]]:
+    """CPU per message, preemptions, latency and errors of each window between two marks."""
     windows = []
-    for (a, before), (b, after) in itertools.pairwise(marks):
+    for (a, before, s0), (b, after, s1) in itertools.pairwise(marks):
         samples = done[a:b]
         cpu = after.cpu - before.cpu if before is not None and after is not None else None
+        preempted = s1 - s0 if s0 is not None and s1 is not None else None
         wall = samples[-1].end - samples[0].start if samples else 0.0
         windows.append({
             "messages": [a, b],
             "cpu_ms_per_msg": round(cpu * 1000 / (b - a), 3) if cpu is not None else None,
+            "preempted_per_msg": round(preempted / (b - a), 2) if preempted is not None else None,
             "msgs_per_s": round((b - a) / wall, 1) if wall else None,
             "latency_ms": percentiles([s.latency for s in samples if s.ok]),
             "errors": sum(1 for s in samples if not s.ok),

@@ -80,9 +80,12 @@ def _target(result: dict[str, Any]) -> str:
         c = result["conversations"]
         parts.append(f"{c['agents']} agents x {c['per_agent']} conversations at once")
     elif name == "hot-agent" and (result.get("growth") or {}).get("last_vs_first") is not None:
-        ratio = result["growth"]["last_vs_first"]
+        growth = result["growth"]
+        ratio = growth["last_vs_first"]
         ok = "met" if ratio <= TARGETS["hot_agent_growth"] else "MISSED"
         parts.append(f"CPU last/first window {ratio:.2f} <= {TARGETS['hot_agent_growth']:g}: {ok}")
+        if growth.get("last3_vs_first3") is not None:
+            parts.append(f"medians of the last/first 3 windows {growth['last3_vs_first3']:.2f}")
     elif name == "two-nodes" and result.get("forwarded_share") is not None:
         parts.append(f"forwarded {result['forwarded_share'] * 100:.0f}%")
     return "; ".join(parts)
@@ -120,7 +123,9 @@ def _print_idle(results: list[dict[str, Any]], console: Console) -> None:
 def _print_windows(results: list[dict[str, Any]], console: Console) -> None:
     """hot-agent: CPU per message window by window, as its one history grows."""
     table = Table(title="hot-agent: one history, window by window (the server's CPU)")
-    for column in ("messages", "CPU ms/msg", "x first", "msgs/s", "p50 ms", "p99 ms", "errors"):
+    columns = ("messages", "CPU ms/msg", "x first", "preempted/msg", "msgs/s", "p50 ms", "p99 ms",
+               "errors")  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="right")
     for r in results:
         windows = r.get("windows") or []
@@ -131,6 +136,7 @@ def _print_windows(results: list[dict[str, Any]], console: Console) -> None:
                 f"{w['messages'][0]}-{w['messages'][1]}",
                 _f(cpu, 2),
                 _f(round(cpu / first, 2) if cpu is not None and first else None, 2),
+                _f(w.get("preempted_per_msg"), 2),
                 _f(w["msgs_per_s"]),
                 _f(w["latency_ms"]["p50"]),
                 _f(w["latency_ms"]["p99"]),
