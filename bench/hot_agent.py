@@ -7,10 +7,10 @@ target: CPU per message flat within 10 % over 1,000 messages of one history. The
 CPU (psutil, as every scenario reads it) is read at the end of every window of
 `window_messages` messages, from the driver's callback after each reply (the conversation is
 serial, so a window's end is exactly between two messages); the first window against the
-last, in the same run under the same machine load, is the figure to read. Each window also
-says how often the server was preempted (involuntary context switches per message): on a
-shared machine a window whose server waited for a core costs more CPU per message (caches
-gone cold, more scheduler turns per message), and shows it there.
+last, in the same run under the same machine load, is the figure to read. On a shared
+machine a window in which the server had to wait (its messages per second fall, its p50
+rises) also costs more CPU per message, 20-50 % here: each window shows its throughput and
+latency beside its CPU, so such a window can be told from growth.
 
 With `--profile py-spy` the first and the last window are recorded apart
 (`profile-hot-agent-first.txt`, `-last.txt`), so what grows with the history shows as the
@@ -24,7 +24,6 @@ import signal
 import statistics
 from typing import Any
 
-import psutil
 import trio
 
 from bench.load import Sample
@@ -43,8 +42,7 @@ class HotAgent(RunnerPart):
         per message per window of `window_messages`."""
         per = max(1, int(p.get("window_messages") or 100))
         total = int(p["messages"])
-        # (messages done, the server's usage then, its involuntary context switches then)
-        marks: list[tuple[int, Usage | None, int | None]] = []
+        marks: list[tuple[int, Usage | None]] = []  # (messages done, server usage then)
         done: list[Sample] = []
         server_of: list[Any] = []
         profilers: list[Any] = []  # every one started (the first window's, the last's)
@@ -62,7 +60,7 @@ class HotAgent(RunnerPart):
             done.append(sample)
             n = len(done)
             if n % per == 0:
-                marks.append((n, *_read(server_of[0])))
+                marks.append((n, _usage(server_of[0])))
             if n == per and total > per:
                 profile(None)
             if n == total - per and total > per:
@@ -72,7 +70,7 @@ class HotAgent(RunnerPart):
 
         def on_start(server: Any) -> None:  # the measured window begins
             server_of.append(server)
-            marks.append((0, *_read(server)))
+            marks.append((0, _usage(server)))
             profile("hot-agent-first")
 
         result = await self._message_scenario(
@@ -101,31 +99,20 @@ class HotAgent(RunnerPart):
         return result
 
 
-def _read(server: Any) -> tuple[Usage | None, int | None]:
-    """The server's usage and its involuntary context switches so far."""
-    if server is None:
-        return None, None
-    try:
-        switches = psutil.Process(server.pid).num_ctx_switches().involuntary
-    except psutil.Error:
-        switches = None
-    return server.usage(), switches
+def _usage(server: Any) -> Usage | None:
+    return server.usage() if server is not None else None
 
 
-def _windows(
-    marks: list[tuple[int, Usage | None, int | None]], done: list[Sample]
-) -> list[dict[str, Any]]:
-    """CPU per message, preemptions, latency and errors of each window between two marks."""
+def _windows(marks: list[tuple[int, Usage | None]], done: list[Sample]) -> list[dict[str, Any]]:
+    """CPU per message, throughput, latency and errors of each window between two marks."""
     windows = []
-    for (a, before, s0), (b, after, s1) in itertools.pairwise(marks):
+    for (a, before), (b, after) in itertools.pairwise(marks):
         samples = done[a:b]
         cpu = after.cpu - before.cpu if before is not None and after is not None else None
-        preempted = s1 - s0 if s0 is not None and s1 is not None else None
         wall = samples[-1].end - samples[0].start if samples else 0.0
         windows.append({
             "messages": [a, b],
             "cpu_ms_per_msg": round(cpu * 1000 / (b - a), 3) if cpu is not None else None,
-            "preempted_per_msg": round(preempted / (b - a), 2) if preempted is not None else None,
             "msgs_per_s": round((b - a) / wall, 1) if wall else None,
             "latency_ms": percentiles([s.latency for s in samples if s.ok]),
             "errors": sum(1 for s in samples if not s.ok),

@@ -123,9 +123,7 @@ def _print_idle(results: list[dict[str, Any]], console: Console) -> None:
 def _print_windows(results: list[dict[str, Any]], console: Console) -> None:
     """hot-agent: CPU per message window by window, as its one history grows."""
     table = Table(title="hot-agent: one history, window by window (the server's CPU)")
-    columns = ("messages", "CPU ms/msg", "x first", "preempted/msg", "msgs/s", "p50 ms", "p99 ms",
-               "errors")  # fmt: skip
-    for column in columns:
+    for column in ("messages", "CPU ms/msg", "x first", "msgs/s", "p50 ms", "p99 ms", "errors"):
         table.add_column(column, justify="right")
     for r in results:
         windows = r.get("windows") or []
@@ -136,7 +134,6 @@ def _print_windows(results: list[dict[str, Any]], console: Console) -> None:
                 f"{w['messages'][0]}-{w['messages'][1]}",
                 _f(cpu, 2),
                 _f(round(cpu / first, 2) if cpu is not None and first else None, 2),
-                _f(w.get("preempted_per_msg"), 2),
                 _f(w["msgs_per_s"]),
                 _f(w["latency_ms"]["p50"]),
                 _f(w["latency_ms"]["p99"]),
