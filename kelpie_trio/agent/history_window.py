@@ -51,8 +51,6 @@ class HistoryWindow:
 
     def __init__(self, messages: Iterable[Message] = ()) -> None:
         self._by_seq: dict[int, Message] = {}
-        # What each shown message's prompt needs, by seq, with the message it was made for.
-        self._made: dict[int, tuple[Message, ChatMessage, int]] = {}
         self._seqs: list[int] = []  # every message's, ascending
         self._shown_seqs: list[int] = []  # the shown ones', ascending; below, aligned with it
         self._shown: list[Message] = []
@@ -82,11 +80,13 @@ class HistoryWindow:
         if message.role != "approval":
             self._append_shown(seq, message)
 
-    def _append_shown(self, seq: int, message: Message) -> None:
-        made = self._made.get(seq)
+    def _append_shown(
+        self, seq: int, message: Message, made: tuple[Message, ChatMessage, int] | None = None
+    ) -> None:
+        """`made`: what was made for this place before, reused if it was for this message."""
         if made is None or made[0] is not message:
             chat = chat_message(message)
-            made = self._made[seq] = (message, chat, estimate_tokens([chat]))
+            made = (message, chat, estimate_tokens([chat]))
         self._shown_seqs.append(seq)
         self._shown.append(message)
         self._chats.append(made[1])
@@ -96,13 +96,18 @@ class HistoryWindow:
     def _sort(self) -> None:
         if self._sorted:
             return
+        made = {
+            seq: (message, chat, tokens)
+            for seq, message, chat, tokens in zip(
+                self._shown_seqs, self._shown, self._chats, self._tokens, strict=True
+            )
+        }
         self._seqs = sorted(self._by_seq)
         self._shown_seqs, self._shown, self._chats, self._tokens, self._roles = [], [], [], [], []
         for seq in self._seqs:
             message = self._by_seq[seq]
             if message.role != "approval":
-                self._append_shown(seq, message)
-        self._made = {seq: self._made[seq] for seq in self._shown_seqs}
+                self._append_shown(seq, message, made.get(seq))
         self._sorted = True
 
     def messages(self) -> list[Message]:
@@ -125,7 +130,6 @@ class HistoryWindow:
             return
         for old in self._seqs[:gone]:
             del self._by_seq[old]
-            self._made.pop(old, None)
         del self._seqs[:gone]
         shown = bisect.bisect_left(self._shown_seqs, seq)
         for column in (self._shown_seqs, self._shown, self._chats, self._tokens, self._roles):
