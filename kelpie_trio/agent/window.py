@@ -4,10 +4,10 @@ The agent as the last step left it and its in-context history, read in one trans
 the first step of an activation and then kept by the actor (it is the only writer of its
 history), with each message's chat form and token estimate made once
 (history_window.py); the request built from them, within the context window: when it
-would not fit,
-the oldest messages are summarized and leave the context (context.py). A client may ask
-for that now (`_compact_now`, Letta's /summarize): the actor does it between turns, so
-it never races one, with the same summary request and the same stored record.
+would not fit, the oldest messages are summarized and leave the context (context.py). A
+client may ask for that now (`_compact_now`, Letta's /summarize): the actor does it
+between turns, so it never races one, with the same summary request and the same stored
+record.
 
 `prompt_request` is the step's request as a plain function, so the context-window
 overview (service/context_overview.py) reports exactly what a step sends.
