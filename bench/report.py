@@ -79,6 +79,13 @@ def _target(result: dict[str, Any]) -> str:
     elif name == "conversations" and result.get("conversations"):
         c = result["conversations"]
         parts.append(f"{c['agents']} agents x {c['per_agent']} conversations at once")
+    elif name == "hot-agent" and (result.get("growth") or {}).get("last_vs_first") is not None:
+        growth = result["growth"]
+        ratio = growth["last_vs_first"]
+        ok = "met" if ratio <= TARGETS["hot_agent_growth"] else "MISSED"
+        parts.append(f"CPU last/first window {ratio:.2f} <= {TARGETS['hot_agent_growth']:g}: {ok}")
+        if growth.get("last3_vs_first3") is not None:
+            parts.append(f"medians of the last/first 3 windows {growth['last3_vs_first3']:.2f}")
     elif name == "two-nodes" and result.get("forwarded_share") is not None:
         parts.append(f"forwarded {result['forwarded_share'] * 100:.0f}%")
     return "; ".join(parts)
@@ -111,6 +118,29 @@ def _print_idle(results: list[dict[str, Any]], console: Console) -> None:
             )
     if idle.row_count:
         console.print(idle)
+
+
+def _print_windows(results: list[dict[str, Any]], console: Console) -> None:
+    """hot-agent: CPU per message window by window, as its one history grows."""
+    table = Table(title="hot-agent: one history, window by window (the server's CPU)")
+    for column in ("messages", "CPU ms/msg", "x first", "msgs/s", "p50 ms", "p99 ms", "errors"):
+        table.add_column(column, justify="right")
+    for r in results:
+        windows = r.get("windows") or []
+        first = windows[0]["cpu_ms_per_msg"] if windows else None
+        for w in windows:
+            cpu = w["cpu_ms_per_msg"]
+            table.add_row(
+                f"{w['messages'][0]}-{w['messages'][1]}",
+                _f(cpu, 2),
+                _f(round(cpu / first, 2) if cpu is not None and first else None, 2),
+                _f(w["msgs_per_s"]),
+                _f(w["latency_ms"]["p50"]),
+                _f(w["latency_ms"]["p99"]),
+                _f(w["errors"]),
+            )
+    if table.row_count:
+        console.print(table)
 
 
 def print_table(results: list[dict[str, Any]], console: Console | None = None) -> None:
@@ -155,6 +185,7 @@ def print_table(results: list[dict[str, Any]], console: Console | None = None) -
     if table.row_count:
         console.print(table)
     _print_idle(results, console)
+    _print_windows(results, console)
 
     floor = Table(title="framework floor (same run, same concurrency, server stopped)")
     for column in ("scenario", "route", "reqs/s", "p50 ms", "p99 ms", "CPU ms/req", "provider ms"):

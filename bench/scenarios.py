@@ -25,6 +25,7 @@ from bench import SCENARIOS
 from bench.agents_messaging import AgentsMessaging
 from bench.approvals import Approvals
 from bench.conversations import Conversations
+from bench.hot_agent import HotAgent
 from bench.http1 import Connection
 from bench.idle import Idle
 from bench.load import Sample, create_agents, read_metrics, run_load
@@ -38,7 +39,14 @@ __all__ = ["SCENARIOS", "Options", "Runner"]
 # Per scenario: agents, messages, concurrency, provider latency (s). Flags override them.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "steady": {"agents": 200, "messages": 4000, "concurrency": 200, "latency": 0.5},
-    "hot-agent": {"agents": 1, "messages": 300, "concurrency": 1, "latency": 0.0},
+    # one history of 1,000 messages; CPU per message read per window of window_messages.
+    "hot-agent": {
+        "agents": 1,
+        "messages": 1000,
+        "concurrency": 1,
+        "latency": 0.0,
+        "window_messages": 100,
+    },
     "cold-activation": {
         "agents": 10_000,  # stored; --agents 100000 for the issue's full size
         "messages": 1000,  # agents activated at random, each one cold then warm message
@@ -67,7 +75,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 SMOKE: dict[str, dict[str, Any]] = {
     "steady": {"agents": 10, "messages": 60, "concurrency": 10, "latency": 0.05},
-    "hot-agent": {"agents": 1, "messages": 20, "concurrency": 1, "latency": 0.0},
+    "hot-agent": {
+        "agents": 1,
+        "messages": 20,
+        "concurrency": 1,
+        "latency": 0.0,
+        "window_messages": 5,
+    },
     "cold-activation": {"agents": 60, "messages": 20, "concurrency": 2, "latency": 0.0},
     "streaming": {"agents": 5, "messages": 20, "concurrency": 5, "latency": 0.02},
     "idle-footprint": {"agents": 80, "messages": 0, "concurrency": 8, "latency": 0.0},
@@ -92,6 +106,7 @@ TARGETS = {
     "activation_p99_ms": 10.0,  # cold-activation, 100,000 agents stored
     "rss_kb_per_idle_agent": 50.0,  # idle-footprint, 10,000 active agents
     "idle_cpu_ms_per_s": 0.5,  # idle: CPU per second of wall time, whatever the active agents
+    "hot_agent_growth": 1.10,  # hot-agent: CPU per message, last window / first window
 }
 
 
@@ -140,7 +155,7 @@ def _no_progress(description: str, total: int) -> Callable[[], None]:
     return lambda: None
 
 
-class Runner(AgentsMessaging, Approvals, Conversations, McpCalls, Idle):
+class Runner(AgentsMessaging, Approvals, Conversations, HotAgent, McpCalls, Idle):
     def __init__(self, options: Options, progress: Progress | None = None) -> None:
         self.options = options
         self.progress = progress or _no_progress
@@ -203,16 +218,29 @@ class Runner(AgentsMessaging, Approvals, Conversations, McpCalls, Idle):
         )
 
     async def _load(
-        self, label: str, url: str, agents: list[str], total: int, concurrency: int, **kw: Any
+        self,
+        label: str,
+        url: str,
+        agents: list[str],
+        total: int,
+        concurrency: int,
+        on_sample: Callable[[Sample], None] | None = None,
+        **kw: Any,
     ) -> list[Sample]:
         advance = self.progress(label, total)
+
+        def done(sample: Sample) -> None:
+            advance()
+            if on_sample is not None:
+                on_sample(sample)
+
         return await run_load(
             url,
             agents,
             total=total,
             concurrency=concurrency,
             headers=self.options.headers,
-            on_done=lambda _s: advance(),
+            on_done=done,
             **kw,
         )
 
@@ -226,13 +254,19 @@ class Runner(AgentsMessaging, Approvals, Conversations, McpCalls, Idle):
         total: int,
         concurrency: int,
         latency: float,
+        on_start: Callable[[Child | None], None] | None = None,
+        profile_whole: bool = True,
         **kw: Any,
     ) -> dict[str, Any]:
-        """One measured window: the load, and each process's accounting around it."""
+        """One measured window: the load, and each process's accounting around it
+        (`on_start(server)` just before the load, for a scenario reading it within;
+        `profile_whole=False` for one that profiles parts of the window itself)."""
         metrics_before = [await read_metrics(self._url(s), self.options.headers) for s in servers]
         before = [s.usage() if s else None for s in servers]
+        if on_start is not None:
+            on_start(servers[0])
         provider_before = provider.usage() if provider else None
-        profiler = self._start_profiler(label, servers[0])
+        profiler = self._start_profiler(label, servers[0]) if profile_whole else None
         samples = await self._load(label, url, agents, total, concurrency, **kw)
         after = [s.usage() if s else None for s in servers]
         provider_after = provider.usage() if provider else None
@@ -352,7 +386,7 @@ class Runner(AgentsMessaging, Approvals, Conversations, McpCalls, Idle):
         return result
 
     async def _message_scenario(
-        self, name: str, p: dict[str, Any], *, streaming: bool = False
+        self, name: str, p: dict[str, Any], *, streaming: bool = False, **measure: Any
     ) -> dict[str, Any]:
         async with self._provider(p["latency"]) as provider:
             async with self._server(self._data_dir(name), provider, p["latency"]) as server:
@@ -373,6 +407,7 @@ class Runner(AgentsMessaging, Approvals, Conversations, McpCalls, Idle):
                     p["concurrency"],
                     p["latency"],
                     streaming=streaming,
+                    **measure,
                 )
                 if streaming:
                     measured["streaming"] = _streaming_stats(self.samples[name])
@@ -382,10 +417,6 @@ class Runner(AgentsMessaging, Approvals, Conversations, McpCalls, Idle):
     async def scenario_steady(self, p: dict[str, Any]) -> dict[str, Any]:
         """Many agents, steady load: C conversations, each waiting for its reply."""
         return await self._message_scenario("steady", p)
-
-    async def scenario_hot_agent(self, p: dict[str, Any]) -> dict[str, Any]:
-        """One agent, one conversation, messages one after another (its history grows)."""
-        return await self._message_scenario("hot-agent", p)
 
     async def scenario_streaming(self, p: dict[str, Any]) -> dict[str, Any]:
         """`streaming: true`: time to the first SSE chunk and the gaps between chunks."""

@@ -58,6 +58,10 @@ def test_bench_smoke_completes_and_writes_json_and_png(tmp_path: Path) -> None:
     assert "time_to_first_chunk_ms" in by_name["streaming"]["streaming"]
     assert "activation_ms" in by_name["cold-activation"]
     assert "rss_kb_per_idle_agent" in by_name["idle-footprint"]["footprint"]
+    # hot-agent: CPU per message window by window (20 messages, windows of 5)
+    hot = by_name["hot-agent"]
+    assert [w["messages"] for w in hot["windows"]] == [[0, 5], [5, 10], [10, 15], [15, 20]]
+    assert hot["growth"]["last_vs_first"] is not None and "hot-agent: one history" in done.stdout
 
 
 def test_bench_conversations_runs_an_agents_threads_at_once(tmp_path: Path) -> None:

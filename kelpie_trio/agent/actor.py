@@ -39,6 +39,7 @@ from kelpie_trio.agent.conversations import (
 )
 from kelpie_trio.agent.handoff import SessionHandoff
 from kelpie_trio.agent.history import decode_messages, history_key
+from kelpie_trio.agent.history_window import HistoryWindow
 from kelpie_trio.agent.messages import Message, iso, to_letta_messages
 from kelpie_trio.agent.runs import Run
 from kelpie_trio.agent.step import (
@@ -109,7 +110,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         self.context = AgentContext()
         # The in-context history, kept here: this actor is the only writer of its agent's
         # history, so it reads it once per activation and then adds what it commits.
-        self._window: dict[int, Message] | None = None
+        self._window: HistoryWindow | None = None
         self._staged: list[Message] = []  # stored by the transaction in progress
         # A paused or unfinished run of this agent may be open (after a crash, a pause, a
         # handoff): a new run looks once, and goes after them (_load_or_start).

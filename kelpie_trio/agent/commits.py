@@ -18,6 +18,7 @@ import trio
 from kelpie_trio.agent import runs, steps
 from kelpie_trio.agent.approvals import results_at
 from kelpie_trio.agent.context import AgentContext
+from kelpie_trio.agent.history_window import HistoryWindow
 from kelpie_trio.agent.messages import Message, StoredToolCall, iso
 from kelpie_trio.agent.runs import PendingToolCall, Run
 from kelpie_trio.agent.step import Interpretation, Judged, step_end
@@ -46,7 +47,7 @@ class RunCommits:
     service: Any
     next_seq: int
     context: AgentContext
-    _window: dict[int, Message] | None
+    _window: HistoryWindow | None
     _staged: list[Message]
     _may_have_open_runs: bool
     _cleared_to: int | None
@@ -284,7 +285,7 @@ class RunCommits:
             return
         self.context = AgentContext(start_seq=self._cleared_to)
         if self._window is not None:
-            self._window = {s: m for s, m in self._window.items() if s >= self._cleared_to}
+            self._window.drop_before(self._cleared_to)
         self._cleared_to = None
 
 

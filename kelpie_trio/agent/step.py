@@ -30,6 +30,7 @@ from kelpie_trio.llm.types import ChatMessage, LlmRequest, LlmResponse, ToolCall
 __all__ = [
     "Interpretation",
     "build_request",
+    "chat_message",
     "compile_system",
     "interpret",
     "judge_calls",
@@ -95,8 +96,9 @@ def tool_schemas(tools: list[Any], agent_type: str) -> tuple[ToolSchema, ...]:
     return tuple(out)
 
 
-def _chat(message: Message) -> ChatMessage:
-    # (A client's answers, role "approval", are not shown to the model: the results are.)
+def chat_message(message: Message) -> ChatMessage:
+    """A stored message as the model is shown it. (A client's answers, role "approval",
+    are not shown to the model: the results are.)"""
     if message.role == "tool":
         return ChatMessage("tool", message.content, tool_call_id=message.tool_call_id)
     if message.role == "assistant":
@@ -123,16 +125,22 @@ def build_request(
     client_tools: Sequence[ClientTool] = (),
     thinking_budget: int | None = None,
     directories: str | None = None,
+    chats: Sequence[ChatMessage] | None = None,
 ) -> LlmRequest:
     """The request for one step: the system prompt with core memory, the summary of
     evicted history if there is one (context.py), then the in-context history. With an
     `offer` (tool_rules.py), only the tools it allows, and the call it forces. The
-    request's client-side tools are always offered, and hide agent tools of their name."""
+    request's client-side tools are always offered, and hide agent tools of their name.
+
+    `chats`: the history's chat messages made already (`chat_message` of each one shown,
+    as the actor's window keeps them: history_window.py), used instead of `history`."""
     prompt = compile_system(system, blocks, tool_rules.rules_prompt(rules), directories)
     head = (ChatMessage("system", prompt),)
     if summary is not None:
         head += (summary,)
-    messages = (*head, *(_chat(m) for m in history if m.role != "approval"))
+    if chats is None:
+        chats = [chat_message(m) for m in history if m.role != "approval"]
+    messages = (*head, *chats)
     if offer is not None:
         tools = [t for t in tools if t.name in offer.allowed]
     client = {c.name for c in client_tools}

@@ -2,10 +2,12 @@
 
 The agent as the last step left it and its in-context history, read in one transaction on
 the first step of an activation and then kept by the actor (it is the only writer of its
-history); the request built from them, within the context window: when it would not fit,
-the oldest messages are summarized and leave the context (context.py). A client may ask
-for that now (`_compact_now`, Letta's /summarize): the actor does it between turns, so
-it never races one, with the same summary request and the same stored record.
+history), with each message's chat form and token estimate made once
+(history_window.py); the request built from them, within the context window: when it
+would not fit, the oldest messages are summarized and leave the context (context.py). A
+client may ask for that now (`_compact_now`, Letta's /summarize): the actor does it
+between turns, so it never races one, with the same summary request and the same stored
+record.
 
 `prompt_request` is the step's request as a plain function, so the context-window
 overview (service/context_overview.py) reports exactly what a step sends.
@@ -35,6 +37,7 @@ from kelpie_trio.agent.context import (
     summary_request,
 )
 from kelpie_trio.agent.history import read_history
+from kelpie_trio.agent.history_window import HistoryWindow, Shown
 from kelpie_trio.agent.messages import Message
 from kelpie_trio.agent.runs import ClientTool
 from kelpie_trio.agent.step import build_request, turn_offer
@@ -42,7 +45,7 @@ from kelpie_trio.agent.tool_rules import Offer, ToolRule, TurnState, rules_of
 from kelpie_trio.errors import NotFound
 from kelpie_trio.llm.catalog import provider_model
 from kelpie_trio.llm.model_traits import thinking_budget
-from kelpie_trio.llm.types import LlmClient, LlmError, LlmRequest
+from kelpie_trio.llm.types import ChatMessage, LlmClient, LlmError, LlmRequest
 from kelpie_trio.models import convert
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
@@ -91,9 +94,11 @@ def prompt_request(
     rules: tuple[ToolRule, ...] = (),
     offer: Offer | None = None,
     client_tools: Sequence[ClientTool] = (),
+    chats: Sequence[ChatMessage] | None = None,
 ) -> LlmRequest:
     """A step's request: the agent's system prompt and memory, the summary of what left
-    the context, the in-context `history` (already without approvals), the tools."""
+    the context, the in-context `history` (already without approvals; or its `chats`,
+    made already), the tools."""
     agent = view.agent
     config = agent.llm_config or {}
     return build_request(
@@ -111,6 +116,7 @@ def prompt_request(
         client_tools=client_tools,
         thinking_budget=thinking_budget(config),
         directories=getattr(view, "directories", None),
+        chats=chats,
     )
 
 
@@ -139,15 +145,16 @@ class ContextWindow:
     isolated: dict[str, str]
     service: Any
     context: AgentContext
-    _window: dict[int, Message] | None
+    _window: HistoryWindow | None
     compacted: Compaction | None  # the last eviction, until the turn takes note of it
     llm_for: Any
     _checkpointed: Any  # commits.py: a fenced, shielded transaction
 
-    async def _step_state(self) -> tuple[Any, list[Message]]:
+    async def _step_state(self) -> tuple[Any, Shown]:
         """What a step starts from, in one transaction: the agent (memory as the last
         step left it, tools) and, on the first step of an activation, the in-context
-        history from the context's start; later steps take it from the window."""
+        history from the context's start; later steps take it from the window. The
+        history as a prompt shows it."""
         agent_id, thread = self.agent_id, self.thread
         window = self._window
 
@@ -162,48 +169,42 @@ class ContextWindow:
         # Whether a turn's end may be due a sleeptime companion's turn (agent/sleeptime.py).
         self.has_sleeptime_group = view.agent.group_id is not None
         if history is not None:
-            self._window = {m.seq: m for m in history}
+            self._window = HistoryWindow(history)
         assert self._window is not None
-        ordered = [self._window[seq] for seq in sorted(self._window)]
-        if len(ordered) > HISTORY_WINDOW:
-            ordered = ordered[-HISTORY_WINDOW:]
-            self._window = {m.seq: m for m in ordered}
-        return view, ordered
+        self._window.keep_last(HISTORY_WINDOW)
+        return view, self._window.shown()
 
     async def _prompt(
         self,
         llm: LlmClient,
         view: Any,
-        history: list[Message],
+        shown: Shown,
         rules: tuple[ToolRule, ...] = (),
         offer: Offer | None = None,
         client_tools: Sequence[ClientTool] = (),
     ) -> LlmRequest:
         """The step's request, within the agent's context window: when it would not fit,
         the oldest messages are summarized (by the model, or a recap if it fails) and
-        leave the context (context.py)."""
+        leave the context (context.py). `shown`: the in-context history as the window
+        keeps it, each message's chat form and token estimate made once."""
         context = self.context
         agent = view.agent
-        history = in_prompt(history)
 
-        def request(history: list[Message], context: AgentContext) -> LlmRequest:
-            return prompt_request(view, history, context, rules, offer, client_tools)
+        def request(shown: Shown, context: AgentContext) -> LlmRequest:
+            return prompt_request(view, [], context, rules, offer, client_tools, shown.chats)
 
-        built = request(history, context)
+        built = request(shown, context)
         window, budget = window_budget(agent.llm_config or {})
-        fixed = len(built.messages) - len(history)
+        fixed = len(built.messages) - len(shown.chats)
         cut = plan_eviction(
-            estimate_tokens(built.messages[:fixed], built.tools),
-            [estimate_tokens([m]) for m in built.messages[fixed:]],
-            [m.role for m in history],
-            budget,
+            estimate_tokens(built.messages[:fixed], built.tools), shown.tokens, shown.roles, budget
         )
         if cut == 0:
             return built
-        evicted = history[:cut]
+        evicted = list(shown.messages[:cut])
         new = attrs.evolve(
             context,
-            start_seq=history[cut].seq,
+            start_seq=shown.messages[cut].seq,
             summary=await self._summarize(llm, built.model, context, evicted, budget),
             evicted=context.evicted + cut,
         )
@@ -213,7 +214,7 @@ class ContextWindow:
 
         await self.ctx.transact(save)
         self._now_in_context(new)
-        after = request(history[cut:], new)
+        after = request(shown.after(cut), new)
         self.compacted = Compaction(
             trigger="context_window_exceeded",
             context_window=window,
@@ -249,7 +250,7 @@ class ContextWindow:
         """The context as stored: what left it leaves the actor's window too."""
         self.context = context
         if self._window is not None:
-            self._window = {s: m for s, m in self._window.items() if s >= context.start_seq}
+            self._window.drop_before(context.start_seq)
 
     async def _compact_now(self, message: dict[str, Any]) -> dict[str, Any]:
         """A compaction a client asked for (`{"kind": "compact", "request_id": ...}`, with
@@ -267,14 +268,14 @@ class ContextWindow:
         request_id = message["request_id"]
         thread = self.thread
         try:
-            view, history = await self._step_state()
+            view, shown = await self._step_state()
         except NotFound as gone:
             return {"gone": str(gone)}
         context = self.context
         done = context.last_compaction
         if done is not None and done.request_id == request_id:
             return {"compaction": attrs.asdict(done, filter=_answer_field)}
-        history = in_prompt(history)
+        history = list(shown.messages)
         built = first_step_request(view, history, context)
         _, budget = window_budget(view.agent.llm_config or {})
         fixed = len(built.messages) - len(history)

@@ -196,6 +196,20 @@ MUTATIONS = [
         "    async def send() -> dict[str, Any]:",
     ),
     Mutation(
+        "window-restored",
+        "a message stored again at its place is shown as stored now, not as first made",
+        "kelpie_trio/agent/history_window.py",
+        "        if made is None or made[0] is not message:",
+        "        if made is None:",
+    ),
+    Mutation(
+        "window-order",
+        "the window shows its messages in sequence order, whatever order they came in",
+        "kelpie_trio/agent/history_window.py",
+        "        if not (self._sorted and new and (not self._seqs or seq > self._seqs[-1])):",
+        "        if not (self._sorted and new):",
+    ),
+    Mutation(
         "window-retried",
         "after a retried checkpoint the window is read again, not patched with the last try",
         "kelpie_trio/agent/commits.py",

@@ -239,7 +239,7 @@ def test_reset_forgets_the_history_but_not_the_memory_and_the_agent_goes_on() ->
 def test_every_prompt_carries_exactly_the_history_stored_before_it() -> None:
     """The actor keeps the in-context history in memory between steps; each prompt
     must still be what the store holds: every earlier message, in order, no more."""
-    from kelpie_trio.agent.step import _chat
+    from kelpie_trio.agent.step import chat_message
 
     async def scenario(service: AgentService, llm: SimLlmClient, world: SimWorld) -> Any:
         agent = await new_agent(service, agent_type="memgpt_v2_agent")
@@ -259,4 +259,4 @@ def test_every_prompt_carries_exactly_the_history_stored_before_it() -> None:
     replies = [i for i, m in enumerate(history) if m.role == "assistant"]
     assert len(replies) == len(after_reset)  # one stored reply per prompt, in order
     for request, reply_at in zip(after_reset, replies, strict=True):
-        assert request.messages[1:] == tuple(_chat(m) for m in history[:reply_at])
+        assert request.messages[1:] == tuple(chat_message(m) for m in history[:reply_at])

@@ -9,6 +9,7 @@ import contextlib
 from typing import Any
 
 from kelpie_trio.agent.commits import RunCommits
+from kelpie_trio.agent.history_window import HistoryWindow
 from kelpie_trio.agent.messages import Message
 from kelpie_trio.storage.errors import StorageUnavailable
 
@@ -30,7 +31,7 @@ class _Actor(RunCommits):
         self.ctx = _Ctx()
         self.agent_id = "agent-1"
         self.conversation_id = None
-        self._window = {0: _message(0)}
+        self._window = HistoryWindow([_message(0)])
         self._staged = []
 
 

@@ -176,6 +176,30 @@ async def test_a_store_sees_the_other_stores_deletions(db: Path) -> None:
         assert await read_range(two, b"k/", b"k0") == []
 
 
+async def test_a_range_read_skips_old_tombstones_and_its_limit_counts_live_keys(db: Path) -> None:
+    """Tombstones deleted before the read version are left out in SQL (not stepped over
+    one by one); the limit still counts live keys, forward and reverse."""
+    async with running(db) as store:
+        await put(store, {b"k/%03d" % i: b"v" for i in range(50)})
+
+        async def drop(tr: Transaction) -> None:
+            for i in range(50):
+                if i % 10:
+                    tr.clear(b"k/%03d" % i)
+
+        await store.transact(drop)
+        tr = store.create_transaction()
+        assert [k for k, _ in await tr.get_range(b"k/", b"k0", limit=3)] == [
+            b"k/000",
+            b"k/010",
+            b"k/020",
+        ]
+        assert [k for k, _ in await tr.get_range(b"k/", b"k0", limit=2, reverse=True)] == [
+            b"k/040",
+            b"k/030",
+        ]
+
+
 # -- group commit ----------------------------------------------------------------------
 
 
