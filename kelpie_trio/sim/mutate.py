@@ -191,9 +191,8 @@ MUTATIONS = [
         "a2a-time-limit",
         "a wait for another agent's reply ends at its time limit, a tool error",
         "kelpie_trio/agent/multi_agent.py",
-        "    deadline = trio.current_time() + limit\n\n    async def send() -> dict[str, Any]:",
-        "    deadline = trio.current_time() + limit * 1000\n\n"
-        "    async def send() -> dict[str, Any]:",
+        'limit = float(getattr(service, "agent_wait_timeout", DEFAULT_WAIT_TIMEOUT))',
+        'limit = float(getattr(service, "agent_wait_timeout", DEFAULT_WAIT_TIMEOUT)) * 1000',
     ),
     Mutation(
         "window-restored",
