@@ -70,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--window", type=float, help="idle: seconds of wall time measured per step (30)"
     )
+    parser.add_argument(
+        "--size-kb", type=int, help="file-ingestion: size of its generated Markdown file (64)"
+    )
     parser.add_argument("--no-floor", action="store_true", help="skip the framework floor")
     parser.add_argument(
         "--floor-requests", type=int, default=2000, help="requests per floor route (cap)"
@@ -157,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
             "concurrency": args.concurrency,
             "latency": args.latency,
             "window": args.window,
+            "size_kb": args.size_kb,
         },
         floor=not args.no_floor,
         floor_requests=args.floor_requests,

@@ -25,6 +25,7 @@ from bench import SCENARIOS
 from bench.agents_messaging import AgentsMessaging
 from bench.approvals import Approvals
 from bench.conversations import Conversations
+from bench.file_ingestion import FileIngestion
 from bench.http1 import Connection
 from bench.idle import Idle
 from bench.load import Sample, create_agents, read_metrics, run_load
@@ -64,6 +65,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     # agents: the most active at once (measured at 0, 200 and this); no message in the window.
     "idle": {"agents": 2000, "messages": 0, "concurrency": 32, "latency": 0.0, "window": 20.0},
+    # messages: files uploaded (the corpus's and a generated Markdown of size_kb, in turn).
+    "file-ingestion": {"messages": 240, "concurrency": 4, "latency": 0.0, "size_kb": 64},
 }
 SMOKE: dict[str, dict[str, Any]] = {
     "steady": {"agents": 10, "messages": 60, "concurrency": 10, "latency": 0.05},
@@ -83,6 +86,7 @@ SMOKE: dict[str, dict[str, Any]] = {
         "latency": 0.02,
     },
     "idle": {"agents": 20, "messages": 0, "concurrency": 5, "latency": 0.0, "window": 2.0},
+    "file-ingestion": {"messages": 12, "concurrency": 2, "latency": 0.0, "size_kb": 16},
 }
 
 # The targets, reported next to the numbers (never asserted).
@@ -140,7 +144,7 @@ def _no_progress(description: str, total: int) -> Callable[[], None]:
     return lambda: None
 
 
-class Runner(AgentsMessaging, Approvals, Conversations, McpCalls, Idle):
+class Runner(AgentsMessaging, Approvals, Conversations, McpCalls, Idle, FileIngestion):
     def __init__(self, options: Options, progress: Progress | None = None) -> None:
         self.options = options
         self.progress = progress or _no_progress

@@ -87,6 +87,41 @@ def test_bench_mcp_calls_calls_a_real_mcp_server_each_turn(tmp_path: Path) -> No
     assert mcp["calls_total"] == 12 + 3  # the measured messages and the warm-up's
 
 
+def test_bench_file_ingestion_waits_for_every_file_and_sets_a_parse_floor(tmp_path: Path) -> None:
+    """The file-ingestion scenario at smoke size: 12 uploads of the corpus and a generated
+    Markdown file, each waited for until `completed`; the server cut as many chunks as the
+    parsers alone did on the same bytes, and spent more CPU per file than they did."""
+    from bench.file_ingestion import documents
+
+    scenario = _smoke_scenario(tmp_path, "file-ingestion")
+    assert scenario["scenario"] == "file-ingestion" and scenario["errors"] == 0, scenario
+    files = scenario["files"]
+    assert files["files"] == scenario["messages"] == 12
+    docs = documents(16, 7)
+    uploaded = sum(len(docs[i % len(docs)][2]) for i in range(12))
+    assert files["mb"] == round(uploaded / 2**20, 3)
+    floor = files["floor"]
+    assert files["chunks"] == floor["chunks"] > 12  # the generated file has several
+    assert files["files_per_s"] > 0 and files["chunks_per_s"] > 0 and files["mb_per_s"] > 0
+    assert files["cpu_ms_per_file"] > 0 and files["cpu_ms_per_mb"] > 0
+    assert files["polls"] > 0 and files["cpu_ms_per_poll"] is not None
+    assert floor["cpu_ms_per_file"] > 0 and files["cpu_vs_floor"] > 1
+
+
+def test_bench_file_ingestion_documents_are_the_corpus_and_a_generated_one() -> None:
+    from bench.file_ingestion import documents, generated_markdown, parse_floor
+
+    docs = documents(8, 7)
+    assert [name for name, _, _ in docs] == [
+        "handbook.md", "operations.pdf", "tides.pdf", "minutes.docx", "notice.html",
+        "generated.md",
+    ]  # fmt: skip
+    assert len(docs[-1][2]) == 8 * 1024 and docs[-1][2] == generated_markdown(8 * 1024, 7)
+    floor = parse_floor(docs)
+    # The corpus's five fit in a chunk each; 8 kB of Markdown takes several 1,200-char ones.
+    assert floor["files"] == 6 and floor["chunks"] >= 5 + 7
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
