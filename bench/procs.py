@@ -90,24 +90,37 @@ class Child:
 @attrs.define
 class Attached:
     """A server the bench did not start (`--base-url` with `--server-pid`): its accounting
-    is read all the same, so its CPU per message can be set beside the floor's."""
+    is read all the same, so its CPU per message can be set beside the floor's. `also`:
+    more processes that serve it without being its children (a database server), whose
+    CPU and RSS count as the server's too."""
 
     name: str
     url: str
     pid: int
+    also: tuple[int, ...] = ()
 
     def usage(self) -> Usage:
-        proc = psutil.Process(self.pid)
-        with proc.oneshot():
-            times = proc.cpu_times()
-            rss = proc.memory_info().rss
-        # Workers it forked (uvicorn --workers, a tool sandbox) count too.
-        for child in proc.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                ct = child.cpu_times()
-                times = type(times)(*(a + b for a, b in zip(times, ct, strict=False)))
-                rss += child.memory_info().rss
-        return Usage(times.user + times.system, rss, time.perf_counter())
+        cpu, rss = 0.0, 0
+        for pid in (self.pid, *self.also):
+            tree_cpu, tree_rss = _tree_usage(psutil.Process(pid))
+            cpu += tree_cpu
+            rss += tree_rss
+        return Usage(cpu, rss, time.perf_counter())
+
+
+def _tree_usage(proc: psutil.Process) -> tuple[float, int]:
+    """CPU seconds (user + system) and RSS of a process and every process under it:
+    workers it forked (uvicorn --workers, a tool sandbox, a database's backends)."""
+    with proc.oneshot():
+        times = proc.cpu_times()
+        cpu = times.user + times.system
+        rss = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            times = child.cpu_times()
+            cpu += times.user + times.system
+            rss += child.memory_info().rss
+    return cpu, rss
 
 
 def _bench_env(extra: dict[str, str]) -> dict[str, str]:

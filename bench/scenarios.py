@@ -112,7 +112,8 @@ class Options:
     floor_requests: int = 2000
     chunk_gap: float = 0.005  # streaming: seconds between the fake provider's chunks
     provider_port: int = 0  # fixed, so a server started by hand can be pointed at it
-    server_pid: int | None = None  # with base_url: the server's process, for its CPU and RSS
+    # with base_url: the server's process, for its CPU and RSS; more: its database's
+    server_pid: int | list[int] | None = None
     seed: int = 7
     work_dir: Path = Path(".")
     profile: str | None = None  # "py-spy": record the server during each measured window
@@ -174,8 +175,12 @@ class Runner(AgentsMessaging, Approvals, Conversations, McpCalls, Idle, FileInge
         self, data_dir: Path, provider: Child | None, latency: float, **kw: Any
     ) -> AsyncIterator[Child | None]:
         if self.options.base_url:
-            pid = self.options.server_pid
-            yield Attached("server", self.options.base_url, pid) if pid else None  # type: ignore[misc]
+            pids = self.options.server_pid
+            pids = [pids] if isinstance(pids, int) else list(pids or [])
+            if not pids:
+                yield None
+                return
+            yield Attached("server", self.options.base_url, pids[0], tuple(pids[1:]))  # type: ignore[misc]
             return
         provider_url = provider.url + "/v1" if provider and self.options.llm == "fake" else None
         sim_latency = latency if self.options.llm == "sim" else 0.0

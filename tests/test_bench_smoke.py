@@ -200,3 +200,28 @@ def _smoke_scenario(tmp_path: Path, name: str) -> dict:
     [result] = out.glob("bench-*.json")
     [scenario] = json.loads(result.read_text())["scenarios"]
     return scenario
+
+
+def test_bench_compare_finds_the_handles_another_server_gives_the_fake_models() -> None:
+    """Letta lists the chat model of an OPENAI_BASE_URL that is not OpenAI's under
+    `openai-proxy/`, its embeddings under `openai/`: the bench asks for what is listed."""
+    from bench.compare import pick_handle
+
+    llms = [
+        {"handle": "letta/letta-free", "model": "letta-free"},
+        {"handle": "openai-proxy/gpt-4o-mini", "model": "gpt-4o-mini"},
+    ]
+    embeddings = [
+        {"handle": "letta/letta-free", "embedding_model": "letta-free"},
+        {"handle": "openai/text-embedding-3-large", "embedding_model": "text-embedding-3-large"},
+        {"handle": "openai/text-embedding-3-small", "embedding_model": "text-embedding-3-small"},
+    ]
+    assert pick_handle(llms, "model", "gpt-4o-mini") == "openai-proxy/gpt-4o-mini"
+    assert pick_handle(embeddings, "embedding_model", "text-embedding-3-small") == (
+        "openai/text-embedding-3-small"
+    )
+    # An OpenAI provider's handle before another provider's serving a model of that name.
+    both = [{"handle": "together/gpt-4o-mini", "model": "gpt-4o-mini"}, *llms]
+    assert pick_handle(both, "model", "gpt-4o-mini") == "openai-proxy/gpt-4o-mini"
+    assert pick_handle(llms, "model", "gpt-5") is None
+    assert pick_handle({"detail": "Not Found"}, "model", "gpt-4o-mini") is None
