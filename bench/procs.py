@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import psutil
@@ -110,15 +111,19 @@ class Attached:
 
 def _tree_usage(proc: psutil.Process) -> tuple[float, int]:
     """CPU seconds (user + system) and RSS of a process and every process under it:
-    workers it forked (uvicorn --workers, a tool sandbox, a database's backends)."""
+    workers it forked (uvicorn --workers, a tool sandbox, a database's backends). The
+    CPU of those that already ended counts too, from their parents' `children_*` times
+    (Postgres forks a backend per connection, and Letta opens one per session)."""
+
+    def spent(times: Any) -> float:
+        return times.user + times.system + times.children_user + times.children_system
+
     with proc.oneshot():
-        times = proc.cpu_times()
-        cpu = times.user + times.system
+        cpu = spent(proc.cpu_times())
         rss = proc.memory_info().rss
     for child in proc.children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            times = child.cpu_times()
-            cpu += times.user + times.system
+            cpu += spent(child.cpu_times())
             rss += child.memory_info().rss
     return cpu, rss
 
