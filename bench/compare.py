@@ -189,6 +189,7 @@ def run_compare(args: argparse.Namespace, names: list[str]) -> int:
         ours, base_url=args.base_url, password=args.password, server_pid=args.server_pid
     )
     results: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    started = report.machine()  # its load average is the one before either side ran
 
     async def main() -> None:
         nonlocal theirs
@@ -221,7 +222,7 @@ def run_compare(args: argparse.Namespace, names: list[str]) -> int:
         path,
         {
             "bench": "kelpie-trio bench compare 1",
-            "machine": report.machine(),
+            "machine": started,
             "other": args.base_url,
             "handles": {"kelpie_trio": list(ours.handles()), "other": list(theirs.handles())},
             "load_avg_at_end": _load(),
