@@ -166,12 +166,15 @@ class FileIngestion(RunnerPart):
                 await self._ingest(url, folder, warm, min(p["concurrency"], len(warm)), "warm-up")
                 before = server.usage() if server else None
                 provider_before = provider.usage() if provider else None
+                profiler = self._start_profiler("file-ingestion", server)
                 samples, chunks, polls = await self._ingest(
                     url, folder, uploads, p["concurrency"], "file-ingestion"
                 )
                 settle = await self._settle(server)
                 after = server.usage() if server else None
                 provider_after = provider.usage() if provider else None
+                if profiler is not None:
+                    await self._stop_profiler(profiler)
                 per_poll = await self._poll_cost(url, folder, samples, server)
             floor = parse_floor(uploads) if self.options.floor else None
         self.samples["file-ingestion"] = samples
