@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 SCENARIO_KEYS = {
     "scenario",
@@ -225,3 +226,38 @@ def test_bench_compare_finds_the_handles_another_server_gives_the_fake_models() 
     assert pick_handle(both, "model", "gpt-4o-mini") == "openai-proxy/gpt-4o-mini"
     assert pick_handle(llms, "model", "gpt-5") is None
     assert pick_handle({"detail": "Not Found"}, "model", "gpt-4o-mini") is None
+
+
+_PARENT = """
+import subprocess, sys
+child = "import time\\nx = 0\\nfor i in range(2_000_000): x += i\\nprint(time.process_time())"
+spent = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True).stdout
+print(spent.strip(), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_an_attached_server_counts_the_cpu_of_children_that_already_ended() -> None:
+    """Postgres forks a backend per connection (and Letta, by default, opens one per
+    session): the CPU of a child that ended is the server's too. `also` adds a process
+    that is not its child (the database server) to it."""
+    from bench.procs import Attached
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)  # fmt: skip
+    try:
+        assert parent.stdout is not None
+        child_cpu = float(parent.stdout.readline())  # the child has ended: it was waited for
+        alone = Attached("server", "", parent.pid).usage()
+        own = psutil.Process(parent.pid).cpu_times()
+        assert alone.cpu >= own.user + own.system + 0.9 * child_cpu > own.user + own.system
+        other_alone = Attached("db", "", other.pid).usage()
+        both = Attached("server", "", parent.pid, (other.pid,)).usage()
+        assert both.cpu >= alone.cpu + other_alone.cpu - 0.02  # clock ticks: 10 ms each
+        assert both.rss > alone.rss
+    finally:
+        for process in (parent, other):
+            process.communicate(input="")
