@@ -21,4 +21,5 @@ SCENARIOS = (
     "approvals",
     "mcp-calls",
     "idle",
+    "file-ingestion",
 )

@@ -48,8 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server-pid",
         type=int,
+        action="append",
         help="with --base-url: the server's process id, to read its CPU and RSS (and its "
-        "children's) like those of a server the bench starts",
+        "children's) like those of a server the bench starts; again for each process that "
+        "serves it without being its child (its database server), counted with it",
     )
     parser.add_argument("--store", choices=["sqlite", "memory"], default="sqlite")
     parser.add_argument(
@@ -74,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--window-messages",
         type=int,
         help="hot-agent: messages per window of its CPU-per-message series (100)",
+    )
+    parser.add_argument(
+        "--size-kb", type=int, help="file-ingestion: size of its generated Markdown file (64)"
     )
     parser.add_argument("--no-floor", action="store_true", help="skip the framework floor")
     parser.add_argument(
@@ -163,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
             "latency": args.latency,
             "window": args.window,
             "window_messages": args.window_messages,
+            "size_kb": args.size_kb,
         },
         floor=not args.no_floor,
         floor_requests=args.floor_requests,
@@ -174,6 +180,12 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         embedding=args.embedding,
     )
+    if args.base_url and args.llm == "fake" and not (args.model and args.embedding):
+        # A server the bench did not start names the fake provider's models its own way.
+        from bench.compare import served_handles
+
+        model, embedding = trio.run(served_handles, args.base_url, options.headers)
+        options.model, options.embedding = args.model or model, args.embedding or embedding
     run_info: dict[str, Any] = {
         "bench": "kelpie-trio bench 1",
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

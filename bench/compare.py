@@ -4,7 +4,11 @@
 Each scenario runs twice with the same sizes, seed, model handle and fake provider: first
 on a kelpie-trio the bench starts, then on the server at URL (start it with
 `OPENAI_BASE_URL=http://127.0.0.1:PORT/v1` and pass `--provider-port PORT`, so its LLM
-calls reach the bench's provider; `--server-pid` lets the bench read its CPU and RSS). The
+calls reach the bench's provider; `--server-pid` lets the bench read its CPU and RSS, and
+given again, its database server's). Each server names the provider's model its own way
+(Letta lists the models of an OPENAI_BASE_URL that is not OpenAI's as `openai-proxy/...`),
+so unless `--model`/`--embedding` say otherwise the other server's handles are read from
+its `GET /v1/models/` and `/v1/models/embedding`: those of the fake provider's models. The
 table shows each figure for both and the ratio other / kelpie-trio (above 1: the other
 server spends or waits more, or, for msgs/s, carries more). The framework floor is not
 measured here (`--no-floor` is implied): the comparison is between the two servers.
@@ -23,7 +27,7 @@ import attrs
 
 from bench import SCENARIOS
 
-__all__ = ["COMPARED", "Row", "compare_rows", "run_compare"]
+__all__ = ["COMPARED", "Row", "compare_rows", "pick_handle", "run_compare", "served_handles"]
 
 # (label, path into a scenario's result, digits): the figures both servers have.
 COMPARED: tuple[tuple[str, tuple[str, ...], int], ...] = (
@@ -69,6 +73,48 @@ def compare_rows(kelpie: dict[str, Any], other: dict[str, Any]) -> list[Row]:
         Row(kelpie["scenario"], label, _dig(kelpie, path), _dig(other, path), digits)
         for label, path, digits in COMPARED
     ]
+
+
+def pick_handle(listing: Any, field: str, name: str) -> str | None:
+    """The handle a server lists for the model `name` (`field`: `model` for LLMs,
+    `embedding_model` for embeddings), an OpenAI provider's first; None if it lists none."""
+    if not isinstance(listing, list):
+        return None
+    found = [
+        entry["handle"]
+        for entry in listing
+        if isinstance(entry, dict) and entry.get(field) == name and entry.get("handle")
+    ]
+    found.sort(key=lambda handle: not handle.startswith(("openai/", "openai-proxy/")))
+    return found[0] if found else None
+
+
+async def served_handles(url: str, headers: dict[str, str]) -> tuple[str | None, str | None]:
+    """The handles under which the server at `url` serves the fake provider's chat model
+    and its text-embedding-3-small (None for one it does not list)."""
+    import json
+
+    from bench.fake_provider import MODEL
+    from bench.http1 import Connection
+
+    conn = Connection(url, headers=headers)
+    listings = []
+    try:
+        for path in ("/v1/models/", "/v1/models/embedding"):
+            reply = await conn.request("GET", path)
+            listings.append(json.loads(reply.body) if reply.status == 200 else None)
+    finally:
+        await conn.aclose()
+    return (
+        pick_handle(listings[0], "model", MODEL),
+        pick_handle(listings[1], "embedding_model", "text-embedding-3-small"),
+    )
+
+
+def _load() -> list[float]:
+    import os
+
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def _cell(value: float | None, digits: int) -> str:
@@ -143,11 +189,23 @@ def run_compare(args: argparse.Namespace, names: list[str]) -> int:
         ours, base_url=args.base_url, password=args.password, server_pid=args.server_pid
     )
     results: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    started = report.machine()  # its load average is the one before either side ran
 
     async def main() -> None:
+        nonlocal theirs
+        if args.llm == "fake" and not (args.model and args.embedding):
+            model, embedding = await served_handles(args.base_url, theirs.headers)
+            theirs = attrs.evolve(
+                theirs, model=args.model or model, embedding=args.embedding or embedding
+            )
+            print(f"{args.base_url} serves the fake provider's models as "
+                  f"{theirs.handles()[0]} and {theirs.handles()[1]}")  # fmt: skip
         for name in names:
+            # The machine's load around each side's run: a shared machine's numbers need it.
             mine = await Runner(ours).run(name)
+            mine["load_avg_after"] = _load()
             other = await Runner(theirs).run(name)
+            other["load_avg_after"] = _load()
             results.append((mine, other))
 
     try:
@@ -164,8 +222,10 @@ def run_compare(args: argparse.Namespace, names: list[str]) -> int:
         path,
         {
             "bench": "kelpie-trio bench compare 1",
-            "machine": report.machine(),
+            "machine": started,
             "other": args.base_url,
+            "handles": {"kelpie_trio": list(ours.handles()), "other": list(theirs.handles())},
+            "load_avg_at_end": _load(),
             "scenarios": [{"kelpie_trio": mine, "other": other} for mine, other in results],
             "rows": [attrs.asdict(row) | {"ratio": row.ratio} for row in rows],
         },

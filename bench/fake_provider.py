@@ -18,6 +18,11 @@ memory_insert, which its tool rules make wait for the client's approval; one who
 holds `BENCH-MCP` (the mcp-calls scenario's) first with a call of the bench MCP server's
 `bench_add`.
 
+`POST .../embeddings` answers at once with one fixed 1536-wide vector per input for
+text-embedding-3-small and text-embedding-ada-002 (other models: OpenAI's 404), so a
+server that embeds what it indexes (a folder's file chunks, archival passages) can be
+benched with its embedding calls made over HTTP.
+
 Prints `ready http://127.0.0.1:<port>` on stdout once it listens.
 """
 
@@ -117,6 +122,23 @@ def _sse_chunks(model: str) -> list[bytes]:
     return events
 
 
+EMBEDDING_MODELS = ("text-embedding-3-small", "text-embedding-ada-002")
+EMBEDDING_DIM = 1536  # both models' width
+# One vector for every input: the bench measures the server's handling of embeddings, not
+# their meaning. Not all equal components, so a server normalizing it does real work.
+_VECTOR = json.dumps([round(((i * 7919) % 1000) / 1000 - 0.5, 3) for i in range(EMBEDDING_DIM)])
+
+
+def _embeddings_body(model: object, count: int) -> bytes:
+    items = ",".join(
+        f'{{"object":"embedding","index":{i},"embedding":{_VECTOR}}}' for i in range(count)
+    )
+    usage = json.dumps({"prompt_tokens": 8 * count, "total_tokens": 8 * count})
+    return (
+        f'{{"object":"list","model":{json.dumps(model)},"data":[{items}],"usage":{usage}}}'
+    ).encode()
+
+
 def _unknown_model(model: object) -> bytes:
     message = f"The model `{model}` does not exist or you do not have access to it."
     error = {"message": message, "type": "invalid_request_error", "param": None,
@@ -161,6 +183,19 @@ class FakeProvider:
             model = {"id": MODEL, "object": "model", "created": 0, "owned_by": "bench"}
             listing = {"object": "list", "data": [model]}
             await stream.send_all(_json_response(json.dumps(listing).encode()))
+            return
+        if method == "POST" and path.endswith("/embeddings"):
+            try:
+                request = json.loads(body)
+                texts = request["input"]
+            except (ValueError, KeyError, TypeError):
+                await stream.send_all(_json_response(b'{"error": {"message": "bad JSON"}}', 400))
+                return
+            if request.get("model") not in EMBEDDING_MODELS:
+                await stream.send_all(_json_response(_unknown_model(request.get("model")), 404))
+                return
+            count = 1 if isinstance(texts, str) else len(texts)
+            await stream.send_all(_json_response(_embeddings_body(request.get("model"), count)))
             return
         if method != "POST" or not path.endswith("/chat/completions"):
             error = {"error": {"message": f"fake provider: no route {method} {path}"}}

@@ -121,17 +121,24 @@ class Connection:
             await stream.aclose()
 
     async def request(
-        self, method: str, path: str, body: bytes | None = None, *, stream: bool = False
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        *,
+        stream: bool = False,
+        content_type: str = "application/json",
     ) -> Reply:
         """One request; the whole reply. With `stream`, each body chunk's arrival time is
-        recorded in `chunk_times` (time to first chunk, gaps between chunks)."""
+        recorded in `chunk_times` (time to first chunk, gaps between chunks). A body is
+        JSON unless `content_type` says otherwise (a multipart upload)."""
         for attempt in range(2):
             fresh = self._stream is None
             if fresh:
                 self._stream = await trio.open_tcp_stream(self.host, self.port)
                 self._reader = _Reader(self._stream)
             try:
-                return await self._exchange(method, path, body, stream)
+                return await self._exchange(method, path, body, stream, content_type)
             except (HttpError, trio.BrokenResourceError, trio.ClosedResourceError):
                 await self.aclose()
                 # A keep-alive socket the server closed while idle: one retry on a new one.
@@ -139,11 +146,16 @@ class Connection:
                     raise
         raise AssertionError("unreachable")
 
-    async def _exchange(self, method: str, path: str, body: bytes | None, stream: bool) -> Reply:
+    async def _exchange(
+        self, method: str, path: str, body: bytes | None, stream: bool, content_type: str
+    ) -> Reply:
         assert self._stream is not None and self._reader is not None
         head = f"{method} {self.prefix}{path} HTTP/1.1\r\n".encode("latin-1") + self._fixed
         if body is not None:
-            head += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+            head += b"Content-Type: %s\r\nContent-Length: %d\r\n" % (
+                content_type.encode("latin-1"),
+                len(body),
+            )
         await self._stream.send_all(head + b"\r\n" + (body or b""))
         reader = self._reader
         raw = await reader.until(b"\r\n\r\n")

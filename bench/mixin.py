@@ -24,6 +24,8 @@ class RunnerPart:
     _measured: Any
     _floor: Any
     _finish: Any
+    _start_profiler: Any
+    _stop_profiler: Any
 
     async def _create_each(self, url: str, bodies: list[dict[str, Any]], what: str) -> list[str]:
         """Create one agent per body (`POST /v1/agents/`), in order; their ids."""

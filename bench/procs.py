@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import psutil
@@ -90,24 +91,41 @@ class Child:
 @attrs.define
 class Attached:
     """A server the bench did not start (`--base-url` with `--server-pid`): its accounting
-    is read all the same, so its CPU per message can be set beside the floor's."""
+    is read all the same, so its CPU per message can be set beside the floor's. `also`:
+    more processes that serve it without being its children (a database server), whose
+    CPU and RSS count as the server's too."""
 
     name: str
     url: str
     pid: int
+    also: tuple[int, ...] = ()
 
     def usage(self) -> Usage:
-        proc = psutil.Process(self.pid)
-        with proc.oneshot():
-            times = proc.cpu_times()
-            rss = proc.memory_info().rss
-        # Workers it forked (uvicorn --workers, a tool sandbox) count too.
-        for child in proc.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                ct = child.cpu_times()
-                times = type(times)(*(a + b for a, b in zip(times, ct, strict=False)))
-                rss += child.memory_info().rss
-        return Usage(times.user + times.system, rss, time.perf_counter())
+        cpu, rss = 0.0, 0
+        for pid in (self.pid, *self.also):
+            tree_cpu, tree_rss = _tree_usage(psutil.Process(pid))
+            cpu += tree_cpu
+            rss += tree_rss
+        return Usage(cpu, rss, time.perf_counter())
+
+
+def _tree_usage(proc: psutil.Process) -> tuple[float, int]:
+    """CPU seconds (user + system) and RSS of a process and every process under it:
+    workers it forked (uvicorn --workers, a tool sandbox, a database's backends). The
+    CPU of those that already ended counts too, from their parents' `children_*` times
+    (Postgres forks a backend per connection, and Letta opens one per session)."""
+
+    def spent(times: Any) -> float:
+        return times.user + times.system + times.children_user + times.children_system
+
+    with proc.oneshot():
+        cpu = spent(proc.cpu_times())
+        rss = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            cpu += spent(child.cpu_times())
+            rss += child.memory_info().rss
+    return cpu, rss
 
 
 def _bench_env(extra: dict[str, str]) -> dict[str, str]:

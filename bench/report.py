@@ -86,6 +86,13 @@ def _target(result: dict[str, Any]) -> str:
         parts.append(f"CPU last/first window {ratio:.2f} <= {TARGETS['hot_agent_growth']:g}: {ok}")
         if growth.get("last3_vs_first3") is not None:
             parts.append(f"medians of the last/first 3 windows {growth['last3_vs_first3']:.2f}")
+    elif name == "file-ingestion" and result.get("files"):
+        f = result["files"]
+        parts.append(
+            f"{f['files_per_s']} files/s, {f['mb_per_s']} MB/s, {f['chunks_per_s']} chunks/s; "
+            f"{f['cpu_ms_per_file_net_of_polls']} ms CPU/file net of polls, "
+            f"{f['cpu_vs_floor']}x the parse floor"
+        )
     elif name == "two-nodes" and result.get("forwarded_share") is not None:
         parts.append(f"forwarded {result['forwarded_share'] * 100:.0f}%")
     return "; ".join(parts)

@@ -25,6 +25,7 @@ from bench import SCENARIOS
 from bench.agents_messaging import AgentsMessaging
 from bench.approvals import Approvals
 from bench.conversations import Conversations
+from bench.file_ingestion import FileIngestion
 from bench.hot_agent import HotAgent
 from bench.http1 import Connection
 from bench.idle import Idle
@@ -72,6 +73,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     # agents: the most active at once (measured at 0, 200 and this); no message in the window.
     "idle": {"agents": 2000, "messages": 0, "concurrency": 32, "latency": 0.0, "window": 20.0},
+    # messages: files uploaded (the corpus's and a generated Markdown of size_kb, in turn).
+    "file-ingestion": {"messages": 240, "concurrency": 4, "latency": 0.0, "size_kb": 64},
 }
 SMOKE: dict[str, dict[str, Any]] = {
     "steady": {"agents": 10, "messages": 60, "concurrency": 10, "latency": 0.05},
@@ -97,6 +100,7 @@ SMOKE: dict[str, dict[str, Any]] = {
         "latency": 0.02,
     },
     "idle": {"agents": 20, "messages": 0, "concurrency": 5, "latency": 0.0, "window": 2.0},
+    "file-ingestion": {"messages": 12, "concurrency": 2, "latency": 0.0, "size_kb": 16},
 }
 
 # The targets, reported next to the numbers (never asserted).
@@ -123,7 +127,8 @@ class Options:
     floor_requests: int = 2000
     chunk_gap: float = 0.005  # streaming: seconds between the fake provider's chunks
     provider_port: int = 0  # fixed, so a server started by hand can be pointed at it
-    server_pid: int | None = None  # with base_url: the server's process, for its CPU and RSS
+    # with base_url: the server's process, for its CPU and RSS; more: its database's
+    server_pid: int | list[int] | None = None
     seed: int = 7
     work_dir: Path = Path(".")
     profile: str | None = None  # "py-spy": record the server during each measured window
@@ -155,7 +160,7 @@ def _no_progress(description: str, total: int) -> Callable[[], None]:
     return lambda: None
 
 
-class Runner(AgentsMessaging, Approvals, Conversations, HotAgent, McpCalls, Idle):
+class Runner(AgentsMessaging, Approvals, Conversations, HotAgent, McpCalls, Idle, FileIngestion):
     def __init__(self, options: Options, progress: Progress | None = None) -> None:
         self.options = options
         self.progress = progress or _no_progress
@@ -185,8 +190,12 @@ class Runner(AgentsMessaging, Approvals, Conversations, HotAgent, McpCalls, Idle
         self, data_dir: Path, provider: Child | None, latency: float, **kw: Any
     ) -> AsyncIterator[Child | None]:
         if self.options.base_url:
-            pid = self.options.server_pid
-            yield Attached("server", self.options.base_url, pid) if pid else None  # type: ignore[misc]
+            pids = self.options.server_pid
+            pids = [pids] if isinstance(pids, int) else list(pids or [])
+            if not pids:
+                yield None
+                return
+            yield Attached("server", self.options.base_url, pids[0], tuple(pids[1:]))  # type: ignore[misc]
             return
         provider_url = provider.url + "/v1" if provider and self.options.llm == "fake" else None
         sim_latency = latency if self.options.llm == "sim" else 0.0

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 SCENARIO_KEYS = {
     "scenario",
@@ -89,6 +90,41 @@ def test_bench_mcp_calls_calls_a_real_mcp_server_each_turn(tmp_path: Path) -> No
     mcp = scenario["mcp"]
     assert mcp["turn_steps_mean"] == 2.0 and mcp["failures_total"] == 0, mcp
     assert mcp["calls_total"] == 12 + 3  # the measured messages and the warm-up's
+
+
+def test_bench_file_ingestion_waits_for_every_file_and_sets_a_parse_floor(tmp_path: Path) -> None:
+    """The file-ingestion scenario at smoke size: 12 uploads of the corpus and a generated
+    Markdown file, each waited for until `completed`; the server cut as many chunks as the
+    parsers alone did on the same bytes, and spent more CPU per file than they did."""
+    from bench.file_ingestion import documents
+
+    scenario = _smoke_scenario(tmp_path, "file-ingestion")
+    assert scenario["scenario"] == "file-ingestion" and scenario["errors"] == 0, scenario
+    files = scenario["files"]
+    assert files["files"] == scenario["messages"] == 12
+    docs = documents(16, 7)
+    uploaded = sum(len(docs[i % len(docs)][2]) for i in range(12))
+    assert files["mb"] == round(uploaded / 2**20, 3)
+    floor = files["floor"]
+    assert files["chunks"] == floor["chunks"] > 12  # the generated file has several
+    assert files["files_per_s"] > 0 and files["chunks_per_s"] > 0 and files["mb_per_s"] > 0
+    assert files["cpu_ms_per_file"] > 0 and files["cpu_ms_per_mb"] > 0
+    assert files["polls"] > 0 and files["cpu_ms_per_poll"] is not None
+    assert floor["cpu_ms_per_file"] > 0 and files["cpu_vs_floor"] > 1
+
+
+def test_bench_file_ingestion_documents_are_the_corpus_and_a_generated_one() -> None:
+    from bench.file_ingestion import documents, generated_markdown, parse_floor
+
+    docs = documents(8, 7)
+    assert [name for name, _, _ in docs] == [
+        "handbook.md", "operations.pdf", "tides.pdf", "minutes.docx", "notice.html",
+        "generated.md",
+    ]  # fmt: skip
+    assert len(docs[-1][2]) == 8 * 1024 and docs[-1][2] == generated_markdown(8 * 1024, 7)
+    floor = parse_floor(docs)
+    # The corpus's five fit in a chunk each; 8 kB of Markdown takes several 1,200-char ones.
+    assert floor["files"] == 6 and floor["chunks"] >= 5 + 7
 
 
 def _free_port() -> int:
@@ -169,3 +205,63 @@ def _smoke_scenario(tmp_path: Path, name: str) -> dict:
     [result] = out.glob("bench-*.json")
     [scenario] = json.loads(result.read_text())["scenarios"]
     return scenario
+
+
+def test_bench_compare_finds_the_handles_another_server_gives_the_fake_models() -> None:
+    """Letta lists the chat model of an OPENAI_BASE_URL that is not OpenAI's under
+    `openai-proxy/`, its embeddings under `openai/`: the bench asks for what is listed."""
+    from bench.compare import pick_handle
+
+    llms = [
+        {"handle": "letta/letta-free", "model": "letta-free"},
+        {"handle": "openai-proxy/gpt-4o-mini", "model": "gpt-4o-mini"},
+    ]
+    embeddings = [
+        {"handle": "letta/letta-free", "embedding_model": "letta-free"},
+        {"handle": "openai/text-embedding-3-large", "embedding_model": "text-embedding-3-large"},
+        {"handle": "openai/text-embedding-3-small", "embedding_model": "text-embedding-3-small"},
+    ]
+    assert pick_handle(llms, "model", "gpt-4o-mini") == "openai-proxy/gpt-4o-mini"
+    assert pick_handle(embeddings, "embedding_model", "text-embedding-3-small") == (
+        "openai/text-embedding-3-small"
+    )
+    # An OpenAI provider's handle before another provider's serving a model of that name.
+    both = [{"handle": "together/gpt-4o-mini", "model": "gpt-4o-mini"}, *llms]
+    assert pick_handle(both, "model", "gpt-4o-mini") == "openai-proxy/gpt-4o-mini"
+    assert pick_handle(llms, "model", "gpt-5") is None
+    assert pick_handle({"detail": "Not Found"}, "model", "gpt-4o-mini") is None
+
+
+_PARENT = """
+import subprocess, sys
+child = "import time\\nx = 0\\nfor i in range(2_000_000): x += i\\nprint(time.process_time())"
+spent = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True).stdout
+print(spent.strip(), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_an_attached_server_counts_the_cpu_of_children_that_already_ended() -> None:
+    """Postgres forks a backend per connection (and Letta, by default, opens one per
+    session): the CPU of a child that ended is the server's too. `also` adds a process
+    that is not its child (the database server) to it."""
+    from bench.procs import Attached
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)  # fmt: skip
+    try:
+        assert parent.stdout is not None
+        child_cpu = float(parent.stdout.readline())  # the child has ended: it was waited for
+        alone = Attached("server", "", parent.pid).usage()
+        own = psutil.Process(parent.pid).cpu_times()
+        assert alone.cpu >= own.user + own.system + 0.9 * child_cpu > own.user + own.system
+        other_alone = Attached("db", "", other.pid).usage()
+        both = Attached("server", "", parent.pid, (other.pid,)).usage()
+        assert both.cpu >= alone.cpu + other_alone.cpu - 0.02  # clock ticks: 10 ms each
+        assert both.rss > alone.rss
+    finally:
+        for process in (parent, other):
+            process.communicate(input="")
