@@ -156,8 +156,10 @@ class Store(abc.ABC):
     @property
     def counts(self) -> collections.Counter[str]:
         """What this store's transactions met, for /metrics: `commit`, a writing transaction
-        committed; and, for each retry, the error that caused it (`NotCommitted`: a conflict,
-        `StorageUnavailable`, ...). Two increments, nothing per read."""
+        committed; `read`, a transaction that wrote nothing ended (what an idle node's
+        periodic looks cost); and, for each retry, the error that caused it
+        (`NotCommitted`: a conflict, `StorageUnavailable`, ...). One increment per
+        transaction, nothing per read."""
         found = self.__dict__.get("_counts")
         if found is None:
             found = self.__dict__["_counts"] = collections.Counter()
@@ -243,6 +245,8 @@ class Store(abc.ABC):
                     await tr.commit()
                     self.counts["commit"] += 1
                     self._notify(tr)
+                else:
+                    self.counts["read"] += 1
                 return result
             except StoreError as error:
                 if committing and isinstance(error, CommitUnknownResult):
