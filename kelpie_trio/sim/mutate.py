@@ -317,6 +317,13 @@ MUTATIONS = [
         "        pass\n",
     ),
     Mutation(
+        "resume-driver-failed",
+        "a run whose driver failed here is resumed within an interval (it wakes the sweep)",
+        "kelpie_trio/service/messages.py",
+        "            self.look_for_open_runs()  # it may be left open: the resume sweep",
+        "            pass  #",
+    ),
+    Mutation(
         "marker-collect-idle",
         "an idle store stops collecting markers once its own are gone (collection leaves none)",
         "kelpie_trio/storage/base.py",

@@ -5,6 +5,7 @@ with its safety net off (`SAFETY_INTERVALS` infinite): only a trigger can resume
   the crashed node's heartbeat running out (the peer watch), not at the next periodic
   sweep: there is none.
 - A paused run is resumed when its pause ends, without a periodic sweep to find it.
+- A run whose background driver failed on this node is resumed within about an interval.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import trio
 
 from kelpie_trio.agent import runs
 from kelpie_trio.llm.types import LlmRequest
-from kelpie_trio.nursery.dispatcher import RuntimeConfig
+from kelpie_trio.nursery.dispatcher import Dispatcher, RuntimeConfig
+from kelpie_trio.nursery.errors import AgentUnavailable
 from kelpie_trio.service import resume
 from kelpie_trio.sim import FaultConfig
 from kelpie_trio.sim.faults import STORAGE_FAULTS
@@ -130,5 +132,42 @@ def test_dst_a_paused_run_is_resumed_when_its_pause_ends() -> None:
 
         ends, done = simulate(seed, scenario, script=script)
         assert done - ends <= THINKS + 2 * INTERVAL, (seed, done - ends)
+
+    run_seeds(one, 2)
+
+
+def test_dst_a_run_whose_driver_failed_is_resumed_within_an_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    invoke = Dispatcher.invoke
+    failed_at: list[float] = []
+
+    async def fails_once(self: Dispatcher, agent_id: str, message: Any, **kw: Any) -> Any:
+        if isinstance(message, dict) and message.get("kind") == "run" and not failed_at:
+            failed_at.append(trio.current_time())  # the background driver's first try
+            raise AgentUnavailable("the first route fails")
+        return await invoke(self, agent_id, message, **kw)
+
+    monkeypatch.setattr(Dispatcher, "invoke", fails_once)
+
+    def one(seed: int) -> None:
+        failed_at.clear()
+
+        async def scenario(sim: AgentCluster) -> float:
+            agent = await new_agent(sim.service("n0"))
+            sim.world.faults.enabled = True
+            body = {"messages": [{"role": "user", "content": "hi"}]}
+            run_id = (await sim.on_node("n0", sim.service("n0").send_async, agent, body))["id"]
+
+            async def finished() -> bool:
+                return (await _run(sim, run_id)).finished
+
+            with trio.fail_after(60):
+                await wait_until(finished, every=0.1)
+            sim.world.faults.enabled = False
+            return trio.current_time()
+
+        done = simulate(seed, scenario)
+        assert failed_at and done - failed_at[0] <= BOUND, (seed, failed_at, done)
 
     run_seeds(one, 2)
