@@ -149,7 +149,6 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
     async def _drive(self, run: Run) -> dict[str, Any]:
         """Run the run to its end wherever its agent lives, following it when it is
         transferred to another agent on the way."""
-        assert self.dispatcher is not None
         try:
             return await self._drive_to_end(run)
         except BaseException:
