@@ -7,6 +7,12 @@ psutil's figure counts 10 ms clock ticks, too coarse for a target of 0.5 ms/s) i
 through a window of wall time in which no request is sent: CPU milliseconds per second of wall time.
 The issue's target is <= 0.5 ms/s whatever the number of active agents. Figures, never
 assertions; on a shared machine, other work does not count here (only the server's own CPU).
+
+A loaded machine makes the milliseconds noisy, so each window also reports counts per idle
+minute that do not depend on the load: the server's wake-ups (its threads' voluntary
+context switches: each is a sleep that some timer, I/O or thread hand-off ended) and its
+store's work from /metrics (commits, transactions that wrote nothing, and SQLite's thread
+hops, one per batch of reads and commits).
 """
 
 from __future__ import annotations
@@ -48,20 +54,31 @@ class ThreadCpu:
         self.first = self._read()
         self.last = dict(self.first)
 
-    def _read(self) -> dict[str, int]:
+    def _read(self) -> dict[str, tuple[int, int]]:
+        """Per thread: nanoseconds on a CPU, and voluntary context switches."""
         found = {}
-        for stat in Path(f"/proc/{self.pid}/task").glob("*/schedstat"):
+        for task in Path(f"/proc/{self.pid}/task").glob("*"):
             try:
-                found[stat.parent.name] = int(stat.read_text().split()[0])
+                ns = int((task / "schedstat").read_text().split()[0])
+                status = (task / "status").read_text()
+                switches = int(status.split("voluntary_ctxt_switches:")[1].split()[0])
             except (OSError, ValueError, IndexError):
                 continue  # the thread ended while we looked
+            found[task.name] = (ns, switches)
         return found
 
     def sample(self) -> None:
         self.last.update(self._read())
 
+    def _since_first(self, field: int) -> int:
+        return sum(v[field] - self.first.get(tid, (0, 0))[field] for tid, v in self.last.items())
+
     def seconds(self) -> float:
-        return sum(ns - self.first.get(tid, 0) for tid, ns in self.last.items()) / 1e9
+        return self._since_first(0) / 1e9
+
+    def wakeups(self) -> int:
+        """Voluntary context switches since made: each one a sleep that something ended."""
+        return self._since_first(1)
 
 
 async def _settle(pid: int) -> float:
@@ -101,6 +118,7 @@ class Idle(RunnerPart):
                     )  # fmt: skip
                     active = level
                 settled = await _settle(server.pid)
+                before = await read_metrics(url, self.options.headers)
                 cpu, t0 = ThreadCpu(server.pid), trio.current_time()
                 while trio.current_time() < t0 + window:
                     await trio.sleep(_SAMPLE_S)
@@ -109,6 +127,15 @@ class Idle(RunnerPart):
                 rss = server.usage().rss
                 metrics = await read_metrics(url, self.options.headers)
                 cpu_ms = cpu.seconds() * 1000
+                per_minute = 60.0 / (t1 - t0)
+                # Store counts between the scrapes just before and just after the window
+                # (a scrape runs no transaction); wake-ups within the window only.
+                counted = {
+                    name: round((metrics.get(f"kelpie_store_{name}_total", 0.0)
+                                 - before.get(f"kelpie_store_{name}_total", 0.0)) * per_minute,
+                                1)
+                    for name in ("commits", "read_transactions", "thread_hops")
+                }  # fmt: skip
                 levels.append({
                     "active_agents": level,
                     "active_actors_reported": metrics.get("kelpie_active_actors"),
@@ -116,6 +143,8 @@ class Idle(RunnerPart):
                     "window_s": round(t1 - t0, 2),
                     "cpu_ms": round(cpu_ms, 2),
                     "cpu_ms_per_s": round(cpu_ms / (t1 - t0), 3),
+                    "per_idle_minute": {"wakeups": round(cpu.wakeups() * per_minute, 1),
+                                        **counted},
                     "rss_mb": round(rss / 2**20, 1),
                 })  # fmt: skip
         return {

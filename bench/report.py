@@ -106,6 +106,10 @@ def _print_idle(results: list[dict[str, Any]], console: Console) -> None:
         "window s",
         "CPU ms",
         "CPU ms/s",
+        "wake-ups/min",
+        "commits/min",
+        "reads/min",
+        "hops/min",
         "RSS MB",
         "target",
     ):
@@ -114,12 +118,17 @@ def _print_idle(results: list[dict[str, Any]], console: Console) -> None:
         for level in r.get("idle") or ():
             per_s = level["cpu_ms_per_s"]
             ok = "met" if per_s <= TARGETS["idle_cpu_ms_per_s"] else "MISSED"
+            counted = level.get("per_idle_minute") or {}
             idle.add_row(
                 _f(level["active_agents"]),
                 _f(level.get("settled_after_s")),
                 _f(level["window_s"]),
                 _f(level["cpu_ms"], 1),
                 _f(per_s, 3),
+                _f(counted.get("wakeups")),
+                _f(counted.get("commits")),
+                _f(counted.get("read_transactions")),
+                _f(counted.get("thread_hops")),
                 _f(level["rss_mb"]),
                 f"<= {TARGETS['idle_cpu_ms_per_s']:g} ms/s: {ok}",
             )

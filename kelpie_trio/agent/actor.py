@@ -264,6 +264,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
             return await self._iterate(run, produced)
         except BaseException:
             self._may_have_open_runs = True
+            self.service.look_for_open_runs()  # this node's resume sweep looks soon
             raise
 
     async def _load_or_start(

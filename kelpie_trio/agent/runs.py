@@ -42,6 +42,7 @@ from kelpie_trio.storage.chunks import clear_blob, get_blob, set_blob
 __all__ = [
     "FINAL_STATUS",
     "OPEN_RUNS",
+    "PAUSED",
     "Answer",
     "ClientSkill",
     "ClientTool",
@@ -59,6 +60,9 @@ AGENT_RUNS = keys.SESSIONS["agent"]
 ALL_RUNS = keys.SESSIONS["all"]
 RUN_KEYS = keys.SESSIONS["key"]
 OPEN_RUNS = keys.SESSIONS["open"]
+# The commit topic (Transaction.notify_on_commit) of a transaction that saved a paused run:
+# the node's resume sweep (service/resume.py) reads when the pause ends.
+PAUSED = "runs-paused"
 
 # The run status a stop reason ends in.
 FINAL_STATUS = {
@@ -242,6 +246,8 @@ async def load_run(tr: Transaction, run_id: str) -> Run | None:
 
 def save_run(tr: Transaction, run: Run) -> None:
     set_blob(tr, RUNS.pack((run.id,)), convert.encode_record(run))
+    if run.checkpoint.is_paused:  # its end is this node's resume sweep's to wait for
+        tr.notify_on_commit(PAUSED)
 
 
 def create_run(tr: Transaction, run: Run) -> None:

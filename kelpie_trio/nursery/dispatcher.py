@@ -308,7 +308,9 @@ class Dispatcher:
             # Bounded: a node cut off from the store must notice in time that its
             # heartbeat is running out, not retry for a minute.
             with trio.move_on_after(self.config.renew_interval):
-                renewed = await self.store.transact(renew, max_attempts=3)
+                # Idempotent: the record is decided before the transaction, so writing
+                # it again after an unknown result is the same write (no marker needed).
+                renewed = await self.store.transact(renew, max_attempts=3, idempotent=True)
         except StoreError as error:
             log.warning("heartbeat renewal failed: %r", error)
         if renewed is not None:

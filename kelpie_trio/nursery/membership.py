@@ -26,7 +26,16 @@ import orjson
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 
-__all__ = ["Membership", "NodeInfo", "decide_join", "decide_renew", "read_node"]
+__all__ = [
+    "Membership",
+    "NodeInfo",
+    "decide_join",
+    "decide_renew",
+    "expired_peers",
+    "has_live_peer",
+    "read_node",
+    "read_nodes",
+]
 
 
 @attrs.frozen
@@ -88,3 +97,29 @@ def node_key(node_id: str) -> bytes:
 async def read_node(tr: Transaction, node_id: str) -> NodeInfo | None:
     raw = await tr.get(node_key(node_id))
     return None if raw is None else NodeInfo.decode(node_id, raw)
+
+
+async def read_nodes(tr: Transaction) -> list[NodeInfo]:
+    """Every node's record (one per node that ever joined: a short range)."""
+    return [
+        NodeInfo.decode(keys.NODES.unpack(key)[0], raw)
+        for key, raw in await tr.get_prefix(keys.NODES.key())
+    ]
+
+
+def expired_peers(
+    records: list[NodeInfo], me: str | None, now: float
+) -> frozenset[tuple[str, int]]:
+    """The incarnations of other nodes whose heartbeat has run out by this node's clock:
+    their agents' leases are free to take (lease.py judges them the same way), so any
+    run they left open may be resumed here. A watcher compares two of these sets: an
+    incarnation in the new one and not the old has expired since it last looked."""
+    return frozenset(
+        (r.node_id, r.incarnation) for r in records if r.node_id != me and not r.live(now)
+    )
+
+
+def has_live_peer(records: list[NodeInfo], me: str | None, now: float) -> bool:
+    """Whether another node's heartbeat is live by this node's clock (one that may crash
+    and leave runs for this one to resume)."""
+    return any(r.node_id != me and r.live(now) for r in records)

@@ -132,6 +132,20 @@ class _StoreCounts(Collector):
         )
         commits.add_metric([], counts.get("commit", 0))
         yield commits
+        reads = CounterMetricFamily(
+            "kelpie_store_read_transactions",
+            "Transactions that wrote nothing, ended through this node's store",
+        )
+        reads.add_metric([], counts.get("read", 0))
+        yield reads
+        stats = getattr(self.store, "stats", None)
+        if stats is not None and hasattr(stats, "hops"):  # SQLite's: one per batch
+            hops = CounterMetricFamily(
+                "kelpie_store_thread_hops",
+                "Batches of reads and commits this node's SQLite store ran on its thread",
+            )
+            hops.add_metric([], stats.hops)
+            yield hops
         retries = CounterMetricFamily(
             "kelpie_store_retries",
             "Transaction attempts retried, by the error that caused it (NotCommitted: a "
@@ -139,6 +153,6 @@ class _StoreCounts(Collector):
             labels=["error"],
         )
         for error, count in sorted(counts.items()):
-            if error != "commit":
+            if error not in ("commit", "read"):
                 retries.add_metric([error], count)
         yield retries

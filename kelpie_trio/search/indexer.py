@@ -73,8 +73,11 @@ class IndexerConfig:
     # Seconds between scans when nothing woke the indexer: entries written through this
     # node's store wake it at their commit; this poll finds those of other nodes (whose
     # searches catch up on their own anyway) and of commits whose outcome was unknown.
-    poll_interval: float = 30.0
-    heartbeat_interval: float = 30.0
+    poll_interval: float = 60.0
+    # The registration lives `consumer_ttl`: renewing it at a fifth of that keeps it
+    # alive through several failed renewals, and costs an idle node one commit in two
+    # minutes.
+    heartbeat_interval: float = 120.0
     consumer_ttl: float = 600.0  # a consumer silent this long no longer holds entries back
     scan_agents: int = 100  # streams looked at per scan of the outbox
     error_backoff: float = 1.0
@@ -600,7 +603,9 @@ class Indexer:
         async def beat(tr: Transaction) -> list[str]:
             return await outbox.heartbeat(tr, self.index.index_id, now, self.config.consumer_ttl)
 
-        gone = await self.store.transact(beat)
+        # Idempotent: the registration's time is decided before; forgetting the silent
+        # ones again forgets nothing more.
+        gone = await self.store.transact(beat, idempotent=True)
         if gone:
             log.info("search: forgot silent index consumers %s", gone)
         self._last_heartbeat = now

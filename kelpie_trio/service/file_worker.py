@@ -70,7 +70,10 @@ class FileSettings:
     lease: float = 120.0  # a claim's life; every transaction of the worker renews it
     parse_timeout: float = 60.0  # KELPIE_PARSE_TIMEOUT: past it a file is an error
     batch: int = 32  # chunks written per transaction
-    poll: float = 5.0  # seconds between scans when idle (an upload here wakes it)
+    # Seconds between scans when idle. An upload here wakes the worker at once, so the poll
+    # only finds other nodes' uploads and claims a crashed node left (which wait out
+    # their 120 s lease anyway): an idle node looks twice a minute.
+    poll: float = 30.0
     backoff: float = 1.0  # after a store error
     max_attempts: int = 5
     concurrency: int = 2  # files processed at once by one node

@@ -149,6 +149,13 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
     async def _drive(self, run: Run) -> dict[str, Any]:
         """Run the run to its end wherever its agent lives, following it when it is
         transferred to another agent on the way."""
+        try:
+            return await self._drive_to_end(run)
+        except BaseException:
+            self.look_for_open_runs()  # it may be left open: the resume sweep looks soon
+            raise
+
+    async def _drive_to_end(self, run: Run) -> dict[str, Any]:
         assert self.dispatcher is not None
         thread = run.thread
         for _ in range(MAX_HANDOFFS):

@@ -69,6 +69,7 @@ class SleeptimeCases:
     _wanted_run: Any
     _spawn: Any
     _drive_quietly: Any
+    look_for_open_runs: Any
 
     # -- made with the primary -----------------------------------------------------
 
@@ -252,35 +253,40 @@ class SleeptimeCases:
             started = await self.store.transact(lambda tr: self._look(tr, primary_id))
         except (ServiceError, StoreError) as error:
             log.warning("sleeptime look for agent %s failed: %r", primary_id, error)
+            self.look_for_open_runs()  # and if no turn comes, the resume sweep's look
             return []
         for run in started:
             if not run.finished:
                 self._spawn(self._drive_quietly, run)
         return started
 
-    async def sleeptime_sweep(self) -> int:
-        """Look at every group whose primary has runs past its cursor: a turn whose end
-        no look saw (its node crashed just after storing it, and no later turn or retried
-        send came) is counted here. Returns how many companion runs it started."""
-
-        async def behind(tr: Transaction) -> list[str]:
-            late = []
-            for _, raw in await tr.get_prefix(GROUPS.key()):
-                group = convert.decode_record(raw, SleeptimeGroup)
-                primary = group.manager_agent_id
-                for thread in await agent_threads(tr, primary):
-                    cursor = counted_place(group, thread)
-                    begin = keys.MESSAGES.pack((thread, (-1 if cursor is None else cursor) + 1))
-                    end = keys.prefix_range(keys.MESSAGES.pack((thread,)))[1]
-                    if await tr.get_range(begin, end, limit=1):
-                        late.append(primary)
-                        break
-            return late
-
+    async def sleeptime_sweep(self, behind: list[str] | None = None) -> int:
+        """Look at every group whose primary has messages past its cursor (`behind`, or
+        read now): a turn whose end no look saw (its node crashed just after storing it,
+        and no later turn or retried send came) is counted here. The resume sweep
+        (resume.py) runs it when such a turn may exist, not on a timer: each run reads
+        every group's threads. Returns how many companion runs it started."""
+        if behind is None:
+            behind = await self.store.transact(self.sleeptime_groups_behind)
         started = 0
-        for primary in await self.store.transact(behind):
+        for primary in behind:
             started += len(await self.sleeptime_catch_up(primary))
         return started
+
+    async def sleeptime_groups_behind(self, tr: Transaction) -> list[str]:
+        """Within the caller's transaction: the primaries with messages no look counted."""
+        late = []
+        for _, raw in await tr.get_prefix(GROUPS.key()):
+            group = convert.decode_record(raw, SleeptimeGroup)
+            primary = group.manager_agent_id
+            for thread in await agent_threads(tr, primary):
+                cursor = counted_place(group, thread)
+                begin = keys.MESSAGES.pack((thread, (-1 if cursor is None else cursor) + 1))
+                end = keys.prefix_range(keys.MESSAGES.pack((thread,)))[1]
+                if await tr.get_range(begin, end, limit=1):
+                    late.append(primary)
+                    break
+        return late
 
     async def _look(self, tr: Transaction, primary_id: str) -> list[Run]:
         agent = await read_record(tr, keys.AGENTS.pack((primary_id,)), Agent)

@@ -344,6 +344,43 @@ MUTATIONS = [
         "        if taken:\n            raise ToolNameClash(server, taken)\n",
         "",
     ),
+    Mutation(
+        "resume-peer-expired",
+        "a run a crashed node left is resumed soon after its heartbeat runs out (peer watch)",
+        "kelpie_trio/service/resume.py",
+        "                        sweep_at = clock()\n"
+        "                        expired = now_expired\n",
+        "                        expired = now_expired\n",
+    ),
+    Mutation(
+        "resume-lonely-look",
+        "a node alone still reads the node records (every LONELY_INTERVALS): a node that "
+        "joins and crashes unseen has its runs resumed",
+        "kelpie_trio/service/resume.py",
+        "watch_at = clock() + interval * LONELY_INTERVALS",
+        "watch_at = clock() + float('inf')",
+    ),
+    Mutation(
+        "resume-pause-wake",
+        "a paused run is resumed when its pause ends (its commit wakes the resume sweep)",
+        "kelpie_trio/agent/runs.py",
+        "        tr.notify_on_commit(PAUSED)\n",
+        "        pass\n",
+    ),
+    Mutation(
+        "resume-driver-failed",
+        "a run whose driver failed here is resumed within an interval (it wakes the sweep)",
+        "kelpie_trio/service/messages.py",
+        "            self.look_for_open_runs()  # it may be left open: the resume sweep",
+        "            pass  #",
+    ),
+    Mutation(
+        "marker-collect-idle",
+        "an idle store stops collecting markers once its own are gone (collection leaves none)",
+        "kelpie_trio/storage/base.py",
+        "        await self.transact(clear, idempotent=True)\n",
+        "        await self.transact(clear)\n",
+    ),
 ]
 
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)")

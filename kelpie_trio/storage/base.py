@@ -15,7 +15,8 @@ Three layers live here:
   read version and an atomic commit of a `CommitRequest`;
 - `Store.transact`, the retry loop (like `@fdb.transactional`), which also makes
   `CommitUnknownResult` safe: every write transaction writes an idempotency
-  marker, and a retry after an unknown result first looks for it.
+  marker (unless its writes are idempotent), and a retry after an unknown result
+  first looks for it.
 """
 
 from __future__ import annotations
@@ -156,8 +157,10 @@ class Store(abc.ABC):
     @property
     def counts(self) -> collections.Counter[str]:
         """What this store's transactions met, for /metrics: `commit`, a writing transaction
-        committed; and, for each retry, the error that caused it (`NotCommitted`: a conflict,
-        `StorageUnavailable`, ...). Two increments, nothing per read."""
+        committed; `read`, a transaction that wrote nothing ended (what an idle node's
+        periodic looks cost); and, for each retry, the error that caused it
+        (`NotCommitted`: a conflict, `StorageUnavailable`, ...). One increment per
+        transaction, nothing per read."""
         found = self.__dict__.get("_counts")
         if found is None:
             found = self.__dict__["_counts"] = collections.Counter()
@@ -188,22 +191,43 @@ class Store(abc.ABC):
         """The store's own background work, as a child of the node's nursery.
 
         Backends that need a task (SQLite's writer) override this; every store
-        collects expired idempotency markers here.
+        collects expired idempotency markers here: once the oldest bucket this process
+        wrote a marker in is past the keep window, and then each minute while it writes
+        more. A node that writes none (an idle one: its heartbeat is idempotent) sleeps
+        until it does. Markers another process left are cleared by the next collection
+        of any process (each clears every bucket past the window).
         """
         task_status.started()
         while True:
-            await trio.sleep(_MARKER_BUCKET_SECONDS)
+            oldest = self.__dict__.get("_oldest_marker_bucket")
+            if oldest is None:
+                wake = self.__dict__["_marker_written"] = trio.Event()
+                await wake.wait()
+                continue
+            past_window = (oldest + _MARKER_KEEP_BUCKETS + 1) * _MARKER_BUCKET_SECONDS
+            await trio.sleep(max(_MARKER_BUCKET_SECONDS, past_window - self.env.now()))
             try:
-                await self.collect_garbage()
+                horizon = await self.collect_garbage()
             except StoreError as error:
                 # Old markers only cost space; an outage must not take the node down.
                 log.warning("idempotency marker collection failed, retrying later: %r", error)
+                continue
+            newest = self.__dict__.get("_newest_marker_bucket")
+            # Buckets below the horizon are gone; the horizon's own bucket may still
+            # hold some of ours, so it is the oldest left (None: none left).
+            self.__dict__["_oldest_marker_bucket"] = (
+                None if newest is None or newest < horizon else horizon
+            )
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release the backend's resources."""
 
     async def transact(
-        self, fn: Callable[[Transaction], Awaitable[T]], *, max_attempts: int | None = None
+        self,
+        fn: Callable[[Transaction], Awaitable[T]],
+        *,
+        max_attempts: int | None = None,
+        idempotent: bool = False,
     ) -> T:
         """Run `fn(tr)` in a transaction and commit, retrying retryable failures.
 
@@ -213,6 +237,12 @@ class Store(abc.ABC):
         attempt after an unknown result reads that marker first; the marker's
         read conflict stops the retry from committing beside a late landing of
         the earlier attempt.
+
+        `idempotent`: applying `fn`'s writes twice leaves what applying them once does (a
+        record rewritten whole with a value decided before the transaction, a range
+        cleared), so an attempt after an unknown result simply runs again, and no marker
+        is written: a node's periodic writes (its heartbeat) then cost one key each and
+        leave no marker to collect.
 
         Only a commit has an unknown result: the same error from a read or from `fn`
         is an ordinary failure. A `transact` cancelled while it commits leaves the
@@ -234,15 +264,18 @@ class Store(abc.ABC):
                         return unknown_results[int(landed)]
                 result = await fn(tr)
                 if tr.has_writes:
-                    marker = marker or self._new_marker()
-                    # The read conflict makes a late landing of this attempt fail
-                    # once a later attempt has written the marker.
-                    tr.add_read_conflict_key(marker)
-                    tr.set(marker, str(attempt).encode())
+                    if not idempotent:
+                        marker = marker or self._new_marker()
+                        # The read conflict makes a late landing of this attempt fail
+                        # once a later attempt has written the marker.
+                        tr.add_read_conflict_key(marker)
+                        tr.set(marker, str(attempt).encode())
                     committing = True
                     await tr.commit()
                     self.counts["commit"] += 1
                     self._notify(tr)
+                else:
+                    self.counts["read"] += 1
                 return result
             except StoreError as error:
                 if committing and isinstance(error, CommitUnknownResult):
@@ -269,20 +302,31 @@ class Store(abc.ABC):
 
     def _new_marker(self) -> bytes:
         bucket = int(self.env.now() // _MARKER_BUCKET_SECONDS)
+        state = self.__dict__
+        state["_newest_marker_bucket"] = bucket
+        if state.get("_oldest_marker_bucket") is None:
+            state["_oldest_marker_bucket"] = bucket
+            wake = state.get("_marker_written")
+            if wake is not None:
+                wake.set()  # the collector sleeps until there is something to collect
         return keys.TXN_MARKERS.pack((bucket, self.env.new_uuid().bytes))
 
-    async def collect_garbage(self) -> None:
-        """Clear idempotency markers old enough that no retry loop still needs them."""
+    async def collect_garbage(self) -> int:
+        """Clear idempotency markers old enough that no retry loop still needs them;
+        returns the horizon: every bucket below it is clear."""
         horizon = int(self.env.now() // _MARKER_BUCKET_SECONDS) - _MARKER_KEEP_BUCKETS
         if horizon <= 0:
-            return
+            return horizon
         begin = keys.TXN_MARKERS.range().start
         end = keys.TXN_MARKERS.pack((horizon,))
 
         async def clear(tr: Transaction) -> None:
             tr.clear_range(begin, end)
 
-        await self.transact(clear)
+        # Clearing twice clears the same: no marker of its own, so a collection leaves
+        # nothing for the next one.
+        await self.transact(clear, idempotent=True)
+        return horizon
 
 
 class MutationKind(enum.Enum):

@@ -135,7 +135,7 @@ def test_one_look_over_turns_of_two_conversations_shows_each_run_what_came_befor
     monkeypatch.setattr(sleeptime, "after_turn", lambda actor: None)
     sweep = AgentService.sleeptime_sweep
 
-    async def no_sweep(self: Any) -> int:
+    async def no_sweep(self: Any, behind: Any = None) -> int:
         return 0
 
     monkeypatch.setattr(AgentService, "sleeptime_sweep", no_sweep)

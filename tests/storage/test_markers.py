@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import random
+from typing import Any
+
+import trio
 
 from kelpie_trio.env import SimEnv
 from kelpie_trio.storage import MemoryStore, Transaction
@@ -58,3 +61,39 @@ async def test_old_markers_are_collected_and_recent_ones_kept() -> None:
     assert old_bucket not in buckets
     # The new write's marker (and the collection's own) stay.
     assert buckets and set(buckets) == {int(env.wall // 60)}
+
+
+async def test_an_idempotent_write_leaves_no_marker() -> None:
+    store = MemoryStore(SteppedEnv())
+
+    async def write(tr: Transaction) -> None:
+        tr.set(b"k", b"v")
+
+    await store.transact(write, idempotent=True)
+    assert await markers(store) == []
+    assert store.counts["commit"] == 1
+
+
+async def test_the_collector_sleeps_while_nothing_writes_markers(autojump_clock: Any) -> None:
+    """An idle node (its heartbeat idempotent) commits nothing to collect markers; a write
+    that leaves one has it collected once past the keep window, and then the collector
+    sleeps again."""
+    store = MemoryStore(SimEnv(random.Random(0)))
+
+    async def write(tr: Transaction) -> None:
+        tr.set(b"k", b"v")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        for _ in range(30):  # half an hour of heartbeats
+            await store.transact(write, idempotent=True)
+            await trio.sleep(60)
+        assert store.counts["commit"] == 30  # no collection
+        await store.transact(write)  # one marker
+        assert len(await markers(store)) == 1
+        await trio.sleep(12 * 60)  # past the keep window (10 minutes and the bucket's own)
+        assert await markers(store) == []
+        assert store.counts["commit"] == 32  # the write and one collection
+        await trio.sleep(60 * 60)
+        assert store.counts["commit"] == 32  # and none since
+        nursery.cancel_scope.cancel()

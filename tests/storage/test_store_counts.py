@@ -44,6 +44,9 @@ async def test_commits_and_conflict_retries_are_counted_and_scraped(
     assert attempts == 2  # the conflict made it run again
     assert await store.transact(lambda tr: tr.get(b"n")) == b"11"
     assert (store.counts["commit"], store.counts["NotCommitted"]) == (2, 1)
+    assert store.counts["read"] == 1  # the read back: it wrote nothing
     scraped = metrics.render().decode()
     assert "kelpie_store_commits_total 2.0" in scraped
+    assert "kelpie_store_read_transactions_total 1.0" in scraped
+    assert 'error="read"' not in scraped  # a read is not a retry
     assert 'kelpie_store_retries_total{error="NotCommitted"} 1.0' in scraped
