@@ -32,7 +32,6 @@ __all__ = [
     "decide_join",
     "decide_renew",
     "expired_peers",
-    "has_live_peer",
     "read_node",
     "read_nodes",
 ]
@@ -117,9 +116,3 @@ def expired_peers(
     return frozenset(
         (r.node_id, r.incarnation) for r in records if r.node_id != me and not r.live(now)
     )
-
-
-def has_live_peer(records: list[NodeInfo], me: str | None, now: float) -> bool:
-    """Whether another node's heartbeat is live by this node's clock (one that may crash
-    and leave runs for this one to resume)."""
-    return any(r.node_id != me and r.live(now) for r in records)

@@ -11,10 +11,7 @@ An idle node sweeps only when there may be something to find (`keep_runs_going`)
 - at start (runs the node's previous incarnation, or anyone, left);
 - after a peer's heartbeat is seen to expire: the node records are read every
   `interval` (one short range), and a run of a crashed node is resumed within about
-  `interval` of its heartbeat running out (its agents' leases are free from then on).
-  While no other node is live they are read `LONELY_INTERVALS` apart: a node that joins
-  and crashes between two such looks (no node saw it live) has its runs resumed within
-  that many intervals (or by itself, when it starts again);
+  `interval` of its heartbeat running out (its agents' leases are free from then on);
 - `interval` after something on this node may have left a run open or a turn unlooked
   (a driver or an actor that stopped short, a sleeptime look that failed: each calls
   `look_for_open_runs`), or after a commit here paused a run;
@@ -46,7 +43,6 @@ __all__ = ["ResumeSweep"]
 log = logging.getLogger("kelpie_trio.service")
 
 SAFETY_INTERVALS = 30  # the default net: a sweep every 30 intervals (5 minutes at 10 s)
-LONELY_INTERVALS = 6  # between two looks at the node records while no other node is live
 
 
 class ResumeSweep:
@@ -136,8 +132,6 @@ class ResumeSweep:
                 except StoreError as error:  # looked at again in an interval
                     log.warning("reading the node records failed: %r", error)
                 else:
-                    if not membership.has_live_peer(records, me, self.env.now()):
-                        watch_at = clock() + interval * LONELY_INTERVALS  # none to watch
                     now_expired = membership.expired_peers(records, me, self.env.now())
                     if expired is not None and now_expired - expired:
                         log.info("heartbeat of %s ran out: looking for the runs it left",

@@ -353,14 +353,6 @@ MUTATIONS = [
         "                        expired = now_expired\n",
     ),
     Mutation(
-        "resume-lonely-look",
-        "a node alone still reads the node records (every LONELY_INTERVALS): a node that "
-        "joins and crashes unseen has its runs resumed",
-        "kelpie_trio/service/resume.py",
-        "watch_at = clock() + interval * LONELY_INTERVALS",
-        "watch_at = clock() + float('inf')",
-    ),
-    Mutation(
         "resume-pause-wake",
         "a paused run is resumed when its pause ends (its commit wakes the resume sweep)",
         "kelpie_trio/agent/runs.py",
