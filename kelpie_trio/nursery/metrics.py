@@ -121,6 +121,9 @@ class RuntimeMetrics(RuntimeObserver, McpObserver):
         return generate_latest(self.registry)
 
 
+_NOT_RETRIES = frozenset({"commit", "read_only", "reads"})  # Store.counts' other keys
+
+
 class _StoreCounts(Collector):
     def __init__(self, store: Any) -> None:
         self.store = store
@@ -132,6 +135,20 @@ class _StoreCounts(Collector):
         )
         commits.add_metric([], counts.get("commit", 0))
         yield commits
+        read_only = CounterMetricFamily(
+            "kelpie_store_read_only",
+            "Transactions that wrote nothing, finished through this node's store (beside "
+            "kelpie_store_commits: every transaction is one or the other, or failed)",
+        )
+        read_only.add_metric([], counts.get("read_only", 0))
+        yield read_only
+        reads = CounterMetricFamily(
+            "kelpie_store_reads",
+            "Reads that went to the store's backend, each a round trip (on SQLite, a hop to "
+            "its thread); reads a transaction answers from its own writes are not counted",
+        )
+        reads.add_metric([], counts.get("reads", 0))
+        yield reads
         retries = CounterMetricFamily(
             "kelpie_store_retries",
             "Transaction attempts retried, by the error that caused it (NotCommitted: a "
@@ -139,6 +156,6 @@ class _StoreCounts(Collector):
             labels=["error"],
         )
         for error, count in sorted(counts.items()):
-            if error != "commit":
+            if error not in _NOT_RETRIES:
                 retries.add_metric([error], count)
         yield retries

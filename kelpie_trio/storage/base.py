@@ -91,6 +91,10 @@ def decode_counter(value: bytes | None) -> int:
 class Transaction(abc.ABC):
     """One transaction. Reads are awaited; writes are buffered until commit."""
 
+    # Reads that went to the backend (each a round trip: on SQLite, a queued hop to its
+    # thread), over all attempts; `Store.transact` adds them to the store's counts.
+    reads: int = 0
+
     @abc.abstractmethod
     async def get(self, key: bytes) -> bytes | None: ...
 
@@ -156,8 +160,10 @@ class Store(abc.ABC):
     @property
     def counts(self) -> collections.Counter[str]:
         """What this store's transactions met, for /metrics: `commit`, a writing transaction
-        committed; and, for each retry, the error that caused it (`NotCommitted`: a conflict,
-        `StorageUnavailable`, ...). Two increments, nothing per read."""
+        committed; `read_only`, a transaction that wrote nothing finished; `reads`, reads
+        that went to the backend (round trips); and, for each retry, the error that caused
+        it (`NotCommitted`: a conflict, `StorageUnavailable`, ...). A few increments per
+        transaction, no lock, no label lookup per read."""
         found = self.__dict__.get("_counts")
         if found is None:
             found = self.__dict__["_counts"] = collections.Counter()
@@ -219,10 +225,17 @@ class Store(abc.ABC):
         outcome unknown on every backend (the commit may be applied, or on its way):
         a caller that cancels must read back before assuming either.
         """
-        limit = max_attempts or self.max_attempts
+        tr = self.create_transaction()
+        try:
+            return await self._attempts(fn, tr, max_attempts or self.max_attempts)
+        finally:
+            self.counts["reads"] += tr.reads
+
+    async def _attempts(
+        self, fn: Callable[[Transaction], Awaitable[T]], tr: Transaction, limit: int
+    ) -> T:
         marker: bytes | None = None  # made at the first write: read-only work needs none
         unknown_results: dict[int, T] = {}  # attempt number -> its result, commit unknown
-        tr = self.create_transaction()
         for attempt in range(1, limit + 1):
             result: T | None = None
             committing = False
@@ -243,6 +256,8 @@ class Store(abc.ABC):
                     await tr.commit()
                     self.counts["commit"] += 1
                     self._notify(tr)
+                else:
+                    self.counts["read_only"] += 1
                 return result
             except StoreError as error:
                 if committing and isinstance(error, CommitUnknownResult):
@@ -429,10 +444,12 @@ class BufferedTransaction(Transaction):
         if state is _MISSING:
             if self._is_cleared(key):
                 return None
+            self.reads += 1
             value = await self._read(key)
             self._add_read_range(key, key_after(key))
             return value
         if isinstance(state, _Pending):
+            self.reads += 1
             value = await self._read(key)
             self._add_read_range(key, key_after(key))
             return add_to_value(value, state.delta)
@@ -453,6 +470,7 @@ class BufferedTransaction(Transaction):
             if not cleared:
                 # Local clears may hide up to len(local) stored pairs: ask for that many more.
                 ask = need + len(local) if limit else 0
+                self.reads += 1
                 stored = await self._read_range(sub_begin, sub_end, ask, reverse)
                 if ask and len(stored) == ask:
                     last = stored[-1][0]

@@ -47,3 +47,31 @@ async def test_commits_and_conflict_retries_are_counted_and_scraped(
     scraped = metrics.render().decode()
     assert "kelpie_store_commits_total 2.0" in scraped
     assert 'kelpie_store_retries_total{error="NotCommitted"} 1.0' in scraped
+
+
+async def test_read_only_transactions_and_backend_reads_are_counted_and_scraped(
+    nursery: trio.Nursery,
+) -> None:
+    store = MemoryStore()
+    await nursery.start(store.run)
+    metrics = RuntimeMetrics()
+    metrics.watch_store(store)
+
+    async def write_then_read_back(tr: Transaction) -> None:
+        assert await tr.get(b"a") is None  # the backend: one read
+        tr.set(b"a", b"1")
+        assert await tr.get(b"a") == b"1"  # its own write: no round trip
+
+    async def two_reads(tr: Transaction) -> None:
+        await tr.get(b"a")
+        await tr.get_range(b"a", b"b")
+
+    await store.transact(write_then_read_back)
+    await store.transact(two_reads)
+    await store.transact(two_reads)
+    counts = store.counts
+    assert (counts["commit"], counts["read_only"], counts["reads"]) == (1, 2, 5)
+    scraped = metrics.render().decode()
+    assert "kelpie_store_read_only_total 2.0" in scraped
+    assert "kelpie_store_reads_total 5.0" in scraped
+    assert "kelpie_store_retries_total{" not in scraped  # the new keys are no retries
