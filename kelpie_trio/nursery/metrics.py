@@ -149,6 +149,15 @@ class _StoreCounts(Collector):
         )
         reads.add_metric([], counts.get("reads", 0))
         yield reads
+        stats = getattr(self.store, "stats", None)  # SQLite's: its thread hops
+        if stats is not None and hasattr(stats, "hops"):
+            hops = CounterMetricFamily(
+                "kelpie_store_hops",
+                "Batches the SQLite store ran on its thread, each one hop (reads and "
+                "commits queued at once share one)",
+            )
+            hops.add_metric([], stats.hops)
+            yield hops
         retries = CounterMetricFamily(
             "kelpie_store_retries",
             "Transaction attempts retried, by the error that caused it (NotCommitted: a "

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import trio
 
 from kelpie_trio.nursery.metrics import RuntimeMetrics
 from kelpie_trio.storage import MemoryStore
 from kelpie_trio.storage.base import Transaction
+from kelpie_trio.storage.sqlite import SqliteStore
 
 
 async def test_commits_and_conflict_retries_are_counted_and_scraped(
@@ -75,3 +78,25 @@ async def test_read_only_transactions_and_backend_reads_are_counted_and_scraped(
     assert "kelpie_store_read_only_total 2.0" in scraped
     assert "kelpie_store_reads_total 5.0" in scraped
     assert "kelpie_store_retries_total{" not in scraped  # the new keys are no retries
+
+
+async def test_sqlite_thread_hops_are_scraped(nursery: trio.Nursery, tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "kelpie.db")
+    await nursery.start(store.run)
+    metrics = RuntimeMetrics()
+    metrics.watch_store(store)
+    before = store.stats.hops
+
+    async def one_read(tr: Transaction) -> None:
+        await tr.get(b"a")
+
+    await store.transact(one_read)
+    assert store.stats.hops == before + 1  # one read, one hop to the thread
+    assert f"kelpie_store_hops_total {float(store.stats.hops)}" in metrics.render().decode()
+    assert "kelpie_store_hops_total" not in _scraped_memory_store()
+
+
+def _scraped_memory_store() -> str:
+    metrics = RuntimeMetrics()
+    metrics.watch_store(MemoryStore())
+    return metrics.render().decode()
