@@ -38,6 +38,7 @@ __all__ = [
     "fence",
     "holds",
     "lapsed",
+    "lease_key",
     "read_lease",
     "release",
 ]
@@ -105,8 +106,11 @@ def lapsed(mine: Lease, me: Membership | None, now: float) -> bool:
     return me is None or me.incarnation != mine.incarnation or not me.live(now)
 
 
-def _key(agent_id: str) -> bytes:
+def lease_key(agent_id: str) -> bytes:
     return keys.LEASES.pack((agent_id,))
+
+
+_key = lease_key
 
 
 async def read_lease(tr: Transaction, agent_id: str) -> Lease | None:

@@ -104,6 +104,12 @@ class Transaction(abc.ABC):
     ) -> list[tuple[bytes, bytes]]:
         """Key-value pairs with begin <= key < end, in key order (or reversed); limit 0 = all."""
 
+    def prefetch(self, key: bytes) -> None:  # noqa: B027 - a hint; most backends ignore it
+        """A hint: `key` will be read by this attempt. A backend whose reads are round trips
+        may start the read now, so that it shares the trip of the next read instead of
+        taking one of its own after it; a later `get(key)` takes its answer. The read
+        itself (its snapshot, its conflict range) is the `get`'s, as without the hint."""
+
     @abc.abstractmethod
     def set(self, key: bytes, value: bytes) -> None: ...
 
