@@ -79,6 +79,14 @@ MUTATIONS = [
         "    )",
     ),
     Mutation(
+        "prefetch-attempt",
+        "a read SQLite prefetched for one attempt of a transaction never answers a later "
+        "attempt (each reads at its own snapshot)",
+        "kelpie_trio/storage/sqlite.py",
+        "        self._prefetched: dict[bytes, tuple[_Get, _Batch]] = {}\n",
+        '        self._prefetched = getattr(self, "_prefetched", {})\n',
+    ),
+    Mutation(
         "checkpoint-shield",
         "a cancel never cuts a checkpoint write in half",
         "kelpie_trio/agent/commits.py",
