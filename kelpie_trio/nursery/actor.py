@@ -1,7 +1,8 @@
 """One active agent: its task, its mailbox, its supervision.
 
 An `ActorHost` is the trio task that owns one activation of one agent under
-the dispatcher's supervisor nursery. It loads the agent (`Actor.on_activate`),
+the dispatcher's supervisor nursery. It takes the agent's lease and loads the agent in
+one transaction (`Actor.on_activate`'s first, see `ActorContext`),
 then takes messages from its bounded mailbox one at a time, in arrival order.
 A handler that raises is restarted from stored state with backoff, and the
 message is tried again; after `max_failures` tries the caller gets
@@ -45,7 +46,9 @@ class Reroute(Exception):
 
 class Actor(Protocol):
     async def on_activate(self) -> None:
-        """Load state from the store. Raising fails the activation (the caller retries)."""
+        """Load state from the store: its first `ctx.transact` also takes the lease (one
+        transaction). Raising fails the activation (the caller retries); raising in that
+        first transaction writes nothing, the lease neither."""
 
     async def handle(self, message: Any) -> Any:
         """Handle one message; the return value is the caller's reply."""
