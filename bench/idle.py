@@ -134,7 +134,7 @@ class Idle(RunnerPart):
                     name: round((metrics.get(f"kelpie_store_{name}_total", 0.0)
                                  - before.get(f"kelpie_store_{name}_total", 0.0)) * per_minute,
                                 1)
-                    for name in ("commits", "read_transactions", "thread_hops")
+                    for name in ("commits", "read_only", "hops")
                 }  # fmt: skip
                 levels.append({
                     "active_agents": level,

@@ -127,8 +127,8 @@ def _print_idle(results: list[dict[str, Any]], console: Console) -> None:
                 _f(per_s, 3),
                 _f(counted.get("wakeups")),
                 _f(counted.get("commits")),
-                _f(counted.get("read_transactions")),
-                _f(counted.get("thread_hops")),
+                _f(counted.get("read_only")),
+                _f(counted.get("hops")),
                 _f(level["rss_mb"]),
                 f"<= {TARGETS['idle_cpu_ms_per_s']:g} ms/s: {ok}",
             )

@@ -301,11 +301,19 @@ class Runner(AgentsMessaging, Approvals, Conversations, HotAgent, McpCalls, Idle
         # (writers of one key meeting: e.g. an agent's threads on its shared records).
         commits = _delta(metrics_before, metrics_after, "kelpie_store_commits_total")
         conflicts = _delta(metrics_before, metrics_after, "conflicts")
+        read_only = _delta(metrics_before, metrics_after, "kelpie_store_read_only_total")
+        reads = _delta(metrics_before, metrics_after, "kelpie_store_reads_total")
+        hops = _delta(metrics_before, metrics_after, "kelpie_store_hops_total")
+
+        def per_msg(count: float | None, digits: int = 3) -> float | None:
+            return round(count / ok, digits) if count is not None and ok else None
+
         result["store"] = {
-            "commits_per_msg": round(commits / ok, 3) if commits is not None and ok else None,
-            "conflicts_per_msg": round((conflicts or 0.0) / ok, 4)
-            if commits is not None and ok
-            else None,
+            "commits_per_msg": per_msg(commits),
+            "read_only_per_msg": per_msg(read_only),  # transactions that wrote nothing
+            "reads_per_msg": per_msg(reads),  # backend round trips, over all transactions
+            "hops_per_msg": per_msg(hops),  # SQLite thread hops (batches), shared under load
+            "conflicts_per_msg": per_msg(conflicts or 0.0, 4) if commits is not None else None,
         }
         return result
 

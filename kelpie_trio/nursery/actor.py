@@ -1,7 +1,8 @@
 """One active agent: its task, its mailbox, its supervision.
 
 An `ActorHost` is the trio task that owns one activation of one agent under
-the dispatcher's supervisor nursery. It loads the agent (`Actor.on_activate`),
+the dispatcher's supervisor nursery. It takes the agent's lease and loads the agent in
+one transaction (`Actor.on_activate`'s first, see `ActorContext`),
 then takes messages from its bounded mailbox one at a time, in arrival order.
 A handler that raises is restarted from stored state with backoff, and the
 message is tried again; after `max_failures` tries the caller gets
@@ -33,7 +34,7 @@ from kelpie_trio.storage.errors import StoreError, refused_for_good
 if TYPE_CHECKING:
     from kelpie_trio.nursery.dispatcher import Dispatcher
 
-__all__ = ["Actor", "ActorContext", "ActorFactory", "ActorHost", "Reroute"]
+__all__ = ["Actor", "ActorContext", "ActorFactory", "ActorHost", "HeldElsewhere", "Reroute"]
 
 log = logging.getLogger("kelpie_trio.actor")
 T = TypeVar("T")
@@ -45,7 +46,9 @@ class Reroute(Exception):
 
 class Actor(Protocol):
     async def on_activate(self) -> None:
-        """Load state from the store. Raising fails the activation (the caller retries)."""
+        """Load state from the store: its first `ctx.transact` also takes the lease (one
+        transaction). Raising fails the activation (the caller retries); raising in that
+        first transaction writes nothing, the lease neither."""
 
     async def handle(self, message: Any) -> Any:
         """Handle one message; the return value is the caller's reply."""
@@ -54,14 +57,31 @@ class Actor(Protocol):
         """Last words before the activation ends (state is already stored per message)."""
 
 
+class HeldElsewhere(Exception):
+    """Internal: the activation found the agent's lease live on another node."""
+
+    def __init__(self, decision: leases.HeldElsewhere) -> None:
+        super().__init__(decision.lease.node_id)
+        self.decision = decision
+
+
 @attrs.define
 class ActorContext:
-    """What an actor may use: its identity, the node's env, and fenced transactions."""
+    """What an actor may use: its identity, the node's env, and fenced transactions.
+
+    The lease is taken by the activation's first transaction: the first `transact` of
+    `on_activate` takes it and reads the actor's state in one snapshot (one transaction,
+    one hop fewer than taking it apart); every later one is fenced by it."""
 
     agent_id: str
     node_id: str
     dispatcher: Dispatcher
-    lease: leases.Lease
+    taken: leases.Lease | None = None  # None until the activation's first transaction
+
+    @property
+    def lease(self) -> leases.Lease:
+        assert self.taken is not None, "the activation has not taken its lease yet"
+        return self.taken
 
     @property
     def env(self) -> Any:
@@ -69,14 +89,60 @@ class ActorContext:
 
     async def transact(self, fn: Callable[[Transaction], Awaitable[T]]) -> T:
         """A store transaction that commits only while this activation holds the lease
-        (and its node's heartbeat is live: checked again at every attempt)."""
-        mine, dispatcher = self.lease, self.dispatcher
+        (and its node's heartbeat is live: checked again at every attempt). The first
+        one of an activation takes the lease in the same transaction instead.
+
+        The lease is read (the fence) only by a transaction that writes: one that writes
+        nothing commits nothing a takeover could conflict with, and what it read is a
+        consistent snapshot whoever reads it, so a stale activation may read but never
+        write. The heartbeat is checked on every transaction (it costs no read), so an
+        activation of a node whose heartbeat lapsed stops at its next transaction."""
+        if self.taken is None:
+            return await self._take_lease(fn)
+        mine, dispatcher = self.taken, self.dispatcher
 
         async def fenced(tr: Transaction) -> T:
-            await leases.fence(tr, mine, dispatcher.membership, dispatcher.env.now())
-            return await fn(tr)
+            leases.check_heartbeat(mine, dispatcher.membership, dispatcher.env.now())
+            # Whether `fn` writes is known only after it; the lease's read is started now
+            # so that, if it does, the fence costs no round trip after `fn`'s last read.
+            tr.prefetch(leases.lease_key(mine.agent_id))
+            result = await fn(tr)
+            if tr.has_writes:
+                await leases.fence(tr, mine, dispatcher.membership, dispatcher.env.now())
+            return result
 
-        return await self.dispatcher.store.transact(fenced)
+        return await dispatcher.store.transact(fenced)
+
+    async def _take_lease(self, fn: Callable[[Transaction], Awaitable[T]]) -> T:
+        """Take the agent's lease (free, released, this node's, or held by a node no
+        longer live) and run `fn` in the same transaction: what `fn` reads is the state
+        as of the lease's new epoch, since a takeover after it writes the lease, which
+        this transaction read. If `fn` raises, nothing is written, the lease neither;
+        if another live node holds the lease, HeldElsewhere (the message goes there)."""
+        dispatcher = self.dispatcher
+
+        async def take(tr: Transaction) -> tuple[leases.Lease, T]:
+            decision = await leases.acquire(
+                tr, self.agent_id, dispatcher.membership, dispatcher.env.now()
+            )
+            if isinstance(decision, leases.HeldElsewhere):
+                raise HeldElsewhere(decision)
+            return decision.lease, await fn(tr)
+
+        # Bounded like the dispatcher's other routing transactions: fail fast, the
+        # router retries (and may find the agent elsewhere by then).
+        attempts = dispatcher.config.store_attempts
+        self.taken, result = await dispatcher.store.transact(take, max_attempts=attempts)
+        return result
+
+    async def take_lease(self) -> None:
+        """Take the lease now, if the activation's `on_activate` did not transact."""
+        if self.taken is None:
+
+            async def nothing(tr: Transaction) -> None:
+                return None
+
+            await self._take_lease(nothing)
 
     def note(self, kind: str, **detail: Any) -> None:
         """Record a rare event of this actor (a transfer, a recovery) in the node's ring of
@@ -117,10 +183,10 @@ class _Envelope:
 
 
 class ActorHost:
-    def __init__(self, dispatcher: Dispatcher, agent_id: str, lease: leases.Lease) -> None:
+    def __init__(self, dispatcher: Dispatcher, agent_id: str) -> None:
         self.dispatcher = dispatcher
         self.agent_id = agent_id
-        self.context = ActorContext(agent_id, dispatcher.node_id, dispatcher, lease)
+        self.context = ActorContext(agent_id, dispatcher.node_id, dispatcher)
         config = dispatcher.config
         self._send, self._receive = trio.open_memory_channel[_Envelope](config.mailbox_size)
         self._scope = trio.CancelScope()
@@ -213,12 +279,15 @@ class ActorHost:
         for attempt in range(1, config.max_failures + 1):
             actor = self.dispatcher.factory(self.context)
             try:
-                await actor.on_activate()
+                await actor.on_activate()  # its first transaction takes the lease
+                await self.context.take_lease()  # unless it made none
                 return actor
-            except LeaseLost:
+            except (LeaseLost, HeldElsewhere):
                 raise
             except Exception as error:
-                if attempt == config.max_failures:
+                if attempt == config.max_failures or self.context.taken is None:
+                    # Nothing taken yet (the failure was in the transaction that takes
+                    # the lease): the router retries, as for any routing transaction.
                     raise
                 self._restarted(f"activation failed: {type(error).__name__}")
                 await trio.sleep(self._backoff(attempt))
@@ -299,7 +368,9 @@ class ActorHost:
                 return
 
     async def _release_lease(self) -> None:
-        mine = self.lease
+        mine = self.context.taken
+        if mine is None:
+            return  # never taken: the activation failed before its first commit
 
         async def release(tr: Transaction) -> None:
             await leases.release(tr, mine)

@@ -29,7 +29,7 @@ import trio
 from kelpie_trio.env import Env
 from kelpie_trio.nursery import lease as leases
 from kelpie_trio.nursery import membership as members
-from kelpie_trio.nursery.actor import ActorFactory, ActorHost, Reroute
+from kelpie_trio.nursery.actor import ActorFactory, ActorHost, HeldElsewhere, Reroute
 from kelpie_trio.nursery.errors import (
     AgentUnavailable,
     LeaseLost,
@@ -91,6 +91,7 @@ class Dispatcher:
         self._running: set[ActorHost] = set()  # registered and not yet finished (lease released)
         self._activating: dict[str, trio.Event] = {}
         self._supervisor: trio.Nursery | None = None
+        self._stopped = False
         self._closing = False
         self._drained = trio.Event()  # closing, and no activation left or starting
         # This node's own copy of its heartbeat record (exact: only this node writes it);
@@ -108,7 +109,12 @@ class Dispatcher:
             self._supervisor = supervisor
             supervisor.start_soon(self._keep_heartbeat)
             task_status.started()
-            await trio.sleep_forever()
+            try:
+                await trio.sleep_forever()
+            finally:
+                # Cancelled (a crash, a stop): the supervisor takes no new actor from now
+                # on, while it waits for the ones it has.
+                self._stopped = True
 
     async def shutdown(self, grace: float) -> None:
         """Stop intake; let queued messages finish within `grace`; leases are released."""
@@ -124,6 +130,11 @@ class Dispatcher:
     @property
     def active_agents(self) -> list[str]:
         return list(self._active)
+
+    def is_active(self, agent_id: str) -> bool:
+        """Whether the agent has an activation on this node now (it may end at any time:
+        a message sent to it then is routed again)."""
+        return agent_id in self._active
 
     @property
     def actors(self) -> list[ActorHost]:
@@ -220,19 +231,21 @@ class Dispatcher:
         if pending is not None:
             await pending.wait()
             return self._active.get(agent_id)
+        if self._stopped:
+            # Its supervisor is gone (the node crashed or stopped while this caller was
+            # routing): as a store fenced off would have said, this node cannot activate.
+            raise NodeShuttingDown(f"node {self.node_id} has stopped")
         if self._supervisor is None:
             raise RuntimeError("Dispatcher.run is not running: start it in the node's nursery")
         done = self._activating[agent_id] = trio.Event()
         try:
-
-            async def take(tr: Transaction) -> leases.Acquired | leases.HeldElsewhere:
-                return await leases.acquire(tr, agent_id, self.membership, self.env.now())
-
-            decision = await self.store.transact(take, max_attempts=self.config.store_attempts)
-            if isinstance(decision, leases.HeldElsewhere):
-                return decision
-            host = ActorHost(self, agent_id, decision.lease)
-            return await self._supervisor.start(host.run)
+            # The host's first transaction takes the lease and loads the actor's state
+            # together (ActorContext.transact): one transaction for an activation.
+            host = ActorHost(self, agent_id)
+            try:
+                return await self._supervisor.start(host.run)
+            except HeldElsewhere as held:
+                return held.decision
         finally:
             del self._activating[agent_id]
             done.set()

@@ -33,10 +33,12 @@ __all__ = [
     "HeldElsewhere",
     "Lease",
     "acquire",
+    "check_heartbeat",
     "decide_acquire",
     "fence",
     "holds",
     "lapsed",
+    "lease_key",
     "read_lease",
     "release",
 ]
@@ -104,8 +106,11 @@ def lapsed(mine: Lease, me: Membership | None, now: float) -> bool:
     return me is None or me.incarnation != mine.incarnation or not me.live(now)
 
 
-def _key(agent_id: str) -> bytes:
+def lease_key(agent_id: str) -> bytes:
     return keys.LEASES.pack((agent_id,))
+
+
+_key = lease_key
 
 
 async def read_lease(tr: Transaction, agent_id: str) -> Lease | None:
@@ -130,15 +135,21 @@ async def acquire(
     return decision
 
 
-async def fence(tr: Transaction, mine: Lease, me: Membership | None, now: float) -> None:
-    """Make this transaction commit only while this node's incarnation is live and `mine`
-    is still the agent's lease. The heartbeat is checked on this node's own copy of its
-    record, exact since only it writes it; the lease is read, so a takeover conflicts."""
+def check_heartbeat(mine: Lease, me: Membership | None, now: float) -> None:
+    """LeaseLost unless this node's incarnation that took `mine` is still live, by this
+    node's own copy of its record (exact: only it writes it). No read."""
     if lapsed(mine, me, now):
         raise LeaseLost(
             f"node {mine.node_id} incarnation {mine.incarnation}: its heartbeat expired, "
             f"so agent {mine.agent_id} (epoch {mine.epoch}) may be another node's now"
         )
+
+
+async def fence(tr: Transaction, mine: Lease, me: Membership | None, now: float) -> None:
+    """Make this transaction commit only while this node's incarnation is live and `mine`
+    is still the agent's lease. The heartbeat is checked on this node's own copy of its
+    record, exact since only it writes it; the lease is read, so a takeover conflicts."""
+    check_heartbeat(mine, me, now)
     current = await read_lease(tr, mine.agent_id)
     if current is None or current.holder != mine.holder:
         owner = f"{current.node_id} epoch {current.epoch}" if current else "nobody"

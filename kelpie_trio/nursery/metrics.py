@@ -121,6 +121,9 @@ class RuntimeMetrics(RuntimeObserver, McpObserver):
         return generate_latest(self.registry)
 
 
+_NOT_RETRIES = frozenset({"commit", "read_only", "reads"})  # Store.counts' other keys
+
+
 class _StoreCounts(Collector):
     def __init__(self, store: Any) -> None:
         self.store = store
@@ -132,17 +135,26 @@ class _StoreCounts(Collector):
         )
         commits.add_metric([], counts.get("commit", 0))
         yield commits
-        reads = CounterMetricFamily(
-            "kelpie_store_read_transactions",
-            "Transactions that wrote nothing, ended through this node's store",
+        read_only = CounterMetricFamily(
+            "kelpie_store_read_only",
+            "Transactions that wrote nothing, finished through this node's store (beside "
+            "kelpie_store_commits: every transaction is one or the other, or failed)",
         )
-        reads.add_metric([], counts.get("read", 0))
+        read_only.add_metric([], counts.get("read_only", 0))
+        yield read_only
+        reads = CounterMetricFamily(
+            "kelpie_store_reads",
+            "Reads that went to the store's backend, each a round trip (on SQLite, a hop to "
+            "its thread); reads a transaction answers from its own writes are not counted",
+        )
+        reads.add_metric([], counts.get("reads", 0))
         yield reads
-        stats = getattr(self.store, "stats", None)
-        if stats is not None and hasattr(stats, "hops"):  # SQLite's: one per batch
+        stats = getattr(self.store, "stats", None)  # SQLite's: its thread hops
+        if stats is not None and hasattr(stats, "hops"):
             hops = CounterMetricFamily(
-                "kelpie_store_thread_hops",
-                "Batches of reads and commits this node's SQLite store ran on its thread",
+                "kelpie_store_hops",
+                "Batches the SQLite store ran on its thread, each one hop (reads and "
+                "commits queued at once share one)",
             )
             hops.add_metric([], stats.hops)
             yield hops
@@ -153,6 +165,6 @@ class _StoreCounts(Collector):
             labels=["error"],
         )
         for error, count in sorted(counts.items()):
-            if error not in ("commit", "read"):
+            if error not in _NOT_RETRIES:
                 retries.add_metric([error], count)
         yield retries

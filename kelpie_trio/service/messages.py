@@ -218,8 +218,9 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
             await _require_thread(tr, wanted)
             await check_model_takes(tr, agent_id, wanted.inputs, wanted.override_llm_config)
 
-        await self.store.transact(exists)
         assert self.dispatcher is not None
+        if not _checked_by_actor(wanted, self.dispatcher):
+            await self.store.transact(exists)
         message = {"kind": "send", "run": convert.store.unstructure(wanted)}
         try:
             reply = await self.dispatcher.invoke(wanted.thread, message)
@@ -559,6 +560,20 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
             for m in history
         ]  # fmt: skip
         return _fill_page([r for r in rendered if r], min(page.limit or MAX_PAGE, MAX_PAGE))
+
+
+def _checked_by_actor(wanted: Run, dispatcher: Dispatcher) -> bool:
+    """Whether a send may skip its own existence check (a transaction, a hop): its
+    thread's actor is active on this node, so nothing is activated (no lease written
+    for an unknown agent), and the transaction that starts the run checks all the
+    check would: `runs.create_or_find` refuses a missing agent (answered 404, nothing
+    stored). Not for a conversation (its record is checked here) nor for images (the
+    model's support of them is checked here)."""
+    return (
+        wanted.conversation_id is None
+        and not any(given.parts for given in wanted.inputs)
+        and dispatcher.is_active(wanted.thread)
+    )
 
 
 async def _require_thread(tr: Transaction, run: Run) -> None:

@@ -49,9 +49,42 @@ MUTATIONS = [
         "fence",
         "an actor's transactions commit only while it holds the agent's lease",
         "kelpie_trio/nursery/actor.py",
-        "            await leases.fence(tr, mine, dispatcher.membership, dispatcher.env.now())\n"
-        "            return await fn(tr)",
-        "            return await fn(tr)",
+        "            if tr.has_writes:\n"
+        "                await leases.fence(tr, mine, dispatcher.membership, "
+        "dispatcher.env.now())\n",
+        "",
+    ),
+    Mutation(
+        "fence-writes",
+        "every actor transaction that writes reads the lease (only read-only ones skip it)",
+        "kelpie_trio/nursery/actor.py",
+        "            if tr.has_writes:\n                await leases.fence(",
+        "            if not tr.has_writes:\n                await leases.fence(",
+    ),
+    Mutation(
+        "activation-held",
+        "an activation takes the lease in its first transaction, never while another live "
+        "node holds it (the message is forwarded there)",
+        "kelpie_trio/nursery/actor.py",
+        "            if isinstance(decision, leases.HeldElsewhere):\n"
+        "                raise HeldElsewhere(decision)\n",
+        "",
+    ),
+    Mutation(
+        "send-check",
+        "a send to a missing agent is refused and writes nothing (no lease for an unknown id), "
+        "also when it skips its own existence check",
+        "kelpie_trio/service/messages.py",
+        "        and dispatcher.is_active(wanted.thread)\n    )",
+        "    )",
+    ),
+    Mutation(
+        "prefetch-attempt",
+        "a read SQLite prefetched for one attempt of a transaction never answers a later "
+        "attempt (each reads at its own snapshot)",
+        "kelpie_trio/storage/sqlite.py",
+        "        self._prefetched: dict[bytes, tuple[_Get, _Batch]] = {}\n",
+        '        self._prefetched = getattr(self, "_prefetched", {})\n',
     ),
     Mutation(
         "checkpoint-shield",

@@ -92,6 +92,10 @@ def decode_counter(value: bytes | None) -> int:
 class Transaction(abc.ABC):
     """One transaction. Reads are awaited; writes are buffered until commit."""
 
+    # Reads that went to the backend (each a round trip: on SQLite, a queued hop to its
+    # thread), over all attempts; `Store.transact` adds them to the store's counts.
+    reads: int = 0
+
     @abc.abstractmethod
     async def get(self, key: bytes) -> bytes | None: ...
 
@@ -100,6 +104,12 @@ class Transaction(abc.ABC):
         self, begin: bytes, end: bytes, *, limit: int = 0, reverse: bool = False
     ) -> list[tuple[bytes, bytes]]:
         """Key-value pairs with begin <= key < end, in key order (or reversed); limit 0 = all."""
+
+    def prefetch(self, key: bytes) -> None:  # noqa: B027 - a hint; most backends ignore it
+        """A hint: `key` will be read by this attempt. A backend whose reads are round trips
+        may start the read now, so that it shares the trip of the next read instead of
+        taking one of its own after it; a later `get(key)` takes its answer. The read
+        itself (its snapshot, its conflict range) is the `get`'s, as without the hint."""
 
     @abc.abstractmethod
     def set(self, key: bytes, value: bytes) -> None: ...
@@ -157,10 +167,10 @@ class Store(abc.ABC):
     @property
     def counts(self) -> collections.Counter[str]:
         """What this store's transactions met, for /metrics: `commit`, a writing transaction
-        committed; `read`, a transaction that wrote nothing ended (what an idle node's
-        periodic looks cost); and, for each retry, the error that caused it
-        (`NotCommitted`: a conflict, `StorageUnavailable`, ...). One increment per
-        transaction, nothing per read."""
+        committed; `read_only`, a transaction that wrote nothing finished; `reads`, reads
+        that went to the backend (round trips); and, for each retry, the error that caused
+        it (`NotCommitted`: a conflict, `StorageUnavailable`, ...). A few increments per
+        transaction, no lock, no label lookup per read."""
         found = self.__dict__.get("_counts")
         if found is None:
             found = self.__dict__["_counts"] = collections.Counter()
@@ -249,10 +259,21 @@ class Store(abc.ABC):
         outcome unknown on every backend (the commit may be applied, or on its way):
         a caller that cancels must read back before assuming either.
         """
-        limit = max_attempts or self.max_attempts
+        tr = self.create_transaction()
+        try:
+            return await self._attempts(fn, tr, max_attempts or self.max_attempts, idempotent)
+        finally:
+            self.counts["reads"] += tr.reads
+
+    async def _attempts(
+        self,
+        fn: Callable[[Transaction], Awaitable[T]],
+        tr: Transaction,
+        limit: int,
+        idempotent: bool,
+    ) -> T:
         marker: bytes | None = None  # made at the first write: read-only work needs none
         unknown_results: dict[int, T] = {}  # attempt number -> its result, commit unknown
-        tr = self.create_transaction()
         for attempt in range(1, limit + 1):
             result: T | None = None
             committing = False
@@ -275,7 +296,7 @@ class Store(abc.ABC):
                     self.counts["commit"] += 1
                     self._notify(tr)
                 else:
-                    self.counts["read"] += 1
+                    self.counts["read_only"] += 1
                 return result
             except StoreError as error:
                 if committing and isinstance(error, CommitUnknownResult):
@@ -473,10 +494,12 @@ class BufferedTransaction(Transaction):
         if state is _MISSING:
             if self._is_cleared(key):
                 return None
+            self.reads += 1
             value = await self._read(key)
             self._add_read_range(key, key_after(key))
             return value
         if isinstance(state, _Pending):
+            self.reads += 1
             value = await self._read(key)
             self._add_read_range(key, key_after(key))
             return add_to_value(value, state.delta)
@@ -497,6 +520,7 @@ class BufferedTransaction(Transaction):
             if not cleared:
                 # Local clears may hide up to len(local) stored pairs: ask for that many more.
                 ask = need + len(local) if limit else 0
+                self.reads += 1
                 stored = await self._read_range(sub_begin, sub_end, ask, reverse)
                 if ask and len(stored) == ask:
                     last = stored[-1][0]

@@ -309,12 +309,30 @@ class SqliteTransaction(BufferedTransaction):
 
     def _forget_read_version(self) -> None:
         self._rv = _ReadVersion()
+        # Reads queued ahead by `prefetch`, for this attempt only (a reset attempt gets a
+        # new read version; an old read still in flight finishes unheard).
+        self._prefetched: dict[bytes, tuple[_Get, _Batch]] = {}
 
     def _read_version(self) -> int | None:
         return self._rv.value
 
+    def prefetch(self, key: bytes) -> None:
+        """Queue the read of `key` for the next hop now, without waiting: it joins the
+        batch of this transaction's next read instead of a hop of its own after it."""
+        if key in self._prefetched or not self._store._accepting:
+            return
+        op = _Get(self._rv, key)
+        self._prefetched[key] = (op, self._store._queue(op))
+
     async def _read(self, key: bytes) -> bytes | None:
-        return await self._store._submit(_Get(self._rv, key))
+        queued = self._prefetched.pop(key, None)
+        if queued is None:
+            return await self._store._submit(_Get(self._rv, key))
+        op, batch = queued
+        await batch.done.wait()
+        if op.error is not None:
+            raise op.error
+        return op.result
 
     async def _read_range(
         self, begin: bytes, end: bytes, limit: int, reverse: bool
@@ -444,13 +462,22 @@ class SqliteStore(Store):
             raise StoreClosed(
                 "the SQLite store is not running: start it with `await nursery.start(store.run)`"
             )
-        batch = self._pending
-        batch.ops.append(op)
-        self._wakeup.set()
+        batch = self._queue(op)
         await batch.done.wait()
         if op.error is not None:
             raise op.error
         return op.result
+
+    @property
+    def _accepting(self) -> bool:
+        return self._running and not self._closed
+
+    def _queue(self, op: _Op) -> _Batch:
+        """Put `op` in the next hop's batch (the caller waits on the batch)."""
+        batch = self._pending
+        batch.ops.append(op)
+        self._wakeup.set()
+        return batch
 
     async def _serve_batches(self, limiter: trio.CapacityLimiter) -> None:
         while True:

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import trio
 
 from kelpie_trio.nursery.metrics import RuntimeMetrics
 from kelpie_trio.storage import MemoryStore
 from kelpie_trio.storage.base import Transaction
+from kelpie_trio.storage.sqlite import SqliteStore
 
 
 async def test_commits_and_conflict_retries_are_counted_and_scraped(
@@ -44,9 +47,59 @@ async def test_commits_and_conflict_retries_are_counted_and_scraped(
     assert attempts == 2  # the conflict made it run again
     assert await store.transact(lambda tr: tr.get(b"n")) == b"11"
     assert (store.counts["commit"], store.counts["NotCommitted"]) == (2, 1)
-    assert store.counts["read"] == 1  # the read back: it wrote nothing
+    assert store.counts["read_only"] == 1  # the read back: it wrote nothing
     scraped = metrics.render().decode()
     assert "kelpie_store_commits_total 2.0" in scraped
-    assert "kelpie_store_read_transactions_total 1.0" in scraped
-    assert 'error="read"' not in scraped  # a read is not a retry
+    assert "kelpie_store_read_only_total 1.0" in scraped
+    assert 'error="read_only"' not in scraped  # a read is not a retry
     assert 'kelpie_store_retries_total{error="NotCommitted"} 1.0' in scraped
+
+
+async def test_read_only_transactions_and_backend_reads_are_counted_and_scraped(
+    nursery: trio.Nursery,
+) -> None:
+    store = MemoryStore()
+    await nursery.start(store.run)
+    metrics = RuntimeMetrics()
+    metrics.watch_store(store)
+
+    async def write_then_read_back(tr: Transaction) -> None:
+        assert await tr.get(b"a") is None  # the backend: one read
+        tr.set(b"a", b"1")
+        assert await tr.get(b"a") == b"1"  # its own write: no round trip
+
+    async def two_reads(tr: Transaction) -> None:
+        await tr.get(b"a")
+        await tr.get_range(b"a", b"b")
+
+    await store.transact(write_then_read_back)
+    await store.transact(two_reads)
+    await store.transact(two_reads)
+    counts = store.counts
+    assert (counts["commit"], counts["read_only"], counts["reads"]) == (1, 2, 5)
+    scraped = metrics.render().decode()
+    assert "kelpie_store_read_only_total 2.0" in scraped
+    assert "kelpie_store_reads_total 5.0" in scraped
+    assert "kelpie_store_retries_total{" not in scraped  # the new keys are no retries
+
+
+async def test_sqlite_thread_hops_are_scraped(nursery: trio.Nursery, tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "kelpie.db")
+    await nursery.start(store.run)
+    metrics = RuntimeMetrics()
+    metrics.watch_store(store)
+    before = store.stats.hops
+
+    async def one_read(tr: Transaction) -> None:
+        await tr.get(b"a")
+
+    await store.transact(one_read)
+    assert store.stats.hops == before + 1  # one read, one hop to the thread
+    assert f"kelpie_store_hops_total {float(store.stats.hops)}" in metrics.render().decode()
+    assert "kelpie_store_hops_total" not in _scraped_memory_store()
+
+
+def _scraped_memory_store() -> str:
+    metrics = RuntimeMetrics()
+    metrics.watch_store(MemoryStore())
+    return metrics.render().decode()

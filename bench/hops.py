@@ -1,0 +1,73 @@
+"""The store's round trips of one message, exactly: `python -m bench.hops`.
+
+One node in process on a fresh SQLite file (the offline `sim/agent` model, no HTTP, no
+indexer, no other client), so every SQLite thread hop and every transaction counted
+around a message is that message's own. Sends `--messages` messages in a row to one new
+agent and prints, for each, the hops (`SqliteStats.hops`), commits, read-only
+transactions and reads (`Store.counts`). The first message includes the activation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+
+import trio
+
+from kelpie_trio.agent.actor import AgentActor
+from kelpie_trio.agent.llms import llm_factory
+from kelpie_trio.env import RealEnv
+from kelpie_trio.nursery.dispatcher import Dispatcher
+from kelpie_trio.nursery.transport import HttpTransport
+from kelpie_trio.service import AgentService
+from kelpie_trio.storage.sqlite import SqliteStore
+
+
+async def count(messages: int) -> list[dict[str, int]]:
+    env = RealEnv()
+    rows: list[dict[str, int]] = []
+    with tempfile.TemporaryDirectory() as folder:
+        store = SqliteStore(Path(folder) / "kelpie.db")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)
+            service = AgentService(store, env)
+            service.background = nursery
+            llm_for = llm_factory(env)
+            service.dispatcher = Dispatcher(
+                node_id="hops",
+                address="http://127.0.0.1:9",  # one node: never forwards
+                env=env,
+                store=store,
+                factory=lambda ctx: AgentActor(ctx, service, llm_for),
+                transport=HttpTransport(),
+            )
+            await nursery.start(service.dispatcher.run)
+            body = {"model": "sim/agent", "memory_blocks": [{"label": "human", "value": "Ada"}]}
+            agent = (await service.create_agent(body)).agent.id
+            for i in range(messages):
+                hops, counts = store.stats.hops, dict(store.counts)
+                sent = {"messages": [{"role": "user", "content": f"message {i}"}]}
+                await service.send_message(agent, sent)
+                now = store.counts
+                row = {"hops": store.stats.hops - hops}
+                for key in ("commit", "read_only", "reads"):
+                    row[key] = now[key] - counts.get(key, 0)
+                rows.append(row)
+            nursery.cancel_scope.cancel()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=4)
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+    for i, row in enumerate(trio.run(count, args.messages)):
+        print(f"message {i}: {row['hops']} hops, {row['commit']} commits, "
+              f"{row['read_only']} read-only, {row['reads']} reads")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
