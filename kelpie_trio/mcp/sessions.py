@@ -352,8 +352,14 @@ class McpSessions:
         idle = self.settings.idle_timeout
         while True:
             await trio.sleep_until(session.last_used + idle)
-            if session.in_flight == 0 and trio.current_time() >= session.last_used + idle:
+            if trio.current_time() < session.last_used + idle:
+                continue  # used meanwhile: its idle time starts again
+            if session.in_flight == 0:
                 return
+            # A call that outlasts the idle time: the session idles out no sooner than
+            # `idle` after it ends. Sleeping until the stale deadline again would return
+            # at once, a loop that never yields the clock (in the simulator, a hang).
+            await trio.sleep(idle)
 
     def _died(self, session: _Session, error: McpFailure) -> None:
         session.error = error

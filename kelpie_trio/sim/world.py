@@ -62,8 +62,37 @@ def deterministic_scheduling(seed: int) -> Iterator[None]:
         _trio_run._r.setstate(old_state)
 
 
+# Rounds of trio's run loop at one virtual instant past which a run is a livelock. The
+# busiest instants of the suite's runs (1,000 agents activated at once) take far fewer;
+# a task looping without a wait takes one round per turn, so this is seconds of wall time.
+LIVELOCK_ROUNDS = 1_000_000
+
+
 class SimDeadlock(AssertionError):
-    """The simulation did not finish within its virtual-time limit."""
+    """The simulation did not finish within its virtual-time limit, or stopped moving its
+    clock (a livelock: some task looping without ever waiting for time to pass)."""
+
+
+class _ClockWatch(trio.abc.Instrument):
+    """Counts the run loop's rounds at one virtual instant. The mock clock jumps only when
+    every task waits, so a task that loops through checkpoints (a `sleep_until` of a time
+    already past, a retry without a delay) freezes virtual time: the time limit never
+    comes and the run would spin forever. Past `limit` rounds at one instant the run is
+    stopped and fails as a livelock. One call per round of the loop, not per task step."""
+
+    def __init__(self, stop: Callable[[float], None], limit: int) -> None:
+        self._stop, self._limit = stop, limit
+        self._at = -1.0
+        self._rounds = 0
+
+    def before_io_wait(self, timeout: float) -> None:
+        now = trio.current_time()
+        if now != self._at:
+            self._at, self._rounds = now, 0
+            return
+        self._rounds += 1
+        if self._rounds == self._limit:
+            self._stop(now)
 
 
 class SimNode:
@@ -118,6 +147,7 @@ class SimWorld:
         *,
         time_limit: float = 3600.0,
         record_steps: bool = True,
+        livelock_rounds: int = LIVELOCK_ROUNDS,
     ) -> None:
         self.seed = seed
         self.fault_config = preset(faults) if isinstance(faults, str) else faults
@@ -129,6 +159,9 @@ class SimWorld:
         self.disk_full_until = -1.0
         self.cancelled_commits_in_flight = 0  # commits whose caller was cancelled, landing later
         self.time_limit = time_limit
+        self.livelock_rounds = livelock_rounds
+        self.livelock_at: float | None = None  # the instant the clock stopped moving
+        self._run_scope: trio.CancelScope | None = None
         self._incarnations: dict[str, int] = {}
         self.system_nursery: trio.Nursery | None = None
         self.end_time = 0.0
@@ -145,6 +178,7 @@ class SimWorld:
     def run(self, main: Callable[[SimWorld], Awaitable[T]]) -> T:
         """Run `main(world)` to completion in virtual time and return its result."""
         instruments = [self.trace.instrument] if self.trace.instrument else []
+        instruments.append(_ClockWatch(self._livelocked, self.livelock_rounds))
         with deterministic_scheduling(self.seed):
             try:
                 return trio.run(
@@ -163,7 +197,7 @@ class SimWorld:
 
     async def _main(self, main: Callable[[SimWorld], Awaitable[T]]) -> T:
         try:
-            with trio.fail_after(self.time_limit):
+            with trio.fail_after(self.time_limit) as self._run_scope:
                 async with trio.open_nursery() as system:
                     self.system_nursery = system
                     # Captured, so main's own error comes out as itself, not
@@ -177,6 +211,13 @@ class SimWorld:
                     )
                 return result.unwrap()
         except trio.TooSlowError:
+            if self.livelock_at is not None:
+                raise SimDeadlock(
+                    f"seed {self.seed}: virtual time stopped at {self.livelock_at:.6f}: "
+                    f"{self.livelock_rounds:,} rounds of the run loop without the clock moving (a "
+                    "task loops without waiting for time to pass, a livelock); last "
+                    "events:\n  " + "\n  ".join(self.trace.tail)
+                ) from None
             raise SimDeadlock(
                 f"seed {self.seed}: not finished after {self.time_limit:g} s of virtual time "
                 f"(a deadlock or a livelock); last events:\n  " + "\n  ".join(self.trace.tail)
@@ -203,6 +244,11 @@ class SimWorld:
         # A crashed node's tasks may end with errors the crash itself caused
         # (a store call refused as fenced); those die with the node.
         return not node.crashed
+
+    def _livelocked(self, at: float) -> None:
+        self.livelock_at = at
+        if self._run_scope is not None:
+            self._run_scope.cancel()  # ends the run with TooSlowError, reported as a livelock
 
     def violate(self, what: str) -> None:
         self.violations.append(what)

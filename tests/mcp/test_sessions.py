@@ -216,3 +216,52 @@ async def test_metrics_count_sessions_calls_failures_and_reconnects_by_server_ty
     seen = _samples(metrics)
     assert seen["kelpie_mcp_sessions_open", stdio] == 0
     assert seen["kelpie_mcp_sessions_open", (("server_type", "streamable_http"),)] == 0
+
+
+class _SpinWatch(trio.abc.Instrument):
+    """Cancels `scope` when one task runs `limit` steps without the clock moving: a loop
+    that never yields the clock, which on the mock clock hangs the test instead of
+    failing it."""
+
+    def __init__(self, scope: trio.CancelScope, limit: int = 10_000) -> None:
+        self.scope, self.limit = scope, limit
+        self.at: float | None = None
+        self.steps: dict[str, int] = {}
+        self.spinning: str | None = None
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        now = trio.current_time()
+        if now != self.at:
+            self.at, self.steps = now, {}
+        self.steps[task.name] = self.steps.get(task.name, 0) + 1
+        if self.steps[task.name] > self.limit and self.spinning is None:
+            self.spinning = task.name
+            self.scope.cancel()
+
+
+async def test_a_call_outlasting_the_idle_time_keeps_its_session_without_spinning(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A call that starts just before its session would idle out and runs past that
+    moment (here until its own timeout): the session waits for it, never looping at the
+    stale idle deadline (found by the MCP tool-calls DST, seed 3, which hung)."""
+    client = SimMcpClient(world(), {"echo": ECHO})
+    sessions = McpSessions(client, SETTINGS)
+    with trio.CancelScope() as scope:
+        watch = _SpinWatch(scope)
+        trio.lowlevel.add_instrument(watch)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(sessions.run)
+                await sessions.call_tool(SERVER, "echo", {})
+                await trio.sleep(SETTINGS.idle_timeout - 5)
+                client.world.faults = FaultInjector(
+                    FaultConfig(op_rates={FaultType.TOOL_TIMEOUT: {"mcp.call": 1.0}}),
+                    random.Random(1),
+                )
+                with pytest.raises(McpTimeout):  # hangs past the idle deadline, 10 s
+                    await sessions.call_tool(SERVER, "echo", {})
+                nursery.cancel_scope.cancel()
+        finally:
+            trio.lowlevel.remove_instrument(watch)
+    assert watch.spinning is None, f"{watch.spinning} looped without the clock moving"

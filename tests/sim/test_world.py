@@ -165,3 +165,24 @@ def test_ctrl_c_stops_a_run_as_a_keyboard_interrupt_not_as_a_failed_seed(how: st
 
     with pytest.raises(KeyboardInterrupt):
         SimWorld(3, time_limit=60).run(interrupted)
+
+
+def test_a_task_that_loops_without_letting_the_clock_move_fails_as_a_livelock() -> None:
+    """A loop through checkpoints at one instant (here a `sleep_until` of a time already
+    past, as McpSessions' idle wait did during a long call) stops the mock clock, so the
+    time limit never comes: the run fails as a livelock instead of spinning forever."""
+
+    async def spin(world: SimWorld) -> None:
+        async def stale_wait() -> None:
+            deadline = trio.current_time() + 1
+            while True:  # noqa: ASYNC110 - the bug under test is exactly this loop
+                await trio.sleep_until(deadline)  # past after the first second: no wait
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stale_wait)
+            await trio.sleep(10)  # would end the run, were the clock to get there
+
+    started = time.monotonic()
+    with pytest.raises(SimDeadlock, match=r"seed 4: virtual time stopped at 1\.0+"):
+        SimWorld(4, time_limit=60, livelock_rounds=20_000).run(spin)
+    assert time.monotonic() - started < 5
