@@ -124,40 +124,44 @@ class RuntimeMetrics(RuntimeObserver, McpObserver):
 _NOT_RETRIES = frozenset({"commit", "read_only", "reads"})  # Store.counts' other keys
 
 
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    """One unlabelled counter of a store's counts."""
+    family = CounterMetricFamily(name, documentation)
+    family.add_metric([], value)
+    return family
+
+
 class _StoreCounts(Collector):
     def __init__(self, store: Any) -> None:
         self.store = store
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         counts = self.store.counts
-        commits = CounterMetricFamily(
-            "kelpie_store_commits", "Writing transactions committed through this node's store"
+        yield _counter(
+            "kelpie_store_commits",
+            "Writing transactions committed through this node's store",
+            counts.get("commit", 0),
         )
-        commits.add_metric([], counts.get("commit", 0))
-        yield commits
-        read_only = CounterMetricFamily(
+        yield _counter(
             "kelpie_store_read_only",
             "Transactions that wrote nothing, finished through this node's store (beside "
             "kelpie_store_commits: every transaction is one or the other, or failed)",
+            counts.get("read_only", 0),
         )
-        read_only.add_metric([], counts.get("read_only", 0))
-        yield read_only
-        reads = CounterMetricFamily(
+        yield _counter(
             "kelpie_store_reads",
             "Reads that went to the store's backend, each a round trip (on SQLite, a hop to "
             "its thread); reads a transaction answers from its own writes are not counted",
+            counts.get("reads", 0),
         )
-        reads.add_metric([], counts.get("reads", 0))
-        yield reads
         stats = getattr(self.store, "stats", None)  # SQLite's: its thread hops
         if stats is not None and hasattr(stats, "hops"):
-            hops = CounterMetricFamily(
+            yield _counter(
                 "kelpie_store_hops",
                 "Batches the SQLite store ran on its thread, each one hop (reads and "
                 "commits queued at once share one)",
+                stats.hops,
             )
-            hops.add_metric([], stats.hops)
-            yield hops
         retries = CounterMetricFamily(
             "kelpie_store_retries",
             "Transaction attempts retried, by the error that caused it (NotCommitted: a "

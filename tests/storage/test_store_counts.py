@@ -13,13 +13,19 @@ from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.sqlite import SqliteStore
 
 
-async def test_commits_and_conflict_retries_are_counted_and_scraped(
-    nursery: trio.Nursery,
-) -> None:
+async def _watched_memory_store(nursery: trio.Nursery) -> tuple[MemoryStore, RuntimeMetrics]:
+    """A running MemoryStore and the /metrics that scrape its counts."""
     store = MemoryStore()
     await nursery.start(store.run)
     metrics = RuntimeMetrics()
     metrics.watch_store(store)
+    return store, metrics
+
+
+async def test_commits_and_conflict_retries_are_counted_and_scraped(
+    nursery: trio.Nursery,
+) -> None:
+    store, metrics = await _watched_memory_store(nursery)
     first_read = trio.Event()
     other_done = trio.Event()
     attempts = 0
@@ -58,10 +64,7 @@ async def test_commits_and_conflict_retries_are_counted_and_scraped(
 async def test_read_only_transactions_and_backend_reads_are_counted_and_scraped(
     nursery: trio.Nursery,
 ) -> None:
-    store = MemoryStore()
-    await nursery.start(store.run)
-    metrics = RuntimeMetrics()
-    metrics.watch_store(store)
+    store, metrics = await _watched_memory_store(nursery)
 
     async def write_then_read_back(tr: Transaction) -> None:
         assert await tr.get(b"a") is None  # the backend: one read
