@@ -39,7 +39,13 @@ from kelpie_trio.sim.agents import (
     new_agent,
     restart_crashed,
 )
-from kelpie_trio.sim.faults import CRASH_FAULTS, STORAGE_FAULTS, FaultConfig, FaultType
+from kelpie_trio.sim.faults import (
+    CRASH_FAULTS,
+    LIVENESS_CRASH_BUDGET,
+    STORAGE_FAULTS,
+    FaultConfig,
+    FaultType,
+)
 from kelpie_trio.sim.llm import text, tool_call
 from kelpie_trio.sim.world import SimWorld
 
@@ -54,7 +60,7 @@ CONVERSATION_FAULTS = FaultConfig(
     },
     # Up to 12 node crashes a run (seeds draw 0-12; 24 in seed 320 before the cap, when
     # every try of one client met a crash and none could be answered).
-    budgets=dict.fromkeys(CRASH_FAULTS, 4),
+    budgets=LIVENESS_CRASH_BUDGET,
 )
 THREADS = 4  # the default conversation and three others, the last with its own `notes`
 TURNS = 3

@@ -68,6 +68,9 @@ CRASH_FAULTS = (
     FaultType.CRASH_AFTER_WRITE,
     FaultType.CRASH_DURING_TRANSACTION,
 )
+# The crash budget of the scenarios that check every client is answered (FaultConfig's
+# `budgets`): at most 12 node crashes a run, 4 of each kind.
+LIVENESS_CRASH_BUDGET: dict[FaultType, int] = dict.fromkeys(CRASH_FAULTS, 4)
 NETWORK_FAULTS = (
     FaultType.NETWORK_PARTITION,
     FaultType.NETWORK_DELAY,

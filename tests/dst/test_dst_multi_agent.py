@@ -19,7 +19,12 @@ from kelpie_trio.nursery.dispatcher import RuntimeConfig
 from kelpie_trio.service import AgentService
 from kelpie_trio.sim import FaultConfig
 from kelpie_trio.sim.agent_scenarios import concurrent_turns
-from kelpie_trio.sim.faults import CRASH_FAULTS, NETWORK_FAULTS, STORAGE_FAULTS
+from kelpie_trio.sim.faults import (
+    CRASH_FAULTS,
+    LIVENESS_CRASH_BUDGET,
+    NETWORK_FAULTS,
+    STORAGE_FAULTS,
+)
 from kelpie_trio.sim.llm import SimLlmClient, send_message, tool_calls
 from kelpie_trio.sim.seeds import run_seeds
 from kelpie_trio.sim.world import SimWorld
@@ -29,7 +34,7 @@ from tests.dst.agent_harness import AgentCluster, history_of, live_service, new_
 # a crash every few seconds of virtual time, and a client's 100 tries all met one.
 FAULTS = FaultConfig({**dict.fromkeys(STORAGE_FAULTS, 0.06), **dict.fromkeys(CRASH_FAULTS, 0.01),
                       **dict.fromkeys(NETWORK_FAULTS, 0.03)},
-                     budgets=dict.fromkeys(CRASH_FAULTS, 4))  # fmt: skip
+                     budgets=LIVENESS_CRASH_BUDGET)  # fmt: skip
 TAKEOVER = RuntimeConfig(lease_ttl=3.0, renew_interval=1.0)
 INCOMING = "[Incoming message from agent with ID '"
 WAIT = "send_message_to_agent_and_wait_for_reply"
