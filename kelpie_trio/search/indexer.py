@@ -80,6 +80,9 @@ class IndexerConfig:
     heartbeat_interval: float = 120.0
     consumer_ttl: float = 600.0  # a consumer silent this long no longer holds entries back
     scan_agents: int = 100  # streams looked at per scan of the outbox
+    # Seconds a wake-up waits before draining, so that a burst of commits (one client's
+    # turns, a few apart) shares one drain instead of paying one each.
+    settle: float = 1.0
     error_backoff: float = 1.0
 
 
@@ -590,6 +593,10 @@ class Indexer:
             # wait (heartbeat due first) is longer than the heartbeat's own interval.
             with trio.move_on_after(min(self.config.poll_interval, self._until_heartbeat())):
                 await self._wake.wait()
+                # Woken by a commit: let the commits right behind it join the same drain
+                # (one scan, one batch, one advance for all of them). Searches do not wait
+                # for this: they catch their owner up themselves.
+                await trio.sleep(self.config.settle)
             self._wake = trio.Event()
 
     def _until_heartbeat(self) -> float:
