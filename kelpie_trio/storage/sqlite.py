@@ -1,15 +1,15 @@
 """The embedded default store: FoundationDB's transaction semantics on one SQLite file.
 
 One file holds everything; several server processes (two nodes on one machine)
-may share it. This module is the only place that talks to sqlite3, and it does
-so off the trio thread:
+may share it. This module and sqlite_reads.py are the only places that talk to
+sqlite3; writes run off the trio thread, reads on it when they can (sqlite_reads.py):
 
 - **One writer task, one hop per batch.** A thread hop costs more CPU than a
   commit (stack-notes.md, section 6), so `SqliteStore.run` owns a queue: every
-  read and every commit from any transaction is queued, and each turn of the
-  loop takes everything queued and executes it in ONE `trio.to_thread.run_sync`
-  call on one connection. Only one hop runs at a time, so there is effectively
-  one writer thread per store.
+  commit from any transaction (and every read the trio thread could not serve at
+  once) is queued, and each turn of the loop takes everything queued and executes
+  it in ONE `trio.to_thread.run_sync` call on one connection. Only one hop runs at
+  a time, so there is effectively one writer thread per store.
 - **Group commit.** All commits of a batch share one `BEGIN IMMEDIATE ... COMMIT`
   (one fsync). Each transaction gets its own commit version and its own
   SAVEPOINT, so a transaction that fails rolls back only itself.
@@ -67,6 +67,14 @@ from kelpie_trio.storage.errors import (
     TransactionTooOld,
 )
 from kelpie_trio.storage.limits import MAX_TRANSACTION_SECONDS
+from kelpie_trio.storage.sqlite_reads import (
+    SQL_META,
+    InlineReader,
+    ReadElsewhere,
+    ReadVersion,
+    get_range_rows,
+    get_row,
+)
 
 __all__ = ["SqliteStats", "SqliteStore", "SqliteTransaction"]
 
@@ -94,24 +102,9 @@ _SCHEMA = (
     )""",
     "INSERT OR IGNORE INTO meta (id, version, horizon) VALUES (0, 0, 0)",
 )
-_SQL_META = "SELECT version, horizon FROM meta WHERE id = 0"
 _SQL_SET_VERSION = "UPDATE meta SET version = ? WHERE id = 0"
 _SQL_SET_HORIZON = "UPDATE meta SET horizon = ? WHERE id = 0"
-_SQL_GET = "SELECT version, value FROM kv WHERE key = ?"
 _SQL_GET_VALUE = "SELECT value FROM kv WHERE key = ?"
-# A range read skips, in SQL, the tombstones it could not conflict with (deleted at or
-# before its read version): a range whose keys come and go (an agent's open runs, the
-# search outbox) holds the tombstones of the last 10-15 s until they are collected,
-# and stepping over each in Python cost ~1 us, per read. Rows written after the read
-# version, live or not, still come back, for the conflict check below.
-_SQL_RANGE = (
-    "SELECT key, version, value FROM kv WHERE key >= ? AND key < ? "
-    "AND (value IS NOT NULL OR version > ?) ORDER BY key"
-)
-_SQL_RANGE_REVERSE = (
-    "SELECT key, version, value FROM kv WHERE key >= ? AND key < ? "
-    "AND (value IS NOT NULL OR version > ?) ORDER BY key DESC"
-)
 _SQL_CONFLICT = "SELECT 1 FROM kv WHERE key >= ? AND key < ? AND version > ? LIMIT 1"
 _SQL_PUT = "INSERT OR REPLACE INTO kv (key, version, value) VALUES (?, ?, ?)"
 # Clearing a missing key or a tombstone changes nothing anyone could read, so it
@@ -142,6 +135,8 @@ _TRANSIENT = {
 # of its SQLITE_IOERR_* codes; with less room than this left, such an error is
 # taken for a full disk.
 _LOW_SPACE_BYTES = 1 << 20
+# Each connection's page cache, KiB (the writer's and the inline reader's; see `_open`).
+_CACHE_KIB = 65536
 
 
 def _primary_code(exc: BaseException) -> int | None:
@@ -204,20 +199,6 @@ def _fails_the_batch(exc: Exception) -> bool:
 # -- queued operations ------------------------------------------------------------
 
 
-class _ReadVersion:
-    """A transaction's read version, shared by its queued reads.
-
-    Set by the writer thread at the transaction's first read, so that two reads
-    queued before either ran still share one snapshot. A reset transaction gets
-    a new cell: a read still in flight from the old attempt cannot touch it.
-    """
-
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value: int | None = None
-
-
 class _Op:
     __slots__ = ("error", "finished", "result")
 
@@ -238,7 +219,7 @@ class _Op:
 class _Get(_Op):
     __slots__ = ("key", "rv")
 
-    def __init__(self, rv: _ReadVersion, key: bytes) -> None:
+    def __init__(self, rv: ReadVersion, key: bytes) -> None:
         super().__init__()
         self.rv = rv
         self.key = key
@@ -247,7 +228,7 @@ class _Get(_Op):
 class _GetRange(_Op):
     __slots__ = ("begin", "end", "limit", "reverse", "rv")
 
-    def __init__(self, rv: _ReadVersion, begin: bytes, end: bytes, limit: int, reverse: bool):
+    def __init__(self, rv: ReadVersion, begin: bytes, end: bytes, limit: int, reverse: bool):
         super().__init__()
         self.rv = rv
         self.begin = begin
@@ -295,6 +276,7 @@ class SqliteStats:
     commits: int = 0  # transactions committed
     refused: int = 0  # commits failed alone (NotCommitted, TransactionTooOld, their own error)
     reads: int = 0  # point and range reads served
+    inline_reads: int = 0  # of which on the trio thread (no hop)
     largest_batch: int = 0
     tombstones_collected: int = 0
 
@@ -308,7 +290,7 @@ class SqliteTransaction(BufferedTransaction):
         super().__init__(store.env)
 
     def _forget_read_version(self) -> None:
-        self._rv = _ReadVersion()
+        self._rv = ReadVersion()
         # Reads queued ahead by `prefetch`, for this attempt only (a reset attempt gets a
         # new read version; an old read still in flight finishes unheard).
         self._prefetched: dict[bytes, tuple[_Get, _Batch]] = {}
@@ -318,13 +300,22 @@ class SqliteTransaction(BufferedTransaction):
 
     def prefetch(self, key: bytes) -> None:
         """Queue the read of `key` for the next hop now, without waiting: it joins the
-        batch of this transaction's next read instead of a hop of its own after it."""
-        if key in self._prefetched or not self._store._accepting:
+        batch of this transaction's next read instead of a hop of its own after it. With
+        inline reads there is no hop to share: nothing to do."""
+        store = self._store
+        if key in self._prefetched or not store._accepting or store._inline is not None:
             return
         op = _Get(self._rv, key)
         self._prefetched[key] = (op, self._store._queue(op))
 
     async def _read(self, key: bytes) -> bytes | None:
+        inline = self._store._inline
+        if inline is not None and key not in self._prefetched:
+            await trio.lowlevel.checkpoint()  # a read is a checkpoint, wherever it runs
+            try:
+                return self._store._served_inline(inline.get(self._rv, key))
+            except ReadElsewhere:
+                pass
         queued = self._prefetched.pop(key, None)
         if queued is None:
             return await self._store._submit(_Get(self._rv, key))
@@ -337,6 +328,14 @@ class SqliteTransaction(BufferedTransaction):
     async def _read_range(
         self, begin: bytes, end: bytes, limit: int, reverse: bool
     ) -> list[tuple[bytes, bytes]]:
+        inline = self._store._inline
+        if inline is not None:
+            await trio.lowlevel.checkpoint()
+            try:
+                rows = inline.get_range(self._rv, begin, end, limit, reverse)
+                return self._store._served_inline(rows)
+            except ReadElsewhere:
+                pass
         return await self._store._submit(_GetRange(self._rv, begin, end, limit, reverse))
 
     async def _commit(self, request: CommitRequest) -> None:
@@ -367,6 +366,7 @@ class SqliteStore(Store):
         *,
         durability: Durability = "full",
         busy_timeout_s: float = 10.0,
+        inline_reads: bool = True,
     ) -> None:
         if durability not in ("full", "normal"):
             raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
@@ -374,6 +374,8 @@ class SqliteStore(Store):
         self.path = os.fspath(path)
         self.durability = durability
         self.busy_timeout_s = busy_timeout_s
+        self.inline_reads = inline_reads
+        self._reader: InlineReader | None = None
         self.stats = SqliteStats()
         self._conn: sqlite3.Connection | None = None
         self._pending = _Batch()
@@ -406,6 +408,10 @@ class SqliteStore(Store):
         try:
             try:
                 self._conn, version = await trio.to_thread.run_sync(self._open)
+                if self.inline_reads:
+                    self._reader = await trio.to_thread.run_sync(
+                        lambda: InlineReader.open(self.path, cache_kib=_CACHE_KIB)
+                    )
             except sqlite3.Error as exc:
                 raise _map_error(exc, what=f"open {self.path}", path=self.path) from exc
             self._observe(version)
@@ -422,6 +428,9 @@ class SqliteStore(Store):
         finally:
             self._running = False
             self._fail_pending("the SQLite store stopped before this operation ran")
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                reader.close()  # a reader's close never checkpoints: the writer's is open
             conn, self._conn = self._conn, None
             if conn is not None:
                 # Closing may checkpoint the WAL (disk I/O): off the loop, and
@@ -471,6 +480,19 @@ class SqliteStore(Store):
     @property
     def _accepting(self) -> bool:
         return self._running and not self._closed
+
+    @property
+    def _inline(self) -> InlineReader | None:
+        """The trio thread's reader, while the store serves."""
+        return self._reader if self._running and not self._closed else None
+
+    def _served_inline(self, result: Any) -> Any:
+        self.stats.reads += 1
+        self.stats.inline_reads += 1
+        reader = self._reader
+        if reader is not None:
+            self._observe(reader.latest_version)
+        return result
 
     def _queue(self, op: _Op) -> _Batch:
         """Put `op` in the next hop's batch (the caller waits on the batch)."""
@@ -591,13 +613,13 @@ class SqliteStore(Store):
             # 113 MB file) the default one re-read B-tree pages from the OS on every
             # transaction; this took agent activation p99 from ~66 to ~20-26 ms in the
             # bench (bench/RESULTS.md). It is an upper bound, filled only as pages are read.
-            conn.execute("PRAGMA cache_size = -65536")
+            conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
             # The schema, once, even when several processes open the file at once.
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for statement in _SCHEMA:
                     conn.execute(statement)
-                version = conn.execute(_SQL_META).fetchone()[0]
+                version = conn.execute(SQL_META).fetchone()[0]
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -646,14 +668,17 @@ class SqliteStore(Store):
         assert conn is not None
         try:
             conn.execute("BEGIN")
-            version, horizon = conn.execute(_SQL_META).fetchone()
+            version, horizon = conn.execute(SQL_META).fetchone()
             for op in reads:
                 try:
                     if isinstance(op, _Get):
-                        op.succeed(self._get(conn, op, version, horizon))
+                        op.succeed(get_row(conn, op.rv, op.key, version, horizon))
                     else:
                         assert isinstance(op, _GetRange)
-                        op.succeed(self._get_range(conn, op, version, horizon))
+                        rows = get_range_rows(
+                            conn, op.rv, op.begin, op.end, op.limit, op.reverse, version, horizon
+                        )
+                        op.succeed(rows)
                 except StoreError as error:  # this transaction's conflict, not the batch's
                     op.fail(error)
             conn.execute("COMMIT")
@@ -666,48 +691,6 @@ class SqliteStore(Store):
             return -1
         self.stats.reads += len(reads)
         return version
-
-    @staticmethod
-    def _read_version_for(cell: _ReadVersion, version: int, horizon: int) -> int:
-        rv = cell.value
-        if rv is None:
-            cell.value = rv = version
-        elif rv < horizon:
-            raise TransactionTooOld("read version is older than the collected tombstones")
-        return rv
-
-    def _get(self, conn: sqlite3.Connection, op: _Get, version: int, horizon: int) -> bytes | None:
-        rv = self._read_version_for(op.rv, version, horizon)
-        row = conn.execute(_SQL_GET, (op.key,)).fetchone()
-        if row is None:
-            return None
-        if row[0] > rv:
-            raise NotCommitted("a key this transaction reads was written after its read version")
-        return row[1]
-
-    def _get_range(
-        self, conn: sqlite3.Connection, op: _GetRange, version: int, horizon: int
-    ) -> list[tuple[bytes, bytes]]:
-        rv = self._read_version_for(op.rv, version, horizon)
-        sql = _SQL_RANGE_REVERSE if op.reverse else _SQL_RANGE
-        limit = op.limit
-        out: list[tuple[bytes, bytes]] = []
-        cursor = conn.execute(sql, (op.begin, op.end, rv))
-        try:
-            # Tombstones newer than rv come back too (the SQL above): a deletion after rv is
-            # a conflict.
-            for key, row_version, value in cursor:
-                if row_version > rv:
-                    raise NotCommitted(
-                        "a key in a range this transaction reads was written after its read version"
-                    )
-                if value is not None:
-                    out.append((key, value))
-                    if len(out) == limit:  # limit 0 never matches: read everything
-                        break
-        finally:
-            cursor.close()  # resets the statement, so the read transaction can end
-        return out
 
     # commits -------------------------------------------------------------------------------
 
@@ -726,7 +709,7 @@ class SqliteStore(Store):
         applied: list[_Commit] = []
         try:
             # Read under the write lock: versions are serial across processes.
-            version, horizon = conn.execute(_SQL_META).fetchone()
+            version, horizon = conn.execute(SQL_META).fetchone()
             cleared = 0  # the version of the last commit here that wrote tombstones
             for op in commits:
                 request = op.request
@@ -834,12 +817,12 @@ class SqliteStore(Store):
         try:
             # A cheap look first: most of the time another process (or an earlier
             # run) has moved the horizon already, and we need no write lock.
-            version, horizon = conn.execute(_SQL_META).fetchone()
+            version, horizon = conn.execute(SQL_META).fetchone()
             deleted = 0
             if min(op.horizon, version) > horizon:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    version, horizon = conn.execute(_SQL_META).fetchone()
+                    version, horizon = conn.execute(SQL_META).fetchone()
                     target = min(op.horizon, version)
                     if target > horizon:
                         # Horizon first, in the same transaction: from now on

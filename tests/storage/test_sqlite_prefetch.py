@@ -1,5 +1,9 @@
 """SqliteTransaction.prefetch: a read queued ahead shares the hop of the next read, and
-is in every other way the `get` that takes it (its snapshot, its conflict range)."""
+is in every other way the `get` that takes it (its snapshot, its conflict range).
+
+With inline reads (the default) reads take no hop and prefetch does nothing; these tests
+run the store with every read queued for the writer thread, as a read the trio thread
+could not serve at once is."""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ async def _put(store: SqliteStore, key: bytes, value: bytes) -> None:
 
 
 async def test_a_prefetched_read_shares_the_hop_of_the_next_read(db: Path) -> None:
-    async with running(db) as store:
+    async with running(db, inline_reads=False) as store:
         await _put(store, b"lease", b"mine")
         await _put(store, b"data", b"x")
         hops = store.stats.hops
@@ -43,7 +47,7 @@ async def test_a_prefetched_read_shares_the_hop_of_the_next_read(db: Path) -> No
 async def test_a_prefetched_key_is_in_the_conflict_range_of_the_get_that_takes_it(
     db: Path,
 ) -> None:
-    async with running(db) as store:
+    async with running(db, inline_reads=False) as store:
         await _put(store, b"lease", b"mine")
         attempts = 0
         read_once = trio.Event()
@@ -80,7 +84,7 @@ async def test_a_prefetched_key_is_in_the_conflict_range_of_the_get_that_takes_i
 
 
 async def test_a_retried_attempt_reads_afresh_not_the_prefetch_of_the_last(db: Path) -> None:
-    async with running(db) as store:
+    async with running(db, inline_reads=False) as store:
         await _put(store, b"k", b"1")
         seen: list[bytes | None] = []
 

@@ -93,11 +93,11 @@ async def test_sqlite_thread_hops_are_scraped(nursery: trio.Nursery, tmp_path: P
     metrics.watch_store(store)
     before = store.stats.hops
 
-    async def one_read(tr: Transaction) -> None:
-        await tr.get(b"a")
+    async def one_write(tr: Transaction) -> None:
+        tr.set(b"a", b"1")
 
-    await store.transact(one_read)
-    assert store.stats.hops == before + 1  # one read, one hop to the thread
+    await store.transact(one_write)
+    assert store.stats.hops == before + 1  # one commit, one hop to the writer thread
     assert f"kelpie_store_hops_total {float(store.stats.hops)}" in metrics.render().decode()
     assert "kelpie_store_hops_total" not in _scraped_memory_store()
 

@@ -1,0 +1,190 @@
+"""Reads of the SQLite store, and the reader that serves them on the trio thread.
+
+Every read is served from one SQLite read transaction (a snapshot), checked against
+its transaction's read version: the first read of a transaction sets it to the
+store's commit version of that snapshot; a row written after it fails the read with
+NotCommitted (FDB would fail the transaction at commit anyway); a read version older
+than the tombstone horizon fails with TransactionTooOld (a deletion it should see may
+have been collected).
+
+**Where reads run.** A thread hop costs ~180 us of CPU (stack-notes.md, section 6) and
+wakes two threads; a point read from SQLite's page cache costs ~10-20 us. So a read is
+tried first on the trio thread (`InlineReader`), on a read-only connection of its own
+that never waits: its busy timeout is 0, and in WAL mode a reader waits only in rare
+moments (the WAL being reset or recovered). A read that cannot be served at once there
+(any SQLite error) goes to the writer thread's queue as before, with its busy timeout
+and its error mapping. Commits never run here: an fsync must not stall the loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+
+from kelpie_trio.storage.errors import NotCommitted, TransactionTooOld
+
+__all__ = ["InlineReader", "ReadElsewhere", "ReadVersion", "get_range_rows", "get_row"]
+
+SQL_META = "SELECT version, horizon FROM meta WHERE id = 0"
+_SQL_GET = "SELECT version, value FROM kv WHERE key = ?"
+# A range read skips, in SQL, the tombstones it could not conflict with (deleted at or
+# before its read version): a range whose keys come and go (an agent's open runs, the
+# search outbox) holds the tombstones of the last 10-15 s until they are collected,
+# and stepping over each in Python cost ~1 us, per read. Rows written after the read
+# version, live or not, still come back, for the conflict check below.
+_SQL_RANGE = (
+    "SELECT key, version, value FROM kv WHERE key >= ? AND key < ? "
+    "AND (value IS NOT NULL OR version > ?) ORDER BY key"
+)
+_SQL_RANGE_REVERSE = (
+    "SELECT key, version, value FROM kv WHERE key >= ? AND key < ? "
+    "AND (value IS NOT NULL OR version > ?) ORDER BY key DESC"
+)
+
+
+class ReadVersion:
+    """A transaction's read version, shared by its reads.
+
+    Set at the transaction's first read (inline, or by the writer thread), so that two
+    reads queued before either ran still share one snapshot. A reset transaction gets a
+    new cell: a read still in flight from the old attempt cannot touch it.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: int | None = None
+
+
+def _read_version_for(cell: ReadVersion, version: int, horizon: int) -> int:
+    rv = cell.value
+    if rv is None:
+        cell.value = rv = version
+    elif rv < horizon:
+        raise TransactionTooOld("read version is older than the collected tombstones")
+    return rv
+
+
+def get_row(
+    conn: sqlite3.Connection, cell: ReadVersion, key: bytes, version: int, horizon: int
+) -> bytes | None:
+    """`key`'s value in the snapshot of `conn`'s open read transaction (at `version`)."""
+    rv = _read_version_for(cell, version, horizon)
+    row = conn.execute(_SQL_GET, (key,)).fetchone()
+    if row is None:
+        return None
+    if row[0] > rv:
+        raise NotCommitted("a key this transaction reads was written after its read version")
+    return row[1]
+
+
+def get_range_rows(
+    conn: sqlite3.Connection,
+    cell: ReadVersion,
+    begin: bytes,
+    end: bytes,
+    limit: int,
+    reverse: bool,
+    version: int,
+    horizon: int,
+) -> list[tuple[bytes, bytes]]:
+    """The live rows of [begin, end) in that snapshot, at most `limit` (0: all)."""
+    rv = _read_version_for(cell, version, horizon)
+    out: list[tuple[bytes, bytes]] = []
+    cursor = conn.execute(_SQL_RANGE_REVERSE if reverse else _SQL_RANGE, (begin, end, rv))
+    try:
+        # Tombstones newer than rv come back too (the SQL above): a deletion after rv is
+        # a conflict.
+        for key, row_version, value in cursor:
+            if row_version > rv:
+                raise NotCommitted(
+                    "a key in a range this transaction reads was written after its read version"
+                )
+            if value is not None:
+                out.append((key, value))
+                if len(out) == limit:  # limit 0 never matches: read everything
+                    break
+    finally:
+        cursor.close()  # resets the statement, so the read transaction can end
+    return out
+
+
+class ReadElsewhere(Exception):
+    """The inline reader could not serve this read at once: queue it for the writer
+    thread (which waits out a busy file and maps SQLite's errors)."""
+
+
+class InlineReader:
+    """A read-only connection used on the trio thread only, one read at a time."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn: sqlite3.Connection | None = conn
+        self.latest_version = 0  # the newest commit version a read here saw
+
+    @classmethod
+    def open(cls, path: str, *, cache_kib: int) -> InlineReader:
+        """Open the reader (after the writer created the schema). Any thread."""
+        conn = sqlite3.connect(
+            path,
+            timeout=0,  # never wait on the loop: a busy moment sends the read elsewhere
+            isolation_level=None,
+            check_same_thread=False,  # opened in the writer's hop, used on the trio thread
+            cached_statements=64,
+        )
+        try:
+            conn.execute("PRAGMA query_only = 1")
+            conn.execute(f"PRAGMA cache_size = -{cache_kib}")
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn)
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def get(self, cell: ReadVersion, key: bytes) -> bytes | None:
+        conn = self._begin()
+        try:
+            version, horizon = conn.execute(SQL_META).fetchone()
+            self.latest_version = max(self.latest_version, version)
+            return get_row(conn, cell, key, version, horizon)
+        except sqlite3.Error as exc:
+            raise ReadElsewhere from exc
+        finally:
+            self._end(conn)
+
+    def get_range(
+        self, cell: ReadVersion, begin: bytes, end: bytes, limit: int, reverse: bool
+    ) -> list[tuple[bytes, bytes]]:
+        conn = self._begin()
+        try:
+            version, horizon = conn.execute(SQL_META).fetchone()
+            self.latest_version = max(self.latest_version, version)
+            return get_range_rows(conn, cell, begin, end, limit, reverse, version, horizon)
+        except sqlite3.Error as exc:
+            raise ReadElsewhere from exc
+        finally:
+            self._end(conn)
+
+    def _begin(self) -> sqlite3.Connection:
+        conn = self._conn
+        if conn is None:
+            raise ReadElsewhere
+        try:
+            conn.execute("BEGIN")  # deferred: the snapshot starts at the first SELECT
+        except sqlite3.Error as exc:
+            raise ReadElsewhere from exc
+        return conn
+
+    @staticmethod
+    def _end(conn: sqlite3.Connection) -> None:
+        # A read transaction wrote nothing: ending it cannot lose anything, and an error
+        # here (after the read was served) leaves the connection to the next BEGIN.
+        try:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
