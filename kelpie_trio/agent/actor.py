@@ -244,6 +244,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
             return {"handoff": run.thread, "run_id": run.id}
         if run.finished:
             return self._response(run, await self._run_messages(run))
+        recovered = False
         if run.history_agent is not None:
             run = await self._adopt(run)
             if run.first_seq is None:  # moved before it started: start it here
@@ -253,15 +254,18 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
             # (a crash, a lost lease, a failed handler). A pause ending, an answer to a
             # parked run or a session just taken over are no recovery.
             self.ctx.note("recovery", run_id=run_id, iteration=run.checkpoint.iteration)
+            recovered = True
         log.info("thread %s: resuming %s after iteration %d", thread, run_id,
                  run.checkpoint.iteration)  # fmt: skip
-        return await self._guarded(run, await self._run_messages(run))
+        return await self._guarded(run, await self._run_messages(run), recovered=recovered)
 
-    async def _guarded(self, run: Run, produced: list[Message]) -> dict[str, Any]:
+    async def _guarded(
+        self, run: Run, produced: list[Message], *, recovered: bool = False
+    ) -> dict[str, Any]:
         """The run's steps; if they stop short (an error), the run stays open for a
         resume, and the next new run of this agent looks for it first."""
         try:
-            return await self._iterate(run, produced)
+            return await self._iterate(run, produced, recovered=recovered)
         except BaseException:
             self._may_have_open_runs = True
             self.service.look_for_open_runs()  # this node's resume sweep looks soon
@@ -322,7 +326,9 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         runs.save_run(tr, run)
         return run, inputs, []
 
-    async def _iterate(self, run: Run, produced: list[Message]) -> dict[str, Any]:
+    async def _iterate(
+        self, run: Run, produced: list[Message], *, recovered: bool = False
+    ) -> dict[str, Any]:
         """Steps from the one after the checkpoint until a stop reason.
 
         A step whose tools all run in the store (memory tools, send_message) lands in
@@ -332,6 +338,11 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         then the rest: after a crash the step goes on from there, without asking the
         model again, and a call whose result was stored is not run again. A call cut
         short before its result was stored runs again (at least once).
+
+        `recovered`: whoever ran the run before stopped short, maybe while the model was
+        writing a reply whose start a stream showed. The first reply asked here shows
+        no token deltas and is stored as not streamed, so a stream gives it whole, never
+        as the rest of the lost one (service/run_positions.py).
         """
         agent_id = self.agent_id
         events = self.service.run_events
@@ -385,7 +396,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
             else:
                 llm = llm or self.llm_for(view.agent)
                 message_id = self.ctx.env.new_id("message")
-                reply = None
+                reply, streamed = None, False
                 try:
                     with events.in_flight(run.id):
                         llm_request = await self._prompt(
@@ -394,7 +405,10 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                         self._note_compaction(run)
                         waits = waiting_tools(offer, view.tools, run.client_tools)
                         timing.llm_started_at, began = env.now(), env.monotonic()
-                        reply = await self._complete(llm, llm_request, run, message_id, view, waits)
+                        reply, streamed = await self._complete(
+                            llm, llm_request, run, message_id, view, waits, tokens=not recovered
+                        )
+                        recovered = False
                         timing.llm_seconds = env.monotonic() - began
                 except LlmError as error:
                     log.warning("agent %s: the LLM failed: %r", agent_id, error)
@@ -414,6 +428,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
                     run_id=run.id,
                 )
                 interpretation.assistant.conversation_id = self.conversation_id
+                interpretation.assistant.streamed = streamed
                 interpretation.assistant.reasoning_hidden = hides_reasoning(
                     view.agent.llm_config or {}
                 )
@@ -503,11 +518,14 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         message_id: str,
         view: Any,
         waits: frozenset[str] = frozenset(),
-    ) -> LlmResponse:
-        """The LLM's reply; streamed, with token deltas published, when a stream wants them."""
+        *,
+        tokens: bool = True,
+    ) -> tuple[LlmResponse, bool]:
+        """The LLM's reply, and whether its token deltas were published (streamed when
+        `tokens` allows it and a stream wants them)."""
         events = self.service.run_events
-        if not events.wants_tokens(run.id):
-            return await llm.complete(request)
+        if not (tokens and events.wants_tokens(run.id)):
+            return await llm.complete(request), False
         base = {"id": message_id, "date": iso(self.ctx.env.now()), "otid": None,
                 "run_id": run.id, "seq_id": self.next_seq}  # fmt: skip
         content_type = (
@@ -524,7 +542,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         async with aclosing(llm.stream(request)) as stream:
             async for event in stream:
                 if isinstance(event, Completed):
-                    return event.response
+                    return event.response, True
                 if isinstance(event, ReasoningDelta) and event.text:
                     delta = {**base, "message_type": "reasoning_message",
                              "source": "reasoner_model", "reasoning": event.text}  # fmt: skip

@@ -57,6 +57,10 @@ class Message:
     # keeps its text, for the window, search and summaries).
     parts: list[ContentPart] | None = None
     conversation_id: str | None = None  # None: the agent's default conversation
+    # role "assistant": whether its text went out as token deltas before it was stored
+    # (None: stored before this was recorded). A reply that did not can never be the
+    # one whose start a stream showed (service/run_positions.py).
+    streamed: bool | None = None
 
     @property
     def thread(self) -> str:

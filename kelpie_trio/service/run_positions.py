@@ -23,7 +23,10 @@ after the run's last message, above any delta of a reply that was never stored.
 
 The tag is 9 bits of a digest of the message's id and one bit for how its text was
 shown live (assistant_message or reasoning_message, by the agent's type): the rest of a
-text is shown as its start was, so the client's line gets exactly the rest.
+text is shown as its start was, so the client's line gets exactly the rest. Digests of
+two ids may be equal (1 in 512): a reply asked again after a crash (the one that can
+share its place with a lost reply a reader saw the start of) is stored as not streamed
+and always given whole.
 """
 
 from __future__ import annotations
@@ -92,6 +95,16 @@ def id_tag(message_id: str, shown_as: str) -> int:
     return digest << 1 | (shown_as == "assistant_message")
 
 
+def _may_be_of(message: Message, tag: int) -> bool:
+    """Whether text a reader holds under `tag` may be the start of `message`'s. A tag is a
+    digest, so two messages may share it: a reply asked again after a crash, which may
+    share its place with a lost reply whose start a stream showed, is never streamed
+    (agent/actor.py), and so never taken for the rest of that one."""
+    if message.streamed is False:
+        return False
+    return tag >> 1 == id_tag(message.id, "") >> 1
+
+
 def _slots(message: Message, shown: list[dict[str, Any]]) -> list[int]:
     """The slot of each Letta message a stored message shows as (to_letta_messages)."""
     if message.role != "assistant":
@@ -158,7 +171,7 @@ def shown_items(
                 continue
             given: dict[str, Any] | None = {**event, "run_id": run.id}
             seen = partial.get((place, slot))
-            if seen is not None and seen[0] >> 1 == id_tag(message.id, "") >> 1:
+            if seen is not None and _may_be_of(message, seen[0]):
                 given = _rest(event, slot, *seen)
             placed.append((at, None if given is None else {**given, "seq_id": at}))
     return placed

@@ -400,6 +400,21 @@ MUTATIONS = [
         "            pass  #",
     ),
     Mutation(
+        "reask-whole",
+        "a reply asked again after a crash is given whole on a resumed stream, even when "
+        "its tag is the lost reply's",
+        "kelpie_trio/service/run_positions.py",
+        "    if message.streamed is False:\n",
+        "    if False:\n",
+    ),
+    Mutation(
+        "reask-no-tokens",
+        "a reply asked again after a crash streams no token deltas (it is stored as not streamed)",
+        "kelpie_trio/agent/actor.py",
+        "tokens=not recovered",
+        "tokens=True",
+    ),
+    Mutation(
         "marker-collect-idle",
         "an idle store stops collecting markers once its own are gone (collection leaves none)",
         "kelpie_trio/storage/base.py",

@@ -79,6 +79,33 @@ def test_a_reply_stored_in_place_of_one_whose_start_was_shown_is_given_whole() -
     assert place_delta(other, 10, at, partial) is None  # its start cannot go on the other's
 
 
+def _id_sharing_the_tag_of(message_id: str) -> str:
+    """Another id whose 9-bit digest is `message_id`'s (1 in 512 ids is one)."""
+    want = id_tag(message_id, "") >> 1
+    candidates = (f"message-{n}" for n in range(100_000))
+    return next(c for c in candidates if c != message_id and id_tag(c, "") >> 1 == want)
+
+
+def test_a_reply_asked_again_is_given_whole_even_when_its_tag_is_the_lost_ones() -> None:
+    """The deep run's seed 522 of the dropped-stream DST: the reply asked again after the
+    crash had an id whose digest was the lost reply's, and its 14 characters were taken
+    for the rest of the lost reply's first 14: the client never saw it."""
+    partial: dict = {}
+    lost = {"id": "message-lost", "message_type": "assistant_message",
+            "content": "Worth keeping.", "seq_id": 11, "offset_end": 14}  # fmt: skip
+    at, _ = place_delta(lost, 10, 0, partial)
+    twin = _id_sharing_the_tag_of("message-lost")
+    asked_again = reply(content="Worth keeping.", id=twin)
+    asked_again.streamed = False  # what the actor stores for a reply asked after a recovery
+    [(_, whole)] = shown_items(RUN, [asked_again], at, partial)
+    assert whole["content"] == "Worth keeping." and Cursor.of(whole["seq_id"]).offset == WHOLE
+    # A reply whose deltas went out is the one a reader with its tag saw the start of.
+    streamed = reply(content="Worth keeping.", id="message-lost")
+    streamed.streamed = True
+    [(_, nothing)] = shown_items(RUN, [streamed], at, partial)
+    assert nothing is None  # it saw all of it: the reader moves past it
+
+
 def test_a_reader_that_missed_deltas_shows_none_until_the_store_has_the_rest() -> None:
     def delta(text: str, end: int) -> dict:
         return {"id": "message-a", "message_type": "reasoning_message", "reasoning": text,
