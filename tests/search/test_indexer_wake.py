@@ -25,6 +25,19 @@ async def _record(store: MemoryStore, agent_id: str) -> None:
     await store.transact(write)
 
 
+def _counting_scans(indexer: Indexer) -> tuple[Indexer, list[int]]:
+    """The indexer, its scans of the outbox counted in the list's one item."""
+    scans = [0]
+    scan = indexer.pending_streams
+
+    async def counted() -> list[str]:
+        scans[0] += 1
+        return await scan()
+
+    indexer.pending_streams = counted  # type: ignore[method-assign]
+    return indexer, scans
+
+
 async def test_an_entry_committed_on_this_node_wakes_the_indexer_within_its_settle(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -47,20 +60,11 @@ async def test_an_idle_indexer_does_not_scan_between_polls(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     store = MemoryStore()
-    indexer = Indexer(store, store.env, MemoryIndex("i"), QUIET)
-    scans = 0
-    scan = indexer.pending_streams
-
-    async def counted() -> list[str]:
-        nonlocal scans
-        scans += 1
-        return await scan()
-
-    indexer.pending_streams = counted  # type: ignore[method-assign]
+    indexer, scans = _counting_scans(Indexer(store, store.env, MemoryIndex("i"), QUIET))
     async with trio.open_nursery() as nursery:
         await nursery.start(indexer.run)
         await trio.sleep(5_000.0)  # virtual: half a poll
-        assert scans == 1  # the first look at start, and none since
+        assert scans == [1]  # the first look at start, and none since
         nursery.cancel_scope.cancel()
 
 
@@ -95,25 +99,16 @@ async def test_commits_within_the_settle_share_one_drain(
 ) -> None:
     """One client's turns a few tenths of a second apart: one scan and one batch for all."""
     store = MemoryStore()
-    indexer = Indexer(store, store.env, MemoryIndex("i"), QUIET)
-    scans = 0
-    scan = indexer.pending_streams
-
-    async def counted() -> list[str]:
-        nonlocal scans
-        scans += 1
-        return await scan()
-
-    indexer.pending_streams = counted  # type: ignore[method-assign]
+    indexer, scans = _counting_scans(Indexer(store, store.env, MemoryIndex("i"), QUIET))
     async with trio.open_nursery() as nursery:
         await nursery.start(indexer.run)
         await trio.sleep(1.0)  # the first look is over
-        assert scans == 1
+        assert scans == [1]
         for agent_id in ("agent-1", "agent-2", "agent-3"):
             await _record(store, agent_id)
             await trio.sleep(QUIET.settle / 4)
         await trio.sleep(QUIET.settle)
-        assert scans == 2  # one drain for the three commits, not one each
+        assert scans == [2]  # one drain for the three commits, not one each
         for agent_id in ("agent-1", "agent-2", "agent-3"):
             assert await indexer.index.position(agent_id) == 1
         nursery.cancel_scope.cancel()
