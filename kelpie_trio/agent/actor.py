@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -41,9 +40,9 @@ from kelpie_trio.agent.handoff import SessionHandoff
 from kelpie_trio.agent.history import decode_messages, history_key
 from kelpie_trio.agent.history_window import HistoryWindow
 from kelpie_trio.agent.messages import Message, iso, to_letta_messages
+from kelpie_trio.agent.reply_stream import stream_reply
 from kelpie_trio.agent.runs import Run
 from kelpie_trio.agent.step import (
-    HEARTBEAT_TYPES,
     Interpretation,
     interpret,
     judge_calls,
@@ -57,16 +56,7 @@ from kelpie_trio.agent.tool_rules import TurnState, rules_of
 from kelpie_trio.agent.window import ContextWindow
 from kelpie_trio.errors import Conflict, NotFound, PendingApproval, ServiceError
 from kelpie_trio.llm.model_traits import hides_reasoning
-from kelpie_trio.llm.types import (
-    Completed,
-    ContentDelta,
-    LlmClient,
-    LlmError,
-    LlmFailure,
-    LlmResponse,
-    ReasoningDelta,
-    ToolCallDelta,
-)
+from kelpie_trio.llm.types import LlmClient, LlmError, LlmResponse
 from kelpie_trio.models import convert
 from kelpie_trio.nursery.actor import ActorContext
 from kelpie_trio.search import outbox
@@ -528,46 +518,8 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
             return await llm.complete(request), False
         base = {"id": message_id, "date": iso(self.ctx.env.now()), "otid": None,
                 "run_id": run.id, "seq_id": self.next_seq}  # fmt: skip
-        content_type = (
-            "reasoning_message" if view.agent.agent_type in HEARTBEAT_TYPES else "assistant_message"
-        )
-        # A call's id and name come on its first delta only; a client gathers the argument
-        # deltas by id (Letta's CLI does), so every delta carries the call's id.
-        names: dict[int, str] = {}
-        ids: dict[int, str] = {}
-        if hides_reasoning(view.agent.llm_config or {}):  # first, as the stored reply shows it
-            hidden = {**base, "message_type": "hidden_reasoning_message", "state": "omitted",
-                      "hidden_reasoning": None}  # fmt: skip
-            events.publish(run.id, hidden, token=True)
-        async with aclosing(llm.stream(request)) as stream:
-            async for event in stream:
-                if isinstance(event, Completed):
-                    return event.response, True
-                if isinstance(event, ReasoningDelta) and event.text:
-                    delta = {**base, "message_type": "reasoning_message",
-                             "source": "reasoner_model", "reasoning": event.text}  # fmt: skip
-                    events.publish(run.id, delta, token=True)
-                elif isinstance(event, ContentDelta) and event.text:
-                    field = "reasoning" if content_type == "reasoning_message" else "content"
-                    delta = {**base, "message_type": content_type, field: event.text}
-                    events.publish(run.id, delta, token=True)
-                elif isinstance(event, ToolCallDelta):
-                    if event.name:
-                        names[event.index] = event.name
-                    if event.id:
-                        ids[event.index] = event.id
-                    name = names.get(event.index, "")
-                    if run.use_assistant_message and name == run.assistant_message_tool_name:
-                        continue  # shown whole, as the assistant message, once stored
-                    call_id = ids.get(event.index)
-                    if call_id is None:
-                        continue  # nothing a client could file it under; the stored call shows
-                    wire = {"name": event.name, "arguments": event.arguments,
-                            "tool_call_id": call_id}  # fmt: skip
-                    kind = "approval_request_message" if name in waits else "tool_call_message"
-                    delta = {**base, "message_type": kind, "tool_call": wire, "tool_calls": [wire]}
-                    events.publish(run.id, delta, token=True)
-        raise LlmFailure("the stream ended without a reply")
+        response = await stream_reply(llm, request, run, view.agent, waits, base, events)
+        return response, True
 
     def _note_compaction(self, run: Run) -> None:
         """Show the step's compaction, when the run asked for it (as it happens, on a stream;
