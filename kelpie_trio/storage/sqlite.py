@@ -58,15 +58,19 @@ from kelpie_trio.storage.base import (
     add_to_value,
 )
 from kelpie_trio.storage.errors import (
-    CommitUnknownResult,
     NotCommitted,
-    StorageFull,
-    StorageUnavailable,
     StoreClosed,
     StoreError,
     TransactionTooOld,
 )
 from kelpie_trio.storage.limits import MAX_TRANSACTION_SECONDS
+from kelpie_trio.storage.sqlite_errors import (
+    SQLITE_FULL,
+    commit_unknown,
+    fails_the_batch,
+    map_error,
+    primary_code,
+)
 from kelpie_trio.storage.sqlite_reads import (
     SQL_META,
     InlineReader,
@@ -115,85 +119,8 @@ _SQL_CLEAR_RANGE = (
 )
 _SQL_COLLECT = "DELETE FROM kv WHERE value IS NULL AND version <= ?"
 
-# Primary result codes after which the same operation may well succeed later
-# (another process holds the lock; the disk hiccuped). A full disk is not among
-# them: it heals only when someone makes room (StorageFull). Anything else (a
-# corrupt file, a schema error, a read-only file) will not heal by retrying, so
-# it surfaces as a plain, non-retryable StoreError.
-_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_NOMEM = 5, 6, 7
-_SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_PROTOCOL = 10, 13, 14, 15
-_TRANSIENT = {
-    _SQLITE_BUSY,
-    _SQLITE_LOCKED,
-    _SQLITE_NOMEM,
-    _SQLITE_IOERR,
-    _SQLITE_CANTOPEN,
-    _SQLITE_PROTOCOL,
-}
-# SQLite reports ENOSPC from write() as SQLITE_FULL, but from the other calls that
-# grow a file (ftruncate of the -shm, fallocate, fsync on some file systems) as one
-# of its SQLITE_IOERR_* codes; with less room than this left, such an error is
-# taken for a full disk.
-_LOW_SPACE_BYTES = 1 << 20
 # Each connection's page cache, KiB (the writer's and the inline reader's; see `_open`).
 _CACHE_KIB = 65536
-
-
-def _primary_code(exc: BaseException) -> int | None:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return None if code is None else code & 0xFF
-
-
-def _free_bytes(path: str) -> int | None:
-    try:
-        stats = os.statvfs(os.path.dirname(os.path.abspath(path)))
-    except OSError:
-        return None
-    return stats.f_bavail * stats.f_frsize
-
-
-def _disk_full(exc: sqlite3.Error, path: str | None) -> bool:
-    """Whether `exc` says the file system holding `path` has no room left."""
-    primary = _primary_code(exc)
-    if primary == _SQLITE_FULL:
-        return True
-    if primary != _SQLITE_IOERR or path is None:
-        return False
-    free = _free_bytes(path)
-    return free is not None and free < _LOW_SPACE_BYTES
-
-
-def _map_error(exc: sqlite3.Error, *, what: str, path: str | None = None) -> StoreError:
-    """A store error for an sqlite3 failure after which nothing was written."""
-    name = getattr(exc, "sqlite_errorname", type(exc).__name__)
-    if _disk_full(exc, path):
-        error: StoreError = StorageFull(
-            f"the disk holding the SQLite store is full: could not {what} ({name}); "
-            "nothing was written"
-        )
-    elif isinstance(exc, sqlite3.OperationalError) and _primary_code(exc) in _TRANSIENT:
-        error = StorageUnavailable(f"SQLite could not {what} ({name}: {exc})")
-    else:
-        error = StoreError(f"SQLite failed to {what} ({name}: {exc})")
-    error.__cause__ = exc
-    return error
-
-
-def _commit_unknown(exc: sqlite3.Error) -> StoreError:
-    error = CommitUnknownResult(f"SQLite failed during COMMIT: {exc}")
-    error.__cause__ = exc
-    return error
-
-
-def _fails_the_batch(exc: Exception) -> bool:
-    """Whether an error while applying one transaction dooms the whole batch.
-
-    After I/O errors, a full disk, a busy or corrupt file, SQLite may already
-    have rolled back the whole transaction, and the rest of the batch cannot be
-    trusted either. Other errors (a constraint, a value too big, a bug in one
-    transaction's data) stay with that transaction: its SAVEPOINT undoes it.
-    """
-    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
 
 
 # -- queued operations ------------------------------------------------------------
@@ -413,7 +340,7 @@ class SqliteStore(Store):
                         lambda: InlineReader.open(self.path, cache_kib=_CACHE_KIB)
                     )
             except sqlite3.Error as exc:
-                raise _map_error(exc, what=f"open {self.path}", path=self.path) from exc
+                raise map_error(exc, what=f"open {self.path}", path=self.path) from exc
             self._observe(version)
             self._sample()
             limiter = trio.CapacityLimiter(1)  # our own: other to_thread users cannot starve us
@@ -687,7 +614,7 @@ class SqliteStore(Store):
             self._rollback()
             for op in reads:
                 if not op.finished:
-                    op.fail(_map_error(exc, what="read", path=self.path))
+                    op.fail(map_error(exc, what="read", path=self.path))
             return -1
         self.stats.reads += len(reads)
         return version
@@ -704,7 +631,7 @@ class SqliteStore(Store):
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             for op in commits:
-                op.fail(_map_error(exc, what="begin a write transaction", path=self.path))
+                op.fail(map_error(exc, what="begin a write transaction", path=self.path))
             return -1
         applied: list[_Commit] = []
         try:
@@ -728,7 +655,7 @@ class SqliteStore(Store):
                     if self._apply(conn, request, version + 1):
                         cleared = version + 1
                 except Exception as exc:
-                    if _fails_the_batch(exc) or not conn.in_transaction:
+                    if fails_the_batch(exc) or not conn.in_transaction:
                         raise
                     conn.execute("ROLLBACK TO kelpie_txn")
                     conn.execute("RELEASE kelpie_txn")
@@ -744,7 +671,7 @@ class SqliteStore(Store):
             self._rollback()
             for op in commits:
                 if not op.finished:
-                    op.fail(_map_error(exc, what="commit", path=self.path))
+                    op.fail(map_error(exc, what="commit", path=self.path))
             return -1
         except BaseException:
             self._rollback()
@@ -761,13 +688,13 @@ class SqliteStore(Store):
             # retry safe with its idempotency marker.
             # SQLITE_FULL is the exception: SQLite writes the frame that marks
             # the commit last, and ENOSPC means that write did not happen.
-            unknown = not conn.in_transaction and _primary_code(exc) != _SQLITE_FULL
+            unknown = not conn.in_transaction and primary_code(exc) != SQLITE_FULL
             self._rollback()
             for op in applied:
                 op.fail(
-                    _commit_unknown(exc)
+                    commit_unknown(exc)
                     if unknown
-                    else _map_error(exc, what="commit", path=self.path)
+                    else map_error(exc, what="commit", path=self.path)
                 )
             return -1
         for op in applied:
@@ -835,7 +762,7 @@ class SqliteStore(Store):
                     self._rollback()
                     raise
         except sqlite3.Error as exc:
-            op.fail(_map_error(exc, what="collect tombstones", path=self.path))
+            op.fail(map_error(exc, what="collect tombstones", path=self.path))
             return -1
         self._known_horizon = max(self._known_horizon, horizon)
         self.stats.tombstones_collected += deleted

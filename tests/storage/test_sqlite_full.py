@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from kelpie_trio.storage import StorageFull, StorageUnavailable, Transaction
-from kelpie_trio.storage import sqlite as sqlite_backend
+from kelpie_trio.storage import StorageFull, StorageUnavailable, Transaction, sqlite_errors
 from kelpie_trio.storage.sqlite import SqliteStore
 from tests.storage.helpers import put, read
 
@@ -125,14 +124,14 @@ def _io_error() -> sqlite3.OperationalError:
 
 def test_an_io_error_with_no_room_left_is_storage_full(monkeypatch: pytest.MonkeyPatch) -> None:
     # ENOSPC from a call other than write() reaches us as an SQLITE_IOERR_* code.
-    monkeypatch.setattr(sqlite_backend, "_free_bytes", lambda path: 4096)
-    mapped = sqlite_backend._map_error(_io_error(), what="commit", path="/data/kelpie.db")
+    monkeypatch.setattr(sqlite_errors, "_free_bytes", lambda path: 4096)
+    mapped = sqlite_errors.map_error(_io_error(), what="commit", path="/data/kelpie.db")
     assert isinstance(mapped, StorageFull) and not mapped.retryable
 
 
 def test_an_io_error_with_room_left_stays_a_transient_failure(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(sqlite_backend, "_free_bytes", lambda path: 10 << 30)
-    mapped = sqlite_backend._map_error(_io_error(), what="commit", path="/data/kelpie.db")
+    monkeypatch.setattr(sqlite_errors, "_free_bytes", lambda path: 10 << 30)
+    mapped = sqlite_errors.map_error(_io_error(), what="commit", path="/data/kelpie.db")
     assert isinstance(mapped, StorageUnavailable) and mapped.retryable
