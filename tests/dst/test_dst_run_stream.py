@@ -12,6 +12,8 @@ from typing import Any
 
 import trio
 
+from kelpie_trio.agent.history import decode_messages
+from kelpie_trio.agent.messages import Message
 from kelpie_trio.errors import ServiceError
 from kelpie_trio.service import AgentService
 from kelpie_trio.service.run_positions import Cursor
@@ -19,6 +21,7 @@ from kelpie_trio.sim import FaultConfig, FaultType, SimWorld
 from kelpie_trio.sim.faults import STORAGE_FAULTS
 from kelpie_trio.sim.llm import SimLlmClient, send_message, text, tool_call, tool_calls
 from kelpie_trio.sim.seeds import across_seeds, run_seeds
+from kelpie_trio.storage import keys
 from tests.dst.agent_harness import (
     CLEAN,
     AgentCluster,
@@ -100,6 +103,20 @@ def check_seen_once(seen: list[dict], whole: list[dict]) -> None:
     ids = {key[2] for key in stored}
     extra = [key for key in views if key not in stored]
     assert all(key[2] not in ids for key in extra), extra  # a lost reply's start only
+
+
+def check_asked_again_not_streamed(seen: list[dict], stored: list[Message], run_id: str) -> None:
+    """Where the client saw the start of a reply that was never stored (its node crashed),
+    the reply stored at that place was asked again: it must not have been streamed, so a
+    stream never takes it for the rest of the lost one (the tags of two ids may be equal)."""
+    mine = [m for m in stored if m.run_id == run_id]
+    first = min(m.seq for m in mine)
+    by_seq = {m.seq: m for m in mine}
+    stored_ids = {m.id for m in mine}
+    for place, _, message_id in assemble(seen):
+        again = by_seq.get(first + place)
+        if message_id is not None and message_id not in stored_ids and again is not None:
+            assert again.streamed is False, (place, message_id, again.id, again.streamed)
 
 
 def positioned(events: list[dict]) -> list[dict]:
@@ -246,21 +263,27 @@ def test_dst_a_dropped_stream_resumes_on_another_node_after_a_crash_under_faults
                 await read_all(await sim.service("n1").retrieve_run_stream(run_id, {}))
             )
             listed = await sim.service("n1").run_messages(run_id, page())
-            return seen, whole, listed
+            engine = sim.world.engine
+            begin, end = keys.prefix_range(keys.MESSAGES.pack((agent,)))
+            stored = decode_messages(engine.get_range(begin, end, 0, False, engine.version))
+            return seen, whole, listed, stored, run_id
 
-        seen, whole, listed = simulate_cluster(
+        seen, whole, listed, stored, run_id = simulate_cluster(
             seed, scenario, faults, nodes=2, script=[by_progress] * 50, resume_interval=1.0
         )
         check_seen_once(seen, whole)
+        check_asked_again_not_streamed(seen, stored, run_id)
         assert [(e["id"], e["message_type"]) for e in whole[:-2]] == [
             (m["id"], m["message_type"]) for m in listed
         ]
         assert whole[-2]["message_type"] == "stop_reason"
         assert whole[-2]["stop_reason"] == "end_turn"
 
-    # Found by the deep run: the reply asked again after the crash had an id whose tag
-    # was the lost reply's (service/run_positions.py `_may_be_of`).
-    one(522)
+    # Seed 522, found by the deep run: the reply asked again after the crash had an id
+    # whose tag was the lost reply's (service/run_positions.py `_may_be_of`). Seed 24: a
+    # reply asked again while the client watched (it must not stream).
+    for seed in (24, 522):
+        one(seed)
     run_seeds(one, 6)
 
 
