@@ -237,7 +237,7 @@ class SqliteTransaction(BufferedTransaction):
 
     async def _read(self, key: bytes) -> bytes | None:
         inline = self._store._inline
-        if inline is not None and key not in self._prefetched:
+        if inline is not None:
             await trio.lowlevel.checkpoint()  # a read is a checkpoint, wherever it runs
             try:
                 return self._store._served_inline(inline.get(self._rv, key))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Iterator
 
 from kelpie_trio.storage.errors import NotCommitted, TransactionTooOld
 
@@ -145,38 +146,33 @@ class InlineReader:
             conn.close()
 
     def get(self, cell: ReadVersion, key: bytes) -> bytes | None:
-        conn = self._begin()
-        try:
-            version, horizon = conn.execute(SQL_META).fetchone()
-            self.latest_version = max(self.latest_version, version)
+        with self._snapshot() as (conn, version, horizon):
             return get_row(conn, cell, key, version, horizon)
-        except sqlite3.Error as exc:
-            raise ReadElsewhere from exc
-        finally:
-            self._end(conn)
 
     def get_range(
         self, cell: ReadVersion, begin: bytes, end: bytes, limit: int, reverse: bool
     ) -> list[tuple[bytes, bytes]]:
-        conn = self._begin()
-        try:
-            version, horizon = conn.execute(SQL_META).fetchone()
-            self.latest_version = max(self.latest_version, version)
+        with self._snapshot() as (conn, version, horizon):
             return get_range_rows(conn, cell, begin, end, limit, reverse, version, horizon)
-        except sqlite3.Error as exc:
-            raise ReadElsewhere from exc
-        finally:
-            self._end(conn)
 
-    def _begin(self) -> sqlite3.Connection:
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[tuple[sqlite3.Connection, int, int]]:
+        """One read transaction: the connection, the store's commit version and tombstone
+        horizon in it. Any SQLite error sends the read elsewhere; a store error (the
+        transaction's own conflict) goes to the caller."""
         conn = self._conn
         if conn is None:
             raise ReadElsewhere
         try:
             conn.execute("BEGIN")  # deferred: the snapshot starts at the first SELECT
+            try:
+                version, horizon = conn.execute(SQL_META).fetchone()
+                self.latest_version = max(self.latest_version, version)
+                yield conn, version, horizon
+            finally:
+                self._end(conn)
         except sqlite3.Error as exc:
             raise ReadElsewhere from exc
-        return conn
 
     @staticmethod
     def _end(conn: sqlite3.Connection) -> None:
