@@ -29,11 +29,14 @@ __all__ = ["IDLE_WINDOW_S", "Idle"]
 
 IDLE_WINDOW_S = 30.0  # long enough to hold several lease periods (ttl/3 = 3.3 s by default)
 # After the activations, the server finishes what they started (the indexer catching up
-# on every agent's new messages, runs ending): the window starts once a few seconds in a
-# row used under `_QUIET_MS_PER_S`, or after `_SETTLE_MAX_S` whatever it still does (a
-# cost that never settles is what the window must show, not hide).
+# on every agent's new messages, runs ending): the window starts once `_QUIET_STEPS` steps
+# in a row each used under `_QUIET_MS_PER_S`, or after `_SETTLE_MAX_S` whatever it still
+# does (a cost that never settles is what the window must show, not hide). The bar is a
+# few times the target: at 20 ms/s (until 2026-12-06) a window could open while the
+# indexer still caught up on 10,000 agents' messages, and counted its tail as idle cost.
 _SETTLE_STEP_S = 3.0
-_QUIET_MS_PER_S = 20.0
+_QUIET_MS_PER_S = 2.0
+_QUIET_STEPS = 2
 _SETTLE_MAX_S = 120.0
 
 
@@ -84,12 +87,16 @@ class ThreadCpu:
 async def _settle(pid: int) -> float:
     """Wait until the process is quiet (see `_QUIET_MS_PER_S`); the seconds it took."""
     started = trio.current_time()
+    quiet = 0
     while trio.current_time() - started < _SETTLE_MAX_S:
         cpu, t0 = ThreadCpu(pid), trio.current_time()
         while trio.current_time() < t0 + _SETTLE_STEP_S:
             await trio.sleep(_SAMPLE_S)
             cpu.sample()
-        if cpu.seconds() * 1000 / (trio.current_time() - t0) < _QUIET_MS_PER_S:
+        quiet = (
+            quiet + 1 if cpu.seconds() * 1000 / (trio.current_time() - t0) < _QUIET_MS_PER_S else 0
+        )
+        if quiet == _QUIET_STEPS:
             break
     return trio.current_time() - started
 

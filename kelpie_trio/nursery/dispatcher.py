@@ -323,7 +323,11 @@ class Dispatcher:
             with trio.move_on_after(self.config.renew_interval):
                 # Idempotent: the record is decided before the transaction, so writing
                 # it again after an unknown result is the same write (no marker needed).
-                renewed = await self.store.transact(renew, max_attempts=3, idempotent=True)
+                # Not durable: on a store local to the machine (SQLite) a renewal lost
+                # in a power cut is lost with every node that could have read it.
+                renewed = await self.store.transact(
+                    renew, max_attempts=3, idempotent=True, durable=False
+                )
         except StoreError as error:
             log.warning("heartbeat renewal failed: %r", error)
         if renewed is not None:

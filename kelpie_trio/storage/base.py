@@ -95,6 +95,9 @@ class Transaction(abc.ABC):
     # Reads that went to the backend (each a round trip: on SQLite, a queued hop to its
     # thread), over all attempts; `Store.transact` adds them to the store's counts.
     reads: int = 0
+    # False: the commit must survive a crash of the process but not a power cut of the
+    # machine (`Store.transact(durable=False)`); a backend may then skip its sync.
+    durable: bool = True
 
     @abc.abstractmethod
     async def get(self, key: bytes) -> bytes | None: ...
@@ -238,6 +241,7 @@ class Store(abc.ABC):
         *,
         max_attempts: int | None = None,
         idempotent: bool = False,
+        durable: bool = True,
     ) -> T:
         """Run `fn(tr)` in a transaction and commit, retrying retryable failures.
 
@@ -254,12 +258,19 @@ class Store(abc.ABC):
         is written: a node's periodic writes (its heartbeat) then cost one key each and
         leave no marker to collect.
 
+        `durable=False`: the commit must survive a crash of the process, not a power cut
+        of the machine, so a backend may skip its sync (SQLite's fsync of the WAL; a later
+        synced commit syncs it too). Only for writes whose loss with the whole machine
+        harms nobody: a node's heartbeat renewal, which every process that could read it
+        loses with it.
+
         Only a commit has an unknown result: the same error from a read or from `fn`
         is an ordinary failure. A `transact` cancelled while it commits leaves the
         outcome unknown on every backend (the commit may be applied, or on its way):
         a caller that cancels must read back before assuming either.
         """
         tr = self.create_transaction()
+        tr.durable = durable
         try:
             return await self._attempts(fn, tr, max_attempts or self.max_attempts, idempotent)
         finally:
@@ -381,6 +392,7 @@ class CommitRequest:
     read_ranges: list[tuple[bytes, bytes]]
     cleared_ranges: list[tuple[bytes, bytes]]
     mutations: list[Mutation]
+    durable: bool = True  # False: see `Transaction.durable`
 
     def write_ranges(self) -> list[tuple[bytes, bytes]]:
         return [*self.cleared_ranges, *((m.key, key_after(m.key)) for m in self.mutations)]
@@ -628,6 +640,7 @@ class BufferedTransaction(Transaction):
             read_ranges=list(self._read_ranges),
             cleared_ranges=list(self._cleared),
             mutations=mutations,
+            durable=self.durable,
         )
 
     async def commit(self) -> None:

@@ -206,6 +206,7 @@ class SqliteStats:
     inline_reads: int = 0  # of which on the trio thread (no hop)
     largest_batch: int = 0
     tombstones_collected: int = 0
+    unsynced_batches: int = 0  # write batches of only non-durable commits: no fsync
 
 
 # -- transactions -------------------------------------------------------------------
@@ -305,6 +306,7 @@ class SqliteStore(Store):
         self._reader: InlineReader | None = None
         self.stats = SqliteStats()
         self._conn: sqlite3.Connection | None = None
+        self._synchronous = ""  # the writer connection's level, once open
         self._pending = _Batch()
         self._wakeup = trio.Event()
         self._running = False
@@ -534,6 +536,7 @@ class SqliteStore(Store):
             # per transaction. durability="normal" selects NORMAL.
             synchronous = "FULL" if self.durability == "full" else "NORMAL"
             conn.execute(f"PRAGMA synchronous = {synchronous}")
+            self._synchronous = synchronous
             # Truncate the WAL after checkpoints that found it bigger than this.
             conn.execute("PRAGMA journal_size_limit = 67108864")
             # A 64 MiB page cache (SQLite's default is 2 MiB): with 20,000 agents stored (a
@@ -626,6 +629,7 @@ class SqliteStore(Store):
         conn = self._conn
         assert conn is not None
         try:
+            self._sync_for(commits)
             # IMMEDIATE takes the file's write lock now; a writer in another
             # process makes us wait here, up to the busy timeout.
             conn.execute("BEGIN IMMEDIATE")
@@ -702,6 +706,24 @@ class SqliteStore(Store):
         self.stats.commits += len(applied)
         self.stats.refused += len(commits) - len(applied)
         return version
+
+    def _sync_for(self, commits: list[_Commit]) -> None:
+        """Sync this batch's COMMIT unless none of its commits asks to be durable.
+
+        A batch of only non-durable commits (heartbeats) skips the WAL's fsync: the next
+        synced COMMIT syncs its frames too, so a durable commit is never behind an unsynced
+        one, and a power cut loses at most such trailing frames. SQLite refuses to change
+        the level inside a transaction, so it is set before BEGIN, only when it changes.
+        """
+        if self.durability != "full":
+            return
+        level = "FULL" if any(op.request.durable for op in commits) else "NORMAL"
+        if level != self._synchronous:
+            assert self._conn is not None
+            self._conn.execute(f"PRAGMA synchronous = {level}")
+            self._synchronous = level
+        if level == "NORMAL":
+            self.stats.unsynced_batches += 1
 
     @staticmethod
     def _conflicts(conn: sqlite3.Connection, read_ranges: list[tuple[bytes, bytes]], rv: int):
