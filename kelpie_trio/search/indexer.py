@@ -38,31 +38,28 @@ from typing import Any
 import attrs
 import trio
 
-from kelpie_trio.agent.conversations import load_conversation
-from kelpie_trio.agent.messages import Message
 from kelpie_trio.env import Env
-from kelpie_trio.models import convert
-from kelpie_trio.models.passages import Passage
 from kelpie_trio.search import outbox
-from kelpie_trio.search.documents import MESSAGE, PASSAGE, Document, from_message, from_passage
+from kelpie_trio.search.documents import Document
 from kelpie_trio.search.embedding_models import EmbeddingModels
 from kelpie_trio.search.embeddings import Embedder, EmbeddingError
-from kelpie_trio.search.index import DocRef, SearchIndex
-from kelpie_trio.search.vectors import Vector, digest, pack_vector, unpack_vector
+from kelpie_trio.search.index import SearchIndex
+from kelpie_trio.search.store_reads import (
+    VECTORS,
+    Batch,
+    is_agent_stream,
+    is_archive,
+    read_batch,
+    set_vector,
+    stored_vectors,
+    stream_exists,
+    vector_range,
+)
+from kelpie_trio.search.vectors import Vector, pack_vector, unpack_vector
 from kelpie_trio.storage import Store, StoreError, keys
 from kelpie_trio.storage.base import Transaction, key_after
-from kelpie_trio.storage.chunks import get_blob
 
-__all__ = [
-    "VECTORS",
-    "Indexer",
-    "IndexerConfig",
-    "agent_exists",
-    "read_agent_documents",
-    "read_stream_documents",
-    "set_vector",
-    "stream_exists",
-]
+__all__ = ["Indexer", "IndexerConfig"]
 
 log = logging.getLogger("kelpie_trio.search")
 
@@ -84,176 +81,6 @@ class IndexerConfig:
     # turns, a few apart) shares one drain instead of paying one each.
     settle: float = 1.0
     error_backoff: float = 1.0
-
-
-def _decode(raw: bytes, cls: type, what: str) -> Any:
-    try:
-        return convert.decode_record(raw, cls)
-    except Exception:  # a record this version cannot read must not stop the index
-        log.warning("search: skipping an unreadable %s record", what, exc_info=True)
-        return None
-
-
-def _is_archive(owner: str) -> bool:
-    """Whether the owner holds passages only: an archive, or a folder (its files' chunks)."""
-    return owner.startswith(("archive-", "source-"))
-
-
-async def agent_exists(tr: Transaction, agent_id: str) -> bool:
-    """Whether the stream's owner exists: an agent, an archive (whose passages are
-    indexed once, under the archive, however many agents it is attached to) or a folder."""
-    if agent_id.startswith("source-"):
-        return bool(await tr.get_prefix(keys.FOLDERS.pack((agent_id,)), limit=1))
-    subspace = keys.ARCHIVES if _is_archive(agent_id) else keys.AGENTS
-    return bool(await tr.get_prefix(subspace.pack((agent_id,)), limit=1))
-
-
-async def stream_exists(tr: Transaction, stream: str) -> bool:
-    """Whether the stream's owner exists: for a conversation's stream, the conversation
-    (of that agent) and its agent."""
-    owner, conversation = outbox.split_stream(stream)
-    if conversation is not None:
-        found = await load_conversation(tr, conversation)
-        if found is None or found.agent_id != owner:
-            return False
-    return await agent_exists(tr, owner)
-
-
-async def read_stream_documents(tr: Transaction, stream: str) -> list[Document]:
-    """Every document the stream feeds (`outbox.in_scope`), in one snapshot: an agent
-    stream's owner's passages (an archive's, a folder's) and its default conversation's
-    messages; a conversation stream's messages. None for a stream whose owner is gone:
-    what it left behind (a history written by an actor still running when its agent or
-    conversation went) is not searchable by anyone."""
-    if not await stream_exists(tr, stream):
-        return []
-    owner, conversation = outbox.split_stream(stream)
-    sources: list[tuple[keys.Subspace, str, type, Any, str]] = []
-    if conversation is None:
-        sources.append((keys.PASSAGES, owner, Passage, from_passage, PASSAGE))
-        if not _is_archive(owner):  # an archive holds passages only
-            sources.append((keys.MESSAGES, owner, Message, from_message, MESSAGE))
-    else:
-        sources.append((keys.MESSAGES, conversation, Message, from_message, MESSAGE))
-    docs: list[Document] = []
-    for subspace, prefix, cls, convert_doc, what in sources:
-        parts: dict[Any, list[bytes]] = {}
-        for key, value in await tr.get_prefix(subspace.pack((prefix,))):
-            parts.setdefault(subspace.unpack(key)[1], []).append(value)
-        for raw in parts.values():
-            record = _decode(b"".join(raw), cls, what)
-            if record is not None:
-                docs.append(convert_doc(record))
-    return docs
-
-
-async def read_agent_documents(tr: Transaction, agent_id: str) -> list[Document]:
-    """Every searchable record of the agent (or archive), as documents, in one snapshot:
-    what all of its streams feed together."""
-    streams = [agent_id] if _is_archive(agent_id) else await outbox.agent_streams(tr, agent_id)
-    return [doc for stream in streams for doc in await read_stream_documents(tr, stream)]
-
-
-def _is_agent_stream(stream: str) -> bool:
-    owner, conversation = outbox.split_stream(stream)
-    return conversation is None and not _is_archive(owner)
-
-
-@attrs.frozen
-class _Batch:
-    upserts: list[Document]
-    deletes: list[DocRef]
-    position: int  # the stream's position this batch brings the index to
-    rebuild: bool
-    more: bool
-    gone: bool = False  # a rebuild that found the stream's owner deleted
-    # Conversation streams to rebuild before this batch is applied: named by an older
-    # version's entries on the agent stream, or all of them when the agent's is rebuilt.
-    threads: tuple[str, ...] = ()
-
-
-async def _read_batch(
-    tr: Transaction, stream: str, after: int | None, limit: int, force: bool = False
-) -> _Batch:
-    owner, _ = outbox.split_stream(stream)
-    pending = await outbox.read_pending(tr, stream, after or 0, limit)
-    head = await outbox.read_head(tr, stream)
-    rebuild = (
-        force
-        or after is None
-        or pending.trimmed > after
-        or head < after  # the stream was cleared (its owner deleted) since
-        or any(change.what == outbox.RESYNC for _, change in pending.entries)
-        or (bool(pending.entries) and not await stream_exists(tr, stream))
-    )
-    if rebuild:
-        gone = not await stream_exists(tr, stream)
-        threads: tuple[str, ...] = ()
-        if _is_agent_stream(stream):
-            # The whole agent: an older version's resync (or entries trimmed away) meant
-            # its conversations' messages too.
-            threads = tuple((await outbox.agent_streams(tr, owner))[1:])
-        docs = await read_stream_documents(tr, stream)
-        return _Batch(docs, [], head, True, False, gone, threads)
-    upserts: list[Document] = []
-    deletes: list[DocRef] = []
-    threads_named: dict[str, None] = {}
-    seen: set[tuple[str, Any]] = set()
-    for _, change in pending.entries:
-        if (change.what, change.ref) in seen:
-            continue
-        seen.add((change.what, change.ref))
-        feeds = outbox.stream_of_change(stream, change)
-        if feeds != stream:
-            threads_named[feeds] = None  # rebuilt in its own stream's compare-and-set
-        elif change.what == outbox.PASSAGE:
-            raw = await get_blob(tr, keys.PASSAGES.pack((owner, change.ref)))
-            passage = None if raw is None else _decode(raw, Passage, PASSAGE)
-            if passage is None:
-                deletes.append((PASSAGE, str(change.ref)))
-            else:
-                upserts.append(from_passage(passage))
-        elif change.what == outbox.MESSAGE:
-            raw = await get_blob(tr, outbox.message_key(owner, change.ref))
-            message = None if raw is None else _decode(raw, Message, MESSAGE)
-            if message is None:
-                deletes.append((MESSAGE, str(change.ref)))
-            else:
-                upserts.append(from_message(message))
-    position = pending.entries[-1][0] if pending.entries else (after or 0)
-    return _Batch(upserts, deletes, position, False, pending.more, threads=tuple(threads_named))
-
-
-VECTORS = keys.SEARCH["vector"]  # (agent_id, kind, key) -> (model, text digest, float32s)
-
-
-def _vector_range(agent_id: str, conversation: str | None) -> tuple[bytes, bytes]:
-    """The stored vectors of an owner (all of them, a deleted agent's), or of one of its
-    conversations' messages (keys `"{conversation}/{seq}"`, between "conv/" and "conv0")."""
-    if conversation is None:
-        return keys.prefix_range(VECTORS.pack((agent_id,)))
-    return (VECTORS.pack((agent_id, MESSAGE, conversation + "/")),
-            VECTORS.pack((agent_id, MESSAGE, conversation + "0")))  # fmt: skip
-
-
-def set_vector(tr: Transaction, doc: Document, model: str, vector: Vector) -> None:
-    """Keep `doc`'s vector from `model` in the store: a rebuild reads it, never re-embeds."""
-    value = keys.pack((model, digest(doc.text), pack_vector(vector)))
-    tr.set(VECTORS.pack((doc.agent_id, doc.kind, doc.key)), value)
-
-
-async def _stored_vectors(
-    tr: Transaction, model: str, docs: list[Document]
-) -> dict[tuple[str, str], Vector]:
-    found: dict[tuple[str, str], Vector] = {}
-    for doc in docs:
-        raw = await tr.get(VECTORS.pack((doc.agent_id, doc.kind, doc.key)))
-        if raw is None:
-            continue
-        name, text_digest, packed = keys.unpack(raw)
-        if name == model and text_digest == digest(doc.text):
-            found[(doc.kind, doc.key)] = unpack_vector(packed)
-    return found
 
 
 class Indexer:
@@ -309,12 +136,12 @@ class Indexer:
         the agent's own and its conversations', and those the index knows that the store
         no longer lists (a deleted conversation's documents go when its stream is caught
         up)."""
-        known = await self.index.streams(owner) if not _is_archive(owner) else [owner]
+        known = await self.index.streams(owner) if not is_archive(owner) else [owner]
         positions = {stream: await self.index.position(stream) for stream in known}
         positions[owner] = await self.index.position(owner)
 
         async def look(tr: Transaction) -> list[str]:
-            listed = [owner] if _is_archive(owner) else await outbox.agent_streams(tr, owner)
+            listed = [owner] if is_archive(owner) else await outbox.agent_streams(tr, owner)
             behind = []
             for stream in dict.fromkeys([*listed, *known]):
                 at = positions.get(stream)
@@ -334,17 +161,28 @@ class Indexer:
 
         return await self.store.transact(look)
 
-    async def catch_up_stream(self, stream: str) -> int:
-        """Apply every entry of one stream committed before this call; its new position."""
+    async def catch_up_stream(
+        self, stream: str, *, advances: dict[str, tuple[int, bool]] | None = None
+    ) -> int:
+        """Apply every entry of one stream committed before this call; its new position.
+
+        `advances`: where the stream's cursor goes in the store, left there for the caller
+        to record with others (`_advance_all`) instead of a commit of its own."""
         owner, _ = outbox.split_stream(stream)
         lock = self._lock(owner)
         try:
             async with lock:
-                return await self._catch_up(stream)
+                return await self._catch_up(stream, advances=advances)
         finally:
             self._unlock(owner, lock)
 
-    async def _catch_up(self, stream: str, *, force: bool = False) -> int:
+    async def _catch_up(
+        self,
+        stream: str,
+        *,
+        force: bool = False,
+        advances: dict[str, tuple[int, bool]] | None = None,
+    ) -> int:
         """`force`: rebuild the stream (an agent stream's rebuild, or an entry of an older
         version on it, named this conversation), until a rebuild is applied."""
         owner, _ = outbox.split_stream(stream)
@@ -353,14 +191,14 @@ class Indexer:
         while True:
             after = position
             batch = await self.store.transact(
-                lambda tr, after=after, force=force: _read_batch(
+                lambda tr, after=after, force=force: read_batch(
                     tr, stream, after, self.config.batch, force
                 )
             )
             if not batch.rebuild and batch.position == after and not batch.threads:
                 break  # nothing new
             threads = list(batch.threads)
-            if batch.rebuild and _is_agent_stream(stream):
+            if batch.rebuild and is_agent_stream(stream):
                 # And those the index holds that the store no longer lists (deleted).
                 known = [s for s in await self.index.streams(owner) if s != stream]
                 threads += [s for s in known if s not in threads]
@@ -390,10 +228,13 @@ class Indexer:
             else:
                 position = await self.index.position(stream)  # another process moved it
         if reached is not None:
-            await self._advance(stream, *reached)
+            if advances is not None:
+                advances[stream] = reached
+            else:
+                await self._advance(stream, *reached)
         return position or 0
 
-    async def _with_vectors(self, stream: str, batch: _Batch) -> list[Document]:
+    async def _with_vectors(self, stream: str, batch: Batch) -> list[Document]:
         """The batch's documents with their vectors, each from the model that embeds it (a
         passage's own, from its embedding_config; else the server's default): from the store
         when it has them for that model and text (a passage's, written with it), else from
@@ -414,7 +255,7 @@ class Indexer:
             # An empty rebuild is a deleted owner's only if it is still gone now: vectors
             # are also written with new passages, which may have committed since the read.
             if batch.rebuild and not batch.upserts and not await stream_exists(tr, stream):
-                tr.clear_range(*_vector_range(agent_id, conversation))
+                tr.clear_range(*vector_range(agent_id, conversation))
             for kind, key in batch.deletes:
                 tr.clear(VECTORS.pack((agent_id, kind, key)))
 
@@ -438,7 +279,7 @@ class Indexer:
         self, agent_id: str, embedder: Embedder, docs: list[Document]
     ) -> dict[tuple[str, str], Vector]:
         model = embedder.name
-        known = await self.store.transact(lambda tr: _stored_vectors(tr, model, docs))
+        known = await self.store.transact(lambda tr: stored_vectors(tr, model, docs))
         missing = [d for d in docs if (d.kind, d.key) not in known]
         made: dict[tuple[str, str], Vector] = {}
         step = self.config.batch
@@ -480,6 +321,25 @@ class Indexer:
             # The index has the changes; only trimming waits for the next advance.
             log.info("search: cursor of %s not advanced yet: %r", stream, error)
             return False
+
+    async def _advance_all(self, advances: dict[str, tuple[int, bool]]) -> None:
+        """Record a drain's cursors in one commit, not one per stream. Safe to be late or
+        lost (a crash): the index holds its own positions; the store's cursors only let
+        applied entries be trimmed, and a cursor never moves back."""
+        if not advances:
+            return
+        now = self.env.now()
+        ttl = self.config.consumer_ttl
+        index_id = self.index.index_id
+
+        async def write(tr: Transaction) -> None:
+            for stream, (position, gone) in advances.items():
+                await outbox.advance(tr, index_id, stream, position, now, ttl, gone=gone)
+
+        try:
+            await self.store.transact(write)
+        except StoreError as error:
+            log.info("search: cursors of %d streams not advanced yet: %r", len(advances), error)
 
     # -- the background task ---------------------------------------------------------
 
@@ -580,8 +440,12 @@ class Indexer:
                     count = await self.warm()
                     await self.index.mark_warmed()
                     log.info("search: index %s built from %d agents", self.index.index_id, count)
-                for stream in await self.pending_streams():
-                    await self.catch_up_stream(stream)
+                advances: dict[str, tuple[int, bool]] = {}
+                try:
+                    for stream in await self.pending_streams():
+                        await self.catch_up_stream(stream, advances=advances)
+                finally:  # what was applied, even if a later stream failed
+                    await self._advance_all(advances)
                 if self._scan_more:
                     continue  # the scan stopped before the end: look at the rest now
             except StoreError as error:  # the store's, or the index's own (IndexUnavailable)

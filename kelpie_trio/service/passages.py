@@ -36,7 +36,7 @@ from kelpie_trio.models.passages import (
 )
 from kelpie_trio.search import archival_search, outbox, search_layer
 from kelpie_trio.search.documents import PASSAGE, embedding_handle, from_passage
-from kelpie_trio.search.indexer import VECTORS, set_vector
+from kelpie_trio.search.store_reads import VECTORS, set_vector
 from kelpie_trio.search.vectors import Vector
 from kelpie_trio.service.common import MAX_PAGE, Page, ServiceBase, micros, page_ids, read_record
 from kelpie_trio.storage import keys

@@ -29,7 +29,7 @@ import trio
 from kelpie_trio.errors import NotFound
 from kelpie_trio.search import MemoryIndex, SearchLayer
 from kelpie_trio.search.embeddings import HashingEmbedder
-from kelpie_trio.search.indexer import read_agent_documents
+from kelpie_trio.search.store_reads import read_agent_documents
 from kelpie_trio.search.text import terms
 from kelpie_trio.service import AgentService, Page
 from kelpie_trio.service.passages import attached_archive_ids

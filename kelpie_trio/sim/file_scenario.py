@@ -36,7 +36,7 @@ from kelpie_trio.files.kinds import FileKind
 from kelpie_trio.files.tools import ToolError
 from kelpie_trio.models.passages import Passage, split_text
 from kelpie_trio.search import MemoryIndex, SearchLayer
-from kelpie_trio.search.indexer import read_agent_documents
+from kelpie_trio.search.store_reads import read_agent_documents
 from kelpie_trio.service import AgentService, Page
 from kelpie_trio.service.agent_files import holdings
 from kelpie_trio.service.common import read_record

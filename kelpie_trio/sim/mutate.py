@@ -324,7 +324,7 @@ MUTATIONS = [
         "stream-legacy-entry",
         "an older version's entry on the agent stream for a conversation's message reaches "
         "the index (its conversation's stream is rebuilt first)",
-        "kelpie_trio/search/indexer.py",
+        "kelpie_trio/search/store_reads.py",
         "            threads_named[feeds] = None  # rebuilt in its own stream's compare-and-set",
         "            pass",
     ),
@@ -420,6 +420,21 @@ MUTATIONS = [
         "kelpie_trio/storage/base.py",
         "        await self.transact(clear, idempotent=True)\n",
         "        await self.transact(clear)\n",
+    ),
+    Mutation(
+        "sync-durable-batch",
+        "a write batch holding any durable commit is synced (a heartbeat beside it does not "
+        "make it skip the fsync)",
+        "kelpie_trio/storage/sqlite.py",
+        'level = "FULL" if any(op.request.durable for op in commits) else "NORMAL"',
+        'level = "FULL" if all(op.request.durable for op in commits) else "NORMAL"',
+    ),
+    Mutation(
+        "advance-all",
+        "a drain records the cursors of every stream it applied, in one commit",
+        "kelpie_trio/search/indexer.py",
+        "await outbox.advance(tr, index_id, stream, position, now, ttl, gone=gone)\n",
+        "pass\n",
     ),
 ]
 

@@ -28,7 +28,7 @@ from kelpie_trio.models import convert
 from kelpie_trio.nursery.lease import read_lease
 from kelpie_trio.search import IndexerConfig, MemoryIndex, Query, SearchLayer, outbox, search_layer
 from kelpie_trio.search.embeddings import HashingEmbedder
-from kelpie_trio.search.indexer import agent_exists, read_agent_documents
+from kelpie_trio.search.store_reads import agent_exists, read_agent_documents
 from kelpie_trio.search.vectors import pack_vector, unpack_vector
 from kelpie_trio.service import AgentService
 from kelpie_trio.sim.faults import STORAGE_FAULTS, FaultConfig

@@ -35,7 +35,7 @@ from kelpie_trio.agent.messages import Message
 from kelpie_trio.errors import NotFound
 from kelpie_trio.nursery.lease import read_lease
 from kelpie_trio.search import MemoryIndex, Query, SearchLayer, outbox, search_layer
-from kelpie_trio.search.indexer import read_agent_documents
+from kelpie_trio.search.store_reads import read_agent_documents
 from kelpie_trio.service import AgentService
 from kelpie_trio.sim.faults import STORAGE_FAULTS, FaultConfig
 from kelpie_trio.sim.search_scenario import WORDS, _index_view, _text, crashing_indexer

@@ -27,7 +27,7 @@ from kelpie_trio.models.passages import Passage
 from kelpie_trio.search import IndexerConfig, MemoryIndex, SearchLayer
 from kelpie_trio.search.embedding_models import EmbeddingModels
 from kelpie_trio.search.embeddings import Embedder, HashingEmbedder
-from kelpie_trio.search.indexer import VECTORS
+from kelpie_trio.search.store_reads import VECTORS
 from kelpie_trio.search.vectors import Vector, digest
 from kelpie_trio.sim import FaultConfig, SimWorld
 from kelpie_trio.sim.faults import STORAGE_FAULTS

@@ -15,7 +15,7 @@ from kelpie_trio.api.app import create_app
 from kelpie_trio.search import MemoryIndex, SearchLayer
 from kelpie_trio.search.embedding_models import EmbeddingModels
 from kelpie_trio.search.embeddings import Embedder, HashingEmbedder
-from kelpie_trio.search.indexer import VECTORS
+from kelpie_trio.search.store_reads import VECTORS
 from kelpie_trio.search.vectors import Vector, unpack_vector
 from kelpie_trio.service import AgentService
 from kelpie_trio.storage import MemoryStore, keys

@@ -13,7 +13,7 @@ from kelpie_trio.search.embeddings import (
     OpenAiEmbedder,
     embedder_from_env,
 )
-from kelpie_trio.search.indexer import VECTORS
+from kelpie_trio.search.store_reads import VECTORS
 from kelpie_trio.search.vectors import dot
 from kelpie_trio.service import AgentService
 from kelpie_trio.storage import MemoryStore

@@ -112,3 +112,30 @@ async def test_commits_within_the_settle_share_one_drain(
         for agent_id in ("agent-1", "agent-2", "agent-3"):
             assert await indexer.index.position(agent_id) == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_a_drain_over_several_streams_advances_their_cursors_in_one_commit(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Many users, a turn each within one settle: their streams' cursors are one commit
+    (it was one per stream: with 15 agents in turn, a commit more per message)."""
+    store = MemoryStore()
+    indexer = Indexer(store, store.env, MemoryIndex("i"), QUIET)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(indexer.run)
+        await trio.sleep(1.0)  # the first look is over
+        agents = [f"agent-{n}" for n in range(5)]
+        for agent_id in agents:
+            await _record(store, agent_id)
+        commits = store.counts["commit"]
+        await trio.sleep(QUIET.settle * 2)  # one drain
+        assert [await indexer.index.position(a) for a in agents] == [1] * len(agents)
+        assert store.counts["commit"] == commits + 1
+
+        async def cursors(tr: Transaction) -> list[int]:
+            return [
+                keys.unpack(await tr.get(outbox.CURSORS.pack(("i", a))) or b"")[0] for a in agents
+            ]
+
+        assert await store.transact(cursors) == [1] * len(agents)  # and trimmable
+        nursery.cancel_scope.cancel()
