@@ -433,8 +433,8 @@ MUTATIONS = [
         "advance-all",
         "a drain records the cursors of every stream it applied, in one commit",
         "kelpie_trio/search/indexer.py",
-        "await outbox.advance(tr, index_id, stream, position, now, ttl, gone=gone)\n",
-        "pass\n",
+        "            for stream, (position, gone) in advances.items():\n",
+        "            for stream, (position, gone) in {}.items():\n",
     ),
 ]
 
