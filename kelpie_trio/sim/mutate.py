@@ -83,7 +83,7 @@ MUTATIONS = [
         "a read SQLite prefetched for one attempt of a transaction never answers a later "
         "attempt (each reads at its own snapshot)",
         "kelpie_trio/storage/sqlite.py",
-        "        self._prefetched: dict[bytes, tuple[_Get, _Batch]] = {}\n",
+        "        self._prefetched: dict[bytes, tuple[Get, Batch]] = {}\n",
         '        self._prefetched = getattr(self, "_prefetched", {})\n',
     ),
     Mutation(
@@ -425,7 +425,7 @@ MUTATIONS = [
         "sync-durable-batch",
         "a write batch holding any durable commit is synced (a heartbeat beside it does not "
         "make it skip the fsync)",
-        "kelpie_trio/storage/sqlite.py",
+        "kelpie_trio/storage/sqlite_writer.py",
         'level = "FULL" if any(op.request.durable for op in commits) else "NORMAL"',
         'level = "FULL" if all(op.request.durable for op in commits) else "NORMAL"',
     ),

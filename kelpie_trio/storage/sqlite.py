@@ -1,7 +1,8 @@
 """The embedded default store: FoundationDB's transaction semantics on one SQLite file.
 
 One file holds everything; several server processes (two nodes on one machine)
-may share it. This module and sqlite_reads.py are the only places that talk to
+may share it. This module, sqlite_writer.py (the writer thread's connection: commits,
+queued reads, tombstone collection) and sqlite_reads.py are the only places that talk to
 sqlite3; writes run off the trio thread, reads on it when they can (sqlite_reads.py):
 
 - **One writer task, one hop per batch.** A thread hop costs more CPU than a
@@ -44,169 +45,44 @@ import logging
 import os
 import sqlite3
 from collections import deque
-from typing import Any, Literal
+from typing import Any
 
-import attrs
 import trio
 
 from kelpie_trio.env import Env, RealEnv
-from kelpie_trio.storage.base import (
-    BufferedTransaction,
-    CommitRequest,
-    MutationKind,
-    Store,
-    add_to_value,
-)
-from kelpie_trio.storage.errors import (
-    NotCommitted,
-    StoreClosed,
-    StoreError,
-    TransactionTooOld,
-)
+from kelpie_trio.storage.base import BufferedTransaction, CommitRequest, Store
+from kelpie_trio.storage.errors import StoreClosed, StoreError
 from kelpie_trio.storage.limits import MAX_TRANSACTION_SECONDS
-from kelpie_trio.storage.sqlite_errors import (
-    SQLITE_FULL,
-    commit_unknown,
-    fails_the_batch,
-    map_error,
-    primary_code,
-)
-from kelpie_trio.storage.sqlite_reads import (
-    SQL_META,
-    InlineReader,
-    ReadElsewhere,
-    ReadVersion,
-    get_range_rows,
-    get_row,
+from kelpie_trio.storage.sqlite_errors import map_error
+from kelpie_trio.storage.sqlite_reads import InlineReader, ReadElsewhere, ReadVersion
+from kelpie_trio.storage.sqlite_writer import (
+    CACHE_KIB,
+    Collect,
+    Commit,
+    Durability,
+    Get,
+    GetRange,
+    Op,
+    SqliteStats,
+    SqliteWriter,
 )
 
 __all__ = ["SqliteStats", "SqliteStore", "SqliteTransaction"]
 
 log = logging.getLogger("kelpie_trio.storage.sqlite")
 
-Durability = Literal["full", "normal"]
 
-# -- schema and statements ------------------------------------------------------
-#
-# `version` comes before `value` on purpose: SQLite decodes a record's columns in
-# order, so conflict checks (which only need key and version) never walk the
-# overflow pages of a large value.
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS kv (
-        key BLOB PRIMARY KEY NOT NULL,
-        version INTEGER NOT NULL,
-        value BLOB
-    ) WITHOUT ROWID""",
-    # Only tombstones are indexed: GC finds them without scanning live data.
-    "CREATE INDEX IF NOT EXISTS kv_tombstones ON kv (version) WHERE value IS NULL",
-    """CREATE TABLE IF NOT EXISTS meta (
-        id INTEGER PRIMARY KEY CHECK (id = 0),
-        version INTEGER NOT NULL,
-        horizon INTEGER NOT NULL
-    )""",
-    "INSERT OR IGNORE INTO meta (id, version, horizon) VALUES (0, 0, 0)",
-)
-_SQL_SET_VERSION = "UPDATE meta SET version = ? WHERE id = 0"
-_SQL_SET_HORIZON = "UPDATE meta SET horizon = ? WHERE id = 0"
-_SQL_GET_VALUE = "SELECT value FROM kv WHERE key = ?"
-_SQL_CONFLICT = "SELECT 1 FROM kv WHERE key >= ? AND key < ? AND version > ? LIMIT 1"
-_SQL_PUT = "INSERT OR REPLACE INTO kv (key, version, value) VALUES (?, ?, ?)"
-# Clearing a missing key or a tombstone changes nothing anyone could read, so it
-# writes nothing: a reader of that key has no reason to conflict.
-_SQL_CLEAR = "UPDATE kv SET value = NULL, version = ? WHERE key = ? AND value IS NOT NULL"
-_SQL_CLEAR_RANGE = (
-    "UPDATE kv SET value = NULL, version = ? WHERE key >= ? AND key < ? AND value IS NOT NULL"
-)
-_SQL_COLLECT = "DELETE FROM kv WHERE value IS NULL AND version <= ?"
-
-# Each connection's page cache, KiB (the writer's and the inline reader's; see `_open`).
-_CACHE_KIB = 65536
+# -- the queue's batches ---------------------------------------------------------
 
 
-# -- queued operations ------------------------------------------------------------
-
-
-class _Op:
-    __slots__ = ("error", "finished", "result")
-
-    def __init__(self) -> None:
-        self.finished = False
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def succeed(self, result: Any) -> None:
-        self.result = result
-        self.finished = True
-
-    def fail(self, error: BaseException) -> None:
-        self.error = error
-        self.finished = True
-
-
-class _Get(_Op):
-    __slots__ = ("key", "rv")
-
-    def __init__(self, rv: ReadVersion, key: bytes) -> None:
-        super().__init__()
-        self.rv = rv
-        self.key = key
-
-
-class _GetRange(_Op):
-    __slots__ = ("begin", "end", "limit", "reverse", "rv")
-
-    def __init__(self, rv: ReadVersion, begin: bytes, end: bytes, limit: int, reverse: bool):
-        super().__init__()
-        self.rv = rv
-        self.begin = begin
-        self.end = end
-        self.limit = limit
-        self.reverse = reverse
-
-
-class _Commit(_Op):
-    __slots__ = ("request",)
-
-    def __init__(self, request: CommitRequest) -> None:
-        super().__init__()
-        self.request = request
-
-
-class _Collect(_Op):
-    """Move the tombstone horizon up to `horizon` (capped at the current version)."""
-
-    __slots__ = ("horizon",)
-
-    def __init__(self, horizon: int) -> None:
-        super().__init__()
-        self.horizon = horizon
-
-
-class _Batch:
+class Batch:
     """The operations the next hop will execute; all wake together when it is done."""
 
     __slots__ = ("done", "ops")
 
     def __init__(self) -> None:
-        self.ops: list[_Op] = []
+        self.ops: list[Op] = []
         self.done = trio.Event()
-
-
-@attrs.define
-class SqliteStats:
-    """Counters for tests and benchmarks (one store, this process only).
-
-    The writer thread updates them during a hop; read them between operations.
-    """
-
-    hops: int = 0  # thread hops, one per batch
-    commits: int = 0  # transactions committed
-    refused: int = 0  # commits failed alone (NotCommitted, TransactionTooOld, their own error)
-    reads: int = 0  # point and range reads served
-    inline_reads: int = 0  # of which on the trio thread (no hop)
-    largest_batch: int = 0
-    tombstones_collected: int = 0
-    unsynced_batches: int = 0  # write batches of only non-durable commits: no fsync
 
 
 # -- transactions -------------------------------------------------------------------
@@ -221,7 +97,7 @@ class SqliteTransaction(BufferedTransaction):
         self._rv = ReadVersion()
         # Reads queued ahead by `prefetch`, for this attempt only (a reset attempt gets a
         # new read version; an old read still in flight finishes unheard).
-        self._prefetched: dict[bytes, tuple[_Get, _Batch]] = {}
+        self._prefetched: dict[bytes, tuple[Get, Batch]] = {}
 
     def _read_version(self) -> int | None:
         return self._rv.value
@@ -233,7 +109,7 @@ class SqliteTransaction(BufferedTransaction):
         store = self._store
         if key in self._prefetched or not store._accepting or store._inline is not None:
             return
-        op = _Get(self._rv, key)
+        op = Get(self._rv, key)
         self._prefetched[key] = (op, self._store._queue(op))
 
     async def _read(self, key: bytes) -> bytes | None:
@@ -246,7 +122,7 @@ class SqliteTransaction(BufferedTransaction):
                 pass
         queued = self._prefetched.pop(key, None)
         if queued is None:
-            return await self._store._submit(_Get(self._rv, key))
+            return await self._store._submit(Get(self._rv, key))
         op, batch = queued
         await batch.done.wait()
         if op.error is not None:
@@ -264,10 +140,10 @@ class SqliteTransaction(BufferedTransaction):
                 return self._store._served_inline(rows)
             except ReadElsewhere:
                 pass
-        return await self._store._submit(_GetRange(self._rv, begin, end, limit, reverse))
+        return await self._store._submit(GetRange(self._rv, begin, end, limit, reverse))
 
     async def _commit(self, request: CommitRequest) -> None:
-        await self._store._submit(_Commit(request))
+        await self._store._submit(Commit(request))
 
 
 # -- the store ------------------------------------------------------------------------
@@ -277,7 +153,7 @@ class SqliteStore(Store):
     """A store in one SQLite file. Start `run` in a nursery before using it.
 
     durability="full" (the default) survives power loss; "normal" survives a
-    crash of the process only, for a multiple of the commit rate (see `_open`).
+    crash of the process only, for a multiple of the commit rate (see `SqliteWriter.open`).
     Writers from other processes wait up to `busy_timeout_s` for the file's
     write lock, in the writer thread, never on the trio loop.
     """
@@ -305,9 +181,8 @@ class SqliteStore(Store):
         self.inline_reads = inline_reads
         self._reader: InlineReader | None = None
         self.stats = SqliteStats()
-        self._conn: sqlite3.Connection | None = None
-        self._synchronous = ""  # the writer connection's level, once open
-        self._pending = _Batch()
+        self._writer = SqliteWriter(self.path, durability, busy_timeout_s, self.stats)
+        self._pending = Batch()
         self._wakeup = trio.Event()
         self._running = False
         self._closed = False
@@ -315,11 +190,7 @@ class SqliteStore(Store):
         self._stopped: trio.Event | None = None
         # (monotonic time, a version known to be current by then), oldest first.
         self._samples: deque[tuple[float, int]] = deque()
-        self._known_horizon = 0
         self._latest_version = 0
-        # The version of this process's last commit that wrote tombstones (set in the
-        # writer thread): the GC looks at the file only while some may be uncollected.
-        self._cleared_at = 0
         self._uncollected = trio.Event()  # set when a batch here wrote tombstones
 
     def create_transaction(self) -> SqliteTransaction:
@@ -336,10 +207,10 @@ class SqliteStore(Store):
         self._stopped = trio.Event()
         try:
             try:
-                self._conn, version = await trio.to_thread.run_sync(self._open)
+                version = await trio.to_thread.run_sync(self._writer.open)
                 if self.inline_reads:
                     self._reader = await trio.to_thread.run_sync(
-                        lambda: InlineReader.open(self.path, cache_kib=_CACHE_KIB)
+                        lambda: InlineReader.open(self.path, cache_kib=CACHE_KIB)
                     )
             except sqlite3.Error as exc:
                 raise map_error(exc, what=f"open {self.path}", path=self.path) from exc
@@ -360,12 +231,11 @@ class SqliteStore(Store):
             reader, self._reader = self._reader, None
             if reader is not None:
                 reader.close()  # a reader's close never checkpoints: the writer's is open
-            conn, self._conn = self._conn, None
-            if conn is not None:
+            if self._writer.conn is not None:
                 # Closing may checkpoint the WAL (disk I/O): off the loop, and
                 # finished even while we are being cancelled.
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(conn.close)
+                    await trio.to_thread.run_sync(self._writer.close)
             self._stopped.set()
 
     async def aclose(self) -> None:
@@ -381,14 +251,14 @@ class SqliteStore(Store):
 
     def _fail_pending(self, message: str) -> None:
         """Fail every queued operation with StoreClosed (each its own instance)."""
-        batch, self._pending = self._pending, _Batch()
+        batch, self._pending = self._pending, Batch()
         for op in batch.ops:
             op.fail(StoreClosed(message))
         batch.done.set()
 
     # -- the queue ------------------------------------------------------------------------
 
-    async def _submit(self, op: _Op) -> Any:
+    async def _submit(self, op: Op) -> Any:
         """Queue `op` for the next hop and wait for its outcome.
 
         If the caller is cancelled, the operation still runs with its batch (a
@@ -423,7 +293,7 @@ class SqliteStore(Store):
             self._observe(reader.latest_version)
         return result
 
-    def _queue(self, op: _Op) -> _Batch:
+    def _queue(self, op: Op) -> Batch:
         """Put `op` in the next hop's batch (the caller waits on the batch)."""
         batch = self._pending
         batch.ops.append(op)
@@ -437,7 +307,7 @@ class SqliteStore(Store):
             # runnable queue its operation too: bigger batches, fewer hops.
             await trio.lowlevel.checkpoint()
             self._wakeup = trio.Event()
-            batch, self._pending = self._pending, _Batch()
+            batch, self._pending = self._pending, Batch()
             if not batch.ops:  # aclose() failed them already
                 continue
             try:
@@ -446,10 +316,10 @@ class SqliteStore(Store):
                 # true outcome, never a guess.
                 with trio.CancelScope(shield=True):
                     version = await trio.to_thread.run_sync(
-                        self._execute, batch.ops, limiter=limiter
+                        self._writer.execute, batch.ops, limiter=limiter
                     )
                 self._observe(version)
-                if self._cleared_at > self._known_horizon:
+                if self._writer.cleared_at > self._writer.known_horizon:
                     self._uncollected.set()  # the GC has something to do
             finally:
                 for op in batch.ops:
@@ -494,12 +364,12 @@ class SqliteStore(Store):
         """
         if horizon is None:
             horizon = self._horizon_candidate()
-        deleted: int = await self._submit(_Collect(horizon))
+        deleted: int = await self._submit(Collect(horizon))
         return deleted
 
     async def _collect_tombstones_periodically(self) -> None:
         while True:
-            if self._cleared_at <= self._known_horizon:
+            if self._writer.cleared_at <= self._writer.known_horizon:
                 # Nothing this process cleared is left to collect (an idle node's
                 # heartbeats write no tombstones): sleep until a commit clears something.
                 # Another process collects its own.
@@ -507,286 +377,9 @@ class SqliteStore(Store):
                 await self._uncollected.wait()
             await self.env.sleep(self.tombstone_gc_interval_s)
             self._sample()
-            if self._horizon_candidate() <= self._known_horizon:
+            if self._horizon_candidate() <= self._writer.known_horizon:
                 continue
             try:
                 await self.collect_tombstones()
             except StoreError as error:  # e.g. another process held the lock: next time
                 log.warning("tombstone collection failed: %r", error)
-
-    # -- the writer thread: everything below runs in `trio.to_thread` -----------------------
-
-    def _open(self) -> tuple[sqlite3.Connection, int]:
-        conn = sqlite3.connect(
-            self.path,
-            timeout=self.busy_timeout_s,  # the busy handler: other processes' writers
-            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-            check_same_thread=False,  # hops may land on different worker threads
-            cached_statements=64,
-        )
-        try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                raise StoreError(f"could not put {self.path} in WAL mode (got {mode!r})")
-            # synchronous: in WAL mode FULL fsyncs the WAL at every COMMIT, so an
-            # acknowledged commit survives power loss; NORMAL only syncs at
-            # checkpoints, so a power cut may lose the last commits (never
-            # corrupting the file), while a crash of the process loses nothing.
-            # FULL is the default: group commit pays one fsync per batch, not
-            # per transaction. durability="normal" selects NORMAL.
-            synchronous = "FULL" if self.durability == "full" else "NORMAL"
-            conn.execute(f"PRAGMA synchronous = {synchronous}")
-            self._synchronous = synchronous
-            # Truncate the WAL after checkpoints that found it bigger than this.
-            conn.execute("PRAGMA journal_size_limit = 67108864")
-            # A 64 MiB page cache (SQLite's default is 2 MiB): with 20,000 agents stored (a
-            # 113 MB file) the default one re-read B-tree pages from the OS on every
-            # transaction; this took agent activation p99 from ~66 to ~20-26 ms in the
-            # bench (bench/RESULTS.md). It is an upper bound, filled only as pages are read.
-            conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
-            # The schema, once, even when several processes open the file at once.
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                version = conn.execute(SQL_META).fetchone()[0]
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except BaseException:
-            conn.close()
-            raise
-        return conn, version
-
-    def _execute(self, ops: list[_Op]) -> int:
-        """Run one batch; set every op's outcome. Returns the newest version seen (or -1)."""
-        self.stats.hops += 1
-        self.stats.largest_batch = max(self.stats.largest_batch, len(ops))
-        commits: list[_Commit] = []
-        reads: list[_Op] = []
-        collects: list[_Collect] = []
-        for op in ops:
-            if isinstance(op, _Commit):
-                commits.append(op)
-            elif isinstance(op, _Collect):
-                collects.append(op)
-            else:
-                reads.append(op)
-        version = -1
-        # Commits first: reads queued beside them then see the freshest state.
-        if commits:
-            version = self._write_phase(commits)
-        if reads:
-            version = max(version, self._read_phase(reads))
-        for op in collects:
-            version = max(version, self._collect(op))
-        return version
-
-    def _rollback(self) -> None:
-        conn = self._conn
-        assert conn is not None
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-
-    # reads -------------------------------------------------------------------------------
-
-    def _read_phase(self, reads: list[_Op]) -> int:
-        """Serve every read of the batch from one snapshot (one SQLite read transaction)."""
-        conn = self._conn
-        assert conn is not None
-        try:
-            conn.execute("BEGIN")
-            version, horizon = conn.execute(SQL_META).fetchone()
-            for op in reads:
-                try:
-                    if isinstance(op, _Get):
-                        op.succeed(get_row(conn, op.rv, op.key, version, horizon))
-                    else:
-                        assert isinstance(op, _GetRange)
-                        rows = get_range_rows(
-                            conn, op.rv, op.begin, op.end, op.limit, op.reverse, version, horizon
-                        )
-                        op.succeed(rows)
-                except StoreError as error:  # this transaction's conflict, not the batch's
-                    op.fail(error)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            # Reads already served came from a consistent snapshot: they stand.
-            self._rollback()
-            for op in reads:
-                if not op.finished:
-                    op.fail(map_error(exc, what="read", path=self.path))
-            return -1
-        self.stats.reads += len(reads)
-        return version
-
-    # commits -------------------------------------------------------------------------------
-
-    def _write_phase(self, commits: list[_Commit]) -> int:
-        """Check and apply every commit of the batch in one write transaction (group commit)."""
-        conn = self._conn
-        assert conn is not None
-        try:
-            self._sync_for(commits)
-            # IMMEDIATE takes the file's write lock now; a writer in another
-            # process makes us wait here, up to the busy timeout.
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            for op in commits:
-                op.fail(map_error(exc, what="begin a write transaction", path=self.path))
-            return -1
-        applied: list[_Commit] = []
-        try:
-            # Read under the write lock: versions are serial across processes.
-            version, horizon = conn.execute(SQL_META).fetchone()
-            cleared = 0  # the version of the last commit here that wrote tombstones
-            for op in commits:
-                request = op.request
-                rv = request.read_version
-                # Checks come before any write, so a refused transaction has
-                # nothing to roll back. Blind writes (rv None) never conflict.
-                if rv is not None:
-                    if rv < horizon:
-                        op.fail(TransactionTooOld("read version is older than the tombstone GC"))
-                        continue
-                    if self._conflicts(conn, request.read_ranges, rv):
-                        op.fail(NotCommitted("a concurrent transaction wrote a key this one read"))
-                        continue
-                conn.execute("SAVEPOINT kelpie_txn")
-                try:
-                    if self._apply(conn, request, version + 1):
-                        cleared = version + 1
-                except Exception as exc:
-                    if fails_the_batch(exc) or not conn.in_transaction:
-                        raise
-                    conn.execute("ROLLBACK TO kelpie_txn")
-                    conn.execute("RELEASE kelpie_txn")
-                    op.fail(exc)
-                    continue
-                conn.execute("RELEASE kelpie_txn")
-                version += 1
-                applied.append(op)
-            if applied:
-                conn.execute(_SQL_SET_VERSION, (version,))
-        except sqlite3.Error as exc:
-            # Before COMMIT: nothing of this batch is in the file.
-            self._rollback()
-            for op in commits:
-                if not op.finished:
-                    op.fail(map_error(exc, what="commit", path=self.path))
-            return -1
-        except BaseException:
-            self._rollback()
-            raise
-        # Before COMMIT, whatever its outcome: a needless collection costs one look.
-        self._cleared_at = max(self._cleared_at, cleared)
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            # Still in the transaction: COMMIT was refused and ROLLBACK undoes
-            # it, nothing written. Out of it: SQLite gave up mid-COMMIT (an I/O
-            # error writing or syncing the WAL) and frames already on disk may
-            # be recovered, so the outcome is unknown; Store.transact makes the
-            # retry safe with its idempotency marker.
-            # SQLITE_FULL is the exception: SQLite writes the frame that marks
-            # the commit last, and ENOSPC means that write did not happen.
-            unknown = not conn.in_transaction and primary_code(exc) != SQLITE_FULL
-            self._rollback()
-            for op in applied:
-                op.fail(
-                    commit_unknown(exc)
-                    if unknown
-                    else map_error(exc, what="commit", path=self.path)
-                )
-            return -1
-        for op in applied:
-            op.succeed(None)
-        self.stats.commits += len(applied)
-        self.stats.refused += len(commits) - len(applied)
-        return version
-
-    def _sync_for(self, commits: list[_Commit]) -> None:
-        """Sync this batch's COMMIT unless none of its commits asks to be durable.
-
-        A batch of only non-durable commits (heartbeats) skips the WAL's fsync: the next
-        synced COMMIT syncs its frames too, so a durable commit is never behind an unsynced
-        one, and a power cut loses at most such trailing frames. SQLite refuses to change
-        the level inside a transaction, so it is set before BEGIN, only when it changes.
-        """
-        if self.durability != "full":
-            return
-        level = "FULL" if any(op.request.durable for op in commits) else "NORMAL"
-        if level != self._synchronous:
-            assert self._conn is not None
-            self._conn.execute(f"PRAGMA synchronous = {level}")
-            self._synchronous = level
-        if level == "NORMAL":
-            self.stats.unsynced_batches += 1
-
-    @staticmethod
-    def _conflicts(conn: sqlite3.Connection, read_ranges: list[tuple[bytes, bytes]], rv: int):
-        execute = conn.execute
-        for begin, end in dict.fromkeys(read_ranges):  # a key read twice is checked once
-            if execute(_SQL_CONFLICT, (begin, end, rv)).fetchone() is not None:
-                return True
-        return False
-
-    @staticmethod
-    def _apply(conn: sqlite3.Connection, request: CommitRequest, version: int) -> bool:
-        """Cleared ranges first, then the mutations (at most one per key), at `version`.
-        Whether it wrote tombstones (a clear of a key that held a value)."""
-        tombstones = 0
-        for begin, end in request.cleared_ranges:
-            tombstones += conn.execute(_SQL_CLEAR_RANGE, (version, begin, end)).rowcount
-        puts: list[tuple[bytes, int, bytes]] = []
-        clears: list[tuple[int, bytes]] = []
-        for m in request.mutations:
-            kind = m.kind
-            if kind is MutationKind.SET:
-                puts.append((m.key, version, m.value))
-            elif kind is MutationKind.CLEAR:
-                clears.append((version, m.key))
-            else:  # ADD reads the value as of this commit, earlier ones in the batch included
-                row = conn.execute(_SQL_GET_VALUE, (m.key,)).fetchone()
-                delta = int.from_bytes(m.value, "little")
-                puts.append((m.key, version, add_to_value(row[0] if row else None, delta)))
-        if puts:
-            conn.executemany(_SQL_PUT, puts)
-        if clears:
-            tombstones += conn.executemany(_SQL_CLEAR, clears).rowcount
-        return tombstones > 0
-
-    # tombstone GC ----------------------------------------------------------------------------
-
-    def _collect(self, op: _Collect) -> int:
-        conn = self._conn
-        assert conn is not None
-        try:
-            # A cheap look first: most of the time another process (or an earlier
-            # run) has moved the horizon already, and we need no write lock.
-            version, horizon = conn.execute(SQL_META).fetchone()
-            deleted = 0
-            if min(op.horizon, version) > horizon:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    version, horizon = conn.execute(SQL_META).fetchone()
-                    target = min(op.horizon, version)
-                    if target > horizon:
-                        # Horizon first, in the same transaction: from now on
-                        # no read below it can miss a deleted tombstone.
-                        conn.execute(_SQL_SET_HORIZON, (target,))
-                        deleted = conn.execute(_SQL_COLLECT, (target,)).rowcount
-                        horizon = target
-                    conn.execute("COMMIT")
-                except BaseException:
-                    self._rollback()
-                    raise
-        except sqlite3.Error as exc:
-            op.fail(map_error(exc, what="collect tombstones", path=self.path))
-            return -1
-        self._known_horizon = max(self._known_horizon, horizon)
-        self.stats.tombstones_collected += deleted
-        op.succeed(deleted)
-        return version

@@ -27,7 +27,8 @@ from kelpie_trio.storage import (
     decode_counter,
 )
 from kelpie_trio.storage.base import CommitRequest, Mutation, MutationKind
-from kelpie_trio.storage.sqlite import SqliteStore, _Commit
+from kelpie_trio.storage.sqlite import SqliteStore
+from kelpie_trio.storage.sqlite_writer import Commit
 from tests.storage.helpers import put, read, read_range
 from tests.storage.sqlite_crash_child import pair_keys
 
@@ -267,7 +268,7 @@ async def test_a_transaction_failing_inside_a_group_commit_rolls_back_alone(db: 
 
         async def submit(name: str, request: CommitRequest) -> None:
             try:
-                await store._submit(_Commit(request))
+                await store._submit(Commit(request))
                 outcomes[name] = "committed"
             except sqlite3.Error as error:
                 outcomes[name] = type(error).__name__

@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -28,10 +29,18 @@ class CappedStore(SqliteStore):
 
     pages = 0
 
-    def _open(self):  # type: ignore[no-untyped-def]
-        conn, version = super()._open()
-        conn.execute(f"PRAGMA max_page_count = {self.pages}")
-        return conn, version
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        writer = self._writer
+        opened = writer.open
+
+        def capped() -> int:
+            version = opened()
+            assert writer.conn is not None
+            writer.conn.execute(f"PRAGMA max_page_count = {self.pages}")
+            return version
+
+        writer.open = capped  # type: ignore[method-assign]
 
 
 @contextlib.asynccontextmanager

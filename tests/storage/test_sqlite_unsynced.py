@@ -22,8 +22,9 @@ _FULL, _NORMAL = 2, 1  # what PRAGMA synchronous answers
 
 
 def _level(store: SqliteStore) -> int:
-    assert store._conn is not None  # read between batches: the writer thread is idle
-    return store._conn.execute("PRAGMA synchronous").fetchone()[0]
+    conn = store._writer.conn
+    assert conn is not None  # read between batches: the writer thread is idle
+    return conn.execute("PRAGMA synchronous").fetchone()[0]
 
 
 def _put(key: bytes, value: bytes):

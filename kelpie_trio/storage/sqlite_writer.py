@@ -1,0 +1,458 @@
+"""The SQLite store's writer connection and what runs on it, in the writer thread.
+
+`SqliteStore` (sqlite.py) queues operations and hands each batch to `SqliteWriter.execute`
+in one `trio.to_thread.run_sync` call; nothing here touches trio. A batch's commits share
+one write transaction (group commit: one COMMIT, one fsync, or none when no commit of it
+asks to be durable), each in its own SAVEPOINT; its reads share one read transaction;
+tombstone collection moves the horizon and deletes in one more. sqlite.py's docstring
+says what the rows, versions and tombstones mean.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Literal
+
+import attrs
+
+from kelpie_trio.storage.base import CommitRequest, MutationKind, add_to_value
+from kelpie_trio.storage.errors import NotCommitted, StoreError, TransactionTooOld
+from kelpie_trio.storage.sqlite_errors import (
+    SQLITE_FULL,
+    commit_unknown,
+    fails_the_batch,
+    map_error,
+    primary_code,
+)
+from kelpie_trio.storage.sqlite_reads import SQL_META, ReadVersion, get_range_rows, get_row
+
+__all__ = [
+    "CACHE_KIB",
+    "Collect",
+    "Commit",
+    "Durability",
+    "Get",
+    "GetRange",
+    "Op",
+    "SqliteStats",
+    "SqliteWriter",
+]
+
+Durability = Literal["full", "normal"]
+
+# -- schema and statements ------------------------------------------------------
+#
+# `version` comes before `value` on purpose: SQLite decodes a record's columns in
+# order, so conflict checks (which only need key and version) never walk the
+# overflow pages of a large value.
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS kv (
+        key BLOB PRIMARY KEY NOT NULL,
+        version INTEGER NOT NULL,
+        value BLOB
+    ) WITHOUT ROWID""",
+    # Only tombstones are indexed: GC finds them without scanning live data.
+    "CREATE INDEX IF NOT EXISTS kv_tombstones ON kv (version) WHERE value IS NULL",
+    """CREATE TABLE IF NOT EXISTS meta (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        version INTEGER NOT NULL,
+        horizon INTEGER NOT NULL
+    )""",
+    "INSERT OR IGNORE INTO meta (id, version, horizon) VALUES (0, 0, 0)",
+)
+_SQL_SET_VERSION = "UPDATE meta SET version = ? WHERE id = 0"
+_SQL_SET_HORIZON = "UPDATE meta SET horizon = ? WHERE id = 0"
+_SQL_GET_VALUE = "SELECT value FROM kv WHERE key = ?"
+_SQL_CONFLICT = "SELECT 1 FROM kv WHERE key >= ? AND key < ? AND version > ? LIMIT 1"
+_SQL_PUT = "INSERT OR REPLACE INTO kv (key, version, value) VALUES (?, ?, ?)"
+# Clearing a missing key or a tombstone changes nothing anyone could read, so it
+# writes nothing: a reader of that key has no reason to conflict.
+_SQL_CLEAR = "UPDATE kv SET value = NULL, version = ? WHERE key = ? AND value IS NOT NULL"
+_SQL_CLEAR_RANGE = (
+    "UPDATE kv SET value = NULL, version = ? WHERE key >= ? AND key < ? AND value IS NOT NULL"
+)
+_SQL_COLLECT = "DELETE FROM kv WHERE value IS NULL AND version <= ?"
+
+# Each connection's page cache, KiB (the writer's and the inline reader's; see `open`).
+CACHE_KIB = 65536
+
+
+# -- queued operations ------------------------------------------------------------
+
+
+class Op:
+    __slots__ = ("error", "finished", "result")
+
+    def __init__(self) -> None:
+        self.finished = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def succeed(self, result: Any) -> None:
+        self.result = result
+        self.finished = True
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.finished = True
+
+
+class Get(Op):
+    __slots__ = ("key", "rv")
+
+    def __init__(self, rv: ReadVersion, key: bytes) -> None:
+        super().__init__()
+        self.rv = rv
+        self.key = key
+
+
+class GetRange(Op):
+    __slots__ = ("begin", "end", "limit", "reverse", "rv")
+
+    def __init__(self, rv: ReadVersion, begin: bytes, end: bytes, limit: int, reverse: bool):
+        super().__init__()
+        self.rv = rv
+        self.begin = begin
+        self.end = end
+        self.limit = limit
+        self.reverse = reverse
+
+
+class Commit(Op):
+    __slots__ = ("request",)
+
+    def __init__(self, request: CommitRequest) -> None:
+        super().__init__()
+        self.request = request
+
+
+class Collect(Op):
+    """Move the tombstone horizon up to `horizon` (capped at the current version)."""
+
+    __slots__ = ("horizon",)
+
+    def __init__(self, horizon: int) -> None:
+        super().__init__()
+        self.horizon = horizon
+
+
+@attrs.define
+class SqliteStats:
+    """Counters for tests and benchmarks (one store, this process only).
+
+    The writer thread updates them during a hop; read them between operations.
+    """
+
+    hops: int = 0  # thread hops, one per batch
+    commits: int = 0  # transactions committed
+    refused: int = 0  # commits failed alone (NotCommitted, TransactionTooOld, their own error)
+    reads: int = 0  # point and range reads served
+    inline_reads: int = 0  # of which on the trio thread (no hop)
+    largest_batch: int = 0
+    tombstones_collected: int = 0
+    unsynced_batches: int = 0  # write batches of only non-durable commits: no fsync
+
+
+# -- the writer ----------------------------------------------------------------------
+
+
+class SqliteWriter:
+    """The writer connection; every method runs in the writer thread, one hop at a time.
+
+    `cleared_at` and `known_horizon` are read by the store's trio side between hops (its
+    tombstone collector sleeps while nothing this process cleared is left to collect)."""
+
+    def __init__(
+        self, path: str, durability: Durability, busy_timeout_s: float, stats: SqliteStats
+    ) -> None:
+        self.path = path
+        self.durability = durability
+        self.busy_timeout_s = busy_timeout_s
+        self.stats = stats
+        self.conn: sqlite3.Connection | None = None
+        self.synchronous = ""  # the connection's level, once open
+        # The version of this process's last commit that wrote tombstones.
+        self.cleared_at = 0
+        self.known_horizon = 0  # the newest tombstone horizon this process saw in the file
+
+    def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
+
+    def open(self) -> int:
+        """Open the file (WAL, the schema once); the store's current version."""
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout_s,  # the busy handler: other processes' writers
+            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+            check_same_thread=False,  # hops may land on different worker threads
+            cached_statements=64,
+        )
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreError(f"could not put {self.path} in WAL mode (got {mode!r})")
+            # synchronous: in WAL mode FULL fsyncs the WAL at every COMMIT, so an
+            # acknowledged commit survives power loss; NORMAL only syncs at
+            # checkpoints, so a power cut may lose the last commits (never
+            # corrupting the file), while a crash of the process loses nothing.
+            # FULL is the default: group commit pays one fsync per batch, not
+            # per transaction. durability="normal" selects NORMAL.
+            synchronous = "FULL" if self.durability == "full" else "NORMAL"
+            conn.execute(f"PRAGMA synchronous = {synchronous}")
+            self.synchronous = synchronous
+            # Truncate the WAL after checkpoints that found it bigger than this.
+            conn.execute("PRAGMA journal_size_limit = 67108864")
+            # A 64 MiB page cache (SQLite's default is 2 MiB): with 20,000 agents stored (a
+            # 113 MB file) the default one re-read B-tree pages from the OS on every
+            # transaction; this took agent activation p99 from ~66 to ~20-26 ms in the
+            # bench (bench/RESULTS.md). It is an upper bound, filled only as pages are read.
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+            # The schema, once, even when several processes open the file at once.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                version = conn.execute(SQL_META).fetchone()[0]
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except BaseException:
+            conn.close()
+            raise
+        self.conn = conn
+        return version
+
+    def execute(self, ops: list[Op]) -> int:
+        """Run one batch; set every op's outcome. Returns the newest version seen (or -1)."""
+        self.stats.hops += 1
+        self.stats.largest_batch = max(self.stats.largest_batch, len(ops))
+        commits: list[Commit] = []
+        reads: list[Op] = []
+        collects: list[Collect] = []
+        for op in ops:
+            if isinstance(op, Commit):
+                commits.append(op)
+            elif isinstance(op, Collect):
+                collects.append(op)
+            else:
+                reads.append(op)
+        version = -1
+        # Commits first: reads queued beside them then see the freshest state.
+        if commits:
+            version = self._write_phase(commits)
+        if reads:
+            version = max(version, self._read_phase(reads))
+        for op in collects:
+            version = max(version, self._collect(op))
+        return version
+
+    def _rollback(self) -> None:
+        conn = self.conn
+        assert conn is not None
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+    # reads -------------------------------------------------------------------------------
+
+    def _read_phase(self, reads: list[Op]) -> int:
+        """Serve every read of the batch from one snapshot (one SQLite read transaction)."""
+        conn = self.conn
+        assert conn is not None
+        try:
+            conn.execute("BEGIN")
+            version, horizon = conn.execute(SQL_META).fetchone()
+            for op in reads:
+                try:
+                    if isinstance(op, Get):
+                        op.succeed(get_row(conn, op.rv, op.key, version, horizon))
+                    else:
+                        assert isinstance(op, GetRange)
+                        rows = get_range_rows(
+                            conn, op.rv, op.begin, op.end, op.limit, op.reverse, version, horizon
+                        )
+                        op.succeed(rows)
+                except StoreError as error:  # this transaction's conflict, not the batch's
+                    op.fail(error)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            # Reads already served came from a consistent snapshot: they stand.
+            self._rollback()
+            for op in reads:
+                if not op.finished:
+                    op.fail(map_error(exc, what="read", path=self.path))
+            return -1
+        self.stats.reads += len(reads)
+        return version
+
+    # commits -------------------------------------------------------------------------------
+
+    def _write_phase(self, commits: list[Commit]) -> int:
+        """Check and apply every commit of the batch in one write transaction (group commit)."""
+        conn = self.conn
+        assert conn is not None
+        try:
+            self._sync_for(commits)
+            # IMMEDIATE takes the file's write lock now; a writer in another
+            # process makes us wait here, up to the busy timeout.
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            for op in commits:
+                op.fail(map_error(exc, what="begin a write transaction", path=self.path))
+            return -1
+        applied: list[Commit] = []
+        try:
+            # Read under the write lock: versions are serial across processes.
+            version, horizon = conn.execute(SQL_META).fetchone()
+            cleared = 0  # the version of the last commit here that wrote tombstones
+            for op in commits:
+                request = op.request
+                rv = request.read_version
+                # Checks come before any write, so a refused transaction has
+                # nothing to roll back. Blind writes (rv None) never conflict.
+                if rv is not None:
+                    if rv < horizon:
+                        op.fail(TransactionTooOld("read version is older than the tombstone GC"))
+                        continue
+                    if self._conflicts(conn, request.read_ranges, rv):
+                        op.fail(NotCommitted("a concurrent transaction wrote a key this one read"))
+                        continue
+                conn.execute("SAVEPOINT kelpie_txn")
+                try:
+                    if self._apply(conn, request, version + 1):
+                        cleared = version + 1
+                except Exception as exc:
+                    if fails_the_batch(exc) or not conn.in_transaction:
+                        raise
+                    conn.execute("ROLLBACK TO kelpie_txn")
+                    conn.execute("RELEASE kelpie_txn")
+                    op.fail(exc)
+                    continue
+                conn.execute("RELEASE kelpie_txn")
+                version += 1
+                applied.append(op)
+            if applied:
+                conn.execute(_SQL_SET_VERSION, (version,))
+        except sqlite3.Error as exc:
+            # Before COMMIT: nothing of this batch is in the file.
+            self._rollback()
+            for op in commits:
+                if not op.finished:
+                    op.fail(map_error(exc, what="commit", path=self.path))
+            return -1
+        except BaseException:
+            self._rollback()
+            raise
+        # Before COMMIT, whatever its outcome: a needless collection costs one look.
+        self.cleared_at = max(self.cleared_at, cleared)
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            # Still in the transaction: COMMIT was refused and ROLLBACK undoes
+            # it, nothing written. Out of it: SQLite gave up mid-COMMIT (an I/O
+            # error writing or syncing the WAL) and frames already on disk may
+            # be recovered, so the outcome is unknown; Store.transact makes the
+            # retry safe with its idempotency marker.
+            # SQLITE_FULL is the exception: SQLite writes the frame that marks
+            # the commit last, and ENOSPC means that write did not happen.
+            unknown = not conn.in_transaction and primary_code(exc) != SQLITE_FULL
+            self._rollback()
+            for op in applied:
+                op.fail(
+                    commit_unknown(exc)
+                    if unknown
+                    else map_error(exc, what="commit", path=self.path)
+                )
+            return -1
+        for op in applied:
+            op.succeed(None)
+        self.stats.commits += len(applied)
+        self.stats.refused += len(commits) - len(applied)
+        return version
+
+    def _sync_for(self, commits: list[Commit]) -> None:
+        """Sync this batch's COMMIT unless none of its commits asks to be durable.
+
+        A batch of only non-durable commits (heartbeats) skips the WAL's fsync: the next
+        synced COMMIT syncs its frames too, so a durable commit is never behind an unsynced
+        one, and a power cut loses at most such trailing frames. SQLite refuses to change
+        the level inside a transaction, so it is set before BEGIN, only when it changes.
+        """
+        if self.durability != "full":
+            return
+        level = "FULL" if any(op.request.durable for op in commits) else "NORMAL"
+        if level != self.synchronous:
+            assert self.conn is not None
+            self.conn.execute(f"PRAGMA synchronous = {level}")
+            self.synchronous = level
+        if level == "NORMAL":
+            self.stats.unsynced_batches += 1
+
+    @staticmethod
+    def _conflicts(conn: sqlite3.Connection, read_ranges: list[tuple[bytes, bytes]], rv: int):
+        execute = conn.execute
+        for begin, end in dict.fromkeys(read_ranges):  # a key read twice is checked once
+            if execute(_SQL_CONFLICT, (begin, end, rv)).fetchone() is not None:
+                return True
+        return False
+
+    @staticmethod
+    def _apply(conn: sqlite3.Connection, request: CommitRequest, version: int) -> bool:
+        """Cleared ranges first, then the mutations (at most one per key), at `version`.
+        Whether it wrote tombstones (a clear of a key that held a value)."""
+        tombstones = 0
+        for begin, end in request.cleared_ranges:
+            tombstones += conn.execute(_SQL_CLEAR_RANGE, (version, begin, end)).rowcount
+        puts: list[tuple[bytes, int, bytes]] = []
+        clears: list[tuple[int, bytes]] = []
+        for m in request.mutations:
+            kind = m.kind
+            if kind is MutationKind.SET:
+                puts.append((m.key, version, m.value))
+            elif kind is MutationKind.CLEAR:
+                clears.append((version, m.key))
+            else:  # ADD reads the value as of this commit, earlier ones in the batch included
+                row = conn.execute(_SQL_GET_VALUE, (m.key,)).fetchone()
+                delta = int.from_bytes(m.value, "little")
+                puts.append((m.key, version, add_to_value(row[0] if row else None, delta)))
+        if puts:
+            conn.executemany(_SQL_PUT, puts)
+        if clears:
+            tombstones += conn.executemany(_SQL_CLEAR, clears).rowcount
+        return tombstones > 0
+
+    # tombstone GC ----------------------------------------------------------------------------
+
+    def _collect(self, op: Collect) -> int:
+        conn = self.conn
+        assert conn is not None
+        try:
+            # A cheap look first: most of the time another process (or an earlier
+            # run) has moved the horizon already, and we need no write lock.
+            version, horizon = conn.execute(SQL_META).fetchone()
+            deleted = 0
+            if min(op.horizon, version) > horizon:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    version, horizon = conn.execute(SQL_META).fetchone()
+                    target = min(op.horizon, version)
+                    if target > horizon:
+                        # Horizon first, in the same transaction: from now on
+                        # no read below it can miss a deleted tombstone.
+                        conn.execute(_SQL_SET_HORIZON, (target,))
+                        deleted = conn.execute(_SQL_COLLECT, (target,)).rowcount
+                        horizon = target
+                    conn.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+        except sqlite3.Error as exc:
+            op.fail(map_error(exc, what="collect tombstones", path=self.path))
+            return -1
+        self.known_horizon = max(self.known_horizon, horizon)
+        self.stats.tombstones_collected += deleted
+        op.succeed(deleted)
+        return version
