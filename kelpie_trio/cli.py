@@ -46,6 +46,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"kelpie-trio: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # httpx says every call it makes at INFO: a line per LLM call, besides our own line per
+    # request (kelpie_trio.requests), and its cost on every message. Its warnings still show.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         trio.run(run_node, config)
     except BaseException as error:  # re-raised unless it is a start-up problem

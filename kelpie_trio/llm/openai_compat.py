@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, Literal
 
 import httpx
@@ -178,12 +178,18 @@ def _loads(data: str, provider: str) -> Any:
 
 
 def _request_body(
-    request: LlmRequest, *, stream: bool, max_tokens_field: str = "max_tokens"
+    request: LlmRequest,
+    *,
+    stream: bool,
+    max_tokens_field: str = "max_tokens",
+    wire: Callable[[ChatMessage], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The chat completions request body for `request`."""
+    """The chat completions request body for `request`; `wire` gives a message's wire form
+    (default: `_openai_message`, built afresh)."""
+    wire = _openai_message if wire is None else wire  # (an empty cache is falsy)
     body: dict[str, Any] = {
         "model": request.model,
-        "messages": [_openai_message(m) for m in request.messages],
+        "messages": [wire(m) for m in request.messages],
     }
     if request.tools:
         body["tools"] = [
@@ -211,6 +217,46 @@ def _request_body(
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     return body
+
+
+class _WireForms:
+    """Each chat message's wire form, built once per message object, not once per step.
+
+    An agent's history window keeps the same `ChatMessage` objects from step to step
+    (history_window.py), and the history is most of every request: building its dicts
+    again each step grew a hot agent's CPU per message with its history. Keyed by object
+    identity, each entry holding its object (so the id is not reused while cached). Only
+    history is kept: not the system prompt (made anew each step) nor a message with
+    images; the oldest entries go first once the texts kept pass `budget` characters
+    (the messages of windows still open share them; a passivated agent's stay until then).
+    The forms are shared: nothing may change them.
+    """
+
+    def __init__(self, budget: int = 8_000_000) -> None:
+        self.budget = budget
+        self.kept = 0  # characters of the cached messages' texts
+        self._forms: dict[int, tuple[ChatMessage, dict[str, Any], int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._forms)
+
+    def __call__(self, message: ChatMessage) -> dict[str, Any]:
+        cached = self._forms.get(id(message))
+        if cached is not None and cached[0] is message:
+            return cached[1]
+        form = _openai_message(message)
+        if message.role == "system" or message.parts:
+            return form
+        size = len(message.content or "") + sum(len(c.arguments) for c in message.tool_calls)
+        if size > self.budget // 64:
+            return form  # one huge tool result would push out a window's worth
+        forms = self._forms
+        while forms and self.kept + size > self.budget:
+            oldest = next(iter(forms))
+            self.kept -= forms.pop(oldest)[2]
+        forms[id(message)] = (message, form, size)
+        self.kept += size
+        return form
 
 
 def _openai_message(message: ChatMessage) -> dict[str, Any]:
@@ -400,16 +446,21 @@ class OpenAiCompatibleClient(LlmClient):
         )
         self.base_url = base_url
         self.max_tokens_field = max_tokens_field
+        self._wire = _WireForms()
 
     def __repr__(self) -> str:  # never the key
         return f"OpenAiCompatibleClient({self.base_url!r})"
 
     async def complete(self, request: LlmRequest) -> LlmResponse:
-        body = _request_body(request, stream=False, max_tokens_field=self.max_tokens_field)
+        body = _request_body(
+            request, stream=False, max_tokens_field=self.max_tokens_field, wire=self._wire
+        )
         return _response(await self._transport.post_json("chat/completions", body), request)
 
     async def stream(self, request: LlmRequest) -> AsyncIterator[LlmStreamEvent]:
-        body = _request_body(request, stream=True, max_tokens_field=self.max_tokens_field)
+        body = _request_body(
+            request, stream=True, max_tokens_field=self.max_tokens_field, wire=self._wire
+        )
         state = _OpenAiStream(request)
         async with contextlib.aclosing(self._transport.sse_data("chat/completions", body)) as sse:
             async for data in sse:

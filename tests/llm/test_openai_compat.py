@@ -456,3 +456,58 @@ def test_client_for_refuses_an_unknown_endpoint_type() -> None:
     config = {"model_endpoint_type": "google_ai", "model_endpoint": "https://x", "model": "g"}
     with pytest.raises(ProviderUnavailable, match="'google_ai' is not supported"):
         client_for(config, OPENAI_ONLY)
+
+
+# -- a history's wire forms, built once -------------------------------------------------------
+
+
+async def test_a_history_sent_again_is_sent_the_same_and_built_once(
+    provider: FakeProvider, llm: OpenAiCompatibleClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same message objects step after step (an agent's history window): the second
+    request is byte-for-byte what building it afresh gives, without building them again."""
+    import kelpie_trio.llm.openai_compat as openai_compat
+
+    built: list[ChatMessage] = []
+    build = openai_compat._openai_message
+
+    def counted(message: ChatMessage) -> dict:
+        built.append(message)
+        return build(message)
+
+    monkeypatch.setattr(openai_compat, "_openai_message", counted)
+    call = ToolCall("call_1", "send_message", '{"message": "hello"}')
+    history = (
+        ChatMessage("user", "say hello"),
+        ChatMessage("assistant", None, tool_calls=(call,)),
+        ChatMessage("tool", '{"status": "OK"}', tool_call_id="call_1"),
+    )
+    provider.script(openai_completion("one"), openai_completion("two"))
+    await llm.complete(request(*history))
+    first = len(built)
+    # The next step: a new system prompt (made anew each step) and one new message.
+    step = request(*history, ChatMessage("user", "again"))
+    await llm.complete(step)
+    assert built[first:] == [step.messages[0], step.messages[-1]]
+    fresh = [build(m) for m in step.messages]
+    assert provider.received[1].json["messages"] == fresh
+
+
+def test_the_wire_forms_keep_within_their_budget_and_skip_what_is_not_history() -> None:
+    from kelpie_trio.llm.openai_compat import _WireForms
+    from kelpie_trio.llm.types import TextPart
+
+    forms = _WireForms(budget=6400)
+    kept = [ChatMessage("user", "x" * 100) for _ in range(100)]  # 10,000 characters
+    first = [forms(message) for message in kept]
+    assert first == [{"role": "user", "content": "x" * 100}] * 100
+    assert forms.kept <= 6400 and len(forms) == 64  # the oldest went first
+    assert forms(kept[-1]) is first[-1]  # still cached: the same form
+    assert forms(kept[0]) is not first[0]  # evicted: built again
+    system = ChatMessage("system", "prompt")
+    big = ChatMessage("tool", "y" * 200, tool_call_id="c")  # over budget / 64
+    image = ChatMessage("user", "look", parts=(TextPart("look"),))
+    before = len(forms)
+    for message in (system, big, image):
+        assert forms(message) is not forms(message)
+    assert len(forms) == before
