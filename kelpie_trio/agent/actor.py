@@ -105,6 +105,10 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         # A paused or unfinished run of this agent may be open (after a crash, a pause, a
         # handoff): a new run looks once, and goes after them (_load_or_start).
         self._may_have_open_runs = True
+        # The thread's count of runs moved in by transfers at the last look (None: none
+        # yet), and the count the transaction in progress read.
+        self._moved_in_seen: int | None = None
+        self._moved_in_read: int | None = None
         self._cleared_to: int | None = None  # a finished turn cleared the context up to here
         self.compacted: Compaction | None = None  # set by _prompt when history is evicted
         # Compaction messages shown in a run's response (not stored: the summary lives in
@@ -225,6 +229,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         if inputs:
             if inputs[0].role != "approval":  # the look above found them all, and ended them
                 self._may_have_open_runs = False
+                self._moved_in_seen = self._moved_in_read
             self.next_seq = max(self.next_seq, inputs[-1].seq + 1)
             for m in inputs:
                 self._publish(run, m)
@@ -282,7 +287,13 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
             return run, [], []
         assert run is not None
         now = self.ctx.env.now()
-        others = await approvals.open_runs_of(tr, run.thread)  # read once, used twice
+        # Only this actor starts, parks and pauses runs here (the service's queued ones start
+        # through it), and a transfer moving one in counts itself: after a look that found
+        # none open, no look until that count moves. (The look's range read walks the
+        # tombstones of every run finished here in the last ~15 s: a hot agent's growth.)
+        self._moved_in_read = await runs.moved_in(tr, run.thread)
+        look = self._may_have_open_runs or self._moved_in_read != self._moved_in_seen
+        others = await approvals.open_runs_of(tr, run.thread) if look else []
         parked = await approvals.check_send(tr, run.thread, run.inputs, others)
         if parked is not None:  # an approval: it answers the parked run's calls
             await mark_last_message(tr, run.thread, now)
@@ -298,7 +309,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         # A new message ends a paused session of this agent: it is answered now. Only
         # this actor pauses its sessions and runs its runs, so after one look it knows
         # whether to look again.
-        if self._may_have_open_runs:
+        if look:
             earlier = []
             for other in others:
                 if other.id == run.id or other.finished or other.thread != run.thread:

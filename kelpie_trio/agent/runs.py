@@ -36,7 +36,7 @@ from kelpie_trio.agent.content import ContentPart
 from kelpie_trio.errors import Conflict, NotFound
 from kelpie_trio.models import convert
 from kelpie_trio.storage import keys
-from kelpie_trio.storage.base import Transaction
+from kelpie_trio.storage.base import Transaction, decode_counter
 from kelpie_trio.storage.chunks import clear_blob, get_blob, set_blob
 
 __all__ = [
@@ -60,6 +60,10 @@ AGENT_RUNS = keys.SESSIONS["agent"]
 ALL_RUNS = keys.SESSIONS["all"]
 RUN_KEYS = keys.SESSIONS["key"]
 OPEN_RUNS = keys.SESSIONS["open"]
+# Per thread: how many runs a transfer moved into it (an atomic count). A thread's actor
+# starts, parks, pauses and ends its own runs, so once it has looked at its open runs it
+# looks again only when this count moved (agent/actor.py `_load_or_start`).
+MOVED_IN = keys.SESSIONS["moved-in"]
 # The commit topic (Transaction.notify_on_commit) of a transaction that saved a paused run:
 # the node's resume sweep (service/resume.py) reads when the pause ends.
 PAUSED = "runs-paused"
@@ -317,6 +321,7 @@ def move_run(tr: Transaction, run: Run, target: str, *, history_agent: str) -> N
     tr.set(AGENT_RUNS.pack((target, stamp, run.id)), b"")
     tr.set(ALL_RUNS.pack((stamp, run.id)), target.encode())
     tr.set(OPEN_RUNS.pack((target, run.id)), b"")
+    tr.add(MOVED_IN.pack((target,)), 1)
     save_run(tr, run)
 
 
@@ -332,6 +337,11 @@ def delete_run(tr: Transaction, run: Run) -> None:
 async def find_by_key(tr: Transaction, thread: str, key: str) -> Run | None:
     run_id = await tr.get(RUN_KEYS.pack((thread, key)))
     return None if run_id is None else await load_run(tr, run_id.decode())
+
+
+async def moved_in(tr: Transaction, thread: str) -> int:
+    """How many runs transfers have moved into `thread` so far."""
+    return decode_counter(await tr.get(MOVED_IN.pack((thread,))))
 
 
 async def open_runs(tr: Transaction, thread: str) -> list[str]:

@@ -404,6 +404,7 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
             tr.clear(keys.CONTEXT.pack((agent_id,)))
             wait_graph.forget_thread(tr, agent_id)
             tr.clear_range(*keys.prefix_range(TOOL_RUNS.pack((agent_id,))))
+            tr.clear(runs.MOVED_IN.pack((agent_id,)))  # transfers land in its default thread
             for run_id in await runs.agent_run_ids(tr, agent_id):
                 run = await runs.load_run(tr, run_id)
                 if run is not None:

@@ -430,6 +430,14 @@ MUTATIONS = [
         'level = "FULL" if all(op.request.durable for op in commits) else "NORMAL"',
     ),
     Mutation(
+        "moved-in-count",
+        "a run a transfer moves into a thread is found there even by an actor that had seen "
+        "none open (the move counts itself)",
+        "kelpie_trio/agent/runs.py",
+        "    tr.add(MOVED_IN.pack((target,)), 1)\n",
+        "",
+    ),
+    Mutation(
         "advance-all",
         "a drain records the cursors of every stream it applied, in one commit",
         "kelpie_trio/search/indexer.py",

@@ -310,6 +310,51 @@ def test_dst_a_parked_run_moves_with_its_session_and_is_answered_there() -> None
     ]  # fmt: skip
 
 
+STORAGE_ONLY = FaultConfig(dict.fromkeys(STORAGE_FAULTS, 0.03))
+
+
+def test_dst_a_parked_run_moved_to_an_agent_already_awake_still_waits_there() -> None:
+    """As above, but the target has run a turn already, so its actor is active and knows
+    its own runs: a session moved in is still found (the move counts itself on the
+    target's thread), a new message is refused while it waits, and the answer runs it."""
+    ledger = Ledger()
+
+    def waking(request: LlmRequest) -> LlmResponse:
+        last = request.messages[-1]
+        return text("Awake.") if last.role == "user" and last.content == "wake" else model(request)
+
+    async def scenario(sim: AgentCluster) -> Any:
+        ledger.sim = sim
+        home, away = sim.service("n0"), sim.service("n1")
+        tool = await home.create_tool({"source_code": WIRE})
+        source = await new_agent(home, tool_ids=[tool.id], tool_rules=RULES)
+        target = await new_agent(home, tool_ids=[tool.id], tool_rules=RULES)
+        ledger.agent = target
+        awake = await answer(sim, "n1", target, {"input": "wake"})
+        asked = await answer(sim, "n0", source, {"input": "t0"})
+        run_id = asked["messages"][-1]["run_id"]
+        await away.transfer_session(source, run_id, {"target_agent_id": target})
+        probe = await answer(sim, "n1", target, {"input": "hello?"})
+        done = await answer(sim, "n1", target, {"messages": approve_all()})
+        return awake, probe, done, await history_of(home, target)
+
+    def one(seed: int) -> None:
+        awake, probe, done, history = simulate_cluster(
+            seed, scenario, STORAGE_ONLY, nodes=2, script=[waking] * 10, tools=ledger.wire,
+            config=FAST_TAKEOVER,
+        )  # fmt: skip
+        assert awake["stop_reason"]["stop_reason"] == "end_turn"
+        assert isinstance(probe, Relayed) and probe.status == 409
+        assert done["stop_reason"]["stop_reason"] == "end_turn"
+        assert [(m.role, m.tool_call_id) for m in history] == [
+            ("user", None), ("assistant", None),  # the target's own turn
+            ("user", None), ("assistant", None), ("approval", None), ("tool", "t0-a"),
+            ("tool", "t0-s"), ("tool", "t0-c"), ("tool", "t0-b"), ("assistant", None),
+        ]  # fmt: skip
+
+    run_seeds(one, 5)
+
+
 def approve_all() -> list[dict]:
     return [{"type": "approval", "approvals": [
         {"type": "approval", "tool_call_id": "t0-a", "approve": True},
