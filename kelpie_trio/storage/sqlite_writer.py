@@ -11,6 +11,7 @@ says what the rows, versions and tombstones mean.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import attrs
@@ -250,6 +251,14 @@ class SqliteWriter:
             version = max(version, self._collect(op))
         return version
 
+    def _fail_unfinished(self, ops: Sequence[Op], exc: sqlite3.Error, what: str) -> int:
+        """Roll back; every op of the phase without an outcome yet fails with `exc`."""
+        self._rollback()
+        for op in ops:
+            if not op.finished:
+                op.fail(map_error(exc, what=what, path=self.path))
+        return -1
+
     def _rollback(self) -> None:
         conn = self.conn
         assert conn is not None
@@ -280,11 +289,7 @@ class SqliteWriter:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             # Reads already served came from a consistent snapshot: they stand.
-            self._rollback()
-            for op in reads:
-                if not op.finished:
-                    op.fail(map_error(exc, what="read", path=self.path))
-            return -1
+            return self._fail_unfinished(reads, exc, "read")
         self.stats.reads += len(reads)
         return version
 
@@ -338,11 +343,7 @@ class SqliteWriter:
                 conn.execute(_SQL_SET_VERSION, (version,))
         except sqlite3.Error as exc:
             # Before COMMIT: nothing of this batch is in the file.
-            self._rollback()
-            for op in commits:
-                if not op.finished:
-                    op.fail(map_error(exc, what="commit", path=self.path))
-            return -1
+            return self._fail_unfinished(commits, exc, "commit")
         except BaseException:
             self._rollback()
             raise

@@ -277,18 +277,24 @@ def test_dst_a_parked_run_outlives_crashes_and_a_stored_result_is_not_run_again(
     ]  # fmt: skip
 
 
+async def _source_and_target(sim: AgentCluster, ledger: Ledger) -> tuple[str, str]:
+    """Two agents whose `wire` calls wait for approval; the ledger watches the target."""
+    home = sim.service("n0")
+    tool = await home.create_tool({"source_code": WIRE})
+    source = await new_agent(home, tool_ids=[tool.id], tool_rules=RULES)
+    target = await new_agent(home, tool_ids=[tool.id], tool_rules=RULES)
+    ledger.sim, ledger.agent = sim, target
+    return source, target
+
+
 def test_dst_a_parked_run_moves_with_its_session_and_is_answered_there() -> None:
     """A parked session transferred to another agent waits there: the target refuses a new
     message, takes the answer, runs the approved call, and its history holds the session."""
     ledger = Ledger()
 
     async def scenario(sim: AgentCluster) -> Any:
-        ledger.sim = sim
         home, away = sim.service("n0"), sim.service("n1")
-        tool = await home.create_tool({"source_code": WIRE})
-        source = await new_agent(home, tool_ids=[tool.id], tool_rules=RULES)
-        target = await new_agent(home, tool_ids=[tool.id], tool_rules=RULES)
-        ledger.agent = target
+        source, target = await _source_and_target(sim, ledger)
         asked = await answer(sim, "n0", source, {"input": "t0"})
         run_id = asked["messages"][-1]["run_id"]
         await away.transfer_session(source, run_id, {"target_agent_id": target})
@@ -324,12 +330,8 @@ def test_dst_a_parked_run_moved_to_an_agent_already_awake_still_waits_there() ->
         return text("Awake.") if last.role == "user" and last.content == "wake" else model(request)
 
     async def scenario(sim: AgentCluster) -> Any:
-        ledger.sim = sim
         home, away = sim.service("n0"), sim.service("n1")
-        tool = await home.create_tool({"source_code": WIRE})
-        source = await new_agent(home, tool_ids=[tool.id], tool_rules=RULES)
-        target = await new_agent(home, tool_ids=[tool.id], tool_rules=RULES)
-        ledger.agent = target
+        source, target = await _source_and_target(sim, ledger)
         awake = await answer(sim, "n1", target, {"input": "wake"})
         asked = await answer(sim, "n0", source, {"input": "t0"})
         run_id = asked["messages"][-1]["run_id"]

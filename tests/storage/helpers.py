@@ -29,3 +29,19 @@ async def read_range(
         return await tr.get_range(begin, end, **kw)
 
     return await store.transact(fn)
+
+
+def lone_dispatcher(store: Store, factory: Any) -> Any:
+    """A node's dispatcher on `store` alone: one node, so it never forwards."""
+    from kelpie_trio.env import RealEnv
+    from kelpie_trio.nursery.dispatcher import Dispatcher
+    from kelpie_trio.nursery.transport import HttpTransport
+
+    return Dispatcher(
+        node_id="node-test",
+        address="http://127.0.0.1:9",
+        env=RealEnv(),
+        store=store,
+        factory=factory,
+        transport=HttpTransport(),
+    )

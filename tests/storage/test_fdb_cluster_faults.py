@@ -32,7 +32,7 @@ from kelpie_trio.storage import (
 from kelpie_trio.storage.foundationdb import FdbError, FdbStore, library_mismatch
 from kelpie_trio.storage.limits import MAX_TRANSACTION_BYTES
 from tests.storage.fake_fdb import FakeFdbApi
-from tests.storage.helpers import put, read
+from tests.storage.helpers import lone_dispatcher, put, read
 
 
 async def _open(nursery: trio.Nursery, api: FakeFdbApi, *, limit: float = 10.0) -> FdbStore:
@@ -381,10 +381,6 @@ async def test_an_unreachable_cluster_fails_a_message_after_one_timeout(
 ) -> None:
     """The runtime does not route a message again after a timeout (8 routing attempts
     would make the caller wait eight timeouts): the timeout already spanned the retries."""
-    from kelpie_trio.env import RealEnv
-    from kelpie_trio.nursery.dispatcher import Dispatcher
-    from kelpie_trio.nursery.transport import HttpTransport
-
     api = FakeFdbApi()
     store = await _open(nursery, api, limit=0.2)
 
@@ -404,14 +400,7 @@ async def test_an_unreachable_cluster_fails_a_message_after_one_timeout(
         async def on_deactivate(self) -> None:
             pass
 
-    dispatcher = Dispatcher(
-        node_id="node-test",
-        address="http://127.0.0.1:9",  # one node: never forwards
-        env=RealEnv(),
-        store=store,
-        factory=Idle,
-        transport=HttpTransport(),
-    )
+    dispatcher = lone_dispatcher(store, Idle)
     await nursery.start(dispatcher.run)
     api.disconnect()
     started = trio.current_time()

@@ -11,11 +11,9 @@ from pathlib import Path
 
 import trio
 
-from kelpie_trio.env import RealEnv
-from kelpie_trio.nursery.dispatcher import Dispatcher
-from kelpie_trio.nursery.transport import HttpTransport
 from kelpie_trio.storage import Transaction
 from kelpie_trio.storage.sqlite import SqliteStore
+from tests.storage.helpers import lone_dispatcher
 from tests.storage.test_sqlite import running
 
 _FULL, _NORMAL = 2, 1  # what PRAGMA synchronous answers
@@ -83,14 +81,7 @@ async def test_a_heartbeat_renewal_is_not_synced(tmp_path: Path) -> None:
             self.ctx = ctx
 
     async with running(tmp_path / "kelpie.db") as store, trio.open_nursery() as nursery:
-        dispatcher = Dispatcher(
-            node_id="node-test",
-            address="http://127.0.0.1:9",  # one node: never forwards
-            env=RealEnv(),
-            store=store,
-            factory=Idle,
-            transport=HttpTransport(),
-        )
+        dispatcher = lone_dispatcher(store, Idle)
         await nursery.start(dispatcher.run)  # joins: a durable write
         unsynced = store.stats.unsynced_batches
         commits = store.stats.commits
