@@ -228,10 +228,10 @@ class Indexer:
             else:
                 position = await self.index.position(stream)  # another process moved it
         if reached is not None:
-            if advances is not None:
-                advances[stream] = reached
+            if advances is None:
+                await self._advance_all({stream: reached})
             else:
-                await self._advance(stream, *reached)
+                advances[stream] = reached
         return position or 0
 
     async def _with_vectors(self, stream: str, batch: Batch) -> list[Document]:
@@ -306,26 +306,10 @@ class Indexer:
                 log.info("search: vectors of %s not kept: %r", agent_id, error)
         return {**known, **made}
 
-    async def _advance(self, stream: str, position: int, gone: bool) -> bool:
-        """Record the position in the store; whether the (gone) stream was dropped there."""
-        now = self.env.now()
-        ttl = self.config.consumer_ttl
-        index_id = self.index.index_id
-
-        async def write(tr: Transaction) -> bool:
-            return await outbox.advance(tr, index_id, stream, position, now, ttl, gone=gone)
-
-        try:
-            return await self.store.transact(write)
-        except StoreError as error:
-            # The index has the changes; only trimming waits for the next advance.
-            log.info("search: cursor of %s not advanced yet: %r", stream, error)
-            return False
-
     async def _advance_all(self, advances: dict[str, tuple[int, bool]]) -> None:
-        """Record a drain's cursors in one commit, not one per stream. Safe to be late or
-        lost (a crash): the index holds its own positions; the store's cursors only let
-        applied entries be trimmed, and a cursor never moves back."""
+        """Record streams' cursors (stream -> position, gone) in the store, a drain's in
+        one commit. Safe to be late or lost (a crash): the index holds its own positions;
+        the store's cursors only let applied entries be trimmed, and never move back."""
         if not advances:
             return
         now = self.env.now()
@@ -339,7 +323,8 @@ class Indexer:
         try:
             await self.store.transact(write)
         except StoreError as error:
-            log.info("search: cursors of %d streams not advanced yet: %r", len(advances), error)
+            # The index has the changes; only trimming waits for the next advance.
+            log.info("search: cursors of %s not advanced yet: %r", sorted(advances), error)
 
     # -- the background task ---------------------------------------------------------
 

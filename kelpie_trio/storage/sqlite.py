@@ -176,8 +176,6 @@ class SqliteStore(Store):
             raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
         self.env = env or RealEnv()
         self.path = os.fspath(path)
-        self.durability = durability
-        self.busy_timeout_s = busy_timeout_s
         self.inline_reads = inline_reads
         self._reader: InlineReader | None = None
         self.stats = SqliteStats()
