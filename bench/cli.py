@@ -78,6 +78,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="hot-agent: messages per window of its CPU-per-message series (100)",
     )
     parser.add_argument(
+        "--background-s",
+        type=float,
+        help="hot-agent: seconds of messages to another agent before the measured history, "
+        "so the server's background loops run at their steady rate from the first window (15)",
+    )
+    parser.add_argument(
         "--size-kb", type=int, help="file-ingestion: size of its generated Markdown file (64)"
     )
     parser.add_argument("--no-floor", action="store_true", help="skip the framework floor")
@@ -168,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
             "latency": args.latency,
             "window": args.window,
             "window_messages": args.window_messages,
+            "background_s": args.background_s,
             "size_kb": args.size_kb,
         },
         floor=not args.no_floor,

@@ -30,11 +30,17 @@ __all__ = ["IDLE_WINDOW_S", "Idle"]
 IDLE_WINDOW_S = 30.0  # long enough to hold several lease periods (ttl/3 = 3.3 s by default)
 # After the activations, the server finishes what they started (the indexer catching up
 # on every agent's new messages, runs ending): the window starts once `_QUIET_STEPS` steps
-# in a row each used under `_QUIET_MS_PER_S`, or after `_SETTLE_MAX_S` whatever it still
+# in a row each used under `_QUIET_MS_PER_S` (and `_SETTLE_MIN_S` has passed), or after
+# `_SETTLE_MAX_S` whatever it still
 # does (a cost that never settles is what the window must show, not hide). The bar is a
 # few times the target: at 20 ms/s (until 2026-12-06) a window could open while the
 # indexer still caught up on 10,000 agents' messages, and counted its tail as idle cost.
 _SETTLE_STEP_S = 3.0
+# And never before this long after the last request: the runs the activations ended leave
+# tombstones, collected at the collector's first tick (every 5 s) after a version seen
+# after them is 10 s old, so up to ~20 s later; a quiet step can fall between two ticks.
+# (On 2026-12-06 the 200 and 10,000 windows each held one such collection.)
+_SETTLE_MIN_S = 20.0  # `settle_min_s` of the scenario's sizes (0 at --smoke)
 _QUIET_MS_PER_S = 2.0
 _QUIET_STEPS = 2
 _SETTLE_MAX_S = 120.0
@@ -84,8 +90,9 @@ class ThreadCpu:
         return self._since_first(1)
 
 
-async def _settle(pid: int) -> float:
-    """Wait until the process is quiet (see `_QUIET_MS_PER_S`); the seconds it took."""
+async def _settle(pid: int, at_least: float = _SETTLE_MIN_S) -> float:
+    """Wait until the process is quiet (see `_QUIET_MS_PER_S`) and `at_least` seconds have
+    passed; the seconds it took."""
     started = trio.current_time()
     quiet = 0
     while trio.current_time() - started < _SETTLE_MAX_S:
@@ -96,7 +103,7 @@ async def _settle(pid: int) -> float:
         quiet = (
             quiet + 1 if cpu.seconds() * 1000 / (trio.current_time() - t0) < _QUIET_MS_PER_S else 0
         )
-        if quiet == _QUIET_STEPS:
+        if quiet >= _QUIET_STEPS and trio.current_time() - started >= at_least:
             break
     return trio.current_time() - started
 
@@ -124,7 +131,7 @@ class Idle(RunnerPart):
                         level - active, min(p["concurrency"], level - active), one_each=True,
                     )  # fmt: skip
                     active = level
-                settled = await _settle(server.pid)
+                settled = await _settle(server.pid, p.get("settle_min_s", _SETTLE_MIN_S))
                 before = await read_metrics(url, self.options.headers)
                 cpu, t0 = ThreadCpu(server.pid), trio.current_time()
                 while trio.current_time() < t0 + window:

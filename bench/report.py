@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.load import Sample
-from bench.scenarios import TARGETS
+from bench.params import TARGETS
 
 __all__ = ["machine", "print_table", "write_json", "write_plot"]
 
@@ -79,13 +79,17 @@ def _target(result: dict[str, Any]) -> str:
     elif name == "conversations" and result.get("conversations"):
         c = result["conversations"]
         parts.append(f"{c['agents']} agents x {c['per_agent']} conversations at once")
-    elif name == "hot-agent" and (result.get("growth") or {}).get("last_vs_first") is not None:
+    elif name == "hot-agent" and result.get("growth"):
         growth = result["growth"]
-        ratio = growth["last_vs_first"]
-        ok = "met" if ratio <= TARGETS["hot_agent_growth"] else "MISSED"
-        parts.append(f"CPU last/first window {ratio:.2f} <= {TARGETS['hot_agent_growth']:g}: {ok}")
-        if growth.get("last3_vs_first3") is not None:
-            parts.append(f"medians of the last/first 3 windows {growth['last3_vs_first3']:.2f}")
+        against = growth.get("vs_reference_fitted")
+        if against is not None:
+            ok = "met" if against <= TARGETS["hot_agent_growth"] else "MISSED"
+            parts.append(
+                f"CPU per message over a short history's beside it, last window / first "
+                f"(fitted) {against:.2f} <= {TARGETS['hot_agent_growth']:g}: {ok}"
+            )
+        if growth.get("last_vs_first") is not None:
+            parts.append(f"raw last/first window {growth['last_vs_first']:.2f}")
     elif name == "file-ingestion" and result.get("files"):
         f = result["files"]
         parts.append(
@@ -139,7 +143,8 @@ def _print_idle(results: list[dict[str, Any]], console: Console) -> None:
 def _print_windows(results: list[dict[str, Any]], console: Console) -> None:
     """hot-agent: CPU per message window by window, as its one history grows."""
     table = Table(title="hot-agent: one history, window by window (the server's CPU)")
-    for column in ("messages", "CPU ms/msg", "x first", "msgs/s", "p50 ms", "p99 ms", "errors"):
+    columns = ("messages", "CPU ms/msg", "x first", "x reference", "msgs/s", "p50 ms", "p99 ms")
+    for column in (*columns, "errors"):
         table.add_column(column, justify="right")
     for r in results:
         windows = r.get("windows") or []
@@ -150,6 +155,7 @@ def _print_windows(results: list[dict[str, Any]], console: Console) -> None:
                 f"{w['messages'][0]}-{w['messages'][1]}",
                 _f(cpu, 2),
                 _f(round(cpu / first, 2) if cpu is not None and first else None, 2),
+                _f(w.get("vs_reference"), 2),
                 _f(w["msgs_per_s"]),
                 _f(w["latency_ms"]["p50"]),
                 _f(w["latency_ms"]["p99"]),

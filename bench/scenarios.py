@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,87 +31,11 @@ from bench.http1 import Connection
 from bench.idle import Idle
 from bench.load import Sample, create_agents, read_metrics, run_load
 from bench.mcp_calls import McpCalls
+from bench.params import DEFAULTS, SMOKE
 from bench.procs import Attached, Child, Usage, start_fake_provider, start_floor, start_server
 from bench.stats import percentiles, summarize, throughput_series, usage_delta
 
 __all__ = ["SCENARIOS", "Options", "Runner"]
-
-
-# Per scenario: agents, messages, concurrency, provider latency (s). Flags override them.
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "steady": {"agents": 200, "messages": 4000, "concurrency": 200, "latency": 0.5},
-    # one history of 1,000 messages; CPU per message read per window of window_messages.
-    "hot-agent": {
-        "agents": 1,
-        "messages": 1000,
-        "concurrency": 1,
-        "latency": 0.0,
-        "window_messages": 100,
-    },
-    "cold-activation": {
-        "agents": 10_000,  # stored; --agents 100000 for the full size
-        "messages": 1000,  # agents activated at random, each one cold then warm message
-        "concurrency": 4,
-        "latency": 0.0,
-    },
-    "streaming": {"agents": 50, "messages": 1000, "concurrency": 50, "latency": 0.2},
-    "idle-footprint": {"agents": 2000, "messages": 0, "concurrency": 32, "latency": 0.0},
-    "two-nodes": {"agents": 100, "messages": 2000, "concurrency": 100, "latency": 0.2},
-    # agents: askers, each with a worker of its own; every message is one agent-to-agent hop.
-    "agents-messaging": {"agents": 50, "messages": 1000, "concurrency": 50, "latency": 0.0},
-    # every message one tool call approved by its client: two requests, two turns.
-    "approvals": {"agents": 50, "messages": 1000, "concurrency": 50, "latency": 0.0},
-    # every message's turn calls a tool of a real stdio MCP server (bench/mcp_echo.py).
-    "mcp-calls": {"agents": 50, "messages": 1000, "concurrency": 50, "latency": 0.0},
-    # steady's 200 clients, each in a conversation of its own: 20 agents, 10 threads each.
-    "conversations": {
-        "agents": 20,
-        "threads": 10,
-        "messages": 4000,
-        "concurrency": 200,
-        "latency": 0.5,
-    },
-    # agents: the most active at once (measured at 0, 200 and this); no message in the window.
-    "idle": {"agents": 2000, "messages": 0, "concurrency": 32, "latency": 0.0, "window": 20.0},
-    # messages: files uploaded (the corpus's and a generated Markdown of size_kb, in turn).
-    "file-ingestion": {"messages": 240, "concurrency": 4, "latency": 0.0, "size_kb": 64},
-}
-SMOKE: dict[str, dict[str, Any]] = {
-    "steady": {"agents": 10, "messages": 60, "concurrency": 10, "latency": 0.05},
-    "hot-agent": {
-        "agents": 1,
-        "messages": 20,
-        "concurrency": 1,
-        "latency": 0.0,
-        "window_messages": 5,
-    },
-    "cold-activation": {"agents": 60, "messages": 20, "concurrency": 2, "latency": 0.0},
-    "streaming": {"agents": 5, "messages": 20, "concurrency": 5, "latency": 0.02},
-    "idle-footprint": {"agents": 80, "messages": 0, "concurrency": 8, "latency": 0.0},
-    "two-nodes": {"agents": 10, "messages": 40, "concurrency": 10, "latency": 0.02},
-    "agents-messaging": {"agents": 5, "messages": 20, "concurrency": 5, "latency": 0.0},
-    "approvals": {"agents": 5, "messages": 20, "concurrency": 5, "latency": 0.0},
-    "mcp-calls": {"agents": 3, "messages": 12, "concurrency": 3, "latency": 0.0},
-    "conversations": {
-        "agents": 2,
-        "threads": 3,
-        "messages": 24,
-        "concurrency": 6,
-        "latency": 0.02,
-    },
-    "idle": {"agents": 20, "messages": 0, "concurrency": 5, "latency": 0.0, "window": 2.0},
-    "file-ingestion": {"messages": 12, "concurrency": 2, "latency": 0.0, "size_kb": 16},
-}
-
-# The targets, reported next to the numbers (never asserted).
-TARGETS = {
-    "cpu_vs_relay": 1.5,  # steady: CPU per message / relay CPU per request
-    "overhead_p99_ms": 25.0,  # steady at 200 conversations, 500 ms provider
-    "activation_p99_ms": 10.0,  # cold-activation, 100,000 agents stored
-    "rss_kb_per_idle_agent": 50.0,  # idle-footprint, 10,000 active agents
-    "idle_cpu_ms_per_s": 0.5,  # idle: CPU per second of wall time, whatever the active agents
-    "hot_agent_growth": 1.10,  # hot-agent: CPU per message, last window / first window
-}
 
 
 @attrs.define
@@ -403,7 +327,13 @@ class Runner(AgentsMessaging, Approvals, Conversations, HotAgent, McpCalls, Idle
         return result
 
     async def _message_scenario(
-        self, name: str, p: dict[str, Any], *, streaming: bool = False, **measure: Any
+        self,
+        name: str,
+        p: dict[str, Any],
+        *,
+        streaming: bool = False,
+        after_warm_up: Callable[[str, list[str]], Awaitable[None]] | None = None,
+        **measure: Any,
     ) -> dict[str, Any]:
         async with self._provider(p["latency"]) as provider:
             async with self._server(self._data_dir(name), provider, p["latency"]) as server:
@@ -414,6 +344,8 @@ class Runner(AgentsMessaging, Approvals, Conversations, HotAgent, McpCalls, Idle
                 await self._load(
                     f"{name}: warm-up", url, agents, warm, min(p["concurrency"], len(agents))
                 )
+                if after_warm_up is not None:
+                    await after_warm_up(url, agents)
                 measured = await self._measured(
                     name,
                     url,

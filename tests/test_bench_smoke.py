@@ -59,10 +59,43 @@ def test_bench_smoke_completes_and_writes_json_and_png(tmp_path: Path) -> None:
     assert "time_to_first_chunk_ms" in by_name["streaming"]["streaming"]
     assert "activation_ms" in by_name["cold-activation"]
     assert "rss_kb_per_idle_agent" in by_name["idle-footprint"]["footprint"]
-    # hot-agent: CPU per message window by window (20 messages, windows of 5)
+    # hot-agent: CPU per message window by window (20 messages, windows of 5), each hot
+    # window followed by one of a reference agent's: 40 messages in all
     hot = by_name["hot-agent"]
+    assert hot["messages"] == 40
     assert [w["messages"] for w in hot["windows"]] == [[0, 5], [5, 10], [10, 15], [15, 20]]
+    assert [w["sent"] for w in hot["windows"]] == [[0, 5], [10, 15], [20, 25], [30, 35]]
+    references = [w["messages"] for w in hot["reference_windows"]]
+    assert references == [[5, 10], [15, 20], [25, 30], [35, 40]]
+    assert all(w["vs_reference"] is not None for w in hot["windows"])
     assert hot["growth"]["last_vs_first"] is not None and "hot-agent: one history" in done.stdout
+    assert hot["growth"]["vs_reference_fitted"] is not None
+
+
+def test_bench_hot_agent_sends_each_window_to_its_agent() -> None:
+    """The hot agent's windows and the reference windows alternate; each reference window
+    has an agent of its own, and the background agent gets none of the measured ones."""
+    from bench.hot_agent import recipient
+
+    agents = ["hot", "background", "ref0", "ref1"]
+    sent = [recipient(n, 2, agents) for n in range(8)]
+    assert sent == ["hot", "hot", "ref0", "ref0", "hot", "hot", "ref1", "ref1"]
+
+
+def test_bench_history_growth_fits_a_line_through_the_ratios() -> None:
+    from bench.history_growth import fitted_growth
+
+    assert fitted_growth([1.0, 1.0, 1.0]) == 1.0
+    assert round(fitted_growth([1.0, 1.1, 1.2]), 6) == 1.2
+    assert round(fitted_growth([1.0, 1.3, 1.0, 1.3]), 3) == round(1.24 / 1.06, 3)  # slope 0.06
+    assert fitted_growth([1.0, 1.1]) is None  # two windows: no line worth the name
+
+
+async def test_bench_history_growth_measures_both_agents_each_window() -> None:
+    from bench.history_growth import measure
+
+    rows = await measure(4, 2)
+    assert len(rows) == 2 and all(hot > 0 and reference > 0 for hot, reference in rows)
 
 
 def test_bench_conversations_runs_an_agents_threads_at_once(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ same one write per renewal period as keeping none.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from typing import Any
 
@@ -47,6 +48,15 @@ from kelpie_trio.storage.errors import StoreError, refused_for_good
 __all__ = ["Dispatcher", "NodeInfo", "RuntimeConfig"]
 
 log = logging.getLogger("kelpie_trio.dispatcher")
+
+
+@attrs.define
+class _Activation:
+    """One activation in progress: its host, and how starting it went once `done`."""
+
+    host: ActorHost
+    done: trio.Event = attrs.Factory(trio.Event)
+    error: BaseException | None = None
 
 
 @attrs.frozen
@@ -237,19 +247,45 @@ class Dispatcher:
             raise NodeShuttingDown(f"node {self.node_id} has stopped")
         if self._supervisor is None:
             raise RuntimeError("Dispatcher.run is not running: start it in the node's nursery")
-        done = self._activating[agent_id] = trio.Event()
+        activation = _Activation(ActorHost(self, agent_id))
+        self._activating[agent_id] = activation.done
+        # Spawned from an empty context: trio gives a task a copy of its spawner's context
+        # variables, and a caller is often a request handler, whose copy (Quart's request
+        # context: the request with its headers and body) an actor would keep for its life.
+        empty = contextvars.Context()
+        try:
+            empty.run(self._supervisor.start_soon, self._start_host, activation)
+        except BaseException:
+            self._activation_over(activation)
+            raise
+        # The activation is the helper's, not this caller's: a caller cancelled here leaves
+        # it to finish, and the agent stays "activating" until it has.
+        await activation.done.wait()
+        if isinstance(activation.error, HeldElsewhere):
+            return activation.error.decision
+        if activation.error is not None:
+            raise activation.error
+        return activation.host
+
+    async def _start_host(self, activation: _Activation) -> None:
+        """Start an activation's host (from the empty context `_activate` spawned this
+        in), and say how it went."""
         try:
             # The host's first transaction takes the lease and loads the actor's state
             # together (ActorContext.transact): one transaction for an activation.
-            host = ActorHost(self, agent_id)
-            try:
-                return await self._supervisor.start(host.run)
-            except HeldElsewhere as held:
-                return held.decision
+            await self._supervisor.start(activation.host.run)  # type: ignore[union-attr]
+        except trio.Cancelled:
+            activation.error = NodeShuttingDown(f"node {self.node_id} is stopping")
+            raise
+        except BaseException as error:  # for the caller: as `start` would have raised it
+            activation.error = error
         finally:
-            del self._activating[agent_id]
-            done.set()
-            self._check_drained()
+            self._activation_over(activation)
+
+    def _activation_over(self, activation: _Activation) -> None:
+        del self._activating[activation.host.agent_id]
+        activation.done.set()
+        self._check_drained()
 
     async def _forward(self, owner: leases.HeldElsewhere, agent_id: str, message: Any) -> Any:
         address = owner.address  # read with the lease, from the owner's heartbeat record

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 
@@ -46,15 +45,20 @@ from kelpie_trio.models.agentfile_mcp import (
 from kelpie_trio.models.mcp import (
     MASK,
     MCP_TOOL_TYPE,
-    SERVER_TYPES,
     CreateMcpServer,
-    McpConfig,
     McpServer,
     McpTool,
 )
 from kelpie_trio.models.tools import Tool
 from kelpie_trio.service.common import MAX_PAGE, Page, micros, page_records, read_record
 from kelpie_trio.service.limits import check_key_part, check_record
+from kelpie_trio.service.mcp_server_checks import (
+    McpUnavailable,
+    ToolNameClash,
+    check_server,
+    config_type,
+    kept_secrets,
+)
 from kelpie_trio.service.tools import ToolCases
 from kelpie_trio.storage import StoreError, keys
 from kelpie_trio.storage.base import Transaction
@@ -76,83 +80,6 @@ MCP_SERVERS = keys.ROOT["mcp_servers"]  # (server_id,) -> McpServer
 MCP_SERVER_INDEX = keys.ROOT["index"]["mcp_servers"]  # (created_us, server_id) -> b""
 MCP_SERVER_NAMES = keys.ROOT["index"]["mcp_server_names"]  # (name,) -> server_id
 MCP_TOOLS = keys.ROOT["index"]["mcp_tools"]  # (server_id, tool_id) -> b""
-
-
-class McpUnavailable(ServiceError):
-    """The MCP server could not be reached to list its tools. Letta answers 404 with this
-    code; clients match on it."""
-
-    status = 404
-
-    def __init__(self, server: McpServer, error: Exception) -> None:
-        super().__init__(f"Could not connect to MCP server {server.server_name} to resync tools")
-        self.error = str(error)
-
-    def detail(self) -> object:
-        return {"code": "MCPServerUnavailable", "message": str(self), "error": self.error}
-
-
-class ToolNameClash(Conflict):
-    """A listing names tools that other tools here already have: nothing is synced."""
-
-    def __init__(self, server: McpServer, owners: dict[str, str]) -> None:
-        clashes = "; ".join(f"'{name}' is already {owner}" for name, owner in owners.items())
-        super().__init__(
-            f"MCP server '{server.server_name}' lists tools whose names are taken: {clashes}. "
-            "Tool names are unique on this server, so none of its tools were synced: rename "
-            "or delete the tool that has the name, or the MCP server that owns it"
-        )
-
-
-def _strings(value: Any, loc: list[str | int], what: str) -> None:
-    if value is not None and not (
-        isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
-    ):
-        raise Invalid.field(loc, f"{what} must be an object of strings")
-
-
-def _check_url(url: str | None, loc: list[str | int]) -> None:
-    if not url:
-        raise Invalid.field(loc, "a server_url is required for this server type", "missing")
-    parts = urlsplit(url)
-    try:
-        parts.port  # noqa: B018 - a port that is not a number raises here
-    except ValueError:
-        raise Invalid.field(loc, "server_url has a port that is not a number") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise Invalid.field(loc, "server_url must be an http:// or https:// URL with a host")
-
-
-def _check_server(server: McpServer) -> None:
-    """A whole record (after create or update), or Invalid naming the field."""
-    loc: list[str | int] = ["body", "config"]
-    if not server.server_name:
-        raise Invalid.field(["body", "server_name"], "server_name must not be empty")
-    check_key_part(["body", "server_name"], server.server_name, "the server's name")
-    if server.mcp_server_type == "stdio":
-        if not server.command:
-            raise Invalid.field([*loc, "command"], "a stdio server needs a command", "missing")
-    else:
-        _check_url(server.server_url, [*loc, "server_url"])
-    _strings(server.env, [*loc, "env"], "env")
-    _strings(server.custom_headers, [*loc, "custom_headers"], "custom_headers")
-
-
-def _config_type(config: McpConfig, fallback: str | None = None) -> str:
-    kind = config.mcp_server_type or fallback
-    if kind not in SERVER_TYPES:
-        raise Invalid.field(
-            ["body", "config", "mcp_server_type"],
-            f"mcp_server_type must be one of {', '.join(SERVER_TYPES)}",
-        )
-    return kind
-
-
-def _kept(given: dict[str, str] | None, stored: dict[str, str] | None) -> dict[str, str] | None:
-    """Secrets sent back masked keep their stored values."""
-    if given is None:
-        return None
-    return {k: (stored or {}).get(k, v) if v == MASK else v for k, v in given.items()}
 
 
 @attrs.frozen
@@ -181,7 +108,7 @@ class McpServerCases(ToolCases):
         if request.server_name is None:
             raise Invalid([InvalidField(["body", "server_name"], "Field required", "missing")])
         config = request.config
-        kind = _config_type(config)
+        kind = config_type(config)
         if kind == "stdio" and config.args is None:
             raise Invalid([InvalidField(["body", "config", "args"], "Field required", "missing")])
         token = config.auth_token
@@ -200,7 +127,7 @@ class McpServerCases(ToolCases):
             custom_headers=config.custom_headers if kind != "stdio" else None,
             created_at=self.env.now(),
         )
-        _check_server(server)
+        check_server(server)
         self._check_address(server)
         # A taken name is refused before a process is started or a URL is called for it.
         await self.store.transact(lambda tr: self._claim_server_name(tr, server))
@@ -245,7 +172,7 @@ class McpServerCases(ToolCases):
 
         async def update(tr: Transaction) -> McpServer:
             current = await self._server(tr, server_id)
-            kind = _config_type(config, current.mcp_server_type)
+            kind = config_type(config, current.mcp_server_type)
             if kind != current.mcp_server_type:
                 raise Invalid.field(
                     ["body", "config", "mcp_server_type"],
@@ -260,17 +187,19 @@ class McpServerCases(ToolCases):
                 if getattr(config, name) is not None:
                     changes[name] = getattr(config, name)
             if kind == "stdio" and config.env is not None:
-                changes["env"] = _kept(config.env, current.env)
+                changes["env"] = kept_secrets(config.env, current.env)
             if kind != "stdio":
                 if config.custom_headers is not None:
-                    changes["custom_headers"] = _kept(config.custom_headers, current.custom_headers)
+                    changes["custom_headers"] = kept_secrets(
+                        config.custom_headers, current.custom_headers
+                    )
                 token = config.auth_token
                 if token is not None and token != MASK:
                     if token.lower().startswith("bearer "):
                         token = token[len("bearer ") :]
                     changes["auth_token"] = token or None
             server = attrs.evolve(current, **changes)
-            _check_server(server)
+            check_server(server)
             self._check_address(server)
             if server.server_name != current.server_name:
                 await self._claim_server_name(tr, server)
@@ -414,7 +343,7 @@ class McpServerCases(ToolCases):
                 raise Invalid.field([*here, "server_type"], why)
             record = new_mcp_server(entry, self.env.new_id("mcp_server"), now)
             try:
-                _check_server(record)
+                check_server(record)
                 self._check_address(record)
             except Invalid as error:
                 raise Invalid.field(

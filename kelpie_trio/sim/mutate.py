@@ -444,6 +444,13 @@ MUTATIONS = [
         "            for stream, (position, gone) in advances.items():\n",
         "            for stream, (position, gone) in {}.items():\n",
     ),
+    Mutation(
+        "activation-context",
+        "an actor is spawned from an empty context, not its activating caller's (a request's)",
+        "kelpie_trio/nursery/dispatcher.py",
+        "            empty.run(self._supervisor.start_soon, self._start_host, activation)\n",
+        "            self._supervisor.start_soon(self._start_host, activation)\n",
+    ),
 ]
 
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)")
