@@ -36,6 +36,7 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from kelpie_trio import gc_tuning
 from kelpie_trio.http_pool import ClientPool
 
 __all__ = ["create_floor_app", "main"]
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         help="pool: kelpie-trio's small-pool httpx clients (default); httpx: one AsyncClient",
     )
     args = parser.parse_args(argv)
+    gc_tuning.tune()  # as `kelpie-trio serve` does: the floor runs on the same settings
     trio.run(serve, args.host, args.port, args.provider, args.client)
     return 0
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import trio
 
-from kelpie_trio import __version__
+from kelpie_trio import __version__, gc_tuning
 
 
 def _startup_error(error: BaseException) -> BaseException | None:
@@ -49,6 +49,7 @@ def _serve(args: argparse.Namespace) -> int:
     # httpx says every call it makes at INFO: a line per LLM call, besides our own line per
     # request (kelpie_trio.requests), and its cost on every message. Its warnings still show.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    gc_tuning.tune()
     try:
         trio.run(run_node, config)
     except BaseException as error:  # re-raised unless it is a start-up problem

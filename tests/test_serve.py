@@ -169,3 +169,22 @@ def test_a_bad_schedule_setting_is_one_line_and_status_2(tmp_path: Path) -> None
     env = {"KELPIE_SCHEDULE_POLL": "often"}
     status, lines = serve_refused("--port", "0", "--data-dir", str(tmp_path), env=env)
     assert (status, len(lines)) == (2, 1) and "KELPIE_SCHEDULE_POLL" in lines[0]
+
+
+def test_serve_runs_the_node_with_the_young_generation_threshold_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kelpie_trio/gc_tuning.py: set before the node starts (the process's whole life)."""
+    import gc
+
+    from kelpie_trio import cli, gc_tuning
+
+    seen: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(cli.trio, "run", lambda *args: seen.append(gc.get_threshold()))
+    monkeypatch.setattr(cli.logging, "basicConfig", lambda **kw: None)  # the test's own logs
+    before = gc.get_threshold()
+    try:
+        assert cli.main(["serve", "--data-dir", str(tmp_path), "--store", "memory"]) == 0
+    finally:
+        gc.set_threshold(*before)
+    assert seen == [(gc_tuning.YOUNG_THRESHOLD, before[1], before[2])]
