@@ -30,15 +30,10 @@ from pathlib import Path
 
 import trio
 
+from bench.hops import node_in_process
 from bench.procs import start_fake_provider
-from kelpie_trio.agent.actor import AgentActor
-from kelpie_trio.agent.llms import llm_factory
 from kelpie_trio.env import RealEnv
-from kelpie_trio.llm.catalog import ModelCatalog
 from kelpie_trio.llm.config import CatalogConfig
-from kelpie_trio.nursery.dispatcher import Dispatcher
-from kelpie_trio.nursery.transport import HttpTransport
-from kelpie_trio.service import AgentService
 from kelpie_trio.storage.sqlite import SqliteStore
 
 MODEL = "openai/gpt-4o-mini"
@@ -54,20 +49,7 @@ async def measure(messages: int, window: int) -> list[tuple[float, float]]:
         )
         with tempfile.TemporaryDirectory() as folder:
             store = SqliteStore(Path(folder) / "kelpie.db")
-            async with trio.open_nursery() as nursery:
-                await nursery.start(store.run)
-                service = AgentService(store, env, ModelCatalog.from_config(catalog))
-                service.background = nursery
-                llm_for = llm_factory(env, catalog_config=catalog)
-                service.dispatcher = Dispatcher(
-                    node_id="history-growth",
-                    address="http://127.0.0.1:9",  # one node: never forwards
-                    env=env,
-                    store=store,
-                    factory=lambda ctx: AgentActor(ctx, service, llm_for),
-                    transport=HttpTransport(),
-                )
-                await nursery.start(service.dispatcher.run)
+            async with node_in_process(store, env, catalog_config=catalog) as service:
 
                 async def new_agent() -> str:
                     agent = (await service.create_agent({"model": MODEL})).agent.id
@@ -93,7 +75,6 @@ async def measure(messages: int, window: int) -> list[tuple[float, float]]:
                             1000 * statistics.mean(hot_cpu[n - window :]),
                             1000 * statistics.mean(reference_cpu[n - window :]),
                         ))  # fmt: skip
-                nursery.cancel_scope.cancel()
     return rows
 
 

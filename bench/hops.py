@@ -10,8 +10,10 @@ transactions and reads (`Store.counts`). The first message includes the activati
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import trio
@@ -19,10 +21,37 @@ import trio
 from kelpie_trio.agent.actor import AgentActor
 from kelpie_trio.agent.llms import llm_factory
 from kelpie_trio.env import RealEnv
+from kelpie_trio.llm.catalog import ModelCatalog
+from kelpie_trio.llm.config import CatalogConfig
 from kelpie_trio.nursery.dispatcher import Dispatcher
 from kelpie_trio.nursery.transport import HttpTransport
 from kelpie_trio.service import AgentService
 from kelpie_trio.storage.sqlite import SqliteStore
+
+
+@contextlib.asynccontextmanager
+async def node_in_process(
+    store: SqliteStore, env: RealEnv, *, catalog_config: CatalogConfig | None = None
+) -> AsyncIterator[AgentService]:
+    """One node on `store`, its service with a dispatcher that never forwards, until the
+    block ends (bench.history_growth uses it too)."""
+    catalog = ModelCatalog.from_config(catalog_config) if catalog_config is not None else None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        service = AgentService(store, env, catalog)
+        service.background = nursery
+        llm_for = llm_factory(env, catalog_config=catalog_config)
+        service.dispatcher = Dispatcher(
+            node_id="in-process",
+            address="http://127.0.0.1:9",  # one node: never forwards
+            env=env,
+            store=store,
+            factory=lambda ctx: AgentActor(ctx, service, llm_for),
+            transport=HttpTransport(),
+        )
+        await nursery.start(service.dispatcher.run)
+        yield service
+        nursery.cancel_scope.cancel()
 
 
 async def count(messages: int) -> list[dict[str, int]]:
@@ -30,20 +59,7 @@ async def count(messages: int) -> list[dict[str, int]]:
     rows: list[dict[str, int]] = []
     with tempfile.TemporaryDirectory() as folder:
         store = SqliteStore(Path(folder) / "kelpie.db")
-        async with trio.open_nursery() as nursery:
-            await nursery.start(store.run)
-            service = AgentService(store, env)
-            service.background = nursery
-            llm_for = llm_factory(env)
-            service.dispatcher = Dispatcher(
-                node_id="hops",
-                address="http://127.0.0.1:9",  # one node: never forwards
-                env=env,
-                store=store,
-                factory=lambda ctx: AgentActor(ctx, service, llm_for),
-                transport=HttpTransport(),
-            )
-            await nursery.start(service.dispatcher.run)
+        async with node_in_process(store, env) as service:
             body = {"model": "sim/agent", "memory_blocks": [{"label": "human", "value": "Ada"}]}
             agent = (await service.create_agent(body)).agent.id
             for i in range(messages):
@@ -55,7 +71,6 @@ async def count(messages: int) -> list[dict[str, int]]:
                 for key in ("commit", "read_only", "reads"):
                     row[key] = now[key] - counts.get(key, 0)
                 rows.append(row)
-            nursery.cancel_scope.cancel()
     return rows
 
 
