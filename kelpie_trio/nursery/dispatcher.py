@@ -3,7 +3,8 @@
     Dispatcher.run
       supervisor nursery
         heartbeat keeper      renews this node's one heartbeat record; stops all on loss
-        ActorHost per agent   (actor.py): one trio task per active agent
+        ActorHost per agent   (actor.py): one trio task per active agent, started by
+                              a short helper task spawned from an empty context
 
 A message for an agent active here goes to its mailbox. Otherwise the
 dispatcher takes the agent's lease (free, expired, or this node's) and
