@@ -56,14 +56,14 @@ class HotAgent(RunnerPart):
         """One agent, one conversation, messages one after another (its history grows); CPU
         per message per window of `window_messages`, each beside a reference window."""
         per = max(1, int(p.get("window_messages") or 100))
-        hot_total = int(p["messages"])
+        hot_total = -(-int(p["messages"]) // per) * per  # whole windows
         total = 2 * hot_total  # a reference window after each hot one
         marks: list[tuple[int, Usage | None]] = []  # (messages done, server usage then)
         done: list[Sample] = []
         server_of: list[Any] = []
         profilers: list[Any] = []  # every one started (the first window's, the last's)
         running: list[Any] = [None]
-        agents: list[str] = []  # the hot agent, the reference
+        agents: list[str] = []  # the hot agent, the background one, the references
         sent = itertools.count()
 
         def profile(label: str | None) -> None:
