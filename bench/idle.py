@@ -30,11 +30,11 @@ __all__ = ["IDLE_WINDOW_S", "Idle"]
 IDLE_WINDOW_S = 30.0  # long enough to hold several lease periods (ttl/3 = 3.3 s by default)
 # After the activations, the server finishes what they started (the indexer catching up
 # on every agent's new messages, runs ending): the window starts once `_QUIET_STEPS` steps
-# in a row each used under `_QUIET_MS_PER_S` (and `_SETTLE_MIN_S` has passed), or after
-# `_SETTLE_MAX_S` whatever it still
-# does (a cost that never settles is what the window must show, not hide). The bar is a
-# few times the target: at 20 ms/s (until 2026-12-06) a window could open while the
-# indexer still caught up on 10,000 agents' messages, and counted its tail as idle cost.
+# in a row each used under `_QUIET_MS_PER_S` and `_SETTLE_MIN_S` has passed, or after
+# `_SETTLE_MAX_S` whatever it still does (a cost that never settles is what the window
+# must show, not hide). The bar is a few times the target: at 20 ms/s (until 2026-12-06)
+# a window could open while the indexer still caught up on 10,000 agents' messages, and
+# counted its tail as idle cost.
 _SETTLE_STEP_S = 3.0
 # And never before this long after the last request: the runs the activations ended leave
 # tombstones, collected at the collector's first tick (every 5 s) after a version seen
