@@ -32,6 +32,7 @@ import trio
 
 from bench.hops import node_in_process
 from bench.procs import start_fake_provider
+from bench.stats import fitted_growth
 from kelpie_trio.env import RealEnv
 from kelpie_trio.llm.config import CatalogConfig
 from kelpie_trio.storage.sqlite import SqliteStore
@@ -76,15 +77,6 @@ async def measure(messages: int, window: int) -> list[tuple[float, float]]:
                             1000 * statistics.mean(reference_cpu[n - window :]),
                         ))  # fmt: skip
     return rows
-
-
-def fitted_growth(ratios: list[float]) -> float | None:
-    """A line through the ratios, at the last window over at the first."""
-    if len(ratios) < 3:
-        return None
-    line = statistics.linear_regression(range(len(ratios)), ratios)
-    first, last = line.intercept, line.intercept + line.slope * (len(ratios) - 1)
-    return last / first if first > 0 else None
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ from bench.http1 import Connection, Reply
 from bench.load import Sample, run_load
 from bench.mixin import RunnerPart
 from bench.procs import Usage
-from bench.stats import percentiles
+from bench.stats import fitted_growth, percentiles
 
 __all__ = ["HotAgent", "recipient"]
 
@@ -148,15 +148,8 @@ def _growth(hot: list[dict[str, Any]], reference: list[dict[str, Any]], per: int
         window["vs_reference"] = against[-1]
         window["sent"] = window["messages"]  # its place among both agents' messages
         window["messages"] = [k * per, (k + 1) * per]  # its place in the hot history
-    known = [(k, a) for k, a in enumerate(against) if a is not None]
     cpu_first, cpu_last = (cpus[0], cpus[-1]) if cpus else (None, None)
-    fitted = None
-    if len(known) >= 3:
-        # A straight line through every window's ratio: one noisy window moves it less
-        # than it moves a first/last pair.
-        line = statistics.linear_regression([k for k, _ in known], [a for _, a in known])
-        at_first, at_last = line.intercept, line.intercept + line.slope * (len(hot) - 1)
-        fitted = round(at_last / at_first, 3) if at_first > 0 else None
+    fitted = fitted_growth(against)
     return {
         "window_messages": per,
         "first_cpu_ms_per_msg": cpu_first,
@@ -164,7 +157,7 @@ def _growth(hot: list[dict[str, Any]], reference: list[dict[str, Any]], per: int
         "last_vs_first": round(cpu_last / cpu_first, 3) if cpu_first and cpu_last else None,
         # The figure to read: each hot window's CPU over the short history's beside it,
         # fitted by a line over the windows; its value at the last window over the first.
-        "vs_reference_fitted": fitted,
+        "vs_reference_fitted": round(fitted, 3) if fitted is not None else None,
     }
 
 

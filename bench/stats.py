@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,3 +74,15 @@ def summarize(samples: Sequence[Sample], provider_latency: float) -> dict[str, A
         "overhead_ms": percentiles(overhead),
         "llm_calls_per_msg": round(sum(s.steps for s in ok) / len(ok), 3) if ok else None,
     }
+
+
+def fitted_growth(ratios: Sequence[float | None]) -> float | None:
+    """A straight line through the ratios (window k at x = k; None left out), its value at
+    the last window over its value at the first: one noisy window moves it less than it
+    moves a first/last pair. None with fewer than three ratios known."""
+    known = [(k, r) for k, r in enumerate(ratios) if r is not None]
+    if len(known) < 3:
+        return None
+    line = statistics.linear_regression([k for k, _ in known], [r for _, r in known])
+    first, last = line.intercept, line.intercept + line.slope * (len(ratios) - 1)
+    return last / first if first > 0 else None

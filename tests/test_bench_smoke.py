@@ -83,7 +83,7 @@ def test_bench_hot_agent_sends_each_window_to_its_agent() -> None:
 
 
 def test_bench_history_growth_fits_a_line_through_the_ratios() -> None:
-    from bench.history_growth import fitted_growth
+    from bench.stats import fitted_growth
 
     assert fitted_growth([1.0, 1.0, 1.0]) == 1.0
     assert round(fitted_growth([1.0, 1.1, 1.2]), 6) == 1.2
