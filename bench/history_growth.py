@@ -33,6 +33,7 @@ import trio
 from bench.hops import node_in_process
 from bench.procs import start_fake_provider
 from bench.stats import fitted_growth
+from kelpie_trio import gc_tuning
 from kelpie_trio.env import RealEnv
 from kelpie_trio.llm.config import CatalogConfig
 from kelpie_trio.storage.sqlite import SqliteStore
@@ -86,6 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     os.environ.pop("OPENAI_API_KEY", None)  # a real key is never used by a bench
+    gc_tuning.tune()  # as `kelpie-trio serve` does
     rows = trio.run(measure, args.messages, args.window)
     for k, (hot, reference) in enumerate(rows):
         print(f"messages {k * args.window}-{(k + 1) * args.window}: hot {hot:.3f} ms, "

@@ -79,11 +79,15 @@ class ThreadCpu:
     def sample(self) -> None:
         self.last.update(self._read())
 
-    def _since_first(self, field: int) -> int:
-        return sum(v[field] - self.first.get(tid, (0, 0))[field] for tid, v in self.last.items())
+    def _since_first(self, field: int, *, main_only: bool = False) -> int:
+        return sum(v[field] - self.first.get(tid, (0, 0))[field]
+                   for tid, v in self.last.items()
+                   if not main_only or tid == str(self.pid))  # fmt: skip
 
-    def seconds(self) -> float:
-        return self._since_first(0) / 1e9
+    def seconds(self, *, main_only: bool = False) -> float:
+        """Every thread's; `main_only`: the main thread's (the trio loop's), which tells the
+        loop's own work from its worker threads' (SQLite's commits, reads off the loop)."""
+        return self._since_first(0, main_only=main_only) / 1e9
 
     def wakeups(self) -> int:
         """Voluntary context switches since made: each one a sleep that something ended."""
@@ -157,6 +161,9 @@ class Idle(RunnerPart):
                     "window_s": round(t1 - t0, 2),
                     "cpu_ms": round(cpu_ms, 2),
                     "cpu_ms_per_s": round(cpu_ms / (t1 - t0), 3),
+                    "loop_thread_cpu_ms_per_s": round(
+                        cpu.seconds(main_only=True) * 1000 / (t1 - t0), 3
+                    ),
                     "per_idle_minute": {"wakeups": round(cpu.wakeups() * per_minute, 1),
                                         **counted},
                     "rss_mb": round(rss / 2**20, 1),

@@ -25,6 +25,7 @@ from kelpie_trio.agent.content import llm_parts
 from kelpie_trio.agent.messages import Message, StoredToolCall
 from kelpie_trio.agent.runs import Answer, ClientTool
 from kelpie_trio.agent.tool_rules import Offer, ToolRule, TurnState
+from kelpie_trio.llm.chat_log import ChatRun, Prompt
 from kelpie_trio.llm.types import ChatMessage, LlmRequest, LlmResponse, ToolCall, ToolSchema
 
 __all__ = [
@@ -140,7 +141,8 @@ def build_request(
         head += (summary,)
     if chats is None:
         chats = [chat_message(m) for m in history if m.role != "approval"]
-    messages = (*head, *chats)
+    # A window's run stays one (not copied): its provider encodes only what is new in it.
+    messages = Prompt(head, chats) if isinstance(chats, ChatRun) else (*head, *chats)
     if offer is not None:
         tools = [t for t in tools if t.name in offer.allowed]
     client = {c.name for c in client_tools}

@@ -14,14 +14,16 @@ with the provider's own message (not retried).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Literal
 
 import httpx
 import orjson
 
 from kelpie_trio.http_pool import ClientPool
+from kelpie_trio.llm.chat_log import ChatRun, Prompt
 from kelpie_trio.llm.retry import parse_retry_after
 from kelpie_trio.llm.types import (
     ChatMessage,
@@ -55,10 +57,11 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
 
-def _dumps(body: Mapping[str, Any]) -> bytes:
+def _dumps(body: Mapping[str, Any] | bytes) -> bytes:
     """The request body, by orjson: the prompt (system text, tool schemas, history) is the
-    biggest thing the server serializes per step, and httpx's `json=` uses the stdlib."""
-    return orjson.dumps(body)
+    biggest thing the server serializes per step, and httpx's `json=` uses the stdlib.
+    Bytes are a body encoded already."""
+    return body if isinstance(body, bytes) else orjson.dumps(body)
 
 
 class _HttpTransport:
@@ -81,7 +84,7 @@ class _HttpTransport:
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
         )
 
-    async def post_json(self, path: str, body: Mapping[str, Any]) -> Any:
+    async def post_json(self, path: str, body: Mapping[str, Any] | bytes) -> Any:
         with self._mapped_errors(), self._http.client() as http:
             response = await http.post(path, content=_dumps(body), headers=_JSON_HEADERS)
             if response.is_error:
@@ -93,7 +96,7 @@ class _HttpTransport:
                     f"{self.provider} answered with a body that is not JSON"
                 ) from error
 
-    async def sse_data(self, path: str, body: Mapping[str, Any]) -> AsyncIterator[str]:
+    async def sse_data(self, path: str, body: Mapping[str, Any] | bytes) -> AsyncIterator[str]:
         """The `data` of each server-sent event, in order, until the provider closes."""
         with self._mapped_errors(), self._http.client() as http:
             async with http.stream(
@@ -178,19 +181,17 @@ def _loads(data: str, provider: str) -> Any:
 
 
 def _request_body(
-    request: LlmRequest,
-    *,
-    stream: bool,
-    max_tokens_field: str = "max_tokens",
-    wire: Callable[[ChatMessage], dict[str, Any]] | None = None,
+    request: LlmRequest, *, stream: bool, max_tokens_field: str = "max_tokens"
 ) -> dict[str, Any]:
-    """The chat completions request body for `request`; `wire` gives a message's wire form
-    (default: `_openai_message`, built afresh)."""
-    wire = _openai_message if wire is None else wire  # (an empty cache is falsy)
-    body: dict[str, Any] = {
-        "model": request.model,
-        "messages": [wire(m) for m in request.messages],
-    }
+    """The chat completions request body for `request`."""
+    body: dict[str, Any] = {"messages": [_openai_message(m) for m in request.messages]}
+    body.update(_body_fields(request, stream=stream, max_tokens_field=max_tokens_field))
+    return body
+
+
+def _body_fields(request: LlmRequest, *, stream: bool, max_tokens_field: str) -> dict[str, Any]:
+    """Everything of the request body but its messages."""
+    body: dict[str, Any] = {"model": request.model}
     if request.tools:
         body["tools"] = [
             {
@@ -219,44 +220,42 @@ def _request_body(
     return body
 
 
-class _WireForms:
-    """Each chat message's wire form, built once per message object, not once per step.
+def _encoded_body(request: LlmRequest, *, stream: bool, max_tokens_field: str) -> bytes:
+    """`_request_body`, encoded. A window's history (a `Prompt`) is not walked: its log's
+    messages encoded by an earlier step are copied as bytes, only the new ones encoded."""
+    messages = request.messages
+    if not isinstance(messages, Prompt):
+        return _dumps(_request_body(request, stream=stream, max_tokens_field=max_tokens_field))
+    parts: list[bytes | bytearray] = [orjson.dumps(_openai_message(m)) for m in messages.head]
+    if messages.run:
+        parts.append(_encoded_run(messages.run))
+    fields = _dumps(_body_fields(request, stream=stream, max_tokens_field=max_tokens_field))
+    return b"".join((b'{"messages":[', b",".join(parts), b"],", fields[1:]))
 
-    An agent's history window keeps the same `ChatMessage` objects from step to step
-    (history_window.py), and the history is most of every request: building its dicts
-    again each step grew a hot agent's CPU per message with its history. Keyed by object
-    identity, each entry holding its object (so the id is not reused while cached). Only
-    history is kept: not the system prompt (made anew each step) nor a message with
-    images; the oldest entries go first once the texts kept pass `budget` characters
-    (the messages of windows still open share them; a passivated agent's stay until then).
-    The forms are shared: nothing may change them.
-    """
 
-    def __init__(self, budget: int = 8_000_000) -> None:
-        self.budget = budget
-        self.kept = 0  # characters of the cached messages' texts
-        self._forms: dict[int, tuple[ChatMessage, dict[str, Any], int]] = {}
+class _EncodedLog:
+    """A `ChatLog`'s messages in this wire format so far, each one's JSON and a comma back
+    to back in `data`: message i and its comma are `data[ends[i] : ends[i + 1]]`."""
 
-    def __len__(self) -> int:
-        return len(self._forms)
+    __slots__ = ("data", "ends")
 
-    def __call__(self, message: ChatMessage) -> dict[str, Any]:
-        cached = self._forms.get(id(message))
-        if cached is not None and cached[0] is message:
-            return cached[1]
-        form = _openai_message(message)
-        if message.role == "system" or message.parts:
-            return form
-        size = len(message.content or "") + sum(len(c.arguments) for c in message.tool_calls)
-        if size > self.budget // 64:
-            return form  # one huge tool result would push out a window's worth
-        forms = self._forms
-        while forms and self.kept + size > self.budget:
-            oldest = next(iter(forms))
-            self.kept -= forms.pop(oldest)[2]
-        forms[id(message)] = (message, form, size)
-        self.kept += size
-        return form
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.ends = [0]
+
+
+def _encoded_run(run: ChatRun) -> bytearray:
+    """The messages of `run`, encoded and joined by commas (without brackets)."""
+    log = run.log
+    encoded = log.encoded.get("openai")
+    if encoded is None:
+        encoded = log.encoded["openai"] = _EncodedLog()
+    data, ends = encoded.data, encoded.ends
+    for message in itertools.islice(log.items, len(ends) - 1, run.end):
+        data += orjson.dumps(_openai_message(message))
+        data += b","
+        ends.append(len(data))
+    return data[ends[run.start] : ends[run.end] - 1]
 
 
 def _openai_message(message: ChatMessage) -> dict[str, Any]:
@@ -446,21 +445,16 @@ class OpenAiCompatibleClient(LlmClient):
         )
         self.base_url = base_url
         self.max_tokens_field = max_tokens_field
-        self._wire = _WireForms()
 
     def __repr__(self) -> str:  # never the key
         return f"OpenAiCompatibleClient({self.base_url!r})"
 
     async def complete(self, request: LlmRequest) -> LlmResponse:
-        body = _request_body(
-            request, stream=False, max_tokens_field=self.max_tokens_field, wire=self._wire
-        )
+        body = _encoded_body(request, stream=False, max_tokens_field=self.max_tokens_field)
         return _response(await self._transport.post_json("chat/completions", body), request)
 
     async def stream(self, request: LlmRequest) -> AsyncIterator[LlmStreamEvent]:
-        body = _request_body(
-            request, stream=True, max_tokens_field=self.max_tokens_field, wire=self._wire
-        )
+        body = _encoded_body(request, stream=True, max_tokens_field=self.max_tokens_field)
         state = _OpenAiStream(request)
         async with contextlib.aclosing(self._transport.sse_data("chat/completions", body)) as sse:
             async for data in sse:

@@ -9,7 +9,7 @@ paths a real provider's failures take.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -88,7 +88,8 @@ class ToolSchema:
 @attrs.frozen
 class LlmRequest:
     model: str
-    messages: tuple[ChatMessage, ...]
+    # A tuple, or a `chat_log.Prompt`: a window's history shown without a copy.
+    messages: Sequence[ChatMessage]
     tools: tuple[ToolSchema, ...] = ()
     tool_choice: Literal["auto", "required", "none"] = "auto"
     # The one tool the model must call (a tool rule forces it); over `tool_choice`.

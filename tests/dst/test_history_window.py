@@ -2,17 +2,25 @@
 messages come in (a step appends; a result fills a place reserved before an approval; a
 message is stored again at its place), whatever leaves the context, what a prompt is shown
 is exactly what building it from the stored messages would give: the messages in order
-without approvals, each one's chat form and token estimate as made from it now."""
+without approvals, each one's chat form and token estimate as made from it now; and the
+request body a provider encodes from it (keeping what it encoded of the window's log) is
+the one built afresh, for every snapshot taken, whenever it is sent."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kelpie_trio.agent.context import estimate_tokens
-from kelpie_trio.agent.history_window import HistoryWindow
+from kelpie_trio.agent.history_window import HistoryWindow, Shown
 from kelpie_trio.agent.messages import Message
 from kelpie_trio.agent.step import chat_message
+from kelpie_trio.llm.chat_log import ChatRun, Prompt
+from kelpie_trio.llm.openai_compat import _encoded_body, _request_body
+from kelpie_trio.llm.types import ChatMessage, LlmRequest
 
 ROLES = ("user", "assistant", "tool", "approval")
 
@@ -31,6 +39,14 @@ def _message(seq: int, role: str, text: str) -> Message:
                    content=text, tool_call_id="call-1" if role == "tool" else None)  # fmt: skip
 
 
+def _body_of(chats: ChatRun) -> tuple[Any, Any]:
+    """(what the encoder sends, what building the body afresh gives) for a prompt showing
+    `chats` after a system prompt."""
+    request = LlmRequest(model="m", messages=Prompt((ChatMessage("system", "s"),), chats))
+    sent = _encoded_body(request, stream=False, max_tokens_field="max_tokens")
+    return orjson.loads(sent), _request_body(request, stream=False)
+
+
 def _check(window: HistoryWindow, model: dict[int, Message]) -> None:
     ordered = [model[seq] for seq in sorted(model)]
     assert window.messages() == ordered
@@ -45,6 +61,8 @@ def _check(window: HistoryWindow, model: dict[int, Message]) -> None:
     for cut in range(len(expected) + 1):
         after = shown.after(cut)
         assert list(after.chats) == chats[cut:] and list(after.tokens) == list(shown.tokens)[cut:]
+    sent, built = _body_of(shown.chats)
+    assert sent == built and len(sent["messages"]) == 1 + len(chats)
 
 
 @settings(max_examples=300, deadline=None)
@@ -52,6 +70,8 @@ def _check(window: HistoryWindow, model: dict[int, Message]) -> None:
 def test_the_window_shows_what_building_from_the_stored_messages_would(ops: list) -> None:
     model: dict[int, Message] = {}
     window = HistoryWindow()
+    window.compact_after = 2  # its columns made again often, not once in 64 drops
+    snapshots: list[tuple[Shown, list[ChatMessage]]] = []  # each, with what it showed
     for kind, seq, role, text in ops:
         if kind == "put":
             model[seq] = window_message = _message(seq, role, text)
@@ -65,8 +85,14 @@ def test_the_window_shows_what_building_from_the_stored_messages_would(ops: list
             window.keep_last(limit)
         else:
             _check(window, model)
+            shown = window.shown()
+            snapshots.append((shown, list(shown.chats)))
         assert (seq in window) == (seq in model)
     _check(window, model)
+    for shown, chats in snapshots:  # later changes to the window reached none of them
+        assert list(shown.chats) == chats
+        sent, built = _body_of(shown.chats)
+        assert sent == built
 
 
 def test_a_snapshot_does_not_change_when_the_window_does() -> None:

@@ -458,15 +458,16 @@ def test_client_for_refuses_an_unknown_endpoint_type() -> None:
         client_for(config, OPENAI_ONLY)
 
 
-# -- a history's wire forms, built once -------------------------------------------------------
+# -- a window's history, encoded once --------------------------------------------------------
 
 
-async def test_a_history_sent_again_is_sent_the_same_and_built_once(
+async def test_a_history_sent_again_is_sent_as_built_afresh_and_encoded_once(
     provider: FakeProvider, llm: OpenAiCompatibleClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The same message objects step after step (an agent's history window): the second
-    request is byte-for-byte what building it afresh gives, without building them again."""
+    """A window's log step after step: each request's body is what building it from the
+    message objects gives, and only the messages added since the last step are encoded."""
     import kelpie_trio.llm.openai_compat as openai_compat
+    from kelpie_trio.llm.chat_log import ChatLog, Prompt
 
     built: list[ChatMessage] = []
     build = openai_compat._openai_message
@@ -476,38 +477,48 @@ async def test_a_history_sent_again_is_sent_the_same_and_built_once(
         return build(message)
 
     monkeypatch.setattr(openai_compat, "_openai_message", counted)
-    call = ToolCall("call_1", "send_message", '{"message": "hello"}')
-    history = (
+    call = ToolCall("call_1", "send_message", '{"message": "hello \u00e9"}')
+    log = ChatLog([
         ChatMessage("user", "say hello"),
         ChatMessage("assistant", None, tool_calls=(call,)),
         ChatMessage("tool", '{"status": "OK"}', tool_call_id="call_1"),
-    )
-    provider.script(openai_completion("one"), openai_completion("two"))
-    await llm.complete(request(*history))
-    first = len(built)
-    # The next step: a new system prompt (made anew each step) and one new message.
-    step = request(*history, ChatMessage("user", "again"))
-    await llm.complete(step)
-    assert built[first:] == [step.messages[0], step.messages[-1]]
-    fresh = [build(m) for m in step.messages]
-    assert provider.received[1].json["messages"] == fresh
+    ])  # fmt: skip
+    tools = (ToolSchema("send_message", "Say it.", {"type": "object", "properties": {}}),)
+    steps = []
+    for text, start in (("one", 0), ("two", 0), ("three", 3), ("four", 4)):
+        system = ChatMessage("system", f"prompt {text}")  # made anew each step
+        prompt = Prompt((system,), log.run(start))
+        steps.append(LlmRequest(model="gpt-test", messages=prompt, tools=tools, max_tokens=7))
+        provider.script(openai_completion(text))
+        first = len(built)
+        await llm.complete(steps[-1])
+        new = [m for m in steps[-1].messages if m is system or m is log.items[-1]]
+        if text != "one":  # the first step encodes the log; the next ones their new message
+            assert built[first:] == new
+        log.items.append(ChatMessage("user", f"after {text}"))
+    for sent, step in zip(provider.received, steps, strict=True):
+        assert sent.json == openai_compat._request_body(
+            step, stream=False, max_tokens_field="max_tokens"
+        )
+    assert [m["content"] for m in provider.received[-1].json["messages"]] == [
+        "prompt four", "after two", "after three"
+    ]  # fmt: skip
 
 
-def test_the_wire_forms_keep_within_their_budget_and_skip_what_is_not_history() -> None:
-    from kelpie_trio.llm.openai_compat import _WireForms
-    from kelpie_trio.llm.types import TextPart
+async def test_a_run_that_ends_before_what_was_encoded_sends_only_its_own_messages(
+    provider: FakeProvider, llm: OpenAiCompatibleClient
+) -> None:
+    """A snapshot taken before the log grew, sent after a longer run was encoded; and an
+    empty run."""
+    from kelpie_trio.llm.chat_log import ChatLog, Prompt
 
-    forms = _WireForms(budget=6400)
-    kept = [ChatMessage("user", "x" * 100) for _ in range(100)]  # 10,000 characters
-    first = [forms(message) for message in kept]
-    assert first == [{"role": "user", "content": "x" * 100}] * 100
-    assert forms.kept <= 6400 and len(forms) == 64  # the oldest went first
-    assert forms(kept[-1]) is first[-1]  # still cached: the same form
-    assert forms(kept[0]) is not first[0]  # evicted: built again
-    system = ChatMessage("system", "prompt")
-    big = ChatMessage("tool", "y" * 200, tool_call_id="c")  # over budget / 64
-    image = ChatMessage("user", "look", parts=(TextPart("look"),))
-    before = len(forms)
-    for message in (system, big, image):
-        assert forms(message) is not forms(message)
-    assert len(forms) == before
+    log = ChatLog([ChatMessage("user", "a"), ChatMessage("assistant", "b")])
+    early = log.run()
+    log.items.append(ChatMessage("user", "c"))
+    provider.script(openai_completion("1"), openai_completion("2"), openai_completion("3"))
+    system = ChatMessage("system", "s")
+    for run in (log.run(), early, log.run(3)):
+        await llm.complete(LlmRequest(model="gpt-test", messages=Prompt((system,), run)))
+    assert [[m["content"] for m in r.json["messages"]] for r in provider.received] == [
+        ["s", "a", "b", "c"], ["s", "a", "b"], ["s"]
+    ]  # fmt: skip
