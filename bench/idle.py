@@ -27,7 +27,7 @@ from bench.mixin import RunnerPart
 
 __all__ = ["IDLE_WINDOW_S", "Idle"]
 
-IDLE_WINDOW_S = 30.0  # long enough to hold several lease periods (ttl/3 = 3.3 s by default)
+IDLE_WINDOW_S = 60.0  # the periodic work of an idle node repeats within a minute
 # After the activations, the server finishes what they started (the indexer catching up
 # on every agent's new messages, runs ending): the window starts once `_QUIET_STEPS` steps
 # in a row each used under `_QUIET_MS_PER_S` and `_SETTLE_MIN_S` has passed, or after

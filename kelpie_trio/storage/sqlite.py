@@ -10,7 +10,10 @@ sqlite3; writes run off the trio thread, reads on it when they can (sqlite_reads
   commit from any transaction (and every read the trio thread could not serve at
   once) is queued, and each turn of the loop takes everything queued and executes
   it in ONE `trio.to_thread.run_sync` call on one connection. Only one hop runs at
-  a time, so there is effectively one writer thread per store.
+  a time, so there is effectively one writer thread per store. One exception: a
+  batch of only non-durable commits (a heartbeat) after a second without batches
+  commits on the trio thread, if no other process holds the write lock (an idle
+  node's CPU is its wake-ups: `SqliteStore._inline_batch`).
 - **Group commit.** All commits of a batch share one `BEGIN IMMEDIATE ... COMMIT`
   (one fsync). Each transaction gets its own commit version and its own
   SAVEPOINT, so a transaction that fails rolls back only itself.
@@ -42,6 +45,7 @@ sqlite3; writes run off the trio thread, reads on it when they can (sqlite_reads
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sqlite3
 from collections import deque
@@ -161,6 +165,9 @@ class SqliteStore(Store):
     # Tombstone GC timing; tests may lower both. The age is twice the 5 s
     # transaction limit: a live transaction's read version is never that old.
     tombstone_gc_interval_s: float = 5.0
+    # Seconds without a batch after which heartbeats commit on the trio thread.
+    inline_after_idle_s: float = 1.0
+    _last_batch_at: float = -math.inf
     tombstone_min_age_s: float = 2 * MAX_TRANSACTION_SECONDS
 
     def __init__(
@@ -309,13 +316,16 @@ class SqliteStore(Store):
             if not batch.ops:  # aclose() failed them already
                 continue
             try:
-                # Shielded: once taken off the queue, a batch runs to the end
-                # (a hop cannot be interrupted anyway), so each op gets a
-                # true outcome, never a guess.
-                with trio.CancelScope(shield=True):
-                    version = await trio.to_thread.run_sync(
-                        self._writer.execute, batch.ops, limiter=limiter
-                    )
+                version = self._inline_batch(batch.ops)
+                if version is None:
+                    # Shielded: once taken off the queue, a batch runs to the end
+                    # (a hop cannot be interrupted anyway), so each op gets a
+                    # true outcome, never a guess.
+                    with trio.CancelScope(shield=True):
+                        version = await trio.to_thread.run_sync(
+                            self._writer.execute, batch.ops, limiter=limiter
+                        )
+                self._last_batch_at = self.env.monotonic()
                 self._observe(version)
                 if self._writer.cleared_at > self._writer.known_horizon:
                     self._uncollected.set()  # the GC has something to do
@@ -324,6 +334,22 @@ class SqliteStore(Store):
                     if not op.finished:  # only if _execute itself raised: a bug, re-raised
                         op.fail(StoreError("the SQLite batch failed unexpectedly"))
                 batch.done.set()
+
+    def _inline_batch(self, ops: list[Op]) -> int | None:
+        """Run a batch of only non-durable commits (heartbeats) on the trio thread when
+        the writer has been idle for `inline_after_idle_s`: None if it ran nothing.
+
+        An idle node's CPU is mostly its wake-ups, and a heartbeat through the writer
+        thread took three (the heartbeat's timer, the writer thread, the loop again for
+        the result) where one does: a commit without fsync is a few WAL page writes. Only
+        when idle, so a busy store's batches never wait behind one on the loop (nor a
+        WAL checkpoint it might start); never waiting for another process's write lock
+        (then the thread runs it)."""
+        if self.env.monotonic() - self._last_batch_at < self.inline_after_idle_s:
+            return None
+        if not all(isinstance(op, Commit) and not op.request.durable for op in ops):
+            return None
+        return self._writer.execute_if_free(ops)
 
     # -- tombstone GC ---------------------------------------------------------------------
 

@@ -13,17 +13,24 @@ from kelpie_trio.storage.errors import (
     StoreError,
 )
 
-__all__ = ["SQLITE_FULL", "commit_unknown", "fails_the_batch", "map_error", "primary_code"]
+__all__ = [
+    "SQLITE_BUSY",
+    "SQLITE_FULL",
+    "commit_unknown",
+    "fails_the_batch",
+    "map_error",
+    "primary_code",
+]
 
 # Primary result codes after which the same operation may well succeed later
 # (another process holds the lock; the disk hiccuped). A full disk is not among
 # them: it heals only when someone makes room (StorageFull). Anything else (a
 # corrupt file, a schema error, a read-only file) will not heal by retrying, so
 # it surfaces as a plain, non-retryable StoreError.
-_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_NOMEM = 5, 6, 7
+SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_NOMEM = 5, 6, 7
 _SQLITE_IOERR, SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_PROTOCOL = 10, 13, 14, 15
 _TRANSIENT = {
-    _SQLITE_BUSY,
+    SQLITE_BUSY,
     _SQLITE_LOCKED,
     _SQLITE_NOMEM,
     _SQLITE_IOERR,

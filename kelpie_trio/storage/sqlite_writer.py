@@ -19,6 +19,7 @@ import attrs
 from kelpie_trio.storage.base import CommitRequest, MutationKind, add_to_value
 from kelpie_trio.storage.errors import NotCommitted, StoreError, TransactionTooOld
 from kelpie_trio.storage.sqlite_errors import (
+    SQLITE_BUSY,
     SQLITE_FULL,
     commit_unknown,
     fails_the_batch,
@@ -145,6 +146,7 @@ class SqliteStats:
     """
 
     hops: int = 0  # thread hops, one per batch
+    inline_batches: int = 0  # batches of only non-durable commits run on the trio thread
     commits: int = 0  # transactions committed
     refused: int = 0  # commits failed alone (NotCommitted, TransactionTooOld, their own error)
     reads: int = 0  # point and range reads served
@@ -158,7 +160,8 @@ class SqliteStats:
 
 
 class SqliteWriter:
-    """The writer connection; every method runs in the writer thread, one hop at a time.
+    """The writer connection; its methods run in the writer thread, one hop at a time (but
+    `execute_if_free`, which the trio thread may call between hops).
 
     `cleared_at` and `known_horizon` are read by the store's trio side between hops (its
     tombstone collector sleeps while nothing this process cleared is left to collect)."""
@@ -230,6 +233,19 @@ class SqliteWriter:
     def execute(self, ops: list[Op]) -> int:
         """Run one batch; set every op's outcome. Returns the newest version seen (or -1)."""
         self.stats.hops += 1
+        return self._execute(ops)
+
+    def execute_if_free(self, commits: list[Op]) -> int | None:
+        """`execute` for a batch of only commits, on the caller's thread, without waiting
+        for the file's write lock: None, with nothing done, when another process holds it
+        (the caller runs the batch in the writer thread instead, where waiting is fine)."""
+        assert all(isinstance(op, Commit) for op in commits)
+        version = self._execute(commits, wait=False)
+        if version is not None:
+            self.stats.inline_batches += 1
+        return version
+
+    def _execute(self, ops: list[Op], *, wait: bool = True) -> Any:
         self.stats.largest_batch = max(self.stats.largest_batch, len(ops))
         commits: list[Commit] = []
         reads: list[Op] = []
@@ -244,7 +260,10 @@ class SqliteWriter:
         version = -1
         # Commits first: reads queued beside them then see the freshest state.
         if commits:
-            version = self._write_phase(commits)
+            written = self._write_phase(commits, wait=wait)
+            if written is None:
+                return None  # busy, and told not to wait: nothing ran (only commits here)
+            version = written
         if reads:
             version = max(version, self._read_phase(reads))
         for op in collects:
@@ -295,15 +314,19 @@ class SqliteWriter:
 
     # commits -------------------------------------------------------------------------------
 
-    def _write_phase(self, commits: list[Commit]) -> int:
-        """Check and apply every commit of the batch in one write transaction (group commit)."""
+    def _write_phase(self, commits: list[Commit], *, wait: bool = True) -> int | None:
+        """Check and apply every commit of the batch in one write transaction (group
+        commit). `wait` False: None, with nothing done, if the write lock is held."""
         conn = self.conn
         assert conn is not None
         try:
             self._sync_for(commits)
             # IMMEDIATE takes the file's write lock now; a writer in another
             # process makes us wait here, up to the busy timeout.
-            conn.execute("BEGIN IMMEDIATE")
+            if wait:
+                conn.execute("BEGIN IMMEDIATE")
+            elif not self._begin_if_free(conn):
+                return None
         except sqlite3.Error as exc:
             for op in commits:
                 op.fail(map_error(exc, what="begin a write transaction", path=self.path))
@@ -391,6 +414,19 @@ class SqliteWriter:
             self.synchronous = level
         if level == "NORMAL":
             self.stats.unsynced_batches += 1
+
+    def _begin_if_free(self, conn: sqlite3.Connection) -> bool:
+        """BEGIN IMMEDIATE without the busy handler's wait: False if the lock is held."""
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if primary_code(exc) == SQLITE_BUSY:
+                return False
+            raise
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {round(self.busy_timeout_s * 1000)}")
+        return True
 
     @staticmethod
     def _conflicts(conn: sqlite3.Connection, read_ranges: list[tuple[bytes, bytes]], rv: int):
