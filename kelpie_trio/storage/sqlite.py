@@ -165,10 +165,10 @@ class SqliteStore(Store):
     # Tombstone GC timing; tests may lower both. The age is twice the 5 s
     # transaction limit: a live transaction's read version is never that old.
     tombstone_gc_interval_s: float = 5.0
+    tombstone_min_age_s: float = 2 * MAX_TRANSACTION_SECONDS
     # Seconds without a batch after which heartbeats commit on the trio thread.
     inline_after_idle_s: float = 1.0
     _last_batch_at: float = -math.inf
-    tombstone_min_age_s: float = 2 * MAX_TRANSACTION_SECONDS
 
     def __init__(
         self,

@@ -245,7 +245,7 @@ class SqliteWriter:
             self.stats.inline_batches += 1
         return version
 
-    def _execute(self, ops: list[Op], *, wait: bool = True) -> Any:
+    def _execute(self, ops: list[Op], *, wait: bool = True) -> int | None:
         self.stats.largest_batch = max(self.stats.largest_batch, len(ops))
         commits: list[Commit] = []
         reads: list[Op] = []
@@ -320,13 +320,14 @@ class SqliteWriter:
         conn = self.conn
         assert conn is not None
         try:
-            self._sync_for(commits)
+            unsynced = self._sync_for(commits)
             # IMMEDIATE takes the file's write lock now; a writer in another
             # process makes us wait here, up to the busy timeout.
             if wait:
                 conn.execute("BEGIN IMMEDIATE")
             elif not self._begin_if_free(conn):
                 return None
+            self.stats.unsynced_batches += unsynced
         except sqlite3.Error as exc:
             for op in commits:
                 op.fail(map_error(exc, what="begin a write transaction", path=self.path))
@@ -397,7 +398,7 @@ class SqliteWriter:
         self.stats.refused += len(commits) - len(applied)
         return version
 
-    def _sync_for(self, commits: list[Commit]) -> None:
+    def _sync_for(self, commits: list[Commit]) -> bool:
         """Sync this batch's COMMIT unless none of its commits asks to be durable.
 
         A batch of only non-durable commits (heartbeats) skips the WAL's fsync: the next
@@ -406,14 +407,13 @@ class SqliteWriter:
         the level inside a transaction, so it is set before BEGIN, only when it changes.
         """
         if self.durability != "full":
-            return
+            return False  # never synced: nothing to count
         level = "FULL" if any(op.request.durable for op in commits) else "NORMAL"
         if level != self.synchronous:
             assert self.conn is not None
             self.conn.execute(f"PRAGMA synchronous = {level}")
             self.synchronous = level
-        if level == "NORMAL":
-            self.stats.unsynced_batches += 1
+        return level == "NORMAL"  # an unsynced batch, counted once it has begun
 
     def _begin_if_free(self, conn: sqlite3.Connection) -> bool:
         """BEGIN IMMEDIATE without the busy handler's wait: False if the lock is held."""

@@ -156,7 +156,7 @@ async def test_an_idle_writer_never_waits_on_the_loop_for_another_process(
         clock.at += store.inline_after_idle_s
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # the write lock, held
-        hops = store.stats.hops
+        hops, unsynced = store.stats.hops, store.stats.unsynced_batches
         # A loop stuck in the busy handler would come back only after its 60 s.
         with trio.fail_after(20):
             async with trio.open_nursery() as nursery:
@@ -165,4 +165,5 @@ async def test_an_idle_writer_never_waits_on_the_loop_for_another_process(
                 other.execute("ROLLBACK")
                 other.close()
         assert (store.stats.hops, store.stats.inline_batches) == (hops + 1, 0)
+        assert store.stats.unsynced_batches == unsynced + 1  # the batch, counted once
         assert _read_elsewhere(path, b"beat") == b"1"
