@@ -315,8 +315,17 @@ async def advance(
         drop_stream(tr, stream, consumers)
         return True
     trimmed_key = TRIMMED.pack((stream,))
-    if lowest > _int(await tr.get(trimmed_key)):
-        tr.clear_range(ENTRIES.range((stream,)).start, key_after(ENTRIES.pack((stream, lowest))))
+    trimmed = _int(await tr.get(trimmed_key))
+    if lowest > trimmed:
+        # From past the last trim, not the stream's start: those entries are cleared, and
+        # a clear over them walks their tombstones (SQLite keeps them until its collector's
+        # horizon: all a hot thread wrote in the last 10-15 s).
+        begin = (
+            key_after(ENTRIES.pack((stream, trimmed)))
+            if trimmed
+            else ENTRIES.range((stream,)).start
+        )
+        tr.clear_range(begin, key_after(ENTRIES.pack((stream, lowest))))
         tr.set(trimmed_key, keys.pack((lowest,)))
     return False
 

@@ -59,6 +59,42 @@ async def test_entries_are_trimmed_to_the_lowest_live_cursor() -> None:
     assert await store.transact(left) == []
 
 
+async def test_a_trim_clears_from_past_the_last_one_not_from_the_streams_start() -> None:
+    """What an earlier trim cleared is not cleared again: on SQLite a clear walks the
+    range's tombstones, as many as the stream took within its collector's horizon."""
+    store = MemoryStore()
+    await store.transact(lambda tr: outbox.record(tr, A, passages=[f"p{i}" for i in range(6)]))
+    await store.transact(lambda tr: outbox.heartbeat(tr, "i1", 0.0, ttl=60))
+    cleared: list[tuple[bytes, bytes]] = []
+
+    class Recording:
+        def __init__(self, tr: Transaction) -> None:
+            self.tr = tr
+
+        def __getattr__(self, name: str):
+            return getattr(self.tr, name)
+
+        def clear_range(self, begin: bytes, end: bytes) -> None:
+            cleared.append((begin, end))
+            self.tr.clear_range(begin, end)
+
+    for position in (2, 5):
+        await store.transact(
+            lambda tr, p=position: outbox.advance(Recording(tr), "i1", A, p, 1.0, ttl=60)
+        )
+    (first_begin, first_end), (begin, end) = cleared
+    assert first_begin <= outbox.ENTRIES.pack((A, 1)) < first_end  # the first from the start
+    assert outbox.ENTRIES.pack((A, 2)) < begin <= outbox.ENTRIES.pack((A, 3)) < end
+    assert outbox.ENTRIES.pack((A, 5)) < end <= outbox.ENTRIES.pack((A, 6))
+
+    async def left(tr: Transaction) -> list[int]:
+        stream = outbox.ENTRIES.range((A,))
+        rows = await tr.get_range(stream.start, stream.stop)
+        return [outbox.ENTRIES.unpack(k)[1] for k, _ in rows]
+
+    assert await store.transact(left) == [6]
+
+
 async def test_each_thread_of_an_agent_has_a_stream_and_a_head_of_its_own() -> None:
     store = MemoryStore()
     conv = "conv-1"
