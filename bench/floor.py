@@ -7,11 +7,12 @@ no access log), in a process of its own so its CPU can be read from its own acco
 
 - `POST /trivial`: parse a JSON body, answer a ~1 kB JSON object. Nothing can answer a JSON POST
   on this stack for less.
-- `POST /relay`: the same, plus one chat completion at the fake provider through httpx, on the
-  same small-pool client kelpie-trio's providers use (`ClientPool` in
-  kelpie_trio/http_pool.py; one plain `httpx.AsyncClient` with hundreds of concurrent
-  calls spends more CPU in httpcore's pool bookkeeping than in HTTP: `--client httpx` shows it).
-  Every agent message costs at least this: a JSON POST in, one LLM call out.
+- `POST /relay`: the same, plus one chat completion at the fake provider, through the client
+  kelpie-trio's providers use (`LeanOrigin`, kelpie_trio/llm/origin.py: h11 on trio
+  streams). Every agent message costs at least this: a JSON POST in, one LLM call out.
+  `--client pool` relays through httpx in small pools (`ClientPool`, what the providers used
+  before), `--client httpx` through one plain `httpx.AsyncClient` (with hundreds of
+  concurrent calls it spends more CPU in httpcore's pool bookkeeping than in HTTP).
 
 kelpie-trio's CPU per message is reported as a ratio to these, measured in the same run under the
 same load, because absolute numbers on a shared machine drift.
@@ -38,6 +39,7 @@ from quart_trio import QuartTrio
 
 from kelpie_trio import gc_tuning
 from kelpie_trio.http_pool import ClientPool
+from kelpie_trio.llm.origin import LeanOrigin
 
 __all__ = ["create_floor_app", "main"]
 
@@ -49,7 +51,7 @@ def _json(body: Any) -> Response:
     return Response(orjson.dumps(body), content_type="application/json")
 
 
-def create_floor_app(provider_url: str | None, client: str = "pool") -> QuartTrio:
+def create_floor_app(provider_url: str | None, client: str = "lean") -> QuartTrio:
     app = QuartTrio("bench_floor")
     state: dict[str, Any] = {}
 
@@ -57,7 +59,10 @@ def create_floor_app(provider_url: str | None, client: str = "pool") -> QuartTri
     async def open_client() -> None:
         if not provider_url:
             return
-        if client == "pool":
+        if client == "lean":
+            origin = LeanOrigin(provider_url, {}, timeout=120, connect_timeout=10)
+            state["origin"], state["close"] = origin, origin.aclose
+        elif client == "pool":
             pool = ClientPool(base_url=provider_url, timeout=120)
             state["client"], state["close"] = pool.client, pool.aclose
         else:
@@ -82,11 +87,13 @@ def create_floor_app(provider_url: str | None, client: str = "pool") -> QuartTri
         content = ""
         if isinstance(body, dict) and body.get("messages"):
             content = str(body["messages"][0].get("content", ""))
-        with state["client"]() as http:
-            reply = await http.post(
-                "chat/completions",
-                json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]},
-            )
+        call = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]}
+        if "origin" in state:
+            headers = {"Content-Type": "application/json"}
+            reply = await state["origin"].post("chat/completions", orjson.dumps(call), headers)
+        else:
+            with state["client"]() as http:
+                reply = await http.post("chat/completions", json=call)
         answer = reply.json()["choices"][0]["message"]["content"]
         return _json({"id": "floor", "answer": answer, "filler": _FILLER})
 
@@ -121,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--provider", help="the fake provider's base URL (ending in /v1)")
     parser.add_argument(
         "--client",
-        choices=["pool", "httpx"],
-        default="pool",
-        help="pool: kelpie-trio's small-pool httpx clients (default); httpx: one AsyncClient",
+        choices=["lean", "pool", "httpx"],
+        default="lean",
+        help="lean: kelpie-trio's provider client (default); pool: small-pool httpx clients; "
+        "httpx: one AsyncClient",
     )
     args = parser.parse_args(argv)
     gc_tuning.tune()  # as `kelpie-trio serve` does: the floor runs on the same settings

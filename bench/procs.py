@@ -174,7 +174,7 @@ async def start_fake_provider(
 
 
 @contextlib.asynccontextmanager
-async def start_floor(provider_url: str | None, client: str = "pool") -> AsyncIterator[Child]:
+async def start_floor(provider_url: str | None, client: str = "lean") -> AsyncIterator[Child]:
     command = [sys.executable, "-m", "bench.floor", "--port", "0", "--client", client]
     if provider_url:
         command += ["--provider", provider_url]

@@ -4,8 +4,8 @@
 reply (JSON, or SSE chunks ending in `[DONE]`) back to `LlmResponse` and stream events. The
 wire mapping is plain functions over dicts; the client is the thin shell that does the I/O.
 
-The HTTP plumbing both providers share lives here too, in `_HttpTransport`: one
-`httpx.AsyncClient`, SSE framing, and the mapping of HTTP failures onto the `LlmError`s that
+The HTTP plumbing both providers share lives here too, in `_HttpTransport`: the provider's
+connections (origin.py), SSE framing, and the mapping of HTTP failures onto the `LlmError`s that
 `RetryingLlmClient` (retry.py) knows how to treat: 429 -> `LlmRateLimited`, 5xx and broken
 connections -> `LlmFailure` (retried), timeouts -> `LlmTimeout`, other 4xx -> `LlmFailure`
 with the provider's own message (not retried).
@@ -19,11 +19,10 @@ import json
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Literal
 
-import httpx
 import orjson
 
-from kelpie_trio.http_pool import ClientPool
 from kelpie_trio.llm.chat_log import ChatRun, Prompt
+from kelpie_trio.llm.origin import OriginError, OriginTimeout, Reply, open_origin
 from kelpie_trio.llm.retry import parse_retry_after
 from kelpie_trio.llm.types import (
     ChatMessage,
@@ -59,13 +58,12 @@ _JSON_HEADERS = {"Content-Type": "application/json"}
 
 def _dumps(body: Mapping[str, Any] | bytes) -> bytes:
     """The request body, by orjson: the prompt (system text, tool schemas, history) is the
-    biggest thing the server serializes per step, and httpx's `json=` uses the stdlib.
-    Bytes are a body encoded already."""
+    biggest thing the server serializes per step. Bytes are a body encoded already."""
     return body if isinstance(body, bytes) else orjson.dumps(body)
 
 
 class _HttpTransport:
-    """One provider's HTTP connection pool, speaking JSON in and JSON or SSE out."""
+    """One provider's connections (llm/origin.py), speaking JSON in and JSON or SSE out."""
 
     def __init__(
         self,
@@ -78,74 +76,94 @@ class _HttpTransport:
     ) -> None:
         self.provider = provider
         self.base_url = base_url
-        self._http = ClientPool(
-            base_url=base_url,
-            headers=dict(headers),
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+        self._origin = open_origin(
+            base_url, headers, timeout=timeout, connect_timeout=connect_timeout
         )
 
     async def post_json(self, path: str, body: Mapping[str, Any] | bytes) -> Any:
-        with self._mapped_errors(), self._http.client() as http:
-            response = await http.post(path, content=_dumps(body), headers=_JSON_HEADERS)
-            if response.is_error:
-                raise self._error_for(response)
-            try:
-                return orjson.loads(response.content)
-            except ValueError as error:
-                raise LlmFailure(
-                    f"{self.provider} answered with a body that is not JSON"
-                ) from error
+        with self._mapped_errors():
+            reply = await self._origin.post(path, _dumps(body), _JSON_HEADERS)
+        if reply.is_error:
+            raise self._error_for(reply)
+        try:
+            return reply.json()
+        except ValueError as error:
+            raise LlmFailure(f"{self.provider} answered with a body that is not JSON") from error
 
     async def sse_data(self, path: str, body: Mapping[str, Any] | bytes) -> AsyncIterator[str]:
         """The `data` of each server-sent event, in order, until the provider closes."""
-        with self._mapped_errors(), self._http.client() as http:
-            async with http.stream(
-                "POST", path, content=_dumps(body), headers=_JSON_HEADERS
-            ) as response:
-                if response.is_error:
-                    await response.aread()
-                    raise self._error_for(response)
+        with self._mapped_errors():
+            async with self._origin.stream(path, _dumps(body), _JSON_HEADERS) as reply:
+                if reply.status >= 400:
+                    raise self._error_for(await reply.read())
+                lines = _Lines()
                 data: list[str] = []
-                async for line in response.aiter_lines():
-                    if not line:  # a blank line ends an event
-                        if data:
-                            yield "\n".join(data)
-                            data = []
-                    elif line.startswith("data:"):
-                        data.append(line[5:].removeprefix(" "))
-                    # `event:`, `id:`, `retry:` and `:` comments carry nothing we need: both
-                    # providers repeat the event type inside the data.
+                while True:
+                    chunk = await reply.next_chunk()
+                    for line in lines.feed(chunk) if chunk is not None else lines.end():
+                        if not line:  # a blank line ends an event
+                            if data:
+                                yield "\n".join(data)
+                                data = []
+                        elif line.startswith("data:"):
+                            data.append(line[5:].removeprefix(" "))
+                        # `event:`, `id:`, `retry:` and `:` comments carry nothing we need:
+                        # both providers repeat the event type inside the data.
+                    if chunk is None:
+                        break
                 if data:
                     yield "\n".join(data)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._origin.aclose()
 
     @contextlib.contextmanager
     def _mapped_errors(self) -> Iterator[None]:
         try:
             yield
-        except httpx.TimeoutException as error:
-            raise LlmTimeout(
-                f"{self.provider}: no answer in time ({type(error).__name__})"
-            ) from error
-        except httpx.HTTPError as error:
+        except OriginTimeout as error:
+            raise LlmTimeout(f"{self.provider}: no answer in time ({error})") from error
+        except OriginError as error:
             # Refused or dropped connections, a stream cut midway: transient, like a 5xx.
-            raise LlmFailure(f"{self.provider}: {type(error).__name__}: {error}") from error
+            raise LlmFailure(f"{self.provider}: {error}") from error
 
-    def _error_for(self, response: httpx.Response) -> LlmError:
-        status = response.status_code
-        text = f"{self.provider} answered {status}: {_error_message(response)}"
+    def _error_for(self, reply: Reply) -> LlmError:
+        status = reply.status
+        text = f"{self.provider} answered {status}: {_error_message(reply)}"
         if status == 429:
-            return LlmRateLimited(text, retry_after=_retry_after(response.headers))
+            return LlmRateLimited(text, retry_after=_retry_after(reply.headers))
         return LlmFailure(text, status=status)
 
 
-def _error_message(response: httpx.Response) -> str:
+class _Lines:
+    """A byte stream's lines as it arrives. A line ends at CRLF, LF or CR, as SSE allows."""
+
+    def __init__(self) -> None:
+        self._rest = b""
+
+    def feed(self, data: bytes) -> list[str]:
+        data = self._rest + data
+        held = b""
+        if data.endswith(b"\r"):  # maybe the first half of a CRLF: wait for the next byte
+            data, held = data[:-1], b"\r"
+        parts = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        self._rest = parts.pop() + held  # the line not finished yet
+        return [part.decode("utf-8", errors="replace") for part in parts]
+
+    def end(self) -> list[str]:
+        """What is left once the stream ended: a line ended by a CR held back, or one
+        without a line break."""
+        rest, self._rest = self._rest, b""
+        if rest.endswith(b"\r"):
+            return [rest[:-1].decode("utf-8", errors="replace")]
+        return [rest.decode("utf-8", errors="replace")] if rest else []
+
+
+def _error_message(reply: Reply) -> str:
     """The provider's own words: OpenAI and Anthropic say `{"error": {"message": ...}}`,
     Ollama `{"error": "..."}`, older vLLM `{"message": ...}`."""
     try:
-        data = response.json()
+        data = reply.json()
     except ValueError:
         data = None
     if isinstance(data, dict):
@@ -156,11 +174,11 @@ def _error_message(response: httpx.Response) -> str:
             return error
         if isinstance(data.get("message"), str):
             return data["message"]
-    text = response.text.strip()
-    return text[:500] if text else response.reason_phrase
+    text = reply.text.strip()
+    return text[:500] if text else reply.reason
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
+def _retry_after(headers: Mapping[str, str]) -> float | None:
     # OpenAI also sends milliseconds, the more precise of the two.
     if (ms := headers.get("retry-after-ms")) is not None:
         with contextlib.suppress(ValueError):

@@ -36,6 +36,7 @@ from kelpie_trio.storage.errors import (
 )
 
 if TYPE_CHECKING:
+    from kelpie_trio.llm.origin import Origin
     from kelpie_trio.nursery.dispatcher import Dispatcher
     from kelpie_trio.sim.network import SimNetwork
 
@@ -158,36 +159,43 @@ INTERNAL_INVOKE_PATH = "/internal/v1/agents/{agent_id}/invoke"
 
 
 class HttpTransport(Transport):
-    """Production's carrier: a POST to the owner node's internal route, over httpx.
+    """Production's carrier: a POST to the owner node's internal route, through the lean
+    HTTP/1.1 client the LLM providers use (kelpie_trio/llm/origin.py), one per node.
 
     `token`, when the cluster has one, goes in `Authorization: Bearer`; every node
     of a cluster shares it.
     """
 
     def __init__(self, *, token: str | None = None, timeout: float = 30.0) -> None:
-        from kelpie_trio.http_pool import ClientPool
+        from kelpie_trio.llm import origin  # HTTP only where a node really forwards
 
-        headers = {"content-type": "application/json"}
+        self._open_origin, self._origin_error = origin.open_origin, origin.OriginError
+        self._headers = {"content-type": "application/json"}
         if token:
-            headers["authorization"] = f"Bearer {token}"
-        # Small pools: one httpx client under many concurrent forwards spends its CPU in
-        # httpcore's pool bookkeeping (kelpie_trio/http_pool.py).
-        self._clients = ClientPool(headers=headers, timeout=timeout)
+            self._headers["authorization"] = f"Bearer {token}"
+        self._timeout = timeout
+        self._origins: dict[str, Origin] = {}
 
     async def invoke(self, address: str, agent_id: str, message: Any) -> Any:
-        import httpx
-
-        url = address.rstrip("/") + INTERNAL_INVOKE_PATH.format(agent_id=agent_id)
+        origin = self._origins.get(address)
+        if origin is None:
+            try:
+                origin = self._open_origin(
+                    address, self._headers, timeout=self._timeout, connect_timeout=self._timeout
+                )
+            except ValueError as error:  # a node record with an address that is not a URL
+                raise TransportError(f"{address!r} is not an http(s) URL") from error
+            self._origins[address] = origin
+        path = INTERNAL_INVOKE_PATH.format(agent_id=agent_id)
         try:
-            with self._clients.client() as client:
-                response = await client.post(url, content=request_bytes(message))
-        except httpx.HTTPError as error:
-            raise TransportError(f"{address} did not answer: {error!r}") from error
-        if response.status_code != 200:
-            raise TransportError(
-                f"{address} answered {response.status_code}: {response.text[:200]}"
-            )
-        return decode_reply(response.content)
+            reply = await origin.post(path, request_bytes(message), {})
+        except self._origin_error as error:
+            raise TransportError(f"{address} did not answer: {error}") from error
+        if reply.status != 200:
+            raise TransportError(f"{address} answered {reply.status}: {reply.text[:200]}")
+        return decode_reply(reply.body)
 
     async def aclose(self) -> None:
-        await self._clients.aclose()
+        origins, self._origins = self._origins, {}
+        for origin in origins.values():
+            await origin.aclose()
