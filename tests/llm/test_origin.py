@@ -47,7 +47,7 @@ class Peer:
         self.closed = trio.Event()  # set by handlers that close a connection on purpose
 
 
-async def read_request(stream: trio.SocketStream, http: h11.Connection) -> tuple[Any, bytes]:
+async def read_request(stream: Any, http: h11.Connection) -> tuple[Any, bytes]:
     """One request and its body, or (None, b"") when the client hung up first."""
     head: Any = None
     body = b""
@@ -90,16 +90,26 @@ async def serving(handler: Handler) -> AsyncIterator[tuple[str, Peer]]:
         nursery.cancel_scope.cancel()
 
 
-async def answer_each(stream: trio.SocketStream, peer: Peer) -> None:
-    """A well-behaved keep-alive server: echo each request's body back."""
-    http = h11.Connection(h11.SERVER)
-    while True:
-        head, body = await read_request(stream, http)
-        if head is None:
-            return
-        peer.requests.append((head, body))
-        await stream.send_all(reply(body))
-        http = h11.Connection(h11.SERVER)  # the raw reply bypassed h11's state
+def keep_alive(answer: Callable[[Any, bytes], Awaitable[None]]) -> Handler:
+    """A keep-alive server: each request answered by `answer(stream, body)` in raw bytes."""
+
+    async def serve(stream: trio.SocketStream, peer: Peer) -> None:
+        while True:
+            # A fresh h11 state each time: the raw answer bypassed it.
+            head, body = await read_request(stream, h11.Connection(h11.SERVER))
+            if head is None:
+                return
+            peer.requests.append((head, body))
+            await answer(stream, body)
+
+    return serve
+
+
+async def echo(stream: Any, body: bytes) -> None:
+    await stream.send_all(reply(body))
+
+
+answer_each = keep_alive(echo)  # a well-behaved server: each request's body echoed back
 
 
 def lean(url: str, **kwargs: Any) -> LeanOrigin:
@@ -173,20 +183,13 @@ async def test_connection_close_and_a_reply_read_to_the_end_are_not_reused() -> 
 
 
 async def test_a_chunked_reply_is_read_whole_and_its_connection_reused() -> None:
-    async def chunked(stream: trio.SocketStream, peer: Peer) -> None:
-        http = h11.Connection(h11.SERVER)
-        while True:
-            head, body = await read_request(stream, http)
-            if head is None:
-                return
-            peer.requests.append((head, body))
-            await stream.send_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-            for part in (body[:3], body[3:]):
-                await stream.send_all(f"{len(part):x}\r\n".encode() + part + b"\r\n")
-            await stream.send_all(b"0\r\n\r\n")
-            http = h11.Connection(h11.SERVER)
+    async def chunked(stream: trio.SocketStream, body: bytes) -> None:
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for part in (body[:3], body[3:]):
+            await stream.send_all(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+        await stream.send_all(b"0\r\n\r\n")
 
-    async with serving(chunked) as (url, _):
+    async with serving(keep_alive(chunked)) as (url, _):
         origin = lean(url)
         replies = [await origin.post("x", BODY, JSON) for _ in range(3)]
         await origin.aclose()
@@ -310,14 +313,8 @@ async def test_tls_is_verified_against_the_ca_bundle() -> None:
 
     async def tls(stream: trio.SocketStream, peer: Peer) -> None:
         wrapped = trio.SSLStream(stream, server_context, server_side=True)
-        http = h11.Connection(h11.SERVER)
         with contextlib.suppress(trio.BrokenResourceError):
-            while True:
-                head, body = await read_request(wrapped, http)  # type: ignore[arg-type]
-                if head is None:
-                    return
-                await wrapped.send_all(reply(body))
-                http = h11.Connection(h11.SERVER)
+            await answer_each(wrapped, peer)  # type: ignore[arg-type]
 
     async with serving(tls) as (url, _):
         https = url.replace("http://127.0.0.1", "https://localhost")
