@@ -273,6 +273,9 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         started yet, its input stored, unless earlier runs of this agent are unfinished:
         then nothing is started and their ids come back, to be run first."""
         if wanted is not None:
+            # Read below once the run is found startable: in the run's reads' snapshot.
+            runs.prefetch_moved_in(tr, self.thread)
+            outbox.prefetch_head(tr, outbox.stream_of(self.agent_id, self.thread))
             run: Run | None = await runs.create_or_find(tr, wanted)
         else:
             run = await runs.load_run(tr, run_id)

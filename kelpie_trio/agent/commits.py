@@ -24,6 +24,7 @@ from kelpie_trio.agent.runs import PendingToolCall, Run
 from kelpie_trio.agent.step import Interpretation, Judged, step_end
 from kelpie_trio.agent.tool_rules import ToolRule, TurnState
 from kelpie_trio.models import convert
+from kelpie_trio.search import outbox
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.errors import StorageUnavailable
@@ -105,6 +106,9 @@ class RunCommits:
         )
 
     async def _load_current(self, tr: Transaction, run: Run) -> Run:
+        # Each commit of a step stores messages on the thread's stream: its head is read
+        # in the run's snapshot.
+        outbox.prefetch_head(tr, outbox.stream_of(self.agent_id, self.thread))
         current = await runs.load_run(tr, run.id)  # a cancel or transfer written meanwhile
         if current is None or current.thread != self.thread:  # conflicts this one
             raise RunGone(run.id)
@@ -153,6 +157,7 @@ class RunCommits:
     ) -> tuple[Run, list[Message], str | None]:
         """The rest of the step in one transaction: its memory tools and their results
         (and its reply, unless stored already), and the checkpoint of the iteration."""
+        steps.prefetch_step(tr, run.id, step)
         current = await self._load_current(tr, run)
         self._cleared_to = None  # this attempt decides again
         interpretation = judged.interpretation

@@ -37,7 +37,7 @@ from kelpie_trio.errors import Conflict, NotFound
 from kelpie_trio.models import convert
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction, decode_counter
-from kelpie_trio.storage.chunks import clear_blob, get_blob, set_blob
+from kelpie_trio.storage.chunks import clear_blob, get_blob, prefetch_blob, set_blob
 
 __all__ = [
     "FINAL_STATUS",
@@ -278,6 +278,7 @@ async def create_or_find(tr: Transaction, wanted: Run) -> Run:
     A send delivered again (an actor restarted after a later step failed, a forward
     retried after a timeout) carries the run's own id: that run is the answer, as it
     stands, never a fresh copy written over its progress."""
+    prefetch_blob(tr, RUNS.pack((wanted.id,)))  # read with the agent, in one snapshot
     await require_agent(tr, wanted.agent_id)
     existing = await load_run(tr, wanted.id)
     if existing is not None:
@@ -337,6 +338,10 @@ def delete_run(tr: Transaction, run: Run) -> None:
 async def find_by_key(tr: Transaction, thread: str, key: str) -> Run | None:
     run_id = await tr.get(RUN_KEYS.pack((thread, key)))
     return None if run_id is None else await load_run(tr, run_id.decode())
+
+
+def prefetch_moved_in(tr: Transaction, thread: str) -> None:
+    tr.prefetch(MOVED_IN.pack((thread,)))
 
 
 async def moved_in(tr: Transaction, thread: str) -> int:

@@ -111,6 +111,13 @@ async def run_step_ids(tr: Transaction, run_id: str) -> list[str]:
     return [v.decode() for _, v in await tr.get_range(r.start, r.stop)]
 
 
+def prefetch_step(tr: Transaction, run_id: str, step: int) -> None:
+    """A hint that `record_step` of `step` follows: its reads of the run's step index."""
+    tr.prefetch(RUN_STEPS.pack((run_id, step)))
+    if step > 1:
+        tr.prefetch(RUN_STEPS.pack((run_id, step - 1)))
+
+
 async def record_step(
     tr: Transaction,
     env: Any,

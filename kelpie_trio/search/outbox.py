@@ -145,6 +145,10 @@ def _int(raw: bytes | None) -> int:
     return 0 if raw is None else keys.unpack(raw)[0]
 
 
+def prefetch_head(tr: Transaction, stream: str) -> None:
+    tr.prefetch(HEADS.pack((stream,)))
+
+
 async def read_head(tr: Transaction, stream: str) -> int:
     return _int(await tr.get(HEADS.pack((stream,))))
 

@@ -80,6 +80,10 @@ def _closed(record: FileAgent) -> FileAgent:
     return attrs.evolve(record, is_open=False, view=None, start_line=None, end_line=None)
 
 
+def prefetch_attached_folders(tr: Transaction, agent_id: str) -> None:
+    tr.prefetch_prefix(AGENT_FOLDERS.pack((agent_id,)))
+
+
 async def attached_folder_ids(tr: Transaction, agent_id: str) -> list[str]:
     rows = await tr.get_prefix(AGENT_FOLDERS.pack((agent_id,)))
     found = [(keys.unpack(v)[0], AGENT_FOLDERS.unpack(k)[1]) for k, v in rows]

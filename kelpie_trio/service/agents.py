@@ -31,7 +31,12 @@ from kelpie_trio.models.agents import (
 )
 from kelpie_trio.models.blocks import Block, CreateBlock
 from kelpie_trio.search import outbox
-from kelpie_trio.service.agent_files import attached_folders, directories_in, holdings
+from kelpie_trio.service.agent_files import (
+    attached_folders,
+    directories_in,
+    holdings,
+    prefetch_attached_folders,
+)
 from kelpie_trio.service.agent_filters import AgentFilter, count_agents
 from kelpie_trio.service.agent_inputs import folder_ids_of, identity_ids_of, secrets_of
 from kelpie_trio.service.blocks import BLOCK_AGENTS, BLOCK_INDEX, BlockCases
@@ -44,7 +49,7 @@ from kelpie_trio.service.sleeptime import SleeptimeCases
 from kelpie_trio.service.tools import ToolCases
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
-from kelpie_trio.storage.chunks import clear_blob, set_blob
+from kelpie_trio.storage.chunks import clear_blob, prefetch_blob, set_blob
 from kelpie_trio.tools.base import base_tool_names, base_tool_rules, wants_base_tool_rules
 
 __all__ = ["AGENT_INDEX", "TAG_INDEX", "AgentCases"]
@@ -166,6 +171,9 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
 
     async def _bare_view(self, tr: Transaction, agent: Agent) -> AgentView:
         """Without identities: the agent loop reads this every step and needs none."""
+        for block_id in agent.block_ids:  # read in the first one's snapshot
+            prefetch_blob(tr, keys.BLOCKS.pack((block_id,)))
+        prefetch_attached_folders(tr, agent.id)
         blocks = [await self._block(tr, b) for b in agent.block_ids]
         tools = await self._tools(tr, agent.tool_ids)
         return AgentView(agent, blocks, tools, group=await self.group_of(tr, agent),

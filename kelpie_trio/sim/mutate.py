@@ -87,6 +87,14 @@ MUTATIONS = [
         '        self._prefetched = getattr(self, "_prefetched", {})\n',
     ),
     Mutation(
+        "read-ahead-attempt",
+        "a read said ahead and served inline for one attempt of a transaction never "
+        "answers a later attempt",
+        "kelpie_trio/storage/sqlite.py",
+        "        self._answered: dict[Any, ReadAhead] = {}\n",
+        '        self._answered = getattr(self, "_answered", {})\n',
+    ),
+    Mutation(
         "checkpoint-shield",
         "a cancel never cuts a checkpoint write in half",
         "kelpie_trio/agent/commits.py",

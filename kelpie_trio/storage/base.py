@@ -114,6 +114,14 @@ class Transaction(abc.ABC):
         taking one of its own after it; a later `get(key)` takes its answer. The read
         itself (its snapshot, its conflict range) is the `get`'s, as without the hint."""
 
+    def prefetch_range(self, begin: bytes, end: bytes) -> None:  # noqa: B027 - a hint too
+        """A hint: this attempt will read all of [begin, end) (`get_range` without a limit,
+        forward), as `prefetch` says of a key."""
+
+    def prefetch_prefix(self, prefix: bytes) -> None:
+        """A hint: `get_prefix(prefix)` (without a limit, forward) follows."""
+        self.prefetch_range(*keys.prefix_range(prefix))
+
     @abc.abstractmethod
     def set(self, key: bytes, value: bytes) -> None: ...
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
 
-__all__ = ["CHUNK_BYTES", "clear_blob", "get_blob", "set_blob"]
+__all__ = ["CHUNK_BYTES", "clear_blob", "get_blob", "prefetch_blob", "set_blob"]
 
 CHUNK_BYTES = 90_000  # under the 100,000-byte value limit, with room to spare
 
@@ -29,6 +29,11 @@ async def get_blob(tr: Transaction, prefix: bytes) -> bytes | None:
     if not chunks:
         return None
     return b"".join(value for _, value in chunks)
+
+
+def prefetch_blob(tr: Transaction, prefix: bytes) -> None:
+    """A hint that `get_blob(tr, prefix)` follows (Transaction.prefetch_range)."""
+    tr.prefetch_prefix(prefix)
 
 
 def clear_blob(tr: Transaction, prefix: bytes) -> None:

@@ -58,7 +58,7 @@ from kelpie_trio.storage.base import BufferedTransaction, CommitRequest, Store
 from kelpie_trio.storage.errors import StoreClosed, StoreError
 from kelpie_trio.storage.limits import MAX_TRANSACTION_SECONDS
 from kelpie_trio.storage.sqlite_errors import map_error
-from kelpie_trio.storage.sqlite_reads import InlineReader, ReadElsewhere, ReadVersion
+from kelpie_trio.storage.sqlite_reads import InlineReader, ReadAhead, ReadElsewhere, ReadVersion
 from kelpie_trio.storage.sqlite_writer import (
     CACHE_KIB,
     Collect,
@@ -102,6 +102,10 @@ class SqliteTransaction(BufferedTransaction):
         # Reads queued ahead by `prefetch`, for this attempt only (a reset attempt gets a
         # new read version; an old read still in flight finishes unheard).
         self._prefetched: dict[bytes, tuple[Get, Batch]] = {}
+        # Inline, reads said ahead wait for the next read to join its snapshot, then
+        # wait to be asked for: by key, or by (begin, end) for a whole range.
+        self._ahead: dict[Any, ReadAhead] = {}
+        self._answered: dict[Any, ReadAhead] = {}
 
     def _read_version(self) -> int | None:
         return self._rv.value
@@ -109,21 +113,53 @@ class SqliteTransaction(BufferedTransaction):
     def prefetch(self, key: bytes) -> None:
         """Queue the read of `key` for the next hop now, without waiting: it joins the
         batch of this transaction's next read instead of a hop of its own after it. With
-        inline reads there is no hop to share: nothing to do."""
+        inline reads, it joins the next read's snapshot instead (`InlineReader.get_with`)."""
         store = self._store
-        if key in self._prefetched or not store._accepting or store._inline is not None:
+        if not store._accepting:
+            return
+        if store._inline is not None:
+            self._read_ahead(key, ReadAhead(key))
+            return
+        if key in self._prefetched:
             return
         op = Get(self._rv, key)
         self._prefetched[key] = (op, self._store._queue(op))
+
+    def prefetch_range(self, begin: bytes, end: bytes) -> None:
+        """Inline, the range joins the next read's snapshot; the thread path has no use
+        for it (its reads already share hops)."""
+        if self._store._accepting and self._store._inline is not None:
+            self._read_ahead((begin, end), ReadAhead(begin, end))
+
+    def _read_ahead(self, tag: Any, read: ReadAhead) -> None:
+        if tag not in self._answered:
+            self._ahead.setdefault(tag, read)
+
+    def _take_ahead(self, tag: Any) -> list[ReadAhead]:
+        """The reads said ahead, but the one about to be made."""
+        ahead, self._ahead = self._ahead, {}
+        ahead.pop(tag, None)
+        return list(ahead.values())
+
+    def _answer(self, ahead: list[ReadAhead]) -> None:
+        for read in ahead:
+            self._answered[read.begin if read.end is None else (read.begin, read.end)] = read
 
     async def _read(self, key: bytes) -> bytes | None:
         inline = self._store._inline
         if inline is not None:
             await trio.lowlevel.checkpoint()  # a read is a checkpoint, wherever it runs
+            answered = self._answered.pop(key, None)
+            if answered is not None:
+                return self._store._served_inline(answered.answer())
+            ahead = self._take_ahead(key)
             try:
-                return self._store._served_inline(inline.get(self._rv, key))
+                value = inline.get_with(self._rv, key, ahead)
             except ReadElsewhere:
-                pass
+                pass  # the reads ahead are dropped: each is read when it is asked for
+            else:
+                self._answer(ahead)
+                return self._store._served_inline(value)
         queued = self._prefetched.pop(key, None)
         if queued is None:
             return await self._store._submit(Get(self._rv, key))
@@ -139,11 +175,18 @@ class SqliteTransaction(BufferedTransaction):
         inline = self._store._inline
         if inline is not None:
             await trio.lowlevel.checkpoint()
+            whole = not limit and not reverse
+            answered = self._answered.pop((begin, end), None) if whole else None
+            if answered is not None:
+                return self._store._served_inline(answered.answer())
+            ahead = self._take_ahead((begin, end) if whole else None)
             try:
-                rows = inline.get_range(self._rv, begin, end, limit, reverse)
-                return self._store._served_inline(rows)
+                rows = inline.get_range_with(self._rv, begin, end, limit, reverse, ahead)
             except ReadElsewhere:
                 pass
+            else:
+                self._answer(ahead)
+                return self._store._served_inline(rows)
         return await self._store._submit(GetRange(self._rv, begin, end, limit, reverse))
 
     async def _commit(self, request: CommitRequest) -> None:
