@@ -113,7 +113,7 @@ class SqliteTransaction(BufferedTransaction):
     def prefetch(self, key: bytes) -> None:
         """Queue the read of `key` for the next hop now, without waiting: it joins the
         batch of this transaction's next read instead of a hop of its own after it. With
-        inline reads, it joins the next read's snapshot instead (`InlineReader.get_with`)."""
+        inline reads, it joins the next read's snapshot instead (`InlineReader.get`)."""
         store = self._store
         if not store._accepting:
             return
@@ -154,7 +154,7 @@ class SqliteTransaction(BufferedTransaction):
                 return self._store._served_inline(answered.answer())
             ahead = self._take_ahead(key)
             try:
-                value = inline.get_with(self._rv, key, ahead)
+                value = inline.get(self._rv, key, ahead)
             except ReadElsewhere:
                 pass  # the reads ahead are dropped: each is read when it is asked for
             else:
@@ -181,7 +181,7 @@ class SqliteTransaction(BufferedTransaction):
                 return self._store._served_inline(answered.answer())
             ahead = self._take_ahead((begin, end) if whole else None)
             try:
-                rows = inline.get_range_with(self._rv, begin, end, limit, reverse, ahead)
+                rows = inline.get_range(self._rv, begin, end, limit, reverse, ahead)
             except ReadElsewhere:
                 pass
             else:

@@ -20,7 +20,7 @@ SQLite drops a connection's page cache whenever the WAL changed since its last o
 busy writer changes it every few milliseconds, so each snapshot starts cold (20-30 us of
 CPU a read in a loaded server against ~8 us in a quiet file). A transaction that knows
 keys or ranges it will read says so (`Transaction.prefetch`, `prefetch_range`): they are
-read in the snapshot of its next read (`get_with`, `get_range_with`), each checked against
+read in the snapshot of its next read (`InlineReader.get`'s `ahead`), each checked against
 the read version as any read is, its conflict kept for when it is asked for, and answered
 then; its conflict range is recorded by that ask, as for any read.
 """
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from kelpie_trio.storage.errors import NotCommitted, StoreError, TransactionTooOld
@@ -145,7 +145,11 @@ class ReadAhead:
 
 
 def _serve(
-    conn: sqlite3.Connection, cell: ReadVersion, ahead: list[ReadAhead], version: int, horizon: int
+    conn: sqlite3.Connection,
+    cell: ReadVersion,
+    ahead: Sequence[ReadAhead],
+    version: int,
+    horizon: int,
 ) -> None:
     for read in ahead:
         try:
@@ -195,40 +199,29 @@ class InlineReader:
         if conn is not None:
             conn.close()
 
-    def get(self, cell: ReadVersion, key: bytes) -> bytes | None:
-        with self._snapshot() as (conn, version, horizon):
-            return get_row(conn, cell, key, version, horizon)
-
-    def get_with(self, cell: ReadVersion, key: bytes, ahead: list[ReadAhead]) -> bytes | None:
-        """`get`, and in the same read transaction the reads `ahead` (each keeps its
-        answer or its own conflict): one snapshot's start instead of one each, which costs
-        most of a read here, since SQLite drops a reader's page cache whenever the WAL
-        has changed, and a busy writer changes it every few milliseconds."""
+    def get(self, cell: ReadVersion, key: bytes, ahead: Sequence[ReadAhead] = ()) -> bytes | None:
+        """`key`'s value, and in the same read transaction the reads `ahead` (each keeps
+        its answer or its own conflict): one snapshot's start instead of one each, which
+        costs most of a read here (the module's docstring)."""
         with self._snapshot() as (conn, version, horizon):
             value = get_row(conn, cell, key, version, horizon)
             _serve(conn, cell, ahead, version, horizon)
             return value
 
-    def get_range_with(
+    def get_range(
         self,
         cell: ReadVersion,
         begin: bytes,
         end: bytes,
         limit: int,
         reverse: bool,
-        ahead: list[ReadAhead],
+        ahead: Sequence[ReadAhead] = (),
     ) -> list[tuple[bytes, bytes]]:
-        """`get_range`, with the reads `ahead` in its snapshot (as `get_with`)."""
+        """The live rows of [begin, end), with the reads `ahead` in its snapshot."""
         with self._snapshot() as (conn, version, horizon):
             rows = get_range_rows(conn, cell, begin, end, limit, reverse, version, horizon)
             _serve(conn, cell, ahead, version, horizon)
             return rows
-
-    def get_range(
-        self, cell: ReadVersion, begin: bytes, end: bytes, limit: int, reverse: bool
-    ) -> list[tuple[bytes, bytes]]:
-        with self._snapshot() as (conn, version, horizon):
-            return get_range_rows(conn, cell, begin, end, limit, reverse, version, horizon)
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[tuple[sqlite3.Connection, int, int]]:
