@@ -112,7 +112,8 @@ def open_origin(
     base_url: str, headers: Mapping[str, str], *, timeout: float, connect_timeout: float
 ) -> Origin:
     """The client for `base_url`: lean, unless the environment routes it through a proxy
-    or the URL carries what only httpx reads (credentials, a query)."""
+    or the URL is one only httpx reads (credentials, a query) or refuses at its first call
+    (no host, another scheme), as it did before."""
     parts = urlsplit(base_url)
     proxies = urllib.request.getproxies()
     proxied = bool(proxies.get(parts.scheme) or proxies.get("all"))
@@ -121,6 +122,7 @@ def open_origin(
         or parts.username is not None
         or parts.query
         or parts.scheme not in ("http", "https")
+        or not parts.hostname
     ):
         return HttpxOrigin(base_url, headers, timeout=timeout, connect_timeout=connect_timeout)
     return LeanOrigin(base_url, headers, timeout=timeout, connect_timeout=connect_timeout)

@@ -356,6 +356,8 @@ async def test_a_proxy_in_the_environment_is_honoured_through_httpx(
     assert isinstance(  # credentials in the URL: httpx's basic auth
         open_origin("http://u:p@127.0.0.1:1/v1", **LIMITS), HttpxOrigin
     )
+    # Not a URL LeanOrigin speaks: httpx refuses it at the call, an LLM failure as before.
+    assert isinstance(open_origin("http:///v1", **LIMITS), HttpxOrigin)
 
 
 @pytest.mark.parametrize(
