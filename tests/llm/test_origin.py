@@ -147,8 +147,8 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None
         origin = lean(url)
         await origin.post("chat/completions", BODY, JSON)
         await peer.closed.wait()
-        await trio.sleep(0.05)  # the FIN reaches the client's socket
-        peer.closed = trio.Event()
+        with trio.fail_after(5):  # the server's FIN has reached the idle connection
+            await trio.lowlevel.wait_readable(origin._idle[-1]._socket)
         again = await origin.post("chat/completions", b"{}", JSON)
         await origin.aclose()
     assert again.json() == {}
