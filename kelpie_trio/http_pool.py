@@ -1,4 +1,5 @@
-"""httpx clients for many concurrent calls to one peer (an LLM provider, another node)."""
+"""httpx clients for many concurrent calls: the web tools, and LLM providers behind a proxy
+(llm/origin.py's `HttpxOrigin`; without one, providers and nodes speak through `LeanOrigin`)."""
 
 from __future__ import annotations
 
