@@ -212,26 +212,8 @@ class LeanOrigin:
         self.connections_opened = 0  # for tests and the bench: reuse shows here
 
     async def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> Reply:
-        conn = await self._checkout()
-        try:
-            response = await self._exchange(conn, path, body, headers)
-            chunks = []
-            size = 0
-            while (chunk := await self._next_chunk(conn)) is not None:
-                size += len(chunk)
-                if size > MAX_BODY:
-                    raise OriginError(f"the reply is larger than {MAX_BODY} bytes")
-                chunks.append(chunk)
-        except BaseException:
-            conn.close()
-            raise
-        self._checkin(conn)
-        return Reply(
-            response.status_code,
-            response.reason.decode("latin-1"),
-            _joined_headers(response.headers),
-            b"".join(chunks),
-        )
+        async with self.stream(path, body, headers) as reply:
+            return await reply.read()
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -384,7 +366,11 @@ class _LeanStreamedReply:
 
     async def read(self) -> Reply:
         chunks = []
+        size = 0
         while (chunk := await self.next_chunk()) is not None:
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise OriginError(f"the reply is larger than {MAX_BODY} bytes")
             chunks.append(chunk)
         return Reply(self.status, self.reason, self.headers, b"".join(chunks))
 

@@ -179,12 +179,11 @@ class HttpTransport(Transport):
     async def invoke(self, address: str, agent_id: str, message: Any) -> Any:
         origin = self._origins.get(address)
         if origin is None:
-            try:
-                origin = self._open_origin(
-                    address, self._headers, timeout=self._timeout, connect_timeout=self._timeout
-                )
-            except ValueError as error:  # a node record with an address that is not a URL
-                raise TransportError(f"{address!r} is not an http(s) URL") from error
+            # An address that is not an http(s) URL gets httpx, which refuses it at the
+            # call: a TransportError below, as before.
+            origin = self._open_origin(
+                address, self._headers, timeout=self._timeout, connect_timeout=self._timeout
+            )
             self._origins[address] = origin
         path = INTERNAL_INVOKE_PATH.format(agent_id=agent_id)
         try:

@@ -118,7 +118,7 @@ class SqliteTransaction(BufferedTransaction):
         if not store._accepting:
             return
         if store._inline is not None:
-            self._read_ahead(key, ReadAhead(key))
+            self._read_ahead(ReadAhead(key))
             return
         if key in self._prefetched:
             return
@@ -129,11 +129,11 @@ class SqliteTransaction(BufferedTransaction):
         """Inline, the range joins the next read's snapshot; the thread path has no use
         for it (its reads already share hops)."""
         if self._store._accepting and self._store._inline is not None:
-            self._read_ahead((begin, end), ReadAhead(begin, end))
+            self._read_ahead(ReadAhead(begin, end))
 
-    def _read_ahead(self, tag: Any, read: ReadAhead) -> None:
-        if tag not in self._answered:
-            self._ahead.setdefault(tag, read)
+    def _read_ahead(self, read: ReadAhead) -> None:
+        if read.tag not in self._answered:
+            self._ahead.setdefault(read.tag, read)
 
     def _take_ahead(self, tag: Any) -> list[ReadAhead]:
         """The reads said ahead, but the one about to be made."""
@@ -143,7 +143,7 @@ class SqliteTransaction(BufferedTransaction):
 
     def _answer(self, ahead: list[ReadAhead]) -> None:
         for read in ahead:
-            self._answered[read.begin if read.end is None else (read.begin, read.end)] = read
+            self._answered[read.tag] = read
 
     async def _read(self, key: bytes) -> bytes | None:
         inline = self._store._inline

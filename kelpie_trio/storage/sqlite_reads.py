@@ -138,6 +138,11 @@ class ReadAhead:
         self.end = end
         self.outcome: Any = None
 
+    @property
+    def tag(self) -> Any:
+        """What a later ask names it by: the key, or (begin, end)."""
+        return self.begin if self.end is None else (self.begin, self.end)
+
     def answer(self) -> Any:
         if isinstance(self.outcome, StoreError):
             raise self.outcome

@@ -413,3 +413,18 @@ async def test_the_httpx_origin_says_what_failed(autojump_clock: trio.testing.Mo
         with pytest.raises(OriginTimeout, match="ReadTimeout"):
             await slow.post("x", BODY, JSON)
         await slow.aclose()
+
+
+async def test_a_reply_over_the_body_bound_fails_and_its_connection_is_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kelpie_trio.llm import origin as origin_module
+
+    monkeypatch.setattr(origin_module, "MAX_BODY", 100)
+    async with serving(answer_each) as (url, _):
+        origin = lean(url)
+        with pytest.raises(OriginError, match="larger than 100 bytes"):
+            await origin.post("x", b"x" * 101, JSON)
+        assert (await origin.post("x", b"{}", JSON)).json() == {}
+        await origin.aclose()
+    assert origin.connections_opened == 2
