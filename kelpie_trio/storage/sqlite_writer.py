@@ -213,6 +213,10 @@ class SqliteWriter:
             # transaction; this took agent activation p99 from ~66 to ~20-26 ms in the
             # bench (bench/RESULTS.md). It is an upper bound, filled only as pages are read.
             conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+            # Each commit of a batch runs in a SAVEPOINT, whose journal (what it changed,
+            # to roll back alone) is by default a temporary file, made and unlinked in the
+            # temp directory every batch or so: in memory, it costs no file system call.
+            conn.execute("PRAGMA temp_store = MEMORY")
             # The schema, once, even when several processes open the file at once.
             conn.execute("BEGIN IMMEDIATE")
             try:

@@ -91,6 +91,18 @@ async def test_normal_durability_is_a_working_store(db: Path) -> None:
         assert await read(store, b"a") == b"1"
 
 
+async def test_the_writer_keeps_its_statement_journals_in_memory(db: Path) -> None:
+    """Each transaction of a batch runs in a SAVEPOINT, and SQLite journals what one
+    changes so that it can be rolled back alone; by default that journal is a temporary
+    file (created, written and unlinked in the temp directory, every batch or so). In
+    memory, a commit touches no file but the database's own."""
+    async with running(db) as store:
+        await put(store, {b"a": b"1", b"b": b"2"})
+        conn = store._writer.conn
+        assert conn is not None  # read between batches: the writer thread is idle
+        assert conn.execute("PRAGMA temp_store").fetchone()[0] == 2  # MEMORY
+
+
 def test_unknown_durability_is_refused(db: Path) -> None:
     with pytest.raises(ValueError, match="durability"):
         SqliteStore(db, durability="off")  # type: ignore[arg-type]
