@@ -56,6 +56,9 @@ def _target(result: dict[str, Any]) -> str:
         if p99 is not None:
             ok = "met" if p99 <= TARGETS["activation_p99_ms"] else "MISSED"
             parts.append(f"activation p99 {p99:.1f} ms <= {TARGETS['activation_p99_ms']:g}: {ok}")
+        alone = (result.get("activation_alone_ms") or {}).get("p99")
+        if alone is not None:
+            parts.append(f"one client at a time: p99 {alone:.1f} ms")
     elif name == "idle-footprint":
         kb = (result.get("footprint") or {}).get("rss_kb_per_idle_agent")
         if kb is not None:

@@ -409,12 +409,52 @@ class Runner(AgentsMessaging, Approvals, Conversations, HotAgent, McpCalls, Idle
         # Warm the process up on a few agents first (imports, caches, connections), unmeasured.
         warmup, picked = picked[: min(10, len(picked) // 4)], picked[min(10, len(picked) // 4) :]
         await run_load(url, warmup, total=len(warmup), concurrency=1, headers=self.options.headers)
+        # A quarter of the agents one at a time first: an activation's own latency. Under the
+        # loaded phase's clients, each of them with nothing to wait for, the server is
+        # saturated and shares its loop between them, so an activation's extra work there
+        # takes about as many times longer as there are clients.
+        alone, picked = picked[: len(picked) // 4], picked[len(picked) // 4 :]
+        alone_cold, alone_warm = await self._cold_then_warm(url, alone, 1, "one at a time")
         advance = self.progress("cold-activation: first + second message", len(picked))
-        cold: list[Sample] = []
-        warm: list[Sample] = []
-        queue = iter(picked)
         metrics_before = await read_metrics(url, self.options.headers)
         before = server.usage() if server else None
+        cold, warm = await self._cold_then_warm(url, picked, concurrency, "loaded", advance)
+        after = server.usage() if server else None
+        metrics_after = await read_metrics(url, self.options.headers)
+        self.samples["cold-activation"] = cold
+        result = summarize(cold, latency)
+        result["warm_latency_ms"] = percentiles([s.latency for s in warm if s.ok])
+        result["activation_ms"] = _activation_ms(cold, warm)
+        result["activation_alone_ms"] = _activation_ms(alone_cold, alone_warm)
+        first = min((s.start for s in cold), default=0.0)
+        result["throughput_per_s"] = throughput_series(cold, first)
+        # CPU over both messages of each agent; per cold+warm pair.
+        result["server"] = usage_delta(before, after, len(cold) + len(warm))
+        activations = _delta([metrics_before], [metrics_after], "kelpie_activations_total")
+        result["activations"] = activations
+        result["activations_per_s"] = (
+            round(activations / result["window_s"], 2)
+            if activations is not None and result["window_s"]
+            else None
+        )
+        result["provider"] = None
+        result["forwards"] = None
+        return result
+
+    async def _cold_then_warm(
+        self,
+        url: str,
+        agents: list[str],
+        concurrency: int,
+        what: str,
+        advance: Callable[[], None] | None = None,
+    ) -> tuple[list[Sample], list[Sample]]:
+        """Each agent's first message (it activates) then its second (already active),
+        from `concurrency` clients that each send as soon as their last reply came."""
+        advance = advance or self.progress(f"cold-activation: {what}", len(agents))
+        cold: list[Sample] = []
+        warm: list[Sample] = []
+        queue = iter(agents)
 
         async def worker() -> None:
             conn = Connection(url, headers=self.options.headers)
@@ -434,28 +474,7 @@ class Runner(AgentsMessaging, Approvals, Conversations, HotAgent, McpCalls, Idle
         async with trio.open_nursery() as nursery:
             for _ in range(concurrency):
                 nursery.start_soon(worker)
-        after = server.usage() if server else None
-        metrics_after = await read_metrics(url, self.options.headers)
-        self.samples["cold-activation"] = cold
-        pairs = {s.agent: s for s in warm if s.ok}
-        activation = [c.latency - pairs[c.agent].latency for c in cold if c.ok and c.agent in pairs]
-        result = summarize(cold, latency)
-        result["warm_latency_ms"] = percentiles([s.latency for s in warm if s.ok])
-        result["activation_ms"] = percentiles([max(0.0, a) for a in activation])
-        first = min((s.start for s in cold), default=0.0)
-        result["throughput_per_s"] = throughput_series(cold, first)
-        # CPU over both messages of each agent; per cold+warm pair.
-        result["server"] = usage_delta(before, after, len(cold) + len(warm))
-        activations = _delta([metrics_before], [metrics_after], "kelpie_activations_total")
-        result["activations"] = activations
-        result["activations_per_s"] = (
-            round(activations / result["window_s"], 2)
-            if activations is not None and result["window_s"]
-            else None
-        )
-        result["provider"] = None
-        result["forwards"] = None
-        return result
+        return cold, warm
 
     async def scenario_idle_footprint(self, p: dict[str, Any]) -> dict[str, Any]:
         """A active agents, each activated by one message and then left idle: RSS per agent."""
@@ -572,6 +591,13 @@ class Runner(AgentsMessaging, Approvals, Conversations, HotAgent, McpCalls, Idle
         result["forwards"] = forwards
         result["forwarded_share"] = round(forwards / ok, 3) if forwards is not None and ok else None
         return result
+
+
+def _activation_ms(cold: list[Sample], warm: list[Sample]) -> dict[str, float | None]:
+    """An activation's latency: each agent's first message less its second."""
+    second = {s.agent: s for s in warm if s.ok}
+    extra = [c.latency - second[c.agent].latency for c in cold if c.ok and c.agent in second]
+    return percentiles([max(0.0, e) for e in extra])
 
 
 def _delta(before: list[dict[str, float]], after: list[dict[str, float]], name: str) -> Any:
