@@ -213,10 +213,6 @@ class SqliteWriter:
             # transaction; this took agent activation p99 from ~66 to ~20-26 ms in the
             # bench (bench/RESULTS.md). It is an upper bound, filled only as pages are read.
             conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-            # Each commit of a batch runs in a SAVEPOINT, whose journal (what it changed,
-            # to roll back alone) is by default a temporary file, made and unlinked in the
-            # temp directory every batch or so: in memory, it costs no file system call.
-            conn.execute("PRAGMA temp_store = MEMORY")
             # The schema, once, even when several processes open the file at once.
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -341,6 +337,11 @@ class SqliteWriter:
             # Read under the write lock: versions are serial across processes.
             version, horizon = conn.execute(SQL_META).fetchone()
             cleared = 0  # the version of the last commit here that wrote tombstones
+            # Each commit of a batch of several runs in a SAVEPOINT, so that one can fail
+            # alone. SQLite journals what a savepoint changes, and past 64 KiB in a
+            # temporary file (made, written and unlinked every batch or so: most of a
+            # lone commit's cost beyond its fsync); a commit alone is its own rollback unit.
+            alone = len(commits) == 1
             for op in commits:
                 request = op.request
                 rv = request.read_version
@@ -353,18 +354,25 @@ class SqliteWriter:
                     if self._conflicts(conn, request.read_ranges, rv):
                         op.fail(NotCommitted("a concurrent transaction wrote a key this one read"))
                         continue
-                conn.execute("SAVEPOINT kelpie_txn")
+                if not alone:
+                    conn.execute("SAVEPOINT kelpie_txn")
                 try:
                     if self._apply(conn, request, version + 1):
                         cleared = version + 1
                 except Exception as exc:
                     if fails_the_batch(exc) or not conn.in_transaction:
                         raise
+                    if alone:  # the whole batch undone: nothing was written
+                        conn.execute("ROLLBACK")
+                        op.fail(exc)
+                        self.stats.refused += 1
+                        return version
                     conn.execute("ROLLBACK TO kelpie_txn")
                     conn.execute("RELEASE kelpie_txn")
                     op.fail(exc)
                     continue
-                conn.execute("RELEASE kelpie_txn")
+                if not alone:
+                    conn.execute("RELEASE kelpie_txn")
                 version += 1
                 applied.append(op)
             if applied:

@@ -91,18 +91,6 @@ async def test_normal_durability_is_a_working_store(db: Path) -> None:
         assert await read(store, b"a") == b"1"
 
 
-async def test_the_writer_keeps_its_statement_journals_in_memory(db: Path) -> None:
-    """Each transaction of a batch runs in a SAVEPOINT, and SQLite journals what one
-    changes so that it can be rolled back alone; by default that journal is a temporary
-    file (created, written and unlinked in the temp directory, every batch or so). In
-    memory, a commit touches no file but the database's own."""
-    async with running(db) as store:
-        await put(store, {b"a": b"1", b"b": b"2"})
-        conn = store._writer.conn
-        assert conn is not None  # read between batches: the writer thread is idle
-        assert conn.execute("PRAGMA temp_store").fetchone()[0] == 2  # MEMORY
-
-
 def test_unknown_durability_is_refused(db: Path) -> None:
     with pytest.raises(ValueError, match="durability"):
         SqliteStore(db, durability="off")  # type: ignore[arg-type]
@@ -292,6 +280,48 @@ async def test_a_transaction_failing_inside_a_group_commit_rolls_back_alone(db: 
         assert store.stats.hops - hops_before == 1
         assert outcomes == {"bad": "ProgrammingError", "good": "committed"}
         assert await read_range(store, b"a", b"z") == [(b"c", b"1")]
+
+
+async def test_a_lone_commit_failing_inside_its_apply_writes_nothing(db: Path) -> None:
+    # Alone in its batch, a commit runs without a SAVEPOINT: a failure in its apply
+    # rolls the batch back whole, which is that commit and nothing else.
+    unbindable: Any = object()
+    bad = CommitRequest(
+        None,
+        [],
+        [],
+        [Mutation(MutationKind.SET, b"a", b"1"), Mutation(MutationKind.SET, b"b", unbindable)],
+    )
+    async with running(db) as store:
+        with pytest.raises(sqlite3.ProgrammingError):
+            await store._submit(Commit(bad))
+        assert store.stats.refused == 1
+        assert await read_range(store, b"a", b"z") == []
+        await put(store, {b"c": b"1"})  # and the store goes on
+        assert await read_range(store, b"a", b"z") == [(b"c", b"1")]
+
+
+async def test_only_commits_sharing_a_batch_run_in_savepoints(db: Path) -> None:
+    """A SAVEPOINT lets one commit of a batch fail alone. SQLite journals what a savepoint
+    changes, past 64 KiB in a temporary file made, written and unlinked every batch or so;
+    a commit alone in its batch is its own rollback unit and runs without one."""
+    async with running(db) as store:
+        conn = store._writer.conn
+        assert conn is not None
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        try:
+            await put(store, {b"a": b"1"})
+            assert statements and not [s for s in statements if "SAVEPOINT" in s]
+
+            hops_before = store.stats.hops
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(put, store, {b"b": b"1"})
+                nursery.start_soon(put, store, {b"c": b"1"})
+            assert store.stats.hops - hops_before == 1  # one batch of two
+            assert len([s for s in statements if s.startswith("SAVEPOINT")]) == 2
+        finally:
+            conn.set_trace_callback(None)
 
 
 # -- tombstone GC ----------------------------------------------------------------------
