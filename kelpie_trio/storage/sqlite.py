@@ -15,8 +15,8 @@ sqlite3; writes run off the trio thread, reads on it when they can (sqlite_reads
   commits on the trio thread, if no other process holds the write lock (an idle
   node's CPU is its wake-ups: `SqliteStore._inline_batch`).
 - **Group commit.** All commits of a batch share one `BEGIN IMMEDIATE ... COMMIT`
-  (one fsync). Each transaction gets its own commit version and its own
-  SAVEPOINT, so a transaction that fails rolls back only itself.
+  (one fsync). Each transaction gets its own commit version and, when the batch
+  holds others, its own SAVEPOINT, so a transaction that fails rolls back only itself.
 - **Optimistic, serializable, across processes.** Every row carries the version
   of the commit that last wrote it; a deleted row stays as a tombstone (value
   NULL) so its deletion is still visible to conflict checks. A transaction's

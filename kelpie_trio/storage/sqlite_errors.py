@@ -96,6 +96,7 @@ def fails_the_batch(exc: Exception) -> bool:
     After I/O errors, a full disk, a busy or corrupt file, SQLite may already
     have rolled back the whole transaction, and the rest of the batch cannot be
     trusted either. Other errors (a constraint, a value too big, a bug in one
-    transaction's data) stay with that transaction: its SAVEPOINT undoes it.
+    transaction's data) stay with that transaction: its SAVEPOINT undoes it (or, alone
+    in its batch, the batch's rollback).
     """
     return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
