@@ -1,9 +1,10 @@
 """One active agent: its task, its mailbox, its supervision.
 
 An `ActorHost` is the trio task that owns one activation of one agent under
-the dispatcher's supervisor nursery. It takes the agent's lease and loads the agent in
-one transaction (`Actor.on_activate`'s first, see `ActorContext`),
-then takes messages from its bounded mailbox one at a time, in arrival order.
+the dispatcher's supervisor nursery. It decides the agent's lease and loads the agent in
+one transaction (`Actor.on_activate`'s first, see `ActorContext`; a lease nobody holds
+is written by the first write, in the same commit), then takes messages from its
+bounded mailbox one at a time, in arrival order.
 A handler that raises is restarted from stored state with backoff, and the
 message is tried again; after `max_failures` tries the caller gets
 ActorFailed and the next message goes on. A store refusal no retry can cure
@@ -46,7 +47,7 @@ class Reroute(Exception):
 
 class Actor(Protocol):
     async def on_activate(self) -> None:
-        """Load state from the store: its first `ctx.transact` also takes the lease (one
+        """Load state from the store: its first `ctx.transact` also decides the lease (one
         transaction). Raising fails the activation (the caller retries); raising in that
         first transaction writes nothing, the lease neither."""
 
@@ -69,19 +70,29 @@ class HeldElsewhere(Exception):
 class ActorContext:
     """What an actor may use: its identity, the node's env, and fenced transactions.
 
-    The lease is taken by the activation's first transaction: the first `transact` of
-    `on_activate` takes it and reads the actor's state in one snapshot (one transaction,
-    one hop fewer than taking it apart); every later one is fenced by it."""
+    The activation's first transaction (the first `transact` of `on_activate`) decides
+    the lease and reads the actor's state in one snapshot. A lease still held (this
+    node's, an ended incarnation's) is taken there; a lease nobody holds is taken by the
+    activation's first write, in its commit (lease.take_at_first_write): a cold message
+    then costs one commit, not two. Every later write is fenced by the lease."""
 
     agent_id: str
     node_id: str
     dispatcher: Dispatcher
-    taken: leases.Lease | None = None  # None until the activation's first transaction
+    taken: leases.Lease | None = None  # decided by the activation's first transaction
+    seen: leases.Lease | None = None  # the stored record `taken` was decided on
+    deferred: bool = False  # `taken` is not written yet: the first write takes it
+    tried: bool = False  # a write that takes it was sent (its outcome may be unknown)
 
     @property
     def lease(self) -> leases.Lease:
-        assert self.taken is not None, "the activation has not taken its lease yet"
+        assert self.taken is not None, "the activation has not decided its lease yet"
         return self.taken
+
+    @property
+    def holds(self) -> bool:
+        """Whether this activation's lease is written (it may still have been lost since)."""
+        return self.taken is not None and not self.deferred
 
     @property
     def env(self) -> Any:
@@ -90,7 +101,8 @@ class ActorContext:
     async def transact(self, fn: Callable[[Transaction], Awaitable[T]]) -> T:
         """A store transaction that commits only while this activation holds the lease
         (and its node's heartbeat is live: checked again at every attempt). The first
-        one of an activation takes the lease in the same transaction instead.
+        one of an activation decides the lease in the same transaction instead; the
+        first one that writes takes it, if that was left to it.
 
         The lease is read (the fence) only by a transaction that writes: one that writes
         nothing commits nothing a takeover could conflict with, and what it read is a
@@ -99,44 +111,96 @@ class ActorContext:
         activation of a node whose heartbeat lapsed stops at its next transaction."""
         if self.taken is None:
             return await self._take_lease(fn)
-        mine, dispatcher = self.taken, self.dispatcher
+        mine, seen, dispatcher = self.taken, self.seen, self.dispatcher
+        deferred, took = self.deferred, False
 
         async def fenced(tr: Transaction) -> T:
+            nonlocal took
+            took = False
             leases.check_heartbeat(mine, dispatcher.membership, dispatcher.env.now())
             # Whether `fn` writes is known only after it; the lease's read is started now
             # so that, if it does, the fence costs no round trip after `fn`'s last read.
             tr.prefetch(leases.lease_key(mine.agent_id))
             result = await fn(tr)
             if tr.has_writes:
-                await leases.fence(tr, mine, dispatcher.membership, dispatcher.env.now())
+                if deferred:
+                    self.tried = True
+                    # Taken by this commit, or found taken by an earlier one of this
+                    # activation (whose outcome was unknown, say): held once it commits.
+                    await leases.take_at_first_write(
+                        tr, mine, seen, dispatcher.membership, dispatcher.env.now()
+                    )
+                    took = True
+                else:
+                    await leases.fence(tr, mine, dispatcher.membership, dispatcher.env.now())
             return result
 
-        return await dispatcher.store.transact(fenced)
+        result = await dispatcher.store.transact(fenced)
+        if took:
+            self._held()
+        return result
 
     async def _take_lease(self, fn: Callable[[Transaction], Awaitable[T]]) -> T:
-        """Take the agent's lease (free, released, this node's, or held by a node no
+        """Decide the agent's lease (free, released, this node's, or held by a node no
         longer live) and run `fn` in the same transaction: what `fn` reads is the state
-        as of the lease's new epoch, since a takeover after it writes the lease, which
-        this transaction read. If `fn` raises, nothing is written, the lease neither;
-        if another live node holds the lease, HeldElsewhere (the message goes there)."""
+        as of the lease's new epoch, since any write after it takes the lease first,
+        which this activation's first write checks (or this transaction, if it takes the
+        lease now). If `fn` raises, nothing is written, the lease neither; if another
+        live node holds the lease, HeldElsewhere (the message goes there)."""
         dispatcher = self.dispatcher
 
-        async def take(tr: Transaction) -> tuple[leases.Lease, T]:
-            decision = await leases.acquire(
+        async def take(tr: Transaction) -> tuple[leases.Look, bool, T]:
+            found = await leases.look(
                 tr, self.agent_id, dispatcher.membership, dispatcher.env.now()
             )
+            decision = found.decision
             if isinstance(decision, leases.HeldElsewhere):
                 raise HeldElsewhere(decision)
-            return decision.lease, await fn(tr)
+            result = await fn(tr)
+            now = not found.may_defer or tr.has_writes
+            if now:
+                self.tried = True
+                leases.take(tr, decision.lease)
+            return found, now, result
 
         # Bounded like the dispatcher's other routing transactions: fail fast, the
         # router retries (and may find the agent elsewhere by then).
         attempts = dispatcher.config.store_attempts
-        self.taken, result = await dispatcher.store.transact(take, max_attempts=attempts)
+        found, now, result = await dispatcher.store.transact(take, max_attempts=attempts)
+        assert isinstance(found.decision, leases.Acquired)
+        self.taken, self.seen, self.deferred = found.decision.lease, found.seen, True
+        if now:
+            self._held()
         return result
 
+    async def hold(self) -> None:
+        """Write a lease left to the first write now: the message this activation
+        answered wrote nothing. Its reply was read while nobody else wrote (the lease is
+        still the record the activation read), and from here on the agent's messages come
+        here, not to an activation another node would start beside this one."""
+        if not self.deferred:
+            return
+        mine, seen, dispatcher = self.lease, self.seen, self.dispatcher
+
+        async def take(tr: Transaction) -> None:
+            self.tried = True
+            await leases.take_at_first_write(
+                tr, mine, seen, dispatcher.membership, dispatcher.env.now()
+            )
+
+        await dispatcher.store.transact(take)
+        self._held()
+
+    def _held(self) -> None:
+        """The lease is written: the activation is the agent's from here on (the
+        observer hears of it once, at its epoch)."""
+        if self.deferred:
+            self.deferred = False
+            dispatcher = self.dispatcher
+            dispatcher.observer.activated(dispatcher.node_id, self.agent_id, self.lease.epoch)
+
     async def take_lease(self) -> None:
-        """Take the lease now, if the activation's `on_activate` did not transact."""
+        """Decide the lease now, if the activation's `on_activate` did not transact."""
         if self.taken is None:
 
             async def nothing(tr: Transaction) -> None:
@@ -244,7 +308,6 @@ class ActorHost:
                 dispatcher._register(self)
                 started = True
                 task_status.started(self)
-                dispatcher.observer.activated(dispatcher.node_id, self.agent_id, self.lease.epoch)
                 last = await self._serve(actor)
                 if last is not None:
                     self._end_intake()
@@ -262,7 +325,7 @@ class ActorHost:
         finally:
             self._end_intake()
             self._fail_undelivered()
-            if started:
+            if started and self.context.holds:  # reported activated (ActorContext._held)
                 dispatcher.observer.deactivated(dispatcher.node_id, self.agent_id, self.lease.epoch)
             if not isinstance(self._stop_reason, LeaseLost):
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
@@ -279,7 +342,7 @@ class ActorHost:
         for attempt in range(1, config.max_failures + 1):
             actor = self.dispatcher.factory(self.context)
             try:
-                await actor.on_activate()  # its first transaction takes the lease
+                await actor.on_activate()  # its first transaction decides the lease
                 await self.context.take_lease()  # unless it made none
                 return actor
             except (LeaseLost, HeldElsewhere):
@@ -318,7 +381,9 @@ class ActorHost:
         config = self.dispatcher.config
         for attempt in range(1, config.max_failures + 1):
             try:
-                envelope.succeed(await actor.handle(envelope.message))
+                reply = await actor.handle(envelope.message)
+                await self.context.hold()  # a first message that wrote nothing
+                envelope.succeed(reply)
                 return actor
             except LeaseLost as lost:
                 envelope.fail(Reroute(self.agent_id))
@@ -369,8 +434,8 @@ class ActorHost:
 
     async def _release_lease(self) -> None:
         mine = self.context.taken
-        if mine is None:
-            return  # never taken: the activation failed before its first commit
+        if mine is None or (self.context.deferred and not self.context.tried):
+            return  # never written: nothing to let go
 
         async def release(tr: Transaction) -> None:
             await leases.release(tr, mine)

@@ -7,9 +7,10 @@
                               a short helper task spawned from an empty context
 
 A message for an agent active here goes to its mailbox. Otherwise the
-dispatcher takes the agent's lease (free, expired, or this node's) and
-activates it under the supervisor, or, if another live node holds the lease,
-forwards the message there through the transport and relays the reply. A
+dispatcher activates it under the supervisor if its lease is free, expired, or this
+node's (taken at once, or by the activation's first write: actor.py), or, if another
+live node holds the lease, forwards the message there through the transport and relays
+the reply. A
 message that meets an activation as it ends is routed again; a node that
 cannot be reached is retried until the owner's lease expires, and then this
 node takes over. Callers never need to know where an agent lives.
@@ -272,7 +273,7 @@ class Dispatcher:
         """Start an activation's host (from the empty context `_activate` spawned this
         in), and say how it went."""
         try:
-            # The host's first transaction takes the lease and loads the actor's state
+            # The host's first transaction decides the lease and loads the actor's state
             # together (ActorContext.transact): one transaction for an activation.
             await self._supervisor.start(activation.host.run)  # type: ignore[union-attr]
         except trio.Cancelled:

@@ -3,16 +3,22 @@
 A lease (agent, node, incarnation, epoch) lives in the store. It carries no expiry of its
 own: it is live while the node's heartbeat record names that incarnation and is unexpired
 (membership.py), so liveness costs one write per node per renewal period, not one per
-agent. A node activates an agent only by taking its lease in a transaction: free,
-released, its own, or held by an incarnation that is no longer live, the lease passes to
-it with the epoch plus one. Every transaction that writes the agent's state runs the
-`fence`: it reads the lease, so it commits only while the lease still names this node,
-incarnation and epoch (a takeover writes the lease, so it conflicts with, or is seen by,
-the old owner's transaction), and it checks this node's own heartbeat is still live, so
-a node whose heartbeat expired commits nothing for any of its agents. Expiry only
-decides when another node may take over (liveness); the epoch is what keeps two owners
-from both writing (safety), so a node whose clock is skewed may take over too early, but
-never corrupts.
+agent. A node activates an agent only by taking its lease: free, released, its own, or
+held by an incarnation that is no longer live, the lease passes to it with the epoch plus
+one. A lease still held (this node's, or an ended incarnation's) is taken in the
+activation's first transaction. A lease nobody holds (never taken, or released) is taken
+by the activation's first write instead (`take_at_first_write`), in the same commit, if
+it is still exactly the record the activation read: every writer takes the lease first
+and a holder writes nothing once it has released, so an unchanged record means nothing
+was written since the activation's reads. That saves a cold message a commit of its own.
+Every transaction that writes the agent's state runs the `fence`: it reads the lease, so
+it commits only while the lease still names this node, incarnation and epoch, unreleased
+(a takeover writes the lease, so it conflicts with, or is seen by, the old owner's
+transaction), and it checks this node's own heartbeat is still live, so a node whose
+heartbeat expired commits nothing for any of its agents. Expiry only decides when
+another node may take over (liveness); the epoch is what keeps two owners from both
+writing (safety), so a node whose clock is skewed may take over too early, but never
+corrupts.
 
 The decisions are plain functions over values (`decide_*`), tested without trio; the
 `async` helpers apply them inside a caller's transaction.
@@ -32,6 +38,7 @@ __all__ = [
     "Acquired",
     "HeldElsewhere",
     "Lease",
+    "Look",
     "acquire",
     "check_heartbeat",
     "decide_acquire",
@@ -39,8 +46,11 @@ __all__ = [
     "holds",
     "lapsed",
     "lease_key",
+    "look",
     "read_lease",
     "release",
+    "take",
+    "take_at_first_write",
 ]
 
 
@@ -118,10 +128,23 @@ async def read_lease(tr: Transaction, agent_id: str) -> Lease | None:
     return None if raw is None else Lease.decode(agent_id, raw)
 
 
-async def acquire(
-    tr: Transaction, agent_id: str, me: Membership | None, now: float
-) -> Acquired | HeldElsewhere:
-    """Take the agent's lease for this node's live incarnation `me`, or say who holds it."""
+@attrs.frozen
+class Look:
+    """What an activation found: its decision, and the stored record it decided on."""
+
+    decision: Acquired | HeldElsewhere
+    seen: Lease | None
+
+    @property
+    def may_defer(self) -> bool:
+        """Whether the lease may be taken by the activation's first write rather than now:
+        nobody holds it (never taken, or released), so no earlier holder can still write."""
+        return isinstance(self.decision, Acquired) and (self.seen is None or self.seen.released)
+
+
+async def look(tr: Transaction, agent_id: str, me: Membership | None, now: float) -> Look:
+    """Decide whether this node's live incarnation `me` may take the agent's lease (and at
+    which epoch) or who holds it, without writing."""
     if me is None or not me.live(now):
         # Not a live member (starting, or its heartbeat lapsed): it could not fence a write.
         raise LeaseLost(f"node {me.node_id if me else '?'} is not a live member: cannot activate")
@@ -129,10 +152,43 @@ async def acquire(
     holder = None
     if current is not None and current.node_id != me.node_id and not current.released:
         holder = await read_node(tr, current.node_id)
-    decision = decide_acquire(current, holder, agent_id, me, now)
-    if isinstance(decision, Acquired):
-        tr.set(_key(agent_id), decision.lease.encode())
-    return decision
+    return Look(decide_acquire(current, holder, agent_id, me, now), current)
+
+
+def take(tr: Transaction, lease: Lease) -> None:
+    tr.set(_key(lease.agent_id), lease.encode())
+
+
+async def acquire(
+    tr: Transaction, agent_id: str, me: Membership | None, now: float
+) -> Acquired | HeldElsewhere:
+    """Take the agent's lease for this node's live incarnation `me`, or say who holds it."""
+    found = await look(tr, agent_id, me, now)
+    if isinstance(found.decision, Acquired):
+        take(tr, found.decision.lease)
+    return found.decision
+
+
+async def take_at_first_write(
+    tr: Transaction, pending: Lease, seen: Lease | None, me: Membership | None, now: float
+) -> bool:
+    """The fence of a write by an activation that decided on `pending` from the record
+    `seen` (nobody's) but has not written it yet: take it in this transaction if the
+    stored record is still `seen` (True); go on if it is `pending` already, taken by an
+    earlier write of this activation (False); otherwise LeaseLost, since another
+    activation took it since, and what this one read may be out of date."""
+    check_heartbeat(pending, me, now)
+    current = await read_lease(tr, pending.agent_id)
+    if current == seen:
+        take(tr, pending)
+        return True
+    if current is not None and current.holder == pending.holder and not current.released:
+        return False
+    owner = f"{current.node_id} epoch {current.epoch}" if current else "nobody"
+    raise LeaseLost(
+        f"node {pending.node_id} could not take agent {pending.agent_id} at epoch "
+        f"{pending.epoch}: it is {owner}'s now"
+    )
 
 
 def check_heartbeat(mine: Lease, me: Membership | None, now: float) -> None:
@@ -151,8 +207,12 @@ async def fence(tr: Transaction, mine: Lease, me: Membership | None, now: float)
     record, exact since only it writes it; the lease is read, so a takeover conflicts."""
     check_heartbeat(mine, me, now)
     current = await read_lease(tr, mine.agent_id)
-    if current is None or current.holder != mine.holder:
+    # Released: this activation let it go, and a successor's first write may take it
+    # without a new record in between (take_at_first_write), so nothing may land after.
+    if current is None or current.holder != mine.holder or current.released:
         owner = f"{current.node_id} epoch {current.epoch}" if current else "nobody"
+        if current is not None and current.holder == mine.holder:
+            owner = "its own release"
         raise LeaseLost(
             f"node {mine.node_id} lost agent {mine.agent_id} (epoch {mine.epoch}) to {owner}"
         )

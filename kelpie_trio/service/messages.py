@@ -564,10 +564,10 @@ class MessageCases(RunCases, SessionCases, ResumeSweep):
 
 def _checked_by_actor(wanted: Run, dispatcher: Dispatcher) -> bool:
     """Whether a send may skip its own existence check (a transaction, a hop): its
-    thread's actor is active on this node, so nothing is activated (no lease written
-    for an unknown agent), and the transaction that starts the run checks all the
-    check would: `runs.create_or_find` refuses a missing agent (answered 404, nothing
-    stored). Not for a conversation (its record is checked here) nor for images (the
+    thread's actor is active on this node, so nothing is activated (no activation of an
+    unknown id kept in memory till it idles), and the transaction that starts the run
+    checks all the check would: `runs.create_or_find` refuses a missing agent (answered
+    404, nothing stored). Not for a conversation (its record is checked here) nor for images (the
     model's support of them is checked here)."""
     return (
         wanted.conversation_id is None

@@ -49,17 +49,47 @@ MUTATIONS = [
         "fence",
         "an actor's transactions commit only while it holds the agent's lease",
         "kelpie_trio/nursery/actor.py",
-        "            if tr.has_writes:\n"
-        "                await leases.fence(tr, mine, dispatcher.membership, "
+        "                    await leases.fence(tr, mine, dispatcher.membership, "
         "dispatcher.env.now())\n",
-        "",
+        "                    pass\n",
     ),
     Mutation(
         "fence-writes",
         "every actor transaction that writes reads the lease (only read-only ones skip it)",
         "kelpie_trio/nursery/actor.py",
-        "            if tr.has_writes:\n                await leases.fence(",
-        "            if not tr.has_writes:\n                await leases.fence(",
+        "            if tr.has_writes:\n                if deferred:",
+        "            if not tr.has_writes:\n                if deferred:",
+    ),
+    Mutation(
+        "first-write-unchanged",
+        "an activation's first write takes the lease only if nobody took it since the "
+        "activation read it (else the message goes where it is now)",
+        "kelpie_trio/nursery/lease.py",
+        "    if current == seen:\n",
+        "    if current == seen or current is not None:\n",
+    ),
+    Mutation(
+        "defer-only-free",
+        "only a lease nobody holds is left to the first write (an ended holder's late "
+        "commits are fenced off by taking it at once)",
+        "kelpie_trio/nursery/lease.py",
+        "        return isinstance(self.decision, Acquired) and (self.seen is None or "
+        "self.seen.released)",
+        "        return isinstance(self.decision, Acquired)",
+    ),
+    Mutation(
+        "hold-after-read",
+        "an activation whose first message wrote nothing writes its lease before it answers",
+        "kelpie_trio/nursery/actor.py",
+        "                await self.context.hold()  # a first message that wrote nothing\n",
+        "",
+    ),
+    Mutation(
+        "fence-released",
+        "an activation writes nothing once it has released its lease",
+        "kelpie_trio/nursery/lease.py",
+        "current.holder != mine.holder or current.released:",
+        "current.holder != mine.holder:",
     ),
     Mutation(
         "activation-held",
@@ -72,8 +102,8 @@ MUTATIONS = [
     ),
     Mutation(
         "send-check",
-        "a send to a missing agent is refused and writes nothing (no lease for an unknown id), "
-        "also when it skips its own existence check",
+        "a send to a missing agent is refused, writes nothing and keeps no activation of an "
+        "unknown id, also when it skips its own existence check",
         "kelpie_trio/service/messages.py",
         "        and dispatcher.is_active(wanted.thread)\n    )",
         "    )",

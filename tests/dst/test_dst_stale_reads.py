@@ -81,7 +81,9 @@ def test_dst_a_send_to_a_missing_agent_is_refused_and_writes_nothing() -> None:
     """A send skips its own existence check when the thread's actor is active on the
     node (service/messages.py): the run's start then refuses it. Either way a send to an
     agent that does not exist, or no longer does, is a 404 that writes nothing: no
-    lease for an unknown id, no run."""
+    lease for an unknown id, no run; nor does it keep an activation of an unknown id in
+    memory (an activation writes its lease only with its first write, so the check
+    before activating is what keeps made-up ids from filling the node)."""
 
     def one(seed: int) -> None:
         async def scenario(sim: AgentCluster) -> None:
@@ -99,6 +101,8 @@ def test_dst_a_send_to_a_missing_agent_is_refused_and_writes_nothing() -> None:
             with pytest.raises(NotFound):
                 await sim.send(n0, "agent-nobody", body)
             assert await lease_of("agent-nobody") is None
+            assert service.dispatcher is not None
+            assert not service.dispatcher.is_active("agent-nobody")
 
             agent = await new_agent(service, agent_type="memgpt_v2_agent")
             await sim.send(n0, agent, body)

@@ -117,3 +117,84 @@ async def test_a_node_that_is_not_a_live_member_activates_nothing() -> None:
     with pytest.raises(LeaseLost, match="not a live member"):
         await _take(store, ME, now=110)
     assert await store.transact(lambda tr: leases.read_lease(tr, "a")) is None
+
+
+def test_only_a_lease_nobody_holds_is_left_to_the_first_write() -> None:
+    free = leases.Look(Acquired(Lease("a", "n1", 2, 1)), None)
+    released = leases.Look(Acquired(Lease("a", "n1", 2, 6)), Lease("a", "n2", 1, 5, True))
+    ended = leases.Look(Acquired(Lease("a", "n1", 2, 6)), Lease("a", "n2", 1, 5))
+    mine = leases.Look(Acquired(Lease("a", "n1", 2, 6)), Lease("a", "n1", 2, 5))
+    elsewhere = leases.Look(HeldElsewhere(Lease("a", "n2", 1, 5), "http://n2"), None)
+    assert free.may_defer and released.may_defer
+    # Held, if by a holder that ended: a late commit of it could still land after the
+    # activation's reads, so the lease is written at once, which that commit conflicts with.
+    assert not ended.may_defer and not mine.may_defer and not elsewhere.may_defer
+
+
+async def _look(store: MemoryStore, me: Membership) -> leases.Look:
+    async def fn(tr: Transaction) -> leases.Look:
+        return await leases.look(tr, "a", me, 100)
+
+    return await store.transact(fn)
+
+
+async def _first_write(
+    store: MemoryStore, found: leases.Look, me: Membership, now: float = 101
+) -> bool:
+    assert isinstance(found.decision, Acquired)
+    pending = found.decision.lease
+
+    async def fn(tr: Transaction) -> bool:
+        tr.set(b"state", pending.node_id.encode())
+        return await leases.take_at_first_write(tr, pending, found.seen, me, now)
+
+    return await store.transact(fn)
+
+
+async def test_looking_writes_nothing_and_the_first_write_takes_the_lease() -> None:
+    store = MemoryStore()
+    found = await _look(store, ME)
+    assert await store.transact(lambda tr: leases.read_lease(tr, "a")) is None
+    assert await _first_write(store, found, ME)  # taken, with the write
+    assert not await _first_write(store, found, ME)  # already this activation's: go on
+    stored = await store.transact(lambda tr: leases.read_lease(tr, "a"))
+    assert stored == Lease("a", "n1", 2, 1)
+
+
+async def test_a_first_write_after_another_activation_took_the_lease_writes_nothing() -> None:
+    store = MemoryStore()
+    other = Membership("n2", 1, 200)
+    mine, theirs = await _look(store, ME), await _look(store, other)  # both see it free
+    assert await _first_write(store, theirs, other)
+    with pytest.raises(LeaseLost, match="n2 epoch 1"):
+        await _first_write(store, mine, ME)
+    assert await store.transact(lambda tr: tr.get(b"state")) == b"n2"
+
+
+async def test_a_first_write_refuses_even_when_the_other_activation_has_let_go() -> None:
+    """Taken and released again in between: the record is not the one the activation
+    decided on, so what it read may be older than the other activation's writes."""
+    store = MemoryStore()
+    other = Membership("n2", 1, 200)
+    mine, theirs = await _look(store, ME), await _look(store, other)
+    assert await _first_write(store, theirs, other)
+    assert isinstance(theirs.decision, Acquired)
+
+    async def release(tr: Transaction) -> None:
+        await leases.release(tr, theirs.decision.lease)  # type: ignore[union-attr]
+
+    await store.transact(release)
+    with pytest.raises(LeaseLost):
+        await _first_write(store, mine, ME)
+
+
+async def test_fence_refuses_a_write_after_its_own_release() -> None:
+    store = MemoryStore()
+    mine = await _take(store, ME)
+
+    async def release(tr: Transaction) -> None:
+        await leases.release(tr, mine)
+
+    await store.transact(release)
+    with pytest.raises(LeaseLost, match="its own release"):
+        await _fenced_write(store, mine, ME, now=101)
