@@ -439,6 +439,18 @@ class Runner(AgentsMessaging, Approvals, Conversations, HotAgent, McpCalls, Idle
         )
         result["provider"] = None
         result["forwards"] = None
+        # The store's transactions per agent (its cold message and its warm one together):
+        # what an activation adds to a message shows as the pair's excess over two warm ones.
+        pairs = min(len(cold), len(warm))
+
+        def per_pair(name: str) -> float | None:
+            count = _delta([metrics_before], [metrics_after], name)
+            return round(count / pairs, 3) if count is not None and pairs else None
+
+        result["store"] = {
+            "commits_per_pair": per_pair("kelpie_store_commits_total"),
+            "read_only_per_pair": per_pair("kelpie_store_read_only_total"),
+        }
         return result
 
     async def _cold_then_warm(

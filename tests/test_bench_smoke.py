@@ -60,6 +60,8 @@ def test_bench_smoke_completes_and_writes_json_and_png(tmp_path: Path) -> None:
     cold = by_name["cold-activation"]
     assert cold["activation_ms"]["p99"] is not None
     assert cold["activation_alone_ms"]["p99"] is not None  # a quarter, one client at a time
+    # The store's commits per agent (its cold message and its warm one) are counted.
+    assert cold["store"]["commits_per_pair"] > 0
     assert "rss_kb_per_idle_agent" in by_name["idle-footprint"]["footprint"]
     # hot-agent: CPU per message window by window (20 messages, windows of 5), each hot
     # window followed by one of a reference agent's: 40 messages in all
