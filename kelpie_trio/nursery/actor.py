@@ -111,7 +111,7 @@ class ActorContext:
         activation of a node whose heartbeat lapsed stops at its next transaction."""
         if self.taken is None:
             return await self._take_lease(fn)
-        mine, seen, dispatcher = self.taken, self.seen, self.dispatcher
+        mine, dispatcher = self.taken, self.dispatcher
         deferred, took = self.deferred, False
 
         async def fenced(tr: Transaction) -> T:
@@ -124,12 +124,9 @@ class ActorContext:
             result = await fn(tr)
             if tr.has_writes:
                 if deferred:
-                    self.tried = True
                     # Taken by this commit, or found taken by an earlier one of this
                     # activation (whose outcome was unknown, say): held once it commits.
-                    await leases.take_at_first_write(
-                        tr, mine, seen, dispatcher.membership, dispatcher.env.now()
-                    )
+                    await self._take_deferred(tr)
                     took = True
                 else:
                     await leases.fence(tr, mine, dispatcher.membership, dispatcher.env.now())
@@ -173,22 +170,22 @@ class ActorContext:
             self._held()
         return result
 
+    async def _take_deferred(self, tr: Transaction) -> None:
+        """Within a writing transaction: take the lease left to the first write (the
+        fence of that write)."""
+        self.tried = True
+        dispatcher = self.dispatcher
+        await leases.take_at_first_write(
+            tr, self.lease, self.seen, dispatcher.membership, dispatcher.env.now()
+        )
+
     async def hold(self) -> None:
-        """Write a lease left to the first write now: the message this activation
-        answered wrote nothing. Its reply was read while nobody else wrote (the lease is
-        still the record the activation read), and from here on the agent's messages come
-        here, not to an activation another node would start beside this one."""
-        if not self.deferred:
-            return
-        mine, seen, dispatcher = self.lease, self.seen, self.dispatcher
-
-        async def take(tr: Transaction) -> None:
-            self.tried = True
-            await leases.take_at_first_write(
-                tr, mine, seen, dispatcher.membership, dispatcher.env.now()
-            )
-
-        await dispatcher.store.transact(take)
+        """Write the lease left to the first write now (while `deferred`): the message
+        this activation answered wrote nothing. Its reply was read while nobody else
+        wrote (the lease is still the record the activation read), and from here on the
+        agent's messages come here, not to an activation another node would start
+        beside this one."""
+        await self.dispatcher.store.transact(self._take_deferred)
         self._held()
 
     def _held(self) -> None:
@@ -382,7 +379,8 @@ class ActorHost:
         for attempt in range(1, config.max_failures + 1):
             try:
                 reply = await actor.handle(envelope.message)
-                await self.context.hold()  # a first message that wrote nothing
+                if self.context.deferred:  # a first message that wrote nothing
+                    await self.context.hold()
                 envelope.succeed(reply)
                 return actor
             except LeaseLost as lost:

@@ -39,7 +39,6 @@ __all__ = [
     "HeldElsewhere",
     "Lease",
     "Look",
-    "acquire",
     "check_heartbeat",
     "decide_acquire",
     "fence",
@@ -157,16 +156,6 @@ async def look(tr: Transaction, agent_id: str, me: Membership | None, now: float
 
 def take(tr: Transaction, lease: Lease) -> None:
     tr.set(_key(lease.agent_id), lease.encode())
-
-
-async def acquire(
-    tr: Transaction, agent_id: str, me: Membership | None, now: float
-) -> Acquired | HeldElsewhere:
-    """Take the agent's lease for this node's live incarnation `me`, or say who holds it."""
-    found = await look(tr, agent_id, me, now)
-    if isinstance(found.decision, Acquired):
-        take(tr, found.decision.lease)
-    return found.decision
 
 
 async def take_at_first_write(

@@ -81,7 +81,8 @@ MUTATIONS = [
         "hold-after-read",
         "an activation whose first message wrote nothing writes its lease before it answers",
         "kelpie_trio/nursery/actor.py",
-        "                await self.context.hold()  # a first message that wrote nothing\n",
+        "                if self.context.deferred:  # a first message that wrote nothing\n"
+        "                    await self.context.hold()\n",
         "",
     ),
     Mutation(

@@ -76,7 +76,10 @@ def test_records_round_trip_through_bytes_and_old_ones_are_never_live() -> None:
 
 async def _take(store: MemoryStore, me: Membership, now: float = 100) -> Lease:
     async def fn(tr: Transaction) -> Acquired | HeldElsewhere:
-        return await leases.acquire(tr, "a", me, now)
+        decision = (await leases.look(tr, "a", me, now)).decision
+        if isinstance(decision, Acquired):
+            leases.take(tr, decision.lease)
+        return decision
 
     decision = await store.transact(fn)
     assert isinstance(decision, Acquired)
