@@ -259,10 +259,12 @@ class Pending:
 
 
 async def read_pending(tr: Transaction, stream: str, after: int, limit: int) -> Pending:
-    trimmed = _int(await tr.get(TRIMMED.pack((stream,))))
+    trimmed_key = TRIMMED.pack((stream,))
+    tr.prefetch(trimmed_key)  # read in the entries' snapshot (with the caller's hints)
     begin = key_after(ENTRIES.pack((stream, after)))
     end = ENTRIES.range((stream,)).stop
     rows = await tr.get_range(begin, end, limit=limit)
+    trimmed = _int(await tr.get(trimmed_key))
     entries = [(ENTRIES.unpack(k)[1], Change.unpack(v)) for k, v in rows]
     return Pending(trimmed, entries, more=len(rows) == limit)
 

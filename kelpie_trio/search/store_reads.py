@@ -19,7 +19,7 @@ from kelpie_trio.search.index import DocRef
 from kelpie_trio.search.vectors import Vector, digest, pack_vector, unpack_vector
 from kelpie_trio.storage import keys
 from kelpie_trio.storage.base import Transaction
-from kelpie_trio.storage.chunks import get_blob
+from kelpie_trio.storage.chunks import get_blob, prefetch_blob
 
 __all__ = [
     "VECTORS",
@@ -129,6 +129,7 @@ async def read_batch(
     tr: Transaction, stream: str, after: int | None, limit: int, force: bool = False
 ) -> Batch:
     owner, _ = outbox.split_stream(stream)
+    outbox.prefetch_head(tr, stream)
     pending = await outbox.read_pending(tr, stream, after or 0, limit)
     head = await outbox.read_head(tr, stream)
     rebuild = (
@@ -137,8 +138,14 @@ async def read_batch(
         or pending.trimmed > after
         or head < after  # the stream was cleared (its owner deleted) since
         or any(change.what == outbox.RESYNC for _, change in pending.entries)
-        or (bool(pending.entries) and not await stream_exists(tr, stream))
     )
+    if not rebuild and pending.entries:
+        # The records the entries name, read in the snapshot of the owner's check rather
+        # than one snapshot each.
+        for _, change in pending.entries:
+            if outbox.stream_of_change(stream, change) == stream:
+                prefetch_blob(tr, _record_key(owner, change))
+        rebuild = not await stream_exists(tr, stream)
     if rebuild:
         gone = not await stream_exists(tr, stream)
         threads: tuple[str, ...] = ()
@@ -160,14 +167,14 @@ async def read_batch(
         if feeds != stream:
             threads_named[feeds] = None  # rebuilt in its own stream's compare-and-set
         elif change.what == outbox.PASSAGE:
-            raw = await get_blob(tr, keys.PASSAGES.pack((owner, change.ref)))
+            raw = await get_blob(tr, _record_key(owner, change))
             passage = None if raw is None else _decode(raw, Passage, PASSAGE)
             if passage is None:
                 deletes.append((PASSAGE, str(change.ref)))
             else:
                 upserts.append(from_passage(passage))
         elif change.what == outbox.MESSAGE:
-            raw = await get_blob(tr, outbox.message_key(owner, change.ref))
+            raw = await get_blob(tr, _record_key(owner, change))
             message = None if raw is None else _decode(raw, Message, MESSAGE)
             if message is None:
                 deletes.append((MESSAGE, str(change.ref)))
@@ -175,6 +182,13 @@ async def read_batch(
                 upserts.append(from_message(message))
     position = pending.entries[-1][0] if pending.entries else (after or 0)
     return Batch(upserts, deletes, position, False, pending.more, threads=tuple(threads_named))
+
+
+def _record_key(owner: str, change: outbox.Change) -> bytes:
+    """Where the passage or message an entry names is kept."""
+    if change.what == outbox.PASSAGE:
+        return keys.PASSAGES.pack((owner, change.ref))
+    return outbox.message_key(owner, change.ref)
 
 
 VECTORS = keys.SEARCH["vector"]  # (agent_id, kind, key) -> (model, text digest, float32s)
