@@ -490,6 +490,43 @@ MUTATIONS = [
         "            empty.run(self._supervisor.start_soon, self._start_host, activation)\n",
         "            self._supervisor.start_soon(self._start_host, activation)\n",
     ),
+    Mutation(
+        "batch-reads-ahead",
+        "the indexer reads the records a stream's batch names in one snapshot, not one each",
+        "kelpie_trio/search/store_reads.py",
+        "                prefetch_blob(tr, _record_key(owner, change))\n",
+        "                pass\n",
+    ),
+    Mutation(
+        "commit-no-checkpoint",
+        "no commit copies the WAL back into the file (the store's checkpoints do, beside)",
+        "kelpie_trio/storage/sqlite_writer.py",
+        '            conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")\n',
+        "",
+    ),
+    Mutation(
+        "checkpoint-due",
+        "the store checkpoints the WAL every checkpoint_every_commits commits",
+        "kelpie_trio/storage/sqlite.py",
+        "                    self._checkpoint_due.set()\n",
+        "                    pass\n",
+    ),
+    Mutation(
+        "checkpoint-tail",
+        "after a checkpoint beside the commits, the writer copies the pages appended "
+        "meanwhile before its next batch, so that the log starts over",
+        "kelpie_trio/storage/sqlite.py",
+        "                self._writer.checkpoint_tail_due = True  # read by the writer thread\n",
+        "",
+    ),
+    Mutation(
+        "checkpoint-failure",
+        "a checkpoint that fails fails no commit (the store goes on)",
+        "kelpie_trio/storage/sqlite.py",
+        "            except sqlite3.Error as exc:\n                # Another process checkpointing",
+        "            except ZeroDivisionError as exc:\n"
+        "                # Another process checkpointing",
+    ),
 ]
 
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)")

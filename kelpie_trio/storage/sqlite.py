@@ -27,6 +27,10 @@ sqlite3; writes run off the trio thread, reads on it when they can (sqlite_reads
   version lives in the file (table `meta`) and is read and bumped under the
   write lock, so conflicts between processes are caught exactly as conflicts
   between tasks.
+- **Checkpoints beside the commits.** The WAL is copied back into the file by a
+  PASSIVE checkpoint on a connection of its own, in a thread of its own, every
+  `checkpoint_every_commits` commits (sqlite_checkpoint.py), never inside a commit's
+  COMMIT as SQLite would do by itself (unless those checkpoints fall far behind).
 - **Tombstone GC.** Tombstones older than a horizon (a version that was current
   at least 10 s ago, twice the 5 s transaction limit) are deleted; the horizon
   is recorded in `meta`, and a transaction whose read version is older fails
@@ -57,6 +61,7 @@ from kelpie_trio.env import Env, RealEnv
 from kelpie_trio.storage.base import BufferedTransaction, CommitRequest, Store
 from kelpie_trio.storage.errors import StoreClosed, StoreError
 from kelpie_trio.storage.limits import MAX_TRANSACTION_SECONDS
+from kelpie_trio.storage.sqlite_checkpoint import WalCheckpointer
 from kelpie_trio.storage.sqlite_errors import map_error
 from kelpie_trio.storage.sqlite_reads import InlineReader, ReadAhead, ReadElsewhere, ReadVersion
 from kelpie_trio.storage.sqlite_writer import (
@@ -211,6 +216,10 @@ class SqliteStore(Store):
     tombstone_min_age_s: float = 2 * MAX_TRANSACTION_SECONDS
     # Seconds without a batch after which heartbeats commit on the trio thread.
     inline_after_idle_s: float = 1.0
+    # Commits between two WAL checkpoints (sqlite_checkpoint.py): an agent's commit one
+    # at a time logs ~20 pages, so ~4,000 pages (16 MB) each. Few and large: a
+    # checkpoint's sync of the file slows the commits syncing beside it on the same disk.
+    checkpoint_every_commits: int = 200
     _last_batch_at: float = -math.inf
 
     def __init__(
@@ -240,6 +249,11 @@ class SqliteStore(Store):
         self._samples: deque[tuple[float, int]] = deque()
         self._latest_version = 0
         self._uncollected = trio.Event()  # set when a batch here wrote tombstones
+        self._checkpointer = WalCheckpointer(
+            self.path, "FULL" if durability == "full" else "NORMAL", self.stats
+        )
+        self._checkpoint_due = trio.Event()
+        self._commits_at_checkpoint = 0  # stats.commits when the last checkpoint began
 
     def create_transaction(self) -> SqliteTransaction:
         return SqliteTransaction(self)
@@ -270,6 +284,7 @@ class SqliteStore(Store):
                 self._running = True
                 nursery.start_soon(self._serve_batches, limiter)
                 nursery.start_soon(self._collect_tombstones_periodically)
+                nursery.start_soon(self._checkpoint_when_due)
                 # Store.run collects expired idempotency markers every minute.
                 nursery.start_soon(super().run)
                 task_status.started()
@@ -279,6 +294,7 @@ class SqliteStore(Store):
             reader, self._reader = self._reader, None
             if reader is not None:
                 reader.close()  # a reader's close never checkpoints: the writer's is open
+            self._checkpointer.close()  # no checkpoint runs: the nursery has ended
             if self._writer.conn is not None:
                 # Closing may checkpoint the WAL (disk I/O): off the loop, and
                 # finished even while we are being cancelled.
@@ -370,6 +386,9 @@ class SqliteStore(Store):
                         )
                 self._last_batch_at = self.env.monotonic()
                 self._observe(version)
+                commits = self.stats.commits - self._commits_at_checkpoint
+                if commits >= self.checkpoint_every_commits:
+                    self._checkpoint_due.set()
                 if self._writer.cleared_at > self._writer.known_horizon:
                     self._uncollected.set()  # the GC has something to do
             finally:
@@ -393,6 +412,25 @@ class SqliteStore(Store):
         if not all(isinstance(op, Commit) and not op.request.durable for op in ops):
             return None
         return self._writer.execute_if_free(ops)
+
+    async def _checkpoint_when_due(self) -> None:
+        """Checkpoint the WAL in a thread of its own (one at a time) when a batch has
+        taken the commits since the last one to `checkpoint_every_commits`."""
+        limiter = trio.CapacityLimiter(1)  # not the writer's: commits go on meanwhile
+        while True:
+            await self._checkpoint_due.wait()
+            self._checkpoint_due = trio.Event()
+            self._commits_at_checkpoint = self.stats.commits
+            try:
+                # Not abandoned if cancelled: the store's close waits for it to end.
+                await trio.to_thread.run_sync(self._checkpointer.checkpoint, limiter=limiter)
+                self._writer.checkpoint_tail_due = True  # read by the writer thread
+            except sqlite3.Error as exc:
+                # Another process checkpointing, a full disk: the log grows until the next
+                # one (or the writer's backstop); no commit waits on this one.
+                self.stats.checkpoint_failures += 1
+                log.warning("WAL checkpoint failed (next after %d commits): %r",
+                            self.checkpoint_every_commits, exc)  # fmt: skip
 
     # -- tombstone GC ---------------------------------------------------------------------
 

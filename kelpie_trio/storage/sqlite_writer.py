@@ -30,6 +30,7 @@ from kelpie_trio.storage.sqlite_errors import (
 from kelpie_trio.storage.sqlite_reads import SQL_META, ReadVersion, get_range_rows, get_row
 
 __all__ = [
+    "BACKSTOP_PAGES",
     "CACHE_KIB",
     "Collect",
     "Commit",
@@ -78,6 +79,10 @@ _SQL_COLLECT = "DELETE FROM kv WHERE value IS NULL AND version <= ?"
 
 # Each connection's page cache, KiB (the writer's and the inline reader's; see `open`).
 CACHE_KIB = 65536
+# The writer's own WAL auto-checkpoint, in pages (SQLite's default is 1,000, ~4 MB): ten
+# times that, so that the log stays bounded even if the store's checkpoints, which run
+# beside the commits (sqlite_checkpoint.py), keep failing.
+BACKSTOP_PAGES = 10_000
 
 
 # -- queued operations ------------------------------------------------------------
@@ -155,6 +160,10 @@ class SqliteStats:
     largest_batch: int = 0
     tombstones_collected: int = 0
     unsynced_batches: int = 0  # write batches of only non-durable commits: no fsync
+    checkpoints: int = 0  # WAL checkpoints run off the commit path (sqlite_checkpoint.py)
+    checkpoint_failures: int = 0
+    checkpoint_tails: int = 0  # their last pages, copied in the writer thread (a few)
+    checkpoint_tail_failures: int = 0  # of which left pages behind (a reader, an error)
 
 
 # -- the writer ----------------------------------------------------------------------
@@ -179,6 +188,7 @@ class SqliteWriter:
         # The version of this process's last commit that wrote tombstones.
         self.cleared_at = 0
         self.known_horizon = 0  # the newest tombstone horizon this process saw in the file
+        self.checkpoint_tail_due = False  # set by the store after a checkpoint beside commits
 
     def close(self) -> None:
         conn, self.conn = self.conn, None
@@ -209,6 +219,9 @@ class SqliteWriter:
             self.synchronous = synchronous
             # Truncate the WAL after checkpoints that found it bigger than this.
             conn.execute("PRAGMA journal_size_limit = 67108864")
+            # Checkpoints run beside the commits (sqlite_checkpoint.py); SQLite's own, in
+            # a COMMIT, only if those fall far behind.
+            conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
             # A 64 MiB page cache (SQLite's default is 2 MiB): with 20,000 agents stored (a
             # 113 MB file) the default one re-read B-tree pages from the OS on every
             # transaction; this took agent activation p99 from ~66 to ~20-26 ms in the
@@ -320,6 +333,8 @@ class SqliteWriter:
         commit). `wait` False: None, with nothing done, if the write lock is held."""
         conn = self.conn
         assert conn is not None
+        if wait and self.checkpoint_tail_due:
+            self._checkpoint_tail(conn)
         try:
             unsynced = self._sync_for(commits)
             # IMMEDIATE takes the file's write lock now; a writer in another
@@ -410,6 +425,20 @@ class SqliteWriter:
         self.stats.commits += len(applied)
         self.stats.refused += len(commits) - len(applied)
         return version
+
+    def _checkpoint_tail(self, conn: sqlite3.Connection) -> None:
+        """After a checkpoint beside the commits (sqlite_checkpoint.py), the pages that
+        commits appended meanwhile (a few): copied here, before this batch's BEGIN, so
+        that the whole log is in the file when the batch begins, the one moment SQLite
+        starts the log over (else it only grows, to the backstop). A failure changes
+        nothing: the next checkpoint tries again."""
+        self.checkpoint_tail_due = False
+        try:
+            busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error:
+            busy = 1
+        self.stats.checkpoint_tails += 1
+        self.stats.checkpoint_tail_failures += bool(busy)
 
     def _sync_for(self, commits: list[Commit]) -> bool:
         """Sync this batch's COMMIT unless none of its commits asks to be durable.
