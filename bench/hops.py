@@ -4,7 +4,9 @@ One node in process on a fresh SQLite file (the offline `sim/agent` model, no HT
 indexer, no other client), so every SQLite thread hop and every transaction counted
 around a message is that message's own. Sends `--messages` messages in a row to one new
 agent and prints, for each, the hops (`SqliteStats.hops`), commits, read-only
-transactions and reads (`Store.counts`). The first message includes the activation.
+transactions and reads (`Store.counts`), and the read transactions the trio thread's
+reader began for those reads (`InlineReader.snapshots`). The first message includes the
+activation.
 """
 
 from __future__ import annotations
@@ -62,12 +64,15 @@ async def count(messages: int) -> list[dict[str, int]]:
         async with node_in_process(store, env) as service:
             body = {"model": "sim/agent", "memory_blocks": [{"label": "human", "value": "Ada"}]}
             agent = (await service.create_agent(body)).agent.id
+            reader = store._reader
+            assert reader is not None
             for i in range(messages):
                 hops, counts = store.stats.hops, dict(store.counts)
+                snapshots = reader.snapshots
                 sent = {"messages": [{"role": "user", "content": f"message {i}"}]}
                 await service.send_message(agent, sent)
                 now = store.counts
-                row = {"hops": store.stats.hops - hops}
+                row = {"hops": store.stats.hops - hops, "snapshots": reader.snapshots - snapshots}
                 for key in ("commit", "read_only", "reads"):
                     row[key] = now[key] - counts.get(key, 0)
                 rows.append(row)
@@ -81,7 +86,8 @@ def main() -> None:
     logging.disable(logging.WARNING)
     for i, row in enumerate(trio.run(count, args.messages)):
         print(f"message {i}: {row['hops']} hops, {row['commit']} commits, "
-              f"{row['read_only']} read-only, {row['reads']} reads")  # fmt: skip
+              f"{row['read_only']} read-only, {row['reads']} reads "
+              f"in {row['snapshots']} SQLite read snapshots")  # fmt: skip
 
 
 if __name__ == "__main__":

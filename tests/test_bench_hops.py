@@ -13,4 +13,7 @@ async def test_a_steady_message_keeps_within_its_store_round_trips() -> None:
         assert row["commit"] == 2
         assert row["read_only"] <= 1
         assert row["hops"] <= 12
+        # Its reads in 3 SQLite snapshots: the run's start, the step's view (the agent,
+        # its blocks and folders read ahead together), the step's commit.
+        assert row["snapshots"] <= 3
     assert first["hops"] <= 18  # with its activation: one transaction takes the lease

@@ -101,6 +101,7 @@ class AgentActor(RunCommits, ContextWindow, SessionHandoff, AgentTools, ParkedRu
         # The in-context history, kept here: this actor is the only writer of its agent's
         # history, so it reads it once per activation and then adds what it commits.
         self._window: HistoryWindow | None = None
+        self._block_ids: tuple[str, ...] = ()  # the agent's blocks at the last step's view
         self._staged: list[Message] = []  # stored by the transaction in progress
         # A paused or unfinished run of this agent may be open (after a crash, a pause, a
         # handoff): a new run looks once, and goes after them (_load_or_start).

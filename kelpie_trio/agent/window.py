@@ -146,6 +146,7 @@ class ContextWindow:
     service: Any
     context: AgentContext
     _window: HistoryWindow | None
+    _block_ids: tuple[str, ...]  # read ahead with the agent at the next step's view
     compacted: Compaction | None  # the last eviction, until the turn takes note of it
     llm_for: Any
     _checkpointed: Any  # commits.py: a fenced, shielded transaction
@@ -157,15 +158,17 @@ class ContextWindow:
         history as a prompt shows it."""
         agent_id, thread = self.agent_id, self.thread
         window = self._window
+        expected_blocks = self._block_ids
 
         async def read(tr: Transaction) -> tuple[Any, AgentContext, list[Message] | None]:
-            view = await self.service.view_in(tr, agent_id, self.isolated)
+            view = await self.service.view_in(tr, agent_id, self.isolated, expected_blocks)
             if window is not None:
                 return view, self.context, None
             context, history = await read_context(tr, thread)
             return view, context, history
 
         view, self.context, history = await self.ctx.transact(read)
+        self._block_ids = tuple(view.agent.block_ids)
         # Whether a turn's end may be due a sleeptime companion's turn (agent/sleeptime.py).
         self.has_sleeptime_group = view.agent.group_id is not None
         if history is not None:

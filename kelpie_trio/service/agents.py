@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -267,11 +267,21 @@ class AgentCases(BlockCases, ToolCases, SleeptimeCases):
         return await self.store.transact(get)
 
     async def view_in(
-        self, tr: Transaction, agent_id: str, isolated: Mapping[str, str] | None = None
+        self,
+        tr: Transaction,
+        agent_id: str,
+        isolated: Mapping[str, str] | None = None,
+        expected_blocks: Sequence[str] = (),
     ) -> AgentView:
         """Within a caller's transaction: the agent with its blocks and tools (the agent
         loop reads it with the history, in one transaction per step). `isolated`: a
-        conversation's own copies of some blocks (label -> block id), seen in their place."""
+        conversation's own copies of some blocks (label -> block id), seen in their place.
+        `expected_blocks`: the block ids the caller saw last, read in the agent's snapshot
+        with its folders and the copies (one snapshot instead of two while the agent's
+        blocks stay the same)."""
+        for block_id in (*expected_blocks, *(isolated or {}).values()):
+            prefetch_blob(tr, keys.BLOCKS.pack((block_id,)))
+        prefetch_attached_folders(tr, agent_id)
         view = await self._bare_view(tr, await self._agent(tr, agent_id))
         if isolated:
             view = attrs.evolve(view, blocks=await self._isolate(tr, view.blocks, isolated))

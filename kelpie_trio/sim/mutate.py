@@ -498,6 +498,13 @@ MUTATIONS = [
         "                pass\n",
     ),
     Mutation(
+        "view-blocks-ahead",
+        "a step's view reads the blocks of the last step's view with the agent, in one snapshot",
+        "kelpie_trio/service/agents.py",
+        "        for block_id in (*expected_blocks, *(isolated or {}).values()):\n",
+        "        for block_id in ():\n",
+    ),
+    Mutation(
         "commit-no-checkpoint",
         "no commit copies the WAL back into the file (the store's checkpoints do, beside)",
         "kelpie_trio/storage/sqlite_writer.py",
