@@ -274,6 +274,7 @@ class SqliteStore(Store):
                     self._reader = await trio.to_thread.run_sync(
                         lambda: InlineReader.open(self.path, cache_kib=CACHE_KIB)
                     )
+                await trio.to_thread.run_sync(self._checkpointer.open)
             except sqlite3.Error as exc:
                 raise map_error(exc, what=f"open {self.path}", path=self.path) from exc
             self._observe(version)
@@ -294,7 +295,7 @@ class SqliteStore(Store):
             reader, self._reader = self._reader, None
             if reader is not None:
                 reader.close()  # a reader's close never checkpoints: the writer's is open
-            self._checkpointer.close()  # no checkpoint runs: the nursery has ended
+            self._checkpointer.close()  # no checkpoint runs now: the nursery has ended
             if self._writer.conn is not None:
                 # Closing may checkpoint the WAL (disk I/O): off the loop, and
                 # finished even while we are being cancelled.

@@ -36,15 +36,22 @@ class WalCheckpointer:
         self.stats = stats
         self.conn: sqlite3.Connection | None = None
 
+    def open(self) -> None:
+        """Open the connection (after the writer made the file), with the store's other
+        two: its file handles are the store's from the start, not opened mid-traffic."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        except BaseException:
+            conn.close()
+            raise
+        self.conn = conn
+
     def checkpoint(self) -> None:
         """A PASSIVE checkpoint. Raises sqlite3.Error as SQLite gives it (a full disk);
         another process's checkpoint running makes this one a no-op."""
-        conn = self.conn
-        if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            self.conn = conn
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert self.conn is not None, "open() first"
+        self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         self.stats.checkpoints += 1
 
     def close(self) -> None:
