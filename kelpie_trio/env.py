@@ -12,20 +12,63 @@ virtual already; only wall-clock timestamps and randomness need injecting.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
 import uuid
 
+import attrs
 import trio
 
-__all__ = ["Env", "RealEnv", "SimEnv"]
+__all__ = ["Env", "RealEnv", "SimEnv", "Ticks"]
+
+
+@attrs.frozen
+class Ticks:
+    """A node's timer grid on trio's clock: the instants `phase + k * period`.
+
+    An idle node's CPU is mostly its wake-ups, and each periodic loop (the resume
+    sweep's watch, the schedule, file and search polls) used to wake it on its own
+    timer, between the heartbeats. Those waits end on the grid instead (rounded up: a
+    poll is never early), and the heartbeat beats on it (`period` is its interval), so
+    trio expires them together: one wake-up a beat for all of them. Each node draws its
+    phase, so nodes sharing a clock (the simulator) do not beat in step.
+    """
+
+    period: float
+    phase: float = 0.0
+
+    def at_or_after(self, deadline: float) -> float:
+        """The first tick at or after `deadline`: never before it (a wait that ended
+        early would be waited again at once, in a loop)."""
+        k = math.ceil((deadline - self.phase) / self.period)
+        while self._tick(k - 1) >= deadline:  # the division's rounding, either way
+            k -= 1
+        while self._tick(k) < deadline:
+            k += 1
+        return self._tick(k)
+
+    def after(self, moment: float) -> float:
+        """The first tick after `moment` (the heartbeat's next beat)."""
+        k = math.floor((moment - self.phase) / self.period) + 1
+        while self._tick(k - 1) > moment:
+            k -= 1
+        while self._tick(k) <= moment:
+            k += 1
+        return self._tick(k)
+
+    def _tick(self, k: int) -> float:
+        # Always this expression: the waits that end on tick k end at the same float,
+        # and trio expires them in one pass.
+        return self.phase + k * self.period
 
 
 class Env:
     """What simulated code may ask of the outside world."""
 
     rng: random.Random
+    ticks: Ticks | None = None  # the node's timer grid, set where the node is wired
 
     def now(self) -> float:
         """Wall-clock seconds since the Unix epoch, for timestamps users see."""
@@ -37,6 +80,15 @@ class Env:
 
     async def sleep(self, seconds: float) -> None:
         await trio.sleep(seconds)
+
+    def poll_time(self, delay: float) -> float:
+        """When a periodic poll due `delay` seconds from now (trio's clock) ends: on the
+        node's next tick at or after it (`Ticks`), or then exactly without ticks. Only
+        for waits that may end late by up to a tick, never for a known due time."""
+        deadline = trio.current_time() + delay
+        if self.ticks is None or math.isinf(deadline):  # inf: no poll at all
+            return deadline
+        return self.ticks.at_or_after(deadline)
 
     def new_uuid(self) -> uuid.UUID:
         raise NotImplementedError

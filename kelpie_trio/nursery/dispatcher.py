@@ -29,7 +29,7 @@ from typing import Any
 import attrs
 import trio
 
-from kelpie_trio.env import Env
+from kelpie_trio.env import Env, Ticks
 from kelpie_trio.nursery import lease as leases
 from kelpie_trio.nursery import membership as members
 from kelpie_trio.nursery.actor import ActorFactory, ActorHost, HeldElsewhere, Reroute
@@ -318,8 +318,25 @@ class Dispatcher:
 
     async def _keep_heartbeat(self) -> None:
         while True:
-            await trio.sleep(self.config.renew_interval)
+            await trio.sleep_until(self._next_beat())
             await self.renew_heartbeat()
+
+    def put_polls_on_the_beat(self) -> None:
+        """Give the node's env a timer grid (env.Ticks) whose period is this heartbeat's
+        interval, at a phase the node draws, unless it has one: its polls then end on the
+        heartbeat's ticks. Called where the node is wired, before its loops start."""
+        if self.env.ticks is None:
+            beat = self.config.renew_interval
+            self.env.ticks = Ticks(beat, phase=self.env.rng.uniform(0.0, beat))
+
+    def _next_beat(self) -> float:
+        """When the next renewal starts: `renew_interval` from now, or on the node's
+        timer grid (env.Ticks) if it beats at least that often: the node's polls end on
+        the same ticks, so an idle node wakes once a beat for all of them."""
+        now, ticks = trio.current_time(), self.env.ticks
+        if ticks is None or ticks.period > self.config.renew_interval:
+            return now + self.config.renew_interval
+        return ticks.after(now)
 
     async def renew_heartbeat(self) -> None:
         """Renew this node's heartbeat: one write, whatever the number of active agents.

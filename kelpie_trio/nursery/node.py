@@ -209,6 +209,7 @@ async def run_node(
         ),
         observer=metrics,
     )
+    dispatcher.put_polls_on_the_beat()  # an idle node wakes once a heartbeat
     app = create_app(
         store,
         dispatcher,

@@ -442,7 +442,9 @@ class Indexer:
                 continue
             # Until an outbox entry is committed on this node, or the safety poll; no
             # wait (heartbeat due first) is longer than the heartbeat's own interval.
-            with trio.move_on_after(min(self.config.poll_interval, self._until_heartbeat())):
+            # Both are polls: they end on the node's next tick (env.Ticks).
+            poll = min(self.config.poll_interval, self._until_heartbeat())
+            with trio.move_on_at(self.env.poll_time(poll)):
                 await self._wake.wait()
                 # Woken by a commit: let the commits right behind it join the same drain
                 # (one scan, one batch, one advance for all of them). Searches do not wait

@@ -154,7 +154,10 @@ class FileWorkerCases:
                 log.exception("file processing failed unexpectedly (tried again)")
                 delay = settings.backoff
             if delay > 0:
-                with trio.move_on_after(delay):
+                # A poll ends on the node's next tick (env.Ticks); a backoff exactly.
+                wake = (self.env.poll_time(delay) if delay == settings.poll
+                        else trio.current_time() + delay)  # fmt: skip
+                with trio.move_on_at(wake):
                     await self._file_wake.wait()
 
     async def process_some_files(self, settings: FileSettings) -> bool:

@@ -120,13 +120,14 @@ class ResumeSweep:
                     _, pause_ends = await self._sweep()
                 except StoreError as error:
                     log.warning("looking for unfinished runs failed: %r", error)
-                    sweep_at = clock() + interval
+                    sweep_at = self.env.poll_time(interval)
                 else:
-                    sweep_at = clock() + safety
+                    # A poll ends on the node's next tick (env.Ticks); a pause's end exactly.
+                    sweep_at = self.env.poll_time(safety)
                     if pause_ends is not None:  # on the env's clock: as a delay from now
                         sweep_at = min(sweep_at, clock() + max(0.0, pause_ends - self.env.now()))
             if clock() >= watch_at:
-                watch_at = clock() + interval
+                watch_at = self.env.poll_time(interval)
                 try:
                     records = await self.store.transact(membership.read_nodes)
                 except StoreError as error:  # looked at again in an interval
@@ -143,7 +144,7 @@ class ResumeSweep:
             with trio.move_on_at(min(sweep_at, watch_at)):
                 await self._runs_wake.wait()
                 self.__dict__["_runs_wake"] = trio.Event()
-                sweep_at = min(sweep_at, clock() + interval)
+                sweep_at = min(sweep_at, self.env.poll_time(interval))
 
     @functools.cached_property
     def _driving(self) -> set[str]:

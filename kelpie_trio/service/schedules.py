@@ -330,9 +330,12 @@ class ScheduleCases(ServiceBase):
             except (StoreError, ServiceError, RuntimeFailure) as error:
                 log.warning("firing scheduled messages failed (tried again): %r", error)
                 delay = 1.0
-            delay = min(delay, settings.poll)
+            # Waiting for a due time: exactly; polling for other nodes' schedules: until
+            # the node's next tick after the poll (env.Ticks), with the heartbeat.
+            wake = (trio.current_time() + delay if delay < settings.poll
+                    else self.env.poll_time(settings.poll))  # fmt: skip
             if delay > 0:
-                with trio.move_on_after(delay):  # trio's clock: virtual under the simulator
+                with trio.move_on_at(wake):  # trio's clock: virtual under the simulator
                     await self._firer_wake.wait()
 
     async def fire_due(self, settings: ScheduleSettings) -> float:

@@ -236,6 +236,7 @@ class AgentCluster:
                 observer=self.checker,
             )
             service.dispatcher = dispatcher
+            dispatcher.put_polls_on_the_beat()  # as a served node's (nursery/node.py)
             async with trio.open_nursery() as nursery:
                 await nursery.start(dispatcher.run)
                 await nursery.start(transport.serve, dispatcher)

@@ -259,6 +259,7 @@ class SimAgentEnv:
             config=self.config,
             observer=self.checker,
         )
+        dispatcher.put_polls_on_the_beat()  # as a served node's (nursery/node.py)
         async with trio.open_nursery() as nursery:
             await nursery.start(dispatcher.run)
             await nursery.start(transport.serve, dispatcher)

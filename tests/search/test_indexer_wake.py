@@ -5,6 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
+from kelpie_trio.env import Ticks
 from kelpie_trio.search import MemoryIndex, outbox
 from kelpie_trio.search.indexer import Indexer, IndexerConfig
 from kelpie_trio.storage import MemoryStore, keys
@@ -139,3 +140,29 @@ async def test_a_drain_over_several_streams_advances_their_cursors_in_one_commit
 
         assert await store.transact(cursors) == [1] * len(agents)  # and trimmable
         nursery.cancel_scope.cancel()
+
+
+async def test_an_idle_indexers_polls_end_on_the_nodes_ticks(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With the node's timer grid (env.Ticks, the heartbeat's period), every poll after
+    the first look begins on a tick: the node wakes once for it and its heartbeat."""
+    store = MemoryStore()
+    store.env.ticks = Ticks(10.0 / 3, phase=1.25)
+    config = IndexerConfig(poll_interval=60.0, heartbeat_interval=120.0, settle=0.5)
+    indexer = Indexer(store, store.env, MemoryIndex("i"), config)
+    times: list[float] = []
+    scan = indexer.pending_streams
+
+    async def timed() -> list[str]:
+        times.append(trio.current_time())
+        return await scan()
+
+    indexer.pending_streams = timed  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(indexer.run)
+        await trio.sleep(600.0)
+        nursery.cancel_scope.cancel()
+    polls = times[1:]
+    assert 9 <= len(polls) <= 10, times  # one a minute, no more
+    assert [t for t in polls if store.env.ticks.at_or_after(t) != t] == []
