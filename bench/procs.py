@@ -50,6 +50,9 @@ class Usage:
     cpu: float
     rss: int
     at: float
+    # The main thread's CPU seconds: kelpie-trio's trio loop (the rest is its worker
+    # threads: SQLite's writer and checkpoints). None for a server the bench did not start.
+    loop_cpu: float | None = None
 
     def cpu_since(self, earlier: Usage) -> float:
         return self.cpu - earlier.cpu
@@ -71,7 +74,8 @@ class Child:
         with proc.oneshot():
             times = proc.cpu_times()
             rss = proc.memory_info().rss
-        return Usage(times.user + times.system, rss, time.perf_counter())
+        loop = _main_thread_cpu(proc.pid)
+        return Usage(times.user + times.system, rss, time.perf_counter(), loop)
 
     def stop(self, grace: float = 10.0) -> None:
         if self.process.poll() is None:
@@ -107,6 +111,14 @@ class Attached:
             cpu += tree_cpu
             rss += tree_rss
         return Usage(cpu, rss, time.perf_counter())
+
+
+def _main_thread_cpu(pid: int) -> float | None:
+    """The main thread's seconds on a CPU (ns from schedstat: exact, unlike clock ticks)."""
+    try:
+        return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _tree_usage(proc: psutil.Process) -> tuple[float, int]:
