@@ -42,21 +42,20 @@ class Ticks:
     def at_or_after(self, deadline: float) -> float:
         """The first tick at or after `deadline`: never before it (a wait that ended
         early would be waited again at once, in a loop)."""
+        return self._tick(self._first_at_or_after(deadline))
+
+    def after(self, moment: float) -> float:
+        """The first tick after `moment` (the heartbeat's next beat)."""
+        k = self._first_at_or_after(moment)
+        return self._tick(k + 1 if self._tick(k) == moment else k)
+
+    def _first_at_or_after(self, deadline: float) -> int:
         k = math.ceil((deadline - self.phase) / self.period)
         while self._tick(k - 1) >= deadline:  # the division's rounding, either way
             k -= 1
         while self._tick(k) < deadline:
             k += 1
-        return self._tick(k)
-
-    def after(self, moment: float) -> float:
-        """The first tick after `moment` (the heartbeat's next beat)."""
-        k = math.floor((moment - self.phase) / self.period) + 1
-        while self._tick(k - 1) > moment:
-            k -= 1
-        while self._tick(k) <= moment:
-            k += 1
-        return self._tick(k)
+        return k
 
     def _tick(self, k: int) -> float:
         # Always this expression: the waits that end on tick k end at the same float,
