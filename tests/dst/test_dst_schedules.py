@@ -25,6 +25,7 @@ from kelpie_trio.sim.schedule_scenario import (
 )
 from kelpie_trio.sim.seeds import run_seeds
 from kelpie_trio.storage.base import Transaction
+from tests.calls import call_times
 from tests.dst.agent_harness import AgentCluster, new_agent, page, simulate_cluster, wait_until
 
 US = 1_000_000
@@ -171,14 +172,7 @@ def test_dst_an_index_entry_no_schedule_waits_on_is_cleared_not_spun_on() -> Non
             tr.set(stale, b"agent-gone")
 
         await service.store.transact(plant)
-        rounds: list[float] = []
-        fire_due = service.fire_due
-
-        async def counted(settings: Any) -> float:
-            rounds.append(trio.current_time())
-            return await fire_due(settings)
-
-        service.fire_due = counted  # type: ignore[method-assign]
+        rounds = call_times(service, "fire_due")
         service._wake_firer()
         await trio.sleep(60)
 

@@ -15,6 +15,7 @@ from kelpie_trio.service import AgentService
 from kelpie_trio.service.file_worker import FileSettings
 from kelpie_trio.storage import MemoryStore
 from kelpie_trio.storage.errors import StorageUnavailable
+from tests.calls import call_times
 
 TICKS = Ticks(10.0 / 3, phase=0.75)
 
@@ -28,14 +29,7 @@ def _ticked_service(seed: int) -> AgentService:
 
 async def _rounds(service: AgentService, settings: FileSettings, seconds: float) -> list[float]:
     """When the worker began each round over `seconds` of virtual time."""
-    times: list[float] = []
-    claim = service.process_some_files
-
-    async def timed(settings: FileSettings) -> bool:
-        times.append(trio.current_time())
-        return await claim(settings)
-
-    service.process_some_files = timed  # type: ignore[method-assign]
+    times = call_times(service, "process_some_files")
     async with trio.open_nursery() as nursery:
         await nursery.start(service.process_files, settings)
         await trio.sleep(seconds)

@@ -11,6 +11,7 @@ from kelpie_trio.search.indexer import Indexer, IndexerConfig
 from kelpie_trio.storage import MemoryStore, keys
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.chunks import set_blob
+from tests.calls import call_times
 
 # A poll far longer than the test: only a wake can explain an applied entry.
 QUIET = IndexerConfig(poll_interval=10_000.0, heartbeat_interval=20_000.0, settle=0.5)
@@ -24,19 +25,6 @@ async def _record(store: MemoryStore, agent_id: str) -> None:
         await outbox.record(tr, agent_id, resync=True)
 
     await store.transact(write)
-
-
-def _counting_scans(indexer: Indexer) -> tuple[Indexer, list[int]]:
-    """The indexer, its scans of the outbox counted in the list's one item."""
-    scans = [0]
-    scan = indexer.pending_streams
-
-    async def counted() -> list[str]:
-        scans[0] += 1
-        return await scan()
-
-    indexer.pending_streams = counted  # type: ignore[method-assign]
-    return indexer, scans
 
 
 async def test_an_entry_committed_on_this_node_wakes_the_indexer_within_its_settle(
@@ -61,11 +49,12 @@ async def test_an_idle_indexer_does_not_scan_between_polls(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     store = MemoryStore()
-    indexer, scans = _counting_scans(Indexer(store, store.env, MemoryIndex("i"), QUIET))
+    indexer = Indexer(store, store.env, MemoryIndex("i"), QUIET)
+    scans = call_times(indexer, "pending_streams")  # when each scan of the outbox began
     async with trio.open_nursery() as nursery:
         await nursery.start(indexer.run)
         await trio.sleep(5_000.0)  # virtual: half a poll
-        assert scans == [1]  # the first look at start, and none since
+        assert len(scans) == 1  # the first look at start, and none since
         nursery.cancel_scope.cancel()
 
 
@@ -100,16 +89,17 @@ async def test_commits_within_the_settle_share_one_drain(
 ) -> None:
     """One client's turns a few tenths of a second apart: one scan and one batch for all."""
     store = MemoryStore()
-    indexer, scans = _counting_scans(Indexer(store, store.env, MemoryIndex("i"), QUIET))
+    indexer = Indexer(store, store.env, MemoryIndex("i"), QUIET)
+    scans = call_times(indexer, "pending_streams")  # when each scan of the outbox began
     async with trio.open_nursery() as nursery:
         await nursery.start(indexer.run)
         await trio.sleep(1.0)  # the first look is over
-        assert scans == [1]
+        assert len(scans) == 1
         for agent_id in ("agent-1", "agent-2", "agent-3"):
             await _record(store, agent_id)
             await trio.sleep(QUIET.settle / 4)
         await trio.sleep(QUIET.settle)
-        assert scans == [2]  # one drain for the three commits, not one each
+        assert len(scans) == 2  # one drain for the three commits, not one each
         for agent_id in ("agent-1", "agent-2", "agent-3"):
             assert await indexer.index.position(agent_id) == 1
         nursery.cancel_scope.cancel()
@@ -151,14 +141,7 @@ async def test_an_idle_indexers_polls_end_on_the_nodes_ticks(
     store.env.ticks = Ticks(10.0 / 3, phase=1.25)
     config = IndexerConfig(poll_interval=60.0, heartbeat_interval=120.0, settle=0.5)
     indexer = Indexer(store, store.env, MemoryIndex("i"), config)
-    times: list[float] = []
-    scan = indexer.pending_streams
-
-    async def timed() -> list[str]:
-        times.append(trio.current_time())
-        return await scan()
-
-    indexer.pending_streams = timed  # type: ignore[method-assign]
+    times = call_times(indexer, "pending_streams")
     async with trio.open_nursery() as nursery:
         await nursery.start(indexer.run)
         await trio.sleep(600.0)
