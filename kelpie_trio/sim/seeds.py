@@ -4,7 +4,9 @@
 - `DST_SEEDS=K`: run K seeds (the default keeps CI in minutes; the deep run
   is `DST_SEEDS=1000`);
 - `DST_KEEP_GOING=1`: a test that loops over its seeds runs them all and reports
-  every failing seed, not only the first (what a deep run wants).
+  every failing seed, not only the first (what a deep run wants);
+- `DST_JOBS=N`: how many processes a sweep that asks for them (`in_processes=True`)
+  spreads its seeds over (default: the cores this process may use; 1 runs them here).
 
 A failing seed is reported with the two commands that replay it: the test
 with DST_SEED, and `kelpie-trio sim` when the test is a named scenario.
@@ -12,10 +14,23 @@ with DST_SEED, and `kelpie-trio sim` when the test is a named scenario.
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
-from collections.abc import Callable
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 
-__all__ = ["SeedFailure", "across_seeds", "replay_command", "run_seeds", "seeds"]
+__all__ = [
+    "SeedFailure",
+    "WorkerFailure",
+    "across_seeds",
+    "jobs",
+    "replay_command",
+    "run_seeds",
+    "seeds",
+]
 
 
 class SeedFailure(AssertionError):
@@ -52,6 +67,13 @@ def replay_command(
     return "\n".join(f"  replay: {line}" for line in lines)
 
 
+def jobs() -> int:
+    pinned = os.environ.get("DST_JOBS")
+    if pinned:
+        return max(1, int(pinned))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+
+
 def run_seeds(
     run: Callable[[int], object],
     default_count: int,
@@ -59,28 +81,101 @@ def run_seeds(
     first: int = 0,
     scenario: str | None = None,
     faults: str | None = None,
+    in_processes: bool = False,
 ) -> int:
     """Run `run(seed)` for each seed; on a failure raise with its replay commands.
 
     The first failure raises at once, unless DST_KEEP_GOING is set: then every seed
     runs and one SeedFailure names all that failed.
+
+    `in_processes`: the seeds run in `jobs()` worker processes at once (a long sweep
+    on an otherwise idle core); `run` must then be a module-level function, which the
+    workers import by name. Each seed is the same simulation as run here (a world is
+    built from its seed alone), and the faults each fired count in this process.
     """
     keep_going = bool(os.environ.get("DST_KEEP_GOING"))
     failures: list[str] = []
     ran = 0
-    for seed in seeds(default_count, first=first):
-        try:
-            run(seed)
-        except Exception as error:
-            message = (
-                f"seed {seed} failed: {error.__class__.__name__}: {error}\n"
-                f"{replay_command(seed, scenario=scenario, faults=faults)}"
-            )
-            print(message)  # also in the captured output, where pytest shows it
-            if not keep_going:
-                raise SeedFailure(message) from error
-            failures.append(message)
-        ran += 1
+    chosen = seeds(default_count, first=first)
+    in_processes = in_processes and jobs() > 1 and len(chosen) > 1
+    outcomes = (_in_processes if in_processes else _here)(run, chosen)
+    with contextlib.closing(outcomes):  # a failure stops the workers now, not at exit
+        for seed, error in outcomes:
+            if error is not None:
+                message = (
+                    f"seed {seed} failed: {error.__class__.__name__}: {error}\n"
+                    f"{replay_command(seed, scenario=scenario, faults=faults)}"
+                )
+                print(message)  # also in the captured output, where pytest shows it
+                if not keep_going:
+                    raise SeedFailure(message) from error
+                failures.append(message)
+            ran += 1
     if failures:
         raise SeedFailure(f"{len(failures)} of {ran} seeds failed:\n" + "\n".join(failures))
     return ran
+
+
+Outcomes = Iterator[tuple[int, Exception | None]]
+
+
+def _here(run: Callable[[int], object], chosen: list[int]) -> Outcomes:
+    for seed in chosen:
+        try:
+            run(seed)
+        except Exception as error:
+            yield seed, error
+        else:
+            yield seed, None
+
+
+class WorkerFailure(Exception):
+    """A seed's exception in a worker process, as text (its traceback included): the
+    exception itself may not pickle."""
+
+    def __init__(self, kind: str, text: str, trace: str) -> None:
+        super().__init__(kind, text, trace)  # all in args: that is what unpickling passes
+
+    def __str__(self) -> str:
+        kind, text, trace = self.args
+        return f"({kind} in a worker) {text}\n{trace}"
+
+
+def _in_processes(run: Callable[[int], object], chosen: list[int]) -> Outcomes:
+    # spawn, not fork: the test process may hold threads (a fork keeps only the caller's).
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(jobs(), len(chosen)), mp_context=context) as pool:
+        pending: list[Future] = [pool.submit(_worker_seed, run, seed) for seed in chosen]
+        try:
+            for seed, future in zip(chosen, pending, strict=True):
+                error, fired, late = future.result()
+                _count_in_this_process(fired, late)
+                yield seed, error
+        finally:
+            for future in pending:  # a failure stops the sweep: the rest never start
+                future.cancel()
+
+
+def _worker_seed(
+    run: Callable[[int], object], seed: int
+) -> tuple[WorkerFailure | None, Counter, Counter]:
+    """One seed in a worker: its failure, and the faults and late commits it counted."""
+    from kelpie_trio.sim.faults import FIRED_IN_PROCESS
+    from kelpie_trio.sim.store import LATE_COMMITS_IN_PROCESS
+
+    fired, late = Counter(FIRED_IN_PROCESS), Counter(LATE_COMMITS_IN_PROCESS)
+    error = None
+    try:
+        run(seed)
+    except Exception as failure:
+        trace = "".join(traceback.format_exception(failure))
+        error = WorkerFailure(failure.__class__.__name__, str(failure), trace)
+    return error, Counter(FIRED_IN_PROCESS) - fired, Counter(LATE_COMMITS_IN_PROCESS) - late
+
+
+def _count_in_this_process(fired: Counter, late: Counter) -> None:
+    from kelpie_trio.sim.faults import FIRED_IN_PROCESS
+    from kelpie_trio.sim.store import LATE_COMMITS_IN_PROCESS
+
+    FIRED_IN_PROCESS.update(fired)
+    LATE_COMMITS_IN_PROCESS.update(late)

@@ -8,9 +8,11 @@ import sys
 
 import pytest
 
-from kelpie_trio.sim import SimWorld
+from kelpie_trio.sim import FaultType, SimWorld
+from kelpie_trio.sim.faults import FIRED_IN_PROCESS
 from kelpie_trio.sim.scenarios import SCENARIOS
 from kelpie_trio.sim.seeds import SeedFailure, run_seeds, seeds
+from kelpie_trio.sim.store import LATE_COMMITS_IN_PROCESS
 
 
 def sim_cli(*args: str, hash_seed: str = "0") -> subprocess.CompletedProcess[str]:
@@ -70,3 +72,48 @@ def test_a_failing_seed_is_reported_with_its_replay_commands(
     assert "seed 3 failed" in message and "invariant broken" in message
     assert "kelpie-trio sim --seed 3 --scenario bank --faults chaos" in message
     assert "DST_SEED=3 pytest 'tests/dst/test_determinism.py::" in message
+
+
+def fails_on_three_in_a_worker(seed: int) -> None:
+    """Module level: run_seeds' worker processes import it by name."""
+    assert seed != 3, f"invariant broken in process {os.getpid()}"
+
+
+def counts_faults_in_a_worker(seed: int) -> None:
+    FIRED_IN_PROCESS[FaultType.STORAGE_WRITE_FAIL] += seed + 1
+    LATE_COMMITS_IN_PROCESS["unknown result"] += 1
+
+
+def test_seeds_in_worker_processes_report_a_failure_as_run_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DST_SEED", raising=False)
+    monkeypatch.delenv("DST_SEEDS", raising=False)
+    monkeypatch.setenv("DST_JOBS", "2")
+    with pytest.raises(SeedFailure) as raised:
+        run_seeds(fails_on_three_in_a_worker, 10, scenario="storm", in_processes=True)
+    message = str(raised.value)
+    assert message.startswith("seed 3 failed: WorkerFailure: (AssertionError in a worker)")
+    pid = int(message.partition("invariant broken in process ")[2].split()[0])
+    assert pid != os.getpid()  # it ran in a worker
+    assert "in fails_on_three_in_a_worker" in message  # the worker's traceback comes along
+    assert "kelpie-trio sim --seed 3 --scenario storm" in message
+    assert "DST_SEED=3 pytest 'tests/dst/test_determinism.py::" in message
+
+    monkeypatch.setenv("DST_KEEP_GOING", "1")
+    with pytest.raises(SeedFailure) as raised:
+        run_seeds(fails_on_three_in_a_worker, 6, in_processes=True)
+    assert str(raised.value).startswith("1 of 6 seeds failed:\nseed 3 failed")
+
+
+def test_faults_fired_in_worker_processes_count_in_this_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DST_SEED", raising=False)
+    monkeypatch.setenv("DST_SEEDS", "4")
+    monkeypatch.setenv("DST_JOBS", "2")
+    fired = FIRED_IN_PROCESS[FaultType.STORAGE_WRITE_FAIL]
+    late = LATE_COMMITS_IN_PROCESS["unknown result"]
+    assert run_seeds(counts_faults_in_a_worker, 10, in_processes=True) == 4
+    assert FIRED_IN_PROCESS[FaultType.STORAGE_WRITE_FAIL] == fired + 1 + 2 + 3 + 4
+    assert LATE_COMMITS_IN_PROCESS["unknown result"] == late + 4
