@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SCENARIO",
         help=f"one or more of {', '.join(SCENARIOS)}, or all (default: steady); or "
         "compare SCENARIO... with --base-url: the same load on kelpie-trio and on that server, "
-        "side by side",
+        "side by side; or table: the performance issue's table, each row at its own size, in "
+        "one run (about 20 minutes; --smoke: tiny sizes)",
     )
     parser.add_argument(
         "--smoke",
@@ -148,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
         from bench.compare import run_compare
 
         return run_compare(args, names[1:])
+    if names == ["table"]:  # the table: every row at its own size, in one run
+        from bench.table import main_table
+
+        return main_table(args)
     unknown = [n for n in names if n not in (*SCENARIOS, "all")]
     if unknown:
         known = ", ".join(SCENARIOS)

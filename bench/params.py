@@ -90,6 +90,9 @@ SMOKE: dict[str, dict[str, Any]] = {
 # The targets, reported next to the numbers (never asserted).
 TARGETS = {
     "cpu_vs_relay": 1.3,  # steady: CPU per message / relay CPU per request
+    "one_client_cpu_vs_steady": 1.5,  # one client, 200 ms provider: CPU per message / steady's
+    "one_client_added_p50_ms": 5.0,  # one client: latency beyond the provider's, p50
+    "one_client_added_p99_ms": 15.0,  # and p99
     "overhead_p99_ms": 25.0,  # steady at 200 conversations, 500 ms provider
     "activation_p99_ms": 10.0,  # cold-activation, 100,000 agents stored
     "rss_kb_per_idle_agent": 50.0,  # idle-footprint, 10,000 active agents

@@ -78,6 +78,13 @@ def test_bench_smoke_completes_and_writes_json_and_png(tmp_path: Path) -> None:
     assert references == [[5, 10], [15, 20], [25, 30], [35, 40]]
     assert all(w["vs_reference"] is not None for w in hot["windows"])
     assert hot["growth"]["last_vs_first"] is not None and "hot-agent: one history" in done.stdout
+    # `bench table` reads its verdicts from these fields: each figure these scenarios
+    # give has one (the idle row's scenario is not in this run).
+    from bench.table import verdicts
+
+    ran = {"steady": [by_name["steady"]], "one-client": [by_name["steady"]],
+           "hot-agent": [hot], "cold-activation": [cold]}  # fmt: skip
+    assert [row.met is not None for row in verdicts(ran)] == [True, True, True, False, True, True]
     assert hot["growth"]["vs_reference_fitted"] is not None
 
 

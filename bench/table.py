@@ -1,0 +1,229 @@
+"""`python -m bench table`: the performance issue's table, every row measured in one run.
+
+Each row runs its scenario at the size the issue names (the rows differ: steady's 200
+conversations, one client at a time, an idle node at up to 10,000 active agents, one hot
+history, 100,000 stored agents), each beside its own framework floor. It prints the
+figures with the targets and a verdict per row, and writes one JSON of every result.
+Beside each verdict it prints what the floor itself does under the same load shape: a
+target that asks less of the server than of the floor shows as such, never hidden.
+
+`--smoke` runs every row at tiny sizes (CI checks the command works, not the numbers).
+Nothing here asserts a figure: the targets are reported (`bench/params.py`, TARGETS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import attrs
+
+from bench.params import TARGETS
+
+__all__ = ["ROWS", "Verdict", "main_table", "verdicts"]
+
+# The issue's rows: (key, scenario, sizes at full size, sizes under --smoke, runs).
+# The hot agent's growth is fitted per run and spread over runs; it is run four times.
+ROWS: tuple[tuple[str, str, dict[str, Any], dict[str, Any], int], ...] = (
+    ("steady", "steady", {}, {}, 1),
+    (
+        "one-client",
+        "steady",
+        {"agents": 1, "messages": 300, "concurrency": 1, "latency": 0.2},
+        {"agents": 1, "messages": 10, "concurrency": 1, "latency": 0.05},
+        1,
+    ),
+    ("idle", "idle", {"agents": 10_000, "window": 60.0}, {}, 1),
+    ("hot-agent", "hot-agent", {}, {}, 4),
+    ("cold-activation", "cold-activation", {"agents": 100_000}, {}, 1),
+)
+SMOKE_RUNS = {"hot-agent": 2}  # fewer repeats under --smoke
+
+
+@attrs.frozen
+class Verdict:
+    figure: str
+    measured: str
+    target: str
+    met: bool | None  # None: not measured in this run
+    floor: str = ""  # what the framework floor does under the same load shape
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
+def _at(result: dict[str, Any] | None, *path: str) -> Any:
+    """A figure of a result, or None where the run has none (no floor: --no-floor)."""
+    for key in path:
+        if not isinstance(result, dict):
+            return None
+        result = result.get(key)
+    return result
+
+
+def _first(results: dict[str, list[dict[str, Any]]], row: str) -> dict[str, Any] | None:
+    return (results.get(row) or [None])[0]
+
+
+def verdicts(results: dict[str, list[dict[str, Any]]]) -> list[Verdict]:
+    """The issue's six figures from the rows' results (a pure function: tested apart)."""
+    out: list[Verdict] = []
+    steady, one = _first(results, "steady"), _first(results, "one-client")
+    steady_cpu = _at(steady, "server", "cpu_ms_per_msg")
+    steady_relay = _at(steady, "floor", "relay", "cpu_ms_per_req")
+    ratio = _ratio(steady_cpu, steady_relay)
+    out.append(
+        Verdict(
+            "steady CPU per message / relay floor CPU per request",
+            f"{steady_cpu:.2f} / {steady_relay:.2f} ms = {ratio:.2f}x" if ratio else "-",
+            f"<= {TARGETS['cpu_vs_relay']}x",
+            None if ratio is None else ratio <= TARGETS["cpu_vs_relay"],
+        )
+    )
+    one_cpu = _at(one, "server", "cpu_ms_per_msg")
+    one_ratio = _ratio(one_cpu, steady_cpu)
+    # The relay floor one request at a time, against its own loaded figure.
+    floor_one = _ratio(_at(one, "floor", "relay", "cpu_ms_per_req"), steady_relay)
+    target = TARGETS["one_client_cpu_vs_steady"]
+    out.append(
+        Verdict(
+            "CPU per message, one client, 200 ms provider / steady's",
+            f"{one_cpu:.2f} ms = {one_ratio:.2f}x" if one_ratio else "-",
+            f"<= {target}x",
+            None if one_ratio is None else one_ratio <= target,
+            f"relay floor: {floor_one:.2f}x" if floor_one else "",
+        )
+    )
+    p50, p99 = _at(one, "overhead_ms", "p50"), _at(one, "overhead_ms", "p99")
+    relay_p50 = _at(one, "floor", "relay", "latency_ms", "p50")
+    latency_ms = (_at(one, "params", "latency") or 0.0) * 1000
+    top50, top99 = TARGETS["one_client_added_p50_ms"], TARGETS["one_client_added_p99_ms"]
+    out.append(
+        Verdict(
+            "added latency, one client, p50 / p99",
+            f"{p50:.1f} / {p99:.1f} ms" if p50 is not None else "-",
+            f"<= {top50:g} / {top99:g} ms",
+            None if p50 is None else p50 <= top50 and p99 <= top99,
+            f"relay floor adds {relay_p50 - latency_ms:.1f} ms at p50" if relay_p50 else "",
+        )
+    )
+    levels = _at(_first(results, "idle"), "idle") or []
+    worst = max((level["cpu_ms_per_s"] for level in levels), default=None)
+    out.append(
+        Verdict(
+            "idle server CPU, by active agents",
+            " / ".join(f"{lv['cpu_ms_per_s']:.3f} ms/s at {lv['active_agents']:,}" for lv in levels)
+            or "-",
+            f"<= {TARGETS['idle_cpu_ms_per_s']} ms/s at each",
+            None if worst is None else worst <= TARGETS["idle_cpu_ms_per_s"],
+        )
+    )
+    growths = [
+        g for r in results.get("hot-agent") or []
+        if (g := _at(r, "growth", "vs_reference_fitted")) is not None
+    ]  # fmt: skip
+    mean = round(statistics.fmean(growths), 2) if growths else None
+    out.append(
+        Verdict(
+            "hot agent: CPU per message, last window / a short history's (fitted)",
+            ", ".join(f"{g:.2f}" for g in growths) + f" (mean {mean:.2f})" if growths else "-",
+            f"<= {TARGETS['hot_agent_growth']:.2f} (flat within 10 %), on the mean of the runs",
+            None if mean is None else mean <= TARGETS["hot_agent_growth"],
+        )
+    )
+    act = _first(results, "cold-activation")
+    act_p99 = _at(act, "activation_ms", "p99")
+    alone_p99 = _at(act, "activation_alone_ms", "p99")
+    measured = "-"
+    if act_p99 is not None:
+        measured = f"{act_p99:.1f} ms from {_at(act, 'params', 'concurrency')} clients"
+        if alone_p99 is not None:
+            measured += f"; one at a time {alone_p99:.1f} ms"
+    out.append(
+        Verdict(
+            f"activation p99, {_at(act, 'params', 'agents') or 0:,} agents stored",
+            measured,
+            f"<= {TARGETS['activation_p99_ms']:g} ms",
+            None if act_p99 is None else act_p99 <= TARGETS["activation_p99_ms"],
+        )
+    )
+    return out
+
+
+def print_verdicts(rows: list[Verdict]) -> None:
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    table = Table(title="issue 23's table (one run)")
+    for column in ("figure", "measured", "target", "verdict", "the floor, same load"):
+        table.add_column(column)
+    for row in rows:
+        verdict = {True: "met", False: "MISSED", None: "-"}[row.met]
+        table.add_row(row.figure, row.measured, row.target, verdict, row.floor)
+    console.print(table)
+
+
+def main_table(args: argparse.Namespace) -> int:
+    """Run every row (each its own Options and servers), then print and write."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import trio
+
+    from bench import report
+    from bench.cli import _progress, _progress_factory
+    from bench.scenarios import Options, Runner
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    work = Path(tempfile.mkdtemp(prefix="kelpie-bench-table-"))
+    run_info: dict[str, Any] = {
+        "bench": "kelpie-trio bench 1",
+        "table": "issue 23",
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": report.machine(),
+        "options": {"smoke": args.smoke, "store": args.store},
+        "rows": {},
+    }
+    results: dict[str, list[dict[str, Any]]] = run_info["rows"]
+    try:
+        with _progress() as progress:
+
+            async def main() -> None:
+                for key, scenario, full, smoke, runs in ROWS:
+                    options = Options(
+                        store=args.store,
+                        smoke=args.smoke,
+                        overrides=dict(smoke if args.smoke else full),
+                        floor=not args.no_floor,
+                        floor_requests=args.floor_requests,
+                        seed=args.seed,
+                        work_dir=work,
+                    )
+                    runner = Runner(options, _progress_factory(progress))
+                    for _ in range(SMOKE_RUNS.get(key, runs) if args.smoke else runs):
+                        result = await runner.run(scenario)
+                        result["row"] = key
+                        results.setdefault(key, []).append(result)
+
+            trio.run(main)
+    finally:
+        if args.keep_data:
+            print(f"data kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    run_info["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    rows = verdicts(results)
+    run_info["verdicts"] = [attrs.asdict(row) for row in rows]
+    print_verdicts(rows)
+    json_path = args.out / f"bench-{stamp}-table.json"
+    report.write_json(json_path, run_info)
+    print(f"wrote {json_path}")
+    return 0

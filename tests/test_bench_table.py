@@ -1,0 +1,114 @@
+"""`python -m bench table`: the issue's rows at their own sizes, one verdict per figure.
+
+The verdicts are read from real results: the JSON of the last table measured by hand
+(bench/results/2026-12-06-table8-*, whose figures bench/RESULTS.md quotes). The command's
+wiring (which scenario at which size, how often) runs with a stand-in runner: the
+scenarios themselves run end to end in tests/test_bench_smoke.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import table
+from bench.table import verdicts
+
+RESULTS = Path(__file__).parents[1] / "bench" / "results"
+TABLE8 = {
+    "steady": ["steady"],
+    "one-client": ["one-client"],
+    "idle": ["idle"],
+    "hot-agent": [f"hot-agent-{i}" for i in (1, 2, 3, 4)],
+    "cold-activation": ["cold-activation-100k"],
+}
+
+
+def _table8() -> dict[str, list[dict[str, Any]]]:
+    def load(name: str) -> dict[str, Any]:
+        run = json.loads((RESULTS / f"2026-12-06-table8-{name}.json").read_text())
+        return run["scenarios"][0]
+
+    return {row: [load(name) for name in names] for row, names in TABLE8.items()}
+
+
+def test_the_verdicts_of_a_measured_table_are_those_results_md_gives() -> None:
+    rows = {row.figure.split(",")[0].split(":")[0]: row for row in verdicts(_table8())}
+    steady = rows["steady CPU per message / relay floor CPU per request"]
+    assert (steady.measured, steady.met) == ("7.55 / 1.98 ms = 3.81x", False)
+    one = rows["CPU per message"]
+    assert (one.measured, one.met) == ("11.47 ms = 1.52x", False)  # missed by 0.02
+    assert one.floor == "relay floor: 1.63x"  # the floor's own, one request at a time
+    latency = rows["added latency"]
+    assert (latency.measured, latency.met) == ("14.0 / 21.0 ms", False)
+    idle = rows["idle server CPU"]
+    assert idle.measured == "0.440 ms/s at 0 / 0.445 ms/s at 200 / 0.593 ms/s at 10,000"
+    assert idle.met is False  # 0.593 at 10,000: each level must be under 0.5
+    hot = rows["hot agent"]
+    assert (hot.measured, hot.met) == ("1.06, 0.94, 0.93, 1.21 (mean 1.04)", True)
+    activation = rows["activation p99"]
+    assert activation.figure == "activation p99, 100,000 agents stored"
+    assert activation.measured == "22.9 ms from 4 clients; one at a time 7.6 ms"
+    assert activation.met is False
+
+
+def test_a_figure_measured_under_its_target_is_met_and_one_not_run_has_no_verdict() -> None:
+    results = _table8()
+    results["steady"][0]["server"]["cpu_ms_per_msg"] = 2.5  # 1.26x the relay's 1.98
+    del results["idle"]
+    rows = verdicts(results)
+    assert rows[0].met is True
+    assert rows[1].met is False  # one client's 11.47 ms is now 4.6x steady's
+    idle = next(row for row in rows if row.figure.startswith("idle"))
+    assert (idle.measured, idle.met) == ("-", None)
+    assert all(row.met is None for row in verdicts({}))  # --no-floor, or nothing ran
+
+
+class _StandIn:
+    """Runner's stand-in: notes each scenario and its sizes, answers table8's result."""
+
+    ran: list[tuple[str, dict[str, Any]]] = []
+
+    def __init__(self, options: Any, progress: Any = None) -> None:
+        self.options = options
+
+    async def run(self, name: str) -> dict[str, Any]:
+        self.ran.append((name, dict(self.options.overrides)))
+        found = _table8()
+        if name == "steady" and self.options.overrides.get("concurrency") == 1:
+            return found["one-client"][0]
+        return found[name][0]
+
+
+def test_the_command_runs_each_row_at_its_size_and_writes_one_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import bench.scenarios
+
+    monkeypatch.setattr(bench.scenarios, "Runner", _StandIn)
+    monkeypatch.setattr(_StandIn, "ran", [])
+    args = argparse.Namespace(
+        smoke=False, store="sqlite", no_floor=False, floor_requests=2000, seed=7,
+        out=tmp_path, keep_data=False,
+    )  # fmt: skip
+    assert table.main_table(args) == 0
+    one_client = {"agents": 1, "messages": 300, "concurrency": 1, "latency": 0.2}
+    assert _StandIn.ran == [
+        ("steady", {}),
+        ("steady", one_client),
+        ("idle", {"agents": 10_000, "window": 60.0}),
+        *[("hot-agent", {})] * 4,
+        ("cold-activation", {"agents": 100_000}),
+    ]
+    [written] = tmp_path.glob("bench-*-table.json")
+    run = json.loads(written.read_text())
+    assert {row: len(results) for row, results in run["rows"].items()} == {
+        "steady": 1, "one-client": 1, "idle": 1, "hot-agent": 4, "cold-activation": 1,
+    }  # fmt: skip
+    assert [v["met"] for v in run["verdicts"]] == [False, False, False, False, True, False]
+    out = capsys.readouterr().out
+    assert "issue 23's table" in out and "MISSED" in out
