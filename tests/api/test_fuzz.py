@@ -13,6 +13,7 @@ exist) are listed per operation in schemathesis.toml beside this file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -54,6 +55,15 @@ def _schemathesis(url: str, workdir: Path) -> subprocess.CompletedProcess[str]:
         pytest.fail(f"schemathesis ran past {RUN_LIMIT} s (requests hang?):\n{seen[-8000:]}")
 
 
+def _open_files(pid: int) -> set[str]:
+    """What each of the server's fds points at (a file, a socket, a pipe), for a message."""
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            found.add(f"{fd.name} -> {os.readlink(fd)}")
+    return found
+
+
 def _sockets_settle(pid: int, fds: int, timeout: float = 10.0) -> tuple[int, int]:
     """The server's fd count and CLOSE-WAIT sockets once it has closed what its client left
     (it closes them asynchronously after the client hangs up: a bounded wait)."""
@@ -74,11 +84,13 @@ def test_fuzzing_the_api_finds_nothing_and_leaks_nothing(
     # Stdio MCP servers are commands: the fuzzer's random ones are refused, never started.
     with server_process(data_dir, env={"KELPIE_MCP_STDIO": "off"}) as (url, process):
         fds = psutil.Process(process.pid).num_fds()
+        opened = _open_files(process.pid)
         run = _schemathesis(url, data_dir)
         output = run.stdout + run.stderr
         found = output.partition("FAILURES")[2].partition("WARNINGS")[0] or output
         assert run.returncode == 0, f"schemathesis (seed {SEED}) found:\n{found[-20000:]}"
         after, close_wait = _sockets_settle(process.pid, fds)
         assert (after <= fds, close_wait) == (True, 0), (
-            f"the server held {fds} fds before and {after} after, {close_wait} in CLOSE-WAIT"
+            f"the server held {fds} fds before and {after} after, {close_wait} in CLOSE-WAIT; "
+            f"opened since: {sorted(_open_files(process.pid) - opened)}"
         )
