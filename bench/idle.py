@@ -47,6 +47,12 @@ _SETTLE_MAX_S = 120.0
 
 
 _SAMPLE_S = 0.25  # how often the threads are read (see ThreadCpu)
+# The server's idle timeout in this scenario: longer than the whole run, so that each
+# level's agents are all still active in its window. At the default 300 s the first 200
+# agents deactivated inside the 10,000 level's window on a slow run (2026-12-07: 200
+# deactivations, 217 commits and 3.6 ms/s in that minute): a one-off cost, and a window
+# that no longer had the active agents it was labelled with.
+_IDLE_TIMEOUT_S = 3600.0
 
 
 class ThreadCpu:
@@ -121,7 +127,12 @@ class Idle(RunnerPart):
         levels = []
         async with (
             self._provider(0.0) as provider,
-            self._server(self._data_dir("idle"), provider, 0.0) as server,
+            self._server(
+                self._data_dir("idle"),
+                provider,
+                0.0,
+                extra_env={"KELPIE_IDLE_TIMEOUT": str(_IDLE_TIMEOUT_S)},
+            ) as server,
         ):
             if server is None:
                 raise SystemExit("idle needs the server's process: give --server-pid")
@@ -170,7 +181,12 @@ class Idle(RunnerPart):
                 })  # fmt: skip
         return {
             "scenario": "idle",
-            "params": {**p, "window": window, "store": self.options.store},
+            "params": {
+                **p,
+                "window": window,
+                "store": self.options.store,
+                "idle_timeout_s": _IDLE_TIMEOUT_S,
+            },
             "idle": levels,
             "ratios": {"cpu_vs_relay": None, "cpu_vs_trivial": None},
         }

@@ -115,8 +115,7 @@ def verdicts(results: dict[str, list[dict[str, Any]]]) -> list[Verdict]:
     out.append(
         Verdict(
             "idle server CPU, by active agents",
-            " / ".join(f"{lv['cpu_ms_per_s']:.3f} ms/s at {lv['active_agents']:,}" for lv in levels)
-            or "-",
+            " / ".join(_idle_level(level) for level in levels) or "-",
             f"<= {TARGETS['idle_cpu_ms_per_s']} ms/s at each",
             None if worst is None else worst <= TARGETS["idle_cpu_ms_per_s"],
         )
@@ -151,6 +150,16 @@ def verdicts(results: dict[str, list[dict[str, Any]]]) -> list[Verdict]:
         )
     )
     return out
+
+
+def _idle_level(level: dict[str, Any]) -> str:
+    """One level's figure; if the server reported another number of active actors in its
+    window than the level's (some deactivated, or never activated), that number too."""
+    text = f"{level['cpu_ms_per_s']:.3f} ms/s at {level['active_agents']:,}"
+    reported = level.get("active_actors_reported")
+    if reported is not None and round(reported) != level["active_agents"]:
+        text += f" (the server reported {round(reported):,} active)"
+    return text
 
 
 def print_verdicts(rows: list[Verdict]) -> None:

@@ -112,3 +112,11 @@ def test_the_command_runs_each_row_at_its_size_and_writes_one_json(
     assert [v["met"] for v in run["verdicts"]] == [False, False, False, False, True, False]
     out = capsys.readouterr().out
     assert "issue 23's table" in out and "MISSED" in out
+
+
+def test_an_idle_level_whose_agents_did_not_all_stay_active_says_so() -> None:
+    results = _table8()
+    results["idle"][0]["idle"][2]["active_actors_reported"] = 9800.0  # 200 deactivated
+    idle = next(row for row in verdicts(results) if row.figure.startswith("idle"))
+    assert idle.measured.endswith("0.593 ms/s at 10,000 (the server reported 9,800 active)")
+    assert "at 200 (" not in idle.measured  # a level whose count matched says nothing more
