@@ -20,7 +20,7 @@ import os
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
 
 __all__ = [
     "SeedFailure",
@@ -71,7 +71,8 @@ def jobs() -> int:
     pinned = os.environ.get("DST_JOBS")
     if pinned:
         return max(1, int(pinned))
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    return min(cores, 8)  # each worker holds a simulated cluster (~150 MB)
 
 
 def run_seeds(
@@ -148,7 +149,11 @@ def _in_processes(run: Callable[[int], object], chosen: list[int]) -> Outcomes:
         pending: list[Future] = [pool.submit(_worker_seed, run, seed) for seed in chosen]
         try:
             for seed, future in zip(chosen, pending, strict=True):
-                error, fired, late = future.result()
+                try:
+                    error, fired, late = future.result()
+                except BrokenExecutor as broken:  # the worker died (killed, out of memory)
+                    yield seed, broken
+                    continue
                 _count_in_this_process(fired, late)
                 yield seed, error
         finally:

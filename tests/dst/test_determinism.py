@@ -79,6 +79,11 @@ def fails_on_three_in_a_worker(seed: int) -> None:
     assert seed != 3, f"invariant broken in process {os.getpid()}"
 
 
+def dies_on_two_in_a_worker(seed: int) -> None:
+    if seed == 2:
+        os._exit(3)  # a worker killed mid-seed (by the OOM killer, say)
+
+
 def counts_faults_in_a_worker(seed: int) -> None:
     FIRED_IN_PROCESS[FaultType.STORAGE_WRITE_FAIL] += seed + 1
     LATE_COMMITS_IN_PROCESS["unknown result"] += 1
@@ -117,3 +122,18 @@ def test_faults_fired_in_worker_processes_count_in_this_one(
     assert run_seeds(counts_faults_in_a_worker, 10, in_processes=True) == 4
     assert FIRED_IN_PROCESS[FaultType.STORAGE_WRITE_FAIL] == fired + 1 + 2 + 3 + 4
     assert LATE_COMMITS_IN_PROCESS["unknown result"] == late + 4
+
+
+def test_a_worker_that_dies_fails_the_sweep_with_a_replay_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DST_SEED", raising=False)
+    monkeypatch.delenv("DST_SEEDS", raising=False)
+    monkeypatch.setenv("DST_JOBS", "2")
+    with pytest.raises(SeedFailure) as raised:
+        run_seeds(dies_on_two_in_a_worker, 6, scenario="storm", in_processes=True)
+    message = str(raised.value)
+    # Which seed's future learns of it first depends on timing; no later seed passes it.
+    assert "failed: BrokenProcessPool" in message
+    failed = int(message.removeprefix("seed ").split()[0])
+    assert failed <= 2 and f"kelpie-trio sim --seed {failed} --scenario storm" in message
