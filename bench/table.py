@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -163,8 +164,6 @@ def _idle_level(level: dict[str, Any]) -> str:
 
 
 def print_verdicts(rows: list[Verdict]) -> None:
-    import sys
-
     from rich.console import Console
     from rich.table import Table
 
@@ -178,8 +177,36 @@ def print_verdicts(rows: list[Verdict]) -> None:
     console.print(table)
 
 
+# Flags of `python -m bench` that the table does not take: each row's sizes are the
+# issue's, and it measures a server it starts, on the fake provider.
+REFUSED_FLAGS = {
+    "base_url": "--base-url", "base_url_b": "--base-url-b", "server_pid": "--server-pid",
+    "agents": "--agents", "messages": "--messages", "concurrency": "--concurrency",
+    "latency": "--latency", "window": "--window", "window_messages": "--window-messages",
+    "background_s": "--background-s", "size_kb": "--size-kb", "profile": "--profile",
+    "model": "--model", "embedding": "--embedding",
+}  # fmt: skip
+
+
+def refused_flags(args: argparse.Namespace) -> list[str]:
+    """The flags given that the table does not take (it would otherwise ignore them)."""
+    given = [flag for name, flag in REFUSED_FLAGS.items() if getattr(args, name, None)]
+    if getattr(args, "llm", "fake") != "fake":
+        given.append("--llm")
+    return given
+
+
 def main_table(args: argparse.Namespace) -> int:
     """Run every row (each its own Options and servers), then print and write."""
+    refused = refused_flags(args)
+    if refused:
+        print(
+            f"bench table runs each row at the issue's size on a server it starts: "
+            f"{', '.join(refused)} cannot be used with it (--smoke, --store, --no-floor, "
+            f"--floor-requests, --seed, --out and --keep-data can)",
+            file=sys.stderr,
+        )
+        return 2
     import shutil
     import tempfile
     from pathlib import Path

@@ -120,3 +120,16 @@ def test_an_idle_level_whose_agents_did_not_all_stay_active_says_so() -> None:
     idle = next(row for row in verdicts(results) if row.figure.startswith("idle"))
     assert idle.measured.endswith("0.593 ms/s at 10,000 (the server reported 9,800 active)")
     assert "at 200 (" not in idle.measured  # a level whose count matched says nothing more
+
+
+def test_a_flag_the_table_does_not_take_is_refused_not_ignored() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "table", "--agents", "5", "--llm", "sim"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--agents, --llm cannot be used with it" in done.stderr
+    assert not done.stdout  # nothing ran
