@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import sys
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -145,7 +146,8 @@ class WorkerFailure(Exception):
 def _in_processes(run: Callable[[int], object], chosen: list[int]) -> Outcomes:
     # spawn, not fork: the test process may hold threads (a fork keeps only the caller's).
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(jobs(), len(chosen)), mp_context=context) as pool:
+    workers = min(jobs(), len(chosen))
+    with ProcessPoolExecutor(workers, context, initializer=_die_with_parent) as pool:
         pending: list[Future] = [pool.submit(_worker_seed, run, seed) for seed in chosen]
         try:
             for seed, future in zip(chosen, pending, strict=True):
@@ -159,6 +161,16 @@ def _in_processes(run: Callable[[int], object], chosen: list[int]) -> Outcomes:
         finally:
             for future in pending:  # a failure stops the sweep: the rest never start
                 future.cancel()
+
+
+def _die_with_parent() -> None:
+    """A worker ends when the test process does, even killed (SIGKILL, a CI timeout):
+    otherwise it waits forever on the queue of a pool no one owns."""
+    if sys.platform == "linux":
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
 
 
 def _worker_seed(

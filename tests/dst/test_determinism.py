@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -84,6 +86,12 @@ def dies_on_two_in_a_worker(seed: int) -> None:
         os._exit(3)  # a worker killed mid-seed (by the OOM killer, say)
 
 
+def waits_in_a_worker(seed: int) -> None:
+    """Notes its pid in $WORKER_PIDS, then waits (a long seed)."""
+    Path(os.environ["WORKER_PIDS"], str(os.getpid())).touch()
+    time.sleep(120)
+
+
 def counts_faults_in_a_worker(seed: int) -> None:
     FIRED_IN_PROCESS[FaultType.STORAGE_WRITE_FAIL] += seed + 1
     LATE_COMMITS_IN_PROCESS["unknown result"] += 1
@@ -137,3 +145,35 @@ def test_a_worker_that_dies_fails_the_sweep_with_a_replay_command(
     assert "failed: BrokenProcessPool" in message
     failed = int(message.removeprefix("seed ").split()[0])
     assert failed <= 2 and f"kelpie-trio sim --seed {failed} --scenario storm" in message
+
+
+def test_seed_workers_end_when_the_test_process_is_killed(tmp_path: Path) -> None:
+    """A run killed (SIGKILL: a CI timeout) leaves no worker behind, waiting forever."""
+    sweep = (
+        "from kelpie_trio.sim.seeds import run_seeds\n"
+        "from tests.dst.test_determinism import waits_in_a_worker\n"
+        "run_seeds(waits_in_a_worker, 2, in_processes=True)\n"
+    )
+    env = {**os.environ, "DST_JOBS": "2", "WORKER_PIDS": str(tmp_path)}
+    env.pop("DST_SEED", None)
+    env.pop("DST_SEEDS", None)
+    parent = subprocess.Popen([sys.executable, "-c", sweep], env=env, cwd=Path(__file__).parents[2])
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.iterdir())) < 2:  # both workers are in their seed
+        assert parent.poll() is None and time.monotonic() < deadline, "no workers started"
+        time.sleep(0.05)
+    workers = [int(path.name) for path in tmp_path.iterdir()]
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while alive := [pid for pid in workers if _running(pid)]:
+        assert time.monotonic() < deadline, f"workers {alive} outlived the killed test process"
+        time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has ended; its new parent reaps it
