@@ -76,6 +76,15 @@ def test_a_failing_seed_is_reported_with_its_replay_commands(
     assert "DST_SEED=3 pytest 'tests/dst/test_determinism.py::" in message
 
 
+@pytest.fixture
+def two_workers(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """Each test's own seeds (no DST_SEED or DST_SEEDS of the run), over two workers."""
+    monkeypatch.delenv("DST_SEED", raising=False)
+    monkeypatch.delenv("DST_SEEDS", raising=False)
+    monkeypatch.setenv("DST_JOBS", "2")
+    return monkeypatch
+
+
 def fails_on_three_in_a_worker(seed: int) -> None:
     """Module level: run_seeds' worker processes import it by name."""
     assert seed != 3, f"invariant broken in process {os.getpid()}"
@@ -98,11 +107,8 @@ def counts_faults_in_a_worker(seed: int) -> None:
 
 
 def test_seeds_in_worker_processes_report_a_failure_as_run_here(
-    monkeypatch: pytest.MonkeyPatch,
+    two_workers: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("DST_SEED", raising=False)
-    monkeypatch.delenv("DST_SEEDS", raising=False)
-    monkeypatch.setenv("DST_JOBS", "2")
     with pytest.raises(SeedFailure) as raised:
         run_seeds(fails_on_three_in_a_worker, 10, scenario="storm", in_processes=True)
     message = str(raised.value)
@@ -113,18 +119,16 @@ def test_seeds_in_worker_processes_report_a_failure_as_run_here(
     assert "kelpie-trio sim --seed 3 --scenario storm" in message
     assert "DST_SEED=3 pytest 'tests/dst/test_determinism.py::" in message
 
-    monkeypatch.setenv("DST_KEEP_GOING", "1")
+    two_workers.setenv("DST_KEEP_GOING", "1")
     with pytest.raises(SeedFailure) as raised:
         run_seeds(fails_on_three_in_a_worker, 6, in_processes=True)
     assert str(raised.value).startswith("1 of 6 seeds failed:\nseed 3 failed")
 
 
 def test_faults_fired_in_worker_processes_count_in_this_one(
-    monkeypatch: pytest.MonkeyPatch,
+    two_workers: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("DST_SEED", raising=False)
-    monkeypatch.setenv("DST_SEEDS", "4")
-    monkeypatch.setenv("DST_JOBS", "2")
+    two_workers.setenv("DST_SEEDS", "4")
     fired = FIRED_IN_PROCESS[FaultType.STORAGE_WRITE_FAIL]
     late = LATE_COMMITS_IN_PROCESS["unknown result"]
     assert run_seeds(counts_faults_in_a_worker, 10, in_processes=True) == 4
@@ -133,11 +137,8 @@ def test_faults_fired_in_worker_processes_count_in_this_one(
 
 
 def test_a_worker_that_dies_fails_the_sweep_with_a_replay_command(
-    monkeypatch: pytest.MonkeyPatch,
+    two_workers: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("DST_SEED", raising=False)
-    monkeypatch.delenv("DST_SEEDS", raising=False)
-    monkeypatch.setenv("DST_JOBS", "2")
     with pytest.raises(SeedFailure) as raised:
         run_seeds(dies_on_two_in_a_worker, 6, scenario="storm", in_processes=True)
     message = str(raised.value)
