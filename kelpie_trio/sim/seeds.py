@@ -23,6 +23,9 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
 
+from kelpie_trio.sim.faults import FIRED_IN_PROCESS
+from kelpie_trio.sim.store import LATE_COMMITS_IN_PROCESS
+
 __all__ = [
     "SeedFailure",
     "WorkerFailure",
@@ -156,7 +159,8 @@ def _in_processes(run: Callable[[int], object], chosen: list[int]) -> Outcomes:
                 except BrokenExecutor as broken:  # the worker died (killed, out of memory)
                     yield seed, broken
                     continue
-                _count_in_this_process(fired, late)
+                FIRED_IN_PROCESS.update(fired)  # the summary counts every worker's too
+                LATE_COMMITS_IN_PROCESS.update(late)
                 yield seed, error
         finally:
             for future in pending:  # a failure stops the sweep: the rest never start
@@ -177,9 +181,6 @@ def _worker_seed(
     run: Callable[[int], object], seed: int
 ) -> tuple[WorkerFailure | None, Counter, Counter]:
     """One seed in a worker: its failure, and the faults and late commits it counted."""
-    from kelpie_trio.sim.faults import FIRED_IN_PROCESS
-    from kelpie_trio.sim.store import LATE_COMMITS_IN_PROCESS
-
     fired, late = Counter(FIRED_IN_PROCESS), Counter(LATE_COMMITS_IN_PROCESS)
     error = None
     try:
@@ -188,11 +189,3 @@ def _worker_seed(
         trace = "".join(traceback.format_exception(failure))
         error = WorkerFailure(failure.__class__.__name__, str(failure), trace)
     return error, Counter(FIRED_IN_PROCESS) - fired, Counter(LATE_COMMITS_IN_PROCESS) - late
-
-
-def _count_in_this_process(fired: Counter, late: Counter) -> None:
-    from kelpie_trio.sim.faults import FIRED_IN_PROCESS
-    from kelpie_trio.sim.store import LATE_COMMITS_IN_PROCESS
-
-    FIRED_IN_PROCESS.update(fired)
-    LATE_COMMITS_IN_PROCESS.update(late)
