@@ -104,6 +104,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=7)
 
 
+def done_with(work: Path, *, keep: bool) -> None:
+    """A run's temporary folder (its servers' data): removed, or kept and said where."""
+    if keep:
+        print(f"data kept in {work}", file=sys.stderr)
+    else:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def _progress_factory(progress: Any) -> Callable[[str, int], Callable[[], None]]:
     def track(description: str, total: int) -> Callable[[], None]:
         task = progress.add_task(description, total=total)
@@ -226,10 +236,7 @@ def run(args: argparse.Namespace) -> int:
 
         for profile in sorted(work.glob("profile-*.txt")):
             shutil.copy(profile, args.out / f"{stamp}-{profile.name}")
-        if args.keep_data:
-            print(f"data kept in {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        done_with(work, keep=args.keep_data)
     run_info["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     report.print_table(run_info["scenarios"])
     json_path = args.out / f"bench-{stamp}.json"

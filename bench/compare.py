@@ -145,6 +145,7 @@ def run_compare(args: argparse.Namespace, names: list[str]) -> int:
     import trio
 
     from bench import report
+    from bench.cli import done_with
     from bench.scenarios import Options, Runner
 
     if not args.base_url:
@@ -211,9 +212,7 @@ def run_compare(args: argparse.Namespace, names: list[str]) -> int:
     try:
         trio.run(main)
     finally:
-        import shutil
-
-        shutil.rmtree(work, ignore_errors=True)
+        done_with(work, keep=False)
     rows = [row for mine, other in results for row in compare_rows(mine, other)]
     print_comparison(rows, args.base_url)
     stamp = time.strftime("%Y%m%d-%H%M%S")

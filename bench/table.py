@@ -209,14 +209,13 @@ def main_table(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    import shutil
     import tempfile
     from pathlib import Path
 
     import trio
 
     from bench import report
-    from bench.cli import _progress, _progress_factory
+    from bench.cli import _progress, _progress_factory, done_with
     from bench.scenarios import Options, Runner
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -253,10 +252,7 @@ def main_table(args: argparse.Namespace) -> int:
 
             trio.run(main)
     finally:
-        if args.keep_data:
-            print(f"data kept in {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        done_with(work, keep=args.keep_data)
     run_info["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     rows = verdicts(results)
     run_info["verdicts"] = [attrs.asdict(row) for row in rows]
