@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,6 +51,13 @@ def test_sim_command_matches_the_in_process_run() -> None:
     assert out.stdout.strip().splitlines()[-1] == f"trace {world.hexdigest()}"
 
 
+def failed_sweep(run: Callable[[int], object], count: int, **options: Any) -> str:
+    """The message of the SeedFailure that `run_seeds` must raise."""
+    with pytest.raises(SeedFailure) as raised:
+        run_seeds(run, count, **options)
+    return str(raised.value)
+
+
 def test_dst_seed_pins_one_seed_and_dst_seeds_sets_the_count(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -68,9 +77,7 @@ def test_a_failing_seed_is_reported_with_its_replay_commands(
     def fails_on_three(seed: int) -> None:
         assert seed != 3, "invariant broken"
 
-    with pytest.raises(SeedFailure) as raised:
-        run_seeds(fails_on_three, 10, scenario="bank", faults="chaos")
-    message = str(raised.value)
+    message = failed_sweep(fails_on_three, 10, scenario="bank", faults="chaos")
     assert "seed 3 failed" in message and "invariant broken" in message
     assert "kelpie-trio sim --seed 3 --scenario bank --faults chaos" in message
     assert "DST_SEED=3 pytest 'tests/dst/test_determinism.py::" in message
@@ -109,9 +116,7 @@ def counts_faults_in_a_worker(seed: int) -> None:
 def test_seeds_in_worker_processes_report_a_failure_as_run_here(
     two_workers: pytest.MonkeyPatch,
 ) -> None:
-    with pytest.raises(SeedFailure) as raised:
-        run_seeds(fails_on_three_in_a_worker, 10, scenario="storm", in_processes=True)
-    message = str(raised.value)
+    message = failed_sweep(fails_on_three_in_a_worker, 10, scenario="storm", in_processes=True)
     assert message.startswith("seed 3 failed: WorkerFailure: (AssertionError in a worker)")
     pid = int(message.partition("invariant broken in process ")[2].split()[0])
     assert pid != os.getpid()  # it ran in a worker
@@ -120,9 +125,8 @@ def test_seeds_in_worker_processes_report_a_failure_as_run_here(
     assert "DST_SEED=3 pytest 'tests/dst/test_determinism.py::" in message
 
     two_workers.setenv("DST_KEEP_GOING", "1")
-    with pytest.raises(SeedFailure) as raised:
-        run_seeds(fails_on_three_in_a_worker, 6, in_processes=True)
-    assert str(raised.value).startswith("1 of 6 seeds failed:\nseed 3 failed")
+    message = failed_sweep(fails_on_three_in_a_worker, 6, in_processes=True)
+    assert message.startswith("1 of 6 seeds failed:\nseed 3 failed")
 
 
 def test_faults_fired_in_worker_processes_count_in_this_one(
@@ -139,9 +143,7 @@ def test_faults_fired_in_worker_processes_count_in_this_one(
 def test_a_worker_that_dies_fails_the_sweep_with_a_replay_command(
     two_workers: pytest.MonkeyPatch,
 ) -> None:
-    with pytest.raises(SeedFailure) as raised:
-        run_seeds(dies_on_two_in_a_worker, 6, scenario="storm", in_processes=True)
-    message = str(raised.value)
+    message = failed_sweep(dies_on_two_in_a_worker, 6, scenario="storm", in_processes=True)
     # Which seed's future learns of it first depends on timing; no later seed passes it.
     assert "failed: BrokenProcessPool" in message
     failed = int(message.removeprefix("seed ").split()[0])
