@@ -17,6 +17,7 @@ hops, one per batch of reads and commits).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,9 @@ __all__ = ["IDLE_WINDOW_S", "Idle"]
 IDLE_WINDOW_S = 60.0  # the periodic work of an idle node repeats within a minute
 # After the activations, the server finishes what they started (the indexer catching up
 # on every agent's new messages, runs ending): the window starts once `_QUIET_STEPS` steps
-# in a row each used under `_QUIET_MS_PER_S` and `_SETTLE_MIN_S` has passed, or after
+# in a row each used under `_QUIET_MS_PER_S`, `_SETTLE_MIN_S` has passed and the server's
+# indexer says it is caught up (`kelpie_search_caught_up`: a slow hour's quiet steps once
+# fell inside its catch-up on 10,000 agents, 2026-12-07), or after
 # `_SETTLE_MAX_S` whatever it still does (a cost that never settles is what the window
 # must show, not hide). The bar is a few times the target: at 20 ms/s (until 2026-12-06)
 # a window could open while the indexer still caught up on 10,000 agents' messages, and
@@ -100,9 +103,14 @@ class ThreadCpu:
         return self._since_first(1)
 
 
-async def _settle(pid: int, at_least: float = _SETTLE_MIN_S) -> float:
-    """Wait until the process is quiet (see `_QUIET_MS_PER_S`) and `at_least` seconds have
-    passed; the seconds it took."""
+async def _settle(
+    pid: int,
+    at_least: float = _SETTLE_MIN_S,
+    caught_up: Callable[[], Awaitable[bool]] | None = None,
+) -> float:
+    """Wait until the process is quiet (see `_QUIET_MS_PER_S`), `at_least` seconds have
+    passed and `caught_up()` says its search indexer has nothing left to apply; the
+    seconds it took."""
     started = trio.current_time()
     quiet = 0
     while trio.current_time() - started < _SETTLE_MAX_S:
@@ -113,7 +121,11 @@ async def _settle(pid: int, at_least: float = _SETTLE_MIN_S) -> float:
         quiet = (
             quiet + 1 if cpu.seconds() * 1000 / (trio.current_time() - t0) < _QUIET_MS_PER_S else 0
         )
-        if quiet >= _QUIET_STEPS and trio.current_time() - started >= at_least:
+        if (
+            quiet >= _QUIET_STEPS
+            and trio.current_time() - started >= at_least
+            and (caught_up is None or await caught_up())
+        ):
             break
     return trio.current_time() - started
 
@@ -137,6 +149,12 @@ class Idle(RunnerPart):
             if server is None:
                 raise SystemExit("idle needs the server's process: give --server-pid")
             url = self._url(server)
+
+            async def caught_up() -> bool:
+                """The indexer's own word (True from a server that does not say)."""
+                found = await read_metrics(url, self.options.headers)
+                return found.get("kelpie_search_caught_up", 1.0) == 1.0
+
             agents = await self._create(url, top) if top else []
             active = 0
             for level in steps:
@@ -146,7 +164,7 @@ class Idle(RunnerPart):
                         level - active, min(p["concurrency"], level - active), one_each=True,
                     )  # fmt: skip
                     active = level
-                settled = await _settle(server.pid, p.get("settle_min_s", _SETTLE_MIN_S))
+                settled = await _settle(server.pid, p.get("settle_min_s", _SETTLE_MIN_S), caught_up)
                 before = await read_metrics(url, self.options.headers)
                 cpu, t0 = ThreadCpu(server.pid), trio.current_time()
                 while trio.current_time() < t0 + window:
@@ -160,15 +178,17 @@ class Idle(RunnerPart):
                 # Store counts between the scrapes just before and just after the window
                 # (a scrape runs no transaction); wake-ups within the window only.
                 counted = {
-                    name: round((metrics.get(f"kelpie_store_{name}_total", 0.0)
-                                 - before.get(f"kelpie_store_{name}_total", 0.0)) * per_minute,
-                                1)
-                    for name in ("commits", "read_only", "hops")
+                    name.removeprefix("store_"): round(
+                        (metrics.get(f"kelpie_{name}_total", 0.0)
+                         - before.get(f"kelpie_{name}_total", 0.0)) * per_minute, 1)
+                    for name in ("store_commits", "store_read_only", "store_hops",
+                                 "search_batches_applied")
                 }  # fmt: skip
                 levels.append({
                     "active_agents": level,
                     "active_actors_reported": metrics.get("kelpie_active_actors"),
                     "settled_after_s": round(settled, 1),
+                    "search_caught_up_at_start": before.get("kelpie_search_caught_up"),
                     "window_s": round(t1 - t0, 2),
                     "cpu_ms": round(cpu_ms, 2),
                     "cpu_ms_per_s": round(cpu_ms / (t1 - t0), 3),

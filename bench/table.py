@@ -157,11 +157,15 @@ def verdicts(results: dict[str, list[dict[str, Any]]]) -> list[Verdict]:
 
 def _idle_level(level: dict[str, Any]) -> str:
     """One level's figure; if the server reported another number of active actors in its
-    window than the level's (some deactivated, or never activated), that number too."""
+    window than the level's (some deactivated, or never activated), that number too, and
+    the search index's batches if its indexer was still catching up in the window."""
     text = f"{level['cpu_ms_per_s']:.3f} ms/s at {level['active_agents']:,}"
     reported = level.get("active_actors_reported")
     if reported is not None and round(reported) != level["active_agents"]:
         text += f" (the server reported {round(reported):,} active)"
+    batches = level.get("per_idle_minute", {}).get("search_batches_applied")
+    if batches:
+        text += f" (its indexer applied {batches:g} batches a minute)"
     return text
 
 

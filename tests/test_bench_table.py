@@ -122,6 +122,14 @@ def test_an_idle_level_whose_agents_did_not_all_stay_active_says_so() -> None:
     assert "at 200 (" not in idle.measured  # a level whose count matched says nothing more
 
 
+def test_an_idle_level_whose_window_held_the_indexers_catch_up_says_so() -> None:
+    results = _table8()
+    results["idle"][0]["idle"][2]["per_idle_minute"]["search_batches_applied"] = 12.0
+    idle = next(row for row in verdicts(results) if row.figure.startswith("idle"))
+    assert idle.measured.endswith("0.593 ms/s at 10,000 (its indexer applied 12 batches a minute)")
+    assert "at 200 (" not in idle.measured
+
+
 def test_a_flag_the_table_does_not_take_is_refused_not_ignored() -> None:
     import subprocess
     import sys

@@ -17,7 +17,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from kelpie_trio.mcp.sessions import McpObserver
@@ -117,6 +117,10 @@ class RuntimeMetrics(RuntimeObserver, McpObserver):
         share of `NotCommitted` says writers of one key meet: conflicts)."""
         self.registry.register(_StoreCounts(store))
 
+    def watch_indexer(self, indexer: Any) -> None:
+        """Report the search indexer's progress at each scrape (search/indexer.py)."""
+        self.registry.register(_IndexerState(indexer))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -172,3 +176,21 @@ class _StoreCounts(Collector):
             if error not in _NOT_RETRIES:
                 retries.add_metric([error], count)
         yield retries
+
+
+class _IndexerState(Collector):
+    def __init__(self, indexer: Any) -> None:
+        self.indexer = indexer
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        yield _counter(
+            "kelpie_search_batches_applied",
+            "Batches of outbox entries the search indexer applied to its index",
+            self.indexer.applied,
+        )
+        yield GaugeMetricFamily(
+            "kelpie_search_caught_up",
+            "1 while the search indexer waits with every outbox entry committed through "
+            "this node applied; 0 while it drains, or a commit woke it",
+            value=int(self.indexer.caught_up),
+        )

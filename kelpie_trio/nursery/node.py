@@ -147,6 +147,7 @@ async def run_node(
     found = await discover(catalog_config)
     service = AgentService(store, env, ModelCatalog.from_config(catalog_config, found))
     service.search_layer = open_search(config, store, env, catalog_config)
+    metrics.watch_indexer(service.search_layer.indexer)
     # MCP servers' sessions: supervised children of the root nursery (kelpie_trio/mcp/).
     try:
         mcp_settings = McpSettings.from_env()

@@ -110,6 +110,10 @@ class Indexer:
         self._last_heartbeat: float | None = None
         self.applied = 0  # batches applied (for tests and metrics)
         self.rebuilds = 0
+        # Waiting with nothing it knows of left to apply: no wake-up pending, the last scan
+        # reached the end of the outbox. A bench waits for it before it measures an idle
+        # node; entries of other nodes and unknown commits only the next poll finds.
+        self._waiting = False
 
     # -- one owner, one stream ------------------------------------------------------
 
@@ -445,12 +449,22 @@ class Indexer:
             # Both are polls: they end on the node's next tick (env.Ticks).
             poll = min(self.config.poll_interval, self._until_heartbeat())
             with trio.move_on_at(self.env.poll_time(poll)):
-                await self._wake.wait()
+                self._waiting = True
+                try:
+                    await self._wake.wait()
+                finally:
+                    self._waiting = False
                 # Woken by a commit: let the commits right behind it join the same drain
                 # (one scan, one batch, one advance for all of them). Searches do not wait
                 # for this: they catch their owner up themselves.
                 await trio.sleep(self.config.settle)
             self._wake = trio.Event()
+
+    @property
+    def caught_up(self) -> bool:
+        """Every outbox entry committed through this node's store is applied (as far as
+        this indexer knows: see `_waiting`)."""
+        return self._waiting and not self._wake.is_set()
 
     def _until_heartbeat(self) -> float:
         if self._last_heartbeat is None:

@@ -19,6 +19,7 @@ import random
 from collections import Counter
 from typing import Any
 
+import attrs
 import trio
 
 from kelpie_trio.agent.history import history_key
@@ -51,6 +52,9 @@ FAULTS = FaultConfig(dict.fromkeys(STORAGE_FAULTS, 0.08))
 WORDS = ["tea", "garden", "river", "lantern", "piano", "harbor", "maple", "comet", "violet",
          "ember", "orbit", "willow"]  # fmt: skip
 CONFIG = IndexerConfig(batch=8, poll_interval=0.3, heartbeat_interval=2.0, consumer_ttl=20.0)
+# The writers' node's own background indexer: woken by their commits, and by nothing else
+# (its poll is longer than any run), so that what it says of itself (`caught_up`) is tested.
+WOKEN = attrs.evolve(CONFIG, poll_interval=10_000.0, settle=0.5)
 
 
 def _text(rng: random.Random) -> str:
@@ -125,6 +129,34 @@ async def crashing_indexer(
     final_layer.append(final)
 
 
+async def _caught_up_after_a_commit(
+    service: AgentService, woken: SearchLayer, agents: list[str], stats: Any
+) -> None:
+    """Commit one passage through the writers' node, then wait for its indexer to say it
+    is caught up: from that moment its index holds every agent's stream up to its head.
+    The entries that failed writes left (a commit that landed after all wakes nobody) are
+    in the drain this commit wakes."""
+    try:
+        await service.create_passages(agents[0], {"text": "the last word", "tags": ["x"]})
+    except NotFound:  # deleted by a delete reported as failed
+        stats["last write to a deleted agent"] += 1
+        return
+    indexer = woken.indexer
+    with trio.fail_after(WOKEN.settle + 30.0):  # one settle, then a drain: never a poll
+        while not indexer.caught_up:  # noqa: ASYNC110 - watched from outside, as a scrape
+            await trio.sleep(0.05)
+    stats["caught up after a commit"] += 1
+
+    async def heads(tr: Transaction) -> dict[str, tuple[int, bool]]:
+        return {a: (await outbox.read_head(tr, a), await agent_exists(tr, a)) for a in agents}
+
+    for agent_id, (head, exists) in (await service.store.transact(heads)).items():
+        position = await indexer.index.position(agent_id)
+        assert position == head or (not exists and position is None), (
+            f"the indexer said it was caught up with {agent_id} at {position}, its head {head}"
+        )
+
+
 async def search_converges(world: SimWorld) -> SearchStats:
     stats = SearchStats()
     rng = world.rng("test")
@@ -134,6 +166,10 @@ async def search_converges(world: SimWorld) -> SearchStats:
     api.store.max_attempts = 6  # give up sooner: failed writes, whose fate is unknown, happen
     service = AgentService(api.store, api.env)
     service.search_layer = SearchLayer(api.store, api.env, embedder=embedder)
+    woken = SearchLayer(
+        api.store, api.env, MemoryIndex("index-woken"), config=WOKEN, embedder=embedder
+    )
+    world.system_nursery.start_soon(world.run_node, api, lambda n: woken.run())
     world.faults.enabled = False
     agents = [(await service.create_agent({"name": f"a{i}"})).agent.id for i in range(3)]
     world.faults.enabled = True
@@ -212,6 +248,7 @@ async def search_converges(world: SimWorld) -> SearchStats:
         nursery.start_soon(delete_one_agent)
 
     world.faults.enabled = False
+    await _caught_up_after_a_commit(service, woken, agents, stats)
     await trio.sleep(10)  # the background indexer catches up on its own: no explicit call
 
     async def truth(tr: Transaction) -> dict[str, set]:

@@ -6,6 +6,7 @@ import trio
 import trio.testing
 
 from kelpie_trio.env import Ticks
+from kelpie_trio.nursery.metrics import RuntimeMetrics
 from kelpie_trio.search import MemoryIndex, outbox
 from kelpie_trio.search.indexer import Indexer, IndexerConfig
 from kelpie_trio.storage import MemoryStore, keys
@@ -149,3 +150,40 @@ async def test_an_idle_indexers_polls_end_on_the_nodes_ticks(
     polls = times[1:]
     assert 9 <= len(polls) <= 10, times  # one a minute, no more
     assert [t for t in polls if store.env.ticks.at_or_after(t) != t] == []
+
+
+async def test_caught_up_from_the_wake_to_the_end_of_its_drain_and_at_a_scrape(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """What a bench waits for before it measures an idle node (`kelpie_search_caught_up`):
+    not while a commit's wake-up waits out its settle, nor while the drain runs, and again
+    once the drain has applied the entry."""
+    store = MemoryStore()
+    indexer = Indexer(store, store.env, MemoryIndex("i"), QUIET)
+    metrics = RuntimeMetrics()
+    metrics.watch_indexer(indexer)
+    scraped = call_times(indexer, "pending_streams")
+    assert not indexer.caught_up  # not started: it has not looked yet
+    async with trio.open_nursery() as nursery:
+        await nursery.start(indexer.run)
+        await trio.sleep(1.0)  # the first look is over
+        assert indexer.caught_up
+        assert "kelpie_search_caught_up 1.0" in metrics.render().decode()
+        await _record(store, "agent-1")
+        assert not indexer.caught_up  # woken: the drain is ahead
+        assert "kelpie_search_caught_up 0.0" in metrics.render().decode()
+        seen_during_drain: list[bool] = []
+        drain = indexer.catch_up_stream
+
+        async def watched(stream: str, **kwargs: object) -> int:
+            seen_during_drain.append(indexer.caught_up)
+            return await drain(stream, **kwargs)  # type: ignore[arg-type]
+
+        indexer.catch_up_stream = watched  # type: ignore[method-assign]
+        await trio.sleep(QUIET.settle / 2)
+        assert not indexer.caught_up  # the settle
+        await trio.sleep(QUIET.settle)
+        assert seen_during_drain == [False] and len(scraped) == 2
+        assert indexer.caught_up and await indexer.index.position("agent-1") == 1
+        assert "kelpie_search_batches_applied_total 1.0" in metrics.render().decode()
+        nursery.cancel_scope.cancel()
