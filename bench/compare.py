@@ -212,7 +212,7 @@ def run_compare(args: argparse.Namespace, names: list[str]) -> int:
     try:
         trio.run(main)
     finally:
-        done_with(work, keep=False)
+        done_with(work, keep=args.keep_data)
     rows = [row for mine, other in results for row in compare_rows(mine, other)]
     print_comparison(rows, args.base_url)
     stamp = time.strftime("%Y%m%d-%H%M%S")

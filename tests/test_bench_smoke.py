@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -210,7 +211,7 @@ def test_bench_compare_runs_the_same_load_on_another_server_side_by_side(
         done = subprocess.run(
             [sys.executable, "-m", "bench", "compare", "steady", "--smoke", "--base-url", url,
              "--provider-port", str(provider_port), "--server-pid", str(other.pid),
-             "--out", str(out)],
+             "--out", str(out), "--keep-data"],
             capture_output=True, text=True, timeout=180,
         )  # fmt: skip
     finally:
@@ -227,6 +228,11 @@ def test_bench_compare_runs_the_same_load_on_another_server_side_by_side(
     rows = {row["figure"]: row for row in run["rows"]}
     assert rows["msgs/s"]["ratio"] == rows["msgs/s"]["other"] / rows["msgs/s"]["kelpie"]
     assert rows["errors"]["other"] == 0
+    # --keep-data: our side's store is kept, and where is said.
+    [kept] = [line.removeprefix("data kept in ") for line in done.stderr.splitlines()
+              if line.startswith("data kept in ")]  # fmt: skip
+    assert list(Path(kept).rglob("*.db")), f"no store kept in {kept}"
+    shutil.rmtree(kept)
 
 
 def test_bench_compare_without_a_server_or_a_provider_port_says_what_it_needs() -> None:
