@@ -519,6 +519,13 @@ MUTATIONS = [
         "            with trio.move_on_after(poll):\n",
     ),
     Mutation(
+        "indexer-caught-up",
+        "the indexer says it is caught up only once no commit's wake-up is pending",
+        "kelpie_trio/search/indexer.py",
+        "        return self._waiting and not self._wake.is_set()\n",
+        "        return self._waiting\n",
+    ),
+    Mutation(
         "files-poll-on-the-beat",
         "the file worker's idle poll ends on the node's ticks",
         "kelpie_trio/service/file_worker.py",
