@@ -7,9 +7,11 @@ whole agent, concurrently, through the real service and the outbox, while storag
 faults fire; an indexer node runs the background indexer and crashes now and then
 (restarting with its index intact, as a durable index would be, or with a new empty
 one); a searcher on the writers' node issues searches (a second consumer of the
-outbox, catching up inline). At the end, with faults off and the indexer left to run,
-both indexes hold exactly the store's documents: nothing lost, nothing twice, nothing
-deleted.
+outbox, catching up inline); the writers' node also runs a background indexer of its
+own, woken by their commits alone. At the end, with faults off, one last commit: once
+that indexer says it is caught up, it holds every agent's stream up to its head. Then,
+with the indexer node left to run, its index and the searcher's hold exactly the store's
+documents: nothing lost, nothing twice, nothing deleted.
 """
 
 from __future__ import annotations

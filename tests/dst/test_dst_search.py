@@ -6,9 +6,12 @@ concurrently, through the real service and the outbox, while storage faults
 fire; an indexer node runs the background indexer and crashes now and then
 (restarting either with its index intact, as a durable index would be, or
 with a new empty one); a searcher on the writers' node issues searches (a
-second consumer of the outbox, catching up inline). At the end of every seed,
-with faults off and the indexer left to run, both indexes hold exactly the
-store's documents: nothing lost, nothing twice, nothing deleted.
+second consumer of the outbox, catching up inline); the writers' node runs a
+background indexer too, woken by their commits alone. At the end of every seed,
+with faults off: after one last commit, once that indexer says it is caught up
+(what `kelpie_search_caught_up` reports), it holds every stream up to its head;
+and with the indexer node left to run, its index and the searcher's hold exactly
+the store's documents: nothing lost, nothing twice, nothing deleted.
 """
 
 from __future__ import annotations
