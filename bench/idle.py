@@ -13,6 +13,10 @@ minute that do not depend on the load: the server's wake-ups (its threads' volun
 context switches: each is a sleep that some timer, I/O or thread hand-off ended) and its
 store's work from /metrics (commits, transactions that wrote nothing, and SQLite's thread
 hops, one per batch of reads and commits).
+
+Its floor (unless `--no-floor`): a trio process that only wakes, as often a minute as the
+server did at 0 active agents (bench/idle_floor.py), read through a window the same way:
+what waking alone costs on this machine.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import trio
 
 from bench.load import read_metrics
 from bench.mixin import RunnerPart
+from bench.procs import start_idle_floor
 
 __all__ = ["IDLE_WINDOW_S", "Idle"]
 
@@ -38,7 +43,7 @@ IDLE_WINDOW_S = 60.0  # the periodic work of an idle node repeats within a minut
 # must show, not hide). The bar is a few times the target: at 20 ms/s (until 2026-12-06)
 # a window could open while the indexer still caught up on 10,000 agents' messages, and
 # counted its tail as idle cost.
-_SETTLE_STEP_S = 3.0
+_SETTLE_STEP_S = 3.0  # `settle_step_s` of the scenario's sizes (1 at --smoke)
 # And never before this long after the last request: the runs the activations ended leave
 # tombstones, collected at the collector's first tick (every 5 s) after a version seen
 # after them is 10 s old, so up to ~20 s later; a quiet step can fall between two ticks.
@@ -107,6 +112,7 @@ async def _settle(
     pid: int,
     at_least: float = _SETTLE_MIN_S,
     caught_up: Callable[[], Awaitable[bool]] | None = None,
+    step: float = _SETTLE_STEP_S,
 ) -> float:
     """Wait until the process is quiet (see `_QUIET_MS_PER_S`), `at_least` seconds have
     passed and `caught_up()` says its search indexer has nothing left to apply; the
@@ -115,7 +121,7 @@ async def _settle(
     quiet = 0
     while trio.current_time() - started < _SETTLE_MAX_S:
         cpu, t0 = ThreadCpu(pid), trio.current_time()
-        while trio.current_time() < t0 + _SETTLE_STEP_S:
+        while trio.current_time() < t0 + step:
             await trio.sleep(_SAMPLE_S)
             cpu.sample()
         quiet = (
@@ -128,6 +134,29 @@ async def _settle(
         ):
             break
     return trio.current_time() - started
+
+
+async def _window(pid: int, seconds: float) -> tuple[ThreadCpu, float, float]:
+    """The process's threads read through `seconds` of wall time; when it began and ended."""
+    cpu, t0 = ThreadCpu(pid), trio.current_time()
+    while trio.current_time() < t0 + seconds:
+        await trio.sleep(_SAMPLE_S)
+        cpu.sample()
+    return cpu, t0, trio.current_time()
+
+
+async def _idle_floor(per_minute: float, window: float, settle: float) -> dict[str, float]:
+    """The floor (bench/idle_floor.py): a trio process that only wakes, `per_minute` times a
+    minute, read through a window as the server is, once `settle` seconds have passed."""
+    async with start_idle_floor(per_minute) as floor:
+        await trio.sleep(settle)  # its start-up is not its idle cost
+        cpu, t0, t1 = await _window(floor.pid, window)
+    return {
+        "wakes_per_minute": per_minute,
+        "window_s": round(t1 - t0, 2),
+        "cpu_ms_per_s": round(cpu.seconds() * 1000 / (t1 - t0), 3),
+        "wakeups_per_minute_measured": round(cpu.wakeups() * 60.0 / (t1 - t0), 1),
+    }
 
 
 class Idle(RunnerPart):
@@ -164,13 +193,14 @@ class Idle(RunnerPart):
                         level - active, min(p["concurrency"], level - active), one_each=True,
                     )  # fmt: skip
                     active = level
-                settled = await _settle(server.pid, p.get("settle_min_s", _SETTLE_MIN_S), caught_up)
+                settled = await _settle(
+                    server.pid,
+                    p.get("settle_min_s", _SETTLE_MIN_S),
+                    caught_up,
+                    p.get("settle_step_s", _SETTLE_STEP_S),
+                )
                 before = await read_metrics(url, self.options.headers)
-                cpu, t0 = ThreadCpu(server.pid), trio.current_time()
-                while trio.current_time() < t0 + window:
-                    await trio.sleep(_SAMPLE_S)
-                    cpu.sample()
-                t1 = trio.current_time()
+                cpu, t0, t1 = await _window(server.pid, window)
                 rss = server.usage().rss
                 metrics = await read_metrics(url, self.options.headers)
                 cpu_ms = cpu.seconds() * 1000
@@ -199,6 +229,13 @@ class Idle(RunnerPart):
                                         **counted},
                     "rss_mb": round(rss / 2**20, 1),
                 })  # fmt: skip
+        floor = None
+        if self.options.floor and levels and levels[0]["per_idle_minute"]["wakeups"]:
+            floor = await _idle_floor(
+                levels[0]["per_idle_minute"]["wakeups"],
+                window,
+                p.get("settle_step_s", _SETTLE_STEP_S),
+            )
         return {
             "scenario": "idle",
             "params": {
@@ -208,5 +245,6 @@ class Idle(RunnerPart):
                 "idle_timeout_s": _IDLE_TIMEOUT_S,
             },
             "idle": levels,
+            "idle_floor": floor,  # not "floor": that one is the request floors' routes
             "ratios": {"cpu_vs_relay": None, "cpu_vs_trivial": None},
         }

@@ -83,6 +83,7 @@ SMOKE: dict[str, dict[str, Any]] = {
         "latency": 0.0,
         "window": 2.0,
         "settle_min_s": 0.0,
+        "settle_step_s": 1.0,
     },
     "file-ingestion": {"messages": 12, "concurrency": 2, "latency": 0.0, "size_kb": 16},
 }

@@ -33,6 +33,7 @@ __all__ = [
     "free_port",
     "start_fake_provider",
     "start_floor",
+    "start_idle_floor",
     "start_server",
 ]
 
@@ -194,6 +195,17 @@ async def start_floor(provider_url: str | None, client: str = "lean") -> AsyncIt
     child = Child("floor", "", process)
     async with _owned(child):
         child.url = await _ready_line(process, "the floor app")
+        yield child
+
+
+@contextlib.asynccontextmanager
+async def start_idle_floor(per_minute: float) -> AsyncIterator[Child]:
+    """bench/idle_floor.py: a trio process that wakes `per_minute` times a minute."""
+    command = [sys.executable, "-m", "bench.idle_floor", "--per-minute", f"{per_minute:g}"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, env=_bench_env({}))
+    child = Child("idle floor", "", process)
+    async with _owned(child):
+        await _ready_line(process, "the idle floor")
         yield child
 
 

@@ -141,6 +141,13 @@ def _print_idle(results: list[dict[str, Any]], console: Console) -> None:
                 _f(level["rss_mb"]),
                 f"<= {TARGETS['idle_cpu_ms_per_s']:g} ms/s: {ok}",
             )
+        floor = r.get("idle_floor")
+        if floor:  # bench/idle_floor.py: a trio process that only wakes, as often
+            idle.add_row(
+                "floor: trio, waking only", "-", _f(floor["window_s"]), "-",
+                _f(floor["cpu_ms_per_s"], 3), _f(floor["cpu_ms_per_s"], 3),
+                _f(floor["wakeups_per_minute_measured"]), "-", "-", "-", "-", "",
+            )  # fmt: skip
     if idle.row_count:
         console.print(idle)
 

@@ -115,12 +115,17 @@ def verdicts(results: dict[str, list[dict[str, Any]]]) -> list[Verdict]:
     )
     levels = _at(_first(results, "idle"), "idle") or []
     worst = max((level["cpu_ms_per_s"] for level in levels), default=None)
+    idle_floor = _at(_first(results, "idle"), "idle_floor")
     out.append(
         Verdict(
             "idle server CPU, by active agents",
             " / ".join(_idle_level(level) for level in levels) or "-",
             f"<= {TARGETS['idle_cpu_ms_per_s']} ms/s at each",
             None if worst is None else worst <= TARGETS["idle_cpu_ms_per_s"],
+            f"trio waking {idle_floor['wakes_per_minute']:g} times a minute: "
+            f"{idle_floor['cpu_ms_per_s']:.3f} ms/s"
+            if idle_floor
+            else "",
         )
     )
     growths = [

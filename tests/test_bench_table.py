@@ -130,6 +130,15 @@ def test_an_idle_level_whose_window_held_the_indexers_catch_up_says_so() -> None
     assert "at 200 (" not in idle.measured
 
 
+def test_the_idle_row_prints_its_floor_beside_it() -> None:
+    results = _table8()
+    idle = next(row for row in verdicts(results) if row.figure.startswith("idle"))
+    assert idle.floor == ""  # table 8 predates the idle floor
+    results["idle"][0]["idle_floor"] = {"wakes_per_minute": 22.0, "cpu_ms_per_s": 0.1456}
+    idle = next(row for row in verdicts(results) if row.figure.startswith("idle"))
+    assert idle.floor == "trio waking 22 times a minute: 0.146 ms/s"
+
+
 def test_a_flag_the_table_does_not_take_is_refused_not_ignored() -> None:
     import subprocess
     import sys
