@@ -155,6 +155,7 @@ async def _idle_floor(per_minute: float, window: float, settle: float) -> dict[s
         "wakes_per_minute": per_minute,
         "window_s": round(t1 - t0, 2),
         "cpu_ms_per_s": round(cpu.seconds() * 1000 / (t1 - t0), 3),
+        "loop_thread_cpu_ms_per_s": round(cpu.seconds(main_only=True) * 1000 / (t1 - t0), 3),
         "wakeups_per_minute_measured": round(cpu.wakeups() * 60.0 / (t1 - t0), 1),
     }
 

@@ -145,7 +145,7 @@ def _print_idle(results: list[dict[str, Any]], console: Console) -> None:
         if floor:  # bench/idle_floor.py: a trio process that only wakes, as often
             idle.add_row(
                 "floor: trio, waking only", "-", _f(floor["window_s"]), "-",
-                _f(floor["cpu_ms_per_s"], 3), _f(floor["cpu_ms_per_s"], 3),
+                _f(floor["cpu_ms_per_s"], 3), _f(floor["loop_thread_cpu_ms_per_s"], 3),
                 _f(floor["wakeups_per_minute_measured"]), "-", "-", "-", "-", "",
             )  # fmt: skip
     if idle.row_count:
