@@ -108,6 +108,15 @@ class ThreadCpu:
         return self._since_first(1)
 
 
+async def _window(pid: int, seconds: float) -> tuple[ThreadCpu, float, float]:
+    """The process's threads read through `seconds` of wall time; when it began and ended."""
+    cpu, t0 = ThreadCpu(pid), trio.current_time()
+    while trio.current_time() < t0 + seconds:
+        await trio.sleep(_SAMPLE_S)
+        cpu.sample()
+    return cpu, t0, trio.current_time()
+
+
 async def _settle(
     pid: int,
     at_least: float = _SETTLE_MIN_S,
@@ -120,13 +129,8 @@ async def _settle(
     started = trio.current_time()
     quiet = 0
     while trio.current_time() - started < _SETTLE_MAX_S:
-        cpu, t0 = ThreadCpu(pid), trio.current_time()
-        while trio.current_time() < t0 + step:
-            await trio.sleep(_SAMPLE_S)
-            cpu.sample()
-        quiet = (
-            quiet + 1 if cpu.seconds() * 1000 / (trio.current_time() - t0) < _QUIET_MS_PER_S else 0
-        )
+        cpu, t0, t1 = await _window(pid, step)
+        quiet = quiet + 1 if cpu.seconds() * 1000 / (t1 - t0) < _QUIET_MS_PER_S else 0
         if (
             quiet >= _QUIET_STEPS
             and trio.current_time() - started >= at_least
@@ -134,15 +138,6 @@ async def _settle(
         ):
             break
     return trio.current_time() - started
-
-
-async def _window(pid: int, seconds: float) -> tuple[ThreadCpu, float, float]:
-    """The process's threads read through `seconds` of wall time; when it began and ended."""
-    cpu, t0 = ThreadCpu(pid), trio.current_time()
-    while trio.current_time() < t0 + seconds:
-        await trio.sleep(_SAMPLE_S)
-        cpu.sample()
-    return cpu, t0, trio.current_time()
 
 
 async def _idle_floor(per_minute: float, window: float, settle: float) -> dict[str, float]:
@@ -166,6 +161,7 @@ class Idle(RunnerPart):
         top = p["agents"]
         steps = sorted({0, min(200, top), top})
         window = float(p.get("window") or IDLE_WINDOW_S)
+        settle_step = p.get("settle_step_s", _SETTLE_STEP_S)
         levels = []
         async with (
             self._provider(0.0) as provider,
@@ -198,7 +194,7 @@ class Idle(RunnerPart):
                     server.pid,
                     p.get("settle_min_s", _SETTLE_MIN_S),
                     caught_up,
-                    p.get("settle_step_s", _SETTLE_STEP_S),
+                    settle_step,
                 )
                 before = await read_metrics(url, self.options.headers)
                 cpu, t0, t1 = await _window(server.pid, window)
@@ -232,11 +228,7 @@ class Idle(RunnerPart):
                 })  # fmt: skip
         floor = None
         if self.options.floor and levels and levels[0]["per_idle_minute"]["wakeups"]:
-            floor = await _idle_floor(
-                levels[0]["per_idle_minute"]["wakeups"],
-                window,
-                p.get("settle_step_s", _SETTLE_STEP_S),
-            )
+            floor = await _idle_floor(levels[0]["per_idle_minute"]["wakeups"], window, settle_step)
         return {
             "scenario": "idle",
             "params": {
