@@ -3,7 +3,8 @@
 One node in process on a fresh SQLite file (the offline `sim/agent` model, no HTTP, no
 indexer, no other client), so every SQLite thread hop and every transaction counted
 around a message is that message's own. Sends `--messages` messages in a row to one new
-agent and prints, for each, the hops (`SqliteStats.hops`), commits, read-only
+agent and prints, for each, the store's batches (`SqliteStats.batches`) and of them the
+thread hops (`SqliteStats.hops`: the others ran on the trio thread), commits, read-only
 transactions and reads (`Store.counts`), and the read transactions the trio thread's
 reader began for those reads (`InlineReader.snapshots`). The first message includes the
 activation.
@@ -67,12 +68,16 @@ async def count(messages: int) -> list[dict[str, int]]:
             reader = store._reader
             assert reader is not None
             for i in range(messages):
-                hops, counts = store.stats.hops, dict(store.counts)
+                batches, hops, counts = store.stats.batches, store.stats.hops, dict(store.counts)
                 snapshots = reader.snapshots
                 sent = {"messages": [{"role": "user", "content": f"message {i}"}]}
                 await service.send_message(agent, sent)
                 now = store.counts
-                row = {"hops": store.stats.hops - hops, "snapshots": reader.snapshots - snapshots}
+                row = {
+                    "batches": store.stats.batches - batches,
+                    "hops": store.stats.hops - hops,
+                    "snapshots": reader.snapshots - snapshots,
+                }
                 for key in ("commit", "read_only", "reads"):
                     row[key] = now[key] - counts.get(key, 0)
                 rows.append(row)
@@ -85,7 +90,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     for i, row in enumerate(trio.run(count, args.messages)):
-        print(f"message {i}: {row['hops']} hops, {row['commit']} commits, "
+        print(f"message {i}: {row['batches']} batches ({row['hops']} thread hops), "
+              f"{row['commit']} commits, "
               f"{row['read_only']} read-only, {row['reads']} reads "
               f"in {row['snapshots']} SQLite read snapshots")  # fmt: skip
 

@@ -401,5 +401,7 @@ class Dispatcher:
 
     def _stop_all(self, why: str) -> None:
         """This incarnation's heartbeat is gone: every activation of it must stop."""
+        if self._active:  # an operator's first question when a node's agents all went
+            log.warning("%s: stopping its %d active agent(s)", why, len(self._active))
         for host in list(self._active.values()):
             host.stop(LeaseLost(f"{why}: {host.agent_id} stops"))

@@ -158,12 +158,19 @@ class _StoreCounts(Collector):
             "its thread); reads a transaction answers from its own writes are not counted",
             counts.get("reads", 0),
         )
-        stats = getattr(self.store, "stats", None)  # SQLite's: its thread hops
+        stats = getattr(self.store, "stats", None)  # SQLite's: its batches and thread hops
         if stats is not None and hasattr(stats, "hops"):
             yield _counter(
+                "kelpie_store_batches",
+                "Batches the SQLite store ran (reads and commits queued at once share one), "
+                "on the trio thread or its own",
+                stats.batches,
+            )
+            yield _counter(
                 "kelpie_store_hops",
-                "Batches the SQLite store ran on its thread, each one hop (reads and "
-                "commits queued at once share one)",
+                "Of kelpie_store_batches, those run on the SQLite store's thread, each one "
+                "hop (the others ran on the trio thread: only commits, on storage that "
+                "syncs fast)",
                 stats.hops,
             )
         retries = CounterMetricFamily(

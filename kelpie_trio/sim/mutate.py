@@ -526,6 +526,27 @@ MUTATIONS = [
         "        return self._waiting\n",
     ),
     Mutation(
+        "inline-slow-commit",
+        "a slow inline COMMIT (its fsync) sends the next batches to the SQLite writer thread",
+        "kelpie_trio/storage/sqlite.py",
+        "        if version is not None and writer.last_commit_s > allowed:\n",
+        "        if version is not None and writer.last_commit_s > 1e9:\n",
+    ),
+    Mutation(
+        "inline-max-writes",
+        "a batch writing more than the bound runs in the SQLite writer thread",
+        "kelpie_trio/storage/sqlite.py",
+        "        if writes > self.inline_max_writes:\n",
+        "        if False:\n",
+    ),
+    Mutation(
+        "checkpoint-tail-inline",
+        "after a WAL checkpoint the next batch copies its tail first, on either thread",
+        "kelpie_trio/storage/sqlite_writer.py",
+        "        if self.checkpoint_tail_due:  # PASSIVE: never waits, on the loop neither\n",
+        "        if wait and self.checkpoint_tail_due:\n",
+    ),
+    Mutation(
         "files-poll-on-the-beat",
         "the file worker's idle poll ends on the node's ticks",
         "kelpie_trio/service/file_worker.py",

@@ -1,19 +1,21 @@
 """The embedded default store: FoundationDB's transaction semantics on one SQLite file.
 
 One file holds everything; several server processes (two nodes on one machine)
-may share it. This module, sqlite_writer.py (the writer thread's connection: commits,
-queued reads, tombstone collection) and sqlite_reads.py are the only places that talk to
-sqlite3; writes run off the trio thread, reads on it when they can (sqlite_reads.py):
+may share it. This module, sqlite_writer.py (the writer connection: commits, queued
+reads, tombstone collection) and sqlite_reads.py are the only places that talk to
+sqlite3; commits run on the trio thread unless storage is slow, reads on it when they
+can (sqlite_reads.py):
 
-- **One writer task, one hop per batch.** A thread hop costs more CPU than a
-  commit (stack-notes.md, section 6), so `SqliteStore.run` owns a queue: every
+- **One writer task, one batch at a time.** `SqliteStore.run` owns a queue: every
   commit from any transaction (and every read the trio thread could not serve at
   once) is queued, and each turn of the loop takes everything queued and executes
-  it in ONE `trio.to_thread.run_sync` call on one connection. Only one hop runs at
-  a time, so there is effectively one writer thread per store. One exception: a
-  batch of only non-durable commits (a heartbeat) after a second without batches
-  commits on the trio thread, if no other process holds the write lock (an idle
-  node's CPU is its wake-ups: `SqliteStore._inline_batch`).
+  it as ONE batch on one connection. A batch of only commits runs on the trio thread
+  (`SqliteStore._inline_batch`): under load the same SQL cost a message 1-2 ms less CPU
+  there than in a worker thread beside the busy loop (bench/RESULTS.md). The others, and
+  every batch while the last inline COMMIT's fsync was slow or while another process
+  holds the file's write lock, run in ONE `trio.to_thread.run_sync` call (a thread hop
+  costs more CPU than a commit: stack-notes.md, section 6). Only one batch runs at a
+  time, so there is effectively one writer per store.
 - **Group commit.** All commits of a batch share one `BEGIN IMMEDIATE ... COMMIT`
   (one fsync). Each transaction gets its own commit version and, when the batch
   holds others, its own SAVEPOINT, so a transaction that fails rolls back only itself.
@@ -214,13 +216,24 @@ class SqliteStore(Store):
     # transaction limit: a live transaction's read version is never that old.
     tombstone_gc_interval_s: float = 5.0
     tombstone_min_age_s: float = 2 * MAX_TRANSACTION_SECONDS
-    # Seconds without a batch after which heartbeats commit on the trio thread.
-    inline_after_idle_s: float = 1.0
+    # A batch of commits runs on the trio thread (`_inline_batch`) unless it writes more
+    # than this many keys and ranges: a bound on how long it holds the loop (here a batch
+    # of ~2,000, 150-190 messages' commits under load, took 20-35 ms in its COMMIT alone).
+    inline_max_writes: int = 5_000
+    # An inline COMMIT (its batch's WAL pages written, then one fsync) slower than
+    # `slow_commit_s` plus `slow_commit_per_write_s` for each key and range its batch
+    # wrote sends the batches after it to the writer thread for `slow_commit_hold_s`:
+    # storage that slow is waited for off the loop, which runs on meanwhile. Here a
+    # COMMIT under load takes ~1.5 ms plus ~15 us a write (35 ms at most, for 1,900
+    # writes: bench/RESULTS.md, 2026-12-07, eleventh session).
+    slow_commit_s: float = 0.02
+    slow_commit_per_write_s: float = 50e-6
+    slow_commit_hold_s: float = 10.0
     # Commits between two WAL checkpoints (sqlite_checkpoint.py): an agent's commit one
     # at a time logs ~20 pages, so ~4,000 pages (16 MB) each. Few and large: a
     # checkpoint's sync of the file slows the commits syncing beside it on the same disk.
     checkpoint_every_commits: int = 200
-    _last_batch_at: float = -math.inf
+    _off_loop_until: float = -math.inf
 
     def __init__(
         self,
@@ -385,7 +398,6 @@ class SqliteStore(Store):
                         version = await trio.to_thread.run_sync(
                             self._writer.execute, batch.ops, limiter=limiter
                         )
-                self._last_batch_at = self.env.monotonic()
                 self._observe(version)
                 commits = self.stats.commits - self._commits_at_checkpoint
                 if commits >= self.checkpoint_every_commits:
@@ -399,20 +411,33 @@ class SqliteStore(Store):
                 batch.done.set()
 
     def _inline_batch(self, ops: list[Op]) -> int | None:
-        """Run a batch of only non-durable commits (heartbeats) on the trio thread when
-        the writer has been idle for `inline_after_idle_s`: None if it ran nothing.
+        """Run a batch of only commits on the trio thread: None if it ran nothing (then
+        the writer thread runs it).
 
-        An idle node's CPU is mostly its wake-ups, and a heartbeat through the writer
-        thread took three (the heartbeat's timer, the writer thread, the loop again for
-        the result) where one does: a commit without fsync is a few WAL page writes. Only
-        when idle, so a busy store's batches never wait behind one on the loop (nor a
-        WAL checkpoint it might start); never waiting for another process's write lock
-        (then the thread runs it)."""
-        if self.env.monotonic() - self._last_batch_at < self.inline_after_idle_s:
+        The same SQL costs less CPU here than in the writer thread: under load a message
+        cost 1-2 ms less in all (bench/RESULTS.md, 2026-12-07, eleventh session), and an
+        idle node's heartbeat wakes the process once instead of three times (its timer,
+        the writer thread, the loop again for the result). The loop waits for the
+        COMMIT's fsync meanwhile, so it goes to the thread when a recent one was slow for
+        its size (`slow_commit_s`), and so does a batch that writes more than
+        `inline_max_writes`, one with queued reads or a tombstone collection, and one that
+        finds another process holding the file's write lock (where waiting is fine)."""
+        writer = self._writer
+        if self.env.monotonic() < self._off_loop_until:
             return None
-        if not all(isinstance(op, Commit) and not op.request.durable for op in ops):
+        writes = 0
+        for op in ops:
+            if not isinstance(op, Commit):
+                return None
+            writes += len(op.request.mutations) + len(op.request.cleared_ranges)
+        if writes > self.inline_max_writes:
             return None
-        return self._writer.execute_if_free(ops)
+        version = writer.execute_if_free(ops, self.env.monotonic)
+        allowed = self.slow_commit_s + self.slow_commit_per_write_s * writes
+        if version is not None and writer.last_commit_s > allowed:
+            self.stats.slow_inline_commits += 1
+            self._off_loop_until = self.env.monotonic() + self.slow_commit_hold_s
+        return version
 
     async def _checkpoint_when_due(self) -> None:
         """Checkpoint the WAL in a thread of its own (one at a time) when a batch has
@@ -425,7 +450,7 @@ class SqliteStore(Store):
             try:
                 # Not abandoned if cancelled: the store's close waits for it to end.
                 await trio.to_thread.run_sync(self._checkpointer.checkpoint, limiter=limiter)
-                self._writer.checkpoint_tail_due = True  # read by the writer thread
+                self._writer.checkpoint_tail_due = True  # read by the writer's next batch
             except sqlite3.Error as exc:
                 # Another process checkpointing, a full disk: the log grows until the next
                 # one (or the writer's backstop); no commit waits on this one.

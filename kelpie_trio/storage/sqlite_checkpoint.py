@@ -9,7 +9,7 @@ leaves it (but at `sqlite_writer.BACKSTOP_PAGES`, if the checkpoints here fall t
 behind) and the store runs a PASSIVE checkpoint here every
 `SqliteStore.checkpoint_every_commits` commits: it copies what the log holds without
 taking the write lock, so commits go on meanwhile (and append to the log). Those few
-appended pages are then copied by the writer thread before its next batch begins
+appended pages are then copied on the writer connection before its next batch begins
 (`SqliteWriter._checkpoint_tail`): SQLite starts the log over only when a write
 transaction begins with the whole log in the file, which a checkpoint beside busy
 commits alone would never leave.

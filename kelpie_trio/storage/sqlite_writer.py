@@ -1,7 +1,8 @@
-"""The SQLite store's writer connection and what runs on it, in the writer thread.
+"""The SQLite store's writer connection and what runs on it, one batch at a time.
 
 `SqliteStore` (sqlite.py) queues operations and hands each batch to `SqliteWriter.execute`
-in one `trio.to_thread.run_sync` call; nothing here touches trio. A batch's commits share
+in one `trio.to_thread.run_sync` call, or a batch of only commits to `execute_if_free` on
+the trio thread; nothing here touches trio. A batch's commits share
 one write transaction (group commit: one COMMIT, one fsync, or none when no commit of it
 asks to be durable), each in its own SAVEPOINT when it has company (a commit alone is
 its batch's whole transaction); its reads share one read transaction;
@@ -12,7 +13,7 @@ says what the rows, versions and tombstones mean.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -148,11 +149,13 @@ class Collect(Op):
 class SqliteStats:
     """Counters for tests and benchmarks (one store, this process only).
 
-    The writer thread updates them during a hop; read them between operations.
+    The writer updates them during a batch; read them between operations.
     """
 
-    hops: int = 0  # thread hops, one per batch
-    inline_batches: int = 0  # batches of only non-durable commits run on the trio thread
+    batches: int = 0  # batches run, on either thread
+    hops: int = 0  # of which in the writer thread (a thread hop each)
+    inline_batches: int = 0  # of which on the trio thread (only commits: SqliteStore._inline_batch)
+    slow_inline_commits: int = 0  # inline COMMITs slower than SqliteStore.slow_commit_s
     commits: int = 0  # transactions committed
     refused: int = 0  # commits failed alone (NotCommitted, TransactionTooOld, their own error)
     reads: int = 0  # point and range reads served
@@ -170,8 +173,8 @@ class SqliteStats:
 
 
 class SqliteWriter:
-    """The writer connection; its methods run in the writer thread, one hop at a time (but
-    `execute_if_free`, which the trio thread may call between hops).
+    """The writer connection; its methods run one batch at a time, in the writer thread
+    (`execute`) or on the trio thread (`execute_if_free`).
 
     `cleared_at` and `known_horizon` are read by the store's trio side between hops (its
     tombstone collector sleeps while nothing this process cleared is left to collect)."""
@@ -180,6 +183,9 @@ class SqliteWriter:
         self, path: str, durability: Durability, busy_timeout_s: float, stats: SqliteStats
     ) -> None:
         self.path = path
+        # How long the last inline batch's COMMIT took (its WAL's write and fsync), by the
+        # clock `execute_if_free` was given; 0 if it failed.
+        self.last_commit_s = 0.0
         self.durability = durability
         self.busy_timeout_s = busy_timeout_s
         self.stats = stats
@@ -247,19 +253,23 @@ class SqliteWriter:
     def execute(self, ops: list[Op]) -> int:
         """Run one batch; set every op's outcome. Returns the newest version seen (or -1)."""
         self.stats.hops += 1
+        self.stats.batches += 1
         return self._execute(ops)
 
-    def execute_if_free(self, commits: list[Op]) -> int | None:
+    def execute_if_free(self, commits: list[Op], clock: Callable[[], float]) -> int | None:
         """`execute` for a batch of only commits, on the caller's thread, without waiting
         for the file's write lock: None, with nothing done, when another process holds it
-        (the caller runs the batch in the writer thread instead, where waiting is fine)."""
+        (the caller runs the batch in the writer thread instead, where waiting is fine).
+        Its COMMIT is timed by `clock` (`last_commit_s`)."""
         assert all(isinstance(op, Commit) for op in commits)
-        version = self._execute(commits, wait=False)
+        version = self._execute(commits, clock=clock)
         if version is not None:
             self.stats.inline_batches += 1
+            self.stats.batches += 1
         return version
 
-    def _execute(self, ops: list[Op], *, wait: bool = True) -> int | None:
+    def _execute(self, ops: list[Op], *, clock: Callable[[], float] | None = None) -> int | None:
+        """`clock` given: inline (`execute_if_free`), never waiting for the write lock."""
         self.stats.largest_batch = max(self.stats.largest_batch, len(ops))
         commits: list[Commit] = []
         reads: list[Op] = []
@@ -274,7 +284,7 @@ class SqliteWriter:
         version = -1
         # Commits first: reads queued beside them then see the freshest state.
         if commits:
-            written = self._write_phase(commits, wait=wait)
+            written = self._write_phase(commits, clock=clock)
             if written is None:
                 return None  # busy, and told not to wait: nothing ran (only commits here)
             version = written
@@ -328,12 +338,17 @@ class SqliteWriter:
 
     # commits -------------------------------------------------------------------------------
 
-    def _write_phase(self, commits: list[Commit], *, wait: bool = True) -> int | None:
+    def _write_phase(
+        self, commits: list[Commit], *, clock: Callable[[], float] | None = None
+    ) -> int | None:
         """Check and apply every commit of the batch in one write transaction (group
-        commit). `wait` False: None, with nothing done, if the write lock is held."""
+        commit). With a `clock` (inline): None, with nothing done, if the write lock is
+        held; the COMMIT timed."""
         conn = self.conn
         assert conn is not None
-        if wait and self.checkpoint_tail_due:
+        wait = clock is None
+        self.last_commit_s = 0.0
+        if self.checkpoint_tail_due:  # PASSIVE: never waits, on the loop neither
             self._checkpoint_tail(conn)
         try:
             unsynced = self._sync_for(commits)
@@ -401,6 +416,7 @@ class SqliteWriter:
             raise
         # Before COMMIT, whatever its outcome: a needless collection costs one look.
         self.cleared_at = max(self.cleared_at, cleared)
+        started = clock() if clock is not None else 0.0
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -420,6 +436,8 @@ class SqliteWriter:
                     else map_error(exc, what="commit", path=self.path)
                 )
             return -1
+        if clock is not None:
+            self.last_commit_s = clock() - started
         for op in applied:
             op.succeed(None)
         self.stats.commits += len(applied)

@@ -204,9 +204,9 @@ async def test_a_range_read_skips_old_tombstones_and_its_limit_counts_live_keys(
 # -- group commit ----------------------------------------------------------------------
 
 
-async def test_concurrent_commits_share_thread_hops(db: Path) -> None:
+async def test_concurrent_commits_share_batches(db: Path) -> None:
     async with running(db) as store:
-        hops_before, commits_before = store.stats.hops, store.stats.commits
+        batches_before, commits_before = store.stats.batches, store.stats.commits
 
         async def write(i: int) -> None:
             async def fn(tr: Transaction) -> None:
@@ -219,7 +219,7 @@ async def test_concurrent_commits_share_thread_hops(db: Path) -> None:
             for i in range(100):
                 nursery.start_soon(write, i)
         assert store.stats.commits - commits_before == 100
-        assert store.stats.hops - hops_before <= 50
+        assert store.stats.batches - batches_before <= 50
         assert store.stats.largest_batch > 1
         assert decode_counter(await read(store, b"total")) == 100
 
@@ -242,11 +242,11 @@ async def test_conflicting_commits_in_one_batch_fail_alone(db: Path) -> None:
             except NotCommitted:
                 outcomes.append("conflict")
 
-        hops_before = store.stats.hops
+        batches_before = store.stats.batches
         async with trio.open_nursery() as nursery:
             for tr in (t1, t2, t3):
                 nursery.start_soon(commit, tr)
-        assert store.stats.hops - hops_before == 1  # all three in one group commit
+        assert store.stats.batches - batches_before == 1  # all three in one group commit
         assert sorted(outcomes) == ["committed", "committed", "conflict"]
         assert await read(store, b"y") == b"1"
 
@@ -273,11 +273,11 @@ async def test_a_transaction_failing_inside_a_group_commit_rolls_back_alone(db: 
             except sqlite3.Error as error:
                 outcomes[name] = type(error).__name__
 
-        hops_before = store.stats.hops
+        batches_before = store.stats.batches
         async with trio.open_nursery() as nursery:
             nursery.start_soon(submit, "bad", bad)
             nursery.start_soon(submit, "good", good)
-        assert store.stats.hops - hops_before == 1
+        assert store.stats.batches - batches_before == 1
         assert outcomes == {"bad": "ProgrammingError", "good": "committed"}
         assert await read_range(store, b"a", b"z") == [(b"c", b"1")]
 
@@ -314,11 +314,11 @@ async def test_only_commits_sharing_a_batch_run_in_savepoints(db: Path) -> None:
             await put(store, {b"a": b"1"})
             assert statements and not [s for s in statements if "SAVEPOINT" in s]
 
-            hops_before = store.stats.hops
+            batches_before = store.stats.batches
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(put, store, {b"b": b"1"})
                 nursery.start_soon(put, store, {b"c": b"1"})
-            assert store.stats.hops - hops_before == 1  # one batch of two
+            assert store.stats.batches - batches_before == 1  # one batch of two
             assert len([s for s in statements if s.startswith("SAVEPOINT")]) == 2
         finally:
             conn.set_trace_callback(None)

@@ -7,13 +7,11 @@ not) and the store's count of unsynced batches."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import trio
 import trio.testing
 
-from kelpie_trio.env import RealEnv
 from kelpie_trio.storage import Transaction
 from kelpie_trio.storage.sqlite import SqliteStore
 from tests.storage.helpers import lone_dispatcher
@@ -59,12 +57,12 @@ async def test_a_durable_commit_batched_with_a_non_durable_one_is_synced(
     async with running(tmp_path / "kelpie.db") as store:
         await store.transact(_put(b"beat", b"0"), durable=False)
         assert _level(store) == _NORMAL
-        hops, unsynced = store.stats.hops, store.stats.unsynced_batches
+        batches, unsynced = store.stats.batches, store.stats.unsynced_batches
         async with trio.open_nursery() as nursery:
             # Both queued before the writer wakes: one batch, one COMMIT.
             nursery.start_soon(lambda: store.transact(_put(b"beat", b"1"), durable=False))
             nursery.start_soon(lambda: store.transact(_put(b"message", b"kept")))
-        assert store.stats.hops == hops + 1
+        assert store.stats.batches == batches + 1
         assert store.stats.largest_batch >= 2
         assert (_level(store), store.stats.unsynced_batches) == (_FULL, unsynced)
 
@@ -92,78 +90,3 @@ async def test_a_heartbeat_renewal_is_not_synced(tmp_path: Path) -> None:
         assert store.stats.commits == commits + 1
         assert store.stats.unsynced_batches == unsynced + 1
         nursery.cancel_scope.cancel()
-
-
-# -- an idle writer's heartbeats commit on the trio thread -------------------------------------
-
-
-class _SteppedClock(RealEnv):
-    """Real in all but `monotonic`, which moves only when a test says so."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.at = 1000.0
-
-    def monotonic(self) -> float:
-        return self.at
-
-
-def _read_elsewhere(path: Path, key: bytes) -> bytes | None:
-    """The key's newest value as another connection (another process) reads the file."""
-    conn = sqlite3.connect(path)
-    try:
-        row = conn.execute(
-            "SELECT value FROM kv WHERE key = ? ORDER BY version DESC LIMIT 1", (key,)
-        ).fetchone()
-    finally:
-        conn.close()
-    return None if row is None else row[0]
-
-
-async def test_an_idle_writers_non_durable_batch_commits_on_the_loop(tmp_path: Path) -> None:
-    """After `inline_after_idle_s` without a batch, a heartbeat's batch commits on the trio
-    thread (no hop, one wake-up instead of three); a durable one, or one right after
-    another batch, still goes to the writer thread."""
-    clock = _SteppedClock()
-    async with running(tmp_path / "kelpie.db", env=clock) as store:
-        await store.transact(_put(b"a", b"1"))
-        hops, inline = store.stats.hops, store.stats.inline_batches
-
-        await store.transact(_put(b"beat", b"1"), durable=False)  # right after a batch
-        assert (store.stats.hops, store.stats.inline_batches) == (hops + 1, inline)
-
-        clock.at += store.inline_after_idle_s
-        await store.transact(_put(b"beat", b"2"), durable=False)
-        assert (store.stats.hops, store.stats.inline_batches) == (hops + 1, inline + 1)
-        assert _read_elsewhere(tmp_path / "kelpie.db", b"beat") == b"2"  # in the file
-        assert (_level(store), store.stats.unsynced_batches) == (_NORMAL, 2)
-
-        clock.at += store.inline_after_idle_s
-        await store.transact(_put(b"a", b"2"))  # durable: synced, in the writer thread
-        assert (store.stats.hops, store.stats.inline_batches) == (hops + 2, inline + 1)
-        assert _level(store) == _FULL
-
-
-async def test_an_idle_writer_never_waits_on_the_loop_for_another_process(
-    tmp_path: Path,
-) -> None:
-    """Another process holding the file's write lock: the heartbeat's batch goes to the
-    writer thread and waits there, while the loop runs on (here: to release the lock)."""
-    clock = _SteppedClock()
-    path = tmp_path / "kelpie.db"
-    async with running(path, env=clock, busy_timeout_s=60.0) as store:
-        await store.transact(_put(b"beat", b"0"))
-        clock.at += store.inline_after_idle_s
-        other = sqlite3.connect(path, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")  # the write lock, held
-        hops, unsynced = store.stats.hops, store.stats.unsynced_batches
-        # A loop stuck in the busy handler would come back only after its 60 s.
-        with trio.fail_after(20):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(lambda: store.transact(_put(b"beat", b"1"), durable=False))
-                await trio.testing.wait_all_tasks_blocked()  # the loop runs: the batch waits
-                other.execute("ROLLBACK")
-                other.close()
-        assert (store.stats.hops, store.stats.inline_batches) == (hops + 1, 0)
-        assert store.stats.unsynced_batches == unsynced + 1  # the batch, counted once
-        assert _read_elsewhere(path, b"beat") == b"1"

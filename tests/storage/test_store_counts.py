@@ -11,6 +11,8 @@ from kelpie_trio.nursery.metrics import RuntimeMetrics
 from kelpie_trio.storage import MemoryStore
 from kelpie_trio.storage.base import Transaction
 from kelpie_trio.storage.sqlite import SqliteStore
+from kelpie_trio.storage.sqlite_reads import ReadVersion
+from kelpie_trio.storage.sqlite_writer import Get
 
 
 async def _watched_memory_store(nursery: trio.Nursery) -> tuple[MemoryStore, RuntimeMetrics]:
@@ -86,19 +88,27 @@ async def test_read_only_transactions_and_backend_reads_are_counted_and_scraped(
     assert "kelpie_store_retries_total{" not in scraped  # the new keys are no retries
 
 
-async def test_sqlite_thread_hops_are_scraped(nursery: trio.Nursery, tmp_path: Path) -> None:
+async def test_sqlite_batches_and_thread_hops_are_scraped(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
     store = SqliteStore(tmp_path / "kelpie.db")
     await nursery.start(store.run)
     metrics = RuntimeMetrics()
     metrics.watch_store(store)
-    before = store.stats.hops
+    batches, hops = store.stats.batches, store.stats.hops
 
     async def one_write(tr: Transaction) -> None:
         tr.set(b"a", b"1")
 
     await store.transact(one_write)
-    assert store.stats.hops == before + 1  # one commit, one hop to the writer thread
-    assert f"kelpie_store_hops_total {float(store.stats.hops)}" in metrics.render().decode()
+    assert store.stats.batches == batches + 1  # one commit, one batch, on the loop
+    assert store.stats.hops == hops
+    await store._submit(Get(ReadVersion(), b"a"))  # a queued read: a batch in the writer thread
+    assert (store.stats.batches, store.stats.hops) == (batches + 2, hops + 1)
+    scraped = metrics.render().decode()
+    assert f"kelpie_store_batches_total {float(batches + 2)}" in scraped
+    assert f"kelpie_store_hops_total {float(hops + 1)}" in scraped
+    assert "kelpie_store_batches_total" not in _scraped_memory_store()
     assert "kelpie_store_hops_total" not in _scraped_memory_store()
 
 
