@@ -593,7 +593,8 @@ MUTATIONS = [
         "after a checkpoint beside the commits, the writer copies the pages appended "
         "meanwhile before its next batch, so that the log starts over",
         "kelpie_trio/storage/sqlite.py",
-        "                self._writer.checkpoint_tail_due = True  # read by the writer thread\n",
+        "                self._writer.checkpoint_tail_due = True"
+        "  # read by the writer's next batch\n",
         "",
     ),
     Mutation(
