@@ -152,9 +152,8 @@ class SqliteStats:
     The writer updates them during a batch; read them between operations.
     """
 
-    batches: int = 0  # batches run, on either thread
-    hops: int = 0  # of which in the writer thread (a thread hop each)
-    inline_batches: int = 0  # of which on the trio thread (only commits: SqliteStore._inline_batch)
+    hops: int = 0  # batches run in the writer thread (a thread hop each)
+    inline_batches: int = 0  # batches run on the trio thread (only commits: _inline_batch)
     slow_inline_commits: int = 0  # inline COMMITs slower than SqliteStore.slow_commit_s
     commits: int = 0  # transactions committed
     refused: int = 0  # commits failed alone (NotCommitted, TransactionTooOld, their own error)
@@ -165,8 +164,13 @@ class SqliteStats:
     unsynced_batches: int = 0  # write batches of only non-durable commits: no fsync
     checkpoints: int = 0  # WAL checkpoints run off the commit path (sqlite_checkpoint.py)
     checkpoint_failures: int = 0
-    checkpoint_tails: int = 0  # their last pages, copied in the writer thread (a few)
+    checkpoint_tails: int = 0  # their last pages, copied before the next batch (a few)
     checkpoint_tail_failures: int = 0  # of which left pages behind (a reader, an error)
+
+    @property
+    def batches(self) -> int:
+        """Batches run, on either thread."""
+        return self.hops + self.inline_batches
 
 
 # -- the writer ----------------------------------------------------------------------
@@ -253,7 +257,6 @@ class SqliteWriter:
     def execute(self, ops: list[Op]) -> int:
         """Run one batch; set every op's outcome. Returns the newest version seen (or -1)."""
         self.stats.hops += 1
-        self.stats.batches += 1
         return self._execute(ops)
 
     def execute_if_free(self, commits: list[Op], clock: Callable[[], float]) -> int | None:
@@ -265,7 +268,6 @@ class SqliteWriter:
         version = self._execute(commits, clock=clock)
         if version is not None:
             self.stats.inline_batches += 1
-            self.stats.batches += 1
         return version
 
     def _execute(self, ops: list[Op], *, clock: Callable[[], float] | None = None) -> int | None:
