@@ -6,7 +6,8 @@ around a message is that message's own. Sends `--messages` messages in a row to 
 agent and prints, for each, the store's batches (`SqliteStats.batches`) and of them the
 thread hops (`SqliteStats.hops`: the others ran on the trio thread), commits, read-only
 transactions and reads (`Store.counts`), and the read transactions the trio thread's
-reader began for those reads (`InlineReader.snapshots`). The first message includes the
+reader began for those reads (`InlineReader.snapshots`), and of them those on the writer's
+connection (`InlineReader.on_writer`: its page cache warm). The first message includes the
 activation.
 """
 
@@ -69,7 +70,7 @@ async def count(messages: int) -> list[dict[str, int]]:
             assert reader is not None
             for i in range(messages):
                 batches, hops, counts = store.stats.batches, store.stats.hops, dict(store.counts)
-                snapshots = reader.snapshots
+                snapshots, on_writer = reader.snapshots, reader.on_writer
                 sent = {"messages": [{"role": "user", "content": f"message {i}"}]}
                 await service.send_message(agent, sent)
                 now = store.counts
@@ -77,6 +78,7 @@ async def count(messages: int) -> list[dict[str, int]]:
                     "batches": store.stats.batches - batches,
                     "hops": store.stats.hops - hops,
                     "snapshots": reader.snapshots - snapshots,
+                    "on_writer": reader.on_writer - on_writer,
                 }
                 for key in ("commit", "read_only", "reads"):
                     row[key] = now[key] - counts.get(key, 0)
@@ -93,7 +95,8 @@ def main() -> None:
         print(f"message {i}: {row['batches']} batches ({row['hops']} thread hops), "
               f"{row['commit']} commits, "
               f"{row['read_only']} read-only, {row['reads']} reads "
-              f"in {row['snapshots']} SQLite read snapshots")  # fmt: skip
+              f"in {row['snapshots']} SQLite read snapshots "
+              f"({row['on_writer']} on the writer's connection)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -547,6 +547,27 @@ MUTATIONS = [
         "        if wait and self.checkpoint_tail_due:\n",
     ),
     Mutation(
+        "reads-on-the-writer",
+        "between batches the trio thread's reads run on the SQLite writer's connection",
+        "kelpie_trio/storage/sqlite_reads.py",
+        "        lent = self._writer() if self._writer is not None else None\n",
+        "        lent = None\n",
+    ),
+    Mutation(
+        "reads-off-the-writer-in-a-hop",
+        "no read on the trio thread uses the writer's connection while a batch holds it",
+        "kelpie_trio/storage/sqlite.py",
+        "        if self._writer_in_thread or conn is None or conn.in_transaction:\n",
+        "        if conn is None or conn.in_transaction:\n",
+    ),
+    Mutation(
+        "writer-waits-only-in-a-hop",
+        "the writer's connection waits for another process's lock only in the writer thread",
+        "kelpie_trio/storage/sqlite_writer.py",
+        '            conn.execute("PRAGMA busy_timeout = 0")  # the loop\'s setting (`open`)\n',
+        "            pass\n",
+    ),
+    Mutation(
         "files-poll-on-the-beat",
         "the file worker's idle poll ends on the node's ticks",
         "kelpie_trio/service/file_worker.py",

@@ -15,7 +15,9 @@ can (sqlite_reads.py):
   every batch while the last inline COMMIT's fsync was slow or while another process
   holds the file's write lock, run in ONE `trio.to_thread.run_sync` call (a thread hop
   costs more CPU than a commit: stack-notes.md, section 6). Only one batch runs at a
-  time, so there is effectively one writer per store.
+  time, so there is effectively one writer per store. Between batches, and while none
+  is in the thread, the writer's connection serves the trio thread's reads too
+  (sqlite_reads.py: its page cache stays warm across its own commits).
 - **Group commit.** All commits of a batch share one `BEGIN IMMEDIATE ... COMMIT`
   (one fsync). Each transaction gets its own commit version and, when the batch
   holds others, its own SAVEPOINT, so a transaction that fails rolls back only itself.
@@ -234,6 +236,7 @@ class SqliteStore(Store):
     # checkpoint's sync of the file slows the commits syncing beside it on the same disk.
     checkpoint_every_commits: int = 200
     _off_loop_until: float = -math.inf
+    _writer_in_thread = False  # a batch is in the writer thread: its connection is busy
 
     def __init__(
         self,
@@ -285,7 +288,9 @@ class SqliteStore(Store):
                 version = await trio.to_thread.run_sync(self._writer.open)
                 if self.inline_reads:
                     self._reader = await trio.to_thread.run_sync(
-                        lambda: InlineReader.open(self.path, cache_kib=CACHE_KIB)
+                        lambda: InlineReader.open(
+                            self.path, cache_kib=CACHE_KIB, writer=self._lend_writer
+                        )
                     )
                 await trio.to_thread.run_sync(self._checkpointer.open)
             except sqlite3.Error as exc:
@@ -363,6 +368,14 @@ class SqliteStore(Store):
         """The trio thread's reader, while the store serves."""
         return self._reader if self._running and not self._closed else None
 
+    def _lend_writer(self) -> sqlite3.Connection | None:
+        """The writer's connection for a read on the trio thread, unless a batch holds it
+        in the writer thread (or it is not open, or not between transactions)."""
+        conn = self._writer.conn
+        if self._writer_in_thread or conn is None or conn.in_transaction:
+            return None
+        return conn
+
     def _served_inline(self, result: Any) -> Any:
         self.stats.reads += 1
         self.stats.inline_reads += 1
@@ -395,9 +408,13 @@ class SqliteStore(Store):
                     # (a hop cannot be interrupted anyway), so each op gets a
                     # true outcome, never a guess.
                     with trio.CancelScope(shield=True):
-                        version = await trio.to_thread.run_sync(
-                            self._writer.execute, batch.ops, limiter=limiter
-                        )
+                        self._writer_in_thread = True
+                        try:
+                            version = await trio.to_thread.run_sync(
+                                self._writer.execute, batch.ops, limiter=limiter
+                            )
+                        finally:
+                            self._writer_in_thread = False
                 self._observe(version)
                 commits = self.stats.commits - self._commits_at_checkpoint
                 if commits >= self.checkpoint_every_commits:

@@ -9,27 +9,34 @@ have been collected).
 
 **Where reads run.** A thread hop costs ~180 us of CPU (stack-notes.md, section 6) and
 wakes two threads; a point read from SQLite's page cache costs ~10-20 us. So a read is
-tried first on the trio thread (`InlineReader`), on a read-only connection of its own
-that never waits: its busy timeout is 0, and in WAL mode a reader waits only in rare
-moments (the WAL being reset or recovered). A read that cannot be served at once there
-(any SQLite error) goes to the writer thread's queue as before, with its busy timeout
-and its error mapping. Commits never run here: an fsync must not stall the loop.
+tried first on the trio thread (`InlineReader`), on a connection that never waits: busy
+timeout 0 (in WAL mode a reader waits only in rare moments: the WAL being reset or
+recovered). A read that cannot be served at once there (any SQLite error) goes to the
+writer thread's queue, with its busy timeout and its error mapping.
 
-**Reads said ahead.** Most of an inline read's cost is starting its read transaction:
-SQLite drops a connection's page cache whenever the WAL changed since its last one, and a
-busy writer changes it every few milliseconds, so each snapshot starts cold (20-30 us of
-CPU a read in a loaded server against ~8 us in a quiet file). A transaction that knows
-keys or ranges it will read says so (`Transaction.prefetch`, `prefetch_range`): they are
-read in the snapshot of its next read (`InlineReader.get`'s `ahead`), each checked against
-the read version as any read is, its conflict kept for when it is asked for, and answered
-then; its conflict range is recorded by that ask, as for any read.
+**Whose connection.** SQLite drops a connection's page cache whenever another connection
+changed the WAL since its last read transaction; a busy writer changes it every few
+milliseconds, so a connection of the reader's own starts each snapshot cold (20-30 us of
+CPU a read in a loaded server against ~8 us in a quiet file). The writer's connection
+keeps its cache across its own commits. So an inline read runs on the writer's
+connection whenever the store lends it (between batches, which run whole on the trio
+thread, and while none is in the writer thread), and on the reader's own read-only
+connection while a batch holds the writer's in the thread (steady: 0.14-0.26 ms of the
+loop's CPU a message less: bench/RESULTS.md, 2026-12-07, twelfth session).
+
+**Reads said ahead.** Most of an inline read's cost is starting its read transaction. A
+transaction that knows keys or ranges it will read says so (`Transaction.prefetch`,
+`prefetch_range`): they are read in the snapshot of its next read (`InlineReader.get`'s
+`ahead`), each checked against the read version as any read is, its conflict kept for
+when it is asked for, and answered then; its conflict range is recorded by that ask, as
+for any read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from kelpie_trio.storage.errors import NotCommitted, StoreError, TransactionTooOld
@@ -174,15 +181,29 @@ class ReadElsewhere(Exception):
 
 
 class InlineReader:
-    """A read-only connection used on the trio thread only, one read at a time."""
+    """Reads on the trio thread, one at a time: on the writer's connection when the store
+    lends it (`writer`: between batches, none in the writer thread), else on a read-only
+    connection of its own."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        writer: Callable[[], sqlite3.Connection | None] | None = None,
+    ) -> None:
         self._conn: sqlite3.Connection | None = conn
+        self._writer = writer
         self.latest_version = 0  # the newest commit version a read here saw
         self.snapshots = 0  # read transactions begun (a read and its reads ahead share one)
+        self.on_writer = 0  # of them, on the writer's connection
 
     @classmethod
-    def open(cls, path: str, *, cache_kib: int) -> InlineReader:
+    def open(
+        cls,
+        path: str,
+        *,
+        cache_kib: int,
+        writer: Callable[[], sqlite3.Connection | None] | None = None,
+    ) -> InlineReader:
         """Open the reader (after the writer created the schema). Any thread."""
         conn = sqlite3.connect(
             path,
@@ -197,7 +218,7 @@ class InlineReader:
         except BaseException:
             conn.close()
             raise
-        return cls(conn)
+        return cls(conn, writer)
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -236,6 +257,10 @@ class InlineReader:
         conn = self._conn
         if conn is None:
             raise ReadElsewhere
+        lent = self._writer() if self._writer is not None else None
+        if lent is not None:
+            conn = lent
+            self.on_writer += 1
         self.snapshots += 1
         try:
             conn.execute("BEGIN")  # deferred: the snapshot starts at the first SELECT

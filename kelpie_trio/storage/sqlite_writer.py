@@ -248,6 +248,9 @@ class SqliteWriter:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            # Between hops the connection is used on the trio thread (inline batches,
+            # reads), which must never sit in the busy handler: only a hop waits.
+            conn.execute("PRAGMA busy_timeout = 0")
         except BaseException:
             conn.close()
             raise
@@ -255,9 +258,17 @@ class SqliteWriter:
         return version
 
     def execute(self, ops: list[Op]) -> int:
-        """Run one batch; set every op's outcome. Returns the newest version seen (or -1)."""
+        """Run one batch in the writer thread, where waiting out another process's lock
+        (the busy timeout) is fine; set every op's outcome. Returns the newest version
+        seen (or -1)."""
         self.stats.hops += 1
-        return self._execute(ops)
+        conn = self.conn
+        assert conn is not None
+        conn.execute(f"PRAGMA busy_timeout = {round(self.busy_timeout_s * 1000)}")
+        try:
+            return self._execute(ops)
+        finally:
+            conn.execute("PRAGMA busy_timeout = 0")  # the loop's setting (`open`)
 
     def execute_if_free(self, commits: list[Op], clock: Callable[[], float]) -> int | None:
         """`execute` for a batch of only commits, on the caller's thread, without waiting
@@ -477,17 +488,16 @@ class SqliteWriter:
             self.synchronous = level
         return level == "NORMAL"  # an unsynced batch, counted once it has begun
 
-    def _begin_if_free(self, conn: sqlite3.Connection) -> bool:
-        """BEGIN IMMEDIATE without the busy handler's wait: False if the lock is held."""
-        conn.execute("PRAGMA busy_timeout = 0")
+    @staticmethod
+    def _begin_if_free(conn: sqlite3.Connection) -> bool:
+        """BEGIN IMMEDIATE without the busy handler's wait (outside a hop the busy timeout
+        is 0): False if the lock is held."""
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             if primary_code(exc) == SQLITE_BUSY:
                 return False
             raise
-        finally:
-            conn.execute(f"PRAGMA busy_timeout = {round(self.busy_timeout_s * 1000)}")
         return True
 
     @staticmethod

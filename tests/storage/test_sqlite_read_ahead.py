@@ -86,6 +86,7 @@ async def test_reads_ahead_are_dropped_when_the_reader_cannot_serve(tmp_path: Pa
         await put(store, {b"a": b"1", b"b": b"2"})
         reader = store._reader
         assert reader is not None and reader._conn is not None
+        reader._writer = None  # its own connection only (as while a batch is in the thread)
         reader._conn.close()  # every statement on it fails: reads go to the writer thread
 
         async def reads(tr: Transaction) -> tuple[bytes | None, bytes | None]:
