@@ -21,8 +21,9 @@ CPU a read in a loaded server against ~8 us in a quiet file). The writer's conne
 keeps its cache across its own commits. So an inline read runs on the writer's
 connection whenever the store lends it (between batches, which run whole on the trio
 thread, and while none is in the writer thread), and on the reader's own read-only
-connection while a batch holds the writer's in the thread (steady: 0.14-0.26 ms of the
-loop's CPU a message less: bench/RESULTS.md, 2026-12-07, twelfth session).
+connection while a batch holds the writer's in the thread. Under `steady` this took the
+reads' share of the server's samples from 7.7-8.1 % to 6.1 %, ~0.05 ms a message
+(bench/RESULTS.md, 2026-12-07, twelfth session).
 
 **Reads said ahead.** Most of an inline read's cost is starting its read transaction. A
 transaction that knows keys or ranges it will read says so (`Transaction.prefetch`,
