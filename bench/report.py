@@ -59,6 +59,9 @@ def _target(result: dict[str, Any]) -> str:
         alone = (result.get("activation_alone_ms") or {}).get("p99")
         if alone is not None:
             parts.append(f"one client at a time: p99 {alone:.1f} ms")
+        null = (result.get("warm_pairs_ms") or {}).get("p99")
+        if null is not None:
+            parts.append(f"two warm messages' difference: p99 {null:.1f} ms")
     elif name == "idle-footprint":
         kb = (result.get("footprint") or {}).get("rss_kb_per_idle_agent")
         if kb is not None:

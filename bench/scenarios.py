@@ -418,14 +418,20 @@ class Runner(AgentsMessaging, Approvals, Conversations, HotAgent, McpCalls, Idle
         advance = self.progress("cold-activation: first + second message", len(picked))
         metrics_before = await read_metrics(url, self.options.headers)
         before = server.usage() if server else None
+        profiler = self._start_profiler("cold-activation", server)  # the loaded phase only
         cold, warm = await self._cold_then_warm(url, picked, concurrency, "loaded", advance)
         after = server.usage() if server else None
+        if profiler is not None:
+            await self._stop_profiler(profiler)
         metrics_after = await read_metrics(url, self.options.headers)
         self.samples["cold-activation"] = cold
         result = summarize(cold, latency)
         result["warm_latency_ms"] = percentiles([s.latency for s in warm if s.ok])
         result["activation_ms"] = _activation_ms(cold, warm)
         result["activation_alone_ms"] = _activation_ms(alone_cold, alone_warm)
+        # The same figure with no activation in it: what the load alone puts in it.
+        result["warm_pairs_ms"] = _warm_pairs_ms(warm)
+        result["warm_pairs_alone_ms"] = _warm_pairs_ms(alone_warm)
         first = min((s.start for s in cold), default=0.0)
         result["throughput_per_s"] = throughput_series(cold, first)
         # CPU over both messages of each agent; per cold+warm pair.
@@ -609,6 +615,16 @@ def _activation_ms(cold: list[Sample], warm: list[Sample]) -> dict[str, float | 
     """An activation's latency: each agent's first message less its second."""
     second = {s.agent: s for s in warm if s.ok}
     extra = [c.latency - second[c.agent].latency for c in cold if c.ok and c.agent in second]
+    return percentiles([max(0.0, e) for e in extra])
+
+
+def _warm_pairs_ms(warm: list[Sample]) -> dict[str, float | None]:
+    """`_activation_ms` of two warm messages: in the order they were sent, each one's latency
+    less the next one's, in disjoint pairs. Under saturating clients a latency is mostly the
+    wait behind the other clients' messages, and a difference of two such waits spreads
+    whether or not the first message activated: this is that spread alone."""
+    sent = sorted((s for s in warm if s.ok), key=lambda s: s.start)
+    extra = [a.latency - b.latency for a, b in zip(sent[::2], sent[1::2], strict=False)]
     return percentiles([max(0.0, e) for e in extra])
 
 

@@ -149,12 +149,18 @@ def verdicts(results: dict[str, list[dict[str, Any]]]) -> list[Verdict]:
         measured = f"{act_p99:.1f} ms from {_at(act, 'params', 'concurrency')} clients"
         if alone_p99 is not None:
             measured += f"; one at a time {alone_p99:.1f} ms"
+    null_p99 = _at(act, "warm_pairs_ms", "p99")
+    null_alone_p99 = _at(act, "warm_pairs_alone_ms", "p99")
+    act_floor = ""
+    if null_p99 is not None and null_alone_p99 is not None:
+        act_floor = f"two warm messages: {null_p99:.1f} / {null_alone_p99:.1f} ms"
     out.append(
         Verdict(
             f"activation p99, {_at(act, 'params', 'agents') or 0:,} agents stored",
             measured,
             f"<= {TARGETS['activation_p99_ms']:g} ms",
             None if act_p99 is None else act_p99 <= TARGETS["activation_p99_ms"],
+            act_floor,
         )
     )
     return out

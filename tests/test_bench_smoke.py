@@ -66,6 +66,7 @@ def test_bench_smoke_completes_and_writes_json_and_png(tmp_path: Path) -> None:
     cold = by_name["cold-activation"]
     assert cold["activation_ms"]["p99"] is not None
     assert cold["activation_alone_ms"]["p99"] is not None  # a quarter, one client at a time
+    assert cold["warm_pairs_ms"]["p99"] is not None  # the same figure, two warm messages
     # The store's commits per agent (its cold message and its warm one) are counted.
     assert cold["store"]["commits_per_pair"] > 0
     assert "rss_kb_per_idle_agent" in by_name["idle-footprint"]["footprint"]
