@@ -153,7 +153,10 @@ def verdicts(results: dict[str, list[dict[str, Any]]]) -> list[Verdict]:
     null_alone_p99 = _at(act, "warm_pairs_alone_ms", "p99")
     act_floor = ""
     if null_p99 is not None and null_alone_p99 is not None:
-        act_floor = f"two warm messages: {null_p99:.1f} / {null_alone_p99:.1f} ms"
+        act_floor = (
+            f"two warm messages' difference: {null_p99:.1f} ms from "
+            f"{_at(act, 'params', 'concurrency')} clients; one at a time {null_alone_p99:.1f} ms"
+        )
     out.append(
         Verdict(
             f"activation p99, {_at(act, 'params', 'agents') or 0:,} agents stored",

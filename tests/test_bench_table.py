@@ -139,6 +139,20 @@ def test_the_idle_row_prints_its_floor_beside_it() -> None:
     assert idle.floor == "trio waking 22 times a minute: 0.146 ms/s"
 
 
+def test_the_activation_row_prints_the_same_figure_for_two_warm_messages_beside_it() -> None:
+    results = _table8()
+    row = next(r for r in verdicts(results) if r.figure.startswith("activation"))
+    assert row.floor == ""  # table 8 predates it
+    act = results["cold-activation"][0]
+    act["warm_pairs_ms"] = {"p99": 12.239}
+    act["warm_pairs_alone_ms"] = {"p99": 16.059}
+    row = next(r for r in verdicts(results) if r.figure.startswith("activation"))
+    assert row.floor == (
+        "two warm messages' difference: 12.2 ms from 4 clients; one at a time 16.1 ms"
+    )
+    assert row.measured == "22.9 ms from 4 clients; one at a time 7.6 ms"  # unchanged
+
+
 def test_a_flag_the_table_does_not_take_is_refused_not_ignored() -> None:
     import subprocess
     import sys
