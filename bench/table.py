@@ -142,21 +142,20 @@ def verdicts(results: dict[str, list[dict[str, Any]]]) -> list[Verdict]:
         )
     )
     act = _first(results, "cold-activation")
+    clients = _at(act, "params", "concurrency")
+
+    def loaded_then_alone(loaded: float, alone: float | None) -> str:
+        text = f"{loaded:.1f} ms from {clients} clients"
+        return text if alone is None else f"{text}; one at a time {alone:.1f} ms"
+
     act_p99 = _at(act, "activation_ms", "p99")
     alone_p99 = _at(act, "activation_alone_ms", "p99")
-    measured = "-"
-    if act_p99 is not None:
-        measured = f"{act_p99:.1f} ms from {_at(act, 'params', 'concurrency')} clients"
-        if alone_p99 is not None:
-            measured += f"; one at a time {alone_p99:.1f} ms"
+    measured = "-" if act_p99 is None else loaded_then_alone(act_p99, alone_p99)
     null_p99 = _at(act, "warm_pairs_ms", "p99")
     null_alone_p99 = _at(act, "warm_pairs_alone_ms", "p99")
     act_floor = ""
     if null_p99 is not None and null_alone_p99 is not None:
-        act_floor = (
-            f"two warm messages' difference: {null_p99:.1f} ms from "
-            f"{_at(act, 'params', 'concurrency')} clients; one at a time {null_alone_p99:.1f} ms"
-        )
+        act_floor = "two warm messages' difference: " + loaded_then_alone(null_p99, null_alone_p99)
     out.append(
         Verdict(
             f"activation p99, {_at(act, 'params', 'agents') or 0:,} agents stored",
