@@ -22,4 +22,5 @@ SCENARIOS = (
     "mcp-calls",
     "idle",
     "file-ingestion",
+    "schedules",
 )

@@ -23,6 +23,9 @@ text-embedding-3-small and text-embedding-ada-002 (other models: OpenAI's 404), 
 server that embeds what it indexes (a folder's file chunks, archival passages) can be
 benched with its embedding calls made over HTTP.
 
+`GET /bench/requests` (the bench's own route) answers how many chat completions it has been
+asked for so far: the schedules scenario waits on it for its firings' LLM calls.
+
 Prints `ready http://127.0.0.1:<port>` on stdout once it listens.
 """
 
@@ -39,7 +42,7 @@ import trio
 
 from bench.http1 import HttpError, read_request, reader_for
 
-__all__ = ["REPLY_TEXT", "main"]
+__all__ = ["COUNT_PATH", "REPLY_TEXT", "main"]
 
 MODEL = "gpt-4o-mini"  # the one model served, as the server's catalog knows it
 REPLY_TEXT = "Noted. The fake provider answers every request with this same sentence."
@@ -53,6 +56,7 @@ APPROVE_ARGS = {"label": "human", "new_string": "Seen.", "insert_line": 0}
 # The mcp-calls scenario's agents: a call of the bench MCP server's tool (bench/mcp_echo.py).
 MCP_MARK = b"BENCH-MCP"
 MCP_TOOL = "bench_add"
+COUNT_PATH = "/bench/requests"
 
 
 def _ask_body(model: str, target: str, n: int) -> bytes:
@@ -179,6 +183,10 @@ class FakeProvider:
         self, stream: trio.SocketStream, method: str, target: str, body: bytes
     ) -> None:
         path = target.split("?", 1)[0].rstrip("/")
+        if method == "GET" and path == COUNT_PATH:  # the bench's own: not an OpenAI route
+            counted = json.dumps({"chat_completions": self.requests}).encode()
+            await stream.send_all(_json_response(counted))
+            return
         if method == "GET" and path.endswith("/models"):
             model = {"id": MODEL, "object": "model", "created": 0, "owned_by": "bench"}
             listing = {"object": "list", "data": [model]}

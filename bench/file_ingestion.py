@@ -43,11 +43,6 @@ _TYPES = {
 }
 _POLL_S = 0.1  # a client's wait between two looks at its file's status
 _FILE_WITHIN_S = 120.0  # a file not done by then counts as an error (599)
-# After the last file is completed the indexer may still be embedding its chunks: the
-# window ends once the server spends under _QUIET_MS in _QUIET_S (or after _SETTLE_MAX_S).
-_QUIET_S = 0.5
-_QUIET_MS = 20.0  # psutil counts 10 ms ticks: at most one
-_SETTLE_MAX_S = 30.0
 _POLL_CALIBRATION = 100  # status reads whose CPU is measured apart, after the window
 
 _WORDS = [
@@ -170,6 +165,7 @@ class FileIngestion(RunnerPart):
                 samples, chunks, polls = await self._ingest(
                     url, folder, uploads, p["concurrency"], "file-ingestion"
                 )
+                # the indexer may still be embedding the last file's chunks
                 settle = await self._settle(server)
                 after = server.usage() if server else None
                 provider_after = provider.usage() if provider else None
@@ -259,21 +255,6 @@ class FileIngestion(RunnerPart):
             for _ in range(max(1, concurrency)):
                 nursery.start_soon(client)
         return samples, chunks, polls
-
-    async def _settle(self, server: Any) -> float | None:
-        """Seconds until the server went quiet after the last `completed` (the indexer
-        embedding the last chunks); None without its process to watch."""
-        if server is None:
-            return None
-        started = time.perf_counter()
-        last = server.usage()
-        while time.perf_counter() - started < _SETTLE_MAX_S:
-            await trio.sleep(_QUIET_S)
-            now = server.usage()
-            if (now.cpu - last.cpu) * 1000 < _QUIET_MS:
-                break
-            last = now
-        return round(time.perf_counter() - started, 2)
 
     async def _poll_cost(
         self, url: str, folder: str, samples: list[Sample], server: Any

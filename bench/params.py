@@ -51,6 +51,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "idle": {"agents": 2000, "messages": 0, "concurrency": 32, "latency": 0.0, "window": 60.0},
     # messages: files uploaded (the corpus's and a generated Markdown of size_kb, in turn).
     "file-ingestion": {"messages": 240, "concurrency": 4, "latency": 0.0, "size_kb": 64},
+    # messages: one-time schedules over the agents, all due at one instant `lead` s after
+    # their creation began; concurrency: the relay floor's clients (the firer sends at once).
+    "schedules": {
+        "agents": 50,
+        "messages": 1000,
+        "concurrency": 50,
+        "latency": 0.0,
+        "lead": 20.0,
+    },
 }
 SMOKE: dict[str, dict[str, Any]] = {
     "steady": {"agents": 10, "messages": 60, "concurrency": 10, "latency": 0.05},
@@ -86,6 +95,7 @@ SMOKE: dict[str, dict[str, Any]] = {
         "settle_step_s": 1.0,
     },
     "file-ingestion": {"messages": 12, "concurrency": 2, "latency": 0.0, "size_kb": 16},
+    "schedules": {"agents": 3, "messages": 12, "concurrency": 3, "latency": 0.0, "lead": 4.0},
 }
 
 # The targets, reported next to the numbers (never asserted).

@@ -103,6 +103,13 @@ def _target(result: dict[str, Any]) -> str:
             f"{f['cpu_ms_per_file_net_of_polls']} ms CPU/file net of polls, "
             f"{f['cpu_vs_floor']}x the parse floor"
         )
+    elif name == "schedules" and result.get("firings"):
+        f = result["firings"]
+        parts.append(
+            f"{f['completed']} of {f['schedules']} fired and completed, "
+            f"{f['firings_per_s']} firings/s from the due instant, "
+            f"{f['cpu_ms_per_firing']} ms CPU each"
+        )
     elif name == "two-nodes" and result.get("forwarded_share") is not None:
         parts.append(f"forwarded {result['forwarded_share'] * 100:.0f}%")
     return "; ".join(parts)

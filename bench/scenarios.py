@@ -33,6 +33,7 @@ from bench.load import Sample, create_agents, read_metrics, run_load
 from bench.mcp_calls import McpCalls
 from bench.params import DEFAULTS, SMOKE
 from bench.procs import Attached, Child, Usage, start_fake_provider, start_floor, start_server
+from bench.schedules import Schedules
 from bench.stats import percentiles, summarize, throughput_series, usage_delta
 
 __all__ = ["SCENARIOS", "Options", "Runner"]
@@ -84,7 +85,9 @@ def _no_progress(description: str, total: int) -> Callable[[], None]:
     return lambda: None
 
 
-class Runner(AgentsMessaging, Approvals, Conversations, HotAgent, McpCalls, Idle, FileIngestion):
+class Runner(
+    AgentsMessaging, Approvals, Conversations, HotAgent, McpCalls, Idle, FileIngestion, Schedules
+):
     def __init__(self, options: Options, progress: Progress | None = None) -> None:
         self.options = options
         self.progress = progress or _no_progress
@@ -228,6 +231,7 @@ class Runner(AgentsMessaging, Approvals, Conversations, HotAgent, McpCalls, Idle
         read_only = _delta(metrics_before, metrics_after, "kelpie_store_read_only_total")
         reads = _delta(metrics_before, metrics_after, "kelpie_store_reads_total")
         hops = _delta(metrics_before, metrics_after, "kelpie_store_hops_total")
+        slow = _delta(metrics_before, metrics_after, "kelpie_store_slow_inline_commits_total")
 
         def per_msg(count: float | None, digits: int = 3) -> float | None:
             return round(count / ok, digits) if count is not None and ok else None
@@ -238,6 +242,9 @@ class Runner(AgentsMessaging, Approvals, Conversations, HotAgent, McpCalls, Idle
             "reads_per_msg": per_msg(reads),  # backend round trips, over all transactions
             "hops_per_msg": per_msg(hops),  # SQLite thread hops (batches), shared under load
             "conflicts_per_msg": per_msg(conflicts or 0.0, 4) if commits is not None else None,
+            # COMMITs on the loop that were slow for their size, in the window: each sent
+            # the store's batches to its thread for SqliteStore.slow_commit_hold_s
+            "slow_inline_commits": slow,
         }
         return result
 
@@ -456,6 +463,12 @@ class Runner(AgentsMessaging, Approvals, Conversations, HotAgent, McpCalls, Idle
         result["store"] = {
             "commits_per_pair": per_pair("kelpie_store_commits_total"),
             "read_only_per_pair": per_pair("kelpie_store_read_only_total"),
+            "batches_per_pair": per_pair("kelpie_store_batches_total"),
+            "hops_per_pair": per_pair("kelpie_store_hops_total"),  # of them in the thread
+            # how often a slow COMMIT on the loop sent the batches to the thread (a hold each)
+            "slow_inline_commits": _delta(
+                [metrics_before], [metrics_after], "kelpie_store_slow_inline_commits_total"
+            ),
         }
         return result
 

@@ -1,124 +1,188 @@
-"""How fast one node fires scheduled messages, and what a firing costs it.
+"""The schedules scenario (a mixin of bench/scenarios.py's Runner): `messages` one-time
+scheduled messages over `agents` agents, all due at one instant `lead` seconds after the
+bench starts creating them, fired by the server on its own.
 
-    python -m bench.schedules                          # 20 agents, 1,000 schedules
-    python -m bench.schedules --agents 50 --schedules 2000 --store memory
+Each firing is claimed by the node's firer and sent as an async message: a run of its agent,
+one turn, one LLM call at the bench's fake provider. So the relay floor (a JSON POST in, one
+LLM call out) is the floor of a firing as it is of a steady message.
 
-Starts `kelpie-trio serve` (SQLite by default, the in-process sim model, no provider),
-creates the agents and one-time schedules spread over them, all due at one instant a few
-seconds ahead, then watches: the schedules listing of every agent empties as the firings
-are claimed, and the runs they start finish. Prints firings per second (claimed, and
-finished, from the due instant) and the server's CPU per firing over that window, which
-includes each firing's run (a turn of the sim model) and the bench's few polls.
+The window opens just before the due instant and closes once the provider has been asked
+for every firing's completion and the server has gone quiet (its runs stored). Nothing
+polls the server in it: the bench asks the fake provider for its count. After the window,
+each agent's runs are listed: a firing's sample runs from the due instant to its run's
+`completed_at` (the server's clock; bench and server share the machine's), and a firing
+with no completed run counts as an error.
 """
 
 from __future__ import annotations
 
-import argparse
-import tempfile
+import datetime
+import json
 import time
-from pathlib import Path
+from typing import Any
 
-import httpx
 import trio
 
-from bench.procs import start_server
+from bench.fake_provider import COUNT_PATH
+from bench.http1 import Connection
+from bench.load import Sample
+from bench.mixin import RunnerPart
+from bench.stats import summarize, throughput_series, usage_delta
+
+__all__ = ["Schedules"]
+
+_OPEN_BEFORE_S = 0.3  # the window opens this long before the due instant
+_POLL_S = 0.05  # between two looks at the provider's count
 
 
-async def _create(client: httpx.AsyncClient, agents: int, schedules: int, due_ms: int) -> list[str]:
-    ids = []
-    for i in range(agents):
-        reply = await client.post("/v1/agents/", json={"name": f"sched-{i}", "model": "sim/agent",
-                                                       "embedding": "sim/embedding"})  # fmt: skip
-        reply.raise_for_status()
-        ids.append(reply.json()["id"])
-    limiter = trio.CapacityLimiter(16)
+class Schedules(RunnerPart):
+    async def scenario_schedules(self, p: dict[str, Any]) -> dict[str, Any]:
+        """Firings per second from the due instant, and the server's CPU per firing (its
+        claim, its send, its run's turn) against the relay floor's per request."""
+        if self.options.llm != "fake":
+            raise SystemExit("schedules counts its firings' LLM calls at the bench's fake "
+                             "provider: run it with --llm fake")  # fmt: skip
+        if self.options.base_url:
+            raise SystemExit("schedules starts its own server: it does not take --base-url")
+        async with self._provider(p["latency"]) as provider:
+            async with self._server(self._data_dir("schedules"), provider, p["latency"]) as server:
+                url = self._url(server)
+                agents = await self._create(url, p["agents"])
+                due = time.time() + p["lead"]
+                await self._create_schedules(url, agents, p["messages"], due)
+                if time.time() > due - _OPEN_BEFORE_S:
+                    raise SystemExit(
+                        f"creating {p['messages']} schedules took longer than the lead of "
+                        f"{p['lead']:g} s: give fewer --messages"
+                    )
+                await trio.sleep(due - _OPEN_BEFORE_S - time.time())
+                before = server.usage()
+                provider_before = provider.usage()
+                profiler = self._start_profiler("schedules", server)
+                asked, called = await self._wait_for_calls(provider.url, p["messages"])
+                settle = await self._settle(server)  # the last runs being stored
+                after = server.usage()
+                provider_after = provider.usage()
+                if profiler is not None:
+                    await self._stop_profiler(profiler)
+                runs = await self._runs_of(url, agents)
+            floor = await self._floor(provider, p["messages"], p["concurrency"])
+        # The provider's count over the firings: 1 each, the fake provider's one-step turn.
+        calls_each = (called - asked) // p["messages"] if p["messages"] else 0
+        samples = _firing_samples(runs, due, p["messages"], calls_each)
+        self.samples["schedules"] = samples
+        result = summarize(samples, p["latency"])
+        result["throughput_per_s"] = throughput_series(samples, min(s.start for s in samples))
+        ok = result["messages"] - result["errors"]
+        result["server"] = usage_delta(before, after, ok)
+        result["provider"] = usage_delta(provider_before, provider_after, ok)
+        result["activations_per_s"] = None
+        last = max((s.end for s in samples if s.ok), default=samples[0].start)
+        result["firings"] = {
+            "schedules": p["messages"],
+            "agents": len(agents),
+            "completed": ok,
+            "runs": len(runs),  # one a firing: more would be a firing run twice
+            # from the due instant to the last firing's run completed (the server's clock)
+            "firings_per_s": round(ok / (last - samples[0].start), 1)
+            if ok and last > samples[0].start
+            else None,
+            "cpu_ms_per_firing": _rounded(result["server"]["cpu_ms_per_msg"]),
+            "llm_calls": called - asked,
+            "settle_s": settle,  # from the last LLM call to the server quiet: in the window
+        }
+        return self._finish("schedules", p, result, floor)
 
-    async def one(i: int) -> None:
-        async with limiter:
-            body = {"messages": [{"role": "user", "content": f"scheduled #{i}"}],
-                    "schedule": {"type": "one-time", "scheduled_at": due_ms}}  # fmt: skip
-            reply = await client.post(f"/v1/agents/{ids[i % agents]}/schedule", json=body)
-            reply.raise_for_status()
+    async def _create_schedules(self, url: str, agents: list[str], count: int, due: float) -> None:
+        """`count` one-time schedules due at `due` (epoch seconds), over the agents in turn."""
+        advance = self.progress("creating schedules", count)
+        due_ms = int(due * 1000)
 
-    async with trio.open_nursery() as nursery:
-        for i in range(schedules):
-            nursery.start_soon(one, i)
-    return ids
+        async def client(indices: range) -> None:
+            conn = Connection(url, headers=self.options.headers)
+            try:
+                for i in indices:
+                    body = {"messages": [{"role": "user", "content": f"scheduled #{i}"}],
+                            "schedule": {"type": "one-time", "scheduled_at": due_ms}}  # fmt: skip
+                    path = f"/v1/agents/{agents[i % len(agents)]}/schedule"
+                    reply = await conn.request("POST", path, json.dumps(body).encode())
+                    if reply.status not in (200, 201):
+                        raise RuntimeError(
+                            f"creating a schedule failed: {reply.status} {reply.body[:300]!r}"
+                        )
+                    advance()
+            finally:
+                await conn.aclose()
 
+        clients = 16  # each on a connection of its own
+        async with trio.open_nursery() as nursery:
+            for c in range(clients):
+                nursery.start_soon(client, range(c, count, clients))
 
-async def _pending(client: httpx.AsyncClient, agents: list[str]) -> int:
-    left = 0
-    for agent in agents:
-        reply = await client.get(f"/v1/agents/{agent}/schedule", params={"limit": 1})
-        left += len(reply.json()["scheduled_messages"])
-    return left
+    async def _wait_for_calls(self, provider_url: str, count: int) -> tuple[int, int]:
+        """Wait until the provider has been asked for `count` more chat completions than
+        when this began (or the give-up time passes); the counts before and after."""
+        conn = Connection(provider_url)
+        try:
+            asked = called = await _count(conn)
+            give_up = time.perf_counter() + 120 + count / 10
+            advance = self.progress("schedules: firings' LLM calls", count)
+            while called - asked < count and time.perf_counter() < give_up:
+                await trio.sleep(_POLL_S)
+                now = await _count(conn)
+                for _ in range(min(now, asked + count) - max(called, asked)):
+                    advance()
+                called = now
+        finally:
+            await conn.aclose()
+        return asked, called
 
-
-async def _finished_runs(client: httpx.AsyncClient, agents: list[str]) -> int:
-    done = 0
-    for agent in agents:
-        reply = await client.get("/v1/runs", params={"agent_id": agent, "limit": 1000})
-        done += sum(1 for r in reply.json() if r["status"] in ("completed", "failed", "cancelled"))
-    return done
-
-
-async def run(agents: int, schedules: int, store: str, lead: float) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as work:
-        async with (
-            start_server(Path(work), store=store) as server,
-            httpx.AsyncClient(base_url=server.url, timeout=60) as client,
-        ):
-            due = time.time() + lead
-            ids = await _create(client, agents, schedules, int(due * 1000))
-            if time.time() >= due:
-                raise SystemExit(f"creating took longer than --lead {lead:g} s: raise it")
-            await trio.sleep(due - time.time() - 0.2)
-            before = server.usage()
-            start = time.perf_counter()
-            give_up = start + 120 + schedules / 10
-            while await _pending(client, ids) and time.perf_counter() < give_up:  # noqa: ASYNC110 - a client polls
-                await trio.sleep(0.1)
-            claimed = time.perf_counter() - start
-            # A claimed firing's run appears when its send is made: count them.
-            while (runs := await _finished_runs(client, ids)) < schedules:
-                if time.perf_counter() > give_up:
-                    break
-                await trio.sleep(0.25)
-            finished = time.perf_counter() - start
-            after = server.usage()
-    cpu = after.cpu_since(before)
-    return {
-        "schedules": schedules,
-        "runs": runs,
-        "claimed_s": round(claimed, 2),
-        "finished_s": round(finished, 2),
-        "firings_per_s_claimed": round(schedules / claimed, 1),
-        "firings_per_s_finished": round(schedules / finished, 1),
-        "server_cpu_s": round(cpu, 2),
-        "cpu_ms_per_firing": round(cpu * 1000 / schedules, 2),
-    }
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.schedules",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--agents", type=int, default=20)
-    parser.add_argument("--schedules", type=int, default=1000)
-    parser.add_argument("--store", choices=("sqlite", "memory"), default="sqlite")
-    parser.add_argument(
-        "--lead", type=float, default=30.0,
-        help="seconds from the start to the due instant (creating must fit in it)",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
-    result = trio.run(run, args.agents, args.schedules, args.store, args.lead)
-    width = max(map(len, result))
-    for name, value in result.items():
-        print(f"{name:<{width}}  {value}")
-    return 0 if result["runs"] == args.schedules else 1
+    async def _runs_of(self, url: str, agents: list[str]) -> list[dict[str, Any]]:
+        """Every run of the agents (each agent's listing, in pages of 1,000)."""
+        conn = Connection(url, headers=self.options.headers)
+        runs: list[dict[str, Any]] = []
+        try:
+            for agent in agents:
+                after = None
+                while True:
+                    path = f"/v1/runs/?agent_id={agent}&limit=1000&order=asc"
+                    reply = await conn.request("GET", path + (f"&after={after}" if after else ""))
+                    if reply.status != 200:
+                        raise RuntimeError(f"listing runs failed: {reply.status} {reply.body!r}")
+                    page = json.loads(reply.body)
+                    runs.extend(page)
+                    if len(page) < 1000:
+                        break
+                    after = page[-1]["id"]
+        finally:
+            await conn.aclose()
+        return runs
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+async def _count(conn: Connection) -> int:
+    reply = await conn.request("GET", COUNT_PATH)
+    return int(json.loads(reply.body)["chat_completions"])
+
+
+def _firing_samples(runs: list[dict[str, Any]], due: float, count: int, steps: int) -> list[Sample]:
+    """A sample per firing, on the bench's perf_counter clock: from the due instant to its
+    run's `completed_at` (200 when completed, 500 otherwise; `steps` LLM calls each); 599
+    for each firing with no run at all. Runs are the agents' only ones: the scenario sends
+    nothing else."""
+    offset = time.perf_counter() - time.time()  # epoch seconds -> perf_counter
+    start = due + offset
+    samples = []
+    for run in runs[:count]:
+        completed = run.get("completed_at")
+        if run.get("status") == "completed" and completed:
+            end = datetime.datetime.fromisoformat(completed).timestamp() + offset
+            agent = run.get("agent_id", "")
+            samples.append(Sample(start, max(end, start), 200, steps=steps, agent=agent))
+        else:
+            samples.append(Sample(start, start, 500, agent=run.get("agent_id", "")))
+    samples.extend(Sample(start, start, 599) for _ in range(count - len(samples)))
+    return samples
+
+
+def _rounded(ms: float | None) -> float | None:
+    return None if ms is None else round(ms, 2)

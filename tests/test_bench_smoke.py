@@ -5,6 +5,7 @@ No timing is asserted: the numbers belong to bench/RESULTS.md, not to a test.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -69,6 +70,8 @@ def test_bench_smoke_completes_and_writes_json_and_png(tmp_path: Path) -> None:
     assert cold["warm_pairs_ms"]["p99"] is not None  # the same figure, two warm messages
     # The store's commits per agent (its cold message and its warm one) are counted.
     assert cold["store"]["commits_per_pair"] > 0
+    assert cold["store"]["batches_per_pair"] > 0  # on either thread
+    assert cold["store"]["slow_inline_commits"] is not None  # scraped, however many
     assert "rss_kb_per_idle_agent" in by_name["idle-footprint"]["footprint"]
     # hot-agent: CPU per message window by window (20 messages, windows of 5), each hot
     # window followed by one of a reference agent's: 40 messages in all
@@ -162,6 +165,39 @@ def test_bench_file_ingestion_waits_for_every_file_and_sets_a_parse_floor(tmp_pa
     assert files["cpu_ms_per_file"] > 0 and files["cpu_ms_per_mb"] > 0
     assert files["polls"] > 0 and files["cpu_ms_per_poll"] is not None
     assert floor["cpu_ms_per_file"] > 0 and files["cpu_vs_floor"] > 1
+
+
+def test_bench_schedules_fires_every_schedule_and_sets_it_beside_the_relay_floor(
+    tmp_path: Path,
+) -> None:
+    """The schedules scenario at smoke size: 12 one-time schedules over 3 agents, all due
+    at one instant, each fired once as a completed run with one LLM call, its CPU set
+    beside the relay floor's."""
+    scenario = _smoke_scenario(tmp_path, "schedules")
+    assert scenario["scenario"] == "schedules" and scenario["errors"] == 0, scenario
+    firings = scenario["firings"]
+    assert (firings["schedules"], firings["agents"], firings["completed"]) == (12, 3, 12)
+    assert firings["runs"] == 12  # none fired twice
+    assert firings["llm_calls"] == 12 and scenario["llm_calls_per_msg"] == 1.0
+    assert firings["cpu_ms_per_firing"] > 0 and scenario["ratios"]["cpu_vs_relay"] > 0
+    assert scenario["messages"] == 12 and scenario["latency_ms"]["p50"] >= 0
+
+
+def test_bench_schedules_counts_a_firing_without_a_completed_run_as_an_error() -> None:
+    """A firing's sample runs from the due instant to its run's `completed_at`; a run not
+    completed is a 500 and a firing with no run at all a 599."""
+    from bench.schedules import _firing_samples
+
+    due = time.time() - 10.0
+    done_at = datetime.datetime.fromtimestamp(due + 0.25, datetime.UTC).isoformat()
+    runs = [
+        {"status": "completed", "completed_at": done_at, "agent_id": "agent-a"},
+        {"status": "failed", "completed_at": done_at, "agent_id": "agent-b"},
+    ]
+    samples = _firing_samples(runs, due, 3, 1)
+    assert [s.status for s in samples] == [200, 500, 599]
+    assert round(samples[0].latency, 3) == 0.25 and samples[0].steps == 1
+    assert len({s.start for s in samples}) == 1  # every firing from the same due instant
 
 
 def test_bench_file_ingestion_documents_are_the_corpus_and_a_generated_one() -> None:

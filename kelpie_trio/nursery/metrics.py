@@ -173,6 +173,12 @@ class _StoreCounts(Collector):
                 "syncs fast)",
                 stats.hops,
             )
+            yield _counter(
+                "kelpie_store_slow_inline_commits",
+                "COMMITs on the trio thread slower than their batch's allowance; each sends "
+                "the batches after it to the SQLite store's thread for a while (its hold)",
+                stats.slow_inline_commits,
+            )
         retries = CounterMetricFamily(
             "kelpie_store_retries",
             "Transaction attempts retried, by the error that caused it (NotCommitted: a "

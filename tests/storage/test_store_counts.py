@@ -112,6 +112,28 @@ async def test_sqlite_batches_and_thread_hops_are_scraped(
     assert "kelpie_store_hops_total" not in _scraped_memory_store()
 
 
+async def test_sqlite_slow_inline_commits_are_scraped(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    store = SqliteStore(tmp_path / "kelpie.db")
+    store.slow_commit_s = -1.0  # every inline COMMIT counts as slow
+    store.slow_commit_per_write_s = 0.0
+    await nursery.start(store.run)
+    metrics = RuntimeMetrics()
+    metrics.watch_store(store)
+
+    async def one_write(tr: Transaction) -> None:
+        tr.set(b"a", b"1")
+
+    await store.transact(one_write)
+    assert store.stats.slow_inline_commits == 1
+    await store.transact(one_write)  # held off the loop: in the thread, not counted
+    assert store.stats.slow_inline_commits == 1
+    scraped = metrics.render().decode()
+    assert "kelpie_store_slow_inline_commits_total 1.0" in scraped
+    assert "kelpie_store_slow_inline_commits_total" not in _scraped_memory_store()
+
+
 def _scraped_memory_store() -> str:
     metrics = RuntimeMetrics()
     metrics.watch_store(MemoryStore())
