@@ -77,16 +77,14 @@ class Schedules(RunnerPart):
         result["server"] = usage_delta(before, after, ok)
         result["provider"] = usage_delta(provider_before, provider_after, ok)
         result["activations_per_s"] = None
-        last = max((s.end for s in samples if s.ok), default=samples[0].start)
+        # from the due instant to the last firing's run completed (the server's clock)
+        took = max((s.end for s in samples if s.ok), default=samples[0].start) - samples[0].start
         result["firings"] = {
             "schedules": p["messages"],
             "agents": len(agents),
             "completed": ok,
             "runs": len(runs),  # one a firing: more would be a firing run twice
-            # from the due instant to the last firing's run completed (the server's clock)
-            "firings_per_s": round(ok / (last - samples[0].start), 1)
-            if ok and last > samples[0].start
-            else None,
+            "firings_per_s": round(ok / took, 1) if ok and took > 0 else None,
             "cpu_ms_per_firing": _rounded(result["server"]["cpu_ms_per_msg"]),
             "llm_calls": called - asked,
             "settle_s": settle,  # from the last LLM call to the server quiet: in the window
