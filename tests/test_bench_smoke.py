@@ -200,6 +200,18 @@ def test_bench_schedules_counts_a_firing_without_a_completed_run_as_an_error() -
     assert len({s.start for s in samples}) == 1  # every firing from the same due instant
 
 
+def test_bench_compare_refuses_the_scenarios_that_start_their_own_servers(tmp_path: Path) -> None:
+    """two-nodes and schedules cannot run against a server given by URL: refused at once,
+    before either side runs."""
+    for name in ("two-nodes", "schedules"):
+        done = subprocess.run(
+            [sys.executable, "-m", "bench", "compare", name, "--base-url", "http://127.0.0.1:9",
+             "--provider-port", "9", "--out", str(tmp_path / "out")],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2 and name in done.stderr, done.stderr
+
+
 def test_bench_file_ingestion_documents_are_the_corpus_and_a_generated_one() -> None:
     from bench.file_ingestion import documents, generated_markdown, parse_floor
 
