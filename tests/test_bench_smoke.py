@@ -171,15 +171,19 @@ def test_bench_schedules_fires_every_schedule_and_sets_it_beside_the_relay_floor
     tmp_path: Path,
 ) -> None:
     """The schedules scenario at smoke size: 12 one-time schedules over 3 agents, all due
-    at one instant, each fired once as a completed run with one LLM call, its CPU set
-    beside the relay floor's."""
+    at one instant, each fired once as a completed run with one LLM call, the relay floor
+    measured beside it."""
     scenario = _smoke_scenario(tmp_path, "schedules")
     assert scenario["scenario"] == "schedules" and scenario["errors"] == 0, scenario
     firings = scenario["firings"]
     assert (firings["schedules"], firings["agents"], firings["completed"]) == (12, 3, 12)
     assert firings["runs"] == 12  # none fired twice
     assert firings["llm_calls"] == 12 and scenario["llm_calls_per_msg"] == 1.0
-    assert firings["cpu_ms_per_firing"] > 0 and scenario["ratios"]["cpu_vs_relay"] > 0
+    assert firings["cpu_ms_per_firing"] > 0
+    # The floor beside it: 12 relayed requests, one LLM call each. Their CPU is read in 10 ms
+    # clock ticks, so at this size the ratio may be unknown (no tick counted); its key is there.
+    relay = scenario["floor"]["relay"]
+    assert (relay["requests"], relay["errors"]) == (12, 0) and "cpu_vs_relay" in scenario["ratios"]
     assert scenario["messages"] == 12 and scenario["latency_ms"]["p50"] >= 0
 
 
