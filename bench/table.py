@@ -5,7 +5,10 @@ conversations, one client at a time, an idle node at up to 10,000 active agents,
 history, 100,000 stored agents), each beside its own framework floor. It prints the
 figures with the targets and a verdict per row, and writes one JSON of every result.
 Beside the one-client figures it prints what the relay floor itself does under the same
-load shape: a target that asks less of the server than of the floor shows as such.
+load shape: a target that asks less of the server than of the floor shows as such. And
+what waiting costs: the same client with a provider that answers at once (no process
+sleeps between requests), and this machine's own cost of waking (bench/wake.py: the same
+Python work after a 200 ms sleep against back to back, no server involved).
 
 `--smoke` runs every row at tiny sizes. Tests (tests/test_bench_table.py) check the
 verdicts against a measured table and the wiring with a stand-in runner; the bench smoke
@@ -36,6 +39,15 @@ ROWS: tuple[tuple[str, str, dict[str, Any], dict[str, Any], int], ...] = (
         "steady",
         {"agents": 1, "messages": 300, "concurrency": 1, "latency": 0.2},
         {"agents": 1, "messages": 10, "concurrency": 1, "latency": 0.05},
+        1,
+    ),
+    # The same client with a provider that answers at once: no process waits between
+    # requests. Printed beside the one-client rows (what the wait itself costs), no verdict.
+    (
+        "one-client-no-wait",
+        "steady",
+        {"agents": 1, "messages": 300, "concurrency": 1, "latency": 0.0},
+        {"agents": 1, "messages": 10, "concurrency": 1, "latency": 0.0},
         1,
     ),
     ("idle", "idle", {"agents": 10_000, "window": 60.0}, {}, 1),
@@ -71,10 +83,14 @@ def _first(results: dict[str, list[dict[str, Any]]], row: str) -> dict[str, Any]
     return (results.get(row) or [None])[0]
 
 
-def verdicts(results: dict[str, list[dict[str, Any]]]) -> list[Verdict]:
-    """The issue's six figures from the rows' results (a pure function: tested apart)."""
+def verdicts(
+    results: dict[str, list[dict[str, Any]]], wake: dict[str, Any] | None = None
+) -> list[Verdict]:
+    """The issue's six figures from the rows' results and, if measured, the machine's
+    cost of waking (bench/wake.py). A pure function: tested apart."""
     out: list[Verdict] = []
     steady, one = _first(results, "steady"), _first(results, "one-client")
+    no_wait = _first(results, "one-client-no-wait")
     steady_cpu = _at(steady, "server", "cpu_ms_per_msg")
     steady_relay = _at(steady, "floor", "relay", "cpu_ms_per_req")
     ratio = _ratio(steady_cpu, steady_relay)
@@ -91,26 +107,38 @@ def verdicts(results: dict[str, list[dict[str, Any]]]) -> list[Verdict]:
     # The relay floor one request at a time, against its own loaded figure.
     floor_one = _ratio(_at(one, "floor", "relay", "cpu_ms_per_req"), steady_relay)
     target = TARGETS["one_client_cpu_vs_steady"]
+    context = [f"relay floor: {floor_one:.2f}x"] if floor_one else []
+    no_wait_ratio = _ratio(_at(no_wait, "server", "cpu_ms_per_msg"), steady_cpu)
+    if no_wait_ratio:
+        context.append(f"no wait (0 ms provider): {no_wait_ratio:.2f}x")
+    after_sleep = _at(wake, "vs_back_to_back", "200")
+    if after_sleep:
+        context.append(f"this machine, the same Python after 200 ms asleep: {after_sleep:.2f}x")
     out.append(
         Verdict(
             "CPU per message, one client, 200 ms provider / steady's",
             f"{one_cpu:.2f} ms = {one_ratio:.2f}x" if one_ratio else "-",
             f"<= {target}x",
             None if one_ratio is None else one_ratio <= target,
-            f"relay floor: {floor_one:.2f}x" if floor_one else "",
+            "; ".join(context),
         )
     )
     p50, p99 = _at(one, "overhead_ms", "p50"), _at(one, "overhead_ms", "p99")
     relay_p50 = _at(one, "floor", "relay", "latency_ms", "p50")
     latency_ms = (_at(one, "params", "latency") or 0.0) * 1000
     top50, top99 = TARGETS["one_client_added_p50_ms"], TARGETS["one_client_added_p99_ms"]
+    context = [f"relay floor adds {relay_p50 - latency_ms:.1f} ms at p50"] if relay_p50 else []
+    no_wait_p50 = _at(no_wait, "overhead_ms", "p50")
+    if no_wait_p50 is not None:
+        no_wait_p99 = _at(no_wait, "overhead_ms", "p99")
+        context.append(f"no wait (0 ms provider): {no_wait_p50:.1f} / {no_wait_p99:.1f} ms")
     out.append(
         Verdict(
             "added latency, one client, p50 / p99",
             f"{p50:.1f} / {p99:.1f} ms" if p50 is not None else "-",
             f"<= {top50:g} / {top99:g} ms",
             None if p50 is None else p50 <= top50 and p99 <= top99,
-            f"relay floor adds {relay_p50 - latency_ms:.1f} ms at p50" if relay_p50 else "",
+            "; ".join(context),
         )
     )
     levels = _at(_first(results, "idle"), "idle") or []
@@ -247,6 +275,10 @@ def main_table(args: argparse.Namespace) -> int:
         "rows": {},
     }
     results: dict[str, list[dict[str, Any]]] = run_info["rows"]
+    from bench.wake import wake_cost
+
+    # First, with nothing else of the bench running: the machine's own cost of waking.
+    run_info["machine"]["wake"] = wake_cost(repeats=8 if args.smoke else 40)
     try:
         with _progress() as progress:
 
@@ -271,7 +303,7 @@ def main_table(args: argparse.Namespace) -> int:
     finally:
         done_with(work, keep=args.keep_data)
     run_info["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    rows = verdicts(results)
+    rows = verdicts(results, run_info["machine"]["wake"])
     run_info["verdicts"] = [attrs.asdict(row) for row in rows]
     print_verdicts(rows)
     json_path = args.out / f"bench-{stamp}-table.json"

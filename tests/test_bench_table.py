@@ -88,9 +88,12 @@ def test_the_command_runs_each_row_at_its_size_and_writes_one_json(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import bench.scenarios
+    import bench.wake
 
     monkeypatch.setattr(bench.scenarios, "Runner", _StandIn)
     monkeypatch.setattr(_StandIn, "ran", [])
+    woken = {"repeats": 40, "work_ms": {"0": 0.3, "200": 0.6}, "vs_back_to_back": {"200": 2.0}}
+    monkeypatch.setattr(bench.wake, "wake_cost", lambda repeats: dict(woken, repeats=repeats))
     args = argparse.Namespace(
         smoke=False, store="sqlite", no_floor=False, floor_requests=2000, seed=7,
         out=tmp_path, keep_data=False,
@@ -100,6 +103,7 @@ def test_the_command_runs_each_row_at_its_size_and_writes_one_json(
     assert _StandIn.ran == [
         ("steady", {}),
         ("steady", one_client),
+        ("steady", dict(one_client, latency=0.0)),
         ("idle", {"agents": 10_000, "window": 60.0}),
         *[("hot-agent", {})] * 4,
         ("cold-activation", {"agents": 100_000}),
@@ -107,11 +111,61 @@ def test_the_command_runs_each_row_at_its_size_and_writes_one_json(
     [written] = tmp_path.glob("bench-*-table.json")
     run = json.loads(written.read_text())
     assert {row: len(results) for row, results in run["rows"].items()} == {
-        "steady": 1, "one-client": 1, "idle": 1, "hot-agent": 4, "cold-activation": 1,
+        "steady": 1, "one-client": 1, "one-client-no-wait": 1, "idle": 1, "hot-agent": 4,
+        "cold-activation": 1,
     }  # fmt: skip
     assert [v["met"] for v in run["verdicts"]] == [False, False, False, False, True, False]
+    assert run["machine"]["wake"] == woken  # measured once, at full size's repeats
+    assert "after 200 ms asleep: 2.00x" in run["verdicts"][1]["floor"]
     out = capsys.readouterr().out
     assert "issue 23's table" in out and "MISSED" in out
+
+
+def test_the_one_client_rows_print_what_waiting_costs_beside_them() -> None:
+    results = _table8()
+    no_wait = json.loads(json.dumps(results["one-client"][0]))  # its own copy
+    no_wait["server"]["cpu_ms_per_msg"] = 8.3  # 1.10x steady's 7.55
+    no_wait["overhead_ms"].update(p50=4.8, p99=8.26)
+    results["one-client-no-wait"] = [no_wait]
+    wake = {"vs_back_to_back": {"0": 1.0, "200": 1.31}}
+    rows = verdicts(results, wake)
+    assert rows[1].floor == (
+        "relay floor: 1.63x; no wait (0 ms provider): 1.10x; "
+        "this machine, the same Python after 200 ms asleep: 1.31x"
+    )
+    assert rows[2].floor.endswith("; no wait (0 ms provider): 4.8 / 8.3 ms")
+    assert [row.met for row in rows] == [row.met for row in verdicts(_table8())]  # context only
+    assert verdicts(_table8())[1].floor == "relay floor: 1.63x"  # neither measured: as before
+
+
+def test_waking_is_each_gap_against_back_to_back_with_the_gaps_taking_turns() -> None:
+    from bench.wake import WARM_BURST, wake_cost
+
+    events: list[str] = []
+    clock = {"ns": 0, "slept": False}
+
+    def sleep(gap: float) -> None:
+        events.append(f"sleep {gap:g}")
+        clock["slept"] = True
+
+    def work() -> None:  # 1 ms of thread CPU warm, 2 ms right after a sleep
+        clock["ns"] += 2_000_000 if clock["slept"] else 1_000_000
+        clock["slept"] = False
+        events.append("work")
+
+    found = wake_cost((0.0, 0.2), repeats=3, work=work, sleep=sleep, thread_ns=lambda: clock["ns"])
+    assert found == {
+        "repeats": 3, "work_ms": {"0": 1.0, "200": 2.0}, "vs_back_to_back": {"0": 1.0, "200": 2.0},
+    }  # fmt: skip
+    one_turn = ["work"] * (WARM_BURST + 1) + ["sleep 0.2", "work"]
+    assert events == ["work"] + one_turn * 3  # one call first, then the gaps in turn
+    with pytest.raises(ValueError, match="first gap must be 0"):
+        wake_cost((0.2,), repeats=1, work=work, sleep=sleep)
+    from bench.wake import main
+
+    with pytest.raises(SystemExit) as refused:  # the command refuses it before measuring
+        main(["--gaps", "0.2"])
+    assert refused.value.code == 2
 
 
 def test_an_idle_level_whose_agents_did_not_all_stay_active_says_so() -> None:
