@@ -4,8 +4,10 @@
 
 A server with one client sleeps between its requests (the provider's 200 ms), and so does
 the relay floor. On this machine (a 2-vCPU KVM guest) a process woken after a sleep runs
-the same code slower than one that never slept: caches, TLB and branch predictors are cold,
-and other processes ran in the gap. This measures that on the machine alone, with no
+the same code slower than one that never slept, for its first milliseconds (whatever the
+cause: cold caches, the host's scheduling or clock; not told apart here), by an amount that
+moves with the hour (1.3x-2.1x after 200 ms, bench/RESULTS.md). This measures that on the
+machine alone, with no
 server and no I/O: the thread CPU of a fixed piece of Python work (JSON encoding and
 decoding, dicts, strings: a request's kind of work) right after sleeping each gap (the gaps
 take turns), median of the repeats, and each gap's median against the back-to-back one.
@@ -30,7 +32,7 @@ WARM_BURST = 50  # runs right before a back-to-back sample: ~15 ms of work bring
 
 
 def _work() -> None:
-    """About 0.3 ms of a request's kind of Python on this machine, back to back."""
+    """0.3-0.5 ms of a request's kind of Python on this machine, back to back."""
     doc: dict[str, Any] = {"role": "user", "content": "x" * 200, "parts": [1, 2, 3], "t": 1.5}
     for _ in range(60):
         text = json.dumps(doc)
