@@ -38,6 +38,11 @@ from bench.stats import percentiles, summarize, throughput_series, usage_delta
 
 __all__ = ["SCENARIOS", "Options", "Runner"]
 
+# A measured window waits for the server's search indexer on both sides (`_measured`):
+# asked this often, for at most this long (its settle is 3 s, a drain a few ms more).
+INDEX_POLL_S = 0.5
+INDEX_WAIT_MAX_S = 60.0
+
 
 @attrs.define
 class Options:
@@ -196,7 +201,13 @@ class Runner(
     ) -> dict[str, Any]:
         """One measured window: the load, and each process's accounting around it
         (`on_start(server)` just before the load, for a scenario reading it within;
-        `profile_whole=False` for one that profiles parts of the window itself)."""
+        `profile_whole=False` for one that profiles parts of the window itself).
+
+        The window's CPU is its messages' CPU, their search indexing included: that runs
+        after a settle (3 s) behind the commits. So the window opens once the indexer has
+        applied what came before (the warm-up's) and closes once it has applied the
+        window's own."""
+        await self._index_caught_up(servers)
         metrics_before = [await read_metrics(self._url(s), self.options.headers) for s in servers]
         before = [s.usage() if s else None for s in servers]
         if on_start is not None:
@@ -204,6 +215,7 @@ class Runner(
         provider_before = provider.usage() if provider else None
         profiler = self._start_profiler(label, servers[0]) if profile_whole else None
         samples = await self._load(label, url, agents, total, concurrency, **kw)
+        index_wait = await self._index_caught_up(servers)
         after = [s.usage() if s else None for s in servers]
         provider_after = provider.usage() if provider else None
         if profiler is not None:
@@ -215,6 +227,7 @@ class Runner(
         result["throughput_per_s"] = throughput_series(samples, start)
         ok = result["messages"] - result["errors"]
         result["server"] = _sum_usage(before, after, ok)
+        result["index_caught_up_s"] = index_wait  # after the last reply, in the window's CPU
         result["provider"] = usage_delta(provider_before, provider_after, ok)
         window = result["window_s"] or 1.0
         activations = _delta(metrics_before, metrics_after, "kelpie_activations_total")
@@ -247,6 +260,20 @@ class Runner(
             "slow_inline_commits": slow,
         }
         return result
+
+    async def _index_caught_up(self, servers: list[Child | None]) -> float | None:
+        """Seconds until every server's search indexer said it had applied every message
+        stored (`kelpie_search_caught_up` on /metrics; a server that does not say is not
+        waited for); None if one had not within INDEX_WAIT_MAX_S. Asked every
+        INDEX_POLL_S: each ask is a scrape, whose CPU the window would count."""
+        started = trio.current_time()
+        while True:
+            answers = [await read_metrics(self._url(s), self.options.headers) for s in servers]
+            if all(found.get("kelpie_search_caught_up", 1.0) == 1.0 for found in answers):
+                return round(trio.current_time() - started, 2)
+            if trio.current_time() - started >= INDEX_WAIT_MAX_S:
+                return None
+            await trio.sleep(INDEX_POLL_S)
 
     def _start_profiler(self, label: str, server: Child | None) -> Any:
         if self.options.profile != "py-spy" or server is None:
@@ -579,6 +606,7 @@ class Runner(
                     "two-nodes: warm-up", urls[0], agents, len(agents),
                     min(p["concurrency"], len(agents)), base_urls=urls,
                 )  # fmt: skip
+                await self._index_caught_up(servers)  # as in _measured
                 metrics_before = [await read_metrics(u, self.options.headers) for u in urls]
                 measured = await self._measured_urls(
                     urls, servers, provider, agents, p, metrics_before
@@ -605,6 +633,7 @@ class Runner(
             p["concurrency"],
             base_urls=urls,
         )
+        index_wait = await self._index_caught_up(servers)
         after = [s.usage() if s else None for s in servers]
         provider_after = provider.usage() if provider else None
         metrics_after = [await read_metrics(u, self.options.headers) for u in urls]
@@ -615,6 +644,7 @@ class Runner(
         )
         ok = result["messages"] - result["errors"]
         result["server"] = _sum_usage(before, after, ok)
+        result["index_caught_up_s"] = index_wait  # after the last reply, in the window's CPU
         result["provider"] = usage_delta(provider_before, provider_after, ok)
         result["activations"] = _delta(metrics_before, metrics_after, "kelpie_activations_total")
         result["activations_per_s"] = None
