@@ -64,7 +64,7 @@ def test_bench_smoke_completes_and_writes_json_and_png(tmp_path: Path) -> None:
     loop, whole = steady["loop_thread_cpu_ms_per_msg"] * sent, steady["cpu_ms_per_msg"] * sent
     assert 0 < loop <= whole + 20, steady
     # The window closed once the server's indexer had applied the window's messages (their
-    # indexing is their CPU): it was behind at the last reply, by its settle at least.
+    # indexing is their CPU): behind at the last reply (its settle), it was waited for.
     assert by_name["steady"]["index_caught_up_s"] >= 0.5
     assert "time_to_first_chunk_ms" in by_name["streaming"]["streaming"]
     cold = by_name["cold-activation"]
