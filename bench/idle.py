@@ -21,13 +21,14 @@ what waking alone costs on this machine.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from bench.load import read_metrics
+from bench.load import index_caught_up, read_metrics
 from bench.mixin import RunnerPart
 from bench.procs import start_idle_floor
 
@@ -176,11 +177,7 @@ class Idle(RunnerPart):
                 raise SystemExit("idle needs the server's process: give --server-pid")
             url = self._url(server)
 
-            async def caught_up() -> bool:
-                """The indexer's own word (True from a server that does not say)."""
-                found = await read_metrics(url, self.options.headers)
-                return found.get("kelpie_search_caught_up", 1.0) == 1.0
-
+            caught_up = functools.partial(index_caught_up, url, self.options.headers)
             agents = await self._create(url, top) if top else []
             active = 0
             for level in steps:

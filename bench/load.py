@@ -19,7 +19,10 @@ import trio
 
 from bench.http1 import Connection, HttpError, Reply
 
-__all__ = ["Sample", "create_agents", "message_body", "read_metrics", "run_load", "steps_of"]
+__all__ = [
+    "Sample", "create_agents", "index_caught_up", "message_body", "read_metrics", "run_load",
+    "steps_of",
+]  # fmt: skip
 
 
 @attrs.define
@@ -207,3 +210,10 @@ async def read_metrics(url: str, headers: dict[str, str]) -> dict[str, float]:
         if name == "kelpie_store_retries_total" and 'error="NotCommitted"' in labels:
             found["conflicts"] = found.get("conflicts", 0.0) + float(value)
     return found
+
+
+async def index_caught_up(url: str, headers: dict[str, str]) -> bool:
+    """Whether the server's search indexer has applied every message stored: its own word
+    on /metrics (`kelpie_search_caught_up`); True from a server that does not say."""
+    found = await read_metrics(url, headers)
+    return found.get("kelpie_search_caught_up", 1.0) == 1.0

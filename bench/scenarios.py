@@ -29,7 +29,7 @@ from bench.file_ingestion import FileIngestion
 from bench.hot_agent import HotAgent
 from bench.http1 import Connection
 from bench.idle import Idle
-from bench.load import Sample, create_agents, read_metrics, run_load
+from bench.load import Sample, create_agents, index_caught_up, read_metrics, run_load
 from bench.mcp_calls import McpCalls
 from bench.params import DEFAULTS, SMOKE
 from bench.procs import Attached, Child, Usage, start_fake_provider, start_floor, start_server
@@ -268,8 +268,8 @@ class Runner(
         INDEX_POLL_S: each ask is a scrape, whose CPU the window would count."""
         started = trio.current_time()
         while True:
-            answers = [await read_metrics(self._url(s), self.options.headers) for s in servers]
-            if all(found.get("kelpie_search_caught_up", 1.0) == 1.0 for found in answers):
+            answers = [await index_caught_up(self._url(s), self.options.headers) for s in servers]
+            if all(answers):
                 return round(trio.current_time() - started, 2)
             if trio.current_time() - started >= INDEX_WAIT_MAX_S:
                 return None

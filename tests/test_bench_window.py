@@ -15,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 
-import bench.scenarios
+import bench.load
 from bench.scenarios import INDEX_POLL_S, INDEX_WAIT_MAX_S, Options, Runner
 
 
@@ -34,7 +34,7 @@ def _runner(monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[dict[str, f
         queue = answers[url]
         return queue.pop(0) if len(queue) > 1 else queue[0]
 
-    monkeypatch.setattr(bench.scenarios, "read_metrics", read_metrics)
+    monkeypatch.setattr(bench.load, "read_metrics", read_metrics)
     return Runner(Options(), lambda *a, **k: None), asked
 
 
